@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# pgbench select-only throughput: direct Postgres vs pgbouncer vs pgmld.
+#
+#   bench/pgbench/run.sh                 # 3 modes x 3 targets, 30 s each (~5 min)
+#   DURATION=5 bench/pgbench/run.sh      # quick check
+#
+# Runs `pgbench -S -c $CLIENTS -j $JOBS -T $DURATION -M <mode>` for every protocol mode
+# (simple, extended, prepared) against every target, interleaved per mode:
+#   direct     Postgres at $PG_HOST:$PG_PORT (trust auth as $PG_USER)
+#   pgbouncer  a private pgbouncer (session pooling) started here on a free port; the Debian
+#              package is installed with apt-get when missing and we are root
+#   pgmld      $PGMLD_BIN started here on a free port (skipped, with a note, when missing)
+# The data set is `pgbench -i -s $SCALE` in database $BENCH_DB, created directly on Postgres
+# (re-initialised only when missing or at another scale, or with FORCE_INIT=1).
+# Prints a markdown table and writes it, with the date, machine and command, to $OUT.
+# Everything started here is stopped on exit.
+#
+# Environment (defaults): DURATION (30) SCALE (10) CLIENTS (8) JOBS (2)
+#   MODES ("simple extended prepared") TARGETS ("direct pgbouncer pgmld")
+#   PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB (pgbench_bench)
+#   PGMLD_BIN (target/release/pgmld) OUT (bench/pgbench/results.md) FORCE_INIT (0)
+# Relative PGMLD_BIN / OUT given by the caller are taken from the caller's directory;
+# the defaults are under the repository root.
+set -euo pipefail
+
+ORIG_PWD=$PWD
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
+
+# The command as run, for the report: whatever the caller set beyond the sizes.
+CALLER_SET=""
+for v in MODES TARGETS PG_HOST PG_PORT PG_USER BENCH_DB FORCE_INIT PGMLD_BIN OUT; do
+  if [[ -n "${!v+set}" ]]; then CALLER_SET+=" $v=$(printf '%q' "${!v}")"; fi
+done
+
+DURATION=${DURATION:-30}
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-8}
+JOBS=${JOBS:-2}
+MODES=${MODES:-simple extended prepared}
+TARGETS=${TARGETS:-direct pgbouncer pgmld}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-postgres}
+BENCH_DB=${BENCH_DB:-pgbench_bench}
+FORCE_INIT=${FORCE_INIT:-0}
+if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
+if [[ -n "${OUT:-}" ]]; then OUT_FILE=$(abspath "$OUT"); else OUT_FILE=$ROOT/bench/pgbench/results.md; fi
+INVOCATION="DURATION=$DURATION SCALE=$SCALE CLIENTS=$CLIENTS JOBS=$JOBS$CALLER_SET bench/pgbench/run.sh"
+
+log() { printf '[pgbench-run] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+for tool in pgbench psql pg_isready; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install postgresql-client)"
+done
+
+# --- cleanup of everything started here -----------------------------------------------
+WORK=$(mktemp -d /tmp/pgbench-run.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  local pid i
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    return
+  fi
+  local p
+  for ((;;)); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+# wait_ready PORT PID NAME: until the port answers like Postgres, the process is alive.
+wait_ready() {
+  local port=$1 pid=$2 name=$3 i
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || { log "$name exited during startup"; return 1; }
+    pg_isready -q -h 127.0.0.1 -p "$port" -U "$PG_USER" -d "$BENCH_DB" -t 1 && return 0
+    sleep 0.1
+  done
+  log "$name not ready on port $port after 30 s"
+  return 1
+}
+
+psql_direct() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
+
+# --- data set --------------------------------------------------------------------------
+pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -t 5 \
+  || die "Postgres not answering at $PG_HOST:$PG_PORT"
+SERVER_VERSION=$(psql_direct -d postgres -Atc 'show server_version')
+if [[ -z $(psql_direct -d postgres -Atc "select 1 from pg_database where datname = '$BENCH_DB'") ]]; then
+  log "creating database $BENCH_DB"
+  psql_direct -d postgres -c "create database \"$BENCH_DB\""
+fi
+current_scale=0
+if [[ -n $(psql_direct -d "$BENCH_DB" -Atc "select to_regclass('pgbench_branches')") ]]; then
+  current_scale=$(psql_direct -d "$BENCH_DB" -Atc 'select count(*) from pgbench_branches')
+fi
+if [[ "$FORCE_INIT" == 1 || "$current_scale" != "$SCALE" ]]; then
+  log "initialising $BENCH_DB at scale $SCALE (was $current_scale)"
+  pgbench -i -q -s "$SCALE" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$BENCH_DB" >"$WORK/init.log" 2>&1 \
+    || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
+else
+  log "$BENCH_DB already at scale $SCALE (FORCE_INIT=1 to redo)"
+fi
+
+# --- targets ---------------------------------------------------------------------------
+declare -A PORT
+NOTES=()
+PGB_VERSION=n/a
+PGMLD_VERSION=n/a
+PGMLD_CMD=n/a
+
+want() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+if want direct; then PORT[direct]=$PG_PORT; fi
+
+start_pgbouncer() {
+  local pgb
+  pgb=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null || true)
+  if [[ -z "$pgb" ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      log "installing pgbouncer with apt-get"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >"$WORK/apt.log" 2>&1 \
+        || { apt-get update -q >>"$WORK/apt.log" 2>&1 \
+             && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >>"$WORK/apt.log" 2>&1; } \
+        || { tail -5 "$WORK/apt.log" >&2; NOTES+=("pgbouncer: apt-get install failed"); return 1; }
+      pgb=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    else
+      NOTES+=("pgbouncer: not installed (apt-get install pgbouncer)")
+      return 1
+    fi
+  fi
+  PGB_VERSION=$("$pgb" --version 2>/dev/null | head -1)
+  local dir=$WORK/pgbouncer port
+  port=$(free_port)
+  mkdir -p "$dir"
+  printf '"%s" ""\n' "$PG_USER" >"$dir/userlist.txt"
+  cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$PG_HOST port=$PG_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+  local run=()
+  if [[ $(id -u) == 0 ]]; then
+    # pgbouncer refuses to run as root; setpriv execs, so $! is pgbouncer itself.
+    chown -R postgres: "$dir"
+    run=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  fi
+  "${run[@]}" "$pgb" "$dir/pgbouncer.ini" >"$dir/stdout.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  if ! wait_ready "$port" "$pid" pgbouncer; then
+    tail -20 "$dir/pgbouncer.log" "$dir/stdout.log" >&2 2>/dev/null || true
+    NOTES+=("pgbouncer: failed to start")
+    return 1
+  fi
+  PORT[pgbouncer]=$port
+  log "pgbouncer ($PGB_VERSION) on 127.0.0.1:$port, session pooling"
+}
+
+start_pgmld() {
+  if [[ ! -x "$BIN" ]]; then
+    NOTES+=("pgmld: skipped, no binary at ${BIN#"$ROOT"/} (cargo build --release --bin pgmld, or set PGMLD_BIN)")
+    log "note: ${NOTES[-1]}"
+    return 1
+  fi
+  local port
+  port=$(free_port)
+  mkdir -p "$WORK/pgmld-data"
+  local args=(--listen "127.0.0.1:$port" --upstream "postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres"
+              --metrics-listen '' --data-dir "$WORK/pgmld-data")
+  PGMLD_VERSION=$(env -u PGMLD_BIN "$BIN" --version 2>/dev/null | head -1 || true)
+  PGMLD_VERSION=${PGMLD_VERSION:-unknown}
+  PGMLD_CMD="${BIN#"$ROOT"/}$(printf ' %q' "${args[@]}")"
+  PGMLD_CMD=${PGMLD_CMD//"$WORK"/\$TMP}
+  # pgmld rejects unknown PGMLD_* variables, and PGMLD_BIN is this script's.
+  env -u PGMLD_BIN "$BIN" "${args[@]}" >"$WORK/pgmld.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  if ! wait_ready "$port" "$pid" pgmld \
+     || ! psql -X -q -h 127.0.0.1 -p "$port" -U "$PG_USER" -d "$BENCH_DB" -Atc 'select 1' >/dev/null 2>>"$WORK/pgmld.log"; then
+    tail -20 "$WORK/pgmld.log" >&2
+    NOTES+=("pgmld: failed to start or to answer a query; last log line: $(tail -1 "$WORK/pgmld.log")")
+    return 1
+  fi
+  PORT[pgmld]=$port
+  log "pgmld ($PGMLD_VERSION) on 127.0.0.1:$port"
+}
+
+if want pgbouncer; then start_pgbouncer || true; fi
+if want pgmld; then start_pgmld || true; fi
+
+# --- runs ------------------------------------------------------------------------------
+declare -A TPS
+pgbench_args=(-S -c "$CLIENTS" -j "$JOBS" -T "$DURATION")
+for mode in $MODES; do
+  for target in direct pgbouncer pgmld; do
+    want "$target" || continue
+    if [[ -z "${PORT[$target]:-}" ]]; then TPS[$target,$mode]=n/a; continue; fi
+    host=127.0.0.1; [[ $target == direct ]] && host=$PG_HOST
+    logf=$WORK/$target-$mode.log
+    log "$target / $mode: pgbench ${pgbench_args[*]} -M $mode (${DURATION}s)"
+    rc=0
+    pgbench -h "$host" -p "${PORT[$target]}" -U "$PG_USER" "${pgbench_args[@]}" -M "$mode" "$BENCH_DB" \
+      >"$logf" 2>&1 || rc=$?
+    tps=$(awk '/^tps = .*without initial connection time/ { print $3; exit }' "$logf")
+    if [[ -z "$tps" ]]; then
+      tail -15 "$logf" >&2
+      TPS[$target,$mode]=failed
+      NOTES+=("$target / $mode: pgbench failed (exit $rc)")
+      continue
+    fi
+    if [[ $rc != 0 ]]; then NOTES+=("$target / $mode: pgbench exit $rc (errors during the run)"); fi
+    failed=$(awk '/^number of failed transactions:/ { print $5; exit }' "$logf")
+    if [[ -n "$failed" && "$failed" != 0 ]]; then NOTES+=("$target / $mode: $failed failed transactions"); fi
+    TPS[$target,$mode]=$tps
+    log "$target / $mode: tps = $tps"
+  done
+done
+
+# --- report ----------------------------------------------------------------------------
+fmt_tps() { [[ "$1" =~ ^[0-9.]+$ ]] && printf '%.0f' "$1" || printf '%s' "$1"; }
+ratio() { [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }' || printf 'n/a'; }
+table() {
+  echo "| mode | direct TPS | pgbouncer TPS | pgmld TPS | pgmld/pgbouncer | pgmld/direct |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  local m d b p
+  for m in $MODES; do
+    d=${TPS[direct,$m]:-n/a}; b=${TPS[pgbouncer,$m]:-n/a}; p=${TPS[pgmld,$m]:-n/a}
+    echo "| $m | $(fmt_tps "$d") | $(fmt_tps "$b") | $(fmt_tps "$p") | $(ratio "$p" "$b") | $(ratio "$p" "$d") |"
+  done
+}
+
+TABLE=$(table)
+echo
+echo "$TABLE"
+if ((${#NOTES[@]})); then printf '\nNotes:\n'; printf -- '- %s\n' "${NOTES[@]}"; fi
+
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || true)
+OS=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
+mkdir -p "$(dirname "$OUT_FILE")"
+{
+  echo "# pgbench select-only: direct Postgres vs pgbouncer vs pgmld"
+  echo
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- Machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, ${MEM:-? GiB}, $OS, Linux $(uname -r)"
+  echo "- Postgres $SERVER_VERSION at $PG_HOST:$PG_PORT; $PGB_VERSION; pgmld: $PGMLD_VERSION (repo commit $COMMIT)"
+  echo "- Command: \`$INVOCATION\`"
+  echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER ${pgbench_args[*]} -M <mode> $BENCH_DB\`" \
+       "after \`pgbench -i -s $SCALE $BENCH_DB\` on Postgres directly"
+  echo "- pgbouncer: pool_mode = session, default_pool_size = 20, max_client_conn = 100, auth_type = trust"
+  echo "- pgmld: \`$PGMLD_CMD\`"
+  echo "- pgbench, Postgres and the proxy share the same $(nproc) CPUs, so proxy CPU cost shows up as lost TPS."
+  echo
+  echo "$TABLE"
+  if ((${#NOTES[@]})); then echo; echo "Notes:"; printf -- '- %s\n' "${NOTES[@]}"; fi
+} >"$OUT_FILE"
+log "wrote ${OUT_FILE}"

@@ -1,0 +1,245 @@
+//! pgmld's configuration.
+//!
+//! Values are layered: built-in defaults, then the TOML file (`--config`), then `PGMLD_*`
+//! environment variables, then command-line flags (applied by the binary). Every field's
+//! doc comment states its default; `config/pgmld.toml` in the repository lists them all.
+
+mod error;
+
+pub use error::ConfigError;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration of one pgmld process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to, as with Postgres. Default `127.0.0.1:6432`.
+    pub listen: String,
+    /// Upstream Postgres URL (`postgres://user:pass@host:port/db`). Client sessions go to its
+    /// host and port with the client's own user, password and database; pgmld's own
+    /// connections (migrations, logs, weights) use the URL as written. Default: unset, which
+    /// means `postgres://postgres@127.0.0.1:5432/postgres` when that answers, else a private
+    /// cluster started under `data_dir` (see `embedded_port`).
+    pub upstream: Option<String>,
+    /// Directory for pgmld's own state: the private Postgres cluster when one is needed, model
+    /// caches later. Default `./pgmld-data`.
+    pub data_dir: PathBuf,
+    /// TCP port of the private Postgres cluster started when no upstream is reachable.
+    /// Default `6543`.
+    pub embedded_port: u16,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres` for the private cluster. Default:
+    /// unset, found with `pg_config --bindir` or the newest `/usr/lib/postgresql/*/bin`.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// PEM certificate chain for TLS towards clients. With `tls_key`, SSLRequest is answered
+    /// with `S`; without, with `N` (plain connections only). Default: unset.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`. Default: unset.
+    pub tls_key: Option<PathBuf>,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; empty turns it off.
+    /// Default `127.0.0.1:9187`.
+    pub metrics_listen: String,
+    /// tracing filter (`info`, `pgmld=debug,warn`, ...). `RUST_LOG` wins when set.
+    /// Default `info`.
+    pub log_level: String,
+    /// Log format: `text` or `json`. Default `text`.
+    pub log_format: String,
+    /// Seconds to wait for open sessions to finish after SIGTERM / SIGINT before closing
+    /// them. Default `30`.
+    pub shutdown_timeout_secs: u64,
+    /// Seconds allowed for connecting to the upstream for a client session. Default `10`.
+    pub connect_timeout_secs: u64,
+    /// Largest frontend message accepted, in bytes; larger ones close the connection with
+    /// an error, as Postgres does. Default `1073741824` (1 GiB, Postgres' own limit).
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6432".into(),
+            upstream: None,
+            data_dir: PathBuf::from("./pgmld-data"),
+            embedded_port: 6543,
+            pg_bin_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: "127.0.0.1:9187".into(),
+            log_level: "info".into(),
+            log_format: "text".into(),
+            shutdown_timeout_secs: 30,
+            connect_timeout_secs: 10,
+            max_message_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Prefix of environment variables that override file values (`PGMLD_LISTEN`, ...).
+pub const ENV_PREFIX: &str = "PGMLD_";
+
+impl Config {
+    /// Defaults, overlaid with `file` when given, then with `PGMLD_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                // Validate the file alone first so its errors name the file.
+                table
+                    .clone()
+                    .try_into::<Config>()
+                    .map_err(|e| ConfigError::Invalid {
+                        origin: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from(Config::default()).map_err(|e| {
+            ConfigError::Invalid { origin: "defaults".into(), message: e.to_string() }
+        })?;
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if !known_field(&key) {
+                // Orchestrators inject PGMLD_* variables of their own (Kubernetes service
+                // links: PGMLD_PORT, PGMLD_SERVICE_HOST); the binary warns about them.
+                continue;
+            }
+            // A number-typed default means the variable must parse as a number.
+            let value = match defaults.get(&key) {
+                Some(toml::Value::Integer(_)) => raw
+                    .trim()
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| ConfigError::Invalid {
+                        origin: name.clone(),
+                        message: format!("{raw:?} is not an integer"),
+                    })?,
+                _ => toml::Value::String(raw),
+            };
+            table.insert(key, value);
+        }
+        table.try_into::<Config>().map_err(|e| ConfigError::Invalid {
+            origin: "environment".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Seconds as a [`std::time::Duration`], for the shutdown drain.
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// Seconds as a [`std::time::Duration`], for upstream connects.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+/// Field names accepted in the file and as `PGMLD_<NAME>` variables.
+pub const FIELDS: &[&str] = &[
+    "listen",
+    "upstream",
+    "data_dir",
+    "embedded_port",
+    "pg_bin_dir",
+    "tls_cert",
+    "tls_key",
+    "metrics_listen",
+    "log_level",
+    "log_format",
+    "shutdown_timeout_secs",
+    "connect_timeout_secs",
+    "max_message_bytes",
+];
+
+/// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.
+pub fn unknown_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    env.into_iter()
+        .filter_map(|(name, _)| {
+            let key = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            (!known_field(&key)).then_some(name)
+        })
+        .collect()
+}
+
+fn known_field(key: &str) -> bool {
+    FIELDS.contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        assert_eq!(Config::load(None, env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("pgmld-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:7000\"\nshutdown_timeout_secs = 5\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("PGMLD_SHUTDOWN_TIMEOUT_SECS", "9"), ("HOME", "/x")]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7000");
+        assert_eq!(c.shutdown_timeout_secs, 9);
+    }
+
+    #[test]
+    fn unknown_env_and_bad_numbers_are_named() {
+        assert_eq!(Config::load(None, env(&[("PGMLD_LISTNE", "x")])).unwrap(), Config::default());
+        assert_eq!(unknown_env_vars(env(&[("PGMLD_LISTNE", "x"), ("PGMLD_LISTEN", "y")])), vec!["PGMLD_LISTNE"]);
+        let e = Config::load(None, env(&[("PGMLD_EMBEDDED_PORT", "abc")])).unwrap_err().to_string();
+        assert!(e.contains("\"abc\" is not an integer"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_field_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("pgmld-config-u-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pgmld.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c, Config::default(), "config/pgmld.toml must list the defaults");
+    }
+
+    #[test]
+    fn fields_list_is_complete() {
+        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), ..Config::default() }).unwrap();
+        let mut keys: Vec<_> = t.keys().cloned().collect();
+        keys.sort();
+        let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();
+        fields.sort();
+        assert_eq!(keys, fields);
+    }
+}

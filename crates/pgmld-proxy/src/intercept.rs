@@ -1,0 +1,250 @@
+//! Statements that call pgml functions.
+//!
+//! pgmld evaluates the calls and splices their results into the client's own text, which
+//! the upstream then runs: the rest of the statement keeps Postgres' semantics, and
+//! RowDescription, command tags and transaction state come from Postgres itself.
+//! Prepared statements are parsed upstream in their *shape* (calls replaced by typed NULLs
+//! that keep the `$n` parameters), so Describe and Bind answer exactly; Execute evaluates
+//! the calls with the bound parameters and runs the spliced text in a portal of pgmld's.
+//!
+//! Errors pgmld raises itself are queued in order with the upstream's answers; a failing
+//! statement is then sent upstream so the transaction state becomes what Postgres would
+//! have after an error (aborted block, rolled-back implicit transaction).
+
+use crate::error::ProxyError;
+use crate::expect::{Kind, Route};
+use crate::session::{LocalPortal, LocalStatement, Session};
+use crate::wire;
+use bytes::{Bytes, BytesMut};
+use pgmld_sql::analyze::{mentions_pgml, mentions_pgml_bytes};
+use pgmld_sql::{Param, Plan, SqlError};
+use pgwire::messages::extendedquery::{Bind, Execute, Parse};
+use std::sync::Arc;
+use tokio::io::AsyncWrite;
+
+/// Text sent upstream to put the transaction into the state an error leaves; it fails
+/// at parse time, touching nothing.
+const ABORT_SQL: &str = "pgmld: abort the transaction after a pgml error";
+
+/// Simple or extended protocol, which decides how an error is reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Simple,
+    Extended,
+}
+
+impl<W: AsyncWrite + Unpin> Session<W> {
+    pub(crate) async fn on_query(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        self.metrics.statements_proxied.inc();
+        if !mentions_pgml_bytes(&frame) {
+            self.forward(&frame, Some(Kind::Query));
+            return Ok(());
+        }
+        let sql = wire::query_text(&frame)?;
+        let plan = match Plan::build(&sql, &self.registry) {
+            Ok(None) => {
+                self.forward(&frame, Some(Kind::Query));
+                return Ok(());
+            }
+            Ok(Some(plan)) => plan,
+            Err(e) => return self.local_error(e, Mode::Simple).await,
+        };
+        self.count_intercepted(&plan);
+        self.catch_up().await?;
+        match self.evaluate(&plan, &[]).await? {
+            Ok(text) => {
+                self.shared.expect(Kind::Query, Route::Client);
+                wire::query(&text, &mut self.up);
+                Ok(())
+            }
+            Err(e) => self.local_error(e, Mode::Simple).await,
+        }
+    }
+
+    pub(crate) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        let pgml = mentions_pgml_bytes(&frame);
+        if !pgml && self.statements.is_empty() {
+            self.forward(&frame, Some(Kind::Parse));
+            return Ok(());
+        }
+        let parse: Parse = wire::decode(&frame)?;
+        let name = parse.name.clone().unwrap_or_default();
+        self.statements.remove(&name);
+        if !pgml || self.error_until_sync || !mentions_pgml(&parse.query) {
+            self.forward(&frame, Some(Kind::Parse));
+            return Ok(());
+        }
+        let plan = match Plan::build(&parse.query, &self.registry) {
+            Ok(None) => {
+                self.forward(&frame, Some(Kind::Parse));
+                return Ok(());
+            }
+            Ok(Some(plan)) => plan,
+            Err(e) => return self.local_error(e, Mode::Extended).await,
+        };
+        self.shared.expect(Kind::Parse, Route::Client);
+        wire::parse(&name, &plan.shape_sql(), parse.type_oids, &mut self.up);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.shared.expect(Kind::DescribeStatement, Route::Capture(tx));
+        wire::describe(b'S', &name, &mut self.up);
+        self.statements.insert(name, LocalStatement { plan: Arc::new(plan), describe: Some(rx), param_types: None });
+        Ok(())
+    }
+
+    pub(crate) fn on_bind(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        if self.statements.is_empty() && self.portals.is_empty() {
+            self.forward(&frame, Some(Kind::Bind));
+            return Ok(());
+        }
+        let bind: Bind = wire::decode(&frame)?;
+        let portal = bind.portal_name.clone().unwrap_or_default();
+        let statement = bind.statement_name.clone().unwrap_or_default();
+        self.portals.remove(&portal);
+        if let Some(ls) = self.statements.get(&statement) {
+            let plan = ls.plan.clone();
+            self.portals.insert(portal, LocalPortal { statement, plan, bind: frame.clone(), running: None });
+        }
+        self.forward(&frame, Some(Kind::Bind));
+        Ok(())
+    }
+
+    pub(crate) async fn on_execute(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        self.metrics.statements_proxied.inc();
+        if self.portals.is_empty() || self.error_until_sync {
+            self.forward(&frame, Some(Kind::Execute));
+            return Ok(());
+        }
+        let exec: Execute = wire::decode(&frame)?;
+        let portal = exec.name.clone().unwrap_or_default();
+        let Some(lp) = self.portals.get(&portal) else {
+            self.forward(&frame, Some(Kind::Execute));
+            return Ok(());
+        };
+        if let Some(running) = lp.running.clone() {
+            self.shared.expect(Kind::Execute, Route::Client);
+            wire::execute(&running, exec.max_rows, &mut self.up);
+            return Ok(());
+        }
+        let (plan, statement) = (lp.plan.clone(), lp.statement.clone());
+        self.count_intercepted(&plan);
+        self.catch_up().await?;
+        if self.shared.skipping() {
+            // The upstream failed an earlier message of this batch and ignores this one.
+            self.forward(&frame, Some(Kind::Execute));
+            return Ok(());
+        }
+        let types = self.parameter_types(&statement).await;
+        let Some(lp) = self.portals.get(&portal) else { return Ok(()) };
+        let bind: Bind = wire::decode(&lp.bind)?;
+        let params = bound_params(&bind, &types);
+        match self.evaluate(&plan, &params).await? {
+            Ok(text) => {
+                self.counter += 1;
+                let (s, p) = (format!("pgmld_s{}", self.counter), format!("pgmld_p{}", self.counter));
+                self.shared.expect(Kind::Parse, Route::Swallow);
+                wire::parse(&s, &text, types, &mut self.up);
+                self.shared.expect(Kind::Bind, Route::Swallow);
+                wire::bind(&p, &s, &bind, &mut self.up);
+                self.shared.expect(Kind::Execute, Route::Client);
+                wire::execute(&p, exec.max_rows, &mut self.up);
+                self.shared.expect(Kind::Close, Route::Swallow);
+                wire::close(b'S', &s, &mut self.up);
+                if let Some(lp) = self.portals.get_mut(&portal) {
+                    lp.running = Some(p);
+                }
+                Ok(())
+            }
+            Err(e) => self.local_error(e, Mode::Extended).await,
+        }
+    }
+
+    pub(crate) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        if !self.statements.is_empty() || !self.portals.is_empty() {
+            let mut body = frame.get(6..).unwrap_or(&[]);
+            let name = wire::cstr(&mut body).unwrap_or_default();
+            if frame.get(5) == Some(&b'S') {
+                self.statements.remove(&name);
+            } else if let Some(LocalPortal { running: Some(p), .. }) = self.portals.remove(&name) {
+                self.shared.expect(Kind::Close, Route::Swallow);
+                wire::close(b'P', &p, &mut self.up);
+            }
+        }
+        self.forward(&frame, Some(Kind::Close));
+        Ok(())
+    }
+
+    /// Parameter types of a local statement from the upstream's Describe of its shape.
+    async fn parameter_types(&mut self, statement: &str) -> Vec<u32> {
+        let Some(ls) = self.statements.get_mut(statement) else { return vec![] };
+        if let Some(t) = &ls.param_types {
+            return t.clone();
+        }
+        let mut types = vec![];
+        if let Some(mut rx) = ls.describe.take() {
+            while let Some((ty, body)) = rx.recv().await {
+                if ty == b't' {
+                    types = wire::parameter_types(&body);
+                }
+            }
+        }
+        ls.param_types = Some(types.clone());
+        types
+    }
+
+    /// Reports an error pgmld raised, in order, and leaves the transaction as Postgres
+    /// would after that error.
+    pub(crate) async fn local_error(&mut self, e: SqlError, mode: Mode) -> Result<(), ProxyError> {
+        self.metrics.error("pgml");
+        tracing::info!(code = e.code, "pgml call failed: {}", e.message);
+        self.catch_up().await?;
+        let mut b = BytesMut::new();
+        match mode {
+            Mode::Simple => {
+                wire::error_response(&e, &mut b);
+                if self.shared.txn_status() == b'I' {
+                    wire::ready_for_query(b'I', &mut b);
+                    self.shared.local(b.freeze());
+                } else {
+                    self.shared.local(b.freeze());
+                    self.shared.expect(Kind::Query, Route::OnlyReady);
+                    wire::query(ABORT_SQL, &mut self.up);
+                }
+            }
+            Mode::Extended => {
+                self.error_until_sync = true;
+                if self.shared.skipping() {
+                    return Ok(()); // Postgres would ignore this message after the earlier error.
+                }
+                wire::error_response(&e, &mut b);
+                self.shared.local(b.freeze());
+                self.shared.expect(Kind::Parse, Route::OnlyReady);
+                wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_intercepted(&self, plan: &Plan) {
+        for f in plan.function_names() {
+            self.metrics.intercepted(f);
+        }
+    }
+}
+
+/// Bind parameters with their formats (Bind's format-code rules) and resolved types.
+fn bound_params(bind: &Bind, types: &[u32]) -> Vec<Param> {
+    let formats = &bind.parameter_format_codes;
+    bind.parameters
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Param {
+            type_oid: types.get(i).copied().unwrap_or(0),
+            binary: match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i).copied().unwrap_or(0) == 1,
+            },
+            bytes: v.as_ref().map(|b| b.to_vec()),
+        })
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! pgmld's client-facing side: Postgres wire protocol on the front, one upstream
+//! connection per client session behind, raw messages forwarded both ways, and
+//! statements calling `pgml.*` served through `pgmld-sql`.
+
+mod cancel;
+mod error;
+mod expect;
+mod intercept;
+mod relay;
+mod server;
+mod session;
+mod startup;
+pub mod tls;
+mod wire;
+
+pub use error::ProxyError;
+pub use server::{Server, ServerOptions};

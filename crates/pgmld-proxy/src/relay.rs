@@ -1,0 +1,217 @@
+//! Upstream → client half of a session.
+//!
+//! Bytes are streamed: the relay reads whatever the upstream sent, walks the message
+//! headers, and copies client-bound messages through as they arrive, so a multi-GB result
+//! passes with a buffer of one read. It buffers only messages it must look into
+//! (ReadyForQuery, ErrorResponse) or that pgmld consumes itself.
+
+use crate::expect::{Expect, Kind, Route, Shared};
+use pgmld_metrics::Metrics;
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Flush to the client once this much is pending even if more input is buffered.
+const FLUSH_AT: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the relay is doing with the current backend message.
+enum State {
+    /// Between messages.
+    Idle,
+    /// Copying the rest of a client-bound message: bytes left.
+    Streaming(usize),
+}
+
+/// Runs until the upstream or the client closes. Always closes `shared` on return.
+pub async fn run<R, W>(
+    mut upstream: R,
+    mut client: W,
+    shared: Arc<Shared>,
+    mut notices: mpsc::UnboundedReceiver<Bytes>,
+    metrics: Arc<Metrics>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut relay = Relay { shared: shared.clone(), current: None, inbuf: BytesMut::with_capacity(READ_CHUNK), out: BytesMut::with_capacity(READ_CHUNK), state: State::Idle, pending_type: 0 };
+    let result: std::io::Result<()> = async {
+        loop {
+            relay.process();
+            if matches!(relay.state, State::Idle) {
+                relay.run_local();
+            }
+            if !relay.out.is_empty() {
+                metrics.bytes_to_client.inc_by(relay.out.len() as u64);
+                client.write_all(&relay.out).await?;
+                relay.out.clear();
+            }
+            if shared.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+            relay.inbuf.reserve(READ_CHUNK);
+            let idle = matches!(relay.state, State::Idle);
+            tokio::select! {
+                n = upstream.read_buf(&mut relay.inbuf) => {
+                    if n? == 0 {
+                        relay.process();
+                        if !relay.out.is_empty() {
+                            client.write_all(&relay.out).await?;
+                        }
+                        return Ok(());
+                    }
+                }
+                _ = shared.wake.notified() => {}
+                Some(n) = notices.recv(), if idle => relay.out.extend_from_slice(&n),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("relay ended: {e}");
+    }
+    let _ = client.shutdown().await;
+    shared.close();
+}
+
+struct Relay {
+    shared: Arc<Shared>,
+    /// The entry the message being read belongs to.
+    current: Option<(Kind, Route)>,
+    inbuf: BytesMut,
+    out: BytesMut,
+    state: State,
+    /// Type of the message being streamed (0 for async ones, which complete nothing).
+    pending_type: u8,
+}
+
+impl Relay {
+    /// Answers queued Local entries and fires barriers that reached the front.
+    fn run_local(&mut self) {
+        if self.current.is_some() {
+            return;
+        }
+        while let Some(e) = self.shared.pop_ready_local() {
+            match e {
+                Expect::Local(b) => self.out.extend_from_slice(&b),
+                Expect::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+                Expect::Upstream(..) => unreachable!("pop_ready_local returns local entries only"),
+            }
+        }
+    }
+
+    /// Consumes as much of `inbuf` as forms messages or streamable prefixes.
+    fn process(&mut self) {
+        loop {
+            if self.out.len() >= FLUSH_AT {
+                return;
+            }
+            match self.state {
+                State::Streaming(left) => {
+                    let n = left.min(self.inbuf.len());
+                    if n == 0 {
+                        return;
+                    }
+                    self.out.extend_from_slice(&self.inbuf.split_to(n));
+                    if n == left {
+                        self.state = State::Idle;
+                        let ty = self.pending_type;
+                        self.complete(ty);
+                    } else {
+                        self.state = State::Streaming(left - n);
+                    }
+                }
+                State::Idle => {
+                    if self.inbuf.len() < 5 {
+                        return;
+                    }
+                    self.run_local();
+                    let ty = self.inbuf[0];
+                    let total = u32::from_be_bytes([self.inbuf[1], self.inbuf[2], self.inbuf[3], self.inbuf[4]]) as usize + 1;
+                    let is_async = matches!(ty, b'N' | b'S' | b'A');
+                    if !is_async && self.current.is_none() {
+                        self.current = self.next_upstream_entry();
+                    }
+                    let to_client_streamed = is_async
+                        || (matches!(self.current, None | Some((_, Route::Client))) && !matches!(ty, b'Z' | b'E'));
+                    if to_client_streamed {
+                        let n = total.min(self.inbuf.len());
+                        self.out.extend_from_slice(&self.inbuf.split_to(n));
+                        self.pending_type = ty;
+                        if n == total {
+                            if !is_async {
+                                self.complete(ty);
+                            }
+                        } else {
+                            self.state = State::Streaming(total - n);
+                            if is_async {
+                                self.pending_type = 0;
+                            }
+                        }
+                        continue;
+                    }
+                    if self.inbuf.len() < total {
+                        return;
+                    }
+                    let msg = self.inbuf.split_to(total).freeze();
+                    self.handle_whole(ty, msg);
+                }
+            }
+        }
+    }
+
+    /// The next entry answered by the upstream, acting on local ones on the way.
+    fn next_upstream_entry(&mut self) -> Option<(Kind, Route)> {
+        loop {
+            match self.shared.pop()? {
+                Expect::Upstream(k, r) => return Some((k, r)),
+                Expect::Local(b) => self.out.extend_from_slice(&b),
+                Expect::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// A buffered message: ReadyForQuery, ErrorResponse, or one pgmld consumes.
+    fn handle_whole(&mut self, ty: u8, msg: Bytes) {
+        let forward = match &self.current {
+            None | Some((_, Route::Client)) => true,
+            Some((_, Route::Swallow)) => ty == b'E',
+            Some((_, Route::OnlyReady)) => ty == b'Z',
+            Some((_, Route::Capture(tx))) => {
+                let _ = tx.send((ty, msg.slice(5..)));
+                false
+            }
+        };
+        if forward {
+            self.out.extend_from_slice(&msg);
+        }
+        match ty {
+            b'Z' => {
+                self.shared.set_txn_status(msg.get(5).copied().unwrap_or(b'I'));
+                self.current = None;
+            }
+            b'E' => {
+                if let Some((kind, _)) = &self.current {
+                    if kind.is_extended() {
+                        self.current = None;
+                        self.shared.error_skip();
+                    }
+                }
+            }
+            _ => self.complete(ty),
+        }
+    }
+
+    fn complete(&mut self, ty: u8) {
+        if let Some((kind, _)) = &self.current {
+            if kind.completed_by(ty) {
+                self.current = None;
+            }
+        }
+    }
+}

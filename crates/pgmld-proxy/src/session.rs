@@ -1,0 +1,246 @@
+//! Client → upstream half of a session: reads the client's messages, forwards them raw
+//! (recording what answers to expect), and hands statements that call pgml functions to
+//! the interceptor (`intercept.rs`).
+
+use crate::error::ProxyError;
+use crate::expect::{Kind, Route, Shared};
+use crate::startup::ReadHalf;
+use crate::wire::{self, split_message};
+use bytes::{Bytes, BytesMut};
+use pgmld_metrics::Metrics;
+use pgmld_sql::{CallContext, Plan, Registry};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Who the session is, for pgml calls and logs.
+pub struct SessionInfo {
+    /// Session id (also in tracing spans).
+    pub id: u64,
+    /// Authenticated user.
+    pub user: String,
+    /// Connected database.
+    pub database: String,
+    /// Set by a CancelRequest for this session; pgml calls poll it.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A prepared statement that calls pgml functions. Upstream holds its shape under the
+/// client's name, so Describe and Bind behave as Postgres; Execute runs the plan.
+pub(crate) struct LocalStatement {
+    pub plan: Arc<Plan>,
+    /// Receives the upstream's Describe of the shape (for parameter types).
+    pub describe: Option<tokio::sync::mpsc::UnboundedReceiver<(u8, Bytes)>>,
+    /// Parameter types once known.
+    pub param_types: Option<Vec<u32>>,
+}
+
+/// A portal bound to a [`LocalStatement`].
+pub(crate) struct LocalPortal {
+    pub statement: String,
+    pub plan: Arc<Plan>,
+    /// The client's Bind frame (re-encoded under pgmld's portal name at Execute).
+    pub bind: Bytes,
+    /// The upstream portal running the evaluated text, after the first Execute.
+    pub running: Option<String>,
+}
+
+/// The client → upstream loop and the interception state.
+pub struct Session<W> {
+    pub(crate) client: ReadHalf,
+    pub(crate) inbuf: BytesMut,
+    pub(crate) upstream: W,
+    /// Bytes to write upstream, batched so pipelined messages go out together.
+    pub(crate) up: BytesMut,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) info: SessionInfo,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_message: usize,
+    pub(crate) statements: HashMap<String, LocalStatement>,
+    pub(crate) portals: HashMap<String, LocalPortal>,
+    /// pgmld reported an error in extended mode: ignore pgml work until Sync.
+    pub(crate) error_until_sync: bool,
+    pub(crate) client_gone: bool,
+    pub(crate) counter: u64,
+}
+
+/// Whether the loop goes on.
+pub(crate) enum Flow {
+    Continue,
+    Stop,
+}
+
+impl<W: AsyncWrite + Unpin> Session<W> {
+    /// A session over an authenticated upstream connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: ReadHalf,
+        leftover: BytesMut,
+        upstream: W,
+        shared: Arc<Shared>,
+        info: SessionInfo,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        max_message: usize,
+    ) -> Self {
+        Session {
+            client,
+            inbuf: leftover,
+            upstream,
+            up: BytesMut::with_capacity(8192),
+            shared,
+            info,
+            registry,
+            metrics,
+            max_message,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            error_until_sync: false,
+            client_gone: false,
+            counter: 0,
+        }
+    }
+
+    /// Runs until the client terminates or either side closes.
+    pub async fn run(mut self) -> Result<(), ProxyError> {
+        let result = self.run_loop().await;
+        let _ = self.upstream.shutdown().await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), ProxyError> {
+        loop {
+            loop {
+                let frame = match split_message(&mut self.inbuf, self.max_message) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.metrics.error("protocol");
+                        let mut b = BytesMut::new();
+                        wire::fatal_response("08P01", &e.to_string(), &mut b);
+                        self.shared.local(b.freeze());
+                        self.flush_upstream().await?;
+                        return Err(e);
+                    }
+                };
+                if let Flow::Stop = self.handle(frame).await? {
+                    self.flush_upstream().await?;
+                    return Ok(());
+                }
+            }
+            self.flush_upstream().await?;
+            if self.client_gone {
+                return Ok(());
+            }
+            self.inbuf.reserve(8192);
+            tokio::select! {
+                n = self.client.read_buf(&mut self.inbuf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = self.shared.done.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    pub(crate) async fn flush_upstream(&mut self) -> Result<(), ProxyError> {
+        if !self.up.is_empty() {
+            self.metrics.bytes_to_upstream.inc_by(self.up.len() as u64);
+            self.upstream.write_all(&self.up).await?;
+            self.up.clear();
+        }
+        Ok(())
+    }
+
+    /// Forwards a client frame whose answers go to the client.
+    pub(crate) fn forward(&mut self, frame: &[u8], kind: Option<Kind>) {
+        if let Some(kind) = kind {
+            self.shared.expect(kind, Route::Client);
+        }
+        self.up.extend_from_slice(frame);
+    }
+
+    async fn handle(&mut self, frame: Bytes) -> Result<Flow, ProxyError> {
+        match frame[0] {
+            b'Q' => self.on_query(frame).await?,
+            b'P' => self.on_parse(frame).await?,
+            b'B' => self.on_bind(frame)?,
+            b'E' => self.on_execute(frame).await?,
+            b'C' => self.on_close(frame)?,
+            b'D' => {
+                let kind = if frame.get(5) == Some(&b'S') { Kind::DescribeStatement } else { Kind::DescribePortal };
+                self.forward(&frame, Some(kind));
+            }
+            b'S' => {
+                self.error_until_sync = false;
+                self.forward(&frame, Some(Kind::Sync));
+            }
+            b'F' => self.forward(&frame, Some(Kind::FunctionCall)),
+            b'H' | b'd' | b'c' | b'f' => self.forward(&frame, None),
+            b'X' => {
+                self.forward(&frame, None);
+                return Ok(Flow::Stop);
+            }
+            other => {
+                self.metrics.error("protocol");
+                let msg = format!("invalid frontend message type {other}");
+                let mut b = BytesMut::new();
+                wire::fatal_response("08P01", &msg, &mut b);
+                self.shared.local(b.freeze());
+                return Err(ProxyError::Protocol(msg));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Writes pending bytes, then waits until the upstream answered everything before.
+    pub(crate) async fn catch_up(&mut self) -> Result<(), ProxyError> {
+        wire::flush(&mut self.up);
+        let barrier = self.shared.barrier();
+        self.flush_upstream().await?;
+        barrier.await.map_err(|_| ProxyError::Upstream("session closed while waiting for the upstream".into()))
+    }
+
+    /// The context pgml calls run with: notices go to the client between messages.
+    pub(crate) fn call_context(&self) -> CallContext {
+        let notices = self.shared.notices.clone();
+        CallContext {
+            database: self.info.database.clone(),
+            user: self.info.user.clone(),
+            session_id: self.info.id,
+            notices: Arc::new(move |n: pgmld_sql::Notice| {
+                let mut b = BytesMut::new();
+                wire::notice_response(n.severity, &n.message, &mut b);
+                let _ = notices.send(b.freeze());
+            }),
+            cancelled: self.info.cancel.clone(),
+        }
+    }
+
+    /// Evaluates a plan while watching the client: a dropped connection cancels the call.
+    /// Pipelined messages read meanwhile stay buffered for afterwards.
+    pub(crate) async fn evaluate(
+        &mut self,
+        plan: &Plan,
+        params: &[pgmld_sql::Param],
+    ) -> Result<Result<String, pgmld_sql::SqlError>, ProxyError> {
+        self.info.cancel.store(false, std::sync::atomic::Ordering::Relaxed);
+        let ctx = self.call_context();
+        let fut = plan.execute(params, &ctx);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return Ok(r),
+                n = self.client.read_buf(&mut self.inbuf), if !self.client_gone => {
+                    if !matches!(n, Ok(n) if n > 0) {
+                        self.client_gone = true;
+                        self.info.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}

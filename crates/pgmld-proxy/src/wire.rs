@@ -1,0 +1,226 @@
+//! Postgres wire framing: splitting byte streams into messages and building the few
+//! messages pgmld writes itself, with pgwire's message types.
+
+use crate::error::ProxyError;
+use bytes::{Buf, Bytes, BytesMut};
+use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Flush, Parse};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use pgmld_sql::SqlError;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Reads one length-prefixed startup-phase packet (no type byte), with its length word.
+pub async fn read_startup_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, ProxyError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if !(8..=10_000).contains(&n) {
+        return Err(ProxyError::Protocol(format!("invalid startup packet length {n}")));
+    }
+    let mut buf = BytesMut::with_capacity(n);
+    buf.extend_from_slice(&len);
+    buf.resize(n, 0);
+    r.read_exact(&mut buf[4..]).await?;
+    Ok(buf)
+}
+
+/// The protocol code word of a startup packet (after the length).
+pub fn startup_code(packet: &[u8]) -> u32 {
+    u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
+}
+
+/// SSLRequest code.
+pub const SSL_REQUEST: u32 = 80877103;
+/// GSSENCRequest code.
+pub const GSSENC_REQUEST: u32 = 80877104;
+/// CancelRequest code.
+pub const CANCEL_REQUEST: u32 = 80877102;
+
+/// Splits complete typed messages (type byte + length + body) off the front of `buf`.
+/// Returns `Ok(None)` until a whole message is there; a length outside `1..max` is a
+/// protocol violation (garbage bytes).
+pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ProxyError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len < 4 || len > max {
+        return Err(ProxyError::Protocol(format!(
+            "invalid message length {len} for message type {:?}",
+            char::from(buf[0])
+        )));
+    }
+    if buf.len() < len + 1 {
+        buf.reserve(len + 1 - buf.len());
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(len + 1).freeze()))
+}
+
+fn ctx() -> DecodeContext {
+    DecodeContext::new(ProtocolVersion::PROTOCOL3_0)
+}
+
+/// Decodes a whole frame with pgwire.
+pub fn decode<M: Message>(frame: &Bytes) -> Result<M, ProxyError> {
+    let mut b = BytesMut::from(&frame[..]);
+    M::decode(&mut b, &ctx())?
+        .ok_or_else(|| ProxyError::Protocol(format!("truncated {:?} message", char::from(frame[0]))))
+}
+
+/// Decodes a StartupMessage packet (length word first, no type byte).
+pub fn decode_startup(packet: &[u8]) -> Result<pgwire::messages::startup::Startup, ProxyError> {
+    let mut b = BytesMut::from(packet);
+    pgwire::messages::startup::Startup::decode(&mut b, &ctx())?
+        .ok_or_else(|| ProxyError::Protocol("truncated startup packet".into()))
+}
+
+/// Encodes a pgwire message into `out`.
+pub fn encode<M: Message>(m: &M, out: &mut BytesMut) {
+    // Encoding only fails for messages over the size limit, which pgmld never builds.
+    if let Err(e) = m.encode(out) {
+        tracing::error!("encoding a protocol message failed: {e}");
+    }
+}
+
+/// Reads the NUL-terminated string at the start of `b`.
+pub fn cstr(b: &mut &[u8]) -> Option<String> {
+    let end = b.iter().position(|&c| c == 0)?;
+    let s = String::from_utf8_lossy(&b[..end]).into_owned();
+    b.advance(end + 1);
+    Some(s)
+}
+
+/// The text of a simple `Query` frame.
+pub fn query_text(frame: &Bytes) -> Result<String, ProxyError> {
+    Ok(decode::<Query>(frame)?.query)
+}
+
+/// `ErrorResponse` for an error pgmld raises itself.
+pub fn error_response(e: &SqlError, out: &mut BytesMut) {
+    let mut fields = vec![
+        (b'S', "ERROR".to_string()),
+        (b'V', "ERROR".to_string()),
+        (b'C', e.code.to_string()),
+        (b'M', e.message.clone()),
+    ];
+    if let Some(d) = &e.detail {
+        fields.push((b'D', d.clone()));
+    }
+    if let Some(h) = &e.hint {
+        fields.push((b'H', h.clone()));
+    }
+    encode(&ErrorResponse::new(fields), out);
+}
+
+/// A `FATAL` `ErrorResponse` written before pgmld closes a connection.
+pub fn fatal_response(code: &str, message: &str, out: &mut BytesMut) {
+    let fields = vec![
+        (b'S', "FATAL".to_string()),
+        (b'V', "FATAL".to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    encode(&ErrorResponse::new(fields), out);
+}
+
+/// `NoticeResponse` with the given severity (INFO, NOTICE, WARNING).
+pub fn notice_response(severity: &str, message: &str, out: &mut BytesMut) {
+    let fields = vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', "00000".to_string()),
+        (b'M', message.to_string()),
+    ];
+    encode(&NoticeResponse::new(fields), out);
+}
+
+/// `ReadyForQuery` with a transaction status byte (`I`, `T`, `E`).
+pub fn ready_for_query(status: u8, out: &mut BytesMut) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    encode(&ReadyForQuery::new(status), out);
+}
+
+/// Frontend `Query`.
+pub fn query(sql: &str, out: &mut BytesMut) {
+    encode(&Query::new(sql.to_string()), out);
+}
+
+/// Frontend `Parse`.
+pub fn parse(name: &str, sql: &str, types: Vec<u32>, out: &mut BytesMut) {
+    encode(&Parse::new(Some(name.to_string()), sql.to_string(), types), out);
+}
+
+/// Frontend `Bind` (all fields as the client sent them, new names).
+pub fn bind(portal: &str, statement: &str, from: &Bind, out: &mut BytesMut) {
+    let b = Bind::new(
+        Some(portal.to_string()),
+        Some(statement.to_string()),
+        from.parameter_format_codes.clone(),
+        from.parameters.clone(),
+        from.result_column_format_codes.clone(),
+    );
+    encode(&b, out);
+}
+
+/// Frontend `Describe` of a statement (`S`) or portal (`P`).
+pub fn describe(kind: u8, name: &str, out: &mut BytesMut) {
+    encode(&Describe::new(kind, Some(name.to_string())), out);
+}
+
+/// Frontend `Execute`.
+pub fn execute(portal: &str, max_rows: i32, out: &mut BytesMut) {
+    encode(&Execute::new(Some(portal.to_string()), max_rows), out);
+}
+
+/// Frontend `Close` of a statement (`S`) or portal (`P`).
+pub fn close(kind: u8, name: &str, out: &mut BytesMut) {
+    encode(&Close::new(kind, Some(name.to_string())), out);
+}
+
+/// Frontend `Flush`: makes the upstream send what it has.
+pub fn flush(out: &mut BytesMut) {
+    encode(&Flush::new(), out);
+}
+
+/// Type OIDs from a `ParameterDescription` ('t') body.
+pub fn parameter_types(body: &[u8]) -> Vec<u32> {
+    let mut b = body;
+    if b.len() < 2 {
+        return vec![];
+    }
+    let n = u16::from_be_bytes([b[0], b[1]]) as usize;
+    b = &b[2..];
+    (0..n)
+        .filter_map(|i| b.get(i * 4..i * 4 + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_waits_for_whole_messages_and_rejects_garbage() {
+        let mut b = BytesMut::new();
+        query("SELECT 1", &mut b);
+        let whole = b.clone();
+        let mut part = BytesMut::from(&whole[..6]);
+        assert!(split_message(&mut part, 1 << 20).unwrap().is_none());
+        part.extend_from_slice(&whole[6..]);
+        let f = split_message(&mut part, 1 << 20).unwrap().unwrap();
+        assert_eq!(query_text(&f).unwrap(), "SELECT 1");
+        let mut garbage = BytesMut::from(&b"Q\xff\xff\xff\xffxx"[..]);
+        assert!(split_message(&mut garbage, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn parameter_description_types() {
+        assert_eq!(parameter_types(&[0, 2, 0, 0, 0, 25, 0, 0, 14, 250]), vec![25, 3834]);
+    }
+}

@@ -1,0 +1,104 @@
+//! Migrating each database a client uses, once per process.
+
+use crate::{migrate, url_with_database, SchemaError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::OnceCell;
+
+/// Migrates databases of one server on first use and remembers which are done.
+///
+/// Clients may connect to any database of the upstream server; pgmld needs its tables in
+/// each before serving `pgml.*` there. One `Migrator` per process keeps that to one
+/// migration run per database: concurrent [`Migrator::ensure`] calls for a database wait for
+/// the same run, and a failed run is retried by the next call.
+#[derive(Debug)]
+pub struct Migrator {
+    /// Connection string of the server; its database name is replaced per call.
+    base_url: String,
+    /// Per database, a cell set once its migration succeeded. The std mutex is only held to
+    /// look up or insert a cell, never across an await.
+    done: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+}
+
+impl Migrator {
+    /// A migrator for the server of `base_url` (a `postgres://` URL or `key=value` string).
+    /// The string is checked on the first [`Migrator::ensure`].
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Migrator {
+            base_url: base_url.into(),
+            done: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection string this migrator was made from.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Makes sure `database` carries every embedded migration, migrating it on the first call
+    /// in this process (the database itself must exist).
+    pub async fn ensure(&self, database: &str) -> Result<(), SchemaError> {
+        let cell = {
+            let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+            done.entry(database.to_string()).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            let url = url_with_database(&self.base_url, database)?;
+            migrate(&url).await.map(|_| ())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether `database` was already migrated by this migrator.
+    pub fn is_done(&self, database: &str) -> bool {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.get(database).is_some_and(|cell| cell.initialized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdb::{admin_url, TestDb};
+
+    #[tokio::test]
+    async fn ensure_migrates_each_database_once() {
+        let db = TestDb::create().await;
+        let migrator = Migrator::new(admin_url());
+        assert!(!migrator.is_done(db.name()));
+        let (a, b) = tokio::join!(migrator.ensure(db.name()), migrator.ensure(db.name()));
+        a.expect("first ensure");
+        b.expect("second ensure");
+        assert!(migrator.is_done(db.name()));
+
+        // Once done, ensure does not touch the database again: drop the bookkeeping and see
+        // that nothing recreates it.
+        let client = db.connect().await;
+        client
+            .batch_execute("DROP TABLE pgml.schema_migrations")
+            .await
+            .expect("drop");
+        migrator.ensure(db.name()).await.expect("cached ensure");
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgml' AND tablename = 'schema_migrations'", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(left, 0);
+        drop(client);
+        db.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn failure_is_not_cached() {
+        let migrator = Migrator::new(admin_url());
+        let missing = "pgmld_t_does_not_exist";
+        assert!(migrator.ensure(missing).await.is_err());
+        assert!(!migrator.is_done(missing));
+        assert!(
+            migrator.ensure(missing).await.is_err(),
+            "a failed database is tried again"
+        );
+    }
+}

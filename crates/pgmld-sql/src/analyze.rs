@@ -1,0 +1,382 @@
+//! Finds the `pgml.*` calls in a statement and where they sit in the client's text.
+//!
+//! A cheap byte scan ([`mentions_pgml`]) runs on every statement; only those that mention
+//! `pgml` are parsed with sqlparser's PostgreSQL dialect. Text that does not parse is not
+//! ours to judge: the caller forwards it unchanged. Ranges are byte offsets into the
+//! original text, found from token positions, so results are spliced into exactly what
+//! the client wrote, never into a re-serialised AST.
+
+use crate::value::{SqlType, Value};
+use sqlparser::ast::{
+    CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart, Query,
+    SelectItem, SetExpr, TableFactor, UnaryOperator, Value as AstValue, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use std::collections::HashSet;
+use std::ops::{ControlFlow, Range};
+
+/// True when `sql` contains `pgml` in any case: the only statements worth parsing.
+pub fn mentions_pgml(sql: &str) -> bool {
+    mentions_pgml_bytes(sql.as_bytes())
+}
+
+/// [`mentions_pgml`] on raw bytes (a whole wire frame, before decoding).
+pub fn mentions_pgml_bytes(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"pgml"))
+}
+
+/// An argument expression as written, reduced to what a pgml call can evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgExpr {
+    /// A literal.
+    Const(Value),
+    /// `$n` (1-based).
+    Param(usize),
+    /// `ARRAY[...]`.
+    Array(Vec<ArgExpr>),
+    /// `expr::type` or `CAST(expr AS type)`.
+    Cast(Box<ArgExpr>, SqlType),
+    /// Anything else (column references, subqueries, other functions), described in words.
+    Unsupported(String),
+}
+
+/// One argument of a call: its name when written `name => value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawArg {
+    /// The parameter name for named arguments, lower-cased unless quoted.
+    pub name: Option<String>,
+    /// The value expression.
+    pub expr: ArgExpr,
+}
+
+/// Where the call sits, which decides how its result is spliced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Inside an expression; `bare_select_item` when it is a whole unaliased SELECT item,
+    /// whose column Postgres would name after the function.
+    Expr {
+        /// The call is a whole `SELECT` list item without alias.
+        bare_select_item: bool,
+    },
+    /// A `FROM` item (`SELECT * FROM pgml.f(...)`).
+    TableFactor {
+        /// The client wrote an alias after the call.
+        has_alias: bool,
+    },
+}
+
+/// A `pgml.<name>(...)` call found in the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSite {
+    /// Function name, lower-cased, without schema.
+    pub name: String,
+    /// Bytes of `pgml.name(...)` in the original text.
+    pub range: Range<usize>,
+    /// Arguments in written order.
+    pub args: Vec<RawArg>,
+    /// Syntactic position.
+    pub position: Position,
+}
+
+/// Parses `sql` and returns its pgml calls in text order. `None` when the text does not
+/// parse or calls no pgml function: such statements go upstream untouched.
+pub fn find_calls(sql: &str) -> Option<Vec<CallSite>> {
+    if !mentions_pgml(sql) {
+        return None;
+    }
+    let dialect = PostgreSqlDialect {};
+    let statements = Parser::parse_sql(&dialect, sql).ok()?;
+    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().ok()?;
+    let offsets = LineOffsets::new(sql);
+    let mut finder = Finder { found: Vec::new(), bare_items: HashSet::new() };
+    for st in &statements {
+        let _ = st.visit(&mut finder);
+    }
+    let mut calls = Vec::new();
+    for f in finder.found {
+        let start = offsets.byte(sql, f.start)?;
+        let end = closing_paren(&tokens, f.start, &offsets, sql)?;
+        let position = match f.kind {
+            Kind::Expr => Position::Expr { bare_select_item: finder.bare_items.contains(&loc_key(f.start)) },
+            Kind::Table { has_alias } => Position::TableFactor { has_alias },
+        };
+        calls.push(CallSite { name: f.name, range: start..end, args: f.args, position });
+    }
+    calls.sort_by_key(|c| c.range.start);
+    // A pgml call nested in another's arguments is reported through the outer call's
+    // Unsupported argument; splicing both would overlap.
+    let mut kept: Vec<CallSite> = Vec::new();
+    for c in calls {
+        if kept.last().is_some_and(|k| c.range.start < k.range.end) {
+            continue;
+        }
+        kept.push(c);
+    }
+    if kept.is_empty() {
+        None
+    } else {
+        Some(kept)
+    }
+}
+
+enum Kind {
+    Expr,
+    Table { has_alias: bool },
+}
+
+struct Found {
+    name: String,
+    start: Location,
+    args: Vec<RawArg>,
+    kind: Kind,
+}
+
+struct Finder {
+    found: Vec<Found>,
+    bare_items: HashSet<(u64, u64)>,
+}
+
+fn loc_key(l: Location) -> (u64, u64) {
+    (l.line, l.column)
+}
+
+/// `Some((name, start))` when `name` is `pgml.<fn>`.
+fn pgml_name(name: &ObjectName) -> Option<(String, Location)> {
+    let parts: Vec<_> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(i),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let [schema, func] = parts.as_slice() else { return None };
+    let schema_is_pgml = match schema.quote_style {
+        None => schema.value.eq_ignore_ascii_case("pgml"),
+        Some(_) => schema.value == "pgml",
+    };
+    if !schema_is_pgml {
+        return None;
+    }
+    let fname = match func.quote_style {
+        None => func.value.to_ascii_lowercase(),
+        Some(_) => func.value.clone(),
+    };
+    Some((fname, schema.span.start))
+}
+
+impl Visitor for Finder {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            for item in &select.projection {
+                if let SelectItem::UnnamedExpr(Expr::Function(f)) = item {
+                    if let Some((_, start)) = pgml_name(&f.name) {
+                        self.bare_items.insert(loc_key(start));
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            if let Some((name, start)) = pgml_name(&f.name) {
+                let args = match &f.args {
+                    FunctionArguments::List(list) => list.args.iter().map(raw_arg).collect(),
+                    FunctionArguments::None => vec![],
+                    FunctionArguments::Subquery(_) => {
+                        vec![RawArg { name: None, expr: ArgExpr::Unsupported("a subquery".into()) }]
+                    }
+                };
+                self.found.push(Found { name, start, args, kind: Kind::Expr });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, alias, args: Some(args), .. } = tf {
+            if let Some((fname, start)) = pgml_name(name) {
+                let args = args.args.iter().map(raw_arg).collect();
+                self.found.push(Found { name: fname, start, args, kind: Kind::Table { has_alias: alias.is_some() } });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn raw_arg(arg: &FunctionArg) -> RawArg {
+    let (name, value) = match arg {
+        FunctionArg::Unnamed(v) => (None, v),
+        FunctionArg::Named { name, arg, .. } => (Some(ident_name(name)), arg),
+        FunctionArg::ExprNamed { name, arg, .. } => match name {
+            Expr::Identifier(i) => (Some(ident_name(i)), arg),
+            other => {
+                return RawArg { name: None, expr: ArgExpr::Unsupported(format!("argument name {other}")) }
+            }
+        },
+    };
+    let expr = match value {
+        FunctionArgExpr::Expr(e) => arg_expr(e),
+        other => ArgExpr::Unsupported(other.to_string()),
+    };
+    RawArg { name, expr }
+}
+
+fn ident_name(i: &sqlparser::ast::Ident) -> String {
+    match i.quote_style {
+        None => i.value.to_ascii_lowercase(),
+        Some(_) => i.value.clone(),
+    }
+}
+
+/// Reduces an argument expression to the constant forms a pgml call accepts.
+fn arg_expr(e: &Expr) -> ArgExpr {
+    match e {
+        Expr::Value(v) => match &v.value {
+            AstValue::SingleQuotedString(s)
+            | AstValue::EscapedStringLiteral(s)
+            | AstValue::UnicodeStringLiteral(s) => ArgExpr::Const(Value::Text(s.clone())),
+            AstValue::DollarQuotedString(d) => ArgExpr::Const(Value::Text(d.value.clone())),
+            AstValue::Number(n, _) => number(n),
+            AstValue::Boolean(b) => ArgExpr::Const(Value::Bool(*b)),
+            AstValue::Null => ArgExpr::Const(Value::Null),
+            AstValue::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n > 0 => ArgExpr::Param(n),
+                _ => ArgExpr::Unsupported(format!("placeholder {p}")),
+            },
+            other => ArgExpr::Unsupported(other.to_string()),
+        },
+        Expr::Nested(inner) => arg_expr(inner),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match arg_expr(expr) {
+            ArgExpr::Const(Value::Int(i)) => ArgExpr::Const(Value::Int(-i)),
+            ArgExpr::Const(Value::Float(f)) => ArgExpr::Const(Value::Float(-f)),
+            _ => ArgExpr::Unsupported(e.to_string()),
+        },
+        Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr, data_type, .. } => {
+            match SqlType::from_sql_name(&data_type.to_string()) {
+                Some(t) => ArgExpr::Cast(Box::new(arg_expr(expr)), t),
+                None => ArgExpr::Unsupported(format!("a cast to {data_type}")),
+            }
+        }
+        Expr::Array(a) => ArgExpr::Array(a.elem.iter().map(arg_expr).collect()),
+        other => ArgExpr::Unsupported(other.to_string()),
+    }
+}
+
+fn number(n: &str) -> ArgExpr {
+    if let Ok(i) = n.parse::<i64>() {
+        ArgExpr::Const(Value::Int(i))
+    } else if let Ok(f) = n.parse::<f64>() {
+        ArgExpr::Const(Value::Float(f))
+    } else {
+        ArgExpr::Unsupported(n.to_string())
+    }
+}
+
+/// Converts sqlparser locations (1-based line, 1-based column in characters) to bytes.
+struct LineOffsets {
+    starts: Vec<usize>,
+}
+
+impl LineOffsets {
+    fn new(sql: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        LineOffsets { starts }
+    }
+
+    fn byte(&self, sql: &str, loc: Location) -> Option<usize> {
+        let line_start = *self.starts.get(usize::try_from(loc.line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(loc.column).ok()?.checked_sub(1)?;
+        let rest = &sql[line_start..];
+        match rest.char_indices().nth(col) {
+            Some((i, _)) => Some(line_start + i),
+            None if rest.chars().count() == col => Some(sql.len()),
+            None => None,
+        }
+    }
+}
+
+/// Byte offset just past the `)` closing the argument list of the call starting at `start`.
+fn closing_paren(tokens: &[TokenWithSpan], start: Location, offsets: &LineOffsets, sql: &str) -> Option<usize> {
+    let first = tokens.iter().position(|t| t.span.start == start)?;
+    let open = first + tokens[first..].iter().position(|t| t.token == Token::LParen)?;
+    let mut depth = 0usize;
+    for t in &tokens[open..] {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(offsets.byte(sql, t.span.start)? + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(sql: &str) -> Vec<CallSite> {
+        find_calls(sql).unwrap_or_default()
+    }
+
+    #[test]
+    fn plain_statements_are_not_ours() {
+        assert!(find_calls("SELECT 1").is_none());
+        assert!(find_calls("SELECT * FROM pgml.logs WHERE model_id = 3").is_none());
+        assert!(find_calls("CREATE VIEW pgml.v AS SELECT * FROM pgml.imdb ORDER BY RANDOM()").is_none());
+        assert!(find_calls("DO $$ BEGIN PERFORM 1; END $$").is_none());
+        assert!(find_calls("SELEC pgml.version(").is_none());
+    }
+
+    #[test]
+    fn ranges_cover_the_whole_call_in_multibyte_text() {
+        let sql = "SELECT 'é', PGML.Version( )\n  , pgml.x( 1, (2) ) AS y";
+        let c = calls(sql);
+        assert_eq!(c.len(), 2);
+        assert_eq!(&sql[c[0].range.clone()], "PGML.Version( )");
+        assert_eq!(c[0].name, "version");
+        assert_eq!(&sql[c[1].range.clone()], "pgml.x( 1, (2) )");
+        assert_eq!(c[0].position, Position::Expr { bare_select_item: true });
+        assert_eq!(c[1].position, Position::Expr { bare_select_item: false });
+    }
+
+    #[test]
+    fn named_params_casts_and_arrays() {
+        let sql = "SELECT pgml.transform(task => $1::jsonb, args := '{}', inputs => ARRAY['a', $2], \"Limit\" => -3)";
+        let c = calls(sql);
+        let a = &c[0].args;
+        assert_eq!(a[0], RawArg { name: Some("task".into()), expr: ArgExpr::Cast(Box::new(ArgExpr::Param(1)), SqlType::Jsonb) });
+        assert_eq!(a[1].name.as_deref(), Some("args"));
+        assert_eq!(a[2].expr, ArgExpr::Array(vec![ArgExpr::Const(Value::Text("a".into())), ArgExpr::Param(2)]));
+        assert_eq!(a[3], RawArg { name: Some("Limit".into()), expr: ArgExpr::Const(Value::Int(-3)) });
+    }
+
+    #[test]
+    fn table_functions_and_column_arguments() {
+        let sql = "SELECT * FROM pgml.load_dataset('imdb', \"limit\" => 10) AS d";
+        let c = calls(sql);
+        assert_eq!(&sql[c[0].range.clone()], "pgml.load_dataset('imdb', \"limit\" => 10)");
+        assert_eq!(c[0].position, Position::TableFactor { has_alias: true });
+        let c = calls("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t");
+        assert!(matches!(&c[0].args[1].expr, ArgExpr::Array(v) if matches!(v[0], ArgExpr::Unsupported(_))));
+    }
+
+    #[test]
+    fn nested_pgml_calls_keep_the_outer_one() {
+        let c = calls("SELECT pgml.a(pgml.b())");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].name, "a");
+    }
+}

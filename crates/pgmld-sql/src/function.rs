@@ -1,0 +1,175 @@
+//! What a pgml function is to the interceptor: a signature to bind arguments against, a
+//! result shape to splice, and an async body run with a [`CallContext`].
+
+use crate::error::SqlError;
+use crate::value::{SqlType, Value};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// One declared parameter of a pgml function.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    /// Name usable with `name => value`.
+    pub name: &'static str,
+    /// Declared type; arguments are coerced to it.
+    pub ty: SqlType,
+    /// Value when the caller omits it; `None` makes the parameter required.
+    pub default: Option<Value>,
+}
+
+impl ParamSpec {
+    /// A required parameter.
+    pub fn required(name: &'static str, ty: SqlType) -> Self {
+        ParamSpec { name, ty, default: None }
+    }
+    /// An optional parameter with its default.
+    pub fn optional(name: &'static str, ty: SqlType, default: Value) -> Self {
+        ParamSpec { name, ty, default: Some(default) }
+    }
+}
+
+/// What a call evaluates to, as seen from SQL.
+#[derive(Debug, Clone)]
+pub enum Returns {
+    /// A single value of this type (`RETURNS jsonb`).
+    Scalar(SqlType),
+    /// A set of rows with these columns (`RETURNS TABLE(...)`).
+    Table(Vec<(&'static str, SqlType)>),
+}
+
+/// A function's SQL-visible declaration.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    /// Unqualified name (`version`, `tune`).
+    pub name: &'static str,
+    /// Parameters in positional order.
+    pub params: Vec<ParamSpec>,
+    /// Result shape.
+    pub returns: Returns,
+}
+
+impl Signature {
+    /// `pgml.name(a type, b type DEFAULT ...)`, for messages and hints.
+    pub fn display(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| match &p.default {
+                None => format!("{} {}", p.name, p.ty.sql_name()),
+                Some(d) => format!(
+                    "{} {} DEFAULT {}",
+                    p.name,
+                    p.ty.sql_name(),
+                    d.to_pg_text().map_or("NULL".to_string(), |t| format!("'{t}'"))
+                ),
+            })
+            .collect();
+        format!("pgml.{}({})", self.name, params.join(", "))
+    }
+}
+
+/// The rows or value a call produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// For [`Returns::Scalar`].
+    Scalar(Value),
+    /// For [`Returns::Table`]: rows in column order.
+    Rows(Vec<Vec<Value>>),
+}
+
+/// Severity and text of a message sent to the client while a call runs (progress).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// `INFO`, `NOTICE`, `WARNING`.
+    pub severity: &'static str,
+    /// The message text.
+    pub message: String,
+}
+
+/// Where notices go; the proxy delivers them to the client between protocol messages.
+pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// Everything a running call may need from its session.
+#[derive(Clone)]
+pub struct CallContext {
+    /// Database the client is connected to.
+    pub database: String,
+    /// User the client authenticated as.
+    pub user: String,
+    /// Session id, for logs.
+    pub session_id: u64,
+    /// Sends progress to the client.
+    pub notices: NoticeSink,
+    /// Set when the client cancels (CancelRequest) or disconnects; long calls poll it.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl CallContext {
+    /// A context whose notices go nowhere; for tests and internal calls.
+    pub fn detached(database: &str, user: &str) -> Self {
+        CallContext {
+            database: database.into(),
+            user: user.into(),
+            session_id: 0,
+            notices: Arc::new(|_| {}),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True once the client asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Arguments after binding: every declared parameter by name, defaults filled in.
+pub type Args = BTreeMap<&'static str, Value>;
+
+/// The future a call returns.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Output, SqlError>> + Send>>;
+
+/// A pgml function served by pgmld.
+pub trait PgmlFunction: Send + Sync {
+    /// The SQL declaration.
+    fn signature(&self) -> &Signature;
+    /// Runs the call.
+    fn call(&self, ctx: CallContext, args: Args) -> CallFuture;
+}
+
+/// The functions pgmld serves, by unqualified lower-case name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    functions: BTreeMap<&'static str, Arc<dyn PgmlFunction>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The registry with every built-in function of this crate.
+    pub fn with_builtins() -> Self {
+        let mut r = Registry::new();
+        r.register(Arc::new(crate::functions::version::Version::new()));
+        r
+    }
+
+    /// Adds (or replaces) a function.
+    pub fn register(&mut self, f: Arc<dyn PgmlFunction>) {
+        self.functions.insert(f.signature().name, f);
+    }
+
+    /// Looks a function up by unqualified name, case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PgmlFunction>> {
+        self.functions.get(name.to_ascii_lowercase().as_str())
+    }
+
+    /// Every signature, for the "supported functions" list in errors.
+    pub fn supported(&self) -> Vec<String> {
+        self.functions.values().map(|f| f.signature().display()).collect()
+    }
+}

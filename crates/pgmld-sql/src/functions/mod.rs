@@ -1,0 +1,3 @@
+//! Built-in pgml functions, one file each.
+
+pub mod version;

@@ -1,0 +1,17 @@
+//! The SQL side of pgmld's interception: spot `pgml.*` calls, bind their arguments to the
+//! function's signature, evaluate them, and splice the results into the client's original
+//! statement so the upstream Postgres runs the rest of it with its own semantics.
+
+pub mod analyze;
+mod error;
+pub mod function;
+pub mod functions;
+pub mod params;
+pub mod plan;
+pub mod value;
+
+pub use error::{codes, SqlError};
+pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, Signature};
+pub use params::Param;
+pub use plan::Plan;
+pub use value::{SqlType, Value};

@@ -1,0 +1,308 @@
+//! A statement with its pgml calls bound to functions: the text the upstream sees to
+//! describe it (`shape_sql`) and the text it runs once the calls are evaluated (`execute`).
+
+use crate::analyze::{find_calls, ArgExpr, CallSite, Position};
+use crate::error::{codes, SqlError};
+use crate::function::{Args, CallContext, Output, PgmlFunction, Registry, Returns};
+use crate::params::Param;
+use crate::value::{SqlType, Value};
+use std::sync::Arc;
+
+/// One call bound to its function; arguments matched to parameters (defaults not yet filled).
+struct BoundCall {
+    site: CallSite,
+    function: Arc<dyn PgmlFunction>,
+    /// For each declared parameter: the written argument, if any.
+    args: Vec<Option<ArgExpr>>,
+}
+
+/// A statement that calls pgml functions, ready to describe and run.
+pub struct Plan {
+    sql: String,
+    calls: Vec<BoundCall>,
+}
+
+impl Plan {
+    /// `Ok(None)` when `sql` calls no pgml function (forward it unchanged); an error when it
+    /// calls one that does not exist or binds arguments wrongly (42883, like Postgres).
+    pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
+        let Some(sites) = find_calls(sql) else { return Ok(None) };
+        let calls = sites.into_iter().map(|site| bind(site, registry)).collect::<Result<_, _>>()?;
+        Ok(Some(Plan { sql: sql.to_string(), calls }))
+    }
+
+    /// The client's text.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Names of the called functions, for logs and metrics.
+    pub fn function_names(&self) -> Vec<&str> {
+        self.calls.iter().map(|c| c.site.name.as_str()).collect()
+    }
+
+    /// The statement with each call replaced by a NULL of its result type that still
+    /// references the call's `$n` parameters with their declared types. Postgres describes
+    /// it exactly as it will describe the executed text (same columns, same parameters),
+    /// without running anything of ours.
+    pub fn shape_sql(&self) -> String {
+        self.splice(|call| {
+            let sig = call.function.signature();
+            let mut checks = Vec::new();
+            for (spec, arg) in sig.params.iter().zip(&call.args) {
+                if let Some(arg) = arg {
+                    param_refs(arg, spec.ty, &mut checks);
+                }
+            }
+            let null = match &sig.returns {
+                Returns::Scalar(t) => Rendered::Scalar(format!("NULL::{}", t.sql_name())),
+                Returns::Table(cols) => Rendered::Rows(
+                    cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
+                    0,
+                ),
+            };
+            render(call, null, &checks)
+        })
+    }
+
+    /// Evaluates every call in text order with the bound parameters and returns the text to
+    /// run upstream: the client's statement with each call replaced by its result literal.
+    pub async fn execute(&self, params: &[Param], ctx: &CallContext) -> Result<String, SqlError> {
+        let mut results = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let args = evaluate_args(call, params)?;
+            let out = call.function.call(ctx.clone(), args).await?;
+            results.push(rendered_output(call, out)?);
+        }
+        let mut it = results.into_iter();
+        Ok(self.splice(|call| {
+            let r = it.next().unwrap_or(Rendered::Scalar("NULL".into()));
+            render(call, r, &[])
+        }))
+    }
+
+    fn splice(&self, mut replacement: impl FnMut(&BoundCall) -> String) -> String {
+        let mut out = String::with_capacity(self.sql.len() + 64);
+        let mut at = 0;
+        for call in &self.calls {
+            out.push_str(&self.sql[at..call.site.range.start]);
+            out.push_str(&replacement(call));
+            at = call.site.range.end;
+        }
+        out.push_str(&self.sql[at..]);
+        out
+    }
+}
+
+/// A call's result as SQL: a scalar expression, or rows of column expressions.
+enum Rendered {
+    Scalar(String),
+    /// Column expressions of each row, flattened, with the row count.
+    Rows(Vec<String>, usize),
+}
+
+fn rendered_output(call: &BoundCall, out: Output) -> Result<Rendered, SqlError> {
+    let sig = call.function.signature();
+    match (&sig.returns, out) {
+        (Returns::Scalar(t), Output::Scalar(v)) => Ok(Rendered::Scalar(v.to_sql_literal(*t))),
+        (Returns::Table(cols), Output::Rows(rows)) => {
+            let mut exprs = Vec::with_capacity(rows.len() * cols.len());
+            for row in &rows {
+                for (i, (_, t)) in cols.iter().enumerate() {
+                    exprs.push(row.get(i).unwrap_or(&Value::Null).to_sql_literal(*t));
+                }
+            }
+            if rows.len() != 1 && matches!(call.site.position, Position::Expr { .. }) {
+                return Err(SqlError::new(
+                    codes::FEATURE_NOT_SUPPORTED,
+                    format!("pgml.{} returned {} rows where one value is expected", sig.name, rows.len()),
+                )
+                .with_hint(format!("Call it in FROM: SELECT * FROM pgml.{}(...);", sig.name)));
+            }
+            Ok(Rendered::Rows(exprs, rows.len()))
+        }
+        _ => Err(SqlError::new(
+            codes::INTERNAL_ERROR,
+            format!("pgml.{} produced a result of the wrong shape", sig.name),
+        )),
+    }
+}
+
+/// Writes the replacement text for one call; `checks` are `($n)::type` references that keep
+/// the call's parameters visible to Postgres in the shape text.
+fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
+    let sig = call.function.signature();
+    let guard = |expr: String| {
+        if checks.is_empty() {
+            expr
+        } else {
+            let cond: Vec<String> = checks.iter().map(|c| format!("{c} IS NULL")).collect();
+            format!("(CASE WHEN {} THEN {expr} END)", cond.join(" OR "))
+        }
+    };
+    let quoted_name = format!("\"{}\"", sig.name.replace('"', "\"\""));
+    match (call.site.position, value, &sig.returns) {
+        (Position::Expr { bare_select_item }, Rendered::Scalar(e), _) => {
+            let e = guard(e);
+            if bare_select_item { format!("{e} AS {quoted_name}") } else { e }
+        }
+        (Position::Expr { bare_select_item }, Rendered::Rows(cols, _), _) => {
+            let e = guard(format!("ROW({})", cols.join(", ")));
+            if bare_select_item { format!("{e} AS {quoted_name}") } else { e }
+        }
+        (Position::TableFactor { has_alias }, value, returns) => {
+            let names: Vec<String> = match returns {
+                Returns::Table(cols) => cols.iter().map(|(n, _)| format!("\"{n}\"")).collect(),
+                Returns::Scalar(_) => vec![quoted_name.clone()],
+            };
+            let (exprs, nrows) = match value {
+                Rendered::Scalar(e) => (vec![e], 1),
+                Rendered::Rows(e, n) => (e, n),
+            };
+            let width = names.len().max(1);
+            let selects: Vec<String> = if nrows == 0 {
+                let nulls: Vec<String> = match returns {
+                    Returns::Table(cols) => cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
+                    Returns::Scalar(t) => vec![format!("NULL::{}", t.sql_name())],
+                };
+                vec![format!("SELECT {} WHERE false", aliased(&nulls, &names))]
+            } else {
+                exprs.chunks(width).map(|row| format!("SELECT {}", aliased(row, &names))).collect()
+            };
+            let mut body = selects.join(" UNION ALL ");
+            if !checks.is_empty() {
+                let cond: Vec<String> = checks.iter().map(|c| format!("{c} IS NULL")).collect();
+                body = format!("SELECT * FROM ({body}) AS pgmld_rows WHERE {}", cond.join(" OR "));
+            }
+            if has_alias { format!("({body})") } else { format!("({body}) AS {quoted_name}") }
+        }
+    }
+}
+
+fn aliased(exprs: &[String], names: &[String]) -> String {
+    exprs.iter().zip(names).map(|(e, n)| format!("{e} AS {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Collects `($n)::type` for every parameter inside `arg`, typed by the nearest cast or by
+/// the declared type (element type inside arrays).
+fn param_refs(arg: &ArgExpr, declared: SqlType, out: &mut Vec<String>) {
+    match arg {
+        ArgExpr::Param(n) => out.push(format!("(${n})::{}", declared.sql_name())),
+        ArgExpr::Cast(inner, t) => param_refs(inner, *t, out),
+        ArgExpr::Array(items) => {
+            let elem = declared.element().unwrap_or(SqlType::Text);
+            for i in items {
+                param_refs(i, elem, out);
+            }
+        }
+        ArgExpr::Const(_) | ArgExpr::Unsupported(_) => {}
+    }
+}
+
+fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
+    let Some(function) = registry.get(&site.name).cloned() else {
+        return Err(SqlError::new(
+            codes::UNDEFINED_FUNCTION,
+            format!("function pgml.{} does not exist in pgmld", site.name),
+        )
+        .with_hint(format!("pgmld serves: {}", registry.supported().join("; "))));
+    };
+    let sig = function.signature();
+    let mut args: Vec<Option<ArgExpr>> = vec![None; sig.params.len()];
+    let mut seen_named = false;
+    for (i, raw) in site.args.iter().enumerate() {
+        let slot = match &raw.name {
+            None if seen_named => {
+                return Err(SqlError::new(
+                    codes::SYNTAX_ERROR,
+                    format!("positional argument {} of pgml.{} follows a named argument", i + 1, sig.name),
+                ))
+            }
+            None => {
+                if i >= sig.params.len() {
+                    return Err(SqlError::new(
+                        codes::UNDEFINED_FUNCTION,
+                        format!("pgml.{} takes at most {} arguments, got {}", sig.name, sig.params.len(), site.args.len()),
+                    )
+                    .with_hint(format!("Signature: {}", sig.display())));
+                }
+                i
+            }
+            Some(name) => {
+                seen_named = true;
+                sig.params.iter().position(|p| p.name == name).ok_or_else(|| {
+                    SqlError::new(
+                        codes::UNDEFINED_FUNCTION,
+                        format!("pgml.{} has no parameter named \"{name}\"", sig.name),
+                    )
+                    .with_hint(format!("Signature: {}", sig.display()))
+                })?
+            }
+        };
+        if args[slot].is_some() {
+            return Err(SqlError::new(
+                codes::SYNTAX_ERROR,
+                format!("argument \"{}\" of pgml.{} is given more than once", sig.params[slot].name, sig.name),
+            ));
+        }
+        if let ArgExpr::Unsupported(what) = find_unsupported(&raw.expr) {
+            return Err(SqlError::new(
+                codes::FEATURE_NOT_SUPPORTED,
+                format!("argument \"{}\" of pgml.{} must be a constant or a $n parameter, not {what}", sig.params[slot].name, sig.name),
+            )
+            .with_hint("Pass literals or bind parameters, e.g. inputs => ARRAY['text'] or inputs => $1."));
+        }
+        args[slot] = Some(raw.expr.clone());
+    }
+    for (spec, arg) in sig.params.iter().zip(&args) {
+        if arg.is_none() && spec.default.is_none() {
+            return Err(SqlError::new(
+                codes::UNDEFINED_FUNCTION,
+                format!("pgml.{} needs argument \"{}\"", sig.name, spec.name),
+            )
+            .with_hint(format!("Signature: {}", sig.display())));
+        }
+    }
+    Ok(BoundCall { site, function, args })
+}
+
+fn find_unsupported(e: &ArgExpr) -> ArgExpr {
+    match e {
+        ArgExpr::Unsupported(_) => e.clone(),
+        ArgExpr::Cast(inner, _) => find_unsupported(inner),
+        ArgExpr::Array(items) => items.iter().map(find_unsupported).find(|x| matches!(x, ArgExpr::Unsupported(_))).unwrap_or(ArgExpr::Const(Value::Null)),
+        _ => ArgExpr::Const(Value::Null),
+    }
+}
+
+fn evaluate_args(call: &BoundCall, params: &[Param]) -> Result<Args, SqlError> {
+    let sig = call.function.signature();
+    let mut out = Args::new();
+    for (spec, arg) in sig.params.iter().zip(&call.args) {
+        let v = match arg {
+            None => spec.default.clone().unwrap_or(Value::Null),
+            Some(a) => eval(a, params)?.coerce(spec.ty).map_err(|e| SqlError {
+                message: format!("argument \"{}\" of pgml.{}: {}", spec.name, sig.name, e.message),
+                ..e
+            })?,
+        };
+        out.insert(spec.name, v);
+    }
+    Ok(out)
+}
+
+fn eval(e: &ArgExpr, params: &[Param]) -> Result<Value, SqlError> {
+    match e {
+        ArgExpr::Const(v) => Ok(v.clone()),
+        ArgExpr::Param(n) => params
+            .get(n - 1)
+            .ok_or_else(|| SqlError::new(codes::UNDEFINED_PARAMETER, format!("there is no parameter ${n}")))?
+            .decode(*n),
+        ArgExpr::Array(items) => Ok(Value::Array(items.iter().map(|i| eval(i, params)).collect::<Result<_, _>>()?)),
+        ArgExpr::Cast(inner, t) => eval(inner, params)?.coerce(*t),
+        ArgExpr::Unsupported(what) => Err(SqlError::new(codes::FEATURE_NOT_SUPPORTED, format!("cannot evaluate {what}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

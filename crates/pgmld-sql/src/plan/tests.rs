@@ -1,0 +1,124 @@
+use super::*;
+use crate::function::{CallFuture, ParamSpec, Signature};
+
+/// Echo-style test function: returns its arguments as a table row or a jsonb scalar.
+struct Echo(Signature);
+
+impl PgmlFunction for Echo {
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn call(&self, _ctx: CallContext, args: Args) -> CallFuture {
+        let table = matches!(self.0.returns, Returns::Table(_));
+        Box::pin(async move {
+            if table {
+                Ok(Output::Rows(vec![vec![args["source"].clone(), Value::Int(25000)]]))
+            } else {
+                let j: serde_json::Map<String, serde_json::Value> = args
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_pg_text().unwrap_or_default())))
+                    .collect();
+                Ok(Output::Scalar(Value::Json(j.into())))
+            }
+        })
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::with_builtins();
+    r.register(Arc::new(Echo(Signature {
+        name: "load_dataset",
+        params: vec![
+            ParamSpec::required("source", SqlType::Text),
+            ParamSpec::optional("limit", SqlType::Int8, Value::Null),
+        ],
+        returns: Returns::Table(vec![("table_name", SqlType::Text), ("rows", SqlType::Int8)]),
+    })));
+    r.register(Arc::new(Echo(Signature {
+        name: "transform",
+        params: vec![
+            ParamSpec::required("task", SqlType::Jsonb),
+            ParamSpec::optional("args", SqlType::Jsonb, Value::Json(serde_json::json!({}))),
+            ParamSpec::optional("inputs", SqlType::TextArray, Value::Array(vec![])),
+        ],
+        returns: Returns::Scalar(SqlType::Jsonb),
+    })));
+    r
+}
+
+fn ctx() -> CallContext {
+    CallContext::detached("test", "postgres")
+}
+
+fn text(s: &str) -> Param {
+    Param { type_oid: 0, binary: false, bytes: Some(s.as_bytes().to_vec()) }
+}
+
+#[tokio::test]
+async fn version_is_spliced_with_its_column_name() {
+    let p = Plan::build("SELECT pgml.version();", &registry()).unwrap().unwrap();
+    assert_eq!(p.shape_sql(), "SELECT NULL::text AS \"version\";");
+    let sql = p.execute(&[], &ctx()).await.unwrap();
+    assert!(sql.starts_with("SELECT $pgmld$pgmld "), "{sql}");
+    assert!(sql.ends_with("$pgmld$::text AS \"version\";"), "{sql}");
+}
+
+#[tokio::test]
+async fn params_stay_visible_in_the_shape_and_are_evaluated() {
+    let p = Plan::build("SELECT pgml.transform($1, inputs => ARRAY[$2]) ->> 'task', $3::int", &registry())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT (CASE WHEN ($1)::jsonb IS NULL OR ($2)::text IS NULL THEN NULL::jsonb END) ->> 'task', $3::int"
+    );
+    let sql = p.execute(&[text("{\"task\":\"x\"}"), text("hi"), text("7")], &ctx()).await.unwrap();
+    assert!(sql.contains("\"inputs\":\"{hi}\""), "{sql}");
+    assert!(sql.ends_with("::jsonb ->> 'task', $3::int"), "{sql}");
+}
+
+#[tokio::test]
+async fn table_functions_in_from_and_select_list() {
+    let r = registry();
+    let p = Plan::build("SELECT * FROM pgml.load_dataset('imdb')", &r).unwrap().unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT * FROM (SELECT NULL::text AS \"table_name\", NULL::bigint AS \"rows\" WHERE false) AS \"load_dataset\""
+    );
+    let sql = p.execute(&[], &ctx()).await.unwrap();
+    assert_eq!(
+        sql,
+        "SELECT * FROM (SELECT $pgmld$imdb$pgmld$::text AS \"table_name\", $pgmld$25000$pgmld$::bigint AS \"rows\") AS \"load_dataset\""
+    );
+    let p = Plan::build("SELECT pgml.load_dataset('imdb')", &r).unwrap().unwrap();
+    let sql = p.execute(&[], &ctx()).await.unwrap();
+    assert_eq!(sql, "SELECT ROW($pgmld$imdb$pgmld$::text, $pgmld$25000$pgmld$::bigint) AS \"load_dataset\"");
+}
+
+#[test]
+fn binding_errors_name_the_problem() {
+    let r = registry();
+    let e = Plan::build("SELECT pgml.nope()", &r).err().unwrap();
+    assert_eq!(e.code, "42883");
+    assert!(e.message.contains("pgml.nope"));
+    assert!(e.hint.unwrap().contains("pgml.version()"));
+    let e = Plan::build("SELECT pgml.load_dataset(sourc => 'x')", &r).err().unwrap();
+    assert!(e.message.contains("\"sourc\""), "{}", e.message);
+    let e = Plan::build("SELECT pgml.load_dataset()", &r).err().unwrap();
+    assert!(e.message.contains("\"source\""), "{}", e.message);
+    let e = Plan::build("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t", &r).err().unwrap();
+    assert_eq!(e.code, "0A000");
+    let e = Plan::build("SELECT pgml.version(1)", &r).err().unwrap();
+    assert_eq!(e.code, "42883");
+}
+
+#[tokio::test]
+async fn bad_argument_values_name_the_argument() {
+    let p = Plan::build("SELECT pgml.transform('{bad')", &registry()).unwrap().unwrap();
+    let e = p.execute(&[], &ctx()).await.unwrap_err();
+    assert_eq!(e.code, "22P02");
+    assert!(e.message.contains("\"task\""), "{}", e.message);
+    let p = Plan::build("SELECT pgml.transform($2)", &registry()).unwrap().unwrap();
+    let e = p.execute(&[text("{}")], &ctx()).await.unwrap_err();
+    assert_eq!(e.code, "42P02");
+}

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# pgmld developer / CI setup.
+#
+#   bash scripts/setup.sh deps            # Postgres + tools, lean libtorch, client test deps (idempotent)
+#   eval "$(bash scripts/setup.sh env)"   # LIBTORCH, LD_LIBRARY_PATH, PYTHONPATH, PATH
+#   bash scripts/setup.sh run [args...]   # deps, build release pgmld, exec it (default 127.0.0.1:6432)
+#   bash scripts/setup.sh test [args...]  # deps, cargo test --workspace (PGMLD_TEST_PROFILE=release for --release)
+#
+# Everything downloaded lives under .deps/ (gitignored) and tests/clients/node/node_modules.
+# See docs / shared reference "libtorch-setup.md" for why libtorch comes from PyPI's torch wheel.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+TORCH_VERSION=2.11.0
+CUDA_RUNTIME_VERSION=13.0.96
+CUDA_CUPTI_VERSION=13.0.85
+LT_DIR="$ROOT/.deps/libtorch"
+PY_DIR="$ROOT/.deps/python"
+NODE_DIR="$ROOT/tests/clients/node"
+PY_REQS="$ROOT/tests/clients/requirements.txt"
+PG_HOST=127.0.0.1
+PG_PORT="${PGMLD_SETUP_PG_PORT:-5432}" # override only to exercise this script on a spare port
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# environment (shared by `env` and every other subcommand)
+# ---------------------------------------------------------------------------------------------
+
+# Highest-versioned Debian Postgres server bin dir, e.g. /usr/lib/postgresql/15/bin (empty if none).
+pg_bin_dir() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        if [ -x "$d/initdb" ]; then echo "$d"; fi
+    done | sort -t/ -k5,5n | tail -n1
+}
+
+# prepend_path VAR DIR: prepend DIR to the colon list in VAR unless already present.
+prepend_path() {
+    local var="$1" dir="$2" cur
+    cur="${!var:-}"
+    case ":$cur:" in
+        *":$dir:"*) ;;
+        *) if [ -n "$cur" ]; then printf -v "$var" '%s:%s' "$dir" "$cur"; else printf -v "$var" '%s' "$dir"; fi ;;
+    esac
+}
+
+setup_env() {
+    LIBTORCH="$LT_DIR/torch"
+    local d nv_dirs=()
+    for d in "$LT_DIR"/nvidia/*/lib "$LT_DIR"/nvidia/*/*/lib; do
+        [ -d "$d" ] && nv_dirs+=("$d")
+    done
+    # prepend in reverse so the final order is: $LIBTORCH/lib, nvidia dirs..., previous value
+    local i
+    for ((i = ${#nv_dirs[@]} - 1; i >= 0; i--)); do
+        prepend_path LD_LIBRARY_PATH "${nv_dirs[$i]}"
+    done
+    prepend_path LD_LIBRARY_PATH "$LIBTORCH/lib"
+    prepend_path PYTHONPATH "$PY_DIR"
+    local pgbin
+    pgbin="$(pg_bin_dir)"
+    [ -n "$pgbin" ] && prepend_path PATH "$pgbin"
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        prepend_path PATH "$HOME/.cargo/bin"
+    fi
+    export LIBTORCH LD_LIBRARY_PATH PYTHONPATH PATH
+}
+
+cmd_env() {
+    setup_env
+    local v
+    for v in LIBTORCH LD_LIBRARY_PATH PYTHONPATH PATH; do
+        printf 'export %s=%q\n' "$v" "${!v}"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# deps
+# ---------------------------------------------------------------------------------------------
+
+APT_UPDATED=0
+POLICY_RCD_CREATED=0
+cleanup_policy_rcd() {
+    if [ "$POLICY_RCD_CREATED" = 1 ]; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+        POLICY_RCD_CREATED=0
+    fi
+}
+
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    command -v apt-get >/dev/null 2>&1 || die "need to install $* but apt-get is not available"
+    # Keep package maintainer scripts from starting services (pgbouncer's would take port 6432,
+    # pgmld's default); this script starts Postgres itself.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        trap cleanup_policy_rcd EXIT
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RCD_CREATED=1
+    fi
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    local out
+    out="$(mktemp)"
+    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@" >"$out" 2>&1; then
+        cat "$out" >&2
+        rm -f "$out"
+        die "apt-get install $* failed"
+    fi
+    rm -f "$out"
+    cleanup_policy_rcd
+}
+
+pg_ready() {
+    command -v pg_isready >/dev/null 2>&1 || return 1
+    pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2
+}
+
+# Write trust auth for local sockets and loopback. Only used on clusters this script created.
+configure_trust() {
+    local ver="$1" name="$2" conf="/etc/postgresql/$1/$2"
+    log "configuring trust auth for local/127.0.0.1 on cluster $ver/$name (created by this script)"
+    "${SUDO[@]}" tee "$conf/pg_hba.conf" >/dev/null <<'EOF'
+# written by pgmld scripts/setup.sh for a cluster it created (development/CI only)
+# TYPE  DATABASE        USER            ADDRESS                 METHOD
+local   all             all                                     trust
+host    all             all             127.0.0.1/32            trust
+host    all             all             ::1/128                 trust
+local   replication     all                                     trust
+host    replication     all             127.0.0.1/32            trust
+EOF
+    "${SUDO[@]}" chown postgres:postgres "$conf/pg_hba.conf" 2>/dev/null || true
+}
+
+ensure_postgres() {
+    local installed_pg=0 missing=() pgbin
+    pgbin="$(pg_bin_dir)"
+    if [ -z "$pgbin" ] || ! command -v pg_lsclusters >/dev/null 2>&1; then
+        missing+=(postgresql postgresql-contrib)
+        installed_pg=1
+    fi
+    command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+    if [ -n "$pgbin" ] && [ ! -x "$pgbin/pgbench" ] && ! command -v pgbench >/dev/null 2>&1; then
+        missing+=(postgresql-contrib)
+    fi
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+    command -v c++ >/dev/null 2>&1 || missing+=(g++) # torch-sys compiles a C++ shim, links -lgomp
+    if [ "${#missing[@]}" -gt 0 ]; then
+        # de-duplicate
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+        apt_install "${missing[@]}"
+    fi
+    setup_env # picks up the (possibly new) postgres bin dir
+    pgbin="$(pg_bin_dir)"
+    [ -n "$pgbin" ] || die "no Postgres server binaries found under /usr/lib/postgresql/*/bin"
+    log "postgres binaries: $pgbin ($("$pgbin/postgres" --version))"
+
+    # Debian cluster on our port, if any
+    local ver="" name="" c_ver c_name c_port _rest
+    # pg_lsclusters -h: ver cluster port status owner datadir logfile
+    while read -r c_ver c_name c_port _rest; do
+        if [ "$c_port" = "$PG_PORT" ]; then ver="$c_ver"; name="$c_name"; break; fi
+    done < <(pg_lsclusters -h 2>/dev/null || true)
+
+    if pg_ready; then
+        if [ "$installed_pg" = 1 ] && [ -n "$ver" ]; then
+            # the package we just installed created (and its service started) this cluster
+            configure_trust "$ver" "$name"
+            "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload >&2
+        fi
+        log "postgres is running on $PG_HOST:$PG_PORT"
+    else
+        # start the cluster on our port, or create one
+        if [ -z "$ver" ]; then
+            ver="$(basename "$(dirname "$pgbin")")"
+            name=main
+            if [ -d "/etc/postgresql/$ver/$name" ]; then name=pgmld; fi
+            log "creating cluster $ver/$name on port $PG_PORT"
+            "${SUDO[@]}" pg_createcluster "$ver" "$name" --port "$PG_PORT" >&2
+            configure_trust "$ver" "$name"
+        elif [ "$installed_pg" = 1 ]; then
+            # the package we just installed created this cluster
+            configure_trust "$ver" "$name"
+        fi
+        log "starting cluster $ver/$name"
+        "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 || true
+        local i
+        for i in $(seq 1 30); do
+            pg_ready && break
+            sleep 1
+        done
+        pg_ready || die "postgres did not come up on $PG_HOST:$PG_PORT (see /var/log/postgresql/)"
+        log "postgres is running on $PG_HOST:$PG_PORT"
+    fi
+
+    # database `test`
+    local q="SELECT 1 FROM pg_database WHERE datname = 'test'" have
+    if have="$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -XtAc "$q" 2>/dev/null)"; then
+        if [ "$have" != 1 ]; then
+            log "creating database test"
+            psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Xqc 'CREATE DATABASE test' >&2
+        fi
+    else
+        # no trust over TCP: fall back to the postgres OS user over the local socket
+        have="$("${SUDO[@]}" runuser -u postgres -- psql -p "$PG_PORT" -d postgres -XtAc "$q")"
+        if [ "$have" != 1 ]; then
+            log "creating database test"
+            "${SUDO[@]}" runuser -u postgres -- psql -p "$PG_PORT" -d postgres -Xqc 'CREATE DATABASE test' >&2
+        fi
+    fi
+}
+
+ensure_libtorch() {
+    if [ -f "$LT_DIR/torch/lib/libtorch_cpu.so" ]; then
+        log "libtorch present: $LT_DIR/torch ($(cat "$LT_DIR/torch/build-version" 2>/dev/null || echo '?'))"
+    else
+        log "installing lean libtorch $TORCH_VERSION into $LT_DIR (~520 MB download)"
+        rm -rf "$LT_DIR"
+        python3 -m pip install --no-cache-dir --no-deps --disable-pip-version-check --root-user-action=ignore -q \
+            --target "$LT_DIR" \
+            "torch==$TORCH_VERSION" \
+            "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION" \
+            "nvidia-cuda-cupti==$CUDA_CUPTI_VERSION" >&2
+        [ -f "$LT_DIR/torch/lib/libtorch_cpu.so" ] || die "libtorch_cpu.so missing after pip install"
+    fi
+    # re-enables tch's build-time version check
+    echo "$TORCH_VERSION" >"$LT_DIR/torch/build-version"
+}
+
+file_hash() { sha256sum "$1" | cut -d' ' -f1; }
+
+ensure_python_deps() {
+    local stamp="$PY_DIR/.requirements.sha256" want
+    want="$(file_hash "$PY_REQS")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "python client deps up to date ($PY_DIR)"
+        return
+    fi
+    log "installing python client deps into $PY_DIR"
+    rm -rf "$PY_DIR"
+    python3 -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore -q \
+        --target "$PY_DIR" -r "$PY_REQS" >&2
+    echo "$want" >"$stamp"
+}
+
+ensure_node_deps() {
+    command -v npm >/dev/null 2>&1 || die "npm not found (node 20 + npm are required for tests/clients/node)"
+    local stamp="$NODE_DIR/node_modules/.pgmld-setup.sha256" lock="$NODE_DIR/package-lock.json" want
+    if [ -f "$lock" ]; then
+        want="$(cat "$NODE_DIR/package.json" "$lock" | sha256sum | cut -d' ' -f1)"
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+            log "node client deps up to date ($NODE_DIR/node_modules)"
+            return
+        fi
+        log "npm ci in tests/clients/node"
+        (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    else
+        log "npm install in tests/clients/node (no package-lock.json)"
+        (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+        want="$(cat "$NODE_DIR/package.json" "$lock" | sha256sum | cut -d' ' -f1)"
+    fi
+    echo "$want" >"$stamp"
+}
+
+cmd_deps() {
+    ensure_postgres
+    ensure_libtorch
+    ensure_python_deps
+    ensure_node_deps
+    setup_env
+    log "deps ok"
+}
+
+# ---------------------------------------------------------------------------------------------
+# run / test
+# ---------------------------------------------------------------------------------------------
+
+cmd_run() {
+    cmd_deps
+    log "cargo build --release --bin pgmld"
+    cargo build --release --bin pgmld
+    log "exec target/release/pgmld $*"
+    exec target/release/pgmld "$@"
+}
+
+cmd_test() {
+    cmd_deps
+    local profile=()
+    if [ "${PGMLD_TEST_PROFILE:-debug}" = release ]; then profile=(--release); fi
+    log "cargo test --workspace ${profile[*]} $*"
+    exec cargo test --workspace "${profile[@]}" "$@"
+}
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+sub="${1:-}"
+[ "$#" -gt 0 ] && shift
+case "$sub" in
+    deps) cmd_deps ;;
+    env) cmd_env ;;
+    run) cmd_run "$@" ;;
+    test) cmd_test "$@" ;;
+    *) usage ;;
+esac

@@ -1,0 +1,168 @@
+//! `pgmld`: a Postgres wire-protocol daemon that serves `pgml.*` calls itself and forwards
+//! everything else to an upstream Postgres.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use pgmld_config::Config;
+use pgmld_schema::{ClusterOptions, EmbeddedCluster, Migrator};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Command line; each flag overrides the config file and `PGMLD_*` variables.
+#[derive(Parser, Debug)]
+#[command(name = "pgmld", version, about = "Postgres wire-protocol daemon serving pgml.* fine-tuning and inference in front of any Postgres")]
+struct Cli {
+    /// Address to listen on for Postgres clients (default 127.0.0.1:6432).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Upstream Postgres URL, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// TOML config file (see config/pgmld.toml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Directory for pgmld's state (private Postgres cluster, caches).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Prometheus /metrics address; empty turns it off.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(cli.config.as_deref(), env.clone())?;
+    if let Some(v) = cli.listen {
+        config.listen = v;
+    }
+    if let Some(v) = cli.upstream {
+        config.upstream = Some(v);
+    }
+    if let Some(v) = cli.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = cli.metrics_listen {
+        config.metrics_listen = v;
+    }
+    if cli.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    init_tracing(&config)?;
+    for name in pgmld_config::unknown_env_vars(env) {
+        tracing::warn!("ignoring environment variable {name}: not a pgmld setting");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(config))
+}
+
+fn init_tracing(config: &Config) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
+        _ => EnvFilter::try_new(&config.log_level).with_context(|| format!("bad log_level {:?}", config.log_level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("log_format must be \"text\" or \"json\", not {other:?}"),
+    }
+    Ok(())
+}
+
+/// The upstream to use: the configured URL, the local default when it answers, or a
+/// private cluster started under the data directory.
+fn resolve_upstream(config: &Config) -> Result<(String, Option<EmbeddedCluster>)> {
+    if let Some(url) = &config.upstream {
+        return Ok((url.clone(), None));
+    }
+    if pgmld_schema::is_reachable("127.0.0.1", 5432) {
+        tracing::info!("no upstream configured; using the local Postgres at 127.0.0.1:5432");
+        return Ok(("postgres://postgres@127.0.0.1:5432/postgres".into(), None));
+    }
+    let dir = config.data_dir.join("postgres");
+    tracing::info!("no upstream configured and none on 127.0.0.1:5432; starting a private cluster in {}", dir.display());
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let mut opts = ClusterOptions::new(std::path::absolute(&dir)?, config.embedded_port);
+    opts.bin_dir = config.pg_bin_dir.clone();
+    let cluster = EmbeddedCluster::start(opts)?;
+    Ok((cluster.url(), Some(cluster)))
+}
+
+fn host_port(url: &str) -> Result<String> {
+    let cfg: tokio_postgres::Config = url.parse().context("upstream is not a valid Postgres URL")?;
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(_) => bail!("pgmld connects to the upstream over TCP; give a host name or address"),
+        None => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    Ok(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+}
+
+async fn run(config: Config) -> Result<()> {
+    let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
+    let upstream_addr = host_port(&upstream_url)?;
+    let applied = pgmld_schema::migrate(&upstream_url).await.context("applying the pgml schema")?;
+    tracing::info!(?applied, upstream = %upstream_addr, "pgml schema ready");
+    let metrics = pgmld_metrics::Metrics::new();
+    let shutdown = CancellationToken::new();
+    if !config.metrics_listen.is_empty() {
+        let stop = shutdown.clone();
+        let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move { stop.cancelled().await })
+            .await
+            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(pgmld_proxy::tls::acceptor(c, k)?),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key must be set together"),
+    };
+    let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
+        upstream_addr,
+        migrator: Some(Arc::new(Migrator::new(upstream_url))),
+        registry: Arc::new(pgmld_sql::Registry::with_builtins()),
+        metrics,
+        tls,
+        connect_timeout: config.connect_timeout(),
+        shutdown_timeout: config.shutdown_timeout(),
+        max_message: config.max_message_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("pgmld listening on {}", listener.local_addr()?);
+    tracing::info!("listening on {}", listener.local_addr()?);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; no new sessions");
+        stop.cancel();
+    });
+    server.serve(listener, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
