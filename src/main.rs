@@ -118,6 +118,8 @@ async fn run(config: Config) -> Result<()> {
         let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move { stop.cancelled().await })
             .await
             .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("pgmld metrics on {addr}");
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let tls = match (&config.tls_cert, &config.tls_key) {

@@ -66,6 +66,9 @@ pub enum Route {
     Swallow,
     /// Dropped, except ReadyForQuery (used after pgmld reported an error itself).
     OnlyReady,
+    /// To the client except NoData: a portal Describe standing in for the RowDescription
+    /// a simple query sends by itself.
+    RowDescription,
     /// Sent to pgmld's own code as whole messages (type, body).
     Capture(mpsc::UnboundedSender<(u8, Bytes)>),
 }

@@ -16,7 +16,7 @@ use crate::expect::{Kind, Route};
 use crate::session::{LocalPortal, LocalStatement, Session};
 use crate::wire;
 use bytes::{Bytes, BytesMut};
-use pgmld_sql::analyze::{mentions_pgml, mentions_pgml_bytes};
+use pgmld_sql::analyze::{find_calls, mentions_pgml, mentions_pgml_bytes, split_statements};
 use pgmld_sql::{Param, Plan, SqlError};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use std::sync::Arc;
@@ -41,6 +41,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Ok(());
         }
         let sql = wire::query_text(&frame)?;
+        if let Some(segments) = split_statements(&sql).filter(|s| s.len() > 1) {
+            if find_calls(&sql).is_some() {
+                return self.on_multi_statement_query(&sql, segments).await;
+            }
+        }
         let plan = match Plan::build(&sql, &self.registry) {
             Ok(None) => {
                 self.forward(&frame, Some(Kind::Query));
@@ -59,6 +64,61 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             Err(e) => self.local_error(e, Mode::Simple).await,
         }
+    }
+
+    /// A query string of several statements with pgml calls. Postgres runs such a string
+    /// statement by statement in one implicit transaction, stopping at the first error;
+    /// pgmld sends the statements as one extended-protocol batch (same implicit
+    /// transaction, same stop-at-error), evaluating each pgml call only after the
+    /// statements before it ran.
+    async fn on_multi_statement_query(&mut self, sql: &str, segments: Vec<std::ops::Range<usize>>) -> Result<(), ProxyError> {
+        self.catch_up().await?;
+        for seg in segments {
+            let text = &sql[seg.clone()];
+            let run = match Plan::build(text, &self.registry) {
+                Ok(None) => Ok(text.to_string()),
+                Ok(Some(plan)) => {
+                    self.count_intercepted(&plan);
+                    self.catch_up().await?;
+                    if self.shared.skipping() {
+                        break; // an earlier statement failed; the rest does not run
+                    }
+                    self.evaluate(&plan, &[]).await?
+                }
+                Err(e) => {
+                    self.catch_up().await?;
+                    if self.shared.skipping() {
+                        break;
+                    }
+                    let position = e.position.map(|p| p + sql[..seg.start].chars().count());
+                    Err(SqlError { position, ..e })
+                }
+            };
+            match run {
+                Ok(text) => {
+                    self.shared.expect(Kind::Parse, Route::Swallow);
+                    wire::parse("", &text, vec![], &mut self.up);
+                    self.shared.expect(Kind::Bind, Route::Swallow);
+                    wire::bind_plain("", "", &mut self.up);
+                    self.shared.expect(Kind::DescribePortal, Route::RowDescription);
+                    wire::describe(b'P', "", &mut self.up);
+                    self.shared.expect(Kind::Execute, Route::Client);
+                    wire::execute("", 0, &mut self.up);
+                }
+                Err(e) => {
+                    self.metrics.error("pgml");
+                    let mut b = BytesMut::new();
+                    wire::error_response(&e, &mut b);
+                    self.shared.local(b.freeze());
+                    self.shared.expect(Kind::Parse, Route::OnlyReady);
+                    wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
+                    break;
+                }
+            }
+        }
+        self.shared.expect(Kind::Sync, Route::Client);
+        wire::sync(&mut self.up);
+        Ok(())
     }
 
     pub(crate) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {

@@ -37,8 +37,9 @@ pub async fn run<R, W>(
 {
     let mut relay = Relay { shared: shared.clone(), current: None, inbuf: BytesMut::with_capacity(READ_CHUNK), out: BytesMut::with_capacity(READ_CHUNK), state: State::Idle, pending_type: 0 };
     let result: std::io::Result<()> = async {
+        let mut eof = false;
         loop {
-            relay.process();
+            let more = relay.process();
             if matches!(relay.state, State::Idle) {
                 relay.run_local();
             }
@@ -47,21 +48,17 @@ pub async fn run<R, W>(
                 client.write_all(&relay.out).await?;
                 relay.out.clear();
             }
-            if shared.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            if more {
+                // Stopped to flush with input left: go on before reading more.
+                continue;
+            }
+            if eof || shared.closed.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(());
             }
             relay.inbuf.reserve(READ_CHUNK);
             let idle = matches!(relay.state, State::Idle);
             tokio::select! {
-                n = upstream.read_buf(&mut relay.inbuf) => {
-                    if n? == 0 {
-                        relay.process();
-                        if !relay.out.is_empty() {
-                            client.write_all(&relay.out).await?;
-                        }
-                        return Ok(());
-                    }
-                }
+                n = upstream.read_buf(&mut relay.inbuf) => eof = n? == 0,
                 _ = shared.wake.notified() => {}
                 Some(n) = notices.recv(), if idle => relay.out.extend_from_slice(&n),
             }
@@ -103,17 +100,18 @@ impl Relay {
         }
     }
 
-    /// Consumes as much of `inbuf` as forms messages or streamable prefixes.
-    fn process(&mut self) {
+    /// Consumes as much of `inbuf` as forms messages or streamable prefixes. Returns true
+    /// when it stopped only because enough output is pending to flush first.
+    fn process(&mut self) -> bool {
         loop {
             if self.out.len() >= FLUSH_AT {
-                return;
+                return !self.inbuf.is_empty();
             }
             match self.state {
                 State::Streaming(left) => {
                     let n = left.min(self.inbuf.len());
                     if n == 0 {
-                        return;
+                        return false;
                     }
                     self.out.extend_from_slice(&self.inbuf.split_to(n));
                     if n == left {
@@ -126,7 +124,7 @@ impl Relay {
                 }
                 State::Idle => {
                     if self.inbuf.len() < 5 {
-                        return;
+                        return false;
                     }
                     self.run_local();
                     let ty = self.inbuf[0];
@@ -154,7 +152,7 @@ impl Relay {
                         continue;
                     }
                     if self.inbuf.len() < total {
-                        return;
+                        return false;
                     }
                     let msg = self.inbuf.split_to(total).freeze();
                     self.handle_whole(ty, msg);
@@ -182,6 +180,7 @@ impl Relay {
             None | Some((_, Route::Client)) => true,
             Some((_, Route::Swallow)) => ty == b'E',
             Some((_, Route::OnlyReady)) => ty == b'Z',
+            Some((_, Route::RowDescription)) => ty != b'n',
             Some((_, Route::Capture(tx))) => {
                 let _ = tx.send((ty, msg.slice(5..)));
                 false

@@ -111,6 +111,9 @@ pub fn error_response(e: &SqlError, out: &mut BytesMut) {
     if let Some(h) = &e.hint {
         fields.push((b'H', h.clone()));
     }
+    if let Some(p) = e.position {
+        fields.push((b'P', p.to_string()));
+    }
     encode(&ErrorResponse::new(fields), out);
 }
 
@@ -166,6 +169,16 @@ pub fn bind(portal: &str, statement: &str, from: &Bind, out: &mut BytesMut) {
         from.result_column_format_codes.clone(),
     );
     encode(&b, out);
+}
+
+/// Frontend `Bind` without parameters, text results.
+pub fn bind_plain(portal: &str, statement: &str, out: &mut BytesMut) {
+    encode(&Bind::new(Some(portal.to_string()), Some(statement.to_string()), vec![], vec![], vec![]), out);
+}
+
+/// Frontend `Sync`.
+pub fn sync(out: &mut BytesMut) {
+    encode(&pgwire::messages::extendedquery::Sync::new(), out);
 }
 
 /// Frontend `Describe` of a statement (`S`) or portal (`P`).

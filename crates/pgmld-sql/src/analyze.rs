@@ -27,6 +27,31 @@ pub fn mentions_pgml_bytes(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"pgml"))
 }
 
+/// Byte ranges of the statements in a query string, split at top-level semicolons
+/// (quoted text, dollar-quoted bodies and comments are single tokens, so their semicolons
+/// do not split). Empty statements are left out. `None` when the text does not tokenize.
+pub fn split_statements(sql: &str) -> Option<Vec<Range<usize>>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().ok()?;
+    let offsets = LineOffsets::new(sql);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let push = |from: usize, to: usize, out: &mut Vec<Range<usize>>| {
+        if sql[from..to].trim().is_empty() {
+            return;
+        }
+        out.push(from..to);
+    };
+    for t in &tokens {
+        if t.token == Token::SemiColon {
+            let at = offsets.byte(sql, t.span.start)?;
+            push(start, at, &mut out);
+            start = at + 1;
+        }
+    }
+    push(start, sql.len(), &mut out);
+    Some(out)
+}
+
 /// An argument expression as written, reduced to what a pgml call can evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArgExpr {
@@ -371,6 +396,13 @@ mod tests {
         assert_eq!(c[0].position, Position::TableFactor { has_alias: true });
         let c = calls("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t");
         assert!(matches!(&c[0].args[1].expr, ArgExpr::Array(v) if matches!(v[0], ArgExpr::Unsupported(_))));
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        let sql = "SELECT ';'; DO $$ BEGIN PERFORM 1; END $$ ;-- x;\n SELECT pgml.version();  ";
+        let parts: Vec<&str> = split_statements(sql).unwrap().into_iter().map(|r| &sql[r]).collect();
+        assert_eq!(parts, vec!["SELECT ';'", " DO $$ BEGIN PERFORM 1; END $$ ", "-- x;\n SELECT pgml.version()"]);
     }
 
     #[test]

@@ -14,17 +14,26 @@ pub struct SqlError {
     pub detail: Option<String>,
     /// Optional hint: how to fix it.
     pub hint: Option<String>,
+    /// 1-based character position in the statement the error points at (psql shows it
+    /// as `LINE 1: ... ^`).
+    pub position: Option<usize>,
 }
 
 impl SqlError {
     /// An error with code and message only.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        SqlError { code, message: message.into(), detail: None, hint: None }
+        SqlError { code, message: message.into(), detail: None, hint: None, position: None }
     }
 
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Points the error at a 1-based character position.
+    pub fn at(mut self, position: usize) -> Self {
+        self.position = Some(position);
         self
     }
 

@@ -27,7 +27,13 @@ impl Plan {
     /// calls one that does not exist or binds arguments wrongly (42883, like Postgres).
     pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
         let Some(sites) = find_calls(sql) else { return Ok(None) };
-        let calls = sites.into_iter().map(|site| bind(site, registry)).collect::<Result<_, _>>()?;
+        let calls = sites
+            .into_iter()
+            .map(|site| {
+                let position = sql[..site.range.start].chars().count() + 1;
+                bind(site, registry).map_err(|e| if e.position.is_some() { e } else { e.at(position) })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Some(Plan { sql: sql.to_string(), calls }))
     }
 

@@ -1,0 +1,216 @@
+//! Test harness shared by the integration tests: starts the real `pgmld` binary on port 0
+//! in front of the machine's Postgres, and gives each test a fresh database.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The machine's Postgres, which every test uses as upstream.
+pub const UPSTREAM: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A running pgmld process; killed on drop.
+pub struct Pgmld {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Options for [`Pgmld::start_with`].
+pub struct Start {
+    pub upstream: Option<String>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Start { upstream: Some(UPSTREAM.into()), extra_args: vec![], env: vec![] }
+    }
+}
+
+impl Pgmld {
+    /// pgmld on 127.0.0.1:0 with metrics on 127.0.0.1:0, upstream the machine's Postgres.
+    pub fn start() -> Pgmld {
+        Self::start_with(Start::default())
+    }
+
+    pub fn start_with(opts: Start) -> Pgmld {
+        let data_dir = temp_dir("pgmld-it");
+        let log = data_dir.join("pgmld.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgmld"));
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(&opts.extra_args)
+            .env("RUST_LOG", "info,pgmld_proxy=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(u) = &opts.upstream {
+            cmd.args(["--upstream", u]);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pgmld");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut addr = None;
+        let mut metrics = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("pgmld listening on ") {
+                        addr = a.parse().ok();
+                    } else if let Some(a) = line.strip_prefix("pgmld metrics on ") {
+                        metrics = a.parse().ok();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("pgmld did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        }
+        Pgmld { child, addr: addr.unwrap(), metrics, data_dir, log }
+    }
+
+    /// libpq-style connection string for `db` through pgmld.
+    pub fn conn_str(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.addr.port())
+    }
+
+    /// URL form, for psycopg and node-postgres.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.addr.port())
+    }
+
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect through pgmld: {e}; log:\n{}", self.log_text()));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Body of GET /metrics.
+    pub fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.metrics.expect("metrics endpoint");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Value of a metric line (`name{labels}` exactly as rendered), 0 if absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Peak resident memory of the process in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+    }
+}
+
+impl Drop for Pgmld {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A fresh database on the machine's Postgres, dropped on drop, so tests run in parallel.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = format!("pgmld_it_{}", rand::random::<u32>());
+        psql_direct("postgres", &format!("CREATE DATABASE {name}"));
+        TestDb { name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", "postgres", "-qAtc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .output();
+    }
+}
+
+/// Runs SQL directly on the machine's Postgres with psql; panics on failure.
+pub fn psql_direct(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs psql through pgmld with a script on stdin; returns (success, stdout, stderr).
+pub fn psql_script(p: &Pgmld, db: &str, script: &str, extra: &[&str]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", "postgres", "-d", db, "-X"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// SQLSTATE of a tokio-postgres error.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
