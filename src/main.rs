@@ -57,7 +57,9 @@ fn main() -> Result<()> {
     for name in pgmld_config::unknown_env_vars(env) {
         tracing::warn!("ignoring environment variable {name}: not a pgmld setting");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The main runtime accepts connections and serves metrics; sessions run on their own
+    // threads (`session_threads`).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(run(config))
 }
 
@@ -136,6 +138,7 @@ async fn run(config: Config) -> Result<()> {
         connect_timeout: config.connect_timeout(),
         shutdown_timeout: config.shutdown_timeout(),
         max_message: config.max_message_bytes,
+        session_threads: config.session_threads(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

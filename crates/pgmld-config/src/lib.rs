@@ -53,6 +53,10 @@ pub struct Config {
     /// Largest frontend message accepted, in bytes; larger ones close the connection with
     /// an error, as Postgres does. Default `1073741824` (1 GiB, Postgres' own limit).
     pub max_message_bytes: usize,
+    /// Threads that move client/upstream bytes, each running its own single-threaded event
+    /// loop with whole sessions pinned to it; `0` means one per CPU. Training and inference
+    /// never run on them. Default `0`.
+    pub session_threads: usize,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             connect_timeout_secs: 10,
             max_message_bytes: 1 << 30,
+            session_threads: 0,
         }
     }
 }
@@ -143,6 +148,14 @@ impl Config {
         std::time::Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// Session threads to start: `session_threads`, or one per CPU when 0.
+    pub fn session_threads(&self) -> usize {
+        match self.session_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Seconds as a [`std::time::Duration`], for upstream connects.
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.connect_timeout_secs)
@@ -164,6 +177,7 @@ pub const FIELDS: &[&str] = &[
     "shutdown_timeout_secs",
     "connect_timeout_secs",
     "max_message_bytes",
+    "session_threads",
 ];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.

@@ -10,6 +10,7 @@ mod relay;
 mod server;
 mod session;
 mod startup;
+mod threads;
 pub mod tls;
 mod wire;
 

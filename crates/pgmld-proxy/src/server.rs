@@ -34,6 +34,9 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
     /// Largest frontend message.
     pub max_message: usize,
+    /// Session threads (each a single-threaded runtime); 0 runs sessions on the caller's
+    /// runtime instead.
+    pub session_threads: usize,
 }
 
 /// A pgmld front-end: one per process.
@@ -54,18 +57,42 @@ impl Server {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let kill = CancellationToken::new();
+        let threads = match self.opts.session_threads {
+            0 => None,
+            n => match crate::threads::SessionThreads::start(n) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!("cannot start session threads ({e}); using the main runtime");
+                    None
+                }
+            },
+        };
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let server = self.clone();
                         let kill = kill.clone();
-                        tracker.spawn(async move {
-                            tokio::select! {
-                                _ = server.connection(tcp) => {}
-                                _ = kill.cancelled() => tracing::info!(%peer, "session ended by shutdown"),
+                        match &threads {
+                            None => {
+                                tracker.spawn(server.guarded(tcp, peer, kill));
                             }
-                        });
+                            Some(t) => match tcp.into_std() {
+                                Ok(std_tcp) => {
+                                    let token = tracker.token();
+                                    t.spawn(Box::new(move || {
+                                        Box::pin(async move {
+                                            let _token = token;
+                                            match TcpStream::from_std(std_tcp) {
+                                                Ok(tcp) => server.guarded(tcp, peer, kill).await,
+                                                Err(e) => tracing::warn!(%peer, "cannot register connection: {e}"),
+                                            }
+                                        })
+                                    }));
+                                }
+                                Err(e) => tracing::warn!(%peer, "cannot hand over connection: {e}"),
+                            },
+                        }
                     }
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -85,6 +112,14 @@ impl Server {
             tracing::warn!(open = tracker.len(), "shutdown timeout reached; closing sessions");
             kill.cancel();
             tracker.wait().await;
+        }
+    }
+
+    /// A connection that ends when shutdown's drain time is over.
+    async fn guarded(self: Arc<Self>, tcp: TcpStream, peer: std::net::SocketAddr, kill: CancellationToken) {
+        tokio::select! {
+            _ = self.connection(tcp) => {}
+            _ = kill.cancelled() => tracing::info!(%peer, "session ended by shutdown"),
         }
     }
 
