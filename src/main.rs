@@ -109,6 +109,12 @@ fn host_port(url: &str) -> Result<String> {
 }
 
 async fn run(config: Config) -> Result<()> {
+    // Settings that need no upstream are checked first, so their errors come first.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(pgmld_proxy::tls::acceptor(c, k)?),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key must be set together"),
+    };
     let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
     let upstream_addr = host_port(&upstream_url)?;
     let applied = pgmld_schema::migrate(&upstream_url).await.context("applying the pgml schema")?;
@@ -124,15 +130,13 @@ async fn run(config: Config) -> Result<()> {
         println!("pgmld metrics on {addr}");
         tracing::info!("metrics on http://{addr}/metrics");
     }
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => Some(pgmld_proxy::tls::acceptor(c, k)?),
-        (None, None) => None,
-        _ => bail!("tls_cert and tls_key must be set together"),
-    };
+    let mut registry = pgmld_sql::Registry::with_builtins();
+    let loader = pgmld_datasets::Loader { base_url: upstream_url.clone(), hub: pgmld_datasets::hub::HubConfig::from_env() };
+    registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
         upstream_addr,
         migrator: Some(Arc::new(Migrator::new(upstream_url))),
-        registry: Arc::new(pgmld_sql::Registry::with_builtins()),
+        registry: Arc::new(registry),
         metrics,
         tls,
         connect_timeout: config.connect_timeout(),

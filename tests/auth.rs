@@ -34,7 +34,11 @@ impl Drop for AuthCluster {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl AuthCluster {
@@ -73,7 +77,10 @@ impl AuthCluster {
             .env("PGPASSWORD", SUPER_PW)
             .env("PGPASSFILE", self.dir.join("no-pgpass"))
             .args(["-X", "-w", "-qAt", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port()))
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port()
+            ))
             .args(["-c", sql])
             .output()
             .expect("psql");
@@ -103,7 +110,10 @@ impl AuthCluster {
     }
 
     fn pgmld(&self) -> Pgmld {
-        Pgmld::start_with(Start { upstream: Some(self.cluster.url()), ..Start::default() })
+        Pgmld::start_with(Start {
+            upstream: Some(self.cluster.url()),
+            ..Start::default()
+        })
     }
 }
 
@@ -132,7 +142,10 @@ async fn tp_connect(
     password: Option<&str>,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut conn_str = format!("host=127.0.0.1 port={} user={user} dbname={db}", p.addr.port());
+    let mut conn_str = format!(
+        "host=127.0.0.1 port={} user={user} dbname={db}",
+        p.addr.port()
+    );
     if let Some(pw) = password {
         conn_str.push_str(&format!(" password='{pw}'"));
     }
@@ -147,11 +160,22 @@ async fn tp_connect(
 async fn tp_good_login(p: &Pgmld, user: &str, password: &str) {
     let client = tp_connect(p, user, Some(password), "postgres")
         .await
-        .unwrap_or_else(|e| panic!("{user} with the right password: {e:?}; log:\n{}", p.log_text()));
-    let row = client.query_one("SELECT current_user::text, session_user::text", &[]).await.unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "{user} with the right password: {e:?}; log:\n{}",
+                p.log_text()
+            )
+        });
+    let row = client
+        .query_one("SELECT current_user::text, session_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), user);
     assert_eq!(row.get::<_, String>(1), user);
-    let msgs = client.simple_query("SELECT pgml.version()").await.expect("pgml.version()");
+    let msgs = client
+        .simple_query("SELECT pgml.version()")
+        .await
+        .expect("pgml.version()");
     let version = msgs
         .iter()
         .find_map(|m| match m {
@@ -167,7 +191,9 @@ async fn tp_good_login(p: &Pgmld, user: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokio_postgres_password_logins_through_pgmld() {
-    let cluster = tokio::task::spawn_blocking(AuthCluster::start).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(AuthCluster::start)
+        .await
+        .unwrap();
     let p = cluster.pgmld();
     let auth_before = p.metric(AUTH_ERRORS);
     let mut refusals_by_upstream = 0.0;
@@ -183,7 +209,10 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         assert_eq!(sqlstate(&e), "28P01", "{user}: {e:?}");
         let db = e.as_db_error().expect("a server error");
         assert_eq!(db.severity(), "FATAL");
-        assert_eq!(db.message(), format!("password authentication failed for user \"{user}\""));
+        assert_eq!(
+            db.message(),
+            format!("password authentication failed for user \"{user}\"")
+        );
         refusals_by_upstream += 1.0;
 
         // Missing password: tokio-postgres gives up when the upstream asks for one.
@@ -191,23 +220,34 @@ async fn tokio_postgres_password_logins_through_pgmld() {
             .await
             .err()
             .unwrap_or_else(|| panic!("{user} got in without a password"));
-        assert!(format!("{e:?}").contains("password missing"), "{user}: {e:?}");
+        assert!(
+            format!("{e:?}").contains("password missing"),
+            "{user}: {e:?}"
+        );
 
         // Empty password: sent, and refused by the upstream.
         let e = tp_connect(&p, user, Some(""), "postgres")
             .await
             .err()
             .unwrap_or_else(|| panic!("{user} got in with an empty password"));
-        assert!(e.as_db_error().is_some() || format!("{e:?}").contains("password"), "{user}: {e:?}");
+        assert!(
+            e.as_db_error().is_some() || format!("{e:?}").contains("password"),
+            "{user}: {e:?}"
+        );
         if e.as_db_error().is_some() {
             refusals_by_upstream += 1.0;
         }
     }
 
     // A role that does not exist gets the same answer as a wrong password.
-    let e = tp_connect(&p, "ghost", Some("whatever"), "postgres").await.err().expect("ghost refused");
+    let e = tp_connect(&p, "ghost", Some("whatever"), "postgres")
+        .await
+        .expect_err("ghost refused");
     assert_eq!(sqlstate(&e), "28P01", "{e:?}");
-    assert_eq!(e.as_db_error().unwrap().message(), "password authentication failed for user \"ghost\"");
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "password authentication failed for user \"ghost\""
+    );
     refusals_by_upstream += 1.0;
 
     // A database that does not exist: authentication passes, then 3D000 from the upstream.
@@ -217,7 +257,10 @@ async fn tokio_postgres_password_logins_through_pgmld() {
             .err()
             .unwrap_or_else(|| panic!("{user} connected to a missing database"));
         assert_eq!(sqlstate(&e), "3D000", "{user}: {e:?}");
-        assert_eq!(e.as_db_error().unwrap().message(), "database \"no_such_db_pgmld\" does not exist");
+        assert_eq!(
+            e.as_db_error().unwrap().message(),
+            "database \"no_such_db_pgmld\" does not exist"
+        );
         refusals_by_upstream += 1.0;
     }
 
@@ -227,12 +270,21 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         let (user, password) = ROLES[i % 2];
         let port = p.addr.port();
         tasks.push(tokio::spawn(async move {
-            let pw = if i % 4 < 2 { password.to_string() } else { format!("wrong-{i}") };
-            let conn_str = format!("host=127.0.0.1 port={port} user={user} dbname=postgres password='{pw}'");
+            let pw = if i % 4 < 2 {
+                password.to_string()
+            } else {
+                format!("wrong-{i}")
+            };
+            let conn_str =
+                format!("host=127.0.0.1 port={port} user={user} dbname=postgres password='{pw}'");
             match tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
                 Ok((client, conn)) => {
                     tokio::spawn(conn);
-                    let u: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+                    let u: String = client
+                        .query_one("SELECT current_user::text", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
                     (true, u == user)
                 }
                 Err(e) => (false, sqlstate(&e) == "28P01"),
@@ -260,7 +312,11 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         "{AUTH_ERRORS}: {auth_before} before, {auth_after} after {refusals_by_upstream} upstream refusals\n{}",
         p.metrics_text()
     );
-    assert!(p.log_text().contains("upstream refused the client"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("upstream refused the client"),
+        "{}",
+        p.log_text()
+    );
     drop(p);
     drop(cluster);
 }
@@ -270,13 +326,23 @@ async fn tokio_postgres_password_logins_through_pgmld() {
 // ---------------------------------------------------------------------------------------
 
 /// psql through pgmld as `user`, password from PGPASSWORD when given, never prompting.
-fn psql_as(p: &Pgmld, scratch: &Path, user: &str, password: Option<&str>, db: &str, sql: &[&str]) -> Output {
+fn psql_as(
+    p: &Pgmld,
+    scratch: &Path,
+    user: &str,
+    password: Option<&str>,
+    db: &str,
+    sql: &[&str],
+) -> Output {
     let mut cmd = Command::new("psql");
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PGPASSFILE", scratch.join("no-pgpass"))
         .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!("host=127.0.0.1 port={} user={user} dbname={db}", p.addr.port()));
+        .arg(format!(
+            "host=127.0.0.1 port={} user={user} dbname={db}",
+            p.addr.port()
+        ));
     for s in sql {
         cmd.args(["-c", s]);
     }
@@ -299,18 +365,51 @@ fn psql_password_logins_through_pgmld() {
     let mut refusals_by_upstream = 0.0;
 
     let good = |user: &str, password: &str| {
-        let out = psql_as(&p, &scratch, user, Some(password), "postgres", &["SELECT current_user", "SELECT pgml.version()", "SELECT 40 + 2"]);
-        assert!(out.status.success(), "{user} with the right password: {}\nlog:\n{}", text(&out.stderr), p.log_text());
-        assert_eq!(text(&out.stdout), format!("{user}\npgmld 0.1.0\n42\n"), "{user}: stderr {}", text(&out.stderr));
+        let out = psql_as(
+            &p,
+            &scratch,
+            user,
+            Some(password),
+            "postgres",
+            &[
+                "SELECT current_user",
+                "SELECT pgml.version()",
+                "SELECT 40 + 2",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{user} with the right password: {}\nlog:\n{}",
+            text(&out.stderr),
+            p.log_text()
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!("{user}\npgmld 0.1.0\n42\n"),
+            "{user}: stderr {}",
+            text(&out.stderr)
+        );
     };
 
     for (user, password) in ROLES {
         good(user, password);
 
-        let out = psql_as(&p, &scratch, user, Some("not-the-password"), "postgres", &["SELECT 1"]);
+        let out = psql_as(
+            &p,
+            &scratch,
+            user,
+            Some("not-the-password"),
+            "postgres",
+            &["SELECT 1"],
+        );
         assert!(!out.status.success(), "{user} got in with a wrong password");
         let err = text(&out.stderr);
-        assert!(err.contains(&format!("FATAL:  password authentication failed for user \"{user}\"")), "{user}: {err}");
+        assert!(
+            err.contains(&format!(
+                "FATAL:  password authentication failed for user \"{user}\""
+            )),
+            "{user}: {err}"
+        );
         assert!(out.stdout.is_empty(), "{user}: {}", text(&out.stdout));
         refusals_by_upstream += 1.0;
 
@@ -321,10 +420,23 @@ fn psql_password_logins_through_pgmld() {
     }
 
     for (user, password) in ROLES {
-        let out = psql_as(&p, &scratch, user, Some(password), "no_such_db_pgmld", &["SELECT 1"]);
-        assert!(!out.status.success(), "{user} connected to a missing database");
+        let out = psql_as(
+            &p,
+            &scratch,
+            user,
+            Some(password),
+            "no_such_db_pgmld",
+            &["SELECT 1"],
+        );
+        assert!(
+            !out.status.success(),
+            "{user} connected to a missing database"
+        );
         let err = text(&out.stderr);
-        assert!(err.contains("FATAL:  database \"no_such_db_pgmld\" does not exist"), "{user}: {err}");
+        assert!(
+            err.contains("FATAL:  database \"no_such_db_pgmld\" does not exist"),
+            "{user}: {err}"
+        );
         refusals_by_upstream += 1.0;
     }
 

@@ -2,6 +2,8 @@
 //! in front of the machine's Postgres, and gives each test a fresh database.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -46,6 +46,8 @@ pub async fn run<R, W>(
             if !relay.out.is_empty() {
                 metrics.bytes_to_client.inc_by(relay.out.len() as u64);
                 client.write_all(&relay.out).await?;
+                // TLS streams may keep records queued after write_all; plain TCP: no-op.
+                client.flush().await?;
                 relay.out.clear();
             }
             if more {

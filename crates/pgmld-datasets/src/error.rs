@@ -1,0 +1,80 @@
+//! Why a load failed, mapped to the SQLSTATE the client sees.
+
+use pgmld_sql::{codes, SqlError};
+
+/// Errors of `pgml.load_dataset`. Messages name the source and what was tried.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The hub could not give us the dataset.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    /// A local path that does not exist or holds no readable file.
+    #[error("{0}")]
+    MissingFile(String),
+    /// A file that is not what its extension says, or that does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// A column type with no Postgres equivalent.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A bad argument or kwargs value.
+    #[error("{0}")]
+    BadArgument(String),
+    /// The target table exists and `if_exists` is `error`, or cannot be replaced.
+    #[error("{0}")]
+    TableExists(String),
+    /// Postgres refused something while loading.
+    #[error("{context}: {message}")]
+    Postgres {
+        /// What pgmld was doing.
+        context: String,
+        /// Postgres' message.
+        message: String,
+        /// Postgres' SQLSTATE when it sent one.
+        code: Option<String>,
+    },
+    /// The client cancelled the load.
+    #[error("load_dataset cancelled by the client; the previous table is unchanged")]
+    Cancelled,
+    /// A reader thread or channel broke.
+    #[error("internal error while loading: {0}")]
+    Internal(String),
+}
+
+impl DatasetError {
+    /// A Postgres error with context.
+    pub fn pg(context: impl Into<String>, e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_string());
+        let message = match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        };
+        DatasetError::Postgres { context: context.into(), message, code }
+    }
+}
+
+impl From<DatasetError> for SqlError {
+    fn from(e: DatasetError) -> SqlError {
+        let message = e.to_string();
+        match e {
+            DatasetError::Hub(h) => h.into(),
+            DatasetError::MissingFile(_) => SqlError::new("58P01", message),
+            DatasetError::Malformed(_) => SqlError::new("22P04", message),
+            DatasetError::Unsupported(_) => SqlError::new(codes::FEATURE_NOT_SUPPORTED, message),
+            DatasetError::BadArgument(_) => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
+            DatasetError::TableExists(_) => SqlError::new("42P07", message)
+                .with_hint("Pass kwargs => '{\"if_exists\": \"replace\"}' or '{\"if_exists\": \"append\"}'."),
+            DatasetError::Postgres { code, .. } => {
+                let code: &'static str = match code.as_deref() {
+                    Some("42501") => "42501",
+                    Some("53100") => "53100",
+                    Some("2BP01") => "2BP01",
+                    _ => "XX000",
+                };
+                SqlError::new(code, message)
+            }
+            DatasetError::Cancelled => SqlError::new(codes::QUERY_CANCELED, message),
+            DatasetError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! One load, end to end: find the files, settle the columns, stream rows into a staging
+//! table with COPY, then swap it in atomically (or append in one transaction).
+//!
+//! Memory stays flat: a blocking thread reads one batch at a time and encodes it into
+//! ~1 MB COPY chunks that cross a channel of four; the async side feeds them to COPY.
+
+use crate::error::DatasetError;
+use crate::hub::{self, DataFile, HubConfig};
+use crate::options::{IfExists, LoadOptions};
+use crate::pgtypes::{self, Column};
+use crate::read::{self, TextOptions};
+use crate::source::{local_files, Source};
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use pgmld_sql::{CallContext, Notice};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const CHUNK_BYTES: usize = 1 << 20;
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// What a successful load reports: `TABLE(table_name text, rows bigint)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// Qualified, quoted where needed (`pgml.imdb`, `pgml."FinGPT/fingpt-sentiment-train"`).
+    pub table_name: String,
+    /// Rows written by this load.
+    pub rows: u64,
+}
+
+/// Loads datasets for any database of the upstream.
+pub struct Loader {
+    /// Upstream URL for pgmld's own connections; the database is swapped per call.
+    pub base_url: String,
+    /// Hub endpoint, token, cache.
+    pub hub: HubConfig,
+}
+
+/// Messages from the reader thread.
+enum Piece {
+    Chunk(Bytes, u64),
+    Failed(DatasetError),
+}
+
+impl Loader {
+    /// Runs one `pgml.load_dataset` call.
+    pub async fn load(&self, opts: LoadOptions, ctx: &CallContext) -> Result<Loaded, DatasetError> {
+        let source = Source::parse(&opts.source);
+        let (schema_name, table) = source.table(opts.table.as_deref())?;
+        let files = self.files(&source, &opts).await?;
+        let text_opts = TextOptions { delimiter: opts.delimiter, header: opts.header };
+        let (merged, cols, add_split) = {
+            let files = files.clone();
+            let wanted = opts.columns.clone();
+            tokio::task::spawn_blocking(move || -> Result<(SchemaRef, Vec<Column>, bool), DatasetError> {
+                let schemas = files.iter().map(|f| read::schema(f, text_opts)).collect::<Result<Vec<_>, _>>()?;
+                let merged = read::merge(&schemas)?;
+                let cols = pgtypes::columns(&merged, wanted.as_deref())?;
+                let add_split = !merged.fields().iter().any(|f| f.name() == "split");
+                Ok((merged, cols, add_split))
+            })
+            .await
+            .map_err(|e| DatasetError::Internal(e.to_string()))??
+        };
+        let client = self.connect(&ctx.database).await?;
+        let target = format!("{}.{}", quote_ident(&schema_name), quote_ident(&table));
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&target])
+            .await
+            .map_err(|e| DatasetError::pg("checking the target table", e))?
+            .get(0);
+        if exists && opts.if_exists == IfExists::Error {
+            return Err(DatasetError::TableExists(format!("table {target} already exists")));
+        }
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name)))
+            .await
+            .map_err(|e| DatasetError::pg(format!("creating schema {schema_name}"), e))?;
+        let mut col_defs: Vec<String> = cols.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type)).collect();
+        let mut col_names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+        if add_split {
+            col_defs.push("split text".into());
+            col_names.push("split".into());
+        }
+        let rows = if exists && opts.if_exists == IfExists::Append {
+            client.batch_execute("BEGIN").await.map_err(|e| DatasetError::pg("starting the append", e))?;
+            let copied = self.copy(&client, &target, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await;
+            match copied {
+                Ok(n) => {
+                    client.batch_execute("COMMIT").await.map_err(|e| DatasetError::pg(format!("committing rows into {target}"), e))?;
+                    n
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        } else {
+            let staging_name = format!("pgmld_load_{}_{}", std::process::id(), rand_suffix());
+            let staging = format!("{}.{}", quote_ident(&schema_name), quote_ident(&staging_name));
+            client
+                .batch_execute(&format!("CREATE TABLE {staging} ({})", col_defs.join(", ")))
+                .await
+                .map_err(|e| DatasetError::pg(format!("creating {staging}"), e))?;
+            let result = async {
+                let n = self.copy(&client, &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await?;
+                swap_in(&client, &staging, &staging_name, &target, &table, exists).await?;
+                Ok::<u64, DatasetError>(n)
+            }
+            .await;
+            match result {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = client.batch_execute(&format!("DROP TABLE IF EXISTS {staging}")).await;
+                    return Err(e);
+                }
+            }
+        };
+        Ok(Loaded { table_name: target, rows })
+    }
+
+    async fn files(&self, source: &Source, opts: &LoadOptions) -> Result<Vec<DataFile>, DatasetError> {
+        let files = match source {
+            Source::Hub(id) => {
+                hub::fetch_dataset_files(&self.hub, id, opts.subset.as_deref(), opts.revision.as_deref(), opts.split.as_deref()).await?
+            }
+            Source::Local(path) => {
+                if opts.subset.is_some() {
+                    return Err(DatasetError::BadArgument(format!(
+                        "subset applies to Hugging Face datasets, not to the local source {}",
+                        path.display()
+                    )));
+                }
+                let path = path.clone();
+                let all = tokio::task::spawn_blocking(move || local_files(&path))
+                    .await
+                    .map_err(|e| DatasetError::Internal(e.to_string()))??;
+                match &opts.split {
+                    None => all,
+                    Some(s) => {
+                        let kept: Vec<DataFile> = all.iter().filter(|f| &f.split == s).cloned().collect();
+                        if kept.is_empty() {
+                            let mut have: Vec<&str> = all.iter().map(|f| f.split.as_str()).collect();
+                            have.dedup();
+                            return Err(DatasetError::BadArgument(format!(
+                                "split \"{s}\" is not in {}; it has: {}",
+                                opts.source,
+                                have.join(", ")
+                            )));
+                        }
+                        kept
+                    }
+                }
+            }
+        };
+        Ok(files)
+    }
+
+    async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, DatasetError> {
+        let url = pgmld_schema::url_with_database(&self.base_url, database)
+            .map_err(|e| DatasetError::Internal(format!("upstream URL: {e}")))?;
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("load_dataset connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Streams every file into `table` with COPY; returns the rows written.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy(
+        &self,
+        client: &tokio_postgres::Client,
+        table: &str,
+        col_names: &[String],
+        files: Vec<DataFile>,
+        schema: SchemaRef,
+        cols: Vec<Column>,
+        add_split: bool,
+        text_opts: TextOptions,
+        opts: &LoadOptions,
+        ctx: &CallContext,
+    ) -> Result<u64, DatasetError> {
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {table} ({}) FROM STDIN", col_names.join(", ")))
+            .await
+            .map_err(|e| DatasetError::pg(format!("starting COPY into {table}"), e))?;
+        let (tx, mut rx) = mpsc::channel::<Piece>(4);
+        let limit = opts.limit;
+        let cancelled = ctx.cancelled.clone();
+        let reader = tokio::task::spawn_blocking(move || read_all(files, schema, cols, add_split, text_opts, limit, cancelled, tx));
+        futures_util::pin_mut!(sink);
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut rows = 0u64;
+        let mut failure = None;
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Chunk(bytes, n) => {
+                    rows = n;
+                    if let Err(e) = sink.send(bytes).await {
+                        failure = Some(DatasetError::pg(format!("COPY into {table}"), e));
+                        break;
+                    }
+                    if last_report.elapsed() >= PROGRESS_EVERY {
+                        last_report = Instant::now();
+                        progress(ctx, &opts.source, rows, started.elapsed());
+                    }
+                }
+                Piece::Failed(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+        if let Some(e) = failure {
+            return Err(e); // dropping the sink aborts the COPY
+        }
+        sink.finish().await.map_err(|e| DatasetError::pg(format!("finishing COPY into {table}"), e))?;
+        progress(ctx, &opts.source, rows, started.elapsed());
+        Ok(rows)
+    }
+}
+
+fn progress(ctx: &CallContext, source: &str, rows: u64, elapsed: Duration) {
+    let rate = rows as f64 / elapsed.as_secs_f64().max(1e-3);
+    (ctx.notices)(Notice {
+        severity: "INFO",
+        message: serde_json::json!({"load_dataset": source, "rows": rows, "rows_per_second": rate.round(), "elapsed_seconds": (elapsed.as_secs_f64() * 10.0).round() / 10.0}).to_string(),
+    });
+}
+
+/// The reader thread: files → batches → COPY text chunks, stopping at `limit` rows, on
+/// cancel, or when the receiver is gone.
+#[allow(clippy::too_many_arguments)]
+fn read_all(
+    files: Vec<DataFile>,
+    schema: SchemaRef,
+    cols: Vec<Column>,
+    add_split: bool,
+    text_opts: TextOptions,
+    limit: Option<u64>,
+    cancelled: Arc<AtomicBool>,
+    tx: mpsc::Sender<Piece>,
+) {
+    let result = (|| -> Result<(), DatasetError> {
+        let mut rows = 0u64;
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + (1 << 16));
+        for file in &files {
+            // csv / json read with the merged schema; parquet keeps its own and is cast.
+            let batches = read::batches(file, schema.clone(), text_opts)?;
+            for batch in batches {
+                if cancelled.load(Ordering::Relaxed) {
+                    return Err(DatasetError::Cancelled);
+                }
+                let batch = batch.map_err(|e| DatasetError::Malformed(format!("cannot read {}: {e}", file.origin)))?;
+                let mut n = batch.num_rows();
+                if let Some(l) = limit {
+                    n = n.min(l.saturating_sub(rows) as usize);
+                }
+                let split = if add_split { Some(file.split.as_str()) } else { None };
+                pgtypes::encode_batch(&batch, &cols, split, n, &mut chunk)?;
+                rows += n as u64;
+                if chunk.len() >= CHUNK_BYTES {
+                    let bytes = Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + (1 << 16))));
+                    if tx.blocking_send(Piece::Chunk(bytes, rows)).is_err() {
+                        return Ok(());
+                    }
+                }
+                if limit.is_some_and(|l| rows >= l) {
+                    break;
+                }
+            }
+            if limit.is_some_and(|l| rows >= l) {
+                break;
+            }
+        }
+        if !chunk.is_empty() || rows == 0 {
+            let _ = tx.blocking_send(Piece::Chunk(Bytes::from(chunk), rows));
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = tx.blocking_send(Piece::Failed(e));
+    }
+}
+
+/// Puts the loaded staging table in place of `target` in one transaction. Readers see the
+/// old rows or the new ones. Views on the old table keep working: when some depend on it,
+/// its rows are replaced in place instead of the table being dropped.
+async fn swap_in(
+    client: &tokio_postgres::Client,
+    staging: &str,
+    staging_name: &str,
+    target: &str,
+    table: &str,
+    exists: bool,
+) -> Result<(), DatasetError> {
+    let tx = |e| DatasetError::pg(format!("replacing {target}"), e);
+    client.batch_execute("BEGIN").await.map_err(tx)?;
+    let result = async {
+        let dependents: i64 = if exists {
+            client
+                .query_one(
+                    "SELECT count(DISTINCT r.ev_class) FROM pg_depend d JOIN pg_rewrite r ON d.objid = r.oid \
+                     WHERE d.refobjid = $1::text::regclass AND r.ev_class <> $1::text::regclass",
+                    &[&target],
+                )
+                .await
+                .map_err(tx)?
+                .get(0)
+        } else {
+            0
+        };
+        if dependents == 0 {
+            if exists {
+                client.batch_execute(&format!("DROP TABLE {target}")).await.map_err(tx)?;
+            }
+            client
+                .batch_execute(&format!("ALTER TABLE {staging} RENAME TO {}", quote_ident(table)))
+                .await
+                .map_err(tx)?;
+        } else {
+            let same: bool = client
+                .query_one(
+                    "SELECT array_agg((attname, atttypid) ORDER BY attnum) FILTER (WHERE attrelid = $1::text::regclass) \
+                     IS NOT DISTINCT FROM array_agg((attname, atttypid) ORDER BY attnum) FILTER (WHERE attrelid = $2::text::regclass) \
+                     FROM pg_attribute WHERE attrelid IN ($1::text::regclass, $2::text::regclass) AND attnum > 0 AND NOT attisdropped",
+                    &[&target, &staging],
+                )
+                .await
+                .map_err(tx)?
+                .get(0);
+            if !same {
+                return Err(DatasetError::TableExists(format!(
+                    "{target} has {dependents} dependent view(s) and the new data has other columns; drop the views or load into another table with kwargs => '{{\"table\": \"...\"}}'"
+                )));
+            }
+            client
+                .batch_execute(&format!("TRUNCATE {target}; INSERT INTO {target} SELECT * FROM {staging}; DROP TABLE {staging}"))
+                .await
+                .map_err(tx)?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => client.batch_execute("COMMIT").await.map_err(tx),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let _ = staging_name;
+            Err(e)
+        }
+    }
+}
+
+/// Quotes an identifier unless it is a plain lower-case name.
+pub fn quote_ident(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_ident;
+
+    #[test]
+    fn identifiers_are_quoted_only_when_needed() {
+        assert_eq!(quote_ident("imdb"), "imdb");
+        assert_eq!(quote_ident("FinGPT/fingpt-sentiment-train"), "\"FinGPT/fingpt-sentiment-train\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_ident("1x"), "\"1x\"");
+    }
+}

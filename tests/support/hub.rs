@@ -1,0 +1,519 @@
+//! A fake Hugging Face Hub for tests: serves dataset repos from a directory with the routes
+//! and headers that hf-hub 1.0 uses, so the real hub client code runs against it.
+//!
+//! Layout of `root`:
+//! - `root/{owner}/{name}/…` — the files of revision `main` of dataset `owner/name`;
+//! - `root/{owner}/{name}@{rev}/…` — another revision, `/` in `rev` written `%2F`
+//!   (see [`FakeHub::revision_dir`]; e.g. the parquet conversion `refs/convert/parquet`).
+//!
+//! Routes (as on huggingface.co):
+//! - `GET /api/datasets/{owner}/{name}[/revision/{rev}]` — repo info with `sha` and `siblings`;
+//! - `GET /api/datasets/{owner}/{name}/tree/{rev}[/{path}][?recursive=true]` — tree listing;
+//! - `POST /api/datasets/{owner}/{name}/paths-info/{rev}` — `{"paths": [...]}`;
+//! - `HEAD|GET /datasets/{owner}/{name}/resolve/{rev}/{path}` — `ETag`, `X-Repo-Commit`,
+//!   `Content-Length`, `Accept-Ranges`, `Range` (206), `If-None-Match` (304). Parquet and
+//!   `.gz` files act as LFS files: a 302 to `/cdn/…` with `X-Linked-Etag` and `X-Linked-Size`;
+//! - `HEAD|GET /cdn/{owner}/{name}/{commit}/{path}` — the bytes, no token needed (signed URLs).
+//!
+//! Errors carry the Hub's `X-Error-Code` / `X-Error-Message` headers and `{"error": "..."}`
+//! bodies: 404 `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`; 401 when a token is
+//! required ([`FakeHub::with_token`]) and missing or wrong.
+//!
+//! Commits and ETags are hashes of the files' contents, so they change when files change.
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+
+/// A running fake hub on 127.0.0.1. Stopped on drop.
+pub struct FakeHub {
+    /// Base URL, e.g. `http://127.0.0.1:41234` (use as the hub endpoint).
+    pub url: String,
+    /// The directory served.
+    pub root: PathBuf,
+    shared: Arc<Shared>,
+    stop_tx: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    root: PathBuf,
+    url: String,
+    token: Mutex<Option<String>>,
+    log: Mutex<Vec<String>>,
+}
+
+impl FakeHub {
+    /// Serves `root` on 127.0.0.1:0 from a background thread with its own tokio runtime, so it
+    /// works from `#[test]` and `#[tokio::test]` alike.
+    pub fn start(root: PathBuf) -> FakeHub {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake hub");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shared =
+            Arc::new(Shared { root: root.clone(), url: url.clone(), token: Mutex::new(None), log: Mutex::new(vec![]) });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fake-hub".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let server = std::future::IntoFuture::into_future(axum::serve(listener, app));
+                    tokio::select! {
+                        r = server => { r.expect("fake hub server"); }
+                        _ = stop_rx => {}
+                    }
+                });
+                // dropping the runtime closes the listener and every open connection
+                rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            })
+            .expect("spawn fake hub");
+        FakeHub { url, root, shared, stop_tx: Mutex::new(Some(stop_tx)), thread: Mutex::new(Some(thread)) }
+    }
+
+    /// Requires `Authorization: Bearer {token}` on every API and resolve request (401 otherwise).
+    pub fn with_token(self, token: impl Into<String>) -> FakeHub {
+        *self.shared.token.lock().unwrap() = Some(token.into());
+        self
+    }
+
+    /// Every request so far, as `METHOD /path?query` (path as sent, percent-encoded).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().unwrap().clear();
+    }
+
+    /// Stops serving: the port refuses connections afterwards. Idempotent.
+    pub fn stop(&self) {
+        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Where the files of `repo` (`owner/name`) at `revision` live under `root`.
+    pub fn revision_dir(root: &Path, repo: &str, revision: &str) -> PathBuf {
+        if revision == "main" {
+            root.join(repo)
+        } else {
+            root.join(format!("{repo}@{}", revision.replace('/', "%2F")))
+        }
+    }
+
+    /// Writes `contents` at `path` in `repo` at `revision`, creating directories.
+    pub fn put(root: &Path, repo: &str, revision: &str, path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = Self::revision_dir(root, repo, revision).join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let target = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string());
+    s.log.lock().unwrap().push(format!("{method} {target}"));
+    let headers = req.headers().clone();
+    let body = if method == Method::POST {
+        axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default().to_vec()
+    } else {
+        Vec::new()
+    };
+    s.route(&method, uri.path(), uri.query().unwrap_or(""), &headers, &body)
+}
+
+/// One revision of a repo, resolved.
+struct Rev {
+    dir: PathBuf,
+    commit: String,
+    files: Vec<String>,
+}
+
+impl Shared {
+    fn route(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let segs: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        if segs.contains(&"..") {
+            return error(StatusCode::BAD_REQUEST, None, "bad path");
+        }
+        match segs.as_slice() {
+            ["cdn", owner, name, commit, rest @ ..] if !rest.is_empty() => {
+                self.cdn(method, &format!("{owner}/{name}"), commit, &rest.join("/"), headers)
+            }
+            ["api", "datasets", owner, name, rest @ ..] => {
+                let repo = format!("{owner}/{name}");
+                if let Some(r) = self.check_auth(headers) {
+                    return r;
+                }
+                if !self.root.join(&repo).is_dir() {
+                    return repo_not_found();
+                }
+                match rest {
+                    [] if *method == Method::GET => self.info(&repo, "main"),
+                    ["revision", rev] if *method == Method::GET => self.info(&repo, rev),
+                    ["tree", rev, sub @ ..] if *method == Method::GET => {
+                        let recursive = query.split('&').any(|kv| kv == "recursive=true" || kv == "recursive=1");
+                        self.tree(&repo, rev, &sub.join("/"), recursive)
+                    }
+                    ["paths-info", rev] if *method == Method::POST => self.paths_info(&repo, rev, body),
+                    _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
+                }
+            }
+            ["datasets", owner, name, "resolve", rev, rest @ ..] if !rest.is_empty() => {
+                let repo = format!("{owner}/{name}");
+                if let Some(r) = self.check_auth(headers) {
+                    return r;
+                }
+                if !self.root.join(&repo).is_dir() {
+                    return repo_not_found();
+                }
+                self.resolve(method, &repo, rev, &rest.join("/"), headers)
+            }
+            // models, spaces and anything else: no such repo
+            _ => repo_not_found(),
+        }
+    }
+
+    fn check_auth(&self, headers: &HeaderMap) -> Option<Response> {
+        let want = self.token.lock().unwrap().clone()?;
+        match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            Some(v) if v == format!("Bearer {want}") => None,
+            Some(_) => Some(error(StatusCode::UNAUTHORIZED, None, "Invalid credentials in Authorization header")),
+            None => Some(error(StatusCode::UNAUTHORIZED, Some("RepoNotFound"), "Repository not found")),
+        }
+    }
+
+    /// Revision names of a repo: `main` and every `{name}@{rev}` directory.
+    fn revisions(&self, repo: &str) -> Vec<String> {
+        let mut out = vec!["main".to_string()];
+        let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
+        if let Ok(rd) = std::fs::read_dir(self.root.join(owner)) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if let Some(rev) = n.strip_prefix(&format!("{name}@")) {
+                    out.push(rev.replace("%2F", "/"));
+                }
+            }
+        }
+        out
+    }
+
+    fn load_rev(&self, repo: &str, rev: &str) -> Option<Rev> {
+        let load = |dir: PathBuf| {
+            let mut files = Vec::new();
+            walk(&dir, "", &mut files);
+            files.sort();
+            let mut h = Vec::new();
+            for f in &files {
+                h.extend_from_slice(f.as_bytes());
+                h.push(0);
+                h.extend_from_slice(hex(&std::fs::read(dir.join(f)).unwrap_or_default(), 40).as_bytes());
+            }
+            Rev { commit: hex(&h, 40), dir, files }
+        };
+        let dir = FakeHub::revision_dir(&self.root, repo, rev);
+        if dir.is_dir() {
+            return Some(load(dir));
+        }
+        if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) {
+            for r in self.revisions(repo) {
+                let d = FakeHub::revision_dir(&self.root, repo, &r);
+                if d.is_dir() {
+                    let loaded = load(d);
+                    if loaded.commit == rev {
+                        return Some(loaded);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn info(&self, repo: &str, rev: &str) -> Response {
+        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+        let (owner, _) = repo.split_once('/').unwrap_or(("", repo));
+        let siblings: Vec<serde_json::Value> = r.files.iter().map(|f| serde_json::json!({ "rfilename": f })).collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "_id": hex(repo.as_bytes(), 24),
+                "id": repo,
+                "author": owner,
+                "sha": r.commit,
+                "lastModified": "2024-01-01T00:00:00.000Z",
+                "createdAt": "2024-01-01T00:00:00.000Z",
+                "private": self.token.lock().unwrap().is_some(),
+                "gated": false,
+                "disabled": false,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+            }),
+        )
+    }
+
+    fn entry(&self, r: &Rev, path: &str) -> serde_json::Value {
+        let full = r.dir.join(path);
+        if full.is_dir() {
+            return serde_json::json!({ "type": "directory", "oid": hex(path.as_bytes(), 40), "size": 0, "path": path });
+        }
+        let bytes = std::fs::read(&full).unwrap_or_default();
+        let mut v = serde_json::json!({ "type": "file", "oid": hex(&bytes, 40), "size": bytes.len(), "path": path });
+        if is_lfs(path) {
+            v["lfs"] = serde_json::json!({ "oid": hex(&bytes, 64), "size": bytes.len(), "pointerSize": 134 });
+        }
+        v
+    }
+
+    fn tree(&self, repo: &str, rev: &str, sub: &str, recursive: bool) -> Response {
+        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+        let sub = sub.trim_matches('/');
+        if !sub.is_empty() && !r.dir.join(sub).is_dir() {
+            return entry_not_found(&r.commit);
+        }
+        let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
+        let mut paths = std::collections::BTreeSet::new();
+        for f in &r.files {
+            let Some(rest) = f.strip_prefix(&prefix) else { continue };
+            if recursive {
+                // every directory on the way, then the file
+                let parts: Vec<&str> = rest.split('/').collect();
+                for i in 1..parts.len() {
+                    paths.insert(format!("{prefix}{}", parts[..i].join("/")));
+                }
+                paths.insert(f.clone());
+            } else {
+                paths.insert(format!("{prefix}{}", rest.split('/').next().unwrap()));
+            }
+        }
+        let entries: Vec<serde_json::Value> = paths.iter().map(|p| self.entry(&r, p)).collect();
+        json(StatusCode::OK, &serde_json::Value::Array(entries))
+    }
+
+    fn paths_info(&self, repo: &str, rev: &str, body: &[u8]) -> Response {
+        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+        let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let entries: Vec<serde_json::Value> = req["paths"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| r.dir.join(p).exists())
+            .map(|p| self.entry(&r, p))
+            .collect();
+        json(StatusCode::OK, &serde_json::Value::Array(entries))
+    }
+
+    fn resolve(&self, method: &Method, repo: &str, rev: &str, path: &str, headers: &HeaderMap) -> Response {
+        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+        let full = r.dir.join(path);
+        if !full.is_file() {
+            return entry_not_found(&r.commit);
+        }
+        let bytes = std::fs::read(&full).unwrap_or_default();
+        let etag = hex(&bytes, 40);
+        if is_lfs(path) {
+            let location = format!(
+                "{}/cdn/{repo}/{}/{}",
+                self.url,
+                r.commit,
+                path.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+            );
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, location)
+                .header(header::ETAG, format!("\"{etag}\""))
+                .header("X-Repo-Commit", &r.commit)
+                .header("X-Linked-Etag", format!("\"{}\"", hex(&bytes, 64)))
+                .header("X-Linked-Size", bytes.len().to_string())
+                .header(header::CONTENT_LENGTH, "0")
+                .body(Body::empty())
+                .unwrap();
+        }
+        let quoted = format!("\"{etag}\"");
+        if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(quoted.as_str()) {
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, &quoted)
+                .header("X-Repo-Commit", &r.commit)
+                .body(Body::empty())
+                .unwrap();
+        }
+        serve_bytes(method, bytes, &quoted, &r.commit, headers)
+    }
+
+    fn cdn(&self, method: &Method, repo: &str, commit: &str, path: &str, headers: &HeaderMap) -> Response {
+        let Some(r) = self.load_rev(repo, commit) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
+        let Ok(bytes) = std::fs::read(r.dir.join(path)) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
+        let etag = format!("\"{}\"", hex(&bytes, 64));
+        serve_bytes(method, bytes, &etag, &r.commit, headers)
+    }
+}
+
+/// 200 with the bytes, or 206 for a `Range: bytes=a-b` request; no body for HEAD.
+fn serve_bytes(method: &Method, bytes: Vec<u8>, etag: &str, commit: &str, headers: &HeaderMap) -> Response {
+    let total = bytes.len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| parse_range(r, total));
+    let (status, body, content_range) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, bytes[a..=b].to_vec(), Some(format!("bytes {a}-{b}/{total}"))),
+        None if headers.contains_key(header::RANGE) && total > 0 => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Body::empty())
+                .unwrap();
+        }
+        None => (StatusCode::OK, bytes, None),
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::ETAG, etag)
+        .header("X-Repo-Commit", commit)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, body.len().to_string());
+    if let Some(cr) = content_range {
+        b = b.header(header::CONTENT_RANGE, cr);
+    }
+    let body = if *method == Method::HEAD { Body::empty() } else { Body::from(body) };
+    b.body(body).unwrap()
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive range within `total`.
+fn parse_range(r: &str, total: usize) -> Option<(usize, usize)> {
+    let spec = r.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    if total == 0 {
+        return None;
+    }
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: usize = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<usize>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+fn is_lfs(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.ends_with(".parquet") || p.ends_with(".gz") || p.ends_with(".arrow") || p.ends_with(".zip")
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(v.to_string()))
+        .unwrap()
+}
+
+/// The Hub's error shape: `X-Error-Code`, `X-Error-Message`, `{"error": "..."}`.
+fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header("X-Error-Message", message);
+    if let Some(c) = code {
+        b = b.header("X-Error-Code", c);
+    }
+    b.body(Body::from(serde_json::json!({ "error": message }).to_string())).unwrap()
+}
+
+fn repo_not_found() -> Response {
+    error(StatusCode::NOT_FOUND, Some("RepoNotFound"), "Repository not found")
+}
+
+fn revision_not_found(rev: &str) -> Response {
+    error(StatusCode::NOT_FOUND, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}"))
+}
+
+fn entry_not_found(commit: &str) -> Response {
+    let mut r = error(StatusCode::NOT_FOUND, Some("EntryNotFound"), "Entry not found");
+    r.headers_mut().insert("X-Repo-Commit", commit.parse().unwrap());
+    r
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        match std::fs::metadata(e.path()) {
+            Ok(m) if m.is_dir() => walk(&e.path(), &rel, out),
+            Ok(m) if m.is_file() => out.push(rel),
+            _ => {}
+        }
+    }
+}
+
+/// `len` hex digits derived from `data` (stable across runs: SipHash with fixed keys).
+fn hex(data: &[u8], len: usize) -> String {
+    let mut out = String::new();
+    let mut seed = 0u64;
+    while out.len() < len {
+        let mut h = DefaultHasher::new();
+        seed.hash(&mut h);
+        data.hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+        seed += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
