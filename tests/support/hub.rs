@@ -159,12 +159,26 @@ impl Shared {
         if segs.contains(&"..") {
             return error(StatusCode::BAD_REQUEST, None, "bad path");
         }
+        // Canonical datasets have no owner (`imdb`): when `root/{a}/{b}` is no repo, read
+        // the path as `root/{a}` followed by the rest.
+        let joined;
+        let segs: Vec<&str> = match segs.as_slice() {
+            [kind @ ("cdn" | "datasets"), a, b, rest @ ..] if !self.is_repo(&format!("{a}/{b}")) && self.is_single_repo(a) => {
+                joined = [*kind, a, "", b].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
+            }
+            ["api", "datasets", a, rest @ ..] if !rest.first().is_some_and(|b| self.is_repo(&format!("{a}/{b}"))) && self.is_single_repo(a) => {
+                joined = ["api", "datasets", a, ""].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
+            }
+            _ => segs,
+        };
         match segs.as_slice() {
             ["cdn", owner, name, commit, rest @ ..] if !rest.is_empty() => {
-                self.cdn(method, &format!("{owner}/{name}"), commit, &rest.join("/"), headers)
+                self.cdn(method, &repo_name(owner, name), commit, &rest.join("/"), headers)
             }
             ["api", "datasets", owner, name, rest @ ..] => {
-                let repo = format!("{owner}/{name}");
+                let repo = repo_name(owner, name);
                 if let Some(r) = self.check_auth(headers) {
                     return r;
                 }
@@ -183,7 +197,7 @@ impl Shared {
                 }
             }
             ["datasets", owner, name, "resolve", rev, rest @ ..] if !rest.is_empty() => {
-                let repo = format!("{owner}/{name}");
+                let repo = repo_name(owner, name);
                 if let Some(r) = self.check_auth(headers) {
                     return r;
                 }
@@ -195,6 +209,19 @@ impl Shared {
             // models, spaces and anything else: no such repo
             _ => repo_not_found(),
         }
+    }
+
+    /// True when `root/{repo}` holds a repo's files (for `owner/name`, the name directory).
+    fn is_repo(&self, repo: &str) -> bool {
+        self.root.join(repo).is_dir()
+    }
+
+    /// A canonical repo without owner: `root/{name}` with files of its own at the top (a
+    /// namespace directory holds only repo directories).
+    fn is_single_repo(&self, name: &str) -> bool {
+        std::fs::read_dir(self.root.join(name))
+            .map(|rd| rd.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_file())))
+            .unwrap_or(false)
     }
 
     fn check_auth(&self, headers: &HeaderMap) -> Option<Response> {
@@ -516,4 +543,13 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `owner/name`, or just `owner` for a canonical dataset without namespace.
+fn repo_name(owner: &str, name: &str) -> String {
+    if name.is_empty() {
+        owner.to_string()
+    } else {
+        format!("{owner}/{name}")
+    }
 }
