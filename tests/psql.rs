@@ -19,17 +19,7 @@ fn psql_ok(p: &Pgmld, db: &str, script: &str, extra: &[&str]) -> (String, String
 
 /// psql with a script on stdin directly against Postgres on 5432 (same flags as psql_script).
 fn psql_upstream(db: &str, script: &str, extra: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", db, "-X"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    support::psql_port(5432, db, script, extra)
 }
 
 /// Lines of `-At` output.

@@ -2,6 +2,7 @@
 //! in front of the machine's Postgres, and gives each test a fresh database.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod hub;
 
 use std::io::{BufRead, BufReader};
@@ -198,9 +199,14 @@ pub fn psql_direct(db: &str, sql: &str) -> String {
 
 /// Runs psql through pgmld with a script on stdin; returns (success, stdout, stderr).
 pub fn psql_script(p: &Pgmld, db: &str, script: &str, extra: &[&str]) -> (bool, String, String) {
+    psql_port(p.addr.port(), db, script, extra)
+}
+
+/// Runs psql against 127.0.0.1:`port` with a script on stdin; returns (success, stdout, stderr).
+pub fn psql_port(port: u16, db: &str, script: &str, extra: &[&str]) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", "postgres", "-d", db, "-X"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", db, "-X"])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
