@@ -302,3 +302,33 @@ SELECT (SELECT count(*) FROM pgml.imdb_train_view) AS train, (SELECT count(*) FR
     assert!(err.contains("INFO:") && err.contains("\"rows\":25000"), "progress notices on stderr: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn cancel_stops_a_load_and_keeps_the_old_table() {
+    let rows = imdb_rows(25_000);
+    let dir = temp_dir("pgmld-ds-cancel");
+    let small = dir.join("small.csv");
+    write_csv(&small, &rows[..100], b',');
+    // A large file: the IMDB rows four times over (100k rows, ~130 MB).
+    let big = dir.join("big.csv");
+    let many: Vec<(String, i64)> = (0..4).flat_map(|_| rows.iter().cloned()).collect();
+    write_csv(&big, &many, b',');
+    let p = Pgmld::start();
+    let db = TestDb::create();
+    let c = p.connect(&db.name).await;
+    load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", small.display())).await.unwrap();
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        std::time::Instant::now()
+    });
+    let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", big.display())).await.unwrap_err();
+    let cancelled_at = canceller.await.unwrap();
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert!(cancelled_at.elapsed() < std::time::Duration::from_secs(2), "stopped {:?} after the cancel", cancelled_at.elapsed());
+    assert_eq!(count(&c, "pgml.reviews").await, 100);
+    let leftovers: i64 = c.query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[]).await.unwrap().get(0);
+    assert_eq!(leftovers, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
