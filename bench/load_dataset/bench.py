@@ -334,15 +334,16 @@ def run(args):
     results = {k: {"pgmld": [], "python": []} for k, _ in cases}
     busy_seen = set()
     loadavg = []
+    verify = {}
     try:
         for rep in range(args.reps):
             for i, (key, case) in enumerate(cases):
                 stem = os.path.basename(case["path"]).split(".")[0]
                 pgmld_table = f"pgml.{stem}"
-                py_table = f"public.py_{stem}"
+                py_table = "public.py_" + key.replace("-", "_")
                 order = ["pgmld", "python"] if (rep + i) % 2 == 0 else ["python", "pgmld"]
                 for who in order:
-                    quiesce(args, [pgmld_table, py_table] if who == "pgmld" else [py_table])
+                    quiesce(args, [pgmld_table] if who == "pgmld" else [py_table])
                     b = busy()
                     busy_seen.update(b)
                     loadavg.append(os.getloadavg()[0])
@@ -354,18 +355,14 @@ def run(args):
                         log(f"rep {rep + 1} {key} python: {m['load_s']:.2f} s (process {m['wall_s']:.2f} s), {case['rows'] / m['load_s']:.0f} rows/s, maxrss {mib(m['maxrss_kb'])} MiB" + (f"  [busy: {', '.join(b)}]" if b else ""))
                     m["busy"] = b
                     results[key][who].append(m)
-        # Same rows either way: compare the two tables of the last rep.
-        verify = {}
-        for key, case in cases:
-            stem = os.path.basename(case["path"]).split(".")[0]
-            a, cols = checksum(args, f"pgml.{stem}")
-            b, _ = checksum(args, f"public.py_{stem}")
-            verify[key] = (a == b, cols)
-            log(f"{key}: pgmld and python tables {'match' if a == b else 'DIFFER'} ({cols}: {a} vs {b})")
-        if not args.keep_tables:
-            for key, case in cases:
-                stem = os.path.basename(case["path"]).split(".")[0]
-                direct(args, f"DROP TABLE IF EXISTS pgml.{stem}, public.py_{stem}")
+                if rep == args.reps - 1:
+                    # Same rows either way: compare the two tables (md5 over every row).
+                    a, cols = checksum(args, pgmld_table)
+                    y, _ = checksum(args, py_table)
+                    verify[key] = (a == y, cols)
+                    log(f"{key}: pgmld and python tables {'match' if a == y else 'DIFFER'} ({cols}: {a} vs {y})")
+                    if not args.keep_tables:
+                        direct(args, f"DROP TABLE IF EXISTS {pgmld_table}, {py_table}")
     finally:
         subprocess.run(["rm", "-rf", workdir])
 

@@ -14,9 +14,14 @@
 //! The token is only ever sent as an `Authorization` header by hf-hub: no message or log
 //! here contains it (messages built from hf-hub errors are scrubbed as well).
 
+mod config;
+mod error;
 pub mod layout;
 
-use std::fmt;
+pub use config::HubConfig;
+pub use error::HubError;
+use error::list;
+
 use std::path::{Path, PathBuf};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -30,81 +35,6 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub const PARQUET_CONVERSION_REVISION: &str = "refs/convert/parquet";
 /// How many files are downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
-
-/// Where the hub is and how to use it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HubConfig {
-    /// Base URL, no trailing `/` (`HF_ENDPOINT`, default `https://huggingface.co`).
-    pub endpoint: String,
-    /// Bearer token (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`, `HF_TOKEN_PATH`, `$HF_HOME/token`).
-    /// When `None`, hf-hub may still use an ambient `HF_TOKEN` or token file, unless
-    /// `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
-    pub token: Option<String>,
-    /// The hub cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
-    pub cache_dir: PathBuf,
-    /// Cache only, no network (`HF_HUB_OFFLINE=1` or `HF_DATASETS_OFFLINE=1`).
-    pub offline: bool,
-}
-
-impl fmt::Debug for HubConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HubConfig")
-            .field("endpoint", &self.endpoint)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("cache_dir", &self.cache_dir)
-            .field("offline", &self.offline)
-            .finish()
-    }
-}
-
-impl HubConfig {
-    /// From the environment, with the `huggingface_hub` variable names and precedence.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// As [`HubConfig::from_env`], reading variables through `get` (empty values count as unset).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let endpoint = var("HF_ENDPOINT")
-            .map(|e| e.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
-            match var("XDG_CACHE_HOME") {
-                Some(x) => PathBuf::from(x),
-                None => PathBuf::from(var("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"),
-            }
-            .join("huggingface")
-        });
-        let cache_dir = var("HF_HUB_CACHE")
-            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| hf_home.join("hub"));
-        let read_token =
-            |p: PathBuf| std::fs::read_to_string(p).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        let token = if var("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
-            None
-        } else {
-            var("HF_TOKEN")
-                .or_else(|| var("HUGGING_FACE_HUB_TOKEN"))
-                .or_else(|| var("HF_TOKEN_PATH").and_then(|p| read_token(PathBuf::from(p))))
-                .or_else(|| read_token(hf_home.join("token")))
-        };
-        let truthy =
-            |k: &str| var(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        let offline = truthy("HF_HUB_OFFLINE") || truthy("HF_DATASETS_OFFLINE");
-        HubConfig { endpoint, token, cache_dir, offline }
-    }
-
-    /// The cache folder of a dataset repo: `{cache_dir}/datasets--{owner}--{name}`.
-    pub fn repo_cache_dir(&self, repo: &str) -> PathBuf {
-        self.cache_dir.join(format!("datasets--{}", repo.trim().replace('/', "--")))
-    }
-
-    fn token(&self) -> Option<&str> {
-        self.token.as_deref().filter(|t| !t.is_empty())
-    }
-}
 
 /// Data file formats we can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,75 +98,6 @@ pub struct DataFile {
     pub origin: String,
 }
 
-/// Why a dataset could not be resolved to files. Every message names the dataset and what was
-/// tried (URL, cache path); none contains the token.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("dataset `{repo}` was not found on the Hugging Face Hub (tried {tried})")]
-    NotFound { repo: String, tried: String },
-
-    #[error("dataset `{repo}` has no revision `{revision}` (tried {tried})")]
-    RevisionNotFound { repo: String, revision: String, tried: String },
-
-    #[error(
-        "dataset `{repo}` (revision `{revision}`) is not available offline: {detail} (cache: {}); \
-         unset HF_HUB_OFFLINE to download it",
-        cache_path.display()
-    )]
-    Offline { repo: String, revision: String, cache_path: PathBuf, detail: String },
-
-    #[error("could not fetch dataset `{repo}` from the Hugging Face Hub ({url}): {message}")]
-    Network { repo: String, url: String, message: String },
-
-    #[error("access to dataset `{repo}` was refused ({url}): {}", unauthorized_hint(*.token_sent))]
-    Unauthorized { repo: String, url: String, token_sent: bool },
-
-    #[error(
-        "dataset `{repo}` has no data files (.parquet, .csv, .tsv, .json, .jsonl, optionally .gz) \
-         and no parquet conversion; its files: {}",
-        list(files)
-    )]
-    NoDataFiles { repo: String, files: Vec<String> },
-
-    #[error("dataset `{repo}` has no split `{split}`; its splits: {}", list(available))]
-    UnknownSplit { repo: String, split: String, available: Vec<String> },
-
-    #[error("dataset `{repo}` has no subset `{subset}`; its subsets: {}", list(available))]
-    UnknownSubset { repo: String, subset: String, available: Vec<String> },
-
-    #[error("dataset `{repo}` has several subsets and no default one; name one of: {}", list(available))]
-    SubsetRequired { repo: String, available: Vec<String> },
-
-    #[error("dataset `{repo}`: the `configs` of its README.md cannot be used: {message}")]
-    BadConfig { repo: String, message: String },
-
-    #[error("`{repo}` is not a Hugging Face dataset id (`owner/name`): {reason}")]
-    InvalidRepo { repo: String, reason: String },
-
-    #[error("dataset `{repo}`: the cache at {} cannot be used: {message}", path.display())]
-    Cache { repo: String, path: PathBuf, message: String },
-}
-
-fn unauthorized_hint(token_sent: bool) -> &'static str {
-    if token_sent {
-        "the token (HF_TOKEN) was rejected or has no access to it; for a gated dataset, accept its terms on the Hub"
-    } else {
-        "it is private or gated, or does not exist; set HF_TOKEN to a token with access"
-    }
-}
-
-fn list(items: &[String]) -> String {
-    const MAX: usize = 20;
-    if items.is_empty() {
-        return "(none)".into();
-    }
-    let mut s = items.iter().take(MAX).map(String::as_str).collect::<Vec<_>>().join(", ");
-    if items.len() > MAX {
-        s.push_str(&format!(", … ({} more)", items.len() - MAX));
-    }
-    s
-}
-
 /// The split the `datasets` default patterns give one file by its (relative) path, `train`
 /// when none: `data/test-00000-of-00001.parquet` → `test`, `dev/a.csv` → `validation`.
 /// For local files; a hub repo is mapped as a whole by [`fetch_dataset_files`].
@@ -244,31 +105,6 @@ pub fn split_from_path(path: &str) -> String {
     layout::split_of_path(&path.replace('\\', "/")).unwrap_or_else(|| "train".to_string())
 }
 
-impl From<HubError> for pgmld_sql::SqlError {
-    fn from(e: HubError) -> Self {
-        use pgmld_sql::{codes, SqlError};
-        let message = e.to_string();
-        match e {
-            HubError::NotFound { .. } | HubError::RevisionNotFound { .. } | HubError::NoDataFiles { .. } => {
-                SqlError::new("58P01", message)
-            }
-            HubError::Offline { .. } => SqlError::new("58P01", message)
-                .with_hint("pgmld runs with HF_HUB_OFFLINE=1; load the dataset once online to cache it."),
-            HubError::Unauthorized { token_sent, .. } => SqlError::new("42501", message).with_hint(if token_sent {
-                "Check the token in pgmld's HF_TOKEN and that it can read this dataset."
-            } else {
-                "Set HF_TOKEN in pgmld's environment to a token that can read this dataset."
-            }),
-            HubError::Network { .. } => SqlError::new("58000", message),
-            HubError::Cache { .. } => SqlError::new("58030", message),
-            HubError::UnknownSplit { .. }
-            | HubError::UnknownSubset { .. }
-            | HubError::SubsetRequired { .. }
-            | HubError::BadConfig { .. }
-            | HubError::InvalidRepo { .. } => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
-        }
-    }
-}
 
 /// Resolves a dataset repo to local data files, downloading into the cache (or cache only
 /// when offline). `subset` picks a README config or a top-level directory; `revision` is a
