@@ -328,10 +328,11 @@ def run(args):
     if direct(args, f"SELECT 1 FROM pg_database WHERE datname = '{args.db}'", db="postgres") != "1":
         direct(args, f"CREATE DATABASE {args.db}", db="postgres")
     pg_version = direct(args, "SHOW server_version")
-    settings = direct(args, "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','wal_level','synchronous_commit','max_wal_size')")
+    settings = direct(args, "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','wal_level','synchronous_commit','max_wal_size')")
 
     workdir = tempfile.mkdtemp(prefix="load-bench.")
-    results = {k: {"pgmld": [], "python": []} for k, _ in cases}
+    results = {k: {"pgmld": [], "python": [], "floor": []} for k, _ in cases}
+    floor = {}
     busy_seen = set()
     loadavg = []
     verify = {}
@@ -355,6 +356,22 @@ def run(args):
                         log(f"rep {rep + 1} {key} python: {m['load_s']:.2f} s (process {m['wall_s']:.2f} s), {case['rows'] / m['load_s']:.0f} rows/s, maxrss {mib(m['maxrss_kb'])} MiB" + (f"  [busy: {', '.join(b)}]" if b else ""))
                     m["busy"] = b
                     results[key][who].append(m)
+                    if who == "pgmld" and key not in floor:
+                        # The exact COPY text both loaders send, for the Postgres-only floor.
+                        f = os.path.join(workdir, f"{key}.copy")
+                        direct(args, f"\\copy {pgmld_table} TO '{f}'")
+                        ddl = direct(args, f"SELECT string_agg(quote_ident(attname) || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '{pgmld_table}'::regclass AND attnum > 0 AND NOT attisdropped")
+                        floor[key] = (f, ddl)
+                # Postgres alone: psql \copy of that text file into an empty table.
+                floor_table = "public.floor_" + key.replace("-", "_")
+                quiesce(args, [floor_table])
+                direct(args, f"CREATE TABLE {floor_table} ({floor[key][1]})")
+                t0 = time.perf_counter()
+                direct(args, f"\\copy {floor_table} FROM '{floor[key][0]}'")
+                fw = time.perf_counter() - t0
+                results[key]["floor"].append({"wall_s": fw})
+                log(f"rep {rep + 1} {key} floor (psql \\copy of the same COPY text): {fw:.2f} s, {case['rows'] / fw:.0f} rows/s")
+                direct(args, f"DROP TABLE {floor_table}")
                 if rep == args.reps - 1:
                     # Same rows either way: compare the two tables (md5 over every row).
                     a, cols = checksum(args, pgmld_table)
@@ -369,7 +386,7 @@ def run(args):
     med = statistics.median
     header = "| dataset | rows | pgmld rows/s | python rows/s | ratio | pgmld peak RSS MB | python peak RSS MB |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
-    detail = ["| dataset | pgmld wall s | pgmld CPU s | pgmld VmHWM after MB | python load s | python read s | python process s | python RSS after imports MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    detail = ["| dataset | pgmld wall s | pgmld CPU s | pgmld VmHWM after MB | python load s | python read s | python process s | python RSS after imports MB | Postgres floor s | floor rows/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, case in cases:
         p, y = results[key]["pgmld"], results[key]["python"]
         p_wall = med([m["wall_s"] for m in p])
@@ -379,7 +396,7 @@ def run(args):
             f"| {case['name']} | {case['rows']:,} | {pr:,.0f} | {yr:,.0f} | {pr / yr:.2f}x | {mib(med([m['peak_delta_kb'] for m in p]))} | {mib(med([m['maxrss_kb'] for m in y]))} |"
         )
         detail.append(
-            f"| {case['name']} | {p_wall:.2f} | {med([m['cpu_s'] for m in p]):.2f} | {mib(med([m['hwm_after_kb'] for m in p]))} | {y_load:.2f} | {med([m['read_s'] for m in y]):.2f} | {med([m['wall_s'] for m in y]):.2f} | {mib(med([m['rss_after_import_kb'] for m in y]))} |"
+            f"| {case['name']} | {p_wall:.2f} | {med([m['cpu_s'] for m in p]):.2f} | {mib(med([m['hwm_after_kb'] for m in p]))} | {y_load:.2f} | {med([m['read_s'] for m in y]):.2f} | {med([m['wall_s'] for m in y]):.2f} | {mib(med([m['rss_after_import_kb'] for m in y]))} | {med([m['wall_s'] for m in results[key]['floor']]):.2f} | {case['rows'] / med([m['wall_s'] for m in results[key]['floor']]):,.0f} |"
         )
     table = "\n".join(lines)
     detail_md = "\n".join(detail)
@@ -397,6 +414,11 @@ def run(args):
             load_note = f"**Measured while other CPU-heavy jobs were running** (seen before at least one measurement: {', '.join(f'`{b}`' for b in sorted(busy_seen))}); 1-minute load average before measurements {min(loadavg):.1f}–{max(loadavg):.1f}. Treat absolute numbers as pessimistic."
         else:
             load_note = f"No `ci-clone` or `cargo test` job was running during any measurement; 1-minute load average before measurements {min(loadavg):.1f}–{max(loadavg):.1f}."
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        if git("status", "--porcelain", "--", "crates", "src", "Cargo.toml", "Cargo.lock"):
+            commit += " (with uncommitted changes under crates/ or src/)"
         verified = ", ".join(f"{cases_all[k]['name']}: {'identical' if ok else 'DIFFERENT'}" for k, (ok, _) in verify.items())
         section = f"""{SECTION}
 
@@ -414,6 +436,10 @@ of {args.reps} runs of each:
   transaction. Timed from before `read_*` to after the commit (interpreter start and
   imports excluded; they are in "python process s" below). Peak RSS is the process's
   `ru_maxrss`, the imports of pandas/pyarrow/psycopg included ("RSS after imports" below).
+- **Postgres floor** (reference, details table only): the COPY text pgmld produced for the
+  same file, dumped once to a local file, fed with `psql -c "\\copy t FROM 'file'"` into an
+  empty table with the same columns. No reading or converting at all: what Postgres alone
+  needs to ingest these rows on this machine, which bounds what any client loader can reach.
 
 Data (written once by the script into `bench/load_dataset/data/`, git-ignored):
 
@@ -426,7 +452,7 @@ Data (written once by the script into `bench/load_dataset/data/`, git-ignored):
 
 Both loaders end with the same table contents ({verified}; compared by an md5 over all rows).
 
-Run: {now}, {machine()}; PostgreSQL {pg_version} on the same machine ({settings});
+Run: {now}, pgmld at commit {commit} (`cargo build --release`), {machine()}; PostgreSQL {pg_version} on the same machine ({settings});
 pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, psycopg {psycopg.__version__}
 (`psycopg[binary]`), Python {platform.python_version()}. {load_note}
 
@@ -436,7 +462,7 @@ pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, psycopg {psycopg.__v
 
 {table}
 
-Ratio = pgmld rows/s ÷ python rows/s. pgmld peak RSS is the daemon's growth during the load;
+Ratio = pgmld rows/s ÷ python rows/s. MB here are MiB (2^20 bytes). pgmld peak RSS is the daemon's growth during the load;
 python peak RSS is the whole process. Details (medians):
 
 {detail_md}

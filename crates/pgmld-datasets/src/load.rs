@@ -87,7 +87,7 @@ impl Loader {
         }
         let rows = if exists && opts.if_exists == IfExists::Append {
             client.batch_execute("BEGIN").await.map_err(|e| DatasetError::pg("starting the append", e))?;
-            let copied = self.copy(&client, &target, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await;
+            let copied = self.copy(&[&client], &target, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await;
             match copied {
                 Ok(n) => {
                     client.batch_execute("COMMIT").await.map_err(|e| DatasetError::pg(format!("committing rows into {target}"), e))?;
@@ -106,7 +106,10 @@ impl Loader {
                 .await
                 .map_err(|e| DatasetError::pg(format!("creating {staging}"), e))?;
             let result = async {
-                let n = self.copy(&client, &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await?;
+                let second = self.connect(&ctx.database).await?;
+                let n = self
+                    .copy(&[&client, &second], &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx)
+                    .await?;
                 swap_in(&client, &staging, &staging_name, &target, &table, exists).await?;
                 Ok::<u64, DatasetError>(n)
             }
@@ -173,11 +176,13 @@ impl Loader {
         Ok(client)
     }
 
-    /// Streams every file into `table` with COPY; returns the rows written.
+    /// Streams every file into `table` with COPY over each of `clients` (chunks dealt in
+    /// turn, so Postgres compresses and writes on several backends at once); returns the
+    /// rows written.
     #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
-        client: &tokio_postgres::Client,
+        clients: &[&tokio_postgres::Client],
         table: &str,
         col_names: &[String],
         files: Vec<DataFile>,
@@ -188,45 +193,63 @@ impl Loader {
         opts: &LoadOptions,
         ctx: &CallContext,
     ) -> Result<u64, DatasetError> {
-        let sink = client
-            .copy_in::<_, Bytes>(&format!("COPY {table} ({}) FROM STDIN", col_names.join(", ")))
-            .await
-            .map_err(|e| DatasetError::pg(format!("starting COPY into {table}"), e))?;
+        let copy_sql = format!("COPY {table} ({}) FROM STDIN", col_names.join(", "));
+        let mut lanes = Vec::with_capacity(clients.len());
+        let mut lane_senders = Vec::with_capacity(clients.len());
+        for client in clients {
+            // lz4 compresses long texts several times faster than the default pglz (the
+            // bottleneck on review-sized rows); servers without it keep their default.
+            let _ = client.batch_execute("SET default_toast_compression = 'lz4'").await;
+            let sink = client
+                .copy_in::<_, Bytes>(&copy_sql)
+                .await
+                .map_err(|e| DatasetError::pg(format!("starting COPY into {table}"), e))?;
+            let (ltx, mut lrx) = mpsc::channel::<Bytes>(2);
+            lane_senders.push(ltx);
+            lanes.push(async move {
+                futures_util::pin_mut!(sink);
+                while let Some(bytes) = lrx.recv().await {
+                    sink.send(bytes).await?;
+                }
+                sink.finish().await
+            });
+        }
         let (tx, mut rx) = mpsc::channel::<Piece>(4);
         let limit = opts.limit;
         let cancelled = ctx.cancelled.clone();
         let reader = tokio::task::spawn_blocking(move || read_all(files, schema, cols, add_split, text_opts, limit, cancelled, tx));
-        futures_util::pin_mut!(sink);
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut rows = 0u64;
-        let mut failure = None;
-        while let Some(piece) = rx.recv().await {
-            match piece {
-                Piece::Chunk(bytes, n) => {
-                    rows = n;
-                    if let Err(e) = sink.send(bytes).await {
-                        failure = Some(DatasetError::pg(format!("COPY into {table}"), e));
-                        break;
+        let dispatch = async move {
+            let started = Instant::now();
+            let mut last_report = Instant::now();
+            let mut rows = 0u64;
+            let mut turn = 0usize;
+            while let Some(piece) = rx.recv().await {
+                match piece {
+                    Piece::Chunk(bytes, n) => {
+                        rows = n;
+                        if lane_senders[turn % lane_senders.len()].send(bytes).await.is_err() {
+                            break; // that lane failed; its error is reported below
+                        }
+                        turn += 1;
+                        if last_report.elapsed() >= PROGRESS_EVERY {
+                            last_report = Instant::now();
+                            progress(ctx, &opts.source, rows, started.elapsed());
+                        }
                     }
-                    if last_report.elapsed() >= PROGRESS_EVERY {
-                        last_report = Instant::now();
-                        progress(ctx, &opts.source, rows, started.elapsed());
-                    }
-                }
-                Piece::Failed(e) => {
-                    failure = Some(e);
-                    break;
+                    Piece::Failed(e) => return Err(e),
                 }
             }
-        }
-        drop(rx);
+            progress(ctx, &opts.source, rows, started.elapsed());
+            Ok(rows)
+        };
+        // On a failure the lanes still finish what they got; the caller drops the staging
+        // table or rolls the append back, so nothing half-written stays.
+        let (rows, finished) = tokio::join!(dispatch, futures_util::future::join_all(lanes));
         let _ = reader.await;
-        if let Some(e) = failure {
-            return Err(e); // dropping the sink aborts the COPY
+        let rows = rows?;
+        for r in finished {
+            r.map_err(|e| DatasetError::pg(format!("COPY into {table}"), e))?;
         }
-        sink.finish().await.map_err(|e| DatasetError::pg(format!("finishing COPY into {table}"), e))?;
-        progress(ctx, &opts.source, rows, started.elapsed());
         Ok(rows)
     }
 }

@@ -174,18 +174,22 @@ fn binary_value(a: &dyn Array, row: usize) -> Vec<u8> {
     }
 }
 
-/// COPY text escaping; NUL bytes, which Postgres text cannot hold, are dropped.
+/// COPY text escaping; NUL bytes, which Postgres text cannot hold, are dropped. Runs of
+/// plain bytes are copied whole.
 fn escape(bytes: &[u8], out: &mut Vec<u8>) {
-    for &b in bytes {
-        match b {
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t' | 0)) {
+        out.extend_from_slice(&rest[..i]);
+        match rest[i] {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0 => {}
-            _ => out.push(b),
+            _ => {}
         }
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// Unused-unit guard so new Arrow time units are noticed at compile time.
