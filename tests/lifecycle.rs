@@ -35,6 +35,7 @@ fn config_layers_file_then_env_then_flags() {
     let out = pgmld_bin().args(["--config", file.to_str().unwrap(), "--print-config"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listne"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -84,6 +85,7 @@ async fn sigterm_drains_open_sessions_then_exits() {
     assert!(status.success(), "exit status {status}");
     assert!(c.query_one("SELECT 1", &[]).await.is_err(), "session should be closed after the drain timeout");
     assert!(p.log_text().contains("shutdown timeout reached"), "{}", p.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
