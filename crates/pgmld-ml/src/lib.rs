@@ -11,12 +11,15 @@ pub mod bert;
 pub mod config;
 pub mod error;
 pub mod load;
+pub mod metrics;
 pub mod tokenize;
+pub mod train;
 
 pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
-pub use tokenize::{Batch, TextTokenizer};
+pub use tokenize::{Batch, Encoded, TextTokenizer};
+pub use train::{train_classifier, LogEvent, LrSchedulerType, TrainOutcome, TrainingArgs};
 
 /// Mean of `last_hidden_state` `[batch, seq, hidden]` over the tokens where
 /// `attention_mask` `[batch, seq]` is 1 (sentence-transformers mean pooling).

@@ -23,6 +23,33 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Pads `rows` on the right with `pad_id` to the longest row (dynamic padding).
+    pub fn from_encoded(rows: &[&Encoded], pad_id: u32) -> Batch {
+        let n = rows.len() as i64;
+        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let cap = rows.len() * seq;
+        let (mut ids, mut mask, mut types) = (
+            Vec::with_capacity(cap),
+            Vec::with_capacity(cap),
+            Vec::with_capacity(cap),
+        );
+        for r in rows {
+            let pad = seq - r.len();
+            ids.extend_from_slice(&r.ids);
+            ids.extend(std::iter::repeat_n(pad_id as i64, pad));
+            mask.extend(std::iter::repeat_n(1i64, r.len()));
+            mask.extend(std::iter::repeat_n(0i64, pad));
+            types.extend_from_slice(&r.type_ids);
+            types.extend(std::iter::repeat_n(0i64, pad));
+        }
+        let t = |v: &[i64]| Tensor::from_slice(v).view([n, seq as i64]);
+        Batch {
+            input_ids: t(&ids),
+            attention_mask: t(&mask),
+            token_type_ids: t(&types),
+        }
+    }
+
     /// Moves every tensor to `device`.
     pub fn to_device(&self, device: Device) -> Batch {
         Batch {
@@ -38,6 +65,28 @@ impl Batch {
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,
+    pad_id: u32,
+}
+
+/// One text encoded without padding (see [`TextTokenizer::encode_unpadded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, special tokens included.
+    pub ids: Vec<i64>,
+    /// Segment ids, one per token.
+    pub type_ids: Vec<i64>,
+}
+
+impl Encoded {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -83,12 +132,42 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(tok_err)?;
-        Ok(Self { inner, max_length })
+        Ok(Self {
+            inner,
+            max_length,
+            pad_id,
+        })
     }
 
     /// Maximum sequence length, special tokens included.
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Id of the padding token.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Encodes single texts (truncated to `max_length`) without padding, e.g. to group
+    /// texts by length before batching them with [`Batch::from_encoded`].
+    pub fn encode_unpadded<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoded>> {
+        let inputs: Vec<EncodeInput> = texts
+            .iter()
+            .map(|t| t.as_ref().to_string().into())
+            .collect();
+        let encodings = self.inner.encode_batch(inputs, true).map_err(tok_err)?;
+        Ok(encodings
+            .iter()
+            .map(|e| {
+                // Right padding: the real tokens are the leading ones with mask 1.
+                let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                Encoded {
+                    ids: e.get_ids()[..n].iter().map(|&v| v as i64).collect(),
+                    type_ids: e.get_type_ids()[..n].iter().map(|&v| v as i64).collect(),
+                }
+            })
+            .collect())
     }
 
     /// The underlying `tokenizers` tokenizer.
