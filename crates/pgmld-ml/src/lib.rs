@@ -9,12 +9,14 @@
 
 pub mod bert;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod load;
 pub mod metrics;
 pub mod tokenize;
 pub mod train;
 
+pub use device::{best_device, load_cuda};
 pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
