@@ -110,7 +110,7 @@ impl Loader {
                 let n = self
                     .copy(&[&client, &second], &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx)
                     .await?;
-                swap_in(&client, &staging, &staging_name, &target, &table, exists).await?;
+                swap_in(&client, &staging, &target, &table, exists).await?;
                 Ok::<u64, DatasetError>(n)
             }
             .await;
@@ -323,7 +323,6 @@ fn read_all(
 async fn swap_in(
     client: &tokio_postgres::Client,
     staging: &str,
-    staging_name: &str,
     target: &str,
     table: &str,
     exists: bool,
@@ -380,7 +379,6 @@ async fn swap_in(
         Ok(()) => client.batch_execute("COMMIT").await.map_err(tx),
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
-            let _ = staging_name;
             Err(e)
         }
     }

@@ -4,7 +4,7 @@ use crate::error::DatasetError;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, FieldRef, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, FieldRef, SchemaRef};
 use std::sync::Arc;
 
 /// How one column is written.
@@ -190,14 +190,6 @@ fn escape(bytes: &[u8], out: &mut Vec<u8>) {
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
-}
-
-/// Unused-unit guard so new Arrow time units are noticed at compile time.
-#[allow(dead_code)]
-fn _units(u: TimeUnit) -> u8 {
-    match u {
-        TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond => 0,
-    }
 }
 
 #[cfg(test)]
