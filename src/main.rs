@@ -133,6 +133,16 @@ async fn run(config: Config) -> Result<()> {
     let mut registry = pgmld_sql::Registry::with_builtins();
     let loader = pgmld_datasets::Loader { base_url: upstream_url.clone(), hub: pgmld_datasets::hub::HubConfig::from_env() };
     registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
+    let devices = pgmld_tune::DeviceSpec::parse_list(&config.train_devices).map_err(anyhow::Error::msg)?;
+    let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices).context("starting training workers")?;
+    let tuner = pgmld_tune::Tuner {
+        base_url: upstream_url.clone(),
+        hub: pgmld_datasets::hub::HubConfig::from_env(),
+        pool: Arc::new(pool),
+        work_dir: config.data_dir.join("work"),
+        file_part_bytes: config.file_part_bytes,
+    };
+    registry.register(Arc::new(pgmld_tune::Tune::new(Arc::new(tuner))));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
         upstream_addr,
         migrator: Some(Arc::new(Migrator::new(upstream_url))),

@@ -1,19 +1,29 @@
-//! A fake Hugging Face Hub for tests: serves dataset repos from a directory with the routes
-//! and headers that hf-hub 1.0 uses, so the real hub client code runs against it.
+//! A fake Hugging Face Hub for tests: serves dataset and model repos from a directory with the
+//! routes and headers that hf-hub 1.0 uses, so the real hub client code runs against it.
 //!
 //! Layout of `root`:
 //! - `root/{owner}/{name}/…` — the files of revision `main` of dataset `owner/name`;
 //! - `root/{owner}/{name}@{rev}/…` — another revision, `/` in `rev` written `%2F`
-//!   (see [`FakeHub::revision_dir`]; e.g. the parquet conversion `refs/convert/parquet`).
+//!   (see [`FakeHub::revision_dir`]; e.g. the parquet conversion `refs/convert/parquet`);
+//! - `root/models/{owner}/{name}[@{rev}]/…` — the same for model `owner/name`
+//!   (see [`FakeHub::model_revision_dir`], [`FakeHub::put_model`]); so `models` is no dataset
+//!   owner here.
+//!
+//! Repos without owner (`imdb`, `distilbert-base-uncased`) are `root/{name}` (datasets) and
+//! `root/models/{name}` (models): a directory with files of its own at the top.
 //!
 //! Routes (as on huggingface.co):
 //! - `GET /api/datasets/{owner}/{name}[/revision/{rev}]` — repo info with `sha` and `siblings`;
 //! - `GET /api/datasets/{owner}/{name}/tree/{rev}[/{path}][?recursive=true]` — tree listing;
 //! - `POST /api/datasets/{owner}/{name}/paths-info/{rev}` — `{"paths": [...]}`;
 //! - `HEAD|GET /datasets/{owner}/{name}/resolve/{rev}/{path}` — `ETag`, `X-Repo-Commit`,
-//!   `Content-Length`, `Accept-Ranges`, `Range` (206), `If-None-Match` (304). Parquet and
-//!   `.gz` files act as LFS files: a 302 to `/cdn/…` with `X-Linked-Etag` and `X-Linked-Size`;
-//! - `HEAD|GET /cdn/{owner}/{name}/{commit}/{path}` — the bytes, no token needed (signed URLs).
+//!   `Content-Length`, `Accept-Ranges`, `Range` (206), `If-None-Match` (304). Parquet, `.gz`,
+//!   `.safetensors` and `.bin` files act as LFS files: a 302 to `/cdn/…` with `X-Linked-Etag`
+//!   and `X-Linked-Size`;
+//! - `HEAD|GET /cdn/{owner}/{name}/{commit}/{path}` — the bytes, no token needed (signed URLs);
+//! - models: the same under `/api/models/{owner}/{name}/…`, with resolve URLs without prefix
+//!   (`HEAD|GET /{owner}/{name}/resolve/{rev}/{path}`, `/{name}/resolve/…` without owner) and
+//!   LFS redirects to `/cdn-models/{owner}/{name}/{commit}/{path}`.
 //!
 //! Errors carry the Hub's `X-Error-Code` / `X-Error-Message` headers and `{"error": "..."}`
 //! bodies: 404 `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`; 401 when a token is
@@ -123,6 +133,42 @@ impl FakeHub {
         std::fs::write(&p, contents).unwrap();
         p
     }
+
+    /// Where the files of model `repo` (`owner/name` or `name`) at `revision` live under `root`.
+    pub fn model_revision_dir(root: &Path, repo: &str, revision: &str) -> PathBuf {
+        Self::revision_dir(&Kind::Model.base(root), repo, revision)
+    }
+
+    /// Writes `contents` at `path` in model `repo` at `revision`, creating directories.
+    pub fn put_model(root: &Path, repo: &str, revision: &str, path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = Self::model_revision_dir(root, repo, revision).join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+/// Dataset or model repos: where they live under `root` and where their LFS files redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dataset,
+    Model,
+}
+
+impl Kind {
+    fn base(self, root: &Path) -> PathBuf {
+        match self {
+            Kind::Dataset => root.to_path_buf(),
+            Kind::Model => root.join("models"),
+        }
+    }
+
+    fn cdn(self) -> &'static str {
+        match self {
+            Kind::Dataset => "cdn",
+            Kind::Model => "cdn-models",
+        }
+    }
 }
 
 impl Drop for FakeHub {
@@ -163,19 +209,27 @@ impl Shared {
         // the path as `root/{a}` followed by the rest.
         let joined;
         let segs: Vec<&str> = match segs.as_slice() {
-            [kind @ ("cdn" | "datasets"), a, b, rest @ ..] if !self.is_repo(&format!("{a}/{b}")) && self.is_single_repo(a) => {
+            [kind @ ("cdn" | "datasets"), a, b, rest @ ..]
+                if !self.is_repo(&format!("{a}/{b}")) && self.is_single_repo(a) =>
+            {
                 joined = [*kind, a, "", b].iter().map(|s| s.to_string()).collect::<Vec<_>>();
                 joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
             }
-            ["api", "datasets", a, rest @ ..] if !rest.first().is_some_and(|b| self.is_repo(&format!("{a}/{b}"))) && self.is_single_repo(a) => {
+            ["api", "datasets", a, rest @ ..]
+                if !rest.first().is_some_and(|b| self.is_repo(&format!("{a}/{b}"))) && self.is_single_repo(a) =>
+            {
                 joined = ["api", "datasets", a, ""].iter().map(|s| s.to_string()).collect::<Vec<_>>();
                 joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
             }
             _ => segs,
         };
+        if let Some(r) = self.route_model(method, &segs, query, headers, body) {
+            return r;
+        }
+        let ds = Kind::Dataset;
         match segs.as_slice() {
             ["cdn", owner, name, commit, rest @ ..] if !rest.is_empty() => {
-                self.cdn(method, &repo_name(owner, name), commit, &rest.join("/"), headers)
+                self.cdn(ds, method, &repo_name(owner, name), commit, &rest.join("/"), headers)
             }
             ["api", "datasets", owner, name, rest @ ..] => {
                 let repo = repo_name(owner, name);
@@ -185,16 +239,7 @@ impl Shared {
                 if !self.root.join(&repo).is_dir() {
                     return repo_not_found();
                 }
-                match rest {
-                    [] if *method == Method::GET => self.info(&repo, "main"),
-                    ["revision", rev] if *method == Method::GET => self.info(&repo, rev),
-                    ["tree", rev, sub @ ..] if *method == Method::GET => {
-                        let recursive = query.split('&').any(|kv| kv == "recursive=true" || kv == "recursive=1");
-                        self.tree(&repo, rev, &sub.join("/"), recursive)
-                    }
-                    ["paths-info", rev] if *method == Method::POST => self.paths_info(&repo, rev, body),
-                    _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
-                }
+                self.api(ds, method, &repo, rest, query, body)
             }
             ["datasets", owner, name, "resolve", rev, rest @ ..] if !rest.is_empty() => {
                 let repo = repo_name(owner, name);
@@ -204,22 +249,106 @@ impl Shared {
                 if !self.root.join(&repo).is_dir() {
                     return repo_not_found();
                 }
-                self.resolve(method, &repo, rev, &rest.join("/"), headers)
+                self.resolve(ds, method, &repo, rev, &rest.join("/"), headers)
             }
-            // models, spaces and anything else: no such repo
+            // spaces and anything else: no such repo
             _ => repo_not_found(),
+        }
+    }
+
+    /// The `/api/{datasets|models}/{repo}/…` endpoints, after auth and the repo check.
+    fn api(&self, kind: Kind, method: &Method, repo: &str, rest: &[&str], query: &str, body: &[u8]) -> Response {
+        match rest {
+            [] if *method == Method::GET => self.info(kind, repo, "main"),
+            ["revision", rev] if *method == Method::GET => self.info(kind, repo, rev),
+            ["tree", rev, sub @ ..] if *method == Method::GET => {
+                let recursive = query.split('&').any(|kv| kv == "recursive=true" || kv == "recursive=1");
+                self.tree(kind, repo, rev, &sub.join("/"), recursive)
+            }
+            ["paths-info", rev] if *method == Method::POST => self.paths_info(kind, repo, rev, body),
+            _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
+        }
+    }
+
+    /// Model routes: `/api/models/{repo}/…`, `/cdn-models/{repo}/{commit}/…` and
+    /// `/{repo}/resolve/{rev}/…`, with `{repo}` either `owner/name` or an owner-less `name`.
+    /// `None` for any other path.
+    fn route_model(
+        &self,
+        method: &Method,
+        segs: &[&str],
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Response> {
+        let m = Kind::Model;
+        // `(repo, rest)` from the segments starting at a repo id
+        let split = |s: &[&str]| -> Option<(String, usize)> {
+            match s {
+                [a, b, ..] if self.is_kind_repo(m, &format!("{a}/{b}")) => Some((format!("{a}/{b}"), 2)),
+                [a, ..] if self.is_kind_single_repo(m, a) => Some((a.to_string(), 1)),
+                [a, b, ..] => Some((format!("{a}/{b}"), 2)),
+                _ => None,
+            }
+        };
+        match segs {
+            ["api", "models", tail @ ..] => {
+                if let Some(r) = self.check_auth(headers) {
+                    return Some(r);
+                }
+                let Some((repo, n)) = split(tail) else { return Some(repo_not_found()) };
+                if !self.is_kind_repo(m, &repo) {
+                    return Some(repo_not_found());
+                }
+                Some(self.api(m, method, &repo, &tail[n..], query, body))
+            }
+            ["cdn-models", tail @ ..] => {
+                let (repo, n) = split(tail)?;
+                match &tail[n..] {
+                    [commit, rest @ ..] if !rest.is_empty() => {
+                        Some(self.cdn(m, method, &repo, commit, &rest.join("/"), headers))
+                    }
+                    _ => Some(error(StatusCode::NOT_FOUND, None, "NoSuchKey")),
+                }
+            }
+            [first, ..] if matches!(*first, "api" | "cdn" | "datasets" | "spaces") => None,
+            _ => {
+                // `{owner}/{name}/resolve/{rev}/{path}` or `{name}/resolve/{rev}/{path}`
+                let (repo, rev, path) = match segs {
+                    [a, b, "resolve", rev, rest @ ..] if !rest.is_empty() && *b != "resolve" => {
+                        (format!("{a}/{b}"), *rev, rest.join("/"))
+                    }
+                    [a, "resolve", rev, rest @ ..] if !rest.is_empty() => (a.to_string(), *rev, rest.join("/")),
+                    _ => return None,
+                };
+                if let Some(r) = self.check_auth(headers) {
+                    return Some(r);
+                }
+                if !self.is_kind_repo(m, &repo) {
+                    return Some(repo_not_found());
+                }
+                Some(self.resolve(m, method, &repo, rev, &path, headers))
+            }
         }
     }
 
     /// True when `root/{repo}` holds a repo's files (for `owner/name`, the name directory).
     fn is_repo(&self, repo: &str) -> bool {
-        self.root.join(repo).is_dir()
+        self.is_kind_repo(Kind::Dataset, repo)
+    }
+
+    fn is_kind_repo(&self, kind: Kind, repo: &str) -> bool {
+        kind.base(&self.root).join(repo).is_dir()
     }
 
     /// A canonical repo without owner: `root/{name}` with files of its own at the top (a
     /// namespace directory holds only repo directories).
     fn is_single_repo(&self, name: &str) -> bool {
-        std::fs::read_dir(self.root.join(name))
+        self.is_kind_single_repo(Kind::Dataset, name)
+    }
+
+    fn is_kind_single_repo(&self, kind: Kind, name: &str) -> bool {
+        std::fs::read_dir(kind.base(&self.root).join(name))
             .map(|rd| rd.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_file())))
             .unwrap_or(false)
     }
@@ -234,10 +363,10 @@ impl Shared {
     }
 
     /// Revision names of a repo: `main` and every `{name}@{rev}` directory.
-    fn revisions(&self, repo: &str) -> Vec<String> {
+    fn revisions(&self, kind: Kind, repo: &str) -> Vec<String> {
         let mut out = vec!["main".to_string()];
         let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
-        if let Ok(rd) = std::fs::read_dir(self.root.join(owner)) {
+        if let Ok(rd) = std::fs::read_dir(kind.base(&self.root).join(owner)) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 if let Some(rev) = n.strip_prefix(&format!("{name}@")) {
@@ -248,7 +377,7 @@ impl Shared {
         out
     }
 
-    fn load_rev(&self, repo: &str, rev: &str) -> Option<Rev> {
+    fn load_rev(&self, kind: Kind, repo: &str, rev: &str) -> Option<Rev> {
         let load = |dir: PathBuf| {
             let mut files = Vec::new();
             walk(&dir, "", &mut files);
@@ -261,13 +390,14 @@ impl Shared {
             }
             Rev { commit: hex(&h, 40), dir, files }
         };
-        let dir = FakeHub::revision_dir(&self.root, repo, rev);
+        let base = kind.base(&self.root);
+        let dir = FakeHub::revision_dir(&base, repo, rev);
         if dir.is_dir() {
             return Some(load(dir));
         }
         if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) {
-            for r in self.revisions(repo) {
-                let d = FakeHub::revision_dir(&self.root, repo, &r);
+            for r in self.revisions(kind, repo) {
+                let d = FakeHub::revision_dir(&base, repo, &r);
                 if d.is_dir() {
                     let loaded = load(d);
                     if loaded.commit == rev {
@@ -279,8 +409,8 @@ impl Shared {
         None
     }
 
-    fn info(&self, repo: &str, rev: &str) -> Response {
-        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+    fn info(&self, kind: Kind, repo: &str, rev: &str) -> Response {
+        let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let (owner, _) = repo.split_once('/').unwrap_or(("", repo));
         let siblings: Vec<serde_json::Value> = r.files.iter().map(|f| serde_json::json!({ "rfilename": f })).collect();
         json(
@@ -316,8 +446,8 @@ impl Shared {
         v
     }
 
-    fn tree(&self, repo: &str, rev: &str, sub: &str, recursive: bool) -> Response {
-        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+    fn tree(&self, kind: Kind, repo: &str, rev: &str, sub: &str, recursive: bool) -> Response {
+        let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let sub = sub.trim_matches('/');
         if !sub.is_empty() && !r.dir.join(sub).is_dir() {
             return entry_not_found(&r.commit);
@@ -341,8 +471,8 @@ impl Shared {
         json(StatusCode::OK, &serde_json::Value::Array(entries))
     }
 
-    fn paths_info(&self, repo: &str, rev: &str, body: &[u8]) -> Response {
-        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+    fn paths_info(&self, kind: Kind, repo: &str, rev: &str, body: &[u8]) -> Response {
+        let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let entries: Vec<serde_json::Value> = req["paths"]
             .as_array()
@@ -355,8 +485,8 @@ impl Shared {
         json(StatusCode::OK, &serde_json::Value::Array(entries))
     }
 
-    fn resolve(&self, method: &Method, repo: &str, rev: &str, path: &str, headers: &HeaderMap) -> Response {
-        let Some(r) = self.load_rev(repo, rev) else { return revision_not_found(rev) };
+    fn resolve(&self, kind: Kind, method: &Method, repo: &str, rev: &str, path: &str, headers: &HeaderMap) -> Response {
+        let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let full = r.dir.join(path);
         if !full.is_file() {
             return entry_not_found(&r.commit);
@@ -365,8 +495,9 @@ impl Shared {
         let etag = hex(&bytes, 40);
         if is_lfs(path) {
             let location = format!(
-                "{}/cdn/{repo}/{}/{}",
+                "{}/{}/{repo}/{}/{}",
                 self.url,
+                kind.cdn(),
                 r.commit,
                 path.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
             );
@@ -393,8 +524,8 @@ impl Shared {
         serve_bytes(method, bytes, &quoted, &r.commit, headers)
     }
 
-    fn cdn(&self, method: &Method, repo: &str, commit: &str, path: &str, headers: &HeaderMap) -> Response {
-        let Some(r) = self.load_rev(repo, commit) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
+    fn cdn(&self, kind: Kind, method: &Method, repo: &str, commit: &str, path: &str, headers: &HeaderMap) -> Response {
+        let Some(r) = self.load_rev(kind, repo, commit) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
         let Ok(bytes) = std::fs::read(r.dir.join(path)) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
         let etag = format!("\"{}\"", hex(&bytes, 64));
         serve_bytes(method, bytes, &etag, &r.commit, headers)
@@ -450,7 +581,12 @@ fn parse_range(r: &str, total: usize) -> Option<(usize, usize)> {
 
 fn is_lfs(path: &str) -> bool {
     let p = path.to_ascii_lowercase();
-    p.ends_with(".parquet") || p.ends_with(".gz") || p.ends_with(".arrow") || p.ends_with(".zip")
+    p.ends_with(".parquet")
+        || p.ends_with(".gz")
+        || p.ends_with(".arrow")
+        || p.ends_with(".zip")
+        || p.ends_with(".safetensors")
+        || p.ends_with(".bin")
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response {

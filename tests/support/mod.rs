@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod hub;
+pub mod models;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

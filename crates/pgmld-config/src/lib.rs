@@ -57,6 +57,15 @@ pub struct Config {
     /// loop with whole sessions pinned to it; `0` means one per CPU. Training and inference
     /// never run on them. Default `0`.
     pub session_threads: usize,
+    /// Training jobs that run at once, each on its own worker thread; later `pgml.tune`
+    /// calls wait in a queue (and are told so). Default `1`.
+    pub train_workers: usize,
+    /// Device of each training worker, comma-separated and used in turn: `auto` (CUDA when
+    /// libtorch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`. Default `"auto"`.
+    pub train_devices: String,
+    /// Size of the parts model files are cut into in `pgml.files`, in bytes; one part is
+    /// the most a file costs in memory while it is stored or read back. Default `16777216`.
+    pub file_part_bytes: usize,
 }
 
 impl Default for Config {
@@ -76,6 +85,9 @@ impl Default for Config {
             connect_timeout_secs: 10,
             max_message_bytes: 1 << 30,
             session_threads: 0,
+            train_workers: 1,
+            train_devices: "auto".into(),
+            file_part_bytes: 16 << 20,
         }
     }
 }
@@ -178,6 +190,9 @@ pub const FIELDS: &[&str] = &[
     "connect_timeout_secs",
     "max_message_bytes",
     "session_threads",
+    "train_workers",
+    "train_devices",
+    "file_part_bytes",
 ];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.

@@ -17,9 +17,11 @@
 mod config;
 mod error;
 pub mod layout;
+pub mod model;
 
 pub use config::HubConfig;
 pub use error::HubError;
+pub use model::{fetch_model_files, model_cache_dir};
 use error::list;
 
 use std::path::{Path, PathBuf};
@@ -207,26 +209,15 @@ impl Request<'_> {
     }
 
     fn client(&self) -> Result<HFClient, HubError> {
-        let mut b = HFClient::builder()
-            .endpoint(self.cfg.endpoint.clone())
-            .cache_dir(self.cfg.cache_dir.clone())
-            .retry_max_attempts(2);
-        if let Some(t) = self.cfg.token() {
-            b = b.token(t);
-        }
-        b.build().map_err(|e| HubError::Network {
+        self.cfg.client().map_err(|e| HubError::Network {
             repo: self.repo(),
             url: self.cfg.endpoint.clone(),
             message: format!("cannot set up the hub client: {}", self.scrub(&error_chain(&e))),
         })
     }
 
-    /// Removes the token from a message, should any text ever carry it.
     fn scrub(&self, msg: &str) -> String {
-        match self.cfg.token() {
-            Some(t) if t.len() >= 4 => msg.replace(t, "<redacted>"),
-            _ => msg.to_string(),
-        }
+        self.cfg.scrub(msg)
     }
 
     fn map_hf(&self, e: HFError, url: &str, revision: &str) -> HubError {

@@ -8,6 +8,8 @@
 
 use tch::{nn, Kind, Tensor};
 
+use crate::encoder::{EmbeddingLayer, Encoder, EncoderLayer};
+
 pub use crate::config::{Config, HiddenAct};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
@@ -187,40 +189,33 @@ pub fn attention_bool_mask(attention_mask: &Tensor) -> Tensor {
 }
 
 /// The BERT encoder: embeddings and transformer layers (no pooler).
-#[derive(Debug)]
-pub struct BertModel {
-    embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
-}
+pub type BertModel = Encoder<BertEmbeddings, BertLayer>;
 
 impl BertModel {
     /// Creates the variables under `vs` (`embeddings.*`, `encoder.layer.N.*`).
     pub fn load(vs: nn::Path, cfg: &Config) -> Self {
-        let enc = &vs / "encoder" / "layer";
-        Self {
-            embeddings: BertEmbeddings::load(&vs / "embeddings", cfg),
-            layers: (0..cfg.num_hidden_layers)
-                .map(|i| BertLayer::load(&enc / i, cfg))
-                .collect(),
-        }
+        Self::with_bert_layers(&vs, cfg, BertEmbeddings::load(&vs / "embeddings", cfg))
     }
+}
 
-    /// Returns `last_hidden_state` `[batch, seq, hidden]`. `input_ids`, `attention_mask`
-    /// (1 = token, 0 = padding) and `token_type_ids` are int64 `[batch, seq]`; dropout is
-    /// active only when `train`.
-    pub fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_type_ids: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        let mask = attention_mask.map(attention_bool_mask);
-        let mut xs = self.embeddings.forward(input_ids, token_type_ids, train);
-        for layer in &self.layers {
-            xs = layer.forward(&xs, mask.as_ref(), train);
-        }
-        xs
+impl<E: EmbeddingLayer> Encoder<E, BertLayer> {
+    /// `embeddings` followed by `num_hidden_layers` BERT layers under
+    /// `vs/encoder/layer/N` (BERT and RoBERTa share them).
+    pub fn with_bert_layers(vs: &nn::Path, cfg: &Config, embeddings: E) -> Self {
+        let enc = vs / "encoder" / "layer";
+        Encoder::new(embeddings, (0..cfg.num_hidden_layers).map(|i| BertLayer::load(&enc / i, cfg)).collect())
+    }
+}
+
+impl EmbeddingLayer for BertEmbeddings {
+    fn embed(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
+        self.forward(input_ids, token_type_ids, train)
+    }
+}
+
+impl EncoderLayer for BertLayer {
+    fn run(&self, xs: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+        self.forward(xs, mask, train)
     }
 }
 
@@ -270,8 +265,13 @@ impl BertForSequenceClassification {
         let hidden = self
             .bert
             .forward(input_ids, attention_mask, token_type_ids, train);
+        self.head(&hidden, train)
+    }
+
+    /// The head alone: `last_hidden_state` `[batch, seq, hidden]` → logits.
+    pub fn head(&self, hidden: &Tensor, train: bool) -> Tensor {
         self.pooler
-            .forward(&hidden)
+            .forward(hidden)
             .dropout(self.dropout, train)
             .apply(&self.classifier)
     }

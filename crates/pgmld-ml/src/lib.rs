@@ -1,13 +1,23 @@
 //! Text models on libtorch (via `tch`) for pgmld's fine-tuning and inference.
 //!
-//! - [`bert`]: BERT encoder ([`BertModel`]) and [`BertForSequenceClassification`], with
-//!   Hugging Face variable names.
-//! - [`load`]: fills a model from `config.json` + `model.safetensors`.
-//! - [`tokenize`]: `tokenizer.json` batch encoding into `[batch, seq]` tensors.
+//! - [`bert`], [`distilbert`], [`roberta`]: encoders and sequence-classification heads,
+//!   one file per architecture, with Hugging Face variable names.
+//! - [`classifier`]: one [`Classifier`] over every architecture, picked from config.json.
+//! - [`checkpoint`] and [`load`]: weights from model.safetensors (single or sharded) or
+//!   pytorch_model.bin into a `VarStore`; [`vocab`] and [`tokenize`]: tokenizers from
+//!   tokenizer.json, vocab.txt or vocab.json + merges.txt, batch encoding.
+//! - [`train`] and [`training_args`]: the HF-style trainer; [`metrics`]: accuracy, F1.
 
 #![warn(missing_docs)]
 
 pub mod bert;
+pub mod checkpoint;
+pub mod checkpointing;
+pub mod distilbert;
+pub mod encoder;
+pub mod roberta;
+pub mod vocab;
+pub mod classifier;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -15,13 +25,17 @@ pub mod load;
 pub mod metrics;
 pub mod tokenize;
 pub mod train;
+pub mod training_args;
+pub mod batching;
 
 pub use device::{best_device, load_cuda};
+pub use classifier::{Architecture, Classifier};
 pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
-pub use train::{train_classifier, LogEvent, LrSchedulerType, TrainOutcome, TrainingArgs};
+pub use train::{evaluate, train_classifier, EvalMetrics, Example, LogEvent, TrainEvent, TrainMetrics, TrainOutcome};
+pub use training_args::{EvalStrategy, HubStrategy, LrSchedulerType, Secret, TokenizerArgs, TrainingArgs};
 
 /// Mean of `last_hidden_state` `[batch, seq, hidden]` over the tokens where
 /// `attention_mask` `[batch, seq]` is 1 (sentence-transformers mean pooling).

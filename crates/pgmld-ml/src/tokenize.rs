@@ -66,6 +66,7 @@ pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,
     pad_id: u32,
+    truncation: bool,
 }
 
 /// One text encoded without padding (see [`TextTokenizer::encode_unpadded`]).
@@ -105,8 +106,14 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`; any padding/truncation saved in it is replaced.
     pub fn from_file(path: impl AsRef<Path>, max_length: usize) -> Result<Self> {
         let path = path.as_ref();
-        let mut inner = tokenizers::Tokenizer::from_file(path)
+        let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::from_tokenizer(inner, max_length)
+    }
+
+    /// Wraps a loaded tokenizer; any padding/truncation set in it is replaced by right
+    /// padding (dynamic, per batch) and truncation to `max_length`, longest text first.
+    pub fn from_tokenizer(mut inner: tokenizers::Tokenizer, max_length: usize) -> Result<Self> {
         let pad = inner.get_padding().cloned();
         let pad_token = pad
             .as_ref()
@@ -136,7 +143,20 @@ impl TextTokenizer {
             inner,
             max_length,
             pad_id,
+            truncation: true,
         })
+    }
+
+    /// With `false`, training data longer than `max_length` is an error instead of being
+    /// cut (HF `truncation=False`); inference keeps truncating.
+    pub fn with_truncation(mut self, truncation: bool) -> Self {
+        self.truncation = truncation;
+        self
+    }
+
+    /// Whether over-long training inputs are cut (true) or rejected.
+    pub fn truncation(&self) -> bool {
+        self.truncation
     }
 
     /// Maximum sequence length, special tokens included.
@@ -152,9 +172,19 @@ impl TextTokenizer {
     /// Encodes single texts (truncated to `max_length`) without padding, e.g. to group
     /// texts by length before batching them with [`Batch::from_encoded`].
     pub fn encode_unpadded<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoded>> {
-        let inputs: Vec<EncodeInput> = texts
+        let items: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_ref(), None)).collect();
+        Ok(self.encode_items(&items)?.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// Encodes texts and optional second texts (pairs: `[CLS] a [SEP] b [SEP]`) without
+    /// padding; the flag says whether truncation to `max_length` cut the input.
+    pub fn encode_items(&self, items: &[(&str, Option<&str>)]) -> Result<Vec<(Encoded, bool)>> {
+        let inputs: Vec<EncodeInput> = items
             .iter()
-            .map(|t| t.as_ref().to_string().into())
+            .map(|(a, b)| match b {
+                None => a.to_string().into(),
+                Some(b) => (a.to_string(), b.to_string()).into(),
+            })
             .collect();
         let encodings = self.inner.encode_batch(inputs, true).map_err(tok_err)?;
         Ok(encodings
@@ -162,10 +192,11 @@ impl TextTokenizer {
             .map(|e| {
                 // Right padding: the real tokens are the leading ones with mask 1.
                 let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
-                Encoded {
+                let enc = Encoded {
                     ids: e.get_ids()[..n].iter().map(|&v| v as i64).collect(),
                     type_ids: e.get_type_ids()[..n].iter().map(|&v| v as i64).collect(),
-                }
+                };
+                (enc, !e.get_overflowing().is_empty())
             })
             .collect())
     }

@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use pgmld_ml::train::LrSchedulerType;
 use pgmld_ml::{
-    train_classifier, BertForSequenceClassification, Config, Error, LoadReport, Pretrained,
-    TextTokenizer, TrainingArgs,
+    train_classifier, Classifier, Error, Example, LogEvent, LrSchedulerType, TextTokenizer,
+    TrainEvent, TrainingArgs,
 };
-use tch::{nn, Device};
+use tch::Device;
 
 /// libtorch's generator is process-global: tests that seed it must not interleave.
 fn serial() -> MutexGuard<'static, ()> {
@@ -19,25 +18,24 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn tiny_config() -> Config {
-    serde_json::from_str(
-        r#"{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
-            "max_position_embeddings": 32, "type_vocab_size": 2, "layer_norm_eps": 1e-12}"#,
-    )
-    .unwrap()
+fn tiny_config() -> serde_json::Value {
+    serde_json::json!({"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+        "hidden_act": "gelu", "max_position_embeddings": 32, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12})
 }
 
-fn tiny_model(seed: i64) -> Pretrained<BertForSequenceClassification> {
+fn tiny_model(seed: i64) -> Classifier {
     tch::manual_seed(seed);
-    let config = tiny_config();
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForSequenceClassification::load(vs.root(), &config, 2);
-    Pretrained {
-        vs,
-        config,
-        model,
-        report: LoadReport::default(),
+    Classifier::new(tiny_config(), 2, Device::Cpu).unwrap()
+}
+
+/// Collects the log events of a run.
+fn logs_into(logs: &mut Vec<LogEvent>) -> impl FnMut(TrainEvent) + '_ {
+    move |e| {
+        if let TrainEvent::Log(l) = e {
+            logs.push(l)
+        }
     }
 }
 
@@ -92,7 +90,7 @@ fn tiny_tokenizer() -> TextTokenizer {
 }
 
 /// Class 0 texts use words a*, class 1 words b*, both mixed with shared fillers c*.
-fn toy_data(n: usize, seed: u64) -> Vec<(String, i64)> {
+fn toy_data(n: usize, seed: u64) -> Vec<Example> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -115,7 +113,7 @@ fn toy_data(n: usize, seed: u64) -> Vec<(String, i64)> {
                     }
                 })
                 .collect();
-            (words.join(" "), label)
+            Example::new(words.join(" "), label)
         })
         .collect()
 }
@@ -142,7 +140,7 @@ fn loss_falls_and_metrics_are_sane() {
         &train,
         &eval,
         &a,
-        |e| logs.push(e),
+        logs_into(&mut logs),
         || false,
     )
     .unwrap();
@@ -198,7 +196,7 @@ fn max_steps_and_gradient_accumulation() {
         &train,
         &[],
         &a,
-        |e| logs.push(e),
+        logs_into(&mut logs),
         || false,
     )
     .unwrap();
@@ -251,7 +249,11 @@ fn should_stop_cancels() {
         &train,
         &[],
         &args(r#"{"logging_steps": 1}"#),
-        |_| logs += 1,
+        |e| {
+            if matches!(e, TrainEvent::Log(_)) {
+                logs += 1
+            }
+        },
         || {
             calls.set(calls.get() + 1);
             calls.get() > 3
@@ -303,7 +305,7 @@ fn bad_labels_are_rejected() {
     let _serial = serial();
     let mut model = tiny_model(0);
     let tok = tiny_tokenizer();
-    let train = vec![("a1 a2".to_string(), 0), ("b1 b2".to_string(), 2)];
+    let train = vec![Example::new("a1 a2", 0), Example::new("b1 b2", 2)];
     let r = train_classifier(
         &mut model,
         &tok,
@@ -368,4 +370,43 @@ fn training_args_parse_defaults_and_reject_unknown_keys() {
             "{bad} accepted"
         );
     }
+}
+
+#[test]
+fn gradient_checkpointing_trains_as_well() {
+    let _serial = serial();
+    let tok = tiny_tokenizer();
+    let train = toy_data(128, 1);
+    let eval = toy_data(64, 2);
+    let a = args(r#"{"learning_rate": 3e-3, "num_train_epochs": 4, "logging_steps": 4, "gradient_checkpointing": true}"#);
+    let mut model = tiny_model(0);
+    let mut logs = Vec::new();
+    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), || false).unwrap();
+    assert_eq!(out.train.global_step, 64);
+    assert!(logs.last().unwrap().loss < logs[0].loss * 0.5, "{logs:?}");
+    assert!(out.eval.unwrap().eval_accuracy >= 0.9);
+}
+
+#[test]
+fn eval_strategy_steps_and_epoch_report_evaluations() {
+    let _serial = serial();
+    let tok = tiny_tokenizer();
+    let train = toy_data(64, 1);
+    let eval = toy_data(16, 2);
+    let evals = |json: &str| {
+        let mut model = tiny_model(0);
+        let mut at = Vec::new();
+        train_classifier(&mut model, &tok, &train, &eval, &args(json), |e| {
+            if let TrainEvent::Eval { step, metrics, .. } = e {
+                assert!((0.0..=1.0).contains(&metrics.eval_accuracy));
+                at.push(step);
+            }
+        }, || false)
+        .unwrap();
+        at
+    };
+    // 8 steps per epoch, 2 epochs; the final evaluation is the outcome's, not an event.
+    assert_eq!(evals(r#"{"num_train_epochs": 2, "eval_strategy": "steps", "eval_steps": 3}"#), vec![3, 6, 9, 12, 15]);
+    assert_eq!(evals(r#"{"num_train_epochs": 2, "evaluation_strategy": "epoch"}"#), vec![8]);
+    assert!(evals(r#"{"num_train_epochs": 2}"#).is_empty());
 }

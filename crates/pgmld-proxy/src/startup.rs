@@ -183,7 +183,7 @@ pub async fn authenticate(
                 let pid = msg.get(5..9).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
                 let upstream_key = msg.get(9..).unwrap_or(&[]).to_vec();
                 let (cpid, ckey) = give_key(pid, upstream_key);
-                to_client.extend_from_slice(&[b'K']);
+                to_client.extend_from_slice(b"K");
                 to_client.extend_from_slice(&((8 + ckey.len()) as u32).to_be_bytes());
                 to_client.extend_from_slice(&cpid.to_be_bytes());
                 to_client.extend_from_slice(&ckey);

@@ -78,5 +78,25 @@ impl HubConfig {
     pub(super) fn token(&self) -> Option<&str> {
         self.token.as_deref().filter(|t| !t.is_empty())
     }
+
+    /// An hf-hub client for this endpoint, cache and token (two attempts per request).
+    pub(super) fn client(&self) -> Result<hf_hub::HFClient, hf_hub::HFError> {
+        let mut b = hf_hub::HFClient::builder()
+            .endpoint(self.endpoint.clone())
+            .cache_dir(self.cache_dir.clone())
+            .retry_max_attempts(2);
+        if let Some(t) = self.token() {
+            b = b.token(t);
+        }
+        b.build()
+    }
+
+    /// Removes the token from a message, should any text ever carry it.
+    pub(super) fn scrub(&self, msg: &str) -> String {
+        match self.token() {
+            Some(t) if t.len() >= 4 => msg.replace(t, "<redacted>"),
+            _ => msg.to_string(),
+        }
+    }
 }
 

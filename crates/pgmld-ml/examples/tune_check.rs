@@ -1,0 +1,48 @@
+//! Fine-tunes a real checkpoint on a labelled CSV (`text,label`) and prints the train and
+//! eval metrics as JSON, on the best device (CUDA when present):
+//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [ckpt]` (`ckpt`: gradient
+//! checkpointing). Used on GPU machines, where
+//! there is no cargo and no Postgres, to check training speed and bf16 autocast with a
+//! binary built here.
+
+use pgmld_ml::{best_device, train_classifier, Classifier, Example, TextTokenizer, TrainingArgs};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        eprintln!("usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [ckpt]");
+        std::process::exit(2);
+    }
+    let dir = std::path::Path::new(&args[1]);
+    let n_train: usize = args[3].parse().expect("n_train");
+    let n_eval: usize = args[4].parse().expect("n_eval");
+    let bf16 = args[5..].iter().any(|a| a == "bf16");
+    let ckpt = args[5..].iter().any(|a| a == "ckpt");
+    let mut rows: Vec<Example> = csv::Reader::from_path(&args[2])
+        .expect("csv")
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            Example::new(r[0].to_string(), r[1].parse().expect("label"))
+        })
+        .collect();
+    assert!(rows.len() >= n_train + n_eval, "{} rows", rows.len());
+    let eval = rows.split_off(n_train);
+    let eval = &eval[..n_eval];
+    let device = best_device();
+    let mut model = Classifier::from_pretrained(dir, Some(2), device).expect("model");
+    let inner = pgmld_ml::vocab::tokenizer_from_dir(dir).expect("tokenizer");
+    let tok = TextTokenizer::from_tokenizer(inner, 128).expect("tokenizer");
+    let targs = TrainingArgs::from_json(&serde_json::json!({
+        "learning_rate": 1e-4, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+        "num_train_epochs": 1, "warmup_ratio": 0.1, "weight_decay": 0.01, "logging_steps": 50,
+        "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt
+    }))
+    .expect("args");
+    let out = train_classifier(&mut model, &tok, &rows, eval, &targs, |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()), || false)
+        .expect("training");
+    println!(
+        "{}",
+        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "gradient_checkpointing": ckpt, "train": out.train, "eval": out.eval})
+    );
+}

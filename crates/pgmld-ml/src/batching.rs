@@ -1,0 +1,68 @@
+//! Seeded shuffling and length-grouped batching of training examples.
+
+/// SplitMix64: small seeded generator for data shuffling and splits (independent of
+/// libtorch, so the same seed gives the same order on every device). The field is the
+/// state; start it from the seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Fisher-Yates shuffle in place.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Length-grouped batches (as HF `group_by_length`): shuffle the indices, cut them into
+/// chunks of 50 batches, sort each chunk by length (longest first), cut into batches, then
+/// shuffle the batch order. Batches of similar lengths waste little padding.
+pub(crate) fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..lengths.len()).collect();
+    rng.shuffle(&mut idx);
+    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
+    for chunk in idx.chunks_mut(50 * batch_size) {
+        chunk.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_grouping_covers_every_index_once() {
+        let lengths: Vec<usize> = (0..1000).map(|i| (i * 37) % 128).collect();
+        let b = length_grouped_batches(&lengths, 8, &mut Rng(7));
+        assert_eq!(b.len(), 125);
+        let mut all: Vec<usize> = b.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        // Within a batch the lengths are sorted (longest first) and close together.
+        let spread: usize = b
+            .iter()
+            .map(|x| lengths[x[0]] - lengths[*x.last().unwrap()])
+            .sum();
+        assert!(spread / b.len() < 16, "mean spread {}", spread / b.len());
+        // Seeded: same seed, same batches; other seed, other batches.
+        assert_eq!(b, length_grouped_batches(&lengths, 8, &mut Rng(7)));
+        assert_ne!(b, length_grouped_batches(&lengths, 8, &mut Rng(8)));
+    }
+}

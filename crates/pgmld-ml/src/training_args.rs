@@ -1,0 +1,418 @@
+//! Hugging Face `TrainingArguments` as pgmld accepts them in `hyperparams.training_args`:
+//! names, defaults, validation and the learning-rate schedules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Learning-rate schedule (HF `lr_scheduler_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedulerType {
+    /// Linear warmup from 0, then linear decay to 0 at the last step.
+    #[default]
+    Linear,
+    /// Linear warmup, then half-cosine decay to 0.
+    Cosine,
+    /// Constant learning rate, no warmup.
+    Constant,
+    /// Linear warmup, then constant.
+    ConstantWithWarmup,
+}
+
+/// When to evaluate during training (HF `eval_strategy`); the final evaluation always runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalStrategy {
+    /// Only after training.
+    #[default]
+    No,
+    /// Every `eval_steps` optimizer steps.
+    Steps,
+    /// At the end of every epoch.
+    Epoch,
+}
+
+/// When the Hub receives the model (HF `hub_strategy`; uploads are served by the hub
+/// integration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubStrategy {
+    /// At every save and at the end.
+    #[default]
+    EverySave,
+    /// Only at the end.
+    End,
+    /// At every save, including the latest checkpoint (for resuming).
+    Checkpoint,
+    /// Every checkpoint.
+    AllCheckpoints,
+}
+
+/// A secret string (a Hub token): never printed by `Debug` and never serialised, so it
+/// cannot leak into logs, stored hyperparameters or messages.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Training hyperparameters, named and defaulted as HF `TrainingArguments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingArgs {
+    /// Peak learning rate of AdamW.
+    pub learning_rate: f64,
+    /// Training batch size.
+    pub per_device_train_batch_size: usize,
+    /// Evaluation batch size.
+    pub per_device_eval_batch_size: usize,
+    /// Number of epochs (may be fractional); ignored when `max_steps > 0`.
+    pub num_train_epochs: f64,
+    /// Total number of optimizer steps; `-1` (or any value ≤ 0) derives it from epochs.
+    pub max_steps: i64,
+    /// AdamW decoupled weight decay, not applied to biases and LayerNorm weights.
+    pub weight_decay: f64,
+    /// Linear warmup steps; when 0, `warmup_ratio` of the total steps is used.
+    pub warmup_steps: i64,
+    /// Fraction of the total steps used for warmup when `warmup_steps` is 0.
+    pub warmup_ratio: f64,
+    /// Learning-rate schedule.
+    pub lr_scheduler_type: LrSchedulerType,
+    /// Micro-batches whose gradients are summed before each optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Maximum global gradient L2 norm (clipping disabled when ≤ 0).
+    pub max_grad_norm: f64,
+    /// Emit a [`LogEvent`] every this many optimizer steps.
+    pub logging_steps: i64,
+    /// Seed for libtorch (initialisation, dropout) and data shuffling.
+    pub seed: u64,
+    /// When to evaluate during training (`evaluation_strategy` is the older HF name).
+    #[serde(alias = "evaluation_strategy")]
+    pub eval_strategy: EvalStrategy,
+    /// Steps between evaluations with `eval_strategy` `steps`; `logging_steps` when unset.
+    pub eval_steps: Option<i64>,
+    /// Steps between checkpoints.
+    pub save_steps: i64,
+    /// Checkpoints kept; all when unset.
+    pub save_total_limit: Option<i64>,
+    /// bfloat16 mixed precision (autocast) on CUDA; ignored on CPU.
+    pub bf16: bool,
+    /// Recompute activations in the backward pass to save memory.
+    pub gradient_checkpointing: bool,
+    /// Upload the model to the Hugging Face Hub.
+    pub push_to_hub: bool,
+    /// Token for the Hub; never stored or printed.
+    #[serde(skip_serializing)]
+    pub hub_token: Option<Secret>,
+    /// Create the Hub repository as private.
+    pub hub_private_repo: bool,
+    /// Hub repository id; the token owner's namespace / project name when unset.
+    pub hub_model_id: Option<String>,
+    /// When uploads happen.
+    pub hub_strategy: HubStrategy,
+}
+
+impl Default for TrainingArgs {
+    fn default() -> Self {
+        Self {
+            learning_rate: 5e-5,
+            per_device_train_batch_size: 8,
+            per_device_eval_batch_size: 8,
+            num_train_epochs: 3.0,
+            max_steps: -1,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            warmup_ratio: 0.0,
+            lr_scheduler_type: LrSchedulerType::Linear,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: 1.0,
+            logging_steps: 500,
+            seed: 42,
+            eval_strategy: EvalStrategy::No,
+            eval_steps: None,
+            save_steps: 500,
+            save_total_limit: None,
+            bf16: false,
+            gradient_checkpointing: false,
+            push_to_hub: false,
+            hub_token: None,
+            hub_private_repo: false,
+            hub_model_id: None,
+            hub_strategy: HubStrategy::EverySave,
+        }
+    }
+}
+
+impl TrainingArgs {
+    /// The keys accepted in a `training_args` JSON object.
+    pub const SUPPORTED_KEYS: &'static [&'static str] = &[
+        "learning_rate",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "num_train_epochs",
+        "max_steps",
+        "weight_decay",
+        "warmup_steps",
+        "warmup_ratio",
+        "lr_scheduler_type",
+        "gradient_accumulation_steps",
+        "max_grad_norm",
+        "logging_steps",
+        "seed",
+        "eval_strategy",
+        "evaluation_strategy",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "bf16",
+        "gradient_checkpointing",
+        "push_to_hub",
+        "hub_token",
+        "hub_private_repo",
+        "hub_model_id",
+        "hub_strategy",
+    ];
+
+    /// Parses a JSON object (missing keys take their defaults) and validates it. Unknown
+    /// keys are rejected with an error listing the supported ones.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        let obj = match value {
+            serde_json::Value::Null => return Ok(Self::default()),
+            serde_json::Value::Object(o) => o,
+            other => {
+                return Err(Error::TrainingArgs(format!(
+                    "expected a JSON object, got {other}"
+                )))
+            }
+        };
+        let mut unknown: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !Self::SUPPORTED_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            return Err(Error::TrainingArgs(format!(
+                "unsupported key(s) {}; supported keys: {}",
+                unknown.join(", "),
+                Self::SUPPORTED_KEYS.join(", ")
+            )));
+        }
+        let args: Self = serde_json::from_value(value.clone())
+            .map_err(|e| Error::TrainingArgs(e.to_string()))?;
+        args.validate()?;
+        Ok(args)
+    }
+
+    /// Parses a JSON text, as [`TrainingArgs::from_json`].
+    pub fn from_json_str(s: &str) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|e| Error::TrainingArgs(e.to_string()))?;
+        Self::from_json(&v)
+    }
+
+    /// Checks the ranges of the arguments.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::TrainingArgs(m));
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!(
+                "learning_rate must be > 0, got {}",
+                self.learning_rate
+            ));
+        }
+        if self.per_device_train_batch_size == 0 || self.per_device_eval_batch_size == 0 {
+            return bad("batch sizes must be ≥ 1".into());
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("gradient_accumulation_steps must be ≥ 1".into());
+        }
+        if self.max_steps <= 0
+            && !(self.num_train_epochs.is_finite() && self.num_train_epochs > 0.0)
+        {
+            return bad(format!(
+                "num_train_epochs must be > 0 when max_steps is not set, got {}",
+                self.num_train_epochs
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "weight_decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.warmup_steps < 0 {
+            return bad(format!(
+                "warmup_steps must be ≥ 0, got {}",
+                self.warmup_steps
+            ));
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad(format!(
+                "warmup_ratio must be in [0, 1), got {}",
+                self.warmup_ratio
+            ));
+        }
+        if !self.max_grad_norm.is_finite() {
+            return bad(format!(
+                "max_grad_norm must be finite, got {}",
+                self.max_grad_norm
+            ));
+        }
+        if matches!(self.eval_steps, Some(n) if n < 1) {
+            return bad(format!("eval_steps must be ≥ 1, got {:?}", self.eval_steps));
+        }
+        if self.save_steps < 1 {
+            return bad(format!("save_steps must be ≥ 1, got {}", self.save_steps));
+        }
+        if matches!(self.save_total_limit, Some(n) if n < 1) {
+            return bad(format!(
+                "save_total_limit must be ≥ 1, got {:?}",
+                self.save_total_limit
+            ));
+        }
+        if self.logging_steps < 1 {
+            return bad(format!(
+                "logging_steps must be ≥ 1, got {}",
+                self.logging_steps
+            ));
+        }
+        Ok(())
+    }
+
+    /// Steps between evaluations during training, if any.
+    pub fn eval_every(&self) -> Option<i64> {
+        match self.eval_strategy {
+            EvalStrategy::Steps => Some(self.eval_steps.unwrap_or(self.logging_steps)),
+            _ => None,
+        }
+    }
+
+    /// Warmup steps for a run of `total_steps` optimizer steps.
+    pub fn num_warmup_steps(&self, total_steps: i64) -> i64 {
+        if self.warmup_steps > 0 {
+            self.warmup_steps
+        } else {
+            (self.warmup_ratio * total_steps as f64).ceil() as i64
+        }
+    }
+
+    /// Learning-rate multiplier for optimizer step `step` (0-based) of `total_steps`, as
+    /// the `transformers.get_scheduler` lambdas.
+    pub fn lr_factor(&self, step: i64, total_steps: i64) -> f64 {
+        let warmup = self.num_warmup_steps(total_steps);
+        let (s, w, t) = (step as f64, warmup as f64, total_steps as f64);
+        let warm = || s / w.max(1.0);
+        match self.lr_scheduler_type {
+            LrSchedulerType::Constant => 1.0,
+            LrSchedulerType::ConstantWithWarmup => {
+                if step < warmup {
+                    warm()
+                } else {
+                    1.0
+                }
+            }
+            LrSchedulerType::Linear => {
+                if step < warmup {
+                    warm()
+                } else {
+                    ((t - s) / (t - w).max(1.0)).max(0.0)
+                }
+            }
+            LrSchedulerType::Cosine => {
+                if step < warmup {
+                    warm()
+                } else {
+                    let progress = (s - w) / (t - w).max(1.0);
+                    (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+                }
+            }
+        }
+    }
+}
+
+/// `hyperparams.tokenizer_args`: how texts become token ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerArgs {
+    /// Longest input in tokens, special tokens included; the model's maximum when unset
+    /// (and never more than it).
+    pub max_length: Option<usize>,
+    /// Cut longer inputs to `max_length` (the longer text of a pair first). When false,
+    /// a longer input is an error naming it.
+    pub truncation: bool,
+}
+
+impl Default for TokenizerArgs {
+    fn default() -> Self {
+        TokenizerArgs {
+            max_length: None,
+            truncation: true,
+        }
+    }
+}
+
+impl TokenizerArgs {
+    /// The keys accepted in a `tokenizer_args` JSON object.
+    pub const SUPPORTED_KEYS: &'static [&'static str] = &["max_length", "truncation"];
+
+    /// Parses a JSON object (or null for the defaults); unknown keys are errors.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        if value.is_null() {
+            return Ok(Self::default());
+        }
+        let args: Self = serde_json::from_value(value.clone()).map_err(|e| {
+            Error::TrainingArgs(format!(
+                "tokenizer_args: {e}; supported keys: {}",
+                Self::SUPPORTED_KEYS.join(", ")
+            ))
+        })?;
+        if args.max_length == Some(0) {
+            return Err(Error::TrainingArgs("tokenizer_args.max_length must be ≥ 1".into()));
+        }
+        Ok(args)
+    }
+
+    /// The effective maximum length for a model that accepts `model_max` positions.
+    pub fn max_length_for(&self, model_max: Option<i64>) -> usize {
+        let model_max = model_max.filter(|&m| m > 0).map_or(512, |m| m as usize);
+        self.max_length.map_or(model_max, |m| m.min(model_max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_match_transformers() {
+        let mut a = TrainingArgs {
+            warmup_steps: 2,
+            ..Default::default()
+        };
+        // linear: warmup 0, .5, then (10-s)/8
+        let f: Vec<f64> = (0..10).map(|s| a.lr_factor(s, 10)).collect();
+        assert_eq!(f[0], 0.0);
+        assert_eq!(f[1], 0.5);
+        assert_eq!(f[2], 1.0);
+        assert!((f[6] - 0.5).abs() < 1e-12);
+        a.lr_scheduler_type = LrSchedulerType::Cosine;
+        assert!((a.lr_factor(6, 10) - 0.5).abs() < 1e-12);
+        assert!((a.lr_factor(2, 10) - 1.0).abs() < 1e-12);
+        a.lr_scheduler_type = LrSchedulerType::ConstantWithWarmup;
+        assert_eq!(a.lr_factor(1, 10), 0.5);
+        assert_eq!(a.lr_factor(9, 10), 1.0);
+        a.lr_scheduler_type = LrSchedulerType::Constant;
+        assert_eq!(a.lr_factor(0, 10), 1.0);
+        // warmup_ratio rounds up
+        let r = TrainingArgs {
+            warmup_ratio: 0.1,
+            ..Default::default()
+        };
+        assert_eq!(r.num_warmup_steps(25), 3);
+    }
+}

@@ -1,0 +1,158 @@
+//! Why a tune failed, mapped to the SQLSTATE the client sees.
+
+use pgmld_sql::{codes, SqlError};
+
+/// Errors of `pgml.tune`. Messages name the bad value and, where useful, what was tried.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// An argument or hyperparameter outside what pgml.tune accepts (22023).
+    #[error("{message}")]
+    BadArgument {
+        /// What is wrong, naming the value.
+        message: String,
+        /// How to fix it.
+        hint: Option<String>,
+    },
+    /// Malformed text where JSON was expected (22P02).
+    #[error("{0}")]
+    Malformed(String),
+    /// A NULL where a value is required (22004).
+    #[error("{0}")]
+    Null(String),
+    /// The relation does not exist (42P01).
+    #[error("{0}")]
+    NoRelation(String),
+    /// A column does not exist (42703).
+    #[error("{message}")]
+    NoColumn {
+        /// Which column of which relation.
+        message: String,
+        /// The columns the relation has.
+        hint: String,
+    },
+    /// The model could not be found anywhere pgmld looked (58P01).
+    #[error("{message}")]
+    ModelNotFound {
+        /// The model name.
+        message: String,
+        /// Where pgmld looked and what each place said.
+        detail: String,
+    },
+    /// Something pgmld does not do (yet) (0A000).
+    #[error("{message}")]
+    Unsupported {
+        /// What was asked.
+        message: String,
+        /// What to do instead.
+        hint: Option<String>,
+    },
+    /// The training data cannot be used: empty, a single class, ... (22023).
+    #[error("{0}")]
+    Data(String),
+    /// The model or its training failed (XX000 unless more specific).
+    #[error("{0}")]
+    Training(String),
+    /// The client cancelled or disconnected (57014).
+    #[error("pgml.tune cancelled")]
+    Cancelled,
+    /// Postgres refused one of pgmld's own statements.
+    #[error("{context}: {message}")]
+    Postgres {
+        /// What pgmld was doing.
+        context: String,
+        /// Postgres' message.
+        message: String,
+        /// Postgres' SQLSTATE when it sent one.
+        code: Option<String>,
+    },
+    /// A worker, channel or file operation broke.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TuneError {
+    /// A 22023 error with a hint.
+    pub fn bad(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        TuneError::BadArgument { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    /// A Postgres error with context.
+    pub fn pg(context: impl Into<String>, e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_string());
+        let message = match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        };
+        TuneError::Postgres { context: context.into(), message, code }
+    }
+
+    /// The short reason stored in `pgml.models.error`.
+    pub fn reason(&self) -> String {
+        match self {
+            TuneError::Cancelled => "cancelled".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<pgmld_ml::Error> for TuneError {
+    fn from(e: pgmld_ml::Error) -> Self {
+        use pgmld_ml::Error as E;
+        match e {
+            E::Cancelled => TuneError::Cancelled,
+            E::TrainingArgs(m) => TuneError::bad(
+                format!("invalid training_args: {m}"),
+                "See https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments for their meaning.",
+            ),
+            E::Data(m) => TuneError::Data(format!("invalid training data: {m}")),
+            E::Unsupported(m) => TuneError::Unsupported { message: format!("unsupported model: {m}"), hint: None },
+            other => TuneError::Training(other.to_string()),
+        }
+    }
+}
+
+impl From<TuneError> for SqlError {
+    fn from(e: TuneError) -> SqlError {
+        let message = e.to_string();
+        match e {
+            TuneError::BadArgument { hint, .. } => {
+                let err = SqlError::new(codes::INVALID_PARAMETER_VALUE, message);
+                match hint {
+                    Some(h) => err.with_hint(h),
+                    None => err,
+                }
+            }
+            TuneError::Malformed(_) => SqlError::new(codes::INVALID_TEXT_REPRESENTATION, message),
+            TuneError::Null(_) => SqlError::new(codes::NULL_VALUE_NOT_ALLOWED, message),
+            TuneError::NoRelation(_) => SqlError::new("42P01", message),
+            TuneError::NoColumn { hint, .. } => SqlError::new("42703", message).with_hint(hint),
+            TuneError::ModelNotFound { detail, .. } => SqlError::new("58P01", message)
+                .with_detail(detail)
+                .with_hint("Pass a Hugging Face model id, a local directory holding config.json, a pgml project name, or pgml:<model id>."),
+            TuneError::Unsupported { hint, .. } => {
+                let err = SqlError::new(codes::FEATURE_NOT_SUPPORTED, message);
+                match hint {
+                    Some(h) => err.with_hint(h),
+                    None => err,
+                }
+            }
+            TuneError::Data(_) => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
+            TuneError::Training(_) => SqlError::new("XX000", message),
+            TuneError::Cancelled => SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request: pgml.tune stopped; the model is marked failed (cancelled)"),
+            TuneError::Postgres { code, .. } => {
+                let code: &'static str = match code.as_deref() {
+                    Some("42501") => "42501",
+                    Some("53100") => "53100",
+                    Some("42P01") => "42P01",
+                    Some("42703") => "42703",
+                    _ => "XX000",
+                };
+                SqlError::new(code, message)
+            }
+            TuneError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = TuneError> = std::result::Result<T, E>;

