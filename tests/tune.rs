@@ -440,3 +440,43 @@ SELECT count(*) AS files FROM pgml.files;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&model);
 }
+
+/// `model_name` as a Hub repo id (served by a local hub-compatible server into a fresh
+/// cache) and as `pgml:<model id>` (a stored model, restored from pgml.files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_from_the_hub_and_by_stored_id() {
+    let data = imdb_balanced(0, 120);
+    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
+    let model = tiny_bert(&texts);
+    let root = support::temp_dir("pgmld-tune-hub");
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        support::hub::FakeHub::put_model(&root, "pgmld-test/tiny-bert", "main", f, std::fs::read(model.join(f)).unwrap());
+    }
+    let hub = support::hub::FakeHub::start(root.clone());
+    let cache = support::temp_dir("pgmld-tune-hub-cache");
+    let db = TestDb::create();
+    create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
+    let p = Pgmld::start_with(Start {
+        env: vec![
+            ("HF_ENDPOINT".into(), hub.url.clone()),
+            ("HF_HUB_CACHE".into(), cache.display().to_string()),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN".into(), "1".into()),
+        ],
+        ..Start::default()
+    });
+    let c = p.connect(&db.name).await;
+    let hp = r#"{"training_args": {"max_steps": 3, "logging_steps": 1}}"#;
+    let row = c.query_one(tune_sql("hub", "reviews", "pgmld-test/tiny-bert", hp, "").as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(2)), ("successful".into(), "pgmld-test/tiny-bert".into()));
+    assert!(cache.join("models--pgmld-test--tiny-bert").is_dir(), "downloaded into the hub cache layout");
+    let first: i64 = c.query_one("SELECT id FROM pgml.models", &[]).await.unwrap().get(0);
+    let row = c.query_one(tune_sql("again", "reviews", &format!("pgml:{first}"), hp, "").as_str(), &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "successful");
+    let parent: Option<i64> = c.query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    assert_eq!(parent, Some(first));
+    expect_err(&c, &tune_sql("again", "reviews", "pgml:999999", hp, ""), "58P01", "999999").await;
+    hub.stop();
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(&model);
+}
