@@ -29,6 +29,16 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import direct, free_port, proc_cpu_s, psql  # noqa: E402
+from benchlib import write_section as write_doc_section  # noqa: E402
+
+
+def write_section(path, section):
+    """Replaces or appends this benchmark's own section of `path`."""
+    write_doc_section(path, SECTION, section)
+
+
 IMDB_ROWS = 25_000
 SYNTH_ROWS = 250_000
 SECTION = "## pgml.load_dataset vs pandas + psycopg COPY"
@@ -156,26 +166,6 @@ def log(msg):
     print(f"[load-bench] {msg}", file=sys.stderr, flush=True)
 
 
-def psql(args, sql, db, port, check=True):
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", args.pg_host, "-p", str(port), "-U", args.pg_user, "-d", db, "-c", sql]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"psql -p {port} failed: {r.stderr.strip()}\n{sql}")
-    return r.stdout.strip()
-
-
-def direct(args, sql, db=None):
-    return psql(args, sql, db or args.db, args.pg_port)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def proc_status(pid):
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -184,12 +174,6 @@ def proc_status(pid):
             if k in ("VmRSS", "VmHWM"):
                 out[k] = int(v.split()[0])  # kB
     return out
-
-
-def proc_cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def busy():
@@ -472,22 +456,6 @@ python peak RSS is the whole process. Details (medians):
                 section += "\n" + f.read().strip() + "\n"
         write_section(args.doc, section)
         log(f"wrote section to {args.doc}")
-
-
-def write_section(path, section):
-    """Replaces this benchmark's own section (up to the next `## `) or appends it, leaving
-    every other section as it is."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start >= 0:
-        nxt = re.search(r"^## ", text[start + len(SECTION) :], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(text)
-        text = text[:start] + section.rstrip() + "\n\n" + text[end:].lstrip("\n")
-        text = text.rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def main():

@@ -36,6 +36,16 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import direct, free_port, proc_cpu_s, psql  # noqa: E402
+from benchlib import write_section as write_doc_section  # noqa: E402
+
+
+def write_section(path, section):
+    """Replaces or appends this benchmark's own section of `path`."""
+    write_doc_section(path, SECTION, section)
+
+
 SECTION = "## pgml.tune vs Hugging Face Trainer (CPU)"
 TRAIN_ROWS = 2000
 TEST_ROWS = 500
@@ -341,26 +351,6 @@ def hf(a):
 # --- orchestration ---------------------------------------------------------------------------
 
 
-def psql(args, sql, db, port, check=True):
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", args.pg_host, "-p", str(port), "-U", args.pg_user, "-d", db, "-c", sql]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"psql -p {port} failed: {r.stderr.strip()}\n{sql}")
-    return r.stdout.strip()
-
-
-def direct(args, sql, db=None):
-    return psql(args, sql, db or args.db, args.pg_port)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def proc_status(pid):
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -369,12 +359,6 @@ def proc_status(pid):
             if k in ("VmRSS", "VmHWM", "Threads"):
                 out[k] = int(v.split()[0])  # kB (Threads: a count)
     return out
-
-
-def proc_cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def busy():
@@ -748,22 +732,6 @@ Every run:
             section += "\n" + open(args.notes).read().strip() + "\n"
         write_section(args.doc, section)
         log(f"wrote section to {args.doc}")
-
-
-def write_section(path, section):
-    """Replaces this benchmark's own section (up to the next `## `) or appends it at the end,
-    leaving every other section as it is."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start >= 0:
-        nxt = re.search(r"^## ", text[start + len(SECTION) :], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(text)
-        text = text[:start] + section.rstrip() + "\n\n" + text[end:].lstrip("\n")
-        text = text.rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n\n" + section.rstrip() + "\n"
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def main():
