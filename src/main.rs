@@ -143,6 +143,20 @@ async fn run(config: Config) -> Result<()> {
         file_part_bytes: config.file_part_bytes,
     };
     registry.register(Arc::new(pgmld_tune::Tune::new(Arc::new(tuner))));
+    let device = pgmld_tune::DeviceSpec::parse(&config.transform_device).map_err(anyhow::Error::msg)?.resolve();
+    let batching = pgmld_transform::Batching {
+        max_batch: config.transform_max_batch.max(1),
+        max_wait: std::time::Duration::from_millis(config.transform_max_wait_ms),
+    };
+    let cache = pgmld_transform::ModelCache::new(config.transform_cache_bytes, batching, device, metrics.clone());
+    let transformer = pgmld_transform::Transformer::new(
+        upstream_url.clone(),
+        pgmld_datasets::hub::HubConfig::from_env(),
+        config.data_dir.join("work"),
+        cache,
+        batching.max_batch,
+    );
+    registry.register(Arc::new(pgmld_transform::Transform::new(Arc::new(transformer))));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
         upstream_addr,
         migrator: Some(Arc::new(Migrator::new(upstream_url))),

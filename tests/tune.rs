@@ -1,6 +1,7 @@
 //! `pgml.tune` through real clients against pgmld: a tiny BERT on IMDB with live logs seen
 //! from a second session, files, deployment and restart from the project; bad inputs;
-//! cancel and disconnect; 9 classes and text pairs; the guide's walkthrough in psql.
+//! cancel and disconnect; 9 classes and text pairs; the guide's walkthrough in psql, through
+//! its §6 inference queries.
 
 mod support;
 
@@ -423,6 +424,35 @@ hyperparams => '{{
 "dataset_args" : {{ "text_column" : "text", "class_column" : "class" }}
 }}'
 );
+SELECT pgml.transform(
+task => '{{
+"task": "text-classification",
+"model": "imdb_review_sentiment"
+}}'::JSONB,
+inputs => ARRAY[
+'I would not give this movie a rating, its not worthy. I watched it only because I am a Pfieffer fan. ',
+'This movie was sooooooo good! It was hilarious! There are so many jokes that you can just watch the'
+]
+);
+SELECT
+LEFT(text, 100) AS truncated_text,
+class,
+predicted_class[0]->>'label' AS predicted_class,
+(predicted_class[0]->>'score')::float AS score
+FROM (
+SELECT
+LEFT(text, 100) AS text,
+class,
+pgml.transform(
+task => '{{
+"task": "text-classification",
+"model": "imdb_review_sentiment"
+}}'::JSONB,
+inputs => ARRAY[text]
+) AS predicted_class
+FROM pgml.imdb_test_view
+LIMIT 2
+) AS subquery;
 SELECT logs->>'epoch' AS epoch, logs->>'step' AS step, logs->>'train_loss' AS loss FROM pgml.logs WHERE model_id = (SELECT max(id) FROM pgml.models) AND jsonb_exists(logs, 'train_loss');
 SELECT count(*) AS files FROM pgml.files;
 "#,
@@ -437,6 +467,20 @@ SELECT count(*) AS files FROM pgml.files;
     assert!(out.contains(" 1.0   | 40   |") || out.contains(" 1     | 40   |"), "{out}");
     assert!(err.contains("INFO:") && err.contains("\"train_runtime\"") && err.contains("\"eval_accuracy\""), "{err}");
     assert!(err.contains("push_to_hub"), "push_to_hub is reported: {err}");
+    // §6 of the guide: the tuned model by its project name, real time and per row.
+    assert!(out.lines().any(|l| l.trim() == "transform"), "{out}");
+    let realtime = out.lines().find(|l| l.trim_start().starts_with("[{\"label\": ")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(realtime.matches("\"score\": ").count(), 2, "{realtime}");
+    let header = out.lines().find(|l| l.contains("truncated_text")).unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = header.split('|').map(str::trim).collect();
+    assert_eq!(cols, ["truncated_text", "class", "predicted_class", "score"]);
+    let after: Vec<&str> = out.split(header).nth(1).unwrap().lines().skip(2).take(3).collect();
+    assert_eq!(after[2], "(2 rows)", "{out}");
+    for row in &after[..2] {
+        let f: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(["negative", "positive"].contains(&f[1]) && ["negative", "positive"].contains(&f[2]), "{row}");
+        assert!(f[3].parse::<f64>().is_ok_and(|s| (0.5..=1.0).contains(&s)), "{row}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&model);
 }

@@ -66,6 +66,19 @@ pub struct Config {
     /// Size of the parts model files are cut into in `pgml.files`, in bytes; one part is
     /// the most a file costs in memory while it is stored or read back. Default `16777216`.
     pub file_part_bytes: usize,
+    /// Bytes of model weights `pgml.transform` keeps loaded for all sessions; past it the
+    /// least recently used models are dropped (one model always stays, whatever its
+    /// size). Default `4294967296` (4 GiB).
+    pub transform_cache_bytes: u64,
+    /// Most inputs in one inference forward pass; a call's inputs are also sent to the
+    /// model's worker in chunks of this size. Default `32`.
+    pub transform_max_batch: usize,
+    /// How long, in milliseconds, an inference request waits for concurrent requests to
+    /// the same model to join its batch. Default `5`.
+    pub transform_max_wait_ms: u64,
+    /// Device inference runs on: `auto` (CUDA when libtorch sees a GPU, else CPU), `cpu`,
+    /// `cuda` or `cuda:N`. Default `"auto"`.
+    pub transform_device: String,
 }
 
 impl Default for Config {
@@ -88,6 +101,10 @@ impl Default for Config {
             train_workers: 1,
             train_devices: "auto".into(),
             file_part_bytes: 16 << 20,
+            transform_cache_bytes: 4 << 30,
+            transform_max_batch: 32,
+            transform_max_wait_ms: 5,
+            transform_device: "auto".into(),
         }
     }
 }
@@ -193,6 +210,10 @@ pub const FIELDS: &[&str] = &[
     "train_workers",
     "train_devices",
     "file_part_bytes",
+    "transform_cache_bytes",
+    "transform_max_batch",
+    "transform_max_wait_ms",
+    "transform_device",
 ];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.

@@ -43,6 +43,16 @@ pub struct Metrics {
     pub bytes_to_client: Counter,
     /// Errors, by kind.
     pub errors: Family<KindLabel, Counter>,
+    /// Models loaded into the shared inference cache (a model loads once while cached).
+    pub model_loads: Counter,
+    /// Models in the inference cache now.
+    pub models_cached: Gauge,
+    /// Bytes of weights in the inference cache now (bounded by `transform_cache_bytes`).
+    pub model_cache_bytes: Gauge,
+    /// Forward passes run by inference workers.
+    pub inference_batches: Counter,
+    /// Inputs scored by inference workers.
+    pub inference_inputs: Counter,
 }
 
 impl Metrics {
@@ -57,6 +67,11 @@ impl Metrics {
             bytes_to_upstream: Counter::default(),
             bytes_to_client: Counter::default(),
             errors: Family::default(),
+            model_loads: Counter::default(),
+            models_cached: Gauge::default(),
+            model_cache_bytes: Gauge::default(),
+            inference_batches: Counter::default(),
+            inference_inputs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("sessions", "Client sessions accepted", m.sessions_total.clone());
@@ -66,6 +81,11 @@ impl Metrics {
         registry.register("bytes_to_upstream", "Bytes forwarded from clients to the upstream", m.bytes_to_upstream.clone());
         registry.register("bytes_to_client", "Bytes sent to clients", m.bytes_to_client.clone());
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register("model_loads", "Models loaded into the shared inference cache", m.model_loads.clone());
+        registry.register("models_cached", "Models in the inference cache", m.models_cached.clone());
+        registry.register("model_cache_bytes", "Bytes of weights in the inference cache", m.model_cache_bytes.clone());
+        registry.register("inference_batches", "Forward passes run by inference workers", m.inference_batches.clone());
+        registry.register("inference_inputs", "Inputs scored by inference workers", m.inference_inputs.clone());
         Arc::new(Metrics { registry, ..m })
     }
 

@@ -27,6 +27,7 @@ pub mod tokenize;
 pub mod train;
 pub mod training_args;
 pub mod batching;
+pub mod text_classification;
 
 pub use device::{best_device, load_cuda};
 pub use classifier::{Architecture, Classifier};
@@ -34,6 +35,7 @@ pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
+pub use text_classification::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
 pub use train::{evaluate, train_classifier, EvalMetrics, Example, LogEvent, TrainEvent, TrainMetrics, TrainOutcome};
 pub use training_args::{EvalStrategy, HubStrategy, LrSchedulerType, Secret, TokenizerArgs, TrainingArgs};
 

@@ -16,7 +16,9 @@ use crate::expect::{Kind, Route};
 use crate::session::{LocalPortal, LocalStatement, Session};
 use crate::wire;
 use bytes::{Bytes, BytesMut};
+use crate::per_row::Bound;
 use pgmld_sql::analyze::{find_calls, mentions_pgml, mentions_pgml_bytes, split_statements};
+use pgmld_sql::rowwise;
 use pgmld_sql::{Param, Plan, SqlError};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use std::sync::Arc;
@@ -46,6 +48,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 return self.on_multi_statement_query(&sql, segments).await;
             }
         }
+        if rowwise::next_row_block(&sql, &self.registry).map_or(true, |b| b.is_some()) {
+            // Per-row calls: the row sources and the completed statement must run in one
+            // implicit transaction, as the client's single statement would; the
+            // multi-statement path does exactly that (one extended batch, one Sync).
+            let whole = 0..sql.len();
+            return self.on_multi_statement_query(&sql, vec![whole]).await;
+        }
         let plan = match Plan::build(&sql, &self.registry) {
             Ok(None) => {
                 self.forward(&frame, Some(Kind::Query));
@@ -74,7 +83,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     async fn on_multi_statement_query(&mut self, sql: &str, segments: Vec<std::ops::Range<usize>>) -> Result<(), ProxyError> {
         self.catch_up().await?;
         for seg in segments {
-            let text = &sql[seg.clone()];
+            let text = sql[seg.clone()].to_string();
+            if rowwise::next_row_block(&text, &self.registry).map_or(true, |b| b.is_some()) {
+                self.catch_up().await?;
+                if self.shared.skipping() {
+                    break;
+                }
+            }
+            let Some(text) = self.serve_row_blocks(text, &[], None).await? else { break };
+            let text = text.as_str();
             let run = match Plan::build(text, &self.registry) {
                 Ok(None) => Ok(text.to_string()),
                 Ok(Some(plan)) => {
@@ -118,6 +135,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
         self.shared.expect(Kind::Sync, Route::Client);
         wire::sync(&mut self.up);
+        self.error_until_sync = false;
         Ok(())
     }
 
@@ -197,7 +215,20 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let Some(lp) = self.portals.get(&portal) else { return Ok(()) };
         let bind: Bind = wire::decode(&lp.bind)?;
         let params = bound_params(&bind, &types);
-        match self.evaluate(&plan, &params).await? {
+        let bound = Bound { types: &types, bind: &bind };
+        let Some(run) = self.serve_row_blocks(plan.sql().to_string(), &params, Some(bound)).await? else {
+            return Ok(());
+        };
+        let evaluated = if run == plan.sql() {
+            self.evaluate(&plan, &params).await?
+        } else {
+            match Plan::build(&run, &self.registry) {
+                Ok(None) => Ok(run),
+                Ok(Some(rest)) => self.evaluate(&rest, &params).await?,
+                Err(e) => Err(e),
+            }
+        };
+        match evaluated {
             Ok(text) => {
                 self.counter += 1;
                 let (s, p) = (format!("pgmld_s{}", self.counter), format!("pgmld_p{}", self.counter));

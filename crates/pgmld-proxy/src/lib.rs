@@ -6,6 +6,7 @@ mod cancel;
 mod error;
 mod expect;
 mod intercept;
+mod per_row;
 mod relay;
 mod server;
 mod session;

@@ -229,7 +229,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     ) -> Result<Result<String, pgmld_sql::SqlError>, ProxyError> {
         self.info.cancel.store(false, std::sync::atomic::Ordering::Relaxed);
         let ctx = self.call_context();
-        let fut = plan.execute(params, &ctx);
+        self.watch_client(plan.execute(params, &ctx)).await
+    }
+
+    /// Awaits `fut` while reading the client: when the client goes away, the session's
+    /// cancel flag is set so the pgml call stops.
+    pub(crate) async fn watch_client<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Result<T, ProxyError> {
         tokio::pin!(fut);
         loop {
             tokio::select! {

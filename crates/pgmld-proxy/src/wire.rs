@@ -171,6 +171,18 @@ pub fn bind(portal: &str, statement: &str, from: &Bind, out: &mut BytesMut) {
     encode(&b, out);
 }
 
+/// Frontend `Bind` with the client's parameters but text results (pgmld reads them).
+pub fn bind_text_results(portal: &str, statement: &str, from: &Bind, out: &mut BytesMut) {
+    let b = Bind::new(
+        Some(portal.to_string()),
+        Some(statement.to_string()),
+        from.parameter_format_codes.clone(),
+        from.parameters.clone(),
+        vec![],
+    );
+    encode(&b, out);
+}
+
 /// Frontend `Bind` without parameters, text results.
 pub fn bind_plain(portal: &str, statement: &str, out: &mut BytesMut) {
     encode(&Bind::new(Some(portal.to_string()), Some(statement.to_string()), vec![], vec![], vec![]), out);

@@ -8,8 +8,8 @@
 
 use crate::value::{SqlType, Value};
 use sqlparser::ast::{
-    CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart, Query,
-    SelectItem, SetExpr, TableFactor, UnaryOperator, Value as AstValue, Visit, Visitor,
+    AccessExpr, CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart,
+    Select, SelectItem, Statement, TableFactor, UnaryOperator, Value as AstValue, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -67,6 +67,19 @@ pub enum ArgExpr {
     Unsupported(String),
 }
 
+impl ArgExpr {
+    /// True when pgmld can evaluate the argument from the text and the bound parameters
+    /// alone; false when it reads columns or calls functions (a per-row argument).
+    pub fn is_constant(&self) -> bool {
+        match self {
+            ArgExpr::Const(_) | ArgExpr::Param(_) => true,
+            ArgExpr::Array(items) => items.iter().all(ArgExpr::is_constant),
+            ArgExpr::Cast(inner, _) => inner.is_constant(),
+            ArgExpr::Unsupported(_) => false,
+        }
+    }
+}
+
 /// One argument of a call: its name when written `name => value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawArg {
@@ -74,6 +87,9 @@ pub struct RawArg {
     pub name: Option<String>,
     /// The value expression.
     pub expr: ArgExpr,
+    /// Bytes of the value expression (after `name =>`) in the original text; `None` when
+    /// the argument list could not be matched to its tokens (exotic syntax).
+    pub range: Option<Range<usize>>,
 }
 
 /// Where the call sits, which decides how its result is spliced.
@@ -84,6 +100,9 @@ pub enum Position {
     Expr {
         /// The call is a whole `SELECT` list item without alias.
         bare_select_item: bool,
+        /// The call names an unaliased SELECT item through parentheses, casts or subscripts
+        /// (`pgml.f()::text` is column `f`), so its replacement must carry that name.
+        names_item: bool,
     },
     /// A `FROM` item (`SELECT * FROM pgml.f(...)`).
     TableFactor {
@@ -108,28 +127,7 @@ pub struct CallSite {
 /// Parses `sql` and returns its pgml calls in text order. `None` when the text does not
 /// parse or calls no pgml function: such statements go upstream untouched.
 pub fn find_calls(sql: &str) -> Option<Vec<CallSite>> {
-    if !mentions_pgml(sql) {
-        return None;
-    }
-    let dialect = PostgreSqlDialect {};
-    let statements = Parser::parse_sql(&dialect, sql).ok()?;
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().ok()?;
-    let offsets = LineOffsets::new(sql);
-    let mut finder = Finder { found: Vec::new(), bare_items: HashSet::new() };
-    for st in &statements {
-        let _ = st.visit(&mut finder);
-    }
-    let mut calls = Vec::new();
-    for f in finder.found {
-        let start = offsets.byte(sql, f.start)?;
-        let end = closing_paren(&tokens, f.start, &offsets, sql)?;
-        let position = match f.kind {
-            Kind::Expr => Position::Expr { bare_select_item: finder.bare_items.contains(&loc_key(f.start)) },
-            Kind::Table { has_alias } => Position::TableFactor { has_alias },
-        };
-        calls.push(CallSite { name: f.name, range: start..end, args: f.args, position });
-    }
-    calls.sort_by_key(|c| c.range.start);
+    let calls = Parsed::new(sql)?.calls()?;
     // A pgml call nested in another's arguments is reported through the outer call's
     // Unsupported argument; splicing both would overlap.
     let mut kept: Vec<CallSite> = Vec::new();
@@ -139,10 +137,77 @@ pub fn find_calls(sql: &str) -> Option<Vec<CallSite>> {
         }
         kept.push(c);
     }
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept)
+    Some(kept)
+}
+
+/// Like [`find_calls`], but keeps calls nested in another call's arguments (ordered by
+/// start, so an outer call comes before the calls inside it).
+pub fn find_all_calls(sql: &str) -> Option<Vec<CallSite>> {
+    Parsed::new(sql)?.calls()
+}
+
+/// A statement parsed once, with the tokens and line offsets that map AST locations back
+/// to bytes of the original text.
+pub(crate) struct Parsed<'a> {
+    /// The client's text.
+    pub sql: &'a str,
+    /// sqlparser's statements.
+    pub statements: Vec<Statement>,
+    /// Every token, whitespace and comments included, with locations.
+    pub tokens: Vec<TokenWithSpan>,
+    /// Location to byte conversion.
+    pub offsets: LineOffsets,
+}
+
+impl<'a> Parsed<'a> {
+    /// `None` unless `sql` mentions pgml and parses.
+    pub fn new(sql: &'a str) -> Option<Self> {
+        if !mentions_pgml(sql) {
+            return None;
+        }
+        let dialect = PostgreSqlDialect {};
+        let statements = Parser::parse_sql(&dialect, sql).ok()?;
+        let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().ok()?;
+        Some(Parsed { sql, statements, tokens, offsets: LineOffsets::new(sql) })
+    }
+
+    /// Byte offset of a location.
+    pub fn byte(&self, loc: Location) -> Option<usize> {
+        self.offsets.byte(self.sql, loc)
+    }
+
+    /// Every pgml call, nested ones included, ordered by start; `None` when there is none
+    /// or one cannot be located in the text.
+    pub fn calls(&self) -> Option<Vec<CallSite>> {
+        let mut finder = Finder { found: Vec::new(), bare_items: HashSet::new(), naming_items: HashSet::new() };
+        for st in &self.statements {
+            let _ = st.visit(&mut finder);
+        }
+        let mut calls = Vec::new();
+        for f in finder.found {
+            let start = self.byte(f.start)?;
+            let (end, arg_ranges) = call_extent(&self.tokens, f.start, &self.offsets, self.sql)?;
+            let position = match f.kind {
+                Kind::Expr => Position::Expr {
+                    bare_select_item: finder.bare_items.contains(&loc_key(f.start)),
+                    names_item: finder.naming_items.contains(&loc_key(f.start)),
+                },
+                Kind::Table { has_alias } => Position::TableFactor { has_alias },
+            };
+            let mut args = f.args;
+            if arg_ranges.len() == args.len() {
+                for (a, r) in args.iter_mut().zip(arg_ranges) {
+                    a.range = r;
+                }
+            }
+            calls.push(CallSite { name: f.name, range: start..end, args, position });
+        }
+        calls.sort_by_key(|c| c.range.start);
+        if calls.is_empty() {
+            None
+        } else {
+            Some(calls)
+        }
     }
 }
 
@@ -161,6 +226,7 @@ struct Found {
 struct Finder {
     found: Vec<Found>,
     bare_items: HashSet<(u64, u64)>,
+    naming_items: HashSet<(u64, u64)>,
 }
 
 fn loc_key(l: Location) -> (u64, u64) {
@@ -168,7 +234,7 @@ fn loc_key(l: Location) -> (u64, u64) {
 }
 
 /// `Some((name, start))` when `name` is `pgml.<fn>`.
-fn pgml_name(name: &ObjectName) -> Option<(String, Location)> {
+pub(crate) fn pgml_name(name: &ObjectName) -> Option<(String, Location)> {
     let parts: Vec<_> = name
         .0
         .iter()
@@ -195,15 +261,14 @@ fn pgml_name(name: &ObjectName) -> Option<(String, Location)> {
 impl Visitor for Finder {
     type Break = ();
 
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_ref() {
-            for item in &select.projection {
-                if let SelectItem::UnnamedExpr(Expr::Function(f)) = item {
-                    if let Some((_, start)) = pgml_name(&f.name) {
-                        self.bare_items.insert(loc_key(start));
-                    }
-                }
-            }
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        for item in &select.projection {
+            let SelectItem::UnnamedExpr(e) = item else { continue };
+            match (e, naming_call(e)) {
+                (Expr::Function(_), Some(start)) => self.bare_items.insert(loc_key(start)),
+                (_, Some(start)) => self.naming_items.insert(loc_key(start)),
+                _ => false,
+            };
         }
         ControlFlow::Continue(())
     }
@@ -215,7 +280,7 @@ impl Visitor for Finder {
                     FunctionArguments::List(list) => list.args.iter().map(raw_arg).collect(),
                     FunctionArguments::None => vec![],
                     FunctionArguments::Subquery(_) => {
-                        vec![RawArg { name: None, expr: ArgExpr::Unsupported("a subquery".into()) }]
+                        vec![RawArg { name: None, expr: ArgExpr::Unsupported("a subquery".into()), range: None }]
                     }
                 };
                 self.found.push(Found { name, start, args, kind: Kind::Expr });
@@ -225,13 +290,32 @@ impl Visitor for Finder {
     }
 
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, alias, args: Some(args), .. } = tf {
-            if let Some((fname, start)) = pgml_name(name) {
-                let args = args.args.iter().map(raw_arg).collect();
-                self.found.push(Found { name: fname, start, args, kind: Kind::Table { has_alias: alias.is_some() } });
-            }
+        let (name, alias, args) = match tf {
+            TableFactor::Table { name, alias, args: Some(args), .. } => (name, alias, &args.args),
+            // `LATERAL pgml.f(...)`
+            TableFactor::Function { name, alias, args, .. } => (name, alias, args),
+            _ => return ControlFlow::Continue(()),
+        };
+        if let Some((fname, start)) = pgml_name(name) {
+            let args = args.iter().map(raw_arg).collect();
+            self.found.push(Found { name: fname, start, args, kind: Kind::Table { has_alias: alias.is_some() } });
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The pgml call Postgres would name an unaliased item `e` after (FigureColname looks
+/// through parentheses, casts, COLLATE and subscripts).
+fn naming_call(e: &Expr) -> Option<Location> {
+    match e {
+        Expr::Function(f) => pgml_name(&f.name).map(|(_, start)| start),
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } | Expr::Collate { expr: inner, .. } => naming_call(inner),
+        Expr::CompoundFieldAccess { root, access_chain }
+            if !access_chain.iter().any(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) =>
+        {
+            naming_call(root)
+        }
+        _ => None,
     }
 }
 
@@ -242,7 +326,7 @@ fn raw_arg(arg: &FunctionArg) -> RawArg {
         FunctionArg::ExprNamed { name, arg, .. } => match name {
             Expr::Identifier(i) => (Some(ident_name(i)), arg),
             other => {
-                return RawArg { name: None, expr: ArgExpr::Unsupported(format!("argument name {other}")) }
+                return RawArg { name: None, expr: ArgExpr::Unsupported(format!("argument name {other}")), range: None }
             }
         },
     };
@@ -250,10 +334,11 @@ fn raw_arg(arg: &FunctionArg) -> RawArg {
         FunctionArgExpr::Expr(e) => arg_expr(e),
         other => ArgExpr::Unsupported(other.to_string()),
     };
-    RawArg { name, expr }
+    RawArg { name, expr, range: None }
 }
 
-fn ident_name(i: &sqlparser::ast::Ident) -> String {
+/// An identifier as Postgres folds it: lower-case unless quoted.
+pub(crate) fn ident_name(i: &sqlparser::ast::Ident) -> String {
     match i.quote_style {
         None => i.value.to_ascii_lowercase(),
         Some(_) => i.value.clone(),
@@ -305,21 +390,23 @@ fn number(n: &str) -> ArgExpr {
 }
 
 /// Converts sqlparser locations (1-based line, 1-based column in characters) to bytes.
-struct LineOffsets {
+pub(crate) struct LineOffsets {
     starts: Vec<usize>,
 }
 
 impl LineOffsets {
-    fn new(sql: &str) -> Self {
+    /// Indexes the line starts of `sql`.
+    pub(crate) fn new(sql: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
         LineOffsets { starts }
     }
 
-    fn byte(&self, sql: &str, loc: Location) -> Option<usize> {
+    /// Byte offset of `loc` in `sql` (the text this was built from).
+    pub(crate) fn byte(&self, sql: &str, loc: Location) -> Option<usize> {
         let line_start = *self.starts.get(usize::try_from(loc.line).ok()?.checked_sub(1)?)?;
         let col = usize::try_from(loc.column).ok()?.checked_sub(1)?;
-        let rest = &sql[line_start..];
+        let rest = sql.get(line_start..)?;
         match rest.char_indices().nth(col) {
             Some((i, _)) => Some(line_start + i),
             None if rest.chars().count() == col => Some(sql.len()),
@@ -328,24 +415,67 @@ impl LineOffsets {
     }
 }
 
-/// Byte offset just past the `)` closing the argument list of the call starting at `start`.
-fn closing_paren(tokens: &[TokenWithSpan], start: Location, offsets: &LineOffsets, sql: &str) -> Option<usize> {
+/// For the call starting at `start`: the byte just past the `)` closing its argument list,
+/// and the bytes of each argument's value expression (after `name =>` / `name :=`), split
+/// at the list's top-level commas.
+fn call_extent(
+    tokens: &[TokenWithSpan],
+    start: Location,
+    offsets: &LineOffsets,
+    sql: &str,
+) -> Option<(usize, Vec<Option<Range<usize>>>)> {
     let first = tokens.iter().position(|t| t.span.start == start)?;
     let open = first + tokens[first..].iter().position(|t| t.token == Token::LParen)?;
+    let byte = |i: usize| offsets.byte(sql, tokens[i].span.start);
     let mut depth = 0usize;
-    for t in &tokens[open..] {
+    let mut args = Vec::new();
+    let mut seg_start = open + 1;
+    for (i, t) in tokens.iter().enumerate().skip(open) {
         match t.token {
-            Token::LParen => depth += 1,
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 1 => {
+                args.push(arg_range(tokens, seg_start..i, &byte));
+                seg_start = i + 1;
+            }
             Token::RParen => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some(offsets.byte(sql, t.span.start)? + 1);
+                    let segment = arg_range(tokens, seg_start..i, &byte);
+                    if segment.is_some() || !args.is_empty() {
+                        args.push(segment);
+                    }
+                    return Some((byte(i)? + 1, args));
                 }
             }
             _ => {}
         }
     }
     None
+}
+
+/// Bytes of one argument's value: the segment's tokens without surrounding whitespace and
+/// without a leading `name =>` / `name :=`. `None` for an empty segment.
+fn arg_range(
+    tokens: &[TokenWithSpan],
+    segment: Range<usize>,
+    byte: &impl Fn(usize) -> Option<usize>,
+) -> Option<Range<usize>> {
+    let solid: Vec<usize> = segment.filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
+    let mut from = 0;
+    if solid.len() > 2
+        && matches!(tokens[solid[0]].token, Token::Word(_))
+        && matches!(tokens[solid[1]].token, Token::RArrow | Token::Assignment)
+    {
+        from = 2;
+    }
+    let (&a, &b) = (solid.get(from)?, solid.last()?);
+    // The last token ends where the next one (whitespace included) starts.
+    let end = match tokens.get(b + 1) {
+        Some(_) => byte(b + 1)?,
+        None => return None,
+    };
+    Some(byte(a)?..end)
 }
 
 #[cfg(test)]
@@ -373,8 +503,12 @@ mod tests {
         assert_eq!(&sql[c[0].range.clone()], "PGML.Version( )");
         assert_eq!(c[0].name, "version");
         assert_eq!(&sql[c[1].range.clone()], "pgml.x( 1, (2) )");
-        assert_eq!(c[0].position, Position::Expr { bare_select_item: true });
-        assert_eq!(c[1].position, Position::Expr { bare_select_item: false });
+        assert_eq!(c[0].position, Position::Expr { bare_select_item: true, names_item: false });
+        assert_eq!(c[1].position, Position::Expr { bare_select_item: false, names_item: false });
+        let c = calls("SELECT (pgml.a())::text, pgml.b()->'x', (pgml.c())[1], pgml.d()::text AS d");
+        let names: Vec<bool> =
+            c.iter().map(|c| matches!(c.position, Position::Expr { names_item: true, .. })).collect();
+        assert_eq!(names, vec![true, false, true, false]);
     }
 
     #[test]
@@ -382,10 +516,26 @@ mod tests {
         let sql = "SELECT pgml.transform(task => $1::jsonb, args := '{}', inputs => ARRAY['a', $2], \"Limit\" => -3)";
         let c = calls(sql);
         let a = &c[0].args;
-        assert_eq!(a[0], RawArg { name: Some("task".into()), expr: ArgExpr::Cast(Box::new(ArgExpr::Param(1)), SqlType::Jsonb) });
+        assert_eq!(a[0].name.as_deref(), Some("task"));
+        assert_eq!(a[0].expr, ArgExpr::Cast(Box::new(ArgExpr::Param(1)), SqlType::Jsonb));
         assert_eq!(a[1].name.as_deref(), Some("args"));
         assert_eq!(a[2].expr, ArgExpr::Array(vec![ArgExpr::Const(Value::Text("a".into())), ArgExpr::Param(2)]));
-        assert_eq!(a[3], RawArg { name: Some("Limit".into()), expr: ArgExpr::Const(Value::Int(-3)) });
+        assert_eq!(a[3].name.as_deref(), Some("Limit"));
+        assert_eq!(a[3].expr, ArgExpr::Const(Value::Int(-3)));
+        let texts: Vec<&str> = a.iter().map(|a| &sql[a.range.clone().unwrap()]).collect();
+        assert_eq!(texts, vec!["$1::jsonb", "'{}'", "ARRAY['a', $2]", "-3"]);
+    }
+
+    #[test]
+    fn argument_ranges_skip_names_comments_and_nesting() {
+        let sql = "SELECT pgml.transform( /* t */ task=>'{\"a\": [1, 2]}'::jsonb ,\n  inputs => ARRAY[lower(t.\"Text\"), 'é,x'] -- c\n ) FROM t";
+        let c = calls(sql);
+        let texts: Vec<&str> = c[0].args.iter().map(|a| &sql[a.range.clone().unwrap()]).collect();
+        assert_eq!(texts, vec!["'{\"a\": [1, 2]}'::jsonb", "ARRAY[lower(t.\"Text\"), 'é,x']"]);
+        assert!(!c[0].args[1].expr.is_constant());
+        assert!(c[0].args[0].expr.is_constant());
+        let c = calls("SELECT pgml.version( )");
+        assert!(c[0].args.is_empty());
     }
 
     #[test]
@@ -394,6 +544,10 @@ mod tests {
         let c = calls(sql);
         assert_eq!(&sql[c[0].range.clone()], "pgml.load_dataset('imdb', \"limit\" => 10)");
         assert_eq!(c[0].position, Position::TableFactor { has_alias: true });
+        let sql = "SELECT * FROM t, LATERAL pgml.load_dataset(t.name)";
+        let c = calls(sql);
+        assert_eq!(&sql[c[0].range.clone()], "pgml.load_dataset(t.name)");
+        assert_eq!(c[0].position, Position::TableFactor { has_alias: false });
         let c = calls("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t");
         assert!(matches!(&c[0].args[1].expr, ArgExpr::Array(v) if matches!(v[0], ArgExpr::Unsupported(_))));
     }

@@ -131,12 +131,37 @@ pub type Args = BTreeMap<&'static str, Value>;
 /// The future a call returns.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Output, SqlError>> + Send>>;
 
+/// The future of a per-row call: one scalar result per row, in row order.
+pub type RowsFuture = Pin<Box<dyn Future<Output = Result<Vec<Value>, SqlError>> + Send>>;
+
 /// A pgml function served by pgmld.
-pub trait PgmlFunction: Send + Sync {
+pub trait PgmlFunction: Send + Sync + 'static {
     /// The SQL declaration.
     fn signature(&self) -> &Signature;
     /// Runs the call.
     fn call(&self, ctx: CallContext, args: Args) -> CallFuture;
+
+    /// Runs the call once per row of a query that uses it per row (arguments that read
+    /// columns). The default calls [`PgmlFunction::call`] row by row; functions that can
+    /// batch rows (one forward pass for many inputs) override it. Only scalar functions
+    /// are called this way.
+    fn call_rows(self: Arc<Self>, ctx: CallContext, rows: Vec<Args>) -> RowsFuture {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(rows.len());
+            for args in rows {
+                match self.call(ctx.clone(), args).await? {
+                    Output::Scalar(v) => out.push(v),
+                    Output::Rows(_) => {
+                        return Err(SqlError::new(
+                            crate::error::codes::FEATURE_NOT_SUPPORTED,
+                            format!("pgml.{} returns rows and cannot be called per row", self.signature().name),
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// The functions pgmld serves, by unqualified lower-case name.

@@ -8,10 +8,12 @@ pub mod function;
 pub mod functions;
 pub mod params;
 pub mod plan;
+pub mod rowwise;
 pub mod value;
 
 pub use error::{codes, SqlError};
-pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, Signature};
+pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, RowsFuture, Signature};
 pub use params::Param;
 pub use plan::Plan;
+pub use rowwise::{builtin_type_name, next_row_block, RowBlock, RowCall, SourceColumn, SourceRow};
 pub use value::{SqlType, Value};

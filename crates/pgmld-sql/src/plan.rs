@@ -1,39 +1,52 @@
 //! A statement with its pgml calls bound to functions: the text the upstream sees to
 //! describe it (`shape_sql`) and the text it runs once the calls are evaluated (`execute`).
 
-use crate::analyze::{find_calls, ArgExpr, CallSite, Position};
+use crate::analyze::{find_all_calls, ArgExpr, CallSite, Position, RawArg};
 use crate::error::{codes, SqlError};
-use crate::function::{Args, CallContext, Output, PgmlFunction, Registry, Returns};
+use crate::function::{Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns};
 use crate::params::Param;
 use crate::value::{SqlType, Value};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// One call bound to its function; arguments matched to parameters (defaults not yet filled).
-struct BoundCall {
-    site: CallSite,
-    function: Arc<dyn PgmlFunction>,
+pub(crate) struct BoundCall {
+    /// Where the call is and what was written.
+    pub site: CallSite,
+    /// The function it calls.
+    pub function: Arc<dyn PgmlFunction>,
     /// For each declared parameter: the written argument, if any.
-    args: Vec<Option<ArgExpr>>,
+    pub args: Vec<Option<RawArg>>,
+}
+
+impl BoundCall {
+    /// True when an argument reads columns (or anything else pgmld cannot evaluate alone):
+    /// the call must be served per row (see [`crate::rowwise`]).
+    pub fn is_per_row(&self) -> bool {
+        self.site.args.iter().any(|a| !a.expr.is_constant())
+    }
+
+    /// 1-based character position of the call in `sql`, for errors.
+    pub fn position(&self, sql: &str) -> usize {
+        sql.get(..self.site.range.start).map_or(0, |s| s.chars().count()) + 1
+    }
 }
 
 /// A statement that calls pgml functions, ready to describe and run.
 pub struct Plan {
     sql: String,
+    /// Every call, nested ones (inside another call's arguments) included, by start.
     calls: Vec<BoundCall>,
 }
 
 impl Plan {
     /// `Ok(None)` when `sql` calls no pgml function (forward it unchanged); an error when it
     /// calls one that does not exist or binds arguments wrongly (42883, like Postgres).
+    /// Calls whose arguments read columns bind too: the proxy serves them first with
+    /// [`crate::rowwise::next_row_block`], and [`Plan::shape_sql`] describes them.
     pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
-        let Some(sites) = find_calls(sql) else { return Ok(None) };
-        let calls = sites
-            .into_iter()
-            .map(|site| {
-                let position = sql[..site.range.start].chars().count() + 1;
-                bind(site, registry).map_err(|e| if e.position.is_some() { e } else { e.at(position) })
-            })
-            .collect::<Result<_, _>>()?;
+        let Some(sites) = find_all_calls(sql) else { return Ok(None) };
+        let calls = sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
         Ok(Some(Plan { sql: sql.to_string(), calls }))
     }
 
@@ -44,59 +57,96 @@ impl Plan {
 
     /// Names of the called functions, for logs and metrics.
     pub fn function_names(&self) -> Vec<&str> {
-        self.calls.iter().map(|c| c.site.name.as_str()).collect()
+        self.top_level().map(|c| c.site.name.as_str()).collect()
     }
 
     /// The statement with each call replaced by a NULL of its result type that still
     /// references the call's `$n` parameters with their declared types. Postgres describes
     /// it exactly as it will describe the executed text (same columns, same parameters),
-    /// without running anything of ours.
+    /// without running anything of ours. Per-row calls keep their argument expressions
+    /// (cast to the declared types) in the same scope, so column references and the `$n`
+    /// inside them stay visible and typed.
     pub fn shape_sql(&self) -> String {
-        self.splice(|call| {
-            let sig = call.function.signature();
-            let mut checks = Vec::new();
-            for (spec, arg) in sig.params.iter().zip(&call.args) {
-                if let Some(arg) = arg {
-                    param_refs(arg, spec.ty, &mut checks);
-                }
-            }
-            let null = match &sig.returns {
-                Returns::Scalar(t) => Rendered::Scalar(format!("NULL::{}", t.sql_name())),
-                Returns::Table(cols) => Rendered::Rows(
-                    cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
-                    0,
-                ),
-            };
-            render(call, null, &checks)
-        })
+        self.shape_range(0..self.sql.len())
     }
 
     /// Evaluates every call in text order with the bound parameters and returns the text to
     /// run upstream: the client's statement with each call replaced by its result literal.
+    /// Fails (XX000) while a per-row call is left: those are served by
+    /// [`crate::rowwise::next_row_block`] before.
     pub async fn execute(&self, params: &[Param], ctx: &CallContext) -> Result<String, SqlError> {
+        if let Some(c) = self.top_level().find(|c| c.is_per_row()) {
+            return Err(SqlError::new(
+                codes::INTERNAL_ERROR,
+                format!("pgml.{} reads columns and must be served per row before the statement runs", c.site.name),
+            )
+            .at(c.position(&self.sql)));
+        }
         let mut results = Vec::with_capacity(self.calls.len());
-        for call in &self.calls {
+        for call in self.top_level() {
             let args = evaluate_args(call, params)?;
             let out = call.function.call(ctx.clone(), args).await?;
             results.push(rendered_output(call, out)?);
         }
         let mut it = results.into_iter();
-        Ok(self.splice(|call| {
+        Ok(self.splice(0..self.sql.len(), |call| {
             let r = it.next().unwrap_or(Rendered::Scalar("NULL".into()));
             render(call, r, &[])
         }))
     }
 
-    fn splice(&self, mut replacement: impl FnMut(&BoundCall) -> String) -> String {
-        let mut out = String::with_capacity(self.sql.len() + 64);
-        let mut at = 0;
+    /// Calls not nested in another call's arguments.
+    fn top_level(&self) -> impl Iterator<Item = &BoundCall> {
+        let mut end = 0;
+        self.calls.iter().filter(move |c| {
+            let top = c.site.range.start >= end;
+            if top {
+                end = c.site.range.end;
+            }
+            top
+        })
+    }
+
+    /// `range` of the text with every outermost call inside it replaced.
+    fn splice(&self, range: Range<usize>, mut replacement: impl FnMut(&BoundCall) -> String) -> String {
+        let mut out = String::with_capacity(range.len() + 64);
+        let mut at = range.start;
         for call in &self.calls {
-            out.push_str(&self.sql[at..call.site.range.start]);
+            let r = &call.site.range;
+            if r.start < at || r.end > range.end {
+                continue; // before the range, or inside a call already replaced
+            }
+            out.push_str(&self.sql[at..r.start]);
             out.push_str(&replacement(call));
-            at = call.site.range.end;
+            at = r.end;
         }
-        out.push_str(&self.sql[at..]);
+        out.push_str(&self.sql[at..range.end]);
         out
+    }
+
+    fn shape_range(&self, range: Range<usize>) -> String {
+        self.splice(range, |call| self.shape_call(call))
+    }
+
+    fn shape_call(&self, call: &BoundCall) -> String {
+        let sig = call.function.signature();
+        let mut checks = Vec::new();
+        for (spec, arg) in sig.params.iter().zip(&call.args) {
+            let Some(arg) = arg else { continue };
+            if arg.expr.is_constant() {
+                param_refs(&arg.expr, spec.ty, &mut checks);
+            } else if let Some(r) = &arg.range {
+                // Nested pgml calls in the argument get their own shape.
+                checks.push(format!("({})::{}", self.shape_range(r.clone()), spec.ty.sql_name()));
+            }
+        }
+        let null = match &sig.returns {
+            Returns::Scalar(t) => Rendered::Scalar(format!("NULL::{}", t.sql_name())),
+            Returns::Table(cols) => {
+                Rendered::Rows(cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(), 0)
+            }
+        };
+        render(call, null, &checks)
     }
 }
 
@@ -148,13 +198,19 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
     };
     let quoted_name = format!("\"{}\"", sig.name.replace('"', "\"\""));
     match (call.site.position, value, &sig.returns) {
-        (Position::Expr { bare_select_item }, Rendered::Scalar(e), _) => {
-            let e = guard(e);
-            if bare_select_item { format!("{e} AS {quoted_name}") } else { e }
-        }
-        (Position::Expr { bare_select_item }, Rendered::Rows(cols, _), _) => {
-            let e = guard(format!("ROW({})", cols.join(", ")));
-            if bare_select_item { format!("{e} AS {quoted_name}") } else { e }
+        (Position::Expr { bare_select_item, names_item }, value, _) => {
+            let e = match value {
+                Rendered::Scalar(e) => guard(e),
+                Rendered::Rows(cols, _) => guard(format!("ROW({})", cols.join(", "))),
+            };
+            if bare_select_item {
+                format!("{e} AS {quoted_name}")
+            } else if names_item {
+                // A scalar subquery is named after its column, as the call after its function.
+                format!("(SELECT {e} AS {quoted_name})")
+            } else {
+                e
+            }
         }
         (Position::TableFactor { has_alias }, value, returns) => {
             let names: Vec<String> = match returns {
@@ -205,7 +261,16 @@ fn param_refs(arg: &ArgExpr, declared: SqlType, out: &mut Vec<String>) {
     }
 }
 
-fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
+/// [`bind`], with errors pointing at the call when they do not point elsewhere.
+pub(crate) fn bind_at(sql: &str, site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
+    let position = sql.get(..site.range.start).map_or(0, |s| s.chars().count()) + 1;
+    bind(site, registry).map_err(|e| if e.position.is_some() { e } else { e.at(position) })
+}
+
+/// Matches the written arguments to the function's parameters (positional, then named),
+/// like Postgres resolves a call: unknown function, unknown name, duplicates, missing
+/// required arguments and too many arguments are errors.
+pub(crate) fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
     let Some(function) = registry.get(&site.name).cloned() else {
         return Err(SqlError::new(
             codes::UNDEFINED_FUNCTION,
@@ -214,7 +279,7 @@ fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
         .with_hint(format!("pgmld serves: {}", registry.supported().join("; "))));
     };
     let sig = function.signature();
-    let mut args: Vec<Option<ArgExpr>> = vec![None; sig.params.len()];
+    let mut args: Vec<Option<RawArg>> = vec![None; sig.params.len()];
     let mut seen_named = false;
     for (i, raw) in site.args.iter().enumerate() {
         let slot = match &raw.name {
@@ -251,14 +316,7 @@ fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
                 format!("argument \"{}\" of pgml.{} is given more than once", sig.params[slot].name, sig.name),
             ));
         }
-        if let ArgExpr::Unsupported(what) = find_unsupported(&raw.expr) {
-            return Err(SqlError::new(
-                codes::FEATURE_NOT_SUPPORTED,
-                format!("argument \"{}\" of pgml.{} must be a constant or a $n parameter, not {what}", sig.params[slot].name, sig.name),
-            )
-            .with_hint("Pass literals or bind parameters, e.g. inputs => ARRAY['text'] or inputs => $1."));
-        }
-        args[slot] = Some(raw.expr.clone());
+        args[slot] = Some(raw.clone());
     }
     for (spec, arg) in sig.params.iter().zip(&args) {
         if arg.is_none() && spec.default.is_none() {
@@ -272,36 +330,37 @@ fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
     Ok(BoundCall { site, function, args })
 }
 
-fn find_unsupported(e: &ArgExpr) -> ArgExpr {
-    match e {
-        ArgExpr::Unsupported(_) => e.clone(),
-        ArgExpr::Cast(inner, _) => find_unsupported(inner),
-        ArgExpr::Array(items) => items.iter().map(find_unsupported).find(|x| matches!(x, ArgExpr::Unsupported(_))).unwrap_or(ArgExpr::Const(Value::Null)),
-        _ => ArgExpr::Const(Value::Null),
-    }
-}
-
 fn evaluate_args(call: &BoundCall, params: &[Param]) -> Result<Args, SqlError> {
     let sig = call.function.signature();
     let mut out = Args::new();
     for (spec, arg) in sig.params.iter().zip(&call.args) {
-        let v = match arg {
-            None => spec.default.clone().unwrap_or(Value::Null),
-            Some(a) => eval(a, params)?.coerce(spec.ty).map_err(|e| SqlError {
-                message: format!("argument \"{}\" of pgml.{}: {}", spec.name, sig.name, e.message),
-                ..e
-            })?,
-        };
-        out.insert(spec.name, v);
+        out.insert(spec.name, eval_arg(sig.name, spec, arg.as_ref().map(|a| &a.expr), params)?);
     }
     Ok(out)
+}
+
+/// The value of one constant argument coerced to its declared type (the default when the
+/// argument is omitted); errors name the argument.
+pub(crate) fn eval_arg(
+    function: &str,
+    spec: &ParamSpec,
+    arg: Option<&ArgExpr>,
+    params: &[Param],
+) -> Result<Value, SqlError> {
+    match arg {
+        None => Ok(spec.default.clone().unwrap_or(Value::Null)),
+        Some(a) => eval(a, params)?.coerce(spec.ty).map_err(|e| SqlError {
+            message: format!("argument \"{}\" of pgml.{function}: {}", spec.name, e.message),
+            ..e
+        }),
+    }
 }
 
 fn eval(e: &ArgExpr, params: &[Param]) -> Result<Value, SqlError> {
     match e {
         ArgExpr::Const(v) => Ok(v.clone()),
         ArgExpr::Param(n) => params
-            .get(n - 1)
+            .get(n.wrapping_sub(1))
             .ok_or_else(|| SqlError::new(codes::UNDEFINED_PARAMETER, format!("there is no parameter ${n}")))?
             .decode(*n),
         ArgExpr::Array(items) => Ok(Value::Array(items.iter().map(|i| eval(i, params)).collect::<Result<_, _>>()?)),

@@ -218,7 +218,9 @@ impl Value {
 pub fn dollar_quote(text: &str) -> String {
     let mut tag = String::from("$pgmld$");
     let mut n = 0u32;
-    while text.contains(&tag) {
+    // The closing tag must be the first occurrence of the tag after the opening one: also
+    // not formed by the text's end with the tag's first characters (`x$pgmld` + `$pgmld$`).
+    while format!("{text}{tag}").find(&tag) != Some(text.len()) {
         n += 1;
         tag = format!("$pgmld{n}$");
     }
@@ -371,6 +373,8 @@ mod tests {
             "$pgmld1$a$pgmld$b$pgmld1$::text"
         );
         assert_eq!(Value::Null.to_sql_literal(SqlType::Jsonb), "NULL::jsonb");
+        assert_eq!(dollar_quote("x$pgmld"), "$pgmld1$x$pgmld$pgmld1$");
+        assert_eq!(dollar_quote("a$"), "$pgmld$a$$pgmld$");
     }
 
     #[test]

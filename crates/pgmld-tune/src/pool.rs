@@ -45,7 +45,8 @@ impl DeviceSpec {
         Ok(v)
     }
 
-    fn resolve(self) -> Device {
+    /// The libtorch device this names (`auto` picks CUDA when libtorch sees a GPU).
+    pub fn resolve(self) -> Device {
         match self {
             DeviceSpec::Auto => pgmld_ml::best_device(),
             DeviceSpec::Cpu => Device::Cpu,

@@ -23,6 +23,13 @@ pub struct ModelSource {
     _extracted: Option<tempfile::TempDir>,
 }
 
+impl ModelSource {
+    /// A directory that needs no cleanup (a local checkpoint, a Hub cache snapshot).
+    pub fn from_dir(dir: PathBuf, origin: String) -> Self {
+        ModelSource { dir, parent_id: None, origin, _extracted: None }
+    }
+}
+
 fn looks_like_path(name: &str) -> bool {
     name.starts_with('/') || name.starts_with("./") || name.starts_with("../") || name.starts_with("file://")
 }
@@ -60,37 +67,74 @@ async fn extract(client: &Client, model_id: i64, tmp_root: &Path) -> Result<(Pat
     Ok((tmp.path().to_path_buf(), tmp))
 }
 
-/// Resolves `name` in this order: `pgml:<id>`, a path, a project of this database, the Hub.
-pub async fn resolve(client: &Client, name: &str, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+/// Where a model name points, before anything is downloaded or extracted: cheap enough to
+/// run on every `pgml.transform` call, so a model cache can be keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelRef {
+    /// A successful model stored in pgml.files (`pgml:<id>`, or a project's model).
+    Stored {
+        /// `pgml.models.id`.
+        id: i64,
+        /// Its project's task (text-classification, ...).
+        task: String,
+        /// How the caller named it, for messages.
+        via: String,
+    },
+    /// A local checkpoint directory.
+    Dir(PathBuf),
+    /// Anything else: a Hugging Face Hub repo id.
+    Hub(String),
+}
+
+impl ModelRef {
+    /// A stable identity for caches (`pgml:<database>:<id>`, `dir:<path>`, `hub:<repo>`).
+    pub fn cache_key(&self, database: &str) -> String {
+        match self {
+            ModelRef::Stored { id, .. } => format!("pgml:{database}:{id}"),
+            ModelRef::Dir(p) => format!("dir:{}", p.display()),
+            ModelRef::Hub(r) => format!("hub:{r}"),
+        }
+    }
+}
+
+async fn stored(client: &Client, id: i64, name: &str) -> Result<ModelRef> {
+    let row = client
+        .query_opt(
+            "SELECT m.status, p.task FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| TuneError::pg(format!("looking up model {id}"), e))?;
+    let Some(row) = row else {
+        return Err(TuneError::ModelNotFound {
+            message: format!("model \"{name}\" not found"),
+            detail: format!("pgml.models has no model with id {id} in this database."),
+        });
+    };
+    let (status, task): (String, Option<String>) = (row.get(0), row.get(1));
+    if status != "successful" {
+        return Err(TuneError::ModelNotFound {
+            message: format!("model {id} is {status}, not successful"),
+            detail: "Only successful models have files to start from.".into(),
+        });
+    }
+    Ok(ModelRef::Stored { id, task: task.unwrap_or_default(), via: name.to_string() })
+}
+
+/// Finds what `name` refers to, in this order: `pgml:<id>`, a path, a project of this
+/// database (its deployed model), else a Hub repo id. Touches neither the Hub nor the files.
+pub async fn locate(client: &Client, name: &str) -> Result<ModelRef> {
     let name = name.trim();
     if let Some(id) = name.strip_prefix("pgml:") {
         let id: i64 = id.trim().parse().map_err(|_| {
             TuneError::bad(format!("invalid stored model reference \"{name}\""), "Use pgml:<model id>, e.g. pgml:42.")
         })?;
-        let status: Option<String> = client
-            .query_opt("SELECT status FROM pgml.models WHERE id = $1", &[&id])
-            .await
-            .map_err(|e| TuneError::pg(format!("looking up model {id}"), e))?
-            .map(|r| r.get(0));
-        return match status.as_deref() {
-            Some("successful") => {
-                let (dir, tmp) = extract(client, id, tmp_root).await?;
-                Ok(ModelSource { dir, parent_id: Some(id), origin: format!("pgml.files (model {id})"), _extracted: Some(tmp) })
-            }
-            Some(other) => Err(TuneError::ModelNotFound {
-                message: format!("model {id} is {other}, not successful"),
-                detail: "Only successful models have files to start from.".into(),
-            }),
-            None => Err(TuneError::ModelNotFound {
-                message: format!("model \"{name}\" not found"),
-                detail: format!("pgml.models has no model with id {id} in this database."),
-            }),
-        };
+        return stored(client, id, name).await;
     }
     let as_path = PathBuf::from(name.strip_prefix("file://").unwrap_or(name));
     if looks_like_path(name) || as_path.is_dir() {
         if as_path.join("config.json").is_file() {
-            return Ok(ModelSource { dir: as_path, parent_id: None, origin: format!("local directory {name}"), _extracted: None });
+            return Ok(ModelRef::Dir(as_path));
         }
         return Err(TuneError::ModelNotFound {
             message: format!("model \"{name}\" not found"),
@@ -98,21 +142,41 @@ pub async fn resolve(client: &Client, name: &str, hub: &HubConfig, tmp_root: &Pa
         });
     }
     if let Some(id) = project_model(client, name).await? {
-        let (dir, tmp) = extract(client, id, tmp_root).await?;
-        return Ok(ModelSource {
-            dir,
-            parent_id: Some(id),
-            origin: format!("project {name} (model {id}, from pgml.files)"),
-            _extracted: Some(tmp),
-        });
+        return stored(client, id, &format!("project {name}")).await;
     }
-    match pgmld_datasets::hub::fetch_model_files(hub, name, None).await {
-        Ok(dir) => Ok(ModelSource { dir, parent_id: None, origin: format!("Hugging Face Hub {name}"), _extracted: None }),
-        Err(e) => Err(TuneError::ModelNotFound {
-            message: format!("model \"{name}\" not found"),
-            detail: format!(
-                "Looked for a local directory {name} (none), a pgml project named {name} with a stored model in this database (none), and the Hugging Face Hub: {e}"
-            ),
-        }),
+    Ok(ModelRef::Hub(name.to_string()))
+}
+
+/// Makes `r` a directory on disk: extracts a stored model from pgml.files under
+/// `tmp_root`, or downloads a Hub repo (cache first when offline).
+pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+    match r {
+        ModelRef::Stored { id, via, .. } => {
+            let (dir, tmp) = extract(client, *id, tmp_root).await?;
+            let origin = if via.starts_with("project ") {
+                format!("{via} (model {id}, from pgml.files)")
+            } else {
+                format!("pgml.files (model {id})")
+            };
+            Ok(ModelSource { dir, parent_id: Some(*id), origin, _extracted: Some(tmp) })
+        }
+        ModelRef::Dir(dir) => {
+            Ok(ModelSource { dir: dir.clone(), parent_id: None, origin: format!("local directory {}", dir.display()), _extracted: None })
+        }
+        ModelRef::Hub(name) => match pgmld_datasets::hub::fetch_model_files(hub, name, None).await {
+            Ok(dir) => Ok(ModelSource { dir, parent_id: None, origin: format!("Hugging Face Hub {name}"), _extracted: None }),
+            Err(e) => Err(TuneError::ModelNotFound {
+                message: format!("model \"{name}\" not found"),
+                detail: format!(
+                    "Looked for a local directory {name} (none), a pgml project named {name} with a stored model in this database (none), and the Hugging Face Hub: {e}"
+                ),
+            }),
+        },
     }
+}
+
+/// [`locate`] then [`fetch`].
+pub async fn resolve(client: &Client, name: &str, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+    let r = locate(client, name).await?;
+    fetch(client, &r, hub, tmp_root).await
 }

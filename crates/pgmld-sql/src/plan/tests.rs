@@ -106,8 +106,6 @@ fn binding_errors_name_the_problem() {
     assert!(e.message.contains("\"sourc\""), "{}", e.message);
     let e = Plan::build("SELECT pgml.load_dataset()", &r).err().unwrap();
     assert!(e.message.contains("\"source\""), "{}", e.message);
-    let e = Plan::build("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t", &r).err().unwrap();
-    assert_eq!(e.code, "0A000");
     let e = Plan::build("SELECT pgml.version(1)", &r).err().unwrap();
     assert_eq!(e.code, "42883");
 }
@@ -121,4 +119,39 @@ async fn bad_argument_values_name_the_argument() {
     let p = Plan::build("SELECT pgml.transform($2)", &registry()).unwrap().unwrap();
     let e = p.execute(&[text("{}")], &ctx()).await.unwrap_err();
     assert_eq!(e.code, "42P02");
+}
+
+#[tokio::test]
+async fn per_row_calls_are_shaped_but_not_executed() {
+    let r = registry();
+    let sql = "SELECT id, pgml.transform($1, inputs => ARRAY[body || $2]) -> 0 AS r FROM docs WHERE id > $3";
+    let p = Plan::build(sql, &r).unwrap().unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT id, (CASE WHEN ($1)::jsonb IS NULL OR (ARRAY[body || $2])::text[] IS NULL THEN NULL::jsonb END) -> 0 AS r \
+         FROM docs WHERE id > $3"
+    );
+    let e = p.execute(&[text("{}"), text("x"), text("1")], &ctx()).await.unwrap_err();
+    assert_eq!(e.code, "XX000");
+    assert_eq!(e.position, Some(12));
+    // A call nested in a per-row argument is shaped too, never sent upstream as written.
+    let p = Plan::build("SELECT pgml.transform(pgml.transform('{}', inputs => ARRAY[a]) -> 'task') FROM t", &r)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT (CASE WHEN ((CASE WHEN (ARRAY[a])::text[] IS NULL THEN NULL::jsonb END) -> 'task')::jsonb IS NULL \
+         THEN NULL::jsonb END) AS \"transform\" FROM t"
+    );
+    assert_eq!(p.function_names(), vec!["transform"]);
+    let e = Plan::build("SELECT pgml.transform(pgml.nope(a)) FROM t", &r).err().unwrap();
+    assert_eq!((e.code, e.position), ("42883", Some(23)));
+}
+
+#[tokio::test]
+async fn calls_that_name_their_item_keep_the_name() {
+    let p = Plan::build("SELECT pgml.version()::text, (pgml.version()) || '!' AS v", &registry()).unwrap().unwrap();
+    assert_eq!(p.shape_sql(), "SELECT (SELECT NULL::text AS \"version\")::text, (NULL::text) || '!' AS v");
+    let sql = p.execute(&[], &ctx()).await.unwrap();
+    assert!(sql.starts_with("SELECT (SELECT $pgmld$pgmld "), "{sql}");
 }

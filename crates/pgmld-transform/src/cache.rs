@@ -1,0 +1,189 @@
+//! One model cache for every session: a model loads once (concurrent first callers wait
+//! for the same load), stays on its worker thread while cached, and the least recently
+//! used models leave when the weights in memory exceed the budget.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use pgmld_metrics::Metrics;
+use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
+use pgmld_tune::resolve::ModelSource;
+use tch::Device;
+use tokio::sync::{oneshot, OnceCell};
+
+use crate::error::TransformError;
+use crate::worker::{self, Batching, Request};
+
+/// A model on its worker thread, with what callers need to shape results.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The name it was loaded under, for messages.
+    pub name: String,
+    /// Class names in id order.
+    pub labels: Vec<String>,
+    /// Longest input in tokens.
+    pub max_length: usize,
+    /// Scoring function when the caller names none.
+    pub default_fn: ScoreFn,
+    /// Bytes of weights.
+    pub bytes: u64,
+    tx: std::sync::mpsc::Sender<Request>,
+}
+
+impl LoadedModel {
+    /// Logits for `inputs`, computed on the model's thread (batched with other callers').
+    pub async fn classify(&self, inputs: Vec<ClassifyInput>, cancelled: Arc<AtomicBool>) -> Result<Vec<ClassScores>, TransformError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { inputs, cancelled: cancelled.clone(), reply })
+            .map_err(|_| TransformError::Internal(format!("the worker of model {} stopped", self.name)))?;
+        match rx.await {
+            Ok(Ok(scores)) => Ok(scores),
+            Ok(Err(message)) => Err(TransformError::Load { model: self.name.clone(), message }),
+            Err(_) if cancelled.load(Ordering::Relaxed) => Err(TransformError::Cancelled),
+            Err(_) => Err(TransformError::Internal(format!("the worker of model {} dropped a request", self.name))),
+        }
+    }
+}
+
+struct Slot {
+    cell: OnceCell<Arc<LoadedModel>>,
+    last_used: AtomicU64,
+}
+
+/// The shared cache.
+pub struct ModelCache {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    budget_bytes: u64,
+    batching: Batching,
+    device: Device,
+    metrics: Arc<Metrics>,
+    clock: AtomicU64,
+}
+
+impl ModelCache {
+    /// An empty cache holding at most `budget_bytes` of weights (one model always fits,
+    /// whatever its size), running models on `device`.
+    pub fn new(budget_bytes: u64, batching: Batching, device: Device, metrics: Arc<Metrics>) -> Self {
+        ModelCache { slots: Mutex::new(HashMap::new()), budget_bytes, batching, device, metrics, clock: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model cached under `key`, loading it from the directory `fetch` produces when
+    /// absent. Concurrent callers with one key share one load.
+    pub async fn get_or_load<F, Fut>(&self, key: &str, name: &str, fetch: F) -> Result<Arc<LoadedModel>, TransformError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<ModelSource, TransformError>>,
+    {
+        let slot = {
+            let mut slots = self.lock();
+            slots.entry(key.to_string()).or_insert_with(|| Arc::new(Slot { cell: OnceCell::new(), last_used: AtomicU64::new(0) })).clone()
+        };
+        slot.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let mut loaded_here = false;
+        let result = slot
+            .cell
+            .get_or_try_init(|| async {
+                loaded_here = true;
+                let source = fetch().await?;
+                self.load(name, source).await
+            })
+            .await
+            .cloned();
+        match &result {
+            Err(_) => {
+                let mut slots = self.lock();
+                if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.cell.get().is_none()) {
+                    slots.remove(key);
+                }
+            }
+            Ok(_) if loaded_here => self.evict(key),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn load(&self, name: &str, source: ModelSource) -> Result<Arc<LoadedModel>, TransformError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (device, batching, metrics) = (self.device, self.batching, self.metrics.clone());
+        let thread_name = format!("pgmld-model-{}", name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>());
+        let started = Instant::now();
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let loaded = std::panic::catch_unwind(|| TextClassifier::load(&source.dir, device));
+                drop(source); // an extracted pgml.files copy is no longer needed
+                match loaded {
+                    Ok(Ok(model)) => {
+                        let info = (model.labels().to_vec(), model.max_length(), model.default_score_fn(), model.weight_bytes());
+                        if ready_tx.send(Ok(info)).is_ok() {
+                            worker::serve(model, rx, batching, metrics);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                    Err(_) => {
+                        let _ = ready_tx.send(Err(pgmld_ml::Error::Unsupported("loading panicked".into())));
+                    }
+                }
+            })
+            .map_err(|e| TransformError::Internal(format!("starting a model thread: {e}")))?;
+        let (labels, max_length, default_fn, bytes) = match ready_rx.await {
+            Ok(Ok(info)) => info,
+            Ok(Err(pgmld_ml::Error::Unsupported(m))) if m.contains("no trained text-classification head") => {
+                return Err(TransformError::WrongTask {
+                    message: format!("model \"{name}\" is not a text-classification model"),
+                    detail: m,
+                })
+            }
+            Ok(Err(e)) => return Err(TransformError::Load { model: name.to_string(), message: e.to_string() }),
+            Err(_) => return Err(TransformError::Internal(format!("the loader of model {name} stopped"))),
+        };
+        self.metrics.model_loads.inc();
+        tracing::info!(
+            model = name,
+            ms = started.elapsed().as_millis() as u64,
+            mib = bytes / (1 << 20),
+            "loaded model into the inference cache"
+        );
+        Ok(Arc::new(LoadedModel { name: name.to_string(), labels, max_length, default_fn, bytes, tx }))
+    }
+
+    /// Drops least recently used models (never `keep`) until the weights fit the budget.
+    fn evict(&self, keep: &str) {
+        let mut slots = self.lock();
+        let mut total: u64 = slots.values().filter_map(|s| s.cell.get()).map(|m| m.bytes).sum();
+        while total > self.budget_bytes {
+            let victim = slots
+                .iter()
+                .filter(|(k, s)| k.as_str() != keep && s.cell.get().is_some())
+                .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some(slot) = slots.remove(&victim) {
+                let bytes = slot.cell.get().map_or(0, |m| m.bytes);
+                total -= bytes;
+                tracing::info!(model = victim, mib = bytes / (1 << 20), "evicted model from the inference cache");
+            }
+        }
+        self.metrics.models_cached.set(slots.values().filter(|s| s.cell.get().is_some()).count() as i64);
+        self.metrics.model_cache_bytes.set(total as i64);
+    }
+
+    /// Keys of the models loaded now, for tests and logs.
+    pub fn loaded(&self) -> Vec<String> {
+        let slots = self.lock();
+        let mut keys: Vec<String> = slots.iter().filter(|(_, s)| s.cell.get().is_some()).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys
+    }
+}

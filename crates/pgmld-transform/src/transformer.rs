@@ -1,0 +1,180 @@
+//! One `pgml.transform` text-classification call end to end: find the model, get it from
+//! the shared cache, score the inputs on its worker, shape the JSON, and tell the client
+//! about inputs that had to be truncated.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pgmld_datasets::hub::HubConfig;
+use pgmld_ml::{ClassScores, ClassifyInput};
+use pgmld_sql::{CallContext, Notice};
+use pgmld_tune::resolve::{self, ModelRef};
+use serde_json::{json, Value as Json};
+use tokio_postgres::Client;
+
+use crate::cache::{LoadedModel, ModelCache};
+use crate::error::TransformError;
+use crate::request::{ClassifyRequest, TopK};
+
+/// Serves `pgml.transform` for every database of the upstream.
+pub struct Transformer {
+    /// Upstream URL for pgmld's own connections; the database is swapped per call.
+    pub base_url: String,
+    /// Hub endpoint, token and cache, for Hub repo ids.
+    pub hub: HubConfig,
+    /// Where models stored in pgml.files are unpacked while they load.
+    pub work_dir: PathBuf,
+    /// The shared model cache.
+    pub cache: ModelCache,
+    /// Inputs per worker request; a call's inputs are cut into chunks this size, so other
+    /// sessions' requests interleave with a long per-row query's.
+    pub chunk: usize,
+    /// One connection per database, shared by every session's lookups.
+    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
+}
+
+/// How many truncated inputs a notice names one by one.
+const NOTICE_EXAMPLES: usize = 5;
+
+impl Transformer {
+    /// A transformer over `cache`.
+    pub fn new(base_url: String, hub: HubConfig, work_dir: PathBuf, cache: ModelCache, chunk: usize) -> Self {
+        Transformer { base_url, hub, work_dir, cache, chunk: chunk.max(1), clients: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(database).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let url = pgmld_schema::url_with_database(&self.base_url, database)
+            .map_err(|e| TransformError::Internal(format!("upstream url: {e}")))?;
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| TransformError::Model(pgmld_tune::TuneError::pg(format!("connecting to database {database}"), e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("pgml.transform connection ended: {e}");
+            }
+        });
+        let client = Arc::new(client);
+        clients.insert(database.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// The model `req` names, loaded once for all sessions.
+    pub async fn model(&self, ctx: &CallContext, req: &ClassifyRequest) -> Result<Arc<LoadedModel>, TransformError> {
+        let client = self.client(&ctx.database).await?;
+        let r = resolve::locate(&client, &req.model).await?;
+        if let ModelRef::Stored { id, task, via } = &r {
+            if task != "text-classification" && task != "text-pair-classification" {
+                return Err(TransformError::WrongTask {
+                    message: format!("model \"{}\" was trained for {task}, not text-classification", req.model),
+                    detail: format!("{via} resolves to pgml.models id {id}, whose project's task is {task}."),
+                });
+            }
+        }
+        let key = cache_key(&r, &ctx.database, req.revision.as_deref());
+        let tmp_root = self.work_dir.join("transform");
+        self.cache
+            .get_or_load(&key, &req.model, || async {
+                match (&r, &req.revision) {
+                    (ModelRef::Hub(name), Some(rev)) => {
+                        let dir = pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(|e| {
+                            TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                                message: format!("model \"{name}\" revision {rev} not found"),
+                                detail: format!("Hugging Face Hub: {e}"),
+                            })
+                        })?;
+                        Ok(resolve::ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
+                    }
+                    _ => Ok(resolve::fetch(&client, &r, &self.hub, &tmp_root).await?),
+                }
+            })
+            .await
+    }
+
+    /// Scores `inputs` with the model `req` names and returns one JSON result per input.
+    pub async fn classify(&self, ctx: &CallContext, req: &ClassifyRequest, inputs: &[ClassifyInput]) -> Result<Vec<Json>, TransformError> {
+        let model = self.model(ctx, req).await?;
+        // Longest first, so each chunk pads to inputs of similar length.
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].text.len() + inputs[i].text_pair.as_ref().map_or(0, String::len)));
+        let pending: Vec<_> = order
+            .chunks(self.chunk)
+            .map(|chunk| {
+                let part: Vec<ClassifyInput> = chunk.iter().map(|&i| inputs[i].clone()).collect();
+                model.classify(part, ctx.cancelled.clone())
+            })
+            .collect();
+        let mut scores: Vec<Option<ClassScores>> = vec![None; inputs.len()];
+        let answers = futures_util::future::join_all(pending).await;
+        if ctx.is_cancelled() {
+            return Err(TransformError::Cancelled);
+        }
+        for (chunk, answer) in order.chunks(self.chunk).zip(answers) {
+            for (&i, s) in chunk.iter().zip(answer?) {
+                scores[i] = Some(s);
+            }
+        }
+        let scores: Vec<ClassScores> = scores.into_iter().map(Option::unwrap_or_default).collect();
+        notice_truncated(ctx, &model, &scores);
+        Ok(scores.iter().map(|s| shape(&model, req, s)).collect())
+    }
+}
+
+/// Cache identity: stored models by database and id (a new deployment is a new key),
+/// local directories by path and modification time (a rewritten checkpoint reloads),
+/// Hub repos by id and revision.
+fn cache_key(r: &ModelRef, database: &str, revision: Option<&str>) -> String {
+    match r {
+        ModelRef::Dir(dir) => {
+            let stamp = |f: &str| -> u128 {
+                std::fs::metadata(dir.join(f))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos())
+            };
+            let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            format!("dir:{}@{}-{}", canon.display(), stamp("config.json"), stamp("model.safetensors"))
+        }
+        ModelRef::Hub(repo) => format!("hub:{repo}@{}", revision.unwrap_or("main")),
+        other => other.cache_key(database),
+    }
+}
+
+/// The pipeline's output for one input: `{"label", "score"}`, or the ranked classes.
+fn shape(model: &LoadedModel, req: &ClassifyRequest, s: &ClassScores) -> Json {
+    let scores = req.score_fn.unwrap_or(model.default_fn).apply(&s.logits);
+    let entry = |(i, score): (usize, f32)| {
+        let label = model.labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"));
+        json!({"label": label, "score": score as f64})
+    };
+    let ranked = pgmld_ml::text_classification::ranked(&scores);
+    match req.top_k {
+        TopK::Best => ranked.into_iter().next().map_or(Json::Null, entry),
+        TopK::Ranked(k) => Json::Array(ranked.into_iter().take(k.unwrap_or(usize::MAX)).map(entry).collect()),
+    }
+}
+
+/// One NOTICE per call naming the inputs truncation cut (the first few by position).
+fn notice_truncated(ctx: &CallContext, model: &LoadedModel, scores: &[ClassScores]) {
+    let cut: Vec<(usize, usize)> = scores.iter().enumerate().filter_map(|(i, s)| s.truncated_from.map(|n| (i + 1, n))).collect();
+    if cut.is_empty() {
+        return;
+    }
+    let examples: Vec<String> = cut.iter().take(NOTICE_EXAMPLES).map(|(i, n)| format!("input {i}: {n} tokens")).collect();
+    let more = if cut.len() > NOTICE_EXAMPLES { format!(", and {} more", cut.len() - NOTICE_EXAMPLES) } else { String::new() };
+    let message = format!(
+        "{} of {} inputs exceed model \"{}\"'s maximum of {} tokens and were truncated ({}{more})",
+        cut.len(),
+        scores.len(),
+        model.name,
+        model.max_length,
+        examples.join(", ")
+    );
+    (ctx.notices)(Notice { severity: "NOTICE", message });
+}
+

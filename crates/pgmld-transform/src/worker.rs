@@ -1,0 +1,85 @@
+//! The thread that owns one loaded model. Tensors are not `Sync`, so each model lives on
+//! its own thread; requests from every session queue on its channel, and the thread
+//! gathers what arrived within `max_wait` (up to `max_batch` inputs) into one pass.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgmld_metrics::Metrics;
+use pgmld_ml::{ClassScores, ClassifyInput, TextClassifier};
+use tokio::sync::oneshot;
+
+/// One chunk of a call's inputs, answered with their logits in order.
+pub struct Request {
+    /// The inputs.
+    pub inputs: Vec<ClassifyInput>,
+    /// Set when the caller gave up (cancel, disconnect): skip the work.
+    pub cancelled: Arc<AtomicBool>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Vec<ClassScores>, String>>,
+}
+
+/// How a worker batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most inputs in one forward pass.
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for others to join it.
+    pub max_wait: Duration,
+}
+
+/// Serves requests until every sender is gone (the model left the cache and no call
+/// holds it), then drops the model.
+pub fn serve(model: TextClassifier, rx: Receiver<Request>, batching: Batching, metrics: Arc<Metrics>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let mut inputs = batch[0].inputs.len();
+        let deadline = Instant::now() + batching.max_wait;
+        while inputs < batching.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(r) => {
+                    inputs += r.inputs.len();
+                    batch.push(r);
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        batch.retain(|r| !r.cancelled.load(Ordering::Relaxed) && !r.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let all: Vec<ClassifyInput> = batch.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.classify(&all, batching.max_batch)));
+        metrics.inference_batches.inc_by(all.len().div_ceil(batching.max_batch.max(1)) as u64);
+        metrics.inference_inputs.inc_by(all.len() as u64);
+        tracing::debug!(requests = batch.len(), inputs = all.len(), ms = started.elapsed().as_millis() as u64, "inference batch");
+        match result {
+            Ok(Ok(scores)) => {
+                let mut it = scores.into_iter();
+                for r in batch {
+                    let mine: Vec<ClassScores> = it.by_ref().take(r.inputs.len()).collect();
+                    let _ = r.reply.send(Ok(mine));
+                }
+            }
+            Ok(Err(e)) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.to_string()));
+                }
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "inference panicked".into());
+                for r in batch {
+                    let _ = r.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
