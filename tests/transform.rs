@@ -126,6 +126,15 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     expect_err(&c, &call(&lit(&task("/no/such/dir")), "'{}'", "ARRAY['a']"), "58P01", "/no/such/dir").await;
     let base = support::models::minilm_dir().display().to_string();
     expect_err(&c, &call(&lit(&task(&base)), "'{}'", "ARRAY['a']"), "22023", "not a text-classification model").await;
+    // A stored model of another task (a conversation project) is refused by name.
+    c.batch_execute(
+        "WITH p AS (INSERT INTO pgml.projects (name, task) VALUES ('chatty', 'conversation') RETURNING id) \
+         INSERT INTO pgml.models (project_id, algorithm, status) SELECT id, 'llama', 'successful' FROM p",
+    )
+    .await
+    .unwrap();
+    let other = expect_err(&c, &call(&lit(&task("chatty")), "'{}'", "ARRAY['a']"), "22023", "trained for conversation").await;
+    assert!(other.contains("project chatty"), "{other}");
     // Inside a transaction an error aborts it, as in Postgres.
     c.batch_execute("BEGIN").await.unwrap();
     assert!(c.query(&call(&tj, "'{}'", "ARRAY[NULL::text]"), &[]).await.is_err());

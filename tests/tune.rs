@@ -486,7 +486,8 @@ SELECT count(*) AS files FROM pgml.files;
 }
 
 /// `model_name` as a Hub repo id (served by a local hub-compatible server into a fresh
-/// cache) and as `pgml:<model id>` (a stored model, restored from pgml.files).
+/// cache) and as `pgml:<model id>` (a stored model, restored from pgml.files); the same
+/// repo id in `pgml.transform`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_from_the_hub_and_by_stored_id() {
     let data = imdb_balanced(0, 120);
@@ -519,6 +520,16 @@ async fn model_from_the_hub_and_by_stored_id() {
     let parent: Option<i64> = c.query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
     assert_eq!(parent, Some(first));
     expect_err(&c, &tune_sql("again", "reviews", "pgml:999999", hp, ""), "58P01", "999999").await;
+    // pgml.transform takes the same Hub repo id, and a revision.
+    for task in [
+        r#"{"task": "text-classification", "model": "pgmld-test/tiny-bert"}"#,
+        r#"{"task": "text-classification", "model": "pgmld-test/tiny-bert", "revision": "main"}"#,
+    ] {
+        let sql = format!("SELECT pgml.transform(task => '{task}'::jsonb, inputs => ARRAY['fine', 'awful'])");
+        let r: serde_json::Value = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text())).get(0);
+        assert_eq!(r.as_array().map(Vec::len), Some(2), "{r}");
+        assert!(r[0]["label"].as_str().unwrap().starts_with("LABEL_"), "{r}");
+    }
     hub.stop();
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&cache);

@@ -74,7 +74,8 @@ pub struct Config {
     /// model's worker in chunks of this size. Default `32`.
     pub transform_max_batch: usize,
     /// How long, in milliseconds, an inference request waits for concurrent requests to
-    /// the same model to join its batch. Default `5`.
+    /// the same model to join its batch. With `0`, requests that queued while the model
+    /// was busy still share the next pass, and a lone request never waits. Default `0`.
     pub transform_max_wait_ms: u64,
     /// Device inference runs on: `auto` (CUDA when libtorch sees a GPU, else CPU), `cpu`,
     /// `cuda` or `cuda:N`. Default `"auto"`.
@@ -103,7 +104,7 @@ impl Default for Config {
             file_part_bytes: 16 << 20,
             transform_cache_bytes: 4 << 30,
             transform_max_batch: 32,
-            transform_max_wait_ms: 5,
+            transform_max_wait_ms: 0,
             transform_device: "auto".into(),
         }
     }

@@ -3,7 +3,7 @@
 //! gathers what arrived within `max_wait` (up to `max_batch` inputs) into one pass.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,9 @@ pub struct Request {
 pub struct Batching {
     /// Most inputs in one forward pass.
     pub max_batch: usize,
-    /// How long the first request of a batch waits for others to join it.
+    /// How long the first request of a batch waits for others to join it (zero: only
+    /// requests already queued join, which under load are those that arrived while the
+    /// previous batch ran).
     pub max_wait: Duration,
 }
 
@@ -36,16 +38,24 @@ pub fn serve(model: TextClassifier, rx: Receiver<Request>, batching: Batching, m
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let mut inputs = batch[0].inputs.len();
+        // Requests that queued while the previous batch ran join at once; with a wait
+        // configured, the first one also waits that long for company.
         let deadline = Instant::now() + batching.max_wait;
         while inputs < batching.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(r) => {
-                    inputs += r.inputs.len();
-                    batch.push(r);
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-            }
+            let next = match rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => match rx.recv_timeout(left) {
+                        Ok(r) => Some(r),
+                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+                    },
+                    _ => None,
+                },
+            };
+            let Some(r) = next else { break };
+            inputs += r.inputs.len();
+            batch.push(r);
         }
         batch.retain(|r| !r.cancelled.load(Ordering::Relaxed) && !r.reply.is_closed());
         if batch.is_empty() {
