@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::Value as Json;
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert};
-use support::{sqlstate, Pgmld, Start, TestDb};
+use support::{expect_err, sqlstate, Pgmld, Start, TestDb};
 
 fn task(model: &str) -> String {
     serde_json::json!({"task": "text-classification", "model": model}).to_string()
@@ -40,17 +40,6 @@ async fn reviews_table(db: &str, n: usize) -> Vec<(String, &'static str)> {
     data
 }
 
-async fn expect_err(c: &tokio_postgres::Client, sql: &str, code: &str, needle: &str) -> String {
-    let e = c.query(sql, &[]).await.expect_err(sql);
-    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
-    let text = format!("{} | {} | {}", db.message(), db.detail().unwrap_or(""), db.hint().unwrap_or(""));
-    assert_eq!(sqlstate(&e), code, "{sql}: {text}");
-    assert!(text.contains(needle), "{sql}: expected {needle:?} in {text}");
-    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
-    assert_eq!(one, 1, "session usable after {sql}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     let data = imdb_balanced(0, 200);
@@ -78,6 +67,13 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
         let (a, b) = (ranked[0]["score"].as_f64().unwrap(), ranked[1]["score"].as_f64().unwrap());
         assert!(a >= b && (a + b - 1.0).abs() < 1e-5, "{all}");
     }
+    // Extended protocol with bind parameters, as drivers and the SDK send it.
+    let params = c
+        .query_one("SELECT pgml.transform(task => $1, inputs => $2, args => $3)", &[&task(&m), &vec!["I loved it", "Awful, boring film", "ok"], &serde_json::json!({})])
+        .await
+        .unwrap()
+        .get::<_, Json>(0);
+    assert_eq!(&params, &got);
     let top1 = classify(&c, &m, r#"{"top_k": 1}"#, &["ok"]).await.unwrap();
     assert_eq!(top1[0].as_array().unwrap().len(), 1);
     // Batching pads; scores must not depend on what else is in the batch.
@@ -255,7 +251,8 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
     let model = tiny_bert(&texts);
     let db = TestDb::create();
     create_table(&db.name, "train", &["text", "class"], &rows2(&data)).await;
-    let p = Pgmld::start();
+    // Requests wait up to 20 ms for company, so concurrent sessions share passes.
+    let p = Pgmld::start_with(Start { env: vec![("PGMLD_TRANSFORM_MAX_WAIT_MS".into(), "20".into())], ..Start::default() });
     let c = p.connect(&db.name).await;
     let tune = format!(
         "SELECT status FROM pgml.tune('tiny_sentiment', task => 'text-classification', relation_name => 'train', \
@@ -283,6 +280,7 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
     for (t, _) in &reviews {
         expected.push(classify(&c, "tiny_sentiment", "{}", &[t]).await.unwrap()[0].clone());
     }
+    let batches_before = p.metric("pgmld_inference_batches_total");
     let mut handles = Vec::new();
     for s in 0..8 {
         let client = p.connect(&db.name).await;
@@ -308,6 +306,9 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
         }
     }
     assert_eq!(answered, 3 * 40);
+    let passes = p.metric("pgmld_inference_batches_total") - batches_before;
+    println!("120 concurrent one-input calls ran in {passes} forward passes");
+    assert!(passes <= 60.0, "concurrent requests share forward passes: {passes} for 120 calls");
     assert_eq!(p.metric("pgmld_model_loads_total"), loads, "no reload across sessions");
     assert_eq!(loads, 1.0, "pgml:{id} and the project name share one cached model");
     assert_eq!(p.metric("pgmld_models_cached"), 1.0);

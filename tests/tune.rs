@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert};
-use support::{psql_script, sqlstate, Pgmld, Start, TestDb};
+use support::{expect_err, psql_script, sqlstate, Pgmld, Start, TestDb};
 
 fn rows2(v: &[(String, &str)]) -> Vec<Vec<String>> {
     v.iter().map(|(t, c)| vec![t.clone(), c.to_string()]).collect()
@@ -141,15 +141,6 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     assert_eq!(parent, Some(model_id));
     client.query_one("SELECT 1", &[]).await.unwrap();
     let _ = std::fs::remove_dir_all(&model);
-}
-
-/// Asserts a statement fails with `code` and a message containing `needle`.
-async fn expect_err(c: &tokio_postgres::Client, sql: &str, code: &str, needle: &str) {
-    let e = c.query(sql, &[]).await.err().unwrap_or_else(|| panic!("{sql} succeeded"));
-    let msg = e.as_db_error().map(|d| format!("{} | {:?} | {:?}", d.message(), d.detail(), d.hint())).unwrap_or_default();
-    assert_eq!(sqlstate(&e), code, "{sql}: {msg}");
-    assert!(msg.contains(needle), "{sql}: {msg} lacks {needle}");
-    c.query_one("SELECT 1", &[]).await.expect("session usable after the error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,3 +223,18 @@ pub fn psql_port(port: u16, db: &str, script: &str, extra: &[&str]) -> (bool, St
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
+
+/// Asserts a statement fails with `code` and a message, detail or hint containing
+/// `needle`, and that the session still answers afterwards. Returns
+/// "message | detail | hint" for further checks.
+pub async fn expect_err(c: &tokio_postgres::Client, sql: &str, code: &str, needle: &str) -> String {
+    let e = c.query(sql, &[]).await.err().unwrap_or_else(|| panic!("{sql} succeeded"));
+    let text = e
+        .as_db_error()
+        .map(|d| format!("{} | {} | {}", d.message(), d.detail().unwrap_or(""), d.hint().unwrap_or("")))
+        .unwrap_or_else(|| e.to_string());
+    assert_eq!(sqlstate(&e), code, "{sql}: {text}");
+    assert!(text.contains(needle), "{sql}: expected {needle:?} in {text}");
+    c.query_one("SELECT 1", &[]).await.expect("session usable after the error");
+    text
+}
