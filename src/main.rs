@@ -141,6 +141,7 @@ async fn run(config: Config) -> Result<()> {
         pool: Arc::new(pool),
         work_dir: config.data_dir.join("work"),
         file_part_bytes: config.file_part_bytes,
+        hub_token: config.hub_token().map(str::to_string),
     };
     registry.register(Arc::new(pgmld_tune::Tune::new(Arc::new(tuner))));
     let device = pgmld_tune::DeviceSpec::parse(&config.transform_device).map_err(anyhow::Error::msg)?.resolve();

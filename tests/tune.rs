@@ -371,7 +371,8 @@ fn guide_walkthrough_through_psql() {
         w.write_record([t.as_str(), if *c == "positive" { "1" } else { "0" }]).unwrap();
     }
     w.flush().unwrap();
-    let p = Pgmld::start();
+    // Offline: the guide's push_to_hub with "YOUR_HUB_TOKEN" must not reach huggingface.co.
+    let p = Pgmld::start_with(Start { env: vec![("HF_HUB_OFFLINE".into(), "1".into())], ..Start::default() });
     let db = TestDb::create();
     let script = format!(
         r#"\set ON_ERROR_STOP 1

@@ -80,6 +80,40 @@ pub struct Config {
     /// Device inference runs on: `auto` (CUDA when libtorch sees a GPU, else CPU), `cpu`,
     /// `cuda` or `cuda:N`. Default `"auto"`.
     pub transform_device: String,
+    /// Hugging Face token `pgml.tune` uses to push models (`push_to_hub`) when the call's
+    /// `training_args.hub_token` is unset; `HF_TOKEN` comes after it. Never printed:
+    /// `--print-config` and `Debug` show `<redacted>`. Default: unset.
+    pub hub_token: Option<SecretString>,
+}
+
+/// A secret setting (a token): `Debug` and serialisation (`--print-config`) show
+/// `<redacted>`; only [`SecretString::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretString(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 impl Default for Config {
@@ -106,6 +140,7 @@ impl Default for Config {
             transform_max_batch: 32,
             transform_max_wait_ms: 0,
             transform_device: "auto".into(),
+            hub_token: None,
         }
     }
 }
@@ -186,6 +221,11 @@ impl Config {
         }
     }
 
+    /// The `hub_token` setting, when set and not blank.
+    pub fn hub_token(&self) -> Option<&str> {
+        self.hub_token.as_ref().map(|t| t.expose().trim()).filter(|t| !t.is_empty())
+    }
+
     /// Seconds as a [`std::time::Duration`], for upstream connects.
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.connect_timeout_secs)
@@ -215,6 +255,7 @@ pub const FIELDS: &[&str] = &[
     "transform_max_batch",
     "transform_max_wait_ms",
     "transform_device",
+    "hub_token",
 ];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.
@@ -278,6 +319,17 @@ mod tests {
     }
 
     #[test]
+    fn hub_token_is_read_but_never_shown() {
+        let c = Config::load(None, env(&[("PGMLD_HUB_TOKEN", "hf_config_secret")])).unwrap();
+        assert_eq!(c.hub_token(), Some("hf_config_secret"));
+        let printed = toml::to_string(&c).unwrap();
+        assert!(printed.contains("hub_token = \"<redacted>\""), "{printed}");
+        assert!(!printed.contains("hf_config_secret") && !format!("{c:?}").contains("hf_config_secret"));
+        assert_eq!(Config::load(None, env(&[("PGMLD_HUB_TOKEN", " ")])).unwrap().hub_token(), None);
+        assert_eq!(Config::default().hub_token(), None);
+    }
+
+    #[test]
     fn shipped_example_matches_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pgmld.toml");
         let c = Config::load(Some(&path), env(&[])).unwrap();
@@ -286,7 +338,7 @@ mod tests {
 
     #[test]
     fn fields_list_is_complete() {
-        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), ..Config::default() }).unwrap();
+        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), ..Config::default() }).unwrap();
         let mut keys: Vec<_> = t.keys().cloned().collect();
         keys.sort();
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();

@@ -18,6 +18,7 @@ mod config;
 mod error;
 pub mod layout;
 pub mod model;
+pub mod upload;
 
 pub use config::HubConfig;
 pub use error::HubError;

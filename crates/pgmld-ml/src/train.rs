@@ -190,11 +190,16 @@ fn make_batch(
 /// `on_event` receives a [`TrainEvent::Log`] every `args.logging_steps` optimizer steps
 /// (the only points where the loss is copied to the host, besides evaluations and the end
 /// of training; on CPU the loss is also checked for NaN/inf every step), and a
-/// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for. `should_stop`
+/// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for. `on_save`
+/// receives the model and the optimizer step every `args.save_steps` steps (after that
+/// step's log and evaluation, as HF's checkpoint saves; the last step included when it is a
+/// multiple); it runs on the training thread, so it should only write files and hand them
+/// on. `should_stop`
 /// is polled before every micro-batch; when it returns true training ends with
 /// [`Error::Cancelled`]. A NaN or infinite loss ends it with [`Error::NonFiniteLoss`]
 /// naming the first bad step. With `args.bf16` on CUDA the forward pass runs under
 /// bfloat16 autocast.
+#[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &mut Classifier,
     tokenizer: &TextTokenizer,
@@ -202,6 +207,7 @@ pub fn train_classifier(
     eval: &[Example],
     args: &TrainingArgs,
     mut on_event: impl FnMut(TrainEvent),
+    mut on_save: impl FnMut(&Classifier, i64),
     should_stop: impl Fn() -> bool,
 ) -> Result<TrainOutcome> {
     args.validate()?;
@@ -355,6 +361,9 @@ pub fn train_classifier(
                     epoch: epoch_f,
                     metrics,
                 });
+            }
+            if global_step % args.save_steps == 0 {
+                on_save(model, global_step);
             }
         }
         epoch += 1;

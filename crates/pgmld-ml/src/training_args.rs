@@ -33,20 +33,28 @@ pub enum EvalStrategy {
     Epoch,
 }
 
-/// When the Hub receives the model (HF `hub_strategy`; uploads are served by the hub
-/// integration).
+/// When the Hub receives the model (HF `hub_strategy`). Every strategy pushes the final
+/// model at the end of training (commit "End of training").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HubStrategy {
-    /// At every save and at the end.
+    /// The model at every save (`save_steps`, commit "Training in progress, step N") and at
+    /// the end.
     #[default]
     EverySave,
     /// Only at the end.
     End,
-    /// At every save, including the latest checkpoint (for resuming).
+    /// As `every_save`, plus the latest checkpoint under `last-checkpoint/`.
     Checkpoint,
-    /// Every checkpoint.
+    /// As `every_save`, plus every checkpoint under `checkpoint-<step>/`.
     AllCheckpoints,
+}
+
+impl HubStrategy {
+    /// Whether the model is pushed at each save (every strategy but `end`).
+    pub fn pushes_saves(self) -> bool {
+        self != HubStrategy::End
+    }
 }
 
 /// A secret string (a Hub token): never printed by `Debug` and never serialised, so it
@@ -104,14 +112,16 @@ pub struct TrainingArgs {
     pub bf16: bool,
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
-    /// Upload the model to the Hugging Face Hub.
+    /// Upload the model to the Hugging Face Hub (see `hub_strategy`).
     pub push_to_hub: bool,
-    /// Token for the Hub; never stored or printed.
+    /// Token for the Hub (write access); never serialised, stored or printed. When unset,
+    /// pgmld's `hub_token` setting, else `HF_TOKEN`.
     #[serde(skip_serializing)]
     pub hub_token: Option<Secret>,
-    /// Create the Hub repository as private.
+    /// Create the Hub repository as private (an existing repo keeps its visibility).
     pub hub_private_repo: bool,
-    /// Hub repository id; the token owner's namespace / project name when unset.
+    /// Hub repository id, `namespace/name`; a name without `/` goes under the token owner's
+    /// namespace. Default: `<token owner>/<project name, spaces as "_">`.
     pub hub_model_id: Option<String>,
     /// When uploads happen.
     pub hub_strategy: HubStrategy,

@@ -141,6 +141,7 @@ fn loss_falls_and_metrics_are_sane() {
         &eval,
         &a,
         logs_into(&mut logs),
+        |_, _| {},
         || false,
     )
     .unwrap();
@@ -197,6 +198,7 @@ fn max_steps_and_gradient_accumulation() {
         &[],
         &a,
         logs_into(&mut logs),
+        |_, _| {},
         || false,
     )
     .unwrap();
@@ -225,7 +227,7 @@ fn same_seed_same_run() {
     let a = args(r#"{"max_steps": 6, "logging_steps": 2, "learning_rate": 1e-3}"#);
     let run = || {
         let mut m = tiny_model(9);
-        train_classifier(&mut m, &tok, &train, &[], &a, |_| {}, || false)
+        train_classifier(&mut m, &tok, &train, &[], &a, |_| {}, |_, _| {}, || false)
             .unwrap()
             .log_history
     };
@@ -254,6 +256,7 @@ fn should_stop_cancels() {
                 logs += 1
             }
         },
+        |_, _| {},
         || {
             calls.set(calls.get() + 1);
             calls.get() > 3
@@ -282,6 +285,7 @@ fn nan_loss_is_an_error_naming_the_step() {
         &[],
         &TrainingArgs::default(),
         |_| {},
+        |_, _| {},
         || false,
     );
     match r {
@@ -293,7 +297,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     // An absurd learning rate without clipping blows the model up within a few steps.
     let mut model = tiny_model(0);
     let a = args(r#"{"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 20}"#);
-    let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, || false);
+    let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, |_, _| {}, || false);
     assert!(
         matches!(r, Err(Error::NonFiniteLoss { step, .. }) if step > 1),
         "{r:?}"
@@ -313,6 +317,7 @@ fn bad_labels_are_rejected() {
         &[],
         &TrainingArgs::default(),
         |_| {},
+        |_, _| {},
         || false,
     );
     assert!(matches!(r, Err(Error::Data(_))), "{r:?}");
@@ -381,7 +386,7 @@ fn gradient_checkpointing_trains_as_well() {
     let a = args(r#"{"learning_rate": 3e-3, "num_train_epochs": 4, "logging_steps": 4, "gradient_checkpointing": true}"#);
     let mut model = tiny_model(0);
     let mut logs = Vec::new();
-    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), || false).unwrap();
+    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), |_, _| {}, || false).unwrap();
     assert_eq!(out.train.global_step, 64);
     assert!(logs.last().unwrap().loss < logs[0].loss * 0.5, "{logs:?}");
     assert!(out.eval.unwrap().eval_accuracy >= 0.9);
@@ -401,7 +406,7 @@ fn eval_strategy_steps_and_epoch_report_evaluations() {
                 assert!((0.0..=1.0).contains(&metrics.eval_accuracy));
                 at.push(step);
             }
-        }, || false)
+        }, |_, _| {}, || false)
         .unwrap();
         at
     };
@@ -409,4 +414,24 @@ fn eval_strategy_steps_and_epoch_report_evaluations() {
     assert_eq!(evals(r#"{"num_train_epochs": 2, "eval_strategy": "steps", "eval_steps": 3}"#), vec![3, 6, 9, 12, 15]);
     assert_eq!(evals(r#"{"num_train_epochs": 2, "evaluation_strategy": "epoch"}"#), vec![8]);
     assert!(evals(r#"{"num_train_epochs": 2}"#).is_empty());
+}
+
+#[test]
+fn on_save_runs_every_save_steps_with_the_model() {
+    let _serial = serial();
+    let tok = tiny_tokenizer();
+    let train = toy_data(32, 1);
+    let saves = |json: &str| {
+        let mut model = tiny_model(0);
+        let mut at = Vec::new();
+        train_classifier(&mut model, &tok, &train, &[], &args(json), |_| {}, |m, step| {
+            assert_eq!(m.num_labels(), 2);
+            at.push(step);
+        }, || false)
+        .unwrap();
+        at
+    };
+    assert_eq!(saves(r#"{"max_steps": 5, "save_steps": 2}"#), vec![2, 4]);
+    assert_eq!(saves(r#"{"max_steps": 6, "save_steps": 3}"#), vec![3, 6]);
+    assert!(saves(r#"{"max_steps": 3}"#).is_empty(), "default save_steps 500");
 }

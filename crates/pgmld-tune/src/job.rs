@@ -29,6 +29,9 @@ pub struct TrainSpec {
     pub tokenizer: TokenizerArgs,
     /// Where the trained model's files go.
     pub out_dir: PathBuf,
+    /// Where checkpoints are written at every `save_steps`, each as `checkpoint-<step>/`
+    /// with the files of a trained model, to be pushed to the Hub; `None`: no checkpoints.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// What a worker reports while it runs.
@@ -45,6 +48,20 @@ pub enum Progress {
     },
     /// A trainer event, with seconds since training began.
     Event(TrainEvent, f64),
+    /// A checkpoint was written (see [`TrainSpec::checkpoint_dir`]); the receiver owns `dir`.
+    Saved {
+        /// The optimizer step saved.
+        step: i64,
+        /// The checkpoint's directory.
+        dir: PathBuf,
+    },
+    /// A checkpoint could not be written; training goes on.
+    SaveFailed {
+        /// The optimizer step.
+        step: i64,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Tokenizer files copied next to the trained weights when the base model has them.
@@ -79,17 +96,31 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
         |e| {
             let _ = tx.send(Progress::Event(e, started.elapsed().as_secs_f64()));
         },
+        |model, step| {
+            // Local disk only: the upload happens on the uploader's thread.
+            let Some(root) = &spec.checkpoint_dir else { return };
+            let dir = root.join(format!("checkpoint-{step}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = tx.send(match save(model, &tokenizer, &spec, &dir) {
+                Ok(()) => Progress::Saved { step, dir },
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Progress::SaveFailed { step, message: e.to_string() }
+                }
+            });
+        },
         || cancel.load(Ordering::Relaxed),
     )?;
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
     }
-    save(&model, &tokenizer, &spec)?;
+    save(&model, &tokenizer, &spec, &spec.out_dir)?;
     Ok(outcome)
 }
 
-fn save(model: &Classifier, tokenizer: &TextTokenizer, spec: &TrainSpec) -> Result<()> {
-    let out = &spec.out_dir;
+/// Writes a trained model's files into `out`: config.json, model.safetensors, the
+/// tokenizer files, training_args.json (without `hub_token`, which never serialises).
+fn save(model: &Classifier, tokenizer: &TextTokenizer, spec: &TrainSpec, out: &std::path::Path) -> Result<()> {
     let io = |what: &str, e: &dyn std::fmt::Display| TuneError::Internal(format!("saving the model ({what}) in {}: {e}", out.display()));
     model.save(out, &spec.labels)?;
     tokenizer.inner().save(out.join("tokenizer.json"), false).map_err(|e| io("tokenizer.json", &e))?;

@@ -6,9 +6,11 @@
 //! - [`pool`] and [`job`]: worker threads and what runs on them; [`progress`]: notice and
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
 //!   [`resolve`]: where `model_name` points.
+//! - [`push`] and [`card`]: `push_to_hub`, the uploader thread and the model card.
 
 #![warn(missing_docs)]
 
+pub mod card;
 pub mod data;
 pub mod error;
 pub mod files;
@@ -17,6 +19,7 @@ pub mod job;
 pub mod options;
 pub mod pool;
 pub mod progress;
+pub mod push;
 pub mod records;
 pub mod resolve;
 pub mod split;

@@ -12,11 +12,13 @@ use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use crate::card::{self, ModelCard};
 use crate::data::{self, Relation};
 use crate::error::{Result, TuneError};
 use crate::job::{self, Progress, TrainSpec};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::pool::WorkerPool;
+use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::{files, progress, records, resolve, split};
 
 /// Serves `pgml.tune` for every database of the upstream.
@@ -31,6 +33,25 @@ pub struct Tuner {
     pub work_dir: PathBuf,
     /// Part size in pgml.files.
     pub file_part_bytes: usize,
+    /// pgmld's `hub_token` setting: the token `push_to_hub` uses when the call passes none
+    /// (before `HF_TOKEN`). Never logged.
+    pub hub_token: Option<String>,
+}
+
+/// A tune's pushes to the Hub: the uploader and the model card it pushes.
+struct HubPush {
+    pusher: Pusher,
+    card: ModelCard,
+}
+
+/// The uploader's next event; never resolves when there is no uploader or it has ended.
+async fn next_push_event(hub: &mut Option<HubPush>) -> PushEvent {
+    if let Some(h) = hub {
+        if let Some(ev) = h.pusher.next_event().await {
+            return ev;
+        }
+    }
+    std::future::pending().await
 }
 
 /// What a successful tune reports.
@@ -129,6 +150,12 @@ impl Tuner {
 
     /// Runs one tune for the calling session.
     pub async fn run(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
+        // A call that cannot push fails before anything is recorded or trained.
+        // Offline, nothing is pushed: the tune says so once its model is recorded.
+        let push = match req.training.push_to_hub && !self.hub.offline {
+            true => Some(PushSetup::prepare(&req.training, &req.project_name, self.hub_token.as_deref(), &self.hub)?),
+            false => None,
+        };
         let mut client = self.connect(&ctx.database).await?;
         let (project_id, task) = records::project(&client, &req.project_name, req.task).await?;
         if task == Task::Conversation {
@@ -184,7 +211,39 @@ impl Tuner {
         };
         let worker = format!("pgmld-{}", std::process::id());
         let (model_id, job_id) = records::start_model(&client, &new, &worker).await?;
-        let outcome = self.train(&client, &req, ctx, &source.dir, prep, (project_id, model_id, job_id)).await;
+        if req.training.push_to_hub && self.hub.offline {
+            let message = "HF_HUB_OFFLINE is set, so pgmld does not reach the Hub".to_string();
+            relay(&client, ctx, (project_id, model_id), &PushEvent::Failed { step: None, message, fatal: true }).await;
+        }
+        let mut hub = push.map(|setup| {
+            let checkpoints = self.work_dir.join(format!("ckpt-{}-model-{model_id}", ctx.database.replace('/', "_")));
+            let card = ModelCard {
+                project: req.project_name.clone(),
+                task: task.name().to_string(),
+                base_model: model_name.clone(),
+                base_origin: source.origin.clone(),
+                relation: rel.name.clone(),
+                labels: prep.labels.clone(),
+                rows: Some((prep.train.len(), prep.eval.len())),
+                setup: card_setup(&req),
+                metrics: vec![],
+                repo_id: None,
+            };
+            HubPush { pusher: Pusher::start(setup, checkpoints), card }
+        });
+        let out_dir = self.work_dir.join(format!("out-{}-model-{model_id}", ctx.database.replace('/', "_")));
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let spec = TrainSpec {
+            model_dir: source.dir.clone(),
+            labels: prep.labels,
+            train: prep.train,
+            eval: prep.eval,
+            training: req.training.clone(),
+            tokenizer: req.tokenizer.clone(),
+            out_dir,
+            checkpoint_dir: hub.as_ref().and_then(|h| h.pusher.checkpoint_dir()),
+        };
+        let outcome = self.train(&client, ctx, spec, (project_id, model_id, job_id), &mut hub).await;
         let (outcome, out_dir) = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -196,7 +255,7 @@ impl Tuner {
             }
         };
         let ids = (project_id, model_id, job_id);
-        let finished = self.finish(&mut client, &req, ctx, ids, &outcome, &out_dir).await;
+        let finished = self.finish(&mut client, &req, ctx, ids, (&outcome, &out_dir), &mut hub).await;
         let _ = std::fs::remove_dir_all(&out_dir);
         let deployed = match finished {
             Ok(d) => d,
@@ -214,14 +273,12 @@ impl Tuner {
     async fn train(
         &self,
         client: &Client,
-        req: &TuneRequest,
         ctx: &CallContext,
-        model_dir: &std::path::Path,
-        prep: Prepared,
+        spec: TrainSpec,
         (project_id, model_id, job_id): (i64, i64, i64),
+        hub: &mut Option<HubPush>,
     ) -> Result<(TrainOutcome, PathBuf)> {
-        let out_dir = self.work_dir.join(format!("out-{}-model-{model_id}", ctx.database.replace('/', "_")));
-        let _ = std::fs::remove_dir_all(&out_dir);
+        let out_dir = spec.out_dir.clone();
         let ahead = self.pool.jobs_ahead();
         if ahead > 0 {
             info(ctx, format!("waiting for a training worker: {ahead} job(s) ahead of model {model_id}"));
@@ -229,24 +286,25 @@ impl Tuner {
         info(
             ctx,
             progress::notice_text(&json!({
-                "status": "queued", "model_id": model_id, "train_rows": prep.train.len(),
-                "test_rows": prep.eval.len(), "labels": prep.labels,
+                "status": "queued", "model_id": model_id, "train_rows": spec.train.len(),
+                "test_rows": spec.eval.len(), "labels": spec.labels,
             })),
         );
-        let spec = TrainSpec {
-            model_dir: model_dir.to_path_buf(),
-            labels: prep.labels,
-            train: prep.train,
-            eval: prep.eval,
-            training: req.training.clone(),
-            tokenizer: req.tokenizer.clone(),
-            out_dir: out_dir.clone(),
-        };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = ctx.cancelled.clone();
         let result = self.pool.submit(move |device| job::run(spec, device, cancel, tx));
         let mut max_steps = 0;
-        while let Some(p) = rx.recv().await {
+        loop {
+            let p = tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => break,
+                },
+                ev = next_push_event(hub) => {
+                    relay(client, ctx, (project_id, model_id), &ev).await;
+                    continue;
+                }
+            };
             let logs = match p {
                 Progress::Started { device, max_length, parameters } => {
                     json!({"status": "training", "model_id": model_id, "device": device,
@@ -258,7 +316,29 @@ impl Tuner {
                     progress::log_event(&ev, elapsed)
                 }
                 Progress::Event(TrainEvent::Eval { step, epoch, metrics }, _) => {
-                    progress::eval_event(&metrics, epoch, step, max_steps.max(step))
+                    let e = progress::eval_event(&metrics, epoch, step, max_steps.max(step));
+                    if let Some(h) = hub.as_mut() {
+                        h.card.metrics = card_metrics(&e);
+                    }
+                    e
+                }
+                Progress::Saved { step, dir } => {
+                    match hub.as_ref() {
+                        Some(h) => h.pusher.checkpoint(step, dir, h.card.clone()),
+                        None => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                    }
+                    continue;
+                }
+                Progress::SaveFailed { step, message } => {
+                    let ev = PushEvent::Failed {
+                        step: Some(step),
+                        message: format!("the checkpoint could not be written: {message}"),
+                        fatal: false,
+                    };
+                    relay(client, ctx, (project_id, model_id), &ev).await;
+                    continue;
                 }
             };
             info(ctx, progress::notice_text(&logs));
@@ -267,9 +347,6 @@ impl Tuner {
         let outcome = result
             .await
             .map_err(|_| TuneError::Internal("the training worker stopped without a result (it panicked; see pgmld's log)".into()))??;
-        if req.training.push_to_hub {
-            warning(ctx, "push_to_hub is accepted but this pgmld build does not upload yet; the model is stored in pgml.files".into());
-        }
         Ok((outcome, out_dir))
     }
 
@@ -280,8 +357,8 @@ impl Tuner {
         req: &TuneRequest,
         ctx: &CallContext,
         (project_id, model_id, job_id): (i64, i64, i64),
-        outcome: &TrainOutcome,
-        out_dir: &std::path::Path,
+        (outcome, out_dir): (&TrainOutcome, &std::path::Path),
+        hub: &mut Option<HubPush>,
     ) -> Result<bool> {
         let max_steps = outcome.train.global_step;
         let train = progress::train_summary(&outcome.train, max_steps);
@@ -307,6 +384,68 @@ impl Tuner {
         let f1 = outcome.eval.as_ref().map(|e| e.eval_f1);
         let deployed = req.automatic_deploy && records::deploy_if_better(client, project_id, model_id, f1).await?;
         tracing::info!(model_id, deployed, files = n_files, bytes, "pgml.tune finished");
+        if let Some(mut h) = hub.take() {
+            // The final model, after pgml.files has it; the call returns once it is pushed.
+            h.card.metrics = card_metrics(&metrics);
+            let step = outcome.train.global_step;
+            h.pusher.finish(step, out_dir.to_path_buf(), h.card.clone());
+            loop {
+                tokio::select! {
+                    ev = h.pusher.next_event() => match ev {
+                        Some(ev) => relay(client, ctx, (project_id, model_id), &ev).await,
+                        None => break,
+                    },
+                    // A cancel stops the push (dropping the uploader), not the trained model.
+                    _ = cancelled(&ctx.cancelled) => {
+                        let message = "cancelled by the client before it finished".to_string();
+                        let ev = PushEvent::Failed { step: Some(step), message, fatal: true };
+                        relay(client, ctx, (project_id, model_id), &ev).await;
+                        break;
+                    }
+                }
+            }
+        }
         Ok(deployed)
+    }
+}
+
+/// The training setup a model card lists: the training arguments as stored (no token), the
+/// tokenizer arguments and the split.
+fn card_setup(req: &TuneRequest) -> Vec<(String, Json)> {
+    let mut setup = card::pairs(&serde_json::to_value(&req.training).unwrap_or_default());
+    setup.push(("tokenizer_args".into(), serde_json::to_value(&req.tokenizer).unwrap_or_default()));
+    let test_size = match req.test_size {
+        TestSize::Fraction(f) => json!(f),
+        TestSize::Rows(n) => json!(n),
+    };
+    setup.push(("test_size".into(), test_size));
+    setup.push(("test_sampling".into(), json!(req.test_sampling.name())));
+    setup
+}
+
+/// The metrics a model card shows: evaluation and training results, not bookkeeping.
+fn card_metrics(v: &Json) -> Vec<(String, Json)> {
+    const SKIP: &[&str] = &["timestamp", "progress", "eta_seconds", "max_steps", "stored_files", "stored_bytes"];
+    card::pairs(v).into_iter().filter(|(k, _)| !SKIP.contains(&k.as_str())).collect()
+}
+
+/// Tells the client and pgml.logs what the uploader did: INFO notices for the repo and each
+/// commit, WARNINGs for failures. A log row that cannot be written only goes to pgmld's log:
+/// pushes never fail a tune.
+async fn relay(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), ev: &PushEvent) {
+    let logs = ev.log_json();
+    match ev.warning() {
+        Some(w) => warning(ctx, w),
+        None => info(ctx, progress::notice_text(&logs)),
+    }
+    if let Err(e) = records::log(client, model_id, project_id, &logs).await {
+        tracing::warn!(model_id, "cannot log a push_to_hub event: {e}");
+    }
+}
+
+/// Resolves once `flag` is set (polled every 100 ms).
+async fn cancelled(flag: &std::sync::atomic::AtomicBool) {
+    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
