@@ -39,7 +39,7 @@ fn main() {
         "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt
     }))
     .expect("args");
-    let out = train_classifier(&mut model, &tok, &rows, eval, &targs, |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()), |_, _| {}, || false)
+    let out = train_classifier(&mut model, &tok, &rows, eval, &targs, |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()), |_| {}, || false, None)
         .expect("training");
     println!(
         "{}",

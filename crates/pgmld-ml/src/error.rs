@@ -66,6 +66,14 @@ pub enum Error {
         /// The offending loss value.
         loss: f64,
     },
+    /// A training checkpoint (see [`crate::train_state`]) is malformed or incomplete.
+    #[error("invalid training checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Training was cancelled by the caller.
     #[error("training cancelled")]
     Cancelled,

@@ -6,7 +6,9 @@
 //! - [`checkpoint`] and [`load`]: weights from model.safetensors (single or sharded) or
 //!   pytorch_model.bin into a `VarStore`; [`vocab`] and [`tokenize`]: tokenizers from
 //!   tokenizer.json, vocab.txt or vocab.json + merges.txt, batch encoding.
-//! - [`train`] and [`training_args`]: the HF-style trainer; [`metrics`]: accuracy, F1.
+//! - [`train`] and [`training_args`]: the HF-style trainer; [`optim`]: its AdamW, whose
+//!   state can be saved; [`train_state`]: checkpoints to resume training from;
+//!   [`metrics`]: accuracy, F1.
 
 #![warn(missing_docs)]
 
@@ -24,7 +26,9 @@ pub mod error;
 pub mod load;
 pub mod metrics;
 pub mod tokenize;
+pub mod optim;
 pub mod train;
+pub mod train_state;
 pub mod training_args;
 pub mod batching;
 pub mod text_classification;
@@ -36,7 +40,9 @@ pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
 pub use text_classification::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
+pub use optim::AdamW;
 pub use train::{evaluate, train_classifier, EvalMetrics, Example, LogEvent, TrainEvent, TrainMetrics, TrainOutcome};
+pub use train_state::{load_checkpoint, save_checkpoint, Checkpoint, SavePoint, TrainState};
 pub use training_args::{EvalStrategy, HubStrategy, LrSchedulerType, Secret, TokenizerArgs, TrainingArgs};
 
 /// Mean of `last_hidden_state` `[batch, seq, hidden]` over the tokens where

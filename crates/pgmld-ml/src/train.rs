@@ -1,19 +1,30 @@
 //! Fine-tuning a [`Classifier`] on labelled texts or text pairs, following the semantics of
 //! Hugging Face `transformers.Trainer` (argument names, defaults, optimizer parameter
-//! groups, learning-rate schedules, gradient accumulation and clipping, logging).
+//! groups, learning-rate schedules, gradient accumulation and clipping, logging), with
+//! checkpoints to resume from ([`crate::train_state`]).
+//!
+//! Randomness is a function of the seed alone: the data order of an epoch depends only on
+//! (seed, epoch) (one seeded stream of epoch orders), and libtorch's generators are reseeded before every micro-batch from
+//! (seed, optimizer step, micro-batch), so dropout masks do not depend on what ran before
+//! (gradient checkpointing derives its per-segment seeds from the same micro-batch seed).
+//! Results are therefore reproducible for a fixed seed on one device (same libtorch build
+//! and thread count), and a run resumed from a checkpoint ends as the uninterrupted run
+//! would. Across devices (CPU vs CUDA) the masks and the arithmetic differ.
 
-use std::collections::HashSet;
+use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 
-use crate::batching::{length_grouped_batches, Rng};
+use crate::batching::{derive_seed, length_grouped_batches, Rng};
 use crate::checkpointing::backward_checkpointed;
 use crate::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::metrics;
+use crate::optim::{clip_grad_norm, no_decay, AdamW};
 use crate::tokenize::{Batch, Encoded, TextTokenizer};
+use crate::train_state::{load_checkpoint, SavePoint, TrainState};
 use crate::training_args::TrainingArgs;
 
 /// One labelled training or evaluation example.
@@ -65,7 +76,7 @@ pub enum TrainEvent {
 }
 
 /// A training progress report, emitted every `logging_steps` optimizer steps.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEvent {
     /// Optimizer steps done.
     pub step: i64,
@@ -84,13 +95,13 @@ pub struct LogEvent {
 /// Summary of the training loop (HF `TrainOutput.metrics` names).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainMetrics {
-    /// Wall time of the training loop, seconds.
+    /// Wall time of the training loop, seconds (of this call only, when resumed).
     pub train_runtime: f64,
-    /// Training samples processed per second.
+    /// Training samples processed per second (by this call).
     pub train_samples_per_second: f64,
-    /// Optimizer steps per second.
+    /// Optimizer steps per second (by this call).
     pub train_steps_per_second: f64,
-    /// Mean training loss over all optimizer steps.
+    /// Mean training loss over all optimizer steps of the run (resumed or not).
     pub train_loss: f64,
     /// Epochs done (fractional).
     pub epoch: f64,
@@ -122,15 +133,10 @@ pub struct TrainOutcome {
     pub train: TrainMetrics,
     /// Held-out metrics; `None` when the eval set is empty.
     pub eval: Option<EvalMetrics>,
-    /// Every [`LogEvent`] emitted, in order.
+    /// Every [`LogEvent`] of the run, in order (when resumed, the checkpoint's first).
     pub log_history: Vec<LogEvent>,
 }
 
-
-/// True for variables that get no weight decay (biases and LayerNorm weights, as HF).
-fn no_decay(name: &str) -> bool {
-    name.ends_with(".bias") || name.contains("LayerNorm") || name.contains("layer_norm")
-}
 
 fn check_labels(data: &[Example], num_labels: i64, what: &str) -> Result<()> {
     if let Some(e) = data.iter().find(|e| e.label < 0 || e.label >= num_labels) {
@@ -184,21 +190,52 @@ fn make_batch(
     (batch, Tensor::from_slice(&labels).to_device(device))
 }
 
+/// Domain tag of [`derive_seed`] for dropout seeds.
+const DROPOUT: u64 = 0xD409_0D70;
+
+/// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
+/// epoch's order in turn, so the order depends on the seed and the epoch only, and a
+/// resumed run replays the earlier epochs' draws (index shuffles: cheap) to get it.
+fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut rng = Rng(seed);
+    let mut batches = length_grouped_batches(lengths, batch_size, &mut rng);
+    for _ in 0..epoch {
+        batches = length_grouped_batches(lengths, batch_size, &mut rng);
+    }
+    batches
+}
+
+/// Seed of libtorch's generators for micro-batch `micro` of optimizer step `step`
+/// (0-based): dropout depends on nothing else, so a resumed run draws the same masks.
+fn dropout_seed(seed: u64, step: i64, micro: usize) -> i64 {
+    (derive_seed(seed, &[DROPOUT, step as u64, micro as u64]) >> 1) as i64
+}
+
 /// Fine-tunes `model` on `train` with AdamW, then evaluates it on `eval`. Labels must lie
 /// in `0..num_labels`.
 ///
 /// `on_event` receives a [`TrainEvent::Log`] every `args.logging_steps` optimizer steps
-/// (the only points where the loss is copied to the host, besides evaluations and the end
-/// of training; on CPU the loss is also checked for NaN/inf every step), and a
+/// (the only points where the loss is copied to the host, besides evaluations, saves and
+/// the end of training; on CPU the loss is also checked for NaN/inf every step), and a
 /// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for. `on_save`
-/// receives the model and the optimizer step every `args.save_steps` steps (after that
-/// step's log and evaluation, as HF's checkpoint saves; the last step included when it is a
-/// multiple); it runs on the training thread, so it should only write files and hand them
-/// on. `should_stop`
-/// is polled before every micro-batch; when it returns true training ends with
-/// [`Error::Cancelled`]. A NaN or infinite loss ends it with [`Error::NonFiniteLoss`]
-/// naming the first bad step. With `args.bf16` on CUDA the forward pass runs under
-/// bfloat16 autocast.
+/// receives a [`SavePoint`] every `args.save_steps` steps (after that step's log and
+/// evaluation, as HF's checkpoint saves; the last step included when it is a multiple):
+/// the model and the step, and [`SavePoint::write_checkpoint`] to write a checkpoint this
+/// function can resume from; it runs on the training thread, so it should only write files
+/// and hand them on. `should_stop` is polled before every micro-batch; when it returns true
+/// training ends with [`Error::Cancelled`]. A NaN or infinite loss ends it with
+/// [`Error::NonFiniteLoss`] naming the first bad step. With `args.bf16` on CUDA the forward
+/// pass runs under bfloat16 autocast.
+///
+/// With `resume_from` (a directory [`SavePoint::write_checkpoint`] wrote) the run goes on
+/// from that checkpoint: `model` (freshly built, same architecture and labels) and the
+/// optimizer take its weights and state, the data order skips what was trained on, and the
+/// run ends at the checkpoint's total step count with the parameters an uninterrupted run
+/// would have (on the same device). The batch size, gradient accumulation, seed, training
+/// data and total steps must be those of the checkpoint's run, else
+/// [`Error::TrainingArgs`] names what differs. Events continue from the saved step; the
+/// outcome's `log_history`, `train_loss`, `epoch` and `global_step` cover the whole run,
+/// its runtime and throughputs this call only.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &mut Classifier,
@@ -207,8 +244,9 @@ pub fn train_classifier(
     eval: &[Example],
     args: &TrainingArgs,
     mut on_event: impl FnMut(TrainEvent),
-    mut on_save: impl FnMut(&Classifier, i64),
+    mut on_save: impl FnMut(&SavePoint<'_>),
     should_stop: impl Fn() -> bool,
+    resume_from: Option<&Path>,
 ) -> Result<TrainOutcome> {
     args.validate()?;
     if train.is_empty() {
@@ -218,7 +256,6 @@ pub fn train_classifier(
     check_labels(train, num_labels, "training")?;
     check_labels(eval, num_labels, "evaluation")?;
     tch::manual_seed(args.seed as i64);
-    let mut rng = Rng(args.seed);
     let device = model.vs.device();
     let pad_id = tokenizer.pad_id();
     let autocast = args.bf16 && device != Device::Cpu && crate::device::cuda_autocast_bf16();
@@ -235,41 +272,23 @@ pub fn train_classifier(
         ((args.num_train_epochs * updates_per_epoch as f64).ceil() as i64).max(1)
     };
 
-    // Parameter groups: 0 = decayed, 1 = no decay (biases, LayerNorm).
-    {
-        let named = model.vs.variables();
-        let nd_ptrs: HashSet<usize> = named
-            .iter()
-            .filter(|(n, _)| no_decay(n))
-            .map(|(_, t)| t.data_ptr() as usize)
-            .collect();
-        let mut vars = model
-            .vs
-            .variables_
-            .lock()
-            .map_err(|_| Error::Unsupported("variable store lock poisoned".into()))?;
-        for v in vars.trainable_variables.iter_mut() {
-            v.group = usize::from(nd_ptrs.contains(&(v.tensor.data_ptr() as usize)));
-        }
+    let mut opt = AdamW::new(&model.vs, args.weight_decay, no_decay);
+    let mut st = TrainState::new(args, total_steps, train);
+    if let Some(dir) = resume_from {
+        let ck = load_checkpoint(dir)?;
+        ck.state.check_resumable(&st, dir)?;
+        ck.apply(model, &mut opt)?;
+        st = ck.state;
     }
-    let mut opt = nn::AdamW {
-        wd: args.weight_decay,
-        ..Default::default()
-    }
-    .build(&model.vs, args.learning_rate)?;
-    opt.set_weight_decay_group(0, args.weight_decay);
-    opt.set_weight_decay_group(1, 0.0);
     let params: Vec<Tensor> = model.vs.trainable_variables();
 
     let zero = || Tensor::zeros([], (Kind::Float, device));
-    let mut window_loss = zero(); // summed per-step losses since the last log
-    let mut total_loss = zero(); // summed per-step losses over the run
+    // Summed per-step losses since the last log and over the run (f32, as saved).
+    let mut window_loss = Tensor::full([], st.window_loss_sum, (Kind::Float, device));
+    let mut total_loss = Tensor::full([], st.total_loss_sum, (Kind::Float, device));
     let mut first_bad = Tensor::full([], -1i64, (Kind::Int64, device));
     let check_every_step = device == Device::Cpu;
-    let mut log_history = Vec::new();
-    let mut last_logged = 0i64;
-    let mut global_step = 0i64;
-    let mut samples = 0usize;
+    let (start_step, start_samples) = (st.global_step, st.samples);
     let eval_every = args.eval_every();
 
     let nonfinite_error = |first_bad: &Tensor, total: &Tensor| -> Option<Error> {
@@ -281,39 +300,41 @@ pub fn train_classifier(
     };
 
     let started = Instant::now();
-    let mut epoch = 0usize;
-    'outer: while global_step < total_steps {
-        let batches = length_grouped_batches(&lengths, bs, &mut rng);
-        for (group_no, group) in batches.chunks(accum).enumerate() {
-            if global_step >= total_steps {
+    'outer: while st.global_step < total_steps {
+        let batches = epoch_batches(&lengths, bs, args.seed, st.epoch_index);
+        let done_groups = st.micro_batches_done_in_epoch.div_ceil(accum);
+        for (group_no, group) in batches.chunks(accum).enumerate().skip(done_groups) {
+            if st.global_step >= total_steps {
                 break 'outer;
             }
             let mut step_loss = zero();
-            for idx in group {
+            for (micro, idx) in group.iter().enumerate() {
                 if should_stop() {
                     return Err(Error::Cancelled);
                 }
                 let (batch, labels) = make_batch(&train_enc, train, idx, pad_id, device);
                 let loss_of =
                     |logits: &Tensor| Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64;
+                let seed = dropout_seed(args.seed, st.global_step, micro);
                 if args.gradient_checkpointing {
-                    let seed = (rng.next_u64() >> 1) as i64;
                     step_loss += backward_checkpointed(model, &batch, loss_of, seed, autocast);
                 } else {
+                    tch::manual_seed(seed);
                     let logits = tch::autocast(autocast, || model.forward(&batch, true));
                     let loss = loss_of(&logits);
                     loss.backward();
                     step_loss += loss.detach();
                 }
-                samples += idx.len();
+                st.samples += idx.len() as u64;
             }
             // Optimizer step `global_step` (0-based) uses the scheduled learning rate.
-            let lr = args.learning_rate * args.lr_factor(global_step, total_steps);
-            opt.set_lr(lr);
+            let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
             let norm = clip_grad_norm(&params, args.max_grad_norm);
-            opt.step();
+            opt.step(lr);
             opt.zero_grad();
-            global_step += 1;
+            st.global_step += 1;
+            st.micro_batches_done_in_epoch = ((group_no + 1) * accum).min(batches.len());
+            let global_step = st.global_step;
             let step_t = Tensor::full([], global_step, (Kind::Int64, device));
             first_bad = tch::no_grad(|| {
                 let newly_bad = step_loss
@@ -329,24 +350,23 @@ pub fn train_classifier(
                     return Err(e);
                 }
             }
-            let epoch_f = epoch as f64 + (group_no + 1) as f64 / updates_per_epoch as f64;
+            st.epoch = st.epoch_index as f64 + (group_no + 1) as f64 / updates_per_epoch as f64;
             if global_step % args.logging_steps == 0 {
                 if let Some(e) = nonfinite_error(&first_bad, &step_loss) {
                     return Err(e);
                 }
-                let n = (global_step - last_logged) as f64;
                 let ev = LogEvent {
                     step: global_step,
                     max_steps: total_steps,
-                    epoch: epoch_f,
-                    loss: f64::try_from(&window_loss)? / n,
+                    epoch: st.epoch,
+                    loss: f64::try_from(&window_loss)? / st.steps_since_log() as f64,
                     grad_norm: f64::try_from(&norm)?,
                     learning_rate: lr,
                 };
-                log_history.push(ev.clone());
+                st.log_history.push(ev.clone());
                 on_event(TrainEvent::Log(ev));
                 window_loss = zero();
-                last_logged = global_step;
+                st.last_logged = global_step;
             }
             let epoch_end = (group_no + 1) as i64 == updates_per_epoch;
             let eval_now = match (eval_every, args.eval_strategy) {
@@ -358,25 +378,37 @@ pub fn train_classifier(
                 let metrics = evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?;
                 on_event(TrainEvent::Eval {
                     step: global_step,
-                    epoch: epoch_f,
+                    epoch: st.epoch,
                     metrics,
                 });
             }
             if global_step % args.save_steps == 0 {
-                on_save(model, global_step);
+                if let Some(e) = nonfinite_error(&first_bad, &step_loss) {
+                    return Err(e);
+                }
+                st.total_loss_sum = f64::try_from(&total_loss)?;
+                st.window_loss_sum = f64::try_from(&window_loss)?;
+                on_save(&SavePoint {
+                    model,
+                    optimizer: &opt,
+                    state: &st,
+                    args,
+                });
             }
         }
-        epoch += 1;
+        st.epoch_index += 1;
+        st.micro_batches_done_in_epoch = 0;
     }
     if let Some(e) = nonfinite_error(&first_bad, &total_loss) {
         return Err(e);
     }
+    let global_step = st.global_step;
     let train_loss = f64::try_from(&total_loss)? / global_step.max(1) as f64;
     let runtime = started.elapsed().as_secs_f64();
     let train_metrics = TrainMetrics {
         train_runtime: runtime,
-        train_samples_per_second: samples as f64 / runtime,
-        train_steps_per_second: global_step as f64 / runtime,
+        train_samples_per_second: (st.samples - start_samples) as f64 / runtime,
+        train_steps_per_second: (global_step - start_step) as f64 / runtime,
         train_loss,
         epoch: global_step as f64 / updates_per_epoch as f64,
         global_step,
@@ -390,32 +422,7 @@ pub fn train_classifier(
     Ok(TrainOutcome {
         train: train_metrics,
         eval,
-        log_history,
-    })
-}
-
-/// Global L2 norm of the gradients of `params` (before clipping); when `max_norm` > 0 the
-/// gradients are scaled so the norm is at most `max_norm` (as `clip_grad_norm_`). Stays on
-/// the device: no host sync.
-fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Tensor {
-    tch::no_grad(|| {
-        let norms: Vec<Tensor> = params
-            .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
-            .map(|g| g.norm())
-            .collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        if max_norm > 0.0 {
-            let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
-            for p in params {
-                let mut g = p.grad();
-                if g.defined() {
-                    let _ = g.g_mul_(&coef);
-                }
-            }
-        }
-        total
+        log_history: st.log_history,
     })
 }
 
@@ -483,17 +490,4 @@ pub fn evaluate(
         eval_samples_per_second: data.len() as f64 / runtime,
         eval_steps_per_second: steps as f64 / runtime,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_decay_names() {
-        assert!(no_decay("bert.encoder.layer.0.output.dense.bias"));
-        assert!(no_decay("bert.embeddings.LayerNorm.weight"));
-        assert!(!no_decay("bert.encoder.layer.0.output.dense.weight"));
-        assert!(!no_decay("classifier.weight"));
-    }
 }

@@ -1,126 +1,12 @@
 //! Fast checks of `train_classifier` on a tiny random-initialised BERT with a word-level
 //! tokenizer, on a toy separable dataset.
 
+mod tiny_train;
+
 use std::cell::Cell;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
-use pgmld_ml::{
-    train_classifier, Classifier, Error, Example, LogEvent, LrSchedulerType, TextTokenizer,
-    TrainEvent, TrainingArgs,
-};
-use tch::Device;
-
-/// libtorch's generator is process-global: tests that seed it must not interleave.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn tiny_config() -> serde_json::Value {
-    serde_json::json!({"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-        "hidden_act": "gelu", "max_position_embeddings": 32, "type_vocab_size": 2,
-        "layer_norm_eps": 1e-12})
-}
-
-fn tiny_model(seed: i64) -> Classifier {
-    tch::manual_seed(seed);
-    Classifier::new(tiny_config(), 2, Device::Cpu).unwrap()
-}
-
-/// Collects the log events of a run.
-fn logs_into(logs: &mut Vec<LogEvent>) -> impl FnMut(TrainEvent) + '_ {
-    move |e| {
-        if let TrainEvent::Log(l) = e {
-            logs.push(l)
-        }
-    }
-}
-
-/// Word-level tokenizer: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3, then a0..a19, b0..b19, c0..c9.
-fn tiny_tokenizer() -> TextTokenizer {
-    let mut vocab = serde_json::Map::new();
-    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    let words: Vec<String> = specials
-        .iter()
-        .map(|s| s.to_string())
-        .chain((0..20).map(|i| format!("a{i}")))
-        .chain((0..20).map(|i| format!("b{i}")))
-        .chain((0..10).map(|i| format!("c{i}")))
-        .collect();
-    for (i, w) in words.iter().enumerate() {
-        vocab.insert(w.clone(), i.into());
-    }
-    let added: Vec<serde_json::Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let tok = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {
-                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("pgmld-ml-tiny-tok-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tokenizer.json");
-    std::fs::write(&path, tok.to_string()).unwrap();
-    TextTokenizer::from_file(&path, 24).unwrap()
-}
-
-/// Class 0 texts use words a*, class 1 words b*, both mixed with shared fillers c*.
-fn toy_data(n: usize, seed: u64) -> Vec<Example> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move |m: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) % m
-    };
-    (0..n)
-        .map(|i| {
-            let label = (i % 2) as i64;
-            let len = 3 + next(10);
-            let words: Vec<String> = (0..len)
-                .map(|_| {
-                    if next(3) == 0 {
-                        format!("c{}", next(10))
-                    } else {
-                        format!("{}{}", if label == 0 { 'a' } else { 'b' }, next(20))
-                    }
-                })
-                .collect();
-            Example::new(words.join(" "), label)
-        })
-        .collect()
-}
-
-fn args(json: &str) -> TrainingArgs {
-    TrainingArgs::from_json_str(json).unwrap()
-}
+use pgmld_ml::{train_classifier, Error, Example, LrSchedulerType, TrainEvent, TrainingArgs};
+use tiny_train::{args, logs_into, serial, tiny_model, tiny_tokenizer, toy_data};
 
 #[test]
 fn loss_falls_and_metrics_are_sane() {
@@ -141,8 +27,9 @@ fn loss_falls_and_metrics_are_sane() {
         &eval,
         &a,
         logs_into(&mut logs),
-        |_, _| {},
+        |_| {},
         || false,
+        None,
     )
     .unwrap();
     // 128 / 8 = 16 steps per epoch, 4 epochs.
@@ -198,8 +85,9 @@ fn max_steps_and_gradient_accumulation() {
         &[],
         &a,
         logs_into(&mut logs),
-        |_, _| {},
+        |_| {},
         || false,
+        None,
     )
     .unwrap();
     assert_eq!(out.train.global_step, 5);
@@ -227,7 +115,7 @@ fn same_seed_same_run() {
     let a = args(r#"{"max_steps": 6, "logging_steps": 2, "learning_rate": 1e-3}"#);
     let run = || {
         let mut m = tiny_model(9);
-        train_classifier(&mut m, &tok, &train, &[], &a, |_| {}, |_, _| {}, || false)
+        train_classifier(&mut m, &tok, &train, &[], &a, |_| {}, |_| {}, || false, None)
             .unwrap()
             .log_history
     };
@@ -256,11 +144,12 @@ fn should_stop_cancels() {
                 logs += 1
             }
         },
-        |_, _| {},
+        |_| {},
         || {
             calls.set(calls.get() + 1);
             calls.get() > 3
         },
+        None,
     );
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
     assert_eq!(calls.get(), 4);
@@ -285,8 +174,9 @@ fn nan_loss_is_an_error_naming_the_step() {
         &[],
         &TrainingArgs::default(),
         |_| {},
-        |_, _| {},
+        |_| {},
         || false,
+        None,
     );
     match r {
         Err(e @ Error::NonFiniteLoss { step: 1, .. }) => {
@@ -297,7 +187,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     // An absurd learning rate without clipping blows the model up within a few steps.
     let mut model = tiny_model(0);
     let a = args(r#"{"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 20}"#);
-    let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, |_, _| {}, || false);
+    let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, |_| {}, || false, None);
     assert!(
         matches!(r, Err(Error::NonFiniteLoss { step, .. }) if step > 1),
         "{r:?}"
@@ -317,8 +207,9 @@ fn bad_labels_are_rejected() {
         &[],
         &TrainingArgs::default(),
         |_| {},
-        |_, _| {},
+        |_| {},
         || false,
+        None,
     );
     assert!(matches!(r, Err(Error::Data(_))), "{r:?}");
 }
@@ -386,7 +277,7 @@ fn gradient_checkpointing_trains_as_well() {
     let a = args(r#"{"learning_rate": 3e-3, "num_train_epochs": 4, "logging_steps": 4, "gradient_checkpointing": true}"#);
     let mut model = tiny_model(0);
     let mut logs = Vec::new();
-    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), |_, _| {}, || false).unwrap();
+    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), |_| {}, || false, None).unwrap();
     assert_eq!(out.train.global_step, 64);
     assert!(logs.last().unwrap().loss < logs[0].loss * 0.5, "{logs:?}");
     assert!(out.eval.unwrap().eval_accuracy >= 0.9);
@@ -406,7 +297,7 @@ fn eval_strategy_steps_and_epoch_report_evaluations() {
                 assert!((0.0..=1.0).contains(&metrics.eval_accuracy));
                 at.push(step);
             }
-        }, |_, _| {}, || false)
+        }, |_| {}, || false, None)
         .unwrap();
         at
     };
@@ -424,10 +315,10 @@ fn on_save_runs_every_save_steps_with_the_model() {
     let saves = |json: &str| {
         let mut model = tiny_model(0);
         let mut at = Vec::new();
-        train_classifier(&mut model, &tok, &train, &[], &args(json), |_| {}, |m, step| {
-            assert_eq!(m.num_labels(), 2);
-            at.push(step);
-        }, || false)
+        train_classifier(&mut model, &tok, &train, &[], &args(json), |_| {}, |s| {
+            assert_eq!(s.model().num_labels(), 2);
+            at.push(s.step());
+        }, || false, None)
         .unwrap();
         at
     };

@@ -96,12 +96,13 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
         |e| {
             let _ = tx.send(Progress::Event(e, started.elapsed().as_secs_f64()));
         },
-        |model, step| {
+        |at| {
             // Local disk only: the upload happens on the uploader's thread.
             let Some(root) = &spec.checkpoint_dir else { return };
+            let step = at.step();
             let dir = root.join(format!("checkpoint-{step}"));
             let _ = std::fs::remove_dir_all(&dir);
-            let _ = tx.send(match save(model, &tokenizer, &spec, &dir) {
+            let _ = tx.send(match save(at.model(), &tokenizer, &spec, &dir) {
                 Ok(()) => Progress::Saved { step, dir },
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);
@@ -110,6 +111,7 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
             });
         },
         || cancel.load(Ordering::Relaxed),
+        None,
     )?;
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
