@@ -143,7 +143,12 @@ async fn run(config: Config) -> Result<()> {
         file_part_bytes: config.file_part_bytes,
         hub_token: config.hub_token().map(str::to_string),
     };
-    registry.register(Arc::new(pgmld_tune::Tune::new(Arc::new(tuner))));
+    let tuner = Arc::new(tuner);
+    // Tune jobs orphaned by a crash resume from their checkpoints in the background.
+    if config.resume_jobs {
+        tokio::spawn(pgmld_tune::resume::resume_orphans(tuner.clone()));
+    }
+    registry.register(Arc::new(pgmld_tune::Tune::new(tuner)));
     let device = pgmld_tune::DeviceSpec::parse(&config.transform_device).map_err(anyhow::Error::msg)?.resolve();
     let batching = pgmld_transform::Batching {
         max_batch: config.transform_max_batch.max(1),

@@ -56,6 +56,9 @@ impl Pgmld {
         if let Some(u) = &opts.upstream {
             cmd.args(["--upstream", u]);
         }
+        // Tests run side by side on one upstream: a pgmld of one test must not resume
+        // another test's killed job (tests/tune_resume.rs turns it back on).
+        cmd.env("PGMLD_RESUME_JOBS", "false");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

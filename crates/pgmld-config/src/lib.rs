@@ -84,6 +84,11 @@ pub struct Config {
     /// `training_args.hub_token` is unset; `HF_TOKEN` comes after it. Never printed:
     /// `--print-config` and `Debug` show `<redacted>`. Default: unset.
     pub hub_token: Option<SecretString>,
+    /// At startup, look for `pgml.tune` jobs a crashed or killed pgmld left running (in
+    /// every database of the upstream) and resume those with a checkpoint in the
+    /// background; the others are marked failed (`interrupted`). Turn it off when several
+    /// pgmld instances share an upstream and another one owns the resumes. Default `true`.
+    pub resume_jobs: bool,
 }
 
 /// A secret setting (a token): `Debug` and serialisation (`--print-config`) show
@@ -141,6 +146,7 @@ impl Default for Config {
             transform_max_wait_ms: 0,
             transform_device: "auto".into(),
             hub_token: None,
+            resume_jobs: true,
         }
     }
 }
@@ -198,6 +204,16 @@ impl Config {
                         origin: name.clone(),
                         message: format!("{raw:?} is not an integer"),
                     })?,
+                Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+                    "true" | "on" | "1" | "yes" => toml::Value::Boolean(true),
+                    "false" | "off" | "0" | "no" => toml::Value::Boolean(false),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            origin: name.clone(),
+                            message: format!("{raw:?} is not a boolean (true or false)"),
+                        })
+                    }
+                },
                 _ => toml::Value::String(raw),
             };
             table.insert(key, value);
@@ -256,6 +272,7 @@ pub const FIELDS: &[&str] = &[
     "transform_max_wait_ms",
     "transform_device",
     "hub_token",
+    "resume_jobs",
 ];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.
@@ -278,6 +295,15 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn boolean_settings_from_env() {
+        let c = Config::load(None, env(&[("PGMLD_RESUME_JOBS", "false")])).unwrap();
+        assert!(!c.resume_jobs);
+        assert!(Config::load(None, env(&[("PGMLD_RESUME_JOBS", "ON")])).unwrap().resume_jobs);
+        let e = Config::load(None, env(&[("PGMLD_RESUME_JOBS", "maybe")])).unwrap_err().to_string();
+        assert!(e.contains("PGMLD_RESUME_JOBS") && e.contains("maybe"), "{e}");
     }
 
     #[test]

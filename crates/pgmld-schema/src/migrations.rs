@@ -14,11 +14,18 @@ pub struct Migration {
 
 /// Every migration, oldest first. Add new files here, and only at the end: versions must
 /// grow strictly and an applied migration must never change.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "pgml_schema",
-    sql: include_str!("../../../migrations/0001_pgml_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "pgml_schema",
+        sql: include_str!("../../../migrations/0001_pgml_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "tune_resume",
+        sql: include_str!("../../../migrations/0002_tune_resume.sql"),
+    },
+];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit
 /// the `integer` column they are recorded in.

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use futures_util::{pin_mut, TryStreamExt};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::error::{Result, TuneError};
 
@@ -26,40 +26,144 @@ fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Where a model's resumable checkpoint lives in `pgml.files`: `checkpoint/<file>`.
+pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
+
+/// The training data of a checkpointed run, stored once per model next to its checkpoint.
+pub const DATASET_FILE: &str = "dataset.jsonl";
+
+const INSERT: &str = "INSERT INTO pgml.files (model_id, path, part, data) VALUES ($1, $2, $3, $4)";
+
+/// Inserts one file as `name`, cut into parts of at most `part_bytes`. Returns its size.
+async fn insert_file(
+    tx: &Transaction<'_>,
+    stmt: &Statement,
+    model_id: i64,
+    name: &str,
+    mut reader: impl Read,
+    part_bytes: usize,
+) -> Result<u64> {
+    let mut part = 0i32;
+    let mut total = 0u64;
+    loop {
+        let mut buf = Vec::with_capacity(part_bytes.min(1 << 24));
+        (&mut reader)
+            .take(part_bytes as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| TuneError::Internal(format!("reading {name}: {e}")))?;
+        if buf.is_empty() && part > 0 {
+            break;
+        }
+        total += buf.len() as u64;
+        let last = buf.len() < part_bytes;
+        tx.execute(stmt, &[&model_id, &name, &part, &buf])
+            .await
+            .map_err(|e| TuneError::pg(format!("storing {name} part {part}"), e))?;
+        part += 1;
+        if last {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// Stores every file of `dir` for `model_id`, each cut into parts of at most `part_bytes`,
-/// in one transaction (a model has all its files or none). Returns (files, bytes) stored.
+/// in one transaction (a model has all its files or none) that also drops the model's
+/// checkpoint (`checkpoint/…`), which a finished model no longer needs. Returns (files,
+/// bytes) stored.
 pub async fn store_dir(client: &mut Client, model_id: i64, dir: &Path, part_bytes: usize) -> Result<(usize, u64)> {
     let part_bytes = part_bytes.max(1);
     let tx = client.transaction().await.map_err(|e| TuneError::pg("storing model files", e))?;
-    let stmt = tx
-        .prepare("INSERT INTO pgml.files (model_id, path, part, data) VALUES ($1, $2, $3, $4)")
-        .await
-        .map_err(|e| TuneError::pg("storing model files", e))?;
+    let stmt = tx.prepare(INSERT).await.map_err(|e| TuneError::pg("storing model files", e))?;
     let (mut count, mut total) = (0usize, 0u64);
     for path in files_in(dir)? {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut file = std::fs::File::open(&path).map_err(|e| io("opening", &path, e))?;
-        let mut part = 0i32;
-        loop {
-            let mut buf = Vec::with_capacity(part_bytes);
-            (&mut file).take(part_bytes as u64).read_to_end(&mut buf).map_err(|e| io("reading", &path, e))?;
-            if buf.is_empty() && part > 0 {
-                break;
-            }
-            total += buf.len() as u64;
-            let last = buf.len() < part_bytes;
-            tx.execute(&stmt, &[&model_id, &name, &part, &buf])
-                .await
-                .map_err(|e| TuneError::pg(format!("storing {name} part {part}"), e))?;
-            part += 1;
-            if last {
-                break;
-            }
-        }
+        let file = std::fs::File::open(&path).map_err(|e| io("opening", &path, e))?;
+        total += insert_file(&tx, &stmt, model_id, &name, file, part_bytes).await?;
         count += 1;
     }
+    delete_checkpoint_in(&tx, model_id, true).await?;
     tx.commit().await.map_err(|e| TuneError::pg("storing model files", e))?;
     Ok((count, total))
+}
+
+async fn delete_checkpoint_in(tx: &Transaction<'_>, model_id: i64, with_dataset: bool) -> Result<()> {
+    let keep = if with_dataset { String::new() } else { format!("{CHECKPOINT_PREFIX}{DATASET_FILE}") };
+    tx.execute(
+        "DELETE FROM pgml.files WHERE model_id = $1 AND starts_with(path, $2) AND path <> $3",
+        &[&model_id, &CHECKPOINT_PREFIX, &keep],
+    )
+    .await
+    .map_err(|e| TuneError::pg("deleting the checkpoint's files", e))?;
+    Ok(())
+}
+
+/// Drops the stored checkpoint of `model_id` (and its training data) and clears its job's
+/// `checkpoint_step`: for a model that failed in a way a resume would not fix.
+pub async fn delete_checkpoint(client: &mut Client, model_id: i64) -> Result<()> {
+    let tx = client.transaction().await.map_err(|e| TuneError::pg("deleting the checkpoint", e))?;
+    delete_checkpoint_in(&tx, model_id, true).await?;
+    tx.execute("UPDATE pgml.jobs SET checkpoint_step = NULL WHERE model_id = $1", &[&model_id])
+        .await
+        .map_err(|e| TuneError::pg("deleting the checkpoint", e))?;
+    tx.commit().await.map_err(|e| TuneError::pg("deleting the checkpoint", e))
+}
+
+/// Stores the checkpoint `dir` holds (what `SavePoint::write_checkpoint` wrote) as the
+/// model's `checkpoint/…` files, in one transaction that replaces the previous checkpoint's
+/// rows, inserts `trainer_state.json` last, stores `dataset` (the run's training data, JSON
+/// lines) when given, and sets the job's `checkpoint_step`. Returns the bytes stored.
+pub async fn store_checkpoint(
+    client: &mut Client,
+    (model_id, job_id): (i64, i64),
+    step: i64,
+    dir: &Path,
+    dataset: Option<&[u8]>,
+    part_bytes: usize,
+) -> Result<u64> {
+    let part_bytes = part_bytes.max(1);
+    let ctx = || format!("storing the checkpoint of step {step}");
+    let is_state = |p: &PathBuf| p.file_name().is_some_and(|n| n == pgmld_ml::train_state::STATE_FILE);
+    let mut files = files_in(dir)?;
+    // trainer_state.json marks a complete checkpoint: it goes in last.
+    files.sort_by_key(is_state);
+    if !files.last().is_some_and(is_state) {
+        return Err(TuneError::Internal(format!("{} holds no trainer_state.json", dir.display())));
+    }
+    let tx = client.transaction().await.map_err(|e| TuneError::pg(ctx(), e))?;
+    delete_checkpoint_in(&tx, model_id, dataset.is_some()).await?;
+    let stmt = tx.prepare(INSERT).await.map_err(|e| TuneError::pg(ctx(), e))?;
+    let mut total = 0u64;
+    if let Some(data) = dataset {
+        let name = format!("{CHECKPOINT_PREFIX}{DATASET_FILE}");
+        total += insert_file(&tx, &stmt, model_id, &name, data, part_bytes).await?;
+    }
+    for path in files {
+        let name = format!("{CHECKPOINT_PREFIX}{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let file = std::fs::File::open(&path).map_err(|e| io("opening", &path, e))?;
+        total += insert_file(&tx, &stmt, model_id, &name, file, part_bytes).await?;
+    }
+    tx.execute(
+        "UPDATE pgml.jobs SET checkpoint_step = $2, heartbeat_at = clock_timestamp() WHERE id = $1",
+        &[&job_id, &step],
+    )
+    .await
+    .map_err(|e| TuneError::pg(ctx(), e))?;
+    tx.commit().await.map_err(|e| TuneError::pg(ctx(), e))?;
+    Ok(total)
+}
+
+/// Whether `model_id` has a complete stored checkpoint (its `trainer_state.json`).
+pub async fn has_checkpoint(client: &Client, model_id: i64) -> Result<bool> {
+    let name = format!("{CHECKPOINT_PREFIX}{}", pgmld_ml::train_state::STATE_FILE);
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pgml.files WHERE model_id = $1 AND path = $2)",
+            &[&model_id, &name],
+        )
+        .await
+        .map_err(|e| TuneError::pg("looking for a checkpoint", e))?;
+    Ok(row.get(0))
 }
 
 /// A stored path that stays inside the target directory.
@@ -69,22 +173,38 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
     ok.then(|| p.to_path_buf())
 }
 
-/// Writes the files of `model_id` into `dest`, one part in memory at a time. Returns how
-/// many files were written (0 when the model has none).
+/// Writes the files of `model_id` into `dest`, one part in memory at a time (a stored
+/// checkpoint, `checkpoint/…`, is left out). Returns how many files were written (0 when
+/// the model has none).
 pub async fn load_dir(client: &Client, model_id: i64, dest: &Path) -> Result<usize> {
+    load_files(client, model_id, None, dest).await
+}
+
+/// Writes the stored checkpoint of `model_id` (its `checkpoint/…` files, without the
+/// prefix) into `dest`. Returns how many files were written.
+pub async fn load_checkpoint(client: &Client, model_id: i64, dest: &Path) -> Result<usize> {
+    load_files(client, model_id, Some(CHECKPOINT_PREFIX), dest).await
+}
+
+async fn load_files(client: &Client, model_id: i64, prefix: Option<&str>, dest: &Path) -> Result<usize> {
     std::fs::create_dir_all(dest).map_err(|e| io("creating", dest, e))?;
+    let (sql, wanted) = match prefix {
+        Some(p) => ("SELECT path, part, data FROM pgml.files WHERE model_id = $1 AND starts_with(path, $2) ORDER BY path, part", p),
+        None => ("SELECT path, part, data FROM pgml.files WHERE model_id = $1 AND NOT starts_with(path, $2) ORDER BY path, part", CHECKPOINT_PREFIX),
+    };
     let rows = client
-        .query_raw(
-            "SELECT path, part, data FROM pgml.files WHERE model_id = $1 ORDER BY path, part",
-            &[&model_id],
-        )
+        .query_raw(sql, [&model_id as &(dyn tokio_postgres::types::ToSql + Sync), &wanted])
         .await
         .map_err(|e| TuneError::pg(format!("reading the files of model {model_id}"), e))?;
     pin_mut!(rows);
     let mut current: Option<(String, std::fs::File, i32)> = None;
     let mut count = 0;
     while let Some(row) = rows.try_next().await.map_err(|e| TuneError::pg("reading model files", e))? {
-        let path: String = row.get(0);
+        let stored: String = row.get(0);
+        let path = match prefix {
+            Some(p) => stored.strip_prefix(p).unwrap_or(&stored).to_string(),
+            None => stored,
+        };
         let part: i32 = row.get(1);
         let data: &[u8] = row.get(2);
         let same = matches!(&current, Some((p, _, _)) if *p == path);

@@ -20,9 +20,9 @@ pub struct TrainSpec {
     /// Class names by id.
     pub labels: Vec<String>,
     /// Training examples.
-    pub train: Vec<Example>,
+    pub train: Arc<Vec<Example>>,
     /// Held-out examples (may be empty).
-    pub eval: Vec<Example>,
+    pub eval: Arc<Vec<Example>>,
     /// Trainer settings.
     pub training: TrainingArgs,
     /// Tokenizer settings.
@@ -32,6 +32,12 @@ pub struct TrainSpec {
     /// Where checkpoints are written at every `save_steps`, each as `checkpoint-<step>/`
     /// with the files of a trained model, to be pushed to the Hub; `None`: no checkpoints.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Where resumable checkpoints (weights, optimizer and trainer state) are written at
+    /// every `save_steps` but the last, each as `step-<step>/`, to be stored in pgml.files
+    /// ([`Progress::Checkpoint`]); `None`: none.
+    pub resume_dir: Option<PathBuf>,
+    /// A checkpoint (as [`pgmld_ml::train_state`] writes it) to go on from.
+    pub resume_from: Option<PathBuf>,
 }
 
 /// What a worker reports while it runs.
@@ -54,6 +60,21 @@ pub enum Progress {
         step: i64,
         /// The checkpoint's directory.
         dir: PathBuf,
+    },
+    /// A resumable checkpoint was written (see [`TrainSpec::resume_dir`]); the receiver
+    /// owns `dir`.
+    Checkpoint {
+        /// The optimizer step saved.
+        step: i64,
+        /// The checkpoint's directory.
+        dir: PathBuf,
+    },
+    /// A resumable checkpoint could not be written; training goes on.
+    CheckpointFailed {
+        /// The optimizer step.
+        step: i64,
+        /// Why.
+        message: String,
     },
     /// A checkpoint could not be written; training goes on.
     SaveFailed {
@@ -97,7 +118,19 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
             let _ = tx.send(Progress::Event(e, started.elapsed().as_secs_f64()));
         },
         |at| {
-            // Local disk only: the upload happens on the uploader's thread.
+            // Local disk only: pgml.files and the Hub get them from the async side.
+            if let Some(root) = spec.resume_dir.as_ref().filter(|_| at.step() < at.state().max_steps) {
+                let step = at.step();
+                let dir = root.join(format!("step-{step}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = tx.send(match at.write_checkpoint(&dir) {
+                    Ok(()) => Progress::Checkpoint { step, dir },
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Progress::CheckpointFailed { step, message: e.to_string() }
+                    }
+                });
+            }
             let Some(root) = &spec.checkpoint_dir else { return };
             let step = at.step();
             let dir = root.join(format!("checkpoint-{step}"));
@@ -111,7 +144,7 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
             });
         },
         || cancel.load(Ordering::Relaxed),
-        None,
+        spec.resume_from.as_deref(),
     )?;
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);

@@ -5,7 +5,8 @@
 //!   relation, labels and the train/test split.
 //! - [`pool`] and [`job`]: worker threads and what runs on them; [`progress`]: notice and
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
-//!   [`resolve`]: where `model_name` points.
+//!   [`resolve`]: where `model_name` points; [`resume`]: checkpoints' training data and
+//!   the startup scan that resumes jobs orphaned by a crash.
 //! - [`push`] and [`card`]: `push_to_hub`, the uploader thread and the model card.
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod push;
 pub mod records;
 pub mod resolve;
+pub mod resume;
 pub mod split;
 pub mod tuner;
 

@@ -174,6 +174,12 @@ pub struct TuneRequest {
     pub materialize_snapshot: bool,
     /// `hyperparams` as stored in `pgml.models`: tokens removed.
     pub stored_hyperparams: Json,
+    /// `training_args.resume_from_checkpoint`: go on with the project's latest interrupted
+    /// model from its checkpoint instead of starting a new one.
+    pub resume_from_checkpoint: bool,
+    /// The call as stored in `pgml.jobs.request` (arguments and hyperparams without tokens
+    /// or `resume_from_checkpoint`): [`TuneRequest::from_stored`] reads it back.
+    pub stored_request: Json,
 }
 
 fn text(args: &Args, name: &str) -> Option<String> {
@@ -230,8 +236,9 @@ impl TuneRequest {
                 format!("Supported keys: {}.", HP_KEYS.join(", ")),
             ));
         }
-        let training = TrainingArgs::from_json(hp.get("training_args").unwrap_or(&Json::Null))
-            .map_err(TuneError::from)?;
+        let mut training_json = hp.get("training_args").cloned().unwrap_or(Json::Null);
+        let resume_from_checkpoint = take_resume_flag(&mut training_json)?;
+        let training = TrainingArgs::from_json(&training_json).map_err(TuneError::from)?;
         let tokenizer = TokenizerArgs::from_json(hp.get("tokenizer_args").unwrap_or(&Json::Null))
             .map_err(TuneError::from)?;
         let y_column = text(args, "y_column_name");
@@ -250,6 +257,17 @@ impl TuneRequest {
             Some(Value::Bool(b)) => *b,
             _ => default,
         };
+        let mut request_hp = hyperparams.clone();
+        if let Some(Json::Object(t)) = request_hp.get_mut("training_args") {
+            t.remove(RESUME_KEY);
+        }
+        let mut stored_request = Map::new();
+        for (name, value) in args {
+            if STORED_ARGS.contains(name) && *name != "hyperparams" {
+                stored_request.insert(name.to_string(), value_json(value));
+            }
+        }
+        stored_request.insert("hyperparams".into(), redact(&request_hp));
         Ok(TuneRequest {
             project_name,
             task,
@@ -263,7 +281,80 @@ impl TuneRequest {
             automatic_deploy: flag("automatic_deploy", true),
             materialize_snapshot: flag("materialize_snapshot", false),
             stored_hyperparams: redact(&hyperparams),
+            resume_from_checkpoint,
+            stored_request: Json::Object(stored_request),
         })
+    }
+
+    /// Reads back a request stored in `pgml.jobs.request` by [`TuneRequest::from_args`]
+    /// (never with a token, nor `resume_from_checkpoint`).
+    pub fn from_stored(stored: &Json) -> Result<TuneRequest> {
+        let obj = stored
+            .as_object()
+            .ok_or_else(|| TuneError::Internal(format!("pgml.jobs.request is not a JSON object: {stored}")))?;
+        let mut args = Args::new();
+        for name in STORED_ARGS {
+            let value = match obj.get(*name) {
+                None | Some(Json::Null) => Value::Null,
+                Some(Json::Bool(b)) => Value::Bool(*b),
+                Some(Json::String(s)) => Value::Text(s.clone()),
+                Some(Json::Number(n)) => match n.as_i64() {
+                    Some(i) => Value::Int(i),
+                    None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Some(other) if *name == "hyperparams" => Value::Json(other.clone()),
+                Some(other) => return Err(TuneError::Internal(format!("pgml.jobs.request.{name} is {other}"))),
+            };
+            if value != Value::Null {
+                args.insert(*name, value);
+            }
+        }
+        TuneRequest::from_args(&args)
+    }
+}
+
+/// The arguments of a call kept in `pgml.jobs.request`.
+const STORED_ARGS: &[&str] = &[
+    "project_name",
+    "task",
+    "relation_name",
+    "y_column_name",
+    "model_name",
+    "hyperparams",
+    "test_size",
+    "test_sampling",
+    "automatic_deploy",
+    "materialize_snapshot",
+];
+
+/// HF's `resume_from_checkpoint` (a `Trainer.train` argument, accepted in training_args).
+const RESUME_KEY: &str = "resume_from_checkpoint";
+
+/// Removes `resume_from_checkpoint` from a training_args object: `true` resumes, `false` or
+/// null does not; a checkpoint path is not supported (22023).
+fn take_resume_flag(training: &mut Json) -> Result<bool> {
+    let Json::Object(o) = training else { return Ok(false) };
+    match o.remove(RESUME_KEY) {
+        None | Some(Json::Null) | Some(Json::Bool(false)) => Ok(false),
+        Some(Json::Bool(true)) => Ok(true),
+        Some(other) => Err(TuneError::bad(
+            format!("training_args.resume_from_checkpoint must be true or false, got {other}"),
+            "pgml.tune resumes the project's latest interrupted model from its checkpoint in pgml.files; \
+             pass \"resume_from_checkpoint\": true.",
+        )),
+    }
+}
+
+/// A bound argument as JSON, for `pgml.jobs.request`.
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Json(j) => redact(j),
+        Value::Array(a) => Json::Array(a.iter().map(value_json).collect()),
     }
 }
 
@@ -351,6 +442,43 @@ mod tests {
         .unwrap();
         assert_eq!(y.dataset.class_column, "label");
         assert!(TuneRequest::from_args(&args(&[("project_name", Value::Null)])).is_err());
+    }
+
+    #[test]
+    fn requests_are_stored_without_tokens_and_read_back() {
+        let a = args(&[
+            ("project_name", Value::Text("p".into())),
+            ("relation_name", Value::Text("reviews".into())),
+            ("model_name", Value::Text("bert".into())),
+            ("test_size", Value::Float(0.2)),
+            ("automatic_deploy", Value::Bool(false)),
+            (
+                "hyperparams",
+                Value::Json(json!({"training_args": {"max_steps": 7, "hub_token": "hf_secret", "push_to_hub": true,
+                    "resume_from_checkpoint": false}, "dataset_args": {"class_column": "label"}})),
+            ),
+        ]);
+        let r = TuneRequest::from_args(&a).unwrap();
+        assert!(!r.resume_from_checkpoint);
+        let stored = r.stored_request.to_string();
+        assert!(!stored.contains("hf_secret") && !stored.contains("resume_from_checkpoint"), "{stored}");
+        let back = TuneRequest::from_stored(&r.stored_request).unwrap();
+        assert_eq!(back.training.max_steps, 7);
+        assert!(back.training.push_to_hub && back.training.hub_token.is_none());
+        assert_eq!((back.test_size, back.automatic_deploy), (TestSize::Fraction(0.2), false));
+        assert_eq!(back.relation_name.as_deref(), Some("reviews"));
+        assert_eq!(back.dataset.class_column, "label");
+        assert_eq!(back.stored_request, r.stored_request);
+
+        let resume = |v: Json| {
+            TuneRequest::from_args(&args(&[
+                ("project_name", Value::Text("p".into())),
+                ("hyperparams", Value::Json(json!({"training_args": {"resume_from_checkpoint": v}}))),
+            ]))
+        };
+        assert!(resume(json!(true)).unwrap().resume_from_checkpoint);
+        let e = resume(json!("out/checkpoint-500")).unwrap_err();
+        assert!(e.to_string().contains("resume_from_checkpoint"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,15 @@ pub async fn project(client: &Client, name: &str, task: Option<Task>) -> Result<
     Ok((row.get(0), task))
 }
 
+/// The id of project `name`, when it exists.
+pub async fn project_id(client: &Client, name: &str) -> Result<Option<i64>> {
+    let row = client
+        .query_opt("SELECT id FROM pgml.projects WHERE name = $1", &[&name])
+        .await
+        .map_err(|e| TuneError::pg(format!("looking up project {name}"), e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// What a snapshot row records about the data.
 pub struct SnapshotInfo<'a> {
     /// The relation read.
@@ -102,8 +111,20 @@ pub struct NewModel<'a> {
     pub hyperparams: &'a Json,
 }
 
-/// Inserts the model (`in_progress`) and its job row (`running`); returns (model, job) ids.
-pub async fn start_model(client: &Client, m: &NewModel<'_>, worker: &str) -> Result<(i64, i64)> {
+/// First key of the session-level advisory lock the owner of a running job holds on
+/// pgmld's own connection, (this, job id): a `running` job whose lock can be taken has no
+/// live owner (its pgmld died).
+pub const JOB_LOCK_CLASS: i32 = 0x7067_6d6c;
+
+/// The second key of a job's lock.
+fn lock_key(job_id: i64) -> i32 {
+    (job_id & 0x7fff_ffff) as i32
+}
+
+/// Inserts the model (`in_progress`) and its job row (`running`, with `request`), taking the
+/// job's lock on `client` in the same statement (so no scan ever sees the row unlocked);
+/// returns (model, job) ids.
+pub async fn start_model(client: &Client, m: &NewModel<'_>, worker: &str, request: &Json) -> Result<(i64, i64)> {
     let row = client
         .query_one(
             "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, runtime, hyperparams, status) \
@@ -115,13 +136,139 @@ pub async fn start_model(client: &Client, m: &NewModel<'_>, worker: &str) -> Res
     let model_id: i64 = row.get(0);
     let job = client
         .query_one(
-            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, started_at, heartbeat_at, progress) \
-             VALUES ($1, $2, 'tune', 'running', $3, $4, clock_timestamp(), clock_timestamp(), 0) RETURNING id",
-            &[&model_id, &m.project_id, m.hyperparams, &worker],
+            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, started_at, heartbeat_at, progress, request) \
+             VALUES ($1, $2, 'tune', 'running', $3, $4, clock_timestamp(), clock_timestamp(), 0, $5) \
+             RETURNING id, pg_try_advisory_lock($6, (id & 2147483647)::int4)",
+            &[&model_id, &m.project_id, m.hyperparams, &worker, request, &JOB_LOCK_CLASS],
         )
         .await
         .map_err(|e| TuneError::pg("recording the job", e))?;
+    if !job.get::<_, bool>(1) {
+        tracing::warn!(job_id = job.get::<_, i64>(0), "a new job's lock is held elsewhere");
+    }
     Ok((model_id, job.get(0)))
+}
+
+/// Takes the lock of `job_id` on `client` when no one holds it; false when its owner lives.
+pub async fn lock_job(client: &Client, job_id: i64) -> Result<bool> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
+        .await
+        .map_err(|e| TuneError::pg("locking the job", e))?;
+    Ok(row.get(0))
+}
+
+/// Releases the lock of `job_id` taken by [`lock_job`] on `client`.
+pub async fn unlock_job(client: &Client, job_id: i64) -> Result<()> {
+    client
+        .query_one("SELECT pg_advisory_unlock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
+        .await
+        .map_err(|e| TuneError::pg("unlocking the job", e))?;
+    Ok(())
+}
+
+/// A tune job that may be resumed.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// `pgml.jobs.id`.
+    pub job_id: i64,
+    /// Its model.
+    pub model_id: i64,
+    /// Its project.
+    pub project_id: i64,
+    /// `queued`, `running`, `failed` or `cancelled`.
+    pub status: String,
+    /// The step of its stored checkpoint.
+    pub checkpoint_step: Option<i64>,
+    /// The call, as [`crate::options::TuneRequest::from_stored`] reads it.
+    pub request: Option<Json>,
+}
+
+const JOB_COLUMNS: &str = "j.id, j.model_id, j.project_id, j.status, j.checkpoint_step, j.request";
+
+/// Jobs a resume may pick up: a tune whose model did not succeed and whose job is still
+/// `queued` / `running` (orphaned when its lock is free) or ended by a cancel or an
+/// interruption.
+const RESUMABLE: &str = "j.kind = 'tune' AND m.status <> 'successful' \
+     AND (j.status IN ('queued', 'running') OR (j.status IN ('failed', 'cancelled') AND j.error IN ('cancelled', 'interrupted')))";
+
+fn job_row(r: &tokio_postgres::Row) -> JobRow {
+    JobRow {
+        job_id: r.get(0),
+        model_id: r.get(1),
+        project_id: r.get(2),
+        status: r.get(3),
+        checkpoint_step: r.get(4),
+        request: r.get(5),
+    }
+}
+
+/// The resumable jobs of a project, newest first.
+pub async fn resumable_jobs(client: &Client, project_id: i64) -> Result<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id \
+         WHERE j.project_id = $1 AND {RESUMABLE} ORDER BY j.id DESC"
+    );
+    let rows = client.query(&sql, &[&project_id]).await.map_err(|e| TuneError::pg("looking for interrupted models", e))?;
+    Ok(rows.iter().map(job_row).collect())
+}
+
+/// Re-reads job `job_id` when it is still resumable (after its lock was taken).
+pub async fn resumable_job(client: &Client, job_id: i64) -> Result<Option<JobRow>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id WHERE j.id = $1 AND {RESUMABLE}");
+    let row = client.query_opt(&sql, &[&job_id]).await.map_err(|e| TuneError::pg("reading the job", e))?;
+    Ok(row.as_ref().map(job_row))
+}
+
+/// Every tune job of the database still marked `queued` or `running` and started by a
+/// pgmld that holds job locks (one that stores `request`: an older pgmld's running job
+/// must not look orphaned), oldest first.
+pub async fn active_jobs(client: &Client) -> Result<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id \
+         WHERE j.kind = 'tune' AND j.status IN ('queued', 'running') AND j.request IS NOT NULL ORDER BY j.id"
+    );
+    let rows = client.query(&sql, &[]).await.map_err(|e| TuneError::pg("looking for running jobs", e))?;
+    Ok(rows.iter().map(job_row).collect())
+}
+
+/// The task of project `project_id`.
+pub async fn project_task(client: &Client, project_id: i64) -> Result<Task> {
+    let row = client
+        .query_one("SELECT task FROM pgml.projects WHERE id = $1", &[&project_id])
+        .await
+        .map_err(|e| TuneError::pg(format!("reading project {project_id}"), e))?;
+    Task::parse(row.get::<_, &str>(0))
+}
+
+/// Deletes the model's log rows of steps after `step` (written after the checkpoint a resume
+/// goes on from), so no step is logged twice.
+pub async fn drop_logs_after(client: &Client, model_id: i64, step: i64) -> Result<u64> {
+    client
+        .execute(
+            "DELETE FROM pgml.logs WHERE model_id = $1 AND jsonb_typeof(logs->'step') = 'number' \
+             AND (logs->>'step')::float8 > ($2::int8)::float8",
+            &[&model_id, &step],
+        )
+        .await
+        .map_err(|e| TuneError::pg("deleting log rows after the checkpoint", e))
+}
+
+/// Puts a model and its job back in progress for a resume by `worker`.
+pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &str) -> Result<()> {
+    client
+        .execute("UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1", &[&model_id])
+        .await
+        .map_err(|e| TuneError::pg("reopening the model", e))?;
+    client
+        .execute(
+            "UPDATE pgml.jobs SET status = 'running', error = NULL, finished_at = NULL, worker = $2, \
+             heartbeat_at = clock_timestamp() WHERE id = $1",
+            &[&job_id, &worker],
+        )
+        .await
+        .map_err(|e| TuneError::pg("reopening the job", e))?;
+    Ok(())
 }
 
 /// Appends one training log event.
@@ -159,7 +306,8 @@ pub async fn succeed(client: &Client, model_id: i64, job_id: i64, metrics: &Json
         .map_err(|e| TuneError::pg("recording the model's metrics", e))?;
     client
         .execute(
-            "UPDATE pgml.jobs SET status = 'succeeded', progress = 1, finished_at = clock_timestamp() WHERE id = $1",
+            "UPDATE pgml.jobs SET status = 'succeeded', progress = 1, finished_at = clock_timestamp(), \
+             checkpoint_step = NULL WHERE id = $1",
             &[&job_id],
         )
         .await
@@ -167,7 +315,8 @@ pub async fn succeed(client: &Client, model_id: i64, job_id: i64, metrics: &Json
     Ok(())
 }
 
-/// Marks the model failed with `reason` (`cancelled` for a cancel) and ends the job.
+/// Marks the model failed with `reason` (`cancelled` for a cancel, `interrupted` for a job
+/// whose pgmld died) and ends the job.
 pub async fn fail(client: &Client, model_id: i64, job_id: i64, reason: &str, cancelled: bool) -> Result<()> {
     client
         .execute("UPDATE pgml.models SET status = 'failed', error = $2 WHERE id = $1", &[&model_id, &reason])

@@ -19,7 +19,7 @@ use crate::job::{self, Progress, TrainSpec};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::pool::WorkerPool;
 use crate::push::{PushEvent, PushSetup, Pusher};
-use crate::{files, progress, records, resolve, split};
+use crate::{files, progress, records, resolve, resume, split};
 
 /// Serves `pgml.tune` for every database of the upstream.
 pub struct Tuner {
@@ -133,8 +133,38 @@ fn prepare(rel: &Relation, req: &TuneRequest) -> Result<Prepared> {
     Ok(Prepared { labels, train, eval, unseen, analysis })
 }
 
+/// A model row and what its training needs: a new tune's, or a resumed one's.
+struct Run {
+    req: TuneRequest,
+    task: Task,
+    model_name: String,
+    source: resolve::ModelSource,
+    /// (project, model, job) ids.
+    ids: (i64, i64, i64),
+    labels: Vec<String>,
+    train: Arc<Vec<Example>>,
+    eval: Arc<Vec<Example>>,
+    relation: String,
+    push: Option<PushSetup>,
+    /// The checkpoint a resume goes on from (a directory removed afterwards).
+    resume_from: Option<PathBuf>,
+    /// Whether `checkpoint/dataset.jsonl` is stored already.
+    dataset_stored: bool,
+}
+
+/// The 22023 of `resume_from_checkpoint` when there is nothing to resume.
+fn nothing_to_resume(project: &str) -> TuneError {
+    TuneError::bad(
+        format!("project \"{project}\" has no interrupted model with a checkpoint to resume from"),
+        "resume_from_checkpoint resumes the project's latest model stopped by a cancel, a dropped connection or a \
+         pgmld restart, once it has stored a checkpoint (every save_steps optimizer steps). Lower save_steps to \
+         checkpoint more often, or leave resume_from_checkpoint out to train a new model.",
+    )
+}
+
 impl Tuner {
-    async fn connect(&self, database: &str) -> Result<Client> {
+    /// A connection of pgmld's own to `database`.
+    pub(crate) async fn connect(&self, database: &str) -> Result<Client> {
         let url = pgmld_schema::url_with_database(&self.base_url, database)
             .map_err(|e| TuneError::Internal(format!("upstream URL: {e}")))?;
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -148,15 +178,33 @@ impl Tuner {
         Ok(client)
     }
 
+    /// The databases of the upstream that accept connections.
+    pub(crate) async fn databases(&self) -> Result<Vec<String>> {
+        let (client, conn) = tokio_postgres::connect(&self.base_url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| TuneError::pg("connecting to the upstream", e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let rows = client
+            .query("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
+            .await
+            .map_err(|e| TuneError::pg("listing databases", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Runs one tune for the calling session.
     pub async fn run(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
+        if req.resume_from_checkpoint {
+            return self.resume_call(req, ctx).await;
+        }
         // A call that cannot push fails before anything is recorded or trained.
         // Offline, nothing is pushed: the tune says so once its model is recorded.
         let push = match req.training.push_to_hub && !self.hub.offline {
             true => Some(PushSetup::prepare(&req.training, &req.project_name, self.hub_token.as_deref(), &self.hub)?),
             false => None,
         };
-        let mut client = self.connect(&ctx.database).await?;
+        let client = self.connect(&ctx.database).await?;
         let (project_id, task) = records::project(&client, &req.project_name, req.task).await?;
         if task == Task::Conversation {
             return Err(TuneError::Unsupported {
@@ -209,41 +257,186 @@ impl Tuner {
             algorithm: &model_name,
             hyperparams: &req.stored_hyperparams,
         };
-        let worker = format!("pgmld-{}", std::process::id());
-        let (model_id, job_id) = records::start_model(&client, &new, &worker).await?;
+        let (model_id, job_id) = records::start_model(&client, &new, &worker_name(), &req.stored_request).await?;
+        let run = Run {
+            task,
+            model_name,
+            source,
+            ids: (project_id, model_id, job_id),
+            labels: prep.labels,
+            train: Arc::new(prep.train),
+            eval: Arc::new(prep.eval),
+            relation: rel.name.clone(),
+            push,
+            resume_from: None,
+            dataset_stored: false,
+            req,
+        };
+        self.execute(client, run, ctx).await
+    }
+
+    /// `resume_from_checkpoint`: resumes the project's latest interrupted model that has a
+    /// complete checkpoint and no live owner.
+    async fn resume_call(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
+        let client = self.connect(&ctx.database).await?;
+        let Some(project_id) = records::project_id(&client, &req.project_name).await? else {
+            return Err(nothing_to_resume(&req.project_name));
+        };
+        for job in records::resumable_jobs(&client, project_id).await? {
+            if job.checkpoint_step.is_none() || job.request.is_none() || !files::has_checkpoint(&client, job.model_id).await? {
+                continue;
+            }
+            if !records::lock_job(&client, job.job_id).await? {
+                // Its owner is alive: it is not interrupted.
+                continue;
+            }
+            match records::resumable_job(&client, job.job_id).await? {
+                Some(job) if job.checkpoint_step.is_some() => {
+                    return self.resume_job(client, ctx, job, req.training.hub_token.clone()).await;
+                }
+                _ => records::unlock_job(&client, job.job_id).await?,
+            }
+        }
+        Err(nothing_to_resume(&req.project_name))
+    }
+
+    /// Resumes `job` from its stored checkpoint, on `client`, which holds the job's lock:
+    /// the call stored in the job, the training data stored with the checkpoint, the log
+    /// rows after the checkpoint's step dropped, the model and job back in progress.
+    /// `token` is the Hub token of the call that asked (tokens are never stored). A job
+    /// still marked running that cannot be resumed is marked failed (`interrupted`).
+    pub(crate) async fn resume_job(
+        &self,
+        client: Client,
+        ctx: &CallContext,
+        job: records::JobRow,
+        token: Option<pgmld_ml::Secret>,
+    ) -> Result<Tuned> {
+        let tag = format!("{}-model-{}", ctx.database.replace('/', "_"), job.model_id);
+        let from = self.work_dir.join(format!("resume-{tag}"));
+        let prepared = self.prepare_resume(&client, &job, token, &from).await;
+        let (req, task, source, dataset, step, max_steps) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&from);
+                if matches!(job.status.as_str(), "queued" | "running") {
+                    if let Err(rec) = records::fail(&client, job.model_id, job.job_id, "interrupted", false).await {
+                        tracing::error!(job.model_id, "cannot record the interrupted tune: {rec}");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let (project_id, model_id, job_id) = (job.project_id, job.model_id, job.job_id);
+        records::drop_logs_after(&client, model_id, step).await?;
+        records::reopen(&client, model_id, job_id, &worker_name()).await?;
+        let logs = json!({"status": "resuming", "model_id": model_id, "from_step": step, "max_steps": max_steps});
+        info(ctx, progress::notice_text(&logs));
+        records::log(&client, model_id, project_id, &logs).await?;
+        let push = match req.training.push_to_hub && !self.hub.offline {
+            true => match PushSetup::prepare(&req.training, &req.project_name, self.hub_token.as_deref(), &self.hub) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let ev = PushEvent::Failed { step: None, message: e.to_string(), fatal: true };
+                    relay(&client, ctx, (project_id, model_id), &ev).await;
+                    None
+                }
+            },
+            false => None,
+        };
+        let run = Run {
+            task,
+            model_name: req.model_name.clone().unwrap_or_default(),
+            source,
+            ids: (project_id, model_id, job_id),
+            labels: dataset.labels,
+            train: Arc::new(dataset.train),
+            eval: Arc::new(dataset.eval),
+            relation: req.relation_name.clone().unwrap_or_default(),
+            push,
+            resume_from: Some(from),
+            dataset_stored: true,
+            req,
+        };
+        self.execute(client, run, ctx).await
+    }
+
+    /// What a resume reads before it changes anything: the request, the project's task, the
+    /// base model, the checkpoint (into `from`) and its training data.
+    #[allow(clippy::type_complexity)]
+    async fn prepare_resume(
+        &self,
+        client: &Client,
+        job: &records::JobRow,
+        token: Option<pgmld_ml::Secret>,
+        from: &std::path::Path,
+    ) -> Result<(TuneRequest, Task, resolve::ModelSource, resume::Dataset, i64, i64)> {
+        let stored = job.request.as_ref().ok_or_else(|| TuneError::Internal(format!("job {} has no stored request", job.job_id)))?;
+        let mut req = TuneRequest::from_stored(stored)?;
+        if token.is_some() {
+            req.training.hub_token = token;
+        }
+        let task = records::project_task(client, job.project_id).await?;
+        let model_name = req.model_name.clone().ok_or_else(|| TuneError::Internal(format!("job {} has no model_name", job.job_id)))?;
+        let _ = std::fs::remove_dir_all(from);
+        files::load_checkpoint(client, job.model_id, from).await?;
+        let ck = pgmld_ml::load_checkpoint(from)?;
+        let dataset = resume::read_dataset(&from.join(files::DATASET_FILE))?;
+        let source = resolve::resolve(client, &model_name, &self.hub, &self.work_dir).await?;
+        Ok((req, task, source, dataset, ck.state.global_step, ck.state.max_steps))
+    }
+
+    /// Trains, stores and deploys the model of `run`, on `client` (which holds its job's
+    /// lock); records a failure.
+    async fn execute(&self, mut client: Client, run: Run, ctx: &CallContext) -> Result<Tuned> {
+        let Run { req, task, model_name, source, ids, labels, train, eval, relation, push, resume_from, mut dataset_stored } = run;
+        let (project_id, model_id, job_id) = ids;
         if req.training.push_to_hub && self.hub.offline {
             let message = "HF_HUB_OFFLINE is set, so pgmld does not reach the Hub".to_string();
             relay(&client, ctx, (project_id, model_id), &PushEvent::Failed { step: None, message, fatal: true }).await;
         }
+        let tag = format!("{}-model-{model_id}", ctx.database.replace('/', "_"));
         let mut hub = push.map(|setup| {
-            let checkpoints = self.work_dir.join(format!("ckpt-{}-model-{model_id}", ctx.database.replace('/', "_")));
+            let checkpoints = self.work_dir.join(format!("ckpt-{tag}"));
             let card = ModelCard {
                 project: req.project_name.clone(),
                 task: task.name().to_string(),
                 base_model: model_name.clone(),
                 base_origin: source.origin.clone(),
-                relation: rel.name.clone(),
-                labels: prep.labels.clone(),
-                rows: Some((prep.train.len(), prep.eval.len())),
+                relation: relation.clone(),
+                labels: labels.clone(),
+                rows: Some((train.len(), eval.len())),
                 setup: card_setup(&req),
                 metrics: vec![],
                 repo_id: None,
             };
             HubPush { pusher: Pusher::start(setup, checkpoints), card }
         });
-        let out_dir = self.work_dir.join(format!("out-{}-model-{model_id}", ctx.database.replace('/', "_")));
+        let out_dir = self.work_dir.join(format!("out-{tag}"));
         let _ = std::fs::remove_dir_all(&out_dir);
+        let resume_dir = self.work_dir.join(format!("save-{tag}"));
+        let _ = std::fs::remove_dir_all(&resume_dir);
         let spec = TrainSpec {
             model_dir: source.dir.clone(),
-            labels: prep.labels,
-            train: prep.train,
-            eval: prep.eval,
+            labels: labels.clone(),
+            train: train.clone(),
+            eval: eval.clone(),
             training: req.training.clone(),
             tokenizer: req.tokenizer.clone(),
             out_dir,
             checkpoint_dir: hub.as_ref().and_then(|h| h.pusher.checkpoint_dir()),
+            resume_dir: Some(resume_dir.clone()),
+            resume_from: resume_from.clone(),
         };
-        let outcome = self.train(&client, ctx, spec, (project_id, model_id, job_id), &mut hub).await;
+        let data = (labels.as_slice(), train.as_slice(), eval.as_slice());
+        let outcome = self.train(&mut client, ctx, spec, ids, &mut hub, data, &mut dataset_stored).await;
+        let cleanup = || {
+            let _ = std::fs::remove_dir_all(&resume_dir);
+            if let Some(d) = &resume_from {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        };
+        cleanup();
         let (outcome, out_dir) = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -251,10 +444,15 @@ impl Tuner {
                 if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), cancelled).await {
                     tracing::error!(model_id, "cannot record the failed tune: {rec}");
                 }
+                if !cancelled {
+                    // A resume would fail the same way: the checkpoint only takes space.
+                    if let Err(rec) = files::delete_checkpoint(&mut client, model_id).await {
+                        tracing::warn!(model_id, "cannot delete the failed tune's checkpoint: {rec}");
+                    }
+                }
                 return Err(e);
             }
         };
-        let ids = (project_id, model_id, job_id);
         let finished = self.finish(&mut client, &req, ctx, ids, (&outcome, &out_dir), &mut hub).await;
         let _ = std::fs::remove_dir_all(&out_dir);
         let deployed = match finished {
@@ -270,13 +468,18 @@ impl Tuner {
     }
 
     /// Runs the job on a worker and relays its progress until it ends.
+    /// At every `save_steps` the checkpoint goes to pgml.files, with `data` (label names,
+    /// training and evaluation examples) the first time (`dataset_stored` false).
+    #[allow(clippy::too_many_arguments)]
     async fn train(
         &self,
-        client: &Client,
+        client: &mut Client,
         ctx: &CallContext,
         spec: TrainSpec,
         (project_id, model_id, job_id): (i64, i64, i64),
         hub: &mut Option<HubPush>,
+        (labels, train, eval): (&[String], &[Example], &[Example]),
+        dataset_stored: &mut bool,
     ) -> Result<(TrainOutcome, PathBuf)> {
         let out_dir = spec.out_dir.clone();
         let ahead = self.pool.jobs_ahead();
@@ -329,6 +532,23 @@ impl Tuner {
                             let _ = std::fs::remove_dir_all(&dir);
                         }
                     }
+                    continue;
+                }
+                Progress::Checkpoint { step, dir } => {
+                    let dataset = (!*dataset_stored).then(|| resume::encode_dataset(labels, train, eval));
+                    let ids = (model_id, job_id);
+                    match files::store_checkpoint(client, ids, step, &dir, dataset.as_deref(), self.file_part_bytes).await {
+                        Ok(bytes) => {
+                            *dataset_stored |= dataset.is_some();
+                            tracing::debug!(model_id, step, bytes, "checkpoint stored in pgml.files");
+                        }
+                        Err(e) => checkpoint_failed(client, ctx, (project_id, model_id), step, &e.to_string()).await,
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+                Progress::CheckpointFailed { step, message } => {
+                    checkpoint_failed(client, ctx, (project_id, model_id), step, &message).await;
                     continue;
                 }
                 Progress::SaveFailed { step, message } => {
@@ -441,6 +661,21 @@ async fn relay(client: &Client, ctx: &CallContext, (project_id, model_id): (i64,
     if let Err(e) = records::log(client, model_id, project_id, &logs).await {
         tracing::warn!(model_id, "cannot log a push_to_hub event: {e}");
     }
+}
+
+/// A checkpoint that could not be written or stored: a WARNING and a log row; training
+/// goes on (a resume then starts from the previous checkpoint).
+async fn checkpoint_failed(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), step: i64, message: &str) {
+    warning(ctx, format!("the checkpoint of step {step} could not be stored for resuming: {message}; training goes on"));
+    let logs = json!({"checkpoint": "failed", "step": step, "error": message});
+    if let Err(e) = records::log(client, model_id, project_id, &logs).await {
+        tracing::warn!(model_id, "cannot log a failed checkpoint: {e}");
+    }
+}
+
+/// The `worker` recorded in pgml.jobs.
+fn worker_name() -> String {
+    format!("pgmld-{}", std::process::id())
 }
 
 /// Resolves once `flag` is set (polled every 100 ms).

@@ -3,6 +3,11 @@
 use super::*;
 use crate::testdb::TestDb;
 
+/// The versions of every embedded migration, in order.
+fn every_version() -> Vec<u32> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
 /// The tables of migration 1 and, per table, a few columns that must be there.
 const EXPECTED: &[(&str, &[&str])] = &[
     (
@@ -80,6 +85,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "updated_at",
             "started_at",
             "finished_at",
+            "request",
+            "checkpoint_step",
         ],
     ),
     ("schema_migrations", &["version", "name", "applied_at"]),
@@ -88,7 +95,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
 #[tokio::test]
 async fn second_run_applies_nothing_and_tables_exist() {
     let db = TestDb::create().await;
-    assert_eq!(migrate(&db.url()).await.expect("first migrate"), vec![1]);
+    assert_eq!(migrate(&db.url()).await.expect("first migrate"), every_version());
     assert_eq!(
         migrate(&db.url()).await.expect("second migrate"),
         Vec::<u32>::new()
@@ -196,14 +203,14 @@ async fn concurrent_runs_apply_once() {
     let (a, b) = (a.expect("first runner"), b.expect("second runner"));
     let mut all = [a, b].concat();
     all.sort_unstable();
-    assert_eq!(all, vec![1], "each migration applied by exactly one runner");
+    assert_eq!(all, every_version(), "each migration applied by exactly one runner");
     let client = db.connect().await;
     let recorded: i64 = client
         .query_one("SELECT count(*) FROM pgml.schema_migrations", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(recorded, 1);
+    assert_eq!(recorded, MIGRATIONS.len() as i64);
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'pgml' AND tablename = 'models'",
