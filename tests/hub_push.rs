@@ -117,7 +117,8 @@ async fn pushes_checkpoints_and_the_final_model_which_pull_back() {
     }
     let dir = FakeHub::model_revision_dir(&root, repo, "main");
     let on_hub = files_under(&dir, "");
-    for f in top.iter().chain(&["last-checkpoint/config.json", "last-checkpoint/model.safetensors"]) {
+    let resume_state = ["last-checkpoint/optimizer.safetensors", "last-checkpoint/trainer_state.json", "last-checkpoint/tokenizer.json"];
+    for f in top.iter().chain(&["last-checkpoint/config.json", "last-checkpoint/model.safetensors"]).chain(&resume_state) {
         assert!(on_hub.iter().any(|x| x == f), "{f} not on the hub: {on_hub:?}");
     }
     let card = std::fs::read_to_string(dir.join("README.md")).unwrap();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer, TokenizerArgs, TrainEvent, TrainOutcome, TrainingArgs};
+use pgmld_ml::{HubStrategy, train_classifier, Classifier, Example, TextTokenizer, TokenizerArgs, TrainEvent, TrainOutcome, TrainingArgs};
 use tch::Device;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -135,7 +135,17 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
             let step = at.step();
             let dir = root.join(format!("checkpoint-{step}"));
             let _ = std::fs::remove_dir_all(&dir);
-            let _ = tx.send(match save(at.model(), &tokenizer, &spec, &dir) {
+            // hub_strategy checkpoint / all_checkpoints push what resuming needs too
+            // (optimizer, trainer state), as HF's Trainer does; push.rs puts it under the
+            // checkpoint's folder.
+            let with_state = matches!(spec.training.hub_strategy, HubStrategy::Checkpoint | HubStrategy::AllCheckpoints);
+            let saved = save(at.model(), &tokenizer, &spec, &dir).and_then(|()| {
+                if with_state {
+                    at.write_checkpoint(dir.join(crate::push::STATE_DIR))?;
+                }
+                Ok(())
+            });
+            let _ = tx.send(match saved {
                 Ok(()) => Progress::Saved { step, dir },
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);

@@ -213,10 +213,28 @@ fn commit_files(dir: &Path, card: &str, step: i64, last: bool, strategy: HubStra
         _ => None,
     };
     if let Some(sub) = sub {
-        files.extend(local.iter().map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())));
+        // The resume state (optimizer, trainer state, weights) when the job wrote it,
+        // then the model files it lacks (config, tokenizer).
+        let state = dir.join(STATE_DIR);
+        let mut in_state: Vec<(String, PathBuf)> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&state) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    in_state.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+                }
+            }
+        }
+        in_state.sort();
+        let names: Vec<String> = in_state.iter().map(|(n, _)| n.clone()).collect();
+        files.extend(in_state.iter().map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())));
+        files.extend(local.iter().filter(|(n, _)| !names.contains(n)).map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())));
     }
     Ok(files)
 }
+
+/// Sub-directory of a checkpoint handed to the pusher that holds the resume state
+/// (`SavePoint::write_checkpoint`), for `hub_strategy` checkpoint / all_checkpoints.
+pub const STATE_DIR: &str = "state";
 
 /// The uploader of one tune: a thread of its own fed with models to commit.
 pub struct Pusher {
