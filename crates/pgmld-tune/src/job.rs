@@ -51,6 +51,9 @@ pub enum Progress {
         max_length: usize,
         /// Trainable parameters.
         parameters: i64,
+        /// Optimizer steps already done (a resumed run's checkpoint step), so progress
+        /// rates count only this run's steps.
+        start_step: i64,
     },
     /// A trainer event, with seconds since training began.
     Event(TrainEvent, f64),
@@ -106,7 +109,11 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
     let inner = pgmld_ml::vocab::tokenizer_from_dir(&spec.model_dir)?;
     let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?.with_truncation(spec.tokenizer.truncation);
     let parameters: i64 = model.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    let _ = tx.send(Progress::Started { device: device_name(device), max_length, parameters });
+    let start_step = match spec.resume_from.as_deref() {
+        Some(dir) => pgmld_ml::train_state::load_checkpoint(dir)?.state.global_step,
+        None => 0,
+    };
+    let _ = tx.send(Progress::Started { device: device_name(device), max_length, parameters, start_step });
     let started = Instant::now();
     let outcome = train_classifier(
         &mut model,

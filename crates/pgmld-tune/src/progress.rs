@@ -22,10 +22,12 @@ fn with(mut base: Map<String, Json>, extra: Json) -> Json {
 }
 
 /// A training log event (`loss` rounded to 4 digits as HF does), with progress and the
-/// estimated seconds left at the rate so far.
-pub fn log_event(ev: &LogEvent, elapsed: f64) -> Json {
+/// estimated seconds left at this run's rate so far (`elapsed` seconds for the steps after
+/// `start_step`, the checkpoint a resumed run started from).
+pub fn log_event(ev: &LogEvent, elapsed: f64, start_step: i64) -> Json {
     let progress = ev.step as f64 / ev.max_steps.max(1) as f64;
-    let eta = if ev.step > 0 { elapsed / ev.step as f64 * (ev.max_steps - ev.step).max(0) as f64 } else { 0.0 };
+    let done = ev.step - start_step;
+    let eta = if done > 0 { elapsed / done as f64 * (ev.max_steps - ev.step).max(0) as f64 } else { 0.0 };
     json!({
         "loss": round(ev.loss, 4),
         "grad_norm": ev.grad_norm,
@@ -80,13 +82,15 @@ mod tests {
     #[test]
     fn log_event_has_the_guide_keys_and_eta() {
         let ev = LogEvent { step: 500, max_steps: 10000, epoch: 0.25, loss: 0.345_349, grad_norm: 5.23, learning_rate: 1.9e-5 };
-        let v = log_event(&ev, 100.0);
+        let v = log_event(&ev, 100.0, 0);
         for k in ["loss", "grad_norm", "learning_rate", "epoch", "step", "max_steps", "timestamp", "progress", "eta_seconds"] {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
         assert_eq!(v["loss"], json!(0.3453));
         assert_eq!(v["progress"], json!(0.05));
         assert_eq!(v["eta_seconds"], json!(1900.0));
+        // Resumed at step 400: 100 s bought 100 steps, 9,500 are left.
+        assert_eq!(log_event(&ev, 100.0, 400)["eta_seconds"], json!(9500.0));
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys[0], "loss", "guide order kept: {keys:?}");
         let ts = v["timestamp"].as_str().unwrap();

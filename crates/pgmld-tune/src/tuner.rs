@@ -496,7 +496,7 @@ impl Tuner {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = ctx.cancelled.clone();
         let result = self.pool.submit(move |device| job::run(spec, device, cancel, tx));
-        let mut max_steps = 0;
+        let (mut max_steps, mut start_step) = (0, 0);
         loop {
             let p = tokio::select! {
                 p = rx.recv() => match p {
@@ -509,14 +509,15 @@ impl Tuner {
                 }
             };
             let logs = match p {
-                Progress::Started { device, max_length, parameters } => {
+                Progress::Started { device, max_length, parameters, start_step: first } => {
+                    start_step = first;
                     json!({"status": "training", "model_id": model_id, "device": device,
                            "max_length": max_length, "trainable_parameters": parameters})
                 }
                 Progress::Event(TrainEvent::Log(ev), elapsed) => {
                     max_steps = ev.max_steps;
                     let _ = records::progress(client, job_id, ev.step as f64 / ev.max_steps.max(1) as f64).await;
-                    progress::log_event(&ev, elapsed)
+                    progress::log_event(&ev, elapsed, start_step)
                 }
                 Progress::Event(TrainEvent::Eval { step, epoch, metrics }, _) => {
                     let e = progress::eval_event(&metrics, epoch, step, max_steps.max(step));
