@@ -115,6 +115,9 @@ async fn run(config: Config) -> Result<()> {
         (None, None) => None,
         _ => bail!("tls_cert and tls_key must be set together"),
     };
+    if config.openai_listen().is_some() && config.openai_api_keys.is_none() {
+        return Err(pgmld_openai::Error::NoApiKeys.into());
+    }
     let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
     let upstream_addr = host_port(&upstream_url)?;
     let applied = pgmld_schema::migrate(&upstream_url).await.context("applying the pgml schema")?;
@@ -162,10 +165,12 @@ async fn run(config: Config) -> Result<()> {
         cache,
         batching.max_batch,
     );
-    registry.register(Arc::new(pgmld_transform::Transform::new(Arc::new(transformer))));
+    let transformer = Arc::new(transformer);
+    registry.register(Arc::new(pgmld_transform::Transform::new(transformer.clone())));
+    registry.register(Arc::new(pgmld_transform::stream::TransformStream::new(transformer)));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
         upstream_addr,
-        migrator: Some(Arc::new(Migrator::new(upstream_url))),
+        migrator: Some(Arc::new(Migrator::new(upstream_url.clone()))),
         registry: Arc::new(registry),
         metrics,
         tls,
@@ -177,6 +182,9 @@ async fn run(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    if let Some(addr) = config.openai_listen() {
+        serve_openai(&config, addr, listener.local_addr()?, &upstream_url, shutdown.clone()).await?;
+    }
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("pgmld listening on {}", listener.local_addr()?);
     tracing::info!("listening on {}", listener.local_addr()?);
@@ -188,6 +196,27 @@ async fn run(config: Config) -> Result<()> {
     });
     server.serve(listener, shutdown).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the OpenAI-compatible endpoint on `addr`; it runs its requests through pgmld's
+/// own listener at `pgmld`, as the user and database configured (else the upstream's).
+async fn serve_openai(config: &Config, addr: &str, pgmld: std::net::SocketAddr, upstream_url: &str, shutdown: CancellationToken) -> Result<()> {
+    let options = pgmld_openai::Options {
+        listen: addr.to_string(),
+        api_keys: config.openai_api_keys.as_ref().map(|keys| keys.iter().map(|k| k.expose().to_string()).collect()),
+        pgmld: pgmld_openai::pgmld_target(
+            pgmld,
+            upstream_url,
+            config.openai_user.as_deref(),
+            config.openai_password.as_ref().map(|p| p.expose()),
+            config.openai_database.as_deref(),
+        )?,
+    };
+    let bound = pgmld_openai::serve(options, async move { shutdown.cancelled().await }).await?;
+    // Scripts read this line to find the port when listening on port 0.
+    println!("pgmld openai on {bound}");
+    tracing::info!("OpenAI-compatible endpoint on http://{bound}/v1");
     Ok(())
 }
 

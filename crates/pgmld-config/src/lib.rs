@@ -89,6 +89,22 @@ pub struct Config {
     /// background; the others are marked failed (`interrupted`). Turn it off when several
     /// pgmld instances share an upstream and another one owns the resumes. Default `true`.
     pub resume_jobs: bool,
+    /// Address of the OpenAI-compatible HTTP endpoint (`POST /v1/chat/completions`,
+    /// `GET /v1/models`), e.g. `127.0.0.1:8000`. Unset or empty: no endpoint. Default: unset.
+    pub openai_listen: Option<String>,
+    /// Bearer tokens the OpenAI endpoint accepts (`Authorization: Bearer <key>`); as an
+    /// environment variable, comma-separated. Must be set when `openai_listen` is: an
+    /// explicitly empty list (`[]`, or an empty variable) serves without authentication.
+    /// Never printed. Default: unset.
+    pub openai_api_keys: Option<Vec<SecretString>>,
+    /// Database the OpenAI endpoint runs `pgml.transform` in (where the tuned projects and
+    /// `pgml.models` live). Default: unset, the upstream URL's database.
+    pub openai_database: Option<String>,
+    /// User the OpenAI endpoint connects to pgmld as. Default: unset, the upstream URL's user.
+    pub openai_user: Option<String>,
+    /// Password for `openai_user`, when the upstream asks for one. Never printed.
+    /// Default: unset, the upstream URL's password.
+    pub openai_password: Option<SecretString>,
 }
 
 /// A secret setting (a token): `Debug` and serialisation (`--print-config`) show
@@ -147,6 +163,11 @@ impl Default for Config {
             transform_device: "auto".into(),
             hub_token: None,
             resume_jobs: true,
+            openai_listen: None,
+            openai_api_keys: None,
+            openai_database: None,
+            openai_user: None,
+            openai_password: None,
         }
     }
 }
@@ -196,6 +217,13 @@ impl Config {
             }
             // A number-typed default means the variable must parse as a number.
             let value = match defaults.get(&key) {
+                _ if LIST_FIELDS.contains(&key.as_str()) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_string()))
+                        .collect(),
+                ),
                 Some(toml::Value::Integer(_)) => raw
                     .trim()
                     .parse::<i64>()
@@ -242,6 +270,11 @@ impl Config {
         self.hub_token.as_ref().map(|t| t.expose().trim()).filter(|t| !t.is_empty())
     }
 
+    /// The OpenAI endpoint's address when it is turned on (`openai_listen` set, not blank).
+    pub fn openai_listen(&self) -> Option<&str> {
+        self.openai_listen.as_deref().map(str::trim).filter(|a| !a.is_empty())
+    }
+
     /// Seconds as a [`std::time::Duration`], for upstream connects.
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.connect_timeout_secs)
@@ -273,7 +306,16 @@ pub const FIELDS: &[&str] = &[
     "transform_device",
     "hub_token",
     "resume_jobs",
+    "openai_listen",
+    "openai_api_keys",
+    "openai_database",
+    "openai_user",
+    "openai_password",
 ];
+
+/// Fields holding a list: as environment variables they are comma-separated (blank
+/// entries dropped, so an empty variable is an empty list).
+const LIST_FIELDS: &[&str] = &["openai_api_keys"];
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.
 pub fn unknown_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
@@ -356,6 +398,39 @@ mod tests {
     }
 
     #[test]
+    fn openai_endpoint_settings() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!((c.openai_listen(), c.openai_api_keys.is_none()), (None, true), "off by default");
+        let c = Config::load(
+            None,
+            env(&[
+                ("PGMLD_OPENAI_LISTEN", "127.0.0.1:8000"),
+                ("PGMLD_OPENAI_API_KEYS", " sk-one, ,sk-two "),
+                ("PGMLD_OPENAI_PASSWORD", "pw-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.openai_listen(), Some("127.0.0.1:8000"));
+        let keys: Vec<&str> = c.openai_api_keys.iter().flatten().map(SecretString::expose).collect();
+        assert_eq!(keys, ["sk-one", "sk-two"]);
+        let printed = toml::to_string(&c).unwrap();
+        assert!(!printed.contains("sk-one") && !printed.contains("pw-secret"), "{printed}");
+        assert!(!format!("{c:?}").contains("sk-two"));
+        // An empty variable is an explicitly empty list (no authentication), not unset.
+        let c = Config::load(None, env(&[("PGMLD_OPENAI_API_KEYS", "")])).unwrap();
+        assert_eq!(c.openai_api_keys.map(|k| k.len()), Some(0));
+        assert_eq!(Config::load(None, env(&[("PGMLD_OPENAI_LISTEN", " ")])).unwrap().openai_listen(), None);
+
+        let dir = std::env::temp_dir().join(format!("pgmld-config-o-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("o.toml");
+        std::fs::write(&path, "openai_listen = \"0.0.0.0:8000\"\nopenai_api_keys = [\"k1\"]\nopenai_database = \"app\"\n").unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.openai_api_keys.unwrap()[0].expose(), "k1");
+        assert_eq!(c.openai_database.as_deref(), Some("app"));
+    }
+
+    #[test]
     fn shipped_example_matches_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pgmld.toml");
         let c = Config::load(Some(&path), env(&[])).unwrap();
@@ -364,7 +439,7 @@ mod tests {
 
     #[test]
     fn fields_list_is_complete() {
-        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), ..Config::default() }).unwrap();
+        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), ..Config::default() }).unwrap();
         let mut keys: Vec<_> = t.keys().cloned().collect();
         keys.sort();
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();

@@ -57,6 +57,81 @@ impl HubStrategy {
     }
 }
 
+/// Optimizer (HF `optim`). The 8-bit choices keep AdamW's two moments block-wise quantised
+/// to one byte per value (bitsandbytes' `AdamW8bit`), a quarter of the f32 state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Optim {
+    /// `torch.optim.AdamW` with f32 moments.
+    #[default]
+    AdamwTorch,
+    /// HF's own AdamW (deprecated there): the same update as `adamw_torch`.
+    AdamwHf,
+    /// bitsandbytes' block-wise 8-bit AdamW.
+    AdamwBnb8bit,
+    /// Alias of `adamw_bnb_8bit` (HF accepts both).
+    Adamw8bit,
+    /// bitsandbytes' paged 8-bit AdamW: paging only matters for CUDA unified memory, so
+    /// this is `adamw_bnb_8bit` with the state in ordinary device memory.
+    PagedAdamw8bit,
+}
+
+impl Optim {
+    /// Every accepted `optim` value, as spelled in `training_args`.
+    pub const NAMES: &'static [&'static str] =
+        &["adamw_torch", "adamw_hf", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit"];
+
+    /// Whether the optimizer keeps 8-bit block-wise moments.
+    pub fn is_8bit(self) -> bool {
+        matches!(self, Optim::AdamwBnb8bit | Optim::Adamw8bit | Optim::PagedAdamw8bit)
+    }
+
+    /// The value as spelled in `training_args`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Optim::AdamwTorch => "adamw_torch",
+            Optim::AdamwHf => "adamw_hf",
+            Optim::AdamwBnb8bit => "adamw_bnb_8bit",
+            Optim::Adamw8bit => "adamw_8bit",
+            Optim::PagedAdamw8bit => "paged_adamw_8bit",
+        }
+    }
+
+    /// The optimizer named `s`, or a message naming the bad value and the accepted ones.
+    fn parse_name(s: &str) -> std::result::Result<Self, String> {
+        [
+            Optim::AdamwTorch,
+            Optim::AdamwHf,
+            Optim::AdamwBnb8bit,
+            Optim::Adamw8bit,
+            Optim::PagedAdamw8bit,
+        ]
+        .into_iter()
+        .find(|o| o.name() == s)
+        .ok_or_else(|| format!("unsupported optim {s:?}; supported: {}", Self::NAMES.join(", ")))
+    }
+}
+
+impl std::str::FromStr for Optim {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Optim::parse_name(s).map_err(Error::TrainingArgs)
+    }
+}
+
+impl Serialize for Optim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Optim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Optim::parse_name(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A secret string (a Hub token): never printed by `Debug` and never serialised, so it
 /// cannot leak into logs, stored hyperparameters or messages.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -112,6 +187,8 @@ pub struct TrainingArgs {
     pub bf16: bool,
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
+    /// Optimizer: f32 AdamW or block-wise 8-bit AdamW (see [`Optim`]).
+    pub optim: Optim,
     /// Upload the model to the Hugging Face Hub (see `hub_strategy`).
     pub push_to_hub: bool,
     /// Token for the Hub (write access); never serialised, stored or printed. When unset,
@@ -149,6 +226,7 @@ impl Default for TrainingArgs {
             save_total_limit: None,
             bf16: false,
             gradient_checkpointing: false,
+            optim: Optim::AdamwTorch,
             push_to_hub: false,
             hub_token: None,
             hub_private_repo: false,
@@ -181,6 +259,7 @@ impl TrainingArgs {
         "save_total_limit",
         "bf16",
         "gradient_checkpointing",
+        "optim",
         "push_to_hub",
         "hub_token",
         "hub_private_repo",
@@ -424,5 +503,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.num_warmup_steps(25), 3);
+    }
+
+    #[test]
+    fn optim_values_parse_and_bad_ones_are_named() {
+        assert_eq!(TrainingArgs::default().optim, Optim::AdamwTorch);
+        for (name, eight) in [
+            ("adamw_torch", false),
+            ("adamw_hf", false),
+            ("adamw_bnb_8bit", true),
+            ("adamw_8bit", true),
+            ("paged_adamw_8bit", true),
+        ] {
+            let a = TrainingArgs::from_json_str(&format!(r#"{{"optim": "{name}"}}"#)).unwrap();
+            assert_eq!(a.optim.name(), name);
+            assert_eq!(a.optim.is_8bit(), eight, "{name}");
+            // Round-trips through the stored JSON.
+            let back: TrainingArgs = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+            assert_eq!(back.optim, a.optim);
+        }
+        let err = TrainingArgs::from_json_str(r#"{"optim": "adafactor"}"#).unwrap_err().to_string();
+        assert!(err.contains("\"adafactor\"") && err.contains("adamw_bnb_8bit"), "{err}");
+        assert!("sgd".parse::<Optim>().unwrap_err().to_string().contains("\"sgd\""));
     }
 }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,12 @@ pub struct Shared {
     pub wake: Notify,
     /// Last ReadyForQuery status from the upstream (`I`, `T`, `E`).
     txn_status: AtomicU8,
+    /// ReadyForQuery messages with status `I` seen so far: each one ends whatever
+    /// transaction was open, so pgmld's cursors declared before it are gone.
+    txn_ends: AtomicU64,
+    /// Notified at each of those, so the session drops its cursors (and stops their
+    /// generation) at COMMIT / ROLLBACK without waiting for the client's next message.
+    pub txn_ended: Notify,
     /// Set when the relay stops (upstream or client gone).
     pub closed: AtomicBool,
     /// Cancelled together with `closed`, for tasks waiting on other things.
@@ -115,6 +121,8 @@ impl Shared {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
             txn_status: AtomicU8::new(b'I'),
+            txn_ends: AtomicU64::new(0),
+            txn_ended: Notify::new(),
             closed: AtomicBool::new(false),
             done: CancellationToken::new(),
             notices: tx,
@@ -195,6 +203,15 @@ impl Shared {
     pub fn set_txn_status(&self, status: u8) {
         self.txn_status.store(status, Ordering::Relaxed);
         self.lock().skipping = false;
+        if status == b'I' {
+            self.txn_ends.fetch_add(1, Ordering::Relaxed);
+            self.txn_ended.notify_one();
+        }
+    }
+
+    /// How many transactions have ended (see `txn_ends`); a cursor records it when declared.
+    pub fn txn_end_count(&self) -> u64 {
+        self.txn_ends.load(Ordering::Relaxed)
     }
 
     /// Last known transaction status.
@@ -239,6 +256,16 @@ mod tests {
         s.expect(Kind::Sync, Route::Client);
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
         assert!(!s.skipping());
+    }
+
+    #[test]
+    fn idle_ready_for_query_ends_a_transaction() {
+        let (s, _rx) = Shared::new();
+        s.set_txn_status(b'T');
+        assert_eq!(s.txn_end_count(), 0);
+        s.set_txn_status(b'I');
+        s.set_txn_status(b'E');
+        assert_eq!(s.txn_end_count(), 1);
     }
 
     #[test]

@@ -17,9 +17,11 @@ use crate::session::{LocalPortal, LocalStatement, Session};
 use crate::wire;
 use bytes::{Bytes, BytesMut};
 use crate::per_row::Bound;
+use crate::stream::{Delivery, Served};
 use pgmld_sql::analyze::{find_calls, mentions_pgml, mentions_pgml_bytes, split_statements};
 use pgmld_sql::rowwise;
-use pgmld_sql::{Param, Plan, SqlError};
+use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
+use pgmld_sql::{CursorCommand, Param, Plan, SqlError, StreamForm};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use std::sync::Arc;
 use tokio::io::AsyncWrite;
@@ -38,13 +40,24 @@ pub(crate) enum Mode {
 impl<W: AsyncWrite + Unpin> Session<W> {
     pub(crate) async fn on_query(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
+        if !self.cursors.is_empty() && mentions_cursor_command(&frame) {
+            // FETCH / MOVE / CLOSE on pgmld's cursors are served statement by statement.
+            let sql = wire::query_text(&frame)?;
+            if let Some(segments) = split_statements(&sql) {
+                if segments.iter().any(|s| self.local_cursor_command(&sql[s.clone()]).is_some()) {
+                    return self.on_multi_statement_query(&sql, segments).await;
+                }
+            }
+        }
         if !mentions_pgml_bytes(&frame) {
             self.forward(&frame, Some(Kind::Query));
             return Ok(());
         }
         let sql = wire::query_text(&frame)?;
         if let Some(segments) = split_statements(&sql).filter(|s| s.len() > 1) {
-            if find_calls(&sql).is_some() {
+            // Statement by statement: one that sqlparser cannot read (MOVE) must not hide
+            // the pgml calls of the others.
+            if segments.iter().any(|s| find_calls(&sql[s.clone()]).is_some()) {
                 return self.on_multi_statement_query(&sql, segments).await;
             }
         }
@@ -63,6 +76,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Ok(Some(plan)) => plan,
             Err(e) => return self.local_error(e, Mode::Simple).await,
         };
+        if plan.streaming().is_some() {
+            // Served in the extended protocol upstream, as one-statement batches are.
+            let segments = split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
+            return self.on_multi_statement_query(&sql, segments).await;
+        }
         self.count_intercepted(&plan);
         self.catch_up().await?;
         match self.evaluate(&plan, &[]).await? {
@@ -84,6 +102,23 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         self.catch_up().await?;
         for seg in segments {
             let text = sql[seg.clone()].to_string();
+            if let Some(cmd) = self.local_cursor_command(&text) {
+                self.catch_up().await?;
+                if self.shared.skipping() {
+                    break;
+                }
+                match &cmd {
+                    // Upstream closes its cursor as usual (below); the stream stops now.
+                    CursorCommand::Close(name) => self.close_local(name.as_deref()),
+                    CursorCommand::Fetch { .. } => {
+                        self.bind_unnamed(&text);
+                        if self.serve_fetch(&cmd, "", true, &[]).await? == Served::Failed {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             if rowwise::next_row_block(&text, &self.registry).map_or(true, |b| b.is_some()) {
                 self.catch_up().await?;
                 if self.shared.skipping() {
@@ -94,6 +129,22 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             let text = text.as_str();
             let run = match Plan::build(text, &self.registry) {
                 Ok(None) => Ok(text.to_string()),
+                Ok(Some(plan)) if plan.streaming().is_some() => {
+                    self.count_intercepted(&plan);
+                    self.catch_up().await?;
+                    if self.shared.skipping() {
+                        break;
+                    }
+                    self.bind_unnamed(&plan.shape_sql());
+                    let served = match plan.streaming() {
+                        Some(StreamForm::Declare(d)) => self.serve_declare(&plan, d, &[], "").await?,
+                        _ => self.serve_select(&plan, &[], Delivery::Simple).await?,
+                    };
+                    if served == Served::Failed {
+                        break;
+                    }
+                    continue;
+                }
                 Ok(Some(plan)) => {
                     self.count_intercepted(&plan);
                     self.catch_up().await?;
@@ -139,15 +190,31 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Ok(())
     }
 
+    /// Parses and binds `sql` upstream in the unnamed statement and portal; errors reach
+    /// the client as the statement's own.
+    fn bind_unnamed(&mut self, sql: &str) {
+        self.shared.expect(Kind::Parse, Route::Swallow);
+        wire::parse("", sql, vec![], &mut self.up);
+        self.shared.expect(Kind::Bind, Route::Swallow);
+        wire::bind_plain("", "", &mut self.up);
+    }
+
     pub(crate) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         let pgml = mentions_pgml_bytes(&frame);
-        if !pgml && self.statements.is_empty() {
+        let cursorish = mentions_cursor_command(&frame);
+        if !pgml && !cursorish && self.statements.is_empty() && self.cursor_statements.is_empty() {
             self.forward(&frame, Some(Kind::Parse));
             return Ok(());
         }
         let parse: Parse = wire::decode(&frame)?;
         let name = parse.name.clone().unwrap_or_default();
         self.statements.remove(&name);
+        self.cursor_statements.remove(&name);
+        if let Some(cmd) = cursorish.then(|| parse_cursor_command(&parse.query)).flatten() {
+            // Whether it names one of pgmld's cursors is decided when it runs: a prepared
+            // FETCH is reused for the next cursor of the same name.
+            self.cursor_statements.insert(name.clone(), cmd);
+        }
         if !pgml || self.error_until_sync || !mentions_pgml(&parse.query) {
             self.forward(&frame, Some(Kind::Parse));
             return Ok(());
@@ -170,7 +237,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     pub(crate) fn on_bind(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        if self.statements.is_empty() && self.portals.is_empty() {
+        let cursor_maps_empty = self.cursor_statements.is_empty() && self.cursor_portals.is_empty();
+        if self.statements.is_empty() && self.portals.is_empty() && cursor_maps_empty {
             self.forward(&frame, Some(Kind::Bind));
             return Ok(());
         }
@@ -178,9 +246,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let portal = bind.portal_name.clone().unwrap_or_default();
         let statement = bind.statement_name.clone().unwrap_or_default();
         self.portals.remove(&portal);
+        self.cursor_portals.remove(&portal);
+        if let Some(cmd) = self.cursor_statements.get(&statement) {
+            self.cursor_portals.insert(portal.clone(), (cmd.clone(), bind.result_column_format_codes.clone()));
+        }
         if let Some(ls) = self.statements.get(&statement) {
             let plan = ls.plan.clone();
-            self.portals.insert(portal, LocalPortal { statement, plan, bind: frame.clone(), running: None });
+            self.portals.insert(portal, LocalPortal { statement, plan, bind: frame.clone(), running: None, stream: None });
         }
         self.forward(&frame, Some(Kind::Bind));
         Ok(())
@@ -188,12 +260,18 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     pub(crate) async fn on_execute(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
-        if self.portals.is_empty() || self.error_until_sync {
+        if (self.portals.is_empty() && self.cursor_portals.is_empty()) || self.error_until_sync {
             self.forward(&frame, Some(Kind::Execute));
             return Ok(());
         }
         let exec: Execute = wire::decode(&frame)?;
         let portal = exec.name.clone().unwrap_or_default();
+        if let Some((cmd, formats)) = self.cursor_portals.get(&portal).cloned() {
+            return self.execute_cursor_command(&frame, &portal, &cmd, &formats).await;
+        }
+        if self.portals.get(&portal).is_some_and(|lp| lp.stream.is_some()) {
+            return self.continue_stream(&frame, &portal, exec.max_rows).await;
+        }
         let Some(lp) = self.portals.get(&portal) else {
             self.forward(&frame, Some(Kind::Execute));
             return Ok(());
@@ -215,6 +293,24 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let Some(lp) = self.portals.get(&portal) else { return Ok(()) };
         let bind: Bind = wire::decode(&lp.bind)?;
         let params = bound_params(&bind, &types);
+        if let Some(form) = plan.streaming() {
+            let formats = bind.result_column_format_codes.clone();
+            match form {
+                StreamForm::Declare(d) => {
+                    if self.serve_declare(&plan, d, &params, &portal).await? == Served::Done {
+                        // Executing it again declares again upstream (42P03), as in Postgres.
+                        if let Some(lp) = self.portals.get_mut(&portal) {
+                            lp.running = Some(portal.clone());
+                        }
+                    }
+                }
+                StreamForm::Select => {
+                    let delivery = Delivery::Portal { name: &portal, formats: &formats, max_rows: exec.max_rows };
+                    self.serve_select(&plan, &params, delivery).await?;
+                }
+            }
+            return Ok(());
+        }
         let bound = Bound { types: &types, bind: &bind };
         let Some(run) = self.serve_row_blocks(plan.sql().to_string(), &params, Some(bound)).await? else {
             return Ok(());
@@ -250,17 +346,56 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     pub(crate) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        if !self.statements.is_empty() || !self.portals.is_empty() {
+        let local = !self.statements.is_empty() || !self.portals.is_empty();
+        if local || !self.cursor_statements.is_empty() || !self.cursor_portals.is_empty() {
             let mut body = frame.get(6..).unwrap_or(&[]);
             let name = wire::cstr(&mut body).unwrap_or_default();
             if frame.get(5) == Some(&b'S') {
                 self.statements.remove(&name);
-            } else if let Some(LocalPortal { running: Some(p), .. }) = self.portals.remove(&name) {
-                self.shared.expect(Kind::Close, Route::Swallow);
-                wire::close(b'P', &p, &mut self.up);
+                self.cursor_statements.remove(&name);
+            } else {
+                self.cursor_portals.remove(&name);
+                if let Some(LocalPortal { running: Some(p), .. }) = self.portals.remove(&name) {
+                    if p != name {
+                        self.shared.expect(Kind::Close, Route::Swallow);
+                        wire::close(b'P', &p, &mut self.up);
+                    }
+                }
             }
         }
         self.forward(&frame, Some(Kind::Close));
+        Ok(())
+    }
+
+    /// Execute of a prepared FETCH / MOVE / CLOSE: served by pgmld when it names one of its
+    /// cursors, forwarded otherwise.
+    async fn execute_cursor_command(&mut self, frame: &Bytes, portal: &str, cmd: &CursorCommand, formats: &[i16]) -> Result<(), ProxyError> {
+        match cmd {
+            CursorCommand::Close(name) => self.close_local(name.as_deref()),
+            CursorCommand::Fetch { cursor, .. } if self.cursors.contains_key(cursor) => {
+                self.catch_up().await?;
+                if !self.shared.skipping() {
+                    self.serve_fetch(cmd, portal, false, formats).await?;
+                    return Ok(());
+                }
+            }
+            CursorCommand::Fetch { .. } => {}
+        }
+        self.forward(frame, Some(Kind::Execute));
+        Ok(())
+    }
+
+    /// Execute of a streaming portal that a row limit suspended (or that ended).
+    async fn continue_stream(&mut self, frame: &Bytes, portal: &str, max_rows: i32) -> Result<(), ProxyError> {
+        self.catch_up().await?;
+        let Some(lp) = self.portals.get_mut(portal) else { return Ok(()) };
+        let Some(lc) = lp.stream.take() else { return Ok(()) };
+        if self.shared.skipping() {
+            self.forward(frame, Some(Kind::Execute));
+            return Ok(());
+        }
+        let bind: Bind = wire::decode(&lp.bind)?;
+        self.run_portal(lc, max_rows, &bind.result_column_format_codes, Some(portal)).await?;
         Ok(())
     }
 

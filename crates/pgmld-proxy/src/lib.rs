@@ -11,6 +11,7 @@ mod relay;
 mod server;
 mod session;
 mod startup;
+mod stream;
 mod threads;
 pub mod tls;
 mod wire;

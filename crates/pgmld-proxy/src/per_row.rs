@@ -20,7 +20,7 @@ use crate::expect::{Kind, Route};
 use crate::intercept::Mode;
 use crate::session::Session;
 use crate::wire;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use pgmld_sql::rowwise::{self, SourceColumn, SourceRow};
 use pgmld_sql::{codes, Param, Plan, SqlError};
 use pgwire::messages::extendedquery::Bind;
@@ -152,7 +152,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 b'T' => columns = row_description(&body),
                 b'D' => rows.push(data_row(&body)),
                 b'C' => done = true,
-                b'E' => frame(ty, &body, &mut error_frames),
+                b'E' => wire::frame(ty, &body, &mut error_frames),
                 _ => {}
             }
         }
@@ -200,13 +200,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 .collect(),
         ))
     }
-}
-
-/// Re-frames a captured message for the client.
-fn frame(ty: u8, body: &[u8], out: &mut BytesMut) {
-    out.put_u8(ty);
-    out.put_u32(body.len() as u32 + 4);
-    out.extend_from_slice(body);
 }
 
 /// (name, type oid, type modifier) of each column of a RowDescription body.
@@ -259,6 +252,7 @@ fn take_u16(b: &mut &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
     #[test]
     fn decodes_row_descriptions_and_rows() {

@@ -5,10 +5,11 @@
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route, Shared};
 use crate::startup::ReadHalf;
+use crate::stream::LocalCursor;
 use crate::wire::{self, split_message};
 use bytes::{Bytes, BytesMut};
 use pgmld_metrics::Metrics;
-use pgmld_sql::{CallContext, Plan, Registry};
+use pgmld_sql::{CallContext, CursorCommand, Plan, Registry};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub(crate) struct LocalPortal {
     pub bind: Bytes,
     /// The upstream portal running the evaluated text, after the first Execute.
     pub running: Option<String>,
+    /// A streaming SELECT suspended by Execute's row limit: the next Execute goes on.
+    pub stream: Option<LocalCursor>,
 }
 
 /// The client → upstream loop and the interception state.
@@ -60,6 +63,14 @@ pub struct Session<W> {
     pub(crate) max_message: usize,
     pub(crate) statements: HashMap<String, LocalStatement>,
     pub(crate) portals: HashMap<String, LocalPortal>,
+    /// Cursors over streaming pgml calls, by name; upstream holds a cursor of the same
+    /// name and shape that validates each FETCH (see `stream.rs`).
+    pub(crate) cursors: HashMap<String, LocalCursor>,
+    /// Prepared FETCH / MOVE / CLOSE statements, by name: their portals may name one of
+    /// `cursors` when they run.
+    pub(crate) cursor_statements: HashMap<String, CursorCommand>,
+    /// Portals bound to those statements, with the client's result format codes.
+    pub(crate) cursor_portals: HashMap<String, (CursorCommand, Vec<i16>)>,
     /// pgmld reported an error in extended mode: ignore pgml work until Sync.
     pub(crate) error_until_sync: bool,
     pub(crate) client_gone: bool,
@@ -97,6 +108,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             max_message,
             statements: HashMap::new(),
             portals: HashMap::new(),
+            cursors: HashMap::new(),
+            cursor_statements: HashMap::new(),
+            cursor_portals: HashMap::new(),
             error_until_sync: false,
             client_gone: false,
             counter: 0,
@@ -142,6 +156,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                 }
                 _ = self.shared.done.cancelled() => return Ok(()),
+                // COMMIT / ROLLBACK ended the transaction: its cursors stop generating now.
+                _ = self.shared.txn_ended.notified(), if self.has_streams() => self.prune_streams(),
             }
         }
     }
@@ -164,6 +180,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     async fn handle(&mut self, frame: Bytes) -> Result<Flow, ProxyError> {
+        if self.has_streams() {
+            self.prune_streams();
+        }
         match frame[0] {
             b'Q' => self.on_query(frame).await?,
             b'P' => self.on_parse(frame).await?,

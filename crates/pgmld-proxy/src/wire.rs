@@ -213,6 +213,53 @@ pub fn flush(out: &mut BytesMut) {
     encode(&Flush::new(), out);
 }
 
+/// Re-frames a message captured as (type, body) for the client.
+pub fn frame(ty: u8, body: &[u8], out: &mut BytesMut) {
+    out.extend_from_slice(&[ty]);
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Backend `DataRow` with each field's bytes (`None` for NULL).
+pub fn data_row(fields: &[Option<Vec<u8>>], out: &mut BytesMut) {
+    let mut body = Vec::with_capacity(2 + fields.iter().map(|f| 4 + f.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    body.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+    for f in fields {
+        match f {
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(b) => {
+                body.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                body.extend_from_slice(b);
+            }
+        }
+    }
+    frame(b'D', &body, out);
+}
+
+/// Backend `CommandComplete` with its tag (`SELECT 3`, `FETCH 1`, `DECLARE CURSOR`).
+pub fn command_complete(tag: &str, out: &mut BytesMut) {
+    let mut body = tag.as_bytes().to_vec();
+    body.push(0);
+    frame(b'C', &body, out);
+}
+
+/// Backend `PortalSuspended`: Execute's row limit was reached.
+pub fn portal_suspended(out: &mut BytesMut) {
+    frame(b's', &[], out);
+}
+
+/// Whether each of `columns` result columns is sent in binary, by Bind's format-code rules
+/// (none: all text; one: all alike; else one per column).
+pub fn result_binary(codes: &[i16], columns: usize) -> Vec<bool> {
+    (0..columns)
+        .map(|i| match codes.len() {
+            0 => false,
+            1 => codes[0] == 1,
+            _ => codes.get(i).copied() == Some(1),
+        })
+        .collect()
+}
+
 /// Type OIDs from a `ParameterDescription` ('t') body.
 pub fn parameter_types(body: &[u8]) -> Vec<u32> {
     let mut b = body;
@@ -242,6 +289,19 @@ mod tests {
         assert_eq!(query_text(&f).unwrap(), "SELECT 1");
         let mut garbage = BytesMut::from(&b"Q\xff\xff\xff\xffxx"[..]);
         assert!(split_message(&mut garbage, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn rows_and_tags_are_framed_as_postgres_sends_them() {
+        let mut b = BytesMut::new();
+        data_row(&[Some(b"ab".to_vec()), None], &mut b);
+        assert_eq!(&b[..], b"D\0\0\0\x10\0\x02\0\0\0\x02ab\xff\xff\xff\xff");
+        b.clear();
+        command_complete("FETCH 1", &mut b);
+        assert_eq!(&b[..], b"C\0\0\0\x0cFETCH 1\0");
+        assert_eq!(result_binary(&[1], 2), vec![true, true]);
+        assert_eq!(result_binary(&[0, 1], 2), vec![false, true]);
+        assert_eq!(result_binary(&[], 1), vec![false]);
     }
 
     #[test]

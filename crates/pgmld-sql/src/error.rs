@@ -72,6 +72,8 @@ pub mod codes {
     pub const UNDEFINED_PARAMETER: &str = "42P02";
     /// Wire-level trouble with a parameter's binary value.
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
+    /// A cursor cannot do that in its state (backward fetch on a NO SCROLL cursor).
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     /// The job was cancelled by the client.
     pub const QUERY_CANCELED: &str = "57014";
     /// Something inside pgmld failed.

@@ -38,6 +38,10 @@ pub enum Returns {
     Scalar(SqlType),
     /// A set of rows with these columns (`RETURNS TABLE(...)`).
     Table(Vec<(&'static str, SqlType)>),
+    /// A set of values of this type (`RETURNS SETOF jsonb`), produced one by one as an
+    /// [`Output::Stream`], so a plain `SELECT` of the call or a cursor over it can send each
+    /// value to the client as soon as it exists.
+    SetOf(SqlType),
 }
 
 /// A function's SQL-visible declaration.
@@ -71,13 +75,28 @@ impl Signature {
     }
 }
 
+/// Rows produced over time. Dropping the stream tells the producer to stop (the client
+/// closed the cursor, cancelled, or went away).
+pub type RowStream = Pin<Box<dyn futures_core::Stream<Item = Result<Vec<Value>, SqlError>> + Send>>;
+
 /// The rows or value a call produced.
-#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// For [`Returns::Scalar`].
     Scalar(Value),
-    /// For [`Returns::Table`]: rows in column order.
+    /// For [`Returns::Table`] (or a [`Returns::SetOf`] known at once): rows in column order.
     Rows(Vec<Vec<Value>>),
+    /// For [`Returns::SetOf`]: one-column rows as they are produced.
+    Stream(RowStream),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Scalar(v) => f.debug_tuple("Scalar").field(v).finish(),
+            Output::Rows(r) => f.debug_tuple("Rows").field(r).finish(),
+            Output::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
 }
 
 /// Severity and text of a message sent to the client while a call runs (progress).
@@ -151,7 +170,7 @@ pub trait PgmlFunction: Send + Sync + 'static {
             for args in rows {
                 match self.call(ctx.clone(), args).await? {
                     Output::Scalar(v) => out.push(v),
-                    Output::Rows(_) => {
+                    Output::Rows(_) | Output::Stream(_) => {
                         return Err(SqlError::new(
                             crate::error::codes::FEATURE_NOT_SUPPORTED,
                             format!("pgml.{} returns rows and cannot be called per row", self.signature().name),

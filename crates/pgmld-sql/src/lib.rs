@@ -3,17 +3,21 @@
 //! statement so the upstream Postgres runs the rest of it with its own semantics.
 
 pub mod analyze;
+pub mod cursor;
 mod error;
 pub mod function;
 pub mod functions;
+pub mod output;
 pub mod params;
 pub mod plan;
 pub mod rowwise;
+pub mod streaming;
 pub mod value;
 
 pub use error::{codes, SqlError};
-pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, RowsFuture, Signature};
+pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, RowStream, RowsFuture, Signature};
 pub use params::Param;
 pub use plan::Plan;
+pub use streaming::{CursorCommand, CursorDecl, StreamForm};
 pub use rowwise::{builtin_type_name, next_row_block, RowBlock, RowCall, SourceColumn, SourceRow};
 pub use value::{SqlType, Value};

@@ -3,8 +3,9 @@
 
 use crate::analyze::{find_all_calls, ArgExpr, CallSite, Position, RawArg};
 use crate::error::{codes, SqlError};
-use crate::function::{Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns};
+use crate::function::{Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns, RowStream};
 use crate::params::Param;
+use crate::streaming::{stream_form, StreamForm};
 use crate::value::{SqlType, Value};
 use std::ops::Range;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Plan {
     sql: String,
     /// Every call, nested ones (inside another call's arguments) included, by start.
     calls: Vec<BoundCall>,
+    /// Set when the statement's rows are exactly one streaming call's values.
+    stream: Option<StreamForm>,
 }
 
 impl Plan {
@@ -46,8 +49,45 @@ impl Plan {
     /// [`crate::rowwise::next_row_block`], and [`Plan::shape_sql`] describes them.
     pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
         let Some(sites) = find_all_calls(sql) else { return Ok(None) };
-        let calls = sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
-        Ok(Some(Plan { sql: sql.to_string(), calls }))
+        let calls: Vec<BoundCall> = sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
+        let stream = match calls.as_slice() {
+            [call] if matches!(call.function.signature().returns, Returns::SetOf(_)) && !call.is_per_row() => stream_form(sql),
+            _ => None,
+        };
+        Ok(Some(Plan { sql: sql.to_string(), calls, stream }))
+    }
+
+    /// How the statement streams, when its rows are exactly one streaming call's values
+    /// (`SELECT pgml.f(...)`, `SELECT * FROM pgml.f(...)`, a cursor over either).
+    pub fn streaming(&self) -> Option<&StreamForm> {
+        self.stream.as_ref()
+    }
+
+    /// Column types of a streaming statement's rows.
+    pub fn stream_types(&self) -> Vec<SqlType> {
+        match self.calls.first().map(|c| &c.function.signature().returns) {
+            Some(Returns::SetOf(t)) => vec![*t],
+            Some(Returns::Table(cols)) => cols.iter().map(|(_, t)| *t).collect(),
+            Some(Returns::Scalar(t)) => vec![*t],
+            None => vec![],
+        }
+    }
+
+    /// Starts the streaming call of a [`Plan::streaming`] statement with the bound
+    /// parameters; its values come as the stream yields them.
+    pub async fn open_stream(&self, params: &[Param], ctx: &CallContext) -> Result<RowStream, SqlError> {
+        let Some(call) = self.calls.first().filter(|_| self.stream.is_some()) else {
+            return Err(SqlError::new(codes::INTERNAL_ERROR, "statement does not stream"));
+        };
+        let args = evaluate_args(call, params).map_err(|e| if e.position.is_some() { e } else { e.at(call.position(&self.sql)) })?;
+        match call.function.call(ctx.clone(), args).await? {
+            Output::Stream(s) => Ok(s),
+            Output::Rows(rows) => Ok(crate::cursor::rows_stream(rows)),
+            Output::Scalar(_) => Err(SqlError::new(
+                codes::INTERNAL_ERROR,
+                format!("pgml.{} produced a result of the wrong shape", call.site.name),
+            )),
+        }
     }
 
     /// The client's text.
@@ -85,7 +125,11 @@ impl Plan {
         let mut results = Vec::with_capacity(self.calls.len());
         for call in self.top_level() {
             let args = evaluate_args(call, params)?;
-            let out = call.function.call(ctx.clone(), args).await?;
+            let out = match call.function.call(ctx.clone(), args).await? {
+                // Not a streaming form: the values are spliced in and Postgres runs the rest.
+                Output::Stream(s) => Output::Rows(collect(s).await?),
+                out => out,
+            };
             results.push(rendered_output(call, out)?);
         }
         let mut it = results.into_iter();
@@ -142,6 +186,7 @@ impl Plan {
         }
         let null = match &sig.returns {
             Returns::Scalar(t) => Rendered::Scalar(format!("NULL::{}", t.sql_name())),
+            Returns::SetOf(t) => Rendered::Set(format!("NULL::{}[]", t.sql_name())),
             Returns::Table(cols) => {
                 Rendered::Rows(cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(), 0)
             }
@@ -155,12 +200,28 @@ enum Rendered {
     Scalar(String),
     /// Column expressions of each row, flattened, with the row count.
     Rows(Vec<String>, usize),
+    /// An array expression holding a set's values (`ARRAY[...]::jsonb[]`), unnested in place
+    /// of the call so it stays a set-returning function where it stood.
+    Set(String),
+}
+
+/// Every row of a stream, in order.
+async fn collect(mut s: RowStream) -> Result<Vec<Vec<Value>>, SqlError> {
+    let mut rows = Vec::new();
+    while let Some(row) = std::future::poll_fn(|cx| s.as_mut().poll_next(cx)).await {
+        rows.push(row?);
+    }
+    Ok(rows)
 }
 
 fn rendered_output(call: &BoundCall, out: Output) -> Result<Rendered, SqlError> {
     let sig = call.function.signature();
     match (&sig.returns, out) {
         (Returns::Scalar(t), Output::Scalar(v)) => Ok(Rendered::Scalar(v.to_sql_literal(*t))),
+        (Returns::SetOf(t), Output::Rows(rows)) => {
+            let items: Vec<String> = rows.iter().map(|r| r.first().unwrap_or(&Value::Null).to_sql_literal(*t)).collect();
+            Ok(Rendered::Set(format!("ARRAY[{}]::{}[]", items.join(", "), t.sql_name())))
+        }
         (Returns::Table(cols), Output::Rows(rows)) => {
             let mut exprs = Vec::with_capacity(rows.len() * cols.len());
             for row in &rows {
@@ -197,10 +258,21 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
         }
     };
     let quoted_name = format!("\"{}\"", sig.name.replace('"', "\"\""));
+    if let Rendered::Set(array) = value {
+        // `unnest` is a set-returning function wherever the call was one: a select item
+        // (one row per value) or a FROM item; the alias keeps the function's column name.
+        let e = format!("unnest({})", guard(array));
+        return match call.site.position {
+            Position::Expr { bare_select_item: true, .. } | Position::TableFactor { has_alias: false } => {
+                format!("{e} AS {quoted_name}")
+            }
+            _ => e,
+        };
+    }
     match (call.site.position, value, &sig.returns) {
         (Position::Expr { bare_select_item, names_item }, value, _) => {
             let e = match value {
-                Rendered::Scalar(e) => guard(e),
+                Rendered::Scalar(e) | Rendered::Set(e) => guard(e),
                 Rendered::Rows(cols, _) => guard(format!("ROW({})", cols.join(", "))),
             };
             if bare_select_item {
@@ -215,17 +287,17 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
         (Position::TableFactor { has_alias }, value, returns) => {
             let names: Vec<String> = match returns {
                 Returns::Table(cols) => cols.iter().map(|(n, _)| format!("\"{n}\"")).collect(),
-                Returns::Scalar(_) => vec![quoted_name.clone()],
+                Returns::Scalar(_) | Returns::SetOf(_) => vec![quoted_name.clone()],
             };
             let (exprs, nrows) = match value {
-                Rendered::Scalar(e) => (vec![e], 1),
+                Rendered::Scalar(e) | Rendered::Set(e) => (vec![e], 1),
                 Rendered::Rows(e, n) => (e, n),
             };
             let width = names.len().max(1);
             let selects: Vec<String> = if nrows == 0 {
                 let nulls: Vec<String> = match returns {
                     Returns::Table(cols) => cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
-                    Returns::Scalar(t) => vec![format!("NULL::{}", t.sql_name())],
+                    Returns::Scalar(t) | Returns::SetOf(t) => vec![format!("NULL::{}", t.sql_name())],
                 };
                 vec![format!("SELECT {} WHERE false", aliased(&nulls, &names))]
             } else {

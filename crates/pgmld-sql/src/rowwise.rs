@@ -206,10 +206,13 @@ fn place_of(cx: &Ctx<'_>, col: &Collected, call: &BoundCall) -> Result<usize, Sq
         .iter()
         .find(|n| cx.p.byte(n.start) == Some(call.site.range.start))
         .ok_or_else(|| source::cannot_locate(&format!("pgml.{name}")).at(at))?;
-    if matches!(call.function.signature().returns, Returns::Table(_)) {
+    if matches!(call.function.signature().returns, Returns::Table(_) | Returns::SetOf(_)) {
         return Err(SqlError::new(
             codes::FEATURE_NOT_SUPPORTED,
-            format!("pgml.{name} returns a table and cannot be called with arguments that read columns"),
+            format!(
+                "pgml.{name} returns a {} and cannot be called with arguments that read columns",
+                if matches!(call.function.signature().returns, Returns::Table(_)) { "table" } else { "set" }
+            ),
         )
         .with_hint(format!("Call it once with constants or $n parameters: SELECT * FROM pgml.{name}(...);"))
         .at(at));

@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use pgmld_llm::chat_model::ChatOptions;
 use pgmld_metrics::Metrics;
 use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
 use pgmld_tune::resolve::ModelSource;
 use tch::Device;
 use tokio::sync::{oneshot, OnceCell};
 
+use crate::chat_worker::{self, ChatHandle, ChatSource};
 use crate::error::TransformError;
 use crate::worker::{self, Batching, Request};
 
@@ -49,8 +51,27 @@ impl LoadedModel {
     }
 }
 
+/// What a cache slot holds: a classifier or a chat model, each on its own thread.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// A text classifier.
+    Classifier(Arc<LoadedModel>),
+    /// A causal LM for conversational / text-generation calls.
+    Chat(Arc<ChatHandle>),
+}
+
+impl Cached {
+    /// Bytes of weights it keeps in memory.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Cached::Classifier(m) => m.bytes,
+            Cached::Chat(m) => m.bytes,
+        }
+    }
+}
+
 struct Slot {
-    cell: OnceCell<Arc<LoadedModel>>,
+    cell: OnceCell<Cached>,
     last_used: AtomicU64,
 }
 
@@ -75,12 +96,47 @@ impl ModelCache {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The model cached under `key`, loading it from the directory `fetch` produces when
-    /// absent. Concurrent callers with one key share one load.
+    /// The text classifier cached under `key`, loading it from the directory `fetch`
+    /// produces when absent. Concurrent callers with one key share one load.
     pub async fn get_or_load<F, Fut>(&self, key: &str, name: &str, fetch: F) -> Result<Arc<LoadedModel>, TransformError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<ModelSource, TransformError>>,
+    {
+        let init = || async {
+            let source = fetch().await?;
+            self.load(name, source).await.map(Cached::Classifier)
+        };
+        match self.get_or_init(key, init).await? {
+            Cached::Classifier(m) => Ok(m),
+            Cached::Chat(_) => Err(TransformError::Internal(format!("cache entry {key} is a chat model"))),
+        }
+    }
+
+    /// The chat model cached under `key`, loading what `fetch` points at when absent
+    /// (quantised to int8 when `load_in_8bit`).
+    pub async fn get_or_load_chat<F, Fut>(&self, key: &str, name: &str, load_in_8bit: bool, fetch: F) -> Result<Arc<ChatHandle>, TransformError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<ChatSource, TransformError>>,
+    {
+        let init = || async {
+            let source = fetch().await?;
+            let opts = ChatOptions { device: self.device, kind: None, load_in_8bit };
+            let handle = chat_worker::start(name, source, opts, self.metrics.clone()).await?;
+            self.metrics.model_loads.inc();
+            Ok(Cached::Chat(Arc::new(handle)))
+        };
+        match self.get_or_init(key, init).await? {
+            Cached::Chat(m) => Ok(m),
+            Cached::Classifier(_) => Err(TransformError::Internal(format!("cache entry {key} is a classifier"))),
+        }
+    }
+
+    async fn get_or_init<F, Fut>(&self, key: &str, init: F) -> Result<Cached, TransformError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Cached, TransformError>>,
     {
         let slot = {
             let mut slots = self.lock();
@@ -90,10 +146,9 @@ impl ModelCache {
         let mut loaded_here = false;
         let result = slot
             .cell
-            .get_or_try_init(|| async {
+            .get_or_try_init(|| {
                 loaded_here = true;
-                let source = fetch().await?;
-                self.load(name, source).await
+                init()
             })
             .await
             .cloned();
@@ -143,6 +198,7 @@ impl ModelCache {
                 return Err(TransformError::WrongTask {
                     message: format!("model \"{name}\" is not a text-classification model"),
                     detail: m,
+                    hint: crate::error::CLASSIFY_HINT.into(),
                 })
             }
             Ok(Err(e)) => return Err(TransformError::Load { model: name.to_string(), message: e.to_string() }),
@@ -161,7 +217,7 @@ impl ModelCache {
     /// Drops least recently used models (never `keep`) until the weights fit the budget.
     fn evict(&self, keep: &str) {
         let mut slots = self.lock();
-        let mut total: u64 = slots.values().filter_map(|s| s.cell.get()).map(|m| m.bytes).sum();
+        let mut total: u64 = slots.values().filter_map(|s| s.cell.get()).map(Cached::bytes).sum();
         while total > self.budget_bytes {
             let victim = slots
                 .iter()
@@ -170,7 +226,7 @@ impl ModelCache {
                 .map(|(k, _)| k.clone());
             let Some(victim) = victim else { break };
             if let Some(slot) = slots.remove(&victim) {
-                let bytes = slot.cell.get().map_or(0, |m| m.bytes);
+                let bytes = slot.cell.get().map_or(0, Cached::bytes);
                 total -= bytes;
                 tracing::info!(model = victim, mib = bytes / (1 << 20), "evicted model from the inference cache");
             }

@@ -30,6 +30,8 @@ pub enum TransformError {
         message: String,
         /// What pgmld found in it.
         detail: String,
+        /// Which models fit the task.
+        hint: String,
     },
     /// Finding or fetching the model failed (58P01 when it is nowhere, else as reported).
     #[error(transparent)]
@@ -50,6 +52,9 @@ pub enum TransformError {
     Internal(String),
 }
 
+/// The hint of a text-classification call given a model of another kind.
+pub const CLASSIFY_HINT: &str = "Use a model fine-tuned for text classification (pgml.tune with task => 'text-classification').";
+
 impl TransformError {
     /// A 22023 error with a hint.
     pub fn bad(message: impl Into<String>, hint: impl Into<String>) -> Self {
@@ -69,9 +74,9 @@ impl From<TransformError> for SqlError {
             TransformError::NullInput(_) => SqlError::new(codes::NULL_VALUE_NOT_ALLOWED, message)
                 .with_hint("Filter NULLs out, e.g. WHERE text IS NOT NULL, or COALESCE them."),
             TransformError::Unsupported(_) => SqlError::new(codes::FEATURE_NOT_SUPPORTED, message),
-            TransformError::WrongTask { detail, .. } => SqlError::new(codes::INVALID_PARAMETER_VALUE, message)
-                .with_detail(detail)
-                .with_hint("Use a model fine-tuned for text classification (pgml.tune with task => 'text-classification')."),
+            TransformError::WrongTask { detail, hint, .. } => {
+                SqlError::new(codes::INVALID_PARAMETER_VALUE, message).with_detail(detail).with_hint(hint)
+            }
             TransformError::Model(t) => t.into(),
             TransformError::Load { .. } => SqlError::new(codes::INTERNAL_ERROR, message),
             TransformError::Cancelled => SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request"),

@@ -1,5 +1,7 @@
 //! `pgml.transform(task jsonb|text, args jsonb DEFAULT '{}', inputs text[] DEFAULT '{}')
-//! RETURNS jsonb`, called once (real time) or per row of a query (batched across rows).
+//! RETURNS jsonb`, called once (real time) or per row of a query (batched across rows for
+//! classification). `inputs` binds `text[]` and `jsonb[]` alike (PostgresML has both
+//! overloads; chat messages arrive as jsonb and are read back as JSON).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use pgmld_sql::{Args, CallContext, Output, PgmlFunction, Returns, Signature, Sql
 use serde_json::Value as Json;
 
 use crate::error::TransformError;
+use crate::generation::{GenTask, GenerateCall};
 use crate::request::{self, ClassifyRequest};
 use crate::transformer::Transformer;
 
@@ -39,12 +42,23 @@ impl Transform {
     }
 }
 
+/// A call, parsed: classification or generation.
+enum Call {
+    Classify(ClassifyRequest, Vec<ClassifyInput>),
+    Generate(GenerateCall),
+}
+
 /// A call's parsed request and inputs.
-fn parse(args: &Args) -> Result<(ClassifyRequest, Vec<ClassifyInput>), TransformError> {
-    let task = request::task_object(args.get("task").unwrap_or(&Value::Null))?;
-    let req = request::classify_request(&task, args.get("args").unwrap_or(&Value::Null))?;
-    let inputs = request::classify_inputs(args.get("inputs").unwrap_or(&Value::Null))?;
-    Ok((req, inputs))
+fn parse(args: &Args) -> Result<Call, TransformError> {
+    let (task_arg, args_arg, inputs_arg) =
+        (args.get("task").unwrap_or(&Value::Null), args.get("args").unwrap_or(&Value::Null), args.get("inputs").unwrap_or(&Value::Null));
+    let task = request::task_object(task_arg)?;
+    if task.get("task").and_then(Json::as_str).and_then(GenTask::parse).is_some() {
+        return GenerateCall::parse(task_arg, args_arg, inputs_arg).map(Call::Generate);
+    }
+    let req = request::classify_request(&task, args_arg)?;
+    let inputs = request::classify_inputs(inputs_arg)?;
+    Ok(Call::Classify(req, inputs))
 }
 
 impl PgmlFunction for Transform {
@@ -55,21 +69,33 @@ impl PgmlFunction for Transform {
     fn call(&self, ctx: CallContext, args: Args) -> CallFuture {
         let transformer = self.transformer.clone();
         Box::pin(async move {
-            let (req, inputs) = parse(&args).map_err(SqlError::from)?;
-            let results = transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
-            Ok(Output::Scalar(Value::Json(Json::Array(results))))
+            match parse(&args).map_err(SqlError::from)? {
+                Call::Classify(req, inputs) => {
+                    let results = transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
+                    Ok(Output::Scalar(Value::Json(Json::Array(results))))
+                }
+                Call::Generate(call) => Ok(Output::Scalar(Value::Json(transformer.generate(&ctx, &call).await.map_err(SqlError::from)?))),
+            }
         })
     }
 
     /// Rows that ask the same model the same way are scored together: their inputs go to
     /// the model's worker as one list, so a query over 1,000 rows runs a few dozen
-    /// forward passes, not 1,000.
+    /// forward passes, not 1,000. Generation rows queue at their model's worker, each its
+    /// own conversation or prompts.
     fn call_rows(self: Arc<Self>, ctx: CallContext, rows: Vec<Args>) -> RowsFuture {
         Box::pin(async move {
             let n = rows.len();
             let mut groups: HashMap<String, Group> = HashMap::new();
+            let mut generations: Vec<(usize, GenerateCall)> = Vec::new();
             for (r, args) in rows.iter().enumerate() {
-                let (req, inputs) = parse(args).map_err(|e| row_error(e, r, n))?;
+                let (req, inputs) = match parse(args).map_err(|e| row_error(e, r, n))? {
+                    Call::Classify(req, inputs) => (req, inputs),
+                    Call::Generate(call) => {
+                        generations.push((r, call));
+                        continue;
+                    }
+                };
                 let key = format!("{:?}", req);
                 let group = groups.entry(key).or_insert_with(|| (req, Vec::new(), Vec::new()));
                 let start = group.2.len();
@@ -77,6 +103,10 @@ impl PgmlFunction for Transform {
                 group.2.extend(inputs);
             }
             let mut out: Vec<Value> = vec![Value::Null; n];
+            let answers = futures_util::future::join_all(generations.iter().map(|(_, call)| self.transformer.generate(&ctx, call))).await;
+            for ((row, _), answer) in generations.iter().zip(answers) {
+                out[*row] = Value::Json(answer.map_err(|e| row_error(e, *row, n))?);
+            }
             for (req, members, inputs) in groups.into_values() {
                 let results = self.transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
                 let mut bounds: Vec<(usize, usize)> = members.clone();
@@ -97,8 +127,9 @@ type Group = (ClassifyRequest, Vec<(usize, usize)>, Vec<ClassifyInput>);
 
 /// Names the row of a per-row call in input errors (rows are counted from 1).
 fn row_error(e: TransformError, row: usize, rows: usize) -> SqlError {
+    let whole_query = matches!(e, TransformError::Cancelled);
     let mut err = SqlError::from(e);
-    if rows > 1 {
+    if rows > 1 && !whole_query {
         err.message = format!("{} (row {} of the query)", err.message, row + 1);
     }
     err

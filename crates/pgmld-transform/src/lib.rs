@@ -3,20 +3,29 @@
 //! - [`function`]: the SQL signature, real-time calls and per-row calls batched across rows.
 //! - [`request`]: the task object, `args` and inputs, checked.
 //! - [`transformer`]: one call end to end (model lookup, scoring, JSON, truncation notice).
+//! - [`generation`]: conversational / text-generation arguments and inputs, checked;
+//!   [`chat`]: those calls end to end, and streaming ([`Transformer::stream`]).
 //! - [`cache`]: the model cache shared by all sessions (load once, LRU under a byte budget);
-//!   [`worker`]: the thread that owns a model and batches concurrent requests.
+//!   [`worker`]: the thread that owns a classifier and batches concurrent requests;
+//!   [`chat_worker`]: the thread that owns a chat model and runs generations.
 
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod chat;
+pub mod chat_worker;
 pub mod error;
 pub mod function;
+pub mod generation;
 pub mod request;
+pub mod stream;
 pub mod transformer;
 pub mod worker;
 
 pub use cache::ModelCache;
 pub use error::TransformError;
+pub use chat::{StreamEvent, Usage};
 pub use function::Transform;
+pub use generation::GenerateCall;
 pub use transformer::Transformer;
 pub use worker::Batching;

@@ -8,12 +8,11 @@ use serde_json::{Map, Value as Json};
 use crate::error::TransformError;
 
 /// Tasks pgmld serves now.
-const SUPPORTED_TASKS: &str = "text-classification (alias sentiment-analysis, text-pair-classification)";
+const SUPPORTED_TASKS: &str =
+    "text-classification (alias sentiment-analysis, text-pair-classification), conversational, text-generation";
 
 /// Hugging Face pipeline tasks pgmld knows but does not serve yet (0A000, not 22023).
 const LATER_TASKS: &[&str] = &[
-    "conversational",
-    "text-generation",
     "text2text-generation",
     "summarization",
     "translation",

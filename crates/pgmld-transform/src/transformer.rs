@@ -43,7 +43,7 @@ impl Transformer {
         Transformer { base_url, hub, work_dir, cache, chunk: chunk.max(1), clients: tokio::sync::Mutex::new(HashMap::new()) }
     }
 
-    async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
+    pub(crate) async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(database).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
@@ -72,6 +72,7 @@ impl Transformer {
                 return Err(TransformError::WrongTask {
                     message: format!("model \"{}\" was trained for {task}, not text-classification", req.model),
                     detail: format!("{via} resolves to pgml.models id {id}, whose project's task is {task}."),
+                    hint: crate::error::CLASSIFY_HINT.into(),
                 });
             }
         }
@@ -127,7 +128,7 @@ impl Transformer {
 /// Cache identity: stored models by database and id (a new deployment is a new key),
 /// local directories by path and modification time (a rewritten checkpoint reloads),
 /// Hub repos by id and revision.
-fn cache_key(r: &ModelRef, database: &str, revision: Option<&str>) -> String {
+pub(crate) fn cache_key(r: &ModelRef, database: &str, revision: Option<&str>) -> String {
     match r {
         ModelRef::Dir(dir) => {
             let stamp = |f: &str| -> u128 {

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 pub struct ModelCard {
     /// The pgml project.
     pub project: String,
-    /// The task name (`text-classification`, `text-pair-classification`).
+    /// The task name (`text-classification`, `text-pair-classification`, `conversation`).
     pub task: String,
     /// The base model as named in the call (`model_name`).
     pub base_model: String,
@@ -18,7 +18,7 @@ pub struct ModelCard {
     pub base_origin: String,
     /// The training relation.
     pub relation: String,
-    /// Class names by id.
+    /// Class names by id (none for a conversation adapter).
     pub labels: Vec<String>,
     /// Train and test row counts, when known.
     pub rows: Option<(usize, usize)>,
@@ -55,7 +55,7 @@ impl ModelCard {
     fn base_text(&self) -> String {
         match self.hub_base() {
             Some(id) => format!("[{id}](https://huggingface.co/{id})"),
-            None if self.base_origin.starts_with("local directory") => {
+            None if self.base_origin.starts_with("local directory") || self.base_origin.starts_with("local GGUF file") => {
                 let name = std::path::Path::new(self.base_model.trim_end_matches('/'))
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -66,20 +66,35 @@ impl ModelCard {
         }
     }
 
+    /// Whether the card is a conversation tune's LoRA adapter (peft, text generation).
+    fn is_adapter(&self) -> bool {
+        self.task == "conversation"
+    }
+
     /// The card's markdown, front matter first.
     pub fn render(&self) -> String {
-        let mut s = String::from("---\nlibrary_name: transformers\npipeline_tag: text-classification\n");
+        let (library, pipeline) = match self.is_adapter() {
+            true => ("peft", "text-generation"),
+            false => ("transformers", "text-classification"),
+        };
+        let mut s = format!("---\nlibrary_name: {library}\npipeline_tag: {pipeline}\n");
         if let Some(id) = self.hub_base() {
             s.push_str(&format!("base_model: {}\n", yaml_str(id)));
         }
         s.push_str("tags:\n- pgmld\n- pgml.tune\n");
         s.push_str(&format!("- {}\n", yaml_str(&self.task)));
+        if self.is_adapter() {
+            s.push_str("- lora\n");
+        }
         s.push_str("---\n\n");
         s.push_str(&format!("# {}\n\n", self.project.replace('\n', " ")));
+        let what = match self.is_adapter() {
+            true => "A LoRA adapter (conversation)".to_string(),
+            false => format!("A {} model", self.task),
+        };
         s.push_str(&format!(
-            "A {} model fine-tuned from {} by pgmld's `pgml.tune` ([PostgresML](https://postgresml.org)'s \
+            "{what} fine-tuned from {} by pgmld's `pgml.tune` ([PostgresML](https://postgresml.org)'s \
              fine-tuning API) for project `{}`, on the Postgres relation `{}`",
-            self.task,
             self.base_text(),
             self.project,
             self.relation
@@ -88,11 +103,14 @@ impl ModelCard {
             Some((train, test)) => s.push_str(&format!(" ({train} training rows, {test} test rows).\n\n")),
             None => s.push_str(".\n\n"),
         }
-        s.push_str("## Labels\n\n| id | label |\n|---|---|\n");
-        for (i, l) in self.labels.iter().enumerate() {
-            s.push_str(&format!("| {i} | {} |\n", cell(&Json::String(l.clone()))));
+        if !self.labels.is_empty() {
+            s.push_str("## Labels\n\n| id | label |\n|---|---|\n");
+            for (i, l) in self.labels.iter().enumerate() {
+                s.push_str(&format!("| {i} | {} |\n", cell(&Json::String(l.clone()))));
+            }
+            s.push('\n');
         }
-        s.push_str("\n## Training\n\n| setting | value |\n|---|---|\n");
+        s.push_str("## Training\n\n| setting | value |\n|---|---|\n");
         for (k, v) in &self.setup {
             s.push_str(&format!("| {k} | {} |\n", cell(v)));
         }
@@ -103,6 +121,15 @@ impl ModelCard {
             }
         }
         let repo = self.repo_id.as_deref().unwrap_or("<this repo>");
+        if self.is_adapter() {
+            s.push_str(&format!(
+                "\n## Use\n\n```python\nfrom peft import AutoPeftModelForCausalLM\n\nmodel = \
+                 AutoPeftModelForCausalLM.from_pretrained(\"{repo}\")\n```\n\nor, through pgmld:\n\n```sql\n\
+                 SELECT pgml.transform(task => '{{\"task\": \"conversational\", \"model\": \"{repo}\"}}'::jsonb, \
+                 inputs => ARRAY['{{\"role\": \"user\", \"content\": \"…\"}}'::jsonb]);\n```\n"
+            ));
+            return s;
+        }
         s.push_str(&format!(
             "\n## Use\n\n```python\nfrom transformers import pipeline\n\nclassifier = pipeline(\"text-classification\", \
              model=\"{repo}\")\n```\n\nor, through pgmld:\n\n```sql\nSELECT pgml.transform(task => \
@@ -154,6 +181,28 @@ mod tests {
     }
 
     #[test]
+    fn conversation_adapters_get_a_peft_card_without_labels() {
+        let c = ModelCard {
+            task: "conversation".into(),
+            base_model: "HuggingFaceTB/SmolLM2-135M-Instruct".into(),
+            base_origin: "Hugging Face Hub HuggingFaceTB/SmolLM2-135M-Instruct".into(),
+            labels: vec![],
+            metrics: pairs(&json!({"eval_loss": 1.25, "perplexity": 3.49})),
+            repo_id: Some("alice/beep".into()),
+            ..card()
+        };
+        let text = c.render();
+        let (front, body) = text.strip_prefix("---\n").unwrap().split_once("\n---\n").unwrap();
+        assert!(front.contains("library_name: peft\npipeline_tag: text-generation\n"), "{front}");
+        assert!(front.contains("base_model: \"HuggingFaceTB/SmolLM2-135M-Instruct\"") && front.contains("- \"conversation\"\n- lora"), "{front}");
+        assert!(body.contains("A LoRA adapter (conversation) fine-tuned from [HuggingFaceTB/SmolLM2-135M-Instruct]"), "{body}");
+        assert!(!body.contains("## Labels") && body.contains("| eval_loss | 1.25 |"), "{body}");
+        assert!(body.contains("AutoPeftModelForCausalLM.from_pretrained(\"alice/beep\")"), "{body}");
+        assert!(body.contains(r#"'{"task": "conversational", "model": "alice/beep"}'::jsonb"#), "{body}");
+        assert!(!body.contains("pipeline(\"text-classification\""), "{body}");
+    }
+
+    #[test]
     fn local_bases_stay_private_and_metrics_are_optional() {
         let c = ModelCard {
             base_model: "/srv/models/tiny-bert/".into(),
@@ -164,6 +213,13 @@ mod tests {
         let text = c.render();
         assert!(!text.contains("base_model:") && !text.contains("/srv/models"), "{text}");
         assert!(text.contains("a local checkpoint (`tiny-bert`)"), "{text}");
+        let gguf = ModelCard {
+            base_model: "/srv/llm/SmolLM2.Q4_1.gguf".into(),
+            base_origin: "local GGUF file /srv/llm/SmolLM2.Q4_1.gguf".into(),
+            ..card()
+        };
+        let gguf_text = gguf.render();
+        assert!(!gguf_text.contains("/srv/llm") && gguf_text.contains("a local checkpoint (`SmolLM2.Q4_1.gguf`)"), "{gguf_text}");
         assert!(!text.contains("## Results"));
     }
 }

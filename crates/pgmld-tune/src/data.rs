@@ -44,9 +44,9 @@ pub fn input_columns(task: Task, args: &DatasetArgs) -> Vec<&str> {
     }
 }
 
-/// Reads `relation` for `task`: checks it and its columns exist, then fetches every row.
-/// NULL inputs or classes are errors naming the column and row.
-pub async fn read(client: &Client, relation: &str, task: Task, args: &DatasetArgs) -> Result<Relation> {
+/// Finds `relation` (as Postgres would resolve it) and lists its columns with their types,
+/// in order.
+pub async fn lookup(client: &Client, relation: &str) -> Result<(String, Vec<(String, String)>)> {
     let found = client
         .query_one("SELECT to_regclass($1)::text", &[&relation])
         .await
@@ -70,18 +70,28 @@ pub async fn read(client: &Client, relation: &str, task: Task, args: &DatasetArg
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    Ok((name, columns))
+}
+
+/// The 42703 of a column `relation` lacks: the hint lists its columns and the
+/// `dataset_args` keys that name columns (`keys`).
+pub fn no_column(relation: &str, column: &str, columns: &[(String, String)], keys: &str) -> TuneError {
+    let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+    TuneError::NoColumn {
+        message: format!("column \"{column}\" does not exist in relation {relation}"),
+        hint: format!("{relation} has columns: {}. Name the right ones in hyperparams.dataset_args ({keys}).", have.join(", ")),
+    }
+}
+
+/// Reads `relation` for `task`: checks it and its columns exist, then fetches every row.
+/// NULL inputs or classes are errors naming the column and row.
+pub async fn read(client: &Client, relation: &str, task: Task, args: &DatasetArgs) -> Result<Relation> {
+    let (name, columns) = lookup(client, relation).await?;
     let mut wanted = input_columns(task, args);
     wanted.push(&args.class_column);
     for col in &wanted {
         if !columns.iter().any(|(c, _)| c == col) {
-            let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
-            return Err(TuneError::NoColumn {
-                message: format!("column \"{col}\" does not exist in relation {name}"),
-                hint: format!(
-                    "{name} has columns: {}. Name the right ones in hyperparams.dataset_args (text_column, class_column; text1_column, text2_column for pairs).",
-                    have.join(", ")
-                ),
-            });
+            return Err(no_column(&name, col, &columns, "text_column, class_column; text1_column, text2_column for pairs"));
         }
     }
     let class_type = columns.iter().find(|(c, _)| *c == args.class_column).map(|(_, t)| t.as_str());

@@ -111,6 +111,26 @@ impl From<pgmld_ml::Error> for TuneError {
     }
 }
 
+impl From<pgmld_llm::Error> for TuneError {
+    fn from(e: pgmld_llm::Error) -> Self {
+        use pgmld_llm::Error as E;
+        match e {
+            E::Ml(e) => e.into(),
+            E::Invalid(m) => TuneError::bad(
+                m,
+                "Check hyperparams.lora_config, prompt_template and max_seq_length, and the conversations' columns.",
+            ),
+            E::Template(m) => TuneError::bad(
+                format!("the prompt cannot be built: {m}"),
+                "Pass hyperparams.prompt_template with {system}, {user} and {assistant} placeholders, or use a model \
+                 whose tokenizer has a chat template.",
+            ),
+            E::Unsupported(m) => TuneError::Unsupported { message: format!("unsupported model: {m}"), hint: None },
+            other => TuneError::Training(other.to_string()),
+        }
+    }
+}
+
 impl From<TuneError> for SqlError {
     fn from(e: TuneError) -> SqlError {
         let message = e.to_string();

@@ -1,4 +1,5 @@
-//! `pgml.tune`: fine-tuning text classifiers on a libtorch worker pool.
+//! `pgml.tune`: fine-tuning text classifiers, and LoRA adapters of Llama-family causal
+//! LMs on conversations ([`conversation`]), on a libtorch worker pool.
 //!
 //! - [`function`]: the SQL signature; [`tuner`]: one call end to end.
 //! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
@@ -7,11 +8,13 @@
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
 //!   [`resolve`]: where `model_name` points; [`resume`]: checkpoints' training data and
 //!   the startup scan that resumes jobs orphaned by a crash.
-//! - [`push`] and [`card`]: `push_to_hub`, the uploader thread and the model card.
+//! - [`push`], [`push_relay`] and [`card`]: `push_to_hub`, the uploader thread, its events
+//!   relayed to the client, and the model card.
 
 #![warn(missing_docs)]
 
 pub mod card;
+pub mod conversation;
 pub mod data;
 pub mod error;
 pub mod files;
@@ -21,6 +24,7 @@ pub mod options;
 pub mod pool;
 pub mod progress;
 pub mod push;
+pub mod push_relay;
 pub mod records;
 pub mod resolve;
 pub mod resume;

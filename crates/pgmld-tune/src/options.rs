@@ -4,6 +4,7 @@ use pgmld_ml::{TokenizerArgs, TrainingArgs};
 use pgmld_sql::{Args, Value};
 use serde_json::{Map, Value as Json};
 
+use crate::conversation::options::ConversationArgs;
 use crate::error::{Result, TuneError};
 
 /// What the model learns to do.
@@ -84,7 +85,8 @@ impl Sampling {
     }
 }
 
-/// `hyperparams.dataset_args`: which columns hold the inputs and the class.
+/// `hyperparams.dataset_args`: which columns hold the inputs and the class (classification)
+/// or the turns of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetArgs {
     /// Text column (text-classification). Default `text`.
@@ -95,11 +97,54 @@ pub struct DatasetArgs {
     pub text2_column: String,
     /// Class column. Default `y_column_name`, else `class`.
     pub class_column: String,
+    /// Conversation: the system prompt column. Default `system`; when it is not named
+    /// explicitly and the relation lacks it, the conversation has no system message.
+    pub system_column: String,
+    /// Conversation: the user's message column. Default `user`.
+    pub user_column: String,
+    /// Conversation: the assistant's reply column (what the model learns). Default `assistant`.
+    pub assistant_column: String,
+    /// The keys the call set, so a task can reject keys that are not its own and tell a
+    /// default column from one the user named.
+    pub given: Vec<String>,
 }
 
 impl DatasetArgs {
-    const KEYS: &'static [&'static str] =
+    /// Keys of the classification tasks.
+    pub const CLASSIFICATION_KEYS: &'static [&'static str] =
         &["text_column", "text1_column", "text2_column", "class_column"];
+    /// Keys of the conversation task.
+    pub const CONVERSATION_KEYS: &'static [&'static str] = &["system_column", "user_column", "assistant_column"];
+    const KEYS: &'static [&'static str] = &[
+        "text_column",
+        "text1_column",
+        "text2_column",
+        "class_column",
+        "system_column",
+        "user_column",
+        "assistant_column",
+    ];
+
+    /// Whether the call named `key` explicitly.
+    pub fn is_given(&self, key: &str) -> bool {
+        self.given.iter().any(|k| k == key)
+    }
+
+    /// Rejects keys that belong to another task than `task` (22023, naming the key and the
+    /// task's own keys).
+    pub fn check_task(&self, task: Task) -> Result<()> {
+        let own = match task {
+            Task::Conversation => Self::CONVERSATION_KEYS,
+            _ => Self::CLASSIFICATION_KEYS,
+        };
+        match self.given.iter().find(|k| !own.contains(&k.as_str())) {
+            Some(k) => Err(TuneError::bad(
+                format!("dataset_args key \"{k}\" does not apply to task {}", task.name()),
+                format!("Task {} reads dataset_args {}.", task.name(), own.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
 
     fn parse(v: Option<&Json>, y_column: Option<&str>) -> Result<DatasetArgs> {
         let empty = Map::new();
@@ -129,11 +174,17 @@ impl DatasetArgs {
                 )),
             }
         };
+        let mut given: Vec<String> = obj.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect();
+        given.sort();
         Ok(DatasetArgs {
             text_column: get("text_column", "text")?,
             text1_column: get("text1_column", "text1")?,
             text2_column: get("text2_column", "text2")?,
             class_column: get("class_column", y_column.unwrap_or("class"))?,
+            system_column: get("system_column", "system")?,
+            user_column: get("user_column", "user")?,
+            assistant_column: get("assistant_column", "assistant")?,
+            given,
         })
     }
 }
@@ -180,6 +231,9 @@ pub struct TuneRequest {
     /// The call as stored in `pgml.jobs.request` (arguments and hyperparams without tokens
     /// or `resume_from_checkpoint`): [`TuneRequest::from_stored`] reads it back.
     pub stored_request: Json,
+    /// The conversation task's hyperparameters (LoRA, 8-bit loading, prompt, sequence
+    /// length); defaults when the call gave none.
+    pub conversation: ConversationArgs,
 }
 
 fn text(args: &Args, name: &str) -> Option<String> {
@@ -230,12 +284,18 @@ impl TuneRequest {
             }
         };
         const HP_KEYS: &[&str] = &["training_args", "dataset_args", "tokenizer_args"];
-        if let Some(k) = hp.keys().find(|k| !HP_KEYS.contains(&k.as_str())) {
+        let known = |k: &str| HP_KEYS.contains(&k) || ConversationArgs::KEYS.contains(&k);
+        if let Some(k) = hp.keys().find(|k| !known(k)) {
             return Err(TuneError::bad(
                 format!("unknown hyperparams key \"{k}\""),
-                format!("Supported keys: {}.", HP_KEYS.join(", ")),
+                format!(
+                    "Supported keys: {}; for task conversation also {}.",
+                    HP_KEYS.join(", "),
+                    ConversationArgs::KEYS.join(", ")
+                ),
             ));
         }
+        let conversation = ConversationArgs::parse(hp)?;
         let mut training_json = hp.get("training_args").cloned().unwrap_or(Json::Null);
         let resume_from_checkpoint = take_resume_flag(&mut training_json)?;
         let training = TrainingArgs::from_json(&training_json).map_err(TuneError::from)?;
@@ -283,6 +343,7 @@ impl TuneRequest {
             stored_hyperparams: redact(&hyperparams),
             resume_from_checkpoint,
             stored_request: Json::Object(stored_request),
+            conversation,
         })
     }
 

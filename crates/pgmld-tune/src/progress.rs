@@ -43,8 +43,14 @@ pub fn log_event(ev: &LogEvent, elapsed: f64, start_step: i64) -> Json {
 
 /// The evaluation summary, with the position in training.
 pub fn eval_event(m: &EvalMetrics, epoch: f64, step: i64, max_steps: i64) -> Json {
-    let base = match serde_json::to_value(m) {
-        Ok(Json::Object(o)) => o,
+    metrics_event(serde_json::to_value(m).unwrap_or_default(), epoch, step, max_steps)
+}
+
+/// Any evaluation's metrics (a JSON object: `eval_loss`, `perplexity`, …), with the position
+/// in training.
+pub fn metrics_event(metrics: Json, epoch: f64, step: i64, max_steps: i64) -> Json {
+    let base = match metrics {
+        Json::Object(o) => o,
         _ => Map::new(),
     };
     with(
@@ -95,5 +101,14 @@ mod tests {
         assert_eq!(keys[0], "loss", "guide order kept: {keys:?}");
         let ts = v["timestamp"].as_str().unwrap();
         assert_eq!(ts.len(), "2024-03-07 01:59:15.090612".len(), "{ts}");
+    }
+
+    #[test]
+    fn metrics_events_keep_the_metrics_first_and_add_the_position() {
+        let v = metrics_event(json!({"eval_loss": 1.5, "perplexity": 4.48}), 2.0, 30, 60);
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys[..2], ["eval_loss", "perplexity"]);
+        assert_eq!((v["step"].clone(), v["max_steps"].clone(), v["progress"].clone()), (json!(30), json!(60), json!(0.5)));
+        assert!(v["timestamp"].is_string());
     }
 }

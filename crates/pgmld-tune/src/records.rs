@@ -337,19 +337,43 @@ pub async fn fail(client: &Client, model_id: i64, job_id: i64, reason: &str, can
 /// one's (a model without eval_f1 only deploys onto an empty project). Returns whether it
 /// deployed.
 pub async fn deploy_if_better(client: &Client, project_id: i64, model_id: i64, f1: Option<f64>) -> Result<bool> {
+    deploy_if_better_by(client, (project_id, model_id), Score { metric: "eval_f1", value: f1, higher_is_better: true }).await
+}
+
+/// The metric a deployment compares models by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Its key in `pgml.models.metrics` (`eval_f1`, `eval_loss`).
+    pub metric: &'static str,
+    /// The new model's value, when it was evaluated.
+    pub value: Option<f64>,
+    /// `eval_f1`: higher wins; `eval_loss`: lower wins.
+    pub higher_is_better: bool,
+}
+
+/// Whether a model scoring `new` replaces the deployed one scoring `old` (`None`: nothing
+/// deployed; `Some(None)`: deployed without that metric, which any scored model beats).
+pub fn beats(score: &Score, old: Option<Option<f64>>) -> bool {
+    match (old, score.value) {
+        (None, _) => true,
+        (Some(None), Some(_)) => true,
+        (Some(Some(old)), Some(new)) => if score.higher_is_better { new > old } else { new < old },
+        (Some(_), None) => false,
+    }
+}
+
+/// Deploys `model_id` when no model of `project_id` is deployed or it beats the deployed
+/// one by `score` ([`beats`]). Returns whether it deployed.
+pub async fn deploy_if_better_by(client: &Client, (project_id, model_id): (i64, i64), score: Score) -> Result<bool> {
     let current = client
         .query_opt(
-            "SELECT m.id, (m.metrics->>'eval_f1')::float8 FROM pgml.deployments d \
+            "SELECT m.id, (m.metrics->>$2)::float8 FROM pgml.deployments d \
              JOIN pgml.models m ON m.id = d.model_id WHERE d.project_id = $1 ORDER BY d.id DESC LIMIT 1",
-            &[&project_id],
+            &[&project_id, &score.metric],
         )
         .await
         .map_err(|e| TuneError::pg("reading the deployed model", e))?;
-    let better = match (&current, f1) {
-        (None, _) => true,
-        (Some(row), Some(new)) => row.get::<_, Option<f64>>(1).is_none_or(|old| new > old),
-        (Some(_), None) => false,
-    };
+    let better = beats(&score, current.map(|row| row.get::<_, Option<f64>>(1)));
     if better {
         client
             .execute(
@@ -360,4 +384,20 @@ pub async fn deploy_if_better(client: &Client, project_id: i64, model_id: i64, f
             .map_err(|e| TuneError::pg("deploying the model", e))?;
     }
     Ok(better)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_compares_in_the_metric_direction() {
+        let f1 = |v| Score { metric: "eval_f1", value: v, higher_is_better: true };
+        let loss = |v| Score { metric: "eval_loss", value: v, higher_is_better: false };
+        assert!(beats(&f1(None), None) && beats(&loss(None), None), "an empty project takes any model");
+        assert!(beats(&f1(Some(0.9)), Some(Some(0.8))) && !beats(&f1(Some(0.7)), Some(Some(0.8))));
+        assert!(beats(&loss(Some(1.2)), Some(Some(1.5))) && !beats(&loss(Some(1.6)), Some(Some(1.5))));
+        assert!(!beats(&loss(Some(1.5)), Some(Some(1.5))), "a tie keeps the deployed model");
+        assert!(beats(&loss(Some(2.0)), Some(None)) && !beats(&loss(None), Some(Some(1.0))));
+    }
 }

@@ -1,6 +1,6 @@
 //! Where `model_name` points: a stored pgmld model (`pgml:<id>` or a project's deployed
-//! model, read back from pgml.files), a local directory, or a Hugging Face Hub repo (cache
-//! first when offline). Errors list every place looked at.
+//! model, read back from pgml.files), a local directory, a local `.gguf` file (causal LMs),
+//! or a Hugging Face Hub repo (cache first when offline). Errors list every place looked at.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +10,11 @@ use tokio_postgres::Client;
 use crate::error::{Result, TuneError};
 use crate::files;
 
-/// A checkpoint directory ready to load.
+/// A checkpoint directory (or GGUF file) ready to load.
 #[derive(Debug)]
 pub struct ModelSource {
-    /// Holds config.json, tokenizer and weights.
+    /// Holds config.json, tokenizer and weights; for [`ModelRef::Gguf`], the `.gguf` file
+    /// itself (one file holds all three).
     pub dir: PathBuf,
     /// The stored model it came from (restart from a previous model).
     pub parent_id: Option<i64>,
@@ -82,16 +83,21 @@ pub enum ModelRef {
     },
     /// A local checkpoint directory.
     Dir(PathBuf),
+    /// A local GGUF file (config, tokenizer and weights in one file), named directly or as
+    /// the only `.gguf` of a directory without config.json.
+    Gguf(PathBuf),
     /// Anything else: a Hugging Face Hub repo id.
     Hub(String),
 }
 
 impl ModelRef {
-    /// A stable identity for caches (`pgml:<database>:<id>`, `dir:<path>`, `hub:<repo>`).
+    /// A stable identity for caches (`pgml:<database>:<id>`, `dir:<path>`, `gguf:<path>`,
+    /// `hub:<repo>`).
     pub fn cache_key(&self, database: &str) -> String {
         match self {
             ModelRef::Stored { id, .. } => format!("pgml:{database}:{id}"),
             ModelRef::Dir(p) => format!("dir:{}", p.display()),
+            ModelRef::Gguf(p) => format!("gguf:{}", p.display()),
             ModelRef::Hub(r) => format!("hub:{r}"),
         }
     }
@@ -121,6 +127,18 @@ async fn stored(client: &Client, id: i64, name: &str) -> Result<ModelRef> {
     Ok(ModelRef::Stored { id, task: task.unwrap_or_default(), via: name.to_string() })
 }
 
+/// Whether `path` is an existing file named `*.gguf`.
+fn is_gguf(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The `.gguf` file of a directory that holds exactly one.
+fn only_gguf_in(dir: &Path) -> Option<PathBuf> {
+    let mut found = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_gguf(p));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
 /// Finds what `name` refers to, in this order: `pgml:<id>`, a path, a project of this
 /// database (its deployed model), else a Hub repo id. Touches neither the Hub nor the files.
 pub async fn locate(client: &Client, name: &str) -> Result<ModelRef> {
@@ -132,13 +150,19 @@ pub async fn locate(client: &Client, name: &str) -> Result<ModelRef> {
         return stored(client, id, name).await;
     }
     let as_path = PathBuf::from(name.strip_prefix("file://").unwrap_or(name));
-    if looks_like_path(name) || as_path.is_dir() {
+    if looks_like_path(name) || as_path.is_dir() || is_gguf(&as_path) {
         if as_path.join("config.json").is_file() {
             return Ok(ModelRef::Dir(as_path));
         }
+        if is_gguf(&as_path) {
+            return Ok(ModelRef::Gguf(as_path));
+        }
+        if let Some(file) = only_gguf_in(&as_path) {
+            return Ok(ModelRef::Gguf(file));
+        }
         return Err(TuneError::ModelNotFound {
             message: format!("model \"{name}\" not found"),
-            detail: format!("{} is not a directory holding config.json.", as_path.display()),
+            detail: format!("{} is neither a directory holding config.json (or one .gguf file) nor a .gguf file.", as_path.display()),
         });
     }
     if let Some(id) = project_model(client, name).await? {
@@ -163,6 +187,9 @@ pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Pa
         ModelRef::Dir(dir) => {
             Ok(ModelSource { dir: dir.clone(), parent_id: None, origin: format!("local directory {}", dir.display()), _extracted: None })
         }
+        ModelRef::Gguf(file) => {
+            Ok(ModelSource { dir: file.clone(), parent_id: None, origin: format!("local GGUF file {}", file.display()), _extracted: None })
+        }
         ModelRef::Hub(name) => match pgmld_datasets::hub::fetch_model_files(hub, name, None).await {
             Ok(dir) => Ok(ModelSource { dir, parent_id: None, origin: format!("Hugging Face Hub {name}"), _extracted: None }),
             Err(e) => Err(TuneError::ModelNotFound {
@@ -179,4 +206,22 @@ pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Pa
 pub async fn resolve(client: &Client, name: &str, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
     let r = locate(client, name).await?;
     fetch(client, &r, hub, tmp_root).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_files_are_found_directly_or_alone_in_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("Model.Q4_1.GGUF");
+        std::fs::write(&file, b"GGUF").unwrap();
+        assert!(is_gguf(&file));
+        assert!(!is_gguf(tmp.path()));
+        assert_eq!(only_gguf_in(tmp.path()), Some(file.clone()));
+        std::fs::write(tmp.path().join("other.gguf"), b"GGUF").unwrap();
+        assert_eq!(only_gguf_in(tmp.path()), None, "two files: ambiguous");
+        assert_eq!(ModelRef::Gguf(file.clone()).cache_key("db"), format!("gguf:{}", file.display()));
+    }
 }

@@ -19,6 +19,7 @@ use crate::job::{self, Progress, TrainSpec};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::pool::WorkerPool;
 use crate::push::{PushEvent, PushSetup, Pusher};
+use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
 use crate::{files, progress, records, resolve, resume, split};
 
 /// Serves `pgml.tune` for every database of the upstream.
@@ -38,22 +39,6 @@ pub struct Tuner {
     pub hub_token: Option<String>,
 }
 
-/// A tune's pushes to the Hub: the uploader and the model card it pushes.
-struct HubPush {
-    pusher: Pusher,
-    card: ModelCard,
-}
-
-/// The uploader's next event; never resolves when there is no uploader or it has ended.
-async fn next_push_event(hub: &mut Option<HubPush>) -> PushEvent {
-    if let Some(h) = hub {
-        if let Some(ev) = h.pusher.next_event().await {
-            return ev;
-        }
-    }
-    std::future::pending().await
-}
-
 /// What a successful tune reports.
 #[derive(Debug, Clone)]
 pub struct Tuned {
@@ -67,11 +52,11 @@ pub struct Tuned {
     pub model_id: i64,
 }
 
-fn info(ctx: &CallContext, message: String) {
+pub(crate) fn info(ctx: &CallContext, message: String) {
     (ctx.notices)(Notice { severity: "INFO", message });
 }
 
-fn warning(ctx: &CallContext, message: String) {
+pub(crate) fn warning(ctx: &CallContext, message: String) {
     (ctx.notices)(Notice { severity: "WARNING", message });
 }
 
@@ -207,11 +192,10 @@ impl Tuner {
         let client = self.connect(&ctx.database).await?;
         let (project_id, task) = records::project(&client, &req.project_name, req.task).await?;
         if task == Task::Conversation {
-            return Err(TuneError::Unsupported {
-                message: "task conversation is not served by this pgmld build yet".into(),
-                hint: Some("Use text-classification or text-pair-classification.".into()),
-            });
+            return self.run_conversation(client, req, ctx, project_id, push).await;
         }
+        req.dataset.check_task(task)?;
+        req.conversation.reject_for(task.name())?;
         let relation = req.relation_name.as_deref().ok_or_else(|| {
             TuneError::Null("pgml.tune relation_name must name a table or view with the training data".into())
         })?;
@@ -605,26 +589,8 @@ impl Tuner {
         let f1 = outcome.eval.as_ref().map(|e| e.eval_f1);
         let deployed = req.automatic_deploy && records::deploy_if_better(client, project_id, model_id, f1).await?;
         tracing::info!(model_id, deployed, files = n_files, bytes, "pgml.tune finished");
-        if let Some(mut h) = hub.take() {
-            // The final model, after pgml.files has it; the call returns once it is pushed.
-            h.card.metrics = card_metrics(&metrics);
-            let step = outcome.train.global_step;
-            h.pusher.finish(step, out_dir.to_path_buf(), h.card.clone());
-            loop {
-                tokio::select! {
-                    ev = h.pusher.next_event() => match ev {
-                        Some(ev) => relay(client, ctx, (project_id, model_id), &ev).await,
-                        None => break,
-                    },
-                    // A cancel stops the push (dropping the uploader), not the trained model.
-                    _ = cancelled(&ctx.cancelled) => {
-                        let message = "cancelled by the client before it finished".to_string();
-                        let ev = PushEvent::Failed { step: Some(step), message, fatal: true };
-                        relay(client, ctx, (project_id, model_id), &ev).await;
-                        break;
-                    }
-                }
-            }
+        if let Some(h) = hub.take() {
+            push_final(client, ctx, (project_id, model_id), h, (outcome.train.global_step, out_dir), &metrics).await;
         }
         Ok(deployed)
     }
@@ -632,7 +598,7 @@ impl Tuner {
 
 /// The training setup a model card lists: the training arguments as stored (no token), the
 /// tokenizer arguments and the split.
-fn card_setup(req: &TuneRequest) -> Vec<(String, Json)> {
+pub(crate) fn card_setup(req: &TuneRequest) -> Vec<(String, Json)> {
     let mut setup = card::pairs(&serde_json::to_value(&req.training).unwrap_or_default());
     setup.push(("tokenizer_args".into(), serde_json::to_value(&req.tokenizer).unwrap_or_default()));
     let test_size = match req.test_size {
@@ -642,26 +608,6 @@ fn card_setup(req: &TuneRequest) -> Vec<(String, Json)> {
     setup.push(("test_size".into(), test_size));
     setup.push(("test_sampling".into(), json!(req.test_sampling.name())));
     setup
-}
-
-/// The metrics a model card shows: evaluation and training results, not bookkeeping.
-fn card_metrics(v: &Json) -> Vec<(String, Json)> {
-    const SKIP: &[&str] = &["timestamp", "progress", "eta_seconds", "max_steps", "stored_files", "stored_bytes"];
-    card::pairs(v).into_iter().filter(|(k, _)| !SKIP.contains(&k.as_str())).collect()
-}
-
-/// Tells the client and pgml.logs what the uploader did: INFO notices for the repo and each
-/// commit, WARNINGs for failures. A log row that cannot be written only goes to pgmld's log:
-/// pushes never fail a tune.
-async fn relay(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), ev: &PushEvent) {
-    let logs = ev.log_json();
-    match ev.warning() {
-        Some(w) => warning(ctx, w),
-        None => info(ctx, progress::notice_text(&logs)),
-    }
-    if let Err(e) = records::log(client, model_id, project_id, &logs).await {
-        tracing::warn!(model_id, "cannot log a push_to_hub event: {e}");
-    }
 }
 
 /// A checkpoint that could not be written or stored: a WARNING and a log row; training
@@ -675,12 +621,12 @@ async fn checkpoint_failed(client: &Client, ctx: &CallContext, (project_id, mode
 }
 
 /// The `worker` recorded in pgml.jobs.
-fn worker_name() -> String {
+pub(crate) fn worker_name() -> String {
     format!("pgmld-{}", std::process::id())
 }
 
 /// Resolves once `flag` is set (polled every 100 ms).
-async fn cancelled(flag: &std::sync::atomic::AtomicBool) {
+pub(crate) async fn cancelled(flag: &std::sync::atomic::AtomicBool) {
     while !flag.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

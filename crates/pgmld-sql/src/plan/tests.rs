@@ -1,5 +1,6 @@
 use super::*;
 use crate::function::{CallFuture, ParamSpec, Signature};
+use crate::streaming::StreamForm;
 
 /// Echo-style test function: returns its arguments as a table row or a jsonb scalar.
 struct Echo(Signature);
@@ -154,4 +155,85 @@ async fn calls_that_name_their_item_keep_the_name() {
     assert_eq!(p.shape_sql(), "SELECT (SELECT NULL::text AS \"version\")::text, (NULL::text) || '!' AS v");
     let sql = p.execute(&[], &ctx()).await.unwrap();
     assert!(sql.starts_with("SELECT (SELECT $pgmld$pgmld "), "{sql}");
+}
+
+/// A SETOF jsonb function whose values are `["<input> 1"]`, `["<input> 2"]`, … streamed.
+struct Pieces(Signature);
+
+impl PgmlFunction for Pieces {
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn call(&self, _ctx: CallContext, args: Args) -> CallFuture {
+        Box::pin(async move {
+            let input = args["input"].to_pg_text().unwrap_or_default();
+            let n = match args["n"] {
+                Value::Int(n) => n,
+                _ => 0,
+            };
+            let rows = (1..=n).map(|i| vec![Value::Json(serde_json::json!([format!("{input} {i}")]))]).collect();
+            Ok(Output::Stream(crate::cursor::rows_stream(rows)))
+        })
+    }
+}
+
+fn with_pieces() -> Registry {
+    let mut r = registry();
+    r.register(Arc::new(Pieces(Signature {
+        name: "pieces",
+        params: vec![
+            ParamSpec::required("input", SqlType::Text),
+            ParamSpec::optional("n", SqlType::Int8, Value::Int(2)),
+        ],
+        returns: Returns::SetOf(SqlType::Jsonb),
+    })));
+    r
+}
+
+#[tokio::test]
+async fn sets_unnest_where_the_call_stood() {
+    let r = with_pieces();
+    let p = Plan::build("SELECT pgml.pieces($1)", &r).unwrap().unwrap();
+    assert_eq!(p.streaming(), Some(&StreamForm::Select));
+    assert_eq!(p.stream_types(), vec![SqlType::Jsonb]);
+    assert_eq!(p.shape_sql(), "SELECT unnest((CASE WHEN ($1)::text IS NULL THEN NULL::jsonb[] END)) AS \"pieces\"");
+    let p = Plan::build("SELECT count(*) FROM pgml.pieces('a', n => 3) AS t(x) WHERE x->>0 <> 'a 2'", &r).unwrap().unwrap();
+    assert_eq!(p.streaming(), None);
+    assert_eq!(p.shape_sql(), "SELECT count(*) FROM unnest(NULL::jsonb[]) AS t(x) WHERE x->>0 <> 'a 2'");
+    let sql = p.execute(&[], &ctx()).await.unwrap();
+    assert_eq!(
+        sql,
+        "SELECT count(*) FROM unnest(ARRAY[$pgmld$[\"a 1\"]$pgmld$::jsonb, $pgmld$[\"a 2\"]$pgmld$::jsonb, \
+         $pgmld$[\"a 3\"]$pgmld$::jsonb]::jsonb[]) AS t(x) WHERE x->>0 <> 'a 2'"
+    );
+    let p = Plan::build("SELECT * FROM pgml.pieces('a', n => 0)", &r).unwrap().unwrap();
+    assert_eq!(p.execute(&[], &ctx()).await.unwrap(), "SELECT * FROM unnest(ARRAY[]::jsonb[]) AS \"pieces\"");
+}
+
+#[tokio::test]
+async fn streaming_statements_open_their_stream() {
+    let r = with_pieces();
+    let p = Plan::build("DECLARE c CURSOR FOR SELECT * FROM pgml.pieces(input => $1, n => $2)", &r).unwrap().unwrap();
+    assert_eq!(
+        p.streaming(),
+        Some(&StreamForm::Declare(crate::streaming::CursorDecl { name: "c".into(), scrollable: true }))
+    );
+    let mut c = crate::cursor::StreamCursor::new(p.open_stream(&[text("q"), text("2")], &ctx()).await.unwrap(), true);
+    let mut rows = Vec::new();
+    let all = crate::cursor::Direction::Forward(crate::cursor::Count::All);
+    let n = c
+        .fetch(all, false, |r| {
+            rows.push(r.to_vec());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(rows[1], vec![Value::Json(serde_json::json!(["q 2"]))]);
+    let e = p.open_stream(&[text("q"), text("two")], &ctx()).await.err().unwrap();
+    assert_eq!(e.code, "22P02");
+    assert!(e.message.contains("\"n\""), "{}", e.message);
+    // Per-row arguments and other calls beside it do not stream.
+    assert_eq!(Plan::build("SELECT pgml.pieces(t.a) FROM t", &r).unwrap().unwrap().streaming(), None);
+    assert_eq!(Plan::build("SELECT pgml.pieces('a'), pgml.version()", &r).unwrap().unwrap().streaming(), None);
 }

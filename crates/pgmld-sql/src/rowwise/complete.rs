@@ -221,7 +221,9 @@ impl RowBlock {
             .iter()
             .map(|c| match &c.function.signature().returns {
                 crate::function::Returns::Scalar(t) => Ok(t.sql_name()),
-                crate::function::Returns::Table(_) => Err(internal(format!("pgml.{} returns a table", c.name()))),
+                crate::function::Returns::Table(_) | crate::function::Returns::SetOf(_) => {
+                    Err(internal(format!("pgml.{} returns a set", c.name())))
+                }
             })
             .collect::<Result<_, _>>()?;
         let mut names = vec!["pgmld_n".to_string()];

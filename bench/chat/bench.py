@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""LoRA fine-tuning and chat generation on CPU: pgmld (SQL) against Hugging Face
+transformers + peft, the same GGUF model, data and settings, in one run.
+
+Driven by bench/chat/run.sh, which installs the Python side into .deps/bench, builds the CUDA
+stand-ins that let Python import the lean torch of .deps/libtorch (bench/tune/bench.py stubs)
+and sets PYTHONPATH / LD_LIBRARY_PATH. Subcommands:
+
+  rows OUT_CSV [--dataset J] [--rows N]   the conversation rows (system,user,assistant)
+  hf-train | hf-generate --settings S ...  one Hugging Face workload in its own process (JSON out)
+  run [options]                            the whole comparison; prints and writes the report
+  report RAW                               the report again from a run's raw JSON
+
+Workloads (both sides, SmolLM2-135M-Instruct from the same Q4_1 GGUF file, dequantised to f32,
+THREADS torch threads):
+  train     LoRA (r 8, alpha 16, dropout 0.05, q_proj + v_proj, bias none) on chitchat pairs
+            under a fixed system prompt, chat template, loss on the replies only, max_seq_length
+            256, batch 8, STEPS steps over exactly STEPS x 8 rows (one epoch, so both sides see
+            the same tokens whatever their batch order), AdamW (adamw_torch) lr 2e-4 linear, seed
+            42; then eval_loss on 16 more rows. Tokens/s = real (unpadded) tokens of the training
+            batches / train_runtime.
+  generate  greedy (do_sample false) completion of one fixed chat prompt, max_new_tokens
+            MAX_NEW_TOKENS, after one 8-token warm-up call; GEN_REPS timed calls, median.
+"""
+
+import time
+
+T_PROCESS = time.perf_counter()
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import data  # noqa: E402
+
+SIDES = ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate")
+SETTINGS = {
+    "batch_size": 8,
+    "max_steps": 16,
+    "eval_rows": 16,
+    "max_seq_length": 256,
+    "learning_rate": 2e-4,
+    "optim": "adamw_torch",
+    "max_grad_norm": 1.0,
+    "seed": 42,
+    "logging_steps": 4,
+    "end_of_turn": "<|im_end|>",
+    "lora_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM", "target_modules": ["q_proj", "v_proj"]},
+    "max_new_tokens": 128,
+    "warmup_tokens": 8,
+    "reps": 3,
+    "prompt": [
+        {"role": "system", "content": data.SYSTEM_PROMPT},
+        {"role": "user", "content": "Write a detailed story about a lighthouse keeper who befriends a whale."},
+    ],
+}
+
+
+def log(msg):
+    print(f"[chat-bench] {msg}", file=sys.stderr, flush=True)
+
+
+def settings_for(a):
+    """SETTINGS with the command line's overrides."""
+    s = copy.deepcopy(SETTINGS)
+    for key, value in (("max_steps", a.steps), ("batch_size", a.batch_size), ("max_new_tokens", a.max_new_tokens), ("reps", a.gen_reps)):
+        if value:
+            s[key] = value
+    return s
+
+
+def n_rows(s):
+    return s["batch_size"] * s["max_steps"] + s["eval_rows"]
+
+
+def loadavg():
+    """`uptime`'s three load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def measure_hf(a, side, s, workdir, rows_csv, env):
+    """Runs `bench.py hf-train|hf-generate` in a fresh Python process; returns its JSON."""
+    settings_file = os.path.join(workdir, "settings.json")
+    with open(settings_file, "w") as f:
+        json.dump(s, f)
+    res, logf = os.path.join(workdir, f"{side}.json"), os.path.join(workdir, f"{side}.log")
+    cmd = [sys.executable, os.path.abspath(__file__), side.replace("_", "-"), "--settings", settings_file, "--rows-csv", rows_csv, "--model", a.model, "--threads", str(a.threads), "--workdir", workdir, "--result", res]
+    t0 = time.perf_counter()
+    with open(logf, "w") as lf:
+        r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{side} failed ({r.returncode}):\n" + open(logf).read()[-4000:])
+    m = json.load(open(res))
+    m["wall_s"] = wall
+    m["process_cpu_s"] = m["cpu_s"]
+    return m
+
+
+def measure(a, side, s, workdir, rows_csv, env):
+    """One measurement after waiting for a quiet machine, with the load averages before and
+    after and the CPU other processes took meanwhile."""
+    import pgmld_side
+    from tune.bench import Monitor, git_commit, wait_quiet
+
+    waited = wait_quiet(a)
+    la0 = loadavg()
+    mon = Monitor()
+    try:
+        if side == "pgmld_train":
+            m = pgmld_side.train(a, s, workdir, rows_csv, env)
+            m["process_cpu_s"] = m["cpu_s"]
+        elif side == "pgmld_generate":
+            m = pgmld_side.generate(a, s, workdir, env)
+            m["process_cpu_s"] = m["cpu_s"]
+        else:
+            m = measure_hf(a, side, s, workdir, rows_csv, env)
+    finally:
+        machine_cpu = mon.stop()
+    if side == "pgmld_generate":
+        count_completion_tokens(a, m, workdir, env)
+    m.update(load_before=la0, load_after=loadavg(), load_max=max(mon.loads, default=os.getloadavg()[0]), busy=sorted(mon.jobs), waited_s=waited)
+    m["other_cpu_s"] = max(0.0, machine_cpu - m["process_cpu_s"])
+    m["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    m["pgmld_commit"] = git_commit(ROOT)
+    return m
+
+
+def count_completion_tokens(a, m, workdir, env):
+    """When pgml.transform reports no token counts, counts the returned text's tokens with the
+    same (HF, GGUF) tokenizer, in a separate process after the measurement."""
+    if all(c.get("completion_tokens") for c in m["calls"]):
+        return
+    texts = os.path.join(workdir, "texts.json")
+    with open(texts, "w") as f:
+        json.dump([m["text"]], f)
+    res = os.path.join(workdir, "counts.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "hf-count", "--texts", texts, "--model", a.model, "--result", res]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"hf-count failed: {r.stderr[-3000:]}")
+    (n,) = json.load(open(res))
+    m["counted_tokens"] = n
+    for c in m["calls"]:
+        c["completion_tokens"] = c.get("completion_tokens") or n
+
+
+def run(a):
+    import report
+
+    s = settings_for(a)
+    workdir = tempfile.mkdtemp(prefix="chat-bench.")
+    rows_csv = os.path.join(workdir, "rows.csv")
+    data.write_csv(data.chitchat_pairs(a.dataset, n_rows(s)), rows_csv)
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    sides = [x for x in a.sides.split(",") if x]
+    unknown = set(sides) - set(SIDES)
+    if unknown:
+        sys.exit(f"unknown sides {sorted(unknown)}; known: {', '.join(SIDES)}")
+    results = {x: [] for x in sides}
+    from tune.bench import machine
+
+    raw = {"settings": s, "threads": a.threads, "command": a.command, "model": a.model, "machine": machine(), "results": results}
+    try:
+        for rep in range(a.reps):
+            for side in sides if rep % 2 == 0 else sides[::-1]:
+                m = measure(a, side, s, workdir, rows_csv, env)
+                m["rep"] = rep + 1
+                results[side].append(m)
+                log(f"rep {rep + 1} {side}: {report.summary(side, m)}")
+                save_raw(a, raw)
+    except BaseException:
+        log(f"kept {workdir} (logs); measurements so far in {a.raw or '(no --raw)'}")
+        raise
+    report.write(a, raw)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def save_raw(a, raw):
+    """Every measurement, for `bench.py report`."""
+    if a.raw:
+        tmp = a.raw + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(raw, f, indent=1)
+        os.replace(tmp, a.raw)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("rows")
+    p.add_argument("out_csv")
+    p.add_argument("--dataset", default=os.path.join(ROOT, ".deps/data/chitchat_dataset/dataset.json"))
+    p.add_argument("--rows", type=int, default=n_rows(SETTINGS))
+    for name in ("hf-train", "hf-generate"):
+        p = sub.add_parser(name)
+        p.add_argument("--settings", required=True)
+        p.add_argument("--rows-csv", required=True)
+        p.add_argument("--model", required=True)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("--result", required=True)
+    p = sub.add_parser("hf-count", help="token counts of texts (JSON list) with the GGUF's tokenizer")
+    p.add_argument("--texts", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--result", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--model", required=True, help="the GGUF file both sides load")
+    p.add_argument("--dataset", required=True, help="chitchat dataset.json")
+    p.add_argument("--pgmld-bin", required=True)
+    p.add_argument("--client-path", default="", help="where psycopg 3 is (.deps/python)")
+    p.add_argument("--sides", default=",".join(SIDES))
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=0)
+    p.add_argument("--gen-reps", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--db", default="chat_bench")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    p.add_argument("--wait-idle", type=int, default=0)
+    p.add_argument("--max-load", type=float, default=1.0)
+    p.add_argument("--out", default="")
+    p.add_argument("--doc", default="")
+    p.add_argument("--notes", default="")
+    p.add_argument("--command", default="bench/chat/run.sh")
+    p.add_argument("--raw", default="")
+    p = sub.add_parser("report", help="write the report again from a run's --raw file")
+    p.add_argument("raw")
+    p.add_argument("--out", default="")
+    p.add_argument("--doc", default="")
+    p.add_argument("--notes", default="")
+    a = ap.parse_args()
+    if a.cmd == "rows":
+        data.write_csv(data.chitchat_pairs(a.dataset, a.rows), a.out_csv)
+    elif a.cmd == "hf-count":
+        import hf_side
+
+        with open(a.texts) as f:
+            counts = hf_side.count_tokens(a.model, json.load(f))
+        with open(a.result, "w") as f:
+            json.dump(counts, f)
+    elif a.cmd in ("hf-train", "hf-generate"):
+        import hf_side
+
+        with open(a.settings) as f:
+            s = json.load(f)
+        hf_side.main(a, s, lambda: data.read_csv(a.rows_csv))
+    elif a.cmd == "report":
+        import report
+
+        with open(a.raw) as f:
+            report.write(a, json.load(f))
+    else:
+        if a.client_path:
+            sys.path.append(a.client_path)
+        run(a)
+
+
+if __name__ == "__main__":
+    main()

