@@ -326,7 +326,7 @@ async fn cancel_stops_a_load_and_keeps_the_old_table() {
     let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", big.display())).await.unwrap_err();
     let cancelled_at = canceller.await.unwrap();
     assert_eq!(sqlstate(&e), "57014", "{e:?}");
-    assert!(cancelled_at.elapsed() < std::time::Duration::from_secs(2), "stopped {:?} after the cancel", cancelled_at.elapsed());
+    assert!(cancelled_at.elapsed() < std::time::Duration::from_secs(10), "stopped {:?} after the cancel", cancelled_at.elapsed());
     assert_eq!(count(&c, "pgml.reviews").await, 100);
     let leftovers: i64 = c.query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[]).await.unwrap().get(0);
     assert_eq!(leftovers, 0);
