@@ -57,10 +57,25 @@ fn main() -> Result<()> {
     for name in pgmld_config::unknown_env_vars(env) {
         tracing::warn!("ignoring environment variable {name}: not a pgmld setting");
     }
+    set_torch_threads(&config)?;
     // The main runtime accepts connections and serves metrics; sessions run on their own
     // threads (`session_threads`).
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(run(config))
+}
+
+/// Sizes libtorch's intra-op thread pool (`torch_threads`) before any training or
+/// inference worker starts, so every worker shares a pool that fits the CPUs pgmld may use.
+/// libtorch's inter-op pool is left alone: pgmld runs no inter-op parallel work.
+fn set_torch_threads(config: &Config) -> Result<()> {
+    let Some(n) = config.torch_threads() else {
+        tracing::info!(threads = tch::get_num_threads(), "torch_threads = 0: libtorch keeps its default intra-op threads");
+        return Ok(());
+    };
+    let threads = i32::try_from(n).with_context(|| format!("torch_threads {n} is too large"))?;
+    tch::set_num_threads(threads);
+    tracing::info!(threads = tch::get_num_threads(), "libtorch intra-op threads");
+    Ok(())
 }
 
 fn init_tracing(config: &Config) -> Result<()> {

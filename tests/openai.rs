@@ -8,74 +8,18 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::process::{assert_printed_ok, python, repo, require, run};
 use support::{Pgmld, Start, TestDb};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require(path: &Path, what: &str) {
-    assert!(path.exists(), "{what} missing at {}; run `bash scripts/setup.sh deps`", path.display());
-}
-
-/// `python3 args…` with the test Python packages and the client on the path; returns
-/// (exit ok, stdout, stderr), killed after [`SCRIPT_TIMEOUT`].
-fn python(args: &[&str]) -> (bool, String, String) {
-    let root = repo();
-    require(&root.join(".deps/python/openai"), "the openai package");
-    let path = format!("{}:{}", root.join(".deps/python").display(), root.join("clients/python/src").display());
-    let mut child = Command::new("python3")
-        .args(args)
-        .current_dir(&root)
-        .env("PYTHONPATH", path)
-        .env("PYTHONUNBUFFERED", "1")
-        .env_remove("PGML_DATABASE_URL")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, mut stderr) = (out_t.join().unwrap(), err_t.join().unwrap());
-    if status.is_none() {
-        stderr.push_str(&format!("\n[killed after {SCRIPT_TIMEOUT:?}]"));
-    }
-    (status.is_some_and(|s| s.success()), stdout, stderr)
-}
-
 #[test]
 fn python_client_unit_tests() {
-    let (ok, stdout, stderr) = python(&["-m", "unittest", "discover", "-s", "clients/python/tests", "-v"]);
-    assert!(ok && stderr.contains("\nOK"), "unit tests failed\n{stdout}\n{stderr}");
+    require(&repo().join(".deps/python/openai"), "the openai package");
+    let out = run(python(&["-m", "unittest", "discover", "-s", "clients/python/tests", "-v"]), SCRIPT_TIMEOUT);
+    assert!(out.ok && out.stderr.contains("\nOK"), "unit tests failed\n{}\n{}", out.stdout, out.stderr);
 }
 
 #[test]
@@ -158,17 +102,14 @@ async fn openai_package_and_python_client_chat_with_smollm2() {
     let db_url = p.url(&db.name);
     let stored = format!("pgml:{model_id}");
     let script = root.join("tests/clients/openai_e2e.py").display().to_string();
-    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        python(&[&script, &base_url, &key, &db_url, &model, "chat-proj", &stored])
+    require(&root.join(".deps/python/openai"), "the openai package");
+    let out = tokio::task::spawn_blocking(move || {
+        run(python(&[&script, &base_url, &key, &db_url, &model, "chat-proj", &stored]), SCRIPT_TIMEOUT)
     })
     .await
-    .unwrap();
-    assert!(
-        ok && stdout.lines().any(|l| l.trim() == "openai e2e ok"),
-        "openai_e2e.py failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- pgmld log ---\n{}",
-        p.log_text()
-    );
-    assert!(!stdout.contains("'sentiment'"), "a classification project is no chat model:\n{stdout}");
+    .expect("the script's thread");
+    assert_printed_ok("openai_e2e.py", &out, "openai e2e ok", &p.log_text());
+    assert!(!out.stdout.contains("'sentiment'"), "a classification project is no chat model:\n{}", out.stdout);
 
     // An HTTP client that goes away mid-generation cancels the statement in pgmld.
     let cancels = |p: &Pgmld| p.log_text().matches("canceling statement due to user request").count();

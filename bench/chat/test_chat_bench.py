@@ -136,5 +136,26 @@ class ReportTest(unittest.TestCase):
         self.assertIn("0.10/0.20/0.30 → 2.00/1.00/0.50 (max 2.10)", runs)
 
 
+class MergeTest(unittest.TestCase):
+    def write(self, raw):
+        path = os.path.join(tempfile.mkdtemp(), "raw.json")
+        with open(path, "w") as f:
+            json.dump(raw, f)
+        return path
+
+    def test_runs_measured_apart_merge_side_by_side(self):
+        a = self.write({"settings": {"x": 1}, "threads": 2, "command": "SIDES=hf_train run.sh", "results": {"hf_train": [{"rep": 1}]}})
+        b = self.write({"settings": {"x": 1}, "threads": 2, "command": "SIDES=pgmld_train run.sh", "results": {"pgmld_train": [{"rep": 1}], "hf_train": [{"rep": 2}]}})
+        merged = bench.merge_raw([a, b])
+        self.assertEqual(merged["results"], {"hf_train": [{"rep": 1}, {"rep": 2}], "pgmld_train": [{"rep": 1}]})
+        self.assertEqual(merged["command"], "SIDES=hf_train run.sh\nSIDES=pgmld_train run.sh")
+
+    def test_other_settings_do_not_merge(self):
+        a = self.write({"settings": {"x": 1}, "threads": 2, "command": "", "results": {}})
+        b = self.write({"settings": {"x": 2}, "threads": 2, "command": "", "results": {}})
+        with self.assertRaises(SystemExit):
+            bench.merge_raw([a, b])
+
+
 if __name__ == "__main__":
     unittest.main()

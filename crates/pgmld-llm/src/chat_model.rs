@@ -12,7 +12,7 @@ use std::path::Path;
 use tch::{Device, Kind};
 
 use crate::chat_template::{ChatMessage, ChatTemplate};
-use crate::generate::{generate, FinishReason, GenerationConfig};
+use crate::generate::{generate, FinishReason, GenerationConfig, GenerationDefaults};
 use crate::llama::Llama;
 use crate::tokenizer::ChatTokenizer;
 use crate::{Error, Result};
@@ -62,6 +62,9 @@ pub struct ChatModel {
     pub chat_template: ChatTemplate,
     /// Token ids that end generation (EOS and end-of-turn tokens).
     pub stop_ids: Vec<i64>,
+    /// Sampling defaults from the model's generation_config.json (a call's arguments go
+    /// over them, as in `transformers`).
+    pub generation: GenerationDefaults,
     /// Bytes of weights in memory (after quantisation), for cache budgets.
     pub weight_bytes: u64,
 }
@@ -90,7 +93,7 @@ impl ChatModel {
         stop_ids.dedup();
         let chat_template = loaded.template();
         let weight_bytes = weight_bytes(&mut model);
-        Ok(ChatModel { model, tokenizer: loaded.tokenizer, chat_template, stop_ids, weight_bytes })
+        Ok(ChatModel { model, tokenizer: loaded.tokenizer, chat_template, stop_ids, generation: loaded.generation, weight_bytes })
     }
 
     /// A template from Jinja `source` with this model's BOS/EOS strings (a caller's
@@ -303,12 +306,16 @@ mod tests {
         let messages = [ChatMessage::new("user", "What is the capital of France?")];
         let cfg = GenerationConfig { max_new_tokens: 30, ..GenerationConfig::default() };
         let mut pieces = Vec::new();
+        let started = std::time::Instant::now();
         let out = model
             .chat(&messages, None, &cfg, &[], |p| {
                 pieces.push(p.to_string());
                 ControlFlow::Continue(())
             })
             .unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let rate = out.completion_tokens as f64 / secs;
+        eprintln!("{} + {} tokens in {secs:.2}s ({rate:.1} new tokens/s): {:?}", out.prompt_tokens, out.completion_tokens, out.text);
         assert!(out.text.contains("Paris"), "{out:?}");
         assert_eq!(pieces.concat(), out.text, "the pieces are the answer");
         assert!(pieces.len() > 2 && out.prompt_tokens > 5 && out.completion_tokens >= pieces.len(), "{out:?}");

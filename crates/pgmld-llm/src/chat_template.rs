@@ -32,7 +32,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message from its role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -72,8 +75,14 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(template_error)?;
-        Ok(ChatTemplate { env, source: source.to_string(), bos: bos.to_string(), eos: eos.to_string() })
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(template_error)?;
+        Ok(ChatTemplate {
+            env,
+            source: source.to_string(),
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
     }
 
     /// The ChatML fallback ([`CHATML_TEMPLATE`]).
@@ -89,7 +98,10 @@ impl ChatTemplate {
     /// Renders `messages`; `add_generation_prompt` appends the header that opens the
     /// assistant's turn (inference), as `apply_chat_template` does.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_error)?;
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(template_error)?;
         template
             .render(context! {
                 messages => Value::from(minijinja::value::Serde(messages)),
@@ -106,7 +118,10 @@ impl ChatTemplate {
     /// whose renderings are not prefixes of one another (some drop earlier reasoning or
     /// depend on the last message) fall back to finding the message text itself, extended
     /// over an immediately following end-of-sequence token.
-    pub fn render_with_assistant_spans(&self, messages: &[ChatMessage]) -> Result<RenderedConversation> {
+    pub fn render_with_assistant_spans(
+        &self,
+        messages: &[ChatMessage],
+    ) -> Result<RenderedConversation> {
         let text = self.render(messages, false)?;
         let mut spans = Vec::new();
         let mut cursor = 0;
@@ -117,20 +132,35 @@ impl ChatTemplate {
             let by_prefix = self.span_by_prefixes(messages, i, &text);
             let span = match by_prefix {
                 Some(span) if span.start >= cursor => span,
-                _ => self.span_by_search(&message.content, &text, cursor).ok_or_else(|| {
-                    Error::Template(format!("cannot locate assistant message {i} in the rendered conversation"))
-                })?,
+                _ => self
+                    .span_by_search(&message.content, &text, cursor)
+                    .ok_or_else(|| {
+                        Error::Template(format!(
+                            "cannot locate assistant message {i} in the rendered conversation"
+                        ))
+                    })?,
             };
             cursor = span.end;
             spans.push(span);
         }
-        Ok(RenderedConversation { text, assistant_spans: spans })
+        Ok(RenderedConversation {
+            text,
+            assistant_spans: spans,
+        })
     }
 
-    fn span_by_prefixes(&self, messages: &[ChatMessage], i: usize, text: &str) -> Option<Range<usize>> {
+    fn span_by_prefixes(
+        &self,
+        messages: &[ChatMessage],
+        i: usize,
+        text: &str,
+    ) -> Option<Range<usize>> {
         let before = self.render(&messages[..i], true).ok()?;
         let through = self.render(&messages[..=i], false).ok()?;
-        if !text.starts_with(&before) || !text.starts_with(&through) || through.len() <= before.len() {
+        if !text.starts_with(&before)
+            || !text.starts_with(&through)
+            || through.len() <= before.len()
+        {
             return None;
         }
         let end = before.len() + through[before.len()..].trim_end().len();
@@ -153,7 +183,9 @@ impl ChatTemplate {
 pub fn template_source_from_hf_dir(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
-        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| Error::io(&jinja, e));
     }
     for file in ["tokenizer_config.json", "chat_template.json"] {
         let path = dir.join(file);
@@ -172,8 +204,13 @@ pub fn template_from_config(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Array(named) => {
-            let template = |entry: &serde_json::Value| entry["template"].as_str().map(str::to_string);
-            named.iter().find(|e| e["name"] == "default").or_else(|| named.first()).and_then(template)
+            let template =
+                |entry: &serde_json::Value| entry["template"].as_str().map(str::to_string);
+            named
+                .iter()
+                .find(|e| e["name"] == "default")
+                .or_else(|| named.first())
+                .and_then(template)
         }
         _ => None,
     }
@@ -205,9 +242,29 @@ fn strftime_now(format: String) -> String {
 /// Python's `strftime` for the directives chat templates use (`%d %m %Y %y %b %B %a %A
 /// %H %M %S %j %%`), at `secs` since the Unix epoch (UTC); others are kept verbatim.
 fn strftime_at(secs: i64, format: &str) -> String {
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     let days = secs.div_euclid(86_400);
     let in_day = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -271,7 +328,10 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
     let written = match indent {
         Some(n) => {
             let pad = vec![b' '; n];
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(&pad));
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(&pad),
+            );
             serde::Serialize::serialize(json, &mut ser)
         }
         None => {
@@ -279,22 +339,33 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
             serde::Serialize::serialize(json, &mut ser)
         }
     };
-    written.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    Ok(Value::from_safe_string(String::from_utf8_lossy(&out).into_owned()))
+    written
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    Ok(Value::from_safe_string(
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
 }
 
 /// serde_json output with Python's default `json.dumps` separators.
 struct PythonFormatter;
 
 impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
             w.write_all(b", ")
         }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {

@@ -127,10 +127,28 @@ fn default_act() -> String {
 }
 
 impl LlamaConfig {
-    /// Parses and checks a config.json text.
+    /// Parses and checks a config.json text. transformers 5 writes RoPE settings as one
+    /// `rope_parameters` object (`rope_theta`, `rope_type` and the scaling fields) instead
+    /// of top-level `rope_theta` / `rope_scaling`; both forms are read (top-level wins), so
+    /// a checkpoint saved by transformers 5 does not silently fall back to theta 10000.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let cfg: LlamaConfig =
-            serde_json::from_str(text).map_err(|source| Error::Json { what: "config.json".into(), source })?;
+        let json_err = |source| Error::Json { what: "config.json".into(), source };
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(json_err)?;
+        if let Some(o) = value.as_object_mut() {
+            if let Some(serde_json::Value::Object(rope)) = o.get("rope_parameters").cloned() {
+                let absent = |o: &serde_json::Map<String, serde_json::Value>, k: &str| o.get(k).is_none_or(|v| v.is_null());
+                if absent(o, "rope_theta") {
+                    if let Some(theta) = rope.get("rope_theta") {
+                        o.insert("rope_theta".into(), theta.clone());
+                    }
+                }
+                let scaled = rope.get("rope_type").and_then(|t| t.as_str()).is_some_and(|t| t != "default");
+                if scaled && absent(o, "rope_scaling") {
+                    o.insert("rope_scaling".into(), serde_json::Value::Object(rope));
+                }
+            }
+        }
+        let cfg: LlamaConfig = serde_json::from_value(value).map_err(json_err)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -209,6 +227,32 @@ mod tests {
         assert_eq!(cfg.num_kv_heads(), 3);
         assert_eq!(cfg.eos_ids(), vec![2]);
         assert!(!cfg.qkv_bias());
+    }
+
+    #[test]
+    fn transformers5_rope_parameters_are_read() {
+        let base = r#""model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+               "num_hidden_layers":1,"num_attention_heads":2"#;
+        let plain = LlamaConfig::from_json_str(&format!(
+            r#"{{{base},"rope_parameters":{{"rope_theta":100000.0,"rope_type":"default"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(plain.rope_theta, 100000.0);
+        assert_eq!(plain.rope_scaling, None);
+        let llama3 = LlamaConfig::from_json_str(&format!(
+            r#"{{{base},"rope_parameters":{{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0,
+                "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(llama3.rope_theta, 500000.0);
+        let s = llama3.rope_scaling.unwrap();
+        assert_eq!((s.rope_type.as_str(), s.factor, s.original_max_position_embeddings), ("llama3", 8.0, Some(8192)));
+        // A top-level rope_theta (transformers 4) wins.
+        let both = LlamaConfig::from_json_str(&format!(
+            r#"{{{base},"rope_theta":20000,"rope_parameters":{{"rope_theta":100000.0,"rope_type":"default"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(both.rope_theta, 20000.0);
     }
 
     #[test]

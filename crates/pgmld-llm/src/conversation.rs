@@ -45,7 +45,9 @@ pub enum PromptFormat {
     Template(String),
 }
 
-/// Options of the encoding.
+/// Options of the encoding. `pgml.tune` reads them from `hyperparams` (with its other
+/// conversation keys, in `pgmld_tune::conversation::options`), so this crate has no parser
+/// of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationArgs {
     /// Longest sequence in tokens; longer ones are cut at the end. Bounded by the model's
@@ -62,33 +64,6 @@ pub struct ConversationArgs {
 impl Default for ConversationArgs {
     fn default() -> Self {
         ConversationArgs { max_seq_length: DEFAULT_MAX_SEQ_LENGTH, train_on_prompt: false, packing: false }
-    }
-}
-
-impl ConversationArgs {
-    /// Keys of `hyperparams` (top level, as PostgresML's `max_seq_length`) this reads.
-    pub const KEYS: &'static [&'static str] = &["max_seq_length", "packing", "train_on_prompt"];
-
-    /// Reads [`ConversationArgs::KEYS`] from a `hyperparams` object (other keys are left to
-    /// their owners; null or absent keys keep the defaults). A value of the wrong type or
-    /// range is an [`Error::Invalid`] naming the key and value.
-    pub fn from_hyperparams(hyperparams: &serde_json::Value) -> Result<Self> {
-        let mut args = Self::default();
-        let bad = |key: &str, v: &serde_json::Value, what: &str| Error::Invalid(format!("{key} = {v}: {what}"));
-        let get = |key: &str| hyperparams.get(key).filter(|v| !v.is_null());
-        if let Some(v) = get("max_seq_length") {
-            args.max_seq_length = v
-                .as_u64()
-                .filter(|&n| n >= 2)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad("max_seq_length", v, "must be an integer ≥ 2"))?;
-        }
-        for (key, slot) in [("packing", &mut args.packing), ("train_on_prompt", &mut args.train_on_prompt)] {
-            if let Some(v) = get(key) {
-                *slot = v.as_bool().ok_or_else(|| bad(key, v, "must be true or false"))?;
-            }
-        }
-        Ok(args)
     }
 }
 

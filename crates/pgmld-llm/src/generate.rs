@@ -6,17 +6,22 @@
 //! generator, so a seeded request is reproducible and never touches libtorch's global RNG
 //! (which concurrent requests would share).
 
+mod defaults;
 mod sampling;
 
 use std::ops::ControlFlow;
 
 use tch::{Kind, Tensor};
 
+pub use defaults::{GenerationDefaults, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K};
 pub use sampling::{LogitsProcessor, SplitMix64};
 
 use crate::kv_cache::KvCache;
 use crate::llama::Llama;
 use crate::{Error, Result};
+
+/// New tokens the KV cache reserves room for before generation starts.
+const RESERVED_NEW_TOKENS: i64 = 512;
 
 /// Generation options (HF `generate` names and semantics).
 #[derive(Debug, Clone, PartialEq)]
@@ -70,10 +75,7 @@ impl GenerationConfig {
             return Err(Error::Invalid(format!("top_p must be in (0, 1], got {}", self.top_p)));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(Error::Invalid(format!(
-                "repetition_penalty must be > 0, got {}",
-                self.repetition_penalty
-            )));
+            return Err(Error::Invalid(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty)));
         }
         Ok(())
     }
@@ -147,15 +149,15 @@ pub fn generate(
     let limit = context_limit(model);
     let prompt_len = prompt.len() as i64;
     if prompt_len >= limit {
-        return Err(Error::Invalid(format!(
-            "the prompt has {prompt_len} tokens; the model's context holds {limit}"
-        )));
+        return Err(Error::Invalid(format!("the prompt has {prompt_len} tokens; the model's context holds {limit}")));
     }
     let budget = (cfg.max_new_tokens as i64).min(limit - prompt_len);
     let mut processor = LogitsProcessor::new(cfg, vocab as usize, prompt);
     let _no_grad = tch::no_grad_guard();
     let device = model.device();
-    let mut cache = KvCache::with_capacity(&model.config, prompt_len + budget);
+    // Room for the prompt and a typical answer up front; longer answers grow the cache
+    // by doubling instead of reserving a large budget that is rarely used.
+    let mut cache = KvCache::with_capacity(&model.config, prompt_len + budget.min(RESERVED_NEW_TOKENS));
 
     // Prefill: every prompt token goes through the layers, only the last reaches the head.
     let input = Tensor::from_slice(prompt).view([1, prompt_len]).to_device(device);

@@ -30,7 +30,10 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile").field("path", &self.path).field("version", &self.version).finish()
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -51,9 +54,14 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut inner = BufReader::new(file);
         let mut head = [0u8; 8];
-        inner.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+        inner
+            .read_exact(&mut head)
+            .map_err(|e| Error::io(path, e))?;
         if &head[..4] != b"GGUF" {
-            return Err(Error::Invalid(format!("{} is not a GGUF file (no GGUF magic)", path.display())));
+            return Err(Error::Invalid(format!(
+                "{} is not a GGUF file (no GGUF magic)",
+                path.display()
+            )));
         }
         let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if version != 2 && version != 3 {
@@ -62,9 +70,16 @@ impl GgufFile {
                 path.display()
             )));
         }
-        inner.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
-        let reader = GGUFFileReader::new(V2AsV3 { inner, pos: 0 }).map_err(|e| gguf_error(path, e))?;
-        Ok(GgufFile { path: path.to_path_buf(), version, reader })
+        inner
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
+        let reader =
+            GGUFFileReader::new(V2AsV3 { inner, pos: 0 }).map_err(|e| gguf_error(path, e))?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version,
+            reader,
+        })
     }
 
     /// The file this was read from.
@@ -89,13 +104,16 @@ impl GgufFile {
     /// An integer metadata value (any width; negative values read as `None`).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         let v = self.value(key)?;
-        v.as_u64().or_else(|| v.as_i64().and_then(|i| u64::try_from(i).ok()))
+        v.as_u64()
+            .or_else(|| v.as_i64().and_then(|i| u64::try_from(i).ok()))
     }
 
     /// A float metadata value (integers are accepted too: some converters write them).
     pub fn get_f64(&self, key: &str) -> Option<f64> {
         let v = self.value(key)?;
-        v.as_f64().or_else(|| v.as_u64().map(|u| u as f64)).or_else(|| v.as_i64().map(|i| i as f64))
+        v.as_f64()
+            .or_else(|| v.as_u64().map(|u| u as f64))
+            .or_else(|| v.as_i64().map(|i| i as f64))
     }
 
     /// A boolean metadata value.
@@ -113,41 +131,68 @@ impl GgufFile {
     /// A string-array metadata value (token lists, merges). Fails when an element is not
     /// a string.
     pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>> {
-        let Some(values) = self.array(key) else { return Ok(None) };
-        let strings = values.iter().map(|v| v.as_str()).collect::<Option<Vec<_>>>();
-        strings.map(Some).ok_or_else(|| self.bad_metadata(key, "an array of strings"))
+        let Some(values) = self.array(key) else {
+            return Ok(None);
+        };
+        let strings = values
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Option<Vec<_>>>();
+        strings
+            .map(Some)
+            .ok_or_else(|| self.bad_metadata(key, "an array of strings"))
     }
 
     /// An integer-array metadata value (`tokenizer.ggml.token_type`).
     pub fn get_i64_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        let Some(values) = self.array(key) else { return Ok(None) };
+        let Some(values) = self.array(key) else {
+            return Ok(None);
+        };
         let ints = values
             .iter()
-            .map(|v| v.as_i64().or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok())))
+            .map(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
+            })
             .collect::<Option<Vec<_>>>();
-        ints.map(Some).ok_or_else(|| self.bad_metadata(key, "an array of integers"))
+        ints.map(Some)
+            .ok_or_else(|| self.bad_metadata(key, "an array of integers"))
     }
 
     /// A float-array metadata value (`tokenizer.ggml.scores`).
     pub fn get_f64_array(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        let Some(values) = self.array(key) else { return Ok(None) };
-        let floats = values.iter().map(|v| v.as_f64()).collect::<Option<Vec<_>>>();
-        floats.map(Some).ok_or_else(|| self.bad_metadata(key, "an array of floats"))
+        let Some(values) = self.array(key) else {
+            return Ok(None);
+        };
+        let floats = values
+            .iter()
+            .map(|v| v.as_f64())
+            .collect::<Option<Vec<_>>>();
+        floats
+            .map(Some)
+            .ok_or_else(|| self.bad_metadata(key, "an array of floats"))
     }
 
     /// An error naming this file and a malformed metadata key.
     pub fn bad_metadata(&self, key: &str, expected: &str) -> Error {
-        Error::Invalid(format!("{}: metadata {key} is not {expected}", self.path.display()))
+        Error::Invalid(format!(
+            "{}: metadata {key} is not {expected}",
+            self.path.display()
+        ))
     }
 
     /// A required metadata key is absent.
     pub fn missing_metadata(&self, key: &str) -> Error {
-        Error::Invalid(format!("{}: metadata {key} is missing", self.path.display()))
+        Error::Invalid(format!(
+            "{}: metadata {key} is missing",
+            self.path.display()
+        ))
     }
 
     /// `general.architecture` (`llama`, `qwen2`, …).
     pub fn architecture(&self) -> Result<&str> {
-        self.get_str("general.architecture").ok_or_else(|| self.missing_metadata("general.architecture"))
+        self.get_str("general.architecture")
+            .ok_or_else(|| self.missing_metadata("general.architecture"))
     }
 
     /// The tensor table.
@@ -179,7 +224,13 @@ impl GgufFile {
             .reader
             .get_tensor_info(name)
             .ok_or_else(|| Error::MissingWeight(format!("{name} in {}", self.path.display())))?;
-        let shape: Vec<i64> = info.shape().dims().iter().rev().map(|&d| d as i64).collect();
+        let shape: Vec<i64> = info
+            .shape()
+            .dims()
+            .iter()
+            .rev()
+            .map(|&d| d as i64)
+            .collect();
         let ty = ggml_type(info.tensor_type()).ok_or_else(|| {
             Error::Unsupported(format!(
                 "{}: tensor {name} is {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K)",
@@ -203,24 +254,37 @@ impl GgufFile {
                     _ => Kind::BFloat16,
                 };
                 if bytes.len() != ty.byte_len(elements)? {
-                    return Err(Error::Invalid(format!("{name}: {} bytes for {elements} elements", bytes.len())));
+                    return Err(Error::Invalid(format!(
+                        "{name}: {} bytes for {elements} elements",
+                        bytes.len()
+                    )));
                 }
                 Tensor::from_data_size(bytes, &shape, stored)
             }
             _ => {
                 let mut values = vec![0f32; elements];
-                dequant::dequantize(ty, bytes, &mut values)
-                    .map_err(|e| Error::Invalid(format!("{}: tensor {name}: {e}", self.path.display())))?;
+                dequant::dequantize(ty, bytes, &mut values).map_err(|e| {
+                    Error::Invalid(format!("{}: tensor {name}: {e}", self.path.display()))
+                })?;
                 Tensor::from_slice(&values).reshape(&shape)
             }
         };
-        Ok(if tensor.kind() == kind { tensor } else { tensor.to_kind(kind) })
+        Ok(if tensor.kind() == kind {
+            tensor
+        } else {
+            tensor.to_kind(kind)
+        })
     }
 
     /// Every weight under its Hugging Face name, dequantised to `kind` on `device`, with
     /// llama.cpp's Q/K permutation undone for llama-architecture files. `config` is this
     /// file's [`GgufFile::config`] (its head counts drive the un-permutation).
-    pub fn read_weights(&mut self, config: &LlamaConfig, kind: Kind, device: Device) -> Result<Weights> {
+    pub fn read_weights(
+        &mut self,
+        config: &LlamaConfig,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Weights> {
         let permuted = self.architecture()? == "llama";
         let mut weights = Weights::new();
         for info in self.tensors() {
@@ -236,7 +300,9 @@ impl GgufFile {
             })?;
             let mut tensor = self.read_tensor(&info.name, kind)?;
             if permuted {
-                if let Some(heads) = names::permuted_heads(&hf, config.num_attention_heads, config.num_kv_heads()) {
+                if let Some(heads) =
+                    names::permuted_heads(&hf, config.num_attention_heads, config.num_kv_heads())
+                {
                     tensor = names::unpermute_rows(&tensor, heads)?;
                 }
             }
@@ -324,7 +390,10 @@ pub(crate) mod test_support {
         if path.is_file() {
             Some(path)
         } else {
-            eprintln!("skipping: {} is absent (bash scripts/setup.sh deps installs it)", path.display());
+            eprintln!(
+                "skipping: {} is absent (bash scripts/setup.sh deps installs it)",
+                path.display()
+            );
             None
         }
     }
@@ -344,7 +413,13 @@ pub(crate) mod test_support {
 
     /// A GGUF string-array value.
     pub(crate) fn strings<S: AsRef<str>>(values: &[S]) -> MetadataValue {
-        array(GGUFValueType::String, values.iter().map(|s| MetadataValue::String(s.as_ref().to_string())).collect())
+        array(
+            GGUFValueType::String,
+            values
+                .iter()
+                .map(|s| MetadataValue::String(s.as_ref().to_string()))
+                .collect(),
+        )
     }
 
     /// Writes a tensor-less GGUF file holding `metadata`.

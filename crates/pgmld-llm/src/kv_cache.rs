@@ -166,7 +166,7 @@ mod tests {
     fn reserved_capacity_is_allocated_once() {
         let mut cache = KvCache::with_capacity(&config(1), 300);
         let prompt = Tensor::zeros([1, 2, 10, 4], (Kind::Float, Device::Cpu));
-        cache.layer_mut(0).append(&prompt, &prompt);
+        let _ = cache.layer_mut(0).append(&prompt, &prompt);
         assert_eq!(cache.layer_mut(0).capacity(), 300);
     }
 }

@@ -21,7 +21,7 @@ pub use layers::{repeat_kv, Attention, DecoderLayer, Mlp, RmsNorm};
 
 use crate::kv_cache::{KvCache, LayerCache};
 use crate::rope::RotaryEmbedding;
-use crate::{Error, LlamaConfig, Linear, Result, Weights};
+use crate::{Error, Linear, LlamaConfig, Result, Weights};
 
 /// A Llama-family causal language model with its weights on one device.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use pgmld_ml::optim::{AdamW, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS};
+use pgmld_ml::optim::{adam_moments, decay_groups, AdamW, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS};
 use pgmld_ml::training_args::Optim;
 
 use crate::{Error, Result};
@@ -134,19 +134,10 @@ impl AdamW8bit {
     /// 8-bit AdamW over the trainable variables of `vs` (sorted by name), with weight decay
     /// `weight_decay` except on the variables `no_decay` picks, and the default β₁, β₂, ε.
     pub fn new(vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Self {
-        let mut params: Vec<Param> = vs
-            .variables()
+        let params = decay_groups(vs, weight_decay, no_decay)
             .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .map(|(name, tensor)| Param {
-                weight_decay: if no_decay(&name) { 0.0 } else { weight_decay },
-                name,
-                tensor,
-                moments: None,
-                step: 0,
-            })
+            .map(|(name, tensor, weight_decay)| Param { name, tensor, weight_decay, moments: None, step: 0 })
             .collect();
-        params.sort_by(|a, b| a.name.cmp(&b.name));
         let device = vs.device();
         AdamW8bit {
             params,
@@ -221,14 +212,9 @@ impl AdamW8bit {
                     }
                 };
                 p.step += 1;
-                let t = p.step as f64;
-                let bias_correction1 = 1.0 - beta1.powf(t);
-                let bias_correction2 = 1.0 - beta2.powf(t);
-                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                exp_avg_sq *= beta2;
-                let _ = exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                let denom = exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps;
-                let update = (&exp_avg * (-lr / bias_correction1)) / denom;
+                let (step_size, denom) =
+                    adam_moments(&mut exp_avg, &mut exp_avg_sq, &grad, p.step, lr, (beta1, beta2, eps));
+                let update = (&exp_avg * -step_size) / denom;
                 let _ = p.tensor.g_add_(&update.to_kind(p.tensor.kind()));
                 p.moments = Some(if p.tensor.numel() as i64 >= min_size {
                     Moments::Q8 { exp_avg: signed.quantize(&exp_avg), exp_avg_sq: unsigned.quantize(&exp_avg_sq) }

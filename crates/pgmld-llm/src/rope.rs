@@ -42,9 +42,8 @@ pub fn inverse_frequencies(cfg: &LlamaConfig, seq_len: i64) -> Result<Vec<f64>> 
     if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
         return Err(Error::Invalid(format!("rope_theta {} must be positive", cfg.rope_theta)));
     }
-    let plain = |base: f64| -> Vec<f64> {
-        (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64)).collect()
-    };
+    let plain =
+        |base: f64| -> Vec<f64> { (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64)).collect() };
     let Some(scaling) = &cfg.rope_scaling else {
         return Ok(plain(cfg.rope_theta));
     };
@@ -74,14 +73,9 @@ pub fn inverse_frequencies(cfg: &LlamaConfig, seq_len: i64) -> Result<Vec<f64>> 
                     "rope_scaling high_freq_factor {high} must exceed low_freq_factor {low}"
                 )));
             }
-            Ok(plain(cfg.rope_theta)
-                .into_iter()
-                .map(|f| llama3_frequency(f, factor, low, high, old_context))
-                .collect())
+            Ok(plain(cfg.rope_theta).into_iter().map(|f| llama3_frequency(f, factor, low, high, old_context)).collect())
         }
-        other => Err(Error::Unsupported(format!(
-            "rope_scaling type {other:?} (supported: linear, dynamic, llama3)"
-        ))),
+        other => Err(Error::Unsupported(format!("rope_scaling type {other:?} (supported: linear, dynamic, llama3)"))),
     }
 }
 
@@ -138,9 +132,7 @@ impl RotaryEmbedding {
     /// to the activations' dtype before rotating).
     pub fn new(cfg: &LlamaConfig, device: Device, kind: Kind) -> Result<Self> {
         let scaling = match &cfg.rope_scaling {
-            Some(s) if s.rope_type == "dynamic" => {
-                Scaling::Dynamic { max_position: cfg.max_position_embeddings }
-            }
+            Some(s) if s.rope_type == "dynamic" => Scaling::Dynamic { max_position: cfg.max_position_embeddings },
             _ => Scaling::Static,
         };
         let inv_freq = inverse_frequencies(cfg, cfg.max_position_embeddings)?;

@@ -9,6 +9,7 @@ use tch::{Device, Kind};
 
 use crate::chat_template::{template_source_from_hf_dir, ChatTemplate};
 use crate::config::TokenIds;
+use crate::generate::GenerationDefaults;
 use crate::gguf::GgufFile;
 use crate::tokenizer::{read_json, ChatTokenizer};
 use crate::weights::read_hf_weights;
@@ -26,6 +27,9 @@ pub struct LoadedModel {
     /// The model's own chat template, when it ships one ([`LoadedModel::template`] falls
     /// back to ChatML).
     pub chat_template: Option<ChatTemplate>,
+    /// Sampling defaults from generation_config.json (all unset when there is none, and
+    /// for GGUF files); a call's own arguments go over them.
+    pub generation: GenerationDefaults,
     /// The directory or GGUF file it was read from.
     pub source: PathBuf,
 }
@@ -34,8 +38,13 @@ impl LoadedModel {
     /// The chat template to use: the model's, else ChatML with its BOS/EOS.
     pub fn template(&self) -> ChatTemplate {
         self.chat_template.clone().unwrap_or_else(|| {
-            let text = |t: Option<&crate::tokenizer::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
-            ChatTemplate::chatml(&text(self.tokenizer.bos_token()), &text(self.tokenizer.eos_token()))
+            let text = |t: Option<&crate::tokenizer::SpecialToken>| {
+                t.map(|t| t.text.clone()).unwrap_or_default()
+            };
+            ChatTemplate::chatml(
+                &text(self.tokenizer.bos_token()),
+                &text(self.tokenizer.eos_token()),
+            )
         })
     }
 
@@ -76,7 +85,11 @@ pub struct OpenOptions {
 impl OpenOptions {
     /// Weights on `device` in their natural dtype.
     pub fn new(device: Device) -> Self {
-        OpenOptions { device, kind: None, load_weights: true }
+        OpenOptions {
+            device,
+            kind: None,
+            load_weights: true,
+        }
     }
 }
 
@@ -87,7 +100,13 @@ pub fn locate(path: &Path) -> Result<(ModelFormat, PathBuf)> {
         return Ok((ModelFormat::Gguf, path.to_path_buf()));
     }
     if !path.is_dir() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file or directory")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such model file or directory",
+            ),
+        ));
     }
     if path.join("config.json").is_file() {
         return Ok((ModelFormat::HuggingFace, path.to_path_buf()));
@@ -95,19 +114,31 @@ pub fn locate(path: &Path) -> Result<(ModelFormat, PathBuf)> {
     let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
     let mut ggufs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
         .collect();
     ggufs.sort();
     match ggufs.len() {
         1 => Ok((ModelFormat::Gguf, ggufs.remove(0))),
         0 => Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "neither config.json nor a .gguf file in the directory"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither config.json nor a .gguf file in the directory",
+            ),
         )),
         _ => Err(Error::Invalid(format!(
             "{} holds several GGUF files ({}); name one",
             path.display(),
-            ggufs.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy()).collect::<Vec<_>>().join(", ")
+            ggufs
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -130,22 +161,39 @@ fn open_hf_dir(dir: &Path, options: &OpenOptions) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let mut config = LlamaConfig::from_json_str(&text).map_err(|e| match e {
-        Error::Json { source, .. } => Error::Json { what: config_path.display().to_string(), source },
+        Error::Json { source, .. } => Error::Json {
+            what: config_path.display().to_string(),
+            source,
+        },
         other => other,
     })?;
-    let generation = dir.join("generation_config.json");
-    if generation.is_file() {
-        let json = read_json(&generation)?;
+    let generation_path = dir.join("generation_config.json");
+    let mut generation = GenerationDefaults::default();
+    if generation_path.is_file() {
+        let json = read_json(&generation_path)?;
+        // An int or a list: every one ends generation (Llama 3 lists end-of-turn too).
         let ids: Option<TokenIds> = serde_json::from_value(json["eos_token_id"].clone()).ok();
         merge_eos(&mut config, ids.map(|i| i.to_vec()).unwrap_or_default());
+        generation = GenerationDefaults::from_json(&json, &generation_path.display().to_string())?;
     }
     let tokenizer = ChatTokenizer::from_hf_dir(dir)?;
     let chat_template = match template_source_from_hf_dir(dir)? {
         Some(source) => Some(template_for(&source, &tokenizer)?),
         None => None,
     };
-    let weights = if options.load_weights { read_hf_weights(dir, options.kind, options.device)?.1 } else { Weights::new() };
-    Ok(LoadedModel { config, weights, tokenizer, chat_template, source: dir.to_path_buf() })
+    let weights = if options.load_weights {
+        read_hf_weights(dir, options.kind, options.device)?.1
+    } else {
+        Weights::new()
+    };
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+        chat_template,
+        generation,
+        source: dir.to_path_buf(),
+    })
 }
 
 fn open_gguf(path: &Path, options: &OpenOptions) -> Result<LoadedModel> {
@@ -161,12 +209,24 @@ fn open_gguf(path: &Path, options: &OpenOptions) -> Result<LoadedModel> {
     } else {
         Weights::new()
     };
-    Ok(LoadedModel { config, weights, tokenizer, chat_template, source: path.to_path_buf() })
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+        chat_template,
+        generation: GenerationDefaults::default(),
+        source: path.to_path_buf(),
+    })
 }
 
 fn template_for(source: &str, tokenizer: &ChatTokenizer) -> Result<ChatTemplate> {
-    let text = |t: Option<&crate::tokenizer::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
-    ChatTemplate::new(source, &text(tokenizer.bos_token()), &text(tokenizer.eos_token()))
+    let text =
+        |t: Option<&crate::tokenizer::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
+    ChatTemplate::new(
+        source,
+        &text(tokenizer.bos_token()),
+        &text(tokenizer.eos_token()),
+    )
 }
 
 /// Adds `extra` ids to the config's EOS ids (kept in order, without duplicates).

@@ -15,6 +15,9 @@ use crate::{Error, Result};
 
 pub use from_gguf::tokenizer_json_from_gguf;
 
+/// Each token's byte range `(start, end)` in the encoded text.
+pub type TokenOffsets = Vec<(usize, usize)>;
+
 /// A special token's text and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecialToken {
@@ -51,18 +54,35 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 impl ChatTokenizer {
     /// Wraps `tokenizer` (truncation and padding switched off: callers decide lengths) with
     /// the named special tokens, which must be in its vocabulary.
-    pub fn new(mut tokenizer: Tokenizer, bos: Option<&str>, eos: Option<&str>, pad: Option<&str>) -> Result<Self> {
+    pub fn new(
+        mut tokenizer: Tokenizer,
+        bos: Option<&str>,
+        eos: Option<&str>,
+        pad: Option<&str>,
+    ) -> Result<Self> {
         tokenizer.with_truncation(None).map_err(tok_err)?;
         tokenizer.with_padding(None);
         let special = |text: Option<&str>, what: &str| -> Result<Option<SpecialToken>> {
             let Some(text) = text else { return Ok(None) };
-            let id = tokenizer
-                .token_to_id(text)
-                .ok_or_else(|| Error::Tokenizer(format!("{what} token {text:?} is not in the vocabulary")))?;
-            Ok(Some(SpecialToken { text: text.to_string(), id: id as i64 }))
+            let id = tokenizer.token_to_id(text).ok_or_else(|| {
+                Error::Tokenizer(format!("{what} token {text:?} is not in the vocabulary"))
+            })?;
+            Ok(Some(SpecialToken {
+                text: text.to_string(),
+                id: id as i64,
+            }))
         };
-        let (bos, eos, pad) = (special(bos, "bos")?, special(eos, "eos")?, special(pad, "pad")?);
-        Ok(ChatTokenizer { inner: Arc::new(tokenizer), bos, eos, pad })
+        let (bos, eos, pad) = (
+            special(bos, "bos")?,
+            special(eos, "eos")?,
+            special(pad, "pad")?,
+        );
+        Ok(ChatTokenizer {
+            inner: Arc::new(tokenizer),
+            bos,
+            eos,
+            pad,
+        })
     }
 
     /// Loads `tokenizer.json`; BOS/EOS/pad come from `tokenizer_config.json` when given
@@ -71,7 +91,10 @@ impl ChatTokenizer {
         if !tokenizer_json.is_file() {
             return Err(Error::io(
                 tokenizer_json,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json (sentencepiece-only tokenizers are not supported)"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no tokenizer.json (sentencepiece-only tokenizers are not supported)",
+                ),
             ));
         }
         let tokenizer = Tokenizer::from_file(tokenizer_json)
@@ -81,13 +104,21 @@ impl ChatTokenizer {
             _ => Value::Null,
         };
         let name = |key: &str| special_token_text(&config[key]);
-        Self::new(tokenizer, name("bos_token").as_deref(), name("eos_token").as_deref(), name("pad_token").as_deref())
+        Self::new(
+            tokenizer,
+            name("bos_token").as_deref(),
+            name("eos_token").as_deref(),
+            name("pad_token").as_deref(),
+        )
     }
 
     /// The tokenizer of a Hugging Face model directory (`tokenizer.json`,
     /// `tokenizer_config.json`).
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
-        Self::from_files(&dir.join("tokenizer.json"), Some(&dir.join("tokenizer_config.json")))
+        Self::from_files(
+            &dir.join("tokenizer.json"),
+            Some(&dir.join("tokenizer_config.json")),
+        )
     }
 
     /// Rebuilds the tokenizer stored in a GGUF file's metadata (see
@@ -96,7 +127,12 @@ impl ChatTokenizer {
         let built = tokenizer_json_from_gguf(file)?;
         let tokenizer: Tokenizer = serde_json::from_value(built.tokenizer_json)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", file.path().display())))?;
-        Self::new(tokenizer, built.bos.as_deref(), built.eos.as_deref(), built.pad.as_deref())
+        Self::new(
+            tokenizer,
+            built.bos.as_deref(),
+            built.eos.as_deref(),
+            built.pad.as_deref(),
+        )
     }
 
     /// The wrapped `tokenizers` tokenizer.
@@ -118,9 +154,16 @@ impl ChatTokenizer {
 
     /// Token ids with each token's byte range in `text` (used to mask training loss to
     /// the assistant's spans). Special tokens added by `add_special` get `(0, 0)`.
-    pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Result<(Vec<i64>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special: bool,
+    ) -> Result<(Vec<i64>, TokenOffsets)> {
         let enc = self.inner.encode(text, add_special).map_err(tok_err)?;
-        Ok((enc.get_ids().iter().map(|&i| i as i64).collect(), enc.get_offsets().to_vec()))
+        Ok((
+            enc.get_ids().iter().map(|&i| i as i64).collect(),
+            enc.get_offsets().to_vec(),
+        ))
     }
 
     /// Text of `ids`; `skip_special` drops special tokens (`<|im_end|>`).
@@ -136,7 +179,9 @@ impl ChatTokenizer {
                 if (0..vocab).contains(&id) {
                     Ok(id as u32)
                 } else {
-                    Err(Error::Tokenizer(format!("token id {id} is outside the vocabulary (0..{vocab})")))
+                    Err(Error::Tokenizer(format!(
+                        "token id {id} is outside the vocabulary (0..{vocab})"
+                    )))
                 }
             })
             .collect()
@@ -149,7 +194,9 @@ impl ChatTokenizer {
 
     /// Text of a token id (byte-level tokens as stored, e.g. `Ġworld`).
     pub fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id).ok().and_then(|id| self.inner.id_to_token(id))
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| self.inner.id_to_token(id))
     }
 
     /// Beginning-of-sequence token, when the model has one.
@@ -175,7 +222,13 @@ impl ChatTokenizer {
 
     /// An incremental detokenizer for streaming generation.
     pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder {
-        StreamDecoder { tokenizer: self.clone(), skip_special, ids: Vec::new(), prefix_offset: 0, read_offset: 0 }
+        StreamDecoder {
+            tokenizer: self.clone(),
+            skip_special,
+            ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
+        }
     }
 }
 
@@ -192,7 +245,10 @@ fn special_token_text(v: &Value) -> Option<String> {
 /// Reads and parses a JSON file, naming it in errors.
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { what: path.display().to_string(), source })
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        what: path.display().to_string(),
+        source,
+    })
 }
 
 /// Turns generated ids into text pieces as they arrive, emitting only complete UTF-8 (a
@@ -238,7 +294,12 @@ impl StreamDecoder {
 
     /// Decoded text of the pending ids, given the emitted context before them.
     fn pending_text(&self) -> Result<Option<String>> {
-        let decode = |ids: &[u32]| self.tokenizer.inner.decode(ids, self.skip_special).map_err(tok_err);
+        let decode = |ids: &[u32]| {
+            self.tokenizer
+                .inner
+                .decode(ids, self.skip_special)
+                .map_err(tok_err)
+        };
         let context = decode(&self.ids[self.prefix_offset..self.read_offset])?;
         let full = decode(&self.ids[self.prefix_offset..])?;
         if full.len() > context.len() && full.starts_with(&context) {

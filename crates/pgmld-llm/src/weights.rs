@@ -17,7 +17,10 @@ pub const SAFETENSORS_FILES: [&str; 2] = ["model.safetensors", "model.safetensor
 /// Reads one safetensors file (CPU, stored dtypes).
 pub fn read_safetensors(path: &Path) -> Result<Weights> {
     if !path.is_file() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such weight file")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such weight file"),
+        ));
     }
     let tensors = Tensor::read_safetensors(path)
         .map_err(|e| Error::Invalid(format!("cannot read safetensors {}: {e}", path.display())))?;
@@ -35,9 +38,12 @@ pub fn read_sharded_safetensors(index: &Path) -> Result<Weights> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut by_shard: HashMap<&str, Vec<&str>> = HashMap::new();
     for (name, shard) in map {
-        let shard = shard
-            .as_str()
-            .ok_or_else(|| Error::Invalid(format!("{}: shard of {name} is not a file name", index.display())))?;
+        let shard = shard.as_str().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: shard of {name} is not a file name",
+                index.display()
+            ))
+        })?;
         by_shard.entry(shard).or_default().push(name);
     }
     let shards: BTreeSet<&str> = by_shard.keys().copied().collect();
@@ -47,7 +53,11 @@ pub fn read_sharded_safetensors(index: &Path) -> Result<Weights> {
         let mut tensors = read_safetensors(&path)?;
         for name in &by_shard[shard] {
             let tensor = tensors.remove(*name).ok_or_else(|| {
-                Error::MissingWeight(format!("{name} (listed in {} for {})", index.display(), path.display()))
+                Error::MissingWeight(format!(
+                    "{name} (listed in {} for {})",
+                    index.display(),
+                    path.display()
+                ))
             })?;
             weights.insert(name.to_string(), tensor);
         }
@@ -58,7 +68,11 @@ pub fn read_sharded_safetensors(index: &Path) -> Result<Weights> {
 /// Reads the weights of the Hugging Face model directory `dir` (see the module doc),
 /// converts floating-point tensors to `kind` when given, and moves them to `device`.
 /// Returns the file read (the index for sharded checkpoints) and the tensors.
-pub fn read_hf_weights(dir: &Path, kind: Option<Kind>, device: Device) -> Result<(PathBuf, Weights)> {
+pub fn read_hf_weights(
+    dir: &Path,
+    kind: Option<Kind>,
+    device: Device,
+) -> Result<(PathBuf, Weights)> {
     let single = dir.join(SAFETENSORS_FILES[0]);
     let index = dir.join(SAFETENSORS_FILES[1]);
     let (file, mut weights) = if single.is_file() {
@@ -81,7 +95,9 @@ pub fn read_hf_weights(dir: &Path, kind: Option<Kind>, device: Device) -> Result
 /// tensors, e.g. quantisation codes, keep theirs).
 pub fn convert(tensor: &Tensor, kind: Option<Kind>, device: Device) -> Tensor {
     match kind {
-        Some(kind) if tensor.is_floating_point() && tensor.kind() != kind => tensor.to_device(device).to_kind(kind),
+        Some(kind) if tensor.is_floating_point() && tensor.kind() != kind => {
+            tensor.to_device(device).to_kind(kind)
+        }
         _ => tensor.to_device(device),
     }
 }
@@ -91,7 +107,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pgmld-llm-weights-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pgmld-llm-weights-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -99,9 +116,18 @@ mod tests {
 
     fn sample() -> Vec<(String, Tensor)> {
         vec![
-            ("model.embed_tokens.weight".into(), Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([3, 4])),
-            ("model.norm.weight".into(), Tensor::ones([4], (Kind::BFloat16, Device::Cpu))),
-            ("lm_head.weight".into(), Tensor::full([3, 4], 0.5, (Kind::Half, Device::Cpu))),
+            (
+                "model.embed_tokens.weight".into(),
+                Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([3, 4]),
+            ),
+            (
+                "model.norm.weight".into(),
+                Tensor::ones([4], (Kind::BFloat16, Device::Cpu)),
+            ),
+            (
+                "lm_head.weight".into(),
+                Tensor::full([3, 4], 0.5, (Kind::Half, Device::Cpu)),
+            ),
         ]
     }
 
@@ -117,15 +143,20 @@ mod tests {
 
         let (_, w) = read_hf_weights(&dir, Some(Kind::Float), Device::Cpu).unwrap();
         assert!(w.values().all(|t| t.kind() == Kind::Float));
-        assert_eq!(Vec::<f32>::try_from(&w["lm_head.weight"].flatten(0, -1)).unwrap()[0], 0.5);
+        assert_eq!(
+            Vec::<f32>::try_from(&w["lm_head.weight"].flatten(0, -1)).unwrap()[0],
+            0.5
+        );
     }
 
     #[test]
     fn sharded_index_reads_every_shard() {
         let dir = temp_dir("sharded");
         let tensors = sample();
-        Tensor::write_safetensors(&tensors[..2], dir.join("model-00001-of-00002.safetensors")).unwrap();
-        Tensor::write_safetensors(&tensors[2..], dir.join("model-00002-of-00002.safetensors")).unwrap();
+        Tensor::write_safetensors(&tensors[..2], dir.join("model-00001-of-00002.safetensors"))
+            .unwrap();
+        Tensor::write_safetensors(&tensors[2..], dir.join("model-00002-of-00002.safetensors"))
+            .unwrap();
         let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": {
             "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
             "model.norm.weight": "model-00001-of-00002.safetensors",
@@ -139,24 +170,40 @@ mod tests {
         // A tensor listed for the wrong shard is named with the index and the shard.
         let bad = serde_json::json!({"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}});
         std::fs::write(dir.join("model.safetensors.index.json"), bad.to_string()).unwrap();
-        let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("lm_head.weight") && err.contains("model-00001-of-00002"), "{err}");
+        let err = read_hf_weights(&dir, None, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lm_head.weight") && err.contains("model-00001-of-00002"),
+            "{err}"
+        );
 
         // A missing shard is an I/O error naming it.
         let missing = serde_json::json!({"weight_map": {"x": "model-00003-of-00003.safetensors"}});
-        std::fs::write(dir.join("model.safetensors.index.json"), missing.to_string()).unwrap();
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            missing.to_string(),
+        )
+        .unwrap();
         let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err();
-        assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("model-00003-of-00003.safetensors")), "{err}");
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path.ends_with("model-00003-of-00003.safetensors")),
+            "{err}"
+        );
     }
 
     #[test]
     fn corrupt_or_absent_files_are_named() {
         let dir = temp_dir("corrupt");
         std::fs::write(dir.join("model.safetensors"), b"not safetensors").unwrap();
-        let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err().to_string();
+        let err = read_hf_weights(&dir, None, Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
         let empty = temp_dir("empty");
-        let err = read_hf_weights(&empty, None, Device::Cpu).unwrap_err().to_string();
+        let err = read_hf_weights(&empty, None, Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
     }
 }

@@ -3,7 +3,9 @@
 //! greedy generation picks up the pattern the base model does not have, and the saved
 //! adapter reloads (peft layout) to the same logits.
 //!
-//! `memory_options_each_run` runs each memory option (plain LoRA f32, `load_in_8bit`,
+//! `memory_options_each_run` (opt-in: `cargo test -p pgmld-llm --test lora_train -- --ignored
+//! memory_options_each_run --nocapture`; five model loads and trainings, minutes on a small
+//! CPU, a measurement more than a check) runs each memory option (plain LoRA f32, `load_in_8bit`,
 //! `adamw_bnb_8bit`, `gradient_checkpointing`, `gradient_accumulation_steps` 4) in its own
 //! child process (this test binary, re-invoked) so each gets its own peak RSS, and prints
 //! tokens/s and peak RSS per option.
@@ -111,8 +113,11 @@ fn follows(replies: &[String]) -> usize {
     replies.iter().filter(|r| r.starts_with(PATTERN.trim_end())).count()
 }
 
+/// 64 rows, batch 8, one epoch: 8 steps at 1e-2 learn the reply prefix (6 of 6 probes,
+/// eval_loss 2.61, measured), a third of the 24 steps at 3e-3 this test used to take, which
+/// were most of its time on a 2-core machine.
 fn training_args(extra: Value) -> TrainingArgs {
-    let mut args = json!({"learning_rate": 3e-3, "per_device_train_batch_size": 8, "num_train_epochs": 3,
+    let mut args = json!({"learning_rate": 1e-2, "per_device_train_batch_size": 8, "num_train_epochs": 1,
                           "logging_steps": 4, "save_steps": 10000, "warmup_ratio": 0.1, "seed": 42});
     for (k, v) in extra.as_object().unwrap() {
         args[k] = v.clone();
@@ -150,7 +155,7 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
     let summary = apply(&mut model, &cfg, &vs).unwrap();
     eprintln!("{}", summary.params);
     assert_eq!(summary.params.trainable, 30 * (8 * 576 + 576 * 8 + 8 * 576 + 192 * 8));
-    let args = training_args(json!({"eval_strategy": "epoch"}));
+    let args = training_args(json!({"eval_strategy": "steps", "eval_steps": 4}));
     let mut evals = Vec::new();
     let out = train_causal_lm(
         &model,
@@ -171,7 +176,7 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
     .unwrap();
     let tuned = out.eval.clone().unwrap();
     eprintln!(
-        "trained {} steps in {:.1}s ({:.0} tokens/s): train_loss {:.3}, eval_loss {:.3} -> {:.3} (per epoch {evals:?}), perplexity {:.2}",
+        "trained {} steps in {:.1}s ({:.0} tokens/s): train_loss {:.3}, eval_loss {:.3} -> {:.3} (at step 4 {evals:?}), perplexity {:.2}",
         out.train.global_step,
         out.train.train_runtime,
         out.train.train_tokens_per_second,
@@ -204,24 +209,34 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
     eprintln!("total {:.1?}", started.elapsed());
 }
 
-/// Peak resident set size of this process (VmHWM) in MiB.
-fn peak_rss_mib() -> f64 {
+/// A memory field of this process's /proc status (VmHWM, VmRSS) in MiB; 0 if unreadable.
+fn proc_status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Peak resident set size of this process (VmHWM) in MiB.
+fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
 /// Current resident set size (VmRSS) in MiB.
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_status_mib("VmRSS:")
+}
+
+/// CPU seconds (user + system, all threads) this process has used: throughput per CPU
+/// second does not depend on how busy the machine is. Assumes Linux's 100 ticks/s.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    fields.get(11).zip(fields.get(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so the peak of what follows is read.
@@ -264,12 +279,16 @@ fn memory_option_child() {
     let args = training_args(extra);
     let setup_rss = rss_mib();
     reset_peak_rss();
+    let cpu_before = cpu_seconds();
     let out = train_causal_lm(&model, &vs, &train, &[], &args, pad, |_| {}, |_| {}, || false, None).unwrap();
+    let cpu = cpu_seconds() - cpu_before;
+    let tokens = out.train.train_tokens_per_second * out.train.train_runtime;
     let result = json!({
         "option": option,
         "setup_rss_mib": setup_rss,
         "train_peak_rss_mib": peak_rss_mib(),
         "tokens_per_second": out.train.train_tokens_per_second,
+        "tokens_per_cpu_second": tokens / cpu.max(1e-9),
         "steps": out.train.global_step,
         "train_loss": out.train.train_loss,
         "gradient_checkpointing": out.train.gradient_checkpointing,
@@ -296,7 +315,11 @@ fn run_child(exe: &Path, option: &str) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
+/// Opt-in (`--ignored`): five child processes, each loading the model and training, cost
+/// minutes on a 2-core CI machine; the default suite keeps the cheap checks of each option
+/// (trainer and quantisation unit tests in the crate).
 #[test]
+#[ignore = "a measurement (five model loads and trainings): run with --ignored memory_options_each_run"]
 fn memory_options_each_run() {
     if smollm2_gguf().is_none() {
         return;
@@ -306,11 +329,12 @@ fn memory_options_each_run() {
     for option in OPTIONS {
         let r = run_child(&exe, option);
         eprintln!(
-            "{:<24} setup RSS {:>7.0} MiB  training peak RSS {:>7.0} MiB  {:>6.0} tokens/s  loss {:.3}  recompute {}",
+            "{:<24} setup RSS {:>7.0} MiB  training peak RSS {:>7.0} MiB  {:>6.1} tokens/s  {:>6.1} tokens/CPU-s  loss {:.3}  recompute {}",
             option,
             r["setup_rss_mib"].as_f64().unwrap(),
             r["train_peak_rss_mib"].as_f64().unwrap(),
             r["tokens_per_second"].as_f64().unwrap(),
+            r["tokens_per_cpu_second"].as_f64().unwrap(),
             r["train_loss"].as_f64().unwrap(),
             r["gradient_checkpointing"],
         );
@@ -326,3 +350,4 @@ fn memory_options_each_run() {
     // Micro-batches of 2 instead of 8.
     assert!(peak(4) < peak(0), "accumulation {} vs f32 {}", peak(4), peak(0));
 }
+

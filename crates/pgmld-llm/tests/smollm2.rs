@@ -17,7 +17,10 @@ fn smollm2_gguf() -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipping: {} is absent (bash scripts/setup.sh deps installs it)", path.display());
+        eprintln!(
+            "skipping: {} is absent (bash scripts/setup.sh deps installs it)",
+            path.display()
+        );
         None
     }
 }
@@ -28,18 +31,31 @@ fn greedy_answer_mentions_paris() {
     let start = Instant::now();
     let mut loaded = pgmld_llm::source::open(&path, Device::Cpu).unwrap();
     let opened = start.elapsed();
-    let model = Llama::load(loaded.config.clone(), &mut loaded.weights, Device::Cpu, Kind::Float).unwrap();
+    let model = Llama::load(
+        loaded.config.clone(),
+        &mut loaded.weights,
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
     let load_time = start.elapsed();
 
     let template = loaded.template();
     let prompt = template
-        .render(&[ChatMessage::new("user", "What is the capital of France?")], true)
+        .render(
+            &[ChatMessage::new("user", "What is the capital of France?")],
+            true,
+        )
         .unwrap();
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
     let prompt_ids = loaded.tokenizer.encode(&prompt, false).unwrap();
     assert_eq!(prompt_ids[0], 1, "prompt starts with <|im_start|>");
 
-    let cfg = GenerationConfig { max_new_tokens: 30, stop_ids: loaded.stop_ids(), ..GenerationConfig::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 30,
+        stop_ids: loaded.stop_ids(),
+        ..GenerationConfig::default()
+    };
     let mut stream = loaded.tokenizer.stream_decoder(true);
     let mut streamed = String::new();
     let gen_start = Instant::now();
@@ -61,7 +77,13 @@ fn greedy_answer_mentions_paris() {
         out.tokens.len() as f64 / gen_time.as_secs_f64(),
         out.finish_reason,
     );
-    assert_eq!(streamed, answer, "streamed pieces concatenate to the decoded answer");
+    assert_eq!(
+        streamed, answer,
+        "streamed pieces concatenate to the decoded answer"
+    );
     assert!(answer.contains("Paris"), "answer: {answer:?}");
-    assert!(matches!(out.finish_reason, FinishReason::Stop | FinishReason::Length));
+    assert!(matches!(
+        out.finish_reason,
+        FinishReason::Stop | FinishReason::Length
+    ));
 }

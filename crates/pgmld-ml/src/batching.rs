@@ -38,8 +38,9 @@ pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 
 /// Length-grouped batches (as HF `group_by_length`): shuffle the indices, cut them into
 /// chunks of 50 batches, sort each chunk by length (longest first), cut into batches, then
-/// shuffle the batch order. Batches of similar lengths waste little padding.
-pub(crate) fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+/// shuffle the batch order. Batches of similar lengths waste little padding. Shared by the
+/// classification trainer and pgmld-llm's causal-LM trainer.
+pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut idx);
     let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
@@ -48,6 +49,18 @@ pub(crate) fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: 
         batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
     }
     rng.shuffle(&mut batches);
+    batches
+}
+
+/// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
+/// epoch's order in turn, so the order depends on the seed and the epoch only, and a
+/// resumed run replays the earlier epochs' draws (index shuffles: cheap) to get it.
+pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut rng = Rng(seed);
+    let mut batches = length_grouped_batches(lengths, batch_size, &mut rng);
+    for _ in 0..epoch {
+        batches = length_grouped_batches(lengths, batch_size, &mut rng);
+    }
     batches
 }
 
@@ -72,6 +85,18 @@ mod tests {
         // Seeded: same seed, same batches; other seed, other batches.
         assert_eq!(b, length_grouped_batches(&lengths, 8, &mut Rng(7)));
         assert_ne!(b, length_grouped_batches(&lengths, 8, &mut Rng(8)));
+    }
+
+    #[test]
+    fn epochs_cover_every_example_once_and_differ() {
+        let lengths: Vec<usize> = (0..37).map(|i| i % 11).collect();
+        for epoch in 0..3 {
+            let mut all: Vec<usize> = epoch_batches(&lengths, 4, 9, epoch).concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..37).collect::<Vec<_>>());
+        }
+        assert_ne!(epoch_batches(&lengths, 4, 9, 0), epoch_batches(&lengths, 4, 9, 1));
+        assert_eq!(epoch_batches(&lengths, 4, 9, 2), epoch_batches(&lengths, 4, 9, 2), "a resumed run recomputes it");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod train;
 pub mod train_state;
 pub mod training_args;
 pub mod batching;
+pub mod step_losses;
 pub mod text_classification;
 
 pub use device::{best_device, load_cuda};

@@ -25,6 +25,44 @@ pub fn no_decay(name: &str) -> bool {
     name.ends_with(".bias") || name.contains("LayerNorm") || name.contains("layer_norm")
 }
 
+/// The trainable variables of `vs` sorted by name (the update order), each with its weight
+/// decay: `weight_decay`, or 0 for the variables `no_decay` picks. What every AdamW variant
+/// updates.
+pub fn decay_groups(vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Vec<(String, Tensor, f64)> {
+    let mut params: Vec<(String, Tensor, f64)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(name, tensor)| {
+            let wd = if no_decay(&name) { 0.0 } else { weight_decay };
+            (name, tensor, wd)
+        })
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// torch's AdamW moment update for a parameter's `step`-th update (1-based): `exp_avg ←
+/// lerp(exp_avg, g, 1-β₁)`, `exp_avg_sq ← β₂·exp_avg_sq + (1-β₂)·g²`, in place. Returns the
+/// step size `lr / (1-β₁ᵗ)` and the denominator `√exp_avg_sq / √(1-β₂ᵗ) + ε`: the
+/// parameter then moves by `-step_size · exp_avg / denom`.
+pub fn adam_moments(
+    exp_avg: &mut Tensor,
+    exp_avg_sq: &mut Tensor,
+    grad: &Tensor,
+    step: i64,
+    lr: f64,
+    (beta1, beta2, eps): (f64, f64, f64),
+) -> (f64, Tensor) {
+    let t = step as f64;
+    let bias_correction1 = 1.0 - beta1.powf(t);
+    let bias_correction2 = 1.0 - beta2.powf(t);
+    let _ = exp_avg.lerp_(grad, 1.0 - beta1);
+    *exp_avg_sq *= beta2;
+    let _ = exp_avg_sq.addcmul_(&(grad * (1.0 - beta2)), grad);
+    (lr / bias_correction1, exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps)
+}
+
 /// Per-parameter moments, created (zeros) at the parameter's first update as torch does.
 #[derive(Debug)]
 struct Moments {
@@ -71,18 +109,10 @@ impl AdamW {
     /// `weight_decay` except on the variables `no_decay` picks (see [`no_decay`]), and the
     /// default β₁, β₂, ε.
     pub fn new(vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Self {
-        let mut params: Vec<Param> = vs
-            .variables()
+        let params = decay_groups(vs, weight_decay, no_decay)
             .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .map(|(name, tensor)| Param {
-                weight_decay: if no_decay(&name) { 0.0 } else { weight_decay },
-                name,
-                tensor,
-                moments: None,
-            })
+            .map(|(name, tensor, weight_decay)| Param { name, tensor, weight_decay, moments: None })
             .collect();
-        params.sort_by(|a, b| a.name.cmp(&b.name));
         AdamW {
             params,
             beta1: DEFAULT_BETA1,
@@ -126,14 +156,8 @@ impl AdamW {
                     step: 0,
                 });
                 m.step += 1;
-                let t = m.step as f64;
-                let bias_correction1 = 1.0 - beta1.powf(t);
-                let bias_correction2 = 1.0 - beta2.powf(t);
-                let _ = m.exp_avg.lerp_(&grad, 1.0 - beta1);
-                m.exp_avg_sq *= beta2;
-                let _ = m.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                let denom = m.exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps;
-                let step_size = lr / bias_correction1;
+                let (step_size, denom) =
+                    adam_moments(&mut m.exp_avg, &mut m.exp_avg_sq, &grad, m.step, lr, (beta1, beta2, eps));
                 let _ = p.tensor.addcdiv_(&(&m.exp_avg * -step_size), &denom);
             }
         });

@@ -17,12 +17,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::batching::{derive_seed, length_grouped_batches, Rng};
+use crate::batching::epoch_batches;
 use crate::checkpointing::backward_checkpointed;
 use crate::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::optim::{clip_grad_norm, no_decay, AdamW};
+use crate::step_losses::{dropout_seed, StepLosses};
 use crate::tokenize::{Batch, Encoded, TextTokenizer};
 use crate::train_state::{load_checkpoint, SavePoint, TrainState};
 use crate::training_args::TrainingArgs;
@@ -190,27 +191,6 @@ fn make_batch(
     (batch, Tensor::from_slice(&labels).to_device(device))
 }
 
-/// Domain tag of [`derive_seed`] for dropout seeds.
-const DROPOUT: u64 = 0xD409_0D70;
-
-/// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
-/// epoch's order in turn, so the order depends on the seed and the epoch only, and a
-/// resumed run replays the earlier epochs' draws (index shuffles: cheap) to get it.
-fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut rng = Rng(seed);
-    let mut batches = length_grouped_batches(lengths, batch_size, &mut rng);
-    for _ in 0..epoch {
-        batches = length_grouped_batches(lengths, batch_size, &mut rng);
-    }
-    batches
-}
-
-/// Seed of libtorch's generators for micro-batch `micro` of optimizer step `step`
-/// (0-based): dropout depends on nothing else, so a resumed run draws the same masks.
-fn dropout_seed(seed: u64, step: i64, micro: usize) -> i64 {
-    (derive_seed(seed, &[DROPOUT, step as u64, micro as u64]) >> 1) as i64
-}
-
 /// Fine-tunes `model` on `train` with AdamW, then evaluates it on `eval`. Labels must lie
 /// in `0..num_labels`.
 ///
@@ -282,22 +262,8 @@ pub fn train_classifier(
     }
     let params: Vec<Tensor> = model.vs.trainable_variables();
 
-    let zero = || Tensor::zeros([], (Kind::Float, device));
-    // Summed per-step losses since the last log and over the run (f32, as saved).
-    let mut window_loss = Tensor::full([], st.window_loss_sum, (Kind::Float, device));
-    let mut total_loss = Tensor::full([], st.total_loss_sum, (Kind::Float, device));
-    let mut first_bad = Tensor::full([], -1i64, (Kind::Int64, device));
-    let check_every_step = device == Device::Cpu;
+    let mut losses = StepLosses::new(&st, device);
     let (start_step, start_samples) = (st.global_step, st.samples);
-    let eval_every = args.eval_every();
-
-    let nonfinite_error = |first_bad: &Tensor, total: &Tensor| -> Option<Error> {
-        let step = first_bad.int64_value(&[]);
-        (step >= 0).then(|| Error::NonFiniteLoss {
-            step,
-            loss: total.double_value(&[]),
-        })
-    };
 
     let started = Instant::now();
     'outer: while st.global_step < total_steps {
@@ -307,7 +273,7 @@ pub fn train_classifier(
             if st.global_step >= total_steps {
                 break 'outer;
             }
-            let mut step_loss = zero();
+            let mut step_loss = losses.zero();
             for (micro, idx) in group.iter().enumerate() {
                 if should_stop() {
                     return Err(Error::Cancelled);
@@ -332,49 +298,12 @@ pub fn train_classifier(
             let norm = clip_grad_norm(&params, args.max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
-            st.global_step += 1;
-            st.micro_batches_done_in_epoch = ((group_no + 1) * accum).min(batches.len());
+            let end = losses.after_update(&mut st, args, (&step_loss, &norm, lr), group_no, batches.len(), updates_per_epoch)?;
             let global_step = st.global_step;
-            let step_t = Tensor::full([], global_step, (Kind::Int64, device));
-            first_bad = tch::no_grad(|| {
-                let newly_bad = step_loss
-                    .isfinite()
-                    .logical_not()
-                    .logical_and(&first_bad.lt(0));
-                step_t.where_self(&newly_bad, &first_bad)
-            });
-            window_loss += &step_loss;
-            total_loss += &step_loss;
-            if check_every_step {
-                if let Some(e) = nonfinite_error(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-            }
-            st.epoch = st.epoch_index as f64 + (group_no + 1) as f64 / updates_per_epoch as f64;
-            if global_step % args.logging_steps == 0 {
-                if let Some(e) = nonfinite_error(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-                let ev = LogEvent {
-                    step: global_step,
-                    max_steps: total_steps,
-                    epoch: st.epoch,
-                    loss: f64::try_from(&window_loss)? / st.steps_since_log() as f64,
-                    grad_norm: f64::try_from(&norm)?,
-                    learning_rate: lr,
-                };
-                st.log_history.push(ev.clone());
+            if let Some(ev) = end.log {
                 on_event(TrainEvent::Log(ev));
-                window_loss = zero();
-                st.last_logged = global_step;
             }
-            let epoch_end = (group_no + 1) as i64 == updates_per_epoch;
-            let eval_now = match (eval_every, args.eval_strategy) {
-                (Some(n), _) => global_step % n == 0,
-                (None, crate::training_args::EvalStrategy::Epoch) => epoch_end,
-                _ => false,
-            };
-            if eval_now && !eval.is_empty() && global_step < total_steps {
+            if end.eval && !eval.is_empty() {
                 let metrics = evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?;
                 on_event(TrainEvent::Eval {
                     step: global_step,
@@ -382,12 +311,7 @@ pub fn train_classifier(
                     metrics,
                 });
             }
-            if global_step % args.save_steps == 0 {
-                if let Some(e) = nonfinite_error(&first_bad, &step_loss) {
-                    return Err(e);
-                }
-                st.total_loss_sum = f64::try_from(&total_loss)?;
-                st.window_loss_sum = f64::try_from(&window_loss)?;
+            if end.save {
                 on_save(&SavePoint {
                     model,
                     optimizer: &opt,
@@ -399,11 +323,8 @@ pub fn train_classifier(
         st.epoch_index += 1;
         st.micro_batches_done_in_epoch = 0;
     }
-    if let Some(e) = nonfinite_error(&first_bad, &total_loss) {
-        return Err(e);
-    }
     let global_step = st.global_step;
-    let train_loss = f64::try_from(&total_loss)? / global_step.max(1) as f64;
+    let train_loss = losses.train_loss(global_step)?;
     let runtime = started.elapsed().as_secs_f64();
     let train_metrics = TrainMetrics {
         train_runtime: runtime,

@@ -82,6 +82,12 @@ pub struct TrainState {
 impl TrainState {
     /// The state before the first step of a run of `max_steps` optimizer steps.
     pub fn new(args: &TrainingArgs, max_steps: i64, train: &[Example]) -> Self {
+        Self::for_data(args, max_steps, train.len(), data_fingerprint(train))
+    }
+
+    /// [`TrainState::new`] for any kind of training data: its size and fingerprint (what a
+    /// resume checks it trains on the same rows).
+    pub fn for_data(args: &TrainingArgs, max_steps: i64, num_train_examples: usize, fingerprint: String) -> Self {
         TrainState {
             global_step: 0,
             max_steps,
@@ -99,8 +105,8 @@ impl TrainState {
             train_batch_size: args.per_device_train_batch_size,
             gradient_accumulation_steps: args.gradient_accumulation_steps,
             seed: args.seed,
-            num_train_examples: train.len(),
-            train_data_fingerprint: data_fingerprint(train),
+            num_train_examples,
+            train_data_fingerprint: fingerprint,
         }
     }
 

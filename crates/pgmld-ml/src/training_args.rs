@@ -187,7 +187,10 @@ pub struct TrainingArgs {
     pub bf16: bool,
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
-    /// Optimizer: f32 AdamW or block-wise 8-bit AdamW (see [`Optim`]).
+    /// Optimizer: f32 AdamW or block-wise 8-bit AdamW (see [`Optim`]). Only the causal-LM
+    /// trainer (`pgmld_llm`, which depends on this crate) has the 8-bit one; the classifier
+    /// trainer here always uses f32 AdamW, so `pgml.tune` refuses the 8-bit names for the
+    /// classification tasks (0A000) rather than ignore them.
     pub optim: Optim,
     /// Upload the model to the Hugging Face Hub (see `hub_strategy`).
     pub push_to_hub: bool,

@@ -271,6 +271,7 @@ impl Transformer {
     pub async fn generate(&self, ctx: &CallContext, call: &GenerateCall) -> Result<Json, TransformError> {
         let req = &call.request;
         let model = self.chat_model(ctx, req).await?;
+        crate::generation::check_sequences(req.num_return_sequences, &req.sampling.config(&model.generation, 0))?;
         let cancelled = ctx.cancelled.clone();
         let stop: StopFn = Arc::new(move || cancelled.load(Ordering::Relaxed));
         let inputs = job_inputs(&call.inputs);

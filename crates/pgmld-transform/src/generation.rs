@@ -2,13 +2,17 @@
 //! which model (and adapter, and whether to quantise it), the sampling arguments in
 //! Hugging Face `generate` terms, and the inputs (chat messages or prompts).
 //!
-//! Defaults follow `transformers`: greedy unless `do_sample` is true (temperature, top_p and
-//! top_k then apply; top_k defaults to 50), one sequence per input. pgmld's additions:
+//! Defaults follow `transformers`: what the call leaves unset comes from the model's
+//! `generation_config.json`, then from `transformers`' own defaults (greedy unless
+//! `do_sample` is true; temperature, top_p and top_k then apply; top_k defaults to 50), one
+//! sequence per input. The layering happens on the model's worker, which knows the model
+//! ([`Sampling::config`]). pgmld's additions:
 //! `max_tokens` (OpenAI's name for `max_new_tokens`), `stop` strings, `seed`, and
 //! `return_usage`, which wraps the result with token counts (see [`crate::chat`]).
 
 use std::path::PathBuf;
 
+use pgmld_llm::generate::{GenerationConfig, GenerationDefaults};
 use pgmld_sql::Value;
 use serde_json::{Map, Value as Json};
 
@@ -45,9 +49,7 @@ impl GenTask {
 
 /// Most new tokens one call may ask for; the model's context length bounds it further.
 pub const MAX_NEW_TOKENS_LIMIT: usize = 32_768;
-/// New tokens when the caller names no limit (`transformers` stops at 20 tokens in all,
-/// which cuts most answers short).
-pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+pub use pgmld_llm::generate::DEFAULT_MAX_NEW_TOKENS;
 /// Most sequences per input (`num_return_sequences` / `n`).
 pub const MAX_SEQUENCES: usize = 16;
 /// Most `stop` strings.
@@ -97,18 +99,10 @@ pub const ROLES: &[&str] = &["system", "user", "assistant"];
 /// How to sample, in `transformers.generate` terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
-    /// New tokens at most.
-    pub max_new_tokens: usize,
-    /// Softmax temperature when sampling (0 means greedy).
-    pub temperature: f64,
-    /// Nucleus sampling mass.
-    pub top_p: f64,
-    /// Sample among the k most likely tokens (`None`: all).
-    pub top_k: Option<usize>,
-    /// CTRL-style penalty on tokens already present (1 = off).
-    pub repetition_penalty: f64,
-    /// Sample (true) or take the most likely token (false).
-    pub do_sample: bool,
+    /// The settings the call names (`max_new_tokens`, `do_sample`, `temperature`, `top_p`,
+    /// `top_k` with 0 for "all", `repetition_penalty`); the unset ones come from the
+    /// model's generation_config.json, then `transformers`' defaults.
+    pub settings: GenerationDefaults,
     /// Seed of the sampler, for reproducible samples.
     pub seed: Option<u64>,
     /// Strings that end the answer (not included in it).
@@ -271,11 +265,11 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
     if num_return_sequences == 0 || num_return_sequences > MAX_SEQUENCES as u64 {
         return Err(bad(format!("num_return_sequences must be between 1 and {MAX_SEQUENCES}, not {num_return_sequences}")));
     }
-    if num_return_sequences > 1 && !sampling.do_sample {
-        return Err(TransformError::bad(
-            format!("num_return_sequences {num_return_sequences} needs sampling: greedy decoding returns one sequence"),
-            "Add \"do_sample\": true (with a temperature > 0).",
-        ));
+    // Greedy by the call's own settings: refused before any model loads. With do_sample
+    // unset, the model's generation_config.json decides (checked once it is loaded).
+    let explicit = GenerationDefaults { do_sample: sampling.settings.do_sample.or(Some(false)), ..sampling.settings.clone() };
+    if sampling.settings.do_sample.is_some() || sampling.settings.temperature == Some(0.0) {
+        check_sequences(num_return_sequences as usize, &explicit.to_config())?;
     }
     let chat_template = get_string(&args, "chat_template")?;
     if chat_template.is_some() && gen_task != GenTask::Conversational {
@@ -299,10 +293,35 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
     })
 }
 
+impl Sampling {
+    /// The generation config for a model whose generation_config.json gave `model`: the
+    /// call's settings over the model's, the rest `transformers`' defaults; the call's
+    /// seed moved along by `seed_offset` (so `n` samples differ, each reproducible). Stop
+    /// ids are the model's to add.
+    pub fn config(&self, model: &GenerationDefaults, seed_offset: u64) -> GenerationConfig {
+        GenerationConfig {
+            seed: self.seed.map(|seed| seed.wrapping_add(seed_offset)),
+            ..self.settings.over(model).to_config()
+        }
+    }
+}
+
+/// Refuses `num_return_sequences` > 1 with greedy decoding (it would return the same
+/// sequence `n` times), once the model's defaults are known: `transformers` refuses it too.
+pub fn check_sequences(n: usize, cfg: &GenerationConfig) -> Result<(), TransformError> {
+    if n > 1 && !cfg.is_sampling() {
+        return Err(TransformError::bad(
+            format!("num_return_sequences {n} needs sampling: greedy decoding returns one sequence"),
+            "Add \"do_sample\": true (with a temperature > 0).",
+        ));
+    }
+    Ok(())
+}
+
 fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
     let max_new_tokens = match (get_uint(args, "max_new_tokens"), get_uint(args, "max_tokens")) {
         (Ok(Some(a)), Ok(Some(b))) if a != b => return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree"))),
-        (Ok(a), Ok(b)) => a.or(b).unwrap_or(DEFAULT_MAX_NEW_TOKENS as u64),
+        (Ok(a), Ok(b)) => a.or(b),
         (Err(_), _) | (_, Err(_)) => {
             let (key, v) = ["max_new_tokens", "max_tokens"]
                 .iter()
@@ -311,34 +330,33 @@ fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
             return Err(bad(format!("{key} must be a positive integer, not {v}")));
         }
     };
-    if max_new_tokens == 0 || max_new_tokens > MAX_NEW_TOKENS_LIMIT as u64 {
+    if let Some(n) = max_new_tokens.filter(|&n| n == 0 || n > MAX_NEW_TOKENS_LIMIT as u64) {
         return Err(TransformError::bad(
-            format!("max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {max_new_tokens}"),
+            format!("max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {n}"),
             "The model's context length bounds it further.",
         ));
     }
-    let temperature = get_f64(args, "temperature")?.unwrap_or(1.0);
-    if temperature < 0.0 {
-        return Err(bad(format!("temperature must be >= 0, not {temperature}")));
+    let temperature = get_f64(args, "temperature")?;
+    if let Some(t) = temperature.filter(|t| *t < 0.0) {
+        return Err(bad(format!("temperature must be >= 0, not {t}")));
     }
-    let top_p = get_f64(args, "top_p")?.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(bad(format!("top_p must be in (0, 1], not {top_p}")));
+    let top_p = get_f64(args, "top_p")?;
+    if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(bad(format!("top_p must be in (0, 1], not {p}")));
     }
     let top_k = match args.get("top_k") {
-        Some(Json::Null) => None,
-        _ => match get_uint(args, "top_k")? {
-            None => Some(50),
-            Some(0) => None,
-            Some(k) => Some(k as usize),
-        },
+        // null: every token, as 0 is in transformers.
+        Some(Json::Null) => Some(0),
+        _ => get_uint(args, "top_k")?.map(|k| k as usize),
     };
-    let repetition_penalty = get_f64(args, "repetition_penalty")?.unwrap_or(1.0);
-    if repetition_penalty <= 0.0 {
-        return Err(bad(format!("repetition_penalty must be > 0, not {repetition_penalty}")));
+    let repetition_penalty = get_f64(args, "repetition_penalty")?;
+    if let Some(r) = repetition_penalty.filter(|r| *r <= 0.0) {
+        return Err(bad(format!("repetition_penalty must be > 0, not {r}")));
     }
-    // temperature 0 means greedy, as in OpenAI's API (transformers would refuse it).
-    let do_sample = get_bool(args, "do_sample", false)? && temperature > 0.0;
+    let do_sample = match args.get("do_sample") {
+        None | Some(Json::Null) => None,
+        _ => Some(get_bool(args, "do_sample", false)?),
+    };
     let stop = match args.get("stop") {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::String(s)) => vec![s.clone()],
@@ -352,12 +370,14 @@ fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
         return Err(bad(format!("stop takes 1 to {MAX_STOP_STRINGS} non-empty strings")));
     }
     Ok(Sampling {
-        max_new_tokens: max_new_tokens as usize,
-        temperature,
-        top_p,
-        top_k,
-        repetition_penalty,
-        do_sample,
+        settings: GenerationDefaults {
+            max_new_tokens: max_new_tokens.map(|n| n as usize),
+            do_sample,
+            temperature,
+            top_p,
+            top_k,
+            repetition_penalty,
+        },
         seed: get_uint(args, "seed")?,
         stop,
         eos_token: get_string(args, "eos_token")?,
@@ -444,108 +464,5 @@ fn shorten(t: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn req(task: Json, args: Json) -> Result<GenerateRequest, TransformError> {
-        generate_request(task.as_object().unwrap(), &Value::Json(args))
-    }
-
-    fn err(task: Json, args: Json) -> String {
-        req(task, args).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn defaults_follow_transformers() {
-        let r = req(json!({"task": "conversational", "model": "m"}), json!({})).unwrap();
-        assert_eq!(r.task, GenTask::Conversational);
-        assert!(!r.sampling.do_sample, "greedy by default");
-        assert_eq!(r.sampling.top_k, Some(50));
-        assert_eq!(r.sampling.max_new_tokens, DEFAULT_MAX_NEW_TOKENS);
-        assert!(!r.return_full_text && !r.return_usage);
-        let t = req(json!({"task": "text-generation", "model": "m"}), json!({"max_tokens": 5, "top_k": 0})).unwrap();
-        assert!(t.return_full_text, "the pipeline returns the prompt too");
-        assert_eq!((t.sampling.max_new_tokens, t.sampling.top_k), (5, None));
-    }
-
-    #[test]
-    fn sampling_arguments_are_read() {
-        let r = req(
-            json!({"task": "conversational", "model": " m ", "load_in_8bit": true, "adapter": "file:///a", "token": "x"}),
-            json!({"max_new_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "repetition_penalty": 1.1,
-                   "do_sample": true, "seed": 3, "stop": ["\n\n", "END"], "n": 2, "return_usage": true}),
-        )
-        .unwrap();
-        assert_eq!(r.model, "m");
-        assert!(r.load_in_8bit);
-        assert_eq!(r.adapter, Some(PathBuf::from("/a")));
-        let s = &r.sampling;
-        assert_eq!((s.max_new_tokens, s.temperature, s.top_p, s.top_k, s.seed), (7, 0.7, 0.9, Some(5), Some(3)));
-        assert!(s.do_sample && r.return_usage);
-        assert_eq!(s.stop, vec!["\n\n".to_string(), "END".to_string()]);
-        assert_eq!(r.num_return_sequences, 2);
-        let zero = req(json!({"task": "conversational", "model": "m"}), json!({"do_sample": true, "temperature": 0})).unwrap();
-        assert!(!zero.sampling.do_sample, "temperature 0 is greedy");
-        let one_stop = req(json!({"task": "conversational", "model": "m"}), json!({"stop": "x"})).unwrap();
-        assert_eq!(one_stop.sampling.stop, vec!["x".to_string()]);
-        let as_text = generate_request(json!({"task": "text-generation", "model": "m"}).as_object().unwrap(), &Value::Text("{\"seed\": 1}".into()));
-        assert_eq!(as_text.unwrap().sampling.seed, Some(1));
-    }
-
-    #[test]
-    fn bad_arguments_name_the_value() {
-        let t = json!({"task": "conversational", "model": "m"});
-        assert!(err(t.clone(), json!({"temperature": -0.5})).contains("temperature must be >= 0, not -0.5"));
-        assert!(err(t.clone(), json!({"max_tokens": 0})).contains("between 1 and"));
-        assert!(err(t.clone(), json!({"max_new_tokens": 10_000_000})).contains("not 10000000"));
-        assert!(err(t.clone(), json!({"max_new_tokens": -3})).contains("max_new_tokens must be a positive integer, not -3"));
-        assert!(err(t.clone(), json!({"max_new_tokens": 3, "max_tokens": 4})).contains("disagree"));
-        assert!(err(t.clone(), json!({"top_p": 0})).contains("top_p"));
-        assert!(err(t.clone(), json!({"repetition_penalty": 0})).contains("repetition_penalty"));
-        assert!(err(t.clone(), json!({"do_sample": "yes"})).contains("do_sample must be true or false"));
-        assert!(err(t.clone(), json!({"stop": [1]})).contains("stop must hold strings"));
-        assert!(err(t.clone(), json!({"stop": [""]})).contains("non-empty"));
-        assert!(err(t.clone(), json!({"n": 2})).contains("needs sampling"));
-        assert!(err(t.clone(), json!({"return_full_text": true})).contains("text-generation task only"));
-        assert!(err(t.clone(), json!({"max_lenght": 3})).contains("unknown args key \"max_lenght\""));
-        assert!(err(json!({"task": "text-generation", "model": "m"}), json!({"chat_template": "x"})).contains("conversational task only"));
-        assert!(err(json!({"task": "conversational"}), json!({})).contains("names no model"));
-        assert!(err(json!({"task": "conversational", "model": "m", "modle": 1}), json!({})).contains("unknown task key \"modle\""));
-        assert!(matches!(
-            req(json!({"task": "conversational", "model": "m", "load_in_4bit": true}), json!({})),
-            Err(TransformError::Unsupported(_))
-        ));
-    }
-
-    #[test]
-    fn messages_come_from_jsonb_or_text() {
-        let v = Value::Array(vec![
-            Value::Json(json!({"role": "system", "content": "Be brief."})),
-            Value::Text(r#"{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]}"#.into()),
-        ]);
-        let GenInputs::Messages(m) = gen_inputs(GenTask::Conversational, &v).unwrap() else { panic!("messages") };
-        assert_eq!(m[0], Message { role: "system".into(), content: "Be brief.".into() });
-        assert_eq!(m[1], Message { role: "user".into(), content: "Hi!".into() });
-        let e = |items: Vec<Value>| gen_inputs(GenTask::Conversational, &Value::Array(items)).unwrap_err().to_string();
-        assert!(e(vec![Value::Json(json!({"role": "robot", "content": "x"}))]).contains("inputs[1] has unknown role \"robot\""));
-        assert!(e(vec![Value::Json(json!({"role": "user"}))]).contains("no \"content\""));
-        assert!(e(vec![Value::Text("hello".into())]).contains("not a JSON chat message"));
-        assert!(e(vec![Value::Json(json!({"role": "user", "content": "a"})), Value::Null]).contains("inputs[2] is NULL"));
-        assert!(e(vec![]).contains("no messages"));
-        let p = gen_inputs(GenTask::TextGeneration, &Value::Text("Once".into())).unwrap();
-        assert_eq!(p, GenInputs::Prompts(vec!["Once".into()]));
-    }
-
-    #[test]
-    fn a_whole_call_parses() {
-        let call = GenerateCall::parse(
-            &Value::Text(r#"{"task": "text-generation", "model": "/m.gguf"}"#.into()),
-            &Value::Null,
-            &Value::Array(vec![Value::Text("a".into()), Value::Text("b".into())]),
-        )
-        .unwrap();
-        assert_eq!(call.inputs, GenInputs::Prompts(vec!["a".into(), "b".into()]));
-        assert_eq!(call.request.model, "/m.gguf");
-    }
-}
+#[path = "generation_tests.rs"]
+mod tests;

@@ -1,25 +1,29 @@
 //! `pgml.tune`: fine-tuning text classifiers, and LoRA adapters of Llama-family causal
 //! LMs on conversations ([`conversation`]), on a libtorch worker pool.
 //!
-//! - [`function`]: the SQL signature; [`tuner`]: one call end to end.
+//! - [`function`]: the SQL signature; [`tuner`]: a call dispatched to a new
+//!   [`classification`] or [`conversation`] tune or a [`resume`]; [`lifecycle`]: a recorded
+//!   model's training, progress, checkpoints, files and deployment, for both tasks.
 //! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
 //!   relation, labels and the train/test split.
 //! - [`pool`] and [`job`]: worker threads and what runs on them; [`progress`]: notice and
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
-//!   [`resolve`]: where `model_name` points; [`resume`]: checkpoints' training data and
-//!   the startup scan that resumes jobs orphaned by a crash.
+//!   [`resolve`]: where `model_name` points; [`resume`]: `resume_from_checkpoint`,
+//!   checkpoints' training data and the startup scan that resumes jobs orphaned by a crash.
 //! - [`push`], [`push_relay`] and [`card`]: `push_to_hub`, the uploader thread, its events
 //!   relayed to the client, and the model card.
 
 #![warn(missing_docs)]
 
 pub mod card;
+pub mod classification;
 pub mod conversation;
 pub mod data;
 pub mod error;
 pub mod files;
 pub mod function;
 pub mod job;
+pub mod lifecycle;
 pub mod options;
 pub mod pool;
 pub mod progress;

@@ -4,6 +4,8 @@
 //! What `transformers`' `from_pretrained` fetches, for the files it reads:
 //! - `config.json` (required);
 //! - the tokenizer files the repo has among [`TOKENIZER_FILES`];
+//! - the other optional files it has among [`OPTIONAL_FILES`] (`generation_config.json`:
+//!   the stop ids and sampling defaults `generate` reads);
 //! - the weights, in `transformers`' order of preference ([`WEIGHT_FILES`]): `model.safetensors`,
 //!   else `model.safetensors.index.json` and every shard its `weight_map` names, else
 //!   `pytorch_model.bin`, else `pytorch_model.bin.index.json` and its shards.
@@ -40,6 +42,9 @@ pub const CONFIG_FILE: &str = "config.json";
 /// Tokenizer files fetched when the repo has them.
 pub const TOKENIZER_FILES: [&str; 6] =
     ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
+/// Other files fetched when the repo has them: `generation_config.json` holds the end ids
+/// (Llama 3 lists several) and the sampling defaults text generation uses.
+pub const OPTIONAL_FILES: [&str; 1] = ["generation_config.json"];
 /// Weight files in order of preference; the `.index.json` ones come with the shards they name.
 pub const WEIGHT_FILES: [&str; 4] =
     ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
@@ -124,7 +129,8 @@ impl Weights {
     }
 }
 
-/// The files to fetch first: config, tokenizer files present, and the weights entry.
+/// The files to fetch first: config, tokenizer and optional files present, and the weights
+/// entry.
 /// `Err` is the reason the repo cannot be used.
 fn pick(files: &[String]) -> Result<(Vec<&'static str>, Weights), String> {
     let has = |f: &str| files.iter().any(|x| x == f);
@@ -138,6 +144,7 @@ fn pick(files: &[String]) -> Result<(Vec<&'static str>, Weights), String> {
         .ok_or_else(|| format!("it has no weights (none of {})", WEIGHT_FILES.join(", ")))?;
     let mut wanted = vec![CONFIG_FILE];
     wanted.extend(TOKENIZER_FILES.iter().copied().filter(|f| has(f)));
+    wanted.extend(OPTIONAL_FILES.iter().copied().filter(|f| has(f)));
     Ok((wanted, weights))
 }
 
@@ -463,12 +470,13 @@ mod tests {
             "vocab.txt",
             "tokenizer.json",
             "README.md",
+            "generation_config.json",
             "pytorch_model.bin",
             "model.safetensors",
             "tf_model.h5",
         ]))
         .unwrap();
-        assert_eq!(wanted, vec!["config.json", "tokenizer.json", "vocab.txt"]);
+        assert_eq!(wanted, vec!["config.json", "tokenizer.json", "vocab.txt", "generation_config.json"]);
         assert_eq!(w, Weights::Single("model.safetensors"));
         let (_, w) = pick(&strings(&["config.json", "pytorch_model.bin", "model.safetensors.index.json"])).unwrap();
         assert_eq!(w, Weights::Sharded("model.safetensors.index.json"));

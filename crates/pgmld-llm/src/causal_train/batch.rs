@@ -3,7 +3,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use pgmld_ml::batching::Rng;
+pub(crate) use pgmld_ml::batching::epoch_batches;
 
 use crate::conversation::{TokenizedExample, IGNORE_INDEX};
 
@@ -60,33 +60,6 @@ pub(crate) fn summed_loss(hidden: &Tensor, batch: &LmBatch, head: impl Fn(&Tenso
     let selected = shifted.index_select(0, &batch.positions).unsqueeze(0);
     let logits = head(&selected).squeeze_dim(0).to_kind(Kind::Float);
     logits.cross_entropy_loss::<Tensor>(&batch.targets, None, tch::Reduction::Sum, IGNORE_INDEX, 0.0)
-}
-
-/// Length-grouped batches (HF `group_by_length`): shuffle, sort chunks of 50 batches by
-/// length (longest first), cut into batches, shuffle the batches. Similar lengths waste
-/// little padding.
-pub(crate) fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = (0..lengths.len()).collect();
-    rng.shuffle(&mut idx);
-    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
-    for chunk in idx.chunks_mut(50 * batch_size) {
-        chunk.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-        batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
-}
-
-/// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
-/// epoch's order in turn, so the order depends on the seed and epoch only and a resumed
-/// run can recompute it.
-pub(crate) fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut rng = Rng(seed);
-    let mut batches = length_grouped_batches(lengths, batch_size, &mut rng);
-    for _ in 0..epoch {
-        batches = length_grouped_batches(lengths, batch_size, &mut rng);
-    }
-    batches
 }
 
 /// A stable FNV-1a fingerprint of the examples (ids, labels, order): a resumed run refuses
@@ -153,16 +126,5 @@ mod tests {
         assert_ne!(f, fingerprint(&b));
         assert_ne!(f, fingerprint(&c));
         assert_eq!(f, fingerprint(&a));
-    }
-
-    #[test]
-    fn epochs_cover_every_example_once() {
-        let lengths: Vec<usize> = (0..37).map(|i| i % 11).collect();
-        for epoch in 0..3 {
-            let mut all: Vec<usize> = epoch_batches(&lengths, 4, 9, epoch).concat();
-            all.sort_unstable();
-            assert_eq!(all, (0..37).collect::<Vec<_>>());
-        }
-        assert_ne!(epoch_batches(&lengths, 4, 9, 0), epoch_batches(&lengths, 4, 9, 1));
     }
 }

@@ -79,26 +79,7 @@ impl CausalSavePoint<'_> {
 
 /// The state before the first step of a run of `max_steps` optimizer steps on `train`.
 pub(crate) fn fresh_state(args: &TrainingArgs, max_steps: i64, train: &[TokenizedExample]) -> TrainState {
-    TrainState {
-        global_step: 0,
-        max_steps,
-        epoch: 0.0,
-        epoch_index: 0,
-        micro_batches_done_in_epoch: 0,
-        total_loss_sum: 0.0,
-        window_loss_sum: 0.0,
-        last_logged: 0,
-        samples: 0,
-        log_history: Vec::new(),
-        logging_steps: args.logging_steps,
-        save_steps: args.save_steps,
-        num_train_epochs: args.num_train_epochs,
-        train_batch_size: args.per_device_train_batch_size,
-        gradient_accumulation_steps: args.gradient_accumulation_steps,
-        seed: args.seed,
-        num_train_examples: train.len(),
-        train_data_fingerprint: fingerprint(train),
-    }
+    TrainState::for_data(args, max_steps, train.len(), fingerprint(train))
 }
 
 /// Reads the trainer state and arguments of the checkpoint in `dir`.

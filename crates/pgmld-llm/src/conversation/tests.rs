@@ -138,21 +138,3 @@ fn packing_concatenates_whole_examples_and_keeps_labels() {
     };
     assert_eq!(flat(&packed.examples), flat(&plain.examples));
 }
-
-#[test]
-fn hyperparams_are_read_and_checked() {
-    let args = ConversationArgs::from_hyperparams(&serde_json::json!({
-        "max_seq_length": 512, "packing": true, "train_on_prompt": true, "lora_config": {}
-    }))
-    .unwrap();
-    assert_eq!(args, ConversationArgs { max_seq_length: 512, packing: true, train_on_prompt: true });
-    assert_eq!(ConversationArgs::from_hyperparams(&serde_json::json!({})).unwrap(), ConversationArgs::default());
-    for (bad, needle) in [
-        (serde_json::json!({"max_seq_length": 1}), "max_seq_length = 1"),
-        (serde_json::json!({"max_seq_length": "512"}), "max_seq_length = \"512\""),
-        (serde_json::json!({"packing": "yes"}), "packing = \"yes\""),
-    ] {
-        let err = ConversationArgs::from_hyperparams(&bad).unwrap_err().to_string();
-        assert!(err.contains(needle), "{err}");
-    }
-}

@@ -62,7 +62,11 @@ fn callback_break_cancels() {
     let mut calls = 0;
     let out = generate(&model, &[1, 2, 3], &greedy(10), |_| {
         calls += 1;
-        if calls == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if calls == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })
     .unwrap();
     assert_eq!(out.finish_reason, FinishReason::Cancelled);

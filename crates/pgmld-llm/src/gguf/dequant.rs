@@ -46,7 +46,9 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => 32,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                32
+            }
             GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
         }
     }
@@ -70,7 +72,7 @@ impl GgmlType {
 
     /// Bytes that `elements` values occupy; fails when they do not fill whole blocks.
     pub fn byte_len(self, elements: usize) -> Result<usize> {
-        if elements % self.block_len() != 0 {
+        if !elements.is_multiple_of(self.block_len()) {
             return Err(Error::Invalid(format!(
                 "{elements} elements is not a whole number of {self:?} blocks of {}",
                 self.block_len()
@@ -96,7 +98,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     let blocks = out.len() / ty.block_len();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     // Below ~1M elements thread start-up costs more than it saves.
     if threads <= 1 || out.len() < (1 << 20) {
         dequantize_blocks(ty, data, out);
@@ -115,7 +119,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
 
 /// Expands whole blocks; lengths were checked by [`dequantize`].
 fn dequantize_blocks(ty: GgmlType, data: &[u8], out: &mut [f32]) {
-    let blocks = data.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(ty.block_len()));
+    let blocks = data
+        .chunks_exact(ty.block_bytes())
+        .zip(out.chunks_exact_mut(ty.block_len()));
     match ty {
         GgmlType::F32 => {
             for (b, y) in blocks {
@@ -123,9 +129,8 @@ fn dequantize_blocks(ty: GgmlType, data: &[u8], out: &mut [f32]) {
             }
         }
         GgmlType::F16 => blocks.for_each(|(b, y)| y[0] = f16_at(b, 0)),
-        GgmlType::BF16 => {
-            blocks.for_each(|(b, y)| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-        }
+        GgmlType::BF16 => blocks
+            .for_each(|(b, y)| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
         GgmlType::Q4_0 => blocks.for_each(|(b, y)| q4_0(b, y)),
         GgmlType::Q4_1 => blocks.for_each(|(b, y)| q4_1(b, y)),
         GgmlType::Q5_0 => blocks.for_each(|(b, y)| q5_0(b, y)),
@@ -158,7 +163,10 @@ fn q4_1(b: &[u8], y: &mut [f32]) {
 
 /// Fifth bits of element `j` and `j + 16` from the 32-bit `qh` word.
 fn q5_high_bits(qh: u32, j: usize) -> (u8, u8) {
-    ((((qh >> j) << 4) & 0x10) as u8, ((qh >> (j + 12)) & 0x10) as u8)
+    (
+        (((qh >> j) << 4) & 0x10) as u8,
+        ((qh >> (j + 12)) & 0x10) as u8,
+    )
 }
 
 /// `block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }`.
@@ -220,7 +228,10 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 

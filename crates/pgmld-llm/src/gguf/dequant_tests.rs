@@ -8,7 +8,10 @@ use super::*;
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: u32) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) % n as u64) as u32
     }
 }
@@ -26,7 +29,10 @@ fn run(ty: GgmlType, block: &[u8]) -> Vec<f32> {
 fn assert_close(got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "element {i}: got {g}, want {w}");
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "element {i}: got {g}, want {w}"
+        );
     }
 }
 
@@ -56,8 +62,15 @@ fn q4_0_nibble_order_and_offset() {
     assert_eq!(got[15], 3.5); // (15 - 8) * 0.5
     assert_eq!(got[16], 3.5); // high nibble of byte 0 = 15
     assert_eq!(got[31], -4.0);
-    let want: Vec<f32> =
-        (0..32).map(|i| if i < 16 { (i as f32 - 8.0) * 0.5 } else { ((31 - i) as f32 - 8.0) * 0.5 }).collect();
+    let want: Vec<f32> = (0..32)
+        .map(|i| {
+            if i < 16 {
+                (i as f32 - 8.0) * 0.5
+            } else {
+                ((31 - i) as f32 - 8.0) * 0.5
+            }
+        })
+        .collect();
     assert_close(&got, &want);
 }
 
@@ -123,15 +136,18 @@ fn q2_k_super_block() {
     let mut qs = vec![0u8; 64];
     for j in [0usize, 128] {
         for l in 0..32 {
-            qs[j / 4 + l] =
-                codes[j + l] | (codes[j + l + 32] << 2) | (codes[j + l + 64] << 4) | (codes[j + l + 96] << 6);
+            qs[j / 4 + l] = codes[j + l]
+                | (codes[j + l + 32] << 2)
+                | (codes[j + l + 64] << 4)
+                | (codes[j + l + 96] << 6);
         }
     }
     block.extend(qs);
     block.extend(f16_bytes(d));
     block.extend(f16_bytes(dmin));
-    let want: Vec<f32> =
-        (0..256).map(|i| d * sc[i / 16] as f32 * codes[i] as f32 - dmin * mn[i / 16] as f32).collect();
+    let want: Vec<f32> = (0..256)
+        .map(|i| d * sc[i / 16] as f32 * codes[i] as f32 - dmin * mn[i / 16] as f32)
+        .collect();
     assert_close(&run(GgmlType::Q2K, &block), &want);
 }
 
@@ -164,8 +180,9 @@ fn q4_k_super_block() {
     for j in (0..256).step_by(64) {
         block.extend((0..32).map(|l| codes[j + l] | (codes[j + l + 32] << 4)));
     }
-    let want: Vec<f32> =
-        (0..256).map(|i| d * sc[i / 32] as f32 * codes[i] as f32 - dmin * mn[i / 32] as f32).collect();
+    let want: Vec<f32> = (0..256)
+        .map(|i| d * sc[i / 32] as f32 * codes[i] as f32 - dmin * mn[i / 32] as f32)
+        .collect();
     assert_close(&run(GgmlType::Q4K, &block), &want);
 }
 
@@ -200,8 +217,9 @@ fn q5_k_super_block() {
     }
     block.extend(qh);
     block.extend(ql);
-    let want: Vec<f32> =
-        (0..256).map(|i| d * sc[i / 32] as f32 * codes[i] as f32 - dmin * mn[i / 32] as f32).collect();
+    let want: Vec<f32> = (0..256)
+        .map(|i| d * sc[i / 32] as f32 * codes[i] as f32 - dmin * mn[i / 32] as f32)
+        .collect();
     assert_close(&run(GgmlType::Q5K, &block), &want);
 }
 
@@ -215,7 +233,12 @@ fn q6_k_super_block() {
     let mut qh = vec![0u8; 64];
     for (half, j) in [0usize, 128].into_iter().enumerate() {
         for l in 0..32 {
-            let (q1, q2, q3, q4) = (codes[j + l], codes[j + l + 32], codes[j + l + 64], codes[j + l + 96]);
+            let (q1, q2, q3, q4) = (
+                codes[j + l],
+                codes[j + l + 32],
+                codes[j + l + 64],
+                codes[j + l + 96],
+            );
             ql[half * 64 + l] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
             ql[half * 64 + l + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
             qh[half * 32 + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
@@ -226,7 +249,9 @@ fn q6_k_super_block() {
     block.extend(scales.iter().map(|&s| s as u8));
     block.extend(f16_bytes(d));
     let d = f16::from_f32(d).to_f32();
-    let want: Vec<f32> = (0..256).map(|i| d * scales[i / 16] as f32 * (codes[i] as f32 - 32.0)).collect();
+    let want: Vec<f32> = (0..256)
+        .map(|i| d * scales[i / 16] as f32 * (codes[i] as f32 - 32.0))
+        .collect();
     assert_close(&run(GgmlType::Q6K, &block), &want);
 }
 
@@ -236,7 +261,13 @@ fn threaded_split_matches_whole_blocks() {
     let blocks = (1 << 15) + 2;
     let mut rng = Lcg(1);
     let data: Vec<u8> = (0..blocks * 18)
-        .map(|i| if i % 18 == 1 { 0x38 } else { rng.below(256) as u8 })
+        .map(|i| {
+            if i % 18 == 1 {
+                0x38
+            } else {
+                rng.below(256) as u8
+            }
+        })
         .collect();
     let mut threaded = vec![0f32; blocks * 32];
     dequantize(GgmlType::Q4_0, &data, &mut threaded).unwrap();

@@ -70,9 +70,7 @@ impl Attention {
     ) -> Tensor {
         let size = x.size();
         let (batch, seq) = (size[0], size[1]);
-        let heads = |proj: &Linear, n: i64| {
-            proj.forward(x, train).view([batch, seq, n, self.head_dim]).transpose(1, 2)
-        };
+        let heads = |proj: &Linear, n: i64| proj.forward(x, train).view([batch, seq, n, self.head_dim]).transpose(1, 2);
         let q = heads(&self.q_proj, self.num_heads);
         let k = heads(&self.k_proj, self.num_kv_heads);
         let v = heads(&self.v_proj, self.num_kv_heads);
@@ -105,7 +103,8 @@ impl Attention {
                 Tensor::scaled_dot_product_attention(&grouped, k, v, None::<&Tensor>, 0.0, false, None::<f64>, false);
             return out.reshape([batch, self.num_heads, 1, self.head_dim]);
         }
-        let (k, v) = if group > 1 { (repeat_kv(k, group), repeat_kv(v, group)) } else { (k.shallow_clone(), v.shallow_clone()) };
+        let (k, v) =
+            if group > 1 { (repeat_kv(k, group), repeat_kv(v, group)) } else { (k.shallow_clone(), v.shallow_clone()) };
         if past == 0 {
             return Tensor::scaled_dot_product_attention(q, &k, &v, None::<&Tensor>, 0.0, true, None::<f64>, false);
         }
@@ -124,9 +123,12 @@ impl Attention {
 /// repeated for the `group` query heads that share it.
 pub fn repeat_kv(x: &Tensor, group: i64) -> Tensor {
     let size = x.size();
-    x.unsqueeze(2)
-        .expand([size[0], size[1], group, size[2], size[3]], false)
-        .reshape([size[0], size[1] * group, size[2], size[3]])
+    x.unsqueeze(2).expand([size[0], size[1], group, size[2], size[3]], false).reshape([
+        size[0],
+        size[1] * group,
+        size[2],
+        size[3],
+    ])
 }
 
 /// SwiGLU feed-forward (HF `mlp`): `down(silu(gate(x)) · up(x))`.

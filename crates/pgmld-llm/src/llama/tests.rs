@@ -119,7 +119,8 @@ fn missing_and_misshapen_weights_are_named() {
     assert!(matches!(err, Error::MissingWeight(ref n) if n == "model.layers.1.mlp.up_proj.weight"), "{err}");
 
     let mut weights = random_weights(&cfg, 13);
-    weights.insert("model.layers.0.self_attn.k_proj.weight".into(), Tensor::zeros([16, 16], (Kind::Float, Device::Cpu)));
+    weights
+        .insert("model.layers.0.self_attn.k_proj.weight".into(), Tensor::zeros([16, 16], (Kind::Float, Device::Cpu)));
     let err = Llama::load(cfg.clone(), &mut weights, Device::Cpu, Kind::Float).unwrap_err();
     match err {
         Error::Shape { name, found, expected } => {

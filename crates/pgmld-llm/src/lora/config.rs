@@ -104,6 +104,13 @@ fn invalid(key: &str, value: &Value, why: &str) -> Error {
     Error::Invalid(format!("lora_config.{key} = {value}: {why}"))
 }
 
+/// Whether an `init_lora_weights` value leaves the base weights as they are: peft's
+/// default (true / null) always; for a saved adapter also `false` and the random schemes
+/// (`"gaussian"`), whose trained A and B are simply loaded.
+fn init_keeps_base(v: &Value, saved: bool) -> bool {
+    v.is_null() || v == true || (saved && (v == false || v == "gaussian"))
+}
+
 /// True for JSON values that mean "not set": null, false, `{}` and `[]`.
 fn unset(v: &Value) -> bool {
     match v {
@@ -134,7 +141,7 @@ impl LoraConfig {
                 SUPPORTED_KEYS.join(", ")
             )));
         }
-        Self::from_object(obj)
+        Self::from_object(obj, false)
     }
 
     /// Parses a saved adapter's `adapter_config.json`: keys this crate does not use are
@@ -142,12 +149,14 @@ impl LoraConfig {
     /// meaning must be ones it honours.
     pub fn from_adapter_config(value: &Value) -> Result<Self> {
         match value {
-            Value::Object(o) => Self::from_object(o),
+            Value::Object(o) => Self::from_object(o, true),
             other => Err(Error::Invalid(format!("adapter_config.json must be a JSON object, got {other}"))),
         }
     }
 
-    fn from_object(obj: &Map<String, Value>) -> Result<Self> {
+    /// `saved`: the object describes trained weights, so how they were initialised only
+    /// matters for schemes that also rewrote the base model (PiSSA, OLoRA, LoftQ, …).
+    fn from_object(obj: &Map<String, Value>, saved: bool) -> Result<Self> {
         let mut cfg = Self::default();
         for (key, v) in obj {
             match key.as_str() {
@@ -192,7 +201,7 @@ impl LoraConfig {
                 {
                     return Err(Error::Unsupported(format!("lora_config.{key} = {v}")));
                 }
-                "init_lora_weights" if !(v.is_null() || v == true) => {
+                "init_lora_weights" if !init_keeps_base(v, saved) => {
                     return Err(Error::Unsupported(format!(
                         "lora_config.init_lora_weights = {v} (only peft's default initialisation)"
                     )));
@@ -336,6 +345,19 @@ mod tests {
             let err = LoraConfig::from_json(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn saved_adapters_may_have_any_init_that_keeps_the_base() {
+        // peft's `init_lora_weights=False` / "gaussian" only choose the starting values of A
+        // and B: a saved adapter's trained values load as they are.
+        for init in [json!(false), json!("gaussian"), json!(true)] {
+            assert!(LoraConfig::from_adapter_config(&json!({"r": 4, "init_lora_weights": init})).is_ok(), "{init}");
+        }
+        // Schemes that also rewrite the base weights stay refused, as training options too.
+        let err = LoraConfig::from_adapter_config(&json!({"init_lora_weights": "pissa"})).unwrap_err();
+        assert!(err.to_string().contains("init_lora_weights = \"pissa\""), "{err}");
+        assert!(LoraConfig::from_json(&json!({"init_lora_weights": false})).is_err());
     }
 
     #[test]

@@ -43,8 +43,12 @@ pub struct GgufTokenizer {
 
 /// Rebuilds the tokenizer of a GGUF file as a `tokenizer.json` document.
 pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
-    let model = file.get_str("tokenizer.ggml.model").ok_or_else(|| file.missing_metadata("tokenizer.ggml.model"))?;
-    let tokens = file.get_str_array("tokenizer.ggml.tokens")?.ok_or_else(|| file.missing_metadata("tokenizer.ggml.tokens"))?;
+    let model = file
+        .get_str("tokenizer.ggml.model")
+        .ok_or_else(|| file.missing_metadata("tokenizer.ggml.model"))?;
+    let tokens = file
+        .get_str_array("tokenizer.ggml.tokens")?
+        .ok_or_else(|| file.missing_metadata("tokenizer.ggml.tokens"))?;
     let types = match file.get_i64_array("tokenizer.ggml.token_type")? {
         Some(t) if t.len() == tokens.len() => t,
         Some(_) => return Err(file.bad_metadata("tokenizer.ggml.token_type", "one type per token")),
@@ -56,10 +60,20 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
             Some(id) => tokens
                 .get(id as usize)
                 .map(|t| Some(t.to_string()))
-                .ok_or_else(|| file.bad_metadata(&format!("tokenizer.ggml.{key}"), "a token id in the vocabulary")),
+                .ok_or_else(|| {
+                    file.bad_metadata(
+                        &format!("tokenizer.ggml.{key}"),
+                        "a token id in the vocabulary",
+                    )
+                }),
         }
     };
-    let (bos, eos, pad, unk) = (token_at("bos_token_id")?, token_at("eos_token_id")?, token_at("padding_token_id")?, token_at("unknown_token_id")?);
+    let (bos, eos, pad, unk) = (
+        token_at("bos_token_id")?,
+        token_at("eos_token_id")?,
+        token_at("padding_token_id")?,
+        token_at("unknown_token_id")?,
+    );
 
     let mut vocab = serde_json::Map::new();
     for (id, token) in tokens.iter().enumerate() {
@@ -86,11 +100,17 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
                 .iter()
                 .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| file.bad_metadata("tokenizer.ggml.merges", "a list of \"left right\" pairs"))?;
+                .ok_or_else(|| {
+                    file.bad_metadata("tokenizer.ggml.merges", "a list of \"left right\" pairs")
+                })?;
             let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
-            let (pre_tokenizer, ignore_merges) = byte_level_pre_tokenizer(pre).ok_or_else(|| {
-                Error::Unsupported(format!("{}: GGUF pre-tokenizer {pre:?}", file.path().display()))
-            })?;
+            let (pre_tokenizer, ignore_merges) =
+                byte_level_pre_tokenizer(pre).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{}: GGUF pre-tokenizer {pre:?}",
+                        file.path().display()
+                    ))
+                })?;
             let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges,
                 "vocab": vocab, "merges": merges});
@@ -105,7 +125,9 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
                 return Err(file.bad_metadata("tokenizer.ggml.scores", "one score per token"));
             }
             let merges = sentencepiece_merges(&tokens, &types, &scores);
-            let space_prefix = file.get_bool("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+            let space_prefix = file
+                .get_bool("tokenizer.ggml.add_space_prefix")
+                .unwrap_or(true);
             let pre = json!({"type": "Metaspace", "replacement": "▁",
                 "prepend_scheme": if space_prefix { "first" } else { "never" }, "split": false});
             let mut decoders = vec![
@@ -119,7 +141,13 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
             let model = json!({"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                 "vocab": vocab, "merges": merges});
-            (Value::Null, pre, json!({"type": "Sequence", "decoders": decoders}), model, true)
+            (
+                Value::Null,
+                pre,
+                json!({"type": "Sequence", "decoders": decoders}),
+                model,
+                true,
+            )
         }
         other => {
             return Err(Error::Unsupported(format!(
@@ -129,37 +157,60 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
         }
     };
 
-    let add_bos = file.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
-    let add_eos = file.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
+    let add_bos = file
+        .get_bool("tokenizer.ggml.add_bos_token")
+        .unwrap_or(add_bos_default);
+    let add_eos = file
+        .get_bool("tokenizer.ggml.add_eos_token")
+        .unwrap_or(false);
     let post_processor = template_post_processor(
-        if add_bos { bos.as_deref().zip(file.get_u64("tokenizer.ggml.bos_token_id")) } else { None },
-        if add_eos { eos.as_deref().zip(file.get_u64("tokenizer.ggml.eos_token_id")) } else { None },
+        if add_bos {
+            bos.as_deref()
+                .zip(file.get_u64("tokenizer.ggml.bos_token_id"))
+        } else {
+            None
+        },
+        if add_eos {
+            eos.as_deref()
+                .zip(file.get_u64("tokenizer.ggml.eos_token_id"))
+        } else {
+            None
+        },
     );
     let tokenizer_json = json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_tokens,
         "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
         "decoder": decoder, "model": bpe_model,
     });
-    Ok(GgufTokenizer { tokenizer_json, bos, eos, pad })
+    Ok(GgufTokenizer {
+        tokenizer_json,
+        bos,
+        eos,
+        pad,
+    })
 }
 
 /// The `tokenizer.json` pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names (its regex
 /// sets in `llama-vocab.cpp`), and whether the BPE model ignores merges for whole-word
 /// vocabulary hits (Llama 3).
 fn byte_level_pre_tokenizer(pre: &str) -> Option<(Value, bool)> {
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
     let sequence = |parts: Vec<Value>| json!({"type": "Sequence", "pretokenizers": parts});
     Some(match pre {
         // GPT-2's own regex (also what files converted before `pre` existed expect).
         "default" | "gpt-2" | "gpt2" | "mpt" | "olmo" => (byte_level(true), false),
         // Single digits, then GPT-2's regex: StarCoder-family vocabularies incl. SmolLM.
-        "smollm" | "starcoder" | "refact" | "codeshell" => {
-            (sequence(vec![json!({"type": "Digits", "individual_digits": true}), byte_level(true)]), false)
+        "smollm" | "starcoder" | "refact" | "codeshell" => (
+            sequence(vec![
+                json!({"type": "Digits", "individual_digits": true}),
+                byte_level(true),
+            ]),
+            false,
+        ),
+        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => {
+            (sequence(vec![split(LLAMA3_SPLIT), byte_level(false)]), true)
         }
-        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => (sequence(vec![split(LLAMA3_SPLIT), byte_level(false)]), true),
         "qwen2" | "stablelm2" => (sequence(vec![split(QWEN2_SPLIT), byte_level(false)]), false),
         _ => return None,
     })
@@ -179,7 +230,10 @@ fn template_post_processor(bos: Option<(&str, u64)>, eos: Option<(&str, u64)>) -
     if let Some((text, id)) = bos {
         single.push(special(text));
         pair.push(special(text));
-        specials.insert(text.to_string(), json!({"id": text, "ids": [id], "tokens": [text]}));
+        specials.insert(
+            text.to_string(),
+            json!({"id": text, "ids": [id], "tokens": [text]}),
+        );
     }
     single.push(seq("A", 0));
     pair.push(seq("A", 0));
@@ -193,7 +247,10 @@ fn template_post_processor(bos: Option<(&str, u64)>, eos: Option<(&str, u64)>) -
     pair.push(seq("B", 1));
     if let Some((text, id)) = eos {
         pair.push(json!({"SpecialToken": {"id": text, "type_id": 1}}));
-        specials.insert(text.to_string(), json!({"id": text, "ids": [id], "tokens": [text]}));
+        specials.insert(
+            text.to_string(),
+            json!({"id": text, "ids": [id], "tokens": [text]}),
+        );
     }
     json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
 }
@@ -220,6 +277,14 @@ pub fn sentencepiece_merges(tokens: &[&str], types: &[i64], scores: &[f64]) -> V
             }
         }
     }
-    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
-    merges.into_iter().map(|(_, _, l, r)| json!([tokens[l], tokens[r]])).collect()
+    merges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    merges
+        .into_iter()
+        .map(|(_, _, l, r)| json!([tokens[l], tokens[r]]))
+        .collect()
 }

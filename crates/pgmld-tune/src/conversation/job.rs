@@ -12,7 +12,7 @@ use pgmld_llm::causal_train::{train_causal_lm, CausalSavePoint, CausalTrainEvent
 use pgmld_llm::conversation::{self as encode, ConversationRow, PromptFormat, TokenizedExample};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{self, LoraConfig};
-use pgmld_ml::{HubStrategy, LogEvent, TrainMetrics, TrainingArgs};
+use pgmld_ml::{TrainMetrics, TrainingArgs};
 use serde_json::{json, Value as Json};
 use tch::{nn, Device, Kind};
 use tokio::sync::mpsc::UnboundedSender;
@@ -21,6 +21,7 @@ use super::data::ChatRow;
 use super::options::ConversationArgs;
 use super::rss::PeakRss;
 use crate::error::{Result, TuneError};
+use crate::job::{device_name, save_point, start_step, Outcome, Progress, RunDirs};
 
 /// Everything a worker needs for one conversation run.
 pub struct ConversationSpec {
@@ -36,58 +37,11 @@ pub struct ConversationSpec {
     pub training: TrainingArgs,
     /// LoRA, 8-bit loading, prompt and sequence settings.
     pub options: ConversationArgs,
-    /// Where the adapter's files go.
-    pub out_dir: PathBuf,
-    /// Where the adapter is written at every `save_steps`, as `checkpoint-<step>/`, to be
-    /// pushed to the Hub (with the resume state under [`crate::push::STATE_DIR`] for
-    /// `hub_strategy` checkpoint / all_checkpoints); `None`: no checkpoints.
-    pub checkpoint_dir: Option<PathBuf>,
-}
-
-/// What a worker reports while it runs.
-#[derive(Debug)]
-pub enum ConversationProgress {
-    /// The model is loaded and adapted and the data encoded: training begins. The JSON
-    /// object describes the run (device, parameters, sequences, memory options).
-    Started(Json),
-    /// A training log event, with seconds since training began.
-    Log(LogEvent, f64),
-    /// An evaluation during training.
-    Eval {
-        /// Optimizer steps done.
-        step: i64,
-        /// Fractional epoch reached.
-        epoch: f64,
-        /// `eval_loss`, `perplexity` and timings.
-        metrics: Json,
-    },
-    /// The adapter of a step was written (see [`ConversationSpec::checkpoint_dir`]); the
-    /// receiver owns `dir`.
-    Saved {
-        /// The optimizer step saved.
-        step: i64,
-        /// The checkpoint's directory.
-        dir: PathBuf,
-    },
-    /// A checkpoint could not be written; training goes on.
-    SaveFailed {
-        /// The optimizer step.
-        step: i64,
-        /// Why.
-        message: String,
-    },
-}
-
-/// What a finished run returns.
-#[derive(Debug, Clone)]
-pub struct ConversationOutcome {
-    /// Training summary (HF names).
-    pub train: TrainMetrics,
-    /// The final evaluation (`eval_loss`, `perplexity`, …); `None` without test rows.
-    pub eval: Option<Json>,
-    /// Figures recorded with the metrics: `adapter_bytes`, `trainable_params`,
-    /// `total_params`, `peak_rss_bytes`, sequence and token counts.
-    pub stats: Json,
+    /// Where the adapter goes; the Hub checkpoints (the adapter of a step, with the resume
+    /// state for `hub_strategy` checkpoint / all_checkpoints); the resumable checkpoints
+    /// (adapter, optimizer state — 8-bit with `adamw_bnb_8bit` —, trainer state, training
+    /// arguments); the checkpoint a resume goes on from.
+    pub dirs: RunDirs,
 }
 
 /// PostgresML's LoRA settings when the call gives no `lora_config`.
@@ -114,14 +68,6 @@ pub fn check_lora_config(given: &Json) -> Result<()> {
     lora_config(given).map(|_| ())
 }
 
-fn device_name(d: Device) -> String {
-    match d {
-        Device::Cpu => "cpu".into(),
-        Device::Cuda(n) => format!("cuda:{n}"),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
 /// Tokenizer and generation files of a Hugging Face base copied next to the adapter, as
 /// peft's examples save the tokenizer with it (a GGUF base carries its tokenizer inside).
 const TOKENIZER_FILES: &[&str] =
@@ -142,8 +88,8 @@ pub fn run(
     spec: ConversationSpec,
     device: Device,
     cancel: Arc<AtomicBool>,
-    tx: UnboundedSender<ConversationProgress>,
-) -> Result<ConversationOutcome> {
+    tx: UnboundedSender<Progress>,
+) -> Result<Outcome> {
     let peak = PeakRss::start();
     let lora_cfg = lora_config(&spec.options.lora_config)?;
     // Seed before the adapters are drawn, so a run is reproducible end to end.
@@ -159,11 +105,7 @@ pub fn run(
     let quantized = spec.options.load_in_8bit.then(|| pgmld_llm::quant::quantize_int8(&mut model));
     let vs = nn::VarStore::new(device);
     let summary = lora::apply(&mut model, &lora_cfg, &vs)?;
-    let encode_args = encode::ConversationArgs {
-        max_seq_length: spec.options.max_seq_length,
-        train_on_prompt: spec.options.train_on_prompt,
-        packing: spec.options.packing,
-    };
+    let encode_args = spec.options.encoding();
     let max_positions = model.config.max_position_embeddings;
     let train = encode::encode_conversations(&rows(&spec.train), &tokenizer, &format, &encode_args, max_positions)?;
     let eval = match spec.eval.is_empty() {
@@ -200,16 +142,29 @@ pub fn run(
     if let Json::Object(o) = &mut started {
         o.insert("device".into(), json!(device_name(device)));
     }
-    let _ = tx.send(ConversationProgress::Started(started));
+    let _ = tx.send(Progress::Started { info: started, start_step: start_step(spec.dirs.resume_from.as_deref())? });
     let pad_id = tokenizer.pad_id().or(tokenizer.eos_token().map(|t| t.id)).unwrap_or(0);
-    let save = |sp: &CausalSavePoint<'_>| save_checkpoint(&spec, &lora_cfg, sp, &tx);
+    let save = |sp: &CausalSavePoint<'_>| {
+        save_point(
+            &spec.dirs,
+            spec.training.hub_strategy,
+            (sp.step(), sp.state().max_steps),
+            &|dir| Ok(sp.write_checkpoint(dir)?),
+            &|dir| {
+                lora::save_adapter(dir, &lora_cfg, sp.vs(), &spec.base_name)?;
+                save_extras(&spec, dir)
+            },
+            &tx,
+        )
+    };
     let data = (train.examples.as_slice(), eval_examples);
-    let outcome = train_and_report(&model, &vs, data, (&spec.training, pad_id), (&tx, save), &cancel)?;
+    let resume_from = spec.dirs.resume_from.as_deref();
+    let outcome = train_and_report(&model, &vs, data, (&spec.training, pad_id, resume_from), (&tx, save), &cancel)?;
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
     }
-    let adapter_bytes = lora::save_adapter(&spec.out_dir, &lora_cfg, &vs, &spec.base_name)?;
-    save_extras(&spec, &spec.out_dir)?;
+    let adapter_bytes = lora::save_adapter(&spec.dirs.out_dir, &lora_cfg, &vs, &spec.base_name)?;
+    save_extras(&spec, &spec.dirs.out_dir)?;
     if let Json::Object(o) = &mut stats {
         o.insert("adapter_bytes".into(), json!(adapter_bytes));
         o.insert("train_tokens_per_second".into(), json!((outcome.tokens_per_second * 10.0).round() / 10.0));
@@ -218,32 +173,7 @@ pub fn run(
             o.insert("peak_rss_bytes".into(), json!(p));
         }
     }
-    Ok(ConversationOutcome { train: outcome.train, eval: outcome.eval, stats })
-}
-
-/// Writes the adapter of a save point into `checkpoint-<step>/` of
-/// [`ConversationSpec::checkpoint_dir`] for the Hub, with the resume state when the
-/// `hub_strategy` pushes it, and tells the async side.
-fn save_checkpoint(spec: &ConversationSpec, cfg: &LoraConfig, sp: &CausalSavePoint<'_>, tx: &UnboundedSender<ConversationProgress>) {
-    let Some(root) = &spec.checkpoint_dir else { return };
-    let step = sp.step();
-    let dir = root.join(format!("checkpoint-{step}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let with_state = matches!(spec.training.hub_strategy, HubStrategy::Checkpoint | HubStrategy::AllCheckpoints);
-    let saved = lora::save_adapter(&dir, cfg, sp.vs(), &spec.base_name)
-        .map_err(TuneError::from)
-        .and_then(|_| save_extras(spec, &dir))
-        .and_then(|()| match with_state {
-            true => sp.write_checkpoint(dir.join(crate::push::STATE_DIR)).map_err(TuneError::from),
-            false => Ok(()),
-        });
-    let _ = tx.send(match saved {
-        Ok(()) => ConversationProgress::Saved { step, dir },
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            ConversationProgress::SaveFailed { step, message: e.to_string() }
-        }
-    });
+    Ok(Outcome { train: outcome.train, eval: outcome.eval, stats })
 }
 
 /// Writes what goes with the adapter into `out`: the base's tokenizer files (a Hugging
@@ -273,26 +203,26 @@ struct Trained {
     checkpointing: bool,
 }
 
-/// Runs the causal-LM trainer, relaying its events, calling `on_save` every `save_steps`,
-/// polling `cancel`.
+/// Runs the causal-LM trainer (from the checkpoint `resume_from` when given), relaying its
+/// events, calling `on_save` every `save_steps`, polling `cancel`.
 fn train_and_report(
     model: &Llama,
     vs: &nn::VarStore,
     (train, eval): (&[TokenizedExample], &[TokenizedExample]),
-    (args, pad_id): (&TrainingArgs, i64),
-    (tx, on_save): (&UnboundedSender<ConversationProgress>, impl FnMut(&CausalSavePoint<'_>)),
+    (args, pad_id, resume_from): (&TrainingArgs, i64, Option<&std::path::Path>),
+    (tx, on_save): (&UnboundedSender<Progress>, impl FnMut(&CausalSavePoint<'_>)),
     cancel: &AtomicBool,
 ) -> Result<Trained> {
     let clock = Instant::now();
     let on_event = |e: CausalTrainEvent| {
         let _ = tx.send(match e {
-            CausalTrainEvent::Log(ev) => ConversationProgress::Log(ev, clock.elapsed().as_secs_f64()),
+            CausalTrainEvent::Log(ev) => Progress::Log(ev, clock.elapsed().as_secs_f64()),
             CausalTrainEvent::Eval { step, epoch, metrics } => {
-                ConversationProgress::Eval { step, epoch, metrics: serde_json::to_value(metrics).unwrap_or_default() }
+                Progress::Eval { step, epoch, metrics: serde_json::to_value(metrics).unwrap_or_default() }
             }
         });
     };
-    let outcome = train_causal_lm(model, vs, train, eval, args, pad_id, on_event, on_save, || cancel.load(Ordering::Relaxed), None)?;
+    let outcome = train_causal_lm(model, vs, train, eval, args, pad_id, on_event, on_save, || cancel.load(Ordering::Relaxed), resume_from)?;
     let t = outcome.train;
     Ok(Trained {
         train: TrainMetrics {

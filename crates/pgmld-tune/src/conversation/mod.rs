@@ -5,9 +5,10 @@
 //! - [`data`]: reading the relation's exchanges.
 //! - [`base`]: checking that `model_name` is a causal LM this build trains, and the name the
 //!   adapter records as its base.
-//! - [`job`]: what runs on the training worker (load, quantise, LoRA, train, save the
-//!   adapter); [`tune`]: the call end to end on the async side (records, progress, files,
-//!   deployment by `eval_loss`).
+//! - [`job`]: what runs on the training worker (load, quantise, LoRA, train from scratch or
+//!   from a resumable checkpoint, save the adapter); [`tune`]: a new call up to its recorded
+//!   model; `crate::lifecycle` then runs it as it runs a classifier (progress, checkpoints in
+//!   pgml.files, files, deployment by `eval_loss`), and `crate::resume` resumes it.
 
 pub mod base;
 pub mod data;

@@ -7,8 +7,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Result, TuneError};
 
-/// PostgresML's default sequence length for conversation fine-tuning.
-pub const DEFAULT_MAX_SEQ_LENGTH: usize = 1024;
+/// PostgresML's default sequence length for conversation fine-tuning (the encoder's).
+pub use pgmld_llm::conversation::DEFAULT_MAX_SEQ_LENGTH;
 
 /// A bound on `max_seq_length` far above any supported model's context, so a typo (an
 /// extra zero or two) is an error instead of an allocation failure.
@@ -129,6 +129,15 @@ impl ConversationArgs {
             }
         }
         Ok(args)
+    }
+
+    /// The encoder's options (sequence length, packing, loss on the prompt).
+    pub fn encoding(&self) -> pgmld_llm::conversation::ConversationArgs {
+        pgmld_llm::conversation::ConversationArgs {
+            max_seq_length: self.max_seq_length,
+            train_on_prompt: self.train_on_prompt,
+            packing: self.packing,
+        }
     }
 
     /// Rejects conversation keys in a call for another task (22023 naming the key).

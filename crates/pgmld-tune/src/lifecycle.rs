@@ -1,0 +1,444 @@
+//! The life of a tune's model row once it is recorded, for both tasks: the training job on
+//! the worker pool with its progress relayed (notices, `pgml.logs`, the job's progress),
+//! resumable checkpoints into pgml.files, Hub pushes, then the files, metrics and
+//! deployment; or the failure recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pgmld_ml::Example;
+use pgmld_sql::CallContext;
+use serde_json::{json, Map, Value as Json};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::card::{self, ModelCard};
+use crate::conversation::data::ChatRow;
+use crate::conversation::job::{postgresml_default_lora, ConversationSpec};
+use crate::error::{Result, TuneError};
+use crate::job::{Outcome, Progress, RunDirs, TrainSpec, Work};
+use crate::options::{Task, TestSize, TuneRequest};
+use crate::push::{PushEvent, PushSetup, Pusher};
+use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
+use crate::tuner::{info, warning, worker_name, Tuned, Tuner};
+use crate::{files, progress, records, resolve, resume};
+
+/// What a run trains on, by task, after the split and in training order.
+pub(crate) enum RunData {
+    /// Labelled texts.
+    Classification {
+        /// Class names by id.
+        labels: Vec<String>,
+        /// Training examples.
+        train: Arc<Vec<Example>>,
+        /// Held-out examples.
+        eval: Arc<Vec<Example>>,
+    },
+    /// Exchanges for a LoRA adapter.
+    Conversation {
+        /// What the adapter records as its base (see `conversation::base`).
+        base_name: String,
+        /// Training exchanges.
+        train: Arc<Vec<ChatRow>>,
+        /// Held-out exchanges.
+        eval: Arc<Vec<ChatRow>>,
+    },
+}
+
+impl RunData {
+    /// (training, evaluation) rows.
+    fn rows(&self) -> (usize, usize) {
+        match self {
+            RunData::Classification { train, eval, .. } => (train.len(), eval.len()),
+            RunData::Conversation { train, eval, .. } => (train.len(), eval.len()),
+        }
+    }
+
+    /// The label names (none for conversations).
+    fn labels(&self) -> Vec<String> {
+        match self {
+            RunData::Classification { labels, .. } => labels.clone(),
+            RunData::Conversation { .. } => Vec::new(),
+        }
+    }
+
+    /// `checkpoint/dataset.jsonl`: what a resume trains on.
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            RunData::Classification { labels, train, eval } => resume::encode_dataset(labels, train, eval),
+            RunData::Conversation { train, eval, .. } => resume::encode_chat_dataset(train, eval),
+        }
+    }
+
+    /// The worker's job.
+    fn work(&self, req: &TuneRequest, base: &Path, dirs: RunDirs) -> Work {
+        match self {
+            RunData::Classification { labels, train, eval } => Work::Classification(TrainSpec {
+                model_dir: base.to_path_buf(),
+                labels: labels.clone(),
+                train: train.clone(),
+                eval: eval.clone(),
+                training: req.training.clone(),
+                tokenizer: req.tokenizer.clone(),
+                dirs,
+            }),
+            RunData::Conversation { base_name, train, eval } => Work::Conversation(ConversationSpec {
+                base: base.to_path_buf(),
+                base_name: base_name.clone(),
+                train: train.clone(),
+                eval: eval.clone(),
+                training: req.training.clone(),
+                options: req.conversation.clone(),
+                dirs,
+            }),
+        }
+    }
+}
+
+/// A model row and what its training needs: a new tune's, or a resumed one's.
+pub(crate) struct Run {
+    pub(crate) req: TuneRequest,
+    pub(crate) task: Task,
+    pub(crate) model_name: String,
+    /// The base model (kept alive, with any directory extracted for it, until the run ends).
+    pub(crate) source: resolve::ModelSource,
+    /// (project, model, job) ids.
+    pub(crate) ids: (i64, i64, i64),
+    pub(crate) data: RunData,
+    pub(crate) relation: String,
+    pub(crate) push: Option<PushSetup>,
+    /// The checkpoint a resume goes on from (a directory removed afterwards).
+    pub(crate) resume_from: Option<PathBuf>,
+    /// Whether `checkpoint/dataset.jsonl` is stored already.
+    pub(crate) dataset_stored: bool,
+}
+
+/// The snapshot of a new tune's relation.
+pub(crate) struct Snapshot {
+    /// The relation, as resolved.
+    pub(crate) relation: String,
+    /// The snapshot's `y_column_name`.
+    pub(crate) y_column: String,
+    /// The relation's columns and types.
+    pub(crate) columns: Vec<(String, String)>,
+    /// Row counts and the like (`pgml.snapshots.analysis`).
+    pub(crate) analysis: Json,
+}
+
+/// A new tune of either task, read and split, before anything is recorded.
+pub(crate) struct Fresh {
+    pub(crate) req: TuneRequest,
+    /// (project id, its task).
+    pub(crate) project: (i64, Task),
+    pub(crate) model_name: String,
+    pub(crate) source: resolve::ModelSource,
+    pub(crate) data: RunData,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) push: Option<PushSetup>,
+}
+
+/// Records the snapshot, the model and its job (which this connection then holds the lock
+/// of). Returns (model, job) ids.
+async fn record_new(client: &Client, req: &TuneRequest, project_id: i64, parent_id: Option<i64>, s: Snapshot, algorithm: &str) -> Result<(i64, i64)> {
+    let test_size = match req.test_size {
+        TestSize::Fraction(f) => f,
+        TestSize::Rows(n) => n as f64,
+    };
+    let columns: Map<String, Json> = s.columns.into_iter().map(|(c, t)| (c, Json::String(t))).collect();
+    let info = records::SnapshotInfo {
+        relation: &s.relation,
+        y_column: &s.y_column,
+        test_size,
+        test_sampling: req.test_sampling.name(),
+        columns: Json::Object(columns),
+        analysis: s.analysis,
+    };
+    let snapshot_id = records::snapshot(client, &info, req.materialize_snapshot).await?;
+    let new = records::NewModel { project_id, parent_id, snapshot_id, algorithm, hyperparams: &req.stored_hyperparams };
+    records::start_model(client, &new, &worker_name(), &req.stored_request).await
+}
+
+/// The training setup a model card lists: the training arguments as stored (no token),
+/// the task's own options (tokenizer_args; or LoRA and the sequence options) and the split.
+pub(crate) fn card_setup(req: &TuneRequest, task: Task) -> Vec<(String, Json)> {
+    let mut setup = card::pairs(&serde_json::to_value(&req.training).unwrap_or_default());
+    if task == Task::Conversation {
+        let c = &req.conversation;
+        let lora = if c.lora_config.is_null() { postgresml_default_lora() } else { c.lora_config.clone() };
+        setup.push(("lora_config".into(), lora));
+        setup.push(("load_in_8bit".into(), json!(c.load_in_8bit)));
+        setup.push(("max_seq_length".into(), json!(c.max_seq_length)));
+        setup.push(("packing".into(), json!(c.packing)));
+        setup.push(("train_on_prompt".into(), json!(c.train_on_prompt)));
+        if let Some(t) = &c.prompt_template {
+            setup.push(("prompt_template".into(), json!(t)));
+        }
+    } else {
+        setup.push(("tokenizer_args".into(), serde_json::to_value(&req.tokenizer).unwrap_or_default()));
+    }
+    let test_size = match req.test_size {
+        TestSize::Fraction(f) => json!(f),
+        TestSize::Rows(n) => json!(n),
+    };
+    setup.push(("test_size".into(), test_size));
+    setup.push(("test_sampling".into(), json!(req.test_sampling.name())));
+    setup
+}
+
+/// The metric deployment compares: `eval_f1` (higher wins) for classifiers, `eval_loss`
+/// (lower wins) for conversation adapters.
+fn score(task: Task, eval: Option<&Json>) -> records::Score {
+    let (metric, higher_is_better) = match task {
+        Task::Conversation => ("eval_loss", false),
+        _ => ("eval_f1", true),
+    };
+    records::Score { metric, value: eval.and_then(|e| e.get(metric)).and_then(Json::as_f64), higher_is_better }
+}
+
+/// A checkpoint that could not be written or stored: a WARNING and a log row; training
+/// goes on (a resume then starts from the previous checkpoint).
+async fn checkpoint_failed(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), step: i64, message: &str) {
+    warning(ctx, format!("the checkpoint of step {step} could not be stored for resuming: {message}; training goes on"));
+    let logs = json!({"checkpoint": "failed", "step": step, "error": message});
+    if let Err(e) = records::log(client, model_id, project_id, &logs).await {
+        tracing::warn!(model_id, "cannot log a failed checkpoint: {e}");
+    }
+}
+
+impl Tuner {
+    /// Records a new tune's snapshot, model and job, then runs it ([`Tuner::execute`]).
+    pub(crate) async fn run_fresh(&self, client: Client, ctx: &CallContext, fresh: Fresh) -> Result<Tuned> {
+        let Fresh { req, project: (project_id, task), model_name, source, data, snapshot, push } = fresh;
+        let relation = snapshot.relation.clone();
+        let (model_id, job_id) = record_new(&client, &req, project_id, source.parent_id, snapshot, &model_name).await?;
+        let run = Run {
+            task,
+            model_name,
+            source,
+            ids: (project_id, model_id, job_id),
+            data,
+            relation,
+            push,
+            resume_from: None,
+            dataset_stored: false,
+            req,
+        };
+        self.execute(client, run, ctx).await
+    }
+
+    /// Trains, stores and deploys the model of `run`, on `client` (which holds its job's
+    /// lock); records a failure. A cancelled or interrupted model keeps its checkpoint; one
+    /// that failed otherwise loses it (a resume would fail the same way).
+    pub(crate) async fn execute(&self, mut client: Client, run: Run, ctx: &CallContext) -> Result<Tuned> {
+        let Run { req, task, model_name, source, ids, data, relation, push, resume_from, mut dataset_stored } = run;
+        let (project_id, model_id, job_id) = ids;
+        if req.training.push_to_hub && self.hub.offline {
+            let message = "HF_HUB_OFFLINE is set, so pgmld does not reach the Hub".to_string();
+            relay(&client, ctx, (project_id, model_id), &PushEvent::Failed { step: None, message, fatal: true }).await;
+        }
+        let tag = format!("{}-model-{model_id}", ctx.database.replace('/', "_"));
+        let mut hub = push.map(|setup| {
+            let card = ModelCard {
+                project: req.project_name.clone(),
+                task: task.name().to_string(),
+                base_model: model_name.clone(),
+                base_origin: source.origin.clone(),
+                relation: relation.clone(),
+                labels: data.labels(),
+                rows: Some(data.rows()),
+                setup: card_setup(&req, task),
+                metrics: vec![],
+                repo_id: None,
+            };
+            HubPush { pusher: Pusher::start(setup, self.work_dir.join(format!("ckpt-{tag}"))), card }
+        });
+        let dirs = RunDirs {
+            out_dir: self.work_dir.join(format!("out-{tag}")),
+            checkpoint_dir: hub.as_ref().and_then(|h| h.pusher.checkpoint_dir()),
+            resume_dir: Some(self.work_dir.join(format!("save-{tag}"))),
+            resume_from: resume_from.clone(),
+        };
+        let (out_dir, resume_dir) = (dirs.out_dir.clone(), dirs.resume_dir.clone().unwrap_or_default());
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let _ = std::fs::remove_dir_all(&resume_dir);
+        let work = data.work(&req, &source.dir, dirs);
+        let outcome = self.train(&mut client, ctx, work, ids, &mut hub, &data, &mut dataset_stored).await;
+        // Keeps an extracted base alive until the worker is done with it.
+        drop(source);
+        let _ = std::fs::remove_dir_all(&resume_dir);
+        if let Some(d) = &resume_from {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let cancelled = matches!(e, TuneError::Cancelled);
+                if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), cancelled).await {
+                    tracing::error!(model_id, "cannot record the failed tune: {rec}");
+                }
+                if !cancelled {
+                    if let Err(rec) = files::delete_checkpoint(&mut client, model_id).await {
+                        tracing::warn!(model_id, "cannot delete the failed tune's checkpoint: {rec}");
+                    }
+                }
+                let _ = std::fs::remove_dir_all(&out_dir);
+                return Err(e);
+            }
+        };
+        let finished = self.finish(&mut client, (&req, task), ctx, ids, (&outcome, &out_dir), &mut hub).await;
+        let _ = std::fs::remove_dir_all(&out_dir);
+        match finished {
+            Ok(deployed) => Ok(Tuned { task, algorithm: model_name, deployed, model_id }),
+            Err(e) => {
+                if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await {
+                    tracing::error!(model_id, "cannot record the failed tune: {rec}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the job on a worker and relays its progress and the uploader's events until it
+    /// ends. At every `save_steps` the resumable checkpoint goes to pgml.files, with the
+    /// run's data (`checkpoint/dataset.jsonl`) the first time (`dataset_stored` false).
+    #[allow(clippy::too_many_arguments)]
+    async fn train(
+        &self,
+        client: &mut Client,
+        ctx: &CallContext,
+        work: Work,
+        (project_id, model_id, job_id): (i64, i64, i64),
+        hub: &mut Option<HubPush>,
+        data: &RunData,
+        dataset_stored: &mut bool,
+    ) -> Result<Outcome> {
+        let ahead = self.pool.jobs_ahead();
+        if ahead > 0 {
+            info(ctx, format!("waiting for a training worker: {ahead} job(s) ahead of model {model_id}"));
+        }
+        let (train_rows, test_rows) = data.rows();
+        let mut queued = json!({"status": "queued", "model_id": model_id, "train_rows": train_rows, "test_rows": test_rows});
+        if let RunData::Classification { labels, .. } = data {
+            queued["labels"] = json!(labels);
+        }
+        info(ctx, progress::notice_text(&queued));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cancel = ctx.cancelled.clone();
+        let result = self.pool.submit(move |device| work.run(device, cancel, tx));
+        let (mut max_steps, mut start_step) = (0, 0);
+        loop {
+            let p = tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => break,
+                },
+                ev = next_push_event(hub) => {
+                    relay(client, ctx, (project_id, model_id), &ev).await;
+                    continue;
+                }
+            };
+            let logs = match p {
+                Progress::Started { info, start_step: first } => {
+                    start_step = first;
+                    let mut v = json!({"status": "training", "model_id": model_id});
+                    if let (Json::Object(o), Json::Object(extra)) = (&mut v, info) {
+                        o.extend(extra);
+                    }
+                    v
+                }
+                Progress::Log(ev, elapsed) => {
+                    max_steps = ev.max_steps;
+                    let _ = records::progress(client, job_id, ev.step as f64 / ev.max_steps.max(1) as f64).await;
+                    progress::log_event(&ev, elapsed, start_step)
+                }
+                Progress::Eval { step, epoch, metrics } => {
+                    let e = progress::metrics_event(metrics, epoch, step, max_steps.max(step));
+                    if let Some(h) = hub.as_mut() {
+                        h.card.metrics = card_metrics(&e);
+                    }
+                    e
+                }
+                Progress::Saved { step, dir } => {
+                    match hub.as_ref() {
+                        Some(h) => h.pusher.checkpoint(step, dir, h.card.clone()),
+                        None => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                    }
+                    continue;
+                }
+                Progress::Checkpoint { step, dir } => {
+                    let dataset = (!*dataset_stored).then(|| data.encode());
+                    let ids = (model_id, job_id);
+                    match files::store_checkpoint(client, ids, step, &dir, dataset.as_deref(), self.file_part_bytes).await {
+                        Ok(bytes) => {
+                            *dataset_stored |= dataset.is_some();
+                            tracing::debug!(model_id, step, bytes, "checkpoint stored in pgml.files");
+                        }
+                        Err(e) => checkpoint_failed(client, ctx, (project_id, model_id), step, &e.to_string()).await,
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+                Progress::CheckpointFailed { step, message } => {
+                    checkpoint_failed(client, ctx, (project_id, model_id), step, &message).await;
+                    continue;
+                }
+                Progress::SaveFailed { step, message } => {
+                    let message = format!("the checkpoint could not be written: {message}");
+                    relay(client, ctx, (project_id, model_id), &PushEvent::Failed { step: Some(step), message, fatal: false }).await;
+                    continue;
+                }
+            };
+            info(ctx, progress::notice_text(&logs));
+            records::log(client, model_id, project_id, &logs).await?;
+        }
+        result
+            .await
+            .map_err(|_| TuneError::Internal("the training worker stopped without a result (it panicked; see pgmld's log)".into()))?
+    }
+
+    /// Reports the summaries, stores the files, records metrics, deploys when the model
+    /// beats the deployed one ([`score`]) and pushes the final model.
+    async fn finish(
+        &self,
+        client: &mut Client,
+        (req, task): (&TuneRequest, Task),
+        ctx: &CallContext,
+        (project_id, model_id, job_id): (i64, i64, i64),
+        (outcome, out_dir): (&Outcome, &Path),
+        hub: &mut Option<HubPush>,
+    ) -> Result<bool> {
+        let steps = outcome.train.global_step;
+        let train = progress::train_summary(&outcome.train, steps);
+        info(ctx, progress::notice_text(&train));
+        records::log(client, model_id, project_id, &train).await?;
+        let mut metrics = train.as_object().cloned().unwrap_or_default();
+        if let Some(eval) = &outcome.eval {
+            let e = progress::metrics_event(eval.clone(), outcome.train.epoch, steps, steps);
+            info(ctx, progress::notice_text(&e));
+            records::log(client, model_id, project_id, &e).await?;
+            if let Some(o) = e.as_object() {
+                metrics.extend(o.clone());
+            }
+        }
+        for k in ["timestamp", "progress", "eta_seconds", "max_steps"] {
+            metrics.remove(k);
+        }
+        if let Json::Object(extra) = &outcome.stats {
+            metrics.extend(extra.clone());
+        }
+        let (n_files, bytes) = files::store_dir(client, model_id, out_dir, self.file_part_bytes).await?;
+        metrics.insert("stored_files".into(), json!(n_files));
+        metrics.insert("stored_bytes".into(), json!(bytes));
+        let metrics = Json::Object(metrics);
+        records::succeed(client, model_id, job_id, &metrics).await?;
+        let score = score(task, outcome.eval.as_ref());
+        let deployed = req.automatic_deploy && records::deploy_if_better_by(client, (project_id, model_id), score).await?;
+        tracing::info!(model_id, deployed, task = task.name(), files = n_files, bytes, "pgml.tune finished");
+        if let Some(h) = hub.take() {
+            push_final(client, ctx, (project_id, model_id), h, (steps, out_dir), &metrics).await;
+        }
+        Ok(deployed)
+    }
+}
