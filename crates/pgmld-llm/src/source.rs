@@ -177,46 +177,37 @@ fn open_hf_dir(dir: &Path, options: &OpenOptions) -> Result<LoadedModel> {
         generation = GenerationDefaults::from_json(&json, &generation_path.display().to_string())?;
     }
     let tokenizer = ChatTokenizer::from_hf_dir(dir)?;
-    let chat_template = match template_source_from_hf_dir(dir)? {
-        Some(source) => Some(template_for(&source, &tokenizer)?),
-        None => None,
-    };
-    let weights = if options.load_weights {
-        read_hf_weights(dir, options.kind, options.device)?.1
-    } else {
-        Weights::new()
-    };
-    Ok(LoadedModel {
-        config,
-        weights,
-        tokenizer,
-        chat_template,
-        generation,
-        source: dir.to_path_buf(),
-    })
+    let template = template_source_from_hf_dir(dir)?;
+    let weights =
+        if options.load_weights { read_hf_weights(dir, options.kind, options.device)?.1 } else { Weights::new() };
+    assemble(dir, config, weights, tokenizer, template.as_deref(), generation)
 }
 
 fn open_gguf(path: &Path, options: &OpenOptions) -> Result<LoadedModel> {
     let mut file = GgufFile::open(path)?;
     let config = file.config()?;
     let tokenizer = ChatTokenizer::from_gguf(&file)?;
-    let chat_template = match file.get_str("tokenizer.chat_template") {
-        Some(source) => Some(template_for(source, &tokenizer)?),
-        None => None,
-    };
     let weights = if options.load_weights {
         file.read_weights(&config, options.kind.unwrap_or(Kind::Float), options.device)?
     } else {
         Weights::new()
     };
-    Ok(LoadedModel {
-        config,
-        weights,
-        tokenizer,
-        chat_template,
-        generation: GenerationDefaults::default(),
-        source: path.to_path_buf(),
-    })
+    let template = file.get_str("tokenizer.chat_template");
+    assemble(path, config, weights, tokenizer, template, GenerationDefaults::default())
+}
+
+/// The [`LoadedModel`] from what either format provides, the chat template (its Jinja
+/// source, if the model has one) compiled against the tokenizer.
+fn assemble(
+    source: &Path,
+    config: LlamaConfig,
+    weights: Weights,
+    tokenizer: ChatTokenizer,
+    template: Option<&str>,
+    generation: GenerationDefaults,
+) -> Result<LoadedModel> {
+    let chat_template = template.map(|t| template_for(t, &tokenizer)).transpose()?;
+    Ok(LoadedModel { config, weights, tokenizer, chat_template, generation, source: source.to_path_buf() })
 }
 
 fn template_for(source: &str, tokenizer: &ChatTokenizer) -> Result<ChatTemplate> {
