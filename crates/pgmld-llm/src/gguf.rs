@@ -128,49 +128,37 @@ impl GgufFile {
         }
     }
 
-    /// A string-array metadata value (token lists, merges). Fails when an element is not
-    /// a string.
-    pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>> {
+    /// An array metadata value whose every element `get` converts; fails, saying the array
+    /// should be `what`, when one does not convert.
+    fn typed_array<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        get: impl Fn(&'a MetadataValue) -> Option<T>,
+    ) -> Result<Option<Vec<T>>> {
         let Some(values) = self.array(key) else {
             return Ok(None);
         };
-        let strings = values
-            .iter()
-            .map(|v| v.as_str())
-            .collect::<Option<Vec<_>>>();
-        strings
-            .map(Some)
-            .ok_or_else(|| self.bad_metadata(key, "an array of strings"))
+        let typed = values.iter().map(get).collect::<Option<Vec<_>>>();
+        typed.map(Some).ok_or_else(|| self.bad_metadata(key, what))
+    }
+
+    /// A string-array metadata value (token lists, merges). Fails when an element is not
+    /// a string.
+    pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>> {
+        self.typed_array(key, "an array of strings", |v| v.as_str())
     }
 
     /// An integer-array metadata value (`tokenizer.ggml.token_type`).
     pub fn get_i64_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        let Some(values) = self.array(key) else {
-            return Ok(None);
-        };
-        let ints = values
-            .iter()
-            .map(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
-            })
-            .collect::<Option<Vec<_>>>();
-        ints.map(Some)
-            .ok_or_else(|| self.bad_metadata(key, "an array of integers"))
+        self.typed_array(key, "an array of integers", |v| {
+            v.as_i64().or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
+        })
     }
 
     /// A float-array metadata value (`tokenizer.ggml.scores`).
     pub fn get_f64_array(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        let Some(values) = self.array(key) else {
-            return Ok(None);
-        };
-        let floats = values
-            .iter()
-            .map(|v| v.as_f64())
-            .collect::<Option<Vec<_>>>();
-        floats
-            .map(Some)
-            .ok_or_else(|| self.bad_metadata(key, "an array of floats"))
+        self.typed_array(key, "an array of floats", |v| v.as_f64())
     }
 
     /// An error naming this file and a malformed metadata key.
