@@ -163,6 +163,7 @@ ensure_postgres() {
     fi
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
     command -v c++ >/dev/null 2>&1 || missing+=(g++) # torch-sys compiles a C++ shim, links -lgomp
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl) # tests make CA + server certificates
     if [ "${#missing[@]}" -gt 0 ]; then
         # de-duplicate
         mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

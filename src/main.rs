@@ -50,7 +50,11 @@ fn main() -> Result<()> {
         config.metrics_listen = v;
     }
     if cli.print_config {
-        print!("{}", toml::to_string(&config)?);
+        // Secrets never reach the output: SecretString fields print as <redacted>, and so
+        // does a password inside the upstream URL.
+        let mut shown = config.clone();
+        shown.upstream = shown.upstream.as_deref().map(pgmld_upstream::redact);
+        print!("{}", toml::to_string(&shown)?);
         return Ok(());
     }
     init_tracing(&config)?;
@@ -112,17 +116,6 @@ fn resolve_upstream(config: &Config) -> Result<(String, Option<EmbeddedCluster>)
     Ok((cluster.url(), Some(cluster)))
 }
 
-fn host_port(url: &str) -> Result<String> {
-    let cfg: tokio_postgres::Config = url.parse().context("upstream is not a valid Postgres URL")?;
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(_) => bail!("pgmld connects to the upstream over TCP; give a host name or address"),
-        None => "127.0.0.1".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    Ok(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
-}
-
 async fn run(config: Config) -> Result<()> {
     // Settings that need no upstream are checked first, so their errors come first.
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -134,9 +127,12 @@ async fn run(config: Config) -> Result<()> {
         return Err(pgmld_openai::Error::NoApiKeys.into());
     }
     let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
-    let upstream_addr = host_port(&upstream_url)?;
-    let applied = pgmld_schema::migrate(&upstream_url).await.context("applying the pgml schema")?;
-    tracing::info!(?applied, upstream = %upstream_addr, "pgml schema ready");
+    // Read once: TLS settings and password sources for every upstream connection.
+    let upstream = pgmld_upstream::Upstream::new(&upstream_url, config.upstream_password(), &pgmld_upstream::Env::from_process())?;
+    drop(upstream_url);
+    tracing::info!(upstream = %upstream.addr(), sslmode = %upstream.ssl_mode(), password = upstream.password_source(), "upstream");
+    let applied = pgmld_schema::migrate_upstream(&upstream, upstream.database()).await.context("applying the pgml schema")?;
+    tracing::info!(?applied, upstream = %upstream.addr(), "pgml schema ready");
     let metrics = pgmld_metrics::Metrics::new();
     let shutdown = CancellationToken::new();
     if !config.metrics_listen.is_empty() {
@@ -149,12 +145,16 @@ async fn run(config: Config) -> Result<()> {
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let mut registry = pgmld_sql::Registry::with_builtins();
-    let loader = pgmld_datasets::Loader { base_url: upstream_url.clone(), hub: pgmld_datasets::hub::HubConfig::from_env() };
+    let loader = pgmld_datasets::Loader {
+        upstream: upstream.clone(),
+        hub: pgmld_datasets::hub::HubConfig::from_env(),
+        dataset_dirs: config.dataset_dirs.clone(),
+    };
     registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
     let devices = pgmld_tune::DeviceSpec::parse_list(&config.train_devices).map_err(anyhow::Error::msg)?;
     let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices).context("starting training workers")?;
     let tuner = pgmld_tune::Tuner {
-        base_url: upstream_url.clone(),
+        upstream: upstream.clone(),
         hub: pgmld_datasets::hub::HubConfig::from_env(),
         pool: Arc::new(pool),
         work_dir: config.data_dir.join("work"),
@@ -174,7 +174,7 @@ async fn run(config: Config) -> Result<()> {
     };
     let cache = pgmld_transform::ModelCache::new(config.transform_cache_bytes, batching, device, metrics.clone());
     let transformer = pgmld_transform::Transformer::new(
-        upstream_url.clone(),
+        upstream.clone(),
         pgmld_datasets::hub::HubConfig::from_env(),
         config.data_dir.join("work"),
         cache,
@@ -184,8 +184,8 @@ async fn run(config: Config) -> Result<()> {
     registry.register(Arc::new(pgmld_transform::Transform::new(transformer.clone())));
     registry.register(Arc::new(pgmld_transform::stream::TransformStream::new(transformer)));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
-        upstream_addr,
-        migrator: Some(Arc::new(Migrator::new(upstream_url.clone()))),
+        upstream: upstream.clone(),
+        migrator: Some(Arc::new(Migrator::new(upstream.clone()))),
         registry: Arc::new(registry),
         metrics,
         tls,
@@ -198,7 +198,7 @@ async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     if let Some(addr) = config.openai_listen() {
-        serve_openai(&config, addr, listener.local_addr()?, &upstream_url, shutdown.clone()).await?;
+        serve_openai(&config, addr, listener.local_addr()?, &upstream, shutdown.clone()).await?;
     }
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("pgmld listening on {}", listener.local_addr()?);
@@ -216,17 +216,23 @@ async fn run(config: Config) -> Result<()> {
 
 /// Starts the OpenAI-compatible endpoint on `addr`; it runs its requests through pgmld's
 /// own listener at `pgmld`, as the user and database configured (else the upstream's).
-async fn serve_openai(config: &Config, addr: &str, pgmld: std::net::SocketAddr, upstream_url: &str, shutdown: CancellationToken) -> Result<()> {
+async fn serve_openai(
+    config: &Config,
+    addr: &str,
+    pgmld: std::net::SocketAddr,
+    upstream: &pgmld_upstream::Upstream,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let options = pgmld_openai::Options {
         listen: addr.to_string(),
         api_keys: config.openai_api_keys.as_ref().map(|keys| keys.iter().map(|k| k.expose().to_string()).collect()),
         pgmld: pgmld_openai::pgmld_target(
             pgmld,
-            upstream_url,
+            &upstream.config(config.openai_database.as_deref().filter(|d| !d.is_empty()).unwrap_or(upstream.database())),
             config.openai_user.as_deref(),
             config.openai_password.as_ref().map(|p| p.expose()),
             config.openai_database.as_deref(),
-        )?,
+        ),
     };
     let bound = pgmld_openai::serve(options, async move { shutdown.cancelled().await }).await?;
     // Scripts read this line to find the port when listening on port 0.

@@ -96,7 +96,8 @@ impl AuthCluster {
     fn create_roles(&self) {
         self.psql(&format!(
             "SET password_encryption = 'scram-sha-256'; CREATE ROLE scramuser LOGIN PASSWORD '{SCRAM_PW}'; \
-             SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD '{MD5_PW}';"
+             SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD '{MD5_PW}'; \
+             CREATE SCHEMA IF NOT EXISTS pgml; GRANT USAGE ON SCHEMA pgml TO scramuser, md5user;"
         ));
         // The hashes really are of the kinds the test is about.
         let kinds = self.psql(

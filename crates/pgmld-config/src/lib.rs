@@ -19,10 +19,16 @@ pub struct Config {
     pub listen: String,
     /// Upstream Postgres URL (`postgres://user:pass@host:port/db`). Client sessions go to its
     /// host and port with the client's own user, password and database; pgmld's own
-    /// connections (migrations, logs, weights) use the URL as written. Default: unset, which
+    /// connections (migrations, logs, weights) use the URL as written. Its `sslmode` and
+    /// `sslrootcert` govern TLS to the upstream for both, as in libpq. Default: unset, which
     /// means `postgres://postgres@127.0.0.1:5432/postgres` when that answers, else a private
     /// cluster started under `data_dir` (see `embedded_port`).
     pub upstream: Option<String>,
+    /// Password of the upstream URL's user for pgmld's own connections, so it need not be
+    /// on a command line. Used when the URL has none; `PGPASSWORD`, then the password file
+    /// (`PGPASSFILE`, else `~/.pgpass`) come after it. Never printed: `--print-config` and
+    /// `Debug` show `<redacted>`. Default: unset.
+    pub upstream_password: Option<SecretString>,
     /// Directory for pgmld's own state: the private Postgres cluster when one is needed, model
     /// caches later. Default `./pgmld-data`.
     pub data_dir: PathBuf,
@@ -97,6 +103,11 @@ pub struct Config {
     /// background; the others are marked failed (`interrupted`). Turn it off when several
     /// pgmld instances share an upstream and another one owns the resumes. Default `true`.
     pub resume_jobs: bool,
+    /// Directories `pgml.load_dataset` may read local files from (after resolving symlinks
+    /// and `..`), as an environment variable comma-separated. Reading any server file also
+    /// needs what `COPY ... FROM '<file>'` needs: a superuser or a member of
+    /// `pg_read_server_files`. Default: empty, no restriction beyond that role check.
+    pub dataset_dirs: Vec<PathBuf>,
     /// Address of the OpenAI-compatible HTTP endpoint (`POST /v1/chat/completions`,
     /// `GET /v1/models`), e.g. `127.0.0.1:8000`. Unset or empty: no endpoint. Default: unset.
     pub openai_listen: Option<String>,
@@ -150,6 +161,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:6432".into(),
             upstream: None,
+            upstream_password: None,
             data_dir: PathBuf::from("./pgmld-data"),
             embedded_port: 6543,
             pg_bin_dir: None,
@@ -172,6 +184,7 @@ impl Default for Config {
             transform_device: "auto".into(),
             hub_token: None,
             resume_jobs: true,
+            dataset_dirs: Vec::new(),
             openai_listen: None,
             openai_api_keys: None,
             openai_database: None,
@@ -283,6 +296,11 @@ impl Config {
         self.hub_token.as_ref().map(|t| t.expose().trim()).filter(|t| !t.is_empty())
     }
 
+    /// The `upstream_password` setting, when set and not empty.
+    pub fn upstream_password(&self) -> Option<&str> {
+        self.upstream_password.as_ref().map(SecretString::expose).filter(|p| !p.is_empty())
+    }
+
     /// The OpenAI endpoint's address when it is turned on (`openai_listen` set, not blank).
     pub fn openai_listen(&self) -> Option<&str> {
         self.openai_listen.as_deref().map(str::trim).filter(|a| !a.is_empty())
@@ -298,6 +316,7 @@ impl Config {
 pub const FIELDS: &[&str] = &[
     "listen",
     "upstream",
+    "upstream_password",
     "data_dir",
     "embedded_port",
     "pg_bin_dir",
@@ -320,6 +339,7 @@ pub const FIELDS: &[&str] = &[
     "transform_device",
     "hub_token",
     "resume_jobs",
+    "dataset_dirs",
     "openai_listen",
     "openai_api_keys",
     "openai_database",
@@ -329,7 +349,7 @@ pub const FIELDS: &[&str] = &[
 
 /// Fields holding a list: as environment variables they are comma-separated (blank
 /// entries dropped, so an empty variable is an empty list).
-const LIST_FIELDS: &[&str] = &["openai_api_keys"];
+const LIST_FIELDS: &[&str] = &["openai_api_keys", "dataset_dirs"];
 
 /// Integer fields that are unset by default: their defaults cannot tell the environment
 /// parser that they take numbers.
@@ -438,6 +458,14 @@ mod tests {
     }
 
     #[test]
+    fn upstream_password_is_read_but_never_shown() {
+        let c = Config::load(None, env(&[("PGMLD_UPSTREAM_PASSWORD", "up-secret")])).unwrap();
+        assert_eq!(c.upstream_password(), Some("up-secret"));
+        assert!(!toml::to_string(&c).unwrap().contains("up-secret") && !format!("{c:?}").contains("up-secret"));
+        assert_eq!(Config::load(None, env(&[("PGMLD_UPSTREAM_PASSWORD", "")])).unwrap().upstream_password(), None);
+    }
+
+    #[test]
     fn openai_endpoint_settings() {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!((c.openai_listen(), c.openai_api_keys.is_none()), (None, true), "off by default");
@@ -479,7 +507,7 @@ mod tests {
 
     #[test]
     fn fields_list_is_complete() {
-        let t = toml::Table::try_from(Config { upstream: Some("x".into()), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), torch_threads: Some(1), ..Config::default() }).unwrap();
+        let t = toml::Table::try_from(Config { upstream: Some("x".into()), upstream_password: Some(SecretString::new("x")), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), torch_threads: Some(1), ..Config::default() }).unwrap();
         let mut keys: Vec<_> = t.keys().cloned().collect();
         keys.sort();
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();

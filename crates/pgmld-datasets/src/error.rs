@@ -33,6 +33,9 @@ pub enum DatasetError {
         /// Postgres' SQLSTATE when it sent one.
         code: Option<String>,
     },
+    /// The calling role may not do this (server files, `dataset_dirs`); says what it needs.
+    #[error("{0}")]
+    Denied(SqlError),
     /// The client cancelled the load.
     #[error("load_dataset cancelled by the client; the previous table is unchanged")]
     Cancelled,
@@ -73,6 +76,7 @@ impl From<DatasetError> for SqlError {
                 };
                 SqlError::new(code, message)
             }
+            DatasetError::Denied(e) => e,
             DatasetError::Cancelled => SqlError::new(codes::QUERY_CANCELED, message),
             DatasetError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
         }

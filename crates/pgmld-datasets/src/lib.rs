@@ -9,6 +9,7 @@ pub mod load;
 pub mod options;
 pub mod pgtypes;
 pub mod read;
+pub mod server_path;
 pub mod source;
 
 pub use error::DatasetError;

@@ -9,7 +9,9 @@ use crate::hub::{self, DataFile, HubConfig};
 use crate::options::{IfExists, LoadOptions};
 use crate::pgtypes::{self, Column};
 use crate::read::{self, TextOptions};
+use crate::server_path;
 use crate::source::{local_files, Source};
+use pgmld_schema::{roles, staging};
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -33,10 +35,14 @@ pub struct Loaded {
 
 /// Loads datasets for any database of the upstream.
 pub struct Loader {
-    /// Upstream URL for pgmld's own connections; the database is swapped per call.
-    pub base_url: String,
+    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
+    /// per call.
+    pub upstream: pgmld_upstream::Upstream,
     /// Hub endpoint, token, cache.
     pub hub: HubConfig,
+    /// Directories local sources must lie in (config `dataset_dirs`); empty: anywhere the
+    /// calling role may read server files.
+    pub dataset_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Messages from the reader thread.
@@ -48,7 +54,10 @@ enum Piece {
 impl Loader {
     /// Runs one `pgml.load_dataset` call.
     pub async fn load(&self, opts: LoadOptions, ctx: &CallContext) -> Result<Loaded, DatasetError> {
-        let source = Source::parse(&opts.source);
+        let source = match Source::parse(&opts.source, ctx.caller.read_server_files) {
+            Source::Local(path) => Source::Local(server_path::allowed(&ctx.caller, &path, &self.dataset_dirs)?),
+            hub => hub,
+        };
         let (schema_name, table) = source.table(opts.table.as_deref())?;
         let files = self.files(&source, &opts).await?;
         let text_opts = TextOptions { delimiter: opts.delimiter, header: opts.header };
@@ -65,7 +74,9 @@ impl Loader {
             .await
             .map_err(|e| DatasetError::Internal(e.to_string()))??
         };
-        let client = self.connect(&ctx.database).await?;
+        // Everything below runs as the caller: Postgres checks creating, replacing and
+        // appending, and the tables it creates are the caller's.
+        let client = self.connect_as(ctx).await?;
         let target = format!("{}.{}", quote_ident(&schema_name), quote_ident(&table));
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&target])
@@ -75,10 +86,19 @@ impl Loader {
         if exists && opts.if_exists == IfExists::Error {
             return Err(DatasetError::TableExists(format!("table {target} already exists")));
         }
-        client
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name)))
+        // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        // exists, so it only runs for a schema that is missing.
+        let schema_missing: bool = client
+            .query_one("SELECT to_regnamespace($1) IS NULL", &[&quote_ident(&schema_name)])
             .await
-            .map_err(|e| DatasetError::pg(format!("creating schema {schema_name}"), e))?;
+            .map_err(|e| DatasetError::pg("checking the target schema", e))?
+            .get(0);
+        if schema_missing {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name)))
+                .await
+                .map_err(|e| DatasetError::pg(format!("creating schema {schema_name}"), e))?;
+        }
         let mut col_defs: Vec<String> = cols.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type)).collect();
         let mut col_names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
         if add_split {
@@ -99,14 +119,17 @@ impl Loader {
                 }
             }
         } else {
-            let staging_name = format!("pgmld_load_{}_{}", std::process::id(), rand_suffix());
-            let staging = format!("{}.{}", quote_ident(&schema_name), quote_ident(&staging_name));
+            // The lock marks the staging table as in use; a pgmld killed mid-load leaves a
+            // table whose lock is free, which the next pgmld to use the database drops.
+            let key = staging::new_key();
+            staging::lock(&client, key).await.map_err(|e| DatasetError::pg("locking the staging table", e))?;
+            let staging = format!("{}.{}", quote_ident(&schema_name), staging::table_name(key));
             client
                 .batch_execute(&format!("CREATE TABLE {staging} ({})", col_defs.join(", ")))
                 .await
                 .map_err(|e| DatasetError::pg(format!("creating {staging}"), e))?;
             let result = async {
-                let second = self.connect(&ctx.database).await?;
+                let second = self.connect_as(ctx).await?;
                 let n = self
                     .copy(&[&client, &second], &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx)
                     .await?;
@@ -163,16 +186,13 @@ impl Loader {
     }
 
     async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, DatasetError> {
-        let url = pgmld_schema::url_with_database(&self.base_url, database)
-            .map_err(|e| DatasetError::Internal(format!("upstream URL: {e}")))?;
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("load_dataset connection ended: {e}");
-            }
-        });
+        self.upstream.connect(database).await.map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))
+    }
+
+    /// A connection of pgmld's own to the call's database, acting as the calling role.
+    async fn connect_as(&self, ctx: &CallContext) -> Result<tokio_postgres::Client, DatasetError> {
+        let client = self.connect(&ctx.database).await?;
+        roles::set_role(&client, &ctx.caller.role).await.map_err(|e| DatasetError::pg(roles::acting_as(&ctx.caller.role), e))?;
         Ok(client)
     }
 
@@ -394,13 +414,6 @@ pub fn quote_ident(s: &str) -> String {
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
     }
-}
-
-fn rand_suffix() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish() as u32
 }
 
 #[cfg(test)]

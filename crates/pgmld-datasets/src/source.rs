@@ -14,9 +14,11 @@ pub enum Source {
 }
 
 impl Source {
-    /// Paths (absolute, `./`, `../`, `~/`, `file://`, or anything that exists) are local;
-    /// everything else is a hub id.
-    pub fn parse(s: &str) -> Source {
+    /// Paths (absolute, `./`, `../`, `~/`, `file://`, or, when `look` allows asking the
+    /// file system, anything that exists) are local; everything else is a hub id. Roles
+    /// that may not read server files get no answer from the file system, not even
+    /// whether a name exists there.
+    pub fn parse(s: &str, look: bool) -> Source {
         if let Some(p) = s.strip_prefix("file://") {
             return Source::Local(PathBuf::from(p));
         }
@@ -25,7 +27,7 @@ impl Source {
                 return Source::Local(PathBuf::from(home).join(rest));
             }
         }
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || Path::new(s).exists() {
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || (look && Path::new(s).exists()) {
             return Source::Local(PathBuf::from(s));
         }
         Source::Hub(s.to_string())
@@ -120,9 +122,11 @@ mod tests {
 
     #[test]
     fn sources_and_tables() {
-        assert_eq!(Source::parse("imdb"), Source::Hub("imdb".into()));
-        assert_eq!(Source::parse("file:///x/a.csv"), Source::Local("/x/a.csv".into()));
-        assert_eq!(Source::parse("./a.csv"), Source::Local("./a.csv".into()));
+        assert_eq!(Source::parse("imdb", true), Source::Hub("imdb".into()));
+        assert_eq!(Source::parse("file:///x/a.csv", false), Source::Local("/x/a.csv".into()));
+        assert_eq!(Source::parse("./a.csv", false), Source::Local("./a.csv".into()));
+        assert_eq!(Source::parse("Cargo.toml", true), Source::Local("Cargo.toml".into()));
+        assert_eq!(Source::parse("Cargo.toml", false), Source::Hub("Cargo.toml".into()));
         let hub = Source::Hub("FinGPT/fingpt-sentiment-train".into());
         assert_eq!(hub.table(None).unwrap(), ("pgml".into(), "FinGPT/fingpt-sentiment-train".into()));
         let local = Source::Local("/data/reviews.csv.gz".into());

@@ -174,7 +174,7 @@ mod tests {
     /// authentication and validation fail with 503, which tells them apart.
     fn app(keys: &[&str]) -> Router {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let target = crate::pgmld_target(format!("127.0.0.1:{port}").parse().unwrap(), "postgres://u@h/d", None, None, None).unwrap();
+        let target = crate::pgmld_target(format!("127.0.0.1:{port}").parse().unwrap(), &"postgres://u@h/d".parse().unwrap(), None, None, None);
         router(AppState { keys: ApiKeys::new(keys.iter().map(|k| k.to_string())).unwrap(), backend: Backend::new(target) })
     }
 

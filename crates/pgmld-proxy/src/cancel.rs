@@ -5,13 +5,12 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
 
 /// Where a session's cancel goes.
 #[derive(Clone)]
 pub struct CancelTarget {
-    /// Upstream `host:port`.
-    pub upstream: String,
+    /// The upstream (a cancel goes over a fresh connection, TLS as for sessions).
+    pub upstream: pgmld_upstream::Upstream,
     /// Upstream backend pid.
     pub pid: i32,
     /// Upstream secret key bytes (4 in protocol 3.0).
@@ -60,14 +59,8 @@ impl CancelRegistry {
         packet.extend_from_slice(&crate::wire::CANCEL_REQUEST.to_be_bytes());
         packet.extend_from_slice(&t.pid.to_be_bytes());
         packet.extend_from_slice(&t.key);
-        match tokio::net::TcpStream::connect(&t.upstream).await {
-            Ok(mut s) => {
-                if let Err(e) = s.write_all(&packet).await {
-                    tracing::warn!("forwarding cancel to {} failed: {e}", t.upstream);
-                }
-                let _ = s.shutdown().await;
-            }
-            Err(e) => tracing::warn!("forwarding cancel to {} failed: {e}", t.upstream),
+        if let Err(e) = t.upstream.send_cancel(&packet).await {
+            tracing::warn!("forwarding cancel to {} failed: {e}", t.upstream.addr());
         }
     }
 }

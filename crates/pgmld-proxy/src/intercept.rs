@@ -68,29 +68,18 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             let whole = 0..sql.len();
             return self.on_multi_statement_query(&sql, vec![whole]).await;
         }
-        let plan = match Plan::build(&sql, &self.registry) {
+        match Plan::build(&sql, &self.registry) {
             Ok(None) => {
                 self.forward(&frame, Some(Kind::Query));
                 return Ok(());
             }
-            Ok(Some(plan)) => plan,
+            Ok(Some(_)) => {}
             Err(e) => return self.local_error(e, Mode::Simple).await,
-        };
-        if plan.streaming().is_some() {
-            // Served in the extended protocol upstream, as one-statement batches are.
-            let segments = split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
-            return self.on_multi_statement_query(&sql, segments).await;
         }
-        self.count_intercepted(&plan);
-        self.catch_up().await?;
-        match self.evaluate(&plan, &[]).await? {
-            Ok(text) => {
-                self.shared.expect(Kind::Query, Route::Client);
-                wire::query(&text, &mut self.up);
-                Ok(())
-            }
-            Err(e) => self.local_error(e, Mode::Simple).await,
-        }
+        // Served in the extended protocol upstream, as one-statement batches are: the
+        // privilege check runs on this session first, in the same implicit transaction.
+        let segments = split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
+        self.on_multi_statement_query(&sql, segments).await
     }
 
     /// A query string of several statements with pgml calls. Postgres runs such a string
@@ -175,11 +164,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
                 Err(e) => {
                     self.metrics.error("pgml");
-                    let mut b = BytesMut::new();
-                    wire::error_response(&e, &mut b);
-                    self.shared.local(b.freeze());
-                    self.shared.expect(Kind::Parse, Route::OnlyReady);
-                    wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
+                    // When the upstream failed pgmld's privilege check, its own error
+                    // went to the client and it skips to the Sync below.
+                    if !self.shared.skipping() {
+                        let mut b = BytesMut::new();
+                        wire::error_response(&e, &mut b);
+                        self.shared.local(b.freeze());
+                        self.shared.expect(Kind::Parse, Route::OnlyReady);
+                        wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
+                    }
                     break;
                 }
             }

@@ -2,12 +2,14 @@
 //! connection per client session behind, raw messages forwarded both ways, and
 //! statements calling `pgml.*` served through `pgmld-sql`.
 
+mod authorize;
 mod cancel;
 mod error;
 mod expect;
 mod intercept;
 mod per_row;
 mod relay;
+mod sasl;
 mod server;
 mod session;
 mod startup;

@@ -31,7 +31,7 @@ use tokio::io::AsyncWrite;
 const MAX_ROUNDS: usize = 16;
 
 /// What an upstream run of pgmld's own query produced.
-enum Captured {
+pub(crate) enum Captured {
     /// Columns (name, type, modifier) and rows in text form.
     Rows(Vec<(String, u32, i32)>, Vec<SourceRow>),
     /// The upstream failed it; the error already went to the client.
@@ -84,6 +84,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 Captured::Failed => return Ok(None),
             };
             let Some(columns) = self.source_columns(raw_columns).await? else { return Ok(None) };
+            let names: Vec<&str> = block.calls().iter().map(|c| c.name()).collect();
+            let caller = match self.authorize(&names).await? {
+                Ok(c) => c,
+                Err(e) => {
+                    self.local_error(e, mode).await?;
+                    return Ok(None);
+                }
+            };
             let mut results = Vec::with_capacity(block.calls().len());
             for (i, call) in block.calls().iter().enumerate() {
                 if rows.is_empty() {
@@ -98,7 +106,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                 };
                 self.info.cancel.store(false, std::sync::atomic::Ordering::Relaxed);
-                let fut = call.function.clone().call_rows(self.call_context(), args);
+                let fut = call.function.clone().call_rows(self.call_context(caller.clone()), args);
                 match self.watch_client(fut).await? {
                     Ok(values) => results.push(values),
                     Err(e) => {
@@ -124,7 +132,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Runs `sql` upstream in this session (extended protocol, no Sync: inside the
     /// client's transaction) and collects its rows in text form.
-    async fn run_captured(&mut self, sql: &str, bound: Option<&Bound<'_>>) -> Result<Captured, ProxyError> {
+    pub(crate) async fn run_captured(&mut self, sql: &str, bound: Option<&Bound<'_>>) -> Result<Captured, ProxyError> {
         self.catch_up().await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         self.counter += 1;

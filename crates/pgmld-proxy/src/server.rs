@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 /// What a running pgmld needs to serve sessions.
 pub struct ServerOptions {
-    /// Upstream `host:port` client sessions connect to.
-    pub upstream_addr: String,
+    /// The upstream client sessions connect to (address, sslmode, TLS settings).
+    pub upstream: pgmld_upstream::Upstream,
     /// Applies the pgml schema to each database a client connects to (once per process).
     pub migrator: Option<Arc<Migrator>>,
     /// The pgml functions served.
@@ -161,9 +161,9 @@ impl Server {
     ) -> Result<(), ProxyError> {
         let cancel = Arc::new(AtomicBool::new(false));
         let mut keys = None;
-        let upstream_addr = self.opts.upstream_addr.clone();
-        let outcome = startup::authenticate(&mut stream, &upstream_addr, &packet, self.opts.connect_timeout, |pid, key| {
-            let k = self.cancels.register(CancelTarget { upstream: upstream_addr.clone(), pid, key, pgml_cancel: cancel.clone() });
+        let upstream = &self.opts.upstream;
+        let outcome = startup::authenticate(&mut stream, upstream, &packet, self.opts.connect_timeout, |pid, key| {
+            let k = self.cancels.register(CancelTarget { upstream: upstream.clone(), pid, key, pgml_cancel: cancel.clone() });
             keys = Some(k.clone());
             k
         })

@@ -9,7 +9,7 @@ use crate::stream::LocalCursor;
 use crate::wire::{self, split_message};
 use bytes::{Bytes, BytesMut};
 use pgmld_metrics::Metrics;
-use pgmld_sql::{CallContext, CursorCommand, Plan, Registry};
+use pgmld_sql::{CallContext, Caller, CursorCommand, Plan, Registry};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -166,6 +166,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         if !self.up.is_empty() {
             self.metrics.bytes_to_upstream.inc_by(self.up.len() as u64);
             self.upstream.write_all(&self.up).await?;
+            // A TLS upstream holds written bytes until flushed (a no-op on plain TCP).
+            self.upstream.flush().await?;
             self.up.clear();
         }
         Ok(())
@@ -224,11 +226,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// The context pgml calls run with: notices go to the client between messages.
-    pub(crate) fn call_context(&self) -> CallContext {
+    pub(crate) fn call_context(&self, caller: Caller) -> CallContext {
         let notices = self.shared.notices.clone();
         CallContext {
             database: self.info.database.clone(),
             user: self.info.user.clone(),
+            caller,
             session_id: self.info.id,
             notices: Arc::new(move |n: pgmld_sql::Notice| {
                 let mut b = BytesMut::new();
@@ -240,14 +243,19 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// Evaluates a plan while watching the client: a dropped connection cancels the call.
+    /// The caller's session is asked first whether it may call the plan's functions.
     /// Pipelined messages read meanwhile stay buffered for afterwards.
     pub(crate) async fn evaluate(
         &mut self,
         plan: &Plan,
         params: &[pgmld_sql::Param],
     ) -> Result<Result<String, pgmld_sql::SqlError>, ProxyError> {
+        let caller = match self.authorize(&plan.function_names()).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
         self.info.cancel.store(false, std::sync::atomic::Ordering::Relaxed);
-        let ctx = self.call_context();
+        let ctx = self.call_context(caller);
         self.watch_client(plan.execute(params, &ctx)).await
     }
 

@@ -121,8 +121,8 @@ pub async fn refuse(stream: &mut ClientStream, code: &str, message: &str) {
 
 /// The upstream side after a successful start.
 pub struct Upstream {
-    /// The connection, ready for queries.
-    pub stream: TcpStream,
+    /// The connection (plain or TLS, as `sslmode` asked), ready for queries.
+    pub stream: pgmld_upstream::UpstreamStream,
     /// Bytes already read from the client past the startup exchange (pipelined queries).
     pub client_leftover: BytesMut,
 }
@@ -135,21 +135,20 @@ pub enum AuthOutcome {
     Refused,
 }
 
-/// Connects to the upstream, sends the client's startup packet, and relays the
-/// authentication exchange. `give_key` turns the upstream's key into the client's key.
+/// Connects to the upstream (TLS as its `sslmode` asks), sends the client's startup
+/// packet, and relays the authentication exchange. `give_key` turns the upstream's key
+/// into the client's key.
 pub async fn authenticate(
     client: &mut ClientStream,
-    upstream_addr: &str,
+    upstream: &pgmld_upstream::Upstream,
     packet: &[u8],
     connect_timeout: std::time::Duration,
     mut give_key: impl FnMut(i32, Vec<u8>) -> (i32, Vec<u8>),
 ) -> Result<AuthOutcome, ProxyError> {
-    let mut up = tokio::time::timeout(connect_timeout, TcpStream::connect(upstream_addr))
-        .await
-        .map_err(|_| ProxyError::Upstream(format!("connecting to {upstream_addr} timed out")))?
-        .map_err(|e| ProxyError::Upstream(format!("cannot connect to {upstream_addr}: {e}")))?;
-    up.set_nodelay(true)?;
+    let mut up = upstream.connect_raw(connect_timeout).await.map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    // Over TLS, written bytes wait in the TLS layer until flushed.
     up.write_all(packet).await?;
+    up.flush().await?;
     let mut from_up = BytesMut::with_capacity(4096);
     let mut from_client = BytesMut::new();
     let mut to_client = BytesMut::new();
@@ -169,14 +168,23 @@ pub async fn authenticate(
         };
         match msg[0] {
             b'R' => {
-                to_client.extend_from_slice(&msg);
                 let code = msg.get(5..9).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(-1);
+                // SCRAM channel binding cannot cross pgmld (see sasl.rs).
+                match (code == 10).then(|| crate::sasl::without_plus(&msg)).flatten() {
+                    Some(offer) => to_client.extend_from_slice(&offer),
+                    None => to_client.extend_from_slice(&msg),
+                }
                 // Cleartext, MD5, SASL start / continue, GSS / SSPI continue wait for an answer.
                 if matches!(code, 3 | 5 | 7 | 8 | 9 | 10 | 11) {
                     client.write_all(&to_client).await?;
                     to_client.clear();
                     let answer = read_client_message(client, &mut from_client).await?;
+                    if code == 10 && up.is_tls() && crate::sasl::says_it_could_bind(&answer) {
+                        refuse(client, "28000", crate::sasl::BINDING_REFUSED).await;
+                        return Ok(AuthOutcome::Refused);
+                    }
                     up.write_all(&answer).await?;
+                    up.flush().await?;
                 }
             }
             b'K' => {

@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use pgmld_sql::cursor::{Count, Direction, StreamCursor};
 use pgmld_sql::output::encode_field;
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
-use pgmld_sql::{codes, CallContext, CursorCommand, CursorDecl, Param, Plan, SqlError, SqlType, Value};
+use pgmld_sql::{codes, CallContext, Caller, CursorCommand, CursorDecl, Param, Plan, SqlError, SqlType, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -129,11 +129,22 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// A call context whose cancel flag belongs to the stream alone: a CancelRequest
     /// between FETCHes must not end a cursor that nothing is running on.
-    fn stream_context(&self) -> (CallContext, Arc<AtomicBool>) {
-        let mut ctx = self.call_context();
+    fn stream_context(&self, caller: Caller) -> (CallContext, Arc<AtomicBool>) {
+        let mut ctx = self.call_context(caller);
         let stop = Arc::new(AtomicBool::new(false));
         ctx.cancelled = stop.clone();
         (ctx, stop)
+    }
+
+    /// The caller of a streaming plan, or `None` once its refusal was reported.
+    async fn authorized(&mut self, plan: &Plan) -> Result<Option<Caller>, ProxyError> {
+        match self.authorize(&plan.function_names()).await? {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                self.local_error(e, Mode::Extended).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Awaits `fut` while reading the client: a CancelRequest for this session, or the
@@ -220,8 +231,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         if !self.upstream_ok(&drain(&mut rx), b'C') {
             return Ok(Served::Failed);
         }
+        let Some(caller) = self.authorized(plan).await? else { return Ok(Served::Failed) };
         self.info.cancel.store(false, Ordering::Relaxed);
-        let (ctx, stop) = self.stream_context();
+        let (ctx, stop) = self.stream_context(caller);
         match self.interruptible(plan.open_stream(params, &ctx)).await {
             Ok(stream) => {
                 let txn = self.shared.txn_end_count();
@@ -306,8 +318,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 return Ok(Served::Failed);
             }
         }
+        let Some(caller) = self.authorized(plan).await? else { return Ok(Served::Failed) };
         self.info.cancel.store(false, Ordering::Relaxed);
-        let (ctx, stop) = self.stream_context();
+        let (ctx, stop) = self.stream_context(caller);
         let stream = match self.interruptible(plan.open_stream(params, &ctx)).await {
             Ok(s) => s,
             Err(e) => {

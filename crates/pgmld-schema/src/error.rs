@@ -12,6 +12,10 @@ pub enum SchemaError {
         /// What is wrong with it.
         message: String,
     },
+    /// The upstream URL's TLS or password settings cannot be honoured (see
+    /// `pgmld_upstream`); the message names no password.
+    #[error(transparent)]
+    Upstream(#[from] pgmld_upstream::UpstreamError),
     /// The server named by the URL could not be reached or refused the login.
     #[error("cannot connect to {target}: {}", chain(source))]
     Connect {

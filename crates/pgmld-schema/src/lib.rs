@@ -14,6 +14,8 @@ mod migrate;
 mod migrations;
 mod migrator;
 mod net;
+pub mod roles;
+pub mod staging;
 mod url;
 
 #[cfg(test)]
@@ -21,7 +23,7 @@ mod testdb;
 
 pub use cluster::{find_bin_dir, ClusterOptions, EmbeddedCluster};
 pub use error::SchemaError;
-pub use migrate::{migrate, MIGRATION_LOCK_KEY};
+pub use migrate::{migrate, migrate_upstream, MIGRATION_LOCK_KEY};
 pub use migrations::{Migration, MIGRATIONS};
 pub use migrator::Migrator;
 pub use net::is_reachable;

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tune_resume",
         sql: include_str!("../../../migrations/0002_tune_resume.sql"),
     },
+    Migration {
+        version: 3,
+        name: "caller_privileges",
+        sql: include_str!("../../../migrations/0003_caller_privileges.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

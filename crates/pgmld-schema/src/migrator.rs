@@ -1,6 +1,7 @@
 //! Migrating each database a client uses, once per process.
 
-use crate::{migrate, url_with_database, SchemaError};
+use crate::{migrate_upstream, SchemaError};
+use pgmld_upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::OnceCell;
@@ -13,26 +14,25 @@ use tokio::sync::OnceCell;
 /// the same run, and a failed run is retried by the next call.
 #[derive(Debug)]
 pub struct Migrator {
-    /// Connection string of the server; its database name is replaced per call.
-    base_url: String,
+    /// The server; each call connects to the database it names.
+    upstream: Upstream,
     /// Per database, a cell set once its migration succeeded. The std mutex is only held to
     /// look up or insert a cell, never across an await.
     done: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
 }
 
 impl Migrator {
-    /// A migrator for the server of `base_url` (a `postgres://` URL or `key=value` string).
-    /// The string is checked on the first [`Migrator::ensure`].
-    pub fn new(base_url: impl Into<String>) -> Self {
+    /// A migrator for the databases of `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
         Migrator {
-            base_url: base_url.into(),
+            upstream,
             done: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The connection string this migrator was made from.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// The upstream this migrator connects to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Makes sure `database` carries every embedded migration, migrating it on the first call
@@ -43,8 +43,7 @@ impl Migrator {
             done.entry(database.to_string()).or_default().clone()
         };
         cell.get_or_try_init(|| async {
-            let url = url_with_database(&self.base_url, database)?;
-            migrate(&url).await.map(|_| ())
+            migrate_upstream(&self.upstream, database).await.map(|_| ())
         })
         .await
         .map(|_| ())
@@ -65,7 +64,7 @@ mod tests {
     #[tokio::test]
     async fn ensure_migrates_each_database_once() {
         let db = TestDb::create().await;
-        let migrator = Migrator::new(admin_url());
+        let migrator = Migrator::new(Upstream::from_url(&admin_url()).expect("admin URL"));
         assert!(!migrator.is_done(db.name()));
         let (a, b) = tokio::join!(migrator.ensure(db.name()), migrator.ensure(db.name()));
         a.expect("first ensure");
@@ -92,7 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn failure_is_not_cached() {
-        let migrator = Migrator::new(admin_url());
+        let migrator = Migrator::new(Upstream::from_url(&admin_url()).expect("admin URL"));
         let missing = "pgmld_t_does_not_exist";
         assert!(migrator.ensure(missing).await.is_err());
         assert!(!migrator.is_done(missing));

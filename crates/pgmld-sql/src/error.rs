@@ -78,4 +78,9 @@ pub mod codes {
     pub const QUERY_CANCELED: &str = "57014";
     /// Something inside pgmld failed.
     pub const INTERNAL_ERROR: &str = "XX000";
+    /// The calling role lacks a privilege (schema USAGE, function EXECUTE, a project's
+    /// owner role, server files).
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// A schema that does not exist (`pgml` dropped).
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
 }

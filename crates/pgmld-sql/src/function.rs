@@ -111,6 +111,35 @@ pub struct Notice {
 /// Where notices go; the proxy delivers them to the client between protocol messages.
 pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync>;
 
+/// The role a call acts as, read from the caller's own session when the statement runs
+/// (so a `SET ROLE` there counts). pgmld reads and writes user data only with this role's
+/// privileges, which Postgres checks itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `current_user` of the calling session: the role user data is read and written as.
+    pub role: String,
+    /// Whether that role is a superuser: it may use every project and server file.
+    pub superuser: bool,
+    /// Whether it has the privileges of `pg_read_server_files` (superusers do): what
+    /// `COPY ... FROM '<file>'` needs, and what pgmld asks before reading a server path.
+    pub read_server_files: bool,
+}
+
+impl Caller {
+    /// A caller with no special privileges, for tests and calls pgmld makes for a role.
+    pub fn plain(role: &str) -> Self {
+        Caller { role: role.into(), superuser: false, read_server_files: false }
+    }
+
+    /// The 42501 for a server path this role may not read. It never says whether the path
+    /// exists, so it cannot be used to probe the server's file system.
+    pub fn server_files_denied(&self, what: &str) -> crate::error::SqlError {
+        crate::error::SqlError::new(crate::error::codes::INSUFFICIENT_PRIVILEGE, format!("permission denied to read {what} from a server file"))
+            .with_detail("Only roles with privileges of the \"pg_read_server_files\" role may read server files, as with COPY ... FROM '<file>'.")
+            .with_hint("Load from the Hugging Face Hub, or ask an administrator for GRANT pg_read_server_files TO your role.")
+    }
+}
+
 /// Everything a running call may need from its session.
 #[derive(Clone)]
 pub struct CallContext {
@@ -118,6 +147,8 @@ pub struct CallContext {
     pub database: String,
     /// User the client authenticated as.
     pub user: String,
+    /// The role the call acts as (see [`Caller`]).
+    pub caller: Caller,
     /// Session id, for logs.
     pub session_id: u64,
     /// Sends progress to the client.
@@ -132,6 +163,7 @@ impl CallContext {
         CallContext {
             database: database.into(),
             user: user.into(),
+            caller: Caller::plain(user),
             session_id: 0,
             notices: Arc::new(|_| {}),
             cancelled: Arc::new(AtomicBool::new(false)),

@@ -15,7 +15,7 @@ pub mod streaming;
 pub mod value;
 
 pub use error::{codes, SqlError};
-pub use function::{Args, CallContext, Notice, Output, PgmlFunction, Registry, Returns, RowStream, RowsFuture, Signature};
+pub use function::{Args, CallContext, Caller, Notice, Output, PgmlFunction, Registry, Returns, RowStream, RowsFuture, Signature};
 pub use params::Param;
 pub use plan::Plan;
 pub use streaming::{CursorCommand, CursorDecl, StreamForm};

@@ -105,6 +105,16 @@ pub enum Value {
     Array(Vec<Value>),
 }
 
+/// What kind of JSON error `e` is, without serde's text (which can quote the input).
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "unexpected token",
+        serde_json::error::Category::Data => "invalid value",
+        serde_json::error::Category::Io => "unreadable input",
+    }
+}
+
 impl Value {
     /// Converts the value to `ty`, parsing text where needed. Errors name the value.
     pub fn coerce(self, ty: SqlType) -> Result<Value, SqlError> {
@@ -118,8 +128,10 @@ impl Value {
             (Value::Null, _) => Value::Null,
             (Value::Text(s), SqlType::Text) => Value::Text(s),
             (Value::Text(s), SqlType::Jsonb) => {
+                // As Postgres: the position, never the text (it may hold a token).
                 Value::Json(serde_json::from_str(&s).map_err(|e| {
-                    bad(&s).with_detail(format!("JSON error: {e}"))
+                    SqlError::new(codes::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {}", ty.sql_name()))
+                        .with_detail(format!("JSON error at line {} column {}: {}", e.line(), e.column(), json_error_kind(&e)))
                 })?)
             }
             (Value::Text(s), SqlType::Int8 | SqlType::Int4) => {
@@ -357,8 +369,10 @@ mod tests {
         let e = Value::Text("4x".into()).coerce(SqlType::Int8).unwrap_err();
         assert_eq!(e.code, "22P02");
         assert!(e.message.contains("\"4x\""), "{}", e.message);
-        let e = Value::Text("{bad".into()).coerce(SqlType::Jsonb).unwrap_err();
-        assert!(e.message.contains("jsonb") && e.message.contains("{bad"));
+        let e = Value::Text("{\"token\": \"hf_SECRET\" bad".into()).coerce(SqlType::Jsonb).unwrap_err();
+        assert!(e.message.contains("jsonb"), "{}", e.message);
+        let shown = format!("{} {:?}", e.message, e.detail);
+        assert!(!shown.contains("SECRET") && shown.contains("column"), "{shown}");
         assert_eq!(
             Value::Text("{x,NULL}".into()).coerce(SqlType::TextArray).unwrap(),
             Value::Array(vec![Value::Text("x".into()), Value::Null])

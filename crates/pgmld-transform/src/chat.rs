@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use pgmld_llm::chat_model::ChatOutput;
 use pgmld_llm::generate::FinishReason;
-use pgmld_sql::{CallContext, SqlError};
+use pgmld_sql::{CallContext, Caller, SqlError};
 use pgmld_tune::resolve::{self, ModelRef, ModelSource};
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
@@ -186,7 +186,12 @@ impl Transformer {
     /// `.gguf` file, a local adapter directory, or a Hub repo (cache first when offline).
     pub async fn chat_model(&self, ctx: &CallContext, req: &GenerateRequest) -> Result<Arc<ChatHandle>, TransformError> {
         let client = self.client(&ctx.database).await?;
-        let (name, adapter) = match local_adapter_dir(&req.model) {
+        let caller = &ctx.caller;
+        if !caller.read_server_files && (req.adapter.is_some() || resolve::looks_like_path(&req.model)) {
+            return Err(TransformError::Model(pgmld_tune::access::server_files_denied(caller)));
+        }
+        let local = if caller.read_server_files { local_adapter_dir(&req.model) } else { None };
+        let (name, adapter) = match local {
             Some(dir) if req.adapter.is_some() => {
                 return Err(TransformError::bad(
                     format!("model {} is itself a LoRA adapter; \"adapter\" cannot add another", dir.display()),
@@ -201,7 +206,7 @@ impl Transformer {
                 return Err(missing(&a.display().to_string(), format!("{} is not a directory holding adapter_config.json.", a.display())));
             }
         }
-        let r = resolve::locate(&client, &name).await?;
+        let r = resolve::locate(&client, &name, caller).await?;
         if let ModelRef::Stored { id, task, via } = &r {
             if !CHAT_TASKS.contains(&task.as_str()) {
                 return Err(TransformError::WrongTask {
@@ -213,7 +218,7 @@ impl Transformer {
         }
         let key = chat_key(&r, &ctx.database, req, adapter.as_deref());
         self.cache
-            .get_or_load_chat(&key, &req.model, req.load_in_8bit, || self.chat_source(&client, &req.model, r, adapter, req.revision.as_deref()))
+            .get_or_load_chat(&key, &req.model, req.load_in_8bit, || self.chat_source(&client, (&req.model, caller), r, adapter, req.revision.as_deref()))
             .await
     }
 
@@ -236,7 +241,7 @@ impl Transformer {
     async fn chat_source(
         &self,
         client: &Client,
-        model: &str,
+        (model, caller): (&str, &Caller),
         r: ModelRef,
         adapter: Option<PathBuf>,
         revision: Option<&str>,
@@ -250,7 +255,13 @@ impl Transformer {
             return Err(TransformError::bad(format!("model \"{model}\" is itself a LoRA adapter; \"adapter\" cannot add another"), ""));
         }
         let base_name = adapter_base(&src.dir)?;
-        let base_ref = resolve::locate(client, &base_name).await?;
+        // The base a stored adapter was tuned on was its owner's to read then, and only
+        // pgmld writes pgml.files; an adapter from elsewhere gets no such trust.
+        let base_caller = match &r {
+            ModelRef::Stored { .. } => Caller { read_server_files: true, ..caller.clone() },
+            _ => caller.clone(),
+        };
+        let base_ref = resolve::locate(client, &base_name, &base_caller).await?;
         let base = self.fetch_ref(client, &base_ref, None).await?;
         if base.dir.join("adapter_config.json").is_file() {
             return Err(TransformError::Unsupported(format!(

@@ -25,7 +25,7 @@ fn transformer() -> Arc<Transformer> {
     let cache = ModelCache::new(u64::MAX, batching, tch::Device::Cpu, metrics);
     let work = std::env::temp_dir().join(format!("pgmld-stream-test-{}", std::process::id()));
     Arc::new(Transformer::new(
-        "postgres://postgres@127.0.0.1:5432/postgres".into(),
+        pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres").expect("upstream URL"),
         pgmld_datasets::hub::HubConfig::from_env(),
         work,
         cache,
@@ -49,7 +49,9 @@ async fn streamed_pieces_are_the_answer_and_dropping_the_stream_frees_the_worker
         return;
     };
     let t = transformer();
-    let ctx = CallContext::detached("postgres", "postgres");
+    let mut ctx = CallContext::detached("postgres", "postgres");
+    // The test model is a local directory: reading it takes pg_read_server_files.
+    ctx.caller = pgmld_sql::Caller { role: "postgres".into(), superuser: true, read_server_files: true };
     let question = vec![json!({"role": "user", "content": "What is the capital of France?"})];
     let args = json!({"max_new_tokens": 24, "return_usage": true});
     let whole = t.generate(&ctx, &call(&model, "conversational", args.clone(), question.clone())).await.unwrap();

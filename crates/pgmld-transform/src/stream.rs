@@ -135,7 +135,7 @@ mod tests {
         let batching = crate::Batching { max_batch: 1, max_wait: std::time::Duration::ZERO };
         let cache = crate::ModelCache::new(1 << 20, batching, tch::Device::Cpu, pgmld_metrics::Metrics::new());
         let hub = pgmld_datasets::hub::HubConfig::from_env();
-        let t = Transformer::new("postgres://x@127.0.0.1/x".into(), hub, std::env::temp_dir(), cache, 1);
+        let t = Transformer::new(pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x").expect("upstream URL"), hub, std::env::temp_dir(), cache, 1);
         let f = TransformStream::new(Arc::new(t));
         assert!(matches!(f.signature().returns, Returns::SetOf(SqlType::Jsonb)));
         assert_eq!(

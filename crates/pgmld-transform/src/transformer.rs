@@ -19,8 +19,9 @@ use crate::request::{ClassifyRequest, TopK};
 
 /// Serves `pgml.transform` for every database of the upstream.
 pub struct Transformer {
-    /// Upstream URL for pgmld's own connections; the database is swapped per call.
-    pub base_url: String,
+    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
+    /// per call.
+    pub upstream: pgmld_upstream::Upstream,
     /// Hub endpoint, token and cache, for Hub repo ids.
     pub hub: HubConfig,
     /// Where models stored in pgml.files are unpacked while they load.
@@ -39,8 +40,8 @@ const NOTICE_EXAMPLES: usize = 5;
 
 impl Transformer {
     /// A transformer over `cache`.
-    pub fn new(base_url: String, hub: HubConfig, work_dir: PathBuf, cache: ModelCache, chunk: usize) -> Self {
-        Transformer { base_url, hub, work_dir, cache, chunk: chunk.max(1), clients: tokio::sync::Mutex::new(HashMap::new()) }
+    pub fn new(upstream: pgmld_upstream::Upstream, hub: HubConfig, work_dir: PathBuf, cache: ModelCache, chunk: usize) -> Self {
+        Transformer { upstream, hub, work_dir, cache, chunk: chunk.max(1), clients: tokio::sync::Mutex::new(HashMap::new()) }
     }
 
     pub(crate) async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
@@ -48,16 +49,11 @@ impl Transformer {
         if let Some(c) = clients.get(database).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let url = pgmld_schema::url_with_database(&self.base_url, database)
-            .map_err(|e| TransformError::Internal(format!("upstream url: {e}")))?;
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        let client = self
+            .upstream
+            .connect(database)
             .await
             .map_err(|e| TransformError::Model(pgmld_tune::TuneError::pg(format!("connecting to database {database}"), e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("pgml.transform connection ended: {e}");
-            }
-        });
         let client = Arc::new(client);
         clients.insert(database.to_string(), client.clone());
         Ok(client)
@@ -66,7 +62,7 @@ impl Transformer {
     /// The model `req` names, loaded once for all sessions.
     pub async fn model(&self, ctx: &CallContext, req: &ClassifyRequest) -> Result<Arc<LoadedModel>, TransformError> {
         let client = self.client(&ctx.database).await?;
-        let r = resolve::locate(&client, &req.model).await?;
+        let r = resolve::locate(&client, &req.model, &ctx.caller).await?;
         if let ModelRef::Stored { id, task, via } = &r {
             if task != "text-classification" && task != "text-pair-classification" {
                 return Err(TransformError::WrongTask {

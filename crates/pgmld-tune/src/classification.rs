@@ -16,7 +16,7 @@ use crate::lifecycle::{Fresh, RunData, Snapshot};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushSetup;
 use crate::tuner::{warning, Tuned, Tuner};
-use crate::{resolve, split};
+use crate::{access, resolve, split};
 
 /// The data split into examples, with the label names.
 struct Prepared {
@@ -113,7 +113,7 @@ impl Tuner {
         let model_name = req.model_name.clone().ok_or_else(|| {
             TuneError::Null("pgml.tune model_name must name a pretrained model (a Hugging Face id such as distilbert-base-uncased, a local directory, or a pgml project)".into())
         })?;
-        let rel = data::read(&client, relation, task, &req.dataset).await?;
+        let rel = access::read_as(&client, &ctx.caller.role, data::read(&client, relation, task, &req.dataset)).await?;
         let prep = prepare(&rel, &req)?;
         if !prep.unseen.is_empty() {
             let list: Vec<&str> = prep.unseen.iter().map(String::as_str).collect();
@@ -125,7 +125,7 @@ impl Tuner {
                 ),
             );
         }
-        let source = resolve::resolve(&client, &model_name, &self.hub, &self.work_dir).await?;
+        let source = resolve::resolve(&client, &model_name, &ctx.caller, &self.hub, &self.work_dir).await?;
         let fresh = Fresh {
             project: (project_id, task),
             model_name,

@@ -30,6 +30,9 @@ pub enum TuneError {
         /// The columns the relation has.
         hint: String,
     },
+    /// The calling role may not use this project, model or server file (42501).
+    #[error("{}", .0.message)]
+    Denied(SqlError),
     /// The model could not be found anywhere pgmld looked (58P01).
     #[error("{message}")]
     ModelNotFound {
@@ -142,6 +145,7 @@ impl From<TuneError> for SqlError {
                     None => err,
                 }
             }
+            TuneError::Denied(e) => e,
             TuneError::Malformed(_) => SqlError::new(codes::INVALID_TEXT_REPRESENTATION, message),
             TuneError::Null(_) => SqlError::new(codes::NULL_VALUE_NOT_ALLOWED, message),
             TuneError::NoRelation(_) => SqlError::new("42P01", message),

@@ -32,7 +32,9 @@ pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
 /// The training data of a checkpointed run, stored once per model next to its checkpoint.
 pub const DATASET_FILE: &str = "dataset.jsonl";
 
-const INSERT: &str = "INSERT INTO pgml.files (model_id, path, part, data) VALUES ($1, $2, $3, $4)";
+/// Files belong to their model's owner.
+const INSERT: &str = "INSERT INTO pgml.files (model_id, path, part, data, owner) \
+                      SELECT $1, $2, $3, $4, m.owner FROM pgml.models m WHERE m.id = $1";
 
 /// Inserts one file as `name`, cut into parts of at most `part_bytes`. Returns its size.
 async fn insert_file(

@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod card;
 pub mod classification;
 pub mod conversation;

@@ -139,7 +139,7 @@ pub(crate) struct Fresh {
 
 /// Records the snapshot, the model and its job (which this connection then holds the lock
 /// of). Returns (model, job) ids.
-async fn record_new(client: &Client, req: &TuneRequest, project_id: i64, parent_id: Option<i64>, s: Snapshot, algorithm: &str) -> Result<(i64, i64)> {
+async fn record_new(client: &Client, req: &TuneRequest, (project_id, parent_id): (i64, Option<i64>), s: Snapshot, algorithm: &str, owner: &str) -> Result<(i64, i64)> {
     let test_size = match req.test_size {
         TestSize::Fraction(f) => f,
         TestSize::Rows(n) => n as f64,
@@ -153,8 +153,8 @@ async fn record_new(client: &Client, req: &TuneRequest, project_id: i64, parent_
         columns: Json::Object(columns),
         analysis: s.analysis,
     };
-    let snapshot_id = records::snapshot(client, &info, req.materialize_snapshot).await?;
-    let new = records::NewModel { project_id, parent_id, snapshot_id, algorithm, hyperparams: &req.stored_hyperparams };
+    let snapshot_id = records::snapshot(client, &info, req.materialize_snapshot, owner).await?;
+    let new = records::NewModel { project_id, parent_id, snapshot_id, algorithm, hyperparams: &req.stored_hyperparams, owner };
     records::start_model(client, &new, &worker_name(), &req.stored_request).await
 }
 
@@ -210,7 +210,7 @@ impl Tuner {
     pub(crate) async fn run_fresh(&self, client: Client, ctx: &CallContext, fresh: Fresh) -> Result<Tuned> {
         let Fresh { req, project: (project_id, task), model_name, source, data, snapshot, push } = fresh;
         let relation = snapshot.relation.clone();
-        let (model_id, job_id) = record_new(&client, &req, project_id, source.parent_id, snapshot, &model_name).await?;
+        let (model_id, job_id) = record_new(&client, &req, (project_id, source.parent_id), snapshot, &model_name, &ctx.caller.role).await?;
         let run = Run {
             task,
             model_name,

@@ -246,6 +246,19 @@ fn text(args: &Args, name: &str) -> Option<String> {
 /// Keys whose values are secrets and never stored.
 const SECRET_KEYS: &[&str] = &["hub_token", "token", "use_auth_token"];
 
+/// The JSON type of `v` (`an array`, `a string`), for errors that must not echo values:
+/// hyperparams may hold a token.
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
 /// `hyperparams` without secrets, at any depth.
 pub fn redact(v: &Json) -> Json {
     match v {
@@ -271,14 +284,14 @@ impl TuneRequest {
             Some(Value::Json(j)) => j.clone(),
             Some(Value::Null) | None => Json::Object(Map::new()),
             Some(other) => {
-                return Err(TuneError::Malformed(format!("hyperparams must be jsonb, got {other:?}")))
+                return Err(TuneError::Malformed(format!("hyperparams must be jsonb, got {}", other.describe().split(' ').next().unwrap_or("another type"))))
             }
         };
         let hp = match &hyperparams {
             Json::Object(o) => o,
             other => {
                 return Err(TuneError::bad(
-                    format!("hyperparams must be a JSON object, got {other}"),
+                    format!("hyperparams must be a JSON object, got {}", json_kind(other)),
                     "Example: '{\"training_args\": {...}, \"dataset_args\": {...}}'",
                 ))
             }

@@ -4,20 +4,26 @@
 use serde_json::Value as Json;
 use tokio_postgres::Client;
 
+use pgmld_schema::roles;
+use pgmld_sql::Caller;
+
+use crate::access;
 use crate::error::{Result, TuneError};
 use crate::options::Task;
 
-/// Finds the project by name or creates it. An existing project keeps its task: asking for
-/// another is an error; `task` may be omitted for an existing project.
-pub async fn project(client: &Client, name: &str, task: Option<Task>) -> Result<(i64, Task)> {
+/// Finds the project by name or creates it, owned by the caller. An existing project keeps
+/// its task: asking for another is an error; `task` may be omitted for an existing project.
+/// Another role's project needs membership in its owner.
+pub async fn project(client: &Client, name: &str, task: Option<Task>, caller: &Caller) -> Result<(i64, Task)> {
     let ctx = || format!("looking up project {name}");
     let existing = client
-        .query_opt("SELECT id, task FROM pgml.projects WHERE name = $1", &[&name])
+        .query_opt("SELECT id, task, owner::text FROM pgml.projects WHERE name = $1", &[&name])
         .await
         .map_err(|e| TuneError::pg(ctx(), e))?;
     if let Some(row) = existing {
         let id: i64 = row.get(0);
         let stored: String = row.get(1);
+        access::check(client, caller, row.get(2), &format!("project \"{name}\"")).await?;
         let stored_task = Task::parse(&stored)?;
         return match task {
             Some(t) if t != stored_task => Err(TuneError::bad(
@@ -35,13 +41,14 @@ pub async fn project(client: &Client, name: &str, task: Option<Task>) -> Result<
     })?;
     let row = client
         .query_one(
-            "INSERT INTO pgml.projects (name, task) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET updated_at = now() RETURNING id, task",
-            &[&name, &task.name()],
+            "INSERT INTO pgml.projects (name, task, owner) VALUES ($1, $2, $3::text::name) \
+             ON CONFLICT (name) DO UPDATE SET updated_at = now() RETURNING id, task, owner::text",
+            &[&name, &task.name(), &caller.role],
         )
         .await
         .map_err(|e| TuneError::pg(format!("creating project {name}"), e))?;
     let stored: String = row.get(1);
+    access::check(client, caller, row.get(2), &format!("project \"{name}\"")).await?;
     if stored != task.name() {
         // Created concurrently by another call with another task.
         return Err(TuneError::bad(
@@ -52,13 +59,13 @@ pub async fn project(client: &Client, name: &str, task: Option<Task>) -> Result<
     Ok((row.get(0), task))
 }
 
-/// The id of project `name`, when it exists.
-pub async fn project_id(client: &Client, name: &str) -> Result<Option<i64>> {
+/// The id and owner of project `name`, when it exists.
+pub async fn project_id(client: &Client, name: &str) -> Result<Option<(i64, String)>> {
     let row = client
-        .query_opt("SELECT id FROM pgml.projects WHERE name = $1", &[&name])
+        .query_opt("SELECT id, owner::text FROM pgml.projects WHERE name = $1", &[&name])
         .await
         .map_err(|e| TuneError::pg(format!("looking up project {name}"), e))?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// What a snapshot row records about the data.
@@ -78,8 +85,9 @@ pub struct SnapshotInfo<'a> {
 }
 
 /// Inserts a snapshot row; with `materialize`, copies the relation into
-/// `pgml.snapshot_{id}` so the model's data survives later changes to it.
-pub async fn snapshot(client: &Client, s: &SnapshotInfo<'_>, materialize: bool) -> Result<i64> {
+/// `pgml.snapshot_{id}` so the model's data survives later changes to it. The relation is
+/// read as `caller` (into a temporary table of the caller's), the copy written by pgmld.
+pub async fn snapshot(client: &Client, s: &SnapshotInfo<'_>, materialize: bool, caller: &str) -> Result<i64> {
     let ctx = |what: &str| format!("{what} snapshot of {}", s.relation);
     let row = client
         .query_one(
@@ -91,8 +99,16 @@ pub async fn snapshot(client: &Client, s: &SnapshotInfo<'_>, materialize: bool) 
         .map_err(|e| TuneError::pg(ctx("recording the"), e))?;
     let id: i64 = row.get(0);
     if materialize {
-        let sql = format!("CREATE TABLE pgml.snapshot_{id} AS SELECT * FROM {}", s.relation);
-        client.batch_execute(&sql).await.map_err(|e| TuneError::pg(ctx("materializing the"), e))?;
+        roles::begin_as(client, caller).await.map_err(|e| TuneError::pg(roles::acting_as(caller), e))?;
+        let sql = format!(
+            "CREATE TEMPORARY TABLE pgmld_snapshot_rows ON COMMIT DROP AS SELECT * FROM {}; RESET ROLE; \
+             CREATE TABLE pgml.snapshot_{id} AS SELECT * FROM pgmld_snapshot_rows; COMMIT",
+            s.relation
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(TuneError::pg(ctx("materializing the"), e));
+        }
     }
     Ok(id)
 }
@@ -109,6 +125,8 @@ pub struct NewModel<'a> {
     pub algorithm: &'a str,
     /// Hyperparameters without secrets.
     pub hyperparams: &'a Json,
+    /// The calling role, recorded as the model's and its job's owner.
+    pub owner: &'a str,
 }
 
 /// First key of the session-level advisory lock the owner of a running job holds on
@@ -127,19 +145,19 @@ fn lock_key(job_id: i64) -> i32 {
 pub async fn start_model(client: &Client, m: &NewModel<'_>, worker: &str, request: &Json) -> Result<(i64, i64)> {
     let row = client
         .query_one(
-            "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, runtime, hyperparams, status) \
-             VALUES ($1, $2, $3, $4, 'tch', $5, 'in_progress') RETURNING id",
-            &[&m.project_id, &m.parent_id, &m.snapshot_id, &m.algorithm, m.hyperparams],
+            "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, runtime, hyperparams, status, owner) \
+             VALUES ($1, $2, $3, $4, 'tch', $5, 'in_progress', $6::text::name) RETURNING id",
+            &[&m.project_id, &m.parent_id, &m.snapshot_id, &m.algorithm, m.hyperparams, &m.owner],
         )
         .await
         .map_err(|e| TuneError::pg("recording the model", e))?;
     let model_id: i64 = row.get(0);
     let job = client
         .query_one(
-            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, started_at, heartbeat_at, progress, request) \
-             VALUES ($1, $2, 'tune', 'running', $3, $4, clock_timestamp(), clock_timestamp(), 0, $5) \
+            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, started_at, heartbeat_at, progress, request, owner) \
+             VALUES ($1, $2, 'tune', 'running', $3, $4, clock_timestamp(), clock_timestamp(), 0, $5, $7::text::name) \
              RETURNING id, pg_try_advisory_lock($6, (id & 2147483647)::int4)",
-            &[&model_id, &m.project_id, m.hyperparams, &worker, request, &JOB_LOCK_CLASS],
+            &[&model_id, &m.project_id, m.hyperparams, &worker, request, &JOB_LOCK_CLASS, &m.owner],
         )
         .await
         .map_err(|e| TuneError::pg("recording the job", e))?;
@@ -182,9 +200,11 @@ pub struct JobRow {
     pub checkpoint_step: Option<i64>,
     /// The call, as [`crate::options::TuneRequest::from_stored`] reads it.
     pub request: Option<Json>,
+    /// The role that started it: a resume at startup acts as this role.
+    pub owner: String,
 }
 
-const JOB_COLUMNS: &str = "j.id, j.model_id, j.project_id, j.status, j.checkpoint_step, j.request";
+const JOB_COLUMNS: &str = "j.id, j.model_id, j.project_id, j.status, j.checkpoint_step, j.request, j.owner::text";
 
 /// Jobs a resume may pick up: a tune whose model did not succeed and whose job is still
 /// `queued` / `running` (orphaned when its lock is free) or ended by a cancel or an
@@ -200,6 +220,7 @@ fn job_row(r: &tokio_postgres::Row) -> JobRow {
         status: r.get(3),
         checkpoint_step: r.get(4),
         request: r.get(5),
+        owner: r.get(6),
     }
 }
 

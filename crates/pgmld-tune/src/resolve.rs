@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use pgmld_datasets::hub::HubConfig;
+use pgmld_sql::Caller;
 use tokio_postgres::Client;
 
+use crate::access;
 use crate::error::{Result, TuneError};
 use crate::files;
 
@@ -31,7 +33,8 @@ impl ModelSource {
     }
 }
 
-fn looks_like_path(name: &str) -> bool {
+/// Whether `name` is written as a server path (absolute, `./`, `../`, `file://`).
+pub fn looks_like_path(name: &str) -> bool {
     name.starts_with('/') || name.starts_with("./") || name.starts_with("../") || name.starts_with("file://")
 }
 
@@ -103,10 +106,10 @@ impl ModelRef {
     }
 }
 
-async fn stored(client: &Client, id: i64, name: &str) -> Result<ModelRef> {
+async fn stored(client: &Client, id: i64, name: &str, caller: &Caller) -> Result<ModelRef> {
     let row = client
         .query_opt(
-            "SELECT m.status, p.task FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.id = $1",
+            "SELECT m.status, p.task, m.owner::text FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id WHERE m.id = $1",
             &[&id],
         )
         .await
@@ -118,6 +121,7 @@ async fn stored(client: &Client, id: i64, name: &str) -> Result<ModelRef> {
         });
     };
     let (status, task): (String, Option<String>) = (row.get(0), row.get(1));
+    access::check(client, caller, row.get(2), &format!("model {id}")).await?;
     if status != "successful" {
         return Err(TuneError::ModelNotFound {
             message: format!("model {id} is {status}, not successful"),
@@ -141,16 +145,23 @@ fn only_gguf_in(dir: &Path) -> Option<PathBuf> {
 
 /// Finds what `name` refers to, in this order: `pgml:<id>`, a path, a project of this
 /// database (its deployed model), else a Hub repo id. Touches neither the Hub nor the files.
-pub async fn locate(client: &Client, name: &str) -> Result<ModelRef> {
+/// A stored model needs membership in its owner role; a server path needs what reading a
+/// server file needs, and for other roles the file system is not even asked whether a
+/// bare name exists there.
+pub async fn locate(client: &Client, name: &str, caller: &Caller) -> Result<ModelRef> {
     let name = name.trim();
     if let Some(id) = name.strip_prefix("pgml:") {
         let id: i64 = id.trim().parse().map_err(|_| {
             TuneError::bad(format!("invalid stored model reference \"{name}\""), "Use pgml:<model id>, e.g. pgml:42.")
         })?;
-        return stored(client, id, name).await;
+        return stored(client, id, name, caller).await;
     }
     let as_path = PathBuf::from(name.strip_prefix("file://").unwrap_or(name));
-    if looks_like_path(name) || as_path.is_dir() || is_gguf(&as_path) {
+    let may_read = caller.read_server_files;
+    if looks_like_path(name) && !may_read {
+        return Err(access::server_files_denied(caller));
+    }
+    if looks_like_path(name) || (may_read && (as_path.is_dir() || is_gguf(&as_path))) {
         if as_path.join("config.json").is_file() {
             return Ok(ModelRef::Dir(as_path));
         }
@@ -166,7 +177,7 @@ pub async fn locate(client: &Client, name: &str) -> Result<ModelRef> {
         });
     }
     if let Some(id) = project_model(client, name).await? {
-        return stored(client, id, &format!("project {name}")).await;
+        return stored(client, id, &format!("project {name}"), caller).await;
     }
     Ok(ModelRef::Hub(name.to_string()))
 }
@@ -203,8 +214,8 @@ pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Pa
 }
 
 /// [`locate`] then [`fetch`].
-pub async fn resolve(client: &Client, name: &str, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
-    let r = locate(client, name).await?;
+pub async fn resolve(client: &Client, name: &str, caller: &Caller, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+    let r = locate(client, name, caller).await?;
     fetch(client, &r, hub, tmp_root).await
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pgmld_ml::Example;
-use pgmld_sql::CallContext;
+use pgmld_sql::{CallContext, Caller};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,7 +27,7 @@ use crate::options::{Task, TuneRequest};
 use crate::push::PushEvent;
 use crate::push_relay::relay;
 use crate::tuner::{info, worker_name, Tuned, Tuner};
-use crate::{files, progress, records, resolve};
+use crate::{access, files, progress, records, resolve};
 
 /// The first line of `dataset.jsonl`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,9 +166,10 @@ impl Tuner {
     /// complete checkpoint and no live owner, whatever its task.
     pub(crate) async fn resume_call(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
         let client = self.connect(&ctx.database).await?;
-        let Some(project_id) = records::project_id(&client, &req.project_name).await? else {
+        let Some((project_id, owner)) = records::project_id(&client, &req.project_name).await? else {
             return Err(nothing_to_resume(&req.project_name));
         };
+        access::check(&client, &ctx.caller, &owner, &format!("project \"{}\"", req.project_name)).await?;
         for job in records::resumable_jobs(&client, project_id).await? {
             if job.checkpoint_step.is_none() || job.request.is_none() || !files::has_checkpoint(&client, job.model_id).await? {
                 continue;
@@ -201,7 +202,7 @@ impl Tuner {
     ) -> Result<Tuned> {
         let tag = format!("{}-model-{}", ctx.database.replace('/', "_"), job.model_id);
         let from = self.work_dir.join(format!("resume-{tag}"));
-        let Resumed { req, task, source, data, steps: (step, max_steps) } = match self.prepare_resume(&client, &job, token, &from).await {
+        let Resumed { req, task, source, data, steps: (step, max_steps) } = match self.prepare_resume(&client, &job, token, &from, &ctx.caller).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&from);
@@ -250,6 +251,7 @@ impl Tuner {
         job: &records::JobRow,
         token: Option<pgmld_ml::Secret>,
         from: &Path,
+        caller: &Caller,
     ) -> Result<Resumed> {
         let stored = job.request.as_ref().ok_or_else(|| TuneError::Internal(format!("job {} has no stored request", job.job_id)))?;
         let mut req = TuneRequest::from_stored(stored)?;
@@ -265,12 +267,12 @@ impl Tuner {
         let (source, data) = match task {
             Task::Conversation => {
                 let (train, eval) = read_chat_dataset(&dataset)?;
-                let (source, base_name) = self.conversation_base(client, &req, &model_name).await?;
+                let (source, base_name) = self.conversation_base(client, &req, &model_name, caller).await?;
                 (source, RunData::Conversation { base_name, train: Arc::new(train), eval: Arc::new(eval) })
             }
             _ => {
                 let d = read_dataset(&dataset)?;
-                let source = resolve::resolve(client, &model_name, &self.hub, &self.work_dir).await?;
+                let source = resolve::resolve(client, &model_name, caller, &self.hub, &self.work_dir).await?;
                 (source, RunData::Classification { labels: d.labels, train: Arc::new(d.train), eval: Arc::new(d.eval) })
             }
         };
@@ -305,7 +307,7 @@ async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
-             AND table_name = 'jobs' AND column_name = 'checkpoint_step')",
+             AND table_name = 'jobs' AND column_name = 'owner')",
             &[],
         )
         .await
@@ -332,7 +334,12 @@ async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
         tracing::info!(database = %db, model_id = job.model_id, job_id = job.job_id, step = job.checkpoint_step, "resuming an interrupted pgml.tune job from its checkpoint");
         let (tuner, db) = (tuner.clone(), db.to_string());
         tokio::spawn(async move {
-            let ctx = CallContext::detached(&db, "pgmld");
+            // The resume acts as the role that started the job.
+            let mut ctx = CallContext::detached(&db, &job.owner);
+            match access::caller_of(&owner, &job.owner).await {
+                Ok(caller) => ctx.caller = caller,
+                Err(e) => tracing::warn!(database = %db, role = %job.owner, "reading the job owner's privileges: {e}"),
+            }
             let model_id = job.model_id;
             match tuner.resume_job(owner, &ctx, job, None).await {
                 Ok(done) => tracing::info!(database = %db, model_id, deployed = done.deployed, "resumed pgml.tune job finished"),

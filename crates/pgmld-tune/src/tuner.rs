@@ -18,8 +18,9 @@ use crate::records;
 
 /// Serves `pgml.tune` for every database of the upstream.
 pub struct Tuner {
-    /// Upstream URL for pgmld's own connections; the database is swapped per call.
-    pub base_url: String,
+    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
+    /// per call.
+    pub upstream: pgmld_upstream::Upstream,
     /// Hub endpoint, token, cache (for `model_name` repo ids).
     pub hub: HubConfig,
     /// The training threads.
@@ -59,27 +60,12 @@ pub(crate) fn warning(ctx: &CallContext, message: String) {
 impl Tuner {
     /// A connection of pgmld's own to `database`.
     pub(crate) async fn connect(&self, database: &str) -> Result<Client> {
-        let url = pgmld_schema::url_with_database(&self.base_url, database)
-            .map_err(|e| TuneError::Internal(format!("upstream URL: {e}")))?;
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| TuneError::pg(format!("connecting to database {database}"), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("pgml.tune connection ended: {e}");
-            }
-        });
-        Ok(client)
+        self.upstream.connect(database).await.map_err(|e| TuneError::pg(format!("connecting to database {database}"), e))
     }
 
     /// The databases of the upstream that accept connections.
     pub(crate) async fn databases(&self) -> Result<Vec<String>> {
-        let (client, conn) = tokio_postgres::connect(&self.base_url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| TuneError::pg("connecting to the upstream", e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let client = self.connect(self.upstream.database()).await?;
         let rows = client
             .query("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
             .await
@@ -104,7 +90,7 @@ impl Tuner {
         // A call that cannot push fails before anything is recorded or trained.
         let push = self.push_setup(&req)?;
         let client = self.connect(&ctx.database).await?;
-        let (project_id, task) = records::project(&client, &req.project_name, req.task).await?;
+        let (project_id, task) = records::project(&client, &req.project_name, req.task, &ctx.caller).await?;
         match task {
             Task::Conversation => self.run_conversation(client, req, ctx, project_id, push).await,
             _ => self.run_classification(client, req, ctx, (project_id, task), push).await,

@@ -162,12 +162,40 @@ pub fn registry() -> Registry {
     r
 }
 
+/// pgml's schema and catalog entries in the upstream's `postgres` database, plus entries
+/// for the test functions: pgmld checks USAGE and EXECUTE on them before every call.
+async fn catalog() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres";
+        pgmld_schema::migrate(url).await.expect("migrating the postgres database");
+        let client = connect_url(url).await;
+        client
+            .batch_execute(
+                "CREATE OR REPLACE FUNCTION pgml.gated(name text) RETURNS SETOF jsonb LANGUAGE sql AS 'SELECT NULL::jsonb WHERE false';
+                 CREATE OR REPLACE FUNCTION pgml.numbers(n bigint) RETURNS SETOF jsonb LANGUAGE sql AS 'SELECT NULL::jsonb WHERE false';",
+            )
+            .await
+            .expect("catalog entries of the test functions");
+    })
+    .await;
+}
+
+async fn connect_url(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
 /// Starts pgmld on an ephemeral port in front of 127.0.0.1:5432.
 pub async fn start() -> SocketAddr {
+    catalog().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::new(ServerOptions {
-        upstream_addr: "127.0.0.1:5432".into(),
+        upstream: pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres").expect("upstream URL"),
         migrator: None,
         registry: Arc::new(registry()),
         metrics: pgmld_metrics::Metrics::new(),

@@ -1,10 +1,11 @@
 //! Applying the embedded migrations to a database, safely from several processes at once.
 
 use crate::migrations::{Migration, MIGRATIONS};
-use crate::url::{describe, parse};
+use crate::url::describe;
 use crate::SchemaError;
+use pgmld_upstream::Upstream;
 use std::collections::HashSet;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Key of the session-level advisory lock held while migrating ("pgmld" and 1 in hex), so
 /// two pgmld processes starting against one database apply each migration only once.
@@ -22,7 +23,8 @@ const BOOKKEEPING_SQL: &str = "
 
 /// Brings the database named by `url` up to date with every embedded migration.
 ///
-/// Connects without TLS, takes [`MIGRATION_LOCK_KEY`], creates `pgml.schema_migrations` when
+/// Connects as the URL says (`sslmode`, password sources: see `pgmld_upstream`), takes
+/// [`MIGRATION_LOCK_KEY`], creates `pgml.schema_migrations` when
 /// missing, applies each migration not recorded there in its own transaction together with
 /// its record row, and unlocks. Returns the versions applied by this call, oldest first;
 /// empty when the database was already current.
@@ -30,26 +32,36 @@ pub async fn migrate(url: &str) -> Result<Vec<u32>, SchemaError> {
     migrate_with(url, MIGRATIONS).await
 }
 
+/// [`migrate`] for `database` on an upstream read once (pgmld's own TLS and password
+/// settings).
+pub async fn migrate_upstream(upstream: &Upstream, database: &str) -> Result<Vec<u32>, SchemaError> {
+    migrate_on(upstream, database, MIGRATIONS).await
+}
+
 /// [`migrate`] with an explicit migration list, so tests can exercise failures.
 pub(crate) async fn migrate_with(
     url: &str,
     migrations: &[Migration],
 ) -> Result<Vec<u32>, SchemaError> {
-    let config = parse(url)?;
-    let target = describe(&config);
-    let (mut client, connection) =
-        config
-            .connect(NoTls)
+    let upstream = Upstream::from_url(url)?;
+    migrate_on(&upstream, upstream.database(), migrations).await
+}
+
+/// Migrates `database` of `upstream` over a connection of its own.
+async fn migrate_on(
+    upstream: &Upstream,
+    database: &str,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, SchemaError> {
+    let target = describe(&upstream.config(database));
+    let (mut client, driver) =
+        upstream
+            .connect_with_task(database)
             .await
             .map_err(|source| SchemaError::Connect {
                 target: target.clone(),
                 source,
             })?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "migration connection ended with an error");
-        }
-    });
 
     let result = match client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
@@ -57,6 +69,12 @@ pub(crate) async fn migrate_with(
     {
         Ok(_) => {
             let applied = apply_pending(&mut client, migrations).await;
+            // Staging tables a killed pgmld left behind in this database (see `staging`).
+            match crate::staging::remove_orphans(&client).await {
+                Ok(dropped) if !dropped.is_empty() => tracing::info!(%target, ?dropped, "removed leftover load_dataset staging tables"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%target, "cannot look for leftover load_dataset staging tables: {e}"),
+            }
             // Closing the session would release the lock too; unlocking keeps it short when
             // the caller holds on to nothing else.
             if let Err(e) = client

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pgmld_sql::CallContext;
+use pgmld_sql::{CallContext, Caller};
 use serde_json::{json, Value as Json};
 use tokio_postgres::Client;
 
@@ -16,7 +16,7 @@ use crate::lifecycle::{Fresh, RunData, Snapshot};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushSetup;
 use crate::tuner::{warning, Tuned, Tuner};
-use crate::{resolve, split};
+use crate::{access, resolve, split};
 
 /// The data after the split, with the snapshot's analysis.
 #[derive(Debug)]
@@ -68,12 +68,13 @@ impl Tuner {
         client: &Client,
         req: &TuneRequest,
         model_name: &str,
+        caller: &Caller,
     ) -> Result<(resolve::ModelSource, String)> {
         let mut hub = self.hub.clone();
         if let Some(token) = &req.conversation.token {
             hub.token = Some(token.0.clone());
         }
-        let located = resolve::locate(client, model_name).await?;
+        let located = resolve::locate(client, model_name, caller).await?;
         let source = resolve::fetch(client, &located, &hub, &self.work_dir).await?;
         let (dir, name) = (source.dir.clone(), model_name.to_string());
         tokio::task::spawn_blocking(move || base::check(&dir, &name))
@@ -102,13 +103,13 @@ impl Tuner {
                 "pgml.tune model_name must name a base causal LM (a Hugging Face id, a local directory or a .gguf file)".into(),
             )
         })?;
-        let conv = data::read(&client, relation, &req.dataset).await?;
+        let conv = access::read_as(&client, &ctx.caller.role, data::read(&client, relation, &req.dataset)).await?;
         let (relation_name, columns) = (conv.name.clone(), conv.columns.clone());
         let Split { train, eval, analysis } = split_rows(conv, &req)?;
         if eval.is_empty() {
             warning(ctx, "test_size leaves no test rows: the model gets no eval_loss, and deploys only onto a project without a deployed model".into());
         }
-        let (source, base_name) = self.conversation_base(&client, &req, &model_name).await?;
+        let (source, base_name) = self.conversation_base(&client, &req, &model_name, &ctx.caller).await?;
         let fresh = Fresh {
             project: (project_id, Task::Conversation),
             model_name,
