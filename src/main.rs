@@ -82,12 +82,21 @@ fn set_torch_threads(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Log targets capped at `info`: at debug they print SQL text and parameters.
+const QUIET_TARGETS: [&str; 3] = ["sqlparser=info", "tokio_postgres=info", "postgres_protocol=info"];
+
 fn init_tracing(config: &Config) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
         _ => EnvFilter::try_new(&config.log_level).with_context(|| format!("bad log_level {:?}", config.log_level))?,
     };
+    // Libraries that log statement text or bind values at debug level would put tokens
+    // (hyperparams) and user data in the log: capped, whatever the filter asks for.
+    let mut filter = filter;
+    for quiet in QUIET_TARGETS {
+        filter = filter.add_directive(quiet.parse()?);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format.as_str() {
         "json" => builder.json().init(),

@@ -178,7 +178,8 @@ async fn tune_reads_as_the_caller_and_projects_belong_to_their_owner() {
     let db = TestDb::create();
     let rows: Vec<Vec<String>> = data.iter().map(|(t, c)| vec![t.clone(), c.to_string()]).collect();
     create_table(&db.name, "public.secret", &["text", "class"], &rows).await;
-    let p = Pgmld::start();
+    // Debug logging everywhere: still no token in the log.
+    let p = Pgmld::start_with(Start { env: vec![("RUST_LOG".into(), "debug".into())], ..Start::default() });
     let admin = p.connect(&db.name).await;
     let (app, other) = (Role::create(&db, "tuner"), Role::create(&db, "other"));
     admin
@@ -209,6 +210,8 @@ async fn tune_reads_as_the_caller_and_projects_belong_to_their_owner() {
     // Malformed hyperparams never echo the text (it may hold a token).
     let e = expect_err(&c, "SELECT * FROM pgml.tune('x', hyperparams => '{\"training_args\": {\"hub_token\": \"hf_TOPSECRET\"} oops')", "22P02", "jsonb").await;
     assert!(!e.contains("TOPSECRET"), "{e}");
+    let e = expect_err(&c, &tune("tok", "mine.reviews").replace("\"num_train_epochs\": 1", "\"num_train_epochs\": 1, \"hub_token\": \"hf_TOPSECRET\", \"bogus_arg\": 1"), "22023", "bogus_arg").await;
+    assert!(!e.contains("TOPSECRET"), "{e}");
 
     // Its own table: the project and model are the caller's.
     let status: String = c.query_one(&tune("mine", "mine.reviews"), &[]).await.unwrap().get(0);
@@ -227,6 +230,35 @@ async fn tune_reads_as_the_caller_and_projects_belong_to_their_owner() {
     assert_eq!(owners, vec![app.name.clone(); 4]);
     let model_id: i64 = admin.query_one("SELECT id FROM pgml.models", &[]).await.unwrap().get(0);
 
+    // Row-level security applies to what the tune reads: the caller's rows only.
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE public.shared AS SELECT * FROM public.secret; ALTER TABLE public.shared ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY halves ON public.shared FOR SELECT USING (length(text) % 2 = 0 OR class = 'positive');
+             GRANT SELECT ON public.shared TO {}",
+            app.name
+        ))
+        .await
+        .unwrap();
+    let visible: i64 = admin
+        .query_one("SELECT count(*) FROM public.shared WHERE length(text) % 2 = 0 OR class = 'positive'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(visible < data.len() as i64, "the policy hides some rows");
+    let status: String = c.query_one(&tune("rls", "public.shared"), &[]).await.unwrap().get(0);
+    assert_eq!(status, "successful");
+    let seen: i64 = admin
+        .query_one(
+            "SELECT (s.analysis->>'rows')::int8 FROM pgml.snapshots s JOIN pgml.models m ON m.snapshot_id = s.id \
+             JOIN pgml.projects p ON p.id = m.project_id WHERE p.name = 'rls'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, visible);
+
     // Another role may neither tune into, resume nor use it, by name or id...
     let o = connect_as(&p, &db.name, &other.name).await;
     admin.batch_execute(&format!("GRANT SELECT ON public.secret TO {}", other.name)).await.unwrap();
@@ -239,4 +271,5 @@ async fn tune_reads_as_the_caller_and_projects_belong_to_their_owner() {
     o.query_one(&classify("mine"), &[]).await.unwrap();
     o.query_one(&classify(&format!("pgml:{model_id}")), &[]).await.unwrap();
     c.query_one(&classify("mine"), &[]).await.unwrap();
+    assert!(!p.log_text().contains("TOPSECRET"), "a token reached the log");
 }
