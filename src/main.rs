@@ -175,6 +175,7 @@ async fn run(config: Config) -> Result<()> {
     if config.resume_jobs {
         tokio::spawn(pgmld_tune::resume::resume_orphans(tuner.clone()));
     }
+    registry.register(Arc::new(pgmld_tune::Deploy::new(tuner.clone())));
     registry.register(Arc::new(pgmld_tune::Tune::new(tuner)));
     let device = pgmld_tune::DeviceSpec::parse(&config.transform_device).map_err(anyhow::Error::msg)?.resolve();
     let batching = pgmld_transform::Batching {
@@ -201,6 +202,7 @@ async fn run(config: Config) -> Result<()> {
         connect_timeout: config.connect_timeout(),
         shutdown_timeout: config.shutdown_timeout(),
         max_message: config.max_message_bytes,
+        authentication_timeout: config.authentication_timeout(),
         session_threads: config.session_threads(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -56,6 +56,11 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Seconds allowed for connecting to the upstream for a client session. Default `10`.
     pub connect_timeout_secs: u64,
+    /// Seconds a new client connection may take to finish startup and authentication
+    /// (TLS handshake, startup packet, the relayed password exchange); a connection still
+    /// starting after that is logged and closed, as Postgres' own `authentication_timeout`
+    /// does. `0` turns the limit off. Default `60`.
+    pub authentication_timeout: u64,
     /// Largest frontend message accepted, in bytes; larger ones close the connection with
     /// an error, as Postgres does. Default `1073741824` (1 GiB, Postgres' own limit).
     pub max_message_bytes: usize,
@@ -172,6 +177,7 @@ impl Default for Config {
             log_format: "text".into(),
             shutdown_timeout_secs: 30,
             connect_timeout_secs: 10,
+            authentication_timeout: 60,
             max_message_bytes: 1 << 30,
             session_threads: 0,
             train_workers: 1,
@@ -310,6 +316,11 @@ impl Config {
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.connect_timeout_secs)
     }
+
+    /// `authentication_timeout` as a [`std::time::Duration`]; `None` when it is `0` (off).
+    pub fn authentication_timeout(&self) -> Option<std::time::Duration> {
+        (self.authentication_timeout > 0).then(|| std::time::Duration::from_secs(self.authentication_timeout))
+    }
 }
 
 /// Field names accepted in the file and as `PGMLD_<NAME>` variables.
@@ -327,6 +338,7 @@ pub const FIELDS: &[&str] = &[
     "log_format",
     "shutdown_timeout_secs",
     "connect_timeout_secs",
+    "authentication_timeout",
     "max_message_bytes",
     "session_threads",
     "train_workers",
@@ -406,6 +418,17 @@ mod tests {
         assert!(e.contains("PGMLD_TORCH_THREADS") && e.contains("\"many\" is not an integer"), "{e}");
         let e = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "-2")])).unwrap_err().to_string();
         assert!(e.contains("torch_threads"), "{e}");
+    }
+
+    #[test]
+    fn authentication_timeout_from_env() {
+        assert_eq!(Config::default().authentication_timeout(), Some(std::time::Duration::from_secs(60)));
+        let c = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "5")])).unwrap();
+        assert_eq!(c.authentication_timeout(), Some(std::time::Duration::from_secs(5)));
+        let c = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "0")])).unwrap();
+        assert_eq!(c.authentication_timeout(), None, "0 turns it off");
+        let e = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "soon")])).unwrap_err().to_string();
+        assert!(e.contains("PGMLD_AUTHENTICATION_TIMEOUT"), "{e}");
     }
 
     #[test]

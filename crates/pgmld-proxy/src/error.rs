@@ -15,6 +15,10 @@ pub enum ProxyError {
     /// TLS set-up or handshake failed.
     #[error("tls: {0}")]
     Tls(String),
+    /// The connection did not finish startup and authentication within
+    /// `authentication_timeout` (Postgres' wording).
+    #[error("canceling authentication due to timeout")]
+    AuthTimeout,
     /// A pgwire message could not be decoded or encoded.
     #[error("message codec: {0}")]
     Codec(#[from] pgwire::error::PgWireError),

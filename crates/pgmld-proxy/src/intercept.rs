@@ -341,9 +341,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     pub(crate) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         let local = !self.statements.is_empty() || !self.portals.is_empty();
         if local || !self.cursor_statements.is_empty() || !self.cursor_portals.is_empty() {
-            let mut body = frame.get(6..).unwrap_or(&[]);
-            let name = wire::cstr(&mut body).unwrap_or_default();
-            if frame.get(5) == Some(&b'S') {
+            let close: pgwire::messages::extendedquery::Close = wire::decode(&frame)?;
+            let name = close.name.unwrap_or_default();
+            if close.target_type == b'S' {
                 self.statements.remove(&name);
                 self.cursor_statements.remove(&name);
             } else {

@@ -2,10 +2,12 @@
 //! connection per client session behind, raw messages forwarded both ways, and
 //! statements calling `pgml.*` served through `pgmld-sql`.
 
+mod accept;
 mod authorize;
 mod cancel;
 mod error;
 mod expect;
+mod frontend;
 mod intercept;
 mod per_row;
 mod relay;
@@ -17,6 +19,8 @@ mod stream;
 mod threads;
 pub mod tls;
 mod wire;
+#[cfg(test)]
+mod fuzz_tests;
 
 pub use error::ProxyError;
 pub use server::{Server, ServerOptions};

@@ -34,6 +34,9 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
     /// Largest frontend message.
     pub max_message: usize,
+    /// How long a new connection may take to finish startup and authentication before
+    /// it is closed (Postgres' `authentication_timeout`); `None`: no limit.
+    pub authentication_timeout: Option<Duration>,
     /// Session threads (each a single-threaded runtime); 0 runs sessions on the caller's
     /// runtime instead.
     pub session_threads: usize,
@@ -67,10 +70,12 @@ impl Server {
                 }
             },
         };
+        let mut backoff = crate::accept::Backoff::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        backoff.accepted();
                         let server = self.clone();
                         let kill = kill.clone();
                         match &threads {
@@ -95,8 +100,13 @@ impl Server {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let pause = backoff.failed(&e);
+                        if !pause.is_zero() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = shutdown.cancelled() => break,
+                            }
+                        }
                     }
                 },
                 _ = shutdown.cancelled() => break,
@@ -125,13 +135,15 @@ impl Server {
 
     async fn connection(self: Arc<Self>, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
-        let contact = match startup::first_contact(tcp, self.opts.tls.as_ref()).await {
-            Ok(c) => c,
-            Err(e) => {
+        let deadline = self.opts.authentication_timeout.map(|t| tokio::time::Instant::now() + t);
+        let contact = match within(deadline, startup::first_contact(tcp, self.opts.tls.as_ref())).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 self.opts.metrics.error(error_kind(&e));
                 tracing::debug!("connection dropped during startup: {e}");
                 return;
             }
+            Err(TimedOut) => return self.auth_timed_out(),
         };
         match contact {
             FirstContact::Cancel(pid, key) => self.cancels.cancel(pid, &key).await,
@@ -141,12 +153,16 @@ impl Server {
                 let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
                 let span = tracing::info_span!("session", session = id, user = %user, database = %database);
                 self.opts.metrics.sessions_total.inc();
-                self.opts.metrics.sessions_active.inc();
-                if let Err(e) = self.session(id, stream, packet, user, database).instrument(span.clone()).await {
-                    self.opts.metrics.error(error_kind(&e));
-                    span.in_scope(|| tracing::info!("session ended: {e}"));
+                // Decremented on drop: a session that panics or is cut short still leaves.
+                let _active = ActiveSession::enter(&self.opts.metrics);
+                match self.session(id, stream, packet, user, database, deadline).instrument(span.clone()).await {
+                    Ok(()) => {}
+                    Err(ProxyError::AuthTimeout) => span.in_scope(|| self.auth_timed_out()),
+                    Err(e) => {
+                        self.opts.metrics.error(error_kind(&e));
+                        span.in_scope(|| tracing::info!("session ended: {e}"));
+                    }
                 }
-                self.opts.metrics.sessions_active.dec();
             }
         }
     }
@@ -158,17 +174,20 @@ impl Server {
         packet: bytes::BytesMut,
         user: String,
         database: String,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ProxyError> {
         let cancel = Arc::new(AtomicBool::new(false));
         let mut keys = None;
         let upstream = &self.opts.upstream;
-        let outcome = startup::authenticate(&mut stream, upstream, &packet, self.opts.connect_timeout, |pid, key| {
+        let auth = startup::authenticate(&mut stream, upstream, &packet, self.opts.connect_timeout, |pid, key| {
             let k = self.cancels.register(CancelTarget { upstream: upstream.clone(), pid, key, pgml_cancel: cancel.clone() });
             keys = Some(k.clone());
             k
-        })
-        .await;
+        });
+        // On timeout the exchange is dropped, closing the upstream connection it opened.
+        let outcome = within(deadline, auth).await;
         let _unregister = Unregister { registry: &self.cancels, keys: keys.clone() };
+        let outcome = outcome.map_err(|TimedOut| ProxyError::AuthTimeout)?;
         let up = match outcome {
             Ok(AuthOutcome::Ready(up)) => up,
             Ok(AuthOutcome::Refused) => {
@@ -214,6 +233,41 @@ impl Server {
     }
 }
 
+/// The startup deadline passed.
+struct TimedOut;
+
+/// Runs `fut` until `deadline`, if any.
+async fn within<F: std::future::Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Result<F::Output, TimedOut> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.map_err(|_| TimedOut),
+        None => Ok(fut.await),
+    }
+}
+
+impl Server {
+    /// Postgres logs this and closes the socket without a word to the client.
+    fn auth_timed_out(&self) {
+        self.opts.metrics.error("auth_timeout");
+        tracing::info!("{}; connection closed", ProxyError::AuthTimeout);
+    }
+}
+
+/// Counts a session in `pgmld_sessions_active` for as long as it lives.
+struct ActiveSession<'a>(&'a pgmld_metrics::Metrics);
+
+impl<'a> ActiveSession<'a> {
+    fn enter(metrics: &'a pgmld_metrics::Metrics) -> Self {
+        metrics.sessions_active.inc();
+        ActiveSession(metrics)
+    }
+}
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.0.sessions_active.dec();
+    }
+}
+
 struct Unregister<'a> {
     registry: &'a CancelRegistry,
     keys: Option<(i32, Vec<u8>)>,
@@ -233,5 +287,28 @@ fn error_kind(e: &ProxyError) -> &'static str {
         ProxyError::Protocol(_) | ProxyError::Codec(_) => "protocol",
         ProxyError::Upstream(_) => "upstream",
         ProxyError::Tls(_) => "tls",
+        ProxyError::AuthTimeout => "auth_timeout",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_still_leaves_the_active_gauge() {
+        let metrics = pgmld_metrics::Metrics::new();
+        let m = metrics.clone();
+        let task = tokio::spawn(async move {
+            let _active = ActiveSession::enter(&m);
+            tokio::task::yield_now().await;
+            panic!("a bug in a session");
+        });
+        assert!(task.await.is_err());
+        let early = {
+            let _active = ActiveSession::enter(&metrics);
+            metrics.sessions_active.get()
+        };
+        assert_eq!((early, metrics.sessions_active.get()), (1, 0));
     }
 }

@@ -130,18 +130,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let frame = match split_message(&mut self.inbuf, self.max_message) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => {
-                        self.metrics.error("protocol");
-                        let mut b = BytesMut::new();
-                        wire::fatal_response("08P01", &e.to_string(), &mut b);
-                        self.shared.local(b.freeze());
-                        self.flush_upstream().await?;
-                        return Err(e);
-                    }
+                    Err(e) => return self.protocol_violation(e).await,
                 };
-                if let Flow::Stop = self.handle(frame).await? {
-                    self.flush_upstream().await?;
-                    return Ok(());
+                match self.handle(frame).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => {
+                        self.flush_upstream().await?;
+                        return Ok(());
+                    }
+                    // A malformed message pgmld had to look into: 08P01, as Postgres.
+                    Err(e @ (ProxyError::Protocol(_) | ProxyError::Codec(_))) => return self.protocol_violation(e).await,
+                    Err(e) => return Err(e),
                 }
             }
             self.flush_upstream().await?;
@@ -160,6 +159,20 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 _ = self.shared.txn_ended.notified(), if self.has_streams() => self.prune_streams(),
             }
         }
+    }
+
+    /// Ends the session over a malformed or oversized message: what was sent upstream
+    /// before it goes out, then the client gets a FATAL 08P01 in order.
+    async fn protocol_violation(&mut self, e: ProxyError) -> Result<(), ProxyError> {
+        self.metrics.error("protocol");
+        let mut b = BytesMut::new();
+        wire::fatal_response("08P01", &e.to_string(), &mut b);
+        self.shared.local(b.freeze());
+        // Postgres holds extended-protocol answers until Sync or Flush; a Flush (never a
+        // Sync, which would commit) gets those queued ahead of the FATAL delivered.
+        wire::flush(&mut self.up);
+        self.flush_upstream().await?;
+        Err(e)
     }
 
     pub(crate) async fn flush_upstream(&mut self) -> Result<(), ProxyError> {
@@ -185,7 +198,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         if self.has_streams() {
             self.prune_streams();
         }
-        match frame[0] {
+        // split_message hands out whole frames (at least 5 bytes); 0 is no message type.
+        match frame.first().copied().unwrap_or(0) {
             b'Q' => self.on_query(frame).await?,
             b'P' => self.on_parse(frame).await?,
             b'B' => self.on_bind(frame)?,
@@ -205,14 +219,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 self.forward(&frame, None);
                 return Ok(Flow::Stop);
             }
-            other => {
-                self.metrics.error("protocol");
-                let msg = format!("invalid frontend message type {other}");
-                let mut b = BytesMut::new();
-                wire::fatal_response("08P01", &msg, &mut b);
-                self.shared.local(b.freeze());
-                return Err(ProxyError::Protocol(msg));
-            }
+            other => return Err(ProxyError::Protocol(format!("invalid frontend message type {other}"))),
         }
         Ok(Flow::Continue)
     }

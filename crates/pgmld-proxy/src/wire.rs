@@ -11,23 +11,31 @@ use pgmld_sql::SqlError;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Reads one length-prefixed startup-phase packet (no type byte), with its length word.
+/// The buffer grows only as bytes arrive: a declared length reserves nothing.
 pub async fn read_startup_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<BytesMut, ProxyError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let n = u32::from_be_bytes(len) as usize;
-    if !(8..=10_000).contains(&n) {
+    if !(8..=MAX_STARTUP_PACKET).contains(&n) {
         return Err(ProxyError::Protocol(format!("invalid startup packet length {n}")));
     }
-    let mut buf = BytesMut::with_capacity(n);
+    let mut body = Vec::new();
+    r.take((n - 4) as u64).read_to_end(&mut body).await?;
+    if body.len() + 4 < n {
+        return Err(ProxyError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    let mut buf = BytesMut::with_capacity(body.len() + 4);
     buf.extend_from_slice(&len);
-    buf.resize(n, 0);
-    r.read_exact(&mut buf[4..]).await?;
+    buf.extend_from_slice(&body);
     Ok(buf)
 }
 
-/// The protocol code word of a startup packet (after the length).
+/// Largest startup packet, as Postgres (`MAX_STARTUP_PACKET_LENGTH`).
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// The protocol code word of a startup packet (after the length); 0 when too short.
 pub fn startup_code(packet: &[u8]) -> u32 {
-    u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
+    packet.get(4..8).map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// SSLRequest code.
@@ -38,21 +46,23 @@ pub const GSSENC_REQUEST: u32 = 80877104;
 pub const CANCEL_REQUEST: u32 = 80877102;
 
 /// Splits complete typed messages (type byte + length + body) off the front of `buf`.
-/// Returns `Ok(None)` until a whole message is there; a length outside `1..max` is a
-/// protocol violation (garbage bytes).
+/// Returns `Ok(None)` until a whole message is there. Nothing is reserved for the declared
+/// length (the caller's reads grow the buffer as bytes arrive), so a client declaring a
+/// huge message and sending little costs only what it sent. A length below 4 or above
+/// `max` is a protocol violation.
 pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ProxyError> {
-    if buf.len() < 5 {
-        return Ok(None);
+    let Some(header) = buf.get(..5) else { return Ok(None) };
+    let ty = char::from(header[0]);
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len < 4 {
+        return Err(ProxyError::Protocol(format!("invalid message length {len} for message type {ty:?}")));
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len < 4 || len > max {
+    if len > max {
         return Err(ProxyError::Protocol(format!(
-            "invalid message length {len} for message type {:?}",
-            char::from(buf[0])
+            "message of type {ty:?} declares a length of {len} bytes, over the limit of {max} bytes (max_message_bytes)"
         )));
     }
-    if buf.len() < len + 1 {
-        buf.reserve(len + 1 - buf.len());
+    if buf.len() <= len {
         return Ok(None);
     }
     Ok(Some(buf.split_to(len + 1).freeze()))
@@ -62,12 +72,7 @@ fn ctx() -> DecodeContext {
     DecodeContext::new(ProtocolVersion::PROTOCOL3_0)
 }
 
-/// Decodes a whole frame with pgwire.
-pub fn decode<M: Message>(frame: &Bytes) -> Result<M, ProxyError> {
-    let mut b = BytesMut::from(&frame[..]);
-    M::decode(&mut b, &ctx())?
-        .ok_or_else(|| ProxyError::Protocol(format!("truncated {:?} message", char::from(frame[0]))))
-}
+pub use crate::frontend::decode;
 
 /// Decodes a StartupMessage packet (length word first, no type byte).
 pub fn decode_startup(packet: &[u8]) -> Result<pgwire::messages::startup::Startup, ProxyError> {
@@ -94,7 +99,7 @@ pub fn cstr(b: &mut &[u8]) -> Option<String> {
 
 /// The text of a simple `Query` frame.
 pub fn query_text(frame: &Bytes) -> Result<String, ProxyError> {
-    Ok(decode::<Query>(frame)?.query)
+    Ok(crate::frontend::decode::<Query>(frame)?.query)
 }
 
 /// `ErrorResponse` for an error pgmld raises itself.
@@ -289,6 +294,17 @@ mod tests {
         assert_eq!(query_text(&f).unwrap(), "SELECT 1");
         let mut garbage = BytesMut::from(&b"Q\xff\xff\xff\xffxx"[..]);
         assert!(split_message(&mut garbage, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing_and_the_limit_is_named() {
+        let mut b = BytesMut::from(&b"Q\x40\0\0\0SELECT"[..]);
+        assert!(split_message(&mut b, 1 << 30).unwrap().is_none());
+        assert!(b.capacity() < 1024, "reserved {} bytes", b.capacity());
+        let mut b = BytesMut::from(&b"Q\x40\0\0\x01SELECT"[..]);
+        let e = split_message(&mut b, 1 << 30).unwrap_err().to_string();
+        assert!(e.contains("1073741825") && e.contains("1073741824"), "{e}");
+        assert_eq!(startup_code(b"\0\0\0\x04"), 0);
     }
 
     #[test]

@@ -439,7 +439,8 @@ fn call_extent(
                 seg_start = i + 1;
             }
             Token::RParen => {
-                depth -= 1;
+                // Unbalanced brackets cannot come from text that parsed; refuse, never wrap.
+                depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     let segment = arg_range(tokens, seg_start..i, &byte);
                     if segment.is_some() || !args.is_empty() {

@@ -90,7 +90,7 @@ fn decode_binary(oid: u32, b: &[u8]) -> Result<Value, String> {
             Some((1, rest)) => Value::Json(serde_json::from_slice(rest).map_err(|e| format!("invalid jsonb: {e}"))?),
             _ => return Err("unknown jsonb binary version".into()),
         },
-        oids::TEXT_ARRAY | oids::VARCHAR_ARRAY | oids::JSONB_ARRAY | oids::JSON_ARRAY => decode_array(b)?,
+        o if is_array(o) => decode_array(b)?,
         other => return Err(format!("binary format of type oid {other} is not supported in pgml calls; send it as text")),
     })
 }
@@ -107,9 +107,16 @@ fn decode_array(b: &[u8]) -> Result<Value, String> {
     if ndim != 1 {
         return Err(format!("{ndim}-dimensional arrays are not supported"));
     }
+    if is_array(elem_oid) {
+        // Arrays of arrays are multi-dimensional arrays in Postgres; refusing them here
+        // also bounds the recursion a client could ask for.
+        return Err("arrays of arrays are not supported".into());
+    }
     let len = r.i32()?;
     let _lower = r.i32()?;
-    let mut items = Vec::with_capacity(len.max(0) as usize);
+    // The count is the client's word: each element takes at least 4 bytes, so never
+    // reserve more than the bytes could hold.
+    let mut items = Vec::with_capacity((len.max(0) as usize).min(b.len() / 4));
     for _ in 0..len {
         let n = r.i32()?;
         if n < 0 {
@@ -119,6 +126,10 @@ fn decode_array(b: &[u8]) -> Result<Value, String> {
         }
     }
     Ok(Value::Array(items))
+}
+
+fn is_array(oid: u32) -> bool {
+    matches!(oid, oids::TEXT_ARRAY | oids::VARCHAR_ARRAY | oids::JSONB_ARRAY | oids::JSON_ARRAY)
 }
 
 struct Reader<'a> {
@@ -171,6 +182,17 @@ mod tests {
         let e = bin(oids::INT8, vec![1, 2]).decode(3).unwrap_err();
         assert_eq!(e.code, "22P03");
         assert!(e.message.contains("$3"), "{}", e.message);
+        // A count far beyond the bytes reserves nothing; an array of arrays is refused.
+        let mut huge = Vec::new();
+        for v in [1i32, 0, oids::TEXT as i32, i32::MAX, 1] {
+            huge.extend_from_slice(&v.to_be_bytes());
+        }
+        assert!(bin(oids::TEXT_ARRAY, huge).decode(1).unwrap_err().message.contains("truncated"));
+        let mut nested = Vec::new();
+        for v in [1i32, 0, oids::TEXT_ARRAY as i32, 1, 1] {
+            nested.extend_from_slice(&v.to_be_bytes());
+        }
+        assert!(bin(oids::TEXT_ARRAY, nested).decode(1).unwrap_err().message.contains("arrays of arrays"));
         let e = bin(600, vec![1]).decode(1).unwrap_err();
         assert!(e.message.contains("oid 600"), "{}", e.message);
     }

@@ -203,6 +203,7 @@ pub async fn start() -> SocketAddr {
         connect_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(1),
         max_message: 1 << 26,
+        authentication_timeout: Some(Duration::from_secs(60)),
         session_threads: 0,
     });
     tokio::spawn(server.serve(listener, tokio_util::sync::CancellationToken::new()));
