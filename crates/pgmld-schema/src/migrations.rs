@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "caller_privileges",
         sql: include_str!("../../../migrations/0003_caller_privileges.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deploy",
+        sql: include_str!("../../../migrations/0004_deploy.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

@@ -41,6 +41,14 @@ pub enum TuneError {
         /// Where pgmld looked and what each place said.
         detail: String,
     },
+    /// A named project or model does not exist, or not where it was looked for (42704).
+    #[error("{message}")]
+    NotFound {
+        /// What was not found, naming it.
+        message: String,
+        /// How to find what exists.
+        hint: String,
+    },
     /// Something pgmld does not do (yet) (0A000).
     #[error("{message}")]
     Unsupported {
@@ -153,6 +161,7 @@ impl From<TuneError> for SqlError {
             TuneError::ModelNotFound { detail, .. } => SqlError::new("58P01", message)
                 .with_detail(detail)
                 .with_hint("Pass a Hugging Face model id, a local directory holding config.json, a pgml project name, or pgml:<model id>."),
+            TuneError::NotFound { hint, .. } => SqlError::new("42704", message).with_hint(hint),
             TuneError::Unsupported { hint, .. } => {
                 let err = SqlError::new(codes::FEATURE_NOT_SUPPORTED, message);
                 match hint {

@@ -1,6 +1,7 @@
 //! `pgml.tune`: fine-tuning text classifiers, and LoRA adapters of Llama-family causal
 //! LMs on conversations ([`conversation`]), on a libtorch worker pool.
 //!
+//! - [`deploy`]: `pgml.deploy`, which picks the model a project serves.
 //! - [`function`]: the SQL signature; [`tuner`]: a call dispatched to a new
 //!   [`classification`] or [`conversation`] tune or a [`resume`]; [`lifecycle`]: a recorded
 //!   model's training, progress, checkpoints, files and deployment, for both tasks.
@@ -20,6 +21,7 @@ pub mod card;
 pub mod classification;
 pub mod conversation;
 pub mod data;
+pub mod deploy;
 pub mod error;
 pub mod files;
 pub mod function;
@@ -36,6 +38,7 @@ pub mod resume;
 pub mod split;
 pub mod tuner;
 
+pub use deploy::Deploy;
 pub use error::TuneError;
 pub use function::Tune;
 pub use pool::{DeviceSpec, WorkerPool};

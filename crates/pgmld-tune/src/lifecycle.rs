@@ -188,10 +188,7 @@ pub(crate) fn card_setup(req: &TuneRequest, task: Task) -> Vec<(String, Json)> {
 /// The metric deployment compares: `eval_f1` (higher wins) for classifiers, `eval_loss`
 /// (lower wins) for conversation adapters.
 fn score(task: Task, eval: Option<&Json>) -> records::Score {
-    let (metric, higher_is_better) = match task {
-        Task::Conversation => ("eval_loss", false),
-        _ => ("eval_f1", true),
-    };
+    let (metric, higher_is_better) = records::deploy_metric(task);
     records::Score { metric, value: eval.and_then(|e| e.get(metric)).and_then(Json::as_f64), higher_is_better }
 }
 

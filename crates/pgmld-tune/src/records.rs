@@ -372,6 +372,17 @@ pub struct Score {
     pub higher_is_better: bool,
 }
 
+/// The metric of `pgml.models.metrics` that ranks a project's models, and whether higher
+/// wins: `eval_f1` (higher wins) for classifiers, `eval_loss` (lower wins) for
+/// conversation adapters. Automatic deployment after a tune and `pgml.deploy`'s
+/// `best_score` both use it.
+pub fn deploy_metric(task: Task) -> (&'static str, bool) {
+    match task {
+        Task::Conversation => ("eval_loss", false),
+        _ => ("eval_f1", true),
+    }
+}
+
 /// Whether a model scoring `new` replaces the deployed one scoring `old` (`None`: nothing
 /// deployed; `Some(None)`: deployed without that metric, which any scored model beats).
 pub fn beats(score: &Score, old: Option<Option<f64>>) -> bool {
