@@ -12,39 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::models::{create_table, imdb_balanced, tiny_bert};
+use support::roles::{connect_as, Role};
 use support::{expect_err, psql_direct, Pgmld, TestDb};
 
 const PROJECT: &str = "deploy_imdb";
-
-/// A LOGIN role of the test's own, dropped with everything it owns at the end.
-struct Role {
-    name: String,
-    db: String,
-}
-
-impl Role {
-    fn create(db: &TestDb, prefix: &str) -> Role {
-        let name = format!("{prefix}_{:08x}", rand::random::<u32>());
-        psql_direct("postgres", &format!("CREATE ROLE {name} LOGIN"));
-        Role { name, db: db.name.clone() }
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &self.db, "-qAtc"])
-            .arg(format!("DROP OWNED BY {0} CASCADE; DROP ROLE IF EXISTS {0}", self.name))
-            .output();
-    }
-}
-
-async fn connect_as(p: &Pgmld, db: &str, role: &str) -> tokio_postgres::Client {
-    let conn = format!("host=127.0.0.1 port={} user={role} dbname={db}", p.addr.port());
-    let (client, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(c);
-    client
-}
 
 fn tune_sql(project: &str, model: &str, training_args: &str) -> String {
     format!(

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod llm;
 pub mod models;
 pub mod process;
+pub mod roles;
 pub mod serial;
 
 use std::io::{BufRead, BufReader};
