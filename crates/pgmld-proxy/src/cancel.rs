@@ -17,6 +17,10 @@ pub struct CancelTarget {
     pub key: Vec<u8>,
     /// Set to stop the pgml call the session runs.
     pub pgml_cancel: Arc<AtomicBool>,
+    /// Set while a pgml call runs inside pgmld with nothing of the client's running
+    /// upstream: the cancel then stops the call only. Forwarded, it could reach the
+    /// upstream backend late and cancel the client's next statement instead.
+    pub local_call: Arc<AtomicBool>,
 }
 
 /// The keys handed to clients, process-wide.
@@ -54,6 +58,9 @@ impl CancelRegistry {
             return;
         };
         t.pgml_cancel.store(true, Ordering::Relaxed);
+        if t.local_call.load(Ordering::SeqCst) {
+            return;
+        }
         let mut packet = Vec::with_capacity(12 + t.key.len());
         packet.extend_from_slice(&((12 + t.key.len()) as u32).to_be_bytes());
         packet.extend_from_slice(&crate::wire::CANCEL_REQUEST.to_be_bytes());

@@ -177,10 +177,11 @@ impl Server {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ProxyError> {
         let cancel = Arc::new(AtomicBool::new(false));
+        let local_call = Arc::new(AtomicBool::new(false));
         let mut keys = None;
         let upstream = &self.opts.upstream;
         let auth = startup::authenticate(&mut stream, upstream, &packet, self.opts.connect_timeout, |pid, key| {
-            let k = self.cancels.register(CancelTarget { upstream: upstream.clone(), pid, key, pgml_cancel: cancel.clone() });
+            let k = self.cancels.register(CancelTarget { upstream: upstream.clone(), pid, key, pgml_cancel: cancel.clone(), local_call: local_call.clone() });
             keys = Some(k.clone());
             k
         });
@@ -212,7 +213,7 @@ impl Server {
         let (client_r, client_w) = stream.split();
         let (up_r, up_w) = up.stream.into_split();
         let relay = tokio::spawn(crate::relay::run(up_r, client_w, shared.clone(), notices, self.opts.metrics.clone()));
-        let info = SessionInfo { id, user, database, cancel };
+        let info = SessionInfo { id, user, database, cancel, local_call };
         let session = Session::new(
             client_r,
             up.client_leftover,

@@ -25,6 +25,8 @@ pub struct SessionInfo {
     pub database: String,
     /// Set by a CancelRequest for this session; pgml calls poll it.
     pub cancel: Arc<AtomicBool>,
+    /// Set while a pgml call runs in pgmld and the upstream is idle (see `CancelTarget`).
+    pub local_call: Arc<AtomicBool>,
 }
 
 /// A prepared statement that calls pgml functions. Upstream holds its shape under the
@@ -269,6 +271,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Awaits `fut` while reading the client: when the client goes away, the session's
     /// cancel flag is set so the pgml call stops.
     pub(crate) async fn watch_client<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Result<T, ProxyError> {
+        let _local = LocalCall::start(&self.info.local_call);
         tokio::pin!(fut);
         loop {
             tokio::select! {
@@ -281,5 +284,21 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             }
         }
+    }
+}
+
+/// Marks a pgml call as running in pgmld (the upstream idle) until dropped.
+pub(crate) struct LocalCall<'a>(&'a AtomicBool);
+
+impl<'a> LocalCall<'a> {
+    pub(crate) fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        LocalCall(flag)
+    }
+}
+
+impl Drop for LocalCall<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

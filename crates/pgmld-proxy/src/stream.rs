@@ -150,6 +150,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Awaits `fut` while reading the client: a CancelRequest for this session, or the
     /// client going away, ends it with 57014 (dropping `fut`).
     async fn interruptible<T>(&mut self, fut: impl Future<Output = Result<T, SqlError>>) -> Result<T, SqlError> {
+        let local_call = self.info.local_call.clone();
+        let _local = crate::session::LocalCall::start(&local_call);
         tokio::pin!(fut);
         let mut poll = tokio::time::interval(CANCEL_POLL);
         loop {
