@@ -45,7 +45,10 @@ async fn a_killed_load_leaves_no_staging_table_after_a_restart() {
 
     // A running load of another pgmld holds its table: a restart must not take it.
     let other = db.name.clone();
-    psql_direct(&other, "CREATE TABLE public.pgmld_load_77 (x int)");
+    psql_direct(
+        &other,
+        &format!("CREATE TABLE public.pgmld_load_77 (x int); COMMENT ON TABLE public.pgmld_load_77 IS '{}'", pgmld_schema::staging::STAGING_COMMENT),
+    );
     let holder = std::process::Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &other, "-qAtc"])
         .arg(format!("SELECT pg_advisory_lock({}, 77), pg_sleep(30)", pgmld_schema::staging::STAGING_LOCK_CLASS))

@@ -125,7 +125,11 @@ impl Loader {
             staging::lock(&client, key).await.map_err(|e| DatasetError::pg("locking the staging table", e))?;
             let staging = format!("{}.{}", quote_ident(&schema_name), staging::table_name(key));
             client
-                .batch_execute(&format!("CREATE TABLE {staging} ({})", col_defs.join(", ")))
+                .batch_execute(&format!(
+                    "CREATE TABLE {staging} ({}); COMMENT ON TABLE {staging} IS '{}'",
+                    col_defs.join(", "),
+                    staging::STAGING_COMMENT
+                ))
                 .await
                 .map_err(|e| DatasetError::pg(format!("creating {staging}"), e))?;
             let result = async {

@@ -12,6 +12,10 @@ use tokio_postgres::Client;
 /// First key of the staging advisory locks ("pgld" in hex).
 pub const STAGING_LOCK_CLASS: i32 = 0x7067_6c64;
 
+/// The comment a load puts on its staging table. Only tables carrying it are ever
+/// dropped, so a user's own table that happens to be named `pgmld_load_<n>` is safe.
+pub const STAGING_COMMENT: &str = "pgmld load_dataset staging table";
+
 /// Name prefix of every staging table.
 pub const STAGING_PREFIX: &str = "pgmld_load_";
 
@@ -39,25 +43,24 @@ pub async fn unlock(client: &Client, key: i32) -> Result<(), tokio_postgres::Err
     client.execute("SELECT pg_advisory_unlock($1, $2)", &[&STAGING_LOCK_CLASS, &key]).await.map(|_| ())
 }
 
-/// Drops every staging table of the database no running load holds; returns their names.
+/// Drops every staging table (named and commented as one) of the database no running load
+/// holds; returns their names.
 /// Tables pgmld may not drop (its role neither owns them nor is a superuser) are logged
 /// and kept.
 pub async fn remove_orphans(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT c.oid::regclass::text, substring(c.relname FROM '^pgmld_load_([0-9]+)$')::int4 \
-               FROM pg_catalog.pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'pgmld\\_load\\_%'",
-            &[],
+               FROM pg_catalog.pg_class c WHERE c.relkind = 'r' AND c.relname ~ '^pgmld_load_[0-9]+$' \
+                AND pg_catalog.obj_description(c.oid, 'pg_class') = $1",
+            &[&STAGING_COMMENT],
         )
         .await?;
     let mut dropped = Vec::new();
     for row in rows {
         let (table, key): (String, Option<i32>) = (row.get(0), row.get(1));
-        // Names of an older layout (pgmld_load_<pid>_<n>) had no lock: their loads are gone.
-        let free = match key {
-            Some(k) => client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &k]).await?.get::<_, bool>(0),
-            None => true,
-        };
+        let Some(k) = key else { continue };
+        let free: bool = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &k]).await?.get(0);
         if !free {
             continue;
         }
@@ -65,9 +68,7 @@ pub async fn remove_orphans(client: &Client) -> Result<Vec<String>, tokio_postgr
             Ok(()) => dropped.push(table),
             Err(e) => tracing::warn!(%table, "cannot drop a leftover load_dataset staging table: {e}"),
         }
-        if let Some(k) = key {
-            unlock(client, k).await?;
-        }
+        unlock(client, k).await?;
     }
     Ok(dropped)
 }
@@ -82,24 +83,21 @@ mod tests {
         let db = TestDb::create().await;
         let (a, b) = (db.connect().await, db.connect().await);
         let (busy, orphan) = (new_key(), new_key().wrapping_add(1) & 0x7fff_ffff);
+        let (b_name, o_name) = (table_name(busy), table_name(orphan));
         let sql = format!(
-            "CREATE TABLE {} (x int); CREATE TABLE {} (x int); CREATE TABLE pgmld_load_123_abc (x int); CREATE TABLE keep_me (x int)",
-            table_name(busy),
-            table_name(orphan)
+            "CREATE TABLE {b_name} (x int); CREATE TABLE {o_name} (x int); CREATE TABLE pgmld_load_123 (x int); CREATE TABLE keep_me (x int);
+             COMMENT ON TABLE {b_name} IS '{STAGING_COMMENT}'; COMMENT ON TABLE {o_name} IS '{STAGING_COMMENT}'"
         );
         a.batch_execute(&sql).await.unwrap();
         lock(&a, busy).await.unwrap();
-        let mut dropped = remove_orphans(&b).await.unwrap();
-        dropped.sort();
-        let mut want = vec![table_name(orphan), "pgmld_load_123_abc".to_string()];
-        want.sort();
-        assert_eq!(dropped, want);
+        // A user's table named like a staging table but not commented as one stays.
+        assert_eq!(remove_orphans(&b).await.unwrap(), vec![table_name(orphan)]);
         let left: i64 = b
-            .query_one("SELECT count(*) FROM pg_class WHERE relname IN ($1, 'keep_me')", &[&table_name(busy)])
+            .query_one("SELECT count(*) FROM pg_class WHERE relname IN ($1, 'keep_me', 'pgmld_load_123')", &[&table_name(busy)])
             .await
             .unwrap()
             .get(0);
-        assert_eq!(left, 2);
+        assert_eq!(left, 3);
         drop(a); // the load's session ends: its table is an orphan now
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(remove_orphans(&b).await.unwrap(), vec![table_name(busy)]);
