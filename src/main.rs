@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Command line; each flag overrides the config file and `PGMLD_*` variables.
 #[derive(Parser, Debug)]
-#[command(name = "pgmld", version, about = "Postgres wire-protocol daemon serving pgml.* fine-tuning and inference in front of any Postgres")]
+#[command(
+    name = "pgmld",
+    version,
+    about = "Postgres wire-protocol daemon serving pgml.* fine-tuning and inference in front of any Postgres"
+)]
 struct Cli {
     /// Address to listen on for Postgres clients (default 127.0.0.1:6432).
     #[arg(long)]
@@ -64,7 +68,8 @@ fn main() -> Result<()> {
     set_torch_threads(&config)?;
     // The main runtime accepts connections and serves metrics; sessions run on their own
     // threads (`session_threads`).
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(run(config))
 }
 
@@ -73,7 +78,10 @@ fn main() -> Result<()> {
 /// libtorch's inter-op pool is left alone: pgmld runs no inter-op parallel work.
 fn set_torch_threads(config: &Config) -> Result<()> {
     let Some(n) = config.torch_threads() else {
-        tracing::info!(threads = tch::get_num_threads(), "torch_threads = 0: libtorch keeps its default intra-op threads");
+        tracing::info!(
+            threads = tch::get_num_threads(),
+            "torch_threads = 0: libtorch keeps its default intra-op threads"
+        );
         return Ok(());
     };
     let threads = i32::try_from(n).with_context(|| format!("torch_threads {n} is too large"))?;
@@ -83,13 +91,15 @@ fn set_torch_threads(config: &Config) -> Result<()> {
 }
 
 /// Log targets capped at `info`: at debug they print SQL text and parameters.
-const QUIET_TARGETS: [&str; 3] = ["sqlparser=info", "tokio_postgres=info", "postgres_protocol=info"];
+const QUIET_TARGETS: [&str; 3] =
+    ["sqlparser=info", "tokio_postgres=info", "postgres_protocol=info"];
 
 fn init_tracing(config: &Config) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
-        _ => EnvFilter::try_new(&config.log_level).with_context(|| format!("bad log_level {:?}", config.log_level))?,
+        _ => EnvFilter::try_new(&config.log_level)
+            .with_context(|| format!("bad log_level {:?}", config.log_level))?,
     };
     // Libraries that log statement text or bind values at debug level would put tokens
     // (hyperparams) and user data in the log: capped, whatever the filter asks for.
@@ -117,8 +127,12 @@ fn resolve_upstream(config: &Config) -> Result<(String, Option<EmbeddedCluster>)
         return Ok(("postgres://postgres@127.0.0.1:5432/postgres".into(), None));
     }
     let dir = config.data_dir.join("postgres");
-    tracing::info!("no upstream configured and none on 127.0.0.1:5432; starting a private cluster in {}", dir.display());
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    tracing::info!(
+        "no upstream configured and none on 127.0.0.1:5432; starting a private cluster in {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let mut opts = ClusterOptions::new(std::path::absolute(&dir)?, config.embedded_port);
     opts.bin_dir = config.pg_bin_dir.clone();
     let cluster = EmbeddedCluster::start(opts)?;
@@ -137,18 +151,26 @@ async fn run(config: Config) -> Result<()> {
     }
     let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
     // Read once: TLS settings and password sources for every upstream connection.
-    let upstream = pgmld_upstream::Upstream::new(&upstream_url, config.upstream_password(), &pgmld_upstream::Env::from_process())?;
+    let upstream = pgmld_upstream::Upstream::new(
+        &upstream_url,
+        config.upstream_password(),
+        &pgmld_upstream::Env::from_process(),
+    )?;
     drop(upstream_url);
     tracing::info!(upstream = %upstream.addr(), sslmode = %upstream.ssl_mode(), password = upstream.password_source(), "upstream");
-    let applied = pgmld_schema::migrate_upstream(&upstream, upstream.database()).await.context("applying the pgml schema")?;
+    let applied = pgmld_schema::migrate_upstream(&upstream, upstream.database())
+        .await
+        .context("applying the pgml schema")?;
     tracing::info!(?applied, upstream = %upstream.addr(), "pgml schema ready");
     let metrics = pgmld_metrics::Metrics::new();
     let shutdown = CancellationToken::new();
     if !config.metrics_listen.is_empty() {
         let stop = shutdown.clone();
-        let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move { stop.cancelled().await })
-            .await
-            .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
+        let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move {
+            stop.cancelled().await
+        })
+        .await
+        .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("pgmld metrics on {addr}");
         tracing::info!("metrics on http://{addr}/metrics");
@@ -160,8 +182,10 @@ async fn run(config: Config) -> Result<()> {
         dataset_dirs: config.dataset_dirs.clone(),
     };
     registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
-    let devices = pgmld_tune::DeviceSpec::parse_list(&config.train_devices).map_err(anyhow::Error::msg)?;
-    let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices).context("starting training workers")?;
+    let devices =
+        pgmld_tune::DeviceSpec::parse_list(&config.train_devices).map_err(anyhow::Error::msg)?;
+    let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices)
+        .context("starting training workers")?;
     let tuner = pgmld_tune::Tuner {
         upstream: upstream.clone(),
         hub: pgmld_datasets::hub::HubConfig::from_env(),
@@ -177,12 +201,19 @@ async fn run(config: Config) -> Result<()> {
     }
     registry.register(Arc::new(pgmld_tune::Deploy::new(tuner.clone())));
     registry.register(Arc::new(pgmld_tune::Tune::new(tuner)));
-    let device = pgmld_tune::DeviceSpec::parse(&config.transform_device).map_err(anyhow::Error::msg)?.resolve();
+    let device = pgmld_tune::DeviceSpec::parse(&config.transform_device)
+        .map_err(anyhow::Error::msg)?
+        .resolve();
     let batching = pgmld_transform::Batching {
         max_batch: config.transform_max_batch.max(1),
         max_wait: std::time::Duration::from_millis(config.transform_max_wait_ms),
     };
-    let cache = pgmld_transform::ModelCache::new(config.transform_cache_bytes, batching, device, metrics.clone());
+    let cache = pgmld_transform::ModelCache::new(
+        config.transform_cache_bytes,
+        batching,
+        device,
+        metrics.clone(),
+    );
     let transformer = pgmld_transform::Transformer::new(
         upstream.clone(),
         pgmld_datasets::hub::HubConfig::from_env(),
@@ -236,10 +267,19 @@ async fn serve_openai(
 ) -> Result<()> {
     let options = pgmld_openai::Options {
         listen: addr.to_string(),
-        api_keys: config.openai_api_keys.as_ref().map(|keys| keys.iter().map(|k| k.expose().to_string()).collect()),
+        api_keys: config
+            .openai_api_keys
+            .as_ref()
+            .map(|keys| keys.iter().map(|k| k.expose().to_string()).collect()),
         pgmld: pgmld_openai::pgmld_target(
             pgmld,
-            &upstream.config(config.openai_database.as_deref().filter(|d| !d.is_empty()).unwrap_or(upstream.database())),
+            &upstream.config(
+                config
+                    .openai_database
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(upstream.database()),
+            ),
             config.openai_user.as_deref(),
             config.openai_password.as_ref().map(|p| p.expose()),
             config.openai_database.as_deref(),

@@ -34,11 +34,7 @@ impl Drop for AuthCluster {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl AuthCluster {
@@ -77,10 +73,7 @@ impl AuthCluster {
             .env("PGPASSWORD", SUPER_PW)
             .env("PGPASSFILE", self.dir.join("no-pgpass"))
             .args(["-X", "-w", "-qAt", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                self.port()
-            ))
+            .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port()))
             .args(["-c", sql])
             .output()
             .expect("psql");
@@ -111,10 +104,7 @@ impl AuthCluster {
     }
 
     fn pgmld(&self) -> Pgmld {
-        Pgmld::start_with(Start {
-            upstream: Some(self.cluster.url()),
-            ..Start::default()
-        })
+        Pgmld::start_with(Start { upstream: Some(self.cluster.url()), ..Start::default() })
     }
 }
 
@@ -143,10 +133,7 @@ async fn tp_connect(
     password: Option<&str>,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut conn_str = format!(
-        "host=127.0.0.1 port={} user={user} dbname={db}",
-        p.addr.port()
-    );
+    let mut conn_str = format!("host=127.0.0.1 port={} user={user} dbname={db}", p.addr.port());
     if let Some(pw) = password {
         conn_str.push_str(&format!(" password='{pw}'"));
     }
@@ -159,24 +146,13 @@ async fn tp_connect(
 
 /// Logs in with the right password and checks who we are and that pgml answers.
 async fn tp_good_login(p: &Pgmld, user: &str, password: &str) {
-    let client = tp_connect(p, user, Some(password), "postgres")
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{user} with the right password: {e:?}; log:\n{}",
-                p.log_text()
-            )
-        });
-    let row = client
-        .query_one("SELECT current_user::text, session_user::text", &[])
-        .await
-        .unwrap();
+    let client = tp_connect(p, user, Some(password), "postgres").await.unwrap_or_else(|e| {
+        panic!("{user} with the right password: {e:?}; log:\n{}", p.log_text())
+    });
+    let row = client.query_one("SELECT current_user::text, session_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), user);
     assert_eq!(row.get::<_, String>(1), user);
-    let msgs = client
-        .simple_query("SELECT pgml.version()")
-        .await
-        .expect("pgml.version()");
+    let msgs = client.simple_query("SELECT pgml.version()").await.expect("pgml.version()");
     let version = msgs
         .iter()
         .find_map(|m| match m {
@@ -192,9 +168,7 @@ async fn tp_good_login(p: &Pgmld, user: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokio_postgres_password_logins_through_pgmld() {
-    let cluster = tokio::task::spawn_blocking(AuthCluster::start)
-        .await
-        .unwrap();
+    let cluster = tokio::task::spawn_blocking(AuthCluster::start).await.unwrap();
     let p = cluster.pgmld();
     let auth_before = p.metric(AUTH_ERRORS);
     let mut refusals_by_upstream = 0.0;
@@ -210,10 +184,7 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         assert_eq!(sqlstate(&e), "28P01", "{user}: {e:?}");
         let db = e.as_db_error().expect("a server error");
         assert_eq!(db.severity(), "FATAL");
-        assert_eq!(
-            db.message(),
-            format!("password authentication failed for user \"{user}\"")
-        );
+        assert_eq!(db.message(), format!("password authentication failed for user \"{user}\""));
         refusals_by_upstream += 1.0;
 
         // Missing password: tokio-postgres gives up when the upstream asks for one.
@@ -221,10 +192,7 @@ async fn tokio_postgres_password_logins_through_pgmld() {
             .await
             .err()
             .unwrap_or_else(|| panic!("{user} got in without a password"));
-        assert!(
-            format!("{e:?}").contains("password missing"),
-            "{user}: {e:?}"
-        );
+        assert!(format!("{e:?}").contains("password missing"), "{user}: {e:?}");
 
         // Empty password: sent, and refused by the upstream.
         let e = tp_connect(&p, user, Some(""), "postgres")
@@ -241,9 +209,7 @@ async fn tokio_postgres_password_logins_through_pgmld() {
     }
 
     // A role that does not exist gets the same answer as a wrong password.
-    let e = tp_connect(&p, "ghost", Some("whatever"), "postgres")
-        .await
-        .expect_err("ghost refused");
+    let e = tp_connect(&p, "ghost", Some("whatever"), "postgres").await.expect_err("ghost refused");
     assert_eq!(sqlstate(&e), "28P01", "{e:?}");
     assert_eq!(
         e.as_db_error().unwrap().message(),
@@ -271,21 +237,14 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         let (user, password) = ROLES[i % 2];
         let port = p.addr.port();
         tasks.push(tokio::spawn(async move {
-            let pw = if i % 4 < 2 {
-                password.to_string()
-            } else {
-                format!("wrong-{i}")
-            };
+            let pw = if i % 4 < 2 { password.to_string() } else { format!("wrong-{i}") };
             let conn_str =
                 format!("host=127.0.0.1 port={port} user={user} dbname=postgres password='{pw}'");
             match tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
                 Ok((client, conn)) => {
                     tokio::spawn(conn);
-                    let u: String = client
-                        .query_one("SELECT current_user::text", &[])
-                        .await
-                        .unwrap()
-                        .get(0);
+                    let u: String =
+                        client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
                     (true, u == user)
                 }
                 Err(e) => (false, sqlstate(&e) == "28P01"),
@@ -313,11 +272,7 @@ async fn tokio_postgres_password_logins_through_pgmld() {
         "{AUTH_ERRORS}: {auth_before} before, {auth_after} after {refusals_by_upstream} upstream refusals\n{}",
         p.metrics_text()
     );
-    assert!(
-        p.log_text().contains("upstream refused the client"),
-        "{}",
-        p.log_text()
-    );
+    assert!(p.log_text().contains("upstream refused the client"), "{}", p.log_text());
     drop(p);
     drop(cluster);
 }
@@ -340,10 +295,7 @@ fn psql_as(
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PGPASSFILE", scratch.join("no-pgpass"))
         .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!(
-            "host=127.0.0.1 port={} user={user} dbname={db}",
-            p.addr.port()
-        ));
+        .arg(format!("host=127.0.0.1 port={} user={user} dbname={db}", p.addr.port()));
     for s in sql {
         cmd.args(["-c", s]);
     }
@@ -372,11 +324,7 @@ fn psql_password_logins_through_pgmld() {
             user,
             Some(password),
             "postgres",
-            &[
-                "SELECT current_user",
-                "SELECT pgml.version()",
-                "SELECT 40 + 2",
-            ],
+            &["SELECT current_user", "SELECT pgml.version()", "SELECT 40 + 2"],
         );
         assert!(
             out.status.success(),
@@ -395,20 +343,11 @@ fn psql_password_logins_through_pgmld() {
     for (user, password) in ROLES {
         good(user, password);
 
-        let out = psql_as(
-            &p,
-            &scratch,
-            user,
-            Some("not-the-password"),
-            "postgres",
-            &["SELECT 1"],
-        );
+        let out = psql_as(&p, &scratch, user, Some("not-the-password"), "postgres", &["SELECT 1"]);
         assert!(!out.status.success(), "{user} got in with a wrong password");
         let err = text(&out.stderr);
         assert!(
-            err.contains(&format!(
-                "FATAL:  password authentication failed for user \"{user}\""
-            )),
+            err.contains(&format!("FATAL:  password authentication failed for user \"{user}\"")),
             "{user}: {err}"
         );
         assert!(out.stdout.is_empty(), "{user}: {}", text(&out.stdout));
@@ -421,18 +360,8 @@ fn psql_password_logins_through_pgmld() {
     }
 
     for (user, password) in ROLES {
-        let out = psql_as(
-            &p,
-            &scratch,
-            user,
-            Some(password),
-            "no_such_db_pgmld",
-            &["SELECT 1"],
-        );
-        assert!(
-            !out.status.success(),
-            "{user} connected to a missing database"
-        );
+        let out = psql_as(&p, &scratch, user, Some(password), "no_such_db_pgmld", &["SELECT 1"]);
+        assert!(!out.status.success(), "{user} connected to a missing database");
         let err = text(&out.stderr);
         assert!(
             err.contains("FATAL:  database \"no_such_db_pgmld\" does not exist"),

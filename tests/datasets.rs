@@ -28,7 +28,10 @@ fn write_jsonl(path: &Path, rows: &[(String, i64)], gz: bool) {
         writeln!(buf, "{}", serde_json::json!({"text": t, "label": l, "meta": {"len": t.len(), "words": [t.split_whitespace().next()]}})).unwrap();
     }
     if gz {
-        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        );
         e.write_all(&buf).unwrap();
         e.finish().unwrap();
     } else {
@@ -37,7 +40,8 @@ fn write_jsonl(path: &Path, rows: &[(String, i64)], gz: bool) {
 }
 
 fn write_json_array(path: &Path, rows: &[(String, i64)]) {
-    let items: Vec<_> = rows.iter().map(|(t, l)| serde_json::json!({"text": t, "label": l})).collect();
+    let items: Vec<_> =
+        rows.iter().map(|(t, l)| serde_json::json!({"text": t, "label": l})).collect();
     std::fs::write(path, serde_json::to_vec_pretty(&items).unwrap()).unwrap();
 }
 
@@ -45,7 +49,10 @@ fn write_parquet(path: &Path, rows: &[(String, i64)]) {
     std::fs::write(path, support::data::parquet_bytes(rows)).unwrap();
 }
 
-async fn load(c: &tokio_postgres::Client, call: &str) -> Result<(String, i64), tokio_postgres::Error> {
+async fn load(
+    c: &tokio_postgres::Client,
+    call: &str,
+) -> Result<(String, i64), tokio_postgres::Error> {
     let row = c.query_one(&format!("SELECT * FROM {call}"), &[]).await?;
     Ok((row.get(0), row.get(1)))
 }
@@ -54,7 +61,11 @@ async fn count(c: &tokio_postgres::Client, table: &str) -> i64 {
     c.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
 }
 
-async fn column_types(c: &tokio_postgres::Client, schema: &str, table: &str) -> Vec<(String, String)> {
+async fn column_types(
+    c: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> Vec<(String, String)> {
     c.query(
         "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
         &[&schema, &table],
@@ -110,7 +121,11 @@ async fn every_local_format_loads_with_types_and_split() {
     }
     let types = column_types(&c, "pgml", "reviews_l").await;
     assert!(types.contains(&("meta".into(), "jsonb".into())), "{types:?}");
-    let words: String = c.query_one("SELECT meta->'words'->>0 FROM pgml.reviews_l ORDER BY ctid LIMIT 1", &[]).await.unwrap().get(0);
+    let words: String = c
+        .query_one("SELECT meta->'words'->>0 FROM pgml.reviews_l ORDER BY ctid LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(words, rows[0].0.split_whitespace().next().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -126,7 +141,8 @@ async fn directories_splits_and_kwargs() {
     let p = Pgmld::start();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
-    let (name, n) = load(&c, &format!("pgml.load_dataset('file://{}')", data.display())).await.unwrap();
+    let (name, n) =
+        load(&c, &format!("pgml.load_dataset('file://{}')", data.display())).await.unwrap();
     assert_eq!((name.as_str(), n), ("pgml.movies", 300));
     let splits: Vec<(String, i64)> = c
         .query("SELECT split, count(*) FROM pgml.movies GROUP BY split ORDER BY split", &[])
@@ -147,7 +163,10 @@ async fn directories_splits_and_kwargs() {
     .await
     .unwrap();
     assert_eq!((name.as_str(), n), ("public.small", 50));
-    assert_eq!(column_types(&c, "public", "small").await, vec![("label".into(), "bigint".into()), ("split".into(), "text".into())]);
+    assert_eq!(
+        column_types(&c, "public", "small").await,
+        vec![("label".into(), "bigint".into()), ("split".into(), "text".into())]
+    );
     let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"public.small\", \"if_exists\": \"error\"}}')", data.display()))
         .await
         .unwrap_err();
@@ -164,7 +183,15 @@ async fn directories_splits_and_kwargs() {
     // Semicolon-delimited file without header.
     let semi = dir.join("semi.csv");
     std::fs::write(&semi, "1;a\n2;b\n3;c\n").unwrap();
-    let (_, n) = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"delimiter\": \";\", \"header\": false}}')", semi.display())).await.unwrap();
+    let (_, n) = load(
+        &c,
+        &format!(
+            "pgml.load_dataset('{}', kwargs => '{{\"delimiter\": \";\", \"header\": false}}')",
+            semi.display()
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 3);
     let cols = column_types(&c, "pgml", "semi").await;
     assert_eq!(cols[0].0, "column_1");
@@ -183,7 +210,10 @@ async fn bad_inputs_get_clear_errors_and_the_session_goes_on() {
     assert!(e.as_db_error().unwrap().message().contains("nope.csv"), "{e:?}");
     let e = load(&c, "pgml.load_dataset(NULL)").await.unwrap_err();
     assert_eq!(sqlstate(&e), "22004");
-    let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"splt\": 1}}')", dir.display())).await.unwrap_err();
+    let e =
+        load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"splt\": 1}}')", dir.display()))
+            .await
+            .unwrap_err();
     assert_eq!(sqlstate(&e), "22023");
     assert!(e.as_db_error().unwrap().message().contains("splt"));
     let e = load(&c, "pgml.load_dataset('./x.csv', kwargs => '{bad json')").await.unwrap_err();
@@ -218,11 +248,24 @@ async fn failed_reload_keeps_the_old_table_and_reload_is_atomic_for_readers() {
     let c = p.connect(&db.name).await;
     load(&c, &format!("pgml.load_dataset('{}')", good.display())).await.unwrap();
     // A view on the table, as the guide creates, must survive reloads.
-    c.batch_execute("CREATE VIEW pgml.reviews_view AS SELECT * FROM pgml.reviews ORDER BY RANDOM()").await.unwrap();
-    let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", bad.display())).await.unwrap_err();
+    c.batch_execute(
+        "CREATE VIEW pgml.reviews_view AS SELECT * FROM pgml.reviews ORDER BY RANDOM()",
+    )
+    .await
+    .unwrap();
+    let e = load(
+        &c,
+        &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", bad.display()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(sqlstate(&e), "22P04", "{e:?}");
     assert_eq!(count(&c, "pgml.reviews").await, 2000);
-    let leftovers: i64 = c.query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[]).await.unwrap().get(0);
+    let leftovers: i64 = c
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(leftovers, 0);
     // Readers in another session during reloads see 2000 or 500 rows, never an error.
     let reader = p.connect(&db.name).await;
@@ -232,14 +275,26 @@ async fn failed_reload_keeps_the_old_table_and_reload_is_atomic_for_readers() {
         let mut seen = std::collections::BTreeSet::new();
         let mut n = 0;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let v: i64 = reader.query_one("SELECT count(*) FROM pgml.reviews_view", &[]).await.expect("reader saw an error").get(0);
+            let v: i64 = reader
+                .query_one("SELECT count(*) FROM pgml.reviews_view", &[])
+                .await
+                .expect("reader saw an error")
+                .get(0);
             seen.insert(v);
             n += 1;
         }
         (seen, n)
     });
     for src in [&small, &good, &small] {
-        load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", src.display())).await.unwrap();
+        load(
+            &c,
+            &format!(
+                "pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')",
+                src.display()
+            ),
+        )
+        .await
+        .unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (seen, n) = reads.await.unwrap();
@@ -296,10 +351,16 @@ SELECT (SELECT count(*) FROM pgml.imdb_train_view) AS train, (SELECT count(*) FR
     let (ok, out, err) = psql_script(&p, &db.name, &script, &[]);
     assert!(ok, "stdout: {out}\nstderr: {err}\nlog: {}", p.log_text());
     assert!(out.contains("(pgml.imdb,25000)"), "{out}");
-    assert!(out.contains(" negative |       12500") && out.contains(" positive |       12500"), "{out}");
+    assert!(
+        out.contains(" negative |       12500") && out.contains(" positive |       12500"),
+        "{out}"
+    );
     assert!(out.contains("(5 rows)"), "{out}");
     assert!(out.contains(" 20000 | 5000"), "{out}");
-    assert!(err.contains("INFO:") && err.contains("\"rows\":25000"), "progress notices on stderr: {err}");
+    assert!(
+        err.contains("INFO:") && err.contains("\"rows\":25000"),
+        "progress notices on stderr: {err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -316,19 +377,40 @@ async fn cancel_stops_a_load_and_keeps_the_old_table() {
     let p = Pgmld::start();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
-    load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", small.display())).await.unwrap();
+    load(
+        &c,
+        &format!(
+            "pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')",
+            small.display()
+        ),
+    )
+    .await
+    .unwrap();
     let token = c.cancel_token();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         token.cancel_query(tokio_postgres::NoTls).await.unwrap();
         std::time::Instant::now()
     });
-    let e = load(&c, &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", big.display())).await.unwrap_err();
+    let e = load(
+        &c,
+        &format!("pgml.load_dataset('{}', kwargs => '{{\"table\": \"reviews\"}}')", big.display()),
+    )
+    .await
+    .unwrap_err();
     let cancelled_at = canceller.await.unwrap();
     assert_eq!(sqlstate(&e), "57014", "{e:?}");
-    assert!(cancelled_at.elapsed() < std::time::Duration::from_secs(10), "stopped {:?} after the cancel", cancelled_at.elapsed());
+    assert!(
+        cancelled_at.elapsed() < std::time::Duration::from_secs(10),
+        "stopped {:?} after the cancel",
+        cancelled_at.elapsed()
+    );
     assert_eq!(count(&c, "pgml.reviews").await, 100);
-    let leftovers: i64 = c.query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[]).await.unwrap().get(0);
+    let leftovers: i64 = c
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pgmld_load_%'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(leftovers, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

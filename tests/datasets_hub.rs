@@ -16,12 +16,15 @@ fn imdb(n: usize, label: Option<i64>, skip: usize) -> Vec<(String, i64)> {
 const README: &str = "---\nconfigs:\n- config_name: plain_text\n  data_files:\n  - split: train\n    path: plain_text/train-*\n  - split: test\n    path: plain_text/test-*\n  - split: unsupervised\n    path: plain_text/unsupervised-*\n  default: true\n---\n# IMDB\n";
 
 async fn counts(c: &tokio_postgres::Client, table: &str) -> Vec<(String, i64, i64)> {
-    c.query(&format!("SELECT split, count(*), min(label) FROM {table} GROUP BY split ORDER BY split"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    c.query(
+        &format!("SELECT split, count(*), min(label) FROM {table} GROUP BY split ORDER BY split"),
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
 }
 
 #[tokio::test]
@@ -29,12 +32,33 @@ async fn imdb_from_the_hub_then_offline_from_the_cache() {
     let root = temp_dir("pgmld-fakehub");
     let hf_home = temp_dir("pgmld-hf-home");
     FakeHub::put(&root, "imdb", "main", "README.md", README);
-    FakeHub::put(&root, "imdb", "main", "plain_text/train-00000-of-00001.parquet", parquet_bytes(&imdb(2000, None, 0)));
-    FakeHub::put(&root, "imdb", "main", "plain_text/test-00000-of-00001.parquet", parquet_bytes(&imdb(1000, None, 2000)));
-    FakeHub::put(&root, "imdb", "main", "plain_text/unsupervised-00000-of-00001.parquet", parquet_bytes(&imdb(500, Some(-1), 3000)));
+    FakeHub::put(
+        &root,
+        "imdb",
+        "main",
+        "plain_text/train-00000-of-00001.parquet",
+        parquet_bytes(&imdb(2000, None, 0)),
+    );
+    FakeHub::put(
+        &root,
+        "imdb",
+        "main",
+        "plain_text/test-00000-of-00001.parquet",
+        parquet_bytes(&imdb(1000, None, 2000)),
+    );
+    FakeHub::put(
+        &root,
+        "imdb",
+        "main",
+        "plain_text/unsupervised-00000-of-00001.parquet",
+        parquet_bytes(&imdb(500, Some(-1), 3000)),
+    );
     let hub = FakeHub::start(root.clone());
     let env = |offline: bool| {
-        let mut e = vec![("HF_ENDPOINT".to_string(), hub.url.clone()), ("HF_HOME".to_string(), hf_home.display().to_string())];
+        let mut e = vec![
+            ("HF_ENDPOINT".to_string(), hub.url.clone()),
+            ("HF_HOME".to_string(), hf_home.display().to_string()),
+        ];
         if offline {
             e.push(("HF_HUB_OFFLINE".to_string(), "1".to_string()));
         }
@@ -44,13 +68,29 @@ async fn imdb_from_the_hub_then_offline_from_the_cache() {
     {
         let p = Pgmld::start_with(Start { env: env(false), ..Start::default() });
         let c = p.connect(&db.name).await;
-        let row = c.query_one("SELECT * FROM pgml.load_dataset('imdb')", &[]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
-        assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("pgml.imdb".to_string(), 3500));
+        let row = c
+            .query_one("SELECT * FROM pgml.load_dataset('imdb')", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, i64>(1)),
+            ("pgml.imdb".to_string(), 3500)
+        );
         assert_eq!(
             counts(&c, "pgml.imdb").await,
-            vec![("test".into(), 1000, 0), ("train".into(), 2000, 0), ("unsupervised".into(), 500, -1)]
+            vec![
+                ("test".into(), 1000, 0),
+                ("train".into(), 2000, 0),
+                ("unsupervised".into(), 500, -1)
+            ]
         );
-        assert!(hub.requests().iter().any(|r| r.contains("/resolve/") && r.contains("train-00000-of-00001.parquet")), "{:?}", hub.requests());
+        assert!(
+            hub.requests()
+                .iter()
+                .any(|r| r.contains("/resolve/") && r.contains("train-00000-of-00001.parquet")),
+            "{:?}",
+            hub.requests()
+        );
         // One split, named arguments, another table.
         let row = c
             .query_one("SELECT * FROM pgml.load_dataset(source => 'imdb', kwargs => '{\"split\": \"test\", \"table\": \"imdb_test\"}')", &[])
@@ -58,12 +98,21 @@ async fn imdb_from_the_hub_then_offline_from_the_cache() {
             .unwrap();
         assert_eq!(row.get::<_, i64>(1), 1000);
         // An unknown dataset names what was tried.
-        let e = c.query_one("SELECT * FROM pgml.load_dataset('nobody/nothing')", &[]).await.unwrap_err();
+        let e = c
+            .query_one("SELECT * FROM pgml.load_dataset('nobody/nothing')", &[])
+            .await
+            .unwrap_err();
         let msg = e.as_db_error().unwrap().message().to_string();
         assert!(msg.contains("nobody/nothing") && msg.contains(&hub.url), "{msg}");
         assert_eq!(sqlstate(&e), "58P01");
         // An unknown split lists the real ones.
-        let e = c.query_one("SELECT * FROM pgml.load_dataset('imdb', kwargs => '{\"split\": \"dev\"}')", &[]).await.unwrap_err();
+        let e = c
+            .query_one(
+                "SELECT * FROM pgml.load_dataset('imdb', kwargs => '{\"split\": \"dev\"}')",
+                &[],
+            )
+            .await
+            .unwrap_err();
         let msg = e.as_db_error().unwrap().message().to_string();
         assert!(msg.contains("unsupervised"), "{msg}");
     }
@@ -71,14 +120,21 @@ async fn imdb_from_the_hub_then_offline_from_the_cache() {
     let p = Pgmld::start_with(Start { env: env(true), ..Start::default() });
     let c = p.connect(&db.name).await;
     let row = c
-        .query_one("SELECT * FROM pgml.load_dataset('imdb', kwargs => '{\"table\": \"imdb_offline\"}')", &[])
+        .query_one(
+            "SELECT * FROM pgml.load_dataset('imdb', kwargs => '{\"table\": \"imdb_offline\"}')",
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
     assert_eq!(row.get::<_, i64>(1), 3500);
     assert_eq!(counts(&c, "pgml.imdb_offline").await, counts(&c, "pgml.imdb").await);
-    let e = c.query_one("SELECT * FROM pgml.load_dataset('someone/uncached')", &[]).await.unwrap_err();
+    let e =
+        c.query_one("SELECT * FROM pgml.load_dataset('someone/uncached')", &[]).await.unwrap_err();
     let msg = e.as_db_error().unwrap().message().to_string();
-    assert!(msg.contains(&hf_home.display().to_string()), "offline error should name the cache: {msg}");
+    assert!(
+        msg.contains(&hf_home.display().to_string()),
+        "offline error should name the cache: {msg}"
+    );
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&hf_home);
 }

@@ -33,13 +33,18 @@ async fn scores(c: &tokio_postgres::Client, model: &str) -> Vec<f64> {
     let sql = format!(
         "SELECT pgml.transform(task => '{{\"task\": \"text-classification\", \"model\": \"{model}\"}}'::jsonb, inputs => {INPUTS})"
     );
-    let out: serde_json::Value = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
+    let out: serde_json::Value =
+        c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
     out.as_array()
         .unwrap_or_else(|| panic!("not an array: {out}"))
         .iter()
         .map(|r| {
             let score = r["score"].as_f64().unwrap_or_else(|| panic!("no score in {r}"));
-            if r["label"] == "positive" { score } else { 1.0 - score }
+            if r["label"] == "positive" {
+                score
+            } else {
+                1.0 - score
+            }
         })
         .collect()
 }
@@ -52,7 +57,8 @@ fn distance(a: &[f64], b: &[f64]) -> f64 {
 /// The newest pgml.deployments row of the project: (row id, model id, strategy), and the
 /// number of rows.
 async fn latest_deployment(c: &tokio_postgres::Client) -> (i64, i64, String, i64) {
-    let count: i64 = c.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
+    let count: i64 =
+        c.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
     let r = c
         .query_opt(
             "SELECT d.id, d.model_id, d.strategy FROM pgml.deployments d \
@@ -80,7 +86,11 @@ async fn deploy_and_check(
     let (before, ..) = latest_deployment(c).await;
     let row = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     assert_eq!(
-        (row.get::<_, String>("project"), row.get::<_, String>("strategy"), row.get::<_, String>("algorithm")),
+        (
+            row.get::<_, String>("project"),
+            row.get::<_, String>("strategy"),
+            row.get::<_, String>("algorithm")
+        ),
         (PROJECT.to_string(), strategy.to_string(), algorithm.to_string()),
         "{sql}"
     );
@@ -118,7 +128,11 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         r#"{"learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 16, "seed": 3}"#,
     ] {
         let sql = tune_sql(PROJECT, &m, args);
-        let status: String = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text())).get(0);
+        let status: String = c
+            .query_one(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()))
+            .get(0);
         assert_eq!(status, "successful");
     }
     let models: Vec<(i64, f64, f64)> = c
@@ -130,7 +144,8 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         .collect();
     assert_eq!(models.len(), 3);
     let ids: Vec<i64> = models.iter().map(|m| m.0).collect();
-    let no_deployments: i64 = c.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
+    let no_deployments: i64 =
+        c.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
     assert_eq!(no_deployments, 0, "automatic_deploy => false");
     // The best by the key metric: highest eval_f1, then eval_accuracy, then the newest.
     let mut ranked = models.clone();
@@ -145,47 +160,130 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
     }
     for (i, (a, sa)) in reference.iter().enumerate() {
         for (b, sb) in &reference[i + 1..] {
-            assert!(distance(sa, sb) > 1e-3, "models {a} and {b} serve the same scores: {sa:?} {sb:?}");
+            assert!(
+                distance(sa, sb) > 1e-3,
+                "models {a} and {b} serve the same scores: {sa:?} {sb:?}"
+            );
         }
     }
 
     // Nothing deployed yet: rollback has nothing to go back from, and changes nothing.
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"), "22023", "no deployment to roll back").await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"),
+        "22023",
+        "no deployment to roll back",
+    )
+    .await;
     let none: i64 = c.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
     assert_eq!(none, 0);
 
     // Pin each model, then most_recent; rollbacks walk back: m3 -> m2 -> m1 -> error.
-    deploy_and_check(&c, &format!("'specific', model_id => {}", ids[0]), ("specific", ids[0]), &reference, &m).await;
-    deploy_and_check(&c, &format!("strategy => 'specific', model_id => {}", ids[1]), ("specific", ids[1]), &reference, &m).await;
+    deploy_and_check(
+        &c,
+        &format!("'specific', model_id => {}", ids[0]),
+        ("specific", ids[0]),
+        &reference,
+        &m,
+    )
+    .await;
+    deploy_and_check(
+        &c,
+        &format!("strategy => 'specific', model_id => {}", ids[1]),
+        ("specific", ids[1]),
+        &reference,
+        &m,
+    )
+    .await;
     deploy_and_check(&c, "'most_recent'", ("most_recent", ids[2]), &reference, &m).await;
     deploy_and_check(&c, "'rollback'", ("rollback", ids[1]), &reference, &m).await;
     deploy_and_check(&c, "'rollback'", ("rollback", ids[0]), &reference, &m).await;
     let before = latest_deployment(&c).await;
-    let err = expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"), "22023", "no earlier deployment").await;
+    let err = expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"),
+        "22023",
+        "no earlier deployment",
+    )
+    .await;
     assert!(err.contains("specific"), "the hint shows the pin form: {err}");
     assert_eq!(latest_deployment(&c).await, before, "a failed rollback changes nothing");
     // best_score, with the default strategy too, in PostgresML's exact call forms.
     deploy_and_check(&c, "'best_score'", ("best_score", best), &reference, &m).await;
-    let row = c.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}')").as_str(), &[]).await.unwrap();
+    let row =
+        c.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}')").as_str(), &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(1), "best_score");
     assert_eq!(latest_deployment(&c).await.1, best);
     // algorithm filters candidates.
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent', 'no-such-algorithm')"), "22023", "no-such-algorithm").await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent', 'no-such-algorithm')"),
+        "22023",
+        "no-such-algorithm",
+    )
+    .await;
 
     // Bad inputs: their SQLSTATE, and nothing changes.
     let other = "deploy_other";
-    let status: String = c.query_one(tune_sql(other, &m, r#"{"max_steps": 1}"#).as_str(), &[]).await.unwrap().get(0);
+    let status: String =
+        c.query_one(tune_sql(other, &m, r#"{"max_steps": 1}"#).as_str(), &[]).await.unwrap().get(0);
     assert_eq!(status, "successful");
-    let other_model: i64 = c.query_one("SELECT max(id) FROM pgml.models", &[]).await.unwrap().get(0);
+    let other_model: i64 =
+        c.query_one("SELECT max(id) FROM pgml.models", &[]).await.unwrap().get(0);
     let before = latest_deployment(&c).await;
-    expect_err(&c, "SELECT * FROM pgml.deploy('no_such_project', 'best_score')", "42704", "no_such_project").await;
-    let err = expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'newest')"), "22023", "newest").await;
-    assert!(["best_score", "most_recent", "rollback", "specific"].iter().all(|s| err.contains(s)), "{err}");
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {other_model})"), "42704", "not a model of project").await;
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => 999999)"), "42704", "999999").await;
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific')"), "22023", "model_id").await;
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback', model_id => {})", ids[0]), "22023", "model_id").await;
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{other}', 'rollback')"), "22023", "no deployment to roll back").await;
+    expect_err(
+        &c,
+        "SELECT * FROM pgml.deploy('no_such_project', 'best_score')",
+        "42704",
+        "no_such_project",
+    )
+    .await;
+    let err = expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'newest')"),
+        "22023",
+        "newest",
+    )
+    .await;
+    assert!(
+        ["best_score", "most_recent", "rollback", "specific"].iter().all(|s| err.contains(s)),
+        "{err}"
+    );
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {other_model})"),
+        "42704",
+        "not a model of project",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => 999999)"),
+        "42704",
+        "999999",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific')"),
+        "22023",
+        "model_id",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback', model_id => {})", ids[0]),
+        "22023",
+        "model_id",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{other}', 'rollback')"),
+        "22023",
+        "no deployment to roll back",
+    )
+    .await;
     assert_eq!(latest_deployment(&c).await, before, "bad calls change nothing");
     let other_deployments: i64 = c
         .query_one("SELECT count(*) FROM pgml.deployments d JOIN pgml.projects p ON p.id = d.project_id WHERE p.name = $1", &[&other])
@@ -194,10 +292,25 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         .get(0);
     assert_eq!(other_deployments, 0);
     // A failed model is no candidate.
-    psql_direct(&db.name, &format!("UPDATE pgml.models SET status = 'failed', error = 'test' WHERE id = {}", ids[2]));
-    expect_err(&c, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {})", ids[2]), "22023", "not successful").await;
+    psql_direct(
+        &db.name,
+        &format!("UPDATE pgml.models SET status = 'failed', error = 'test' WHERE id = {}", ids[2]),
+    );
+    expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {})", ids[2]),
+        "22023",
+        "not successful",
+    )
+    .await;
     deploy_and_check(&c, "'most_recent'", ("most_recent", ids[1]), &reference, &m).await;
-    psql_direct(&db.name, &format!("UPDATE pgml.models SET status = 'successful', error = NULL WHERE id = {}", ids[2]));
+    psql_direct(
+        &db.name,
+        &format!(
+            "UPDATE pgml.models SET status = 'successful', error = NULL WHERE id = {}",
+            ids[2]
+        ),
+    );
 
     // A session running transform in a loop while deploys switch models: no error.
     let stop = Arc::new(AtomicBool::new(false));
@@ -209,21 +322,32 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
     let loop_task = tokio::spawn(async move {
         let mut calls = 0u32;
         while !flag.load(Ordering::Relaxed) || calls < 3 {
-            looper.query_one(lookup.as_str(), &[]).await.map_err(|e| format!("call {calls}: {e:?}"))?;
+            looper
+                .query_one(lookup.as_str(), &[])
+                .await
+                .map_err(|e| format!("call {calls}: {e:?}"))?;
             calls += 1;
         }
         Ok::<u32, String>(calls)
     });
     for round in 0..3 {
         for id in &ids {
-            let sql = format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {id})");
-            c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("round {round}: {sql}: {e:?}"));
+            let sql =
+                format!("SELECT * FROM pgml.deploy('{PROJECT}', 'specific', model_id => {id})");
+            c.query_one(sql.as_str(), &[])
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {sql}: {e:?}"));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    c.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}', 'best_score')").as_str(), &[]).await.unwrap();
+    c.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}', 'best_score')").as_str(), &[])
+        .await
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
-    let calls = loop_task.await.unwrap().unwrap_or_else(|e| panic!("transform during deploys failed: {e}\n{}", p.log_text()));
+    let calls = loop_task
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("transform during deploys failed: {e}\n{}", p.log_text()));
     assert!(calls >= 3, "{calls} transform calls");
     let served = scores(&c, PROJECT).await;
     let best_scores = &reference.iter().find(|(id, _)| *id == best).unwrap().1;
@@ -232,18 +356,49 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
     // A role without EXECUTE on the catalog entry gets 42501; with it but without membership
     // in the project's owner, 42501 too, and nothing changes; a member may deploy.
     let app = Role::create(&db, "deployer");
-    psql_direct(&db.name, &format!("GRANT USAGE ON SCHEMA pgml TO {0}; REVOKE EXECUTE ON FUNCTION pgml.deploy FROM PUBLIC", app.name));
+    psql_direct(
+        &db.name,
+        &format!(
+            "GRANT USAGE ON SCHEMA pgml TO {0}; REVOKE EXECUTE ON FUNCTION pgml.deploy FROM PUBLIC",
+            app.name
+        ),
+    );
     let ac = connect_as(&p, &db.name, &app.name).await;
     let before = latest_deployment(&c).await;
-    expect_err(&ac, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')"), "42501", "permission denied for function deploy").await;
+    expect_err(
+        &ac,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')"),
+        "42501",
+        "permission denied for function deploy",
+    )
+    .await;
     psql_direct(&db.name, &format!("GRANT EXECUTE ON FUNCTION pgml.deploy TO {}", app.name));
-    let err = expect_err(&ac, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')"), "42501", "permission denied for project").await;
+    let err = expect_err(
+        &ac,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')"),
+        "42501",
+        "permission denied for project",
+    )
+    .await;
     assert!(err.contains("GRANT"), "{err}");
-    expect_err(&ac, &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"), "42501", "permission denied for project").await;
+    expect_err(
+        &ac,
+        &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'rollback')"),
+        "42501",
+        "permission denied for project",
+    )
+    .await;
     assert_eq!(latest_deployment(&c).await, before, "a refused deploy changes nothing");
-    let owner: String = c.query_one("SELECT owner::text FROM pgml.projects WHERE name = $1", &[&PROJECT]).await.unwrap().get(0);
+    let owner: String = c
+        .query_one("SELECT owner::text FROM pgml.projects WHERE name = $1", &[&PROJECT])
+        .await
+        .unwrap()
+        .get(0);
     psql_direct(&db.name, &format!("GRANT \"{owner}\" TO {}", app.name));
-    let row = ac.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')").as_str(), &[]).await.unwrap();
+    let row = ac
+        .query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent')").as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(1), "most_recent");
     assert_eq!(latest_deployment(&c).await.1, ids[2]);
     psql_direct(&db.name, &format!("REVOKE \"{owner}\" FROM {}", app.name));

@@ -41,13 +41,22 @@ fn files_under(dir: &Path, prefix: &str) -> Vec<String> {
 }
 
 /// The token is in no pgml table, notice, pgmld log line or file on the hub.
-async fn assert_token_nowhere(c: &tokio_postgres::Client, p: &Pgmld, notices: &[String], hub_root: &Path, token: &str) {
+async fn assert_token_nowhere(
+    c: &tokio_postgres::Client,
+    p: &Pgmld,
+    notices: &[String],
+    hub_root: &Path,
+    token: &str,
+) {
     for (what, sql) in [
         ("pgml.models", "SELECT count(*) FROM pgml.models m WHERE strpos(m::text, $1) > 0"),
         ("pgml.logs", "SELECT count(*) FROM pgml.logs l WHERE strpos(l::text, $1) > 0"),
         ("pgml.jobs", "SELECT count(*) FROM pgml.jobs j WHERE strpos(j::text, $1) > 0"),
         ("pgml.projects", "SELECT count(*) FROM pgml.projects p WHERE strpos(p::text, $1) > 0"),
-        ("pgml.files", "SELECT count(*) FROM pgml.files WHERE position(convert_to($1, 'UTF8') in data) > 0"),
+        (
+            "pgml.files",
+            "SELECT count(*) FROM pgml.files WHERE position(convert_to($1, 'UTF8') in data) > 0",
+        ),
     ] {
         let n: i64 = c.query_one(sql, &[&token]).await.unwrap().get(0);
         assert_eq!(n, 0, "the token is in {what}");
@@ -103,9 +112,15 @@ async fn pushes_checkpoints_and_the_final_model_which_pull_back() {
     let summaries: Vec<&str> = commits.iter().map(|c| c.summary.as_str()).collect();
     assert_eq!(
         summaries,
-        ["Training in progress, step 2", "Training in progress, step 4", "Training in progress, step 6", "End of training"]
+        [
+            "Training in progress, step 2",
+            "Training in progress, step 4",
+            "Training in progress, step 6",
+            "End of training"
+        ]
     );
-    let top = ["README.md", "config.json", "model.safetensors", "tokenizer.json", "training_args.json"];
+    let top =
+        ["README.md", "config.json", "model.safetensors", "tokenizer.json", "training_args.json"];
     for c in &commits {
         assert_eq!(c.revision, "main");
         for f in top {
@@ -117,37 +132,72 @@ async fn pushes_checkpoints_and_the_final_model_which_pull_back() {
     }
     let dir = FakeHub::model_revision_dir(&root, repo, "main");
     let on_hub = files_under(&dir, "");
-    let resume_state = ["last-checkpoint/optimizer.safetensors", "last-checkpoint/trainer_state.json", "last-checkpoint/tokenizer.json"];
-    for f in top.iter().chain(&["last-checkpoint/config.json", "last-checkpoint/model.safetensors"]).chain(&resume_state) {
+    let resume_state = [
+        "last-checkpoint/optimizer.safetensors",
+        "last-checkpoint/trainer_state.json",
+        "last-checkpoint/tokenizer.json",
+    ];
+    for f in top
+        .iter()
+        .chain(&["last-checkpoint/config.json", "last-checkpoint/model.safetensors"])
+        .chain(&resume_state)
+    {
         assert!(on_hub.iter().any(|x| x == f), "{f} not on the hub: {on_hub:?}");
     }
     let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(card.starts_with("---\n") && card.contains("pipeline_tag: text-classification\n"), "{card}");
-    assert!(card.contains("library_name: transformers") && card.contains("tags:\n- pgmld\n"), "{card}");
-    for needle in ["# hub push", "`reviews`", "| 0 | negative |", "| 1 | positive |", "| max_steps | 6 |", "eval_f1", "eval_accuracy",
-        "model=\"pgmld-user/hub_push\""] {
+    assert!(
+        card.starts_with("---\n") && card.contains("pipeline_tag: text-classification\n"),
+        "{card}"
+    );
+    assert!(
+        card.contains("library_name: transformers") && card.contains("tags:\n- pgmld\n"),
+        "{card}"
+    );
+    for needle in [
+        "# hub push",
+        "`reviews`",
+        "| 0 | negative |",
+        "| 1 | positive |",
+        "| max_steps | 6 |",
+        "eval_f1",
+        "eval_accuracy",
+        "model=\"pgmld-user/hub_push\"",
+    ] {
         assert!(card.contains(needle), "{needle} missing in the card:\n{card}");
     }
     assert!(!card.contains(&model.display().to_string()), "no local path in the card:\n{card}");
     let work: Vec<String> = std::fs::read_dir(p.data_dir.join("work"))
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    assert!(work.iter().all(|n| !n.starts_with("ckpt-")), "checkpoints are removed once pushed: {work:?}");
+    assert!(
+        work.iter().all(|n| !n.starts_with("ckpt-")),
+        "checkpoints are removed once pushed: {work:?}"
+    );
     let args: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("training_args.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("training_args.json")).unwrap())
+            .unwrap();
     assert_eq!(args["push_to_hub"], true);
     assert!(args.get("hub_token").is_none(), "{args}");
 
     // the client heard of the repo and of each commit
     let notes = notices.lock().unwrap().clone();
-    let pushed: Vec<&String> = notes.iter().filter(|n| n.starts_with("INFO") && n.contains("\"hub\": \"pushed\"")).collect();
+    let pushed: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.starts_with("INFO") && n.contains("\"hub\": \"pushed\""))
+        .collect();
     assert_eq!(pushed.len(), 4, "{notes:#?}");
     let last = pushed[3];
-    assert!(last.contains("End of training") && last.contains(&format!("{}/{repo}", hub.url)), "{last}");
+    assert!(
+        last.contains("End of training") && last.contains(&format!("{}/{repo}", hub.url)),
+        "{last}"
+    );
     assert!(last.contains("\"commit\"") && last.contains("/commit/"), "{last}");
     assert!(notes.iter().all(|n| !n.starts_with("WARNING")), "{notes:#?}");
     let logged: Vec<String> = c
-        .query("SELECT logs->>'commit' FROM pgml.logs WHERE logs->>'hub' = 'pushed' ORDER BY id", &[])
+        .query(
+            "SELECT logs->>'commit' FROM pgml.logs WHERE logs->>'hub' = 'pushed' ORDER BY id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -161,22 +211,36 @@ async fn pushes_checkpoints_and_the_final_model_which_pull_back() {
         .query_one(tune_sql("pulled", repo, r#"{"training_args": {"max_steps": 2}}"#).as_str(), &[])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(2)), ("successful".into(), repo.to_string()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(2)),
+        ("successful".into(), repo.to_string())
+    );
     let sql = format!(
         "SELECT pgml.transform(task => '{{\"task\": \"text-classification\", \"model\": \"{repo}\"}}'::jsonb, inputs => ARRAY['x'])"
     );
-    let r: serde_json::Value = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text())).get(0);
+    let r: serde_json::Value = c
+        .query_one(sql.as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()))
+        .get(0);
     let label = r[0]["label"].as_str().unwrap_or_default();
     assert!(label == "negative" || label == "positive", "{r}");
 
     // no hub_token: pgmld's hub_token setting; an organization's repo; only at the end
     let hp = r#"{"training_args": {"max_steps": 4, "save_steps": 2, "push_to_hub": true,
         "hub_model_id": "pgmld-org/custom-name", "hub_strategy": "end"}}"#;
-    let row = c.query_one(tune_sql("org push", &model.display().to_string(), hp).as_str(), &[]).await.unwrap();
+    let row = c
+        .query_one(tune_sql("org push", &model.display().to_string(), hp).as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
     assert_eq!(hub.repo_private("pgmld-org/custom-name"), Some(false));
-    let org: Vec<String> =
-        hub.commits().into_iter().filter(|c| c.repo == "pgmld-org/custom-name").map(|c| c.summary).collect();
+    let org: Vec<String> = hub
+        .commits()
+        .into_iter()
+        .filter(|c| c.repo == "pgmld-org/custom-name")
+        .map(|c| c.summary)
+        .collect();
     assert_eq!(org, ["End of training"]);
 
     let notes = notices.lock().unwrap().clone();
@@ -198,7 +262,10 @@ async fn without_a_usable_token_pushes_fail_early_or_warn() {
     let db = TestDb::create();
     create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
     let p = Pgmld::start_with(Start {
-        env: vec![("HF_ENDPOINT".into(), hub.url.clone()), ("HF_HUB_DISABLE_IMPLICIT_TOKEN".into(), "1".into())],
+        env: vec![
+            ("HF_ENDPOINT".into(), hub.url.clone()),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN".into(), "1".into()),
+        ],
         ..Start::default()
     });
     let (c, notices) = connect_with_notices(&p.url(&db.name)).await;
@@ -220,7 +287,8 @@ async fn without_a_usable_token_pushes_fail_early_or_warn() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     assert_eq!(row.get::<_, String>(0), "successful");
-    let status: String = c.query_one("SELECT status::text FROM pgml.models", &[]).await.unwrap().get(0);
+    let status: String =
+        c.query_one("SELECT status::text FROM pgml.models", &[]).await.unwrap().get(0);
     assert_eq!(status, "successful");
     let notes = notices.lock().unwrap().clone();
     let warnings: Vec<&String> = notes.iter().filter(|n| n.starts_with("WARNING")).collect();
@@ -236,7 +304,8 @@ async fn without_a_usable_token_pushes_fail_early_or_warn() {
     assert_eq!(failed.len(), 1);
     assert!(failed[0].contains("401"), "{}", failed[0]);
     assert!(hub.commits().is_empty(), "nothing was pushed");
-    let files: i64 = c.query_one("SELECT count(DISTINCT path) FROM pgml.files", &[]).await.unwrap().get(0);
+    let files: i64 =
+        c.query_one("SELECT count(DISTINCT path) FROM pgml.files", &[]).await.unwrap().get(0);
     assert!(files >= 4, "the model is stored in pgml.files: {files}");
     assert_token_nowhere(&c, &p, &notes, &root, WRONG).await;
     drop(c);
@@ -248,11 +317,16 @@ async fn without_a_usable_token_pushes_fail_early_or_warn() {
         ..Start::default()
     });
     let (c, notices) = connect_with_notices(&offline.url(&db.name)).await;
-    let hp = format!(r#"{{"training_args": {{"max_steps": 2, "push_to_hub": true, "hub_token": "{TOKEN}"}}}}"#);
+    let hp = format!(
+        r#"{{"training_args": {{"max_steps": 2, "push_to_hub": true, "hub_token": "{TOKEN}"}}}}"#
+    );
     let row = c.query_one(tune_sql("offline", &m, &hp).as_str(), &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
     let notes = notices.lock().unwrap().clone();
-    assert!(notes.iter().any(|n| n.starts_with("WARNING") && n.contains("HF_HUB_OFFLINE")), "{notes:#?}");
+    assert!(
+        notes.iter().any(|n| n.starts_with("WARNING") && n.contains("HF_HUB_OFFLINE")),
+        "{notes:#?}"
+    );
     assert!(hub.commits().is_empty() && hub.requests().is_empty(), "{:?}", hub.requests());
     hub.stop();
     let _ = std::fs::remove_dir_all(&root);

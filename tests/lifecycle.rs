@@ -15,7 +15,11 @@ fn pgmld_bin() -> Command {
 fn config_layers_file_then_env_then_flags() {
     let dir = temp_dir("pgmld-cfg");
     let file = dir.join("pgmld.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:7001\"\nshutdown_timeout_secs = 3\nlog_level = \"debug\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:7001\"\nshutdown_timeout_secs = 3\nlog_level = \"debug\"\n",
+    )
+    .unwrap();
     let out = pgmld_bin()
         .args(["--config", file.to_str().unwrap(), "--print-config", "--listen", "127.0.0.1:7003"])
         .env("PGMLD_LISTEN", "127.0.0.1:7002")
@@ -28,13 +32,23 @@ fn config_layers_file_then_env_then_flags() {
     assert!(text.contains("shutdown_timeout_secs = 4"), "{text}");
     assert!(text.contains("log_level = \"debug\""), "{text}");
     // A bad value names its variable; an unknown file key names the key.
-    let out = pgmld_bin().arg("--print-config").env("PGMLD_EMBEDDED_PORT", "lots").output().unwrap();
+    let out =
+        pgmld_bin().arg("--print-config").env("PGMLD_EMBEDDED_PORT", "lots").output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PGMLD_EMBEDDED_PORT"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PGMLD_EMBEDDED_PORT"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&file, "listne = \"x\"\n").unwrap();
-    let out = pgmld_bin().args(["--config", file.to_str().unwrap(), "--print-config"]).output().unwrap();
+    let out =
+        pgmld_bin().args(["--config", file.to_str().unwrap(), "--print-config"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listne"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listne"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -65,7 +79,10 @@ async fn sigterm_drains_open_sessions_then_exits() {
     let dir = temp_dir("pgmld-shutdown");
     let file = dir.join("pgmld.toml");
     std::fs::write(&file, "shutdown_timeout_secs = 2\n").unwrap();
-    let mut p = Pgmld::start_with(Start { extra_args: vec!["--config".into(), file.to_str().unwrap().into()], ..Start::default() });
+    let mut p = Pgmld::start_with(Start {
+        extra_args: vec!["--config".into(), file.to_str().unwrap().into()],
+        ..Start::default()
+    });
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     p.signal("TERM");
@@ -79,11 +96,17 @@ async fn sigterm_drains_open_sessions_then_exits() {
         if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "pgmld did not exit after the drain timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pgmld did not exit after the drain timeout"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "exit status {status}");
-    assert!(c.query_one("SELECT 1", &[]).await.is_err(), "session should be closed after the drain timeout");
+    assert!(
+        c.query_one("SELECT 1", &[]).await.is_err(),
+        "session should be closed after the drain timeout"
+    );
     assert!(p.log_text().contains("shutdown timeout reached"), "{}", p.log_text());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -104,7 +127,10 @@ async fn sigterm_without_sessions_exits_at_once() {
             assert!(s.success());
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "pgmld should exit promptly with no sessions");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "pgmld should exit promptly with no sessions"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -133,12 +159,14 @@ run "SELECT x FROM kept; SELECT count(*) FROM pgml.projects;"
         bin = env!("CARGO_BIN_EXE_pgmld"),
         dir = dir.display()
     );
-    let out = Command::new("unshare").args(["-n", "bash", "-c", &script]).output().expect("unshare");
+    let out =
+        Command::new("unshare").args(["-n", "bash", "-c", &script]).output().expect("unshare");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}\nlog: {log}");
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("CREATE") && !l.starts_with("INSERT")).collect();
+    let lines: Vec<&str> =
+        stdout.lines().filter(|l| !l.starts_with("CREATE") && !l.starts_with("INSERT")).collect();
     assert!(lines[0].starts_with("pgmld "), "{stdout}");
     assert_eq!(&lines[1..], ["42", "0"], "data must survive a restart: {stdout}");
     assert!(log.contains("starting a private cluster"), "{log}");

@@ -30,11 +30,18 @@ async fn a_killed_load_leaves_no_staging_table_after_a_restart() {
     let db = TestDb::create();
     let mut p = Pgmld::start();
     let c = p.connect(&db.name).await;
-    let sql = format!("SELECT * FROM pgml.load_dataset('{}', kwargs => '{{\"table\": \"public.reviews\"}}')", big.display());
+    let sql = format!(
+        "SELECT * FROM pgml.load_dataset('{}', kwargs => '{{\"table\": \"public.reviews\"}}')",
+        big.display()
+    );
     let load = tokio::spawn(async move { c.query(sql.as_str(), &[]).await });
     let deadline = Instant::now() + Duration::from_secs(60);
     while staging_tables(&db.name).is_empty() {
-        assert!(Instant::now() < deadline && !load.is_finished(), "no staging table appeared; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline && !load.is_finished(),
+            "no staging table appeared; log:\n{}",
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     p.child.kill().unwrap(); // SIGKILL: nothing of pgmld's runs after this
@@ -51,12 +58,21 @@ async fn a_killed_load_leaves_no_staging_table_after_a_restart() {
     );
     let holder = std::process::Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &other, "-qAtc"])
-        .arg(format!("SELECT pg_advisory_lock({}, 77), pg_sleep(30)", pgmld_schema::staging::STAGING_LOCK_CLASS))
+        .arg(format!(
+            "SELECT pg_advisory_lock({}, 77), pg_sleep(30)",
+            pgmld_schema::staging::STAGING_LOCK_CLASS
+        ))
         .spawn()
         .unwrap();
     let mut holder = Guard(holder);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while psql_direct(&other, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77").trim() != "1" {
+    while psql_direct(
+        &other,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77",
+    )
+    .trim()
+        != "1"
+    {
         assert!(Instant::now() < deadline, "the lock holder did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -64,7 +80,12 @@ async fn a_killed_load_leaves_no_staging_table_after_a_restart() {
     let p2 = Pgmld::start();
     let c2 = p2.connect(&db.name).await; // first use of the database: migrations, then cleanup
     c2.query_one("SELECT 1", &[]).await.unwrap();
-    assert_eq!(staging_tables(&db.name), vec!["pgmld_load_77".to_string()], "log:\n{}", p2.log_text());
+    assert_eq!(
+        staging_tables(&db.name),
+        vec!["pgmld_load_77".to_string()],
+        "log:\n{}",
+        p2.log_text()
+    );
     assert!(p2.log_text().contains("removed leftover load_dataset staging tables"));
     let _ = holder.0.kill();
     let _ = std::fs::remove_dir_all(&dir);

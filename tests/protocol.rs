@@ -15,7 +15,9 @@ async fn prepared_statements_with_typed_params_and_binary_results() {
     let p = Pgmld::start();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
-    c.batch_execute("CREATE TABLE t (i int, s text, j jsonb, b bytea, ts timestamptz)").await.unwrap();
+    c.batch_execute("CREATE TABLE t (i int, s text, j jsonb, b bytea, ts timestamptz)")
+        .await
+        .unwrap();
     let ins = c.prepare("INSERT INTO t VALUES ($1, $2, $3, $4, $5)").await.unwrap();
     let ts = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let j = serde_json::json!({"a": [1, 2, {"b": "é"}]});
@@ -26,7 +28,8 @@ async fn prepared_statements_with_typed_params_and_binary_results() {
         assert_eq!(n, 1);
     }
     // tokio-postgres asks for binary results: the values must round-trip exactly.
-    let rows = c.query("SELECT i, s, j, b, ts FROM t WHERE i >= $1 ORDER BY i", &[&5i32]).await.unwrap();
+    let rows =
+        c.query("SELECT i, s, j, b, ts FROM t WHERE i >= $1 ORDER BY i", &[&5i32]).await.unwrap();
     assert_eq!(rows.len(), 5);
     let r = &rows[0];
     assert_eq!(r.get::<_, i32>(0), 5);
@@ -35,7 +38,10 @@ async fn prepared_statements_with_typed_params_and_binary_results() {
     assert_eq!(r.get::<_, Vec<u8>>(3), blob);
     assert_eq!(r.get::<_, SystemTime>(4), ts);
     // Typed statement with explicit parameter types, NULLs included.
-    let st = c.prepare_typed("SELECT $1::int8 + 1, $2::text IS NULL", &[Type::INT8, Type::TEXT]).await.unwrap();
+    let st = c
+        .prepare_typed("SELECT $1::int8 + 1, $2::text IS NULL", &[Type::INT8, Type::TEXT])
+        .await
+        .unwrap();
     let none: Option<String> = None;
     let row = c.query_one(&st, &[&41i64, &none]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 42);
@@ -49,11 +55,13 @@ async fn pipelined_queries_keep_their_order() {
     let c = p.connect(&db.name).await;
     let st = c.prepare("SELECT $1::int * 2, pg_sleep(0.001)::text").await.unwrap();
     // tokio-postgres pipelines concurrent requests on one connection.
-    let futures: Vec<_> = (0..200i32).map(|i| {
-        let c = &c;
-        let st = &st;
-        async move { c.query_one(st, &[&i]).await.map(|r| (i, r.get::<_, i32>(0))) }
-    }).collect();
+    let futures: Vec<_> = (0..200i32)
+        .map(|i| {
+            let c = &c;
+            let st = &st;
+            async move { c.query_one(st, &[&i]).await.map(|r| (i, r.get::<_, i32>(0))) }
+        })
+        .collect();
     let results = futures_util::future::join_all(futures).await;
     for r in results {
         let (i, doubled) = r.unwrap();
@@ -112,7 +120,8 @@ async fn pgml_calls_over_the_extended_protocol() {
         assert_eq!(row.get::<_, i32>(1), i + 1);
     }
     // Unnamed statements (query_typed sends Parse+Bind+Execute+Sync at once).
-    let rows = c.query_typed("SELECT pgml.version(), $1::text", &[(&"x", Type::TEXT)]).await.unwrap();
+    let rows =
+        c.query_typed("SELECT pgml.version(), $1::text", &[(&"x", Type::TEXT)]).await.unwrap();
     assert_eq!(rows[0].get::<_, String>(1), "x");
     // An unknown function fails at prepare time with 42883, and the connection goes on.
     let e = c.prepare("SELECT pgml.nope($1)").await.unwrap_err();
@@ -140,7 +149,9 @@ async fn copy_in_and_out_round_trips_100k_rows() {
     let p = Pgmld::start();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
-    c.batch_execute("CREATE TABLE src (i int, s text, f float8); CREATE TABLE dst (LIKE src)").await.unwrap();
+    c.batch_execute("CREATE TABLE src (i int, s text, f float8); CREATE TABLE dst (LIKE src)")
+        .await
+        .unwrap();
     let mut data = String::new();
     for i in 0..100_000 {
         data.push_str(&format!("{i}\tline {i} with \\t tab\t{}\n", i as f64 / 7.0));
@@ -185,7 +196,11 @@ async fn cancel_stops_a_running_query_within_a_second() {
     let e = c.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
     let cancelled_at = canceller.await.unwrap();
     assert_eq!(sqlstate(&e), "57014");
-    assert!(cancelled_at.elapsed() < Duration::from_secs(1), "cancel took {:?}", cancelled_at.elapsed());
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "cancel took {:?}",
+        cancelled_at.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // The session is still usable.
     assert_eq!(c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
@@ -195,7 +210,8 @@ async fn cancel_stops_a_running_query_within_a_second() {
 async fn notices_and_notifications_pass_through() {
     let p = Pgmld::start();
     let db = TestDb::create();
-    let (listener, mut conn) = tokio_postgres::connect(&p.conn_str(&db.name), tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut conn) =
+        tokio_postgres::connect(&p.conn_str(&db.name), tokio_postgres::NoTls).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -215,7 +231,9 @@ async fn notices_and_notifications_pass_through() {
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             match m {
                 tokio_postgres::AsyncMessage::Notice(n) => notice = Some(n.message().to_string()),
-                tokio_postgres::AsyncMessage::Notification(n) => notification = Some((n.channel().to_string(), n.payload().to_string())),
+                tokio_postgres::AsyncMessage::Notification(n) => {
+                    notification = Some((n.channel().to_string(), n.payload().to_string()))
+                }
                 _ => {}
             }
         } else {
@@ -237,10 +255,12 @@ async fn garbage_bytes_close_only_that_connection() {
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "connection should be closed");
     // Garbage after a valid session start: a FATAL protocol error, then close.
-    let (raw_client, raw_conn) = tokio_postgres::connect(&p.conn_str(&db.name), tokio_postgres::NoTls).await.unwrap();
+    let (raw_client, raw_conn) =
+        tokio_postgres::connect(&p.conn_str(&db.name), tokio_postgres::NoTls).await.unwrap();
     drop(raw_client);
     drop(raw_conn);
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
@@ -291,5 +311,8 @@ async fn large_results_stream_with_flat_memory() {
     assert_eq!(n, 1_100_000);
     assert!(bytes >= 1 << 30);
     let after = p.peak_rss_kib();
-    assert!(after < before + 64 * 1024, "pgmld peak RSS grew from {before} KiB to {after} KiB on a 1 GiB result");
+    assert!(
+        after < before + 64 * 1024,
+        "pgmld peak RSS grew from {before} KiB to {after} KiB on a 1 GiB result"
+    );
 }

@@ -52,7 +52,8 @@ fn guide_flow_schema_imdb_table_and_views() {
     let (out, _) = psql_ok(&p, &db.name, "\\dt pgml.*\n", STOP);
     for t in ["projects", "models", "deployments", "snapshots", "files", "logs", "jobs"] {
         assert!(
-            out.lines().any(|l| l.split('|').map(str::trim).collect::<Vec<_>>()[..].starts_with(&["pgml", t, "table"])),
+            out.lines().any(|l| l.split('|').map(str::trim).collect::<Vec<_>>()[..]
+                .starts_with(&["pgml", t, "table"])),
             "\\dt pgml.* lacks {t}:\n{out}"
         );
     }
@@ -74,8 +75,16 @@ fn guide_flow_schema_imdb_table_and_views() {
     );
     assert_eq!(lines(&out), ["50", "50", "40", "10", "0|25", "1|25", "40"], "counts:\n{out}");
 
-    let (out, _) = psql_ok(&p, &db.name, "SELECT LEFT(text, 100) AS text, label FROM pgml.imdb_shuffled_view LIMIT 3;\n", STOP);
-    assert!(out.lines().next().is_some_and(|h| h.contains("text") && h.contains("label")), "header:\n{out}");
+    let (out, _) = psql_ok(
+        &p,
+        &db.name,
+        "SELECT LEFT(text, 100) AS text, label FROM pgml.imdb_shuffled_view LIMIT 3;\n",
+        STOP,
+    );
+    assert!(
+        out.lines().next().is_some_and(|h| h.contains("text") && h.contains("label")),
+        "header:\n{out}"
+    );
     assert!(out.contains("(3 rows)"), "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("review ")).collect();
     assert_eq!(rows.len(), 3, "{out}");
@@ -85,7 +94,12 @@ fn guide_flow_schema_imdb_table_and_views() {
     }
 
     // The same through psql -At: LEFT cuts at exactly 100 characters.
-    let (out, _) = psql_ok(&p, &db.name, "SELECT LEFT(text, 100), label FROM pgml.imdb_shuffled_view LIMIT 3;\n", &["-At"]);
+    let (out, _) = psql_ok(
+        &p,
+        &db.name,
+        "SELECT LEFT(text, 100), label FROM pgml.imdb_shuffled_view LIMIT 3;\n",
+        &["-At"],
+    );
     let rows = lines(&out);
     assert_eq!(rows.len(), 3, "{out}");
     for r in rows {
@@ -109,18 +123,32 @@ fn meta_commands_match_postgres() {
         STOP,
     );
 
-    for cmd in ["\\d pgml.imdb", "\\d+ pgml.imdb", "\\dv pgml.*", "\\dt pgml.*", "\\df", "\\dn", "\\d pgml.imdb_train_view"] {
+    for cmd in [
+        "\\d pgml.imdb",
+        "\\d+ pgml.imdb",
+        "\\dv pgml.*",
+        "\\dt pgml.*",
+        "\\df",
+        "\\dn",
+        "\\d pgml.imdb_train_view",
+    ] {
         let script = format!("{cmd}\n");
         let (ok_p, out_p, err_p) = psql_script(&p, &db.name, &script, STOP);
         let (ok_u, out_u, err_u) = psql_upstream(&db.name, &script, STOP);
-        assert!(ok_p && ok_u, "{cmd}: pgmld ok {ok_p} ({err_p}), upstream ok {ok_u} ({err_u})\n{}", p.log_text());
+        assert!(
+            ok_p && ok_u,
+            "{cmd}: pgmld ok {ok_p} ({err_p}), upstream ok {ok_u} ({err_u})\n{}",
+            p.log_text()
+        );
         assert_eq!(out_p, out_u, "{cmd}: output through pgmld differs from Postgres'");
         assert_eq!(err_p, err_u, "{cmd}: stderr through pgmld differs from Postgres'");
         assert!(!out_p.trim().is_empty(), "{cmd}: empty output");
     }
     // sanity: what was compared holds what was created
     let (out, _) = psql_ok(&p, &db.name, "\\dv pgml.*\n\\df\n\\d pgml.imdb\n", STOP);
-    for want in ["imdb_shuffled_view", "imdb_train_view", "imdb_test_view", "add_one", "imdb_label_idx"] {
+    for want in
+        ["imdb_shuffled_view", "imdb_train_view", "imdb_test_view", "add_one", "imdb_label_idx"]
+    {
         assert!(out.contains(want), "missing {want}:\n{out}");
     }
 
@@ -133,7 +161,8 @@ fn meta_commands_match_postgres() {
 fn do_block_notice_goes_to_stderr() {
     let p = Pgmld::start();
     let db = TestDb::create();
-    let (out, err) = psql_ok(&p, &db.name, "DO $$ BEGIN RAISE NOTICE 'hello from do'; END $$;\n", STOP);
+    let (out, err) =
+        psql_ok(&p, &db.name, "DO $$ BEGIN RAISE NOTICE 'hello from do'; END $$;\n", STOP);
     assert!(out.contains("DO"), "stdout: {out}");
     assert!(err.contains("NOTICE:  hello from do"), "stderr: {err}");
     assert!(!out.contains("hello from do"), "notice on stdout: {out}");
@@ -145,7 +174,10 @@ fn pgml_version_and_unknown_function() {
     let db = TestDb::create();
 
     let (out, _) = psql_ok(&p, &db.name, "SELECT pgml.version();\n", STOP);
-    assert!(out.contains("pgmld 0.1.0") && out.contains("version") && out.contains("(1 row)"), "{out}");
+    assert!(
+        out.contains("pgmld 0.1.0") && out.contains("version") && out.contains("(1 row)"),
+        "{out}"
+    );
 
     let (out, _) = psql_ok(&p, &db.name, "SELECT pgml.version() AS v, 1 + 1 AS two;\n", STOP);
     let header: Vec<&str> = out.lines().next().unwrap_or("").split('|').map(str::trim).collect();
@@ -164,12 +196,19 @@ fn pgml_version_and_unknown_function() {
     assert!(err.contains("ERROR:  42883"), "stderr: {err}");
     assert!(err.contains("pgml.nope"), "stderr: {err}");
     assert!(err.contains("HINT:") && err.contains("pgml.version()"), "hint missing; stderr: {err}");
-    assert!(out.contains("after_error") && out.contains("(1 row)"), "SELECT 1 after the error:\n{out}\nstderr: {err}");
+    assert!(
+        out.contains("after_error") && out.contains("(1 row)"),
+        "SELECT 1 after the error:\n{out}\nstderr: {err}"
+    );
     assert!(out.contains("again") && out.contains("pgmld 0.1.0"), "stdout: {out}");
 
     // With ON_ERROR_STOP the script stops at the error (exit 3) and later statements do not run.
-    let (ok, out, err) =
-        psql_script(&p, &db.name, "SELECT pgml.nope();\nSELECT 'not reached';\n", &["-v", "ON_ERROR_STOP=1"]);
+    let (ok, out, err) = psql_script(
+        &p,
+        &db.name,
+        "SELECT pgml.nope();\nSELECT 'not reached';\n",
+        &["-v", "ON_ERROR_STOP=1"],
+    );
     assert!(!ok, "stdout: {out}");
     assert!(!out.contains("not reached"), "stdout: {out}");
     assert!(err.contains("pgml.nope"), "stderr: {err}");
@@ -197,7 +236,10 @@ fn pgml_error_aborts_transaction_like_postgres() {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("ERROR:")).collect();
     assert_eq!(errors.len(), 2, "stderr: {err}");
     assert!(errors[0].contains("42883"), "stderr: {err}");
-    assert!(errors[1].contains("25P02") && errors[1].contains("current transaction is aborted"), "stderr: {err}");
+    assert!(
+        errors[1].contains("25P02") && errors[1].contains("current transaction is aborted"),
+        "stderr: {err}"
+    );
     assert!(!out.contains("in_aborted"), "SELECT 1 ran in an aborted transaction:\n{out}");
     assert!(out.contains("ROLLBACK"), "{out}");
     assert!(out.contains("n_after_rollback") && out.lines().any(|l| l.trim() == "0"), "{out}");
@@ -208,7 +250,13 @@ fn pgml_error_aborts_transaction_like_postgres() {
     // Same script directly against Postgres, with the pgml call replaced by an undefined
     // function: the same sequence of errors.
     let db2 = TestDb::create();
-    let (_, _, err_u) = psql_upstream(&db2.name, &script.replace("pgml.nope()", "public.nope()").replace("SELECT pgml.version() AS v_in_txn;\n", ""), &[]);
+    let (_, _, err_u) = psql_upstream(
+        &db2.name,
+        &script
+            .replace("pgml.nope()", "public.nope()")
+            .replace("SELECT pgml.version() AS v_in_txn;\n", ""),
+        &[],
+    );
     let errors_u: Vec<&str> = err_u.lines().filter(|l| l.starts_with("ERROR:")).collect();
     assert_eq!(errors_u.len(), 2, "{err_u}");
     assert!(errors_u[0].contains("42883") && errors_u[1].contains("25P02"), "{err_u}");
@@ -265,7 +313,17 @@ fn listen_notify_between_psql_sessions() {
     let db = TestDb::create();
 
     let mut listener = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", "postgres", "-d", &db.name, "-X"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.addr.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+            "-X",
+        ])
         .args(["-v", "ON_ERROR_STOP=1"])
         .env("PGAPPNAME", "pgmld_listen_test")
         .stdin(Stdio::piped())
@@ -296,7 +354,9 @@ fn listen_notify_between_psql_sessions() {
     stdin.write_all(b"SELECT 1 AS after_notify;\n").unwrap();
     drop(stdin);
     let stderr = listener.stderr.take().unwrap();
-    let err_t = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let err_t = std::thread::spawn(move || {
+        BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+    });
     let mut out = String::new();
     for l in BufReader::new(listener.stdout.take().unwrap()).lines().map_while(Result::ok) {
         out.push_str(&l);
@@ -304,7 +364,11 @@ fn listen_notify_between_psql_sessions() {
     }
     let status = listener.wait().unwrap();
     let err = err_t.join().unwrap();
-    assert!(status.success(), "listener psql failed\nstdout: {out}\nstderr: {err}\n{}", p.log_text());
+    assert!(
+        status.success(),
+        "listener psql failed\nstdout: {out}\nstderr: {err}\n{}",
+        p.log_text()
+    );
     assert!(out.contains("LISTEN"), "{out}");
     assert!(out.contains("after_notify"), "{out}");
     assert!(
@@ -312,7 +376,10 @@ fn listen_notify_between_psql_sessions() {
         "no notification printed\nstdout: {out}\nstderr: {err}\npgmld log:\n{}",
         p.log_text()
     );
-    assert!(out.contains(r#"Asynchronous notification "ch" with payload "second""#), "stdout: {out}");
+    assert!(
+        out.contains(r#"Asynchronous notification "ch" with payload "second""#),
+        "stdout: {out}"
+    );
 }
 
 #[test]
@@ -321,7 +388,10 @@ fn multi_statement_query_string_with_pgml_call() {
     let db = TestDb::create();
 
     let (out, err) = psql_ok(&p, &db.name, "", &["-c", "SELECT 1; SELECT pgml.version();"]);
-    assert!(out.contains("?column?") && out.contains("version") && out.contains("pgmld 0.1.0"), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("?column?") && out.contains("version") && out.contains("pgmld 0.1.0"),
+        "stdout: {out}\nstderr: {err}"
+    );
     assert_eq!(out.matches("(1 row)").count(), 2, "{out}");
 
     let (out, _) = psql_ok(&p, &db.name, "", &["-At", "-c", "SELECT 1; SELECT pgml.version();"]);
@@ -345,11 +415,21 @@ fn multi_statement_query_string_with_pgml_call() {
 fn multi_statement_error_runs_preceding_statements() {
     let p = Pgmld::start();
     let db = TestDb::create();
-    let (_, out, err) = psql_script(&p, &db.name, "", &["-c", "CREATE TABLE c1 (x int); COMMIT; SELECT pgml.nope()"]);
+    let (_, out, err) = psql_script(
+        &p,
+        &db.name,
+        "",
+        &["-c", "CREATE TABLE c1 (x int); COMMIT; SELECT pgml.nope()"],
+    );
     assert!(err.contains("pgml.nope"), "stderr: {err}");
     assert!(out.contains("CREATE TABLE") && out.contains("COMMIT"), "stdout: {out}\nstderr: {err}");
-    assert_eq!(psql_direct(&db.name, "SELECT to_regclass('c1') IS NOT NULL").trim(), "t", "c1 was not committed");
+    assert_eq!(
+        psql_direct(&db.name, "SELECT to_regclass('c1') IS NOT NULL").trim(),
+        "t",
+        "c1 was not committed"
+    );
 
-    let (_, out, err) = psql_script(&p, &db.name, "", &["-At", "-c", "SELECT 1; SELECT pgml.nope()"]);
+    let (_, out, err) =
+        psql_script(&p, &db.name, "", &["-At", "-c", "SELECT 1; SELECT pgml.nope()"]);
     assert_eq!(lines(&out), ["1"], "stdout: {out}\nstderr: {err}");
 }

@@ -55,11 +55,7 @@ fn self_signed(dir: &Scratch, stem: &str) -> (PathBuf, PathBuf) {
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
 }
 
@@ -134,13 +130,8 @@ const SSL_LINE: &str = "SSL connection (protocol: TLSv1.";
 /// Connects with `sslmode`, checks pgml and a relayed query work, and returns whether
 /// `\conninfo` reported an SSL connection.
 fn session_works(p: &Pgmld, scratch: &Scratch, conninfo_extra: &str) -> bool {
-    let out = psql(
-        p,
-        scratch,
-        conninfo_extra,
-        &["\\conninfo", "SELECT pgml.version()", "SELECT 1"],
-        &[],
-    );
+    let out =
+        psql(p, scratch, conninfo_extra, &["\\conninfo", "SELECT pgml.version()", "SELECT 1"], &[]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -149,14 +140,8 @@ fn session_works(p: &Pgmld, scratch: &Scratch, conninfo_extra: &str) -> bool {
         p.log_text()
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines.ends_with(&["pgmld 0.1.0", "1"]),
-        "{conninfo_extra:?}: {stdout}"
-    );
-    assert!(
-        lines[0].starts_with("You are connected to database \"postgres\""),
-        "{stdout}"
-    );
+    assert!(lines.ends_with(&["pgmld 0.1.0", "1"]), "{conninfo_extra:?}: {stdout}");
+    assert!(lines[0].starts_with("You are connected to database \"postgres\""), "{stdout}");
     stdout.contains(SSL_LINE)
 }
 
@@ -184,10 +169,7 @@ fn tls_from_env_serves_ssl_and_plain_clients() {
         session_works(&p, &scratch, "sslmode=prefer"),
         "sslmode=prefer must pick SSL when offered"
     );
-    assert!(
-        !session_works(&p, &scratch, "sslmode=disable"),
-        "sslmode=disable must stay plain"
-    );
+    assert!(!session_works(&p, &scratch, "sslmode=disable"), "sslmode=disable must stay plain");
     // pgmld presents the configured certificate: full verification against it passes...
     let verify = format!(
         "sslmode=verify-full host=localhost hostaddr=127.0.0.1 sslrootcert={}",
@@ -203,15 +185,8 @@ fn tls_from_env_serves_ssl_and_plain_clients() {
         &["SELECT 1"],
         &[],
     );
-    assert!(
-        !out.status.success(),
-        "verify-ca against the wrong CA connected"
-    );
-    assert!(
-        text(&out.stderr).contains("certificate verify failed"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(!out.status.success(), "verify-ca against the wrong CA connected");
+    assert!(text(&out.stderr).contains("certificate verify failed"), "{}", text(&out.stderr));
 
     // Bulk data both ways over TLS: a large statement in, many rows out.
     let big = "x".repeat(300_000);
@@ -267,19 +242,10 @@ fn without_tls_require_fails_and_prefer_falls_back() {
     let scratch = Scratch::new();
     let p = Pgmld::start();
     let out = psql(&p, &scratch, "sslmode=require", &["SELECT 1"], &[]);
-    assert!(
-        !out.status.success(),
-        "sslmode=require connected to pgmld without TLS"
-    );
+    assert!(!out.status.success(), "sslmode=require connected to pgmld without TLS");
     let err = text(&out.stderr);
-    assert!(
-        err.contains("server does not support SSL, but SSL was required"),
-        "{err}"
-    );
-    assert!(
-        !session_works(&p, &scratch, "sslmode=prefer"),
-        "no SSL without a certificate"
-    );
+    assert!(err.contains("server does not support SSL, but SSL was required"), "{err}");
+    assert!(!session_works(&p, &scratch, "sslmode=prefer"), "no SSL without a certificate");
     assert!(!session_works(&p, &scratch, "sslmode=disable"));
     // The refused SSL client did not hurt the daemon.
     assert!(!session_works(&p, &scratch, "sslmode=prefer"));
@@ -329,10 +295,7 @@ fn start_expecting_failure(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (
-        status.code(),
-        std::fs::read_to_string(&log).unwrap_or_default(),
-    )
+    (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 #[test]
@@ -355,10 +318,7 @@ fn bad_tls_setup_stops_pgmld_at_start_naming_the_file() {
         ),
         (
             "missing key",
-            vec![
-                ("PGMLD_TLS_CERT", s(&cert)),
-                ("PGMLD_TLS_KEY", s(&scratch.path("missing.key"))),
-            ],
+            vec![("PGMLD_TLS_CERT", s(&cert)), ("PGMLD_TLS_KEY", s(&scratch.path("missing.key")))],
             vec!["missing.key"],
         ),
         (
@@ -381,10 +341,7 @@ fn bad_tls_setup_stops_pgmld_at_start_naming_the_file() {
         // A valid certificate with another certificate's key.
         (
             "mismatched key",
-            vec![
-                ("PGMLD_TLS_CERT", s(&cert)),
-                ("PGMLD_TLS_KEY", s(&other_key)),
-            ],
+            vec![("PGMLD_TLS_CERT", s(&cert)), ("PGMLD_TLS_KEY", s(&other_key))],
             vec!["server.crt", "other.key"],
         ),
     ];
@@ -392,34 +349,23 @@ fn bad_tls_setup_stops_pgmld_at_start_naming_the_file() {
     for (what, env, names) in &cases {
         let (code, stderr) = start_expecting_failure(&scratch, &[], env);
         assert_ne!(code, Some(0), "{what}: pgmld exited 0; stderr:\n{stderr}");
-        assert!(
-            code.is_some(),
-            "{what}: pgmld died by a signal; stderr:\n{stderr}"
-        );
+        assert!(code.is_some(), "{what}: pgmld died by a signal; stderr:\n{stderr}");
         // Any one of the files involved named is enough for "mismatched key"; each of the
         // others has exactly one culprit.
         if !names.iter().any(|n| stderr.contains(n)) {
-            failures.push(format!(
-                "{what}: error names none of {names:?}; stderr:\n{stderr}"
-            ));
+            failures.push(format!("{what}: error names none of {names:?}; stderr:\n{stderr}"));
         }
     }
 
     // Only one of the pair set.
     let (code, stderr) = start_expecting_failure(&scratch, &[], &[("PGMLD_TLS_CERT", s(&cert))]);
     assert_ne!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("tls_cert and tls_key must be set together"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("tls_cert and tls_key must be set together"), "{stderr}");
 
     // A config file naming a missing file fails the same way.
     let config = scratch.path("bad.toml");
-    std::fs::write(
-        &config,
-        format!("tls_cert = {:?}\ntls_key = {:?}\n", s(&missing), s(&key)),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("tls_cert = {:?}\ntls_key = {:?}\n", s(&missing), s(&key)))
+        .unwrap();
     let (code, stderr) = start_expecting_failure(&scratch, &["--config".into(), s(&config)], &[]);
     assert_ne!(code, Some(0), "{stderr}");
     if !stderr.contains("missing.crt") {
@@ -440,11 +386,7 @@ fn scram_login_over_tls() {
     let password = "tls-Scram_9";
     let mut cluster = None;
     for attempt in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut opts = ClusterOptions::new(scratch.path(&format!("cluster{attempt}")), port);
         opts.superuser_password = Some(password.into());
         opts.auth_default = "scram-sha-256".into();
@@ -470,22 +412,11 @@ fn scram_login_over_tls() {
         &[("PGPASSWORD", password)],
     );
     let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\npgmld log:\n{}",
-        text(&out.stderr),
-        p.log_text()
-    );
+    assert!(out.status.success(), "{}\npgmld log:\n{}", text(&out.stderr), p.log_text());
     assert!(stdout.contains(SSL_LINE), "{stdout}");
     assert!(stdout.ends_with("postgres\npgmld 0.1.0\n"), "{stdout}");
 
-    let out = psql(
-        &p,
-        &scratch,
-        "sslmode=require",
-        &["SELECT 1"],
-        &[("PGPASSWORD", "wrong")],
-    );
+    let out = psql(&p, &scratch, "sslmode=require", &["SELECT 1"], &[("PGPASSWORD", "wrong")]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("password authentication failed for user \"postgres\""),
@@ -508,13 +439,9 @@ fn stalled_copy(port: u16, scratch: &Path, rows: u32) -> std::process::Child {
         .env("PGPASSFILE", scratch.join("no-pgpass"))
         .env("PGSSLROOTCERT", scratch.join("no-root.crt"))
         .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!(
-            "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require"
-        ))
+        .arg(format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require"))
         .arg("-c")
-        .arg(format!(
-            "COPY (SELECT repeat('y', 999) FROM generate_series(1, {rows})) TO STDOUT"
-        ))
+        .arg(format!("COPY (SELECT repeat('y', 999) FROM generate_series(1, {rows})) TO STDOUT"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -541,10 +468,8 @@ fn tls_large_result_reaches_a_reader_that_paused() {
     let mut stuck = Vec::new();
     // In batches, to stay well inside the upstream's connection limit.
     for batch in sizes.chunks(20) {
-        let children: Vec<_> = batch
-            .iter()
-            .map(|&rows| (rows, stalled_copy(port, &scratch.0, rows)))
-            .collect();
+        let children: Vec<_> =
+            batch.iter().map(|&rows| (rows, stalled_copy(port, &scratch.0, rows))).collect();
         // Let pgmld fill every socket and finish writing what it can.
         std::thread::sleep(Duration::from_millis(2500));
         let readers: Vec<_> = children
@@ -568,9 +493,7 @@ fn tls_large_result_reaches_a_reader_that_paused() {
             let (rows, status, got) = r.join().unwrap();
             let want = rows as usize * 1000;
             if !status.success() || got != want {
-                stuck.push(format!(
-                    "{rows} rows: psql {status:?}, {got} of {want} bytes received"
-                ));
+                stuck.push(format!("{rows} rows: psql {status:?}, {got} of {want} bytes received"));
             }
         }
     }

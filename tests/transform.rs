@@ -17,7 +17,12 @@ fn lit(s: &str) -> String {
 }
 
 /// One real-time call: `inputs` as a literal array.
-async fn classify(c: &tokio_postgres::Client, model: &str, args: &str, inputs: &[&str]) -> Result<Json, tokio_postgres::Error> {
+async fn classify(
+    c: &tokio_postgres::Client,
+    model: &str,
+    args: &str,
+    inputs: &[&str],
+) -> Result<Json, tokio_postgres::Error> {
     let arr: Vec<String> = inputs.iter().map(|s| lit(s)).collect();
     let sql = format!(
         "SELECT pgml.transform(task => {}::JSONB, args => {}::JSONB, inputs => ARRAY[{}])",
@@ -35,7 +40,11 @@ fn rows2(v: &[(String, &str)]) -> Vec<Vec<String>> {
 /// Reviews with ids, for per-row queries.
 async fn reviews_table(db: &str, n: usize) -> Vec<(String, &'static str)> {
     let data = imdb_balanced(3000, n);
-    let rows: Vec<Vec<String>> = data.iter().enumerate().map(|(i, (t, c))| vec![(i + 1).to_string(), t.clone(), c.to_string()]).collect();
+    let rows: Vec<Vec<String>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, (t, c))| vec![(i + 1).to_string(), t.clone(), c.to_string()])
+        .collect();
     create_table(db, "reviews", &["id", "text", "class"], &rows).await;
     data
 }
@@ -47,7 +56,10 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     let model = tiny_bert(&texts);
     let m = model.display().to_string();
     let db = TestDb::create();
-    let p = Pgmld::start_with(Start { env: vec![("HF_HUB_OFFLINE".into(), "1".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("HF_HUB_OFFLINE".into(), "1".into())],
+        ..Start::default()
+    });
     let (c, notices) = connect_with_notices(&p.url(&db.name)).await;
 
     let got = classify(&c, &m, "{}", &["I loved it", "Awful, boring film", "ok"]).await.unwrap();
@@ -59,7 +71,9 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
         assert!((0.5..=1.0).contains(&s), "softmax of the best class: {got}");
     }
     // top_k null: every class per input, best first, summing to 1; the first is the default answer.
-    let all = classify(&c, &m, r#"{"top_k": null}"#, &["I loved it", "Awful, boring film", "ok"]).await.unwrap();
+    let all = classify(&c, &m, r#"{"top_k": null}"#, &["I loved it", "Awful, boring film", "ok"])
+        .await
+        .unwrap();
     for (ranked, best) in all.as_array().unwrap().iter().zip(arr) {
         let ranked = ranked.as_array().unwrap();
         assert_eq!(ranked.len(), 2);
@@ -69,7 +83,10 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     }
     // Extended protocol with bind parameters, as drivers and the SDK send it.
     let params = c
-        .query_one("SELECT pgml.transform(task => $1, inputs => $2, args => $3)", &[&task(&m), &vec!["I loved it", "Awful, boring film", "ok"], &serde_json::json!({})])
+        .query_one(
+            "SELECT pgml.transform(task => $1, inputs => $2, args => $3)",
+            &[&task(&m), &vec!["I loved it", "Awful, boring film", "ok"], &serde_json::json!({})],
+        )
         .await
         .unwrap()
         .get::<_, Json>(0);
@@ -78,7 +95,10 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     assert_eq!(top1[0].as_array().unwrap().len(), 1);
     // Batching pads; scores must not depend on what else is in the batch.
     let alone = classify(&c, &m, "{}", &["ok"]).await.unwrap();
-    assert!((alone[0]["score"].as_f64().unwrap() - arr[2]["score"].as_f64().unwrap()).abs() < 1e-5, "{alone} vs {got}");
+    assert!(
+        (alone[0]["score"].as_f64().unwrap() - arr[2]["score"].as_f64().unwrap()).abs() < 1e-5,
+        "{alone} vs {got}"
+    );
     // Text pairs, positional arguments and a text task.
     let pair = c
         .query_one(
@@ -97,31 +117,101 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
         .await
         .map_err(|e| e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default())
         .unwrap_err();
-    assert!(text_task.contains("names no model"), "a text task parses as {{\"task\": ...}}: {text_task}");
+    assert!(
+        text_task.contains("names no model"),
+        "a text task parses as {{\"task\": ...}}: {text_task}"
+    );
 
     // Longer than the model's 128 positions: truncated, and a NOTICE says so.
     let long = "great ".repeat(400);
     let r = classify(&c, &m, "{}", &["short", &long]).await.unwrap();
     assert_eq!(r.as_array().unwrap().len(), 2);
     let seen = notices.lock().unwrap().join("\n");
-    assert!(seen.contains("NOTICE: 1 of 2 inputs exceed") && seen.contains("maximum of 128 tokens") && seen.contains("input 2: 402 tokens"), "{seen}");
+    assert!(
+        seen.contains("NOTICE: 1 of 2 inputs exceed")
+            && seen.contains("maximum of 128 tokens")
+            && seen.contains("input 2: 402 tokens"),
+        "{seen}"
+    );
 
     // Bad inputs: SQLSTATE, a message naming the value, a usable session.
-    let call = |t: &str, a: &str, i: &str| format!("SELECT pgml.transform(task => {t}, args => {a}, inputs => {i})");
+    let call = |t: &str, a: &str, i: &str| {
+        format!("SELECT pgml.transform(task => {t}, args => {a}, inputs => {i})")
+    };
     let tj = lit(&task(&m)) + "::JSONB";
     expect_err(&c, &call(&tj, "'{}'", "ARRAY['a', NULL]"), "22004", "inputs[2] is NULL").await;
     expect_err(&c, &call(&tj, "'{}'", "ARRAY[]::text[]"), "22023", "inputs is empty").await;
-    expect_err(&c, &call("'{\"task\": \"text-classification\", \"model\": }'::JSONB", "'{}'", "ARRAY['a']"), "22P02", "jsonb").await;
-    expect_err(&c, &call("'{\"task\": \"text-classification\", \"model\": '", "'{}'", "ARRAY['a']"), "22P02", "not valid JSON").await;
-    expect_err(&c, &call(&lit(&serde_json::json!({"task": "sentiment", "model": m}).to_string()), "'{}'", "ARRAY['a']"), "22023", "unknown task \"sentiment\"").await;
-    expect_err(&c, &call(&lit(&serde_json::json!({"task": "summarization", "model": m}).to_string()), "'{}'", "ARRAY['a']"), "0A000", "summarization").await;
-    expect_err(&c, &call(&tj, "'{\"topk\": 2}'", "ARRAY['a']"), "22023", "unknown args key \"topk\"").await;
-    let missing = expect_err(&c, &call(&lit(&task("nobody/no-such-model")), "'{}'", "ARRAY['a']"), "58P01", "nobody/no-such-model").await;
-    assert!(missing.contains("Hugging Face Hub") && missing.contains("project"), "says where it looked: {missing}");
-    expect_err(&c, &call(&lit(&task("pgml:424242")), "'{}'", "ARRAY['a']"), "58P01", "424242").await;
-    expect_err(&c, &call(&lit(&task("/no/such/dir")), "'{}'", "ARRAY['a']"), "58P01", "/no/such/dir").await;
+    expect_err(
+        &c,
+        &call("'{\"task\": \"text-classification\", \"model\": }'::JSONB", "'{}'", "ARRAY['a']"),
+        "22P02",
+        "jsonb",
+    )
+    .await;
+    expect_err(
+        &c,
+        &call("'{\"task\": \"text-classification\", \"model\": '", "'{}'", "ARRAY['a']"),
+        "22P02",
+        "not valid JSON",
+    )
+    .await;
+    expect_err(
+        &c,
+        &call(
+            &lit(&serde_json::json!({"task": "sentiment", "model": m}).to_string()),
+            "'{}'",
+            "ARRAY['a']",
+        ),
+        "22023",
+        "unknown task \"sentiment\"",
+    )
+    .await;
+    expect_err(
+        &c,
+        &call(
+            &lit(&serde_json::json!({"task": "summarization", "model": m}).to_string()),
+            "'{}'",
+            "ARRAY['a']",
+        ),
+        "0A000",
+        "summarization",
+    )
+    .await;
+    expect_err(
+        &c,
+        &call(&tj, "'{\"topk\": 2}'", "ARRAY['a']"),
+        "22023",
+        "unknown args key \"topk\"",
+    )
+    .await;
+    let missing = expect_err(
+        &c,
+        &call(&lit(&task("nobody/no-such-model")), "'{}'", "ARRAY['a']"),
+        "58P01",
+        "nobody/no-such-model",
+    )
+    .await;
+    assert!(
+        missing.contains("Hugging Face Hub") && missing.contains("project"),
+        "says where it looked: {missing}"
+    );
+    expect_err(&c, &call(&lit(&task("pgml:424242")), "'{}'", "ARRAY['a']"), "58P01", "424242")
+        .await;
+    expect_err(
+        &c,
+        &call(&lit(&task("/no/such/dir")), "'{}'", "ARRAY['a']"),
+        "58P01",
+        "/no/such/dir",
+    )
+    .await;
     let base = support::models::minilm_dir().display().to_string();
-    expect_err(&c, &call(&lit(&task(&base)), "'{}'", "ARRAY['a']"), "22023", "not a text-classification model").await;
+    expect_err(
+        &c,
+        &call(&lit(&task(&base)), "'{}'", "ARRAY['a']"),
+        "22023",
+        "not a text-classification model",
+    )
+    .await;
     // A stored model of another task (a conversation project) is refused by name.
     c.batch_execute(
         "WITH p AS (INSERT INTO pgml.projects (name, task) VALUES ('chatty', 'conversation') RETURNING id) \
@@ -129,7 +219,13 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     )
     .await
     .unwrap();
-    let other = expect_err(&c, &call(&lit(&task("chatty")), "'{}'", "ARRAY['a']"), "22023", "trained for conversation").await;
+    let other = expect_err(
+        &c,
+        &call(&lit(&task("chatty")), "'{}'", "ARRAY['a']"),
+        "22023",
+        "trained for conversation",
+    )
+    .await;
     assert!(other.contains("project chatty"), "{other}");
     // Inside a transaction an error aborts it, as in Postgres.
     c.batch_execute("BEGIN").await.unwrap();
@@ -169,7 +265,13 @@ async fn per_row_calls_are_batched_and_keep_postgres_semantics() {
          FROM reviews WHERE id::int <= 60 ORDER BY id::int DESC"
     );
     let rows = c.simple_query(&sql).await.unwrap();
-    let data_rows: Vec<_> = rows.iter().filter_map(|m| match m { tokio_postgres::SimpleQueryMessage::Row(r) => Some(r), _ => None }).collect();
+    let data_rows: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
     assert_eq!(data_rows.len(), 60);
     for (k, r) in data_rows.iter().enumerate() {
         let id: usize = r.get(0).unwrap().parse().unwrap();
@@ -177,12 +279,18 @@ async fn per_row_calls_are_batched_and_keep_postgres_semantics() {
         let got: Json = serde_json::from_str(r.get(2).unwrap()).unwrap();
         assert_eq!(got.as_array().unwrap().len(), 1);
         assert_eq!(got[0]["label"], expected[id - 1]["label"], "row {id}");
-        assert!((got[0]["score"].as_f64().unwrap() - expected[id - 1]["score"].as_f64().unwrap()).abs() < 1e-5);
+        assert!(
+            (got[0]["score"].as_f64().unwrap() - expected[id - 1]["score"].as_f64().unwrap()).abs()
+                < 1e-5
+        );
     }
     let batches = p.metric("pgmld_inference_batches_total") - batches_before;
     let inputs = p.metric("pgmld_inference_inputs_total") - inputs_before;
     assert_eq!(inputs, 60.0);
-    assert!(batches <= 4.0, "60 rows in {batches} forward passes: batched across rows, not one per row");
+    assert!(
+        batches <= 4.0,
+        "60 rows in {batches} forward passes: batched across rows, not one per row"
+    );
 
     // Extended protocol with parameters in the call and around it; the guide's shape with
     // predicted_class[0]->>'label' outside; a CTE, a join and LIMIT around the call.
@@ -211,11 +319,20 @@ async fn per_row_calls_are_batched_and_keep_postgres_semantics() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(labels, (0..3).map(|i| expected[i]["label"].as_str().unwrap().to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        labels,
+        (0..3).map(|i| expected[i]["label"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    );
     c.batch_execute("CREATE TABLE preds (id int, p jsonb)").await.unwrap();
     let n = c.execute(&format!("INSERT INTO preds SELECT id::int, pgml.transform({tj}, inputs => ARRAY[text]) FROM reviews"), &[]).await.unwrap();
     assert_eq!(n, 80);
-    let none = c.query(&format!("SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM reviews WHERE false"), &[]).await.unwrap();
+    let none = c
+        .query(
+            &format!("SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM reviews WHERE false"),
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(none.is_empty());
     // Uncommitted and temporary data of the session is visible to the row source.
     c.batch_execute(&format!(
@@ -238,9 +355,23 @@ async fn per_row_calls_are_batched_and_keep_postgres_semantics() {
     println!("unsupported-form hint: {hint}");
     // A NULL text in some row names that row.
     c.batch_execute("INSERT INTO reviews VALUES ('81', NULL, 'negative')").await.unwrap();
-    expect_err(&c, &format!("SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM reviews ORDER BY id::int"), "22004", "row 81").await;
+    expect_err(
+        &c,
+        &format!(
+            "SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM reviews ORDER BY id::int"
+        ),
+        "22004",
+        "row 81",
+    )
+    .await;
     // An error in the row source is Postgres' own.
-    expect_err(&c, &format!("SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM no_such_table"), "42P01", "no_such_table").await;
+    expect_err(
+        &c,
+        &format!("SELECT pgml.transform({tj}, inputs => ARRAY[text]) FROM no_such_table"),
+        "42P01",
+        "no_such_table",
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&model);
 }
 
@@ -252,25 +383,37 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
     let db = TestDb::create();
     create_table(&db.name, "train", &["text", "class"], &rows2(&data)).await;
     // Requests wait up to 20 ms for company, so concurrent sessions share passes.
-    let p = Pgmld::start_with(Start { env: vec![("PGMLD_TRANSFORM_MAX_WAIT_MS".into(), "20".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("PGMLD_TRANSFORM_MAX_WAIT_MS".into(), "20".into())],
+        ..Start::default()
+    });
     let c = p.connect(&db.name).await;
     let tune = format!(
         "SELECT status FROM pgml.tune('tiny_sentiment', task => 'text-classification', relation_name => 'train', \
          model_name => '{}', test_size => 0.25, hyperparams => '{{\"training_args\": {{\"num_train_epochs\": 2, \"learning_rate\": 1e-3}}}}')",
         model.display()
     );
-    let status: String = c.query_one(tune.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text())).get(0);
+    let status: String = c
+        .query_one(tune.as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()))
+        .get(0);
     assert_eq!(status, "successful");
     let id: i64 = c.query_one("SELECT id FROM pgml.models", &[]).await.unwrap().get(0);
     // The local checkpoint is gone: what serves now comes from pgml.files.
     std::fs::remove_dir_all(&model).unwrap();
 
     let probe = ["A wonderful, moving film.", "Terrible acting and a dull plot."];
-    let by_id = classify(&c, &format!("pgml:{id}"), "{}", &probe).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    let by_id = classify(&c, &format!("pgml:{id}"), "{}", &probe)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     let by_project = classify(&c, "tiny_sentiment", "{}", &probe).await.unwrap();
     assert_eq!(by_id, by_project, "pgml:{id} and the project's deployed model are the same model");
     for r in by_id.as_array().unwrap() {
-        assert!(["negative", "positive"].contains(&r["label"].as_str().unwrap()), "labels from id2label: {by_id}");
+        assert!(
+            ["negative", "positive"].contains(&r["label"].as_str().unwrap()),
+            "labels from id2label: {by_id}"
+        );
     }
     let loads = p.metric("pgmld_model_loads_total");
 
@@ -284,12 +427,17 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
     let mut handles = Vec::new();
     for s in 0..8 {
         let client = p.connect(&db.name).await;
-        let mine: Vec<(usize, String)> = (0..reviews.len()).filter(|i| i % 8 == s).map(|i| (i, reviews[i].0.clone())).collect();
+        let mine: Vec<(usize, String)> =
+            (0..reviews.len()).filter(|i| i % 8 == s).map(|i| (i, reviews[i].0.clone())).collect();
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for round in 0..3 {
                 for (i, t) in &mine {
-                    let name = if round % 2 == 0 { "tiny_sentiment".to_string() } else { format!("pgml:{id}") };
+                    let name = if round % 2 == 0 {
+                        "tiny_sentiment".to_string()
+                    } else {
+                        format!("pgml:{id}")
+                    };
                     let r = classify(&client, &name, "{}", &[t]).await.unwrap();
                     out.push((*i, r[0].clone()));
                 }
@@ -301,7 +449,12 @@ async fn stored_models_by_id_and_project_serve_8_sessions_with_one_load() {
     for h in handles {
         for (i, r) in h.await.unwrap() {
             assert_eq!(r["label"], expected[i]["label"], "review {i}");
-            assert!((r["score"].as_f64().unwrap() - expected[i]["score"].as_f64().unwrap()).abs() < 1e-5, "review {i}: {r} vs {}", expected[i]);
+            assert!(
+                (r["score"].as_f64().unwrap() - expected[i]["score"].as_f64().unwrap()).abs()
+                    < 1e-5,
+                "review {i}: {r} vs {}",
+                expected[i]
+            );
             answered += 1;
         }
     }
@@ -322,11 +475,18 @@ async fn the_cache_evicts_least_recently_used_models_past_its_budget() {
     let (a, b) = (a.display().to_string(), b.display().to_string());
     let db = TestDb::create();
     // Room for one tiny model (~0.6 MB of weights) but not two.
-    let p = Pgmld::start_with(Start { env: vec![("PGMLD_TRANSFORM_CACHE_BYTES".into(), "1000000".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("PGMLD_TRANSFORM_CACHE_BYTES".into(), "1000000".into())],
+        ..Start::default()
+    });
     let c = p.connect(&db.name).await;
     for (model, loads, cached) in [(&a, 1.0, 1.0), (&a, 1.0, 1.0), (&b, 2.0, 1.0), (&a, 3.0, 1.0)] {
         classify(&c, model, "{}", &["fine"]).await.unwrap();
-        assert_eq!((p.metric("pgmld_model_loads_total"), p.metric("pgmld_models_cached")), (loads, cached), "after {model}");
+        assert_eq!(
+            (p.metric("pgmld_model_loads_total"), p.metric("pgmld_models_cached")),
+            (loads, cached),
+            "after {model}"
+        );
     }
     let bytes = p.metric("pgmld_model_cache_bytes");
     assert!(bytes > 100_000.0 && bytes < 1_000_000.0, "{bytes}");
@@ -336,7 +496,10 @@ async fn the_cache_evicts_least_recently_used_models_past_its_budget() {
     for m in [&a, &b, &a, &b] {
         classify(&c2, m, "{}", &["fine"]).await.unwrap();
     }
-    assert_eq!((p2.metric("pgmld_model_loads_total"), p2.metric("pgmld_models_cached")), (2.0, 2.0));
+    assert_eq!(
+        (p2.metric("pgmld_model_loads_total"), p2.metric("pgmld_models_cached")),
+        (2.0, 2.0)
+    );
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

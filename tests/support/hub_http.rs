@@ -10,11 +10,24 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 
 /// 200 with the bytes, or 206 for a `Range: bytes=a-b` request; no body for HEAD.
-pub(super) fn serve_bytes(method: &Method, bytes: Vec<u8>, etag: &str, commit: &str, headers: &HeaderMap) -> Response {
+pub(super) fn serve_bytes(
+    method: &Method,
+    bytes: Vec<u8>,
+    etag: &str,
+    commit: &str,
+    headers: &HeaderMap,
+) -> Response {
     let total = bytes.len();
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| parse_range(r, total));
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| parse_range(r, total));
     let (status, body, content_range) = match range {
-        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, bytes[a..=b].to_vec(), Some(format!("bytes {a}-{b}/{total}"))),
+        Some((a, b)) => (
+            StatusCode::PARTIAL_CONTENT,
+            bytes[a..=b].to_vec(),
+            Some(format!("bytes {a}-{b}/{total}")),
+        ),
         None if headers.contains_key(header::RANGE) && total > 0 => {
             return Response::builder()
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
@@ -134,7 +147,10 @@ pub(super) fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;

@@ -70,26 +70,41 @@ impl FakeHub {
 
 impl Shared {
     /// The write routes; `None` for any other request.
-    pub(super) fn route_write(&self, method: &Method, segs: &[&str], headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    pub(super) fn route_write(
+        &self,
+        method: &Method,
+        segs: &[&str],
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Response> {
         let post = *method == Method::POST;
         let r = match segs {
             ["api", "whoami-v2"] if *method == Method::GET => self.authed(headers, || {
-                json_response(StatusCode::OK, &json!({"type": "user", "name": FakeHub::USER,
-                    "orgs": [{"name": FakeHub::ORG}]}))
+                json_response(
+                    StatusCode::OK,
+                    &json!({"type": "user", "name": FakeHub::USER,
+                    "orgs": [{"name": FakeHub::ORG}]}),
+                )
             }),
             ["api", "repos", "create"] if post => self.authed(headers, || self.create(body)),
             ["api", "models", ns, name, "preupload", _rev] if post => {
                 self.authed(headers, || self.existing(ns, name, |_| preupload(body)))
             }
-            ["api", "models", ns, name, "commit", rev] if post => {
-                self.authed(headers, || self.existing(ns, name, |repo| self.commit(repo, rev, headers, body)))
-            }
+            ["api", "models", ns, name, "commit", rev] if post => self.authed(headers, || {
+                self.existing(ns, name, |repo| self.commit(repo, rev, headers, body))
+            }),
             [ns, git, "info", "lfs", "objects", "batch"] if post && git.ends_with(".git") => {
                 let name = git.trim_end_matches(".git");
                 let lfs = "application/vnd.git-lfs+json";
-                let accepts = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()) == Some(lfs);
+                let accepts = |h: header::HeaderName| {
+                    headers.get(h).and_then(|v| v.to_str().ok()) == Some(lfs)
+                };
                 if !accepts(header::ACCEPT) || !accepts(header::CONTENT_TYPE) {
-                    return Some(error(StatusCode::NOT_ACCEPTABLE, None, "use application/vnd.git-lfs+json"));
+                    return Some(error(
+                        StatusCode::NOT_ACCEPTABLE,
+                        None,
+                        "use application/vnd.git-lfs+json",
+                    ));
                 }
                 self.authed(headers, || self.existing(ns, name, |repo| self.batch(repo, body)))
             }
@@ -99,7 +114,9 @@ impl Shared {
                     let req: Value = serde_json::from_slice(body).unwrap_or_default();
                     let (oid, size) = (req["oid"].as_str().unwrap_or(""), req["size"].as_u64());
                     match self.writes.objects.lock().unwrap().get(oid) {
-                        Some(b) if Some(b.len() as u64) == size => json_response(StatusCode::OK, &json!({})),
+                        Some(b) if Some(b.len() as u64) == size => {
+                            json_response(StatusCode::OK, &json!({}))
+                        }
                         _ => error(StatusCode::NOT_FOUND, None, "object not uploaded"),
                     }
                 })
@@ -143,13 +160,20 @@ impl Shared {
         }
         let ns = req["organization"].as_str().unwrap_or(FakeHub::USER);
         if ns != FakeHub::USER && ns != FakeHub::ORG {
-            return error(StatusCode::FORBIDDEN, None, "You don't have the rights to create a model under this namespace");
+            return error(
+                StatusCode::FORBIDDEN,
+                None,
+                "You don't have the rights to create a model under this namespace",
+            );
         }
         let repo = format!("{ns}/{name}");
         let url = format!("{}/{repo}", self.url);
         let dir = FakeHub::model_revision_dir(&self.root, &repo, "main");
         if dir.is_dir() {
-            return json_response(StatusCode::CONFLICT, &json!({"error": "You already created this model repo", "url": url}));
+            return json_response(
+                StatusCode::CONFLICT,
+                &json!({"error": "You already created this model repo", "url": url}),
+            );
         }
         std::fs::create_dir_all(&dir).unwrap();
         let private = req["private"].as_bool().unwrap_or(false);
@@ -184,12 +208,19 @@ impl Shared {
 
     fn upload(&self, oid: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         if headers.contains_key(header::AUTHORIZATION) {
-            return error(StatusCode::BAD_REQUEST, None, "signed storage URLs take no Authorization header");
+            return error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "signed storage URLs take no Authorization header",
+            );
         }
         if headers.get("x-fake-upload").and_then(|v| v.to_str().ok()) != Some("1") {
             return error(StatusCode::BAD_REQUEST, None, "the batch answer's header is missing");
         }
-        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         if length != Some(body.len()) || sha256_hex(body) != oid {
             return error(StatusCode::BAD_REQUEST, None, "the bytes do not match the oid");
         }
@@ -203,8 +234,13 @@ impl Shared {
             return error(StatusCode::BAD_REQUEST, None, "commits are application/x-ndjson");
         }
         let dir = FakeHub::model_revision_dir(&self.root, repo, rev);
-        let mut commit =
-            Commit { repo: repo.into(), revision: rev.into(), summary: String::new(), files: vec![], lfs_files: vec![] };
+        let mut commit = Commit {
+            repo: repo.into(),
+            revision: rev.into(),
+            summary: String::new(),
+            files: vec![],
+            lfs_files: vec![],
+        };
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for line in String::from_utf8_lossy(body).lines().filter(|l| !l.trim().is_empty()) {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -212,9 +248,13 @@ impl Shared {
             };
             let val = &v["value"];
             let path = val["path"].as_str().unwrap_or("").to_string();
-            let bad_path = path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p.is_empty() || p == "..");
+            let bad_path = path.is_empty()
+                || path.starts_with('/')
+                || path.split('/').any(|p| p.is_empty() || p == "..");
             match v["key"].as_str() {
-                Some("header") => commit.summary = val["summary"].as_str().unwrap_or("").to_string(),
+                Some("header") => {
+                    commit.summary = val["summary"].as_str().unwrap_or("").to_string()
+                }
                 _ if bad_path => return error(StatusCode::BAD_REQUEST, None, "bad path"),
                 Some("file") if val["encoding"] == "base64" => {
                     let Some(bytes) = base64_decode(val["content"].as_str().unwrap_or("")) else {
@@ -226,8 +266,19 @@ impl Shared {
                 Some("lfsFile") => {
                     let oid = val["oid"].as_str().unwrap_or("");
                     let bytes = match self.writes.objects.lock().unwrap().get(oid) {
-                        Some(b) if Some(b.len() as u64) == val["size"].as_u64() && val["algo"] == "sha256" => b.clone(),
-                        _ => return error(StatusCode::UNPROCESSABLE_ENTITY, None, "LFS object not uploaded"),
+                        Some(b)
+                            if Some(b.len() as u64) == val["size"].as_u64()
+                                && val["algo"] == "sha256" =>
+                        {
+                            b.clone()
+                        }
+                        _ => {
+                            return error(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                None,
+                                "LFS object not uploaded",
+                            )
+                        }
                     };
                     commit.files.push(path.clone());
                     commit.lfs_files.push(path.clone());

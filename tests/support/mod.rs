@@ -89,7 +89,10 @@ impl Pgmld {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("pgmld did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                    panic!(
+                        "pgmld did not start; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
             }
         }
@@ -135,7 +138,11 @@ impl Pgmld {
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics_text()
             .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0.0)
     }
 
@@ -145,7 +152,10 @@ impl Pgmld {
     }
 
     pub fn signal(&self, sig: &str) {
-        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 }
 
@@ -163,12 +173,18 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(field).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
 pub fn temp_dir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>()));
+    let d = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -198,7 +214,20 @@ impl Drop for TestDb {
 /// Runs SQL directly on the machine's Postgres with psql; panics on failure.
 pub fn psql_direct(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            sql,
+        ])
         .output()
         .expect("psql");
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -223,7 +252,11 @@ pub fn psql_port(port: u16, db: &str, script: &str, extra: &[&str]) -> (bool, St
         .expect("psql");
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// SQLSTATE of a tokio-postgres error.
@@ -238,7 +271,9 @@ pub async fn expect_err(c: &tokio_postgres::Client, sql: &str, code: &str, needl
     let e = c.query(sql, &[]).await.err().unwrap_or_else(|| panic!("{sql} succeeded"));
     let text = e
         .as_db_error()
-        .map(|d| format!("{} | {} | {}", d.message(), d.detail().unwrap_or(""), d.hint().unwrap_or("")))
+        .map(|d| {
+            format!("{} | {} | {}", d.message(), d.detail().unwrap_or(""), d.hint().unwrap_or(""))
+        })
         .unwrap_or_else(|| e.to_string());
     assert_eq!(sqlstate(&e), code, "{sql}: {text}");
     assert!(text.contains(needle), "{sql}: expected {needle:?} in {text}");

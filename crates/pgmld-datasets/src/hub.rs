@@ -21,9 +21,9 @@ pub mod model;
 pub mod upload;
 
 pub use config::HubConfig;
+use error::list;
 pub use error::HubError;
 pub use model::{fetch_model_files, model_cache_dir};
-use error::list;
 
 use std::path::{Path, PathBuf};
 
@@ -108,7 +108,6 @@ pub fn split_from_path(path: &str) -> String {
     layout::split_of_path(&path.replace('\\', "/")).unwrap_or_else(|| "train".to_string())
 }
 
-
 /// Resolves a dataset repo to local data files, downloading into the cache (or cache only
 /// when offline). `subset` picks a README config or a top-level directory; `revision` is a
 /// branch, tag or commit (default `main`); `split` keeps one split.
@@ -151,8 +150,12 @@ struct RepoId {
 
 impl RepoId {
     fn parse(repo: &str) -> Result<RepoId, HubError> {
-        let full = repo.trim().trim_start_matches("hf://datasets/").trim_end_matches('/').to_string();
-        let bad = |reason: &str| HubError::InvalidRepo { repo: repo.to_string(), reason: reason.to_string() };
+        let full =
+            repo.trim().trim_start_matches("hf://datasets/").trim_end_matches('/').to_string();
+        let bad = |reason: &str| HubError::InvalidRepo {
+            repo: repo.to_string(),
+            reason: reason.to_string(),
+        };
         if full.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -195,7 +198,12 @@ impl Request<'_> {
     }
 
     fn info_url(&self, revision: &str) -> String {
-        format!("{}/api/datasets/{}/revision/{}", self.cfg.endpoint, self.id.full, encode_segment(revision))
+        format!(
+            "{}/api/datasets/{}/revision/{}",
+            self.cfg.endpoint,
+            self.id.full,
+            encode_segment(revision)
+        )
     }
 
     fn file_url(&self, revision: &str, path: &str) -> String {
@@ -230,18 +238,28 @@ impl Request<'_> {
                 if context.as_ref().and_then(|c| c.error_code.as_deref()) == Some("RepoNotFound") {
                     HubError::NotFound { repo, tried: url.to_string() }
                 } else {
-                    HubError::RevisionNotFound { repo, revision: revision.to_string(), tried: url.to_string() }
+                    HubError::RevisionNotFound {
+                        repo,
+                        revision: revision.to_string(),
+                        tried: url.to_string(),
+                    }
                 }
             }
-            HFError::AuthRequired { .. } | HFError::Forbidden { .. } => {
-                HubError::Unauthorized { repo, url: url.to_string(), token_sent: self.cfg.token().is_some() }
-            }
-            HFError::Io(ref io) => {
-                HubError::Cache { repo, path: self.cfg.cache_dir.clone(), message: self.scrub(&io.to_string()) }
-            }
-            HFError::CacheLockTimeout { ref path } => {
-                HubError::Cache { repo, path: path.clone(), message: "timed out waiting for the cache lock".into() }
-            }
+            HFError::AuthRequired { .. } | HFError::Forbidden { .. } => HubError::Unauthorized {
+                repo,
+                url: url.to_string(),
+                token_sent: self.cfg.token().is_some(),
+            },
+            HFError::Io(ref io) => HubError::Cache {
+                repo,
+                path: self.cfg.cache_dir.clone(),
+                message: self.scrub(&io.to_string()),
+            },
+            HFError::CacheLockTimeout { ref path } => HubError::Cache {
+                repo,
+                path: path.clone(),
+                message: "timed out waiting for the cache lock".into(),
+            },
             HFError::Http { ref context } => HubError::Network {
                 repo,
                 url: url.to_string(),
@@ -256,16 +274,29 @@ impl Request<'_> {
     }
 
     /// The repo's file list at `revision`, from the repo info endpoint (as `datasets` does).
-    async fn list_files(&self, ds: &HFRepository<RepoTypeDataset>, revision: &str) -> Result<Vec<String>, HubError> {
+    async fn list_files(
+        &self,
+        ds: &HFRepository<RepoTypeDataset>,
+        revision: &str,
+    ) -> Result<Vec<String>, HubError> {
         let url = self.info_url(revision);
         tracing::debug!(repo = %self.id.full, %url, "listing dataset files");
-        let info = ds.info().revision(revision).send().await.map_err(|e| self.map_hf(e, &url, revision))?;
+        let info = ds
+            .info()
+            .revision(revision)
+            .send()
+            .await
+            .map_err(|e| self.map_hf(e, &url, revision))?;
         if let Some(siblings) = info.siblings {
             return Ok(siblings.into_iter().map(|s| s.rfilename).collect());
         }
         // no siblings in the info: walk the tree
-        let tree =
-            ds.list_tree().revision(revision).recursive(true).send().map_err(|e| self.map_hf(e, &url, revision))?;
+        let tree = ds
+            .list_tree()
+            .revision(revision)
+            .recursive(true)
+            .send()
+            .map_err(|e| self.map_hf(e, &url, revision))?;
         let entries: Vec<hf_hub::repository::RepoTreeEntry> =
             tree.try_collect().await.map_err(|e| self.map_hf(e, &url, revision))?;
         Ok(entries
@@ -285,7 +316,12 @@ impl Request<'_> {
     ) -> Result<PathBuf, HubError> {
         let url = self.file_url(revision, path);
         tracing::debug!(repo = %self.id.full, %url, "fetching dataset file");
-        ds.download_file().filename(path).revision(revision).send().await.map_err(|e| self.map_hf(e, &url, revision))
+        ds.download_file()
+            .filename(path)
+            .revision(revision)
+            .send()
+            .await
+            .map_err(|e| self.map_hf(e, &url, revision))
     }
 
     async fn online(&self) -> Result<Vec<DataFile>, HubError> {
@@ -316,7 +352,9 @@ impl Request<'_> {
                 };
                 match layout::resolve_parquet_conversion(&conv, self.subset) {
                     Ok(splits) => (PARQUET_CONVERSION_REVISION, splits),
-                    Err(LayoutError::NoDataFiles) => return Err(HubError::NoDataFiles { repo: self.repo(), files }),
+                    Err(LayoutError::NoDataFiles) => {
+                        return Err(HubError::NoDataFiles { repo: self.repo(), files })
+                    }
                     Err(e) => return Err(self.layout_error(e, &files)),
                 }
             }
@@ -327,18 +365,29 @@ impl Request<'_> {
             split: self.split.unwrap_or_default().to_string(),
             available,
         })?;
-        let wanted: Vec<(String, String)> =
-            splits.into_iter().flat_map(|s| s.files.into_iter().map(move |f| (s.split.clone(), f))).collect();
-        let downloads: Vec<_> = wanted.iter().map(|(_, f)| self.download(&ds, revision, f)).collect();
-        let paths: Vec<PathBuf> = stream::iter(downloads).buffered(PARALLEL_DOWNLOADS).try_collect().await?;
-        let out: Vec<DataFile> =
-            wanted.iter().zip(paths).map(|((split, f), local)| self.data_file(split, f, local, revision)).collect();
+        let wanted: Vec<(String, String)> = splits
+            .into_iter()
+            .flat_map(|s| s.files.into_iter().map(move |f| (s.split.clone(), f)))
+            .collect();
+        let downloads: Vec<_> =
+            wanted.iter().map(|(_, f)| self.download(&ds, revision, f)).collect();
+        let paths: Vec<PathBuf> =
+            stream::iter(downloads).buffered(PARALLEL_DOWNLOADS).try_collect().await?;
+        let out: Vec<DataFile> = wanted
+            .iter()
+            .zip(paths)
+            .map(|((split, f), local)| self.data_file(split, f, local, revision))
+            .collect();
         tracing::info!(repo = %self.id.full, revision, files = out.len(), "dataset files ready");
         Ok(out)
     }
 
     /// The splits of the files of `self.revision` (the conversion revision has its own layout).
-    fn resolve(&self, files: &[String], readme: Option<&str>) -> Result<Vec<SplitFiles>, LayoutError> {
+    fn resolve(
+        &self,
+        files: &[String],
+        readme: Option<&str>,
+    ) -> Result<Vec<SplitFiles>, LayoutError> {
         if self.revision == PARQUET_CONVERSION_REVISION {
             layout::resolve_parquet_conversion(files, self.subset)
         } else {
@@ -348,8 +397,15 @@ impl Request<'_> {
 
     fn data_file(&self, split: &str, repo_path: &str, local: PathBuf, revision: &str) -> DataFile {
         // layout only yields paths with a known format
-        let (format, gzip) = Format::from_path(Path::new(repo_path)).unwrap_or((Format::Parquet, false));
-        DataFile { split: split.to_string(), path: local, format, gzip, origin: self.file_url(revision, repo_path) }
+        let (format, gzip) =
+            Format::from_path(Path::new(repo_path)).unwrap_or((Format::Parquet, false));
+        DataFile {
+            split: split.to_string(),
+            path: local,
+            format,
+            gzip,
+            origin: self.file_url(revision, repo_path),
+        }
     }
 
     /// Keeps the requested split; `Err` lists the available ones.
@@ -368,8 +424,12 @@ impl Request<'_> {
         let repo = self.repo();
         match e {
             LayoutError::NoDataFiles => HubError::NoDataFiles { repo, files: files.to_vec() },
-            LayoutError::UnknownSubset { subset, available } => HubError::UnknownSubset { repo, subset, available },
-            LayoutError::SubsetRequired { available } => HubError::SubsetRequired { repo, available },
+            LayoutError::UnknownSubset { subset, available } => {
+                HubError::UnknownSubset { repo, subset, available }
+            }
+            LayoutError::SubsetRequired { available } => {
+                HubError::SubsetRequired { repo, available }
+            }
             LayoutError::BadConfig(message) => HubError::BadConfig { repo, message },
         }
     }
@@ -390,7 +450,10 @@ impl Request<'_> {
             match std::fs::read_to_string(&ref_path) {
                 Ok(commit) => repo_dir.join("snapshots").join(commit.trim()),
                 Err(_) => {
-                    return Err(not_cached(ref_path, format!("revision `{revision}` has never been downloaded")));
+                    return Err(not_cached(
+                        ref_path,
+                        format!("revision `{revision}` has never been downloaded"),
+                    ));
                 }
             }
         };
@@ -419,9 +482,10 @@ impl Request<'_> {
         let (revision, dir, splits) = match self.resolve(&files, readme.as_deref()) {
             Ok(splits) => (self.revision, snapshot, splits),
             Err(LayoutError::NoDataFiles) if self.revision == "main" => {
-                let (conv_dir, conv) = self
-                    .cached_snapshot(PARQUET_CONVERSION_REVISION)
-                    .map_err(|_| offline_err("no data files are cached for it".into(), snapshot.clone()))?;
+                let (conv_dir, conv) =
+                    self.cached_snapshot(PARQUET_CONVERSION_REVISION).map_err(|_| {
+                        offline_err("no data files are cached for it".into(), snapshot.clone())
+                    })?;
                 match layout::resolve_parquet_conversion(&conv, self.subset) {
                     Ok(splits) => (PARQUET_CONVERSION_REVISION, conv_dir, splits),
                     Err(LayoutError::NoDataFiles) => {
@@ -429,7 +493,10 @@ impl Request<'_> {
                     }
                     Err(LayoutError::UnknownSubset { subset, available }) => {
                         return Err(offline_err(
-                            format!("subset `{subset}` is not cached (cached: {})", list(&available)),
+                            format!(
+                                "subset `{subset}` is not cached (cached: {})",
+                                list(&available)
+                            ),
                             conv_dir,
                         ))
                     }
@@ -449,7 +516,11 @@ impl Request<'_> {
         };
         let splits = self.keep_split(splits).map_err(|available| {
             offline_err(
-                format!("split `{}` is not cached (cached: {})", self.split.unwrap_or_default(), list(&available)),
+                format!(
+                    "split `{}` is not cached (cached: {})",
+                    self.split.unwrap_or_default(),
+                    list(&available)
+                ),
                 dir.clone(),
             )
         })?;
@@ -517,7 +588,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg_from(vars: &[(&str, &str)]) -> HubConfig {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         HubConfig::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -552,7 +624,11 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("hf_new"));
         assert!(c.offline);
 
-        let c = cfg_from(&[("HF_TOKEN", "hf_x"), ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"), ("HF_HUB_OFFLINE", "")]);
+        let c = cfg_from(&[
+            ("HF_TOKEN", "hf_x"),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+            ("HF_HUB_OFFLINE", ""),
+        ]);
         assert_eq!(c.token, None);
         assert!(!c.offline);
     }
@@ -603,8 +679,14 @@ mod tests {
         let cfg = cfg_from(&[("HF_ENDPOINT", "http://hub")]);
         let id = RepoId::parse("o/n").unwrap();
         let r = Request { cfg: &cfg, id: &id, subset: None, revision: "main", split: None };
-        assert_eq!(r.info_url("refs/convert/parquet"), "http://hub/api/datasets/o/n/revision/refs%2Fconvert%2Fparquet");
-        assert_eq!(r.file_url("main", "data/a b.csv"), "http://hub/datasets/o/n/resolve/main/data/a%20b.csv");
+        assert_eq!(
+            r.info_url("refs/convert/parquet"),
+            "http://hub/api/datasets/o/n/revision/refs%2Fconvert%2Fparquet"
+        );
+        assert_eq!(
+            r.file_url("main", "data/a b.csv"),
+            "http://hub/datasets/o/n/resolve/main/data/a%20b.csv"
+        );
     }
 
     /// Lays out a cache as hf-hub writes it: blobs, snapshot symlinks, refs.
@@ -624,7 +706,12 @@ mod tests {
     }
 
     fn offline_cfg(cache: &Path) -> HubConfig {
-        HubConfig { endpoint: "http://hub.invalid".into(), token: None, cache_dir: cache.to_path_buf(), offline: true }
+        HubConfig {
+            endpoint: "http://hub.invalid".into(),
+            token: None,
+            cache_dir: cache.to_path_buf(),
+            offline: true,
+        }
     }
 
     #[tokio::test]
@@ -651,14 +738,19 @@ mod tests {
         );
         let cfg = offline_cfg(cache.path());
         let files = fetch_dataset_files(&cfg, "o/n", None, None, None).await.unwrap();
-        let got: Vec<(&str, Format, bool)> = files.iter().map(|f| (f.split.as_str(), f.format, f.gzip)).collect();
+        let got: Vec<(&str, Format, bool)> =
+            files.iter().map(|f| (f.split.as_str(), f.format, f.gzip)).collect();
         assert_eq!(got, vec![("train", Format::Csv, false), ("test", Format::Csv, true)]);
-        assert_eq!(files[0].path, cache.path().join(format!("datasets--o--n/snapshots/{commit}/data/train.csv")));
+        assert_eq!(
+            files[0].path,
+            cache.path().join(format!("datasets--o--n/snapshots/{commit}/data/train.csv"))
+        );
         assert_eq!(std::fs::read_to_string(&files[0].path).unwrap(), "a\n1\n");
         assert_eq!(files[0].origin, "http://hub.invalid/datasets/o/n/resolve/main/data/train.csv");
 
         // a split that is not cached
-        let err = fetch_dataset_files(&cfg, "o/n", None, None, Some("validation")).await.unwrap_err();
+        let err =
+            fetch_dataset_files(&cfg, "o/n", None, None, Some("validation")).await.unwrap_err();
         assert!(matches!(err, HubError::Offline { .. }), "{err}");
         assert!(err.to_string().contains("cached: train, test"), "{err}");
         // another revision
@@ -683,9 +775,12 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].split, "test");
         assert_eq!(files[0].format, Format::Parquet);
-        assert!(files[0].origin.ends_with("/resolve/refs%2Fconvert%2Fparquet/default/test/0000.parquet"));
+        assert!(files[0]
+            .origin
+            .ends_with("/resolve/refs%2Fconvert%2Fparquet/default/test/0000.parquet"));
 
-        let err = fetch_dataset_files(&cfg, "o/script", Some("other"), None, None).await.unwrap_err();
+        let err =
+            fetch_dataset_files(&cfg, "o/script", Some("other"), None, None).await.unwrap_err();
         assert!(matches!(err, HubError::Offline { .. }), "{err}");
     }
 
@@ -711,10 +806,21 @@ mod tests {
     #[test]
     fn messages_name_the_dataset() {
         let errs = [
-            HubError::NotFound { repo: "o/n".into(), tried: "http://h/api/datasets/o/n/revision/main".into() },
-            HubError::Unauthorized { repo: "o/n".into(), url: "http://h/x".into(), token_sent: true },
+            HubError::NotFound {
+                repo: "o/n".into(),
+                tried: "http://h/api/datasets/o/n/revision/main".into(),
+            },
+            HubError::Unauthorized {
+                repo: "o/n".into(),
+                url: "http://h/x".into(),
+                token_sent: true,
+            },
             HubError::NoDataFiles { repo: "o/n".into(), files: vec!["README.md".into()] },
-            HubError::UnknownSplit { repo: "o/n".into(), split: "dev".into(), available: vec!["train".into()] },
+            HubError::UnknownSplit {
+                repo: "o/n".into(),
+                split: "dev".into(),
+                available: vec!["train".into()],
+            },
         ];
         for e in errs {
             assert!(e.to_string().contains("`o/n`"), "{e}");

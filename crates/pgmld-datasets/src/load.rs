@@ -11,10 +11,10 @@ use crate::pgtypes::{self, Column};
 use crate::read::{self, TextOptions};
 use crate::server_path;
 use crate::source::{local_files, Source};
-use pgmld_schema::{roles, staging};
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use futures_util::SinkExt;
+use pgmld_schema::{roles, staging};
 use pgmld_sql::{CallContext, Notice};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,7 +55,9 @@ impl Loader {
     /// Runs one `pgml.load_dataset` call.
     pub async fn load(&self, opts: LoadOptions, ctx: &CallContext) -> Result<Loaded, DatasetError> {
         let source = match Source::parse(&opts.source, ctx.caller.read_server_files) {
-            Source::Local(path) => Source::Local(server_path::allowed(&ctx.caller, &path, &self.dataset_dirs)?),
+            Source::Local(path) => {
+                Source::Local(server_path::allowed(&ctx.caller, &path, &self.dataset_dirs)?)
+            }
             hub => hub,
         };
         let (schema_name, table) = source.table(opts.table.as_deref())?;
@@ -64,13 +66,18 @@ impl Loader {
         let (merged, cols, add_split) = {
             let files = files.clone();
             let wanted = opts.columns.clone();
-            tokio::task::spawn_blocking(move || -> Result<(SchemaRef, Vec<Column>, bool), DatasetError> {
-                let schemas = files.iter().map(|f| read::schema(f, text_opts)).collect::<Result<Vec<_>, _>>()?;
-                let merged = read::merge(&schemas)?;
-                let cols = pgtypes::columns(&merged, wanted.as_deref())?;
-                let add_split = !merged.fields().iter().any(|f| f.name() == "split");
-                Ok((merged, cols, add_split))
-            })
+            tokio::task::spawn_blocking(
+                move || -> Result<(SchemaRef, Vec<Column>, bool), DatasetError> {
+                    let schemas = files
+                        .iter()
+                        .map(|f| read::schema(f, text_opts))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let merged = read::merge(&schemas)?;
+                    let cols = pgtypes::columns(&merged, wanted.as_deref())?;
+                    let add_split = !merged.fields().iter().any(|f| f.name() == "split");
+                    Ok((merged, cols, add_split))
+                },
+            )
             .await
             .map_err(|e| DatasetError::Internal(e.to_string()))??
         };
@@ -95,22 +102,44 @@ impl Loader {
             .get(0);
         if schema_missing {
             client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema_name)))
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    quote_ident(&schema_name)
+                ))
                 .await
                 .map_err(|e| DatasetError::pg(format!("creating schema {schema_name}"), e))?;
         }
-        let mut col_defs: Vec<String> = cols.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type)).collect();
+        let mut col_defs: Vec<String> =
+            cols.iter().map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type)).collect();
         let mut col_names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
         if add_split {
             col_defs.push("split text".into());
             col_names.push("split".into());
         }
         let rows = if exists && opts.if_exists == IfExists::Append {
-            client.batch_execute("BEGIN").await.map_err(|e| DatasetError::pg("starting the append", e))?;
-            let copied = self.copy(&[&client], &target, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx).await;
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| DatasetError::pg("starting the append", e))?;
+            let copied = self
+                .copy(
+                    &[&client],
+                    &target,
+                    &col_names,
+                    files,
+                    merged.clone(),
+                    cols.clone(),
+                    add_split,
+                    text_opts,
+                    &opts,
+                    ctx,
+                )
+                .await;
             match copied {
                 Ok(n) => {
-                    client.batch_execute("COMMIT").await.map_err(|e| DatasetError::pg(format!("committing rows into {target}"), e))?;
+                    client.batch_execute("COMMIT").await.map_err(|e| {
+                        DatasetError::pg(format!("committing rows into {target}"), e)
+                    })?;
                     n
                 }
                 Err(e) => {
@@ -122,7 +151,9 @@ impl Loader {
             // The lock marks the staging table as in use; a pgmld killed mid-load leaves a
             // table whose lock is free, which the next pgmld to use the database drops.
             let key = staging::new_key();
-            staging::lock(&client, key).await.map_err(|e| DatasetError::pg("locking the staging table", e))?;
+            staging::lock(&client, key)
+                .await
+                .map_err(|e| DatasetError::pg("locking the staging table", e))?;
             let staging = format!("{}.{}", quote_ident(&schema_name), staging::table_name(key));
             client
                 .batch_execute(&format!(
@@ -135,7 +166,18 @@ impl Loader {
             let result = async {
                 let second = self.connect_as(ctx).await?;
                 let n = self
-                    .copy(&[&client, &second], &staging, &col_names, files, merged.clone(), cols.clone(), add_split, text_opts, &opts, ctx)
+                    .copy(
+                        &[&client, &second],
+                        &staging,
+                        &col_names,
+                        files,
+                        merged.clone(),
+                        cols.clone(),
+                        add_split,
+                        text_opts,
+                        &opts,
+                        ctx,
+                    )
                     .await?;
                 swap_in(&client, &staging, &target, &table, exists).await?;
                 Ok::<u64, DatasetError>(n)
@@ -152,10 +194,21 @@ impl Loader {
         Ok(Loaded { table_name: target, rows })
     }
 
-    async fn files(&self, source: &Source, opts: &LoadOptions) -> Result<Vec<DataFile>, DatasetError> {
+    async fn files(
+        &self,
+        source: &Source,
+        opts: &LoadOptions,
+    ) -> Result<Vec<DataFile>, DatasetError> {
         let files = match source {
             Source::Hub(id) => {
-                hub::fetch_dataset_files(&self.hub, id, opts.subset.as_deref(), opts.revision.as_deref(), opts.split.as_deref()).await?
+                hub::fetch_dataset_files(
+                    &self.hub,
+                    id,
+                    opts.subset.as_deref(),
+                    opts.revision.as_deref(),
+                    opts.split.as_deref(),
+                )
+                .await?
             }
             Source::Local(path) => {
                 if opts.subset.is_some() {
@@ -171,9 +224,11 @@ impl Loader {
                 match &opts.split {
                     None => all,
                     Some(s) => {
-                        let kept: Vec<DataFile> = all.iter().filter(|f| &f.split == s).cloned().collect();
+                        let kept: Vec<DataFile> =
+                            all.iter().filter(|f| &f.split == s).cloned().collect();
                         if kept.is_empty() {
-                            let mut have: Vec<&str> = all.iter().map(|f| f.split.as_str()).collect();
+                            let mut have: Vec<&str> =
+                                all.iter().map(|f| f.split.as_str()).collect();
                             have.dedup();
                             return Err(DatasetError::BadArgument(format!(
                                 "split \"{s}\" is not in {}; it has: {}",
@@ -190,13 +245,18 @@ impl Loader {
     }
 
     async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, DatasetError> {
-        self.upstream.connect(database).await.map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))
+        self.upstream
+            .connect(database)
+            .await
+            .map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))
     }
 
     /// A connection of pgmld's own to the call's database, acting as the calling role.
     async fn connect_as(&self, ctx: &CallContext) -> Result<tokio_postgres::Client, DatasetError> {
         let client = self.connect(&ctx.database).await?;
-        roles::set_role(&client, &ctx.caller.role).await.map_err(|e| DatasetError::pg(roles::acting_as(&ctx.caller.role), e))?;
+        roles::set_role(&client, &ctx.caller.role)
+            .await
+            .map_err(|e| DatasetError::pg(roles::acting_as(&ctx.caller.role), e))?;
         Ok(client)
     }
 
@@ -241,7 +301,9 @@ impl Loader {
         let (tx, mut rx) = mpsc::channel::<Piece>(4);
         let limit = opts.limit;
         let cancelled = ctx.cancelled.clone();
-        let reader = tokio::task::spawn_blocking(move || read_all(files, schema, cols, add_split, text_opts, limit, cancelled, tx));
+        let reader = tokio::task::spawn_blocking(move || {
+            read_all(files, schema, cols, add_split, text_opts, limit, cancelled, tx)
+        });
         let dispatch = async move {
             let started = Instant::now();
             let mut last_report = Instant::now();
@@ -309,7 +371,9 @@ fn read_all(
                 if cancelled.load(Ordering::Relaxed) {
                     return Err(DatasetError::Cancelled);
                 }
-                let batch = batch.map_err(|e| DatasetError::Malformed(format!("cannot read {}: {e}", file.origin)))?;
+                let batch = batch.map_err(|e| {
+                    DatasetError::Malformed(format!("cannot read {}: {e}", file.origin))
+                })?;
                 let mut n = batch.num_rows();
                 if let Some(l) = limit {
                     n = n.min(l.saturating_sub(rows) as usize);
@@ -318,7 +382,10 @@ fn read_all(
                 pgtypes::encode_batch(&batch, &cols, split, n, &mut chunk)?;
                 rows += n as u64;
                 if chunk.len() >= CHUNK_BYTES {
-                    let bytes = Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + (1 << 16))));
+                    let bytes = Bytes::from(std::mem::replace(
+                        &mut chunk,
+                        Vec::with_capacity(CHUNK_BYTES + (1 << 16)),
+                    ));
                     if tx.blocking_send(Piece::Chunk(bytes, rows)).is_err() {
                         return Ok(());
                     }
@@ -427,7 +494,10 @@ mod tests {
     #[test]
     fn identifiers_are_quoted_only_when_needed() {
         assert_eq!(quote_ident("imdb"), "imdb");
-        assert_eq!(quote_ident("FinGPT/fingpt-sentiment-train"), "\"FinGPT/fingpt-sentiment-train\"");
+        assert_eq!(
+            quote_ident("FinGPT/fingpt-sentiment-train"),
+            "\"FinGPT/fingpt-sentiment-train\""
+        );
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_ident("1x"), "\"1x\"");
     }

@@ -40,14 +40,23 @@ pub struct LoadOptions {
 }
 
 /// kwargs keys pgmld understands.
-pub const KWARGS: &[&str] = &["split", "revision", "if_exists", "columns", "delimiter", "header", "table"];
+pub const KWARGS: &[&str] =
+    &["split", "revision", "if_exists", "columns", "delimiter", "header", "table"];
 
 impl LoadOptions {
     /// Reads the SQL arguments; errors name the bad key or value.
-    pub fn new(source: String, subset: Option<String>, limit: Option<i64>, kwargs: &Json) -> Result<Self, DatasetError> {
+    pub fn new(
+        source: String,
+        subset: Option<String>,
+        limit: Option<i64>,
+        kwargs: &Json,
+    ) -> Result<Self, DatasetError> {
         let bad = |m: String| DatasetError::BadArgument(m);
         if source.trim().is_empty() {
-            return Err(bad("load_dataset needs a source: a Hugging Face dataset id, a file or a directory".into()));
+            return Err(bad(
+                "load_dataset needs a source: a Hugging Face dataset id, a file or a directory"
+                    .into(),
+            ));
         }
         let limit = match limit {
             None => None,
@@ -60,7 +69,10 @@ impl LoadOptions {
             other => return Err(bad(format!("kwargs must be a JSON object, got {other}"))),
         };
         if let Some(k) = obj.keys().find(|k| !KWARGS.contains(&k.as_str())) {
-            return Err(bad(format!("unknown kwargs key \"{k}\"; supported: {}", KWARGS.join(", "))));
+            return Err(bad(format!(
+                "unknown kwargs key \"{k}\"; supported: {}",
+                KWARGS.join(", ")
+            )));
         }
         let string = |key: &str| -> Result<Option<String>, DatasetError> {
             match obj.get(key) {
@@ -73,28 +85,46 @@ impl LoadOptions {
             None | Some("replace") => IfExists::Replace,
             Some("append") => IfExists::Append,
             Some("error") => IfExists::Error,
-            Some(other) => return Err(bad(format!("kwargs \"if_exists\" must be replace, append or error, got \"{other}\""))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "kwargs \"if_exists\" must be replace, append or error, got \"{other}\""
+                )))
+            }
         };
         let columns = match obj.get("columns") {
             None | Some(Json::Null) => None,
             Some(Json::Array(items)) if !items.is_empty() => Some(
                 items
                     .iter()
-                    .map(|i| i.as_str().map(str::to_string).ok_or_else(|| bad(format!("kwargs \"columns\" must list column names, got {i}"))))
+                    .map(|i| {
+                        i.as_str().map(str::to_string).ok_or_else(|| {
+                            bad(format!("kwargs \"columns\" must list column names, got {i}"))
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
-            Some(other) => return Err(bad(format!("kwargs \"columns\" must be a non-empty array of names, got {other}"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "kwargs \"columns\" must be a non-empty array of names, got {other}"
+                )))
+            }
         };
         let delimiter = match string("delimiter")? {
             None => None,
             Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
             Some(d) if d == "\\t" => Some(b'\t'),
-            Some(d) => return Err(bad(format!("kwargs \"delimiter\" must be one ASCII character, got \"{d}\""))),
+            Some(d) => {
+                return Err(bad(format!(
+                    "kwargs \"delimiter\" must be one ASCII character, got \"{d}\""
+                )))
+            }
         };
         let header = match obj.get("header") {
             None | Some(Json::Null) => true,
             Some(Json::Bool(b)) => *b,
-            Some(other) => return Err(bad(format!("kwargs \"header\" must be true or false, got {other}"))),
+            Some(other) => {
+                return Err(bad(format!("kwargs \"header\" must be true or false, got {other}")))
+            }
         };
         Ok(LoadOptions {
             source,
@@ -123,9 +153,13 @@ mod tests {
         assert_eq!(o.if_exists, IfExists::Append);
         assert_eq!(o.delimiter, Some(b';'));
         assert!(!o.header);
-        let e = LoadOptions::new("imdb".into(), None, None, &json!({"splti": "x"})).unwrap_err().to_string();
+        let e = LoadOptions::new("imdb".into(), None, None, &json!({"splti": "x"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"splti\"") && e.contains("split"), "{e}");
-        let e = LoadOptions::new("imdb".into(), None, None, &json!({"if_exists": "merge"})).unwrap_err().to_string();
+        let e = LoadOptions::new("imdb".into(), None, None, &json!({"if_exists": "merge"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("merge"), "{e}");
         assert!(LoadOptions::new("imdb".into(), None, Some(-1), &json!({})).is_err());
         assert!(LoadOptions::new(" ".into(), None, None, &json!({})).is_err());

@@ -59,8 +59,12 @@ pub fn columns(schema: &SchemaRef, wanted: Option<&[String]>) -> Result<Vec<Colu
             .iter()
             .map(|n| {
                 schema.field_with_name(n).map(|f| Arc::new(f.clone())).map_err(|_| {
-                    let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    DatasetError::BadArgument(format!("column \"{n}\" is not in the data; it has: {}", have.join(", ")))
+                    let have: Vec<&str> =
+                        schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    DatasetError::BadArgument(format!(
+                        "column \"{n}\" is not in the data; it has: {}",
+                        have.join(", ")
+                    ))
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -72,21 +76,36 @@ pub fn columns(schema: &SchemaRef, wanted: Option<&[String]>) -> Result<Vec<Colu
                 DataType::Dictionary(_, v) => v.as_ref().clone(),
                 d => d.clone(),
             };
-            Ok(Column { name: f.name().clone(), pg_type: pg_type(f.name(), &dt)?, field: Arc::new(f.as_ref().clone().with_data_type(dt)) })
+            Ok(Column {
+                name: f.name().clone(),
+                pg_type: pg_type(f.name(), &dt)?,
+                field: Arc::new(f.as_ref().clone().with_data_type(dt)),
+            })
         })
         .collect()
 }
 
 /// Appends `batch` to `out` in COPY text format, with a trailing `split` column when given. Columns
 /// missing from the batch are NULL; types are cast to the column's.
-pub fn encode_batch(batch: &RecordBatch, cols: &[Column], split: Option<&str>, rows: usize, out: &mut Vec<u8>) -> Result<(), DatasetError> {
+pub fn encode_batch(
+    batch: &RecordBatch,
+    cols: &[Column],
+    split: Option<&str>,
+    rows: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DatasetError> {
     let arrays: Vec<Option<ArrayRef>> = cols
         .iter()
         .map(|c| match batch.column_by_name(&c.name) {
             None => Ok(None),
             Some(a) if a.data_type() == c.field.data_type() => Ok(Some(a.clone())),
             Some(a) => arrow_cast::cast(a, c.field.data_type()).map(Some).map_err(|e| {
-                DatasetError::Malformed(format!("column \"{}\": cannot convert {} to {}: {e}", c.name, a.data_type(), c.field.data_type()))
+                DatasetError::Malformed(format!(
+                    "column \"{}\": cannot convert {} to {}: {e}",
+                    c.name,
+                    a.data_type(),
+                    c.field.data_type()
+                ))
             }),
         })
         .collect::<Result<_, _>>()?;
@@ -97,13 +116,16 @@ pub fn encode_batch(batch: &RecordBatch, cols: &[Column], split: Option<&str>, r
         writers.push(match a {
             None => Writer::Null,
             Some(a) if c.pg_type == "jsonb" => Writer::Json(
-                arrow_json::writer::make_encoder(&c.field, a.as_ref(), &json_options)
-                    .map_err(|e| DatasetError::Unsupported(format!("column \"{}\": {e}", c.name)))?,
+                arrow_json::writer::make_encoder(&c.field, a.as_ref(), &json_options).map_err(
+                    |e| DatasetError::Unsupported(format!("column \"{}\": {e}", c.name)),
+                )?,
                 a.clone(),
             ),
             Some(a) if c.pg_type == "bytea" => Writer::Bytes(a.clone()),
             Some(a) => Writer::Display(
-                ArrayFormatter::try_new(a.as_ref(), &options).map_err(|e| DatasetError::Unsupported(format!("column \"{}\": {e}", c.name)))?,
+                ArrayFormatter::try_new(a.as_ref(), &options).map_err(|e| {
+                    DatasetError::Unsupported(format!("column \"{}\": {e}", c.name))
+                })?,
                 a.clone(),
             ),
         });
@@ -195,13 +217,16 @@ fn escape(bytes: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Int64Array, ListArray, StringArray};
     use arrow_array::types::Int32Type;
+    use arrow_array::{Int64Array, ListArray, StringArray};
     use arrow_schema::{Field, Schema};
 
     #[test]
     fn types_and_copy_text() {
-        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1), None]), None]);
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+        ]);
         let schema = Arc::new(Schema::new(vec![
             Field::new("text", DataType::Utf8, true),
             Field::new("label", DataType::Int64, true),
@@ -217,10 +242,16 @@ mod tests {
         )
         .unwrap();
         let cols = columns(&schema, None).unwrap();
-        assert_eq!(cols.iter().map(|c| c.pg_type).collect::<Vec<_>>(), vec!["text", "bigint", "jsonb"]);
+        assert_eq!(
+            cols.iter().map(|c| c.pg_type).collect::<Vec<_>>(),
+            vec!["text", "bigint", "jsonb"]
+        );
         let mut out = Vec::new();
         encode_batch(&batch, &cols, Some("train"), 2, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "a\\tb\\\\c\\nd\t1\t[1,null]\ttrain\n\\N\t-2\t\\N\ttrain\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\tb\\\\c\\nd\t1\t[1,null]\ttrain\n\\N\t-2\t\\N\ttrain\n"
+        );
         let e = columns(&schema, Some(&["nope".to_string()])).unwrap_err().to_string();
         assert!(e.contains("\"nope\"") && e.contains("text, label, tags"), "{e}");
     }

@@ -31,7 +31,10 @@ fn open(file: &DataFile) -> Result<Box<dyn BufRead + Send>, DatasetError> {
     let f = File::open(&file.path)
         .map_err(|e| DatasetError::MissingFile(format!("cannot open {}: {e}", file.origin)))?;
     Ok(if file.gzip {
-        Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(BufReader::new(f))))
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+        ))
     } else {
         Box::new(BufReader::with_capacity(1 << 16, f))
     })
@@ -52,8 +55,9 @@ fn csv_format(file: &DataFile, opts: TextOptions) -> arrow_csv::reader::Format {
 pub fn schema(file: &DataFile, opts: TextOptions) -> Result<SchemaRef, DatasetError> {
     match file.format {
         Format::Parquet => {
-            let f = File::open(&file.path)
-                .map_err(|e| DatasetError::MissingFile(format!("cannot open {}: {e}", file.origin)))?;
+            let f = File::open(&file.path).map_err(|e| {
+                DatasetError::MissingFile(format!("cannot open {}: {e}", file.origin))
+            })?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
                 .map_err(|e| malformed(file, e))?;
             Ok(b.schema().clone())
@@ -66,7 +70,8 @@ pub fn schema(file: &DataFile, opts: TextOptions) -> Result<SchemaRef, DatasetEr
         }
         Format::Json | Format::JsonLines => {
             let reader = json_lines(file)?;
-            let (s, _) = arrow_json::reader::infer_json_schema(reader, Some(INFER_RECORDS)).map_err(|e| malformed(file, e))?;
+            let (s, _) = arrow_json::reader::infer_json_schema(reader, Some(INFER_RECORDS))
+                .map_err(|e| malformed(file, e))?;
             Ok(Arc::new(in_first_record_order(s, file)?))
         }
     }
@@ -83,10 +88,11 @@ fn in_first_record_order(schema: Schema, file: &DataFile) -> Result<Schema, Data
             return Ok(schema);
         }
     }
-    let order: Vec<String> = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first.trim()) {
-        Ok(m) => m.keys().cloned().collect(),
-        Err(_) => return Ok(schema),
-    };
+    let order: Vec<String> =
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first.trim()) {
+            Ok(m) => m.keys().cloned().collect(),
+            Err(_) => return Ok(schema),
+        };
     let rank = |name: &str| order.iter().position(|k| k == name).unwrap_or(usize::MAX);
     let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
     fields.sort_by_key(|f| rank(f.name()));
@@ -94,11 +100,16 @@ fn in_first_record_order(schema: Schema, file: &DataFile) -> Result<Schema, Data
 }
 
 /// Batches of the file with the given (possibly merged) schema.
-pub fn batches(file: &DataFile, schema: SchemaRef, opts: TextOptions) -> Result<Batches, DatasetError> {
+pub fn batches(
+    file: &DataFile,
+    schema: SchemaRef,
+    opts: TextOptions,
+) -> Result<Batches, DatasetError> {
     match file.format {
         Format::Parquet => {
-            let f = File::open(&file.path)
-                .map_err(|e| DatasetError::MissingFile(format!("cannot open {}: {e}", file.origin)))?;
+            let f = File::open(&file.path).map_err(|e| {
+                DatasetError::MissingFile(format!("cannot open {}: {e}", file.origin))
+            })?;
             let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
                 .map_err(|e| malformed(file, e))?
                 .with_batch_size(BATCH_ROWS)
@@ -145,7 +156,13 @@ fn json_lines(file: &DataFile) -> Result<Box<dyn BufRead + Send>, DatasetError> 
     };
     if first == Some(b'[') {
         r.consume(1);
-        return Ok(Box::new(BufReader::new(ArrayToLines { inner: r, depth: 0, in_string: false, escaped: false, done: false })));
+        return Ok(Box::new(BufReader::new(ArrayToLines {
+            inner: r,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            done: false,
+        })));
     }
     Ok(r)
 }
@@ -230,9 +247,9 @@ impl Read for ArrayToLines {
 /// One schema for all files: columns in first-seen order, types widened where files differ.
 pub fn merge(schemas: &[SchemaRef]) -> Result<SchemaRef, DatasetError> {
     let plain: Vec<Schema> = schemas.iter().map(|s| Schema::new(s.fields().clone())).collect();
-    Schema::try_merge(plain)
-        .map(Arc::new)
-        .map_err(|e| DatasetError::Malformed(format!("the data files disagree on their columns: {e}")))
+    Schema::try_merge(plain).map(Arc::new).map_err(|e| {
+        DatasetError::Malformed(format!("the data files disagree on their columns: {e}"))
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +260,13 @@ mod tests {
     #[test]
     fn json_arrays_become_lines() {
         let src = br#"  [ {"a": "x,]}", "b": [1, 2]}, {"a": "\"q\"", "b": []} ]"#;
-        let mut r = ArrayToLines { inner: Box::new(&src[3..]), depth: 0, in_string: false, escaped: false, done: false };
+        let mut r = ArrayToLines {
+            inner: Box::new(&src[3..]),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            done: false,
+        };
         let mut s = String::new();
         r.read_to_string(&mut s).unwrap();
         let lines: Vec<&str> = s.lines().map(str::trim).collect();

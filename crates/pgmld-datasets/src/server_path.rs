@@ -20,9 +20,17 @@ pub fn allowed(caller: &Caller, path: &Path, dirs: &[PathBuf]) -> Result<PathBuf
         return Ok(resolved);
     }
     Err(DatasetError::Denied(
-        SqlError::new(codes::INSUFFICIENT_PRIVILEGE, format!("permission denied to read \"{}\": outside dataset_dirs", path.display()))
-            .with_detail("pgmld's dataset_dirs setting confines local dataset sources to: ".to_string() + &list(dirs))
-            .with_hint("Put the file under one of those directories, or load it from the Hugging Face Hub."),
+        SqlError::new(
+            codes::INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to read \"{}\": outside dataset_dirs", path.display()),
+        )
+        .with_detail(
+            "pgmld's dataset_dirs setting confines local dataset sources to: ".to_string()
+                + &list(dirs),
+        )
+        .with_hint(
+            "Put the file under one of those directories, or load it from the Hugging Face Hub.",
+        ),
     ))
 }
 
@@ -45,7 +53,10 @@ fn resolve(path: &Path) -> PathBuf {
         if let Ok(c) = existing.canonicalize() {
             break c;
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent().map(Path::to_path_buf)) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent().map(Path::to_path_buf),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent;
@@ -91,7 +102,10 @@ mod tests {
             assert_eq!(e.code, "42501");
             assert!(!e.message.contains(p) && !e.message.contains("exist"), "{}", e.message);
         }
-        assert_eq!(allowed(&reader(), Path::new("/x/y.csv"), &[]).unwrap(), PathBuf::from("/x/y.csv"));
+        assert_eq!(
+            allowed(&reader(), Path::new("/x/y.csv"), &[]).unwrap(),
+            PathBuf::from("/x/y.csv")
+        );
     }
 
     #[test]
@@ -104,13 +118,23 @@ mod tests {
         std::os::unix::fs::symlink(root.path().join("secret.csv"), data.join("link.csv")).unwrap();
         let dirs = vec![data.clone()];
         assert!(allowed(&reader(), &data.join("a.csv"), &dirs).is_ok());
-        assert!(allowed(&reader(), &data.join("missing.csv"), &dirs).is_ok(), "inside: the load says it is missing");
-        for bad in [data.join("../secret.csv"), data.join("link.csv"), root.path().join("secret.csv"), data.join("nope/../../secret.csv")] {
+        assert!(
+            allowed(&reader(), &data.join("missing.csv"), &dirs).is_ok(),
+            "inside: the load says it is missing"
+        );
+        for bad in [
+            data.join("../secret.csv"),
+            data.join("link.csv"),
+            root.path().join("secret.csv"),
+            data.join("nope/../../secret.csv"),
+        ] {
             let e: SqlError = allowed(&reader(), &bad, &dirs).unwrap_err().into();
             assert_eq!(e.code, "42501", "{}", bad.display());
         }
-        let missing: SqlError = allowed(&reader(), &root.path().join("missing.csv"), &dirs).unwrap_err().into();
-        let present: SqlError = allowed(&reader(), &root.path().join("secret.csv"), &dirs).unwrap_err().into();
+        let missing: SqlError =
+            allowed(&reader(), &root.path().join("missing.csv"), &dirs).unwrap_err().into();
+        let present: SqlError =
+            allowed(&reader(), &root.path().join("secret.csv"), &dirs).unwrap_err().into();
         assert_eq!(missing.message.replace("missing", "X"), present.message.replace("secret", "X"));
     }
 }

@@ -27,7 +27,11 @@ impl Source {
                 return Source::Local(PathBuf::from(home).join(rest));
             }
         }
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || (look && Path::new(s).exists()) {
+        if s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || (look && Path::new(s).exists())
+        {
             return Source::Local(PathBuf::from(s));
         }
         Source::Hub(s.to_string())
@@ -69,14 +73,16 @@ fn file_stem(p: &Path) -> String {
 
 /// The data files of a local file or directory (recursively, in name order).
 pub fn local_files(path: &Path) -> Result<Vec<DataFile>, DatasetError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| DatasetError::MissingFile(format!("cannot read local source {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        DatasetError::MissingFile(format!("cannot read local source {}: {e}", path.display()))
+    })?;
     let mut files = Vec::new();
     if meta.is_dir() {
         let mut stack = vec![path.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir)
-                .map_err(|e| DatasetError::MissingFile(format!("cannot list {}: {e}", dir.display())))?;
+            let entries = std::fs::read_dir(&dir).map_err(|e| {
+                DatasetError::MissingFile(format!("cannot list {}: {e}", dir.display()))
+            })?;
             for entry in entries.flatten() {
                 let p = entry.path();
                 if p.is_dir() {
@@ -128,7 +134,10 @@ mod tests {
         assert_eq!(Source::parse("Cargo.toml", true), Source::Local("Cargo.toml".into()));
         assert_eq!(Source::parse("Cargo.toml", false), Source::Hub("Cargo.toml".into()));
         let hub = Source::Hub("FinGPT/fingpt-sentiment-train".into());
-        assert_eq!(hub.table(None).unwrap(), ("pgml".into(), "FinGPT/fingpt-sentiment-train".into()));
+        assert_eq!(
+            hub.table(None).unwrap(),
+            ("pgml".into(), "FinGPT/fingpt-sentiment-train".into())
+        );
         let local = Source::Local("/data/reviews.csv.gz".into());
         assert_eq!(local.table(None).unwrap(), ("pgml".into(), "reviews".into()));
         assert_eq!(local.table(Some("public.r")).unwrap(), ("public".into(), "r".into()));

@@ -16,8 +16,10 @@ use pgmld_datasets::hub::{fetch_dataset_files, DataFile, Format, HubConfig, HubE
 const README: &str = "---\nlicense: mit\ntask_categories:\n- text-classification\n---\n# Reviews\n";
 
 fn parquet_bytes(ids: &[i64]) -> Vec<u8> {
-    let schema =
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("text", DataType::Utf8, true)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+    ]));
     let texts: Vec<String> = ids.iter().map(|i| format!("review {i}")).collect();
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -33,7 +35,10 @@ fn parquet_bytes(ids: &[i64]) -> Vec<u8> {
 
 fn parquet_rows(path: &Path) -> usize {
     let f = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
     reader.map(|b| b.unwrap().num_rows()).sum()
 }
 
@@ -44,7 +49,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn cfg(hub: &FakeHub, cache: &Path) -> HubConfig {
-    HubConfig { endpoint: hub.url.clone(), token: None, cache_dir: cache.to_path_buf(), offline: false }
+    HubConfig {
+        endpoint: hub.url.clone(),
+        token: None,
+        cache_dir: cache.to_path_buf(),
+        offline: false,
+    }
 }
 
 fn summary(files: &[DataFile]) -> Vec<(String, String, Format, bool)> {
@@ -62,10 +72,34 @@ fn summary(files: &[DataFile]) -> Vec<(String, String, Format, bool)> {
 /// The imdb layout: parquet shards under data/ with train, test and unsupervised splits.
 fn imdb_like(root: &Path) {
     FakeHub::put(root, "acme/reviews", "main", "README.md", README);
-    FakeHub::put(root, "acme/reviews", "main", ".gitattributes", "*.parquet filter=lfs diff=lfs merge=lfs -text\n");
-    FakeHub::put(root, "acme/reviews", "main", "data/train-00000-of-00001.parquet", parquet_bytes(&[1, 2, 3]));
-    FakeHub::put(root, "acme/reviews", "main", "data/test-00000-of-00001.parquet", parquet_bytes(&[4, 5]));
-    FakeHub::put(root, "acme/reviews", "main", "data/unsupervised-00000-of-00001.parquet", parquet_bytes(&[6]));
+    FakeHub::put(
+        root,
+        "acme/reviews",
+        "main",
+        ".gitattributes",
+        "*.parquet filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    FakeHub::put(
+        root,
+        "acme/reviews",
+        "main",
+        "data/train-00000-of-00001.parquet",
+        parquet_bytes(&[1, 2, 3]),
+    );
+    FakeHub::put(
+        root,
+        "acme/reviews",
+        "main",
+        "data/test-00000-of-00001.parquet",
+        parquet_bytes(&[4, 5]),
+    );
+    FakeHub::put(
+        root,
+        "acme/reviews",
+        "main",
+        "data/unsupervised-00000-of-00001.parquet",
+        parquet_bytes(&[6]),
+    );
 }
 
 #[tokio::test]
@@ -83,7 +117,12 @@ async fn parquet_splits_under_data_then_offline_from_the_same_cache() {
         vec![
             ("train".into(), "data/train-00000-of-00001.parquet".into(), Format::Parquet, false),
             ("test".into(), "data/test-00000-of-00001.parquet".into(), Format::Parquet, false),
-            ("unsupervised".into(), "data/unsupervised-00000-of-00001.parquet".into(), Format::Parquet, false),
+            (
+                "unsupervised".into(),
+                "data/unsupervised-00000-of-00001.parquet".into(),
+                Format::Parquet,
+                false
+            ),
         ]
     );
     assert_eq!(
@@ -94,33 +133,55 @@ async fn parquet_splits_under_data_then_offline_from_the_same_cache() {
     let repo_cache = cache.join("datasets--acme--reviews");
     let commit = std::fs::read_to_string(repo_cache.join("refs/main")).unwrap();
     assert_eq!(commit.len(), 40);
-    assert_eq!(files[0].path, repo_cache.join("snapshots").join(&commit).join("data/train-00000-of-00001.parquet"));
+    assert_eq!(
+        files[0].path,
+        repo_cache.join("snapshots").join(&commit).join("data/train-00000-of-00001.parquet")
+    );
     assert!(std::fs::symlink_metadata(&files[0].path).unwrap().file_type().is_symlink());
     assert_eq!(
         std::fs::read(&files[1].path).unwrap(),
         std::fs::read(root.join("acme/reviews/data/test-00000-of-00001.parquet")).unwrap()
     );
-    assert_eq!([parquet_rows(&files[0].path), parquet_rows(&files[1].path), parquet_rows(&files[2].path)], [3, 2, 1]);
+    assert_eq!(
+        [parquet_rows(&files[0].path), parquet_rows(&files[1].path), parquet_rows(&files[2].path)],
+        [3, 2, 1]
+    );
 
     // what was fetched: the info, README.md, then each parquet file through its LFS redirect
     let reqs = hub.requests();
     assert_eq!(reqs[0], "GET /api/datasets/acme/reviews/revision/main");
-    assert!(reqs.contains(&"HEAD /datasets/acme/reviews/resolve/main/README.md".to_string()), "{reqs:#?}");
+    assert!(
+        reqs.contains(&"HEAD /datasets/acme/reviews/resolve/main/README.md".to_string()),
+        "{reqs:#?}"
+    );
     for split in ["train", "test", "unsupervised"] {
         let p = format!("data/{split}-00000-of-00001.parquet");
-        assert!(reqs.contains(&format!("HEAD /datasets/acme/reviews/resolve/main/{p}")), "{reqs:#?}");
-        assert!(reqs.contains(&format!("GET /datasets/acme/reviews/resolve/main/{p}")), "{reqs:#?}");
+        assert!(
+            reqs.contains(&format!("HEAD /datasets/acme/reviews/resolve/main/{p}")),
+            "{reqs:#?}"
+        );
+        assert!(
+            reqs.contains(&format!("GET /datasets/acme/reviews/resolve/main/{p}")),
+            "{reqs:#?}"
+        );
         assert!(reqs.contains(&format!("GET /cdn/acme/reviews/{commit}/{p}")), "{reqs:#?}");
     }
     assert!(!reqs.iter().any(|r| r.contains(".gitattributes")), "{reqs:#?}");
 
     // one split
-    let test = fetch_dataset_files(&cfg, "acme/reviews", None, Some("main"), Some("test")).await.unwrap();
+    let test =
+        fetch_dataset_files(&cfg, "acme/reviews", None, Some("main"), Some("test")).await.unwrap();
     assert_eq!(test.len(), 1);
     assert_eq!(test[0], files[1]);
-    let err = fetch_dataset_files(&cfg, "acme/reviews", None, None, Some("validation")).await.unwrap_err();
+    let err = fetch_dataset_files(&cfg, "acme/reviews", None, None, Some("validation"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, HubError::UnknownSplit { .. }), "{err}");
-    assert!(err.to_string().contains("acme/reviews") && err.to_string().contains("train, test, unsupervised"), "{err}");
+    assert!(
+        err.to_string().contains("acme/reviews")
+            && err.to_string().contains("train, test, unsupervised"),
+        "{err}"
+    );
 
     // a second fetch downloads nothing again
     hub.clear_requests();
@@ -134,7 +195,8 @@ async fn parquet_splits_under_data_then_offline_from_the_same_cache() {
     let cached = fetch_dataset_files(&offline, "acme/reviews", None, None, None).await.unwrap();
     assert_eq!(cached, files);
     assert_eq!(parquet_rows(&cached[0].path), 3);
-    let cached_test = fetch_dataset_files(&offline, "acme/reviews", None, None, Some("test")).await.unwrap();
+    let cached_test =
+        fetch_dataset_files(&offline, "acme/reviews", None, None, Some("test")).await.unwrap();
     assert_eq!(cached_test, test);
     // online but unreachable: the cache is used too
     let fallback = fetch_dataset_files(&cfg, "acme/reviews", None, None, None).await.unwrap();
@@ -155,14 +217,22 @@ async fn parquet_splits_under_data_then_offline_from_the_same_cache() {
     assert_eq!(cache_path, &empty.join("datasets--acme--reviews/refs/main"));
     let msg = err.to_string();
     assert!(
-        msg.contains("acme/reviews") && msg.contains(&empty.display().to_string()) && msg.contains("HF_HUB_OFFLINE"),
+        msg.contains("acme/reviews")
+            && msg.contains(&empty.display().to_string())
+            && msg.contains("HF_HUB_OFFLINE"),
         "{msg}"
     );
 
     // online, unreachable, nothing cached: a network error naming the URL
-    let err = fetch_dataset_files(&HubConfig { cache_dir: empty, ..cfg.clone() }, "acme/reviews", None, None, None)
-        .await
-        .unwrap_err();
+    let err = fetch_dataset_files(
+        &HubConfig { cache_dir: empty, ..cfg.clone() },
+        "acme/reviews",
+        None,
+        None,
+        None,
+    )
+    .await
+    .unwrap_err();
     let HubError::Network { ref url, .. } = err else { panic!("{err}") };
     assert_eq!(url, &format!("{}/api/datasets/acme/reviews/revision/main", hub.url));
     assert!(err.to_string().contains(url.as_str()), "{err}");
@@ -178,7 +248,8 @@ async fn csv_tsv_gzip_files_named_after_splits() {
     FakeHub::put(&root, "acme/csvs", "main", "notes.txt", "not data");
     let hub = FakeHub::start(root.clone());
     let cache = tmp.path().join("cache");
-    let files = fetch_dataset_files(&cfg(&hub, &cache), "acme/csvs", None, None, None).await.unwrap();
+    let files =
+        fetch_dataset_files(&cfg(&hub, &cache), "acme/csvs", None, None, None).await.unwrap();
     assert_eq!(
         summary(&files),
         vec![
@@ -191,9 +262,18 @@ async fn csv_tsv_gzip_files_named_after_splits() {
     assert_eq!(std::fs::read(&files[2].path).unwrap(), gzip(b"id,text\n4,d\n"));
     // plain files are served directly (no redirect), the .gz one through the CDN
     let reqs = hub.requests();
-    assert!(reqs.contains(&"GET /datasets/acme/csvs/resolve/main/train.csv".to_string()), "{reqs:#?}");
-    assert!(!reqs.iter().any(|r| r.starts_with("GET /cdn/acme/csvs/") && r.ends_with("train.csv")), "{reqs:#?}");
-    assert!(reqs.iter().any(|r| r.starts_with("GET /cdn/acme/csvs/") && r.ends_with("test.csv.gz")), "{reqs:#?}");
+    assert!(
+        reqs.contains(&"GET /datasets/acme/csvs/resolve/main/train.csv".to_string()),
+        "{reqs:#?}"
+    );
+    assert!(
+        !reqs.iter().any(|r| r.starts_with("GET /cdn/acme/csvs/") && r.ends_with("train.csv")),
+        "{reqs:#?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.starts_with("GET /cdn/acme/csvs/") && r.ends_with("test.csv.gz")),
+        "{reqs:#?}"
+    );
     assert!(!reqs.iter().any(|r| r.contains("notes.txt")), "{reqs:#?}");
 }
 
@@ -223,7 +303,10 @@ async fn subsets_as_directories_and_readme_configs() {
         ]
     );
     let fr = fetch_dataset_files(&cfg, "acme/multi", Some("fr"), None, None).await.unwrap();
-    assert_eq!(summary(&fr), vec![("train".into(), "fr/train.jsonl".into(), Format::JsonLines, false)]);
+    assert_eq!(
+        summary(&fr),
+        vec![("train".into(), "fr/train.jsonl".into(), Format::JsonLines, false)]
+    );
     let err = fetch_dataset_files(&cfg, "acme/multi", Some("de"), None, None).await.unwrap_err();
     let HubError::UnknownSubset { ref available, .. } = err else { panic!("{err}") };
     assert_eq!(available, &vec!["en".to_string(), "fr".to_string()]);
@@ -231,8 +314,12 @@ async fn subsets_as_directories_and_readme_configs() {
 
     // README configs: the default one, then a named one with its own split names
     let big = fetch_dataset_files(&cfg, "acme/configured", None, None, None).await.unwrap();
-    assert_eq!(summary(&big), vec![("train".into(), "big/train.jsonl".into(), Format::JsonLines, false)]);
-    let small = fetch_dataset_files(&cfg, "acme/configured", Some("small"), None, None).await.unwrap();
+    assert_eq!(
+        summary(&big),
+        vec![("train".into(), "big/train.jsonl".into(), Format::JsonLines, false)]
+    );
+    let small =
+        fetch_dataset_files(&cfg, "acme/configured", Some("small"), None, None).await.unwrap();
     assert_eq!(
         summary(&small),
         vec![
@@ -241,14 +328,21 @@ async fn subsets_as_directories_and_readme_configs() {
             ("holdout".into(), "parts/z.json".into(), Format::Json, false),
         ]
     );
-    let err = fetch_dataset_files(&cfg, "acme/configured", Some("en"), None, None).await.unwrap_err();
+    let err =
+        fetch_dataset_files(&cfg, "acme/configured", Some("en"), None, None).await.unwrap_err();
     assert!(err.to_string().contains("small, big"), "{err}");
 
     // offline, the cached README still drives the configs
     hub.stop();
     let offline = HubConfig { offline: true, ..cfg.clone() };
-    assert_eq!(fetch_dataset_files(&offline, "acme/configured", Some("small"), None, None).await.unwrap(), small);
-    assert_eq!(fetch_dataset_files(&offline, "acme/multi", Some("fr"), None, None).await.unwrap(), fr);
+    assert_eq!(
+        fetch_dataset_files(&offline, "acme/configured", Some("small"), None, None).await.unwrap(),
+        small
+    );
+    assert_eq!(
+        fetch_dataset_files(&offline, "acme/multi", Some("fr"), None, None).await.unwrap(),
+        fr
+    );
 }
 
 #[tokio::test]
@@ -282,9 +376,14 @@ async fn token_protected_repo() {
     let hub = FakeHub::start(root).with_token(TOKEN);
     let cache = tmp.path().join("cache");
 
-    let err = fetch_dataset_files(&cfg(&hub, &cache), "acme/reviews", None, None, None).await.unwrap_err();
+    let err = fetch_dataset_files(&cfg(&hub, &cache), "acme/reviews", None, None, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, HubError::Unauthorized { .. }), "{err}");
-    assert!(err.to_string().contains("acme/reviews") && err.to_string().contains("HF_TOKEN"), "{err}");
+    assert!(
+        err.to_string().contains("acme/reviews") && err.to_string().contains("HF_TOKEN"),
+        "{err}"
+    );
 
     let wrong = "hf_wrong_token_value";
     let with_wrong = HubConfig { token: Some(wrong.into()), ..cfg(&hub, &cache) };
@@ -295,7 +394,8 @@ async fn token_protected_repo() {
 
     let with_token = HubConfig { token: Some(TOKEN.into()), ..cfg(&hub, &cache) };
     assert!(!format!("{with_token:?}").contains(TOKEN));
-    let files = fetch_dataset_files(&with_token, "acme/reviews", None, None, Some("train")).await.unwrap();
+    let files =
+        fetch_dataset_files(&with_token, "acme/reviews", None, None, Some("train")).await.unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!(parquet_rows(&files[0].path), 3);
     // the token goes in a header, never into a URL
@@ -309,9 +409,21 @@ async fn parquet_conversion_when_the_repo_has_no_data_files() {
     FakeHub::put(&root, "acme/scripted", "main", "README.md", "# scripted\n");
     FakeHub::put(&root, "acme/scripted", "main", "scripted.py", "# a loading script\n");
     let conv = "refs/convert/parquet";
-    FakeHub::put(&root, "acme/scripted", conv, "default/train/0000.parquet", parquet_bytes(&[1, 2]));
+    FakeHub::put(
+        &root,
+        "acme/scripted",
+        conv,
+        "default/train/0000.parquet",
+        parquet_bytes(&[1, 2]),
+    );
     FakeHub::put(&root, "acme/scripted", conv, "default/train/0001.parquet", parquet_bytes(&[3]));
-    FakeHub::put(&root, "acme/scripted", conv, "default/unsupervised/0000.parquet", parquet_bytes(&[4]));
+    FakeHub::put(
+        &root,
+        "acme/scripted",
+        conv,
+        "default/unsupervised/0000.parquet",
+        parquet_bytes(&[4]),
+    );
     FakeHub::put(&root, "acme/scripted", conv, "plain/test/0000.parquet", parquet_bytes(&[5]));
     FakeHub::put(&root, "acme/empty", "main", "README.md", "# nothing\n");
     FakeHub::put(&root, "acme/empty", "main", "weights.bin", "x");
@@ -324,17 +436,30 @@ async fn parquet_conversion_when_the_repo_has_no_data_files() {
         vec![
             ("train".into(), "default/train/0000.parquet".into(), Format::Parquet, false),
             ("train".into(), "default/train/0001.parquet".into(), Format::Parquet, false),
-            ("unsupervised".into(), "default/unsupervised/0000.parquet".into(), Format::Parquet, false),
+            (
+                "unsupervised".into(),
+                "default/unsupervised/0000.parquet".into(),
+                Format::Parquet,
+                false
+            ),
         ]
     );
     assert!(files[0].origin.contains("/resolve/refs%2Fconvert%2Fparquet/"), "{}", files[0].origin);
     assert_eq!(parquet_rows(&files[1].path), 1);
-    assert!(hub.requests().contains(&"GET /api/datasets/acme/scripted/revision/refs%2Fconvert%2Fparquet".to_string()));
-    let plain = fetch_dataset_files(&cfg, "acme/scripted", Some("plain"), None, None).await.unwrap();
-    assert_eq!(summary(&plain), vec![("test".into(), "plain/test/0000.parquet".into(), Format::Parquet, false)]);
+    assert!(hub.requests().contains(
+        &"GET /api/datasets/acme/scripted/revision/refs%2Fconvert%2Fparquet".to_string()
+    ));
+    let plain =
+        fetch_dataset_files(&cfg, "acme/scripted", Some("plain"), None, None).await.unwrap();
+    assert_eq!(
+        summary(&plain),
+        vec![("test".into(), "plain/test/0000.parquet".into(), Format::Parquet, false)]
+    );
 
     // the conversion named as the revision
-    let named = fetch_dataset_files(&cfg, "acme/scripted", None, Some(conv), Some("unsupervised")).await.unwrap();
+    let named = fetch_dataset_files(&cfg, "acme/scripted", None, Some(conv), Some("unsupervised"))
+        .await
+        .unwrap();
     assert_eq!(named, files[2..].to_vec());
 
     let err = fetch_dataset_files(&cfg, "acme/empty", None, None, None).await.unwrap_err();
@@ -345,7 +470,10 @@ async fn parquet_conversion_when_the_repo_has_no_data_files() {
     // offline: the cached conversion is found again
     hub.stop();
     let offline = HubConfig { offline: true, ..cfg.clone() };
-    assert_eq!(fetch_dataset_files(&offline, "acme/scripted", None, None, None).await.unwrap(), files);
+    assert_eq!(
+        fetch_dataset_files(&offline, "acme/scripted", None, None, None).await.unwrap(),
+        files
+    );
 }
 
 /// The fake hub itself, over a raw socket from a plain #[test]: the headers hf-hub relies on.
@@ -387,7 +515,9 @@ fn fake_hub_speaks_the_hub_protocol() {
             && missing.contains("{\"error\":\"repository not found\"}"),
         "{missing}"
     );
-    let entry = raw("HEAD /datasets/o/n/resolve/main/nope.csv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let entry = raw(
+        "HEAD /datasets/o/n/resolve/main/nope.csv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(
         entry.starts_with("http/1.1 404")
             && entry.contains("x-error-code: entrynotfound")

@@ -15,9 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{self, LoraConfig};
 use pgmld_llm::weights::read_hf_weights;
-use pgmld_llm::llama::Llama;
 use pgmld_llm::{LlamaConfig, Result};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -34,7 +34,8 @@ fn main() {
 
 fn load_base(base: &Path) -> Result<Llama> {
     let config_path = base.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| pgmld_llm::Error::io(&config_path, e))?;
+    let text =
+        std::fs::read_to_string(&config_path).map_err(|e| pgmld_llm::Error::io(&config_path, e))?;
     let config = LlamaConfig::from_json_str(&text)?;
     let (_, mut weights) = read_hf_weights(base, Some(Kind::Float), Device::Cpu)?;
     Llama::load(config, &mut weights, Device::Cpu, Kind::Float)
@@ -42,7 +43,8 @@ fn load_base(base: &Path) -> Result<Llama> {
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| pgmld_llm::Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| pgmld_llm::Error::Json { what: path.display().to_string(), source })
+    serde_json::from_str(&text)
+        .map_err(|source| pgmld_llm::Error::Json { what: path.display().to_string(), source })
 }
 
 fn write_logits(model: &Llama, ids: &Tensor, path: &Path) -> Result<()> {
@@ -77,7 +79,8 @@ fn run(dir: &Path) -> Result<()> {
             let _ = t.g_add_(&noise);
         }
     });
-    let bytes = lora::save_adapter(&dir.join("pgmld_adapter"), &cfg, &vs, &base.display().to_string())?;
+    let bytes =
+        lora::save_adapter(&dir.join("pgmld_adapter"), &cfg, &vs, &base.display().to_string())?;
     write_logits(&model, &ids, &dir.join("pgmld_logits_own_adapter.safetensors"))?;
     println!(
         "{}",

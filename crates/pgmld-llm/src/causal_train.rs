@@ -119,7 +119,9 @@ pub struct CausalTrainOutcome {
 fn has_int8(model: &Llama) -> bool {
     model.layers.iter().any(|l| {
         let (a, m) = (&l.self_attn, &l.mlp);
-        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj].iter().any(|p| p.is_int8())
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+            .iter()
+            .any(|p| p.is_int8())
     })
 }
 
@@ -156,7 +158,10 @@ pub fn train_causal_lm(
     }
     let device = model.device();
     if vs.device() != device {
-        return Err(Error::Invalid(format!("the adapter is on {:?} but the model on {device:?}", vs.device())));
+        return Err(Error::Invalid(format!(
+            "the adapter is on {:?} but the model on {device:?}",
+            vs.device()
+        )));
     }
     tch::manual_seed(args.seed as i64);
     let autocast = args.bf16 && device != Device::Cpu && pgmld_ml::device::cuda_autocast_bf16();
@@ -214,13 +219,21 @@ pub fn train_causal_lm(
             let norm = clip_grad_norm(&params, args.max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
-            let end = losses.after_update(&mut st, args, (&step_loss, &norm, lr), group_no, batches.len(), updates_per_epoch)?;
+            let end = losses.after_update(
+                &mut st,
+                args,
+                (&step_loss, &norm, lr),
+                group_no,
+                batches.len(),
+                updates_per_epoch,
+            )?;
             let global_step = st.global_step;
             if let Some(ev) = end.log {
                 on_event(CausalTrainEvent::Log(ev));
             }
             if end.eval && !eval.is_empty() {
-                let metrics = evaluate_causal_lm(model, eval, args.per_device_eval_batch_size, pad_id)?;
+                let metrics =
+                    evaluate_causal_lm(model, eval, args.per_device_eval_batch_size, pad_id)?;
                 on_event(CausalTrainEvent::Eval { step: global_step, epoch: st.epoch, metrics });
             }
             if end.save {

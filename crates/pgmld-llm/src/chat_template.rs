@@ -32,10 +32,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message from its role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -75,8 +72,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(template_error)?;
+        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(template_error)?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
@@ -98,10 +94,7 @@ impl ChatTemplate {
     /// Renders `messages`; `add_generation_prompt` appends the header that opens the
     /// assistant's turn (inference), as `apply_chat_template` does.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(template_error)?;
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_error)?;
         template
             .render(context! {
                 messages => Value::from(minijinja::value::Serde(messages)),
@@ -132,21 +125,16 @@ impl ChatTemplate {
             let by_prefix = self.span_by_prefixes(messages, i, &text);
             let span = match by_prefix {
                 Some(span) if span.start >= cursor => span,
-                _ => self
-                    .span_by_search(&message.content, &text, cursor)
-                    .ok_or_else(|| {
-                        Error::Template(format!(
-                            "cannot locate assistant message {i} in the rendered conversation"
-                        ))
-                    })?,
+                _ => self.span_by_search(&message.content, &text, cursor).ok_or_else(|| {
+                    Error::Template(format!(
+                        "cannot locate assistant message {i} in the rendered conversation"
+                    ))
+                })?,
             };
             cursor = span.end;
             spans.push(span);
         }
-        Ok(RenderedConversation {
-            text,
-            assistant_spans: spans,
-        })
+        Ok(RenderedConversation { text, assistant_spans: spans })
     }
 
     fn span_by_prefixes(
@@ -183,9 +171,7 @@ impl ChatTemplate {
 pub fn template_source_from_hf_dir(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
-        return std::fs::read_to_string(&jinja)
-            .map(Some)
-            .map_err(|e| Error::io(&jinja, e));
+        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
     }
     for file in ["tokenizer_config.json", "chat_template.json"] {
         let path = dir.join(file);
@@ -256,15 +242,8 @@ fn strftime_at(secs: i64, format: &str) -> String {
         "November",
         "December",
     ];
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
+    const DAYS: [&str; 7] =
+        ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
     let days = secs.div_euclid(86_400);
     let in_day = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -341,9 +320,7 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
     };
     written
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    Ok(Value::from_safe_string(
-        String::from_utf8_lossy(&out).into_owned(),
-    ))
+    Ok(Value::from_safe_string(String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// serde_json output with Python's default `json.dumps` separators.

@@ -32,15 +32,10 @@ fn smollm2_chatml_renders_exactly() {
 fn smollm2_gguf_ships_the_same_template() {
     let Some(path) = smollm2_path() else { return };
     let file = GgufFile::open(&path).unwrap();
-    let source = file
-        .get_str("tokenizer.chat_template")
-        .expect("SmolLM2's GGUF carries its template");
+    let source =
+        file.get_str("tokenizer.chat_template").expect("SmolLM2's GGUF carries its template");
     let t = ChatTemplate::new(source, "<|im_start|>", "<|im_end|>").unwrap();
-    assert_eq!(
-        t.render(&[user("What is the capital of France?")], true)
-            .unwrap(),
-        FRANCE_PROMPT
-    );
+    assert_eq!(t.render(&[user("What is the capital of France?")], true).unwrap(), FRANCE_PROMPT);
 }
 
 #[test]
@@ -50,14 +45,7 @@ fn python_string_methods_loop_controls_and_whitespace_control() {
     let source = "{{ bos_token }}\n{% for m in messages %}\n    {% if m.content.startswith('skip') %}{% continue %}{% endif %}\n    [{{ m.role|upper }}] {{ m.content.strip() }}{{ eos_token }}\n{% endfor %}\n";
     let t = ChatTemplate::new(source, "<s>", "</s>").unwrap();
     let out = t
-        .render(
-            &[
-                user("  hi  "),
-                user("skip me"),
-                ChatMessage::new("assistant", "yo"),
-            ],
-            false,
-        )
+        .render(&[user("  hi  "), user("skip me"), ChatMessage::new("assistant", "yo")], false)
         .unwrap();
     assert_eq!(out, "<s>\n    [USER] hi</s>\n    [ASSISTANT] yo</s>\n");
 }
@@ -67,28 +55,17 @@ fn raise_exception_becomes_a_template_error() {
     let source = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversations must start with a user message') }}{% endif %}ok";
     let t = ChatTemplate::new(source, "", "").unwrap();
     assert_eq!(t.render(&[user("x")], false).unwrap(), "ok");
-    let err = t
-        .render(&[ChatMessage::new("assistant", "x")], false)
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::Template(m) if m.contains("must start with a user")),
-        "{err}"
-    );
+    let err = t.render(&[ChatMessage::new("assistant", "x")], false).unwrap_err();
+    assert!(matches!(&err, Error::Template(m) if m.contains("must start with a user")), "{err}");
     // Syntax errors surface at compile time.
-    assert!(matches!(
-        ChatTemplate::new("{% for %}", "", ""),
-        Err(Error::Template(_))
-    ));
+    assert!(matches!(ChatTemplate::new("{% for %}", "", ""), Err(Error::Template(_))));
 }
 
 #[test]
 fn tojson_matches_python_json_dumps() {
-    let t = ChatTemplate::new(
-        "{{ messages[0]|tojson }}|{{ {'k': [1, 2]}|tojson(indent=2) }}",
-        "",
-        "",
-    )
-    .unwrap();
+    let t =
+        ChatTemplate::new("{{ messages[0]|tojson }}|{{ {'k': [1, 2]}|tojson(indent=2) }}", "", "")
+            .unwrap();
     let out = t.render(&[user("é <b> & 'q'")], false).unwrap();
     assert_eq!(
         out,
@@ -108,11 +85,7 @@ fn assistant_spans_cover_replies_and_end_of_turn() {
     ];
     let r = t.render_with_assistant_spans(&msgs).unwrap();
     assert_eq!(r.text, t.render(&msgs, false).unwrap());
-    let spans: Vec<&str> = r
-        .assistant_spans
-        .iter()
-        .map(|s| &r.text[s.clone()])
-        .collect();
+    let spans: Vec<&str> = r.assistant_spans.iter().map(|s| &r.text[s.clone()]).collect();
     assert_eq!(spans, ["Paris.<|im_end|>", "Rome.<|im_end|>"]);
 }
 
@@ -137,30 +110,18 @@ fn assistant_spans_fall_back_to_searching_the_text() {
 
 #[test]
 fn template_sources_from_configs_and_directories() {
-    assert_eq!(
-        template_from_config(&serde_json::json!("{{x}}")).as_deref(),
-        Some("{{x}}")
-    );
+    assert_eq!(template_from_config(&serde_json::json!("{{x}}")).as_deref(), Some("{{x}}"));
     let named = serde_json::json!([{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]);
     assert_eq!(template_from_config(&named).as_deref(), Some("D"));
     assert_eq!(template_from_config(&serde_json::json!(null)), None);
 
     let dir = temp_dir("tmpl-dir");
     assert_eq!(template_source_from_hf_dir(&dir).unwrap(), None);
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"chat_template": "from-config"}"#,
-    )
-    .unwrap();
-    assert_eq!(
-        template_source_from_hf_dir(&dir).unwrap().as_deref(),
-        Some("from-config")
-    );
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "from-config"}"#)
+        .unwrap();
+    assert_eq!(template_source_from_hf_dir(&dir).unwrap().as_deref(), Some("from-config"));
     std::fs::write(dir.join("chat_template.jinja"), "from-jinja").unwrap();
-    assert_eq!(
-        template_source_from_hf_dir(&dir).unwrap().as_deref(),
-        Some("from-jinja")
-    );
+    assert_eq!(template_source_from_hf_dir(&dir).unwrap().as_deref(), Some("from-jinja"));
 }
 
 #[test]

@@ -136,13 +136,16 @@ impl LlamaConfig {
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(json_err)?;
         if let Some(o) = value.as_object_mut() {
             if let Some(serde_json::Value::Object(rope)) = o.get("rope_parameters").cloned() {
-                let absent = |o: &serde_json::Map<String, serde_json::Value>, k: &str| o.get(k).is_none_or(|v| v.is_null());
+                let absent = |o: &serde_json::Map<String, serde_json::Value>, k: &str| {
+                    o.get(k).is_none_or(|v| v.is_null())
+                };
                 if absent(o, "rope_theta") {
                     if let Some(theta) = rope.get("rope_theta") {
                         o.insert("rope_theta".into(), theta.clone());
                     }
                 }
-                let scaled = rope.get("rope_type").and_then(|t| t.as_str()).is_some_and(|t| t != "default");
+                let scaled =
+                    rope.get("rope_type").and_then(|t| t.as_str()).is_some_and(|t| t != "default");
                 if scaled && absent(o, "rope_scaling") {
                     o.insert("rope_scaling".into(), serde_json::Value::Object(rope));
                 }
@@ -164,10 +167,15 @@ impl LlamaConfig {
             }
         }
         if self.hidden_act != "silu" {
-            return Err(Error::Unsupported(format!("hidden_act {:?} (only silu)", self.hidden_act)));
+            return Err(Error::Unsupported(format!(
+                "hidden_act {:?} (only silu)",
+                self.hidden_act
+            )));
         }
         if self.num_attention_heads <= 0 || self.num_kv_heads() <= 0 {
-            return Err(Error::Invalid("num_attention_heads and num_key_value_heads must be positive".into()));
+            return Err(Error::Invalid(
+                "num_attention_heads and num_key_value_heads must be positive".into(),
+            ));
         }
         if self.num_attention_heads % self.num_kv_heads() != 0 {
             return Err(Error::Invalid(format!(
@@ -246,7 +254,10 @@ mod tests {
         .unwrap();
         assert_eq!(llama3.rope_theta, 500000.0);
         let s = llama3.rope_scaling.unwrap();
-        assert_eq!((s.rope_type.as_str(), s.factor, s.original_max_position_embeddings), ("llama3", 8.0, Some(8192)));
+        assert_eq!(
+            (s.rope_type.as_str(), s.factor, s.original_max_position_embeddings),
+            ("llama3", 8.0, Some(8192))
+        );
         // A top-level rope_theta (transformers 4) wins.
         let both = LlamaConfig::from_json_str(&format!(
             r#"{{{base},"rope_theta":20000,"rope_parameters":{{"rope_theta":100000.0,"rope_type":"default"}}}}"#

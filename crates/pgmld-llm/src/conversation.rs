@@ -63,7 +63,11 @@ pub struct ConversationArgs {
 
 impl Default for ConversationArgs {
     fn default() -> Self {
-        ConversationArgs { max_seq_length: DEFAULT_MAX_SEQ_LENGTH, train_on_prompt: false, packing: false }
+        ConversationArgs {
+            max_seq_length: DEFAULT_MAX_SEQ_LENGTH,
+            train_on_prompt: false,
+            packing: false,
+        }
     }
 }
 
@@ -158,16 +162,17 @@ fn encode_row(
             (ids, offsets, vec![span], true)
         }
     };
-    let in_reply = |&(start, end): &(usize, usize)| end > start && spans.iter().any(|s| s.contains(&start));
+    let in_reply =
+        |&(start, end): &(usize, usize)| end > start && spans.iter().any(|s| s.contains(&start));
     let mut labels: Vec<i64> = ids
         .iter()
         .zip(&offsets)
         .map(|(&id, off)| if train_on_prompt || in_reply(off) { id } else { IGNORE_INDEX })
         .collect();
     if append_eos {
-        let eos = tokenizer
-            .eos_token()
-            .ok_or_else(|| Error::Tokenizer("the tokenizer has no EOS token to end the assistant's reply".into()))?;
+        let eos = tokenizer.eos_token().ok_or_else(|| {
+            Error::Tokenizer("the tokenizer has no EOS token to end the assistant's reply".into())
+        })?;
         ids.push(eos.id);
         labels.push(eos.id);
     }
@@ -184,7 +189,10 @@ pub fn encode_conversations(
     model_max_positions: i64,
 ) -> Result<EncodedConversations> {
     if args.max_seq_length < 2 {
-        return Err(Error::Invalid(format!("max_seq_length must be ≥ 2, got {}", args.max_seq_length)));
+        return Err(Error::Invalid(format!(
+            "max_seq_length must be ≥ 2, got {}",
+            args.max_seq_length
+        )));
     }
     let max_len = args.max_seq_length.min(model_max_positions.max(2) as usize);
     let (mut truncated, mut dropped) = (0, 0);

@@ -69,13 +69,19 @@ impl GenerationConfig {
             return Err(Error::Invalid("max_new_tokens must be at least 1".into()));
         }
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::Invalid(format!("temperature must be >= 0, got {}", self.temperature)));
+            return Err(Error::Invalid(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::Invalid(format!("top_p must be in (0, 1], got {}", self.top_p)));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(Error::Invalid(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty)));
+            return Err(Error::Invalid(format!(
+                "repetition_penalty must be > 0, got {}",
+                self.repetition_penalty
+            )));
         }
         Ok(())
     }
@@ -124,7 +130,9 @@ pub struct Generated {
 pub fn context_limit(model: &Llama) -> i64 {
     let cfg = &model.config;
     match &cfg.rope_scaling {
-        Some(s) if s.rope_type == "dynamic" => (cfg.max_position_embeddings as f64 * s.factor) as i64,
+        Some(s) if s.rope_type == "dynamic" => {
+            (cfg.max_position_embeddings as f64 * s.factor) as i64
+        }
         _ => cfg.max_position_embeddings,
     }
 }
@@ -144,12 +152,16 @@ pub fn generate(
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
     if let Some(bad) = prompt.iter().find(|&&id| id < 0 || id >= vocab) {
-        return Err(Error::Invalid(format!("prompt token id {bad} is outside the vocabulary (size {vocab})")));
+        return Err(Error::Invalid(format!(
+            "prompt token id {bad} is outside the vocabulary (size {vocab})"
+        )));
     }
     let limit = context_limit(model);
     let prompt_len = prompt.len() as i64;
     if prompt_len >= limit {
-        return Err(Error::Invalid(format!("the prompt has {prompt_len} tokens; the model's context holds {limit}")));
+        return Err(Error::Invalid(format!(
+            "the prompt has {prompt_len} tokens; the model's context holds {limit}"
+        )));
     }
     let budget = (cfg.max_new_tokens as i64).min(limit - prompt_len);
     let mut processor = LogitsProcessor::new(cfg, vocab as usize, prompt);
@@ -157,7 +169,8 @@ pub fn generate(
     let device = model.device();
     // Room for the prompt and a typical answer up front; longer answers grow the cache
     // by doubling instead of reserving a large budget that is rarely used.
-    let mut cache = KvCache::with_capacity(&model.config, prompt_len + budget.min(RESERVED_NEW_TOKENS));
+    let mut cache =
+        KvCache::with_capacity(&model.config, prompt_len + budget.min(RESERVED_NEW_TOKENS));
 
     // Prefill: every prompt token goes through the layers, only the last reaches the head.
     let input = Tensor::from_slice(prompt).view([1, prompt_len]).to_device(device);
@@ -169,15 +182,27 @@ pub fn generate(
         let mut scores = Vec::<f32>::try_from(&row)?;
         let next = processor.next_token(&mut scores);
         if cfg.stop_ids.contains(&next) {
-            return Ok(Generated { tokens, finish_reason: FinishReason::Stop, prompt_tokens: prompt.len() });
+            return Ok(Generated {
+                tokens,
+                finish_reason: FinishReason::Stop,
+                prompt_tokens: prompt.len(),
+            });
         }
         tokens.push(next);
         processor.observe(next);
         if on_token(next).is_break() {
-            return Ok(Generated { tokens, finish_reason: FinishReason::Cancelled, prompt_tokens: prompt.len() });
+            return Ok(Generated {
+                tokens,
+                finish_reason: FinishReason::Cancelled,
+                prompt_tokens: prompt.len(),
+            });
         }
         if tokens.len() as i64 >= budget {
-            return Ok(Generated { tokens, finish_reason: FinishReason::Length, prompt_tokens: prompt.len() });
+            return Ok(Generated {
+                tokens,
+                finish_reason: FinishReason::Length,
+                prompt_tokens: prompt.len(),
+            });
         }
         let input = Tensor::from_slice(&[next]).view([1, 1]).to_device(device);
         logits = model.forward(&input, Some(&mut cache), false);

@@ -54,9 +54,7 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut inner = BufReader::new(file);
         let mut head = [0u8; 8];
-        inner
-            .read_exact(&mut head)
-            .map_err(|e| Error::io(path, e))?;
+        inner.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
         if &head[..4] != b"GGUF" {
             return Err(Error::Invalid(format!(
                 "{} is not a GGUF file (no GGUF magic)",
@@ -70,16 +68,10 @@ impl GgufFile {
                 path.display()
             )));
         }
-        inner
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(path, e))?;
+        inner.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
         let reader =
             GGUFFileReader::new(V2AsV3 { inner, pos: 0 }).map_err(|e| gguf_error(path, e))?;
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            version,
-            reader,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), version, reader })
     }
 
     /// The file this was read from.
@@ -104,16 +96,13 @@ impl GgufFile {
     /// An integer metadata value (any width; negative values read as `None`).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         let v = self.value(key)?;
-        v.as_u64()
-            .or_else(|| v.as_i64().and_then(|i| u64::try_from(i).ok()))
+        v.as_u64().or_else(|| v.as_i64().and_then(|i| u64::try_from(i).ok()))
     }
 
     /// A float metadata value (integers are accepted too: some converters write them).
     pub fn get_f64(&self, key: &str) -> Option<f64> {
         let v = self.value(key)?;
-        v.as_f64()
-            .or_else(|| v.as_u64().map(|u| u as f64))
-            .or_else(|| v.as_i64().map(|i| i as f64))
+        v.as_f64().or_else(|| v.as_u64().map(|u| u as f64)).or_else(|| v.as_i64().map(|i| i as f64))
     }
 
     /// A boolean metadata value.
@@ -163,18 +152,12 @@ impl GgufFile {
 
     /// An error naming this file and a malformed metadata key.
     pub fn bad_metadata(&self, key: &str, expected: &str) -> Error {
-        Error::Invalid(format!(
-            "{}: metadata {key} is not {expected}",
-            self.path.display()
-        ))
+        Error::Invalid(format!("{}: metadata {key} is not {expected}", self.path.display()))
     }
 
     /// A required metadata key is absent.
     pub fn missing_metadata(&self, key: &str) -> Error {
-        Error::Invalid(format!(
-            "{}: metadata {key} is missing",
-            self.path.display()
-        ))
+        Error::Invalid(format!("{}: metadata {key} is missing", self.path.display()))
     }
 
     /// `general.architecture` (`llama`, `qwen2`, …).
@@ -212,13 +195,7 @@ impl GgufFile {
             .reader
             .get_tensor_info(name)
             .ok_or_else(|| Error::MissingWeight(format!("{name} in {}", self.path.display())))?;
-        let shape: Vec<i64> = info
-            .shape()
-            .dims()
-            .iter()
-            .rev()
-            .map(|&d| d as i64)
-            .collect();
+        let shape: Vec<i64> = info.shape().dims().iter().rev().map(|&d| d as i64).collect();
         let ty = ggml_type(info.tensor_type()).ok_or_else(|| {
             Error::Unsupported(format!(
                 "{}: tensor {name} is {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K)",
@@ -228,11 +205,10 @@ impl GgufFile {
         })?;
         let elements = usize::try_from(info.element_count())
             .map_err(|_| Error::Invalid(format!("{name}: too many elements")))?;
-        let data = self
-            .reader
-            .load_tensor_data(name)
-            .map_err(|e| gguf_error(&self.path, e))?
-            .ok_or_else(|| Error::MissingWeight(format!("{name} in {}", self.path.display())))?;
+        let data =
+            self.reader.load_tensor_data(name).map_err(|e| gguf_error(&self.path, e))?.ok_or_else(
+                || Error::MissingWeight(format!("{name} in {}", self.path.display())),
+            )?;
         let bytes = data.as_slice();
         let tensor = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
@@ -257,11 +233,7 @@ impl GgufFile {
                 Tensor::from_slice(&values).reshape(&shape)
             }
         };
-        Ok(if tensor.kind() == kind {
-            tensor
-        } else {
-            tensor.to_kind(kind)
-        })
+        Ok(if tensor.kind() == kind { tensor } else { tensor.to_kind(kind) })
     }
 
     /// Every weight under its Hugging Face name, dequantised to `kind` on `device`, with
@@ -403,10 +375,7 @@ pub(crate) mod test_support {
     pub(crate) fn strings<S: AsRef<str>>(values: &[S]) -> MetadataValue {
         array(
             GGUFValueType::String,
-            values
-                .iter()
-                .map(|s| MetadataValue::String(s.as_ref().to_string()))
-                .collect(),
+            values.iter().map(|s| MetadataValue::String(s.as_ref().to_string())).collect(),
         )
     }
 

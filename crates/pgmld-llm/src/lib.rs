@@ -8,24 +8,24 @@
 
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod error;
-pub mod linear;
-pub mod llama;
-pub mod rope;
-pub mod kv_cache;
-pub mod generate;
-pub mod weights;
-pub mod gguf;
-pub mod tokenizer;
-pub mod chat_template;
-pub mod source;
-pub mod lora;
-pub mod quant;
-pub mod optim8bit;
-pub mod conversation;
 pub mod causal_train;
 pub mod chat_model;
+pub mod chat_template;
+pub mod config;
+pub mod conversation;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod lora;
+pub mod optim8bit;
+pub mod quant;
+pub mod rope;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
 
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Error, Result};

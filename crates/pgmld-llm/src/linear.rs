@@ -32,8 +32,10 @@ impl LoraAdapter {
     /// `scaling · B A dropout(x)` in the adapter's dtype, returned in `x`'s.
     fn delta(&self, x: &Tensor, train: bool) -> Tensor {
         let input = x.to_kind(self.a.kind());
-        let input = if train && self.dropout > 0.0 { input.dropout(self.dropout, true) } else { input };
-        (input.linear::<Tensor>(&self.a, None).linear::<Tensor>(&self.b, None) * self.scaling).to_kind(x.kind())
+        let input =
+            if train && self.dropout > 0.0 { input.dropout(self.dropout, true) } else { input };
+        (input.linear::<Tensor>(&self.a, None).linear::<Tensor>(&self.b, None) * self.scaling)
+            .to_kind(x.kind())
     }
 
     /// Rank `r`.
@@ -121,13 +123,15 @@ impl Linear {
     /// `Int8Params` row-wise scales). Already int8: nothing changes.
     pub fn quantize_int8(&mut self) -> QuantizedBytes {
         if self.is_int8() {
-            let bytes = tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes);
+            let bytes =
+                tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes);
             return QuantizedBytes { before: bytes, after: bytes };
         }
         let before = tensor_bytes(&self.weight);
         let (q, scale) = tch::no_grad(|| {
             let w = self.weight.to_kind(Kind::Float);
-            let scale = (w.abs().amax([1i64].as_slice(), false) / 127.0).clamp_min(f32::MIN_POSITIVE as f64);
+            let scale = (w.abs().amax([1i64].as_slice(), false) / 127.0)
+                .clamp_min(f32::MIN_POSITIVE as f64);
             let q = (w / scale.unsqueeze(1)).round().clamp(-127.0, 127.0).to_kind(Kind::Int8);
             (q, scale)
         });
@@ -146,7 +150,8 @@ impl Linear {
         }
         if let Some(lora) = self.lora.take() {
             tch::no_grad(|| {
-                let delta = lora.b.to_kind(Kind::Float).matmul(&lora.a.to_kind(Kind::Float)) * lora.scaling;
+                let delta =
+                    lora.b.to_kind(Kind::Float).matmul(&lora.a.to_kind(Kind::Float)) * lora.scaling;
                 let merged = self.weight.to_kind(Kind::Float) + delta;
                 self.weight = merged.to_kind(self.weight.kind());
             });

@@ -42,7 +42,13 @@ pub struct Llama {
 }
 
 /// Removes `name` from `weights`, checks its shape and moves it to `device` / `kind`.
-fn take(weights: &mut Weights, name: &str, expected: &[i64], device: Device, kind: Kind) -> Result<Tensor> {
+fn take(
+    weights: &mut Weights,
+    name: &str,
+    expected: &[i64],
+    device: Device,
+    kind: Kind,
+) -> Result<Tensor> {
     let tensor = weights.remove(name).ok_or_else(|| Error::MissingWeight(name.to_string()))?;
     let found = tensor.size();
     if found != expected {
@@ -68,24 +74,36 @@ fn take_linear(
     kind: Kind,
 ) -> Result<Linear> {
     let weight = take(weights, &format!("{prefix}.weight"), &out_in, device, kind)?;
-    let bias = if bias { Some(take(weights, &format!("{prefix}.bias"), &out_in[..1], device, kind)?) } else { None };
+    let bias = if bias {
+        Some(take(weights, &format!("{prefix}.bias"), &out_in[..1], device, kind)?)
+    } else {
+        None
+    };
     Ok(Linear::new(weight, bias))
 }
 
 impl Llama {
     /// Takes the tensors it needs out of `weights` (HF names), checks their shapes against
     /// `config` and moves them to `device` / `kind`. Unused tensors stay in the map.
-    pub fn load(config: LlamaConfig, weights: &mut Weights, device: Device, kind: Kind) -> Result<Self> {
+    pub fn load(
+        config: LlamaConfig,
+        weights: &mut Weights,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
         config.validate()?;
         if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-            return Err(Error::Invalid(format!("model dtype {kind:?} is not a floating-point type")));
+            return Err(Error::Invalid(format!(
+                "model dtype {kind:?} is not a floating-point type"
+            )));
         }
         let hidden = config.hidden_size;
         let vocab = config.vocab_size;
         let head_dim = config.head_dim();
         let (heads, kv_heads) = (config.num_attention_heads, config.num_kv_heads());
         let inter = config.intermediate_size;
-        let embed_tokens = take(weights, "model.embed_tokens.weight", &[vocab, hidden], device, kind)?;
+        let embed_tokens =
+            take(weights, "model.embed_tokens.weight", &[vocab, hidden], device, kind)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers.max(0) as usize);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -94,8 +112,16 @@ impl Llama {
             };
             let self_attn = Attention {
                 q_proj: linear("self_attn.q_proj", [heads * head_dim, hidden], config.qkv_bias())?,
-                k_proj: linear("self_attn.k_proj", [kv_heads * head_dim, hidden], config.qkv_bias())?,
-                v_proj: linear("self_attn.v_proj", [kv_heads * head_dim, hidden], config.qkv_bias())?,
+                k_proj: linear(
+                    "self_attn.k_proj",
+                    [kv_heads * head_dim, hidden],
+                    config.qkv_bias(),
+                )?,
+                v_proj: linear(
+                    "self_attn.v_proj",
+                    [kv_heads * head_dim, hidden],
+                    config.qkv_bias(),
+                )?,
                 o_proj: linear("self_attn.o_proj", [hidden, heads * head_dim], config.o_bias())?,
                 num_heads: heads,
                 num_kv_heads: kv_heads,
@@ -114,7 +140,10 @@ impl Llama {
             let post_attention_layernorm = norm("post_attention_layernorm")?;
             layers.push(DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, mlp });
         }
-        let norm = RmsNorm::new(take(weights, "model.norm.weight", &[hidden], device, kind)?, config.rms_norm_eps);
+        let norm = RmsNorm::new(
+            take(weights, "model.norm.weight", &[hidden], device, kind)?,
+            config.rms_norm_eps,
+        );
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
@@ -161,7 +190,14 @@ impl Llama {
     ///
     /// # Panics
     /// If `i` is not below [`Llama::num_layers`].
-    pub fn layer(&self, i: usize, x: &Tensor, start_pos: i64, cache: Option<&mut LayerCache>, train: bool) -> Tensor {
+    pub fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        start_pos: i64,
+        cache: Option<&mut LayerCache>,
+        train: bool,
+    ) -> Tensor {
         self.layers[i].forward(x, &self.rope, start_pos, cache, train)
     }
 
@@ -180,11 +216,20 @@ impl Llama {
     ///
     /// # Panics
     /// If `cache` was built for a different number of layers.
-    pub fn hidden_states(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Tensor {
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
         let mut x = self.embed(input_ids);
         match cache {
             Some(cache) => {
-                assert_eq!(cache.num_layers(), self.num_layers(), "KV cache built for another model");
+                assert_eq!(
+                    cache.num_layers(),
+                    self.num_layers(),
+                    "KV cache built for another model"
+                );
                 let start = cache.len();
                 for i in 0..self.num_layers() {
                     x = self.layer(i, &x, start, Some(cache.layer_mut(i)), train);

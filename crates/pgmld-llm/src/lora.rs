@@ -131,7 +131,11 @@ pub fn apply(model: &mut Llama, cfg: &LoraConfig, vs: &nn::VarStore) -> Result<L
             }
             let p = var_path(vs, &format!("{PEFT_PREFIX}{path}"));
             let bound = 1.0 / (lin.in_features() as f64).sqrt();
-            let a = (&p / "lora_A").var("weight", &[r, lin.in_features()], Init::Uniform { lo: -bound, up: bound });
+            let a = (&p / "lora_A").var(
+                "weight",
+                &[r, lin.in_features()],
+                Init::Uniform { lo: -bound, up: bound },
+            );
             let b = (&p / "lora_B").var("weight", &[lin.out_features(), r], Init::Const(0.0));
             lin.lora = Some(LoraAdapter { a, b, scaling, dropout: cfg.lora_dropout });
             adapted.push(path.clone());
@@ -142,7 +146,11 @@ pub fn apply(model: &mut Llama, cfg: &LoraConfig, vs: &nn::VarStore) -> Result<L
             LoraBias::LoraOnly => targeted,
         };
         if let (true, Some(bias)) = (bias_trains, lin.bias.as_ref()) {
-            let name = if targeted { format!("{PEFT_PREFIX}{path}.base_layer") } else { format!("{PEFT_PREFIX}{path}") };
+            let name = if targeted {
+                format!("{PEFT_PREFIX}{path}.base_layer")
+            } else {
+                format!("{PEFT_PREFIX}{path}")
+            };
             let var = var_path(vs, &name).var_copy("bias", &bias.to_device(device));
             lin.bias = Some(var);
         }
@@ -153,7 +161,8 @@ pub fn apply(model: &mut Llama, cfg: &LoraConfig, vs: &nn::VarStore) -> Result<L
             cfg.target_modules
         )));
     }
-    let mut target_modules: Vec<String> = adapted.iter().map(|p| short_name(p).to_string()).collect();
+    let mut target_modules: Vec<String> =
+        adapted.iter().map(|p| short_name(p).to_string()).collect();
     target_modules.sort();
     target_modules.dedup();
     let trainable = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
@@ -240,11 +249,16 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg = LoraConfig::from_json(&json!({"bias": mode})).unwrap();
             apply(&mut model, &cfg, &vs).unwrap();
-            let biases: Vec<String> = vs.variables().into_keys().filter(|n| n.ends_with(".bias")).collect();
+            let biases: Vec<String> =
+                vs.variables().into_keys().filter(|n| n.ends_with(".bias")).collect();
             assert_eq!(biases.len(), expect, "{mode}: {biases:?}");
             if mode == "all" {
-                assert!(biases.contains(&"base_model.model.model.layers.0.self_attn.k_proj.bias".to_string()));
-                assert!(biases.contains(&"base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias".to_string()));
+                assert!(biases.contains(
+                    &"base_model.model.model.layers.0.self_attn.k_proj.bias".to_string()
+                ));
+                assert!(biases.contains(
+                    &"base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias".to_string()
+                ));
             }
             let q_bias = model.layers[0].self_attn.q_proj.bias.as_ref().unwrap();
             assert_eq!(q_bias.requires_grad(), mode != "none");
@@ -259,11 +273,16 @@ mod tests {
         let err = apply(&mut model, &cfg, &vs).unwrap_err().to_string();
         assert!(err.contains("c_attn") && err.contains("not found"), "{err}");
         apply(&mut model, &LoraConfig::default(), &vs).unwrap();
-        let err = apply(&mut model, &LoraConfig::default(), &nn::VarStore::new(Device::Cpu)).unwrap_err();
+        let err =
+            apply(&mut model, &LoraConfig::default(), &nn::VarStore::new(Device::Cpu)).unwrap_err();
         assert!(err.to_string().contains("already has"), "{err}");
         // An adapter on another device than the model (nothing is allocated there).
-        let err = apply(&mut tiny_model("llama", 4), &LoraConfig::default(), &nn::VarStore::new(Device::Cuda(0)))
-            .unwrap_err();
+        let err = apply(
+            &mut tiny_model("llama", 4),
+            &LoraConfig::default(),
+            &nn::VarStore::new(Device::Cuda(0)),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("Cuda"), "{err}");
     }
 

@@ -15,7 +15,9 @@ use std::path::Path;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use pgmld_ml::optim::{adam_moments, decay_groups, AdamW, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS};
+use pgmld_ml::optim::{
+    adam_moments, decay_groups, AdamW, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS,
+};
 use pgmld_ml::training_args::Optim;
 
 use crate::{Error, Result};
@@ -77,14 +79,19 @@ impl CodeBook {
         let blocks = flat.constant_pad_nd([0, pad]).view([-1, BLOCK_SIZE]);
         let absmax = blocks.abs().amax([1i64].as_slice(), true).clamp_min(1e-30);
         let normed = (&blocks / &absmax).contiguous();
-        let codes = normed.searchsorted(&self.midpoints, false, false, "left", None::<Tensor>).to_kind(Kind::Uint8);
+        let codes = normed
+            .searchsorted(&self.midpoints, false, false, "left", None::<Tensor>)
+            .to_kind(Kind::Uint8);
         Quantized { codes, absmax: absmax.view([-1]) }
     }
 
     /// The f32 tensor of `shape` that `q` encodes.
     fn dequantize(&self, q: &Quantized, shape: &[i64]) -> Tensor {
         let numel: i64 = shape.iter().product();
-        let values = self.values.index_select(0, &q.codes.view([-1]).to_kind(Kind::Int64)).view([-1, BLOCK_SIZE]);
+        let values = self
+            .values
+            .index_select(0, &q.codes.view([-1]).to_kind(Kind::Int64))
+            .view([-1, BLOCK_SIZE]);
         (values * q.absmax.unsqueeze(1)).view([-1]).narrow(0, 0, numel).view(shape)
     }
 }
@@ -136,7 +143,13 @@ impl AdamW8bit {
     pub fn new(vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Self {
         let params = decay_groups(vs, weight_decay, no_decay)
             .into_iter()
-            .map(|(name, tensor, weight_decay)| Param { name, tensor, weight_decay, moments: None, step: 0 })
+            .map(|(name, tensor, weight_decay)| Param {
+                name,
+                tensor,
+                weight_decay,
+                moments: None,
+                step: 0,
+            })
             .collect();
         let device = vs.device();
         AdamW8bit {
@@ -182,7 +195,10 @@ impl AdamW8bit {
             .map(|m| match m {
                 Moments::F32 { exp_avg, exp_avg_sq } => bytes(exp_avg) + bytes(exp_avg_sq),
                 Moments::Q8 { exp_avg, exp_avg_sq } => {
-                    bytes(&exp_avg.codes) + bytes(&exp_avg.absmax) + bytes(&exp_avg_sq.codes) + bytes(&exp_avg_sq.absmax)
+                    bytes(&exp_avg.codes)
+                        + bytes(&exp_avg.absmax)
+                        + bytes(&exp_avg_sq.codes)
+                        + bytes(&exp_avg_sq.absmax)
                 }
             })
             .sum()
@@ -206,18 +222,30 @@ impl AdamW8bit {
                 let shape = p.tensor.size();
                 let (mut exp_avg, mut exp_avg_sq) = match &p.moments {
                     None => (grad.zeros_like(), grad.zeros_like()),
-                    Some(Moments::F32 { exp_avg, exp_avg_sq }) => (exp_avg.shallow_clone(), exp_avg_sq.shallow_clone()),
-                    Some(Moments::Q8 { exp_avg, exp_avg_sq }) => {
-                        (signed.dequantize(exp_avg, &shape), unsigned.dequantize(exp_avg_sq, &shape))
+                    Some(Moments::F32 { exp_avg, exp_avg_sq }) => {
+                        (exp_avg.shallow_clone(), exp_avg_sq.shallow_clone())
                     }
+                    Some(Moments::Q8 { exp_avg, exp_avg_sq }) => (
+                        signed.dequantize(exp_avg, &shape),
+                        unsigned.dequantize(exp_avg_sq, &shape),
+                    ),
                 };
                 p.step += 1;
-                let (step_size, denom) =
-                    adam_moments(&mut exp_avg, &mut exp_avg_sq, &grad, p.step, lr, (beta1, beta2, eps));
+                let (step_size, denom) = adam_moments(
+                    &mut exp_avg,
+                    &mut exp_avg_sq,
+                    &grad,
+                    p.step,
+                    lr,
+                    (beta1, beta2, eps),
+                );
                 let update = (&exp_avg * -step_size) / denom;
                 let _ = p.tensor.g_add_(&update.to_kind(p.tensor.kind()));
                 p.moments = Some(if p.tensor.numel() as i64 >= min_size {
-                    Moments::Q8 { exp_avg: signed.quantize(&exp_avg), exp_avg_sq: unsigned.quantize(&exp_avg_sq) }
+                    Moments::Q8 {
+                        exp_avg: signed.quantize(&exp_avg),
+                        exp_avg_sq: unsigned.quantize(&exp_avg_sq),
+                    }
                 } else {
                     Moments::F32 { exp_avg, exp_avg_sq }
                 });
@@ -263,7 +291,8 @@ impl AdamW8bit {
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bad = |m: String| Error::Invalid(format!("optimizer state {}: {m}", path.display()));
-        let mut tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+        let mut tensors: HashMap<String, Tensor> =
+            Tensor::read_safetensors(path)?.into_iter().collect();
         let scalar = |t: Option<Tensor>, name: &str| -> Result<i64> {
             match t {
                 Some(t) if t.kind() == Kind::Int64 && t.numel() == 1 => Ok(t.int64_value(&[])),
@@ -280,9 +309,13 @@ impl AdamW8bit {
             };
             let step = scalar(Some(step), &p.name)?;
             let mut take = |key: String| tensors.remove(&key).map(|t| t.to_device(device));
-            let f32_pair = (take(format!("exp_avg.{}", p.name)), take(format!("exp_avg_sq.{}", p.name)));
+            let f32_pair =
+                (take(format!("exp_avg.{}", p.name)), take(format!("exp_avg_sq.{}", p.name)));
             let moments = match f32_pair {
-                (Some(exp_avg), Some(exp_avg_sq)) if exp_avg.size() == p.tensor.size() && exp_avg_sq.size() == p.tensor.size() => {
+                (Some(exp_avg), Some(exp_avg_sq))
+                    if exp_avg.size() == p.tensor.size()
+                        && exp_avg_sq.size() == p.tensor.size() =>
+                {
                     Moments::F32 { exp_avg, exp_avg_sq }
                 }
                 (None, None) => {
@@ -292,14 +325,18 @@ impl AdamW8bit {
                         let absmax = take(format!("{what}.absmax.{}", p.name));
                         match (codes, absmax) {
                             (Some(codes), Some(absmax))
-                                if codes.size() == [blocks, BLOCK_SIZE] && absmax.size() == [blocks] =>
+                                if codes.size() == [blocks, BLOCK_SIZE]
+                                    && absmax.size() == [blocks] =>
                             {
                                 Ok(Quantized { codes, absmax })
                             }
                             _ => Err(bad(format!("{what} of {} is missing or misshapen", p.name))),
                         }
                     };
-                    Moments::Q8 { exp_avg: quantized("exp_avg")?, exp_avg_sq: quantized("exp_avg_sq")? }
+                    Moments::Q8 {
+                        exp_avg: quantized("exp_avg")?,
+                        exp_avg_sq: quantized("exp_avg_sq")?,
+                    }
                 }
                 _ => return Err(bad(format!("moments of {} are incomplete or misshapen", p.name))),
             };
@@ -328,7 +365,12 @@ pub enum Optimizer {
 
 impl Optimizer {
     /// The optimizer `optim` names over the trainable variables of `vs`.
-    pub fn new(optim: Optim, vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Self {
+    pub fn new(
+        optim: Optim,
+        vs: &nn::VarStore,
+        weight_decay: f64,
+        no_decay: impl Fn(&str) -> bool,
+    ) -> Self {
         if optim.is_8bit() {
             Optimizer::Bit8(AdamW8bit::new(vs, weight_decay, no_decay))
         } else {

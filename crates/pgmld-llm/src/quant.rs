@@ -64,8 +64,10 @@ mod tests {
         assert!(rel < 0.05, "relative logit error {rel}");
         assert!(rel > 0.0, "quantisation changed nothing");
         // Greedy next tokens agree.
-        assert_eq!(Vec::<i64>::try_from(q.argmax(-1, false).view([-1])).unwrap(),
-                   Vec::<i64>::try_from(dense.argmax(-1, false).view([-1])).unwrap());
+        assert_eq!(
+            Vec::<i64>::try_from(q.argmax(-1, false).view([-1])).unwrap(),
+            Vec::<i64>::try_from(dense.argmax(-1, false).view([-1])).unwrap()
+        );
         // Again: nothing left to quantise, sizes unchanged.
         let again = quantize_int8(&mut model);
         assert_eq!(again.bytes_before, again.bytes_after);

@@ -42,8 +42,9 @@ pub fn inverse_frequencies(cfg: &LlamaConfig, seq_len: i64) -> Result<Vec<f64>> 
     if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
         return Err(Error::Invalid(format!("rope_theta {} must be positive", cfg.rope_theta)));
     }
-    let plain =
-        |base: f64| -> Vec<f64> { (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64)).collect() };
+    let plain = |base: f64| -> Vec<f64> {
+        (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64)).collect()
+    };
     let Some(scaling) = &cfg.rope_scaling else {
         return Ok(plain(cfg.rope_theta));
     };
@@ -62,20 +63,27 @@ pub fn inverse_frequencies(cfg: &LlamaConfig, seq_len: i64) -> Result<Vec<f64>> 
             Ok(plain(base))
         }
         "llama3" => {
-            let missing = |field: &str| Error::Invalid(format!("rope_scaling llama3 needs {field}"));
+            let missing =
+                |field: &str| Error::Invalid(format!("rope_scaling llama3 needs {field}"));
             let low = scaling.low_freq_factor.ok_or_else(|| missing("low_freq_factor"))?;
             let high = scaling.high_freq_factor.ok_or_else(|| missing("high_freq_factor"))?;
             let old_context = scaling
                 .original_max_position_embeddings
-                .ok_or_else(|| missing("original_max_position_embeddings"))? as f64;
+                .ok_or_else(|| missing("original_max_position_embeddings"))?
+                as f64;
             if high <= low {
                 return Err(Error::Invalid(format!(
                     "rope_scaling high_freq_factor {high} must exceed low_freq_factor {low}"
                 )));
             }
-            Ok(plain(cfg.rope_theta).into_iter().map(|f| llama3_frequency(f, factor, low, high, old_context)).collect())
+            Ok(plain(cfg.rope_theta)
+                .into_iter()
+                .map(|f| llama3_frequency(f, factor, low, high, old_context))
+                .collect())
         }
-        other => Err(Error::Unsupported(format!("rope_scaling type {other:?} (supported: linear, dynamic, llama3)"))),
+        other => Err(Error::Unsupported(format!(
+            "rope_scaling type {other:?} (supported: linear, dynamic, llama3)"
+        ))),
     }
 }
 
@@ -97,7 +105,13 @@ fn llama3_frequency(freq: f64, factor: f64, low: f64, high: f64, old_context: f6
 
 /// `cos` and `sin` tables `[rows, head_dim]` for positions `start..start + rows`,
 /// computed in f32 like HF (`positions ⊗ inv_freq`, duplicated over both halves).
-fn cos_sin_rows(inv_freq: &[f64], start: i64, rows: i64, device: Device, kind: Kind) -> (Tensor, Tensor) {
+fn cos_sin_rows(
+    inv_freq: &[f64],
+    start: i64,
+    rows: i64,
+    device: Device,
+    kind: Kind,
+) -> (Tensor, Tensor) {
     let inv: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
     let inv = Tensor::from_slice(&inv).to_device(device);
     let positions = Tensor::arange_start(start, start + rows, (Kind::Float, device));
@@ -132,7 +146,9 @@ impl RotaryEmbedding {
     /// to the activations' dtype before rotating).
     pub fn new(cfg: &LlamaConfig, device: Device, kind: Kind) -> Result<Self> {
         let scaling = match &cfg.rope_scaling {
-            Some(s) if s.rope_type == "dynamic" => Scaling::Dynamic { max_position: cfg.max_position_embeddings },
+            Some(s) if s.rope_type == "dynamic" => {
+                Scaling::Dynamic { max_position: cfg.max_position_embeddings }
+            }
             _ => Scaling::Static,
         };
         let inv_freq = inverse_frequencies(cfg, cfg.max_position_embeddings)?;
@@ -163,7 +179,8 @@ impl RotaryEmbedding {
             if end > max_position {
                 // HF recomputes the base for the current length; later positions of one
                 // sequence may thus see different frequencies, as they do there.
-                let inv = inverse_frequencies(&self.config, end).unwrap_or_else(|_| self.inv_freq.clone());
+                let inv = inverse_frequencies(&self.config, end)
+                    .unwrap_or_else(|_| self.inv_freq.clone());
                 return cos_sin_rows(&inv, start, len, self.device, self.kind);
             }
         }
@@ -171,7 +188,8 @@ impl RotaryEmbedding {
         let rows = table.cos.size()[0];
         if end > rows {
             let new_rows = end.max(rows * 2);
-            let (cos, sin) = cos_sin_rows(&self.inv_freq, rows, new_rows - rows, self.device, self.kind);
+            let (cos, sin) =
+                cos_sin_rows(&self.inv_freq, rows, new_rows - rows, self.device, self.kind);
             table.cos = Tensor::cat(&[&table.cos, &cos], 0);
             table.sin = Tensor::cat(&[&table.sin, &sin], 0);
         }
@@ -245,7 +263,8 @@ mod tests {
         let cfg = config(8, 10000.0, None);
         let rope = RotaryEmbedding::new(&cfg, Device::Cpu, Kind::Float).unwrap();
         let (cos, sin) = rope.cos_sin(INITIAL_TABLE_ROWS + 5, 3);
-        let (cos_ref, sin_ref) = cos_sin_rows(rope.inv_freq(), INITIAL_TABLE_ROWS + 5, 3, Device::Cpu, Kind::Float);
+        let (cos_ref, sin_ref) =
+            cos_sin_rows(rope.inv_freq(), INITIAL_TABLE_ROWS + 5, 3, Device::Cpu, Kind::Float);
         assert!(cos.allclose(&cos_ref, 1e-6, 1e-6, false));
         assert!(sin.allclose(&sin_ref, 1e-6, 1e-6, false));
         assert_eq!(cos.size(), vec![3, 8]);
@@ -293,7 +312,8 @@ mod tests {
         let cfg = config(4, 100.0, Some(linear));
         assert_eq!(inverse_frequencies(&cfg, 0).unwrap(), vec![0.5, 0.05]);
 
-        let dynamic = RopeScaling { rope_type: "dynamic".into(), ..cfg.rope_scaling.clone().unwrap() };
+        let dynamic =
+            RopeScaling { rope_type: "dynamic".into(), ..cfg.rope_scaling.clone().unwrap() };
         let cfg = config(4, 100.0, Some(dynamic));
         // Within max_position_embeddings (64) the base is unchanged.
         assert_eq!(inverse_frequencies(&cfg, 10).unwrap(), vec![1.0, 0.1]);

@@ -85,11 +85,7 @@ pub struct OpenOptions {
 impl OpenOptions {
     /// Weights on `device` in their natural dtype.
     pub fn new(device: Device) -> Self {
-        OpenOptions {
-            device,
-            kind: None,
-            load_weights: true,
-        }
+        OpenOptions { device, kind: None, load_weights: true }
     }
 }
 
@@ -102,10 +98,7 @@ pub fn locate(path: &Path) -> Result<(ModelFormat, PathBuf)> {
     if !path.is_dir() {
         return Err(Error::io(
             path,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such model file or directory",
-            ),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file or directory"),
         ));
     }
     if path.join("config.json").is_file() {
@@ -114,11 +107,7 @@ pub fn locate(path: &Path) -> Result<(ModelFormat, PathBuf)> {
     let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
     let mut ggufs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
         .collect();
     ggufs.sort();
     match ggufs.len() {
@@ -161,10 +150,9 @@ fn open_hf_dir(dir: &Path, options: &OpenOptions) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let mut config = LlamaConfig::from_json_str(&text).map_err(|e| match e {
-        Error::Json { source, .. } => Error::Json {
-            what: config_path.display().to_string(),
-            source,
-        },
+        Error::Json { source, .. } => {
+            Error::Json { what: config_path.display().to_string(), source }
+        }
         other => other,
     })?;
     let generation_path = dir.join("generation_config.json");
@@ -178,8 +166,11 @@ fn open_hf_dir(dir: &Path, options: &OpenOptions) -> Result<LoadedModel> {
     }
     let tokenizer = ChatTokenizer::from_hf_dir(dir)?;
     let template = template_source_from_hf_dir(dir)?;
-    let weights =
-        if options.load_weights { read_hf_weights(dir, options.kind, options.device)?.1 } else { Weights::new() };
+    let weights = if options.load_weights {
+        read_hf_weights(dir, options.kind, options.device)?.1
+    } else {
+        Weights::new()
+    };
     assemble(dir, config, weights, tokenizer, template.as_deref(), generation)
 }
 
@@ -207,17 +198,20 @@ fn assemble(
     generation: GenerationDefaults,
 ) -> Result<LoadedModel> {
     let chat_template = template.map(|t| template_for(t, &tokenizer)).transpose()?;
-    Ok(LoadedModel { config, weights, tokenizer, chat_template, generation, source: source.to_path_buf() })
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+        chat_template,
+        generation,
+        source: source.to_path_buf(),
+    })
 }
 
 fn template_for(source: &str, tokenizer: &ChatTokenizer) -> Result<ChatTemplate> {
     let text =
         |t: Option<&crate::tokenizer::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
-    ChatTemplate::new(
-        source,
-        &text(tokenizer.bos_token()),
-        &text(tokenizer.eos_token()),
-    )
+    ChatTemplate::new(source, &text(tokenizer.bos_token()), &text(tokenizer.eos_token()))
 }
 
 /// Adds `extra` ids to the config's EOS ids (kept in order, without duplicates).

@@ -21,14 +21,8 @@ fn hf_dir(tag: &str) -> PathBuf {
     )
     .unwrap();
     let tensors = vec![
-        (
-            "model.embed_tokens.weight",
-            Tensor::ones([5, 4], (Kind::BFloat16, Device::Cpu)),
-        ),
-        (
-            "model.norm.weight",
-            Tensor::ones([4], (Kind::BFloat16, Device::Cpu)),
-        ),
+        ("model.embed_tokens.weight", Tensor::ones([5, 4], (Kind::BFloat16, Device::Cpu))),
+        ("model.norm.weight", Tensor::ones([4], (Kind::BFloat16, Device::Cpu))),
     ];
     Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).unwrap();
     let tokenizer = serde_json::json!({
@@ -55,60 +49,29 @@ fn hugging_face_directory() {
     let model = open(&dir, Device::Cpu).unwrap();
     assert_eq!(model.source, dir);
     assert_eq!(model.config.hidden_size, 4);
-    assert_eq!(
-        model.config.eos_ids(),
-        vec![1, 3],
-        "generation_config.json's eos ids are merged"
-    );
+    assert_eq!(model.config.eos_ids(), vec![1, 3], "generation_config.json's eos ids are merged");
     assert_eq!(model.stop_ids(), vec![1, 3]);
     assert_eq!(model.weights.len(), 2);
-    assert_eq!(
-        model.weights["model.norm.weight"].kind(),
-        Kind::BFloat16,
-        "dtype kept"
-    );
-    assert_eq!(
-        model.tokenizer.encode("hello world", false).unwrap(),
-        vec![2, 3]
-    );
-    let text = model
-        .template()
-        .render(&[ChatMessage::new("user", "hello")], false)
-        .unwrap();
+    assert_eq!(model.weights["model.norm.weight"].kind(), Kind::BFloat16, "dtype kept");
+    assert_eq!(model.tokenizer.encode("hello world", false).unwrap(), vec![2, 3]);
+    let text = model.template().render(&[ChatMessage::new("user", "hello")], false).unwrap();
     assert_eq!(text, "<s>user: hello</s>");
 
-    let opts = OpenOptions {
-        device: Device::Cpu,
-        kind: Some(Kind::Float),
-        load_weights: true,
-    };
+    let opts = OpenOptions { device: Device::Cpu, kind: Some(Kind::Float), load_weights: true };
     let model = open_with(&dir, &opts).unwrap();
     assert!(model.weights.values().all(|t| t.kind() == Kind::Float));
-    let opts = OpenOptions {
-        load_weights: false,
-        ..OpenOptions::new(Device::Cpu)
-    };
+    let opts = OpenOptions { load_weights: false, ..OpenOptions::new(Device::Cpu) };
     assert!(open_with(&dir, &opts).unwrap().weights.is_empty());
 }
 
 #[test]
 fn missing_template_falls_back_to_chatml() {
     let dir = hf_dir("src-chatml");
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"eos_token": "</s>"}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": "</s>"}"#).unwrap();
     let model = open(&dir, Device::Cpu).unwrap();
     assert!(model.chat_template.is_none());
-    let text = model
-        .template()
-        .render(&[ChatMessage::new("user", "hi")], true)
-        .unwrap();
-    assert_eq!(
-        text,
-        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    );
+    let text = model.template().render(&[ChatMessage::new("user", "hi")], true).unwrap();
+    assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
 #[test]
@@ -125,19 +88,13 @@ fn locate_finds_the_format() {
     assert!(matches!(locate(&dir), Err(Error::Io { .. })));
     assert!(matches!(locate(&dir.join("absent")), Err(Error::Io { .. })));
     std::fs::write(dir.join("a.gguf"), b"GGUF").unwrap();
-    assert_eq!(
-        locate(&dir).unwrap(),
-        (ModelFormat::Gguf, dir.join("a.gguf"))
-    );
+    assert_eq!(locate(&dir).unwrap(), (ModelFormat::Gguf, dir.join("a.gguf")));
     std::fs::write(dir.join("b.GGUF"), b"GGUF").unwrap();
     let err = locate(&dir).unwrap_err().to_string();
     assert!(err.contains("a.gguf") && err.contains("b.GGUF"), "{err}");
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     assert_eq!(locate(&dir).unwrap().0, ModelFormat::HuggingFace);
-    assert_eq!(
-        locate(&dir.join("a.gguf")).unwrap(),
-        (ModelFormat::Gguf, dir.join("a.gguf"))
-    );
+    assert_eq!(locate(&dir.join("a.gguf")).unwrap(), (ModelFormat::Gguf, dir.join("a.gguf")));
 }
 
 #[test]
@@ -148,22 +105,12 @@ fn smollm2_gguf_directory_opens_completely() {
     let model = open(dir, Device::Cpu).unwrap();
     eprintln!("SmolLM2 GGUF opened in {:?}", start.elapsed());
     assert_eq!(model.source, path);
-    assert_eq!(
-        model.weights.len(),
-        2 + 30 * 9,
-        "embed + norm + 9 per layer, lm_head tied"
-    );
+    assert_eq!(model.weights.len(), 2 + 30 * 9, "embed + norm + 9 per layer, lm_head tied");
     let embed = &model.weights["model.embed_tokens.weight"];
     assert_eq!(embed.size(), vec![49152, 576]);
     assert_eq!(embed.kind(), Kind::Float);
-    assert_eq!(
-        model.weights["model.layers.29.self_attn.k_proj.weight"].size(),
-        vec![192, 576]
-    );
-    assert_eq!(
-        model.weights["model.layers.0.mlp.down_proj.weight"].size(),
-        vec![576, 1536]
-    );
+    assert_eq!(model.weights["model.layers.29.self_attn.k_proj.weight"].size(), vec![192, 576]);
+    assert_eq!(model.weights["model.layers.0.mlp.down_proj.weight"].size(), vec![576, 1536]);
     assert!(model.chat_template.is_some());
     assert!(model.stop_ids().contains(&2));
     // Dequantised weights are finite and not all zero.
@@ -187,7 +134,10 @@ fn generation_config_gives_stop_ids_and_sampling_defaults() {
     let model = open(&dir, Device::Cpu).unwrap();
     assert_eq!(model.stop_ids(), vec![1, 2, 4]);
     let cfg = model.generation.to_config();
-    assert_eq!((cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.do_sample), (0.6, 0.9, 64, false));
+    assert_eq!(
+        (cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.do_sample),
+        (0.6, 0.9, 64, false)
+    );
     // A single id is one stop id too.
     std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": 3}"#).unwrap();
     assert_eq!(open(&dir, Device::Cpu).unwrap().stop_ids(), vec![1, 3]);
@@ -198,5 +148,8 @@ fn generation_config_gives_stop_ids_and_sampling_defaults() {
     // An out-of-range value fails the load, naming the file and the value.
     std::fs::write(dir.join("generation_config.json"), r#"{"temperature": -1}"#).unwrap();
     let e = open(&dir, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("generation_config.json") && e.contains("temperature") && e.contains("-1"), "{e}");
+    assert!(
+        e.contains("generation_config.json") && e.contains("temperature") && e.contains("-1"),
+        "{e}"
+    );
 }

@@ -67,22 +67,10 @@ impl ChatTokenizer {
             let id = tokenizer.token_to_id(text).ok_or_else(|| {
                 Error::Tokenizer(format!("{what} token {text:?} is not in the vocabulary"))
             })?;
-            Ok(Some(SpecialToken {
-                text: text.to_string(),
-                id: id as i64,
-            }))
+            Ok(Some(SpecialToken { text: text.to_string(), id: id as i64 }))
         };
-        let (bos, eos, pad) = (
-            special(bos, "bos")?,
-            special(eos, "eos")?,
-            special(pad, "pad")?,
-        );
-        Ok(ChatTokenizer {
-            inner: Arc::new(tokenizer),
-            bos,
-            eos,
-            pad,
-        })
+        let (bos, eos, pad) = (special(bos, "bos")?, special(eos, "eos")?, special(pad, "pad")?);
+        Ok(ChatTokenizer { inner: Arc::new(tokenizer), bos, eos, pad })
     }
 
     /// Loads `tokenizer.json`; BOS/EOS/pad come from `tokenizer_config.json` when given
@@ -115,10 +103,7 @@ impl ChatTokenizer {
     /// The tokenizer of a Hugging Face model directory (`tokenizer.json`,
     /// `tokenizer_config.json`).
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
-        Self::from_files(
-            &dir.join("tokenizer.json"),
-            Some(&dir.join("tokenizer_config.json")),
-        )
+        Self::from_files(&dir.join("tokenizer.json"), Some(&dir.join("tokenizer_config.json")))
     }
 
     /// Rebuilds the tokenizer stored in a GGUF file's metadata (see
@@ -127,12 +112,7 @@ impl ChatTokenizer {
         let built = tokenizer_json_from_gguf(file)?;
         let tokenizer: Tokenizer = serde_json::from_value(built.tokenizer_json)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", file.path().display())))?;
-        Self::new(
-            tokenizer,
-            built.bos.as_deref(),
-            built.eos.as_deref(),
-            built.pad.as_deref(),
-        )
+        Self::new(tokenizer, built.bos.as_deref(), built.eos.as_deref(), built.pad.as_deref())
     }
 
     /// The wrapped `tokenizers` tokenizer.
@@ -160,10 +140,7 @@ impl ChatTokenizer {
         add_special: bool,
     ) -> Result<(Vec<i64>, TokenOffsets)> {
         let enc = self.inner.encode(text, add_special).map_err(tok_err)?;
-        Ok((
-            enc.get_ids().iter().map(|&i| i as i64).collect(),
-            enc.get_offsets().to_vec(),
-        ))
+        Ok((enc.get_ids().iter().map(|&i| i as i64).collect(), enc.get_offsets().to_vec()))
     }
 
     /// Text of `ids`; `skip_special` drops special tokens (`<|im_end|>`).
@@ -194,9 +171,7 @@ impl ChatTokenizer {
 
     /// Text of a token id (byte-level tokens as stored, e.g. `Ġworld`).
     pub fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id)
-            .ok()
-            .and_then(|id| self.inner.id_to_token(id))
+        u32::try_from(id).ok().and_then(|id| self.inner.id_to_token(id))
     }
 
     /// Beginning-of-sequence token, when the model has one.
@@ -245,10 +220,8 @@ fn special_token_text(v: &Value) -> Option<String> {
 /// Reads and parses a JSON file, naming it in errors.
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json {
-        what: path.display().to_string(),
-        source,
-    })
+    serde_json::from_str(&text)
+        .map_err(|source| Error::Json { what: path.display().to_string(), source })
 }
 
 /// Turns generated ids into text pieces as they arrive, emitting only complete UTF-8 (a
@@ -294,12 +267,8 @@ impl StreamDecoder {
 
     /// Decoded text of the pending ids, given the emitted context before them.
     fn pending_text(&self) -> Result<Option<String>> {
-        let decode = |ids: &[u32]| {
-            self.tokenizer
-                .inner
-                .decode(ids, self.skip_special)
-                .map_err(tok_err)
-        };
+        let decode =
+            |ids: &[u32]| self.tokenizer.inner.decode(ids, self.skip_special).map_err(tok_err);
         let context = decode(&self.ids[self.prefix_offset..self.read_offset])?;
         let full = decode(&self.ids[self.prefix_offset..])?;
         if full.len() > context.len() && full.starts_with(&context) {

@@ -39,10 +39,7 @@ pub fn read_sharded_safetensors(index: &Path) -> Result<Weights> {
     let mut by_shard: HashMap<&str, Vec<&str>> = HashMap::new();
     for (name, shard) in map {
         let shard = shard.as_str().ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: shard of {name} is not a file name",
-                index.display()
-            ))
+            Error::Invalid(format!("{}: shard of {name} is not a file name", index.display()))
         })?;
         by_shard.entry(shard).or_default().push(name);
     }
@@ -120,14 +117,8 @@ mod tests {
                 "model.embed_tokens.weight".into(),
                 Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([3, 4]),
             ),
-            (
-                "model.norm.weight".into(),
-                Tensor::ones([4], (Kind::BFloat16, Device::Cpu)),
-            ),
-            (
-                "lm_head.weight".into(),
-                Tensor::full([3, 4], 0.5, (Kind::Half, Device::Cpu)),
-            ),
+            ("model.norm.weight".into(), Tensor::ones([4], (Kind::BFloat16, Device::Cpu))),
+            ("lm_head.weight".into(), Tensor::full([3, 4], 0.5, (Kind::Half, Device::Cpu))),
         ]
     }
 
@@ -143,10 +134,7 @@ mod tests {
 
         let (_, w) = read_hf_weights(&dir, Some(Kind::Float), Device::Cpu).unwrap();
         assert!(w.values().all(|t| t.kind() == Kind::Float));
-        assert_eq!(
-            Vec::<f32>::try_from(&w["lm_head.weight"].flatten(0, -1)).unwrap()[0],
-            0.5
-        );
+        assert_eq!(Vec::<f32>::try_from(&w["lm_head.weight"].flatten(0, -1)).unwrap()[0], 0.5);
     }
 
     #[test]
@@ -170,21 +158,12 @@ mod tests {
         // A tensor listed for the wrong shard is named with the index and the shard.
         let bad = serde_json::json!({"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}});
         std::fs::write(dir.join("model.safetensors.index.json"), bad.to_string()).unwrap();
-        let err = read_hf_weights(&dir, None, Device::Cpu)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("lm_head.weight") && err.contains("model-00001-of-00002"),
-            "{err}"
-        );
+        let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("lm_head.weight") && err.contains("model-00001-of-00002"), "{err}");
 
         // A missing shard is an I/O error naming it.
         let missing = serde_json::json!({"weight_map": {"x": "model-00003-of-00003.safetensors"}});
-        std::fs::write(
-            dir.join("model.safetensors.index.json"),
-            missing.to_string(),
-        )
-        .unwrap();
+        std::fs::write(dir.join("model.safetensors.index.json"), missing.to_string()).unwrap();
         let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err();
         assert!(
             matches!(&err, Error::Io { path, .. } if path.ends_with("model-00003-of-00003.safetensors")),
@@ -196,14 +175,10 @@ mod tests {
     fn corrupt_or_absent_files_are_named() {
         let dir = temp_dir("corrupt");
         std::fs::write(dir.join("model.safetensors"), b"not safetensors").unwrap();
-        let err = read_hf_weights(&dir, None, Device::Cpu)
-            .unwrap_err()
-            .to_string();
+        let err = read_hf_weights(&dir, None, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("model.safetensors"), "{err}");
         let empty = temp_dir("empty");
-        let err = read_hf_weights(&empty, None, Device::Cpu)
-            .unwrap_err()
-            .to_string();
+        let err = read_hf_weights(&empty, None, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("model.safetensors"), "{err}");
     }
 }

@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use pgmld_llm::causal_train::{evaluate_causal_lm, train_causal_lm, CausalTrainEvent};
 use pgmld_llm::chat_template::ChatMessage;
-use pgmld_llm::conversation::{encode_conversations, ConversationArgs, ConversationRow, PromptFormat, TokenizedExample};
+use pgmld_llm::conversation::{
+    encode_conversations, ConversationArgs, ConversationRow, PromptFormat, TokenizedExample,
+};
 use pgmld_llm::generate::{generate, GenerationConfig};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{apply, load_adapter, save_adapter, LoraConfig};
@@ -42,7 +44,11 @@ fn smollm2_gguf() -> Option<PathBuf> {
     if path.is_file() && chat.is_file() {
         Some(path)
     } else {
-        eprintln!("skipping: {} or {} is absent (bash scripts/setup.sh deps installs them)", path.display(), chat.display());
+        eprintln!(
+            "skipping: {} or {} is absent (bash scripts/setup.sh deps installs them)",
+            path.display(),
+            chat.display()
+        );
         None
     }
 }
@@ -53,7 +59,12 @@ fn chitchat_rows(n: usize) -> Vec<ConversationRow> {
     let path = data_dir().join("chitchat_dataset/dataset.json");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let turn = |t: &Value| -> String {
-        t.as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect::<Vec<_>>().join(" ")
+        t.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let mut rows = Vec::new();
     for conv in json.as_object().unwrap().values() {
@@ -63,7 +74,11 @@ fn chitchat_rows(n: usize) -> Vec<ConversationRow> {
         }
         let (user, reply) = (turn(&turns[0]), turn(&turns[1]));
         if (5..=60).contains(&user.len()) && (5..=60).contains(&reply.len()) {
-            rows.push(ConversationRow { system: Some(SYSTEM.into()), user, assistant: format!("{PATTERN}{reply}") });
+            rows.push(ConversationRow {
+                system: Some(SYSTEM.into()),
+                user,
+                assistant: format!("{PATTERN}{reply}"),
+            });
         }
         if rows.len() == n {
             break;
@@ -89,9 +104,15 @@ fn build(loaded: &LoadedModel, weights: &Weights) -> Llama {
 fn encode(loaded: &LoadedModel, rows: &[ConversationRow]) -> Vec<TokenizedExample> {
     let format = PromptFormat::ChatTemplate(loaded.template());
     let args = ConversationArgs { max_seq_length: 128, ..Default::default() };
-    encode_conversations(rows, &loaded.tokenizer, &format, &args, loaded.config.max_position_embeddings)
-        .unwrap()
-        .examples
+    encode_conversations(
+        rows,
+        &loaded.tokenizer,
+        &format,
+        &args,
+        loaded.config.max_position_embeddings,
+    )
+    .unwrap()
+    .examples
 }
 
 /// Greedy replies (first 8 tokens) to the users' messages of `rows`.
@@ -99,10 +120,15 @@ fn replies(model: &Llama, loaded: &LoadedModel, rows: &[ConversationRow]) -> Vec
     let template = loaded.template();
     rows.iter()
         .map(|r| {
-            let messages = [ChatMessage::new("system", SYSTEM), ChatMessage::new("user", r.user.as_str())];
+            let messages =
+                [ChatMessage::new("system", SYSTEM), ChatMessage::new("user", r.user.as_str())];
             let prompt = template.render(&messages, true).unwrap();
             let ids = loaded.tokenizer.encode(&prompt, false).unwrap();
-            let cfg = GenerationConfig { max_new_tokens: 8, stop_ids: loaded.stop_ids(), ..Default::default() };
+            let cfg = GenerationConfig {
+                max_new_tokens: 8,
+                stop_ids: loaded.stop_ids(),
+                ..Default::default()
+            };
             let out = generate(model, &ids, &cfg, |_| ControlFlow::Continue(())).unwrap();
             loaded.tokenizer.decode(&out.tokens, true).unwrap()
         })
@@ -150,8 +176,10 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
 
     tch::manual_seed(42);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = LoraConfig::from_json(&json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "task_type": "CAUSAL_LM"}))
-        .unwrap();
+    let cfg = LoraConfig::from_json(
+        &json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "task_type": "CAUSAL_LM"}),
+    )
+    .unwrap();
     let summary = apply(&mut model, &cfg, &vs).unwrap();
     eprintln!("{}", summary.params);
     assert_eq!(summary.params.trainable, 30 * (8 * 576 + 576 * 8 + 8 * 576 + 192 * 8));
@@ -185,7 +213,12 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
         tuned.eval_loss,
         tuned.perplexity
     );
-    assert!(tuned.eval_loss < base_eval.eval_loss - 0.3, "{} -> {}", base_eval.eval_loss, tuned.eval_loss);
+    assert!(
+        tuned.eval_loss < base_eval.eval_loss - 0.3,
+        "{} -> {}",
+        base_eval.eval_loss,
+        tuned.eval_loss
+    );
     let tuned_replies = replies(&model, &loaded, probe);
     eprintln!("tuned replies: {tuned_replies:?}");
     assert!(follows(&tuned_replies) >= 5, "{tuned_replies:?}");
@@ -194,7 +227,10 @@ fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
     let dir = std::env::temp_dir().join(format!("pgmld-lora-smollm2-{}", std::process::id()));
     let bytes = save_adapter(&dir, &cfg, &vs, "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
     eprintln!("adapter: {bytes} bytes");
-    assert!(bytes > 4 * summary.params.trainable as u64 && bytes < 4 * summary.params.trainable as u64 + 16_384);
+    assert!(
+        bytes > 4 * summary.params.trainable as u64
+            && bytes < 4 * summary.params.trainable as u64 + 16_384
+    );
     let ids = Tensor::from_slice(&eval[0].input_ids).unsqueeze(0);
     let want = tch::no_grad(|| model.forward(&ids, None, false));
     for merge in [false, true] {
@@ -245,7 +281,8 @@ fn reset_peak_rss() {
 }
 
 const OPTION_ENV: &str = "PGMLD_LORA_MEMORY_OPTION";
-const OPTIONS: &[&str] = &["lora_f32", "load_in_8bit", "adamw_bnb_8bit", "gradient_checkpointing", "grad_accum_4"];
+const OPTIONS: &[&str] =
+    &["lora_f32", "load_in_8bit", "adamw_bnb_8bit", "gradient_checkpointing", "grad_accum_4"];
 
 /// One memory option, in a child process started by [`memory_options_each_run`].
 #[test]
@@ -260,19 +297,27 @@ fn memory_option_child() {
         "load_in_8bit" => (json!({}), true),
         "adamw_bnb_8bit" => (json!({"optim": "adamw_bnb_8bit"}), false),
         "gradient_checkpointing" => (json!({"gradient_checkpointing": true}), false),
-        "grad_accum_4" => (json!({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}), false),
+        "grad_accum_4" => {
+            (json!({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}), false)
+        }
         other => panic!("unknown option {other}"),
     };
     if int8 {
         let q = quantize_int8(&mut model);
-        eprintln!("int8: {} projections, {:.1} -> {:.1} MiB", q.linears, q.bytes_before as f64 / 1048576.0, q.bytes_after as f64 / 1048576.0);
+        eprintln!(
+            "int8: {} projections, {:.1} -> {:.1} MiB",
+            q.linears,
+            q.bytes_before as f64 / 1048576.0,
+            q.bytes_after as f64 / 1048576.0
+        );
     }
     let pad = loaded.tokenizer.pad_id().unwrap();
     let train = encode(&loaded, &chitchat_rows(16));
     drop(loaded);
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = LoraConfig::from_json(&json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})).unwrap();
+    let cfg =
+        LoraConfig::from_json(&json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05})).unwrap();
     apply(&mut model, &cfg, &vs).unwrap();
     let mut extra = train_args;
     extra["max_steps"] = json!(2);
@@ -280,7 +325,8 @@ fn memory_option_child() {
     let setup_rss = rss_mib();
     reset_peak_rss();
     let cpu_before = cpu_seconds();
-    let out = train_causal_lm(&model, &vs, &train, &[], &args, pad, |_| {}, |_| {}, || false, None).unwrap();
+    let out = train_causal_lm(&model, &vs, &train, &[], &args, pad, |_| {}, |_| {}, || false, None)
+        .unwrap();
     let cpu = cpu_seconds() - cpu_before;
     let tokens = out.train.train_tokens_per_second * out.train.train_runtime;
     let result = json!({
@@ -350,4 +396,3 @@ fn memory_options_each_run() {
     // Micro-batches of 2 instead of 8.
     assert!(peak(4) < peak(0), "accumulation {} vs f32 {}", peak(4), peak(0));
 }
-

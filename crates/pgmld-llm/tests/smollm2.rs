@@ -31,21 +31,13 @@ fn greedy_answer_mentions_paris() {
     let start = Instant::now();
     let mut loaded = pgmld_llm::source::open(&path, Device::Cpu).unwrap();
     let opened = start.elapsed();
-    let model = Llama::load(
-        loaded.config.clone(),
-        &mut loaded.weights,
-        Device::Cpu,
-        Kind::Float,
-    )
-    .unwrap();
+    let model =
+        Llama::load(loaded.config.clone(), &mut loaded.weights, Device::Cpu, Kind::Float).unwrap();
     let load_time = start.elapsed();
 
     let template = loaded.template();
     let prompt = template
-        .render(
-            &[ChatMessage::new("user", "What is the capital of France?")],
-            true,
-        )
+        .render(&[ChatMessage::new("user", "What is the capital of France?")], true)
         .unwrap();
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
     let prompt_ids = loaded.tokenizer.encode(&prompt, false).unwrap();
@@ -77,13 +69,7 @@ fn greedy_answer_mentions_paris() {
         out.tokens.len() as f64 / gen_time.as_secs_f64(),
         out.finish_reason,
     );
-    assert_eq!(
-        streamed, answer,
-        "streamed pieces concatenate to the decoded answer"
-    );
+    assert_eq!(streamed, answer, "streamed pieces concatenate to the decoded answer");
     assert!(answer.contains("Paris"), "answer: {answer:?}");
-    assert!(matches!(
-        out.finish_reason,
-        FinishReason::Stop | FinishReason::Length
-    ));
+    assert!(matches!(out.finish_reason, FinishReason::Stop | FinishReason::Length));
 }

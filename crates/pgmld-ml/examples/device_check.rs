@@ -8,7 +8,11 @@ use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 
 fn main() {
     let device = best_device();
-    println!("cuda available: {}, devices: {}, using {device:?}", tch::Cuda::is_available(), tch::Cuda::device_count());
+    println!(
+        "cuda available: {}, devices: {}, using {device:?}",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count()
+    );
     let cfg: Config = serde_json::from_str(
         r#"{"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
             "intermediate_size": 1536, "hidden_act": "gelu", "max_position_embeddings": 512,

@@ -39,8 +39,18 @@ fn main() {
         "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt
     }))
     .expect("args");
-    let out = train_classifier(&mut model, &tok, &rows, eval, &targs, |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()), |_| {}, || false, None)
-        .expect("training");
+    let out = train_classifier(
+        &mut model,
+        &tok,
+        &rows,
+        eval,
+        &targs,
+        |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()),
+        |_| {},
+        || false,
+        None,
+    )
+    .expect("training");
     println!(
         "{}",
         serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "gradient_checkpointing": ckpt, "train": out.train, "eval": out.eval})

@@ -31,16 +31,18 @@ impl Rng {
 /// A seed derived from `seed` and `parts` (SplitMix64 applied in a chain): the same inputs
 /// give the same seed on every run and device, nearby inputs unrelated ones.
 pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
-    parts
-        .iter()
-        .fold(Rng(seed).next_u64(), |h, &p| Rng(h ^ p).next_u64())
+    parts.iter().fold(Rng(seed).next_u64(), |h, &p| Rng(h ^ p).next_u64())
 }
 
 /// Length-grouped batches (as HF `group_by_length`): shuffle the indices, cut them into
 /// chunks of 50 batches, sort each chunk by length (longest first), cut into batches, then
 /// shuffle the batch order. Batches of similar lengths waste little padding. Shared by the
 /// classification trainer and pgmld-llm's causal-LM trainer.
-pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+pub fn length_grouped_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut idx);
     let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
@@ -55,7 +57,12 @@ pub fn length_grouped_batches(lengths: &[usize], batch_size: usize, rng: &mut Rn
 /// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
 /// epoch's order in turn, so the order depends on the seed and the epoch only, and a
 /// resumed run replays the earlier epochs' draws (index shuffles: cheap) to get it.
-pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
     let mut rng = Rng(seed);
     let mut batches = length_grouped_batches(lengths, batch_size, &mut rng);
     for _ in 0..epoch {
@@ -77,10 +84,7 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
         // Within a batch the lengths are sorted (longest first) and close together.
-        let spread: usize = b
-            .iter()
-            .map(|x| lengths[x[0]] - lengths[*x.last().unwrap()])
-            .sum();
+        let spread: usize = b.iter().map(|x| lengths[x[0]] - lengths[*x.last().unwrap()]).sum();
         assert!(spread / b.len() < 16, "mean spread {}", spread / b.len());
         // Seeded: same seed, same batches; other seed, other batches.
         assert_eq!(b, length_grouped_batches(&lengths, 8, &mut Rng(7)));
@@ -96,14 +100,23 @@ mod tests {
             assert_eq!(all, (0..37).collect::<Vec<_>>());
         }
         assert_ne!(epoch_batches(&lengths, 4, 9, 0), epoch_batches(&lengths, 4, 9, 1));
-        assert_eq!(epoch_batches(&lengths, 4, 9, 2), epoch_batches(&lengths, 4, 9, 2), "a resumed run recomputes it");
+        assert_eq!(
+            epoch_batches(&lengths, 4, 9, 2),
+            epoch_batches(&lengths, 4, 9, 2),
+            "a resumed run recomputes it"
+        );
     }
 
     #[test]
     fn derived_seeds_differ_by_every_part() {
         let s = derive_seed(42, &[1, 2]);
         assert_eq!(s, derive_seed(42, &[1, 2]));
-        for other in [derive_seed(43, &[1, 2]), derive_seed(42, &[2, 1]), derive_seed(42, &[1, 3]), derive_seed(42, &[1])] {
+        for other in [
+            derive_seed(43, &[1, 2]),
+            derive_seed(42, &[2, 1]),
+            derive_seed(42, &[1, 3]),
+            derive_seed(42, &[1]),
+        ] {
             assert_ne!(s, other);
         }
     }

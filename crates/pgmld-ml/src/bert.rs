@@ -94,13 +94,8 @@ impl BertSelfAttention {
 
     /// `xs` `[batch, seq, hidden]`; `mask` boolean `[batch, 1, 1, seq]`, true = attend.
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
-        let (b, s, hidden) = xs
-            .size3()
-            .expect("hidden states must be [batch, seq, hidden]");
-        let heads = |t: Tensor| {
-            t.view([b, s, self.num_heads, self.head_dim])
-                .transpose(1, 2)
-        };
+        let (b, s, hidden) = xs.size3().expect("hidden states must be [batch, seq, hidden]");
+        let heads = |t: Tensor| t.view([b, s, self.num_heads, self.head_dim]).transpose(1, 2);
         let q = heads(xs.apply(&self.query));
         let k = heads(xs.apply(&self.key));
         let v = heads(xs.apply(&self.value));
@@ -180,9 +175,7 @@ pub struct BertPooler {
 impl BertPooler {
     /// Creates the variables under `vs`.
     pub fn load(vs: nn::Path, cfg: &Config) -> Self {
-        Self {
-            dense: cfg.linear(&vs / "dense", cfg.hidden_size, cfg.hidden_size),
-        }
+        Self { dense: cfg.linear(&vs / "dense", cfg.hidden_size, cfg.hidden_size) }
     }
 
     /// `[batch, seq, hidden]` → `[batch, hidden]`.
@@ -194,9 +187,7 @@ impl BertPooler {
 /// Turns a `[batch, seq]` 0/1 attention mask into the boolean `[batch, 1, 1, seq]` mask
 /// taken by [`BertSelfAttention::forward`] (true = attend).
 pub fn attention_bool_mask(attention_mask: &Tensor) -> Tensor {
-    let (b, s) = attention_mask
-        .size2()
-        .expect("attention_mask must be [batch, seq]");
+    let (b, s) = attention_mask.size2().expect("attention_mask must be [batch, seq]");
     attention_mask.ne(0).view([b, 1, 1, s])
 }
 
@@ -215,7 +206,10 @@ impl<E: EmbeddingLayer> Encoder<E, BertLayer> {
     /// `vs/encoder/layer/N` (BERT and RoBERTa share them).
     pub fn with_bert_layers(vs: &nn::Path, cfg: &Config, embeddings: E) -> Self {
         let enc = vs / "encoder" / "layer";
-        Encoder::new(embeddings, (0..cfg.num_hidden_layers).map(|i| BertLayer::load(&enc / i, cfg)).collect())
+        Encoder::new(
+            embeddings,
+            (0..cfg.num_hidden_layers).map(|i| BertLayer::load(&enc / i, cfg)).collect(),
+        )
     }
 }
 
@@ -274,18 +268,13 @@ impl BertForSequenceClassification {
         token_type_ids: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let hidden = self
-            .bert
-            .forward(input_ids, attention_mask, token_type_ids, train);
+        let hidden = self.bert.forward(input_ids, attention_mask, token_type_ids, train);
         self.head(&hidden, train)
     }
 
     /// The head alone: `last_hidden_state` `[batch, seq, hidden]` → logits.
     pub fn head(&self, hidden: &Tensor, train: bool) -> Tensor {
-        self.pooler
-            .forward(hidden)
-            .dropout(self.dropout, train)
-            .apply(&self.classifier)
+        self.pooler.forward(hidden).dropout(self.dropout, train).apply(&self.classifier)
     }
 
     /// Mean cross-entropy of `logits` `[batch, num_labels]` against int64 `labels` `[batch]`.

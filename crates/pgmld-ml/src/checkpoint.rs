@@ -65,20 +65,15 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// Reads a sharded checkpoint from its index (`{"weight_map": {tensor: shard file}}`);
 /// shards are files beside the index.
 pub fn read_sharded(index: &Path) -> Result<HashMap<String, Tensor>> {
     let text = std::fs::read_to_string(index).map_err(io_err(index))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Config {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|source| Error::Config { path: index.to_path_buf(), source })?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -89,10 +84,7 @@ pub fn read_sharded(index: &Path) -> Result<HashMap<String, Tensor>> {
             .as_str()
             .ok_or_else(|| bad(index, format!("weight_map[{name:?}] is not a file name")))?;
         if file.is_empty() || file.contains(['/', '\\']) || file == ".." {
-            return Err(bad(
-                index,
-                format!("shard {file:?} is not a file beside the index"),
-            ));
+            return Err(bad(index, format!("shard {file:?} is not a file beside the index")));
         }
         shards.insert(file);
     }
@@ -112,10 +104,7 @@ pub fn read_torch_file(path: &Path) -> Result<HashMap<String, Tensor>> {
     } else if bytes.starts_with(b"\x80") {
         read_legacy(path, &bytes)?
     } else {
-        return Err(bad(
-            path,
-            "neither a torch zip archive nor a legacy torch pickle",
-        ));
+        return Err(bad(path, "neither a torch zip archive nor a legacy torch pickle"));
     };
     Ok(refs)
 }
@@ -159,11 +148,7 @@ fn materialize(
             if bytes.len() < need {
                 return Err(bad(
                     path,
-                    format!(
-                        "storage {} has {} bytes, needs {need}",
-                        t.storage.key,
-                        bytes.len()
-                    ),
+                    format!("storage {} has {} bytes, needs {need}", t.storage.key, bytes.len()),
                 ));
             }
             let s = Tensor::f_from_data_size(&bytes[..need], &[t.storage.numel], t.storage.kind)?;
@@ -241,26 +226,19 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
     let mut raw: HashMap<String, &[u8]> = HashMap::new();
     for key in keys {
         let pickle::Value::Str(key) = key else {
-            return Err(bad(
-                path,
-                "legacy torch format: storage key is not a string",
-            ));
+            return Err(bad(path, "legacy torch format: storage key is not a string"));
         };
         let s = un
             .storages()
             .get(&key)
             .ok_or_else(|| bad(path, format!("legacy storage {key} is never used")))?;
-        let header = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| bad(path, "legacy torch format: truncated"))?;
+        let header =
+            bytes.get(pos..pos + 8).ok_or_else(|| bad(path, "legacy torch format: truncated"))?;
         let numel = i64::from_le_bytes(header.try_into().unwrap_or([0; 8]));
         if numel != s.numel {
             return Err(bad(
                 path,
-                format!(
-                    "legacy storage {key}: {numel} elements, expected {}",
-                    s.numel
-                ),
+                format!("legacy storage {key}: {numel} elements, expected {}", s.numel),
             ));
         }
         let start = pos + 8;

@@ -32,7 +32,9 @@ pub fn backward_checkpointed(
     seed: i64,
     autocast: bool,
 ) -> Tensor {
-    let run = |k: usize, f: &dyn Fn() -> Tensor| seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f));
+    let run = |k: usize, f: &dyn Fn() -> Tensor| {
+        seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f))
+    };
     let mask = attention_bool_mask(&batch.attention_mask);
     let n = model.num_layers();
     // Forward without a graph: keep each layer's input.

@@ -107,22 +107,13 @@ pub struct Classifier {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| Error::Config {
-        path: path.to_path_buf(),
-        source,
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text).map_err(|source| Error::Config { path: path.to_path_buf(), source })
 }
 
 fn labels_in(config: &serde_json::Value) -> Option<i64> {
-    config
-        .get("id2label")
-        .and_then(|m| m.as_object())
-        .map(|m| m.len() as i64)
-        .filter(|&n| n > 0)
+    config.get("id2label").and_then(|m| m.as_object()).map(|m| m.len() as i64).filter(|&n| n > 0)
 }
 
 impl Classifier {
@@ -260,23 +251,14 @@ impl Classifier {
     /// (`id2label`, `label2id`) and this head's `architectures`.
     pub fn config_with_labels(&self, labels: &[String]) -> serde_json::Value {
         let mut cfg = self.config.clone();
-        let id2label: BTreeMap<String, String> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), l.clone()))
-            .collect();
-        let label2id: BTreeMap<String, i64> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.clone(), i as i64))
-            .collect();
+        let id2label: BTreeMap<String, String> =
+            labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect();
+        let label2id: BTreeMap<String, i64> =
+            labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
         if let Some(obj) = cfg.as_object_mut() {
             obj.insert("id2label".into(), serde_json::json!(id2label));
             obj.insert("label2id".into(), serde_json::json!(label2id));
-            obj.insert(
-                "architectures".into(),
-                serde_json::json!([self.arch.class_name()]),
-            );
+            obj.insert("architectures".into(), serde_json::json!([self.arch.class_name()]));
             obj.remove("num_labels");
         }
         cfg

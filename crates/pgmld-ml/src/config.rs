@@ -97,14 +97,10 @@ impl Config {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Config = serde_json::from_str(&text).map_err(|source| Error::Config {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let cfg: Config = serde_json::from_str(&text)
+            .map_err(|source| Error::Config { path: path.to_path_buf(), source })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -128,18 +124,12 @@ impl Config {
 
     /// Number of labels from `id2label`, if the config has one.
     pub fn num_labels(&self) -> Option<i64> {
-        self.id2label
-            .as_ref()
-            .map(|m| m.len() as i64)
-            .filter(|&n| n > 0)
+        self.id2label.as_ref().map(|m| m.len() as i64).filter(|&n| n > 0)
     }
 
     pub(crate) fn linear(&self, vs: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
         let c = nn::LinearConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.,
-                stdev: self.initializer_range,
-            },
+            ws_init: nn::Init::Randn { mean: 0., stdev: self.initializer_range },
             bs_init: Some(nn::Init::Const(0.)),
             bias: true,
         };
@@ -148,20 +138,14 @@ impl Config {
 
     pub(crate) fn embedding(&self, vs: nn::Path, n: i64) -> nn::Embedding {
         let c = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.,
-                stdev: self.initializer_range,
-            },
+            ws_init: nn::Init::Randn { mean: 0., stdev: self.initializer_range },
             ..Default::default()
         };
         nn::embedding(vs, n, self.hidden_size, c)
     }
 
     pub(crate) fn layer_norm(&self, vs: nn::Path) -> nn::LayerNorm {
-        let c = nn::LayerNormConfig {
-            eps: self.layer_norm_eps,
-            ..Default::default()
-        };
+        let c = nn::LayerNormConfig { eps: self.layer_norm_eps, ..Default::default() };
         nn::layer_norm(vs, vec![self.hidden_size], c)
     }
 }

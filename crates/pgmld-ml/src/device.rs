@@ -18,7 +18,9 @@ pub fn load_cuda() {
     CUDA_LOADED.call_once(|| {
         // SAFETY: dlopen with a valid NUL-terminated name. The handle is never closed on
         // purpose (the library must stay loaded); a null handle means no CUDA build here.
-        let _handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        let _handle = unsafe {
+            libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
+        };
     });
 }
 
@@ -34,7 +36,8 @@ pub fn best_device() -> Device {
 /// (stable, Itanium-mangled) symbol. Returns false, changing nothing, when the symbol is
 /// absent (the caller then trains in float32).
 pub fn cuda_autocast_bf16() -> bool {
-    const SYMBOL: &std::ffi::CStr = c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE";
+    const SYMBOL: &std::ffi::CStr =
+        c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE";
     // c10::DeviceType::CUDA and c10::ScalarType::BFloat16; both enums are int8-sized and
     // passed in a register like any small integer.
     const CUDA: i8 = 1;

@@ -9,8 +9,8 @@
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
 
-use crate::encoder::{EmbeddingLayer, Encoder, EncoderLayer};
 use crate::config::HiddenAct;
+use crate::encoder::{EmbeddingLayer, Encoder, EncoderLayer};
 use crate::error::{Error, Result};
 
 /// LayerNorm epsilon, fixed in HF's DistilBERT (not in its config).
@@ -115,19 +115,14 @@ impl Config {
             self.max_position_embeddings,
         ];
         if positive.iter().any(|&v| v <= 0) {
-            return Err(Error::Unsupported(format!(
-                "DistilBERT sizes must be positive: {self:?}"
-            )));
+            return Err(Error::Unsupported(format!("DistilBERT sizes must be positive: {self:?}")));
         }
         Ok(())
     }
 
     fn linear(&self, vs: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
         let c = nn::LinearConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.,
-                stdev: self.initializer_range,
-            },
+            ws_init: nn::Init::Randn { mean: 0., stdev: self.initializer_range },
             bs_init: Some(nn::Init::Const(0.)),
             bias: true,
         };
@@ -135,10 +130,7 @@ impl Config {
     }
 
     fn layer_norm(&self, vs: nn::Path) -> nn::LayerNorm {
-        let c = nn::LayerNormConfig {
-            eps: LAYER_NORM_EPS,
-            ..Default::default()
-        };
+        let c = nn::LayerNormConfig { eps: LAYER_NORM_EPS, ..Default::default() };
         nn::layer_norm(vs, vec![self.dim], c)
     }
 }
@@ -150,13 +142,8 @@ fn sinusoidal_table(n_pos: i64, dim: i64) -> Tensor {
     let j = Tensor::arange(dim, (Kind::Double, tch::Device::Cpu));
     let expo = (j.divide_scalar_mode(2, "floor") * 2.0) / dim as f64;
     let angle = pos / Tensor::from(10000.0f64).pow(&expo).unsqueeze(0);
-    let even = Tensor::arange(dim, (Kind::Int64, tch::Device::Cpu))
-        .remainder(2)
-        .eq(0);
-    angle
-        .sin()
-        .where_self(&even.unsqueeze(0), &angle.cos())
-        .to_kind(Kind::Float)
+    let even = Tensor::arange(dim, (Kind::Int64, tch::Device::Cpu)).remainder(2).eq(0);
+    angle.sin().where_self(&even.unsqueeze(0), &angle.cos()).to_kind(Kind::Float)
 }
 
 /// Word + position embeddings, then LayerNorm and dropout (HF `embeddings`).
@@ -174,10 +161,7 @@ impl Embeddings {
     /// excluded from training, as in HF.
     pub fn load(vs: nn::Path, cfg: &Config) -> Self {
         let emb_cfg = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.,
-                stdev: cfg.initializer_range,
-            },
+            ws_init: nn::Init::Randn { mean: 0., stdev: cfg.initializer_range },
             ..Default::default()
         };
         let pos_vs = &vs / "position_embeddings";
@@ -251,10 +235,7 @@ impl MultiHeadSelfAttention {
         let p = if train { self.dropout } else { 0.0 };
         let ctx =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, false, None::<f64>, false);
-        ctx.transpose(1, 2)
-            .contiguous()
-            .view([b, s, dim])
-            .apply(&self.out_lin)
+        ctx.transpose(1, 2).contiguous().view([b, s, dim]).apply(&self.out_lin)
     }
 }
 
@@ -280,10 +261,7 @@ impl Ffn {
 
     /// `[batch, seq, dim]` → `[batch, seq, dim]`.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.act
-            .forward(&xs.apply(&self.lin1))
-            .apply(&self.lin2)
-            .dropout(self.dropout, train)
+        self.act.forward(&xs.apply(&self.lin1)).apply(&self.lin2).dropout(self.dropout, train)
     }
 }
 

@@ -33,7 +33,12 @@ impl<E: EmbeddingLayer, L: EncoderLayer> Encoder<E, L> {
     }
 
     /// The embedding output: the first segment of a checkpointed forward pass.
-    pub fn embed(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
+    pub fn embed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         self.embeddings.embed(input_ids, token_type_ids, train)
     }
 
@@ -43,7 +48,13 @@ impl<E: EmbeddingLayer, L: EncoderLayer> Encoder<E, L> {
     }
 
     /// Runs transformer layer `i` alone (`mask` as from [`attention_bool_mask`]).
-    pub fn layer_forward(&self, i: usize, xs: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+    pub fn layer_forward(
+        &self,
+        i: usize,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         self.layers[i].run(xs, mask, train)
     }
 

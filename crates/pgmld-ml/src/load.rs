@@ -95,9 +95,7 @@ pub fn load_tensors(
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let base = base_prefix(vars.iter().map(|v| &v.0), tensors.keys());
     for (name, mut var) in vars {
-        let found = candidates(&name, base)
-            .into_iter()
-            .find(|c| tensors.contains_key(c));
+        let found = candidates(&name, base).into_iter().find(|c| tensors.contains_key(c));
         let Some(key) = found else {
             if may_stay_fresh(&name) {
                 report.fresh.push(name);
@@ -113,27 +111,16 @@ pub fn load_tensors(
                 report.fresh.push(name);
                 continue;
             }
-            return Err(Error::ShapeMismatch {
-                name,
-                found: src.size(),
-                expected: var.size(),
-            });
+            return Err(Error::ShapeMismatch { name, found: src.size(), expected: var.size() });
         }
         tch::no_grad(|| var.f_copy_(src))?;
         report.loaded.push(name);
     }
     if !missing.is_empty() {
         missing.truncate(8);
-        return Err(Error::MissingWeights {
-            path: source.to_path_buf(),
-            names: missing,
-        });
+        return Err(Error::MissingWeights { path: source.to_path_buf(), names: missing });
     }
-    report.unused = tensors
-        .keys()
-        .filter(|k| !used.contains(*k))
-        .cloned()
-        .collect();
+    report.unused = tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
     report.unused.sort();
     Ok(report)
 }
@@ -174,12 +161,7 @@ impl BertModel {
         let mut vs = nn::VarStore::new(device);
         let model = BertModel::load(vs.root(), &config);
         let report = load_checkpoint(&mut vs, dir, |_| false)?;
-        Ok(Pretrained {
-            vs,
-            config,
-            model,
-            report,
-        })
+        Ok(Pretrained { vs, config, model, report })
     }
 }
 
@@ -200,11 +182,6 @@ impl BertForSequenceClassification {
         let model = BertForSequenceClassification::load(vs.root(), &config, n);
         let head = |name: &str| name.starts_with("classifier.") || name.starts_with("bert.pooler.");
         let report = load_checkpoint(&mut vs, dir, head)?;
-        Ok(Pretrained {
-            vs,
-            config,
-            model,
-            report,
-        })
+        Ok(Pretrained { vs, config, model, report })
     }
 }

@@ -7,11 +7,7 @@ use std::collections::BTreeSet;
 /// # Panics
 /// When the slices differ in length.
 pub fn accuracy(y_true: &[i64], y_pred: &[i64]) -> f64 {
-    assert_eq!(
-        y_true.len(),
-        y_pred.len(),
-        "y_true and y_pred differ in length"
-    );
+    assert_eq!(y_true.len(), y_pred.len(), "y_true and y_pred differ in length");
     if y_true.is_empty() {
         return 0.0;
     }
@@ -22,11 +18,7 @@ pub fn accuracy(y_true: &[i64], y_pred: &[i64]) -> f64 {
 /// Per-class F1 over the labels present in `y_true` ∪ `y_pred`, sorted ascending
 /// (`sklearn.metrics.f1_score(average=None)`); a class with no true positives scores 0.
 pub fn f1_per_class(y_true: &[i64], y_pred: &[i64]) -> Vec<(i64, f64)> {
-    assert_eq!(
-        y_true.len(),
-        y_pred.len(),
-        "y_true and y_pred differ in length"
-    );
+    assert_eq!(y_true.len(), y_pred.len(), "y_true and y_pred differ in length");
     let labels: BTreeSet<i64> = y_true.iter().chain(y_pred).copied().collect();
     labels
         .into_iter()
@@ -44,11 +36,7 @@ pub fn f1_per_class(y_true: &[i64], y_pred: &[i64]) -> Vec<(i64, f64)> {
             }
             // F1 = 2tp / (2tp + fp + fn); 0 when undefined (sklearn's zero_division=0).
             let denom = 2 * tp + fp + fn_;
-            let f1 = if denom == 0 {
-                0.0
-            } else {
-                2.0 * tp as f64 / denom as f64
-            };
+            let f1 = if denom == 0 { 0.0 } else { 2.0 * tp as f64 / denom as f64 };
             (c, f1)
         })
         .collect()

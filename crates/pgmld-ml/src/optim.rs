@@ -28,7 +28,11 @@ pub fn no_decay(name: &str) -> bool {
 /// The trainable variables of `vs` sorted by name (the update order), each with its weight
 /// decay: `weight_decay`, or 0 for the variables `no_decay` picks. What every AdamW variant
 /// updates.
-pub fn decay_groups(vs: &nn::VarStore, weight_decay: f64, no_decay: impl Fn(&str) -> bool) -> Vec<(String, Tensor, f64)> {
+pub fn decay_groups(
+    vs: &nn::VarStore,
+    weight_decay: f64,
+    no_decay: impl Fn(&str) -> bool,
+) -> Vec<(String, Tensor, f64)> {
     let mut params: Vec<(String, Tensor, f64)> = vs
         .variables()
         .into_iter()
@@ -98,10 +102,7 @@ pub struct AdamW {
 const STEP: &str = "step";
 
 fn checkpoint_err(path: &Path, message: String) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::Checkpoint { path: path.to_path_buf(), message }
 }
 
 impl AdamW {
@@ -113,13 +114,7 @@ impl AdamW {
             .into_iter()
             .map(|(name, tensor, weight_decay)| Param { name, tensor, weight_decay, moments: None })
             .collect();
-        AdamW {
-            params,
-            beta1: DEFAULT_BETA1,
-            beta2: DEFAULT_BETA2,
-            eps: DEFAULT_EPS,
-            steps: 0,
-        }
+        AdamW { params, beta1: DEFAULT_BETA1, beta2: DEFAULT_BETA2, eps: DEFAULT_EPS, steps: 0 }
     }
 
     /// Sets β₁, β₂ and ε.
@@ -156,8 +151,14 @@ impl AdamW {
                     step: 0,
                 });
                 m.step += 1;
-                let (step_size, denom) =
-                    adam_moments(&mut m.exp_avg, &mut m.exp_avg_sq, &grad, m.step, lr, (beta1, beta2, eps));
+                let (step_size, denom) = adam_moments(
+                    &mut m.exp_avg,
+                    &mut m.exp_avg_sq,
+                    &grad,
+                    m.step,
+                    lr,
+                    (beta1, beta2, eps),
+                );
                 let _ = p.tensor.addcdiv_(&(&m.exp_avg * -step_size), &denom);
             }
         });
@@ -197,10 +198,7 @@ impl AdamW {
             Tensor::read_safetensors(path)?.into_iter().collect();
         let scalar = |t: &Tensor, name: &str| -> Result<i64> {
             if t.kind() != Kind::Int64 || t.numel() != 1 {
-                return Err(checkpoint_err(
-                    path,
-                    format!("{name} is not an int64 scalar"),
-                ));
+                return Err(checkpoint_err(path, format!("{name} is not an int64 scalar")));
             }
             Ok(t.int64_value(&[]))
         };
@@ -265,12 +263,8 @@ impl AdamW {
 /// the device: no host sync.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Tensor {
     tch::no_grad(|| {
-        let norms: Vec<Tensor> = params
-            .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
-            .map(|g| g.norm())
-            .collect();
+        let norms: Vec<Tensor> =
+            params.iter().map(Tensor::grad).filter(Tensor::defined).map(|g| g.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm();
         if max_norm > 0.0 {
             let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
@@ -304,11 +298,7 @@ mod tests {
         let root = vs.root();
         nn::seq()
             .add(nn::linear(&root / "dense", 6, 8, Default::default()))
-            .add(nn::layer_norm(
-                &root / "LayerNorm",
-                vec![8],
-                Default::default(),
-            ))
+            .add(nn::layer_norm(&root / "LayerNorm", vec![8], Default::default()))
             .add_fn(|x| x.gelu("none"))
             .add(nn::linear(&root / "out", 8, 3, Default::default()))
     }
@@ -321,16 +311,11 @@ mod tests {
     }
 
     fn params(vs: &nn::VarStore) -> HashMap<String, Tensor> {
-        vs.variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.detach().copy()))
-            .collect()
+        vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
     }
 
     fn max_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
-        a.iter()
-            .map(|(k, t)| (t - &b[k]).abs().max().double_value(&[]))
-            .fold(0.0, f64::max)
+        a.iter().map(|(k, t)| (t - &b[k]).abs().max().double_value(&[])).fold(0.0, f64::max)
     }
 
     #[test]
@@ -356,12 +341,7 @@ mod tests {
                 v.group = usize::from(nd.contains(&(v.tensor.data_ptr() as usize)));
             }
         }
-        let mut theirs = nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(&vs_tch, 1e-2)
-        .unwrap();
+        let mut theirs = nn::AdamW { wd, ..Default::default() }.build(&vs_tch, 1e-2).unwrap();
         theirs.set_weight_decay_group(0, wd);
         theirs.set_weight_decay_group(1, 0.0);
         let mut ours = AdamW::new(&vs_ours, wd, no_decay);

@@ -63,10 +63,7 @@ pub struct RobertaEmbeddings {
 impl RobertaEmbeddings {
     /// Creates the variables under `vs` (HF prefix `roberta.embeddings`).
     pub fn load(vs: nn::Path, cfg: &Config) -> Self {
-        Self {
-            bert: BertEmbeddings::load(vs, cfg),
-            padding_idx: cfg.pad_token_id,
-        }
+        Self { bert: BertEmbeddings::load(vs, cfg), padding_idx: cfg.pad_token_id }
     }
 
     /// `input_ids` `[batch, seq]` (int64, padded with `pad_token_id`) → `[batch, seq, hidden]`.
@@ -171,9 +168,7 @@ impl RobertaForSequenceClassification {
         token_type_ids: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let hidden = self
-            .roberta
-            .forward(input_ids, attention_mask, token_type_ids, train);
+        let hidden = self.roberta.forward(input_ids, attention_mask, token_type_ids, train);
         self.classifier.forward(&hidden, train)
     }
 }

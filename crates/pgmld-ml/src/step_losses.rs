@@ -80,12 +80,14 @@ impl StepLosses {
     ) -> Result<StepEnd> {
         st.global_step += 1;
         let done = group_no + 1;
-        st.micro_batches_done_in_epoch = (done * args.gradient_accumulation_steps).min(batches_in_epoch);
+        st.micro_batches_done_in_epoch =
+            (done * args.gradient_accumulation_steps).min(batches_in_epoch);
         let global_step = st.global_step;
         self.record(step_loss, global_step)?;
         st.epoch = st.epoch_index as f64 + done as f64 / updates_per_epoch as f64;
         let log = self.log(st, args, step_loss, grad_norm, learning_rate)?;
-        let eval = eval_due(args, global_step, done as i64 == updates_per_epoch) && global_step < st.max_steps;
+        let eval = eval_due(args, global_step, done as i64 == updates_per_epoch)
+            && global_step < st.max_steps;
         let save = global_step % args.save_steps == 0;
         if save {
             self.store(st, step_loss)?;
@@ -185,7 +187,11 @@ mod tests {
             let l = Tensor::from(loss);
             losses.record(&l, step).unwrap();
             let ev = losses.log(&mut st, &args, &l, &norm, 0.1).unwrap();
-            assert_eq!(ev.map(|e| (e.step, e.loss)), (step == 2).then_some((2, 3.0)), "step {step}");
+            assert_eq!(
+                ev.map(|e| (e.step, e.loss)),
+                (step == 2).then_some((2, 3.0)),
+                "step {step}"
+            );
         }
         losses.store(&mut st, &Tensor::from(1.0f32)).unwrap();
         assert_eq!((st.total_loss_sum, st.window_loss_sum, st.last_logged), (7.0, 1.0, 2));
@@ -207,7 +213,11 @@ mod tests {
 
     #[test]
     fn eval_timing() {
-        let every = TrainingArgs { eval_steps: Some(5), eval_strategy: EvalStrategy::Steps, ..TrainingArgs::default() };
+        let every = TrainingArgs {
+            eval_steps: Some(5),
+            eval_strategy: EvalStrategy::Steps,
+            ..TrainingArgs::default()
+        };
         assert!(eval_due(&every, 10, false) && !eval_due(&every, 7, true));
         let epoch = TrainingArgs { eval_strategy: EvalStrategy::Epoch, ..TrainingArgs::default() };
         assert!(eval_due(&epoch, 7, true) && !eval_due(&epoch, 7, false));

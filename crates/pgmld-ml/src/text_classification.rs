@@ -120,7 +120,8 @@ impl TextClassifier {
         let inner = crate::vocab::tokenizer_from_dir(dir)?;
         let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?;
         let n = model.num_labels();
-        let multi = model.config.get("problem_type").and_then(|p| p.as_str()) == Some("multi_label_classification");
+        let multi = model.config.get("problem_type").and_then(|p| p.as_str())
+            == Some("multi_label_classification");
         let default_fn = if multi || n == 1 { ScoreFn::Sigmoid } else { ScoreFn::Softmax };
         let labels = label_names(&model.config, n);
         Ok(TextClassifier { model, tokenizer, labels, default_fn, device })
@@ -153,18 +154,26 @@ impl TextClassifier {
 
     /// Logits of every input; batches hold at most `max_batch` inputs of similar length.
     pub fn classify(&self, inputs: &[ClassifyInput], max_batch: usize) -> Result<Vec<ClassScores>> {
-        let items: Vec<(&str, Option<&str>)> = inputs.iter().map(|i| (i.text.as_str(), i.text_pair.as_deref())).collect();
+        let items: Vec<(&str, Option<&str>)> =
+            inputs.iter().map(|i| (i.text.as_str(), i.text_pair.as_deref())).collect();
         let encoded = self.tokenizer.encode_items(&items)?;
-        let full_lengths = if encoded.iter().any(|(_, cut)| *cut) { Some(self.untruncated_lengths(&items)?) } else { None };
+        let full_lengths = if encoded.iter().any(|(_, cut)| *cut) {
+            Some(self.untruncated_lengths(&items)?)
+        } else {
+            None
+        };
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
         let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         let _guard = tch::no_grad_guard();
         for chunk in order.chunks(max_batch.max(1)) {
             let rows: Vec<_> = chunk.iter().map(|&i| &encoded[i].0).collect();
-            let batch: Batch = Batch::from_encoded(&rows, self.tokenizer.pad_id()).to_device(self.device);
-            let scores = self.model.forward(&batch, false).to_kind(Kind::Float).to_device(Device::Cpu);
-            let flat: Vec<f32> = Vec::<f32>::try_from(scores.flatten(0, -1)).map_err(|e| Error::Unsupported(format!("reading scores: {e}")))?;
+            let batch: Batch =
+                Batch::from_encoded(&rows, self.tokenizer.pad_id()).to_device(self.device);
+            let scores =
+                self.model.forward(&batch, false).to_kind(Kind::Float).to_device(Device::Cpu);
+            let flat: Vec<f32> = Vec::<f32>::try_from(scores.flatten(0, -1))
+                .map_err(|e| Error::Unsupported(format!("reading scores: {e}")))?;
             let width = self.labels.len().max(1);
             for (row, &i) in flat.chunks(width).zip(chunk) {
                 out[i] = Some(row.to_vec());

@@ -28,11 +28,8 @@ impl Batch {
         let n = rows.len() as i64;
         let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let cap = rows.len() * seq;
-        let (mut ids, mut mask, mut types) = (
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-        );
+        let (mut ids, mut mask, mut types) =
+            (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
         for r in rows {
             let pad = seq - r.len();
             ids.extend_from_slice(&r.ids);
@@ -43,11 +40,7 @@ impl Batch {
             types.extend(std::iter::repeat_n(0i64, pad));
         }
         let t = |v: &[i64]| Tensor::from_slice(v).view([n, seq as i64]);
-        Batch {
-            input_ids: t(&ids),
-            attention_mask: t(&mask),
-            token_type_ids: t(&types),
-        }
+        Batch { input_ids: t(&ids), attention_mask: t(&mask), token_type_ids: t(&types) }
     }
 
     /// Moves every tensor to `device`.
@@ -92,9 +85,7 @@ impl Encoded {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("max_length", &self.max_length)
-            .finish()
+        f.debug_struct("TextTokenizer").field("max_length", &self.max_length).finish()
     }
 }
 
@@ -115,15 +106,9 @@ impl TextTokenizer {
     /// padding (dynamic, per batch) and truncation to `max_length`, longest text first.
     pub fn from_tokenizer(mut inner: tokenizers::Tokenizer, max_length: usize) -> Result<Self> {
         let pad = inner.get_padding().cloned();
-        let pad_token = pad
-            .as_ref()
-            .map(|p| p.pad_token.clone())
-            .unwrap_or_else(|| "[PAD]".into());
-        let pad_id = pad
-            .as_ref()
-            .map(|p| p.pad_id)
-            .or_else(|| inner.token_to_id(&pad_token))
-            .unwrap_or(0);
+        let pad_token = pad.as_ref().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
+        let pad_id =
+            pad.as_ref().map(|p| p.pad_id).or_else(|| inner.token_to_id(&pad_token)).unwrap_or(0);
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             direction: PaddingDirection::Right,
@@ -139,12 +124,7 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(tok_err)?;
-        Ok(Self {
-            inner,
-            max_length,
-            pad_id,
-            truncation: true,
-        })
+        Ok(Self { inner, max_length, pad_id, truncation: true })
     }
 
     /// With `false`, training data longer than `max_length` is an error instead of being
@@ -208,10 +188,8 @@ impl TextTokenizer {
 
     /// Encodes single texts (`[CLS] text [SEP]`).
     pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch> {
-        let inputs: Vec<EncodeInput> = texts
-            .iter()
-            .map(|t| t.as_ref().to_string().into())
-            .collect();
+        let inputs: Vec<EncodeInput> =
+            texts.iter().map(|t| t.as_ref().to_string().into()).collect();
         self.encode_inputs(inputs)
     }
 
@@ -230,21 +208,14 @@ impl TextTokenizer {
         let encodings = self.inner.encode_batch(inputs, true).map_err(tok_err)?;
         let seq = encodings.first().map_or(0, |e| e.get_ids().len()) as i64;
         let cap = (n * seq) as usize;
-        let (mut ids, mut mask, mut types) = (
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-        );
+        let (mut ids, mut mask, mut types) =
+            (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
         for e in &encodings {
             ids.extend(e.get_ids().iter().map(|&v| v as i64));
             mask.extend(e.get_attention_mask().iter().map(|&v| v as i64));
             types.extend(e.get_type_ids().iter().map(|&v| v as i64));
         }
         let t = |v: &[i64]| Tensor::from_slice(v).view([n, seq]);
-        Ok(Batch {
-            input_ids: t(&ids),
-            attention_mask: t(&mask),
-            token_type_ids: t(&types),
-        })
+        Ok(Batch { input_ids: t(&ids), attention_mask: t(&mask), token_type_ids: t(&types) })
     }
 }

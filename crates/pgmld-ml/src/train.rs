@@ -42,20 +42,12 @@ pub struct Example {
 impl Example {
     /// A single-text example.
     pub fn new(text: impl Into<String>, label: i64) -> Self {
-        Example {
-            text: text.into(),
-            text_pair: None,
-            label,
-        }
+        Example { text: text.into(), text_pair: None, label }
     }
 
     /// A text-pair example.
     pub fn pair(text: impl Into<String>, text_pair: impl Into<String>, label: i64) -> Self {
-        Example {
-            text: text.into(),
-            text_pair: Some(text_pair.into()),
-            label,
-        }
+        Example { text: text.into(), text_pair: Some(text_pair.into()), label }
     }
 }
 
@@ -138,13 +130,9 @@ pub struct TrainOutcome {
     pub log_history: Vec<LogEvent>,
 }
 
-
 fn check_labels(data: &[Example], num_labels: i64, what: &str) -> Result<()> {
     if let Some(e) = data.iter().find(|e| e.label < 0 || e.label >= num_labels) {
-        return Err(Error::Data(format!(
-            "{what} label {} is outside 0..{num_labels}",
-            e.label
-        )));
+        return Err(Error::Data(format!("{what} label {} is outside 0..{num_labels}", e.label)));
     }
     Ok(())
 }
@@ -155,10 +143,8 @@ pub fn encode_examples(tokenizer: &TextTokenizer, data: &[Example]) -> Result<Ve
     let truncate = tokenizer.truncation();
     let mut out = Vec::with_capacity(data.len());
     for (c, chunk) in data.chunks(1024).enumerate() {
-        let items: Vec<(&str, Option<&str>)> = chunk
-            .iter()
-            .map(|e| (e.text.as_str(), e.text_pair.as_deref()))
-            .collect();
+        let items: Vec<(&str, Option<&str>)> =
+            chunk.iter().map(|e| (e.text.as_str(), e.text_pair.as_deref())).collect();
         for (i, (enc, cut)) in tokenizer.encode_items(&items)?.into_iter().enumerate() {
             if cut && !truncate {
                 return Err(Error::Data(format!(
@@ -183,11 +169,7 @@ fn make_batch(
     let rows: Vec<&Encoded> = idx.iter().map(|&i| &enc[i]).collect();
     let labels: Vec<i64> = idx.iter().map(|&i| data[i].label).collect();
     let batch = Batch::from_encoded(&rows, pad_id);
-    let batch = if device == Device::Cpu {
-        batch
-    } else {
-        batch.to_device(device)
-    };
+    let batch = if device == Device::Cpu { batch } else { batch.to_device(device) };
     (batch, Tensor::from_slice(&labels).to_device(device))
 }
 
@@ -279,8 +261,9 @@ pub fn train_classifier(
                     return Err(Error::Cancelled);
                 }
                 let (batch, labels) = make_batch(&train_enc, train, idx, pad_id, device);
-                let loss_of =
-                    |logits: &Tensor| Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64;
+                let loss_of = |logits: &Tensor| {
+                    Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
+                };
                 let seed = dropout_seed(args.seed, st.global_step, micro);
                 if args.gradient_checkpointing {
                     step_loss += backward_checkpointed(model, &batch, loss_of, seed, autocast);
@@ -298,26 +281,24 @@ pub fn train_classifier(
             let norm = clip_grad_norm(&params, args.max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
-            let end = losses.after_update(&mut st, args, (&step_loss, &norm, lr), group_no, batches.len(), updates_per_epoch)?;
+            let end = losses.after_update(
+                &mut st,
+                args,
+                (&step_loss, &norm, lr),
+                group_no,
+                batches.len(),
+                updates_per_epoch,
+            )?;
             let global_step = st.global_step;
             if let Some(ev) = end.log {
                 on_event(TrainEvent::Log(ev));
             }
             if end.eval && !eval.is_empty() {
                 let metrics = evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?;
-                on_event(TrainEvent::Eval {
-                    step: global_step,
-                    epoch: st.epoch,
-                    metrics,
-                });
+                on_event(TrainEvent::Eval { step: global_step, epoch: st.epoch, metrics });
             }
             if end.save {
-                on_save(&SavePoint {
-                    model,
-                    optimizer: &opt,
-                    state: &st,
-                    args,
-                });
+                on_save(&SavePoint { model, optimizer: &opt, state: &st, args });
             }
         }
         st.epoch_index += 1;
@@ -340,11 +321,7 @@ pub fn train_classifier(
     } else {
         Some(evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?)
     };
-    Ok(TrainOutcome {
-        train: train_metrics,
-        eval,
-        log_history: st.log_history,
-    })
+    Ok(TrainOutcome { train: train_metrics, eval, log_history: st.log_history })
 }
 
 /// Predicted class ids for `data` (dropout off, no gradients), in input order, and the
@@ -366,13 +343,8 @@ fn predict(
         for idx in order.chunks(batch_size) {
             let (batch, labels) = make_batch(&enc, data, idx, tokenizer.pad_id(), device);
             let logits = model.forward(&batch, false).to_kind(Kind::Float);
-            loss_sum += logits.cross_entropy_loss::<Tensor>(
-                &labels,
-                None,
-                tch::Reduction::Sum,
-                -100,
-                0.0,
-            );
+            loss_sum +=
+                logits.cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0);
             preds.push(logits.argmax(-1, false));
             steps += 1;
         }
@@ -394,9 +366,7 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<EvalMetrics> {
     if data.is_empty() || batch_size == 0 {
-        return Err(Error::Data(
-            "evaluation needs data and a batch size ≥ 1".into(),
-        ));
+        return Err(Error::Data("evaluation needs data and a batch size ≥ 1".into()));
     }
     check_labels(data, model.num_labels(), "evaluation")?;
     let started = Instant::now();

@@ -87,7 +87,12 @@ impl TrainState {
 
     /// [`TrainState::new`] for any kind of training data: its size and fingerprint (what a
     /// resume checks it trains on the same rows).
-    pub fn for_data(args: &TrainingArgs, max_steps: i64, num_train_examples: usize, fingerprint: String) -> Self {
+    pub fn for_data(
+        args: &TrainingArgs,
+        max_steps: i64,
+        num_train_examples: usize,
+        fingerprint: String,
+    ) -> Self {
         TrainState {
             global_step: 0,
             max_steps,
@@ -117,14 +122,12 @@ impl TrainState {
 
     /// Micro-batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.num_train_examples
-            .div_ceil(self.train_batch_size.max(1))
+        self.num_train_examples.div_ceil(self.train_batch_size.max(1))
     }
 
     /// Optimizer steps per epoch.
     pub fn updates_per_epoch(&self) -> usize {
-        self.batches_per_epoch()
-            .div_ceil(self.gradient_accumulation_steps.max(1))
+        self.batches_per_epoch().div_ceil(self.gradient_accumulation_steps.max(1))
     }
 
     /// Checks that a run planned as `fresh` (its [`TrainState::new`]) can go on from this
@@ -214,26 +217,19 @@ pub fn data_fingerprint(examples: &[Example]) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
     std::fs::write(path, text).map_err(io_err(path))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// Writes a checkpoint into `dir` (created if need be; files of an older checkpoint there
@@ -273,15 +269,10 @@ pub fn load_weights(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<()> {
         .take(5)
         .collect();
     if !missing.is_empty() {
-        return Err(Error::MissingWeights {
-            path: path.to_path_buf(),
-            names: missing,
-        });
+        return Err(Error::MissingWeights { path: path.to_path_buf(), names: missing });
     }
-    let pairs: Vec<(String, Tensor, Tensor)> = vars
-        .into_iter()
-        .filter_map(|(n, v)| saved.remove(&n).map(|s| (n, v, s)))
-        .collect();
+    let pairs: Vec<(String, Tensor, Tensor)> =
+        vars.into_iter().filter_map(|(n, v)| saved.remove(&n).map(|s| (n, v, s))).collect();
     if !saved.is_empty() {
         let mut extra: Vec<String> = saved.into_keys().collect();
         extra.sort_unstable();
@@ -397,9 +388,7 @@ mod tests {
             gradient_accumulation_steps: 2,
             ..Default::default()
         };
-        let data: Vec<Example> = (0..20)
-            .map(|i| Example::new(format!("t{i}"), i % 2))
-            .collect();
+        let data: Vec<Example> = (0..20).map(|i| Example::new(format!("t{i}"), i % 2)).collect();
         // 5 micro-batches, 3 steps per epoch.
         let fresh = TrainState::new(&args, 9, &data);
         let dir = Path::new("ck");
@@ -409,57 +398,26 @@ mod tests {
             micro_batches_done_in_epoch: done,
             ..fresh.clone()
         };
-        for ok in [
-            at(0, 0, 0),
-            at(2, 0, 4),
-            at(3, 0, 5),
-            at(4, 1, 2),
-            at(9, 2, 5),
-        ] {
+        for ok in [at(0, 0, 0), at(2, 0, 4), at(3, 0, 5), at(4, 1, 2), at(9, 2, 5)] {
             ok.check_resumable(&fresh, dir).unwrap();
         }
         for bad in [at(2, 0, 3), at(3, 1, 2), at(10, 3, 2), at(2, 0, 6)] {
             let e = bad.check_resumable(&fresh, dir).unwrap_err();
             assert!(matches!(e, Error::Checkpoint { .. }), "{bad:?}: {e}");
         }
-        let other = TrainState::new(
-            &TrainingArgs {
-                seed: 7,
-                ..args.clone()
-            },
-            9,
-            &data,
-        );
-        let e = at(2, 0, 4)
-            .check_resumable(&other, dir)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("seed is 7 but the checkpoint's run has 42"),
-            "{e}"
-        );
+        let other = TrainState::new(&TrainingArgs { seed: 7, ..args.clone() }, 9, &data);
+        let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
+        assert!(e.contains("seed is 7 but the checkpoint's run has 42"), "{e}");
         let other = TrainState::new(&args, 9, &data[1..]);
-        let e = at(2, 0, 4)
-            .check_resumable(&other, dir)
-            .unwrap_err()
-            .to_string();
+        let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("number of training examples is 19"), "{e}");
         let mut changed = data.clone();
         changed[3].text = "other".into();
         let other = TrainState::new(&args, 9, &changed);
-        let e = at(2, 0, 4)
-            .check_resumable(&other, dir)
-            .unwrap_err()
-            .to_string();
+        let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("the training data is fingerprint"), "{e}");
         let other = TrainState::new(&args, 12, &data);
-        let e = at(2, 0, 4)
-            .check_resumable(&other, dir)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("total number of optimizer steps") && e.contains("is 12"),
-            "{e}"
-        );
+        let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
+        assert!(e.contains("total number of optimizer steps") && e.contains("is 12"), "{e}");
     }
 }

@@ -277,16 +277,11 @@ impl TrainingArgs {
             serde_json::Value::Null => return Ok(Self::default()),
             serde_json::Value::Object(o) => o,
             other => {
-                return Err(Error::TrainingArgs(format!(
-                    "expected a JSON object, got {other}"
-                )))
+                return Err(Error::TrainingArgs(format!("expected a JSON object, got {other}")))
             }
         };
-        let mut unknown: Vec<&str> = obj
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !Self::SUPPORTED_KEYS.contains(k))
-            .collect();
+        let mut unknown: Vec<&str> =
+            obj.keys().map(String::as_str).filter(|k| !Self::SUPPORTED_KEYS.contains(k)).collect();
         if !unknown.is_empty() {
             unknown.sort_unstable();
             return Err(Error::TrainingArgs(format!(
@@ -312,10 +307,7 @@ impl TrainingArgs {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::TrainingArgs(m));
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "learning_rate must be > 0, got {}",
-                self.learning_rate
-            ));
+            return bad(format!("learning_rate must be > 0, got {}", self.learning_rate));
         }
         if self.per_device_train_batch_size == 0 || self.per_device_eval_batch_size == 0 {
             return bad("batch sizes must be ≥ 1".into());
@@ -332,28 +324,16 @@ impl TrainingArgs {
             ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "weight_decay must be ≥ 0, got {}",
-                self.weight_decay
-            ));
+            return bad(format!("weight_decay must be ≥ 0, got {}", self.weight_decay));
         }
         if self.warmup_steps < 0 {
-            return bad(format!(
-                "warmup_steps must be ≥ 0, got {}",
-                self.warmup_steps
-            ));
+            return bad(format!("warmup_steps must be ≥ 0, got {}", self.warmup_steps));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad(format!(
-                "warmup_ratio must be in [0, 1), got {}",
-                self.warmup_ratio
-            ));
+            return bad(format!("warmup_ratio must be in [0, 1), got {}", self.warmup_ratio));
         }
         if !self.max_grad_norm.is_finite() {
-            return bad(format!(
-                "max_grad_norm must be finite, got {}",
-                self.max_grad_norm
-            ));
+            return bad(format!("max_grad_norm must be finite, got {}", self.max_grad_norm));
         }
         if matches!(self.eval_steps, Some(n) if n < 1) {
             return bad(format!("eval_steps must be ≥ 1, got {:?}", self.eval_steps));
@@ -362,16 +342,10 @@ impl TrainingArgs {
             return bad(format!("save_steps must be ≥ 1, got {}", self.save_steps));
         }
         if matches!(self.save_total_limit, Some(n) if n < 1) {
-            return bad(format!(
-                "save_total_limit must be ≥ 1, got {:?}",
-                self.save_total_limit
-            ));
+            return bad(format!("save_total_limit must be ≥ 1, got {:?}", self.save_total_limit));
         }
         if self.logging_steps < 1 {
-            return bad(format!(
-                "logging_steps must be ≥ 1, got {}",
-                self.logging_steps
-            ));
+            return bad(format!("logging_steps must be ≥ 1, got {}", self.logging_steps));
         }
         Ok(())
     }
@@ -441,10 +415,7 @@ pub struct TokenizerArgs {
 
 impl Default for TokenizerArgs {
     fn default() -> Self {
-        TokenizerArgs {
-            max_length: None,
-            truncation: true,
-        }
+        TokenizerArgs { max_length: None, truncation: true }
     }
 }
 
@@ -482,10 +453,7 @@ mod tests {
 
     #[test]
     fn schedules_match_transformers() {
-        let mut a = TrainingArgs {
-            warmup_steps: 2,
-            ..Default::default()
-        };
+        let mut a = TrainingArgs { warmup_steps: 2, ..Default::default() };
         // linear: warmup 0, .5, then (10-s)/8
         let f: Vec<f64> = (0..10).map(|s| a.lr_factor(s, 10)).collect();
         assert_eq!(f[0], 0.0);
@@ -501,10 +469,7 @@ mod tests {
         a.lr_scheduler_type = LrSchedulerType::Constant;
         assert_eq!(a.lr_factor(0, 10), 1.0);
         // warmup_ratio rounds up
-        let r = TrainingArgs {
-            warmup_ratio: 0.1,
-            ..Default::default()
-        };
+        let r = TrainingArgs { warmup_ratio: 0.1, ..Default::default() };
         assert_eq!(r.num_warmup_steps(25), 3);
     }
 
@@ -522,7 +487,8 @@ mod tests {
             assert_eq!(a.optim.name(), name);
             assert_eq!(a.optim.is_8bit(), eight, "{name}");
             // Round-trips through the stored JSON.
-            let back: TrainingArgs = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+            let back: TrainingArgs =
+                serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
             assert_eq!(back.optim, a.optim);
         }
         let err = TrainingArgs::from_json_str(r#"{"optim": "adafactor"}"#).unwrap_err().to_string();

@@ -52,14 +52,10 @@ fn tokenizer_settings(dir: &Path) -> Result<serde_json::Map<String, Value>> {
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let value: Value = serde_json::from_str(&text).map_err(|source| Error::Config {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| Error::Io { path: path.clone(), source })?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|source| Error::Config { path: path.clone(), source })?;
         if let Value::Object(m) = value {
             out.extend(m);
         }
@@ -71,11 +67,9 @@ fn tokenizer_settings(dir: &Path) -> Result<serde_json::Map<String, Value>> {
 fn special(settings: &serde_json::Map<String, Value>, key: &str, default: &str) -> String {
     match settings.get(key) {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(o)) => o
-            .get("content")
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_string(),
+        Some(Value::Object(o)) => {
+            o.get("content").and_then(Value::as_str).unwrap_or(default).to_string()
+        }
         _ => default.to_string(),
     }
 }
@@ -85,8 +79,7 @@ fn flag(settings: &serde_json::Map<String, Value>, key: &str) -> Option<bool> {
 }
 
 fn path_str(path: &Path) -> Result<&str> {
-    path.to_str()
-        .ok_or_else(|| Error::Tokenizer(format!("{}: path is not UTF-8", path.display())))
+    path.to_str().ok_or_else(|| Error::Tokenizer(format!("{}: path is not UTF-8", path.display())))
 }
 
 fn tok_err(path: &Path) -> impl Fn(tokenizers::Error) -> Error + '_ {
@@ -110,10 +103,8 @@ fn finish(
     pad: &str,
     file: &Path,
 ) -> Result<Tokenizer> {
-    let known: Vec<AddedToken> = tokens
-        .into_iter()
-        .filter(|t| tok.token_to_id(&t.content).is_some())
-        .collect();
+    let known: Vec<AddedToken> =
+        tokens.into_iter().filter(|t| tok.token_to_id(&t.content).is_some()).collect();
     tok.add_special_tokens(known).map_err(tok_err(file))?;
     let pad_id = token_id(&tok, pad, file)?;
     tok.with_padding(Some(PaddingParams {
@@ -133,14 +124,8 @@ pub fn wordpiece_from_dir(dir: &Path) -> Result<Tokenizer> {
     let vocab = dir.join("vocab.txt");
     let s = tokenizer_settings(dir)?;
     let unk = special(&s, "unk_token", "[UNK]");
-    let (cls, sep) = (
-        special(&s, "cls_token", "[CLS]"),
-        special(&s, "sep_token", "[SEP]"),
-    );
-    let (pad, mask) = (
-        special(&s, "pad_token", "[PAD]"),
-        special(&s, "mask_token", "[MASK]"),
-    );
+    let (cls, sep) = (special(&s, "cls_token", "[CLS]"), special(&s, "sep_token", "[SEP]"));
+    let (pad, mask) = (special(&s, "pad_token", "[PAD]"), special(&s, "mask_token", "[MASK]"));
     let model = WordPiece::from_file(path_str(&vocab)?)
         .unk_token(unk.clone())
         .continuing_subword_prefix("##".into())
@@ -179,17 +164,10 @@ pub fn byte_level_bpe_from_dir(dir: &Path) -> Result<Tokenizer> {
         special(&s, "eos_token", "</s>"),
         special(&s, "unk_token", "<unk>"),
     );
-    let (cls, sep) = (
-        special(&s, "cls_token", "<s>"),
-        special(&s, "sep_token", "</s>"),
-    );
-    let (pad, mask) = (
-        special(&s, "pad_token", "<pad>"),
-        special(&s, "mask_token", "<mask>"),
-    );
-    let model = BPE::from_file(path_str(&vocab)?, path_str(&merges)?)
-        .build()
-        .map_err(tok_err(&vocab))?;
+    let (cls, sep) = (special(&s, "cls_token", "<s>"), special(&s, "sep_token", "</s>"));
+    let (pad, mask) = (special(&s, "pad_token", "<pad>"), special(&s, "mask_token", "<mask>"));
+    let model =
+        BPE::from_file(path_str(&vocab)?, path_str(&merges)?).build().map_err(tok_err(&vocab))?;
     let prefix_space = flag(&s, "add_prefix_space").unwrap_or(false);
     let mut tok = Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(ByteLevel::new(prefix_space, true, true)))

@@ -14,11 +14,7 @@ use tch::{Device, Kind, Tensor};
 fn batch() -> Batch {
     let input_ids = ids(&[&[1, 5, 6, 7, 8, 2], &[1, 10, 11, 2, 0, 0]]);
     let attention_mask = input_ids.ne(0).to_kind(Kind::Int64);
-    Batch {
-        token_type_ids: attention_mask.zeros_like(),
-        input_ids,
-        attention_mask,
-    }
+    Batch { token_type_ids: attention_mask.zeros_like(), input_ids, attention_mask }
 }
 
 /// A tiny DistilBERT checkpoint in `dir` (safetensors); returns the numpy logits.
@@ -47,19 +43,9 @@ fn check_same_model(tag: &str, dir: &Path, reference: &Tensor, numpy: &Tensor) -
     let diff = max_abs_diff(&got, reference);
     let to_numpy = max_abs_diff(&got, numpy);
     eprintln!("{tag}: max |logits - safetensors| = {diff:e}, |logits - numpy| = {to_numpy:e}");
-    assert!(
-        diff < 1e-6,
-        "{tag}: logits differ from the safetensors model by {diff}"
-    );
-    assert!(
-        to_numpy < 1e-4,
-        "{tag}: logits differ from numpy by {to_numpy}"
-    );
-    assert!(
-        model.report.fresh.is_empty(),
-        "{tag}: {:?}",
-        model.report.fresh
-    );
+    assert!(diff < 1e-6, "{tag}: logits differ from the safetensors model by {diff}");
+    assert!(to_numpy < 1e-4, "{tag}: logits differ from numpy by {to_numpy}");
+    assert!(model.report.fresh.is_empty(), "{tag}: {:?}", model.report.fresh);
     model
 }
 
@@ -74,10 +60,7 @@ fn bin_format(fmt: &str) {
     assert_eq!(path, dst.join("pytorch_model.bin"));
     // Stored transposed (strided) and at offsets in a shared bias storage, yet equal.
     let st: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(src.join("model.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+        Tensor::read_safetensors(src.join("model.safetensors")).unwrap().into_iter().collect();
     for (name, t) in &st {
         assert_eq!(max_abs_diff(&tensors[name], t), 0.0, "{name}");
     }
@@ -100,18 +83,11 @@ fn sharded_indexes_match_safetensors() {
     let src = temp_dir("ckpt-shard-src");
     let numpy = safetensors_model(&src);
     let (_, reference) = logits(&src);
-    for (kind, index) in [
-        ("safetensors", "model.safetensors.index.json"),
-        ("bin", "pytorch_model.bin.index.json"),
-    ] {
+    for (kind, index) in
+        [("safetensors", "model.safetensors.index.json"), ("bin", "pytorch_model.bin.index.json")]
+    {
         let dst = temp_dir(&format!("ckpt-shard-{kind}"));
-        torch_save(&[
-            "shard",
-            src.to_str().unwrap(),
-            dst.to_str().unwrap(),
-            kind,
-            "3",
-        ]);
+        torch_save(&["shard", src.to_str().unwrap(), dst.to_str().unwrap(), kind, "3"]);
         let (path, _) = read_checkpoint(&dst).unwrap();
         assert_eq!(path, dst.join(index));
         check_same_model(kind, &dst, &reference, &numpy);
@@ -149,10 +125,7 @@ fn storage_dtypes_offsets_strides_and_sharing() {
     for (name, w) in &want {
         let g = &got[name];
         assert_eq!(g.size(), w.size(), "{name}");
-        let equal = g
-            .to_kind(Kind::Double)
-            .eq_tensor(&w.to_kind(Kind::Double))
-            .all();
+        let equal = g.to_kind(Kind::Double).eq_tensor(&w.to_kind(Kind::Double)).all();
         assert!(bool::try_from(equal).unwrap(), "{name}: {g} vs {w}");
     }
 }

@@ -16,9 +16,11 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn config(model_type: &str, dropout: f64) -> serde_json::Value {
     match model_type {
-        "distilbert" => serde_json::json!({"model_type": "distilbert", "vocab_size": 50, "dim": 32, "n_layers": 3,
+        "distilbert" => {
+            serde_json::json!({"model_type": "distilbert", "vocab_size": 50, "dim": 32, "n_layers": 3,
             "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 40, "dropout": dropout,
-            "attention_dropout": dropout, "seq_classif_dropout": dropout}),
+            "attention_dropout": dropout, "seq_classif_dropout": dropout})
+        }
         other => serde_json::json!({"model_type": other, "vocab_size": 50, "hidden_size": 32,
             "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
             "max_position_embeddings": 40, "type_vocab_size": if other == "roberta" { 1 } else { 2 },
@@ -31,7 +33,10 @@ fn batch() -> (Batch, Tensor) {
     let ids = Tensor::from_slice(&[5i64, 9, 12, 7, 3, 8, 11, 20, 21, 2, 1, 1]).view([2, 6]);
     let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]).view([2, 6]);
     let types = Tensor::zeros([2, 6], (Kind::Int64, Device::Cpu));
-    (Batch { input_ids: ids, attention_mask: mask, token_type_ids: types }, Tensor::from_slice(&[0i64, 2]))
+    (
+        Batch { input_ids: ids, attention_mask: mask, token_type_ids: types },
+        Tensor::from_slice(&[0i64, 2]),
+    )
 }
 
 fn grads(m: &Classifier) -> HashMap<String, Tensor> {
@@ -62,7 +67,8 @@ fn checkpointed_gradients_match_plain_backward() {
         loss.backward();
         let plain = grads(&m);
         zero(&m);
-        let l2 = backward_checkpointed(&m, &b, |logits| Classifier::loss(logits, &labels), 7, false);
+        let l2 =
+            backward_checkpointed(&m, &b, |logits| Classifier::loss(logits, &labels), 7, false);
         let ckpt = grads(&m);
         assert!((loss.double_value(&[]) - l2.double_value(&[])).abs() < 1e-6);
         let d = max_diff(&plain, &ckpt);
@@ -92,13 +98,26 @@ fn dropout_masks_are_replayed_in_the_recomputation() {
         loss.backward();
         let reference = grads(&m);
         zero(&m);
-        let l2 = backward_checkpointed(&m, &b, |logits| Classifier::loss(logits, &labels), seed, false);
-        assert!((loss.double_value(&[]) - l2.double_value(&[])).abs() < 1e-6, "{arch}: same dropout masks");
+        let l2 =
+            backward_checkpointed(&m, &b, |logits| Classifier::loss(logits, &labels), seed, false);
+        assert!(
+            (loss.double_value(&[]) - l2.double_value(&[])).abs() < 1e-6,
+            "{arch}: same dropout masks"
+        );
         let d = max_diff(&reference, &grads(&m));
         assert!(d < 1e-5, "{arch}: max gradient difference {d}");
         // And dropout is really on: another seed gives another loss.
         zero(&m);
-        let l3 = backward_checkpointed(&m, &b, |logits| Classifier::loss(logits, &labels), seed + 100, false);
-        assert!((l3.double_value(&[]) - l2.double_value(&[])).abs() > 1e-6, "{arch}: dropout active");
+        let l3 = backward_checkpointed(
+            &m,
+            &b,
+            |logits| Classifier::loss(logits, &labels),
+            seed + 100,
+            false,
+        );
+        assert!(
+            (l3.double_value(&[]) - l2.double_value(&[])).abs() > 1e-6,
+            "{arch}: dropout active"
+        );
     }
 }

@@ -10,17 +10,10 @@ use tch::{Device, Kind, Tensor};
 /// Three rows, two right-padded with 0 (`pad_token_id`); token types are nonzero on
 /// purpose: DistilBERT must ignore them.
 fn batch() -> Batch {
-    let input_ids = ids(&[
-        &[1, 5, 6, 7, 8, 9, 2],
-        &[1, 10, 11, 2, 0, 0, 0],
-        &[1, 12, 13, 14, 2, 0, 0],
-    ]);
+    let input_ids =
+        ids(&[&[1, 5, 6, 7, 8, 9, 2], &[1, 10, 11, 2, 0, 0, 0], &[1, 12, 13, 14, 2, 0, 0]]);
     let attention_mask = input_ids.ne(0).to_kind(Kind::Int64);
-    Batch {
-        token_type_ids: attention_mask.ones_like(),
-        input_ids,
-        attention_mask,
-    }
+    Batch { token_type_ids: attention_mask.ones_like(), input_ids, attention_mask }
 }
 
 fn reference(dir: &std::path::Path, layout: &str, b: &Batch) -> Tensor {
@@ -68,15 +61,8 @@ fn bare_encoder_checkpoint_with_mlm_tensors_loads() {
     let want = reference(&dir, "bare", &b);
     let model = Classifier::from_pretrained(&dir, None, Device::Cpu).unwrap();
     assert!(model.report.fresh.is_empty(), "{:?}", model.report.fresh);
-    for n in [
-        "vocab_projector.weight",
-        "vocab_transform.bias",
-        "vocab_layer_norm.weight",
-    ] {
-        assert!(
-            model.report.unused.iter().any(|u| u == n),
-            "{n} not reported unused"
-        );
+    for n in ["vocab_projector.weight", "vocab_transform.bias", "vocab_layer_norm.weight"] {
+        assert!(model.report.unused.iter().any(|u| u == n), "{n} not reported unused");
     }
     let diff = max_abs_diff(&logits(&model, &b), &want);
     eprintln!("distilbert bare: max |tch - numpy| = {diff:e}");
@@ -98,11 +84,7 @@ fn masked_lm_checkpoint_gets_fresh_head() {
             "pre_classifier.weight"
         ]
     );
-    assert!(model
-        .report
-        .unused
-        .iter()
-        .any(|u| u == "vocab_projector.weight"));
+    assert!(model.report.unused.iter().any(|u| u == "vocab_projector.weight"));
     assert_eq!(logits(&model, &b).size(), vec![3, 2]);
 }
 
@@ -116,10 +98,7 @@ fn save_and_reload_round_trips() {
     let labels: Vec<String> = ["x", "y", "z"].iter().map(|s| s.to_string()).collect();
     model.save(&out, &labels).unwrap();
     let back = Classifier::from_pretrained(&out, None, Device::Cpu).unwrap();
-    assert_eq!(
-        back.config["architectures"][0],
-        "DistilBertForSequenceClassification"
-    );
+    assert_eq!(back.config["architectures"][0], "DistilBertForSequenceClassification");
     assert_eq!(back.config["id2label"]["2"], "z");
     assert_eq!(max_abs_diff(&logits(&model, &b), &logits(&back, &b)), 0.0);
 }
@@ -138,20 +117,12 @@ fn sinusoidal_positions_are_fixed_sinusoids() {
     let dir = temp_dir("distilbert-sinusoidal");
     let req = serde_json::json!({"n_pos": n_pos, "dim": dim});
     let want = matrix(
-        &python(
-            "distilbert_ref.py",
-            &[&dir, std::path::Path::new("sinusoidal")],
-            &req,
-        )["table"],
+        &python("distilbert_ref.py", &[&dir, std::path::Path::new("sinusoidal")], &req)["table"],
     );
     let diff = max_abs_diff(&vars[name], &want);
     assert!(diff < 1e-6, "sinusoidal table off by {diff}");
     assert!(
-        model
-            .vs
-            .trainable_variables()
-            .iter()
-            .all(|t| t.size() != vec![n_pos, dim]),
+        model.vs.trainable_variables().iter().all(|t| t.size() != vec![n_pos, dim]),
         "sinusoidal positions must not be trained"
     );
     let logits = tch::no_grad(|| model.forward(&batch(), true));
@@ -162,31 +133,16 @@ fn sinusoidal_positions_are_fixed_sinusoids() {
 fn detects_architectures() {
     use serde_json::json;
     let detect = |v| Architecture::detect(&v).map_err(|e| e.to_string());
-    assert_eq!(
-        detect(json!({"model_type": "distilbert"})),
-        Ok(Architecture::DistilBert)
-    );
-    assert_eq!(
-        detect(json!({"model_type": "roberta"})),
-        Ok(Architecture::Roberta)
-    );
+    assert_eq!(detect(json!({"model_type": "distilbert"})), Ok(Architecture::DistilBert));
+    assert_eq!(detect(json!({"model_type": "roberta"})), Ok(Architecture::Roberta));
     assert_eq!(
         detect(json!({"architectures": ["DistilBertForMaskedLM"]})),
         Ok(Architecture::DistilBert)
     );
-    assert_eq!(
-        detect(json!({"architectures": ["RobertaModel"]})),
-        Ok(Architecture::Roberta)
-    );
-    assert_eq!(
-        detect(json!({"architectures": ["BertModel"]})),
-        Ok(Architecture::Bert)
-    );
+    assert_eq!(detect(json!({"architectures": ["RobertaModel"]})), Ok(Architecture::Roberta));
+    assert_eq!(detect(json!({"architectures": ["BertModel"]})), Ok(Architecture::Bert));
     let err = detect(json!({"model_type": "xlm-roberta"})).unwrap_err();
-    assert!(
-        err.contains("distilbert") && err.contains("roberta"),
-        "{err}"
-    );
+    assert!(err.contains("distilbert") && err.contains("roberta"), "{err}");
     assert!(detect(json!({"architectures": ["XLMRobertaModel"]})).is_err());
     let bad = json!({"model_type": "distilbert", "dim": 30, "n_heads": 4});
     assert!(Classifier::new(bad, 2, Device::Cpu).is_err());

@@ -57,10 +57,7 @@ fn matches_numpy_reference() {
     // The Rust tokenizer agrees with Python's `tokenizers` on the same tokenizer.json.
     let py_ids: Vec<Vec<i64>> = serde_json::from_value(reply["input_ids"].clone()).unwrap();
     assert_eq!(py_ids, rows(&batch.input_ids));
-    assert!(
-        rows(&batch.attention_mask)[1].contains(&0),
-        "short text should be padded"
-    );
+    assert!(rows(&batch.attention_mask)[1].contains(&0), "short text should be padded");
 
     let reference: Vec<f64> = reply["last_hidden_state"]
         .as_array()
@@ -72,11 +69,7 @@ fn matches_numpy_reference() {
     let ours = Vec::<f64>::try_from(hidden.to_kind(Kind::Double).flatten(0, -1)).unwrap();
     assert_eq!(ours.len(), reference.len());
     assert_eq!(hidden.size()[2], 384);
-    let max_diff = ours
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let max_diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(max_diff < 1e-4, "max |tch - numpy| = {max_diff}");
 }
 
@@ -106,29 +99,15 @@ fn classifier_loads_encoder_and_pooler_with_fresh_head() {
     let dir = model_dir();
     let p = BertForSequenceClassification::from_pretrained(&dir, Some(3), Device::Cpu).unwrap();
     assert_eq!(p.report.fresh, vec!["classifier.bias", "classifier.weight"]);
-    assert!(p
-        .report
-        .loaded
-        .iter()
-        .any(|n| n == "bert.pooler.dense.weight"));
+    assert!(p.report.loaded.iter().any(|n| n == "bert.pooler.dense.weight"));
     assert_eq!(p.report.unused, vec!["embeddings.position_ids"]);
     let tok = TextTokenizer::from_file(dir.join("tokenizer.json"), 16).unwrap();
     let long = "word ".repeat(100);
-    let batch = tok
-        .encode_pairs(&[("a short premise", long.as_str()), ("hi", "there")])
-        .unwrap();
-    assert_eq!(
-        batch.input_ids.size(),
-        vec![2, 16],
-        "truncated to max_length"
-    );
+    let batch = tok.encode_pairs(&[("a short premise", long.as_str()), ("hi", "there")]).unwrap();
+    assert_eq!(batch.input_ids.size(), vec![2, 16], "truncated to max_length");
     let ids = rows(&batch.input_ids);
     let types = rows(&batch.token_type_ids);
-    assert_eq!(
-        ids[1][..5],
-        [101, 7632, 102, 2045, 102],
-        "[CLS] hi [SEP] there [SEP]"
-    );
+    assert_eq!(ids[1][..5], [101, 7632, 102, 2045, 102], "[CLS] hi [SEP] there [SEP]");
     assert_eq!(types[1][..5], [0, 0, 0, 1, 1]);
     assert_eq!(ids[0].iter().filter(|&&t| t == 102).count(), 2);
     let logits = tch::no_grad(|| {

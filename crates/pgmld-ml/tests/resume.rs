@@ -24,17 +24,12 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn params(m: &Classifier) -> HashMap<String, Tensor> {
-    m.vs.variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().copy()))
-        .collect()
+    m.vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
 }
 
 fn max_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .map(|(k, t)| (t - &b[k]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
+    a.iter().map(|(k, t)| (t - &b[k]).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
 fn steps(logs: &[LogEvent]) -> Vec<i64> {
@@ -69,18 +64,13 @@ fn run(
         a,
         logs_into(&mut events),
         |at| {
-            at.write_checkpoint(ckpts.join(format!("checkpoint-{}", at.step())))
-                .unwrap();
+            at.write_checkpoint(ckpts.join(format!("checkpoint-{}", at.step()))).unwrap();
             stop.set(Some(at.step()) == stop_after);
         },
         || stop.get(),
         resume_from,
     )?;
-    Ok(Run {
-        params: params(&model),
-        outcome,
-        events,
-    })
+    Ok(Run { params: params(&model), outcome, events })
 }
 
 /// Runs A (12 steps uninterrupted) and B (stopped after step 8, then resumed in a model
@@ -104,24 +94,14 @@ fn interrupted_run_ends_as_uninterrupted(name: &str, extra: &str) -> f64 {
     assert_eq!(steps(&full.events), [2, 4, 6, 8, 10, 12]);
     assert_eq!(full.events, full.outcome.log_history);
     for s in [4, 8, 12] {
-        assert!(dir_a
-            .join(format!("checkpoint-{s}/trainer_state.json"))
-            .is_file());
+        assert!(dir_a.join(format!("checkpoint-{s}/trainer_state.json")).is_file());
     }
 
     let stopped = run(&a, (&train, &eval), 0, &dir_b, Some(8), None);
-    assert!(
-        matches!(stopped, Err(Error::Cancelled)),
-        "{:?}",
-        stopped.err()
-    );
+    assert!(matches!(stopped, Err(Error::Cancelled)), "{:?}", stopped.err());
     let ck8 = dir_b.join("checkpoint-8");
     assert!(!dir_b.join("checkpoint-12").exists());
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "training_args.json",
-    ] {
+    for f in ["model.safetensors", "optimizer.safetensors", "training_args.json"] {
         assert!(ck8.join(f).is_file(), "{f}");
     }
     let args_json = std::fs::read_to_string(ck8.join("training_args.json")).unwrap();
@@ -134,17 +114,8 @@ fn interrupted_run_ends_as_uninterrupted(name: &str, extra: &str) -> f64 {
     let state_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ck8.join("trainer_state.json")).unwrap())
             .unwrap();
-    for key in [
-        "global_step",
-        "epoch",
-        "log_history",
-        "max_steps",
-        "train_batch_size",
-    ] {
-        assert!(
-            state_json.get(key).is_some(),
-            "trainer_state.json lacks {key}"
-        );
+    for key in ["global_step", "epoch", "log_history", "max_steps", "train_batch_size"] {
+        assert!(state_json.get(key).is_some(), "trainer_state.json lacks {key}");
     }
 
     let t = Instant::now();
@@ -152,39 +123,18 @@ fn interrupted_run_ends_as_uninterrupted(name: &str, extra: &str) -> f64 {
     let t_resumed = t.elapsed();
     // Events continue after the checkpoint; the history is the whole run's.
     assert_eq!(steps(&resumed.events), [10, 12]);
-    assert_eq!(
-        steps(&resumed.outcome.log_history),
-        steps(&full.outcome.log_history)
-    );
-    for (x, y) in full
-        .outcome
-        .log_history
-        .iter()
-        .zip(&resumed.outcome.log_history)
-    {
-        assert_eq!(
-            (x.max_steps, x.learning_rate),
-            (y.max_steps, y.learning_rate)
-        );
-        for (p, q) in [
-            (x.loss, y.loss),
-            (x.grad_norm, y.grad_norm),
-            (x.epoch, y.epoch),
-        ] {
+    assert_eq!(steps(&resumed.outcome.log_history), steps(&full.outcome.log_history));
+    for (x, y) in full.outcome.log_history.iter().zip(&resumed.outcome.log_history) {
+        assert_eq!((x.max_steps, x.learning_rate), (y.max_steps, y.learning_rate));
+        for (p, q) in [(x.loss, y.loss), (x.grad_norm, y.grad_norm), (x.epoch, y.epoch)] {
             assert!((p - q).abs() <= 1e-9 * p.abs().max(1.0), "{x:?} vs {y:?}");
         }
     }
     let (ta, tb) = (&full.outcome.train, &resumed.outcome.train);
     assert_eq!((ta.global_step, ta.epoch), (tb.global_step, tb.epoch));
-    assert!(
-        (ta.train_loss - tb.train_loss).abs() < 1e-6,
-        "{ta:?} vs {tb:?}"
-    );
+    assert!((ta.train_loss - tb.train_loss).abs() < 1e-6, "{ta:?} vs {tb:?}");
     let (ea, eb) = (full.outcome.eval.unwrap(), resumed.outcome.eval.unwrap());
-    assert!(
-        (ea.eval_loss - eb.eval_loss).abs() < 1e-6,
-        "{ea:?} vs {eb:?}"
-    );
+    assert!((ea.eval_loss - eb.eval_loss).abs() < 1e-6, "{ea:?} vs {eb:?}");
     let d = max_diff(&full.params, &resumed.params);
     assert!(d <= 1e-5, "{name}: max |A - B| = {d}");
     // The resumed model's own init was overwritten: it differs from A's initialisation.
@@ -230,22 +180,13 @@ fn other_runs_cannot_resume() {
             Ok(_) => panic!("resumed"),
         }
     };
-    let e = refused(
-        &args(&format!(r#"{{{base}, "per_device_train_batch_size": 8}}"#)),
-        &train,
-    );
-    assert!(
-        e.contains("per_device_train_batch_size is 8 but the checkpoint's run has 4"),
-        "{e}"
-    );
+    let e = refused(&args(&format!(r#"{{{base}, "per_device_train_batch_size": 8}}"#)), &train);
+    assert!(e.contains("per_device_train_batch_size is 8 but the checkpoint's run has 4"), "{e}");
     let e = refused(&args(&format!(r#"{{{base}, "seed": 1}}"#)), &train);
     assert!(e.contains("seed is 1"), "{e}");
     let e = refused(&args(&format!(r#"{{{base}, "max_steps": 10}}"#)), &train);
     assert!(e.contains("total number of optimizer steps"), "{e}");
-    let e = refused(
-        &args(&format!(r#"{{{base}, "gradient_accumulation_steps": 2}}"#)),
-        &train,
-    );
+    let e = refused(&args(&format!(r#"{{{base}, "gradient_accumulation_steps": 2}}"#)), &train);
     assert!(e.contains("gradient_accumulation_steps is 2"), "{e}");
     let e = refused(&a, &train[..36]);
     assert!(e.contains("number of training examples is 36"), "{e}");
@@ -262,14 +203,7 @@ fn other_runs_cannot_resume() {
     );
     assert_eq!(steps(&ok.unwrap().events), [5, 6, 7, 8]);
     // Not a checkpoint.
-    let r = run(
-        &a,
-        (&train, &[]),
-        0,
-        &dir.join("z"),
-        None,
-        Some(&dir.join("nowhere")),
-    );
+    let r = run(&a, (&train, &[]), 0, &dir.join("z"), None, Some(&dir.join("nowhere")));
     assert!(matches!(r, Err(Error::Io { .. })), "{:?}", r.err());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,11 +21,7 @@ fn batch() -> Batch {
         &[PAD, PAD, PAD, 0, 17, 18, 19, 2],
     ]);
     let attention_mask = input_ids.ne(PAD).to_kind(Kind::Int64);
-    Batch {
-        token_type_ids: attention_mask.zeros_like(),
-        input_ids,
-        attention_mask,
-    }
+    Batch { token_type_ids: attention_mask.zeros_like(), input_ids, attention_mask }
 }
 
 fn reference(dir: &std::path::Path, layout: &str, b: &Batch) -> serde_json::Value {
@@ -78,15 +74,8 @@ fn bare_encoder_checkpoint_with_lm_head_loads() {
     let want = matrix(&reference(&dir, "bare", &b)["logits"]);
     let model = Classifier::from_pretrained(&dir, None, Device::Cpu).unwrap();
     assert!(model.report.fresh.is_empty(), "{:?}", model.report.fresh);
-    for n in [
-        "lm_head.decoder.weight",
-        "lm_head.bias",
-        "pooler.dense.weight",
-    ] {
-        assert!(
-            model.report.unused.iter().any(|u| u == n),
-            "{n} not reported unused"
-        );
+    for n in ["lm_head.decoder.weight", "lm_head.bias", "pooler.dense.weight"] {
+        assert!(model.report.unused.iter().any(|u| u == n), "{n} not reported unused");
     }
     let diff = max_abs_diff(&logits(&model, &b), &want);
     eprintln!("roberta bare: max |tch - numpy| = {diff:e}");
@@ -108,11 +97,7 @@ fn masked_lm_checkpoint_gets_fresh_head() {
             "classifier.out_proj.weight"
         ]
     );
-    assert!(model
-        .report
-        .unused
-        .iter()
-        .any(|u| u == "lm_head.dense.weight"));
+    assert!(model.report.unused.iter().any(|u| u == "lm_head.dense.weight"));
     assert_eq!(logits(&model, &b).size(), vec![4, 5]);
 }
 

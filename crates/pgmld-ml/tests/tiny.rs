@@ -57,23 +57,14 @@ fn padding_does_not_change_real_tokens() {
     let model = BertModel::load(vs.root(), &cfg);
     let alone = model.forward(&ids(&[&[1, 5, 6, 7, 2]]), None, None, false);
     // Same sentence padded with arbitrary (non-pad) ids behind a 0 mask, next to a longer row.
-    let x = ids(&[
-        &[1, 5, 6, 7, 2, 33, 44, 55, 3],
-        &[1, 8, 9, 10, 11, 12, 13, 14, 2],
-    ]);
+    let x = ids(&[&[1, 5, 6, 7, 2, 33, 44, 55, 3], &[1, 8, 9, 10, 11, 12, 13, 14, 2]]);
     let mask = ids(&[&[1, 1, 1, 1, 1, 0, 0, 0, 0], &[1; 9]]);
     let padded = model.forward(&x, Some(&mask), None, false);
-    let diff = (padded.narrow(0, 0, 1).narrow(1, 0, 5) - &alone)
-        .abs()
-        .max()
-        .double_value(&[]);
+    let diff = (padded.narrow(0, 0, 1).narrow(1, 0, 5) - &alone).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "padding changed real tokens by {diff}");
     // Without the mask the padding must matter (the test would be vacuous otherwise).
     let unmasked = model.forward(&x, None, None, false);
-    let diff = (unmasked.narrow(0, 0, 1).narrow(1, 0, 5) - &alone)
-        .abs()
-        .max()
-        .double_value(&[]);
+    let diff = (unmasked.narrow(0, 0, 1).narrow(1, 0, 5) - &alone).abs().max().double_value(&[]);
     assert!(diff > 1e-3, "unmasked padding had no effect ({diff})");
 }
 

@@ -56,11 +56,7 @@ fn loss_falls_and_metrics_are_sane() {
     let e = out.eval.expect("eval metrics");
     assert!(e.eval_accuracy >= 0.9, "eval_accuracy {}", e.eval_accuracy);
     assert!((0.0..=1.0).contains(&e.eval_f1) && e.eval_f1 >= 0.9);
-    assert!(
-        e.eval_loss.is_finite() && e.eval_loss < 0.5,
-        "eval_loss {}",
-        e.eval_loss
-    );
+    assert!(e.eval_loss.is_finite() && e.eval_loss < 0.5, "eval_loss {}", e.eval_loss);
     assert!(e.eval_runtime > 0.0 && e.eval_samples_per_second > 0.0);
     assert!(e.eval_steps_per_second > 0.0);
     println!("{}", serde_json::to_string(&out.train).unwrap());
@@ -92,10 +88,7 @@ fn max_steps_and_gradient_accumulation() {
     .unwrap();
     assert_eq!(out.train.global_step, 5);
     assert!(out.eval.is_none());
-    assert_eq!(
-        logs.iter().map(|l| l.step).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
+    assert_eq!(logs.iter().map(|l| l.step).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     // 10 micro-batches per epoch → 5 optimizer steps per epoch.
     assert!((logs[4].epoch - 1.0).abs() < 1e-9);
     // Linear decay from 5e-5, no warmup: lr of step k (0-based) = 5e-5 * (5 - k) / 5.
@@ -188,10 +181,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     let mut model = tiny_model(0);
     let a = args(r#"{"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 20}"#);
     let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, |_| {}, || false, None);
-    assert!(
-        matches!(r, Err(Error::NonFiniteLoss { step, .. }) if step > 1),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::NonFiniteLoss { step, .. }) if step > 1), "{r:?}");
 }
 
 #[test]
@@ -259,10 +249,7 @@ fn training_args_parse_defaults_and_reject_unknown_keys() {
         r#"[1, 2]"#,
     ] {
         assert!(
-            matches!(
-                TrainingArgs::from_json_str(bad),
-                Err(Error::TrainingArgs(_))
-            ),
+            matches!(TrainingArgs::from_json_str(bad), Err(Error::TrainingArgs(_))),
             "{bad} accepted"
         );
     }
@@ -274,10 +261,23 @@ fn gradient_checkpointing_trains_as_well() {
     let tok = tiny_tokenizer();
     let train = toy_data(128, 1);
     let eval = toy_data(64, 2);
-    let a = args(r#"{"learning_rate": 3e-3, "num_train_epochs": 4, "logging_steps": 4, "gradient_checkpointing": true}"#);
+    let a = args(
+        r#"{"learning_rate": 3e-3, "num_train_epochs": 4, "logging_steps": 4, "gradient_checkpointing": true}"#,
+    );
     let mut model = tiny_model(0);
     let mut logs = Vec::new();
-    let out = train_classifier(&mut model, &tok, &train, &eval, &a, logs_into(&mut logs), |_| {}, || false, None).unwrap();
+    let out = train_classifier(
+        &mut model,
+        &tok,
+        &train,
+        &eval,
+        &a,
+        logs_into(&mut logs),
+        |_| {},
+        || false,
+        None,
+    )
+    .unwrap();
     assert_eq!(out.train.global_step, 64);
     assert!(logs.last().unwrap().loss < logs[0].loss * 0.5, "{logs:?}");
     assert!(out.eval.unwrap().eval_accuracy >= 0.9);
@@ -292,17 +292,30 @@ fn eval_strategy_steps_and_epoch_report_evaluations() {
     let evals = |json: &str| {
         let mut model = tiny_model(0);
         let mut at = Vec::new();
-        train_classifier(&mut model, &tok, &train, &eval, &args(json), |e| {
-            if let TrainEvent::Eval { step, metrics, .. } = e {
-                assert!((0.0..=1.0).contains(&metrics.eval_accuracy));
-                at.push(step);
-            }
-        }, |_| {}, || false, None)
+        train_classifier(
+            &mut model,
+            &tok,
+            &train,
+            &eval,
+            &args(json),
+            |e| {
+                if let TrainEvent::Eval { step, metrics, .. } = e {
+                    assert!((0.0..=1.0).contains(&metrics.eval_accuracy));
+                    at.push(step);
+                }
+            },
+            |_| {},
+            || false,
+            None,
+        )
         .unwrap();
         at
     };
     // 8 steps per epoch, 2 epochs; the final evaluation is the outcome's, not an event.
-    assert_eq!(evals(r#"{"num_train_epochs": 2, "eval_strategy": "steps", "eval_steps": 3}"#), vec![3, 6, 9, 12, 15]);
+    assert_eq!(
+        evals(r#"{"num_train_epochs": 2, "eval_strategy": "steps", "eval_steps": 3}"#),
+        vec![3, 6, 9, 12, 15]
+    );
     assert_eq!(evals(r#"{"num_train_epochs": 2, "evaluation_strategy": "epoch"}"#), vec![8]);
     assert!(evals(r#"{"num_train_epochs": 2}"#).is_empty());
 }
@@ -315,10 +328,20 @@ fn on_save_runs_every_save_steps_with_the_model() {
     let saves = |json: &str| {
         let mut model = tiny_model(0);
         let mut at = Vec::new();
-        train_classifier(&mut model, &tok, &train, &[], &args(json), |_| {}, |s| {
-            assert_eq!(s.model().num_labels(), 2);
-            at.push(s.step());
-        }, || false, None)
+        train_classifier(
+            &mut model,
+            &tok,
+            &train,
+            &[],
+            &args(json),
+            |_| {},
+            |s| {
+                assert_eq!(s.model().num_labels(), 2);
+                at.push(s.step());
+            },
+            || false,
+            None,
+        )
         .unwrap();
         at
     };

@@ -29,11 +29,7 @@ fn encode(tok: &Tokenizer, input: EncodeInput) -> (Vec<u32>, Vec<u32>) {
 fn vocab_txt_matches_minilm_tokenizer_json() {
     let src = minilm_dir();
     let dir = temp_dir("vocab-wordpiece");
-    for f in [
-        "vocab.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
+    for f in ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     let ours = tokenizer_from_dir(&dir).unwrap();
@@ -90,10 +86,7 @@ fn byte_level_bpe_from_vocab_json_and_merges() {
     let merges = "#version: 0.2\nh e\nl l\nhe ll\nhell o\n\u{120} w\no r\n\u{120}w or\n\u{120}wor l\n\u{120}worl d\n";
     std::fs::write(dir.join("merges.txt"), merges).unwrap();
     let tok = tokenizer_from_dir(&dir).unwrap();
-    assert_eq!(
-        encode(&tok, "hello world!".into()),
-        (vec![0, 16, 21, 22, 2], vec![0; 5])
-    );
+    assert_eq!(encode(&tok, "hello world!".into()), (vec![0, 16, 21, 22, 2], vec![0; 5]));
     assert_eq!(
         encode(&tok, ("hello", "world").into()),
         (vec![0, 16, 2, 2, 10, 18, 7, 12, 2], vec![0; 9]),
@@ -110,8 +103,5 @@ fn byte_level_bpe_from_vocab_json_and_merges() {
 fn missing_tokenizer_files_name_the_directory() {
     let dir = temp_dir("vocab-none");
     let err = tokenizer_from_dir(&dir).unwrap_err().to_string();
-    assert!(
-        err.contains(&dir.display().to_string()) && err.contains("vocab.txt"),
-        "{err}"
-    );
+    assert!(err.contains(&dir.display().to_string()) && err.contains("vocab.txt"), "{err}");
 }

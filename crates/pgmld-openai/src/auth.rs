@@ -53,7 +53,10 @@ impl ApiKeys {
             return Err(ApiError::missing_key());
         }
         // Look at every key so the time taken does not tell which one nearly matched.
-        let matched = self.keys.iter().fold(0u8, |acc, k| acc | k.as_bytes().ct_eq(token.as_bytes()).unwrap_u8());
+        let matched = self
+            .keys
+            .iter()
+            .fold(0u8, |acc, k| acc | k.as_bytes().ct_eq(token.as_bytes()).unwrap_u8());
         if matched == 1 {
             Ok(())
         } else {
@@ -79,9 +82,15 @@ mod tests {
     fn accepts_configured_keys_only() {
         let keys = ApiKeys::new(["sk-one".to_string(), "sk-two".to_string()]).unwrap();
         assert!(keys.check(&headers(Some("Bearer sk-one"))).is_ok());
-        assert!(keys.check(&headers(Some("bearer  sk-two "))).is_ok(), "scheme is case-insensitive");
+        assert!(
+            keys.check(&headers(Some("bearer  sk-two "))).is_ok(),
+            "scheme is case-insensitive"
+        );
         let wrong = keys.check(&headers(Some("Bearer sk-three"))).unwrap_err();
-        assert_eq!((wrong.status, wrong.code.as_deref()), (StatusCode::UNAUTHORIZED, Some("invalid_api_key")));
+        assert_eq!(
+            (wrong.status, wrong.code.as_deref()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+        );
         assert!(keys.check(&headers(Some("Bearer sk-on"))).is_err(), "a prefix is not the key");
         for missing in [None, Some("Bearer "), Some("Basic c2stb25lOg=="), Some("sk-one")] {
             let e = keys.check(&headers(missing)).unwrap_err();
@@ -93,7 +102,10 @@ mod tests {
     #[test]
     fn no_keys_means_open_and_blank_keys_are_refused() {
         assert!(ApiKeys::new(Vec::new()).unwrap().check(&headers(None)).is_ok());
-        assert!(matches!(ApiKeys::new(["ok".to_string(), " ".to_string()]), Err(Error::BlankApiKey)));
+        assert!(matches!(
+            ApiKeys::new(["ok".to_string(), " ".to_string()]),
+            Err(Error::BlankApiKey)
+        ));
         let keys = ApiKeys::new(["sk-secret".to_string()]).unwrap();
         assert_eq!(format!("{keys:?}"), "ApiKeys(1 keys)");
     }

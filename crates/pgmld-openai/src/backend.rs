@@ -21,7 +21,8 @@ use crate::request::ChatRequest;
 use crate::response::{Completion, ModelEntry, StreamRow};
 
 /// The non-streaming statement.
-pub const TRANSFORM_SQL: &str = "SELECT pgml.transform(task => $1::jsonb, inputs => $2::jsonb[], args => $3::jsonb)";
+pub const TRANSFORM_SQL: &str =
+    "SELECT pgml.transform(task => $1::jsonb, inputs => $2::jsonb[], args => $3::jsonb)";
 /// The cursor a stream reads from (one per connection, so the name never clashes).
 const CURSOR: &str = "pgmld_openai_stream";
 /// Project tasks whose models can chat.
@@ -48,7 +49,11 @@ pub fn pgmld_target(
         ip => ip.to_string(),
     };
     let mut config = tokio_postgres::Config::new();
-    config.host(&host).port(listen.port()).application_name("pgmld-openai").connect_timeout(CONNECT_TIMEOUT);
+    config
+        .host(&host)
+        .port(listen.port())
+        .application_name("pgmld-openai")
+        .connect_timeout(CONNECT_TIMEOUT);
     let user = user.filter(|u| !u.is_empty()).or(upstream.get_user()).unwrap_or("postgres");
     config.user(user);
     let password = match password {
@@ -117,7 +122,10 @@ impl Backend {
             self.config.connect(NoTls).await.map_err(|e| match e.as_db_error() {
                 // pgmld answered but refused the endpoint's credentials: a configuration
                 // problem, not the caller's.
-                Some(db) => ApiError::unavailable(format!("pgmld refused the endpoint's connection: {}", db.message())),
+                Some(db) => ApiError::unavailable(format!(
+                    "pgmld refused the endpoint's connection: {}",
+                    db.message()
+                )),
                 None => ApiError::unavailable(format!("cannot connect to pgmld: {e}")),
             })?;
         let connection = tokio::spawn(async move {
@@ -131,7 +139,10 @@ impl Backend {
     /// One chat completion through `pgml.transform`.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ApiError> {
         let mut session = self.connect().await?;
-        let row = session.client.query_one(TRANSFORM_SQL, &[&req.task(), &req.inputs(), &req.args()]).await?;
+        let row = session
+            .client
+            .query_one(TRANSFORM_SQL, &[&req.task(), &req.inputs(), &req.args()])
+            .await?;
         session.finished = true;
         let answer: Value = row.try_get(0)?;
         Completion::from_transform(&answer)
@@ -145,7 +156,10 @@ impl Backend {
         let declare = format!(
             "DECLARE {CURSOR} CURSOR FOR SELECT pgml.transform_stream(task => $1::jsonb, inputs => $2::jsonb[], args => $3::jsonb)"
         );
-        session.client.execute(declare.as_str(), &[&req.task(), &req.inputs(), &req.args()]).await?;
+        session
+            .client
+            .execute(declare.as_str(), &[&req.task(), &req.inputs(), &req.args()])
+            .await?;
         let mut stream = CursorStream { session, first: None };
         stream.first = stream.fetch().await?.map(Ok);
         Ok(stream)
@@ -175,7 +189,13 @@ impl Backend {
         };
         session.finished = true;
         rows.iter()
-            .map(|r| Ok(ModelEntry { id: r.try_get(0)?, created: r.try_get(1)?, owned_by: r.try_get(2)? }))
+            .map(|r| {
+                Ok(ModelEntry {
+                    id: r.try_get(0)?,
+                    created: r.try_get(1)?,
+                    owned_by: r.try_get(2)?,
+                })
+            })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(ApiError::from)
     }
@@ -198,8 +218,11 @@ impl CursorStream {
         });
         match text {
             Some(Some(text)) => {
-                let json: Value = serde_json::from_str(text)
-                    .map_err(|e| ApiError::unavailable(format!("pgml.transform_stream sent a row that is not JSON: {e}")))?;
+                let json: Value = serde_json::from_str(text).map_err(|e| {
+                    ApiError::unavailable(format!(
+                        "pgml.transform_stream sent a row that is not JSON: {e}"
+                    ))
+                })?;
                 StreamRow::from_json(&json).map(Some)
             }
             Some(None) => Err(ApiError::unavailable("pgml.transform_stream sent a NULL row")),
@@ -240,23 +263,51 @@ mod tests {
     #[test]
     fn target_takes_the_upstream_credentials_by_default() {
         let listen: SocketAddr = "0.0.0.0:6432".parse().unwrap();
-        let c = pgmld_target(listen, &url("postgres://alice:s3cret@db.internal:5433/app"), None, None, None);
+        let c = pgmld_target(
+            listen,
+            &url("postgres://alice:s3cret@db.internal:5433/app"),
+            None,
+            None,
+            None,
+        );
         assert_eq!(c.get_hosts(), &[tokio_postgres::config::Host::Tcp("127.0.0.1".into())]);
         assert_eq!(c.get_ports(), &[6432]);
         assert_eq!((c.get_user(), c.get_dbname()), (Some("alice"), Some("app")));
         assert_eq!(c.get_password(), Some(&b"s3cret"[..]));
 
-        let c = pgmld_target("127.0.0.2:7000".parse().unwrap(), &url("postgres://alice:s3cret@h/app"), Some("bob"), None, Some("chat"));
-        assert_eq!((c.get_user(), c.get_dbname(), c.get_password()), (Some("bob"), Some("chat"), None), "alice's password is not bob's");
+        let c = pgmld_target(
+            "127.0.0.2:7000".parse().unwrap(),
+            &url("postgres://alice:s3cret@h/app"),
+            Some("bob"),
+            None,
+            Some("chat"),
+        );
+        assert_eq!(
+            (c.get_user(), c.get_dbname(), c.get_password()),
+            (Some("bob"), Some("chat"), None),
+            "alice's password is not bob's"
+        );
         assert_eq!(c.get_hosts(), &[tokio_postgres::config::Host::Tcp("127.0.0.2".into())]);
-        let c = pgmld_target("[::]:7000".parse().unwrap(), &url("postgres://h"), Some("bob"), Some("pw"), None);
+        let c = pgmld_target(
+            "[::]:7000".parse().unwrap(),
+            &url("postgres://h"),
+            Some("bob"),
+            Some("pw"),
+            None,
+        );
         assert_eq!((c.get_password(), c.get_dbname()), (Some(&b"pw"[..]), Some("bob")));
         assert_eq!(c.get_hosts(), &[tokio_postgres::config::Host::Tcp("::1".into())]);
     }
 
     #[test]
     fn debug_hides_the_password() {
-        let c = pgmld_target("127.0.0.1:1".parse().unwrap(), &url("postgres://a:topsecret@h/d"), None, None, None);
+        let c = pgmld_target(
+            "127.0.0.1:1".parse().unwrap(),
+            &url("postgres://a:topsecret@h/d"),
+            None,
+            None,
+            None,
+        );
         assert!(!format!("{:?}", Backend::new(c)).contains("topsecret"));
     }
 
@@ -264,7 +315,13 @@ mod tests {
     async fn unreachable_pgmld_is_503() {
         // A port nothing listens on: bind one, then free it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let c = pgmld_target(format!("127.0.0.1:{port}").parse().unwrap(), &url("postgres://u@h/d"), None, None, None);
+        let c = pgmld_target(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &url("postgres://u@h/d"),
+            None,
+            None,
+            None,
+        );
         let e = Backend::new(c).models().await.unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::SERVICE_UNAVAILABLE, "{e}");
         assert!(e.message.contains("cannot connect to pgmld"), "{}", e.message);

@@ -67,7 +67,13 @@ impl ApiError {
 
     /// 400 for a request that is not JSON at all (no single field to blame).
     pub fn bad_body(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, kind: INVALID_REQUEST, message: message.into(), param: None, code: None }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: INVALID_REQUEST,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
     }
 
     /// 401 without a bearer token, as OpenAI words it.
@@ -118,7 +124,13 @@ impl ApiError {
 
     /// 503 when pgmld itself cannot be reached or dropped the connection.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: SERVER_ERROR, message: message.into(), param: None, code: None }
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: SERVER_ERROR,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
     }
 
     /// The JSON body OpenAI sends with an error.
@@ -154,7 +166,9 @@ fn classify(sqlstate: &str) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, INVALID_REQUEST)
         }
         // Out of memory, too many connections, disk full.
-        s if s.starts_with("53") || s.starts_with("08") || s == "57P03" => (StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR),
+        s if s.starts_with("53") || s.starts_with("08") || s == "57P03" => {
+            (StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR)
+        }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR),
     }
 }
@@ -168,7 +182,8 @@ impl From<tokio_postgres::Error> for ApiError {
                 let sqlstate = db.code().code();
                 let (status, kind) = classify(sqlstate);
                 let not_found = matches!(sqlstate, MODEL_NOT_FOUND_A | MODEL_NOT_FOUND_B);
-                let code = if not_found { "model_not_found".to_string() } else { sqlstate.to_string() };
+                let code =
+                    if not_found { "model_not_found".to_string() } else { sqlstate.to_string() };
                 let param = (status == StatusCode::NOT_FOUND).then(|| "model".to_string());
                 ApiError { status, kind, message: postgres_text(db), param, code: Some(code) }
             }
@@ -179,9 +194,13 @@ impl From<tokio_postgres::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], self.body().to_string()).into_response();
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, "application/json")], self.body().to_string())
+                .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         response
     }

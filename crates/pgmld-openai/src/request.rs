@@ -57,14 +57,20 @@ pub struct ChatRequest {
 fn number(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| ApiError::invalid(key, format!("{key} must be a number, not {v}"))),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(key, format!("{key} must be a number, not {v}"))),
     }
 }
 
 fn integer(body: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| ApiError::invalid(key, format!("{key} must be an integer, not {v}"))),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(key, format!("{key} must be an integer, not {v}"))),
     }
 }
 
@@ -123,7 +129,10 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
     match integer(body, "n")? {
         None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::invalid("n", format!("n must be 1 (pgmld returns one choice per request), not {n}"))),
+        Some(n) => Err(ApiError::invalid(
+            "n",
+            format!("n must be 1 (pgmld returns one choice per request), not {n}"),
+        )),
     }
 }
 
@@ -135,27 +144,52 @@ fn content_text(i: usize, role: &str, content: Option<&Value>) -> Result<String,
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => text.push_str(t),
                     (Some(kind), _) if kind != "text" => {
-                        return Err(ApiError::invalid(&param, format!("content parts of type {kind} are not supported; only text")))
+                        return Err(ApiError::invalid(
+                            &param,
+                            format!("content parts of type {kind} are not supported; only text"),
+                        ))
                     }
-                    _ => return Err(ApiError::invalid(&param, format!("a text content part needs a \"text\" string, not {part}"))),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            &param,
+                            format!("a text content part needs a \"text\" string, not {part}"),
+                        ))
+                    }
                 }
             }
             Ok(text)
         }
-        None | Some(Value::Null) => Err(ApiError::invalid(&param, format!("the {role} message has no content"))),
-        Some(other) => Err(ApiError::invalid(&param, format!("content must be a string or an array of text parts, not {other}"))),
+        None | Some(Value::Null) => {
+            Err(ApiError::invalid(&param, format!("the {role} message has no content")))
+        }
+        Some(other) => Err(ApiError::invalid(
+            &param,
+            format!("content must be a string or an array of text parts, not {other}"),
+        )),
     }
 }
 
 fn messages(body: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
     let items = match body.get("messages") {
         Some(Value::Array(items)) if !items.is_empty() => items,
-        Some(Value::Array(_)) => return Err(ApiError::invalid("messages", "messages must not be empty")),
-        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "you must provide a messages parameter")),
-        Some(other) => return Err(ApiError::invalid("messages", format!("messages must be an array, not {other}"))),
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid("messages", "messages must not be empty"))
+        }
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid("messages", "you must provide a messages parameter"))
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("messages must be an array, not {other}"),
+            ))
+        }
     };
     items
         .iter()
@@ -168,15 +202,25 @@ fn messages(body: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 Some(other) => {
                     return Err(ApiError::invalid(
                         &format!("messages[{i}].role"),
-                        format!("role {other} is not supported; use system, developer, user or assistant"),
+                        format!(
+                        "role {other} is not supported; use system, developer, user or assistant"
+                    ),
                     ))
                 }
-                None => return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("messages[{i}] needs a role"))),
+                None => {
+                    return Err(ApiError::invalid(
+                        &format!("messages[{i}].role"),
+                        format!("messages[{i}] needs a role"),
+                    ))
+                }
             };
             if is_set(m.get("tool_calls")) || is_set(m.get("function_call")) {
                 return Err(unsupported(&format!("messages[{i}].tool_calls"), "tool calls"));
             }
-            Ok(Message { role: role.to_string(), content: content_text(i, role, m.get("content"))? })
+            Ok(Message {
+                role: role.to_string(),
+                content: content_text(i, role, m.get("content"))?,
+            })
         })
         .collect()
 }
@@ -187,12 +231,24 @@ fn stop(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid("stop", format!("stop must hold strings, not {v}"))))
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::invalid("stop", format!("stop must hold strings, not {v}"))
+                })
+            })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(ApiError::invalid("stop", format!("stop must be a string or an array of strings, not {other}"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("stop must be a string or an array of strings, not {other}"),
+            ))
+        }
     };
     if stops.len() > MAX_STOP {
-        return Err(ApiError::invalid("stop", format!("stop takes at most {MAX_STOP} sequences, not {}", stops.len())));
+        return Err(ApiError::invalid(
+            "stop",
+            format!("stop takes at most {MAX_STOP} sequences, not {}", stops.len()),
+        ));
     }
     if stops.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop sequences must not be empty"));
@@ -204,12 +260,21 @@ impl ChatRequest {
     /// Checks a request body. Errors are 400s naming the field at fault.
     pub fn from_json(body: &Value) -> Result<ChatRequest, ApiError> {
         let Value::Object(body) = body else {
-            return Err(ApiError::bad_body(format!("the request body must be a JSON object, not {body}")));
+            return Err(ApiError::bad_body(format!(
+                "the request body must be a JSON object, not {body}"
+            )));
         };
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
-            Some(Value::String(_)) | None | Some(Value::Null) => return Err(ApiError::invalid("model", "you must provide a model parameter")),
-            Some(other) => return Err(ApiError::invalid("model", format!("model must be a string, not {other}"))),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ApiError::invalid("model", "you must provide a model parameter"))
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "model",
+                    format!("model must be a string, not {other}"),
+                ))
+            }
         };
         refuse_unsupported(body)?;
         let messages = messages(body)?;
@@ -218,36 +283,64 @@ impl ChatRequest {
             None => integer(body, "max_tokens")?.map(|n| ("max_tokens", n)),
         };
         let max_tokens = match max_tokens {
-            Some((key, n)) if n < 1 => return Err(ApiError::invalid(key, format!("{key} must be at least 1, not {n}"))),
+            Some((key, n)) if n < 1 => {
+                return Err(ApiError::invalid(key, format!("{key} must be at least 1, not {n}")))
+            }
             Some((_, n)) => Some(n as u64),
             None => None,
         };
         let temperature = number(body, "temperature")?.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid("temperature", format!("temperature must be between 0 and 2, not {temperature}")));
+            return Err(ApiError::invalid(
+                "temperature",
+                format!("temperature must be between 0 and 2, not {temperature}"),
+            ));
         }
         let top_p = number(body, "top_p")?;
         if let Some(p) = top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-            return Err(ApiError::invalid("top_p", format!("top_p must be above 0 and at most 1, not {p}")));
+            return Err(ApiError::invalid(
+                "top_p",
+                format!("top_p must be above 0 and at most 1, not {p}"),
+            ));
         }
         let top_k = match integer(body, "top_k")? {
-            Some(k) if k < 0 => return Err(ApiError::invalid("top_k", format!("top_k must not be negative, not {k}"))),
+            Some(k) if k < 0 => {
+                return Err(ApiError::invalid(
+                    "top_k",
+                    format!("top_k must not be negative, not {k}"),
+                ))
+            }
             k => k.map(|k| k as u64),
         };
         let seed = match integer(body, "seed")? {
-            Some(s) if s < 0 => return Err(ApiError::invalid("seed", format!("seed must not be negative, not {s}"))),
+            Some(s) if s < 0 => {
+                return Err(ApiError::invalid(
+                    "seed",
+                    format!("seed must not be negative, not {s}"),
+                ))
+            }
             s => s.map(|s| s as u64),
         };
         let stream = boolean(body, "stream")?;
         let include_usage = match body.get("stream_options") {
             None | Some(Value::Null) => false,
             Some(Value::Object(o)) => boolean(o, "include_usage")?,
-            Some(other) => return Err(ApiError::invalid("stream_options", format!("stream_options must be an object, not {other}"))),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "stream_options",
+                    format!("stream_options must be an object, not {other}"),
+                ))
+            }
         };
         let chat_template = match body.get("chat_template") {
             None | Some(Value::Null) => None,
             Some(Value::String(t)) => Some(t.clone()),
-            Some(other) => return Err(ApiError::invalid("chat_template", format!("chat_template must be a string, not {other}"))),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "chat_template",
+                    format!("chat_template must be a string, not {other}"),
+                ))
+            }
         };
         Ok(ChatRequest {
             model,
@@ -334,7 +427,10 @@ mod tests {
         assert_eq!(r.task(), json!({"task": "conversational", "model": "m.gguf"}));
         assert_eq!(
             r.inputs(),
-            vec![json!({"role": "system", "content": "Be brief."}), json!({"role": "user", "content": "Capital of France?"})]
+            vec![
+                json!({"role": "system", "content": "Be brief."}),
+                json!({"role": "user", "content": "Capital of France?"})
+            ]
         );
         assert_eq!(
             r.args(),
@@ -346,9 +442,11 @@ mod tests {
 
     #[test]
     fn defaults_sample_as_openai_does() {
-        let r = parse(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+        let r = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
                              "stream": true, "stream_options": {"include_usage": true}, "top_k": 40,
-                             "repetition_penalty": 1.3}))
+                             "repetition_penalty": 1.3}),
+        )
         .unwrap();
         assert_eq!(
             r.args(),
@@ -366,14 +464,23 @@ mod tests {
             (json!({"model": 3, "messages": msgs}), "model"),
             (json!({"model": "m"}), "messages"),
             (json!({"model": "m", "messages": []}), "messages"),
-            (json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}), "messages[0].role"),
+            (
+                json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+                "messages[0].role",
+            ),
             (json!({"model": "m", "messages": [{"role": "user"}]}), "messages[0].content"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}), "messages[0].content"),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}),
+                "messages[0].content",
+            ),
             (json!({"model": "m", "messages": msgs, "temperature": 2.5}), "temperature"),
             (json!({"model": "m", "messages": msgs, "temperature": "hot"}), "temperature"),
             (json!({"model": "m", "messages": msgs, "top_p": 0}), "top_p"),
             (json!({"model": "m", "messages": msgs, "max_tokens": 0}), "max_tokens"),
-            (json!({"model": "m", "messages": msgs, "max_completion_tokens": -1}), "max_completion_tokens"),
+            (
+                json!({"model": "m", "messages": msgs, "max_completion_tokens": -1}),
+                "max_completion_tokens",
+            ),
             (json!({"model": "m", "messages": msgs, "n": 2}), "n"),
             (json!({"model": "m", "messages": msgs, "stop": ["a", "b", "c", "d", "e"]}), "stop"),
             (json!({"model": "m", "messages": msgs, "stop": [1]}), "stop"),
@@ -382,11 +489,18 @@ mod tests {
             (json!({"model": "m", "messages": msgs, "tools": [{"type": "function"}]}), "tools"),
             (json!({"model": "m", "messages": msgs, "logprobs": true}), "logprobs"),
             (json!({"model": "m", "messages": msgs, "presence_penalty": 0.5}), "presence_penalty"),
-            (json!({"model": "m", "messages": msgs, "response_format": {"type": "json_object"}}), "response_format"),
+            (
+                json!({"model": "m", "messages": msgs, "response_format": {"type": "json_object"}}),
+                "response_format",
+            ),
         ];
         for (body, param) in cases {
             let (status, got, message) = err_param(body.clone());
-            assert_eq!((status, got.as_deref()), (StatusCode::BAD_REQUEST, Some(param)), "{body}: {message}");
+            assert_eq!(
+                (status, got.as_deref()),
+                (StatusCode::BAD_REQUEST, Some(param)),
+                "{body}: {message}"
+            );
         }
         let e = parse(json!([1, 2])).unwrap_err();
         assert_eq!((e.status, e.param), (StatusCode::BAD_REQUEST, None));
@@ -394,9 +508,11 @@ mod tests {
 
     #[test]
     fn neutral_values_of_unsupported_fields_pass() {
-        let r = parse(json!({"model": "m", "messages": [{"role": "assistant", "content": "x", "tool_calls": []}],
+        let r = parse(
+            json!({"model": "m", "messages": [{"role": "assistant", "content": "x", "tool_calls": []}],
                              "n": 1, "tools": [], "logprobs": false, "presence_penalty": 0.0,
-                             "response_format": {"type": "text"}, "modalities": ["text"], "logit_bias": {}}));
+                             "response_format": {"type": "text"}, "modalities": ["text"], "logit_bias": {}}),
+        );
         assert!(r.is_ok(), "{r:?}");
     }
 }

@@ -21,8 +21,13 @@ pub struct Usage {
 
 impl Usage {
     fn from_json(v: &Value) -> Result<Usage, ApiError> {
-        let count = |key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(|| unexpected(&format!("usage.{key}"), v));
-        Ok(Usage { prompt_tokens: count("prompt_tokens")?, completion_tokens: count("completion_tokens")? })
+        let count = |key: &str| {
+            v.get(key).and_then(Value::as_u64).ok_or_else(|| unexpected(&format!("usage.{key}"), v))
+        };
+        Ok(Usage {
+            prompt_tokens: count("prompt_tokens")?,
+            completion_tokens: count("completion_tokens")?,
+        })
     }
 
     /// OpenAI's usage object (with the total).
@@ -65,9 +70,16 @@ pub struct Completion {
 impl Completion {
     /// Reads `pgml.transform`'s `return_usage` answer (one sequence).
     pub fn from_transform(v: &Value) -> Result<Completion, ApiError> {
-        let text = v.get("outputs").and_then(|o| o.get(0)).and_then(Value::as_str).ok_or_else(|| unexpected("outputs[0]", v))?;
-        let finish_reason =
-            v.get("finish_reasons").and_then(|f| f.get(0)).and_then(Value::as_str).ok_or_else(|| unexpected("finish_reasons[0]", v))?;
+        let text = v
+            .get("outputs")
+            .and_then(|o| o.get(0))
+            .and_then(Value::as_str)
+            .ok_or_else(|| unexpected("outputs[0]", v))?;
+        let finish_reason = v
+            .get("finish_reasons")
+            .and_then(|f| f.get(0))
+            .and_then(Value::as_str)
+            .ok_or_else(|| unexpected("finish_reasons[0]", v))?;
         let usage = Usage::from_json(v.get("usage").ok_or_else(|| unexpected("usage", v))?)?;
         Ok(Completion { text: text.to_string(), finish_reason: finish_reason.to_string(), usage })
     }
@@ -91,12 +103,18 @@ impl StreamRow {
     /// Reads one row: `["piece"]` or `{"finish_reason", "usage"}`.
     pub fn from_json(v: &Value) -> Result<StreamRow, ApiError> {
         match v {
-            Value::Array(items) => {
-                items.first().and_then(Value::as_str).map(|p| StreamRow::Piece(p.to_string())).ok_or_else(|| unexpected("a text piece", v))
-            }
+            Value::Array(items) => items
+                .first()
+                .and_then(Value::as_str)
+                .map(|p| StreamRow::Piece(p.to_string()))
+                .ok_or_else(|| unexpected("a text piece", v)),
             Value::Object(o) => {
-                let finish_reason = o.get("finish_reason").and_then(Value::as_str).ok_or_else(|| unexpected("finish_reason", v))?;
-                let usage = Usage::from_json(o.get("usage").ok_or_else(|| unexpected("usage", v))?)?;
+                let finish_reason = o
+                    .get("finish_reason")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| unexpected("finish_reason", v))?;
+                let usage =
+                    Usage::from_json(o.get("usage").ok_or_else(|| unexpected("usage", v))?)?;
                 Ok(StreamRow::Done { finish_reason: finish_reason.to_string(), usage })
             }
             other => Err(unexpected("a text piece", other)),
@@ -123,8 +141,14 @@ pub fn system_fingerprint() -> String {
 impl ResponseMeta {
     /// A fresh id and the current time for a response about `model`.
     pub fn new(model: &str) -> ResponseMeta {
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        ResponseMeta { id: format!("chatcmpl-{:032x}", rand::random::<u128>()), created, model: model.to_string() }
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ResponseMeta {
+            id: format!("chatcmpl-{:032x}", rand::random::<u128>()),
+            created,
+            model: model.to_string(),
+        }
     }
 
     /// The `chat.completion` body.
@@ -208,13 +232,26 @@ mod tests {
         let answer = json!({"outputs": ["Paris."], "finish_reasons": ["stop"],
                             "usage": {"prompt_tokens": 31, "completion_tokens": 3, "total_tokens": 34}});
         let c = Completion::from_transform(&answer).unwrap();
-        assert_eq!(c, Completion { text: "Paris.".into(), finish_reason: "stop".into(), usage: Usage { prompt_tokens: 31, completion_tokens: 3 } });
+        assert_eq!(
+            c,
+            Completion {
+                text: "Paris.".into(),
+                finish_reason: "stop".into(),
+                usage: Usage { prompt_tokens: 31, completion_tokens: 3 }
+            }
+        );
         let meta = ResponseMeta { id: "chatcmpl-1".into(), created: 5, model: "m".into() };
         let body = meta.completion(&c);
         assert_eq!(body["object"], "chat.completion");
-        assert_eq!(body["choices"][0]["message"], json!({"role": "assistant", "content": "Paris.", "refusal": null}));
+        assert_eq!(
+            body["choices"][0]["message"],
+            json!({"role": "assistant", "content": "Paris.", "refusal": null})
+        );
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
-        assert_eq!(body["usage"], json!({"prompt_tokens": 31, "completion_tokens": 3, "total_tokens": 34}));
+        assert_eq!(
+            body["usage"],
+            json!({"prompt_tokens": 31, "completion_tokens": 3, "total_tokens": 34})
+        );
         assert_eq!(body["system_fingerprint"], system_fingerprint());
     }
 
@@ -224,13 +261,18 @@ mod tests {
         let e = Completion::from_transform(&json!(["Paris."])).unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::BAD_GATEWAY);
         assert!(e.message.contains("outputs[0]"), "{}", e.message);
-        let e = Completion::from_transform(&json!({"outputs": ["x"], "finish_reasons": ["stop"], "usage": {"prompt_tokens": 1}}));
+        let e = Completion::from_transform(
+            &json!({"outputs": ["x"], "finish_reasons": ["stop"], "usage": {"prompt_tokens": 1}}),
+        );
         assert!(e.unwrap_err().message.contains("usage.completion_tokens"));
     }
 
     #[test]
     fn stream_rows_and_chunks() {
-        assert_eq!(StreamRow::from_json(&json!([" Par"])).unwrap(), StreamRow::Piece(" Par".into()));
+        assert_eq!(
+            StreamRow::from_json(&json!([" Par"])).unwrap(),
+            StreamRow::Piece(" Par".into())
+        );
         assert_eq!(
             StreamRow::from_json(&json!({"finish_reason": "length", "usage": {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}})).unwrap(),
             StreamRow::Done { finish_reason: "length".into(), usage: Usage { prompt_tokens: 2, completion_tokens: 4 } }
@@ -247,12 +289,22 @@ mod tests {
         let last = meta.chunk(json!({}), Some("stop"));
         assert_eq!(last["choices"][0]["finish_reason"], "stop");
         let usage = meta.usage_chunk(Usage { prompt_tokens: 2, completion_tokens: 4 });
-        assert_eq!((usage["choices"].as_array().map(Vec::len), &usage["usage"]["total_tokens"]), (Some(0), &json!(6)));
+        assert_eq!(
+            (usage["choices"].as_array().map(Vec::len), &usage["usage"]["total_tokens"]),
+            (Some(0), &json!(6))
+        );
     }
 
     #[test]
     fn model_list_shape() {
-        let list = model_list(&[ModelEntry { id: "chat-proj".into(), created: 10, owned_by: "chat-proj".into() }]);
-        assert_eq!(list, json!({"object": "list", "data": [{"id": "chat-proj", "object": "model", "created": 10, "owned_by": "chat-proj"}]}));
+        let list = model_list(&[ModelEntry {
+            id: "chat-proj".into(),
+            created: 10,
+            owned_by: "chat-proj".into(),
+        }]);
+        assert_eq!(
+            list,
+            json!({"object": "list", "data": [{"id": "chat-proj", "object": "model", "created": 10, "owned_by": "chat-proj"}]})
+        );
     }
 }

@@ -48,7 +48,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn not_found(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn not_found(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(e) = state.keys.check(&headers) {
         return e.into_response();
     }
@@ -67,7 +71,11 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     }
 }
 
-async fn get_model(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(model): Path<String>) -> Response {
+async fn get_model(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Response {
     let result = async {
         state.keys.check(&headers)?;
         let models = state.backend.models().await?;
@@ -80,7 +88,11 @@ async fn get_model(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(
     }
 }
 
-async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         state.keys.check(&headers)?;
         let json: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -122,18 +134,27 @@ fn data(v: &Value) -> Event {
 /// The events of a streamed completion: a role chunk, a chunk per piece of text, a last
 /// chunk with the finish reason, the usage chunk when asked for, then `[DONE]`. An error
 /// part-way is sent as an `{"error": …}` event (what OpenAI's clients raise) and ends it.
-fn events(cursor: CursorStream, meta: ResponseMeta, include_usage: bool) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(
+    cursor: CursorStream,
+    meta: ResponseMeta,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold((cursor, Phase::Start), move |(mut cursor, phase)| {
         let meta = meta.clone();
         async move {
             match phase {
                 Phase::Start => Some((Ok(data(&meta.role_chunk())), (cursor, Phase::Pieces))),
-                Phase::Closing(mut rest) => rest.next().map(|e| (Ok(e), (cursor, Phase::Closing(rest)))),
+                Phase::Closing(mut rest) => {
+                    rest.next().map(|e| (Ok(e), (cursor, Phase::Closing(rest))))
+                }
                 Phase::Pieces => loop {
                     let closing = match cursor.next().await {
                         Some(Ok(StreamRow::Piece(p))) if p.is_empty() => continue,
                         Some(Ok(StreamRow::Piece(p))) => {
-                            return Some((Ok(data(&meta.chunk(json!({"content": p}), None))), (cursor, Phase::Pieces)))
+                            return Some((
+                                Ok(data(&meta.chunk(json!({"content": p}), None))),
+                                (cursor, Phase::Pieces),
+                            ))
                         }
                         Some(Ok(StreamRow::Done { finish_reason, usage })) => {
                             cursor.finish().await;
@@ -149,7 +170,9 @@ fn events(cursor: CursorStream, meta: ResponseMeta, include_usage: bool) -> impl
                             vec![data(&e.body())]
                         }
                         None => {
-                            let e = ApiError::unavailable("pgml.transform_stream ended without its finish_reason row");
+                            let e = ApiError::unavailable(
+                                "pgml.transform_stream ended without its finish_reason row",
+                            );
                             vec![data(&e.body())]
                         }
                     };
@@ -174,12 +197,30 @@ mod tests {
     /// authentication and validation fail with 503, which tells them apart.
     fn app(keys: &[&str]) -> Router {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let target = crate::pgmld_target(format!("127.0.0.1:{port}").parse().unwrap(), &"postgres://u@h/d".parse().unwrap(), None, None, None);
-        router(AppState { keys: ApiKeys::new(keys.iter().map(|k| k.to_string())).unwrap(), backend: Backend::new(target) })
+        let target = crate::pgmld_target(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &"postgres://u@h/d".parse().unwrap(),
+            None,
+            None,
+            None,
+        );
+        router(AppState {
+            keys: ApiKeys::new(keys.iter().map(|k| k.to_string())).unwrap(),
+            backend: Backend::new(target),
+        })
     }
 
-    async fn call(app: Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(a) = auth {
             req = req.header(header::AUTHORIZATION, a);
         }
@@ -193,23 +234,47 @@ mod tests {
 
     #[tokio::test]
     async fn every_route_needs_the_key() {
-        for (method, uri) in [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/org/m"), ("GET", "/nope")] {
+        for (method, uri) in [
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/models/org/m"),
+            ("GET", "/nope"),
+        ] {
             let (status, body) = call(app(&["sk-test"]), method, uri, None, CHAT).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
             assert_eq!(body["error"]["type"], "invalid_request_error", "{method} {uri}: {body}");
-            let (status, body) = call(app(&["sk-test"]), method, uri, Some("Bearer sk-wrong"), CHAT).await;
-            assert_eq!((status, &body["error"]["code"]), (StatusCode::UNAUTHORIZED, &json!("invalid_api_key")), "{method} {uri}");
+            let (status, body) =
+                call(app(&["sk-test"]), method, uri, Some("Bearer sk-wrong"), CHAT).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (StatusCode::UNAUTHORIZED, &json!("invalid_api_key")),
+                "{method} {uri}"
+            );
         }
     }
 
     #[tokio::test]
     async fn bad_requests_fail_before_pgmld_is_asked() {
         let key = Some("Bearer sk-test");
-        let (status, body) = call(app(&["sk-test"]), "POST", "/v1/chat/completions", key, "{not json").await;
+        let (status, body) =
+            call(app(&["sk-test"]), "POST", "/v1/chat/completions", key, "{not json").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("could not parse the JSON body"), "{body}");
-        let (status, body) = call(app(&["sk-test"]), "POST", "/v1/chat/completions", key, r#"{"model": "m", "messages": [], "n": 1}"#).await;
-        assert_eq!((status, &body["error"]["param"]), (StatusCode::BAD_REQUEST, &json!("messages")));
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("could not parse the JSON body"),
+            "{body}"
+        );
+        let (status, body) = call(
+            app(&["sk-test"]),
+            "POST",
+            "/v1/chat/completions",
+            key,
+            r#"{"model": "m", "messages": [], "n": 1}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]["param"]),
+            (StatusCode::BAD_REQUEST, &json!("messages"))
+        );
         let (status, body) = call(app(&["sk-test"]), "GET", "/v1/nothing", key, "").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("/v1/nothing"));
@@ -220,14 +285,21 @@ mod tests {
         // With the key (or with no keys configured), a valid request goes to pgmld, which
         // is down here: 503 from the backend, not 400 or 401.
         for (keys, auth) in [(&["sk-test"][..], Some("Bearer sk-test")), (&[][..], None)] {
-            for (method, uri, body) in [("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", "")] {
+            for (method, uri, body) in
+                [("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", "")]
+            {
                 let (status, answer) = call(app(keys), method, uri, auth, body).await;
                 assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}: {answer}");
                 assert_eq!(answer["error"]["type"], "server_error");
             }
         }
-        let stream = r#"{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
+        let stream =
+            r#"{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
         let (status, _) = call(app(&[]), "POST", "/v1/chat/completions", None, stream).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a stream that cannot start is a plain HTTP error");
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a stream that cannot start is a plain HTTP error"
+        );
     }
 }

@@ -67,7 +67,11 @@ mod tests {
         let delays: Vec<u64> = (0..6).map(|_| b.failed(&emfile).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         b.accepted();
-        assert_eq!(b.failed(&io::Error::from_raw_os_error(libc::ENFILE)), FIRST, "a new episode starts over");
+        assert_eq!(
+            b.failed(&io::Error::from_raw_os_error(libc::ENFILE)),
+            FIRST,
+            "a new episode starts over"
+        );
         let reset = io::Error::from_raw_os_error(libc::ECONNABORTED);
         assert_eq!(b.failed(&reset), Duration::ZERO, "a connection's own error is retried at once");
     }

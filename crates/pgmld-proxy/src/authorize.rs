@@ -62,8 +62,14 @@ impl Probe {
                 .with_hint("pgmld creates it when it migrates a database; reconnect through pgmld, or restart it."));
         }
         if !self.schema_usage {
-            return Err(SqlError::new(codes::INSUFFICIENT_PRIVILEGE, "permission denied for schema pgml")
-                .with_hint(format!("An administrator can GRANT USAGE ON SCHEMA pgml TO {};", quote_role(&self.caller.role))));
+            return Err(SqlError::new(
+                codes::INSUFFICIENT_PRIVILEGE,
+                "permission denied for schema pgml",
+            )
+            .with_hint(format!(
+                "An administrator can GRANT USAGE ON SCHEMA pgml TO {};",
+                quote_role(&self.caller.role)
+            )));
         }
         for f in functions {
             let f = f.to_ascii_lowercase();
@@ -72,8 +78,14 @@ impl Probe {
                     .with_hint("pgmld creates its functions when it migrates a database; the entry was dropped. Restart pgmld to create it again."));
             }
             if !self.executable.contains(&f) {
-                return Err(SqlError::new(codes::INSUFFICIENT_PRIVILEGE, format!("permission denied for function {f}"))
-                    .with_hint(format!("An administrator can GRANT EXECUTE ON FUNCTION pgml.{f} TO {};", quote_role(&self.caller.role))));
+                return Err(SqlError::new(
+                    codes::INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied for function {f}"),
+                )
+                .with_hint(format!(
+                    "An administrator can GRANT EXECUTE ON FUNCTION pgml.{f} TO {};",
+                    quote_role(&self.caller.role)
+                )));
             }
         }
         Ok(self.caller)
@@ -95,16 +107,26 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// error ends the session; the inner one is the statement's. When the upstream itself
     /// failed the probe (an aborted transaction: 25P02), its error already went to the
     /// client and the upstream skips to Sync, so the inner error is not reported again.
-    pub(crate) async fn authorize(&mut self, functions: &[&str]) -> Result<Result<Caller, SqlError>, ProxyError> {
+    pub(crate) async fn authorize(
+        &mut self,
+        functions: &[&str],
+    ) -> Result<Result<Caller, SqlError>, ProxyError> {
         let names: Vec<String> = functions.iter().map(|f| f.to_ascii_lowercase()).collect();
         let list = format!("{{{}}}", names.join(","));
-        let sql = PROBE_SQL.replace("$1::text[]", &format!("'{}'::text[]", list.replace('\'', "''")));
+        let sql =
+            PROBE_SQL.replace("$1::text[]", &format!("'{}'::text[]", list.replace('\'', "''")));
         match self.run_captured(&sql, None).await? {
             Captured::Rows(_, rows) => match rows.first().and_then(|r| Probe::from_row(r)) {
                 Some(probe) => Ok(probe.judge(functions)),
-                None => Ok(Err(SqlError::new(codes::INTERNAL_ERROR, "could not read the calling role from the upstream session"))),
+                None => Ok(Err(SqlError::new(
+                    codes::INTERNAL_ERROR,
+                    "could not read the calling role from the upstream session",
+                ))),
             },
-            Captured::Failed => Ok(Err(SqlError::new(codes::INTERNAL_ERROR, "the upstream refused the privilege check"))),
+            Captured::Failed => Ok(Err(SqlError::new(
+                codes::INTERNAL_ERROR,
+                "the upstream refused the privilege check",
+            ))),
         }
     }
 }
@@ -119,7 +141,15 @@ mod tests {
 
     #[test]
     fn judges_schema_then_functions() {
-        let full = row(&[Some("app"), Some("f"), Some("f"), Some("t"), Some("t"), Some("{transform,tune}"), Some("{transform}")]);
+        let full = row(&[
+            Some("app"),
+            Some("f"),
+            Some("f"),
+            Some("t"),
+            Some("t"),
+            Some("{transform,tune}"),
+            Some("{transform}"),
+        ]);
         let p = Probe::from_row(&full).unwrap();
         assert_eq!(p.caller, Caller::plain("app"));
         assert_eq!(p.clone().judge(&["transform"]).unwrap().role, "app");
@@ -136,7 +166,15 @@ mod tests {
 
     #[test]
     fn reads_flags() {
-        let su = row(&[Some("Admin"), Some("t"), Some("t"), Some("t"), Some("t"), Some("{}"), Some("{}")]);
+        let su = row(&[
+            Some("Admin"),
+            Some("t"),
+            Some("t"),
+            Some("t"),
+            Some("t"),
+            Some("{}"),
+            Some("{}"),
+        ]);
         let p = Probe::from_row(&su).unwrap();
         assert!(p.caller.superuser && p.caller.read_server_files && p.existing.is_empty());
         assert!(Probe::from_row(&row(&[None])).is_none());

@@ -52,7 +52,8 @@ impl CancelRegistry {
 
     /// Handles a CancelRequest: unknown keys are ignored, as Postgres does.
     pub async fn cancel(&self, pid: i32, key: &[u8]) {
-        let target = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&(pid, key.to_vec())).cloned();
+        let target =
+            self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&(pid, key.to_vec())).cloned();
         let Some(t) = target else {
             tracing::debug!(pid, "cancel request with unknown key ignored");
             return;

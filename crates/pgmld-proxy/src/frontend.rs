@@ -212,12 +212,19 @@ mod tests {
         let mut b = BytesMut::new();
         wire::parse("s1", "SELECT pgml.version($1)", vec![25], &mut b);
         let p: Parse = decode(&b.split().freeze()).unwrap();
-        assert_eq!((p.name.as_deref(), p.query.as_str(), p.type_oids), (Some("s1"), "SELECT pgml.version($1)", vec![25]));
-        let from = Bind::new(None, None, vec![1], vec![Some(Bytes::from_static(b"ab")), None], vec![0, 1]);
+        assert_eq!(
+            (p.name.as_deref(), p.query.as_str(), p.type_oids),
+            (Some("s1"), "SELECT pgml.version($1)", vec![25])
+        );
+        let from =
+            Bind::new(None, None, vec![1], vec![Some(Bytes::from_static(b"ab")), None], vec![0, 1]);
         wire::bind("p", "s1", &from, &mut b);
         let bind: Bind = decode(&b.split().freeze()).unwrap();
         assert_eq!(bind.parameters, vec![Some(Bytes::from_static(b"ab")), None]);
-        assert_eq!((bind.parameter_format_codes, bind.result_column_format_codes), (vec![1], vec![0, 1]));
+        assert_eq!(
+            (bind.parameter_format_codes, bind.result_column_format_codes),
+            (vec![1], vec![0, 1])
+        );
         wire::execute("", 7, &mut b);
         let e: Execute = decode(&b.split().freeze()).unwrap();
         assert_eq!((e.name, e.max_rows), (None, 7));
@@ -234,17 +241,17 @@ mod tests {
     #[test]
     fn refuses_truncated_and_padded_messages() {
         let cases: &[(u8, &[u8])] = &[
-            (b'P', b"s\0SELECT pgml.version()"),          // query not terminated
-            (b'P', b"s\0SELECT 1\0\0"),                   // half a count
-            (b'P', b"s\0SELECT 1\0\0\x05\0\0\0\x19"),     // 5 types declared, 1 sent
-            (b'B', b"\0\0\0\0\0\x01\0\0\0\x10ab\0\0"),    // a 16-byte value of 2 bytes
+            (b'P', b"s\0SELECT pgml.version()"),       // query not terminated
+            (b'P', b"s\0SELECT 1\0\0"),                // half a count
+            (b'P', b"s\0SELECT 1\0\0\x05\0\0\0\x19"),  // 5 types declared, 1 sent
+            (b'B', b"\0\0\0\0\0\x01\0\0\0\x10ab\0\0"), // a 16-byte value of 2 bytes
             (b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfeab\0\0"), // negative length other than -1
-            (b'B', b"\0\0\xff\xff"),                      // 65535 formats declared
-            (b'E', b"portal\0\0\0"),                      // half a row count
-            (b'E', b"\0\0\0\0\0extra"),                   // bytes left over
-            (b'C', b"Xname\0"),                           // bad target
-            (b'D', b""),                                  // no target
-            (b'Q', b"SELECT pgml.version()"),             // no NUL
+            (b'B', b"\0\0\xff\xff"),                   // 65535 formats declared
+            (b'E', b"portal\0\0\0"),                   // half a row count
+            (b'E', b"\0\0\0\0\0extra"),                // bytes left over
+            (b'C', b"Xname\0"),                        // bad target
+            (b'D', b""),                               // no target
+            (b'Q', b"SELECT pgml.version()"),          // no NUL
         ];
         for (ty, body) in cases {
             let f = framed(*ty, body);
@@ -256,7 +263,11 @@ mod tests {
                 b'D' => decode::<Describe>(&f).map(drop),
                 _ => decode::<Query>(&f).map(drop),
             };
-            assert!(matches!(r, Err(ProxyError::Protocol(_))), "{:?} {body:?} decoded", char::from(*ty));
+            assert!(
+                matches!(r, Err(ProxyError::Protocol(_))),
+                "{:?} {body:?} decoded",
+                char::from(*ty)
+            );
         }
         // A length word that disagrees with the frame, and a frame of the wrong type.
         assert!(decode::<Query>(&Bytes::from_static(b"Q\0\0\0\x09x\0")).is_err());

@@ -11,7 +11,10 @@ use bytes::{Bytes, BytesMut};
 use pgmld_sql::analyze::{find_all_calls, find_calls, mentions_pgml, split_statements};
 use pgmld_sql::function::{CallFuture, ParamSpec};
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command, stream_form};
-use pgmld_sql::{next_row_block, Args, CallContext, Output, Param, PgmlFunction, Plan, Registry, Returns, Signature, SqlType, Value};
+use pgmld_sql::{
+    next_row_block, Args, CallContext, Output, Param, PgmlFunction, Plan, Registry, Returns,
+    Signature, SqlType, Value,
+};
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
 use pgwire::messages::simplequery::Query;
 use proptest::prelude::*;
@@ -37,8 +40,8 @@ const SEEDS: &[&str] = &[
 
 /// Characters the mutations insert: SQL punctuation, quotes, and multi-byte text.
 const PALETTE: &[char] = &[
-    '\'', '"', '$', '(', ')', ',', ';', ':', '=', '>', '[', ']', ' ', '\n', '-', '/', '*', '\\', '.', '0', '9', 'a', 'E',
-    'p', 'é', '€', '𝄞', '\0',
+    '\'', '"', '$', '(', ')', ',', ';', ':', '=', '>', '[', ']', ' ', '\n', '-', '/', '*', '\\',
+    '.', '0', '9', 'a', 'E', 'p', 'é', '€', '𝄞', '\0',
 ];
 
 struct Fake(Signature);
@@ -73,7 +76,11 @@ fn registry() -> &'static Registry {
                 vec![text("source"), ParamSpec::optional("limit", SqlType::Int8, Value::Null)],
                 Returns::Table(vec![("table_name", SqlType::Text), ("rows", SqlType::Int8)]),
             ),
-            ("numbers", vec![ParamSpec::required("n", SqlType::Int8)], Returns::SetOf(SqlType::Jsonb)),
+            (
+                "numbers",
+                vec![ParamSpec::required("n", SqlType::Int8)],
+                Returns::SetOf(SqlType::Jsonb),
+            ),
         ] {
             r.register(Arc::new(Fake(Signature { name, params, returns })));
         }
@@ -112,7 +119,12 @@ fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
 /// runs it; results are thrown away, only panics matter.
 fn intercept_text(sql: &str, params: &[Param]) {
     let r = registry();
-    let _ = (mentions_pgml(sql), mentions_cursor_command(sql.as_bytes()), parse_cursor_command(sql), stream_form(sql));
+    let _ = (
+        mentions_pgml(sql),
+        mentions_cursor_command(sql.as_bytes()),
+        parse_cursor_command(sql),
+        stream_form(sql),
+    );
     if let Some(segments) = split_statements(sql) {
         for seg in segments {
             let _ = sql.get(seg).map(|s| (find_calls(s), parse_cursor_command(s)));
@@ -137,9 +149,17 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Bound parameters of any type, format and content.
 fn params() -> impl Strategy<Value = Vec<Param>> {
-    let oid = prop::sample::select(&[0u32, 16, 20, 21, 23, 25, 114, 700, 701, 1009, 3802, 3807, 600][..]);
+    let oid =
+        prop::sample::select(&[0u32, 16, 20, 21, 23, 25, 114, 700, 701, 1009, 3802, 3807, 600][..]);
     let bytes = prop::option::of(prop::collection::vec(any::<u8>(), 0..24));
-    prop::collection::vec((oid, any::<bool>(), bytes).prop_map(|(type_oid, binary, bytes)| Param { type_oid, binary, bytes }), 0..4)
+    prop::collection::vec(
+        (oid, any::<bool>(), bytes).prop_map(|(type_oid, binary, bytes)| Param {
+            type_oid,
+            binary,
+            bytes,
+        }),
+        0..4,
+    )
 }
 
 /// Every frontend decoder on one frame; decoded statement text goes on to interception.
@@ -150,30 +170,40 @@ fn decode_all(frame: &Bytes, params: &[Param]) {
     if let Ok(p) = decode::<Parse>(frame) {
         intercept_text(&p.query, params);
     }
-    let _ = (decode::<Bind>(frame), decode::<Execute>(frame), decode::<Describe>(frame), decode::<Close>(frame));
+    let _ = (
+        decode::<Bind>(frame),
+        decode::<Execute>(frame),
+        decode::<Describe>(frame),
+        decode::<Close>(frame),
+    );
 }
 
 /// A well-formed frontend frame of each kind pgmld decodes.
 fn frames() -> impl Strategy<Value = Bytes> {
     let text = (prop::sample::select(SEEDS), sql_edits()).prop_map(|(s, e)| mutate(s, &e));
-    let values = prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..12)), 0..4);
-    (0u8..6, text, "[a-z_0-9]{0,6}", values, prop::collection::vec(0i16..2, 0..3), any::<i32>()).prop_map(
-        |(kind, sql, name, values, formats, n)| {
+    let values =
+        prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..12)), 0..4);
+    (0u8..6, text, "[a-z_0-9]{0,6}", values, prop::collection::vec(0i16..2, 0..3), any::<i32>())
+        .prop_map(|(kind, sql, name, values, formats, n)| {
             let mut b = BytesMut::new();
             match kind {
                 0 => wire::query(&sql, &mut b),
                 1 => wire::parse(&name, &sql, vec![25; formats.len()], &mut b),
                 2 => {
                     let values = values.into_iter().map(|v| v.map(Bytes::from)).collect();
-                    wire::bind(&name, "", &Bind::new(None, None, formats.clone(), values, formats), &mut b)
+                    wire::bind(
+                        &name,
+                        "",
+                        &Bind::new(None, None, formats.clone(), values, formats),
+                        &mut b,
+                    )
                 }
                 3 => wire::execute(&name, n, &mut b),
                 4 => wire::describe(if n % 2 == 0 { b'S' } else { b'P' }, &name, &mut b),
                 _ => wire::close(b'P', &name, &mut b),
             }
             b.freeze()
-        },
-    )
+        })
 }
 
 /// Byte-level damage to a frame: flip, cut, insert, or rewrite the length word.
@@ -185,7 +215,9 @@ fn damage(frame: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
             0 if i < f.len() => f[i] ^= byte | 1,
             1 => f.truncate(i),
             2 => f.insert(i, byte),
-            3 if f.len() >= 5 => f[1..5].copy_from_slice(&(u32::from(byte) << (8 * (at % 4) as u32)).to_be_bytes()),
+            3 if f.len() >= 5 => {
+                f[1..5].copy_from_slice(&(u32::from(byte) << (8 * (at % 4) as u32)).to_be_bytes())
+            }
             _ => {}
         }
     }
@@ -194,7 +226,8 @@ fn damage(frame: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
 
 /// `cases` per property, or `PGMLD_FUZZ_CASES` for a longer hunt by hand.
 fn config(cases: u32) -> Config {
-    let cases = std::env::var("PGMLD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    let cases =
+        std::env::var("PGMLD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     Config { cases, failure_persistence: None, ..Config::default() }
 }
 

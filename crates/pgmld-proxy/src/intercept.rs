@@ -13,11 +13,11 @@
 
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route};
+use crate::per_row::Bound;
 use crate::session::{LocalPortal, LocalStatement, Session};
+use crate::stream::{Delivery, Served};
 use crate::wire;
 use bytes::{Bytes, BytesMut};
-use crate::per_row::Bound;
-use crate::stream::{Delivery, Served};
 use pgmld_sql::analyze::{find_calls, mentions_pgml, mentions_pgml_bytes, split_statements};
 use pgmld_sql::rowwise;
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
@@ -78,7 +78,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
         // Served in the extended protocol upstream, as one-statement batches are: the
         // privilege check runs on this session first, in the same implicit transaction.
-        let segments = split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
+        let segments =
+            split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
         self.on_multi_statement_query(&sql, segments).await
     }
 
@@ -87,7 +88,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// pgmld sends the statements as one extended-protocol batch (same implicit
     /// transaction, same stop-at-error), evaluating each pgml call only after the
     /// statements before it ran.
-    async fn on_multi_statement_query(&mut self, sql: &str, segments: Vec<std::ops::Range<usize>>) -> Result<(), ProxyError> {
+    async fn on_multi_statement_query(
+        &mut self,
+        sql: &str,
+        segments: Vec<std::ops::Range<usize>>,
+    ) -> Result<(), ProxyError> {
         self.catch_up().await?;
         for seg in segments {
             let text = sql[seg.clone()].to_string();
@@ -126,7 +131,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                     self.bind_unnamed(&plan.shape_sql());
                     let served = match plan.streaming() {
-                        Some(StreamForm::Declare(d)) => self.serve_declare(&plan, d, &[], "").await?,
+                        Some(StreamForm::Declare(d)) => {
+                            self.serve_declare(&plan, d, &[], "").await?
+                        }
                         _ => self.serve_select(&plan, &[], Delivery::Simple).await?,
                     };
                     if served == Served::Failed {
@@ -225,7 +232,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.shared.expect(Kind::DescribeStatement, Route::Capture(tx));
         wire::describe(b'S', &name, &mut self.up);
-        self.statements.insert(name, LocalStatement { plan: Arc::new(plan), describe: Some(rx), param_types: None });
+        self.statements.insert(
+            name,
+            LocalStatement { plan: Arc::new(plan), describe: Some(rx), param_types: None },
+        );
         Ok(())
     }
 
@@ -241,11 +251,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         self.portals.remove(&portal);
         self.cursor_portals.remove(&portal);
         if let Some(cmd) = self.cursor_statements.get(&statement) {
-            self.cursor_portals.insert(portal.clone(), (cmd.clone(), bind.result_column_format_codes.clone()));
+            self.cursor_portals
+                .insert(portal.clone(), (cmd.clone(), bind.result_column_format_codes.clone()));
         }
         if let Some(ls) = self.statements.get(&statement) {
             let plan = ls.plan.clone();
-            self.portals.insert(portal, LocalPortal { statement, plan, bind: frame.clone(), running: None, stream: None });
+            self.portals.insert(
+                portal,
+                LocalPortal { statement, plan, bind: frame.clone(), running: None, stream: None },
+            );
         }
         self.forward(&frame, Some(Kind::Bind));
         Ok(())
@@ -298,14 +312,19 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                 }
                 StreamForm::Select => {
-                    let delivery = Delivery::Portal { name: &portal, formats: &formats, max_rows: exec.max_rows };
+                    let delivery = Delivery::Portal {
+                        name: &portal,
+                        formats: &formats,
+                        max_rows: exec.max_rows,
+                    };
                     self.serve_select(&plan, &params, delivery).await?;
                 }
             }
             return Ok(());
         }
         let bound = Bound { types: &types, bind: &bind };
-        let Some(run) = self.serve_row_blocks(plan.sql().to_string(), &params, Some(bound)).await? else {
+        let Some(run) = self.serve_row_blocks(plan.sql().to_string(), &params, Some(bound)).await?
+        else {
             return Ok(());
         };
         let evaluated = if run == plan.sql() {
@@ -320,7 +339,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         match evaluated {
             Ok(text) => {
                 self.counter += 1;
-                let (s, p) = (format!("pgmld_s{}", self.counter), format!("pgmld_p{}", self.counter));
+                let (s, p) =
+                    (format!("pgmld_s{}", self.counter), format!("pgmld_p{}", self.counter));
                 self.shared.expect(Kind::Parse, Route::Swallow);
                 wire::parse(&s, &text, types, &mut self.up);
                 self.shared.expect(Kind::Bind, Route::Swallow);
@@ -362,7 +382,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Execute of a prepared FETCH / MOVE / CLOSE: served by pgmld when it names one of its
     /// cursors, forwarded otherwise.
-    async fn execute_cursor_command(&mut self, frame: &Bytes, portal: &str, cmd: &CursorCommand, formats: &[i16]) -> Result<(), ProxyError> {
+    async fn execute_cursor_command(
+        &mut self,
+        frame: &Bytes,
+        portal: &str,
+        cmd: &CursorCommand,
+        formats: &[i16],
+    ) -> Result<(), ProxyError> {
         match cmd {
             CursorCommand::Close(name) => self.close_local(name.as_deref()),
             CursorCommand::Fetch { cursor, .. } if self.cursors.contains_key(cursor) => {
@@ -379,7 +405,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// Execute of a streaming portal that a row limit suspended (or that ended).
-    async fn continue_stream(&mut self, frame: &Bytes, portal: &str, max_rows: i32) -> Result<(), ProxyError> {
+    async fn continue_stream(
+        &mut self,
+        frame: &Bytes,
+        portal: &str,
+        max_rows: i32,
+    ) -> Result<(), ProxyError> {
         self.catch_up().await?;
         let Some(lp) = self.portals.get_mut(portal) else { return Ok(()) };
         let Some(lc) = lp.stream.take() else { return Ok(()) };

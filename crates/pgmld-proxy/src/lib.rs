@@ -8,6 +8,8 @@ mod cancel;
 mod error;
 mod expect;
 mod frontend;
+#[cfg(test)]
+mod fuzz_tests;
 mod intercept;
 mod per_row;
 mod relay;
@@ -19,8 +21,6 @@ mod stream;
 mod threads;
 pub mod tls;
 mod wire;
-#[cfg(test)]
-mod fuzz_tests;
 
 pub use error::ProxyError;
 pub use server::{Server, ServerOptions};

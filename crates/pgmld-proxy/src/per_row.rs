@@ -115,7 +115,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                 }
             }
-            tracing::debug!(rows = rows.len(), calls = block.calls().len(), "served a per-row block");
+            tracing::debug!(
+                rows = rows.len(),
+                calls = block.calls().len(),
+                "served a per-row block"
+            );
             sql = match block.complete(&columns, &rows, &results) {
                 Ok(s) => s,
                 Err(e) => {
@@ -124,15 +128,22 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             };
         }
-        let e = SqlError::new(codes::FEATURE_NOT_SUPPORTED, format!("pgml calls nested more than {MAX_ROUNDS} query levels deep"))
-            .with_hint("Compute the calls in fewer nested subqueries.");
+        let e = SqlError::new(
+            codes::FEATURE_NOT_SUPPORTED,
+            format!("pgml calls nested more than {MAX_ROUNDS} query levels deep"),
+        )
+        .with_hint("Compute the calls in fewer nested subqueries.");
         self.local_error(e, mode).await?;
         Ok(None)
     }
 
     /// Runs `sql` upstream in this session (extended protocol, no Sync: inside the
     /// client's transaction) and collects its rows in text form.
-    pub(crate) async fn run_captured(&mut self, sql: &str, bound: Option<&Bound<'_>>) -> Result<Captured, ProxyError> {
+    pub(crate) async fn run_captured(
+        &mut self,
+        sql: &str,
+        bound: Option<&Bound<'_>>,
+    ) -> Result<Captured, ProxyError> {
         self.catch_up().await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         self.counter += 1;
@@ -179,8 +190,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Names the source columns' types for casts: built-in types directly, others by
     /// asking the upstream (`format_type`) once per statement.
-    async fn source_columns(&mut self, raw: Vec<(String, u32, i32)>) -> Result<Option<Vec<SourceColumn>>, ProxyError> {
-        let unknown: Vec<u32> = raw.iter().map(|c| c.1).filter(|&o| rowwise::builtin_type_name(o).is_none()).collect();
+    async fn source_columns(
+        &mut self,
+        raw: Vec<(String, u32, i32)>,
+    ) -> Result<Option<Vec<SourceColumn>>, ProxyError> {
+        let unknown: Vec<u32> =
+            raw.iter().map(|c| c.1).filter(|&o| rowwise::builtin_type_name(o).is_none()).collect();
         let mut names = std::collections::HashMap::new();
         if !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(u32::to_string).collect();
@@ -276,7 +291,10 @@ mod tests {
             t.put_i32(m);
             t.put_u16(0);
         }
-        assert_eq!(row_description(&t.freeze()), vec![("text".into(), 25, -1), ("n".into(), 1043, 14)]);
+        assert_eq!(
+            row_description(&t.freeze()),
+            vec![("text".into(), 25, -1), ("n".into(), 1043, 14)]
+        );
         let mut d = BytesMut::new();
         d.put_u16(2);
         d.put_i32(3);

@@ -6,8 +6,8 @@
 //! (ReadyForQuery, ErrorResponse) or that pgmld consumes itself.
 
 use crate::expect::{Expect, Kind, Route, Shared};
-use pgmld_metrics::Metrics;
 use bytes::{Bytes, BytesMut};
+use pgmld_metrics::Metrics;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -35,7 +35,14 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut relay = Relay { shared: shared.clone(), current: None, inbuf: BytesMut::with_capacity(READ_CHUNK), out: BytesMut::with_capacity(READ_CHUNK), state: State::Idle, pending_type: 0 };
+    let mut relay = Relay {
+        shared: shared.clone(),
+        current: None,
+        inbuf: BytesMut::with_capacity(READ_CHUNK),
+        out: BytesMut::with_capacity(READ_CHUNK),
+        state: State::Idle,
+        pending_type: 0,
+    };
     let result: std::io::Result<()> = async {
         let mut eof = false;
         loop {
@@ -130,13 +137,20 @@ impl Relay {
                     }
                     self.run_local();
                     let ty = self.inbuf[0];
-                    let total = u32::from_be_bytes([self.inbuf[1], self.inbuf[2], self.inbuf[3], self.inbuf[4]]) as usize + 1;
+                    let total = u32::from_be_bytes([
+                        self.inbuf[1],
+                        self.inbuf[2],
+                        self.inbuf[3],
+                        self.inbuf[4],
+                    ]) as usize
+                        + 1;
                     let is_async = matches!(ty, b'N' | b'S' | b'A');
                     if !is_async && self.current.is_none() {
                         self.current = self.next_upstream_entry();
                     }
                     let to_client_streamed = is_async
-                        || (matches!(self.current, None | Some((_, Route::Client))) && !matches!(ty, b'Z' | b'E'));
+                        || (matches!(self.current, None | Some((_, Route::Client)))
+                            && !matches!(ty, b'Z' | b'E'));
                     if to_client_streamed {
                         let n = total.min(self.inbuf.len());
                         self.out.extend_from_slice(&self.inbuf.split_to(n));

@@ -45,8 +45,7 @@ pub(crate) fn says_it_could_bind(msg: &[u8]) -> bool {
     let Some(end) = body.iter().position(|&b| b == 0) else {
         return false;
     };
-    body.get(end + 5..)
-        .is_some_and(|data| data.starts_with(b"y,"))
+    body.get(end + 5..).is_some_and(|data| data.starts_with(b"y,"))
 }
 
 #[cfg(test)]
@@ -71,10 +70,7 @@ mod tests {
         let out = without_plus(&sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])).expect("rewritten");
         assert_eq!(&out[..], &sasl(&["SCRAM-SHA-256"])[..]);
         assert!(without_plus(&sasl(&["SCRAM-SHA-256"])).is_none());
-        assert!(
-            without_plus(&sasl(&["SCRAM-SHA-256-PLUS"])).is_none(),
-            "never an empty offer"
-        );
+        assert!(without_plus(&sasl(&["SCRAM-SHA-256-PLUS"])).is_none(), "never an empty offer");
         assert!(without_plus(b"R\0\0").is_none());
     }
 

@@ -126,7 +126,12 @@ impl Server {
     }
 
     /// A connection that ends when shutdown's drain time is over.
-    async fn guarded(self: Arc<Self>, tcp: TcpStream, peer: std::net::SocketAddr, kill: CancellationToken) {
+    async fn guarded(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: std::net::SocketAddr,
+        kill: CancellationToken,
+    ) {
         tokio::select! {
             _ = self.connection(tcp) => {}
             _ = kill.cancelled() => tracing::info!(%peer, "session ended by shutdown"),
@@ -136,15 +141,16 @@ impl Server {
     async fn connection(self: Arc<Self>, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
         let deadline = self.opts.authentication_timeout.map(|t| tokio::time::Instant::now() + t);
-        let contact = match within(deadline, startup::first_contact(tcp, self.opts.tls.as_ref())).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                self.opts.metrics.error(error_kind(&e));
-                tracing::debug!("connection dropped during startup: {e}");
-                return;
-            }
-            Err(TimedOut) => return self.auth_timed_out(),
-        };
+        let contact =
+            match within(deadline, startup::first_contact(tcp, self.opts.tls.as_ref())).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    self.opts.metrics.error(error_kind(&e));
+                    tracing::debug!("connection dropped during startup: {e}");
+                    return;
+                }
+                Err(TimedOut) => return self.auth_timed_out(),
+            };
         match contact {
             FirstContact::Cancel(pid, key) => self.cancels.cancel(pid, &key).await,
             FirstContact::Session { stream, packet, params } => {
@@ -155,7 +161,11 @@ impl Server {
                 self.opts.metrics.sessions_total.inc();
                 // Decremented on drop: a session that panics or is cut short still leaves.
                 let _active = ActiveSession::enter(&self.opts.metrics);
-                match self.session(id, stream, packet, user, database, deadline).instrument(span.clone()).await {
+                match self
+                    .session(id, stream, packet, user, database, deadline)
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(()) => {}
                     Err(ProxyError::AuthTimeout) => span.in_scope(|| self.auth_timed_out()),
                     Err(e) => {
@@ -180,11 +190,23 @@ impl Server {
         let local_call = Arc::new(AtomicBool::new(false));
         let mut keys = None;
         let upstream = &self.opts.upstream;
-        let auth = startup::authenticate(&mut stream, upstream, &packet, self.opts.connect_timeout, |pid, key| {
-            let k = self.cancels.register(CancelTarget { upstream: upstream.clone(), pid, key, pgml_cancel: cancel.clone(), local_call: local_call.clone() });
-            keys = Some(k.clone());
-            k
-        });
+        let auth = startup::authenticate(
+            &mut stream,
+            upstream,
+            &packet,
+            self.opts.connect_timeout,
+            |pid, key| {
+                let k = self.cancels.register(CancelTarget {
+                    upstream: upstream.clone(),
+                    pid,
+                    key,
+                    pgml_cancel: cancel.clone(),
+                    local_call: local_call.clone(),
+                });
+                keys = Some(k.clone());
+                k
+            },
+        );
         // On timeout the exchange is dropped, closing the upstream connection it opened.
         let outcome = within(deadline, auth).await;
         let _unregister = Unregister { registry: &self.cancels, keys: keys.clone() };
@@ -212,7 +234,13 @@ impl Server {
         let shared = Arc::new(shared);
         let (client_r, client_w) = stream.split();
         let (up_r, up_w) = up.stream.into_split();
-        let relay = tokio::spawn(crate::relay::run(up_r, client_w, shared.clone(), notices, self.opts.metrics.clone()));
+        let relay = tokio::spawn(crate::relay::run(
+            up_r,
+            client_w,
+            shared.clone(),
+            notices,
+            self.opts.metrics.clone(),
+        ));
         let info = SessionInfo { id, user, database, cancel, local_call };
         let session = Session::new(
             client_r,
@@ -238,7 +266,10 @@ impl Server {
 struct TimedOut;
 
 /// Runs `fut` until `deadline`, if any.
-async fn within<F: std::future::Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Result<F::Output, TimedOut> {
+async fn within<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Result<F::Output, TimedOut> {
     match deadline {
         Some(d) => tokio::time::timeout_at(d, fut).await.map_err(|_| TimedOut),
         None => Ok(fut.await),

@@ -141,7 +141,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         return Ok(());
                     }
                     // A malformed message pgmld had to look into: 08P01, as Postgres.
-                    Err(e @ (ProxyError::Protocol(_) | ProxyError::Codec(_))) => return self.protocol_violation(e).await,
+                    Err(e @ (ProxyError::Protocol(_) | ProxyError::Codec(_))) => {
+                        return self.protocol_violation(e).await
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -208,7 +210,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             b'E' => self.on_execute(frame).await?,
             b'C' => self.on_close(frame)?,
             b'D' => {
-                let kind = if frame.get(5) == Some(&b'S') { Kind::DescribeStatement } else { Kind::DescribePortal };
+                let kind = if frame.get(5) == Some(&b'S') {
+                    Kind::DescribeStatement
+                } else {
+                    Kind::DescribePortal
+                };
                 self.forward(&frame, Some(kind));
             }
             b'S' => {
@@ -221,7 +227,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 self.forward(&frame, None);
                 return Ok(Flow::Stop);
             }
-            other => return Err(ProxyError::Protocol(format!("invalid frontend message type {other}"))),
+            other => {
+                return Err(ProxyError::Protocol(format!("invalid frontend message type {other}")))
+            }
         }
         Ok(Flow::Continue)
     }
@@ -231,7 +239,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         wire::flush(&mut self.up);
         let barrier = self.shared.barrier();
         self.flush_upstream().await?;
-        barrier.await.map_err(|_| ProxyError::Upstream("session closed while waiting for the upstream".into()))
+        barrier.await.map_err(|_| {
+            ProxyError::Upstream("session closed while waiting for the upstream".into())
+        })
     }
 
     /// The context pgml calls run with: notices go to the client between messages.
@@ -270,7 +280,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Awaits `fut` while reading the client: when the client goes away, the session's
     /// cancel flag is set so the pgml call stops.
-    pub(crate) async fn watch_client<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Result<T, ProxyError> {
+    pub(crate) async fn watch_client<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ProxyError> {
         let _local = LocalCall::start(&self.info.local_call);
         tokio::pin!(fut);
         loop {

@@ -90,7 +90,8 @@ pub async fn first_contact(
             wire::SSL_REQUEST => match (tls, stream) {
                 (Some(acceptor), ClientStream::Plain(mut tcp)) => {
                     tcp.write_all(b"S").await?;
-                    let s = acceptor.accept(tcp).await.map_err(|e| ProxyError::Tls(e.to_string()))?;
+                    let s =
+                        acceptor.accept(tcp).await.map_err(|e| ProxyError::Tls(e.to_string()))?;
                     stream = ClientStream::Tls(Box::new(s));
                 }
                 (_, mut s) => {
@@ -145,7 +146,10 @@ pub async fn authenticate(
     connect_timeout: std::time::Duration,
     mut give_key: impl FnMut(i32, Vec<u8>) -> (i32, Vec<u8>),
 ) -> Result<AuthOutcome, ProxyError> {
-    let mut up = upstream.connect_raw(connect_timeout).await.map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let mut up = upstream
+        .connect_raw(connect_timeout)
+        .await
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
     // Over TLS, written bytes wait in the TLS layer until flushed.
     up.write_all(packet).await?;
     up.flush().await?;
@@ -161,14 +165,19 @@ pub async fn authenticate(
                     to_client.clear();
                 }
                 if up.read_buf(&mut from_up).await? == 0 {
-                    return Err(ProxyError::Upstream("upstream closed during authentication".into()));
+                    return Err(ProxyError::Upstream(
+                        "upstream closed during authentication".into(),
+                    ));
                 }
                 continue;
             }
         };
         match msg[0] {
             b'R' => {
-                let code = msg.get(5..9).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(-1);
+                let code = msg
+                    .get(5..9)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(-1);
                 // SCRAM channel binding cannot cross pgmld (see sasl.rs).
                 match (code == 10).then(|| crate::sasl::without_plus(&msg)).flatten() {
                     Some(offer) => to_client.extend_from_slice(&offer),
@@ -188,7 +197,10 @@ pub async fn authenticate(
                 }
             }
             b'K' => {
-                let pid = msg.get(5..9).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                let pid = msg
+                    .get(5..9)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
                 let upstream_key = msg.get(9..).unwrap_or(&[]).to_vec();
                 let (cpid, ckey) = give_key(pid, upstream_key);
                 to_client.extend_from_slice(b"K");
@@ -205,16 +217,24 @@ pub async fn authenticate(
                 to_client.extend_from_slice(&msg);
                 client.write_all(&to_client).await?;
                 if !from_up.is_empty() {
-                    return Err(ProxyError::Upstream("upstream sent data after ReadyForQuery during startup".into()));
+                    return Err(ProxyError::Upstream(
+                        "upstream sent data after ReadyForQuery during startup".into(),
+                    ));
                 }
-                return Ok(AuthOutcome::Ready(Upstream { stream: up, client_leftover: from_client }));
+                return Ok(AuthOutcome::Ready(Upstream {
+                    stream: up,
+                    client_leftover: from_client,
+                }));
             }
             _ => to_client.extend_from_slice(&msg),
         }
     }
 }
 
-async fn read_client_message(client: &mut ClientStream, buf: &mut BytesMut) -> Result<Bytes, ProxyError> {
+async fn read_client_message(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Bytes, ProxyError> {
     loop {
         if let Some(m) = split_message(buf, 1 << 20)? {
             if m[0] != b'p' {

@@ -25,7 +25,9 @@ use bytes::{Bytes, BytesMut};
 use pgmld_sql::cursor::{Count, Direction, StreamCursor};
 use pgmld_sql::output::encode_field;
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
-use pgmld_sql::{codes, CallContext, Caller, CursorCommand, CursorDecl, Param, Plan, SqlError, SqlType, Value};
+use pgmld_sql::{
+    codes, CallContext, Caller, CursorCommand, CursorDecl, Param, Plan, SqlError, SqlType, Value,
+};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -149,7 +151,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Awaits `fut` while reading the client: a CancelRequest for this session, or the
     /// client going away, ends it with 57014 (dropping `fut`).
-    async fn interruptible<T>(&mut self, fut: impl Future<Output = Result<T, SqlError>>) -> Result<T, SqlError> {
+    async fn interruptible<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, SqlError>>,
+    ) -> Result<T, SqlError> {
         let local_call = self.info.local_call.clone();
         let _local = crate::session::LocalCall::start(&local_call);
         tokio::pin!(fut);
@@ -172,14 +177,22 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// Sends each row to the client as a DataRow, in the formats asked for.
-    fn row_sink(&self, types: Vec<SqlType>, formats: &[i16]) -> impl FnMut(&[Value]) -> Result<(), SqlError> {
+    fn row_sink(
+        &self,
+        types: Vec<SqlType>,
+        formats: &[i16],
+    ) -> impl FnMut(&[Value]) -> Result<(), SqlError> {
         let shared = self.shared.clone();
         let binary = wire::result_binary(formats, types.len());
         move |row: &[Value]| {
             if row.len() != types.len() {
                 return Err(SqlError::new(
                     codes::INTERNAL_ERROR,
-                    format!("a streaming call produced a row of {} values where {} are expected", row.len(), types.len()),
+                    format!(
+                        "a streaming call produced a row of {} values where {} are expected",
+                        row.len(),
+                        types.len()
+                    ),
                 ));
             }
             let fields = row
@@ -226,7 +239,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// `DECLARE` of a cursor over a streaming call, whose shape the upstream holds bound
     /// in `portal`: the upstream declares its cursor, then the call starts and the cursor
     /// is pgmld's.
-    pub(crate) async fn serve_declare(&mut self, plan: &Plan, decl: &CursorDecl, params: &[Param], portal: &str) -> Result<Served, ProxyError> {
+    pub(crate) async fn serve_declare(
+        &mut self,
+        plan: &Plan,
+        decl: &CursorDecl,
+        params: &[Param],
+        portal: &str,
+    ) -> Result<Served, ProxyError> {
         let mut rx = self.capture(Kind::Execute);
         wire::execute(portal, 0, &mut self.up);
         self.catch_up().await?;
@@ -240,7 +259,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Ok(stream) => {
                 let txn = self.shared.txn_end_count();
                 let cursor = StreamCursor::new(stream, decl.scrollable);
-                self.cursors.insert(decl.name.clone(), LocalCursor::new(cursor, plan.stream_types(), txn, stop));
+                self.cursors.insert(
+                    decl.name.clone(),
+                    LocalCursor::new(cursor, plan.stream_types(), txn, stop),
+                );
                 tracing::debug!(cursor = %decl.name, "declared a streaming cursor");
                 self.local_bytes(|b| wire::command_complete("DECLARE CURSOR", b));
                 Ok(Served::Done)
@@ -255,8 +277,16 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// FETCH / MOVE on one of pgmld's cursors; the statement is bound upstream in
     /// `portal`. `describe` sends the RowDescription first (simple protocol); `formats` are
     /// the client's result formats (extended protocol).
-    pub(crate) async fn serve_fetch(&mut self, cmd: &CursorCommand, portal: &str, describe: bool, formats: &[i16]) -> Result<Served, ProxyError> {
-        let CursorCommand::Fetch { cursor, direction, is_move } = cmd else { return Ok(Served::Done) };
+    pub(crate) async fn serve_fetch(
+        &mut self,
+        cmd: &CursorCommand,
+        portal: &str,
+        describe: bool,
+        formats: &[i16],
+    ) -> Result<Served, ProxyError> {
+        let CursorCommand::Fetch { cursor, direction, is_move } = cmd else {
+            return Ok(Served::Done);
+        };
         let mut description = describe.then(|| {
             let rx = self.capture(Kind::DescribePortal);
             wire::describe(b'P', portal, &mut self.up);
@@ -266,7 +296,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         wire::execute(portal, 0, &mut self.up);
         self.catch_up().await?;
         let mut answers = description.as_mut().map(drain).unwrap_or_default();
-        let row_description: Vec<(u8, Bytes)> = answers.iter().filter(|(ty, _)| *ty == b'T').cloned().collect();
+        let row_description: Vec<(u8, Bytes)> =
+            answers.iter().filter(|(ty, _)| *ty == b'T').cloned().collect();
         answers.extend(drain(&mut rx));
         if !self.upstream_ok(&answers, b'C') {
             if answers.iter().any(|(ty, body)| *ty == b'E' && error_code(body) == Some("34000")) {
@@ -290,7 +321,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 self.info.cancel.store(false, Ordering::Relaxed);
                 self.interruptible(c.fetch(*direction, *is_move, sink)).await
             }
-            None => Err(SqlError::new(codes::OBJECT_NOT_IN_PREREQUISITE_STATE, format!("portal \"{cursor}\" cannot be run"))),
+            None => Err(SqlError::new(
+                codes::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("portal \"{cursor}\" cannot be run"),
+            )),
         };
         let served = match result {
             Ok(n) => {
@@ -309,7 +343,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// A streaming `SELECT` whose shape the upstream holds bound in the portal `delivery`
     /// names (the unnamed one for a simple query).
-    pub(crate) async fn serve_select(&mut self, plan: &Plan, params: &[Param], delivery: Delivery<'_>) -> Result<Served, ProxyError> {
+    pub(crate) async fn serve_select(
+        &mut self,
+        plan: &Plan,
+        params: &[Param],
+        delivery: Delivery<'_>,
+    ) -> Result<Served, ProxyError> {
         let mut row_description = Vec::new();
         if let Delivery::Simple = delivery {
             let mut rx = self.capture(Kind::DescribePortal);
@@ -337,19 +376,36 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let lc = LocalCursor::new(StreamCursor::new(stream, false), plan.stream_types(), txn, stop);
         match delivery {
             Delivery::Simple => self.run_portal(lc, 0, &[], None).await,
-            Delivery::Portal { name, formats, max_rows } => self.run_portal(lc, max_rows, formats, Some(name)).await,
+            Delivery::Portal { name, formats, max_rows } => {
+                self.run_portal(lc, max_rows, formats, Some(name)).await
+            }
         }
     }
 
     /// One Execute of a streaming portal: up to `max_rows` rows (0: all), then
     /// PortalSuspended or the command tag. The stream stays with the client's portal.
-    pub(crate) async fn run_portal(&mut self, mut lc: LocalCursor, max_rows: i32, formats: &[i16], keep: Option<&str>) -> Result<Served, ProxyError> {
+    pub(crate) async fn run_portal(
+        &mut self,
+        mut lc: LocalCursor,
+        max_rows: i32,
+        formats: &[i16],
+        keep: Option<&str>,
+    ) -> Result<Served, ProxyError> {
         let limit = u64::try_from(max_rows).ok().filter(|&n| n > 0);
         let sink = self.row_sink(lc.types.clone(), formats);
         self.info.cancel.store(false, Ordering::Relaxed);
         let result = match lc.cursor.as_mut() {
-            Some(c) => self.interruptible(c.fetch(Direction::Forward(limit.map_or(Count::All, Count::N)), false, sink)).await,
-            None => Err(SqlError::new(codes::OBJECT_NOT_IN_PREREQUISITE_STATE, "portal cannot be run")),
+            Some(c) => {
+                self.interruptible(c.fetch(
+                    Direction::Forward(limit.map_or(Count::All, Count::N)),
+                    false,
+                    sink,
+                ))
+                .await
+            }
+            None => {
+                Err(SqlError::new(codes::OBJECT_NOT_IN_PREREQUISITE_STATE, "portal cannot be run"))
+            }
         };
         match result {
             Ok(n) => {
@@ -373,7 +429,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
 /// The SQLSTATE field of an ErrorResponse body.
 fn error_code(body: &[u8]) -> Option<&str> {
-    body.split(|&b| b == 0).find_map(|field| field.strip_prefix(b"C")).and_then(|c| std::str::from_utf8(c).ok())
+    body.split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"C"))
+        .and_then(|c| std::str::from_utf8(c).ok())
 }
 
 /// Everything captured so far.
@@ -391,7 +449,10 @@ mod tests {
 
     #[test]
     fn error_codes_are_read_from_error_fields() {
-        assert_eq!(error_code(b"SERROR\0VERROR\0C34000\0Mcursor \"c\" does not exist\0\0"), Some("34000"));
+        assert_eq!(
+            error_code(b"SERROR\0VERROR\0C34000\0Mcursor \"c\" does not exist\0\0"),
+            Some("34000")
+        );
         assert_eq!(error_code(b"SERROR\0\0"), None);
     }
 }

@@ -10,7 +10,9 @@ use tokio_rustls::TlsAcceptor;
 /// Builds the acceptor from PEM files; errors name the file.
 pub fn acceptor(cert: &Path, key_path: &Path) -> Result<TlsAcceptor, ProxyError> {
     let key = key_path;
-    let read = |p: &Path| std::fs::read(p).map_err(|e| ProxyError::Tls(format!("cannot read {}: {e}", p.display())));
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| ProxyError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<_, _>>()
         .map_err(|e| ProxyError::Tls(format!("bad certificate in {}: {e}", cert.display())))?;
@@ -28,6 +30,12 @@ pub fn acceptor(cert: &Path, key_path: &Path) -> Result<TlsAcceptor, ProxyError>
         .map_err(|e| ProxyError::Tls(format!("TLS protocol set-up: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| ProxyError::Tls(format!("certificate {} and key {} do not fit: {e}", cert.display(), key_path.display())))?;
+        .map_err(|e| {
+            ProxyError::Tls(format!(
+                "certificate {} and key {} do not fit: {e}",
+                cert.display(),
+                key_path.display()
+            ))
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -3,11 +3,11 @@
 
 use crate::error::ProxyError;
 use bytes::{Buf, Bytes, BytesMut};
+use pgmld_sql::SqlError;
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Flush, Parse};
 use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
-use pgmld_sql::SqlError;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Reads one length-prefixed startup-phase packet (no type byte), with its length word.
@@ -55,7 +55,9 @@ pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Pr
     let ty = char::from(header[0]);
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if len < 4 {
-        return Err(ProxyError::Protocol(format!("invalid message length {len} for message type {ty:?}")));
+        return Err(ProxyError::Protocol(format!(
+            "invalid message length {len} for message type {ty:?}"
+        )));
     }
     if len > max {
         return Err(ProxyError::Protocol(format!(
@@ -190,7 +192,10 @@ pub fn bind_text_results(portal: &str, statement: &str, from: &Bind, out: &mut B
 
 /// Frontend `Bind` without parameters, text results.
 pub fn bind_plain(portal: &str, statement: &str, out: &mut BytesMut) {
-    encode(&Bind::new(Some(portal.to_string()), Some(statement.to_string()), vec![], vec![], vec![]), out);
+    encode(
+        &Bind::new(Some(portal.to_string()), Some(statement.to_string()), vec![], vec![], vec![]),
+        out,
+    );
 }
 
 /// Frontend `Sync`.
@@ -227,7 +232,9 @@ pub fn frame(ty: u8, body: &[u8], out: &mut BytesMut) {
 
 /// Backend `DataRow` with each field's bytes (`None` for NULL).
 pub fn data_row(fields: &[Option<Vec<u8>>], out: &mut BytesMut) {
-    let mut body = Vec::with_capacity(2 + fields.iter().map(|f| 4 + f.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    let mut body = Vec::with_capacity(
+        2 + fields.iter().map(|f| 4 + f.as_ref().map_or(0, Vec::len)).sum::<usize>(),
+    );
     body.extend_from_slice(&(fields.len() as u16).to_be_bytes());
     for f in fields {
         match f {
@@ -274,7 +281,9 @@ pub fn parameter_types(body: &[u8]) -> Vec<u32> {
     let n = u16::from_be_bytes([b[0], b[1]]) as usize;
     b = &b[2..];
     (0..n)
-        .filter_map(|i| b.get(i * 4..i * 4 + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])))
+        .filter_map(|i| {
+            b.get(i * 4..i * 4 + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        })
         .collect()
 }
 

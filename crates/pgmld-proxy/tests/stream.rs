@@ -27,7 +27,8 @@ async fn extended_select_sends_each_row_as_it_is_produced() {
     pin_mut!(rows);
     gate.send(json!(["Hel"]));
     // The first row arrives while the call is still waiting for its second value.
-    let first = timeout(WAIT, rows.next()).await.expect("first row before the end").unwrap().unwrap();
+    let first =
+        timeout(WAIT, rows.next()).await.expect("first row before the end").unwrap().unwrap();
     assert_eq!(first.get::<_, Json>(0), json!(["Hel"]));
     gate.send(json!(["lo"]));
     let second = timeout(WAIT, rows.next()).await.unwrap().unwrap().unwrap();
@@ -43,25 +44,30 @@ async fn simple_select_streams_in_from_too() {
     use tokio_postgres::SimpleQueryMessage as M;
     let c = connect(start().await).await;
     let mut gate = Gate::new("simple-from");
-    let messages = c.simple_query_raw("SELECT * FROM pgml.gated('simple-from') AS t(piece)").await.unwrap();
+    let messages =
+        c.simple_query_raw("SELECT * FROM pgml.gated('simple-from') AS t(piece)").await.unwrap();
     pin_mut!(messages);
     gate.send(json!({"b": 1, "a": [1, "x"]}));
     let columns = timeout(WAIT, messages.next()).await.unwrap().unwrap().unwrap();
     let M::RowDescription(columns) = columns else { panic!("expected a RowDescription") };
     assert_eq!(columns[0].name(), "piece");
-    let M::Row(row) = timeout(WAIT, messages.next()).await.expect("row before the end").unwrap().unwrap() else {
+    let M::Row(row) =
+        timeout(WAIT, messages.next()).await.expect("row before the end").unwrap().unwrap()
+    else {
         panic!("expected a row")
     };
     // Text exactly as Postgres prints jsonb.
     assert_eq!(row.get(0), Some(r#"{"a": [1, "x"], "b": 1}"#));
     gate.end();
-    let M::CommandComplete(n) = timeout(WAIT, messages.next()).await.unwrap().unwrap().unwrap() else {
+    let M::CommandComplete(n) = timeout(WAIT, messages.next()).await.unwrap().unwrap().unwrap()
+    else {
         panic!("expected CommandComplete")
     };
     assert_eq!(n, 1);
     // Postgres formats the same value the same way.
     let up = connect(upstream()).await;
-    let printed = up.query_one("SELECT $1::text::jsonb::text", &[&r#"{"b":1,"a":[1,"x"]}"#]).await.unwrap();
+    let printed =
+        up.query_one("SELECT $1::text::jsonb::text", &[&r#"{"b":1,"a":[1,"x"]}"#]).await.unwrap();
     assert_eq!(printed.get::<_, String>(0), r#"{"a": [1, "x"], "b": 1}"#);
 }
 
@@ -70,23 +76,32 @@ async fn cursor_fetch_one_until_no_row_then_close() {
     let c = connect(start().await).await;
     let mut gate = Gate::new("cur-simple");
     simple(&c, "BEGIN").await.unwrap();
-    let declared = c.simple_query("DECLARE c CURSOR FOR SELECT pgml.gated('cur-simple')").await.unwrap();
+    let declared =
+        c.simple_query("DECLARE c CURSOR FOR SELECT pgml.gated('cur-simple')").await.unwrap();
     assert!(matches!(declared[0], tokio_postgres::SimpleQueryMessage::CommandComplete(0)));
     // FETCH waits for the next piece.
     let fetch = c.simple_query("FETCH 1 FROM c");
     tokio::pin!(fetch);
-    assert!(timeout(Duration::from_millis(200), &mut fetch).await.is_err(), "FETCH returned before there was a row");
+    assert!(
+        timeout(Duration::from_millis(200), &mut fetch).await.is_err(),
+        "FETCH returned before there was a row"
+    );
     gate.send(json!(["a"]));
     gate.send(json!(["b"]));
     let first = timeout(WAIT, fetch).await.unwrap().unwrap();
-    assert!(matches!(&first[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("[\"a\"]")));
+    assert!(
+        matches!(&first[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("[\"a\"]"))
+    );
     assert_eq!(simple(&c, "FETCH NEXT FROM c").await.unwrap(), vec![(rows(&["[\"b\"]"]), 1)]);
     gate.end();
     assert_eq!(simple(&c, "FETCH 1 FROM c").await.unwrap(), vec![(vec![], 0)]);
     assert_eq!(simple(&c, "FETCH 1 FROM c").await.unwrap(), vec![(vec![], 0)]);
     simple(&c, "CLOSE c").await.unwrap();
     assert!(gate.dropped.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(simple(&c, "FETCH 1 FROM c").await.unwrap_err(), "34000: cursor \"c\" does not exist");
+    assert_eq!(
+        simple(&c, "FETCH 1 FROM c").await.unwrap_err(),
+        "34000: cursor \"c\" does not exist"
+    );
     simple(&c, "ROLLBACK").await.unwrap();
 }
 
@@ -97,13 +112,18 @@ async fn commit_and_rollback_drop_the_stream_at_once() {
         let name = format!("end-{end}");
         let gate = Gate::new(&name);
         simple(&c, "BEGIN").await.unwrap();
-        simple(&c, &format!("DECLARE c CURSOR FOR SELECT * FROM pgml.gated('{name}')")).await.unwrap();
+        simple(&c, &format!("DECLARE c CURSOR FOR SELECT * FROM pgml.gated('{name}')"))
+            .await
+            .unwrap();
         gate.send(json!(1));
         assert_eq!(simple(&c, "FETCH 1 IN c").await.unwrap(), vec![(rows(&["1"]), 1)]);
         assert!(!gate.dropped.load(std::sync::atomic::Ordering::SeqCst));
         simple(&c, end).await.unwrap();
         assert!(gate.wait_dropped().await, "{end} left the stream running");
-        assert_eq!(simple(&c, "FETCH 1 FROM c").await.unwrap_err(), "34000: cursor \"c\" does not exist");
+        assert_eq!(
+            simple(&c, "FETCH 1 FROM c").await.unwrap_err(),
+            "34000: cursor \"c\" does not exist"
+        );
     }
 }
 
@@ -113,7 +133,10 @@ async fn declare_outside_a_transaction_is_postgres_error() {
     let gate = Gate::new("no-block");
     let e = simple(&c, "DECLARE c CURSOR FOR SELECT pgml.gated('no-block')").await.unwrap_err();
     assert_eq!(e, "25P01: DECLARE CURSOR can only be used in transaction blocks");
-    assert!(!gate.opened.load(std::sync::atomic::Ordering::SeqCst), "the call ran for a failed DECLARE");
+    assert!(
+        !gate.opened.load(std::sync::atomic::Ordering::SeqCst),
+        "the call ran for a failed DECLARE"
+    );
     // Other cursors and statements still go upstream untouched.
     simple(&c, "BEGIN").await.unwrap();
     simple(&c, "DECLARE d CURSOR FOR SELECT g FROM generate_series(1, 3) g").await.unwrap();
@@ -187,18 +210,59 @@ async fn cursors_move_as_postgres_cursors() {
     let ours = connect(start().await).await;
     let theirs = connect(upstream()).await;
     let scripts: &[&[&str]] = &[
-        &["FETCH 2 FROM c", "FETCH 0 FROM c", "MOVE 0 FROM c", "FETCH BACKWARD ALL FROM c", "FETCH c", "FETCH ALL FROM c", "FETCH 1 FROM c"],
-        &["FETCH LAST FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 2 FROM c", "FETCH RELATIVE -1 FROM c", "FETCH -1 FROM c", "FETCH FIRST FROM c"],
-        &["MOVE FORWARD ALL IN c", "FETCH BACKWARD 2 FROM c", "MOVE ABSOLUTE -1 IN c", "FETCH RELATIVE 0 FROM c", "MOVE RELATIVE 9 IN c", "FETCH BACKWARD 1 FROM c"],
-        &["MOVE 3 IN c", "FETCH FORWARD 9 FROM c", "FETCH ABSOLUTE 0 FROM c", "FETCH NEXT FROM c", "MOVE BACKWARD ALL IN c", "FETCH FORWARD -1 FROM c"],
+        &[
+            "FETCH 2 FROM c",
+            "FETCH 0 FROM c",
+            "MOVE 0 FROM c",
+            "FETCH BACKWARD ALL FROM c",
+            "FETCH c",
+            "FETCH ALL FROM c",
+            "FETCH 1 FROM c",
+        ],
+        &[
+            "FETCH LAST FROM c",
+            "FETCH PRIOR FROM c",
+            "FETCH ABSOLUTE 2 FROM c",
+            "FETCH RELATIVE -1 FROM c",
+            "FETCH -1 FROM c",
+            "FETCH FIRST FROM c",
+        ],
+        &[
+            "MOVE FORWARD ALL IN c",
+            "FETCH BACKWARD 2 FROM c",
+            "MOVE ABSOLUTE -1 IN c",
+            "FETCH RELATIVE 0 FROM c",
+            "MOVE RELATIVE 9 IN c",
+            "FETCH BACKWARD 1 FROM c",
+        ],
+        &[
+            "MOVE 3 IN c",
+            "FETCH FORWARD 9 FROM c",
+            "FETCH ABSOLUTE 0 FROM c",
+            "FETCH NEXT FROM c",
+            "MOVE BACKWARD ALL IN c",
+            "FETCH FORWARD -1 FROM c",
+        ],
         &["FETCH 2 FROM c", "FETCH PRIOR FROM c"],
         &["FETCH 2 FROM c", "FETCH ABSOLUTE 1 FROM c", "FETCH 1 FROM c"],
-        &["FETCH 2 FROM c", "FETCH ABSOLUTE 4 FROM c", "FETCH 1 FROM c", "MOVE 0 IN c", "FETCH 0 FROM c"],
+        &[
+            "FETCH 2 FROM c",
+            "FETCH ABSOLUTE 4 FROM c",
+            "FETCH 1 FROM c",
+            "MOVE 0 IN c",
+            "FETCH 0 FROM c",
+        ],
     ];
     for (n, (form, up_query)) in [
-        ("SELECT * FROM pgml.numbers(5)", "SELECT * FROM unnest(ARRAY['1','2','3','4','5']::jsonb[]) AS numbers"),
+        (
+            "SELECT * FROM pgml.numbers(5)",
+            "SELECT * FROM unnest(ARRAY['1','2','3','4','5']::jsonb[]) AS numbers",
+        ),
         ("SELECT pgml.numbers(5)", "SELECT unnest(ARRAY['1','2','3','4','5']::jsonb[]) AS numbers"),
-        ("SELECT * FROM pgml.numbers(5)", "SELECT * FROM unnest(ARRAY['1','2','3','4','5']::jsonb[]) AS numbers"),
+        (
+            "SELECT * FROM pgml.numbers(5)",
+            "SELECT * FROM unnest(ARRAY['1','2','3','4','5']::jsonb[]) AS numbers",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -206,7 +270,8 @@ async fn cursors_move_as_postgres_cursors() {
         let scroll = if n == 2 { "NO SCROLL " } else { "" };
         for script in scripts {
             let mut answers = [Vec::new(), Vec::new()];
-            for (i, (client, query)) in [(&ours, form), (&theirs, up_query)].into_iter().enumerate() {
+            for (i, (client, query)) in [(&ours, form), (&theirs, up_query)].into_iter().enumerate()
+            {
                 simple(client, "BEGIN").await.unwrap();
                 simple(client, &format!("DECLARE c {scroll}CURSOR FOR {query}")).await.unwrap();
                 for cmd in *script {
@@ -268,8 +333,16 @@ async fn portal_row_limits_suspend_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_around_a_set_run_in_postgres() {
     let c = connect(start().await).await;
-    assert_eq!(simple(&c, "SELECT count(*) FROM pgml.numbers(4)").await.unwrap(), vec![(rows(&["4"]), 1)]);
-    let got = simple(&c, "SELECT x::int * 10 FROM pgml.numbers(3) AS t(x) WHERE x::int > 1 ORDER BY 1 DESC").await.unwrap();
+    assert_eq!(
+        simple(&c, "SELECT count(*) FROM pgml.numbers(4)").await.unwrap(),
+        vec![(rows(&["4"]), 1)]
+    );
+    let got = simple(
+        &c,
+        "SELECT x::int * 10 FROM pgml.numbers(3) AS t(x) WHERE x::int > 1 ORDER BY 1 DESC",
+    )
+    .await
+    .unwrap();
     assert_eq!(got, vec![(rows(&["30", "20"]), 2)]);
     // One query string: BEGIN, DECLARE, FETCH and COMMIT in order.
     let got = simple(&c, "BEGIN; DECLARE c CURSOR FOR SELECT pgml.numbers(3); FETCH 2 FROM c; MOVE 1 IN c; FETCH 1 FROM c; COMMIT")
@@ -286,7 +359,8 @@ async fn statements_around_a_set_run_in_postgres() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(all, vec![json!(1), json!(2), json!(3)]);
-    let rows: Vec<tokio_postgres::Row> = c.query_raw("SELECT pgml.numbers($1)", [2i64]).await.unwrap().try_collect().await.unwrap();
+    let rows: Vec<tokio_postgres::Row> =
+        c.query_raw("SELECT pgml.numbers($1)", [2i64]).await.unwrap().try_collect().await.unwrap();
     assert_eq!(rows.len(), 2);
 }
 
@@ -305,7 +379,19 @@ async fn psql_prints_cursors_as_postgres() {
     let one = "BEGIN; DECLARE c CURSOR FOR SELECT pgml.numbers(2); FETCH ALL FROM c; COMMIT";
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("psql")
-            .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", one])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                one,
+            ])
             .output()
             .unwrap()
     })
@@ -321,7 +407,11 @@ async fn psql_prints_cursors_as_postgres() {
 async fn psycopg_server_side_cursors() {
     let addr = start().await;
     let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/python");
-    assert!(deps.join("psycopg").is_dir(), "psycopg missing in {}; run `bash scripts/setup.sh deps`", deps.display());
+    assert!(
+        deps.join("psycopg").is_dir(),
+        "psycopg missing in {}; run `bash scripts/setup.sh deps`",
+        deps.display()
+    );
     let script = r#"
 import sys, psycopg
 conn = psycopg.connect(sys.argv[1])
@@ -343,13 +433,20 @@ with conn.transaction():
 "#;
     let url = format!("host={} port={} user=postgres dbname=postgres", addr.ip(), addr.port());
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").env("PYTHONPATH", deps).args(["-c", script, &url]).output().expect("python3")
+        std::process::Command::new("python3")
+            .env("PYTHONPATH", deps)
+            .args(["-c", script, &url])
+            .output()
+            .expect("python3")
     })
     .await
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(lines, "1 [(2,), (3,)] [(4,), (5,)] None\n1 [(2,), (3,)] [(4,), (5,)] None\n3 2 [1, 2, 3, 4]\n");
+    assert_eq!(
+        lines,
+        "1 [(2,), (3,)] [(4,), (5,)] None\n1 [(2,), (3,)] [(4,), (5,)] None\n3 2 [1, 2, 3, 4]\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +467,10 @@ async fn savepoints_keep_or_undo_cursors_as_postgres() {
     simple(&c, "BEGIN; SAVEPOINT s").await.unwrap();
     simple(&c, "DECLARE c CURSOR FOR SELECT pgml.gated('savepoint')").await.unwrap();
     simple(&c, "ROLLBACK TO SAVEPOINT s").await.unwrap();
-    assert_eq!(simple(&c, "FETCH 1 FROM c").await.unwrap_err(), "34000: cursor \"c\" does not exist");
+    assert_eq!(
+        simple(&c, "FETCH 1 FROM c").await.unwrap_err(),
+        "34000: cursor \"c\" does not exist"
+    );
     assert!(gate.wait_dropped().await);
     simple(&c, "ROLLBACK").await.unwrap();
 }

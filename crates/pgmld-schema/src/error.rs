@@ -113,19 +113,12 @@ impl SchemaError {
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        SchemaError::Io {
-            context,
-            path: path.into(),
-            source,
-        }
+        SchemaError::Io { context, path: path.into(), source }
     }
 
     /// Builds a [`SchemaError::Postgres`] for a runner statement.
     pub(crate) fn pg(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
-        SchemaError::Postgres {
-            context: context.into(),
-            source,
-        }
+        SchemaError::Postgres { context: context.into(), source }
     }
 }
 
@@ -141,10 +134,7 @@ mod tests {
             Ok(_) => panic!("must not parse"),
         };
         let text = SchemaError::pg("parsing", source).to_string();
-        assert!(
-            text.starts_with("parsing: invalid connection string: "),
-            "{text}"
-        );
+        assert!(text.starts_with("parsing: invalid connection string: "), "{text}");
         assert!(text.contains("port"), "{text}");
     }
 
@@ -156,10 +146,7 @@ mod tests {
             output: "  ".into(),
             log_tail: String::new(),
         };
-        assert_eq!(
-            bare.to_string(),
-            "command `pg_ctl start` failed (exit status: 1)"
-        );
+        assert_eq!(bare.to_string(), "command `pg_ctl start` failed (exit status: 1)");
         let full = SchemaError::Command {
             command: "pg_ctl start".into(),
             status: "exit status: 1".into(),

@@ -66,30 +66,15 @@ mod tests {
     fn every_migration_has_a_name_and_sql() {
         for m in MIGRATIONS {
             assert!(!m.name.trim().is_empty());
-            assert!(
-                m.sql.contains("CREATE"),
-                "migration {} looks empty",
-                m.version
-            );
+            assert!(m.sql.contains("CREATE"), "migration {} looks empty", m.version);
         }
     }
 
     #[test]
     fn first_migration_creates_the_pgml_tables() {
         let sql = MIGRATIONS[0].sql;
-        for table in [
-            "projects",
-            "models",
-            "deployments",
-            "snapshots",
-            "files",
-            "logs",
-            "jobs",
-        ] {
-            assert!(
-                sql.contains(&format!("CREATE TABLE pgml.{table} (")),
-                "missing {table}"
-            );
+        for table in ["projects", "models", "deployments", "snapshots", "files", "logs", "jobs"] {
+            assert!(sql.contains(&format!("CREATE TABLE pgml.{table} (")), "missing {table}");
         }
     }
 }

@@ -24,10 +24,7 @@ pub struct Migrator {
 impl Migrator {
     /// A migrator for the databases of `upstream`.
     pub fn new(upstream: Upstream) -> Self {
-        Migrator {
-            upstream,
-            done: Mutex::new(HashMap::new()),
-        }
+        Migrator { upstream, done: Mutex::new(HashMap::new()) }
     }
 
     /// The upstream this migrator connects to.
@@ -74,10 +71,7 @@ mod tests {
         // Once done, ensure does not touch the database again: drop the bookkeeping and see
         // that nothing recreates it.
         let client = db.connect().await;
-        client
-            .batch_execute("DROP TABLE pgml.schema_migrations")
-            .await
-            .expect("drop");
+        client.batch_execute("DROP TABLE pgml.schema_migrations").await.expect("drop");
         migrator.ensure(db.name()).await.expect("cached ensure");
         let left: i64 = client
             .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgml' AND tablename = 'schema_migrations'", &[])
@@ -95,9 +89,6 @@ mod tests {
         let missing = "pgmld_t_does_not_exist";
         assert!(migrator.ensure(missing).await.is_err());
         assert!(!migrator.is_done(missing));
-        assert!(
-            migrator.ensure(missing).await.is_err(),
-            "a failed database is tried again"
-        );
+        assert!(migrator.ensure(missing).await.is_err(), "a failed database is tried again");
     }
 }

@@ -22,7 +22,9 @@ pub fn set_role_sql(role: &str, local: bool) -> String {
 /// What pgmld was doing when `SET ROLE` failed, for error messages: it names the role and
 /// says what pgmld's own role needs.
 pub fn acting_as(role: &str) -> String {
-    format!("acting as role \"{role}\" (pgmld's upstream role must be a superuser or a member of it)")
+    format!(
+        "acting as role \"{role}\" (pgmld's upstream role must be a superuser or a member of it)"
+    )
 }
 
 /// Makes the rest of `client`'s session act as `role`.
@@ -52,13 +54,18 @@ mod tests {
         let db = TestDb::create().await;
         let client = db.connect().await;
         let role = format!("pgmld_roles_{:08x}", rand::random::<u32>());
-        client.batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}")).await.unwrap();
+        client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}"))
+            .await
+            .unwrap();
         begin_as(&client, &role).await.unwrap();
-        let inside: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        let inside: String =
+            client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
         let denied = client.batch_execute("CREATE SCHEMA pgmld_roles_nope").await.unwrap_err();
         assert_eq!(denied.code().map(|c| c.code()), Some("42501"));
         client.batch_execute("ROLLBACK").await.unwrap();
-        let after: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        let after: String =
+            client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
         client.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
         assert_eq!(inside, role);
         assert_ne!(after, role);

@@ -23,7 +23,12 @@ pub const STAGING_PREFIX: &str = "pgmld_load_";
 pub fn new_key() -> i32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     (h.finish() as u32 & 0x7fff_ffff) as i32
 }
@@ -35,12 +40,18 @@ pub fn table_name(key: i32) -> String {
 
 /// Marks the staging table of `key` as in use for as long as `client`'s session lives.
 pub async fn lock(client: &Client, key: i32) -> Result<(), tokio_postgres::Error> {
-    client.execute("SELECT pg_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &key]).await.map(|_| ())
+    client
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &key])
+        .await
+        .map(|_| ())
 }
 
 /// Releases [`lock`] early (closing the session releases it too).
 pub async fn unlock(client: &Client, key: i32) -> Result<(), tokio_postgres::Error> {
-    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&STAGING_LOCK_CLASS, &key]).await.map(|_| ())
+    client
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&STAGING_LOCK_CLASS, &key])
+        .await
+        .map(|_| ())
 }
 
 /// Drops every staging table (named and commented as one) of the database no running load
@@ -60,13 +71,18 @@ pub async fn remove_orphans(client: &Client) -> Result<Vec<String>, tokio_postgr
     for row in rows {
         let (table, key): (String, Option<i32>) = (row.get(0), row.get(1));
         let Some(k) = key else { continue };
-        let free: bool = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &k]).await?.get(0);
+        let free: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&STAGING_LOCK_CLASS, &k])
+            .await?
+            .get(0);
         if !free {
             continue;
         }
         match client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")).await {
             Ok(()) => dropped.push(table),
-            Err(e) => tracing::warn!(%table, "cannot drop a leftover load_dataset staging table: {e}"),
+            Err(e) => {
+                tracing::warn!(%table, "cannot drop a leftover load_dataset staging table: {e}")
+            }
         }
         unlock(client, k).await?;
     }
@@ -93,7 +109,10 @@ mod tests {
         // A user's table named like a staging table but not commented as one stays.
         assert_eq!(remove_orphans(&b).await.unwrap(), vec![table_name(orphan)]);
         let left: i64 = b
-            .query_one("SELECT count(*) FROM pg_class WHERE relname IN ($1, 'keep_me', 'pgmld_load_123')", &[&table_name(busy)])
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname IN ($1, 'keep_me', 'pgmld_load_123')",
+                &[&table_name(busy)],
+            )
             .await
             .unwrap()
             .get(0);

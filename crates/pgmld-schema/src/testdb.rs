@@ -32,16 +32,10 @@ impl TestDb {
     pub(crate) async fn create() -> TestDb {
         let name = format!("pgmld_t_{:016x}", rand::random::<u64>());
         let admin = connect(&admin_url()).await;
-        if let Err(e) = admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-        {
+        if let Err(e) = admin.batch_execute(&format!("CREATE DATABASE {name}")).await {
             panic!("cannot create test database {name}: {e}");
         }
-        TestDb {
-            name,
-            dropped: false,
-        }
+        TestDb { name, dropped: false }
     }
 
     /// The database's name.
@@ -73,9 +67,7 @@ impl TestDb {
 async fn drop_database(name: &str) {
     if let Ok((admin, conn)) = tokio_postgres::connect(&admin_url(), NoTls).await {
         tokio::spawn(conn);
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
     }
 }
 
@@ -88,10 +80,7 @@ impl Drop for TestDb {
         }
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 rt.block_on(drop_database(&name));
             }
         })

@@ -31,16 +31,8 @@ pub(crate) fn describe(config: &Config) -> String {
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
     format!(
         "host={} port={} dbname={}",
-        if hosts.is_empty() {
-            "localhost".to_string()
-        } else {
-            hosts.join(",")
-        },
-        if ports.is_empty() {
-            "5432".to_string()
-        } else {
-            ports.join(",")
-        },
+        if hosts.is_empty() { "localhost".to_string() } else { hosts.join(",") },
+        if ports.is_empty() { "5432".to_string() } else { ports.join(",") },
         config.get_dbname().or(config.get_user()).unwrap_or("?"),
     )
 }
@@ -70,11 +62,7 @@ fn to_key_value(config: &Config) -> Result<String, SchemaError> {
         push("host", &hosts.join(","));
     }
     if !config.get_hostaddrs().is_empty() {
-        let addrs: Vec<String> = config
-            .get_hostaddrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let addrs: Vec<String> = config.get_hostaddrs().iter().map(|a| a.to_string()).collect();
         push("hostaddr", &addrs.join(","));
     }
     if !config.get_ports().is_empty() {
@@ -104,32 +92,17 @@ fn to_key_value(config: &Config) -> Result<String, SchemaError> {
     if let Some(t) = config.get_tcp_user_timeout() {
         push("tcp_user_timeout", &t.as_secs().max(1).to_string());
     }
-    push(
-        "keepalives",
-        if config.get_keepalives() { "1" } else { "0" },
-    );
-    push(
-        "keepalives_idle",
-        &config.get_keepalives_idle().as_secs().max(1).to_string(),
-    );
+    push("keepalives", if config.get_keepalives() { "1" } else { "0" });
+    push("keepalives_idle", &config.get_keepalives_idle().as_secs().max(1).to_string());
     if let Some(t) = config.get_keepalives_interval() {
         push("keepalives_interval", &t.as_secs().max(1).to_string());
     }
     if let Some(n) = config.get_keepalives_retries() {
         push("keepalives_retries", &n.to_string());
     }
-    push(
-        "target_session_attrs",
-        session_attrs(config.get_target_session_attrs())?,
-    );
-    push(
-        "channel_binding",
-        channel_binding(config.get_channel_binding())?,
-    );
-    push(
-        "load_balance_hosts",
-        load_balance(config.get_load_balance_hosts())?,
-    );
+    push("target_session_attrs", session_attrs(config.get_target_session_attrs())?);
+    push("channel_binding", channel_binding(config.get_channel_binding())?);
+    push("load_balance_hosts", load_balance(config.get_load_balance_hosts())?);
     Ok(out)
 }
 
@@ -149,9 +122,7 @@ fn quote(value: &str) -> String {
 
 /// An [`SchemaError::InvalidUrl`] with a fixed message.
 fn invalid(message: &str) -> SchemaError {
-    SchemaError::InvalidUrl {
-        message: message.to_string(),
-    }
+    SchemaError::InvalidUrl { message: message.to_string() }
 }
 
 /// The `sslmode` keyword for a mode.
@@ -234,18 +205,12 @@ mod tests {
 
     #[test]
     fn unix_socket_and_several_hosts_survive() {
-        let out = url_with_database(
-            "host=/var/run/postgresql,10.0.0.2 port=5432,5433 user=u",
-            "d",
-        )
-        .expect("rewrite");
+        let out = url_with_database("host=/var/run/postgresql,10.0.0.2 port=5432,5433 user=u", "d")
+            .expect("rewrite");
         let c = reparse(&out);
         assert_eq!(
             c.get_hosts(),
-            &[
-                Host::Unix("/var/run/postgresql".into()),
-                Host::Tcp("10.0.0.2".into())
-            ]
+            &[Host::Unix("/var/run/postgresql".into()), Host::Tcp("10.0.0.2".into())]
         );
         assert_eq!(c.get_ports(), &[5432, 5433]);
         assert_eq!(c.get_dbname(), Some("d"));
@@ -262,10 +227,7 @@ mod tests {
         let err = url_with_database("host=x password=hunter2 bogus=1", "d").expect_err("must fail");
         assert!(matches!(err, SchemaError::InvalidUrl { .. }));
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(
-            err.to_string().contains("bogus"),
-            "the cause is shown: {err}"
-        );
+        assert!(err.to_string().contains("bogus"), "the cause is shown: {err}");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 
 use crate::value::{SqlType, Value};
 use sqlparser::ast::{
-    AccessExpr, CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart,
-    Select, SelectItem, Statement, TableFactor, UnaryOperator, Value as AstValue, Visit, Visitor,
+    AccessExpr, CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    ObjectNamePart, Select, SelectItem, Statement, TableFactor, UnaryOperator, Value as AstValue,
+    Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -179,7 +180,8 @@ impl<'a> Parsed<'a> {
     /// Every pgml call, nested ones included, ordered by start; `None` when there is none
     /// or one cannot be located in the text.
     pub fn calls(&self) -> Option<Vec<CallSite>> {
-        let mut finder = Finder { found: Vec::new(), bare_items: HashSet::new(), naming_items: HashSet::new() };
+        let mut finder =
+            Finder { found: Vec::new(), bare_items: HashSet::new(), naming_items: HashSet::new() };
         for st in &self.statements {
             let _ = st.visit(&mut finder);
         }
@@ -280,7 +282,11 @@ impl Visitor for Finder {
                     FunctionArguments::List(list) => list.args.iter().map(raw_arg).collect(),
                     FunctionArguments::None => vec![],
                     FunctionArguments::Subquery(_) => {
-                        vec![RawArg { name: None, expr: ArgExpr::Unsupported("a subquery".into()), range: None }]
+                        vec![RawArg {
+                            name: None,
+                            expr: ArgExpr::Unsupported("a subquery".into()),
+                            range: None,
+                        }]
                     }
                 };
                 self.found.push(Found { name, start, args, kind: Kind::Expr });
@@ -298,7 +304,12 @@ impl Visitor for Finder {
         };
         if let Some((fname, start)) = pgml_name(name) {
             let args = args.iter().map(raw_arg).collect();
-            self.found.push(Found { name: fname, start, args, kind: Kind::Table { has_alias: alias.is_some() } });
+            self.found.push(Found {
+                name: fname,
+                start,
+                args,
+                kind: Kind::Table { has_alias: alias.is_some() },
+            });
         }
         ControlFlow::Continue(())
     }
@@ -309,7 +320,9 @@ impl Visitor for Finder {
 fn naming_call(e: &Expr) -> Option<Location> {
     match e {
         Expr::Function(f) => pgml_name(&f.name).map(|(_, start)| start),
-        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } | Expr::Collate { expr: inner, .. } => naming_call(inner),
+        Expr::Nested(inner)
+        | Expr::Cast { expr: inner, .. }
+        | Expr::Collate { expr: inner, .. } => naming_call(inner),
         Expr::CompoundFieldAccess { root, access_chain }
             if !access_chain.iter().any(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) =>
         {
@@ -326,7 +339,11 @@ fn raw_arg(arg: &FunctionArg) -> RawArg {
         FunctionArg::ExprNamed { name, arg, .. } => match name {
             Expr::Identifier(i) => (Some(ident_name(i)), arg),
             other => {
-                return RawArg { name: None, expr: ArgExpr::Unsupported(format!("argument name {other}")), range: None }
+                return RawArg {
+                    name: None,
+                    expr: ArgExpr::Unsupported(format!("argument name {other}")),
+                    range: None,
+                }
             }
         },
     };
@@ -356,10 +373,12 @@ fn arg_expr(e: &Expr) -> ArgExpr {
             AstValue::Number(n, _) => number(n),
             AstValue::Boolean(b) => ArgExpr::Const(Value::Bool(*b)),
             AstValue::Null => ArgExpr::Const(Value::Null),
-            AstValue::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                Some(n) if n > 0 => ArgExpr::Param(n),
-                _ => ArgExpr::Unsupported(format!("placeholder {p}")),
-            },
+            AstValue::Placeholder(p) => {
+                match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n > 0 => ArgExpr::Param(n),
+                    _ => ArgExpr::Unsupported(format!("placeholder {p}")),
+                }
+            }
             other => ArgExpr::Unsupported(other.to_string()),
         },
         Expr::Nested(inner) => arg_expr(inner),
@@ -462,7 +481,8 @@ fn arg_range(
     segment: Range<usize>,
     byte: &impl Fn(usize) -> Option<usize>,
 ) -> Option<Range<usize>> {
-    let solid: Vec<usize> = segment.filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
+    let solid: Vec<usize> =
+        segment.filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
     let mut from = 0;
     if solid.len() > 2
         && matches!(tokens[solid[0]].token, Token::Word(_))
@@ -491,7 +511,9 @@ mod tests {
     fn plain_statements_are_not_ours() {
         assert!(find_calls("SELECT 1").is_none());
         assert!(find_calls("SELECT * FROM pgml.logs WHERE model_id = 3").is_none());
-        assert!(find_calls("CREATE VIEW pgml.v AS SELECT * FROM pgml.imdb ORDER BY RANDOM()").is_none());
+        assert!(
+            find_calls("CREATE VIEW pgml.v AS SELECT * FROM pgml.imdb ORDER BY RANDOM()").is_none()
+        );
         assert!(find_calls("DO $$ BEGIN PERFORM 1; END $$").is_none());
         assert!(find_calls("SELEC pgml.version(").is_none());
     }
@@ -507,8 +529,10 @@ mod tests {
         assert_eq!(c[0].position, Position::Expr { bare_select_item: true, names_item: false });
         assert_eq!(c[1].position, Position::Expr { bare_select_item: false, names_item: false });
         let c = calls("SELECT (pgml.a())::text, pgml.b()->'x', (pgml.c())[1], pgml.d()::text AS d");
-        let names: Vec<bool> =
-            c.iter().map(|c| matches!(c.position, Position::Expr { names_item: true, .. })).collect();
+        let names: Vec<bool> = c
+            .iter()
+            .map(|c| matches!(c.position, Position::Expr { names_item: true, .. }))
+            .collect();
         assert_eq!(names, vec![true, false, true, false]);
     }
 
@@ -520,7 +544,10 @@ mod tests {
         assert_eq!(a[0].name.as_deref(), Some("task"));
         assert_eq!(a[0].expr, ArgExpr::Cast(Box::new(ArgExpr::Param(1)), SqlType::Jsonb));
         assert_eq!(a[1].name.as_deref(), Some("args"));
-        assert_eq!(a[2].expr, ArgExpr::Array(vec![ArgExpr::Const(Value::Text("a".into())), ArgExpr::Param(2)]));
+        assert_eq!(
+            a[2].expr,
+            ArgExpr::Array(vec![ArgExpr::Const(Value::Text("a".into())), ArgExpr::Param(2)])
+        );
         assert_eq!(a[3].name.as_deref(), Some("Limit"));
         assert_eq!(a[3].expr, ArgExpr::Const(Value::Int(-3)));
         let texts: Vec<&str> = a.iter().map(|a| &sql[a.range.clone().unwrap()]).collect();
@@ -550,14 +577,20 @@ mod tests {
         assert_eq!(&sql[c[0].range.clone()], "pgml.load_dataset(t.name)");
         assert_eq!(c[0].position, Position::TableFactor { has_alias: false });
         let c = calls("SELECT pgml.transform('x', inputs => ARRAY[text]) FROM t");
-        assert!(matches!(&c[0].args[1].expr, ArgExpr::Array(v) if matches!(v[0], ArgExpr::Unsupported(_))));
+        assert!(
+            matches!(&c[0].args[1].expr, ArgExpr::Array(v) if matches!(v[0], ArgExpr::Unsupported(_)))
+        );
     }
 
     #[test]
     fn statements_split_at_top_level_semicolons() {
         let sql = "SELECT ';'; DO $$ BEGIN PERFORM 1; END $$ ;-- x;\n SELECT pgml.version();  ";
-        let parts: Vec<&str> = split_statements(sql).unwrap().into_iter().map(|r| &sql[r]).collect();
-        assert_eq!(parts, vec!["SELECT ';'", " DO $$ BEGIN PERFORM 1; END $$ ", "-- x;\n SELECT pgml.version()"]);
+        let parts: Vec<&str> =
+            split_statements(sql).unwrap().into_iter().map(|r| &sql[r]).collect();
+        assert_eq!(
+            parts,
+            vec!["SELECT ';'", " DO $$ BEGIN PERFORM 1; END $$ ", "-- x;\n SELECT pgml.version()"]
+        );
     }
 
     #[test]

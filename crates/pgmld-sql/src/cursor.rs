@@ -73,7 +73,9 @@ impl StreamCursor {
     ) -> Result<u64, SqlError> {
         let mut out = |c: &Self, i: usize| if is_move { Ok(()) } else { emit(&c.rows[i - 1]) };
         match direction {
-            Direction::Forward(Count::N(0)) | Direction::Backward(Count::N(0)) | Direction::Relative(0) => {
+            Direction::Forward(Count::N(0))
+            | Direction::Backward(Count::N(0))
+            | Direction::Relative(0) => {
                 let Pos::On(i) = self.pos else { return Ok(0) };
                 if !is_move {
                     // Postgres backs up one row to fetch it again.
@@ -104,7 +106,11 @@ impl StreamCursor {
             Direction::Relative(k) => {
                 let mut landed = None;
                 for _ in 0..k.unsigned_abs() {
-                    landed = if k > 0 { self.step_forward().await? } else { self.step_backward_checked().await? };
+                    landed = if k > 0 {
+                        self.step_forward().await?
+                    } else {
+                        self.step_backward_checked().await?
+                    };
                     if landed.is_none() {
                         break;
                     }
@@ -207,8 +213,11 @@ impl StreamCursor {
         if self.scrollable {
             Ok(())
         } else {
-            Err(SqlError::new(codes::OBJECT_NOT_IN_PREREQUISITE_STATE, "cursor can only scan forward")
-                .with_hint("Declare it with SCROLL option to enable backward scan."))
+            Err(SqlError::new(
+                codes::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "cursor can only scan forward",
+            )
+            .with_hint("Declare it with SCROLL option to enable backward scan."))
         }
     }
 
@@ -253,7 +262,10 @@ struct RowsStream(std::vec::IntoIter<Vec<Value>>);
 
 impl Stream for RowsStream {
     type Item = Result<Vec<Value>, SqlError>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         std::task::Poll::Ready(self.0.next().map(Ok))
     }
 }

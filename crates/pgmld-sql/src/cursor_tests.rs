@@ -7,7 +7,10 @@ fn numbers(n: i64, pulled: Arc<AtomicUsize>) -> RowStream {
     struct Numbers(i64, i64, Arc<AtomicUsize>);
     impl Stream for Numbers {
         type Item = Result<Vec<Value>, SqlError>;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             if self.0 >= self.1 {
                 return std::task::Poll::Ready(None);
             }
@@ -57,9 +60,21 @@ async fn forward_fetches_pull_only_what_they_return() {
 async fn no_scroll_cursors_refuse_to_move_back() {
     let (mut c, _) = cursor(3, false);
     fetch(&mut c, Forward(N(2))).await.unwrap();
-    for d in [Backward(N(1)), Backward(All), Absolute(1), Absolute(-1), Absolute(0), Relative(-1), Forward(N(0))] {
+    for d in [
+        Backward(N(1)),
+        Backward(All),
+        Absolute(1),
+        Absolute(-1),
+        Absolute(0),
+        Relative(-1),
+        Forward(N(0)),
+    ] {
         let e = fetch(&mut c, d).await.unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), ("55000", "cursor can only scan forward"), "{d:?}");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("55000", "cursor can only scan forward"),
+            "{d:?}"
+        );
     }
     // Forward jumps are fine; MOVE 0 only asks whether the cursor is on a row.
     assert_eq!(fetch(&mut c, Absolute(3)).await.unwrap(), (vec![3], 1));
@@ -96,7 +111,10 @@ async fn stream_errors_reach_the_fetch() {
     struct Items(std::vec::IntoIter<Result<Vec<Value>, SqlError>>);
     impl Stream for Items {
         type Item = Result<Vec<Value>, SqlError>;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             std::task::Poll::Ready(self.0.next())
         }
     }
@@ -115,6 +133,7 @@ async fn stream_errors_reach_the_fetch() {
 
 #[tokio::test]
 async fn rows_known_at_once_stream_too() {
-    let mut c = StreamCursor::new(rows_stream(vec![vec![Value::Int(7)], vec![Value::Int(8)]]), false);
+    let mut c =
+        StreamCursor::new(rows_stream(vec![vec![Value::Int(7)], vec![Value::Int(8)]]), false);
     assert_eq!(fetch(&mut c, Forward(All)).await.unwrap(), (vec![7, 8], 2));
 }

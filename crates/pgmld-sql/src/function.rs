@@ -205,7 +205,10 @@ pub trait PgmlFunction: Send + Sync + 'static {
                     Output::Rows(_) | Output::Stream(_) => {
                         return Err(SqlError::new(
                             crate::error::codes::FEATURE_NOT_SUPPORTED,
-                            format!("pgml.{} returns rows and cannot be called per row", self.signature().name),
+                            format!(
+                                "pgml.{} returns rows and cannot be called per row",
+                                self.signature().name
+                            ),
                         ))
                     }
                 }

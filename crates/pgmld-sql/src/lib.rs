@@ -15,9 +15,12 @@ pub mod streaming;
 pub mod value;
 
 pub use error::{codes, SqlError};
-pub use function::{Args, CallContext, Caller, Notice, Output, PgmlFunction, Registry, Returns, RowStream, RowsFuture, Signature};
+pub use function::{
+    Args, CallContext, Caller, Notice, Output, PgmlFunction, Registry, Returns, RowStream,
+    RowsFuture, Signature,
+};
 pub use params::Param;
 pub use plan::Plan;
-pub use streaming::{CursorCommand, CursorDecl, StreamForm};
 pub use rowwise::{builtin_type_name, next_row_block, RowBlock, RowCall, SourceColumn, SourceRow};
+pub use streaming::{CursorCommand, CursorDecl, StreamForm};
 pub use value::{SqlType, Value};

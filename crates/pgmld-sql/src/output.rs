@@ -42,7 +42,12 @@ pub fn encode_field(value: &Value, ty: SqlType, binary: bool) -> Result<Option<V
         }
         (Value::Int(i), SqlType::Int8) => i.to_be_bytes().to_vec(),
         (Value::Int(i), SqlType::Int4) => i32::try_from(*i)
-            .map_err(|_| SqlError::new(codes::INVALID_PARAMETER_VALUE, format!("value {i} is out of range for type integer")))?
+            .map_err(|_| {
+                SqlError::new(
+                    codes::INVALID_PARAMETER_VALUE,
+                    format!("value {i} is out of range for type integer"),
+                )
+            })?
             .to_be_bytes()
             .to_vec(),
         (Value::Float(f), SqlType::Float4) => (*f as f32).to_be_bytes().to_vec(),
@@ -134,7 +139,10 @@ mod tests {
     #[test]
     fn jsonb_text_matches_postgres_layout() {
         let j = json!({"bb": [1, 2.5, "x"], "a": {"zz": null, "y": true}, "ccc": "q\"\\\n\u{1}é"});
-        assert_eq!(jsonb_text(&j), r#"{"a": {"y": true, "zz": null}, "bb": [1, 2.5, "x"], "ccc": "q\"\\\n\u0001é"}"#);
+        assert_eq!(
+            jsonb_text(&j),
+            r#"{"a": {"y": true, "zz": null}, "bb": [1, 2.5, "x"], "ccc": "q\"\\\n\u0001é"}"#
+        );
         assert_eq!(jsonb_text(&json!(["Hel"])), r#"["Hel"]"#);
         assert_eq!(jsonb_text(&json!([])), "[]");
     }
@@ -142,13 +150,28 @@ mod tests {
     #[test]
     fn fields_in_text_and_binary() {
         let piece = Value::Json(json!(["a", "b"]));
-        assert_eq!(encode_field(&piece, SqlType::Jsonb, false).unwrap().unwrap(), br#"["a", "b"]"#.to_vec());
-        assert_eq!(encode_field(&piece, SqlType::Jsonb, true).unwrap().unwrap(), b"\x01[\"a\", \"b\"]".to_vec());
+        assert_eq!(
+            encode_field(&piece, SqlType::Jsonb, false).unwrap().unwrap(),
+            br#"["a", "b"]"#.to_vec()
+        );
+        assert_eq!(
+            encode_field(&piece, SqlType::Jsonb, true).unwrap().unwrap(),
+            b"\x01[\"a\", \"b\"]".to_vec()
+        );
         assert_eq!(encode_field(&Value::Null, SqlType::Jsonb, true).unwrap(), None);
-        assert_eq!(encode_field(&Value::Int(7), SqlType::Int8, true).unwrap().unwrap(), 7i64.to_be_bytes().to_vec());
-        assert_eq!(encode_field(&Value::Int(7), SqlType::Int4, false).unwrap().unwrap(), b"7".to_vec());
+        assert_eq!(
+            encode_field(&Value::Int(7), SqlType::Int8, true).unwrap().unwrap(),
+            7i64.to_be_bytes().to_vec()
+        );
+        assert_eq!(
+            encode_field(&Value::Int(7), SqlType::Int4, false).unwrap().unwrap(),
+            b"7".to_vec()
+        );
         // Text arrives as text and is checked against the column type.
-        assert_eq!(encode_field(&Value::Text("{\"k\":1}".into()), SqlType::Jsonb, false).unwrap().unwrap(), br#"{"k": 1}"#.to_vec());
+        assert_eq!(
+            encode_field(&Value::Text("{\"k\":1}".into()), SqlType::Jsonb, false).unwrap().unwrap(),
+            br#"{"k": 1}"#.to_vec()
+        );
         assert!(encode_field(&Value::Text("nope".into()), SqlType::Jsonb, false).is_err());
         assert!(encode_field(&Value::Array(vec![]), SqlType::TextArray, true).is_err());
     }

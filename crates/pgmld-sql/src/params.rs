@@ -58,7 +58,8 @@ impl Param {
     pub fn decode(&self, index: usize) -> Result<Value, SqlError> {
         let Some(bytes) = &self.bytes else { return Ok(Value::Null) };
         if !self.binary {
-            let text = std::str::from_utf8(bytes).map_err(|_| bad(index, "text is not valid UTF-8"))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| bad(index, "text is not valid UTF-8"))?;
             return Ok(Value::Text(text.to_string()));
         }
         decode_binary(self.type_oid, bytes).map_err(|why| bad(index, &why))
@@ -74,24 +75,48 @@ fn bad(index: usize, why: &str) -> SqlError {
 
 fn decode_binary(oid: u32, b: &[u8]) -> Result<Value, String> {
     let fixed = |n: usize| -> Result<&[u8], String> {
-        if b.len() == n { Ok(b) } else { Err(format!("expected {n} bytes for type oid {oid}, got {}", b.len())) }
+        if b.len() == n {
+            Ok(b)
+        } else {
+            Err(format!("expected {n} bytes for type oid {oid}, got {}", b.len()))
+        }
     };
-    let utf8 = |b: &[u8]| std::str::from_utf8(b).map(str::to_string).map_err(|_| "not valid UTF-8".to_string());
+    let utf8 = |b: &[u8]| {
+        std::str::from_utf8(b).map(str::to_string).map_err(|_| "not valid UTF-8".to_string())
+    };
     Ok(match oid {
         oids::BOOL => Value::Bool(fixed(1)?[0] != 0),
-        oids::INT2 => Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| "int2")?) as i64),
-        oids::INT4 => Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| "int4")?) as i64),
+        oids::INT2 => {
+            Value::Int(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| "int2")?) as i64)
+        }
+        oids::INT4 => {
+            Value::Int(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| "int4")?) as i64)
+        }
         oids::INT8 => Value::Int(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| "int8")?)),
-        oids::FLOAT4 => Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| "float4")?) as f64),
-        oids::FLOAT8 => Value::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| "float8")?)),
-        oids::TEXT | oids::VARCHAR | oids::NAME | oids::BPCHAR | oids::UNKNOWN | 0 => Value::Text(utf8(b)?),
-        oids::JSON => Value::Json(serde_json::from_slice(b).map_err(|e| format!("invalid json: {e}"))?),
+        oids::FLOAT4 => {
+            Value::Float(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| "float4")?) as f64)
+        }
+        oids::FLOAT8 => {
+            Value::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| "float8")?))
+        }
+        oids::TEXT | oids::VARCHAR | oids::NAME | oids::BPCHAR | oids::UNKNOWN | 0 => {
+            Value::Text(utf8(b)?)
+        }
+        oids::JSON => {
+            Value::Json(serde_json::from_slice(b).map_err(|e| format!("invalid json: {e}"))?)
+        }
         oids::JSONB => match b.split_first() {
-            Some((1, rest)) => Value::Json(serde_json::from_slice(rest).map_err(|e| format!("invalid jsonb: {e}"))?),
+            Some((1, rest)) => Value::Json(
+                serde_json::from_slice(rest).map_err(|e| format!("invalid jsonb: {e}"))?,
+            ),
             _ => return Err("unknown jsonb binary version".into()),
         },
         o if is_array(o) => decode_array(b)?,
-        other => return Err(format!("binary format of type oid {other} is not supported in pgml calls; send it as text")),
+        other => {
+            return Err(format!(
+                "binary format of type oid {other} is not supported in pgml calls; send it as text"
+            ))
+        }
     })
 }
 
@@ -139,7 +164,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("array value is truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("array value is truncated")?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -163,7 +192,10 @@ mod tests {
         assert_eq!(bin(oids::INT4, 7i32.to_be_bytes().to_vec()).decode(1).unwrap(), Value::Int(7));
         let mut jb = vec![1u8];
         jb.extend_from_slice(b"{\"a\":1}");
-        assert_eq!(bin(oids::JSONB, jb).decode(1).unwrap(), Value::Json(serde_json::json!({"a":1})));
+        assert_eq!(
+            bin(oids::JSONB, jb).decode(1).unwrap(),
+            Value::Json(serde_json::json!({"a":1}))
+        );
         let mut arr = Vec::new();
         for v in [1i32, 0, oids::TEXT as i32, 2, 1] {
             arr.extend_from_slice(&v.to_be_bytes());
@@ -192,7 +224,11 @@ mod tests {
         for v in [1i32, 0, oids::TEXT_ARRAY as i32, 1, 1] {
             nested.extend_from_slice(&v.to_be_bytes());
         }
-        assert!(bin(oids::TEXT_ARRAY, nested).decode(1).unwrap_err().message.contains("arrays of arrays"));
+        assert!(bin(oids::TEXT_ARRAY, nested)
+            .decode(1)
+            .unwrap_err()
+            .message
+            .contains("arrays of arrays"));
         let e = bin(600, vec![1]).decode(1).unwrap_err();
         assert!(e.message.contains("oid 600"), "{}", e.message);
     }

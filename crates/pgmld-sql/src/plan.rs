@@ -3,7 +3,9 @@
 
 use crate::analyze::{find_all_calls, ArgExpr, CallSite, Position, RawArg};
 use crate::error::{codes, SqlError};
-use crate::function::{Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns, RowStream};
+use crate::function::{
+    Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns, RowStream,
+};
 use crate::params::Param;
 use crate::streaming::{stream_form, StreamForm};
 use crate::value::{SqlType, Value};
@@ -49,9 +51,15 @@ impl Plan {
     /// [`crate::rowwise::next_row_block`], and [`Plan::shape_sql`] describes them.
     pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
         let Some(sites) = find_all_calls(sql) else { return Ok(None) };
-        let calls: Vec<BoundCall> = sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
+        let calls: Vec<BoundCall> =
+            sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
         let stream = match calls.as_slice() {
-            [call] if matches!(call.function.signature().returns, Returns::SetOf(_)) && !call.is_per_row() => stream_form(sql),
+            [call]
+                if matches!(call.function.signature().returns, Returns::SetOf(_))
+                    && !call.is_per_row() =>
+            {
+                stream_form(sql)
+            }
             _ => None,
         };
         Ok(Some(Plan { sql: sql.to_string(), calls, stream }))
@@ -75,11 +83,21 @@ impl Plan {
 
     /// Starts the streaming call of a [`Plan::streaming`] statement with the bound
     /// parameters; its values come as the stream yields them.
-    pub async fn open_stream(&self, params: &[Param], ctx: &CallContext) -> Result<RowStream, SqlError> {
+    pub async fn open_stream(
+        &self,
+        params: &[Param],
+        ctx: &CallContext,
+    ) -> Result<RowStream, SqlError> {
         let Some(call) = self.calls.first().filter(|_| self.stream.is_some()) else {
             return Err(SqlError::new(codes::INTERNAL_ERROR, "statement does not stream"));
         };
-        let args = evaluate_args(call, params).map_err(|e| if e.position.is_some() { e } else { e.at(call.position(&self.sql)) })?;
+        let args = evaluate_args(call, params).map_err(|e| {
+            if e.position.is_some() {
+                e
+            } else {
+                e.at(call.position(&self.sql))
+            }
+        })?;
         match call.function.call(ctx.clone(), args).await? {
             Output::Stream(s) => Ok(s),
             Output::Rows(rows) => Ok(crate::cursor::rows_stream(rows)),
@@ -118,7 +136,10 @@ impl Plan {
         if let Some(c) = self.top_level().find(|c| c.is_per_row()) {
             return Err(SqlError::new(
                 codes::INTERNAL_ERROR,
-                format!("pgml.{} reads columns and must be served per row before the statement runs", c.site.name),
+                format!(
+                    "pgml.{} reads columns and must be served per row before the statement runs",
+                    c.site.name
+                ),
             )
             .at(c.position(&self.sql)));
         }
@@ -152,7 +173,11 @@ impl Plan {
     }
 
     /// `range` of the text with every outermost call inside it replaced.
-    fn splice(&self, range: Range<usize>, mut replacement: impl FnMut(&BoundCall) -> String) -> String {
+    fn splice(
+        &self,
+        range: Range<usize>,
+        mut replacement: impl FnMut(&BoundCall) -> String,
+    ) -> String {
         let mut out = String::with_capacity(range.len() + 64);
         let mut at = range.start;
         for call in &self.calls {
@@ -187,9 +212,10 @@ impl Plan {
         let null = match &sig.returns {
             Returns::Scalar(t) => Rendered::Scalar(format!("NULL::{}", t.sql_name())),
             Returns::SetOf(t) => Rendered::Set(format!("NULL::{}[]", t.sql_name())),
-            Returns::Table(cols) => {
-                Rendered::Rows(cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(), 0)
-            }
+            Returns::Table(cols) => Rendered::Rows(
+                cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
+                0,
+            ),
         };
         render(call, null, &checks)
     }
@@ -219,7 +245,8 @@ fn rendered_output(call: &BoundCall, out: Output) -> Result<Rendered, SqlError> 
     match (&sig.returns, out) {
         (Returns::Scalar(t), Output::Scalar(v)) => Ok(Rendered::Scalar(v.to_sql_literal(*t))),
         (Returns::SetOf(t), Output::Rows(rows)) => {
-            let items: Vec<String> = rows.iter().map(|r| r.first().unwrap_or(&Value::Null).to_sql_literal(*t)).collect();
+            let items: Vec<String> =
+                rows.iter().map(|r| r.first().unwrap_or(&Value::Null).to_sql_literal(*t)).collect();
             Ok(Rendered::Set(format!("ARRAY[{}]::{}[]", items.join(", "), t.sql_name())))
         }
         (Returns::Table(cols), Output::Rows(rows)) => {
@@ -232,7 +259,11 @@ fn rendered_output(call: &BoundCall, out: Output) -> Result<Rendered, SqlError> 
             if rows.len() != 1 && matches!(call.site.position, Position::Expr { .. }) {
                 return Err(SqlError::new(
                     codes::FEATURE_NOT_SUPPORTED,
-                    format!("pgml.{} returned {} rows where one value is expected", sig.name, rows.len()),
+                    format!(
+                        "pgml.{} returned {} rows where one value is expected",
+                        sig.name,
+                        rows.len()
+                    ),
                 )
                 .with_hint(format!("Call it in FROM: SELECT * FROM pgml.{}(...);", sig.name)));
             }
@@ -263,7 +294,8 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
         // (one row per value) or a FROM item; the alias keeps the function's column name.
         let e = format!("unnest({})", guard(array));
         return match call.site.position {
-            Position::Expr { bare_select_item: true, .. } | Position::TableFactor { has_alias: false } => {
+            Position::Expr { bare_select_item: true, .. }
+            | Position::TableFactor { has_alias: false } => {
                 format!("{e} AS {quoted_name}")
             }
             _ => e,
@@ -296,8 +328,12 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
             let width = names.len().max(1);
             let selects: Vec<String> = if nrows == 0 {
                 let nulls: Vec<String> = match returns {
-                    Returns::Table(cols) => cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect(),
-                    Returns::Scalar(t) | Returns::SetOf(t) => vec![format!("NULL::{}", t.sql_name())],
+                    Returns::Table(cols) => {
+                        cols.iter().map(|(_, t)| format!("NULL::{}", t.sql_name())).collect()
+                    }
+                    Returns::Scalar(t) | Returns::SetOf(t) => {
+                        vec![format!("NULL::{}", t.sql_name())]
+                    }
                 };
                 vec![format!("SELECT {} WHERE false", aliased(&nulls, &names))]
             } else {
@@ -308,7 +344,11 @@ fn render(call: &BoundCall, value: Rendered, checks: &[String]) -> String {
                 let cond: Vec<String> = checks.iter().map(|c| format!("{c} IS NULL")).collect();
                 body = format!("SELECT * FROM ({body}) AS pgmld_rows WHERE {}", cond.join(" OR "));
             }
-            if has_alias { format!("({body})") } else { format!("({body}) AS {quoted_name}") }
+            if has_alias {
+                format!("({body})")
+            } else {
+                format!("({body}) AS {quoted_name}")
+            }
         }
     }
 }
@@ -334,7 +374,11 @@ fn param_refs(arg: &ArgExpr, declared: SqlType, out: &mut Vec<String>) {
 }
 
 /// [`bind`], with errors pointing at the call when they do not point elsewhere.
-pub(crate) fn bind_at(sql: &str, site: CallSite, registry: &Registry) -> Result<BoundCall, SqlError> {
+pub(crate) fn bind_at(
+    sql: &str,
+    site: CallSite,
+    registry: &Registry,
+) -> Result<BoundCall, SqlError> {
     let position = sql.get(..site.range.start).map_or(0, |s| s.chars().count()) + 1;
     bind(site, registry).map_err(|e| if e.position.is_some() { e } else { e.at(position) })
 }
@@ -358,14 +402,23 @@ pub(crate) fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, Sql
             None if seen_named => {
                 return Err(SqlError::new(
                     codes::SYNTAX_ERROR,
-                    format!("positional argument {} of pgml.{} follows a named argument", i + 1, sig.name),
+                    format!(
+                        "positional argument {} of pgml.{} follows a named argument",
+                        i + 1,
+                        sig.name
+                    ),
                 ))
             }
             None => {
                 if i >= sig.params.len() {
                     return Err(SqlError::new(
                         codes::UNDEFINED_FUNCTION,
-                        format!("pgml.{} takes at most {} arguments, got {}", sig.name, sig.params.len(), site.args.len()),
+                        format!(
+                            "pgml.{} takes at most {} arguments, got {}",
+                            sig.name,
+                            sig.params.len(),
+                            site.args.len()
+                        ),
                     )
                     .with_hint(format!("Signature: {}", sig.display())));
                 }
@@ -385,7 +438,10 @@ pub(crate) fn bind(site: CallSite, registry: &Registry) -> Result<BoundCall, Sql
         if args[slot].is_some() {
             return Err(SqlError::new(
                 codes::SYNTAX_ERROR,
-                format!("argument \"{}\" of pgml.{} is given more than once", sig.params[slot].name, sig.name),
+                format!(
+                    "argument \"{}\" of pgml.{} is given more than once",
+                    sig.params[slot].name, sig.name
+                ),
             ));
         }
         args[slot] = Some(raw.clone());
@@ -433,11 +489,17 @@ fn eval(e: &ArgExpr, params: &[Param]) -> Result<Value, SqlError> {
         ArgExpr::Const(v) => Ok(v.clone()),
         ArgExpr::Param(n) => params
             .get(n.wrapping_sub(1))
-            .ok_or_else(|| SqlError::new(codes::UNDEFINED_PARAMETER, format!("there is no parameter ${n}")))?
+            .ok_or_else(|| {
+                SqlError::new(codes::UNDEFINED_PARAMETER, format!("there is no parameter ${n}"))
+            })?
             .decode(*n),
-        ArgExpr::Array(items) => Ok(Value::Array(items.iter().map(|i| eval(i, params)).collect::<Result<_, _>>()?)),
+        ArgExpr::Array(items) => {
+            Ok(Value::Array(items.iter().map(|i| eval(i, params)).collect::<Result<_, _>>()?))
+        }
         ArgExpr::Cast(inner, t) => eval(inner, params)?.coerce(*t),
-        ArgExpr::Unsupported(what) => Err(SqlError::new(codes::FEATURE_NOT_SUPPORTED, format!("cannot evaluate {what}"))),
+        ArgExpr::Unsupported(what) => {
+            Err(SqlError::new(codes::FEATURE_NOT_SUPPORTED, format!("cannot evaluate {what}")))
+        }
     }
 }
 

@@ -126,7 +126,10 @@ enum Piece {
 
 impl std::fmt::Debug for RowCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowCall").field("name", &self.name()).field("position", &self.position).finish()
+        f.debug_struct("RowCall")
+            .field("name", &self.name())
+            .field("position", &self.position)
+            .finish()
     }
 }
 
@@ -166,7 +169,8 @@ impl RowBlock {
 pub fn next_row_block(sql: &str, registry: &Registry) -> Result<Option<RowBlock>, SqlError> {
     let Some(parsed) = Parsed::new(sql) else { return Ok(None) };
     let Some(sites) = parsed.calls() else { return Ok(None) };
-    let bound: Vec<BoundCall> = sites.into_iter().map(|s| bind_at(sql, s, registry)).collect::<Result<_, _>>()?;
+    let bound: Vec<BoundCall> =
+        sites.into_iter().map(|s| bind_at(sql, s, registry)).collect::<Result<_, _>>()?;
     if !bound.iter().any(BoundCall::is_per_row) {
         return Ok(None);
     }
@@ -174,24 +178,29 @@ pub fn next_row_block(sql: &str, registry: &Registry) -> Result<Option<RowBlock>
     let col = find::collect(&parsed);
     let cx = Ctx { p: &parsed, toks: &toks, col: &col };
     let mut blocks: BTreeMap<usize, Vec<BoundCall>> = BTreeMap::new();
-    let per_row: Vec<usize> = bound.iter().filter(|c| c.is_per_row()).map(|c| c.site.range.start).collect();
+    let per_row: Vec<usize> =
+        bound.iter().filter(|c| c.is_per_row()).map(|c| c.site.range.start).collect();
     for call in bound.into_iter().filter(BoundCall::is_per_row) {
         let select = place_of(&cx, &col, &call)?;
         blocks.entry(select).or_default().push(call);
     }
-    let mut built: Vec<RowBlock> =
-        blocks.into_iter().map(|(select, calls)| source::build_block(&cx, select, calls)).collect::<Result<_, _>>()?;
+    let mut built: Vec<RowBlock> = blocks
+        .into_iter()
+        .map(|(select, calls)| source::build_block(&cx, select, calls))
+        .collect::<Result<_, _>>()?;
     // Innermost first: a block whose text holds no other block and whose copied WITH
     // queries hold no per-row call (WITH RECURSIVE may refer forward); the earliest.
     let ready = |b: &RowBlock| {
-        let holds_block = built
-            .iter()
-            .any(|o| o.range != b.range && o.range.start >= b.range.start && o.range.end <= b.range.end);
+        let holds_block = built.iter().any(|o| {
+            o.range != b.range && o.range.start >= b.range.start && o.range.end <= b.range.end
+        });
         let reads_calls = per_row.iter().any(|s| b.cte_ranges.iter().any(|r| r.contains(s)));
         !holds_block && !reads_calls
     };
     let pick = built.iter().filter(|b| ready(b)).map(|b| b.range.start).min();
-    let Some(block) = built.iter().position(|b| Some(b.range.start) == pick).map(|i| built.swap_remove(i)) else {
+    let Some(block) =
+        built.iter().position(|b| Some(b.range.start) == pick).map(|i| built.swap_remove(i))
+    else {
         return Err(source::unordered(built.first()));
     };
     Ok(Some(block))
@@ -211,10 +220,16 @@ fn place_of(cx: &Ctx<'_>, col: &Collected, call: &BoundCall) -> Result<usize, Sq
             codes::FEATURE_NOT_SUPPORTED,
             format!(
                 "pgml.{name} returns a {} and cannot be called with arguments that read columns",
-                if matches!(call.function.signature().returns, Returns::Table(_)) { "table" } else { "set" }
+                if matches!(call.function.signature().returns, Returns::Table(_)) {
+                    "table"
+                } else {
+                    "set"
+                }
             ),
         )
-        .with_hint(format!("Call it once with constants or $n parameters: SELECT * FROM pgml.{name}(...);"))
+        .with_hint(format!(
+            "Call it once with constants or $n parameters: SELECT * FROM pgml.{name}(...);"
+        ))
         .at(at));
     }
     if let Some(stmt) = node.frozen {
@@ -233,7 +248,9 @@ fn place_of(cx: &Ctx<'_>, col: &Collected, call: &BoundCall) -> Result<usize, Sq
     }
     match node.place {
         Place::Select(id) => Ok(id),
-        Place::Query(id) => Err(source::reject_query_clause(name, col.queries[id].body_values).at(at)),
+        Place::Query(id) => {
+            Err(source::reject_query_clause(name, col.queries[id].body_values).at(at))
+        }
         Place::Statement(kind) => Err(source::reject_statement(name, kind).at(at)),
     }
 }

@@ -10,7 +10,8 @@
 use crate::analyze::{ident_name, pgml_name};
 use crate::cursor::{Count, Direction};
 use sqlparser::ast::{
-    DeclareType, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor, WildcardAdditionalOptions,
+    DeclareType, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor,
+    WildcardAdditionalOptions,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -47,11 +48,18 @@ pub fn stream_form(sql: &str) -> Option<StreamForm> {
         Statement::Query(q) => pure_select(&q).map(|_| StreamForm::Select),
         Statement::Declare { stmts, .. } => {
             let [d] = stmts.as_slice() else { return None };
-            if d.declare_type != Some(DeclareType::Cursor) || d.hold == Some(true) || d.names.len() != 1 || d.binary == Some(true) {
+            if d.declare_type != Some(DeclareType::Cursor)
+                || d.hold == Some(true)
+                || d.names.len() != 1
+                || d.binary == Some(true)
+            {
                 return None;
             }
             let in_from = pure_select(d.for_query.as_ref()?)?;
-            Some(StreamForm::Declare(CursorDecl { name: ident_name(&d.names[0]), scrollable: d.scroll.unwrap_or(in_from) }))
+            Some(StreamForm::Declare(CursorDecl {
+                name: ident_name(&d.names[0]),
+                scrollable: d.scroll.unwrap_or(in_from),
+            }))
         }
         _ => None,
     }
@@ -96,12 +104,17 @@ fn pure_select(q: &Query) -> Option<bool> {
                 _ => return None,
             };
             let Expr::Function(f) = e else { return None };
-            let plain = f.over.is_none() && f.filter.is_none() && f.within_group.is_empty() && f.null_treatment.is_none();
+            let plain = f.over.is_none()
+                && f.filter.is_none()
+                && f.within_group.is_empty()
+                && f.null_treatment.is_none();
             (plain && pgml_name(&f.name).is_some()).then_some(false)
         }
         ([t], [SelectItem::Wildcard(w)]) if t.joins.is_empty() && plain_wildcard(w) => {
             let (name, alias) = match &t.relation {
-                TableFactor::Table { name, alias, args: Some(_), with_ordinality: false, .. } => (name, alias),
+                TableFactor::Table {
+                    name, alias, args: Some(_), with_ordinality: false, ..
+                } => (name, alias),
                 TableFactor::Function { name, alias, .. } => (name, alias),
                 _ => return None,
             };
@@ -113,7 +126,11 @@ fn pure_select(q: &Query) -> Option<bool> {
 }
 
 fn plain_wildcard(w: &WildcardAdditionalOptions) -> bool {
-    w.opt_ilike.is_none() && w.opt_exclude.is_none() && w.opt_except.is_none() && w.opt_replace.is_none() && w.opt_rename.is_none()
+    w.opt_ilike.is_none()
+        && w.opt_exclude.is_none()
+        && w.opt_except.is_none()
+        && w.opt_replace.is_none()
+        && w.opt_rename.is_none()
 }
 
 /// A cursor command pgmld serves itself when it names one of its cursors.
@@ -153,19 +170,24 @@ pub fn mentions_cursor_command(bytes: &[u8]) -> bool {
 /// MOVE), so this walks sqlparser's tokens instead. `None` for anything else.
 pub fn parse_cursor_command(sql: &str) -> Option<CursorCommand> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
-    let mut t: Vec<Token> = tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let mut t: Vec<Token> =
+        tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
     while t.last() == Some(&Token::SemiColon) {
         t.pop();
     }
     let Some((Token::Word(first), rest)) = t.split_first() else { return None };
     match first.keyword {
         Keyword::CLOSE => match rest {
-            [Token::Word(w)] if w.quote_style.is_none() && w.keyword == Keyword::ALL => Some(CursorCommand::Close(None)),
+            [Token::Word(w)] if w.quote_style.is_none() && w.keyword == Keyword::ALL => {
+                Some(CursorCommand::Close(None))
+            }
             [Token::Word(w)] => Some(CursorCommand::Close(Some(word_name(w)))),
             _ => None,
         },
         Keyword::FETCH => fetch_args(rest, false),
-        _ if first.quote_style.is_none() && first.value.eq_ignore_ascii_case("move") => fetch_args(rest, true),
+        _ if first.quote_style.is_none() && first.value.eq_ignore_ascii_case("move") => {
+            fetch_args(rest, true)
+        }
         _ => None,
     }
 }
@@ -194,7 +216,9 @@ fn fetch_args(t: &[Token], is_move: bool) -> Option<CursorCommand> {
     let signed = |i: usize| -> Option<(i64, usize)> {
         match (t.get(i), t.get(i + 1)) {
             (Some(Token::Number(n, _)), _) => Some((n.parse().ok()?, i + 1)),
-            (Some(Token::Minus), Some(Token::Number(n, _))) => Some((-n.parse::<i64>().ok()?, i + 2)),
+            (Some(Token::Minus), Some(Token::Number(n, _))) => {
+                Some((-n.parse::<i64>().ok()?, i + 2))
+            }
             (Some(Token::Plus), Some(Token::Number(n, _))) => Some((n.parse().ok()?, i + 2)),
             _ => None,
         }
@@ -211,7 +235,11 @@ fn fetch_args(t: &[Token], is_move: bool) -> Option<CursorCommand> {
         name_at(at).map(|cursor| CursorCommand::Fetch { cursor, direction, is_move })
     };
     if let Some(c) = name_at(0) {
-        return Some(CursorCommand::Fetch { cursor: c, direction: Direction::Forward(Count::N(1)), is_move });
+        return Some(CursorCommand::Fetch {
+            cursor: c,
+            direction: Direction::Forward(Count::N(1)),
+            is_move,
+        });
     }
     if let Some((n, next)) = signed(0) {
         return fetch(counted(n, true), next);
@@ -227,7 +255,11 @@ fn fetch_args(t: &[Token], is_move: bool) -> Option<CursorCommand> {
         dir @ ("FORWARD" | "BACKWARD") => {
             let forward = dir == "FORWARD";
             if kw(1) == "ALL" {
-                let all = if forward { Direction::Forward(Count::All) } else { Direction::Backward(Count::All) };
+                let all = if forward {
+                    Direction::Forward(Count::All)
+                } else {
+                    Direction::Backward(Count::All)
+                };
                 return fetch(all, 2);
             }
             match signed(1) {

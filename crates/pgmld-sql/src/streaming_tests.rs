@@ -47,9 +47,18 @@ fn anything_around_the_call_needs_postgres() {
 #[test]
 fn declares_carry_name_and_scrollability() {
     assert_eq!(stream_form("DECLARE c CURSOR FOR SELECT pgml.transform_stream(task => $1, inputs => $2, args => $3)"), decl("c", false));
-    assert_eq!(stream_form("declare \"My C\" scroll cursor for select pgml.transform_stream('x')"), decl("My C", true));
-    assert_eq!(stream_form("DECLARE Cur CURSOR WITHOUT HOLD FOR SELECT * FROM pgml.transform_stream('x')"), decl("cur", true));
-    assert_eq!(stream_form("DECLARE c NO SCROLL CURSOR FOR SELECT * FROM pgml.transform_stream('x');"), decl("c", false));
+    assert_eq!(
+        stream_form("declare \"My C\" scroll cursor for select pgml.transform_stream('x')"),
+        decl("My C", true)
+    );
+    assert_eq!(
+        stream_form("DECLARE Cur CURSOR WITHOUT HOLD FOR SELECT * FROM pgml.transform_stream('x')"),
+        decl("cur", true)
+    );
+    assert_eq!(
+        stream_form("DECLARE c NO SCROLL CURSOR FOR SELECT * FROM pgml.transform_stream('x');"),
+        decl("c", false)
+    );
 }
 
 fn fetch(cursor: &str, direction: Direction, is_move: bool) -> Option<CursorCommand> {
@@ -84,12 +93,26 @@ fn fetch_and_move_in_postgres_grammar() {
     for (sql, d) in cases {
         assert_eq!(parse_cursor_command(sql), fetch("c", d, false), "{sql}");
     }
-    assert_eq!(parse_cursor_command("MOVE FORWARD 5 IN \"Big C\""), fetch("Big C", Forward(N(5)), true));
+    assert_eq!(
+        parse_cursor_command("MOVE FORWARD 5 IN \"Big C\""),
+        fetch("Big C", Forward(N(5)), true)
+    );
     assert_eq!(parse_cursor_command("FETCH next"), fetch("next", Forward(N(1)), false));
     assert_eq!(parse_cursor_command("CLOSE c"), Some(CursorCommand::Close(Some("c".into()))));
     assert_eq!(parse_cursor_command("close ALL;"), Some(CursorCommand::Close(None)));
-    assert_eq!(parse_cursor_command("CLOSE \"ALL\""), Some(CursorCommand::Close(Some("ALL".into()))));
-    for sql in ["FETCH", "FETCH 1.5 FROM c", "FETCH 1 FROM a.b", "FETCH ABSOLUTE FROM c", "SELECT 1", "FETCH 1 FROM c INTO x", "MOVE"] {
+    assert_eq!(
+        parse_cursor_command("CLOSE \"ALL\""),
+        Some(CursorCommand::Close(Some("ALL".into())))
+    );
+    for sql in [
+        "FETCH",
+        "FETCH 1.5 FROM c",
+        "FETCH 1 FROM a.b",
+        "FETCH ABSOLUTE FROM c",
+        "SELECT 1",
+        "FETCH 1 FROM c INTO x",
+        "MOVE",
+    ] {
         assert_eq!(parse_cursor_command(sql), None, "{sql}");
     }
     assert!(mentions_cursor_command(b"Fetch 1 from c"));

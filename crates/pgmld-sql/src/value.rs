@@ -130,8 +130,16 @@ impl Value {
             (Value::Text(s), SqlType::Jsonb) => {
                 // As Postgres: the position, never the text (it may hold a token).
                 Value::Json(serde_json::from_str(&s).map_err(|e| {
-                    SqlError::new(codes::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {}", ty.sql_name()))
-                        .with_detail(format!("JSON error at line {} column {}: {}", e.line(), e.column(), json_error_kind(&e)))
+                    SqlError::new(
+                        codes::INVALID_TEXT_REPRESENTATION,
+                        format!("invalid input syntax for type {}", ty.sql_name()),
+                    )
+                    .with_detail(format!(
+                        "JSON error at line {} column {}: {}",
+                        e.line(),
+                        e.column(),
+                        json_error_kind(&e)
+                    ))
                 })?)
             }
             (Value::Text(s), SqlType::Int8 | SqlType::Int4) => {
@@ -144,7 +152,8 @@ impl Value {
             (Value::Text(s), SqlType::TextArray | SqlType::JsonbArray) => {
                 let elem = ty.element().unwrap_or(SqlType::Text);
                 let items = parse_array_literal(&s).ok_or_else(|| {
-                    bad(&s).with_hint("Array text looks like {\"a\",\"b\"}, or write ARRAY['a', 'b'].")
+                    bad(&s)
+                        .with_hint("Array text looks like {\"a\",\"b\"}, or write ARRAY['a', 'b'].")
                 })?;
                 Value::Array(
                     items
@@ -160,9 +169,13 @@ impl Value {
             (Value::Float(f), SqlType::Float4 | SqlType::Float8) => Value::Float(f),
             (Value::Float(f), SqlType::Text) => Value::Text(f.to_string()),
             (Value::Float(f), SqlType::Jsonb) => Value::Json(
-                serde_json::Number::from_f64(f).map(serde_json::Value::Number).ok_or_else(|| bad(&f))?,
+                serde_json::Number::from_f64(f)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| bad(&f))?,
             ),
-            (Value::Float(f), SqlType::Int8 | SqlType::Int4) if f.fract() == 0.0 => Value::Int(f as i64),
+            (Value::Float(f), SqlType::Int8 | SqlType::Int4) if f.fract() == 0.0 => {
+                Value::Int(f as i64)
+            }
             (Value::Bool(b), SqlType::Bool) => Value::Bool(b),
             (Value::Bool(b), SqlType::Text) => Value::Text(b.to_string()),
             (Value::Bool(b), SqlType::Jsonb) => Value::Json(b.into()),
@@ -201,7 +214,13 @@ impl Value {
             Value::Text(s) => s.clone(),
             Value::Int(i) => i.to_string(),
             Value::Float(f) => format_float(*f),
-            Value::Bool(b) => if *b { "t".into() } else { "f".into() },
+            Value::Bool(b) => {
+                if *b {
+                    "t".into()
+                } else {
+                    "f".into()
+                }
+            }
             Value::Json(j) => j.to_string(),
             Value::Array(items) => {
                 let parts: Vec<String> = items
@@ -243,7 +262,11 @@ fn format_float(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         f.to_string()
     }
@@ -356,7 +379,10 @@ mod tests {
         let text = v.to_pg_text().unwrap();
         assert_eq!(text, r#"{a,"b c",NULL,"q\"\\",""}"#);
         let back = parse_array_literal(&text).unwrap();
-        assert_eq!(back, vec![Some("a".into()), Some("b c".into()), None, Some("q\"\\".into()), Some("".into())]);
+        assert_eq!(
+            back,
+            vec![Some("a".into()), Some("b c".into()), None, Some("q\"\\".into()), Some("".into())]
+        );
         assert_eq!(parse_array_literal("{}"), Some(vec![]));
         assert_eq!(parse_array_literal("{a,{b}}"), None);
         assert_eq!(parse_array_literal("a,b"), None);
@@ -364,12 +390,16 @@ mod tests {
 
     #[test]
     fn coercion_parses_and_names_bad_values() {
-        assert_eq!(Value::Text("{\"a\":1}".into()).coerce(SqlType::Jsonb).unwrap(), Value::Json(serde_json::json!({"a":1})));
+        assert_eq!(
+            Value::Text("{\"a\":1}".into()).coerce(SqlType::Jsonb).unwrap(),
+            Value::Json(serde_json::json!({"a":1}))
+        );
         assert_eq!(Value::Text(" 42 ".into()).coerce(SqlType::Int8).unwrap(), Value::Int(42));
         let e = Value::Text("4x".into()).coerce(SqlType::Int8).unwrap_err();
         assert_eq!(e.code, "22P02");
         assert!(e.message.contains("\"4x\""), "{}", e.message);
-        let e = Value::Text("{\"token\": \"hf_SECRET\" bad".into()).coerce(SqlType::Jsonb).unwrap_err();
+        let e =
+            Value::Text("{\"token\": \"hf_SECRET\" bad".into()).coerce(SqlType::Jsonb).unwrap_err();
         assert!(e.message.contains("jsonb"), "{}", e.message);
         let shown = format!("{} {:?}", e.message, e.detail);
         assert!(!shown.contains("SECRET") && shown.contains("column"), "{shown}");
@@ -381,7 +411,10 @@ mod tests {
 
     #[test]
     fn literals_are_dollar_quoted_with_a_free_tag() {
-        assert_eq!(Value::Text("it's".into()).to_sql_literal(SqlType::Text), "$pgmld$it's$pgmld$::text");
+        assert_eq!(
+            Value::Text("it's".into()).to_sql_literal(SqlType::Text),
+            "$pgmld$it's$pgmld$::text"
+        );
         assert_eq!(
             Value::Text("a$pgmld$b".into()).to_sql_literal(SqlType::Text),
             "$pgmld1$a$pgmld$b$pgmld1$::text"

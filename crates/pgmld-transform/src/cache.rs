@@ -37,16 +37,23 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Logits for `inputs`, computed on the model's thread (batched with other callers').
-    pub async fn classify(&self, inputs: Vec<ClassifyInput>, cancelled: Arc<AtomicBool>) -> Result<Vec<ClassScores>, TransformError> {
+    pub async fn classify(
+        &self,
+        inputs: Vec<ClassifyInput>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<Vec<ClassScores>, TransformError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { inputs, cancelled: cancelled.clone(), reply })
-            .map_err(|_| TransformError::Internal(format!("the worker of model {} stopped", self.name)))?;
+        self.tx.send(Request { inputs, cancelled: cancelled.clone(), reply }).map_err(|_| {
+            TransformError::Internal(format!("the worker of model {} stopped", self.name))
+        })?;
         match rx.await {
             Ok(Ok(scores)) => Ok(scores),
             Ok(Err(message)) => Err(TransformError::Load { model: self.name.clone(), message }),
             Err(_) if cancelled.load(Ordering::Relaxed) => Err(TransformError::Cancelled),
-            Err(_) => Err(TransformError::Internal(format!("the worker of model {} dropped a request", self.name))),
+            Err(_) => Err(TransformError::Internal(format!(
+                "the worker of model {} dropped a request",
+                self.name
+            ))),
         }
     }
 }
@@ -88,8 +95,20 @@ pub struct ModelCache {
 impl ModelCache {
     /// An empty cache holding at most `budget_bytes` of weights (one model always fits,
     /// whatever its size), running models on `device`.
-    pub fn new(budget_bytes: u64, batching: Batching, device: Device, metrics: Arc<Metrics>) -> Self {
-        ModelCache { slots: Mutex::new(HashMap::new()), budget_bytes, batching, device, metrics, clock: AtomicU64::new(0) }
+    pub fn new(
+        budget_bytes: u64,
+        batching: Batching,
+        device: Device,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        ModelCache {
+            slots: Mutex::new(HashMap::new()),
+            budget_bytes,
+            batching,
+            device,
+            metrics,
+            clock: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -98,7 +117,12 @@ impl ModelCache {
 
     /// The text classifier cached under `key`, loading it from the directory `fetch`
     /// produces when absent. Concurrent callers with one key share one load.
-    pub async fn get_or_load<F, Fut>(&self, key: &str, name: &str, fetch: F) -> Result<Arc<LoadedModel>, TransformError>
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        key: &str,
+        name: &str,
+        fetch: F,
+    ) -> Result<Arc<LoadedModel>, TransformError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<ModelSource, TransformError>>,
@@ -109,13 +133,21 @@ impl ModelCache {
         };
         match self.get_or_init(key, init).await? {
             Cached::Classifier(m) => Ok(m),
-            Cached::Chat(_) => Err(TransformError::Internal(format!("cache entry {key} is a chat model"))),
+            Cached::Chat(_) => {
+                Err(TransformError::Internal(format!("cache entry {key} is a chat model")))
+            }
         }
     }
 
     /// The chat model cached under `key`, loading what `fetch` points at when absent
     /// (quantised to int8 when `load_in_8bit`).
-    pub async fn get_or_load_chat<F, Fut>(&self, key: &str, name: &str, load_in_8bit: bool, fetch: F) -> Result<Arc<ChatHandle>, TransformError>
+    pub async fn get_or_load_chat<F, Fut>(
+        &self,
+        key: &str,
+        name: &str,
+        load_in_8bit: bool,
+        fetch: F,
+    ) -> Result<Arc<ChatHandle>, TransformError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<ChatSource, TransformError>>,
@@ -129,7 +161,9 @@ impl ModelCache {
         };
         match self.get_or_init(key, init).await? {
             Cached::Chat(m) => Ok(m),
-            Cached::Classifier(_) => Err(TransformError::Internal(format!("cache entry {key} is a classifier"))),
+            Cached::Classifier(_) => {
+                Err(TransformError::Internal(format!("cache entry {key} is a classifier")))
+            }
         }
     }
 
@@ -140,7 +174,12 @@ impl ModelCache {
     {
         let slot = {
             let mut slots = self.lock();
-            slots.entry(key.to_string()).or_insert_with(|| Arc::new(Slot { cell: OnceCell::new(), last_used: AtomicU64::new(0) })).clone()
+            slots
+                .entry(key.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Slot { cell: OnceCell::new(), last_used: AtomicU64::new(0) })
+                })
+                .clone()
         };
         slot.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
         let mut loaded_here = false;
@@ -165,11 +204,18 @@ impl ModelCache {
         result
     }
 
-    async fn load(&self, name: &str, source: ModelSource) -> Result<Arc<LoadedModel>, TransformError> {
+    async fn load(
+        &self,
+        name: &str,
+        source: ModelSource,
+    ) -> Result<Arc<LoadedModel>, TransformError> {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (device, batching, metrics) = (self.device, self.batching, self.metrics.clone());
-        let thread_name = format!("pgmld-model-{}", name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>());
+        let thread_name = format!(
+            "pgmld-model-{}",
+            name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>()
+        );
         let started = Instant::now();
         std::thread::Builder::new()
             .name(thread_name)
@@ -178,7 +224,12 @@ impl ModelCache {
                 drop(source); // an extracted pgml.files copy is no longer needed
                 match loaded {
                     Ok(Ok(model)) => {
-                        let info = (model.labels().to_vec(), model.max_length(), model.default_score_fn(), model.weight_bytes());
+                        let info = (
+                            model.labels().to_vec(),
+                            model.max_length(),
+                            model.default_score_fn(),
+                            model.weight_bytes(),
+                        );
                         if ready_tx.send(Ok(info)).is_ok() {
                             worker::serve(model, rx, batching, metrics);
                         }
@@ -187,22 +238,32 @@ impl ModelCache {
                         let _ = ready_tx.send(Err(e));
                     }
                     Err(_) => {
-                        let _ = ready_tx.send(Err(pgmld_ml::Error::Unsupported("loading panicked".into())));
+                        let _ = ready_tx
+                            .send(Err(pgmld_ml::Error::Unsupported("loading panicked".into())));
                     }
                 }
             })
             .map_err(|e| TransformError::Internal(format!("starting a model thread: {e}")))?;
         let (labels, max_length, default_fn, bytes) = match ready_rx.await {
             Ok(Ok(info)) => info,
-            Ok(Err(pgmld_ml::Error::Unsupported(m))) if m.contains("no trained text-classification head") => {
+            Ok(Err(pgmld_ml::Error::Unsupported(m)))
+                if m.contains("no trained text-classification head") =>
+            {
                 return Err(TransformError::WrongTask {
                     message: format!("model \"{name}\" is not a text-classification model"),
                     detail: m,
                     hint: crate::error::CLASSIFY_HINT.into(),
                 })
             }
-            Ok(Err(e)) => return Err(TransformError::Load { model: name.to_string(), message: e.to_string() }),
-            Err(_) => return Err(TransformError::Internal(format!("the loader of model {name} stopped"))),
+            Ok(Err(e)) => {
+                return Err(TransformError::Load {
+                    model: name.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(TransformError::Internal(format!("the loader of model {name} stopped")))
+            }
         };
         self.metrics.model_loads.inc();
         tracing::info!(
@@ -211,7 +272,14 @@ impl ModelCache {
             mib = bytes / (1 << 20),
             "loaded model into the inference cache"
         );
-        Ok(Arc::new(LoadedModel { name: name.to_string(), labels, max_length, default_fn, bytes, tx }))
+        Ok(Arc::new(LoadedModel {
+            name: name.to_string(),
+            labels,
+            max_length,
+            default_fn,
+            bytes,
+            tx,
+        }))
     }
 
     /// Drops least recently used models (never `keep`) until the weights fit the budget.
@@ -228,17 +296,24 @@ impl ModelCache {
             if let Some(slot) = slots.remove(&victim) {
                 let bytes = slot.cell.get().map_or(0, Cached::bytes);
                 total -= bytes;
-                tracing::info!(model = victim, mib = bytes / (1 << 20), "evicted model from the inference cache");
+                tracing::info!(
+                    model = victim,
+                    mib = bytes / (1 << 20),
+                    "evicted model from the inference cache"
+                );
             }
         }
-        self.metrics.models_cached.set(slots.values().filter(|s| s.cell.get().is_some()).count() as i64);
+        self.metrics
+            .models_cached
+            .set(slots.values().filter(|s| s.cell.get().is_some()).count() as i64);
         self.metrics.model_cache_bytes.set(total as i64);
     }
 
     /// Keys of the models loaded now, for tests and logs.
     pub fn loaded(&self) -> Vec<String> {
         let slots = self.lock();
-        let mut keys: Vec<String> = slots.iter().filter(|(_, s)| s.cell.get().is_some()).map(|(k, _)| k.clone()).collect();
+        let mut keys: Vec<String> =
+            slots.iter().filter(|(_, s)| s.cell.get().is_some()).map(|(k, _)| k.clone()).collect();
         keys.sort();
         keys
     }

@@ -80,14 +80,20 @@ fn is_cancelled(out: &ChatOutput) -> bool {
 pub fn shape(req: &GenerateRequest, inputs: &GenInputs, outs: &[ChatOutput]) -> Json {
     let n = req.num_return_sequences.max(1);
     let outputs = match inputs {
-        GenInputs::Messages(_) => Json::Array(outs.iter().map(|o| Json::String(o.text.clone())).collect()),
+        GenInputs::Messages(_) => {
+            Json::Array(outs.iter().map(|o| Json::String(o.text.clone())).collect())
+        }
         GenInputs::Prompts(prompts) => Json::Array(
             prompts
                 .iter()
                 .zip(outs.chunks(n))
                 .map(|(prompt, seqs)| {
                     let texts = seqs.iter().map(|o| {
-                        let text = if req.return_full_text { format!("{prompt}{}", o.text) } else { o.text.clone() };
+                        let text = if req.return_full_text {
+                            format!("{prompt}{}", o.text)
+                        } else {
+                            o.text.clone()
+                        };
                         json!({ "generated_text": text })
                     });
                     Json::Array(texts.collect())
@@ -126,8 +132,11 @@ fn local_adapter_dir(name: &str) -> Option<PathBuf> {
 /// `base_model_name_or_path` of the adapter in `dir`.
 fn adapter_base(dir: &Path) -> Result<String, TransformError> {
     let path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| missing(&dir.display().to_string(), format!("{}: {e}", path.display())))?;
-    let json: Json = serde_json::from_str(&text).map_err(|e| TransformError::bad(format!("{} is not valid JSON: {e}", path.display()), ""))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| missing(&dir.display().to_string(), format!("{}: {e}", path.display())))?;
+    let json: Json = serde_json::from_str(&text).map_err(|e| {
+        TransformError::bad(format!("{} is not valid JSON: {e}", path.display()), "")
+    })?;
     match json.get("base_model_name_or_path").and_then(Json::as_str).map(str::trim) {
         Some(base) if !base.is_empty() => Ok(base.to_string()),
         _ => Err(TransformError::bad(
@@ -138,18 +147,27 @@ fn adapter_base(dir: &Path) -> Result<String, TransformError> {
 }
 
 fn missing(name: &str, detail: String) -> TransformError {
-    TransformError::Model(pgmld_tune::TuneError::ModelNotFound { message: format!("adapter \"{name}\" not found"), detail })
+    TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+        message: format!("adapter \"{name}\" not found"),
+        detail,
+    })
 }
 
 /// Refuses a checkpoint directory whose config.json names another architecture, before
 /// anything loads.
 fn check_causal_lm(dir: &Path, model: &str) -> Result<(), TransformError> {
     let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return Ok(()) };
-    let model_type = serde_json::from_str::<Json>(&text).ok().and_then(|j| j.get("model_type").and_then(Json::as_str).map(str::to_string));
+    let model_type = serde_json::from_str::<Json>(&text)
+        .ok()
+        .and_then(|j| j.get("model_type").and_then(Json::as_str).map(str::to_string));
     match model_type {
         Some(t) if !CAUSAL_LM_TYPES.contains(&t.as_str()) => Err(not_causal_lm(
             model,
-            format!("{} has model_type \"{t}\" (supported causal LMs: {}).", dir.join("config.json").display(), CAUSAL_LM_TYPES.join(", ")),
+            format!(
+                "{} has model_type \"{t}\" (supported causal LMs: {}).",
+                dir.join("config.json").display(),
+                CAUSAL_LM_TYPES.join(", ")
+            ),
         )),
         _ => Ok(()),
     }
@@ -184,17 +202,26 @@ impl Transformer {
     /// a project tuned with task => 'conversation' or `pgml:<id>` (its adapter from
     /// pgml.files on the base named by `base_model_name_or_path`), a local directory or
     /// `.gguf` file, a local adapter directory, or a Hub repo (cache first when offline).
-    pub async fn chat_model(&self, ctx: &CallContext, req: &GenerateRequest) -> Result<Arc<ChatHandle>, TransformError> {
+    pub async fn chat_model(
+        &self,
+        ctx: &CallContext,
+        req: &GenerateRequest,
+    ) -> Result<Arc<ChatHandle>, TransformError> {
         let client = self.client(&ctx.database).await?;
         let caller = &ctx.caller;
-        if !caller.read_server_files && (req.adapter.is_some() || resolve::looks_like_path(&req.model)) {
+        if !caller.read_server_files
+            && (req.adapter.is_some() || resolve::looks_like_path(&req.model))
+        {
             return Err(TransformError::Model(pgmld_tune::access::server_files_denied(caller)));
         }
         let local = if caller.read_server_files { local_adapter_dir(&req.model) } else { None };
         let (name, adapter) = match local {
             Some(dir) if req.adapter.is_some() => {
                 return Err(TransformError::bad(
-                    format!("model {} is itself a LoRA adapter; \"adapter\" cannot add another", dir.display()),
+                    format!(
+                        "model {} is itself a LoRA adapter; \"adapter\" cannot add another",
+                        dir.display()
+                    ),
                     "",
                 ))
             }
@@ -203,7 +230,10 @@ impl Transformer {
         };
         if let Some(a) = &adapter {
             if !a.join("adapter_config.json").is_file() {
-                return Err(missing(&a.display().to_string(), format!("{} is not a directory holding adapter_config.json.", a.display())));
+                return Err(missing(
+                    &a.display().to_string(),
+                    format!("{} is not a directory holding adapter_config.json.", a.display()),
+                ));
             }
         }
         let r = resolve::locate(&client, &name, caller).await?;
@@ -218,19 +248,28 @@ impl Transformer {
         }
         let key = chat_key(&r, &ctx.database, req, adapter.as_deref());
         self.cache
-            .get_or_load_chat(&key, &req.model, req.load_in_8bit, || self.chat_source(&client, (&req.model, caller), r, adapter, req.revision.as_deref()))
+            .get_or_load_chat(&key, &req.model, req.load_in_8bit, || {
+                self.chat_source(&client, (&req.model, caller), r, adapter, req.revision.as_deref())
+            })
             .await
     }
 
-    async fn fetch_ref(&self, client: &Client, r: &ModelRef, revision: Option<&str>) -> Result<ModelSource, TransformError> {
+    async fn fetch_ref(
+        &self,
+        client: &Client,
+        r: &ModelRef,
+        revision: Option<&str>,
+    ) -> Result<ModelSource, TransformError> {
         match (r, revision) {
             (ModelRef::Hub(name), Some(rev)) => {
-                let dir = pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(|e| {
-                    TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
-                        message: format!("model \"{name}\" revision {rev} not found"),
-                        detail: format!("Hugging Face Hub: {e}"),
-                    })
-                })?;
+                let dir = pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev))
+                    .await
+                    .map_err(|e| {
+                        TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                            message: format!("model \"{name}\" revision {rev} not found"),
+                            detail: format!("Hugging Face Hub: {e}"),
+                        })
+                    })?;
                 Ok(ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
             }
             _ => Ok(resolve::fetch(client, r, &self.hub, &self.work_dir.join("transform")).await?),
@@ -249,10 +288,20 @@ impl Transformer {
         let src = self.fetch_ref(client, &r, revision).await?;
         if !src.dir.join("adapter_config.json").is_file() {
             check_causal_lm(&src.dir, model)?;
-            return Ok(ChatSource { base: src.dir.clone(), adapter, origin: src.origin.clone(), keep: vec![src] });
+            return Ok(ChatSource {
+                base: src.dir.clone(),
+                adapter,
+                origin: src.origin.clone(),
+                keep: vec![src],
+            });
         }
         if adapter.is_some() {
-            return Err(TransformError::bad(format!("model \"{model}\" is itself a LoRA adapter; \"adapter\" cannot add another"), ""));
+            return Err(TransformError::bad(
+                format!(
+                    "model \"{model}\" is itself a LoRA adapter; \"adapter\" cannot add another"
+                ),
+                "",
+            ));
         }
         let base_name = adapter_base(&src.dir)?;
         // The base a stored adapter was tuned on was its owner's to read then, and only
@@ -279,18 +328,26 @@ impl Transformer {
 
     /// Runs a conversational or text-generation call and returns its JSON result (see the
     /// module doc for the shapes).
-    pub async fn generate(&self, ctx: &CallContext, call: &GenerateCall) -> Result<Json, TransformError> {
+    pub async fn generate(
+        &self,
+        ctx: &CallContext,
+        call: &GenerateCall,
+    ) -> Result<Json, TransformError> {
         let req = &call.request;
         let model = self.chat_model(ctx, req).await?;
-        crate::generation::check_sequences(req.num_return_sequences, &req.sampling.config(&model.generation, 0))?;
+        crate::generation::check_sequences(
+            req.num_return_sequences,
+            &req.sampling.config(&model.generation, 0),
+        )?;
         let cancelled = ctx.cancelled.clone();
         let stop: StopFn = Arc::new(move || cancelled.load(Ordering::Relaxed));
         let inputs = job_inputs(&call.inputs);
         // All jobs queue at once; the worker runs them in this order.
         let (model, stop) = (&model, &stop);
-        let pending = inputs
-            .iter()
-            .flat_map(|input| (0..req.num_return_sequences).map(move |seq| model.generate(input.clone(), req, seq as u64, stop.clone(), None)));
+        let pending = inputs.iter().flat_map(|input| {
+            (0..req.num_return_sequences)
+                .map(move |seq| model.generate(input.clone(), req, seq as u64, stop.clone(), None))
+        });
         let answers = futures_util::future::join_all(pending).await;
         if ctx.is_cancelled() {
             return Err(TransformError::Cancelled);
@@ -307,7 +364,11 @@ impl Transformer {
     /// streamer does, unless `return_full_text` is false), then, with `return_usage`, one
     /// `{"finish_reason", "usage"}` row. Errors arrive as the last item. Dropping the
     /// receiver cancels the generation at the next token, as does the client's cancel.
-    pub fn stream(self: &Arc<Self>, ctx: CallContext, call: GenerateCall) -> mpsc::Receiver<Result<Json, SqlError>> {
+    pub fn stream(
+        self: &Arc<Self>,
+        ctx: CallContext,
+        call: GenerateCall,
+    ) -> mpsc::Receiver<Result<Json, SqlError>> {
         let (tx, rx) = mpsc::channel(32);
         let return_usage = call.request.return_usage;
         let mut events = self.stream_events(ctx, call);
@@ -332,7 +393,11 @@ impl Transformer {
     /// [`Transformer::stream`] as typed events, for callers that build their own rows
     /// (the OpenAI endpoint's chunks, finish reasons, usage). One conversation or one
     /// prompt, one sequence.
-    pub fn stream_events(self: &Arc<Self>, ctx: CallContext, call: GenerateCall) -> mpsc::Receiver<Result<StreamEvent, TransformError>> {
+    pub fn stream_events(
+        self: &Arc<Self>,
+        ctx: CallContext,
+        call: GenerateCall,
+    ) -> mpsc::Receiver<Result<StreamEvent, TransformError>> {
         let (tx, rx) = mpsc::channel(32);
         let this = self.clone();
         tokio::spawn(async move {
@@ -351,19 +416,28 @@ impl Transformer {
     ) -> Result<(), TransformError> {
         let req = &call.request;
         if req.num_return_sequences != 1 {
-            return Err(TransformError::bad("streaming returns one sequence: num_return_sequences must be 1", ""));
+            return Err(TransformError::bad(
+                "streaming returns one sequence: num_return_sequences must be 1",
+                "",
+            ));
         }
         let input = match &call.inputs {
             GenInputs::Prompts(p) if p.len() != 1 => {
-                return Err(TransformError::bad(format!("streaming takes one prompt, not {}", p.len()), "Call it once per prompt."))
+                return Err(TransformError::bad(
+                    format!("streaming takes one prompt, not {}", p.len()),
+                    "Call it once per prompt.",
+                ))
             }
             inputs => job_inputs(inputs).remove(0),
         };
         let model = self.chat_model(ctx, req).await?;
         let cancelled = ctx.cancelled.clone();
         let consumer = tx.clone();
-        let stop: StopFn = Arc::new(move || cancelled.load(Ordering::Relaxed) || consumer.is_closed());
-        if let (JobInput::Complete(prompt), GenTask::TextGeneration, true) = (&input, req.task, req.return_full_text) {
+        let stop: StopFn =
+            Arc::new(move || cancelled.load(Ordering::Relaxed) || consumer.is_closed());
+        if let (JobInput::Complete(prompt), GenTask::TextGeneration, true) =
+            (&input, req.task, req.return_full_text)
+        {
             if tx.send(Ok(StreamEvent::Piece(prompt.clone()))).await.is_err() {
                 return Ok(());
             }
@@ -390,8 +464,14 @@ impl Transformer {
         if ctx.is_cancelled() || is_cancelled(&out) {
             return Err(TransformError::Cancelled);
         }
-        let usage = Usage { prompt_tokens: out.prompt_tokens, completion_tokens: out.completion_tokens };
-        let _ = tx.send(Ok(StreamEvent::Done { finish_reason: out.finish_reason.as_str().to_string(), usage })).await;
+        let usage =
+            Usage { prompt_tokens: out.prompt_tokens, completion_tokens: out.completion_tokens };
+        let _ = tx
+            .send(Ok(StreamEvent::Done {
+                finish_reason: out.finish_reason.as_str().to_string(),
+                usage,
+            }))
+            .await;
         Ok(())
     }
 }
@@ -402,30 +482,47 @@ mod tests {
     use crate::generation::generate_request;
     use pgmld_sql::Value;
 
-    fn out(text: &str, prompt_tokens: usize, completion_tokens: usize, finish_reason: FinishReason) -> ChatOutput {
+    fn out(
+        text: &str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        finish_reason: FinishReason,
+    ) -> ChatOutput {
         ChatOutput { text: text.into(), prompt_tokens, completion_tokens, finish_reason }
     }
 
     fn request(task: &str, args: Json) -> GenerateRequest {
-        generate_request(json!({"task": task, "model": "m"}).as_object().unwrap(), &Value::Json(args)).unwrap()
+        generate_request(
+            json!({"task": task, "model": "m"}).as_object().unwrap(),
+            &Value::Json(args),
+        )
+        .unwrap()
     }
 
     #[test]
     fn results_take_the_pipeline_shapes() {
         let chat = request("conversational", json!({}));
         let msgs = GenInputs::Messages(vec![]);
-        assert_eq!(shape(&chat, &msgs, &[out("Paris.", 20, 3, FinishReason::Stop)]), json!(["Paris."]));
+        assert_eq!(
+            shape(&chat, &msgs, &[out("Paris.", 20, 3, FinishReason::Stop)]),
+            json!(["Paris."])
+        );
         let tg = request("text-generation", json!({}));
         let prompts = GenInputs::Prompts(vec!["Once".into(), "Then".into()]);
-        let outs = [out(" upon", 2, 1, FinishReason::Length), out(" we", 2, 1, FinishReason::Length)];
-        assert_eq!(shape(&tg, &prompts, &outs), json!([[{"generated_text": "Once upon"}], [{"generated_text": "Then we"}]]));
+        let outs =
+            [out(" upon", 2, 1, FinishReason::Length), out(" we", 2, 1, FinishReason::Length)];
+        assert_eq!(
+            shape(&tg, &prompts, &outs),
+            json!([[{"generated_text": "Once upon"}], [{"generated_text": "Then we"}]])
+        );
         let bare = request("text-generation", json!({"return_full_text": false}));
         assert_eq!(shape(&bare, &prompts, &outs)[1][0]["generated_text"], " we");
     }
 
     #[test]
     fn usage_counts_each_prompt_once() {
-        let req = request("conversational", json!({"return_usage": true, "n": 2, "do_sample": true}));
+        let req =
+            request("conversational", json!({"return_usage": true, "n": 2, "do_sample": true}));
         let outs = [out("a", 10, 4, FinishReason::Stop), out("b", 10, 6, FinishReason::Length)];
         let got = shape(&req, &GenInputs::Messages(vec![]), &outs);
         assert_eq!(
@@ -436,22 +533,39 @@ mod tests {
         let tg = request("text-generation", json!({"return_usage": true}));
         let outs = [out(" x", 3, 1, FinishReason::Stop), out(" y", 5, 2, FinishReason::Stop)];
         let got = shape(&tg, &GenInputs::Prompts(vec!["a".into(), "b".into()]), &outs);
-        assert_eq!(got["usage"], json!({"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11}));
+        assert_eq!(
+            got["usage"],
+            json!({"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11})
+        );
     }
 
     #[test]
     fn adapters_and_architectures_are_read_from_their_files() {
         let dir = std::env::temp_dir().join(format!("pgmld-chat-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("adapter_config.json"), r#"{"base_model_name_or_path": " /models/base.gguf "}"#).unwrap();
+        std::fs::write(
+            dir.join("adapter_config.json"),
+            r#"{"base_model_name_or_path": " /models/base.gguf "}"#,
+        )
+        .unwrap();
         assert_eq!(local_adapter_dir(&dir.display().to_string()), Some(dir.clone()));
         assert_eq!(adapter_base(&dir).unwrap(), "/models/base.gguf");
         std::fs::write(dir.join("adapter_config.json"), r#"{"r": 8}"#).unwrap();
-        assert!(adapter_base(&dir).unwrap_err().to_string().contains("names no base_model_name_or_path"));
+        assert!(adapter_base(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("names no base_model_name_or_path"));
         std::fs::write(dir.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
-        assert_eq!(local_adapter_dir(&dir.display().to_string()), None, "a full checkpoint is no adapter");
+        assert_eq!(
+            local_adapter_dir(&dir.display().to_string()),
+            None,
+            "a full checkpoint is no adapter"
+        );
         let e = check_causal_lm(&dir, "mini").unwrap_err();
-        assert!(matches!(&e, TransformError::WrongTask { detail, .. } if detail.contains("\"bert\"")), "{e:?}");
+        assert!(
+            matches!(&e, TransformError::WrongTask { detail, .. } if detail.contains("\"bert\"")),
+            "{e:?}"
+        );
         std::fs::write(dir.join("config.json"), r#"{"model_type": "qwen2"}"#).unwrap();
         assert!(check_causal_lm(&dir, "q").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();

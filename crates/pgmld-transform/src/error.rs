@@ -68,18 +68,28 @@ impl From<TransformError> for SqlError {
         match e {
             TransformError::BadArgument { hint, .. } => {
                 let err = SqlError::new(codes::INVALID_PARAMETER_VALUE, message);
-                if hint.is_empty() { err } else { err.with_hint(hint) }
+                if hint.is_empty() {
+                    err
+                } else {
+                    err.with_hint(hint)
+                }
             }
-            TransformError::InvalidJson(_) => SqlError::new(codes::INVALID_TEXT_REPRESENTATION, message),
+            TransformError::InvalidJson(_) => {
+                SqlError::new(codes::INVALID_TEXT_REPRESENTATION, message)
+            }
             TransformError::NullInput(_) => SqlError::new(codes::NULL_VALUE_NOT_ALLOWED, message)
                 .with_hint("Filter NULLs out, e.g. WHERE text IS NOT NULL, or COALESCE them."),
             TransformError::Unsupported(_) => SqlError::new(codes::FEATURE_NOT_SUPPORTED, message),
             TransformError::WrongTask { detail, hint, .. } => {
-                SqlError::new(codes::INVALID_PARAMETER_VALUE, message).with_detail(detail).with_hint(hint)
+                SqlError::new(codes::INVALID_PARAMETER_VALUE, message)
+                    .with_detail(detail)
+                    .with_hint(hint)
             }
             TransformError::Model(t) => t.into(),
             TransformError::Load { .. } => SqlError::new(codes::INTERNAL_ERROR, message),
-            TransformError::Cancelled => SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request"),
+            TransformError::Cancelled => {
+                SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request")
+            }
             TransformError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
         }
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use pgmld_ml::ClassifyInput;
 use pgmld_sql::function::{CallFuture, ParamSpec, RowsFuture};
-use pgmld_sql::{Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+};
 use serde_json::Value as Json;
 
 use crate::error::TransformError;
@@ -50,8 +52,11 @@ enum Call {
 
 /// A call's parsed request and inputs.
 fn parse(args: &Args) -> Result<Call, TransformError> {
-    let (task_arg, args_arg, inputs_arg) =
-        (args.get("task").unwrap_or(&Value::Null), args.get("args").unwrap_or(&Value::Null), args.get("inputs").unwrap_or(&Value::Null));
+    let (task_arg, args_arg, inputs_arg) = (
+        args.get("task").unwrap_or(&Value::Null),
+        args.get("args").unwrap_or(&Value::Null),
+        args.get("inputs").unwrap_or(&Value::Null),
+    );
     let task = request::task_object(task_arg)?;
     if task.get("task").and_then(Json::as_str).and_then(GenTask::parse).is_some() {
         return GenerateCall::parse(task_arg, args_arg, inputs_arg).map(Call::Generate);
@@ -71,10 +76,13 @@ impl PgmlFunction for Transform {
         Box::pin(async move {
             match parse(&args).map_err(SqlError::from)? {
                 Call::Classify(req, inputs) => {
-                    let results = transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
+                    let results =
+                        transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
                     Ok(Output::Scalar(Value::Json(Json::Array(results))))
                 }
-                Call::Generate(call) => Ok(Output::Scalar(Value::Json(transformer.generate(&ctx, &call).await.map_err(SqlError::from)?))),
+                Call::Generate(call) => Ok(Output::Scalar(Value::Json(
+                    transformer.generate(&ctx, &call).await.map_err(SqlError::from)?,
+                ))),
             }
         })
     }
@@ -103,12 +111,16 @@ impl PgmlFunction for Transform {
                 group.2.extend(inputs);
             }
             let mut out: Vec<Value> = vec![Value::Null; n];
-            let answers = futures_util::future::join_all(generations.iter().map(|(_, call)| self.transformer.generate(&ctx, call))).await;
+            let answers = futures_util::future::join_all(
+                generations.iter().map(|(_, call)| self.transformer.generate(&ctx, call)),
+            )
+            .await;
             for ((row, _), answer) in generations.iter().zip(answers) {
                 out[*row] = Value::Json(answer.map_err(|e| row_error(e, *row, n))?);
             }
             for (req, members, inputs) in groups.into_values() {
-                let results = self.transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
+                let results =
+                    self.transformer.classify(&ctx, &req, &inputs).await.map_err(SqlError::from)?;
                 let mut bounds: Vec<(usize, usize)> = members.clone();
                 bounds.push((usize::MAX, inputs.len()));
                 for w in bounds.windows(2) {

@@ -168,7 +168,11 @@ impl GenerateCall {
     /// Parses a call from its SQL arguments: the task (jsonb or text), `args` (jsonb or
     /// NULL) and `inputs` (an array of texts or jsonb; a single text may be passed as a
     /// one-element array).
-    pub fn parse(task: &Value, args: &Value, inputs: &Value) -> Result<GenerateCall, TransformError> {
+    pub fn parse(
+        task: &Value,
+        args: &Value,
+        inputs: &Value,
+    ) -> Result<GenerateCall, TransformError> {
         let task = crate::request::task_object(task)?;
         let request = generate_request(&task, args)?;
         let inputs = gen_inputs(request.task, inputs)?;
@@ -181,7 +185,10 @@ fn bad(message: impl Into<String>) -> TransformError {
 }
 
 fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> TransformError {
-    TransformError::bad(format!("unknown {what} key \"{key}\""), format!("Supported keys: {}.", allowed.join(", ")))
+    TransformError::bad(
+        format!("unknown {what} key \"{key}\""),
+        format!("Supported keys: {}.", allowed.join(", ")),
+    )
 }
 
 fn get_bool(m: &Map<String, Json>, key: &str, default: bool) -> Result<bool, TransformError> {
@@ -195,7 +202,11 @@ fn get_bool(m: &Map<String, Json>, key: &str, default: bool) -> Result<bool, Tra
 fn get_f64(m: &Map<String, Json>, key: &str) -> Result<Option<f64>, TransformError> {
     match m.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(v) => v.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| bad(format!("{key} must be a number, not {v}"))),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| bad(format!("{key} must be a number, not {v}"))),
     }
 }
 
@@ -219,9 +230,13 @@ fn get_string(m: &Map<String, Json>, key: &str) -> Result<Option<String>, Transf
 }
 
 /// Checks the task object and `args` of a generation call.
-pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<GenerateRequest, TransformError> {
+pub fn generate_request(
+    task: &Map<String, Json>,
+    args: &Value,
+) -> Result<GenerateRequest, TransformError> {
     let name = task.get("task").and_then(Json::as_str).unwrap_or_default();
-    let gen_task = GenTask::parse(name).ok_or_else(|| bad(format!("task \"{name}\" is not a generation task")))?;
+    let gen_task = GenTask::parse(name)
+        .ok_or_else(|| bad(format!("task \"{name}\" is not a generation task")))?;
     if task.contains_key("load_in_4bit") || task.contains_key("quantization_config") {
         return Err(TransformError::Unsupported(
             "4-bit and GPTQ quantisation are not supported for inference; use \"load_in_8bit\": true".into(),
@@ -242,7 +257,8 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
     };
     let revision = get_string(task, "revision")?.filter(|r| !r.trim().is_empty());
     let load_in_8bit = get_bool(task, "load_in_8bit", false)?;
-    let adapter = get_string(task, "adapter")?.map(|a| PathBuf::from(a.strip_prefix("file://").unwrap_or(&a)));
+    let adapter = get_string(task, "adapter")?
+        .map(|a| PathBuf::from(a.strip_prefix("file://").unwrap_or(&a)));
     let args = match args {
         Value::Null => Map::new(),
         Value::Json(Json::Object(m)) => m.clone(),
@@ -250,7 +266,9 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
         Value::Text(t) => match serde_json::from_str::<Json>(t) {
             Ok(Json::Object(m)) => m,
             Ok(other) => return Err(bad(format!("args must be a JSON object, not {other}"))),
-            Err(e) => return Err(TransformError::InvalidJson(format!("args is not valid JSON: {e}"))),
+            Err(e) => {
+                return Err(TransformError::InvalidJson(format!("args is not valid JSON: {e}")))
+            }
         },
         other => return Err(bad(format!("args must be jsonb, not {}", other.describe()))),
     };
@@ -258,16 +276,22 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
         return Err(unknown_key("args", k, ARGS_KEYS));
     }
     let sampling = sampling(&args)?;
-    let num_return_sequences = match (get_uint(&args, "num_return_sequences")?, get_uint(&args, "n")?) {
-        (Some(a), Some(b)) if a != b => return Err(bad(format!("num_return_sequences ({a}) and n ({b}) disagree"))),
-        (a, b) => a.or(b).unwrap_or(1),
-    };
+    let num_return_sequences =
+        match (get_uint(&args, "num_return_sequences")?, get_uint(&args, "n")?) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(bad(format!("num_return_sequences ({a}) and n ({b}) disagree")))
+            }
+            (a, b) => a.or(b).unwrap_or(1),
+        };
     if num_return_sequences == 0 || num_return_sequences > MAX_SEQUENCES as u64 {
         return Err(bad(format!("num_return_sequences must be between 1 and {MAX_SEQUENCES}, not {num_return_sequences}")));
     }
     // Greedy by the call's own settings: refused before any model loads. With do_sample
     // unset, the model's generation_config.json decides (checked once it is loaded).
-    let explicit = GenerationDefaults { do_sample: sampling.settings.do_sample.or(Some(false)), ..sampling.settings.clone() };
+    let explicit = GenerationDefaults {
+        do_sample: sampling.settings.do_sample.or(Some(false)),
+        ..sampling.settings.clone()
+    };
     if sampling.settings.do_sample.is_some() || sampling.settings.temperature == Some(0.0) {
         check_sequences(num_return_sequences as usize, &explicit.to_config())?;
     }
@@ -275,7 +299,8 @@ pub fn generate_request(task: &Map<String, Json>, args: &Value) -> Result<Genera
     if chat_template.is_some() && gen_task != GenTask::Conversational {
         return Err(bad("chat_template applies to the conversational task only"));
     }
-    let return_full_text = get_bool(&args, "return_full_text", gen_task == GenTask::TextGeneration)?;
+    let return_full_text =
+        get_bool(&args, "return_full_text", gen_task == GenTask::TextGeneration)?;
     if return_full_text && gen_task == GenTask::Conversational {
         return Err(bad("return_full_text applies to the text-generation task only"));
     }
@@ -311,7 +336,9 @@ impl Sampling {
 pub fn check_sequences(n: usize, cfg: &GenerationConfig) -> Result<(), TransformError> {
     if n > 1 && !cfg.is_sampling() {
         return Err(TransformError::bad(
-            format!("num_return_sequences {n} needs sampling: greedy decoding returns one sequence"),
+            format!(
+                "num_return_sequences {n} needs sampling: greedy decoding returns one sequence"
+            ),
             "Add \"do_sample\": true (with a temperature > 0).",
         ));
     }
@@ -320,7 +347,9 @@ pub fn check_sequences(n: usize, cfg: &GenerationConfig) -> Result<(), Transform
 
 fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
     let max_new_tokens = match (get_uint(args, "max_new_tokens"), get_uint(args, "max_tokens")) {
-        (Ok(Some(a)), Ok(Some(b))) if a != b => return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree"))),
+        (Ok(Some(a)), Ok(Some(b))) if a != b => {
+            return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree")))
+        }
         (Ok(a), Ok(b)) => a.or(b),
         (Err(_), _) | (_, Err(_)) => {
             let (key, v) = ["max_new_tokens", "max_tokens"]
@@ -362,9 +391,15 @@ fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
         Some(Json::String(s)) => vec![s.clone()],
         Some(Json::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| bad(format!("stop must hold strings, not {i}"))))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("stop must hold strings, not {i}")))
+            })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(bad(format!("stop must be a string or an array of strings, not {other}"))),
+        Some(other) => {
+            return Err(bad(format!("stop must be a string or an array of strings, not {other}")))
+        }
     };
     if stop.iter().any(String::is_empty) || stop.len() > MAX_STOP_STRINGS {
         return Err(bad(format!("stop takes 1 to {MAX_STOP_STRINGS} non-empty strings")));
@@ -391,14 +426,22 @@ pub fn gen_inputs(task: GenTask, inputs: &Value) -> Result<GenInputs, TransformE
         Value::Array(items) => items.clone(),
         Value::Null => return Err(TransformError::NullInput("inputs is NULL".into())),
         single @ (Value::Text(_) | Value::Json(_)) => vec![single.clone()],
-        other => return Err(bad(format!("inputs must be text[] or jsonb[], not {}", other.describe()))),
+        other => {
+            return Err(bad(format!("inputs must be text[] or jsonb[], not {}", other.describe())))
+        }
     };
     if items.is_empty() {
         let (what, example) = match task {
-            GenTask::Conversational => ("no messages", "inputs => ARRAY['{\"role\": \"user\", \"content\": \"Hello\"}'::jsonb]"),
+            GenTask::Conversational => (
+                "no messages",
+                "inputs => ARRAY['{\"role\": \"user\", \"content\": \"Hello\"}'::jsonb]",
+            ),
             GenTask::TextGeneration => ("no prompt", "inputs => ARRAY['Once upon a time']"),
         };
-        return Err(TransformError::bad(format!("inputs is empty: {what}"), format!("Pass e.g. {example}.")));
+        return Err(TransformError::bad(
+            format!("inputs is empty: {what}"),
+            format!("Pass e.g. {example}."),
+        ));
     }
     match task {
         GenTask::TextGeneration => items
@@ -409,48 +452,89 @@ pub fn gen_inputs(task: GenTask, inputs: &Value) -> Result<GenInputs, TransformE
                 Value::Text(t) => Ok(t.clone()),
                 Value::Json(Json::String(s)) => Ok(s.clone()),
                 Value::Json(j) => Ok(j.to_string()),
-                other => Err(bad(format!("inputs[{}] must be text, not {}", i + 1, other.describe()))),
+                other => {
+                    Err(bad(format!("inputs[{}] must be text, not {}", i + 1, other.describe())))
+                }
             })
             .collect::<Result<_, _>>()
             .map(GenInputs::Prompts),
-        GenTask::Conversational => items.iter().enumerate().map(|(i, v)| message(i + 1, v)).collect::<Result<_, _>>().map(GenInputs::Messages),
+        GenTask::Conversational => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| message(i + 1, v))
+            .collect::<Result<_, _>>()
+            .map(GenInputs::Messages),
     }
 }
 
 fn message(position: usize, v: &Value) -> Result<Message, TransformError> {
     let hint = "Each input is one message: '{\"role\": \"user\", \"content\": \"...\"}'::jsonb (role system, user or assistant).";
     let json = match v {
-        Value::Null => return Err(TransformError::NullInput(format!("inputs[{position}] is NULL"))),
+        Value::Null => {
+            return Err(TransformError::NullInput(format!("inputs[{position}] is NULL")))
+        }
         Value::Json(j) => j.clone(),
         Value::Text(t) => serde_json::from_str(t).map_err(|_| {
-            TransformError::bad(format!("inputs[{position}] is not a JSON chat message: {}", shorten(t)), hint)
+            TransformError::bad(
+                format!("inputs[{position}] is not a JSON chat message: {}", shorten(t)),
+                hint,
+            )
         })?,
-        other => return Err(TransformError::bad(format!("inputs[{position}] must be jsonb, not {}", other.describe()), hint)),
+        other => {
+            return Err(TransformError::bad(
+                format!("inputs[{position}] must be jsonb, not {}", other.describe()),
+                hint,
+            ))
+        }
     };
     let Json::Object(m) = json else {
-        return Err(TransformError::bad(format!("inputs[{position}] must be a JSON object, not {json}"), hint));
+        return Err(TransformError::bad(
+            format!("inputs[{position}] must be a JSON object, not {json}"),
+            hint,
+        ));
     };
     let role = match m.get("role") {
         Some(Json::String(r)) if ROLES.contains(&r.as_str()) => r.clone(),
         Some(Json::String(r)) => {
-            return Err(TransformError::bad(format!("inputs[{position}] has unknown role \"{r}\""), format!("Roles: {}.", ROLES.join(", "))))
+            return Err(TransformError::bad(
+                format!("inputs[{position}] has unknown role \"{r}\""),
+                format!("Roles: {}.", ROLES.join(", ")),
+            ))
         }
-        Some(other) => return Err(TransformError::bad(format!("inputs[{position}]: role must be a string, not {other}"), hint)),
-        None => return Err(TransformError::bad(format!("inputs[{position}] has no \"role\""), hint)),
+        Some(other) => {
+            return Err(TransformError::bad(
+                format!("inputs[{position}]: role must be a string, not {other}"),
+                hint,
+            ))
+        }
+        None => {
+            return Err(TransformError::bad(format!("inputs[{position}] has no \"role\""), hint))
+        }
     };
     let content = match m.get("content") {
         Some(Json::String(c)) => c.clone(),
         // OpenAI's content parts: the text parts joined.
         Some(Json::Array(parts)) => parts
             .iter()
-            .map(|p| match (p.get("type").and_then(Json::as_str), p.get("text").and_then(Json::as_str)) {
-                (Some("text"), Some(t)) => Ok(t.to_string()),
-                _ => Err(bad(format!("inputs[{position}]: only text content parts are supported, not {p}"))),
+            .map(|p| {
+                match (p.get("type").and_then(Json::as_str), p.get("text").and_then(Json::as_str)) {
+                    (Some("text"), Some(t)) => Ok(t.to_string()),
+                    _ => Err(bad(format!(
+                        "inputs[{position}]: only text content parts are supported, not {p}"
+                    ))),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?
             .join(""),
-        Some(Json::Null) | None => return Err(TransformError::bad(format!("inputs[{position}] has no \"content\""), hint)),
-        Some(other) => return Err(TransformError::bad(format!("inputs[{position}]: content must be a string, not {other}"), hint)),
+        Some(Json::Null) | None => {
+            return Err(TransformError::bad(format!("inputs[{position}] has no \"content\""), hint))
+        }
+        Some(other) => {
+            return Err(TransformError::bad(
+                format!("inputs[{position}]: content must be a string, not {other}"),
+                hint,
+            ))
+        }
     };
     Ok(Message { role, content })
 }

@@ -15,32 +15,51 @@ fn err(task: Json, args: Json) -> String {
 fn defaults_follow_transformers() {
     let r = req(json!({"task": "conversational", "model": "m"}), json!({})).unwrap();
     assert_eq!(r.task, GenTask::Conversational);
-    assert_eq!(r.sampling.settings, GenerationDefaults::default(), "nothing set: the model decides");
+    assert_eq!(
+        r.sampling.settings,
+        GenerationDefaults::default(),
+        "nothing set: the model decides"
+    );
     let cfg = r.sampling.config(&GenerationDefaults::default(), 0);
     assert!(!cfg.do_sample, "greedy by default");
     assert_eq!((cfg.top_k, cfg.max_new_tokens), (Some(50), DEFAULT_MAX_NEW_TOKENS));
     assert!(!r.return_full_text && !r.return_usage);
-    let t = req(json!({"task": "text-generation", "model": "m"}), json!({"max_tokens": 5, "top_k": 0})).unwrap();
+    let t =
+        req(json!({"task": "text-generation", "model": "m"}), json!({"max_tokens": 5, "top_k": 0}))
+            .unwrap();
     assert!(t.return_full_text, "the pipeline returns the prompt too");
     let cfg = t.sampling.config(&GenerationDefaults::default(), 0);
     assert_eq!((cfg.max_new_tokens, cfg.top_k), (5, None));
-    let all = req(json!({"task": "text-generation", "model": "m"}), json!({"top_k": null})).unwrap();
-    assert_eq!(all.sampling.config(&GenerationDefaults { top_k: Some(20), ..Default::default() }, 0).top_k, None);
+    let all =
+        req(json!({"task": "text-generation", "model": "m"}), json!({"top_k": null})).unwrap();
+    assert_eq!(
+        all.sampling.config(&GenerationDefaults { top_k: Some(20), ..Default::default() }, 0).top_k,
+        None
+    );
 }
 
 #[test]
 fn the_models_generation_config_fills_what_the_call_leaves_unset() {
-    let llama3 = GenerationDefaults { do_sample: Some(true), temperature: Some(0.6), top_p: Some(0.9), ..Default::default() };
-    let r = req(json!({"task": "conversational", "model": "m"}), json!({"top_p": 0.5, "seed": 7})).unwrap();
+    let llama3 = GenerationDefaults {
+        do_sample: Some(true),
+        temperature: Some(0.6),
+        top_p: Some(0.9),
+        ..Default::default()
+    };
+    let r = req(json!({"task": "conversational", "model": "m"}), json!({"top_p": 0.5, "seed": 7}))
+        .unwrap();
     let cfg = r.sampling.config(&llama3, 2);
     assert!(cfg.do_sample, "the model samples by default");
     assert_eq!((cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed), (0.6, 0.5, Some(50), Some(9)));
-    let greedy = req(json!({"task": "conversational", "model": "m"}), json!({"do_sample": false})).unwrap();
+    let greedy =
+        req(json!({"task": "conversational", "model": "m"}), json!({"do_sample": false})).unwrap();
     assert!(!greedy.sampling.config(&llama3, 0).do_sample, "the call's do_sample wins");
     // n > 1 is checked against the layered settings once the model is known.
     let n = req(json!({"task": "conversational", "model": "m"}), json!({"n": 2})).unwrap();
     assert!(check_sequences(2, &n.sampling.config(&llama3, 0)).is_ok());
-    let e = check_sequences(2, &n.sampling.config(&GenerationDefaults::default(), 0)).unwrap_err().to_string();
+    let e = check_sequences(2, &n.sampling.config(&GenerationDefaults::default(), 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("num_return_sequences 2 needs sampling"), "{e}");
 }
 
@@ -57,26 +76,43 @@ fn sampling_arguments_are_read() {
     assert_eq!(r.adapter, Some(PathBuf::from("/a")));
     let s = &r.sampling;
     let cfg = s.config(&GenerationDefaults::default(), 0);
-    assert_eq!((cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed), (7, 0.7, 0.9, Some(5), Some(3)));
+    assert_eq!(
+        (cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, cfg.seed),
+        (7, 0.7, 0.9, Some(5), Some(3))
+    );
     assert_eq!(cfg.repetition_penalty, 1.1);
     assert!(cfg.do_sample && r.return_usage);
     assert_eq!(s.stop, vec!["\n\n".to_string(), "END".to_string()]);
     assert_eq!(r.num_return_sequences, 2);
-    let zero = req(json!({"task": "conversational", "model": "m"}), json!({"do_sample": true, "temperature": 0})).unwrap();
-    assert!(!zero.sampling.config(&GenerationDefaults::default(), 0).do_sample, "temperature 0 is greedy");
-    let one_stop = req(json!({"task": "conversational", "model": "m"}), json!({"stop": "x"})).unwrap();
+    let zero = req(
+        json!({"task": "conversational", "model": "m"}),
+        json!({"do_sample": true, "temperature": 0}),
+    )
+    .unwrap();
+    assert!(
+        !zero.sampling.config(&GenerationDefaults::default(), 0).do_sample,
+        "temperature 0 is greedy"
+    );
+    let one_stop =
+        req(json!({"task": "conversational", "model": "m"}), json!({"stop": "x"})).unwrap();
     assert_eq!(one_stop.sampling.stop, vec!["x".to_string()]);
-    let as_text = generate_request(json!({"task": "text-generation", "model": "m"}).as_object().unwrap(), &Value::Text("{\"seed\": 1}".into()));
+    let as_text = generate_request(
+        json!({"task": "text-generation", "model": "m"}).as_object().unwrap(),
+        &Value::Text("{\"seed\": 1}".into()),
+    );
     assert_eq!(as_text.unwrap().sampling.seed, Some(1));
 }
 
 #[test]
 fn bad_arguments_name_the_value() {
     let t = json!({"task": "conversational", "model": "m"});
-    assert!(err(t.clone(), json!({"temperature": -0.5})).contains("temperature must be >= 0, not -0.5"));
+    assert!(
+        err(t.clone(), json!({"temperature": -0.5})).contains("temperature must be >= 0, not -0.5")
+    );
     assert!(err(t.clone(), json!({"max_tokens": 0})).contains("between 1 and"));
     assert!(err(t.clone(), json!({"max_new_tokens": 10_000_000})).contains("not 10000000"));
-    assert!(err(t.clone(), json!({"max_new_tokens": -3})).contains("max_new_tokens must be a positive integer, not -3"));
+    assert!(err(t.clone(), json!({"max_new_tokens": -3}))
+        .contains("max_new_tokens must be a positive integer, not -3"));
     assert!(err(t.clone(), json!({"max_new_tokens": 3, "max_tokens": 4})).contains("disagree"));
     assert!(err(t.clone(), json!({"top_p": 0})).contains("top_p"));
     assert!(err(t.clone(), json!({"repetition_penalty": 0})).contains("repetition_penalty"));
@@ -87,9 +123,11 @@ fn bad_arguments_name_the_value() {
     assert!(err(t.clone(), json!({"n": 2, "temperature": 0})).contains("needs sampling"));
     assert!(err(t.clone(), json!({"return_full_text": true})).contains("text-generation task only"));
     assert!(err(t.clone(), json!({"max_lenght": 3})).contains("unknown args key \"max_lenght\""));
-    assert!(err(json!({"task": "text-generation", "model": "m"}), json!({"chat_template": "x"})).contains("conversational task only"));
+    assert!(err(json!({"task": "text-generation", "model": "m"}), json!({"chat_template": "x"}))
+        .contains("conversational task only"));
     assert!(err(json!({"task": "conversational"}), json!({})).contains("names no model"));
-    assert!(err(json!({"task": "conversational", "model": "m", "modle": 1}), json!({})).contains("unknown task key \"modle\""));
+    assert!(err(json!({"task": "conversational", "model": "m", "modle": 1}), json!({}))
+        .contains("unknown task key \"modle\""));
     assert!(matches!(
         req(json!({"task": "conversational", "model": "m", "load_in_4bit": true}), json!({})),
         Err(TransformError::Unsupported(_))
@@ -102,14 +140,20 @@ fn messages_come_from_jsonb_or_text() {
         Value::Json(json!({"role": "system", "content": "Be brief."})),
         Value::Text(r#"{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]}"#.into()),
     ]);
-    let GenInputs::Messages(m) = gen_inputs(GenTask::Conversational, &v).unwrap() else { panic!("messages") };
+    let GenInputs::Messages(m) = gen_inputs(GenTask::Conversational, &v).unwrap() else {
+        panic!("messages")
+    };
     assert_eq!(m[0], Message { role: "system".into(), content: "Be brief.".into() });
     assert_eq!(m[1], Message { role: "user".into(), content: "Hi!".into() });
-    let e = |items: Vec<Value>| gen_inputs(GenTask::Conversational, &Value::Array(items)).unwrap_err().to_string();
-    assert!(e(vec![Value::Json(json!({"role": "robot", "content": "x"}))]).contains("inputs[1] has unknown role \"robot\""));
+    let e = |items: Vec<Value>| {
+        gen_inputs(GenTask::Conversational, &Value::Array(items)).unwrap_err().to_string()
+    };
+    assert!(e(vec![Value::Json(json!({"role": "robot", "content": "x"}))])
+        .contains("inputs[1] has unknown role \"robot\""));
     assert!(e(vec![Value::Json(json!({"role": "user"}))]).contains("no \"content\""));
     assert!(e(vec![Value::Text("hello".into())]).contains("not a JSON chat message"));
-    assert!(e(vec![Value::Json(json!({"role": "user", "content": "a"})), Value::Null]).contains("inputs[2] is NULL"));
+    assert!(e(vec![Value::Json(json!({"role": "user", "content": "a"})), Value::Null])
+        .contains("inputs[2] is NULL"));
     assert!(e(vec![]).contains("no messages"));
     let p = gen_inputs(GenTask::TextGeneration, &Value::Text("Once".into())).unwrap();
     assert_eq!(p, GenInputs::Prompts(vec!["Once".into()]));

@@ -23,8 +23,8 @@ pub mod transformer;
 pub mod worker;
 
 pub use cache::ModelCache;
-pub use error::TransformError;
 pub use chat::{StreamEvent, Usage};
+pub use error::TransformError;
 pub use function::Transform;
 pub use generation::GenerateCall;
 pub use transformer::Transformer;

@@ -27,10 +27,12 @@ const LATER_TASKS: &[&str] = &[
 
 /// Keys of the task object pgmld uses or accepts without effect (device placement and
 /// dtype are pgmld's configuration, not the caller's).
-const TASK_KEYS: &[&str] = &["task", "model", "revision", "device", "device_map", "torch_dtype", "trust_remote_code"];
+const TASK_KEYS: &[&str] =
+    &["task", "model", "revision", "device", "device_map", "torch_dtype", "trust_remote_code"];
 
 /// Keys of `args` for text classification.
-const ARGS_KEYS: &[&str] = &["top_k", "function_to_apply", "return_all_scores", "truncation", "padding", "batch_size"];
+const ARGS_KEYS: &[&str] =
+    &["top_k", "function_to_apply", "return_all_scores", "truncation", "padding", "batch_size"];
 
 /// How many classes each input reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +60,27 @@ pub struct ClassifyRequest {
 /// `{"task": name}` (PostgresML's shorthand).
 pub fn task_object(task: &Value) -> Result<Map<String, Json>, TransformError> {
     let json = match task {
-        Value::Null => return Err(TransformError::bad("task must not be NULL", "Pass e.g. task => '{\"task\": \"text-classification\", \"model\": \"...\"}'::jsonb.")),
+        Value::Null => return Err(TransformError::bad(
+            "task must not be NULL",
+            "Pass e.g. task => '{\"task\": \"text-classification\", \"model\": \"...\"}'::jsonb.",
+        )),
         Value::Json(j) => j.clone(),
         Value::Text(t) => {
             let trimmed = t.trim_start();
             if trimmed.starts_with('{') || trimmed.starts_with('"') {
-                serde_json::from_str(t).map_err(|e| TransformError::InvalidJson(format!("task is not valid JSON: {e}")))?
+                serde_json::from_str(t).map_err(|e| {
+                    TransformError::InvalidJson(format!("task is not valid JSON: {e}"))
+                })?
             } else {
                 Json::String(t.clone())
             }
         }
-        other => return Err(TransformError::bad(format!("task must be jsonb or text, not {}", other.describe()), "")),
+        other => {
+            return Err(TransformError::bad(
+                format!("task must be jsonb or text, not {}", other.describe()),
+                "",
+            ))
+        }
     };
     match json {
         Json::Object(m) => Ok(m),
@@ -81,11 +93,17 @@ pub fn task_object(task: &Value) -> Result<Map<String, Json>, TransformError> {
 }
 
 fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> TransformError {
-    TransformError::bad(format!("unknown {what} key \"{key}\""), format!("Supported keys: {}.", allowed.join(", ")))
+    TransformError::bad(
+        format!("unknown {what} key \"{key}\""),
+        format!("Supported keys: {}.", allowed.join(", ")),
+    )
 }
 
 /// Checks the task object and `args` of a text-classification call.
-pub fn classify_request(task: &Map<String, Json>, args: &Value) -> Result<ClassifyRequest, TransformError> {
+pub fn classify_request(
+    task: &Map<String, Json>,
+    args: &Value,
+) -> Result<ClassifyRequest, TransformError> {
     let name = match task.get("task") {
         Some(Json::String(s)) => s.as_str(),
         Some(other) => return Err(TransformError::bad(format!("\"task\" must be a string, not {other}"), "")),
@@ -99,9 +117,16 @@ pub fn classify_request(task: &Map<String, Json>, args: &Value) -> Result<Classi
     match name {
         "text-classification" | "sentiment-analysis" | "text-pair-classification" => {}
         other if LATER_TASKS.contains(&other) => {
-            return Err(TransformError::Unsupported(format!("task \"{other}\" is not served by pgmld yet; supported: {SUPPORTED_TASKS}")))
+            return Err(TransformError::Unsupported(format!(
+                "task \"{other}\" is not served by pgmld yet; supported: {SUPPORTED_TASKS}"
+            )))
         }
-        other => return Err(TransformError::bad(format!("unknown task \"{other}\""), format!("Supported tasks: {SUPPORTED_TASKS}."))),
+        other => {
+            return Err(TransformError::bad(
+                format!("unknown task \"{other}\""),
+                format!("Supported tasks: {SUPPORTED_TASKS}."),
+            ))
+        }
     }
     if let Some(k) = task.keys().find(|k| !TASK_KEYS.contains(&k.as_str())) {
         return Err(unknown_key("task", k, TASK_KEYS));
@@ -120,8 +145,15 @@ pub fn classify_request(task: &Map<String, Json>, args: &Value) -> Result<Classi
     let args = match args {
         Value::Null => Map::new(),
         Value::Json(Json::Object(m)) => m.clone(),
-        Value::Json(other) => return Err(TransformError::bad(format!("args must be a JSON object, not {other}"), "")),
-        other => return Err(TransformError::bad(format!("args must be jsonb, not {}", other.describe()), "")),
+        Value::Json(other) => {
+            return Err(TransformError::bad(format!("args must be a JSON object, not {other}"), ""))
+        }
+        other => {
+            return Err(TransformError::bad(
+                format!("args must be jsonb, not {}", other.describe()),
+                "",
+            ))
+        }
     };
     if let Some(k) = args.keys().find(|k| !ARGS_KEYS.contains(&k.as_str())) {
         return Err(unknown_key("args", k, ARGS_KEYS));
@@ -131,7 +163,12 @@ pub fn classify_request(task: &Map<String, Json>, args: &Value) -> Result<Classi
         Some(Json::Null) => TopK::Ranked(None),
         Some(v) => match v.as_u64() {
             Some(k) if k >= 1 => TopK::Ranked(Some(k as usize)),
-            _ => return Err(TransformError::bad(format!("top_k must be a positive integer or null, not {v}"), "")),
+            _ => {
+                return Err(TransformError::bad(
+                    format!("top_k must be a positive integer or null, not {v}"),
+                    "",
+                ))
+            }
         },
     };
     if args.get("return_all_scores").and_then(|v| v.as_bool()) == Some(true) {
@@ -140,9 +177,17 @@ pub fn classify_request(task: &Map<String, Json>, args: &Value) -> Result<Classi
     let score_fn = match args.get("function_to_apply") {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(ScoreFn::parse(s).ok_or_else(|| {
-            TransformError::bad(format!("function_to_apply \"{s}\" is not one of softmax, sigmoid, none"), "")
+            TransformError::bad(
+                format!("function_to_apply \"{s}\" is not one of softmax, sigmoid, none"),
+                "",
+            )
         })?),
-        Some(other) => return Err(TransformError::bad(format!("function_to_apply must be a string, not {other}"), "")),
+        Some(other) => {
+            return Err(TransformError::bad(
+                format!("function_to_apply must be a string, not {other}"),
+                "",
+            ))
+        }
     };
     Ok(ClassifyRequest { model, revision, top_k, score_fn })
 }
@@ -153,7 +198,12 @@ pub fn classify_inputs(inputs: &Value) -> Result<Vec<ClassifyInput>, TransformEr
     let items = match inputs {
         Value::Array(items) => items,
         Value::Null => return Err(TransformError::NullInput("inputs is NULL".into())),
-        other => return Err(TransformError::bad(format!("inputs must be text[], not {}", other.describe()), "")),
+        other => {
+            return Err(TransformError::bad(
+                format!("inputs must be text[], not {}", other.describe()),
+                "",
+            ))
+        }
     };
     if items.is_empty() {
         return Err(TransformError::bad(
@@ -168,7 +218,10 @@ pub fn classify_inputs(inputs: &Value) -> Result<Vec<ClassifyInput>, TransformEr
             Value::Null => Err(TransformError::NullInput(format!("inputs[{}] is NULL", i + 1))),
             Value::Text(t) => Ok(pair_or_text(t)),
             Value::Json(j) => Ok(pair_or_text(&j.to_string())),
-            other => Err(TransformError::bad(format!("inputs[{}] must be text, not {}", i + 1, other.describe()), "")),
+            other => Err(TransformError::bad(
+                format!("inputs[{}] must be text, not {}", i + 1, other.describe()),
+                "",
+            )),
         })
         .collect()
 }
@@ -200,33 +253,52 @@ mod tests {
         assert_eq!(Json::Object(m), json!({"task": "text-classification"}));
         let m = task_object(&Value::Text("{\"task\": \"x\"}".into())).unwrap();
         assert_eq!(m.get("task"), Some(&json!("x")));
-        assert!(matches!(task_object(&Value::Text("{\"task\": ".into())), Err(TransformError::InvalidJson(_))));
+        assert!(matches!(
+            task_object(&Value::Text("{\"task\": ".into())),
+            Err(TransformError::InvalidJson(_))
+        ));
     }
 
     #[test]
     fn requests_are_checked() {
-        let ok = classify_request(&obj(json!({"task": "text-classification", "model": "m"})), &Value::Json(json!({"top_k": 2}))).unwrap();
+        let ok = classify_request(
+            &obj(json!({"task": "text-classification", "model": "m"})),
+            &Value::Json(json!({"top_k": 2})),
+        )
+        .unwrap();
         assert_eq!(ok.top_k, TopK::Ranked(Some(2)));
-        let all = classify_request(&obj(json!({"task": "sentiment-analysis", "model": "m"})), &Value::Json(json!({"top_k": null}))).unwrap();
+        let all = classify_request(
+            &obj(json!({"task": "sentiment-analysis", "model": "m"})),
+            &Value::Json(json!({"top_k": null})),
+        )
+        .unwrap();
         assert_eq!(all.top_k, TopK::Ranked(None));
-        let err = |t: Json, a: Json| classify_request(&obj(t), &Value::Json(a)).unwrap_err().to_string();
+        let err =
+            |t: Json, a: Json| classify_request(&obj(t), &Value::Json(a)).unwrap_err().to_string();
         assert!(err(json!({"task": "text-classification"}), json!({})).contains("names no model"));
-        assert!(err(json!({"task": "summarize", "model": "m"}), json!({})).contains("unknown task \"summarize\""));
+        assert!(err(json!({"task": "summarize", "model": "m"}), json!({}))
+            .contains("unknown task \"summarize\""));
         assert!(matches!(
             classify_request(&obj(json!({"task": "summarization", "model": "m"})), &Value::Null),
             Err(TransformError::Unsupported(_))
         ));
-        assert!(err(json!({"task": "text-classification", "model": "m"}), json!({"topk": 1})).contains("unknown args key \"topk\""));
-        assert!(err(json!({"task": "text-classification", "model": "m"}), json!({"top_k": 0})).contains("top_k"));
+        assert!(err(json!({"task": "text-classification", "model": "m"}), json!({"topk": 1}))
+            .contains("unknown args key \"topk\""));
+        assert!(err(json!({"task": "text-classification", "model": "m"}), json!({"top_k": 0}))
+            .contains("top_k"));
     }
 
     #[test]
     fn inputs_take_pairs_and_reject_nulls() {
-        let v = Value::Array(vec![Value::Text("plain {".into()), Value::Text("{\"text\": \"a\", \"text_pair\": \"b\"}".into())]);
+        let v = Value::Array(vec![
+            Value::Text("plain {".into()),
+            Value::Text("{\"text\": \"a\", \"text_pair\": \"b\"}".into()),
+        ]);
         let got = classify_inputs(&v).unwrap();
         assert_eq!(got[0], ClassifyInput { text: "plain {".into(), text_pair: None });
         assert_eq!(got[1], ClassifyInput { text: "a".into(), text_pair: Some("b".into()) });
-        let e = classify_inputs(&Value::Array(vec![Value::Text("a".into()), Value::Null])).unwrap_err();
+        let e =
+            classify_inputs(&Value::Array(vec![Value::Text("a".into()), Value::Null])).unwrap_err();
         assert!(e.to_string().contains("inputs[2] is NULL"));
         assert!(classify_inputs(&Value::Array(vec![])).unwrap_err().to_string().contains("empty"));
     }

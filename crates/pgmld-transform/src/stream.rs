@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use pgmld_sql::function::{CallFuture, ParamSpec};
-use pgmld_sql::{codes, Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    codes, Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+};
 use serde_json::Value as Json;
 
 use crate::generation::{GenTask, GenerateCall};
@@ -37,7 +39,11 @@ impl TransformStream {
                 params: vec![
                     // Text, so both a task name and a jsonb object (cast to text) bind.
                     ParamSpec::required("task", SqlType::Text),
-                    ParamSpec::optional("args", SqlType::Jsonb, Value::Json(Json::Object(Default::default()))),
+                    ParamSpec::optional(
+                        "args",
+                        SqlType::Jsonb,
+                        Value::Json(Json::Object(Default::default())),
+                    ),
                     ParamSpec::optional("input", SqlType::Text, Value::Null),
                     ParamSpec::optional("inputs", SqlType::JsonbArray, Value::Null),
                     // PostgresML keeps it for compatibility and ignores it; so does pgmld.
@@ -79,7 +85,8 @@ fn parse(args: &Args) -> Result<GenerateCall, SqlError> {
             return Err(SqlError::new(codes::INVALID_PARAMETER_VALUE, "pass either input or inputs to pgml.transform_stream, not both"))
         }
     };
-    GenerateCall::parse(task, args.get("args").unwrap_or(&Value::Null), given).map_err(SqlError::from)
+    GenerateCall::parse(task, args.get("args").unwrap_or(&Value::Null), given)
+        .map_err(SqlError::from)
 }
 
 impl PgmlFunction for TransformStream {
@@ -93,7 +100,9 @@ impl PgmlFunction for TransformStream {
             let call = parse(&args)?;
             let mut pieces = transformer.stream(ctx, call);
             let rows = futures_util::stream::poll_fn(move |cx| {
-                pieces.poll_recv(cx).map(|item| item.map(|piece| piece.map(|json| vec![Value::Json(json)])))
+                pieces
+                    .poll_recv(cx)
+                    .map(|item| item.map(|piece| piece.map(|json| vec![Value::Json(json)])))
             });
             Ok(Output::Stream(Box::pin(rows)))
         })
@@ -116,26 +125,49 @@ mod tests {
     #[test]
     fn input_or_inputs_as_postgresml() {
         let message = Value::Array(vec![Value::Json(json!({"role": "user", "content": "Hi"}))]);
-        let call = parse(&args(&[("task", conversational()), ("inputs", message.clone()), ("input", Value::Null)])).unwrap();
+        let call = parse(&args(&[
+            ("task", conversational()),
+            ("inputs", message.clone()),
+            ("input", Value::Null),
+        ]))
+        .unwrap();
         assert_eq!(call.request.task, GenTask::Conversational);
         let generation = Value::Text(r#"{"task": "text-generation", "model": "m"}"#.into());
-        let call = parse(&args(&[("task", generation.clone()), ("input", Value::Text("Once".into()))])).unwrap();
+        let call =
+            parse(&args(&[("task", generation.clone()), ("input", Value::Text("Once".into()))]))
+                .unwrap();
         assert_eq!(call.request.task, GenTask::TextGeneration);
         let e = parse(&args(&[("task", conversational())])).unwrap_err();
         assert_eq!(e.code, "22004");
         let e = parse(&args(&[("task", generation), ("inputs", message.clone())])).unwrap_err();
         assert_eq!(e.code, "22023");
         assert!(e.message.contains("conversational"), "{}", e.message);
-        let e = parse(&args(&[("task", conversational()), ("inputs", message), ("input", Value::Text("x".into()))])).unwrap_err();
+        let e = parse(&args(&[
+            ("task", conversational()),
+            ("inputs", message),
+            ("input", Value::Text("x".into())),
+        ]))
+        .unwrap_err();
         assert!(e.message.contains("not both"), "{}", e.message);
     }
 
     #[test]
     fn signature_streams_jsonb() {
         let batching = crate::Batching { max_batch: 1, max_wait: std::time::Duration::ZERO };
-        let cache = crate::ModelCache::new(1 << 20, batching, tch::Device::Cpu, pgmld_metrics::Metrics::new());
+        let cache = crate::ModelCache::new(
+            1 << 20,
+            batching,
+            tch::Device::Cpu,
+            pgmld_metrics::Metrics::new(),
+        );
         let hub = pgmld_datasets::hub::HubConfig::from_env();
-        let t = Transformer::new(pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x").expect("upstream URL"), hub, std::env::temp_dir(), cache, 1);
+        let t = Transformer::new(
+            pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x").expect("upstream URL"),
+            hub,
+            std::env::temp_dir(),
+            cache,
+            1,
+        );
         let f = TransformStream::new(Arc::new(t));
         assert!(matches!(f.signature().returns, Returns::SetOf(SqlType::Jsonb)));
         assert_eq!(

@@ -40,8 +40,21 @@ const NOTICE_EXAMPLES: usize = 5;
 
 impl Transformer {
     /// A transformer over `cache`.
-    pub fn new(upstream: pgmld_upstream::Upstream, hub: HubConfig, work_dir: PathBuf, cache: ModelCache, chunk: usize) -> Self {
-        Transformer { upstream, hub, work_dir, cache, chunk: chunk.max(1), clients: tokio::sync::Mutex::new(HashMap::new()) }
+    pub fn new(
+        upstream: pgmld_upstream::Upstream,
+        hub: HubConfig,
+        work_dir: PathBuf,
+        cache: ModelCache,
+        chunk: usize,
+    ) -> Self {
+        Transformer {
+            upstream,
+            hub,
+            work_dir,
+            cache,
+            chunk: chunk.max(1),
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     pub(crate) async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
@@ -49,25 +62,35 @@ impl Transformer {
         if let Some(c) = clients.get(database).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = self
-            .upstream
-            .connect(database)
-            .await
-            .map_err(|e| TransformError::Model(pgmld_tune::TuneError::pg(format!("connecting to database {database}"), e)))?;
+        let client = self.upstream.connect(database).await.map_err(|e| {
+            TransformError::Model(pgmld_tune::TuneError::pg(
+                format!("connecting to database {database}"),
+                e,
+            ))
+        })?;
         let client = Arc::new(client);
         clients.insert(database.to_string(), client.clone());
         Ok(client)
     }
 
     /// The model `req` names, loaded once for all sessions.
-    pub async fn model(&self, ctx: &CallContext, req: &ClassifyRequest) -> Result<Arc<LoadedModel>, TransformError> {
+    pub async fn model(
+        &self,
+        ctx: &CallContext,
+        req: &ClassifyRequest,
+    ) -> Result<Arc<LoadedModel>, TransformError> {
         let client = self.client(&ctx.database).await?;
         let r = resolve::locate(&client, &req.model, &ctx.caller).await?;
         if let ModelRef::Stored { id, task, via } = &r {
             if task != "text-classification" && task != "text-pair-classification" {
                 return Err(TransformError::WrongTask {
-                    message: format!("model \"{}\" was trained for {task}, not text-classification", req.model),
-                    detail: format!("{via} resolves to pgml.models id {id}, whose project's task is {task}."),
+                    message: format!(
+                        "model \"{}\" was trained for {task}, not text-classification",
+                        req.model
+                    ),
+                    detail: format!(
+                        "{via} resolves to pgml.models id {id}, whose project's task is {task}."
+                    ),
                     hint: crate::error::CLASSIFY_HINT.into(),
                 });
             }
@@ -78,13 +101,21 @@ impl Transformer {
             .get_or_load(&key, &req.model, || async {
                 match (&r, &req.revision) {
                     (ModelRef::Hub(name), Some(rev)) => {
-                        let dir = pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(|e| {
-                            TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
-                                message: format!("model \"{name}\" revision {rev} not found"),
-                                detail: format!("Hugging Face Hub: {e}"),
-                            })
-                        })?;
-                        Ok(resolve::ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
+                        let dir =
+                            pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev))
+                                .await
+                                .map_err(|e| {
+                                    TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                                        message: format!(
+                                            "model \"{name}\" revision {rev} not found"
+                                        ),
+                                        detail: format!("Hugging Face Hub: {e}"),
+                                    })
+                                })?;
+                        Ok(resolve::ModelSource::from_dir(
+                            dir,
+                            format!("Hugging Face Hub {name}@{rev}"),
+                        ))
                     }
                     _ => Ok(resolve::fetch(&client, &r, &self.hub, &tmp_root).await?),
                 }
@@ -93,11 +124,20 @@ impl Transformer {
     }
 
     /// Scores `inputs` with the model `req` names and returns one JSON result per input.
-    pub async fn classify(&self, ctx: &CallContext, req: &ClassifyRequest, inputs: &[ClassifyInput]) -> Result<Vec<Json>, TransformError> {
+    pub async fn classify(
+        &self,
+        ctx: &CallContext,
+        req: &ClassifyRequest,
+        inputs: &[ClassifyInput],
+    ) -> Result<Vec<Json>, TransformError> {
         let model = self.model(ctx, req).await?;
         // Longest first, so each chunk pads to inputs of similar length.
         let mut order: Vec<usize> = (0..inputs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].text.len() + inputs[i].text_pair.as_ref().map_or(0, String::len)));
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse(
+                inputs[i].text.len() + inputs[i].text_pair.as_ref().map_or(0, String::len),
+            )
+        });
         let pending: Vec<_> = order
             .chunks(self.chunk)
             .map(|chunk| {
@@ -135,7 +175,12 @@ pub(crate) fn cache_key(r: &ModelRef, database: &str, revision: Option<&str>) ->
                     .map_or(0, |d| d.as_nanos())
             };
             let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-            format!("dir:{}@{}-{}", canon.display(), stamp("config.json"), stamp("model.safetensors"))
+            format!(
+                "dir:{}@{}-{}",
+                canon.display(),
+                stamp("config.json"),
+                stamp("model.safetensors")
+            )
         }
         ModelRef::Hub(repo) => format!("hub:{repo}@{}", revision.unwrap_or("main")),
         other => other.cache_key(database),
@@ -152,18 +197,29 @@ fn shape(model: &LoadedModel, req: &ClassifyRequest, s: &ClassScores) -> Json {
     let ranked = pgmld_ml::text_classification::ranked(&scores);
     match req.top_k {
         TopK::Best => ranked.into_iter().next().map_or(Json::Null, entry),
-        TopK::Ranked(k) => Json::Array(ranked.into_iter().take(k.unwrap_or(usize::MAX)).map(entry).collect()),
+        TopK::Ranked(k) => {
+            Json::Array(ranked.into_iter().take(k.unwrap_or(usize::MAX)).map(entry).collect())
+        }
     }
 }
 
 /// One NOTICE per call naming the inputs truncation cut (the first few by position).
 fn notice_truncated(ctx: &CallContext, model: &LoadedModel, scores: &[ClassScores]) {
-    let cut: Vec<(usize, usize)> = scores.iter().enumerate().filter_map(|(i, s)| s.truncated_from.map(|n| (i + 1, n))).collect();
+    let cut: Vec<(usize, usize)> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.truncated_from.map(|n| (i + 1, n)))
+        .collect();
     if cut.is_empty() {
         return;
     }
-    let examples: Vec<String> = cut.iter().take(NOTICE_EXAMPLES).map(|(i, n)| format!("input {i}: {n} tokens")).collect();
-    let more = if cut.len() > NOTICE_EXAMPLES { format!(", and {} more", cut.len() - NOTICE_EXAMPLES) } else { String::new() };
+    let examples: Vec<String> =
+        cut.iter().take(NOTICE_EXAMPLES).map(|(i, n)| format!("input {i}: {n} tokens")).collect();
+    let more = if cut.len() > NOTICE_EXAMPLES {
+        format!(", and {} more", cut.len() - NOTICE_EXAMPLES)
+    } else {
+        String::new()
+    };
     let message = format!(
         "{} of {} inputs exceed model \"{}\"'s maximum of {} tokens and were truncated ({}{more})",
         cut.len(),
@@ -174,4 +230,3 @@ fn notice_truncated(ctx: &CallContext, model: &LoadedModel, scores: &[ClassScore
     );
     (ctx.notices)(Notice { severity: "NOTICE", message });
 }
-

@@ -34,7 +34,12 @@ pub struct Batching {
 
 /// Serves requests until every sender is gone (the model left the cache and no call
 /// holds it), then drops the model.
-pub fn serve(model: TextClassifier, rx: Receiver<Request>, batching: Batching, metrics: Arc<Metrics>) {
+pub fn serve(
+    model: TextClassifier,
+    rx: Receiver<Request>,
+    batching: Batching,
+    metrics: Arc<Metrics>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let mut inputs = batch[0].inputs.len();
@@ -48,7 +53,9 @@ pub fn serve(model: TextClassifier, rx: Receiver<Request>, batching: Batching, m
                 Err(TryRecvError::Empty) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => match rx.recv_timeout(left) {
                         Ok(r) => Some(r),
-                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                            None
+                        }
                     },
                     _ => None,
                 },
@@ -63,10 +70,17 @@ pub fn serve(model: TextClassifier, rx: Receiver<Request>, batching: Batching, m
         }
         let all: Vec<ClassifyInput> = batch.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
         let started = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.classify(&all, batching.max_batch)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.classify(&all, batching.max_batch)
+        }));
         metrics.inference_batches.inc_by(all.len().div_ceil(batching.max_batch.max(1)) as u64);
         metrics.inference_inputs.inc_by(all.len() as u64);
-        tracing::debug!(requests = batch.len(), inputs = all.len(), ms = started.elapsed().as_millis() as u64, "inference batch");
+        tracing::debug!(
+            requests = batch.len(),
+            inputs = all.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "inference batch"
+        );
         match result {
             Ok(Ok(scores)) => {
                 let mut it = scores.into_iter();

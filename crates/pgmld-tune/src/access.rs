@@ -43,7 +43,9 @@ pub async fn caller_of(client: &Client, role: &str) -> Result<Caller> {
         .await
         .map_err(|e| TuneError::pg(format!("reading the privileges of role {role}"), e))?;
     Ok(match row {
-        Some(r) => Caller { role: role.to_string(), superuser: r.get(0), read_server_files: r.get(1) },
+        Some(r) => {
+            Caller { role: role.to_string(), superuser: r.get(0), read_server_files: r.get(1) }
+        }
         None => Caller::plain(role),
     })
 }
@@ -52,8 +54,14 @@ pub async fn caller_of(client: &Client, role: &str) -> Result<Caller> {
 pub fn denied(what: &str, owner: &str, caller: &Caller) -> TuneError {
     TuneError::Denied(
         SqlError::new(codes::INSUFFICIENT_PRIVILEGE, format!("permission denied for {what}"))
-            .with_detail(format!("It is owned by role \"{owner}\", and role \"{}\" is not a member of it.", caller.role))
-            .with_hint(format!("Use a project of your own, or ask for membership: GRANT \"{owner}\" TO \"{}\";", caller.role)),
+            .with_detail(format!(
+                "It is owned by role \"{owner}\", and role \"{}\" is not a member of it.",
+                caller.role
+            ))
+            .with_hint(format!(
+                "Use a project of your own, or ask for membership: GRANT \"{owner}\" TO \"{}\";",
+                caller.role
+            )),
     )
 }
 
@@ -67,10 +75,17 @@ pub async fn check(client: &Client, caller: &Caller, owner: &str, what: &str) ->
 
 /// Runs `read` in a transaction on `client` acting as `role`, so every query in it is
 /// checked by Postgres as that role; the transaction only reads, and is rolled back.
-pub async fn read_as<T>(client: &Client, role: &str, read: impl Future<Output = Result<T>>) -> Result<T> {
+pub async fn read_as<T>(
+    client: &Client,
+    role: &str,
+    read: impl Future<Output = Result<T>>,
+) -> Result<T> {
     roles::begin_as(client, role).await.map_err(|e| TuneError::pg(roles::acting_as(role), e))?;
     let result = read.await;
-    client.batch_execute("ROLLBACK").await.map_err(|e| TuneError::pg("ending the read as the calling role", e))?;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(|e| TuneError::pg("ending the read as the calling role", e))?;
     result
 }
 

@@ -55,7 +55,9 @@ impl ModelCard {
     fn base_text(&self) -> String {
         match self.hub_base() {
             Some(id) => format!("[{id}](https://huggingface.co/{id})"),
-            None if self.base_origin.starts_with("local directory") || self.base_origin.starts_with("local GGUF file") => {
+            None if self.base_origin.starts_with("local directory")
+                || self.base_origin.starts_with("local GGUF file") =>
+            {
                 let name = std::path::Path::new(self.base_model.trim_end_matches('/'))
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -100,7 +102,9 @@ impl ModelCard {
             self.relation
         ));
         match self.rows {
-            Some((train, test)) => s.push_str(&format!(" ({train} training rows, {test} test rows).\n\n")),
+            Some((train, test)) => {
+                s.push_str(&format!(" ({train} training rows, {test} test rows).\n\n"))
+            }
             None => s.push_str(".\n\n"),
         }
         if !self.labels.is_empty() {
@@ -141,7 +145,9 @@ impl ModelCard {
 
 /// `(key, value)` pairs of a JSON object, in its order; nothing for other values.
 pub fn pairs(v: &Json) -> Vec<(String, Json)> {
-    v.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    v.as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -158,7 +164,9 @@ mod tests {
             relation: "pgml.imdb_train_view".into(),
             labels: vec!["negative".into(), "pos|itive".into()],
             rows: Some((80, 20)),
-            setup: pairs(&json!({"learning_rate": 2e-5, "num_train_epochs": 3.0, "push_to_hub": true})),
+            setup: pairs(
+                &json!({"learning_rate": 2e-5, "num_train_epochs": 3.0, "push_to_hub": true}),
+            ),
             metrics: pairs(&json!({"eval_f1": 0.9, "eval_accuracy": 0.91})),
             repo_id: Some("alice/imdb_sentiment".into()),
         }
@@ -168,16 +176,31 @@ mod tests {
     fn front_matter_and_sections() {
         let text = card().render();
         let (front, body) = text.strip_prefix("---\n").unwrap().split_once("\n---\n").unwrap();
-        assert!(front.contains("library_name: transformers\npipeline_tag: text-classification\n"), "{front}");
+        assert!(
+            front.contains("library_name: transformers\npipeline_tag: text-classification\n"),
+            "{front}"
+        );
         assert!(front.contains("base_model: \"distilbert/distilbert-base-uncased\""), "{front}");
         assert!(front.contains("tags:\n- pgmld\n"), "{front}");
         assert!(body.contains("# imdb sentiment"));
         assert!(body.contains("`pgml.imdb_train_view` (80 training rows, 20 test rows)"), "{body}");
         assert!(body.contains("| 1 | pos\\|itive |"), "{body}");
-        assert!(body.contains("| learning_rate | 0.00002 |") || body.contains("| learning_rate | 2e-5 |"), "{body}");
+        assert!(
+            body.contains("| learning_rate | 0.00002 |")
+                || body.contains("| learning_rate | 2e-5 |"),
+            "{body}"
+        );
         assert!(body.contains("## Results") && body.contains("| eval_f1 | 0.9 |"), "{body}");
-        assert!(body.contains("pipeline(\"text-classification\", model=\"alice/imdb_sentiment\")"), "{body}");
-        assert!(body.contains(r#"'{"task": "text-classification", "model": "alice/imdb_sentiment"}'::jsonb"#), "{body}");
+        assert!(
+            body.contains("pipeline(\"text-classification\", model=\"alice/imdb_sentiment\")"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                r#"'{"task": "text-classification", "model": "alice/imdb_sentiment"}'::jsonb"#
+            ),
+            "{body}"
+        );
     }
 
     #[test]
@@ -194,11 +217,21 @@ mod tests {
         let text = c.render();
         let (front, body) = text.strip_prefix("---\n").unwrap().split_once("\n---\n").unwrap();
         assert!(front.contains("library_name: peft\npipeline_tag: text-generation\n"), "{front}");
-        assert!(front.contains("base_model: \"HuggingFaceTB/SmolLM2-135M-Instruct\"") && front.contains("- \"conversation\"\n- lora"), "{front}");
+        assert!(
+            front.contains("base_model: \"HuggingFaceTB/SmolLM2-135M-Instruct\"")
+                && front.contains("- \"conversation\"\n- lora"),
+            "{front}"
+        );
         assert!(body.contains("A LoRA adapter (conversation) fine-tuned from [HuggingFaceTB/SmolLM2-135M-Instruct]"), "{body}");
         assert!(!body.contains("## Labels") && body.contains("| eval_loss | 1.25 |"), "{body}");
-        assert!(body.contains("AutoPeftModelForCausalLM.from_pretrained(\"alice/beep\")"), "{body}");
-        assert!(body.contains(r#"'{"task": "conversational", "model": "alice/beep"}'::jsonb"#), "{body}");
+        assert!(
+            body.contains("AutoPeftModelForCausalLM.from_pretrained(\"alice/beep\")"),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"'{"task": "conversational", "model": "alice/beep"}'::jsonb"#),
+            "{body}"
+        );
         assert!(!body.contains("pipeline(\"text-classification\""), "{body}");
     }
 
@@ -219,7 +252,11 @@ mod tests {
             ..card()
         };
         let gguf_text = gguf.render();
-        assert!(!gguf_text.contains("/srv/llm") && gguf_text.contains("a local checkpoint (`SmolLM2.Q4_1.gguf`)"), "{gguf_text}");
+        assert!(
+            !gguf_text.contains("/srv/llm")
+                && gguf_text.contains("a local checkpoint (`SmolLM2.Q4_1.gguf`)"),
+            "{gguf_text}"
+        );
         assert!(!text.contains("## Results"));
     }
 }

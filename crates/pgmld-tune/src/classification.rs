@@ -42,7 +42,8 @@ fn prepare(rel: &Relation, req: &TuneRequest) -> Result<Prepared> {
         })
         .collect();
     let s = split::split(&classes, req.test_size, req.test_sampling, req.training.seed)?;
-    let labels = data::label_names(s.train.iter().map(|&i| rel.rows[i].class.as_str()), rel.integer_classes);
+    let labels =
+        data::label_names(s.train.iter().map(|&i| rel.rows[i].class.as_str()), rel.integer_classes);
     if labels.len() < 2 {
         return Err(TuneError::Data(format!(
             "the training rows of {} have a single class ({}); classification needs at least two",
@@ -53,7 +54,11 @@ fn prepare(rel: &Relation, req: &TuneRequest) -> Result<Prepared> {
     let ids = data::label_ids(&labels);
     let example = |i: usize| {
         let r = &rel.rows[i];
-        ids.get(r.class.as_str()).map(|&label| Example { text: r.text.clone(), text_pair: r.text_pair.clone(), label })
+        ids.get(r.class.as_str()).map(|&label| Example {
+            text: r.text.clone(),
+            text_pair: r.text_pair.clone(),
+            label,
+        })
     };
     let train: Vec<Example> = s.train.iter().filter_map(|&i| example(i)).collect();
     let mut unseen = BTreeSet::new();
@@ -108,12 +113,19 @@ impl Tuner {
     ) -> Result<Tuned> {
         check_request(&req, task)?;
         let relation = req.relation_name.as_deref().ok_or_else(|| {
-            TuneError::Null("pgml.tune relation_name must name a table or view with the training data".into())
+            TuneError::Null(
+                "pgml.tune relation_name must name a table or view with the training data".into(),
+            )
         })?;
         let model_name = req.model_name.clone().ok_or_else(|| {
             TuneError::Null("pgml.tune model_name must name a pretrained model (a Hugging Face id such as distilbert-base-uncased, a local directory, or a pgml project)".into())
         })?;
-        let rel = access::read_as(&client, &ctx.caller.role, data::read(&client, relation, task, &req.dataset)).await?;
+        let rel = access::read_as(
+            &client,
+            &ctx.caller.role,
+            data::read(&client, relation, task, &req.dataset),
+        )
+        .await?;
         let prep = prepare(&rel, &req)?;
         if !prep.unseen.is_empty() {
             let list: Vec<&str> = prep.unseen.iter().map(String::as_str).collect();
@@ -125,12 +137,17 @@ impl Tuner {
                 ),
             );
         }
-        let source = resolve::resolve(&client, &model_name, &ctx.caller, &self.hub, &self.work_dir).await?;
+        let source =
+            resolve::resolve(&client, &model_name, &ctx.caller, &self.hub, &self.work_dir).await?;
         let fresh = Fresh {
             project: (project_id, task),
             model_name,
             source,
-            data: RunData::Classification { labels: prep.labels, train: Arc::new(prep.train), eval: Arc::new(prep.eval) },
+            data: RunData::Classification {
+                labels: prep.labels,
+                train: Arc::new(prep.train),
+                eval: Arc::new(prep.eval),
+            },
             snapshot: Snapshot {
                 relation: rel.name.clone(),
                 y_column: req.dataset.class_column.clone(),
@@ -150,17 +167,34 @@ mod tests {
     use pgmld_sql::{Args, Value};
 
     fn request(hp: Json) -> TuneRequest {
-        let args: Args = [("project_name", Value::Text("p".into())), ("hyperparams", Value::Json(hp))].into_iter().collect();
+        let args: Args =
+            [("project_name", Value::Text("p".into())), ("hyperparams", Value::Json(hp))]
+                .into_iter()
+                .collect();
         TuneRequest::from_args(&args).unwrap()
     }
 
     #[test]
     fn eight_bit_optimizers_are_refused_by_name() {
-        let e = check_request(&request(json!({"training_args": {"optim": "adamw_bnb_8bit"}})), Task::TextClassification)
-            .unwrap_err();
-        assert!(matches!(&e, TuneError::Unsupported { hint: Some(h), .. } if h.contains("conversation")), "{e:?}");
-        assert!(e.to_string().contains("\"adamw_bnb_8bit\"") && e.to_string().contains("text-classification"), "{e}");
-        check_request(&request(json!({"training_args": {"optim": "adamw_torch"}})), Task::TextPairClassification).unwrap();
+        let e = check_request(
+            &request(json!({"training_args": {"optim": "adamw_bnb_8bit"}})),
+            Task::TextClassification,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, TuneError::Unsupported { hint: Some(h), .. } if h.contains("conversation")),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("\"adamw_bnb_8bit\"")
+                && e.to_string().contains("text-classification"),
+            "{e}"
+        );
+        check_request(
+            &request(json!({"training_args": {"optim": "adamw_torch"}})),
+            Task::TextPairClassification,
+        )
+        .unwrap();
         check_request(&request(json!({})), Task::TextClassification).unwrap();
     }
 }

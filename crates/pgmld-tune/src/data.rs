@@ -47,18 +47,18 @@ pub fn input_columns(task: Task, args: &DatasetArgs) -> Vec<&str> {
 /// Finds `relation` (as Postgres would resolve it) and lists its columns with their types,
 /// in order.
 pub async fn lookup(client: &Client, relation: &str) -> Result<(String, Vec<(String, String)>)> {
-    let found = client
-        .query_one("SELECT to_regclass($1)::text", &[&relation])
-        .await
-        .map_err(|e| match e.code().map(|c| c.code()) {
+    let found = client.query_one("SELECT to_regclass($1)::text", &[&relation]).await.map_err(
+        |e| match e.code().map(|c| c.code()) {
             // to_regclass raises on syntax it cannot parse, such as unbalanced quotes.
-            Some("42601") | Some("42602") | Some("3F000") => TuneError::NoRelation(format!(
-                "relation \"{relation}\" does not exist"
-            )),
+            Some("42601") | Some("42602") | Some("3F000") => {
+                TuneError::NoRelation(format!("relation \"{relation}\" does not exist"))
+            }
             _ => TuneError::pg(format!("looking up relation {relation}"), e),
-        })?;
+        },
+    )?;
     let name: Option<String> = found.get(0);
-    let name = name.ok_or_else(|| TuneError::NoRelation(format!("relation \"{relation}\" does not exist")))?;
+    let name = name
+        .ok_or_else(|| TuneError::NoRelation(format!("relation \"{relation}\" does not exist")))?;
     let columns: Vec<(String, String)> = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
@@ -75,23 +75,41 @@ pub async fn lookup(client: &Client, relation: &str) -> Result<(String, Vec<(Str
 
 /// The 42703 of a column `relation` lacks: the hint lists its columns and the
 /// `dataset_args` keys that name columns (`keys`).
-pub fn no_column(relation: &str, column: &str, columns: &[(String, String)], keys: &str) -> TuneError {
+pub fn no_column(
+    relation: &str,
+    column: &str,
+    columns: &[(String, String)],
+    keys: &str,
+) -> TuneError {
     let have: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
     TuneError::NoColumn {
         message: format!("column \"{column}\" does not exist in relation {relation}"),
-        hint: format!("{relation} has columns: {}. Name the right ones in hyperparams.dataset_args ({keys}).", have.join(", ")),
+        hint: format!(
+            "{relation} has columns: {}. Name the right ones in hyperparams.dataset_args ({keys}).",
+            have.join(", ")
+        ),
     }
 }
 
 /// Reads `relation` for `task`: checks it and its columns exist, then fetches every row.
 /// NULL inputs or classes are errors naming the column and row.
-pub async fn read(client: &Client, relation: &str, task: Task, args: &DatasetArgs) -> Result<Relation> {
+pub async fn read(
+    client: &Client,
+    relation: &str,
+    task: Task,
+    args: &DatasetArgs,
+) -> Result<Relation> {
     let (name, columns) = lookup(client, relation).await?;
     let mut wanted = input_columns(task, args);
     wanted.push(&args.class_column);
     for col in &wanted {
         if !columns.iter().any(|(c, _)| c == col) {
-            return Err(no_column(&name, col, &columns, "text_column, class_column; text1_column, text2_column for pairs"));
+            return Err(no_column(
+                &name,
+                col,
+                &columns,
+                "text_column, class_column; text1_column, text2_column for pairs",
+            ));
         }
     }
     let class_type = columns.iter().find(|(c, _)| *c == args.class_column).map(|(_, t)| t.as_str());
@@ -161,7 +179,10 @@ mod tests {
 
     #[test]
     fn labels_sort_deterministically() {
-        assert_eq!(label_names(["pos", "neg", "pos", "neutral"], false), vec!["neg", "neutral", "pos"]);
+        assert_eq!(
+            label_names(["pos", "neg", "pos", "neutral"], false),
+            vec!["neg", "neutral", "pos"]
+        );
         assert_eq!(label_names(["10", "2", "-1", "2"], true), vec!["-1", "2", "10"]);
         let l = label_names(["b", "a"], false);
         assert_eq!(label_ids(&l)["b"], 1);

@@ -21,7 +21,9 @@
 use std::sync::Arc;
 
 use pgmld_sql::function::{CallFuture, ParamSpec};
-use pgmld_sql::{Args, CallContext, Caller, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    Args, CallContext, Caller, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+};
 use tokio_postgres::Client;
 
 use crate::access;
@@ -45,7 +47,8 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy's name, as `pgml.deploy` accepts them.
-    pub const NAMES: &'static [&'static str] = &["best_score", "most_recent", "rollback", "specific"];
+    pub const NAMES: &'static [&'static str] =
+        &["best_score", "most_recent", "rollback", "specific"];
 
     /// Parses a strategy name (case-insensitive); 22023 listing the valid ones otherwise.
     pub fn parse(name: &str) -> Result<Strategy> {
@@ -97,17 +100,21 @@ impl DeployRequest {
             Some(Value::Text(s)) => Some(s.clone()),
             _ => None,
         };
-        let project = text("project_name")
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| TuneError::Null("pgml.deploy project_name must not be NULL or empty".into()))?;
-        let strategy = text("strategy").ok_or_else(|| TuneError::Null("pgml.deploy strategy must not be NULL".into()))?;
+        let project = text("project_name").filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            TuneError::Null("pgml.deploy project_name must not be NULL or empty".into())
+        })?;
+        let strategy = text("strategy")
+            .ok_or_else(|| TuneError::Null("pgml.deploy strategy must not be NULL".into()))?;
         let strategy = Strategy::parse(&strategy)?;
         let algorithm = text("algorithm");
         let model_id = match args.get("model_id") {
             Some(Value::Int(id)) => Some(*id),
             Some(Value::Null) | None => None,
             Some(other) => {
-                return Err(TuneError::bad(format!("model_id must be a bigint, got {}", other.describe()), "Pass model_id => <id>."))
+                return Err(TuneError::bad(
+                    format!("model_id must be a bigint, got {}", other.describe()),
+                    "Pass model_id => <id>.",
+                ))
             }
         };
         match (strategy, model_id) {
@@ -192,11 +199,17 @@ pub fn rollback_target(history: &[HistoryEntry]) -> Option<i64> {
 }
 
 /// Runs `f` in a transaction on `client`: committed when it succeeds, rolled back otherwise.
-async fn in_transaction<T>(client: &Client, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+async fn in_transaction<T>(
+    client: &Client,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     client.batch_execute("BEGIN").await.map_err(|e| TuneError::pg("starting the deployment", e))?;
     match f.await {
         Ok(v) => {
-            client.batch_execute("COMMIT").await.map_err(|e| TuneError::pg("committing the deployment", e))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| TuneError::pg("committing the deployment", e))?;
             Ok(v)
         }
         Err(e) => {
@@ -220,10 +233,17 @@ fn models_hint(project: &str) -> String {
     )
 }
 
-async fn choose_and_record(client: &Client, req: &DeployRequest, caller: &Caller) -> Result<Deployed> {
+async fn choose_and_record(
+    client: &Client,
+    req: &DeployRequest,
+    caller: &Caller,
+) -> Result<Deployed> {
     let name = &req.project;
     let row = client
-        .query_opt("SELECT id, task, owner::text FROM pgml.projects WHERE name = $1 FOR UPDATE", &[name])
+        .query_opt(
+            "SELECT id, task, owner::text FROM pgml.projects WHERE name = $1 FOR UPDATE",
+            &[name],
+        )
         .await
         .map_err(|e| TuneError::pg(format!("looking up project {name}"), e))?;
     let Some(row) = row else {
@@ -236,11 +256,17 @@ async fn choose_and_record(client: &Client, req: &DeployRequest, caller: &Caller
     access::check(client, caller, row.get(2), &format!("project \"{name}\"")).await?;
     let task = Task::parse(row.get::<_, &str>(1))?;
     let (model_id, algorithm) = match req.strategy {
-        Strategy::BestScore => best_score(client, (project_id, name), task, req.algorithm.as_deref()).await?,
-        Strategy::MostRecent => most_recent(client, (project_id, name), req.algorithm.as_deref()).await?,
+        Strategy::BestScore => {
+            best_score(client, (project_id, name), task, req.algorithm.as_deref()).await?
+        }
+        Strategy::MostRecent => {
+            most_recent(client, (project_id, name), req.algorithm.as_deref()).await?
+        }
         Strategy::Rollback => rollback(client, (project_id, name)).await?,
         Strategy::Specific => {
-            let id = req.model_id.ok_or_else(|| TuneError::bad("strategy specific needs model_id", "Pass model_id => <id>."))?;
+            let id = req.model_id.ok_or_else(|| {
+                TuneError::bad("strategy specific needs model_id", "Pass model_id => <id>.")
+            })?;
             specific(client, (project_id, name), id).await?
         }
     };
@@ -254,7 +280,12 @@ async fn choose_and_record(client: &Client, req: &DeployRequest, caller: &Caller
     Ok(Deployed { project: name.clone(), strategy: req.strategy, model_id, algorithm })
 }
 
-async fn best_score(client: &Client, (project_id, name): (i64, &str), task: Task, algorithm: Option<&str>) -> Result<(i64, String)> {
+async fn best_score(
+    client: &Client,
+    (project_id, name): (i64, &str),
+    task: Task,
+    algorithm: Option<&str>,
+) -> Result<(i64, String)> {
     let (metric, higher_is_better) = records::deploy_metric(task);
     let order = if higher_is_better { "DESC" } else { "ASC" };
     let sql = format!(
@@ -270,11 +301,17 @@ async fn best_score(client: &Client, (project_id, name): (i64, &str), task: Task
         .query_opt(&sql, &[&project_id, &algorithm, &metric])
         .await
         .map_err(|e| TuneError::pg(format!("ranking the models of project {name}"), e))?;
-    let row = row.ok_or_else(|| no_candidate(name, "best_score", algorithm, &format!("with {metric} in its metrics")))?;
+    let row = row.ok_or_else(|| {
+        no_candidate(name, "best_score", algorithm, &format!("with {metric} in its metrics"))
+    })?;
     Ok((row.get(0), row.get(1)))
 }
 
-async fn most_recent(client: &Client, (project_id, name): (i64, &str), algorithm: Option<&str>) -> Result<(i64, String)> {
+async fn most_recent(
+    client: &Client,
+    (project_id, name): (i64, &str),
+    algorithm: Option<&str>,
+) -> Result<(i64, String)> {
     let row = client
         .query_opt(
             "SELECT m.id, m.algorithm FROM pgml.models m \
@@ -307,8 +344,10 @@ async fn rollback(client: &Client, (project_id, name): (i64, &str)) -> Result<(i
         )
         .await
         .map_err(|e| TuneError::pg(format!("reading the deployments of project {name}"), e))?;
-    let history: Vec<HistoryEntry> =
-        rows.iter().map(|r| HistoryEntry { model_id: r.get(0), rollback: r.get(1), successful: r.get(2) }).collect();
+    let history: Vec<HistoryEntry> = rows
+        .iter()
+        .map(|r| HistoryEntry { model_id: r.get(0), rollback: r.get(1), successful: r.get(2) })
+        .collect();
     let target = rollback_target(&history).ok_or_else(|| match history.is_empty() {
         true => TuneError::bad(
             format!("project \"{name}\" has no deployment to roll back"),
@@ -331,9 +370,16 @@ async fn rollback(client: &Client, (project_id, name): (i64, &str)) -> Result<(i
     Ok((target, row.get(0)))
 }
 
-async fn specific(client: &Client, (project_id, name): (i64, &str), model_id: i64) -> Result<(i64, String)> {
+async fn specific(
+    client: &Client,
+    (project_id, name): (i64, &str),
+    model_id: i64,
+) -> Result<(i64, String)> {
     let row = client
-        .query_opt("SELECT project_id, status, algorithm FROM pgml.models WHERE id = $1", &[&model_id])
+        .query_opt(
+            "SELECT project_id, status, algorithm FROM pgml.models WHERE id = $1",
+            &[&model_id],
+        )
         .await
         .map_err(|e| TuneError::pg(format!("looking up model {model_id}"), e))?;
     let row = match row {
@@ -345,7 +391,10 @@ async fn specific(client: &Client, (project_id, name): (i64, &str), model_id: i6
             })
         }
         None => {
-            return Err(TuneError::NotFound { message: format!("model {model_id} does not exist"), hint: models_hint(name) })
+            return Err(TuneError::NotFound {
+                message: format!("model {model_id} does not exist"),
+                hint: models_hint(name),
+            })
         }
     };
     let status: String = row.get(1);
@@ -372,7 +421,11 @@ impl Deploy {
                 name: "deploy",
                 params: vec![
                     ParamSpec::required("project_name", SqlType::Text),
-                    ParamSpec::optional("strategy", SqlType::Text, Value::Text("best_score".into())),
+                    ParamSpec::optional(
+                        "strategy",
+                        SqlType::Text,
+                        Value::Text("best_score".into()),
+                    ),
                     ParamSpec::optional("algorithm", SqlType::Text, Value::Null),
                     ParamSpec::optional("model_id", SqlType::Int8, Value::Null),
                 ],
@@ -399,7 +452,15 @@ impl PgmlFunction for Deploy {
             let client = tuner.connect(&ctx.database).await.map_err(SqlError::from)?;
             let done = deploy(&client, &req, &ctx.caller).await.map_err(SqlError::from)?;
             tracing::info!(project = %done.project, model_id = done.model_id, strategy = done.strategy.name(), "pgml.deploy");
-            info(&ctx, format!("deployed model {} of project \"{}\" ({})", done.model_id, done.project, done.strategy.name()));
+            info(
+                &ctx,
+                format!(
+                    "deployed model {} of project \"{}\" ({})",
+                    done.model_id,
+                    done.project,
+                    done.strategy.name()
+                ),
+            );
             Ok(Output::Rows(vec![vec![
                 Value::Text(done.project),
                 Value::Text(done.strategy.name().into()),

@@ -73,7 +73,12 @@ async fn insert_file(
 /// in one transaction (a model has all its files or none) that also drops the model's
 /// checkpoint (`checkpoint/…`), which a finished model no longer needs. Returns (files,
 /// bytes) stored.
-pub async fn store_dir(client: &mut Client, model_id: i64, dir: &Path, part_bytes: usize) -> Result<(usize, u64)> {
+pub async fn store_dir(
+    client: &mut Client,
+    model_id: i64,
+    dir: &Path,
+    part_bytes: usize,
+) -> Result<(usize, u64)> {
     let part_bytes = part_bytes.max(1);
     let tx = client.transaction().await.map_err(|e| TuneError::pg("storing model files", e))?;
     let stmt = tx.prepare(INSERT).await.map_err(|e| TuneError::pg("storing model files", e))?;
@@ -89,8 +94,13 @@ pub async fn store_dir(client: &mut Client, model_id: i64, dir: &Path, part_byte
     Ok((count, total))
 }
 
-async fn delete_checkpoint_in(tx: &Transaction<'_>, model_id: i64, with_dataset: bool) -> Result<()> {
-    let keep = if with_dataset { String::new() } else { format!("{CHECKPOINT_PREFIX}{DATASET_FILE}") };
+async fn delete_checkpoint_in(
+    tx: &Transaction<'_>,
+    model_id: i64,
+    with_dataset: bool,
+) -> Result<()> {
+    let keep =
+        if with_dataset { String::new() } else { format!("{CHECKPOINT_PREFIX}{DATASET_FILE}") };
     tx.execute(
         "DELETE FROM pgml.files WHERE model_id = $1 AND starts_with(path, $2) AND path <> $3",
         &[&model_id, &CHECKPOINT_PREFIX, &keep],
@@ -125,7 +135,8 @@ pub async fn store_checkpoint(
 ) -> Result<u64> {
     let part_bytes = part_bytes.max(1);
     let ctx = || format!("storing the checkpoint of step {step}");
-    let is_state = |p: &PathBuf| p.file_name().is_some_and(|n| n == pgmld_ml::train_state::STATE_FILE);
+    let is_state =
+        |p: &PathBuf| p.file_name().is_some_and(|n| n == pgmld_ml::train_state::STATE_FILE);
     let mut files = files_in(dir)?;
     // trainer_state.json marks a complete checkpoint: it goes in last.
     files.sort_by_key(is_state);
@@ -141,7 +152,10 @@ pub async fn store_checkpoint(
         total += insert_file(&tx, &stmt, model_id, &name, data, part_bytes).await?;
     }
     for path in files {
-        let name = format!("{CHECKPOINT_PREFIX}{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let name = format!(
+            "{CHECKPOINT_PREFIX}{}",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        );
         let file = std::fs::File::open(&path).map_err(|e| io("opening", &path, e))?;
         total += insert_file(&tx, &stmt, model_id, &name, file, part_bytes).await?;
     }
@@ -188,7 +202,12 @@ pub async fn load_checkpoint(client: &Client, model_id: i64, dest: &Path) -> Res
     load_files(client, model_id, Some(CHECKPOINT_PREFIX), dest).await
 }
 
-async fn load_files(client: &Client, model_id: i64, prefix: Option<&str>, dest: &Path) -> Result<usize> {
+async fn load_files(
+    client: &Client,
+    model_id: i64,
+    prefix: Option<&str>,
+    dest: &Path,
+) -> Result<usize> {
     std::fs::create_dir_all(dest).map_err(|e| io("creating", dest, e))?;
     let (sql, wanted) = match prefix {
         Some(p) => ("SELECT path, part, data FROM pgml.files WHERE model_id = $1 AND starts_with(path, $2) ORDER BY path, part", p),
@@ -201,7 +220,9 @@ async fn load_files(client: &Client, model_id: i64, prefix: Option<&str>, dest: 
     pin_mut!(rows);
     let mut current: Option<(String, std::fs::File, i32)> = None;
     let mut count = 0;
-    while let Some(row) = rows.try_next().await.map_err(|e| TuneError::pg("reading model files", e))? {
+    while let Some(row) =
+        rows.try_next().await.map_err(|e| TuneError::pg("reading model files", e))?
+    {
         let stored: String = row.get(0);
         let path = match prefix {
             Some(p) => stored.strip_prefix(p).unwrap_or(&stored).to_string(),
@@ -211,8 +232,11 @@ async fn load_files(client: &Client, model_id: i64, prefix: Option<&str>, dest: 
         let data: &[u8] = row.get(2);
         let same = matches!(&current, Some((p, _, _)) if *p == path);
         if !same {
-            let rel = safe_relative(&path)
-                .ok_or_else(|| TuneError::Internal(format!("model {model_id} has a file with an unsafe path {path:?}")))?;
+            let rel = safe_relative(&path).ok_or_else(|| {
+                TuneError::Internal(format!(
+                    "model {model_id} has a file with an unsafe path {path:?}"
+                ))
+            })?;
             let target = dest.join(rel);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;

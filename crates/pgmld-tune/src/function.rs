@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use pgmld_sql::function::{CallFuture, ParamSpec};
-use pgmld_sql::{Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+};
 
 use crate::options::TuneRequest;
 use crate::tuner::Tuner;
@@ -31,9 +33,17 @@ impl Tune {
                     text_null("relation_name"),
                     text_null("y_column_name"),
                     text_null("model_name"),
-                    ParamSpec::optional("hyperparams", SqlType::Jsonb, Value::Json(serde_json::json!({}))),
+                    ParamSpec::optional(
+                        "hyperparams",
+                        SqlType::Jsonb,
+                        Value::Json(serde_json::json!({})),
+                    ),
                     ParamSpec::optional("test_size", SqlType::Float4, Value::Float(0.25)),
-                    ParamSpec::optional("test_sampling", SqlType::Text, Value::Text("stratified".into())),
+                    ParamSpec::optional(
+                        "test_sampling",
+                        SqlType::Text,
+                        Value::Text("stratified".into()),
+                    ),
                     ParamSpec::optional("automatic_deploy", SqlType::Bool, Value::Bool(true)),
                     ParamSpec::optional("materialize_snapshot", SqlType::Bool, Value::Bool(false)),
                 ],

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgmld_ml::{train_classifier, Classifier, Example, HubStrategy, TextTokenizer, TokenizerArgs, TrainEvent, TrainMetrics, TrainingArgs};
+use pgmld_ml::{
+    train_classifier, Classifier, Example, HubStrategy, TextTokenizer, TokenizerArgs, TrainEvent,
+    TrainMetrics, TrainingArgs,
+};
 use serde_json::{json, Value as Json};
 use tch::Device;
 use tokio::sync::mpsc::UnboundedSender;
@@ -63,7 +66,12 @@ pub enum Work {
 
 impl Work {
     /// Trains and saves; runs on a worker thread.
-    pub fn run(self, device: Device, cancel: Arc<AtomicBool>, tx: UnboundedSender<Progress>) -> Result<Outcome> {
+    pub fn run(
+        self,
+        device: Device,
+        cancel: Arc<AtomicBool>,
+        tx: UnboundedSender<Progress>,
+    ) -> Result<Outcome> {
         match self {
             Work::Classification(spec) => run(spec, device, cancel, tx),
             Work::Conversation(spec) => crate::conversation::job::run(spec, device, cancel, tx),
@@ -138,7 +146,8 @@ pub struct Outcome {
 }
 
 /// Tokenizer files copied next to the trained weights when the base model has them.
-const TOKENIZER_FILES: &[&str] = &["tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
+const TOKENIZER_FILES: &[&str] =
+    &["tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
 
 /// The device's name as notices show it.
 pub(crate) fn device_name(d: Device) -> String {
@@ -200,14 +209,20 @@ pub(crate) fn save_point(
 }
 
 /// Trains and saves a classifier; runs on a worker thread.
-pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: UnboundedSender<Progress>) -> Result<Outcome> {
+pub fn run(
+    spec: TrainSpec,
+    device: Device,
+    cancel: Arc<AtomicBool>,
+    tx: UnboundedSender<Progress>,
+) -> Result<Outcome> {
     let num_labels = spec.labels.len() as i64;
     // Seed before the fresh head is drawn, so a run is reproducible end to end.
     tch::manual_seed(spec.training.seed as i64);
     let mut model = Classifier::from_pretrained(&spec.model_dir, Some(num_labels), device)?;
     let max_length = spec.tokenizer.max_length_for(model.max_positions());
     let inner = pgmld_ml::vocab::tokenizer_from_dir(&spec.model_dir)?;
-    let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?.with_truncation(spec.tokenizer.truncation);
+    let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?
+        .with_truncation(spec.tokenizer.truncation);
     let parameters: i64 = model.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let start_step = start_step(spec.dirs.resume_from.as_deref())?;
     let info = json!({"device": device_name(device), "max_length": max_length, "trainable_parameters": parameters});
@@ -223,9 +238,11 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
             let elapsed = started.elapsed().as_secs_f64();
             let _ = tx.send(match e {
                 TrainEvent::Log(ev) => Progress::Log(ev, elapsed),
-                TrainEvent::Eval { step, epoch, metrics } => {
-                    Progress::Eval { step, epoch, metrics: serde_json::to_value(metrics).unwrap_or_default() }
-                }
+                TrainEvent::Eval { step, epoch, metrics } => Progress::Eval {
+                    step,
+                    epoch,
+                    metrics: serde_json::to_value(metrics).unwrap_or_default(),
+                },
             });
         },
         |at| {
@@ -252,16 +269,23 @@ pub fn run(spec: TrainSpec, device: Device, cancel: Arc<AtomicBool>, tx: Unbound
 /// Writes a trained model's files into `out`: config.json, model.safetensors, the
 /// tokenizer files, training_args.json (without `hub_token`, which never serialises).
 fn save(model: &Classifier, tokenizer: &TextTokenizer, spec: &TrainSpec, out: &Path) -> Result<()> {
-    let io = |what: &str, e: &dyn std::fmt::Display| TuneError::Internal(format!("saving the model ({what}) in {}: {e}", out.display()));
+    let io = |what: &str, e: &dyn std::fmt::Display| {
+        TuneError::Internal(format!("saving the model ({what}) in {}: {e}", out.display()))
+    };
     model.save(out, &spec.labels)?;
-    tokenizer.inner().save(out.join("tokenizer.json"), false).map_err(|e| io("tokenizer.json", &e))?;
+    tokenizer
+        .inner()
+        .save(out.join("tokenizer.json"), false)
+        .map_err(|e| io("tokenizer.json", &e))?;
     for name in TOKENIZER_FILES {
         let src = spec.model_dir.join(name);
         if src.is_file() {
             std::fs::copy(&src, out.join(name)).map_err(|e| io(name, &e))?;
         }
     }
-    let args = serde_json::to_string_pretty(&spec.training).map_err(|e| io("training_args.json", &e))?;
-    std::fs::write(out.join("training_args.json"), args).map_err(|e| io("training_args.json", &e))?;
+    let args =
+        serde_json::to_string_pretty(&spec.training).map_err(|e| io("training_args.json", &e))?;
+    std::fs::write(out.join("training_args.json"), args)
+        .map_err(|e| io("training_args.json", &e))?;
     Ok(())
 }

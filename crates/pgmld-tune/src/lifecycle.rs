@@ -65,7 +65,9 @@ impl RunData {
     /// `checkpoint/dataset.jsonl`: what a resume trains on.
     fn encode(&self) -> Vec<u8> {
         match self {
-            RunData::Classification { labels, train, eval } => resume::encode_dataset(labels, train, eval),
+            RunData::Classification { labels, train, eval } => {
+                resume::encode_dataset(labels, train, eval)
+            }
             RunData::Conversation { train, eval, .. } => resume::encode_chat_dataset(train, eval),
         }
     }
@@ -82,15 +84,17 @@ impl RunData {
                 tokenizer: req.tokenizer.clone(),
                 dirs,
             }),
-            RunData::Conversation { base_name, train, eval } => Work::Conversation(ConversationSpec {
-                base: base.to_path_buf(),
-                base_name: base_name.clone(),
-                train: train.clone(),
-                eval: eval.clone(),
-                training: req.training.clone(),
-                options: req.conversation.clone(),
-                dirs,
-            }),
+            RunData::Conversation { base_name, train, eval } => {
+                Work::Conversation(ConversationSpec {
+                    base: base.to_path_buf(),
+                    base_name: base_name.clone(),
+                    train: train.clone(),
+                    eval: eval.clone(),
+                    training: req.training.clone(),
+                    options: req.conversation.clone(),
+                    dirs,
+                })
+            }
         }
     }
 }
@@ -139,12 +143,20 @@ pub(crate) struct Fresh {
 
 /// Records the snapshot, the model and its job (which this connection then holds the lock
 /// of). Returns (model, job) ids.
-async fn record_new(client: &Client, req: &TuneRequest, (project_id, parent_id): (i64, Option<i64>), s: Snapshot, algorithm: &str, owner: &str) -> Result<(i64, i64)> {
+async fn record_new(
+    client: &Client,
+    req: &TuneRequest,
+    (project_id, parent_id): (i64, Option<i64>),
+    s: Snapshot,
+    algorithm: &str,
+    owner: &str,
+) -> Result<(i64, i64)> {
     let test_size = match req.test_size {
         TestSize::Fraction(f) => f,
         TestSize::Rows(n) => n as f64,
     };
-    let columns: Map<String, Json> = s.columns.into_iter().map(|(c, t)| (c, Json::String(t))).collect();
+    let columns: Map<String, Json> =
+        s.columns.into_iter().map(|(c, t)| (c, Json::String(t))).collect();
     let info = records::SnapshotInfo {
         relation: &s.relation,
         y_column: &s.y_column,
@@ -154,7 +166,14 @@ async fn record_new(client: &Client, req: &TuneRequest, (project_id, parent_id):
         analysis: s.analysis,
     };
     let snapshot_id = records::snapshot(client, &info, req.materialize_snapshot, owner).await?;
-    let new = records::NewModel { project_id, parent_id, snapshot_id, algorithm, hyperparams: &req.stored_hyperparams, owner };
+    let new = records::NewModel {
+        project_id,
+        parent_id,
+        snapshot_id,
+        algorithm,
+        hyperparams: &req.stored_hyperparams,
+        owner,
+    };
     records::start_model(client, &new, &worker_name(), &req.stored_request).await
 }
 
@@ -164,7 +183,8 @@ pub(crate) fn card_setup(req: &TuneRequest, task: Task) -> Vec<(String, Json)> {
     let mut setup = card::pairs(&serde_json::to_value(&req.training).unwrap_or_default());
     if task == Task::Conversation {
         let c = &req.conversation;
-        let lora = if c.lora_config.is_null() { postgresml_default_lora() } else { c.lora_config.clone() };
+        let lora =
+            if c.lora_config.is_null() { postgresml_default_lora() } else { c.lora_config.clone() };
         setup.push(("lora_config".into(), lora));
         setup.push(("load_in_8bit".into(), json!(c.load_in_8bit)));
         setup.push(("max_seq_length".into(), json!(c.max_seq_length)));
@@ -174,7 +194,10 @@ pub(crate) fn card_setup(req: &TuneRequest, task: Task) -> Vec<(String, Json)> {
             setup.push(("prompt_template".into(), json!(t)));
         }
     } else {
-        setup.push(("tokenizer_args".into(), serde_json::to_value(&req.tokenizer).unwrap_or_default()));
+        setup.push((
+            "tokenizer_args".into(),
+            serde_json::to_value(&req.tokenizer).unwrap_or_default(),
+        ));
     }
     let test_size = match req.test_size {
         TestSize::Fraction(f) => json!(f),
@@ -189,12 +212,22 @@ pub(crate) fn card_setup(req: &TuneRequest, task: Task) -> Vec<(String, Json)> {
 /// (lower wins) for conversation adapters.
 fn score(task: Task, eval: Option<&Json>) -> records::Score {
     let (metric, higher_is_better) = records::deploy_metric(task);
-    records::Score { metric, value: eval.and_then(|e| e.get(metric)).and_then(Json::as_f64), higher_is_better }
+    records::Score {
+        metric,
+        value: eval.and_then(|e| e.get(metric)).and_then(Json::as_f64),
+        higher_is_better,
+    }
 }
 
 /// A checkpoint that could not be written or stored: a WARNING and a log row; training
 /// goes on (a resume then starts from the previous checkpoint).
-async fn checkpoint_failed(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), step: i64, message: &str) {
+async fn checkpoint_failed(
+    client: &Client,
+    ctx: &CallContext,
+    (project_id, model_id): (i64, i64),
+    step: i64,
+    message: &str,
+) {
     warning(ctx, format!("the checkpoint of step {step} could not be stored for resuming: {message}; training goes on"));
     let logs = json!({"checkpoint": "failed", "step": step, "error": message});
     if let Err(e) = records::log(client, model_id, project_id, &logs).await {
@@ -204,10 +237,24 @@ async fn checkpoint_failed(client: &Client, ctx: &CallContext, (project_id, mode
 
 impl Tuner {
     /// Records a new tune's snapshot, model and job, then runs it ([`Tuner::execute`]).
-    pub(crate) async fn run_fresh(&self, client: Client, ctx: &CallContext, fresh: Fresh) -> Result<Tuned> {
-        let Fresh { req, project: (project_id, task), model_name, source, data, snapshot, push } = fresh;
+    pub(crate) async fn run_fresh(
+        &self,
+        client: Client,
+        ctx: &CallContext,
+        fresh: Fresh,
+    ) -> Result<Tuned> {
+        let Fresh { req, project: (project_id, task), model_name, source, data, snapshot, push } =
+            fresh;
         let relation = snapshot.relation.clone();
-        let (model_id, job_id) = record_new(&client, &req, (project_id, source.parent_id), snapshot, &model_name, &ctx.caller.role).await?;
+        let (model_id, job_id) = record_new(
+            &client,
+            &req,
+            (project_id, source.parent_id),
+            snapshot,
+            &model_name,
+            &ctx.caller.role,
+        )
+        .await?;
         let run = Run {
             task,
             model_name,
@@ -226,12 +273,34 @@ impl Tuner {
     /// Trains, stores and deploys the model of `run`, on `client` (which holds its job's
     /// lock); records a failure. A cancelled or interrupted model keeps its checkpoint; one
     /// that failed otherwise loses it (a resume would fail the same way).
-    pub(crate) async fn execute(&self, mut client: Client, run: Run, ctx: &CallContext) -> Result<Tuned> {
-        let Run { req, task, model_name, source, ids, data, relation, push, resume_from, mut dataset_stored } = run;
+    pub(crate) async fn execute(
+        &self,
+        mut client: Client,
+        run: Run,
+        ctx: &CallContext,
+    ) -> Result<Tuned> {
+        let Run {
+            req,
+            task,
+            model_name,
+            source,
+            ids,
+            data,
+            relation,
+            push,
+            resume_from,
+            mut dataset_stored,
+        } = run;
         let (project_id, model_id, job_id) = ids;
         if req.training.push_to_hub && self.hub.offline {
             let message = "HF_HUB_OFFLINE is set, so pgmld does not reach the Hub".to_string();
-            relay(&client, ctx, (project_id, model_id), &PushEvent::Failed { step: None, message, fatal: true }).await;
+            relay(
+                &client,
+                ctx,
+                (project_id, model_id),
+                &PushEvent::Failed { step: None, message, fatal: true },
+            )
+            .await;
         }
         let tag = format!("{}-model-{model_id}", ctx.database.replace('/', "_"));
         let mut hub = push.map(|setup| {
@@ -247,7 +316,10 @@ impl Tuner {
                 metrics: vec![],
                 repo_id: None,
             };
-            HubPush { pusher: Pusher::start(setup, self.work_dir.join(format!("ckpt-{tag}"))), card }
+            HubPush {
+                pusher: Pusher::start(setup, self.work_dir.join(format!("ckpt-{tag}"))),
+                card,
+            }
         });
         let dirs = RunDirs {
             out_dir: self.work_dir.join(format!("out-{tag}")),
@@ -255,11 +327,13 @@ impl Tuner {
             resume_dir: Some(self.work_dir.join(format!("save-{tag}"))),
             resume_from: resume_from.clone(),
         };
-        let (out_dir, resume_dir) = (dirs.out_dir.clone(), dirs.resume_dir.clone().unwrap_or_default());
+        let (out_dir, resume_dir) =
+            (dirs.out_dir.clone(), dirs.resume_dir.clone().unwrap_or_default());
         let _ = std::fs::remove_dir_all(&out_dir);
         let _ = std::fs::remove_dir_all(&resume_dir);
         let work = data.work(&req, &source.dir, dirs);
-        let outcome = self.train(&mut client, ctx, work, ids, &mut hub, &data, &mut dataset_stored).await;
+        let outcome =
+            self.train(&mut client, ctx, work, ids, &mut hub, &data, &mut dataset_stored).await;
         // Keeps an extracted base alive until the worker is done with it.
         drop(source);
         let _ = std::fs::remove_dir_all(&resume_dir);
@@ -270,24 +344,31 @@ impl Tuner {
             Ok(o) => o,
             Err(e) => {
                 let cancelled = matches!(e, TuneError::Cancelled);
-                if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), cancelled).await {
+                if let Err(rec) =
+                    records::fail(&client, model_id, job_id, &e.reason(), cancelled).await
+                {
                     tracing::error!(model_id, "cannot record the failed tune: {rec}");
                 }
                 if !cancelled {
                     if let Err(rec) = files::delete_checkpoint(&mut client, model_id).await {
-                        tracing::warn!(model_id, "cannot delete the failed tune's checkpoint: {rec}");
+                        tracing::warn!(
+                            model_id,
+                            "cannot delete the failed tune's checkpoint: {rec}"
+                        );
                     }
                 }
                 let _ = std::fs::remove_dir_all(&out_dir);
                 return Err(e);
             }
         };
-        let finished = self.finish(&mut client, (&req, task), ctx, ids, (&outcome, &out_dir), &mut hub).await;
+        let finished =
+            self.finish(&mut client, (&req, task), ctx, ids, (&outcome, &out_dir), &mut hub).await;
         let _ = std::fs::remove_dir_all(&out_dir);
         match finished {
             Ok(deployed) => Ok(Tuned { task, algorithm: model_name, deployed, model_id }),
             Err(e) => {
-                if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await {
+                if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await
+                {
                     tracing::error!(model_id, "cannot record the failed tune: {rec}");
                 }
                 Err(e)
@@ -311,7 +392,10 @@ impl Tuner {
     ) -> Result<Outcome> {
         let ahead = self.pool.jobs_ahead();
         if ahead > 0 {
-            info(ctx, format!("waiting for a training worker: {ahead} job(s) ahead of model {model_id}"));
+            info(
+                ctx,
+                format!("waiting for a training worker: {ahead} job(s) ahead of model {model_id}"),
+            );
         }
         let (train_rows, test_rows) = data.rows();
         let mut queued = json!({"status": "queued", "model_id": model_id, "train_rows": train_rows, "test_rows": test_rows});
@@ -345,7 +429,12 @@ impl Tuner {
                 }
                 Progress::Log(ev, elapsed) => {
                     max_steps = ev.max_steps;
-                    let _ = records::progress(client, job_id, ev.step as f64 / ev.max_steps.max(1) as f64).await;
+                    let _ = records::progress(
+                        client,
+                        job_id,
+                        ev.step as f64 / ev.max_steps.max(1) as f64,
+                    )
+                    .await;
                     progress::log_event(&ev, elapsed, start_step)
                 }
                 Progress::Eval { step, epoch, metrics } => {
@@ -367,12 +456,35 @@ impl Tuner {
                 Progress::Checkpoint { step, dir } => {
                     let dataset = (!*dataset_stored).then(|| data.encode());
                     let ids = (model_id, job_id);
-                    match files::store_checkpoint(client, ids, step, &dir, dataset.as_deref(), self.file_part_bytes).await {
+                    match files::store_checkpoint(
+                        client,
+                        ids,
+                        step,
+                        &dir,
+                        dataset.as_deref(),
+                        self.file_part_bytes,
+                    )
+                    .await
+                    {
                         Ok(bytes) => {
                             *dataset_stored |= dataset.is_some();
-                            tracing::debug!(model_id, step, bytes, "checkpoint stored in pgml.files");
+                            tracing::debug!(
+                                model_id,
+                                step,
+                                bytes,
+                                "checkpoint stored in pgml.files"
+                            );
                         }
-                        Err(e) => checkpoint_failed(client, ctx, (project_id, model_id), step, &e.to_string()).await,
+                        Err(e) => {
+                            checkpoint_failed(
+                                client,
+                                ctx,
+                                (project_id, model_id),
+                                step,
+                                &e.to_string(),
+                            )
+                            .await
+                        }
                     }
                     let _ = std::fs::remove_dir_all(&dir);
                     continue;
@@ -383,16 +495,25 @@ impl Tuner {
                 }
                 Progress::SaveFailed { step, message } => {
                     let message = format!("the checkpoint could not be written: {message}");
-                    relay(client, ctx, (project_id, model_id), &PushEvent::Failed { step: Some(step), message, fatal: false }).await;
+                    relay(
+                        client,
+                        ctx,
+                        (project_id, model_id),
+                        &PushEvent::Failed { step: Some(step), message, fatal: false },
+                    )
+                    .await;
                     continue;
                 }
             };
             info(ctx, progress::notice_text(&logs));
             records::log(client, model_id, project_id, &logs).await?;
         }
-        result
-            .await
-            .map_err(|_| TuneError::Internal("the training worker stopped without a result (it panicked; see pgmld's log)".into()))?
+        result.await.map_err(|_| {
+            TuneError::Internal(
+                "the training worker stopped without a result (it panicked; see pgmld's log)"
+                    .into(),
+            )
+        })?
     }
 
     /// Reports the summaries, stores the files, records metrics, deploys when the model
@@ -425,14 +546,23 @@ impl Tuner {
         if let Json::Object(extra) = &outcome.stats {
             metrics.extend(extra.clone());
         }
-        let (n_files, bytes) = files::store_dir(client, model_id, out_dir, self.file_part_bytes).await?;
+        let (n_files, bytes) =
+            files::store_dir(client, model_id, out_dir, self.file_part_bytes).await?;
         metrics.insert("stored_files".into(), json!(n_files));
         metrics.insert("stored_bytes".into(), json!(bytes));
         let metrics = Json::Object(metrics);
         records::succeed(client, model_id, job_id, &metrics).await?;
         let score = score(task, outcome.eval.as_ref());
-        let deployed = req.automatic_deploy && records::deploy_if_better_by(client, (project_id, model_id), score).await?;
-        tracing::info!(model_id, deployed, task = task.name(), files = n_files, bytes, "pgml.tune finished");
+        let deployed = req.automatic_deploy
+            && records::deploy_if_better_by(client, (project_id, model_id), score).await?;
+        tracing::info!(
+            model_id,
+            deployed,
+            task = task.name(),
+            files = n_files,
+            bytes,
+            "pgml.tune finished"
+        );
         if let Some(h) = hub.take() {
             push_final(client, ctx, (project_id, model_id), h, (steps, out_dir), &metrics).await;
         }

@@ -114,7 +114,8 @@ impl DatasetArgs {
     pub const CLASSIFICATION_KEYS: &'static [&'static str] =
         &["text_column", "text1_column", "text2_column", "class_column"];
     /// Keys of the conversation task.
-    pub const CONVERSATION_KEYS: &'static [&'static str] = &["system_column", "user_column", "assistant_column"];
+    pub const CONVERSATION_KEYS: &'static [&'static str] =
+        &["system_column", "user_column", "assistant_column"];
     const KEYS: &'static [&'static str] = &[
         "text_column",
         "text1_column",
@@ -174,7 +175,8 @@ impl DatasetArgs {
                 )),
             }
         };
-        let mut given: Vec<String> = obj.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect();
+        let mut given: Vec<String> =
+            obj.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect();
         given.sort();
         Ok(DatasetArgs {
             text_column: get("text_column", "text")?,
@@ -276,15 +278,19 @@ pub fn redact(v: &Json) -> Json {
 impl TuneRequest {
     /// Reads the bound arguments of a call.
     pub fn from_args(args: &Args) -> Result<TuneRequest> {
-        let project_name = text(args, "project_name")
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| TuneError::Null("pgml.tune project_name must not be NULL or empty".into()))?;
+        let project_name =
+            text(args, "project_name").filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                TuneError::Null("pgml.tune project_name must not be NULL or empty".into())
+            })?;
         let task = text(args, "task").map(|t| Task::parse(&t)).transpose()?;
         let hyperparams = match args.get("hyperparams") {
             Some(Value::Json(j)) => j.clone(),
             Some(Value::Null) | None => Json::Object(Map::new()),
             Some(other) => {
-                return Err(TuneError::Malformed(format!("hyperparams must be jsonb, got {}", other.describe().split(' ').next().unwrap_or("another type"))))
+                return Err(TuneError::Malformed(format!(
+                    "hyperparams must be jsonb, got {}",
+                    other.describe().split(' ').next().unwrap_or("another type")
+                )))
             }
         };
         let hp = match &hyperparams {
@@ -320,7 +326,12 @@ impl TuneRequest {
             Some(Value::Float(f)) => parse_test_size(*f)?,
             Some(Value::Int(i)) => parse_test_size(*i as f64)?,
             Some(Value::Null) | None => TestSize::Fraction(0.25),
-            Some(other) => return Err(TuneError::bad(format!("invalid test_size {other:?}"), "Pass a number.")),
+            Some(other) => {
+                return Err(TuneError::bad(
+                    format!("invalid test_size {other:?}"),
+                    "Pass a number.",
+                ))
+            }
         };
         let test_sampling = match text(args, "test_sampling") {
             Some(s) => Sampling::parse(&s)?,
@@ -363,9 +374,9 @@ impl TuneRequest {
     /// Reads back a request stored in `pgml.jobs.request` by [`TuneRequest::from_args`]
     /// (never with a token, nor `resume_from_checkpoint`).
     pub fn from_stored(stored: &Json) -> Result<TuneRequest> {
-        let obj = stored
-            .as_object()
-            .ok_or_else(|| TuneError::Internal(format!("pgml.jobs.request is not a JSON object: {stored}")))?;
+        let obj = stored.as_object().ok_or_else(|| {
+            TuneError::Internal(format!("pgml.jobs.request is not a JSON object: {stored}"))
+        })?;
         let mut args = Args::new();
         for name in STORED_ARGS {
             let value = match obj.get(*name) {
@@ -377,7 +388,9 @@ impl TuneRequest {
                     None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
                 },
                 Some(other) if *name == "hyperparams" => Value::Json(other.clone()),
-                Some(other) => return Err(TuneError::Internal(format!("pgml.jobs.request.{name} is {other}"))),
+                Some(other) => {
+                    return Err(TuneError::Internal(format!("pgml.jobs.request.{name} is {other}")))
+                }
             };
             if value != Value::Null {
                 args.insert(*name, value);
@@ -445,7 +458,10 @@ pub fn parse_test_size(v: f64) -> Result<TestSize> {
         return Err(TuneError::bad("test_size 1 would leave no training rows", hint));
     }
     if v.fract() != 0.0 {
-        return Err(TuneError::bad(format!("test_size {v} is above 1 but not a whole row count"), hint));
+        return Err(TuneError::bad(
+            format!("test_size {v} is above 1 but not a whole row count"),
+            hint,
+        ));
     }
     Ok(TestSize::Rows(v as usize))
 }
@@ -470,9 +486,11 @@ mod tests {
             ("test_sampling", Value::Text("last".into())),
             (
                 "hyperparams",
-                Value::Json(json!({"training_args": {"learning_rate": 2e-5, "num_train_epochs": 20,
+                Value::Json(
+                    json!({"training_args": {"learning_rate": 2e-5, "num_train_epochs": 20,
                     "weight_decay": 0.01, "hub_token": "hf_secret", "push_to_hub": true},
-                    "dataset_args": {"text_column": "text", "class_column": "class"}})),
+                    "dataset_args": {"text_column": "text", "class_column": "class"}}),
+                ),
             ),
         ]);
         let r = TuneRequest::from_args(&a).unwrap();
@@ -504,11 +522,23 @@ mod tests {
             ]))
         };
         let e = base(json!({"training_args": {"num_epochs": 3}})).unwrap_err();
-        assert!(e.to_string().contains("num_epochs") && e.to_string().contains("num_train_epochs"), "{e}");
-        assert!(base(json!({"dataset_args": {"txt": "a"}})).unwrap_err().to_string().contains("txt"));
-        assert!(base(json!({"trainig_args": {}})).unwrap_err().to_string().contains("trainig_args"));
+        assert!(
+            e.to_string().contains("num_epochs") && e.to_string().contains("num_train_epochs"),
+            "{e}"
+        );
+        assert!(base(json!({"dataset_args": {"txt": "a"}}))
+            .unwrap_err()
+            .to_string()
+            .contains("txt"));
+        assert!(base(json!({"trainig_args": {}}))
+            .unwrap_err()
+            .to_string()
+            .contains("trainig_args"));
         assert!(base(json!([1])).is_err());
-        assert!(base(json!({"tokenizer_args": {"max_len": 3}})).unwrap_err().to_string().contains("max_len"));
+        assert!(base(json!({"tokenizer_args": {"max_len": 3}}))
+            .unwrap_err()
+            .to_string()
+            .contains("max_len"));
         let y = TuneRequest::from_args(&args(&[
             ("project_name", Value::Text("p".into())),
             ("y_column_name", Value::Text("label".into())),
@@ -528,14 +558,19 @@ mod tests {
             ("automatic_deploy", Value::Bool(false)),
             (
                 "hyperparams",
-                Value::Json(json!({"training_args": {"max_steps": 7, "hub_token": "hf_secret", "push_to_hub": true,
-                    "resume_from_checkpoint": false}, "dataset_args": {"class_column": "label"}})),
+                Value::Json(
+                    json!({"training_args": {"max_steps": 7, "hub_token": "hf_secret", "push_to_hub": true,
+                    "resume_from_checkpoint": false}, "dataset_args": {"class_column": "label"}}),
+                ),
             ),
         ]);
         let r = TuneRequest::from_args(&a).unwrap();
         assert!(!r.resume_from_checkpoint);
         let stored = r.stored_request.to_string();
-        assert!(!stored.contains("hf_secret") && !stored.contains("resume_from_checkpoint"), "{stored}");
+        assert!(
+            !stored.contains("hf_secret") && !stored.contains("resume_from_checkpoint"),
+            "{stored}"
+        );
         let back = TuneRequest::from_stored(&r.stored_request).unwrap();
         assert_eq!(back.training.max_steps, 7);
         assert!(back.training.push_to_hub && back.training.hub_token.is_none());
@@ -547,7 +582,10 @@ mod tests {
         let resume = |v: Json| {
             TuneRequest::from_args(&args(&[
                 ("project_name", Value::Text("p".into())),
-                ("hyperparams", Value::Json(json!({"training_args": {"resume_from_checkpoint": v}}))),
+                (
+                    "hyperparams",
+                    Value::Json(json!({"training_args": {"resume_from_checkpoint": v}})),
+                ),
             ]))
         };
         assert!(resume(json!(true)).unwrap().resume_from_checkpoint);

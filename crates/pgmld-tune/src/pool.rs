@@ -32,13 +32,19 @@ impl DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("invalid train device {s:?}: use auto, cpu, cuda or cuda:N")),
+                .ok_or_else(|| {
+                    format!("invalid train device {s:?}: use auto, cpu, cuda or cuda:N")
+                }),
         }
     }
 
     /// Parses a comma-separated list (`train_devices`).
     pub fn parse_list(s: &str) -> Result<Vec<DeviceSpec>, String> {
-        let v: Vec<DeviceSpec> = s.split(',').filter(|p| !p.trim().is_empty()).map(DeviceSpec::parse).collect::<Result<_, _>>()?;
+        let v: Vec<DeviceSpec> = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(DeviceSpec::parse)
+            .collect::<Result<_, _>>()?;
         if v.is_empty() {
             return Err("train_devices is empty: use auto, cpu, cuda or cuda:N".into());
         }
@@ -93,7 +99,9 @@ impl WorkerPool {
                     busy.fetch_add(1, Ordering::SeqCst);
                     // A panic (a libtorch abort surfaces as one) fails that job only: its
                     // result sender is dropped, and the worker takes the next job.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(device))).is_err() {
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(device)))
+                        .is_err()
+                    {
                         tracing::error!(worker = i, "a training job panicked");
                     }
                     busy.fetch_sub(1, Ordering::SeqCst);
@@ -105,7 +113,10 @@ impl WorkerPool {
 
     /// Queues `f` and returns its result's receiver. A panic in `f` drops the sender, so
     /// the receiver then reports an error instead of hanging.
-    pub fn submit<R: Send + 'static>(&self, f: impl FnOnce(Device) -> R + Send + 'static) -> oneshot::Receiver<R> {
+    pub fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(Device) -> R + Send + 'static,
+    ) -> oneshot::Receiver<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |device| {
             let _ = tx.send(f(device));
@@ -138,7 +149,10 @@ mod tests {
     #[test]
     fn devices_parse() {
         assert_eq!(DeviceSpec::parse_list("auto").unwrap(), vec![DeviceSpec::Auto]);
-        assert_eq!(DeviceSpec::parse_list("cpu, cuda:1").unwrap(), vec![DeviceSpec::Cpu, DeviceSpec::Cuda(1)]);
+        assert_eq!(
+            DeviceSpec::parse_list("cpu, cuda:1").unwrap(),
+            vec![DeviceSpec::Cpu, DeviceSpec::Cuda(1)]
+        );
         assert!(DeviceSpec::parse_list("tpu").unwrap_err().contains("tpu"));
         assert!(DeviceSpec::parse_list("").is_err());
     }

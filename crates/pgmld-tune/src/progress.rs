@@ -27,7 +27,8 @@ fn with(mut base: Map<String, Json>, extra: Json) -> Json {
 pub fn log_event(ev: &LogEvent, elapsed: f64, start_step: i64) -> Json {
     let progress = ev.step as f64 / ev.max_steps.max(1) as f64;
     let done = ev.step - start_step;
-    let eta = if done > 0 { elapsed / done as f64 * (ev.max_steps - ev.step).max(0) as f64 } else { 0.0 };
+    let eta =
+        if done > 0 { elapsed / done as f64 * (ev.max_steps - ev.step).max(0) as f64 } else { 0.0 };
     json!({
         "loss": round(ev.loss, 4),
         "grad_norm": ev.grad_norm,
@@ -87,9 +88,26 @@ mod tests {
 
     #[test]
     fn log_event_has_the_guide_keys_and_eta() {
-        let ev = LogEvent { step: 500, max_steps: 10000, epoch: 0.25, loss: 0.345_349, grad_norm: 5.23, learning_rate: 1.9e-5 };
+        let ev = LogEvent {
+            step: 500,
+            max_steps: 10000,
+            epoch: 0.25,
+            loss: 0.345_349,
+            grad_norm: 5.23,
+            learning_rate: 1.9e-5,
+        };
         let v = log_event(&ev, 100.0, 0);
-        for k in ["loss", "grad_norm", "learning_rate", "epoch", "step", "max_steps", "timestamp", "progress", "eta_seconds"] {
+        for k in [
+            "loss",
+            "grad_norm",
+            "learning_rate",
+            "epoch",
+            "step",
+            "max_steps",
+            "timestamp",
+            "progress",
+            "eta_seconds",
+        ] {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
         assert_eq!(v["loss"], json!(0.3453));
@@ -108,7 +126,10 @@ mod tests {
         let v = metrics_event(json!({"eval_loss": 1.5, "perplexity": 4.48}), 2.0, 30, 60);
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys[..2], ["eval_loss", "perplexity"]);
-        assert_eq!((v["step"].clone(), v["max_steps"].clone(), v["progress"].clone()), (json!(30), json!(60), json!(0.5)));
+        assert_eq!(
+            (v["step"].clone(), v["max_steps"].clone(), v["progress"].clone()),
+            (json!(30), json!(60), json!(0.5))
+        );
         assert!(v["timestamp"].is_string());
     }
 }

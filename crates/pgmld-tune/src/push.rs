@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pgmld_datasets::hub::upload::{resolve_repo_id, CommitInfo, UploadClient, UploadError, UploadFile};
+use pgmld_datasets::hub::upload::{
+    resolve_repo_id, CommitInfo, UploadClient, UploadError, UploadFile,
+};
 use pgmld_datasets::hub::HubConfig;
 use pgmld_ml::{HubStrategy, TrainingArgs};
 use serde_json::{json, Value as Json};
@@ -47,7 +49,11 @@ impl std::fmt::Debug for PushSetup {
 
 /// The first token set and not blank: `training_args.hub_token`, pgmld's `hub_token` setting,
 /// then `HF_TOKEN` (the hub configuration's token).
-pub fn choose_token<'a>(args: Option<&'a str>, config: Option<&'a str>, env: Option<&'a str>) -> Option<&'a str> {
+pub fn choose_token<'a>(
+    args: Option<&'a str>,
+    config: Option<&'a str>,
+    env: Option<&'a str>,
+) -> Option<&'a str> {
     [args, config, env].into_iter().flatten().map(str::trim).find(|t| !t.is_empty())
 }
 
@@ -59,7 +65,12 @@ pub fn default_repo_name(project: &str) -> String {
 impl PushSetup {
     /// Checks a `push_to_hub` call: a token must be at hand and the repo name valid (22023
     /// otherwise, with a hint), so a call that cannot push fails before it trains.
-    pub fn prepare(args: &TrainingArgs, project: &str, config_token: Option<&str>, hub: &HubConfig) -> Result<Self> {
+    pub fn prepare(
+        args: &TrainingArgs,
+        project: &str,
+        config_token: Option<&str>,
+        hub: &HubConfig,
+    ) -> Result<Self> {
         let token = choose_token(args.hub_token.as_ref().map(|s| s.0.as_str()), config_token, hub.token.as_deref())
             .ok_or_else(|| {
                 TuneError::bad(
@@ -194,8 +205,16 @@ impl Job {
 /// The files of a commit: the model's files at the top with the card as `README.md`, plus
 /// for a checkpoint the same files under `last-checkpoint/` (`checkpoint`) or
 /// `checkpoint-<step>/` (`all_checkpoints`).
-fn commit_files(dir: &Path, card: &str, step: i64, last: bool, strategy: HubStrategy) -> Result<Vec<UploadFile>, UploadError> {
-    let io = |e: std::io::Error| UploadError::other("listing the model files", dir.display().to_string(), e.to_string());
+fn commit_files(
+    dir: &Path,
+    card: &str,
+    step: i64,
+    last: bool,
+    strategy: HubStrategy,
+) -> Result<Vec<UploadFile>, UploadError> {
+    let io = |e: std::io::Error| {
+        UploadError::other("listing the model files", dir.display().to_string(), e.to_string())
+    };
     let mut local: Vec<(String, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -205,7 +224,8 @@ fn commit_files(dir: &Path, card: &str, step: i64, last: bool, strategy: HubStra
         }
     }
     local.sort();
-    let mut files: Vec<UploadFile> = local.iter().map(|(n, p)| UploadFile::file(n.clone(), p.clone())).collect();
+    let mut files: Vec<UploadFile> =
+        local.iter().map(|(n, p)| UploadFile::file(n.clone(), p.clone())).collect();
     files.push(UploadFile::bytes("README.md", card.as_bytes().to_vec()));
     let sub = match (strategy, last) {
         (HubStrategy::Checkpoint, false) => Some("last-checkpoint".to_string()),
@@ -226,8 +246,15 @@ fn commit_files(dir: &Path, card: &str, step: i64, last: bool, strategy: HubStra
         }
         in_state.sort();
         let names: Vec<String> = in_state.iter().map(|(n, _)| n.clone()).collect();
-        files.extend(in_state.iter().map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())));
-        files.extend(local.iter().filter(|(n, _)| !names.contains(n)).map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())));
+        files.extend(
+            in_state.iter().map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())),
+        );
+        files.extend(
+            local
+                .iter()
+                .filter(|(n, _)| !names.contains(n))
+                .map(|(n, p)| UploadFile::file(format!("{sub}/{n}"), p.clone())),
+        );
     }
     Ok(files)
 }
@@ -274,7 +301,14 @@ impl Pusher {
             let message = format!("cannot start the uploader thread: {e}");
             let _ = on_error.send(PushEvent::Failed { step: None, message, fatal: true });
         }
-        Pusher { jobs: Some(jobs_tx), events, stop: Some(stop_tx), checkpoints, strategy, ended: false }
+        Pusher {
+            jobs: Some(jobs_tx),
+            events,
+            stop: Some(stop_tx),
+            checkpoints,
+            strategy,
+            ended: false,
+        }
     }
 
     /// Where the training thread writes checkpoints to push, when the strategy pushes them.
@@ -326,7 +360,11 @@ impl Drop for Pusher {
 }
 
 /// The uploader's work: set the repo up, then commit each job in turn.
-async fn run(setup: PushSetup, mut jobs: mpsc::UnboundedReceiver<Job>, events: &mpsc::UnboundedSender<PushEvent>) {
+async fn run(
+    setup: PushSetup,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    events: &mpsc::UnboundedSender<PushEvent>,
+) {
     let ready = async {
         let client = UploadClient::new(&setup.endpoint, &setup.token)?;
         let user = client.whoami().await?;
@@ -340,7 +378,8 @@ async fn run(setup: PushSetup, mut jobs: mpsc::UnboundedReceiver<Job>, events: &
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "push_to_hub: the Hub repo cannot be used; no pushes for this tune");
-            let _ = events.send(PushEvent::Failed { step: None, message: e.to_string(), fatal: true });
+            let _ =
+                events.send(PushEvent::Failed { step: None, message: e.to_string(), fatal: true });
             while let Some(job) = jobs.recv().await {
                 job.done();
             }
@@ -390,7 +429,12 @@ mod tests {
     use pgmld_ml::Secret;
 
     fn hub(token: Option<&str>) -> HubConfig {
-        HubConfig { endpoint: "http://hub".into(), token: token.map(str::to_string), cache_dir: "/c".into(), offline: false }
+        HubConfig {
+            endpoint: "http://hub".into(),
+            token: token.map(str::to_string),
+            cache_dir: "/c".into(),
+            offline: false,
+        }
     }
 
     fn push_args(token: Option<&str>, model_id: Option<&str>) -> TrainingArgs {
@@ -408,9 +452,21 @@ mod tests {
         assert_eq!(choose_token(Some(" "), Some("c"), Some("e")), Some("c"));
         assert_eq!(choose_token(None, None, Some("e")), Some("e"));
         assert_eq!(choose_token(None, Some(""), None), None);
-        let s = PushSetup::prepare(&push_args(None, None), "p", Some("hf_config"), &hub(Some("hf_env"))).unwrap();
+        let s = PushSetup::prepare(
+            &push_args(None, None),
+            "p",
+            Some("hf_config"),
+            &hub(Some("hf_env")),
+        )
+        .unwrap();
         assert_eq!(s.token, "hf_config");
-        let s = PushSetup::prepare(&push_args(Some("hf_arg"), None), "p", Some("hf_config"), &hub(None)).unwrap();
+        let s = PushSetup::prepare(
+            &push_args(Some("hf_arg"), None),
+            "p",
+            Some("hf_config"),
+            &hub(None),
+        )
+        .unwrap();
         assert_eq!(s.token, "hf_arg");
         assert!(!format!("{s:?}").contains("hf_arg"));
     }
@@ -420,10 +476,15 @@ mod tests {
         let e = PushSetup::prepare(&push_args(None, None), "p", None, &hub(None)).unwrap_err();
         let sql: pgmld_sql::SqlError = e.into();
         assert_eq!(sql.code, "22023");
-        assert!(sql.message.contains("no Hugging Face token") && sql.hint.as_deref().unwrap_or("").contains("hub_token"));
-        let e = PushSetup::prepare(&push_args(Some("t"), Some("a/b/c")), "p", None, &hub(None)).unwrap_err();
+        assert!(
+            sql.message.contains("no Hugging Face token")
+                && sql.hint.as_deref().unwrap_or("").contains("hub_token")
+        );
+        let e = PushSetup::prepare(&push_args(Some("t"), Some("a/b/c")), "p", None, &hub(None))
+            .unwrap_err();
         assert!(e.to_string().contains("a/b/c"), "{e}");
-        let e = PushSetup::prepare(&push_args(Some("t"), None), "what?", None, &hub(None)).unwrap_err();
+        let e =
+            PushSetup::prepare(&push_args(Some("t"), None), "what?", None, &hub(None)).unwrap_err();
         let TuneError::BadArgument { hint, .. } = e else { panic!() };
         assert!(hint.unwrap_or_default().contains("hub_model_id"));
     }
@@ -431,11 +492,20 @@ mod tests {
     #[test]
     fn repo_names_default_to_the_project() {
         assert_eq!(default_repo_name(" imdb review sentiment "), "imdb_review_sentiment");
-        let s = PushSetup::prepare(&push_args(Some("t"), None), "my project", None, &hub(None)).unwrap();
+        let s = PushSetup::prepare(&push_args(Some("t"), None), "my project", None, &hub(None))
+            .unwrap();
         assert_eq!(resolve_repo_id(&s.wanted, "alice").unwrap(), "alice/my_project");
-        let s = PushSetup::prepare(&push_args(Some("t"), Some("custom")), "my project", None, &hub(None)).unwrap();
+        let s = PushSetup::prepare(
+            &push_args(Some("t"), Some("custom")),
+            "my project",
+            None,
+            &hub(None),
+        )
+        .unwrap();
         assert_eq!(resolve_repo_id(&s.wanted, "alice").unwrap(), "alice/custom");
-        let s = PushSetup::prepare(&push_args(Some("t"), Some("acme/custom")), "p", None, &hub(None)).unwrap();
+        let s =
+            PushSetup::prepare(&push_args(Some("t"), Some("acme/custom")), "p", None, &hub(None))
+                .unwrap();
         assert_eq!(resolve_repo_id(&s.wanted, "alice").unwrap(), "acme/custom");
     }
 
@@ -446,7 +516,11 @@ mod tests {
             std::fs::write(dir.path().join(f), "x").unwrap();
         }
         let paths = |step, last, s| -> Vec<String> {
-            commit_files(dir.path(), "card", step, last, s).unwrap().into_iter().map(|f| f.path_in_repo).collect()
+            commit_files(dir.path(), "card", step, last, s)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.path_in_repo)
+                .collect()
         };
         let top = ["config.json", "model.safetensors", "README.md"];
         assert_eq!(paths(4, false, HubStrategy::EverySave), top);
@@ -466,11 +540,19 @@ mod tests {
     fn failures_read_as_warnings() {
         let fatal = PushEvent::Failed { step: None, message: "HTTP 401".into(), fatal: true };
         let w = fatal.warning().unwrap();
-        assert!(w.contains("HTTP 401") && w.contains("no more pushes") && w.contains("pgml.files"), "{w}");
+        assert!(
+            w.contains("HTTP 401") && w.contains("no more pushes") && w.contains("pgml.files"),
+            "{w}"
+        );
         assert_eq!(fatal.log_json()["hub"], "push_failed");
         let one = PushEvent::Failed { step: Some(4), message: "timeout".into(), fatal: false };
         assert!(one.warning().unwrap().contains("step 4"));
-        let ready = PushEvent::Ready { repo_id: "a/b".into(), url: "http://hub/a/b".into(), private: true, created: true };
+        let ready = PushEvent::Ready {
+            repo_id: "a/b".into(),
+            url: "http://hub/a/b".into(),
+            private: true,
+            created: true,
+        };
         assert!(ready.warning().is_none());
         assert_eq!(ready.log_json()["url"], "http://hub/a/b");
     }

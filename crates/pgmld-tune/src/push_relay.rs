@@ -60,14 +60,20 @@ pub(crate) async fn push_final(
 
 /// The metrics a model card shows: evaluation and training results, not bookkeeping.
 pub(crate) fn card_metrics(v: &Json) -> Vec<(String, Json)> {
-    const SKIP: &[&str] = &["timestamp", "progress", "eta_seconds", "max_steps", "stored_files", "stored_bytes"];
+    const SKIP: &[&str] =
+        &["timestamp", "progress", "eta_seconds", "max_steps", "stored_files", "stored_bytes"];
     card::pairs(v).into_iter().filter(|(k, _)| !SKIP.contains(&k.as_str())).collect()
 }
 
 /// Tells the client and pgml.logs what the uploader did: INFO notices for the repo and each
 /// commit, WARNINGs for failures. A log row that cannot be written only goes to pgmld's log:
 /// pushes never fail a tune.
-pub(crate) async fn relay(client: &Client, ctx: &CallContext, (project_id, model_id): (i64, i64), ev: &PushEvent) {
+pub(crate) async fn relay(
+    client: &Client,
+    ctx: &CallContext,
+    (project_id, model_id): (i64, i64),
+    ev: &PushEvent,
+) {
     let logs = ev.log_json();
     match ev.warning() {
         Some(w) => warning(ctx, w),

@@ -14,7 +14,12 @@ use crate::options::Task;
 /// Finds the project by name or creates it, owned by the caller. An existing project keeps
 /// its task: asking for another is an error; `task` may be omitted for an existing project.
 /// Another role's project needs membership in its owner.
-pub async fn project(client: &Client, name: &str, task: Option<Task>, caller: &Caller) -> Result<(i64, Task)> {
+pub async fn project(
+    client: &Client,
+    name: &str,
+    task: Option<Task>,
+    caller: &Caller,
+) -> Result<(i64, Task)> {
     let ctx = || format!("looking up project {name}");
     let existing = client
         .query_opt("SELECT id, task, owner::text FROM pgml.projects WHERE name = $1", &[&name])
@@ -87,7 +92,12 @@ pub struct SnapshotInfo<'a> {
 /// Inserts a snapshot row; with `materialize`, copies the relation into
 /// `pgml.snapshot_{id}` so the model's data survives later changes to it. The relation is
 /// read as `caller` (into a temporary table of the caller's), the copy written by pgmld.
-pub async fn snapshot(client: &Client, s: &SnapshotInfo<'_>, materialize: bool, caller: &str) -> Result<i64> {
+pub async fn snapshot(
+    client: &Client,
+    s: &SnapshotInfo<'_>,
+    materialize: bool,
+    caller: &str,
+) -> Result<i64> {
     let ctx = |what: &str| format!("{what} snapshot of {}", s.relation);
     let row = client
         .query_one(
@@ -99,7 +109,9 @@ pub async fn snapshot(client: &Client, s: &SnapshotInfo<'_>, materialize: bool, 
         .map_err(|e| TuneError::pg(ctx("recording the"), e))?;
     let id: i64 = row.get(0);
     if materialize {
-        roles::begin_as(client, caller).await.map_err(|e| TuneError::pg(roles::acting_as(caller), e))?;
+        roles::begin_as(client, caller)
+            .await
+            .map_err(|e| TuneError::pg(roles::acting_as(caller), e))?;
         let sql = format!(
             "CREATE TEMPORARY TABLE pgmld_snapshot_rows ON COMMIT DROP AS SELECT * FROM {}; RESET ROLE; \
              CREATE TABLE pgml.snapshot_{id} AS SELECT * FROM pgmld_snapshot_rows; COMMIT",
@@ -142,7 +154,12 @@ fn lock_key(job_id: i64) -> i32 {
 /// Inserts the model (`in_progress`) and its job row (`running`, with `request`), taking the
 /// job's lock on `client` in the same statement (so no scan ever sees the row unlocked);
 /// returns (model, job) ids.
-pub async fn start_model(client: &Client, m: &NewModel<'_>, worker: &str, request: &Json) -> Result<(i64, i64)> {
+pub async fn start_model(
+    client: &Client,
+    m: &NewModel<'_>,
+    worker: &str,
+    request: &Json,
+) -> Result<(i64, i64)> {
     let row = client
         .query_one(
             "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, runtime, hyperparams, status, owner) \
@@ -204,7 +221,8 @@ pub struct JobRow {
     pub owner: String,
 }
 
-const JOB_COLUMNS: &str = "j.id, j.model_id, j.project_id, j.status, j.checkpoint_step, j.request, j.owner::text";
+const JOB_COLUMNS: &str =
+    "j.id, j.model_id, j.project_id, j.status, j.checkpoint_step, j.request, j.owner::text";
 
 /// Jobs a resume may pick up: a tune whose model did not succeed and whose job is still
 /// `queued` / `running` (orphaned when its lock is free) or ended by a cancel or an
@@ -230,14 +248,20 @@ pub async fn resumable_jobs(client: &Client, project_id: i64) -> Result<Vec<JobR
         "SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id \
          WHERE j.project_id = $1 AND {RESUMABLE} ORDER BY j.id DESC"
     );
-    let rows = client.query(&sql, &[&project_id]).await.map_err(|e| TuneError::pg("looking for interrupted models", e))?;
+    let rows = client
+        .query(&sql, &[&project_id])
+        .await
+        .map_err(|e| TuneError::pg("looking for interrupted models", e))?;
     Ok(rows.iter().map(job_row).collect())
 }
 
 /// Re-reads job `job_id` when it is still resumable (after its lock was taken).
 pub async fn resumable_job(client: &Client, job_id: i64) -> Result<Option<JobRow>> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id WHERE j.id = $1 AND {RESUMABLE}");
-    let row = client.query_opt(&sql, &[&job_id]).await.map_err(|e| TuneError::pg("reading the job", e))?;
+    let row = client
+        .query_opt(&sql, &[&job_id])
+        .await
+        .map_err(|e| TuneError::pg("reading the job", e))?;
     Ok(row.as_ref().map(job_row))
 }
 
@@ -249,7 +273,8 @@ pub async fn active_jobs(client: &Client) -> Result<Vec<JobRow>> {
         "SELECT {JOB_COLUMNS} FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id \
          WHERE j.kind = 'tune' AND j.status IN ('queued', 'running') AND j.request IS NOT NULL ORDER BY j.id"
     );
-    let rows = client.query(&sql, &[]).await.map_err(|e| TuneError::pg("looking for running jobs", e))?;
+    let rows =
+        client.query(&sql, &[]).await.map_err(|e| TuneError::pg("looking for running jobs", e))?;
     Ok(rows.iter().map(job_row).collect())
 }
 
@@ -278,7 +303,10 @@ pub async fn drop_logs_after(client: &Client, model_id: i64, step: i64) -> Resul
 /// Puts a model and its job back in progress for a resume by `worker`.
 pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &str) -> Result<()> {
     client
-        .execute("UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1", &[&model_id])
+        .execute(
+            "UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1",
+            &[&model_id],
+        )
         .await
         .map_err(|e| TuneError::pg("reopening the model", e))?;
     client
@@ -338,9 +366,18 @@ pub async fn succeed(client: &Client, model_id: i64, job_id: i64, metrics: &Json
 
 /// Marks the model failed with `reason` (`cancelled` for a cancel, `interrupted` for a job
 /// whose pgmld died) and ends the job.
-pub async fn fail(client: &Client, model_id: i64, job_id: i64, reason: &str, cancelled: bool) -> Result<()> {
+pub async fn fail(
+    client: &Client,
+    model_id: i64,
+    job_id: i64,
+    reason: &str,
+    cancelled: bool,
+) -> Result<()> {
     client
-        .execute("UPDATE pgml.models SET status = 'failed', error = $2 WHERE id = $1", &[&model_id, &reason])
+        .execute(
+            "UPDATE pgml.models SET status = 'failed', error = $2 WHERE id = $1",
+            &[&model_id, &reason],
+        )
         .await
         .map_err(|e| TuneError::pg("recording the failure", e))?;
     let status = if cancelled { "cancelled" } else { "failed" };
@@ -357,8 +394,18 @@ pub async fn fail(client: &Client, model_id: i64, job_id: i64, reason: &str, can
 /// Deploys `model_id` when no model is deployed or its `eval_f1` beats the deployed
 /// one's (a model without eval_f1 only deploys onto an empty project). Returns whether it
 /// deployed.
-pub async fn deploy_if_better(client: &Client, project_id: i64, model_id: i64, f1: Option<f64>) -> Result<bool> {
-    deploy_if_better_by(client, (project_id, model_id), Score { metric: "eval_f1", value: f1, higher_is_better: true }).await
+pub async fn deploy_if_better(
+    client: &Client,
+    project_id: i64,
+    model_id: i64,
+    f1: Option<f64>,
+) -> Result<bool> {
+    deploy_if_better_by(
+        client,
+        (project_id, model_id),
+        Score { metric: "eval_f1", value: f1, higher_is_better: true },
+    )
+    .await
 }
 
 /// The metric a deployment compares models by.
@@ -389,14 +436,24 @@ pub fn beats(score: &Score, old: Option<Option<f64>>) -> bool {
     match (old, score.value) {
         (None, _) => true,
         (Some(None), Some(_)) => true,
-        (Some(Some(old)), Some(new)) => if score.higher_is_better { new > old } else { new < old },
+        (Some(Some(old)), Some(new)) => {
+            if score.higher_is_better {
+                new > old
+            } else {
+                new < old
+            }
+        }
         (Some(_), None) => false,
     }
 }
 
 /// Deploys `model_id` when no model of `project_id` is deployed or it beats the deployed
 /// one by `score` ([`beats`]). Returns whether it deployed.
-pub async fn deploy_if_better_by(client: &Client, (project_id, model_id): (i64, i64), score: Score) -> Result<bool> {
+pub async fn deploy_if_better_by(
+    client: &Client,
+    (project_id, model_id): (i64, i64),
+    score: Score,
+) -> Result<bool> {
     let current = client
         .query_opt(
             "SELECT m.id, (m.metrics->>$2)::float8 FROM pgml.deployments d \
@@ -426,9 +483,14 @@ mod tests {
     fn deployment_compares_in_the_metric_direction() {
         let f1 = |v| Score { metric: "eval_f1", value: v, higher_is_better: true };
         let loss = |v| Score { metric: "eval_loss", value: v, higher_is_better: false };
-        assert!(beats(&f1(None), None) && beats(&loss(None), None), "an empty project takes any model");
+        assert!(
+            beats(&f1(None), None) && beats(&loss(None), None),
+            "an empty project takes any model"
+        );
         assert!(beats(&f1(Some(0.9)), Some(Some(0.8))) && !beats(&f1(Some(0.7)), Some(Some(0.8))));
-        assert!(beats(&loss(Some(1.2)), Some(Some(1.5))) && !beats(&loss(Some(1.6)), Some(Some(1.5))));
+        assert!(
+            beats(&loss(Some(1.2)), Some(Some(1.5))) && !beats(&loss(Some(1.6)), Some(Some(1.5)))
+        );
         assert!(!beats(&loss(Some(1.5)), Some(Some(1.5))), "a tie keeps the deployed model");
         assert!(beats(&loss(Some(2.0)), Some(None)) && !beats(&loss(None), Some(Some(1.0))));
     }

@@ -35,7 +35,10 @@ impl ModelSource {
 
 /// Whether `name` is written as a server path (absolute, `./`, `../`, `file://`).
 pub fn looks_like_path(name: &str) -> bool {
-    name.starts_with('/') || name.starts_with("./") || name.starts_with("../") || name.starts_with("file://")
+    name.starts_with('/')
+        || name.starts_with("./")
+        || name.starts_with("../")
+        || name.starts_with("file://")
 }
 
 /// The stored model a project serves: its latest deployment, else its newest successful
@@ -54,13 +57,19 @@ async fn project_model(client: &Client, name: &str) -> Result<Option<i64>> {
     Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
 }
 
-async fn extract(client: &Client, model_id: i64, tmp_root: &Path) -> Result<(PathBuf, tempfile::TempDir)> {
+async fn extract(
+    client: &Client,
+    model_id: i64,
+    tmp_root: &Path,
+) -> Result<(PathBuf, tempfile::TempDir)> {
     std::fs::create_dir_all(tmp_root)
         .map_err(|e| TuneError::Internal(format!("creating {}: {e}", tmp_root.display())))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("model-{model_id}-"))
         .tempdir_in(tmp_root)
-        .map_err(|e| TuneError::Internal(format!("creating a directory under {}: {e}", tmp_root.display())))?;
+        .map_err(|e| {
+        TuneError::Internal(format!("creating a directory under {}: {e}", tmp_root.display()))
+    })?;
     let n = files::load_dir(client, model_id, tmp.path()).await?;
     if n == 0 {
         return Err(TuneError::ModelNotFound {
@@ -138,7 +147,11 @@ fn is_gguf(path: &Path) -> bool {
 
 /// The `.gguf` file of a directory that holds exactly one.
 fn only_gguf_in(dir: &Path) -> Option<PathBuf> {
-    let mut found = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_gguf(p));
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| is_gguf(p));
     let first = found.next()?;
     found.next().is_none().then_some(first)
 }
@@ -152,7 +165,10 @@ pub async fn locate(client: &Client, name: &str, caller: &Caller) -> Result<Mode
     let name = name.trim();
     if let Some(id) = name.strip_prefix("pgml:") {
         let id: i64 = id.trim().parse().map_err(|_| {
-            TuneError::bad(format!("invalid stored model reference \"{name}\""), "Use pgml:<model id>, e.g. pgml:42.")
+            TuneError::bad(
+                format!("invalid stored model reference \"{name}\""),
+                "Use pgml:<model id>, e.g. pgml:42.",
+            )
         })?;
         return stored(client, id, name, caller).await;
     }
@@ -184,7 +200,12 @@ pub async fn locate(client: &Client, name: &str, caller: &Caller) -> Result<Mode
 
 /// Makes `r` a directory on disk: extracts a stored model from pgml.files under
 /// `tmp_root`, or downloads a Hub repo (cache first when offline).
-pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+pub async fn fetch(
+    client: &Client,
+    r: &ModelRef,
+    hub: &HubConfig,
+    tmp_root: &Path,
+) -> Result<ModelSource> {
     match r {
         ModelRef::Stored { id, via, .. } => {
             let (dir, tmp) = extract(client, *id, tmp_root).await?;
@@ -214,7 +235,13 @@ pub async fn fetch(client: &Client, r: &ModelRef, hub: &HubConfig, tmp_root: &Pa
 }
 
 /// [`locate`] then [`fetch`].
-pub async fn resolve(client: &Client, name: &str, caller: &Caller, hub: &HubConfig, tmp_root: &Path) -> Result<ModelSource> {
+pub async fn resolve(
+    client: &Client,
+    name: &str,
+    caller: &Caller,
+    hub: &HubConfig,
+    tmp_root: &Path,
+) -> Result<ModelSource> {
     let r = locate(client, name, caller).await?;
     fetch(client, &r, hub, tmp_root).await
 }
@@ -233,6 +260,9 @@ mod tests {
         assert_eq!(only_gguf_in(tmp.path()), Some(file.clone()));
         std::fs::write(tmp.path().join("other.gguf"), b"GGUF").unwrap();
         assert_eq!(only_gguf_in(tmp.path()), None, "two files: ambiguous");
-        assert_eq!(ModelRef::Gguf(file.clone()).cache_key("db"), format!("gguf:{}", file.display()));
+        assert_eq!(
+            ModelRef::Gguf(file.clone()).cache_key("db"),
+            format!("gguf:{}", file.display())
+        );
     }
 }

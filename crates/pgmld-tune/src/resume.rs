@@ -70,7 +70,11 @@ pub struct Dataset {
 
 /// A header line (`labels`, `train`, `eval` counts), then one line per row (`split` and
 /// the fields `row` gives), training rows first.
-fn encode<T, L: Serialize>(labels: &[String], (train, eval): (&[T], &[T]), row: impl Fn(&T) -> L) -> Vec<u8> {
+fn encode<T, L: Serialize>(
+    labels: &[String],
+    (train, eval): (&[T], &[T]),
+    row: impl Fn(&T) -> L,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let header = Header { labels: labels.to_vec(), train: train.len(), eval: eval.len() };
     let _ = serde_json::to_writer(&mut out, &header);
@@ -86,7 +90,9 @@ fn encode<T, L: Serialize>(labels: &[String], (train, eval): (&[T], &[T]), row: 
 
 /// Reads what [`encode`] wrote: (labels, training rows, evaluation rows).
 fn decode<L: DeserializeOwned>(path: &Path) -> Result<(Vec<String>, Vec<L>, Vec<L>)> {
-    let bad = |m: String| TuneError::Internal(format!("the stored training data {}: {m}", path.display()));
+    let bad = |m: String| {
+        TuneError::Internal(format!("the stored training data {}: {m}", path.display()))
+    };
     let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     let mut lines = BufReader::new(file).lines();
     let first = lines.next().ok_or_else(|| bad("empty".into()))?.map_err(|e| bad(e.to_string()))?;
@@ -97,7 +103,8 @@ fn decode<L: DeserializeOwned>(path: &Path) -> Result<(Vec<String>, Vec<L>, Vec<
         if line.is_empty() {
             continue;
         }
-        let l: Tagged<L> = serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
+        let l: Tagged<L> =
+            serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", n + 2)))?;
         match l.split.as_str() {
             "train" => train.push(l.row),
             "eval" => eval.push(l.row),
@@ -119,14 +126,22 @@ fn decode<L: DeserializeOwned>(path: &Path) -> Result<(Vec<String>, Vec<L>, Vec<
 /// `dataset.jsonl` of a classification run: the label names, then one line per example
 /// (`split`, `text`, `text_pair`, `label`).
 pub fn encode_dataset(labels: &[String], train: &[Example], eval: &[Example]) -> Vec<u8> {
-    encode(labels, (train, eval), |e| Line { text: e.text.clone(), text_pair: e.text_pair.clone(), label: e.label })
+    encode(labels, (train, eval), |e| Line {
+        text: e.text.clone(),
+        text_pair: e.text_pair.clone(),
+        label: e.label,
+    })
 }
 
 /// Reads a `dataset.jsonl` [`encode_dataset`] wrote.
 pub fn read_dataset(path: &Path) -> Result<Dataset> {
     let (labels, train, eval) = decode::<Line>(path)?;
     let example = |l: Line| Example { text: l.text, text_pair: l.text_pair, label: l.label };
-    Ok(Dataset { labels, train: train.into_iter().map(example).collect(), eval: eval.into_iter().map(example).collect() })
+    Ok(Dataset {
+        labels,
+        train: train.into_iter().map(example).collect(),
+        eval: eval.into_iter().map(example).collect(),
+    })
 }
 
 /// `dataset.jsonl` of a conversation run: one line per exchange (`split`, `system`,
@@ -166,12 +181,17 @@ impl Tuner {
     /// complete checkpoint and no live owner, whatever its task.
     pub(crate) async fn resume_call(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
         let client = self.connect(&ctx.database).await?;
-        let Some((project_id, owner)) = records::project_id(&client, &req.project_name).await? else {
+        let Some((project_id, owner)) = records::project_id(&client, &req.project_name).await?
+        else {
             return Err(nothing_to_resume(&req.project_name));
         };
-        access::check(&client, &ctx.caller, &owner, &format!("project \"{}\"", req.project_name)).await?;
+        access::check(&client, &ctx.caller, &owner, &format!("project \"{}\"", req.project_name))
+            .await?;
         for job in records::resumable_jobs(&client, project_id).await? {
-            if job.checkpoint_step.is_none() || job.request.is_none() || !files::has_checkpoint(&client, job.model_id).await? {
+            if job.checkpoint_step.is_none()
+                || job.request.is_none()
+                || !files::has_checkpoint(&client, job.model_id).await?
+            {
                 continue;
             }
             if !records::lock_job(&client, job.job_id).await? {
@@ -202,12 +222,17 @@ impl Tuner {
     ) -> Result<Tuned> {
         let tag = format!("{}-model-{}", ctx.database.replace('/', "_"), job.model_id);
         let from = self.work_dir.join(format!("resume-{tag}"));
-        let Resumed { req, task, source, data, steps: (step, max_steps) } = match self.prepare_resume(&client, &job, token, &from, &ctx.caller).await {
+        let Resumed { req, task, source, data, steps: (step, max_steps) } = match self
+            .prepare_resume(&client, &job, token, &from, &ctx.caller)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&from);
                 if matches!(job.status.as_str(), "queued" | "running") {
-                    if let Err(rec) = records::fail(&client, job.model_id, job.job_id, "interrupted", false).await {
+                    if let Err(rec) =
+                        records::fail(&client, job.model_id, job.job_id, "interrupted", false).await
+                    {
                         tracing::error!(job.model_id, "cannot record the interrupted tune: {rec}");
                     }
                 }
@@ -253,13 +278,18 @@ impl Tuner {
         from: &Path,
         caller: &Caller,
     ) -> Result<Resumed> {
-        let stored = job.request.as_ref().ok_or_else(|| TuneError::Internal(format!("job {} has no stored request", job.job_id)))?;
+        let stored = job.request.as_ref().ok_or_else(|| {
+            TuneError::Internal(format!("job {} has no stored request", job.job_id))
+        })?;
         let mut req = TuneRequest::from_stored(stored)?;
         if token.is_some() {
             req.training.hub_token = token;
         }
         let task = records::project_task(client, job.project_id).await?;
-        let model_name = req.model_name.clone().ok_or_else(|| TuneError::Internal(format!("job {} has no model_name", job.job_id)))?;
+        let model_name = req
+            .model_name
+            .clone()
+            .ok_or_else(|| TuneError::Internal(format!("job {} has no model_name", job.job_id)))?;
         let _ = std::fs::remove_dir_all(from);
         files::load_checkpoint(client, job.model_id, from).await?;
         let ck = pgmld_ml::load_checkpoint(from)?;
@@ -267,13 +297,30 @@ impl Tuner {
         let (source, data) = match task {
             Task::Conversation => {
                 let (train, eval) = read_chat_dataset(&dataset)?;
-                let (source, base_name) = self.conversation_base(client, &req, &model_name, caller).await?;
-                (source, RunData::Conversation { base_name, train: Arc::new(train), eval: Arc::new(eval) })
+                let (source, base_name) =
+                    self.conversation_base(client, &req, &model_name, caller).await?;
+                (
+                    source,
+                    RunData::Conversation {
+                        base_name,
+                        train: Arc::new(train),
+                        eval: Arc::new(eval),
+                    },
+                )
             }
             _ => {
                 let d = read_dataset(&dataset)?;
-                let source = resolve::resolve(client, &model_name, caller, &self.hub, &self.work_dir).await?;
-                (source, RunData::Classification { labels: d.labels, train: Arc::new(d.train), eval: Arc::new(d.eval) })
+                let source =
+                    resolve::resolve(client, &model_name, caller, &self.hub, &self.work_dir)
+                        .await?;
+                (
+                    source,
+                    RunData::Classification {
+                        labels: d.labels,
+                        train: Arc::new(d.train),
+                        eval: Arc::new(d.eval),
+                    },
+                )
             }
         };
         Ok(Resumed { req, task, source, data, steps: (ck.state.global_step, ck.state.max_steps) })
@@ -325,7 +372,9 @@ async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
         if !matches!(job.status.as_str(), "queued" | "running") {
             continue;
         }
-        let ready = job.checkpoint_step.is_some() && job.request.is_some() && files::has_checkpoint(&owner, job.model_id).await?;
+        let ready = job.checkpoint_step.is_some()
+            && job.request.is_some()
+            && files::has_checkpoint(&owner, job.model_id).await?;
         if !ready {
             tracing::info!(database = %db, model_id = job.model_id, job_id = job.job_id, "a pgml.tune job was interrupted before its first checkpoint; marking it failed");
             records::fail(&owner, job.model_id, job.job_id, "interrupted", false).await?;
@@ -338,12 +387,18 @@ async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
             let mut ctx = CallContext::detached(&db, &job.owner);
             match access::caller_of(&owner, &job.owner).await {
                 Ok(caller) => ctx.caller = caller,
-                Err(e) => tracing::warn!(database = %db, role = %job.owner, "reading the job owner's privileges: {e}"),
+                Err(e) => {
+                    tracing::warn!(database = %db, role = %job.owner, "reading the job owner's privileges: {e}")
+                }
             }
             let model_id = job.model_id;
             match tuner.resume_job(owner, &ctx, job, None).await {
-                Ok(done) => tracing::info!(database = %db, model_id, deployed = done.deployed, "resumed pgml.tune job finished"),
-                Err(e) => tracing::warn!(database = %db, model_id, "resumed pgml.tune job failed: {e}"),
+                Ok(done) => {
+                    tracing::info!(database = %db, model_id, deployed = done.deployed, "resumed pgml.tune job finished")
+                }
+                Err(e) => {
+                    tracing::warn!(database = %db, model_id, "resumed pgml.tune job failed: {e}")
+                }
             }
         });
     }
@@ -370,7 +425,11 @@ mod tests {
 
     #[test]
     fn chat_datasets_round_trip_in_order() {
-        let row = |s: Option<&str>, u: &str, a: &str| ChatRow { system: s.map(Into::into), user: u.into(), assistant: a.into() };
+        let row = |s: Option<&str>, u: &str, a: &str| ChatRow {
+            system: s.map(Into::into),
+            user: u.into(),
+            assistant: a.into(),
+        };
         let train = vec![row(Some("sys \"q\""), "hi\nthere", "Beep boop! é"), row(None, "b", "c")];
         let eval = vec![row(None, "x", "y")];
         let dir = tempfile::tempdir().unwrap();
@@ -378,7 +437,11 @@ mod tests {
         std::fs::write(&path, encode_chat_dataset(&train, &eval)).unwrap();
         assert_eq!(read_chat_dataset(&path).unwrap(), (train, eval));
         // A classification run's data is no conversation data.
-        std::fs::write(&path, encode_dataset(&["a".into(), "b".into()], &[Example::new("t", 1)], &[])).unwrap();
+        std::fs::write(
+            &path,
+            encode_dataset(&["a".into(), "b".into()], &[Example::new("t", 1)], &[]),
+        )
+        .unwrap();
         assert!(read_chat_dataset(&path).unwrap_err().to_string().contains("line 2"));
     }
 }

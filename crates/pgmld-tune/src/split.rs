@@ -138,7 +138,8 @@ mod tests {
         // Three classes with remainders: 7 test rows over sizes 5, 5, 5 → 3, 2, 2.
         let c3: Vec<usize> = (0..15).map(|i| i / 5).collect();
         let s = split(&c3, TestSize::Rows(7), Sampling::Stratified, 1).unwrap();
-        let per: Vec<usize> = (0..3).map(|g| s.test.iter().filter(|&&i| c3[i] == g).count()).collect();
+        let per: Vec<usize> =
+            (0..3).map(|g| s.test.iter().filter(|&&i| c3[i] == g).count()).collect();
         assert_eq!(per.iter().sum::<usize>(), 7);
         assert!(per.iter().all(|&p| (2..=3).contains(&p)), "{per:?}");
     }

@@ -60,7 +60,10 @@ pub(crate) fn warning(ctx: &CallContext, message: String) {
 impl Tuner {
     /// A connection of pgmld's own to `database`.
     pub(crate) async fn connect(&self, database: &str) -> Result<Client> {
-        self.upstream.connect(database).await.map_err(|e| TuneError::pg(format!("connecting to database {database}"), e))
+        self.upstream
+            .connect(database)
+            .await
+            .map_err(|e| TuneError::pg(format!("connecting to database {database}"), e))
     }
 
     /// The databases of the upstream that accept connections.
@@ -77,7 +80,12 @@ impl Tuner {
     /// its model is recorded).
     pub(crate) fn push_setup(&self, req: &TuneRequest) -> Result<Option<PushSetup>> {
         match req.training.push_to_hub && !self.hub.offline {
-            true => Ok(Some(PushSetup::prepare(&req.training, &req.project_name, self.hub_token.as_deref(), &self.hub)?)),
+            true => Ok(Some(PushSetup::prepare(
+                &req.training,
+                &req.project_name,
+                self.hub_token.as_deref(),
+                &self.hub,
+            )?)),
             false => Ok(None),
         }
     }
@@ -90,7 +98,8 @@ impl Tuner {
         // A call that cannot push fails before anything is recorded or trained.
         let push = self.push_setup(&req)?;
         let client = self.connect(&ctx.database).await?;
-        let (project_id, task) = records::project(&client, &req.project_name, req.task, &ctx.caller).await?;
+        let (project_id, task) =
+            records::project(&client, &req.project_name, req.task, &ctx.caller).await?;
         match task {
             Task::Conversation => self.run_conversation(client, req, ctx, project_id, push).await,
             _ => self.run_classification(client, req, ctx, (project_id, task), push).await,

@@ -104,10 +104,7 @@ pub fn redact(url: &str) -> String {
 /// query starts at the first `?` after the credentials, which end at the first `@`, as
 /// tokio-postgres reads it. `None` for the `key=value` form.
 fn url_parts(url: &str) -> Option<(&str, Option<&str>)> {
-    let prefix = ["postgres://", "postgresql://"]
-        .iter()
-        .find(|p| url.starts_with(**p))?
-        .len();
+    let prefix = ["postgres://", "postgresql://"].iter().find(|p| url.starts_with(**p))?.len();
     let after_creds = url[prefix..].find('@').map_or(prefix, |i| prefix + i + 1);
     Some(match url[after_creds..].find('?') {
         Some(i) => (&url[..after_creds + i], Some(&url[after_creds + i + 1..])),
@@ -244,10 +241,7 @@ mod tests {
 
     #[test]
     fn redaction_hides_every_password() {
-        assert_eq!(
-            redact("postgres://u:s3cret@h/db"),
-            "postgres://u:<redacted>@h/db"
-        );
+        assert_eq!(redact("postgres://u:s3cret@h/db"), "postgres://u:<redacted>@h/db");
         assert_eq!(
             redact("postgresql://u@h:5/db?sslmode=require"),
             "postgresql://u@h:5/db?sslmode=require"
@@ -257,14 +251,8 @@ mod tests {
             redact("postgres://u:p@h/db?password=q&x=1"),
             "postgres://u:<redacted>@h/db?password=<redacted>&x=1"
         );
-        assert_eq!(
-            redact("postgres://u:a?b@h/db"),
-            "postgres://u:<redacted>@h/db"
-        );
-        assert_eq!(
-            redact(r"host=h password='a b\'c' user=u"),
-            "host=h password=<redacted> user=u"
-        );
+        assert_eq!(redact("postgres://u:a?b@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(redact(r"host=h password='a b\'c' user=u"), "host=h password=<redacted> user=u");
         let broken = redact("host=h password='unterminated");
         assert!(!broken.contains("unterminated"), "{broken}");
     }

@@ -33,12 +33,7 @@ pub(crate) fn lookup<'a>(
     let wanted = [host, port, database, user];
     entries
         .iter()
-        .find(|e| {
-            e.fields
-                .iter()
-                .zip(wanted)
-                .all(|(f, w)| f.as_deref().is_none_or(|f| f == w))
-        })
+        .find(|e| e.fields.iter().zip(wanted).all(|(f, w)| f.as_deref().is_none_or(|f| f == w)))
         .map(|e| e.password.as_str())
 }
 
@@ -143,14 +138,8 @@ mod tests {
              *:*:*:*:fallback\n",
         );
         assert_eq!(entries.len(), 3);
-        assert_eq!(
-            lookup(&entries, "db.example", "5432", "app", "alice"),
-            Some("first")
-        );
-        assert_eq!(
-            lookup(&entries, "db.example", "5432", "other", "alice"),
-            Some("second")
-        );
+        assert_eq!(lookup(&entries, "db.example", "5432", "app", "alice"), Some("first"));
+        assert_eq!(lookup(&entries, "db.example", "5432", "other", "alice"), Some("second"));
         assert_eq!(lookup(&entries, "h", "6000", "x", "bob"), Some("fallback"));
         assert_eq!(lookup(&parse("h:1:d:u:p\n"), "h", "2", "d", "u"), None);
     }
@@ -160,10 +149,7 @@ mod tests {
         let entries =
             parse("h\\:x:5432:d\\\\b:u:pa\\:ss\\\\w:ignored\r\nshort:line\n\n*:*:*:u:trailing\\");
         assert_eq!(entries.len(), 2, "{entries:?}");
-        assert_eq!(
-            lookup(&entries, "h:x", "5432", "d\\b", "u"),
-            Some("pa:ss\\w")
-        );
+        assert_eq!(lookup(&entries, "h:x", "5432", "d\\b", "u"), Some("pa:ss\\w"));
         assert_eq!(lookup(&entries, "any", "1", "d", "u"), Some("trailing\\"));
         // A `*` that is only the start of a field is literal.
         let e = parse("*x:*:*:*:p\n");

@@ -33,11 +33,7 @@ where
 
     fn make_tls_connect(&mut self, host: &str) -> Result<Connect, Self::Error> {
         let name = tls::server_name(host, self.0.verify_name)?;
-        Ok(Connect {
-            tls: self.0.clone(),
-            host: host.to_string(),
-            name,
-        })
+        Ok(Connect { tls: self.0.clone(), host: host.to_string(), name })
     }
 }
 
@@ -92,11 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
         let (_, conn) = self.0.get_ref();
-        match conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| end_point_hash(c))
-        {
+        match conn.peer_certificates().and_then(|c| c.first()).and_then(|c| end_point_hash(c)) {
             Some(hash) => ChannelBinding::tls_server_end_point(hash),
             None => ChannelBinding::none(),
         }
@@ -149,9 +141,7 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             if count == 0 || count > 4 || rest.len() < count {
                 return None;
             }
-            let len = rest[..count]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            let len = rest[..count].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
             (len, &rest[count..])
         }
     };
@@ -184,11 +174,7 @@ mod tests {
         let sha384_ecdsa = cert_with(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
         assert_eq!(end_point_hash(&sha384_ecdsa).map(|h| h.len()), Some(48));
         let sha1_rsa = cert_with(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
-        assert_eq!(
-            end_point_hash(&sha1_rsa).map(|h| h.len()),
-            Some(32),
-            "SHA-1 becomes SHA-256"
-        );
+        assert_eq!(end_point_hash(&sha1_rsa).map(|h| h.len()), Some(32), "SHA-1 becomes SHA-256");
         let ed25519 = cert_with(&[0x2b, 0x65, 0x70]);
         assert_eq!(end_point_hash(&ed25519), None);
         assert_eq!(end_point_hash(&[0x30, 0x82, 0xff]), None, "truncated input");

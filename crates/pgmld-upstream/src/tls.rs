@@ -107,13 +107,8 @@ pub(crate) fn settings(
     sslnegotiation_direct: bool,
     env: &Env,
 ) -> Result<(SslMode, Option<Tls>), UpstreamError> {
-    let root_setting = sslrootcert
-        .or(env.pgsslrootcert.as_deref())
-        .filter(|r| !r.is_empty());
-    let mode = match sslmode
-        .or(env.pgsslmode.as_deref())
-        .filter(|m| !m.is_empty())
-    {
+    let root_setting = sslrootcert.or(env.pgsslrootcert.as_deref()).filter(|r| !r.is_empty());
+    let mode = match sslmode.or(env.pgsslmode.as_deref()).filter(|m| !m.is_empty()) {
         Some(m) => SslMode::parse(m)?,
         None if root_setting == Some("system") => SslMode::VerifyFull,
         None => SslMode::Prefer,
@@ -128,10 +123,7 @@ pub(crate) fn settings(
                 "sslrootcert=system needs sslmode=verify-full, not {mode}: any certificate the system trusts would do for any host"
             )));
         }
-        (
-            Some(system_roots()?),
-            Some("the system's trusted roots".to_string()),
-        )
+        (Some(system_roots()?), Some("the system's trusted roots".to_string()))
     } else {
         let path = root_setting
             .map(PathBuf::from)
@@ -159,11 +151,7 @@ pub(crate) fn settings(
         None => None,
     };
     let verify_name = mode == SslMode::VerifyFull;
-    let verifier = Arc::new(Verifier {
-        webpki,
-        verify_name,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(Verifier { webpki, verify_name, provider: provider.clone() });
     // Name the provider: with several rustls backends linked, rustls cannot pick one itself.
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -175,14 +163,7 @@ pub(crate) fn settings(
         // Direct TLS (Postgres 17+) requires the `postgresql` ALPN protocol.
         config.alpn_protocols = vec![b"postgresql".to_vec()];
     }
-    Ok((
-        mode,
-        Some(Tls {
-            config: Arc::new(config),
-            verify_name,
-            roots,
-        }),
-    ))
+    Ok((mode, Some(Tls { config: Arc::new(config), verify_name, roots })))
 }
 
 /// The CA certificates of a PEM file; errors name the file.
@@ -198,9 +179,7 @@ fn file_roots(path: &Path) -> Result<RootCertStore, UpstreamError> {
     }
     let mut store = RootCertStore::empty();
     for cert in certs {
-        store
-            .add(cert)
-            .map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
+        store.add(cert).map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
     }
     Ok(store)
 }
@@ -211,11 +190,7 @@ fn system_roots() -> Result<RootCertStore, UpstreamError> {
     let mut store = RootCertStore::empty();
     let (added, _) = store.add_parsable_certificates(found.certs);
     if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
         return Err(UpstreamError::TlsSetup(format!(
             "sslrootcert=system: no trusted root certificates found on this system{why}"
         )));
@@ -316,9 +291,7 @@ impl ServerCertVerifier for Verifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -327,10 +300,7 @@ mod tests {
     use super::*;
 
     fn env() -> Env {
-        Env {
-            home: Some(PathBuf::from("/nonexistent-pgmld-home")),
-            ..Env::default()
-        }
+        Env { home: Some(PathBuf::from("/nonexistent-pgmld-home")), ..Env::default() }
     }
 
     #[test]
@@ -338,16 +308,10 @@ mod tests {
         let (m, tls) = settings(None, None, false, &env()).unwrap();
         assert_eq!(m, SslMode::Prefer);
         assert!(tls.is_some_and(|t| t.roots.is_none() && !t.verify_name));
-        assert!(settings(Some("disable"), None, false, &env())
-            .unwrap()
-            .1
-            .is_none());
+        assert!(settings(Some("disable"), None, false, &env()).unwrap().1.is_none());
         let (m, _) = settings(Some("require"), None, false, &env()).unwrap();
         assert!(m.requires_tls());
-        let e = Env {
-            pgsslmode: Some("disable".into()),
-            ..env()
-        };
+        let e = Env { pgsslmode: Some("disable".into()), ..env() };
         assert_eq!(settings(None, None, false, &e).unwrap().0, SslMode::Disable);
         assert_eq!(
             settings(Some("require"), None, false, &e).unwrap().0,
@@ -391,10 +355,7 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(
-            e.contains(&path.display().to_string()) && e.contains("no certificate"),
-            "{e}"
-        );
+        assert!(e.contains(&path.display().to_string()) && e.contains("no certificate"), "{e}");
         std::fs::remove_file(&path).unwrap();
     }
 }

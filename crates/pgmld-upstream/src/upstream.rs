@@ -57,17 +57,11 @@ impl Upstream {
         env: &Env,
     ) -> Result<Upstream, UpstreamError> {
         let split = conninfo::split(url)?;
-        let mut config: tokio_postgres::Config = split
-            .rest
-            .parse()
-            .map_err(|e| UpstreamError::InvalidUrl(chain(&e)))?;
+        let mut config: tokio_postgres::Config =
+            split.rest.parse().map_err(|e| UpstreamError::InvalidUrl(chain(&e)))?;
         let direct = config.get_ssl_negotiation() == SslNegotiation::Direct;
-        let (mode, tls) = tls::settings(
-            split.sslmode.as_deref(),
-            split.sslrootcert.as_deref(),
-            direct,
-            env,
-        )?;
+        let (mode, tls) =
+            tls::settings(split.sslmode.as_deref(), split.sslrootcert.as_deref(), direct, env)?;
         config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -90,10 +84,8 @@ impl Upstream {
                 "127.0.0.1".to_string()
             }
         };
-        let connect_host = config
-            .get_hostaddrs()
-            .first()
-            .map_or_else(|| host.clone(), |a| a.to_string());
+        let connect_host =
+            config.get_hostaddrs().first().map_or_else(|| host.clone(), |a| a.to_string());
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let user = config.get_user().unwrap_or_default().to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
@@ -108,10 +100,8 @@ impl Upstream {
             config.password(p);
             "PGPASSWORD"
         } else {
-            let path = env
-                .pgpassfile
-                .clone()
-                .or_else(|| env.home.as_ref().map(|h| h.join(".pgpass")));
+            let path =
+                env.pgpassfile.clone().or_else(|| env.home.as_ref().map(|h| h.join(".pgpass")));
             passfile = path.map(|p| passfile::load(&p)).unwrap_or_default();
             if passfile.is_empty() {
                 "none"
@@ -132,9 +122,7 @@ impl Upstream {
             password_source,
             passfile,
         };
-        Ok(Upstream {
-            inner: Arc::new(inner),
-        })
+        Ok(Upstream { inner: Arc::new(inner) })
     }
 
     /// [`Upstream::new`] with this process's environment and no configured password.
@@ -198,9 +186,7 @@ impl Upstream {
     /// A connection of pgmld's own to `database`; its connection task runs in the
     /// background and ends when the client is dropped.
     pub async fn connect(&self, database: &str) -> Result<Client, tokio_postgres::Error> {
-        self.connect_with_task(database)
-            .await
-            .map(|(client, _)| client)
+        self.connect_with_task(database).await.map(|(client, _)| client)
     }
 
     /// [`Upstream::connect`], also returning the connection task, for callers that wait
@@ -226,12 +212,10 @@ impl Upstream {
     /// `timeout`. Nothing is sent after the handshake.
     pub async fn connect_raw(&self, timeout: Duration) -> Result<UpstreamStream, UpstreamError> {
         let addr = self.addr();
-        tokio::time::timeout(timeout, self.open())
-            .await
-            .map_err(|_| UpstreamError::Connect {
-                addr,
-                message: format!("timed out after {} s", timeout.as_secs_f32()),
-            })?
+        tokio::time::timeout(timeout, self.open()).await.map_err(|_| UpstreamError::Connect {
+            addr,
+            message: format!("timed out after {} s", timeout.as_secs_f32()),
+        })?
     }
 
     /// Forwards a CancelRequest `packet` over a fresh connection (TLS as for sessions).
@@ -247,10 +231,7 @@ impl Upstream {
         let i = &self.inner;
         let mut tcp = TcpStream::connect((i.connect_host.as_str(), i.port))
             .await
-            .map_err(|e| UpstreamError::Connect {
-                addr: self.addr(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| UpstreamError::Connect { addr: self.addr(), message: e.to_string() })?;
         tcp.set_nodelay(true)?;
         let Some(tls) = &i.tls else {
             return Ok(UpstreamStream::Plain(tcp));
@@ -262,12 +243,7 @@ impl Upstream {
             match answer[0] {
                 b'S' => {}
                 b'N' if !i.mode.requires_tls() => return Ok(UpstreamStream::Plain(tcp)),
-                b'N' => {
-                    return Err(UpstreamError::TlsRefused {
-                        addr: self.addr(),
-                        mode: i.mode,
-                    })
-                }
+                b'N' => return Err(UpstreamError::TlsRefused { addr: self.addr(), mode: i.mode }),
                 other => {
                     return Err(UpstreamError::Protocol {
                         addr: self.addr(),
@@ -280,10 +256,7 @@ impl Upstream {
             }
         }
         let name = tls::server_name(&i.host, tls.verify_name)?;
-        match tokio_rustls::TlsConnector::from(tls.config.clone())
-            .connect(name, tcp)
-            .await
-        {
+        match tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, tcp).await {
             Ok(s) => Ok(UpstreamStream::Tls(Box::new(s))),
             Err(e) => Err(UpstreamError::Handshake {
                 addr: self.addr(),
@@ -331,18 +304,12 @@ mod tests {
     use std::path::PathBuf;
 
     fn env() -> Env {
-        Env {
-            home: Some(PathBuf::from("/nonexistent-pgmld-home")),
-            ..Env::default()
-        }
+        Env { home: Some(PathBuf::from("/nonexistent-pgmld-home")), ..Env::default() }
     }
 
     #[test]
     fn password_precedence() {
-        let e = Env {
-            pgpassword: Some("from-env".into()),
-            ..env()
-        };
+        let e = Env { pgpassword: Some("from-env".into()), ..env() };
         let up = Upstream::new("postgres://u:from-url@h/db", Some("from-config"), &e).unwrap();
         assert_eq!(up.config("db").get_password(), Some(&b"from-url"[..]));
         assert_eq!(up.password_source(), "the URL");
@@ -354,10 +321,7 @@ mod tests {
             (Some(&b"from-env"[..]), "PGPASSWORD")
         );
         let up = Upstream::new("postgres://u@h/db", None, &env()).unwrap();
-        assert_eq!(
-            (up.config("x").get_password(), up.password_source()),
-            (None, "none")
-        );
+        assert_eq!((up.config("x").get_password(), up.password_source()), (None, "none"));
     }
 
     #[test]
@@ -366,10 +330,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("pgmld-up-pgpass-{}", std::process::id()));
         std::fs::write(&path, "h:5433:app:u:app-pw\nh:5433:*:u:any-pw\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = Env {
-            pgpassfile: Some(path.clone()),
-            ..env()
-        };
+        let e = Env { pgpassfile: Some(path.clone()), ..env() };
         let up = Upstream::new("postgres://u@h:5433/app", None, &e).unwrap();
         assert_eq!(up.password_source(), "the password file");
         assert_eq!(up.config("app").get_password(), Some(&b"app-pw"[..]));
@@ -400,9 +361,8 @@ mod tests {
             ("[::1]:7".to_string(), "u", SslMode::Disable)
         );
         assert!(!format!("{up:?}").contains("pw"));
-        let e = Upstream::new("host=/var/run/postgresql user=u", None, &env())
-            .unwrap_err()
-            .to_string();
+        let e =
+            Upstream::new("host=/var/run/postgresql user=u", None, &env()).unwrap_err().to_string();
         assert!(e.contains("over TCP"), "{e}");
         let e = Upstream::new("postgres://u:hunter2@h/db?bogus=1", None, &env())
             .unwrap_err()
@@ -411,10 +371,7 @@ mod tests {
         let up = Upstream::new("postgres://u@h/db", None, &env()).unwrap();
         assert_eq!(
             (up.ssl_mode(), up.describe("d")),
-            (
-                SslMode::Prefer,
-                "host=h port=5432 dbname=d sslmode=prefer".to_string()
-            )
+            (SslMode::Prefer, "host=h port=5432 dbname=d sslmode=prefer".to_string())
         );
     }
 }

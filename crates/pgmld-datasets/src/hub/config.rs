@@ -54,8 +54,9 @@ impl HubConfig {
             .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
             .map(PathBuf::from)
             .unwrap_or_else(|| hf_home.join("hub"));
-        let read_token =
-            |p: PathBuf| std::fs::read_to_string(p).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let read_token = |p: PathBuf| {
+            std::fs::read_to_string(p).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+        };
         let token = if var("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
             None
         } else {
@@ -64,8 +65,11 @@ impl HubConfig {
                 .or_else(|| var("HF_TOKEN_PATH").and_then(|p| read_token(PathBuf::from(p))))
                 .or_else(|| read_token(hf_home.join("token")))
         };
-        let truthy =
-            |k: &str| var(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let truthy = |k: &str| {
+            var(k).is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            })
+        };
         let offline = truthy("HF_HUB_OFFLINE") || truthy("HF_DATASETS_OFFLINE");
         HubConfig { endpoint, token, cache_dir, offline }
     }
@@ -99,4 +103,3 @@ impl HubConfig {
         }
     }
 }
-

@@ -39,7 +39,10 @@ pub enum HubError {
     #[error("dataset `{repo}` has no subset `{subset}`; its subsets: {}", list(available))]
     UnknownSubset { repo: String, subset: String, available: Vec<String> },
 
-    #[error("dataset `{repo}` has several subsets and no default one; name one of: {}", list(available))]
+    #[error(
+        "dataset `{repo}` has several subsets and no default one; name one of: {}",
+        list(available)
+    )]
     SubsetRequired { repo: String, available: Vec<String> },
 
     #[error("dataset `{repo}`: the `configs` of its README.md cannot be used: {message}")]
@@ -71,7 +74,10 @@ pub enum HubError {
     ModelUnauthorized { repo: String, url: String, token_sent: bool },
 
     /// No `config.json`, no weights, or a shard index naming files the repo lacks.
-    #[error("model `{repo}` (revision `{revision}`) cannot be used: {reason}; its files: {}", list(files))]
+    #[error(
+        "model `{repo}` (revision `{revision}`) cannot be used: {reason}; its files: {}",
+        list(files)
+    )]
     ModelUnusable { repo: String, revision: String, reason: String, files: Vec<String> },
 
     #[error("`{repo}` is not a Hugging Face model id (`owner/name` or `name`): {reason}")]

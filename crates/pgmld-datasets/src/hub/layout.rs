@@ -38,8 +38,14 @@ pub enum LayoutError {
 }
 
 /// Files that `datasets` never treats as data, whatever their extension.
-const FILES_TO_IGNORE: &[&str] =
-    &["README.md", "config.json", "dataset_info.json", "dataset_infos.json", "dummy_data.zip", "dataset_dict.json"];
+const FILES_TO_IGNORE: &[&str] = &[
+    "README.md",
+    "config.json",
+    "dataset_info.json",
+    "dataset_infos.json",
+    "dummy_data.zip",
+    "dataset_dict.json",
+];
 
 const SPLIT_KEYWORDS: &[(&str, &[&str])] = &[
     ("train", &["train", "training"]),
@@ -62,7 +68,11 @@ pub struct ConfigSpec {
 /// Maps a repo's files to splits: README configs first, else the default patterns.
 /// `subset` picks a README config or, without configs, a top-level directory
 /// (then `data/{subset}/`), inside which the patterns apply.
-pub fn resolve(files: &[String], readme: Option<&str>, subset: Option<&str>) -> Result<Vec<SplitFiles>, LayoutError> {
+pub fn resolve(
+    files: &[String],
+    readme: Option<&str>,
+    subset: Option<&str>,
+) -> Result<Vec<SplitFiles>, LayoutError> {
     let subset = subset.map(str::trim).filter(|s| !s.is_empty());
     let configs = match readme {
         Some(text) => parse_configs(text).map_err(LayoutError::BadConfig)?,
@@ -82,10 +92,15 @@ pub fn resolve(files: &[String], readme: Option<&str>, subset: Option<&str>) -> 
             }
             // a repo without data files (script datasets) goes to the parquet conversion
             // `default` is the name `datasets` gives a repo's only config.
-            if subset == "default" || !files.iter().any(|f| is_data_file(f) && !is_hidden_or_special(f)) {
+            if subset == "default"
+                || !files.iter().any(|f| is_data_file(f) && !is_hidden_or_special(f))
+            {
                 return infer_splits(files, "");
             }
-            Err(LayoutError::UnknownSubset { subset: subset.to_string(), available: top_level_data_dirs(files) })
+            Err(LayoutError::UnknownSubset {
+                subset: subset.to_string(),
+                available: top_level_data_dirs(files),
+            })
         }
     }
 }
@@ -94,9 +109,13 @@ pub fn resolve(files: &[String], readme: Option<&str>, subset: Option<&str>) -> 
 /// `{config}/{split}/0000.parquet` (`partial-{split}` when truncated), or the older
 /// `{config}/{dataset}-{split}[-00000-of-00002].parquet`.
 /// The config is `subset`, else `default`, else the only one.
-pub fn resolve_parquet_conversion(files: &[String], subset: Option<&str>) -> Result<Vec<SplitFiles>, LayoutError> {
+pub fn resolve_parquet_conversion(
+    files: &[String],
+    subset: Option<&str>,
+) -> Result<Vec<SplitFiles>, LayoutError> {
     let parquet: Vec<&String> = files.iter().filter(|f| f.ends_with(".parquet")).collect();
-    let configs: BTreeSet<&str> = parquet.iter().filter_map(|f| f.split_once('/').map(|(c, _)| c)).collect();
+    let configs: BTreeSet<&str> =
+        parquet.iter().filter_map(|f| f.split_once('/').map(|(c, _)| c)).collect();
     if configs.is_empty() {
         return Err(LayoutError::NoDataFiles);
     }
@@ -110,7 +129,11 @@ pub fn resolve_parquet_conversion(files: &[String], subset: Option<&str>) -> Res
         }
         None if configs.contains("default") => "default".to_string(),
         None if configs.len() == 1 => configs.iter().next().unwrap().to_string(),
-        None => return Err(LayoutError::SubsetRequired { available: configs.iter().map(|c| c.to_string()).collect() }),
+        None => {
+            return Err(LayoutError::SubsetRequired {
+                available: configs.iter().map(|c| c.to_string()).collect(),
+            })
+        }
     };
     let mut splits: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in parquet {
@@ -157,13 +180,16 @@ pub fn split_of_path(path: &str) -> Option<String> {
     keyword_split_in_dirs(path).or_else(|| keyword_split_in_filename(path)).map(str::to_string)
 }
 
-fn pick_config<'a>(configs: &'a [ConfigSpec], subset: Option<&str>) -> Result<&'a ConfigSpec, LayoutError> {
+fn pick_config<'a>(
+    configs: &'a [ConfigSpec],
+    subset: Option<&str>,
+) -> Result<&'a ConfigSpec, LayoutError> {
     let names = || configs.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
     if let Some(s) = subset {
-        return configs
-            .iter()
-            .find(|c| c.name == s)
-            .ok_or_else(|| LayoutError::UnknownSubset { subset: s.to_string(), available: names() });
+        return configs.iter().find(|c| c.name == s).ok_or_else(|| LayoutError::UnknownSubset {
+            subset: s.to_string(),
+            available: names(),
+        });
     }
     if let Some(c) = configs.iter().find(|c| c.default) {
         return Ok(c);
@@ -178,10 +204,11 @@ fn pick_config<'a>(configs: &'a [ConfigSpec], subset: Option<&str>) -> Result<&'
 }
 
 fn resolve_config(files: &[String], config: &ConfigSpec) -> Result<Vec<SplitFiles>, LayoutError> {
-    let base = match config.data_dir.as_deref().map(|d| d.trim_matches('/')).filter(|d| !d.is_empty()) {
-        Some(d) => format!("{d}/"),
-        None => String::new(),
-    };
+    let base =
+        match config.data_dir.as_deref().map(|d| d.trim_matches('/')).filter(|d| !d.is_empty()) {
+            Some(d) => format!("{d}/"),
+            None => String::new(),
+        };
     let Some(data_files) = &config.data_files else {
         return infer_splits(files, &base);
     };
@@ -195,7 +222,12 @@ fn resolve_config(files: &[String], config: &ConfigSpec) -> Result<Vec<SplitFile
             let matcher = globset::GlobBuilder::new(&full)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| LayoutError::BadConfig(format!("config `{}`: bad pattern `{pattern}`: {e}", config.name)))?
+                .map_err(|e| {
+                    LayoutError::BadConfig(format!(
+                        "config `{}`: bad pattern `{pattern}`: {e}",
+                        config.name
+                    ))
+                })?
                 .compile_matcher();
             let skip_hidden = !pattern_mentions_hidden(&full);
             let dir_prefix = format!("{}/", full.trim_end_matches('/'));
@@ -233,7 +265,8 @@ fn infer_splits(files: &[String], base: &str) -> Result<Vec<SplitFiles>, LayoutE
         .collect();
     // keep one format family, as `datasets` picks one builder module
     let family = majority_family(rel.iter().map(|(r, _)| *r));
-    let rel: Vec<(&str, &String)> = rel.into_iter().filter(|(r, _)| Some(family_of(r)) == family).collect();
+    let rel: Vec<(&str, &String)> =
+        rel.into_iter().filter(|(r, _)| Some(family_of(r)) == family).collect();
     if rel.is_empty() {
         return Err(LayoutError::NoDataFiles);
     }
@@ -254,7 +287,10 @@ fn infer_splits(files: &[String], base: &str) -> Result<Vec<SplitFiles>, LayoutE
         if !splits.is_empty() {
             let placed: usize = splits.values().map(Vec::len).sum();
             if placed < rel.len() {
-                tracing::debug!(left_out = rel.len() - placed, "data files without a split are left out");
+                tracing::debug!(
+                    left_out = rel.len() - placed,
+                    "data files without a split are left out"
+                );
             }
             return Ok(ordered(splits));
         }
@@ -296,7 +332,9 @@ fn sharded_split(rel: &str) -> Option<String> {
         let digits = |r: std::ops::Range<usize>| t[r].iter().all(u8::is_ascii_digit);
         if digits(1..6) && &t[6..10] == b"-of-" && digits(10..15) && name[i + 15..].contains('.') {
             let split = &name[..i];
-            let ok = split.split('.').all(|w| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_'));
+            let ok = split
+                .split('.')
+                .all(|w| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_'));
             return ok.then(|| split.to_string());
         }
     }
@@ -331,7 +369,10 @@ fn has_keyword(name: &str, kw: &str, end_ok: bool) -> bool {
 }
 
 fn keyword_split(name: &str, end_ok: bool) -> Option<&'static str> {
-    SPLIT_KEYWORDS.iter().find(|(_, kws)| kws.iter().any(|kw| has_keyword(name, kw, end_ok))).map(|(split, _)| *split)
+    SPLIT_KEYWORDS
+        .iter()
+        .find(|(_, kws)| kws.iter().any(|kw| has_keyword(name, kw, end_ok)))
+        .map(|(split, _)| *split)
 }
 
 /// `**/{kw}/**`, `**/{kw}[sep]*/**`, `**/*[sep]{kw}/**`, `**/*[sep]{kw}[sep]*/**`.
@@ -353,7 +394,8 @@ fn is_data_file(path: &str) -> bool {
 
 /// Hidden (`.x`) or special (`__x`) files and directories, which `datasets` skips.
 fn is_hidden_or_special(path: &str) -> bool {
-    path.split('/').any(|p| (p.starts_with('.') && p.chars().any(|c| c != '.')) || p.starts_with("__"))
+    path.split('/')
+        .any(|p| (p.starts_with('.') && p.chars().any(|c| c != '.')) || p.starts_with("__"))
 }
 
 /// `datasets` builder families: parquet, csv (csv, tsv), json (json, jsonl).
@@ -419,7 +461,8 @@ fn front_matter(readme: &str) -> Option<&str> {
 pub fn parse_configs(readme: &str) -> Result<Vec<ConfigSpec>, String> {
     use yaml_rust2::{Yaml, YamlLoader};
     let Some(yaml) = front_matter(readme) else { return Ok(Vec::new()) };
-    let docs = YamlLoader::load_from_str(yaml).map_err(|e| format!("README.md front matter is not valid YAML: {e}"))?;
+    let docs = YamlLoader::load_from_str(yaml)
+        .map_err(|e| format!("README.md front matter is not valid YAML: {e}"))?;
     let Some(doc) = docs.first() else { return Ok(Vec::new()) };
     let configs = &doc["configs"];
     let list = match configs {
@@ -433,7 +476,9 @@ pub fn parse_configs(readme: &str) -> Result<Vec<ConfigSpec>, String> {
             Yaml::Array(a) => a
                 .iter()
                 .map(|x| {
-                    x.as_str().map(str::to_string).ok_or_else(|| format!("{what}: expected a path or a list of paths"))
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{what}: expected a path or a list of paths"))
                 })
                 .collect(),
             _ => Err(format!("{what}: expected a path or a list of paths")),
@@ -461,7 +506,8 @@ pub fn parse_configs(readme: &str) -> Result<Vec<ConfigSpec>, String> {
             Yaml::Array(items) if items.iter().all(|x| x.as_hash().is_some()) => {
                 let mut v: Vec<(String, Vec<String>)> = Vec::new();
                 for item in items {
-                    let split = scalar(&item["split"]).ok_or_else(|| format!("{what}: an entry has no `split`"))?;
+                    let split = scalar(&item["split"])
+                        .ok_or_else(|| format!("{what}: an entry has no `split`"))?;
                     if v.iter().any(|(s, _)| *s == split) {
                         return Err(format!("{what}: split `{split}` is listed twice"));
                     }
@@ -543,7 +589,10 @@ mod tests {
         assert_eq!(
             splits(&r),
             vec![
-                ("train", vec!["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]),
+                (
+                    "train",
+                    vec!["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
+                ),
                 ("test", vec!["data/test-00000-of-00001.parquet"]),
                 ("unsupervised", vec!["data/unsupervised-00000-of-00001.parquet"]),
             ]
@@ -552,32 +601,52 @@ mod tests {
 
     #[test]
     fn keywords_in_file_names_and_dirs() {
-        let r = resolve(&files(&["train.csv", "test.csv", "dev.csv", "notes.txt"]), None, None).unwrap();
+        let r = resolve(&files(&["train.csv", "test.csv", "dev.csv", "notes.txt"]), None, None)
+            .unwrap();
         assert_eq!(
             splits(&r),
-            vec![("train", vec!["train.csv"]), ("validation", vec!["dev.csv"]), ("test", vec!["test.csv"])]
+            vec![
+                ("train", vec!["train.csv"]),
+                ("validation", vec!["dev.csv"]),
+                ("test", vec!["test.csv"])
+            ]
         );
 
         // directories win over file names; files outside split dirs are left out
-        let r =
-            resolve(&files(&["train/a.jsonl", "train/b.jsonl", "test/test.jsonl", "extra.jsonl"]), None, None).unwrap();
+        let r = resolve(
+            &files(&["train/a.jsonl", "train/b.jsonl", "test/test.jsonl", "extra.jsonl"]),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             splits(&r),
-            vec![("train", vec!["train/a.jsonl", "train/b.jsonl"]), ("test", vec!["test/test.jsonl"])]
+            vec![
+                ("train", vec!["train/a.jsonl", "train/b.jsonl"]),
+                ("test", vec!["test/test.jsonl"])
+            ]
         );
     }
 
     #[test]
     fn no_split_means_train_and_majority_format() {
-        let r = resolve(&files(&["a.csv", "b.csv.gz", "meta.json", "README.md", "dataset_infos.json"]), None, None)
-            .unwrap();
+        let r = resolve(
+            &files(&["a.csv", "b.csv.gz", "meta.json", "README.md", "dataset_infos.json"]),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(splits(&r), vec![("train", vec!["a.csv", "b.csv.gz"])]);
-        assert_eq!(resolve(&files(&["README.md", "model.bin"]), None, None), Err(LayoutError::NoDataFiles));
+        assert_eq!(
+            resolve(&files(&["README.md", "model.bin"]), None, None),
+            Err(LayoutError::NoDataFiles)
+        );
     }
 
     #[test]
     fn hidden_and_special_paths_are_skipped() {
-        let r = resolve(&files(&[".cache/train.csv", "__pycache__/x.csv", "data.csv"]), None, None).unwrap();
+        let r = resolve(&files(&[".cache/train.csv", "__pycache__/x.csv", "data.csv"]), None, None)
+            .unwrap();
         assert_eq!(splits(&r), vec![("train", vec!["data.csv"])]);
     }
 
@@ -592,7 +661,10 @@ mod tests {
         let r = resolve(&f, None, Some("en")).unwrap();
         assert_eq!(
             splits(&r),
-            vec![("train", vec!["en/train-00000-of-00001.parquet"]), ("test", vec!["en/test-00000-of-00001.parquet"])]
+            vec![
+                ("train", vec!["en/train-00000-of-00001.parquet"]),
+                ("test", vec!["en/test-00000-of-00001.parquet"])
+            ]
         );
         let r = resolve(&f, None, Some("fr")).unwrap();
         assert_eq!(splits(&r), vec![("train", vec!["fr/train.parquet"])]);
@@ -608,7 +680,10 @@ mod tests {
         // `default` means the whole repo when no directory is named so
         assert!(resolve(&files(&["train.csv"]), None, Some("default")).is_ok());
         // no data files at all: not a subset question (the caller tries the parquet conversion)
-        assert_eq!(resolve(&files(&["script.py"]), None, Some("plain")), Err(LayoutError::NoDataFiles));
+        assert_eq!(
+            resolve(&files(&["script.py"]), None, Some("plain")),
+            Err(LayoutError::NoDataFiles)
+        );
     }
 
     const README: &str = "---\nlicense: mit\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: \"main/train-*\"\n  - split: test\n    path:\n    - main/eval.csv\n- config_name: small\n  data_dir: tiny\n  default: false\n- config_name: one\n  data_files: extra/*.csv\n---\n# Card\n";
@@ -632,10 +707,16 @@ mod tests {
         let r = resolve(&f, Some(README), None).unwrap();
         assert_eq!(
             splits(&r),
-            vec![("train", vec!["main/train-0.csv", "main/train-1.csv"]), ("test", vec!["main/eval.csv"])]
+            vec![
+                ("train", vec!["main/train-0.csv", "main/train-1.csv"]),
+                ("test", vec!["main/eval.csv"])
+            ]
         );
         let r = resolve(&f, Some(README), Some("small")).unwrap();
-        assert_eq!(splits(&r), vec![("train", vec!["tiny/train.csv"]), ("validation", vec!["tiny/validation.csv"])]);
+        assert_eq!(
+            splits(&r),
+            vec![("train", vec!["tiny/train.csv"]), ("validation", vec!["tiny/validation.csv"])]
+        );
         let r = resolve(&f, Some(README), Some("one")).unwrap();
         assert_eq!(splits(&r), vec![("train", vec!["extra/x.csv"])]);
         assert_eq!(
@@ -657,16 +738,25 @@ mod tests {
             Err(LayoutError::SubsetRequired { available: vec!["a".into(), "b".into()] })
         );
         let readme = "---\nconfigs:\n- config_name: a\n  data_files: a/*.csv\n- config_name: b\n  default: true\n  data_files: {validation: b/*.csv}\n---\n";
-        assert_eq!(splits(&resolve(&f, Some(readme), None).unwrap()), vec![("validation", vec!["b/1.csv"])]);
+        assert_eq!(
+            splits(&resolve(&f, Some(readme), None).unwrap()),
+            vec![("validation", vec!["b/1.csv"])]
+        );
     }
 
     #[test]
     fn readme_without_configs_or_front_matter_is_ignored() {
         let f = files(&["train.csv"]);
         for readme in ["# Title\n", "---\nlicense: mit\n---\n", "---\n---\n"] {
-            assert_eq!(splits(&resolve(&f, Some(readme), None).unwrap()), vec![("train", vec!["train.csv"])]);
+            assert_eq!(
+                splits(&resolve(&f, Some(readme), None).unwrap()),
+                vec![("train", vec!["train.csv"])]
+            );
         }
-        assert!(matches!(resolve(&f, Some("---\nconfigs: [\n---\n"), None), Err(LayoutError::BadConfig(_))));
+        assert!(matches!(
+            resolve(&f, Some("---\nconfigs: [\n---\n"), None),
+            Err(LayoutError::BadConfig(_))
+        ));
     }
 
     #[test]
@@ -690,8 +780,14 @@ mod tests {
         );
         let r = resolve_parquet_conversion(&f, Some("other")).unwrap();
         assert_eq!(splits(&r), vec![("train", vec!["other/train/0000.parquet"])]);
-        assert!(matches!(resolve_parquet_conversion(&f, Some("x")), Err(LayoutError::UnknownSubset { .. })));
-        let legacy = files(&["plain_text/imdb-train.parquet", "plain_text/imdb-test-00000-of-00002.parquet"]);
+        assert!(matches!(
+            resolve_parquet_conversion(&f, Some("x")),
+            Err(LayoutError::UnknownSubset { .. })
+        ));
+        let legacy = files(&[
+            "plain_text/imdb-train.parquet",
+            "plain_text/imdb-test-00000-of-00002.parquet",
+        ]);
         let r = resolve_parquet_conversion(&legacy, None).unwrap();
         assert_eq!(
             splits(&r),
@@ -700,6 +796,9 @@ mod tests {
                 ("test", vec!["plain_text/imdb-test-00000-of-00002.parquet"])
             ]
         );
-        assert_eq!(resolve_parquet_conversion(&files(&[".gitattributes"]), None), Err(LayoutError::NoDataFiles));
+        assert_eq!(
+            resolve_parquet_conversion(&files(&[".gitattributes"]), None),
+            Err(LayoutError::NoDataFiles)
+        );
     }
 }

@@ -40,14 +40,24 @@ use super::{encode_segment, error_chain, is_commit_hash, walk, HubConfig, HubErr
 /// The model configuration, required.
 pub const CONFIG_FILE: &str = "config.json";
 /// Tokenizer files fetched when the repo has them.
-pub const TOKENIZER_FILES: [&str; 6] =
-    ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
+pub const TOKENIZER_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+];
 /// Other files fetched when the repo has them: `generation_config.json` holds the end ids
 /// (Llama 3 lists several) and the sampling defaults text generation uses.
 pub const OPTIONAL_FILES: [&str; 1] = ["generation_config.json"];
 /// Weight files in order of preference; the `.index.json` ones come with the shards they name.
-pub const WEIGHT_FILES: [&str; 4] =
-    ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
+pub const WEIGHT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+];
 /// How many files are downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 
@@ -55,12 +65,21 @@ const PARALLEL_DOWNLOADS: usize = 4;
 /// default `main`) to its snapshot directory in the hub cache, holding `config.json`, the
 /// tokenizer files the repo has and its weights (see the module doc). Downloads what is missing,
 /// or reads the cache only when offline or when the Hub cannot be reached.
-pub async fn fetch_model_files(cfg: &HubConfig, repo: &str, revision: Option<&str>) -> Result<PathBuf, HubError> {
+pub async fn fetch_model_files(
+    cfg: &HubConfig,
+    repo: &str,
+    revision: Option<&str>,
+) -> Result<PathBuf, HubError> {
     let id = parse_model_id(repo)?;
-    let req =
-        ModelRequest { cfg, id: &id, revision: revision.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("main") };
+    let req = ModelRequest {
+        cfg,
+        id: &id,
+        revision: revision.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("main"),
+    };
     // `refs/{revision}` is a path in the cache: no way out of it
-    if req.revision.split('/').any(|p| p.is_empty() || p == "." || p == "..") || req.revision.contains('\\') {
+    if req.revision.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        || req.revision.contains('\\')
+    {
         return Err(HubError::ModelRevisionNotFound {
             repo: id.full.clone(),
             revision: req.revision.to_string(),
@@ -104,10 +123,15 @@ fn parse_model_id(repo: &str) -> Result<RepoId, HubError> {
     let trimmed = repo.trim();
     let bare = trimmed.strip_prefix("hf://").unwrap_or(trimmed);
     if bare.starts_with("datasets/") {
-        return Err(HubError::InvalidModelRepo { repo: repo.to_string(), reason: "it names a dataset".into() });
+        return Err(HubError::InvalidModelRepo {
+            repo: repo.to_string(),
+            reason: "it names a dataset".into(),
+        });
     }
     RepoId::parse(bare).map_err(|e| match e {
-        HubError::InvalidRepo { reason, .. } => HubError::InvalidModelRepo { repo: repo.to_string(), reason },
+        HubError::InvalidRepo { reason, .. } => {
+            HubError::InvalidModelRepo { repo: repo.to_string(), reason }
+        }
         other => other,
     })
 }
@@ -150,9 +174,12 @@ fn pick(files: &[String]) -> Result<(Vec<&'static str>, Weights), String> {
 
 /// The shard files a `*.index.json` names (its `weight_map` values), deduplicated, in order.
 fn shards_of_index(index: &str, text: &str) -> Result<Vec<String>, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{index} is not valid JSON: {e}"))?;
-    let map =
-        v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| format!("{index} has no `weight_map` object"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("{index} is not valid JSON: {e}"))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| format!("{index} has no `weight_map` object"))?;
     let mut out: Vec<String> = Vec::new();
     for (tensor, file) in map {
         let Some(file) = file.as_str() else {
@@ -187,12 +214,23 @@ impl ModelRequest<'_> {
     }
 
     fn info_url(&self) -> String {
-        format!("{}/api/models/{}/revision/{}", self.cfg.endpoint, self.id.full, encode_segment(self.revision))
+        format!(
+            "{}/api/models/{}/revision/{}",
+            self.cfg.endpoint,
+            self.id.full,
+            encode_segment(self.revision)
+        )
     }
 
     fn file_url(&self, revision: &str, path: &str) -> String {
         let path: Vec<String> = path.split('/').map(encode_segment).collect();
-        format!("{}/{}/resolve/{}/{}", self.cfg.endpoint, self.id.full, encode_segment(revision), path.join("/"))
+        format!(
+            "{}/{}/resolve/{}/{}",
+            self.cfg.endpoint,
+            self.id.full,
+            encode_segment(revision),
+            path.join("/")
+        )
     }
 
     fn unusable(&self, reason: String, files: &[String]) -> HubError {
@@ -222,7 +260,9 @@ impl ModelRequest<'_> {
         let repo = self.repo();
         let revision = self.revision.to_string();
         match e {
-            HFError::RepoNotFound { .. } => HubError::ModelNotFound { repo, tried: url.to_string() },
+            HFError::RepoNotFound { .. } => {
+                HubError::ModelNotFound { repo, tried: url.to_string() }
+            }
             HFError::RevisionNotFound { ref context, .. } => {
                 if context.as_ref().and_then(|c| c.error_code.as_deref()) == Some("RepoNotFound") {
                     HubError::ModelNotFound { repo, tried: url.to_string() }
@@ -230,15 +270,22 @@ impl ModelRequest<'_> {
                     HubError::ModelRevisionNotFound { repo, revision, tried: url.to_string() }
                 }
             }
-            HFError::EntryNotFound { ref path, .. } => {
-                self.unusable(format!("`{path}` is listed but cannot be downloaded (404 at {url})"), files)
-            }
+            HFError::EntryNotFound { ref path, .. } => self.unusable(
+                format!("`{path}` is listed but cannot be downloaded (404 at {url})"),
+                files,
+            ),
             HFError::AuthRequired { .. } | HFError::Forbidden { .. } => {
-                HubError::ModelUnauthorized { repo, url: url.to_string(), token_sent: self.cfg.token().is_some() }
+                HubError::ModelUnauthorized {
+                    repo,
+                    url: url.to_string(),
+                    token_sent: self.cfg.token().is_some(),
+                }
             }
-            HFError::Io(ref io) => {
-                HubError::ModelCache { repo, path: self.cfg.cache_dir.clone(), message: self.scrub(&io.to_string()) }
-            }
+            HFError::Io(ref io) => HubError::ModelCache {
+                repo,
+                path: self.cfg.cache_dir.clone(),
+                message: self.scrub(&io.to_string()),
+            },
             HFError::CacheLockTimeout { ref path } => HubError::ModelCache {
                 repo,
                 path: path.clone(),
@@ -264,17 +311,30 @@ impl ModelRequest<'_> {
     }
 
     /// The commit `self.revision` points at (when the Hub says) and the repo's files there.
-    async fn list_files(&self, model: &HFRepository<RepoTypeModel>) -> Result<(Option<String>, Vec<String>), HubError> {
+    async fn list_files(
+        &self,
+        model: &HFRepository<RepoTypeModel>,
+    ) -> Result<(Option<String>, Vec<String>), HubError> {
         let url = self.info_url();
         tracing::debug!(repo = %self.id.full, %url, "listing model files");
-        let info = model.info().revision(self.revision).send().await.map_err(|e| self.map_hf(e, &url, &[]))?;
+        let info = model
+            .info()
+            .revision(self.revision)
+            .send()
+            .await
+            .map_err(|e| self.map_hf(e, &url, &[]))?;
         let sha = info.sha.filter(|s| is_commit_hash(s));
         if let Some(siblings) = info.siblings {
             return Ok((sha, siblings.into_iter().map(|s| s.rfilename).collect()));
         }
         // no siblings in the info: walk the tree
         let rev = sha.clone().unwrap_or_else(|| self.revision.to_string());
-        let tree = model.list_tree().revision(rev).recursive(true).send().map_err(|e| self.map_hf(e, &url, &[]))?;
+        let tree = model
+            .list_tree()
+            .revision(rev)
+            .recursive(true)
+            .send()
+            .map_err(|e| self.map_hf(e, &url, &[]))?;
         let entries: Vec<hf_hub::repository::RepoTreeEntry> =
             tree.try_collect().await.map_err(|e| self.map_hf(e, &url, &[]))?;
         let files = entries
@@ -323,11 +383,12 @@ impl ModelRequest<'_> {
         first.push(weights.file().to_string());
         let paths = self.download_all(&model, pinned, &first, &files).await?;
         let config = &paths[0];
-        let snapshot = config.parent().map(Path::to_path_buf).ok_or_else(|| HubError::ModelCache {
-            repo: self.repo(),
-            path: config.clone(),
-            message: "the downloaded config.json has no parent directory".into(),
-        })?;
+        let snapshot =
+            config.parent().map(Path::to_path_buf).ok_or_else(|| HubError::ModelCache {
+                repo: self.repo(),
+                path: config.clone(),
+                message: "the downloaded config.json has no parent directory".into(),
+            })?;
         let mut count = paths.len();
         if let Weights::Sharded(index) = weights {
             let index_path = paths.last().expect("the index was downloaded");
@@ -336,9 +397,13 @@ impl ModelRequest<'_> {
                 path: index_path.clone(),
                 message: e.to_string(),
             })?;
-            let shards = shards_of_index(index, &text).map_err(|reason| self.unusable(reason, &files))?;
+            let shards =
+                shards_of_index(index, &text).map_err(|reason| self.unusable(reason, &files))?;
             if let Some(missing) = shards.iter().find(|s| !files.contains(s)) {
-                return Err(self.unusable(format!("{index} names shard `{missing}`, which the repo lacks"), &files));
+                return Err(self.unusable(
+                    format!("{index} names shard `{missing}`, which the repo lacks"),
+                    &files,
+                ));
             }
             count += self.download_all(&model, pinned, &shards, &files).await?.len();
         }
@@ -357,8 +422,11 @@ impl ModelRequest<'_> {
         if std::fs::read_to_string(&path).is_ok_and(|c| c.trim() == commit) {
             return Ok(());
         }
-        let err =
-            |e: std::io::Error| HubError::ModelCache { repo: self.repo(), path: path.clone(), message: e.to_string() };
+        let err = |e: std::io::Error| HubError::ModelCache {
+            repo: self.repo(),
+            path: path.clone(),
+            message: e.to_string(),
+        };
         let parent = path.parent().expect("a ref has a parent");
         std::fs::create_dir_all(parent).map_err(err)?;
         let tmp = parent.join(format!(
@@ -384,10 +452,15 @@ impl ModelRequest<'_> {
         } else {
             let ref_path = repo_dir.join("refs").join(self.revision);
             match std::fs::read_to_string(&ref_path) {
-                Ok(commit) if is_commit_hash(commit.trim()) => repo_dir.join("snapshots").join(commit.trim()),
+                Ok(commit) if is_commit_hash(commit.trim()) => {
+                    repo_dir.join("snapshots").join(commit.trim())
+                }
                 Ok(_) => return Err(not_cached(ref_path, "the ref holds no commit hash".into())),
                 Err(_) => {
-                    return Err(not_cached(ref_path, format!("revision `{}` has never been downloaded", self.revision)))
+                    return Err(not_cached(
+                        ref_path,
+                        format!("revision `{}` has never been downloaded", self.revision),
+                    ))
                 }
             }
         };
@@ -402,7 +475,10 @@ impl ModelRequest<'_> {
         })?;
         files.sort();
         let (_, weights) = pick(&files).map_err(|reason| {
-            not_cached(snapshot.clone(), format!("the cached copy cannot be used: {reason} (cached: {})", list(&files)))
+            not_cached(
+                snapshot.clone(),
+                format!("the cached copy cannot be used: {reason} (cached: {})", list(&files)),
+            )
         })?;
         if let Weights::Sharded(index) = weights {
             let index_path = snapshot.join(index);
@@ -436,7 +512,13 @@ mod tests {
     }
 
     /// Lays out a cache as `huggingface_hub` writes it: blobs, snapshot symlinks, refs.
-    fn fake_cache(root: &Path, repo: &str, revision: Option<&str>, commit: &str, files: &[(&str, &str)]) -> PathBuf {
+    fn fake_cache(
+        root: &Path,
+        repo: &str,
+        revision: Option<&str>,
+        commit: &str,
+        files: &[(&str, &str)],
+    ) -> PathBuf {
         let repo_dir = root.join(format!("models--{}", repo.replace('/', "--")));
         for (i, (path, body)) in files.iter().enumerate() {
             let blob = repo_dir.join("blobs").join(format!("etag{i}{commit}"));
@@ -455,7 +537,12 @@ mod tests {
     }
 
     fn offline_cfg(cache: &Path) -> HubConfig {
-        HubConfig { endpoint: "http://hub.invalid".into(), token: None, cache_dir: cache.to_path_buf(), offline: true }
+        HubConfig {
+            endpoint: "http://hub.invalid".into(),
+            token: None,
+            cache_dir: cache.to_path_buf(),
+            offline: true,
+        }
     }
 
     const INDEX: &str = r#"{"metadata": {"total_size": 8}, "weight_map": {
@@ -476,11 +563,18 @@ mod tests {
             "tf_model.h5",
         ]))
         .unwrap();
-        assert_eq!(wanted, vec!["config.json", "tokenizer.json", "vocab.txt", "generation_config.json"]);
+        assert_eq!(
+            wanted,
+            vec!["config.json", "tokenizer.json", "vocab.txt", "generation_config.json"]
+        );
         assert_eq!(w, Weights::Single("model.safetensors"));
-        let (_, w) = pick(&strings(&["config.json", "pytorch_model.bin", "model.safetensors.index.json"])).unwrap();
+        let (_, w) =
+            pick(&strings(&["config.json", "pytorch_model.bin", "model.safetensors.index.json"]))
+                .unwrap();
         assert_eq!(w, Weights::Sharded("model.safetensors.index.json"));
-        let (_, w) = pick(&strings(&["config.json", "pytorch_model.bin.index.json", "pytorch_model.bin"])).unwrap();
+        let (_, w) =
+            pick(&strings(&["config.json", "pytorch_model.bin.index.json", "pytorch_model.bin"]))
+                .unwrap();
         assert_eq!(w, Weights::Single("pytorch_model.bin"));
         let (_, w) = pick(&strings(&["config.json", "pytorch_model.bin.index.json"])).unwrap();
         assert_eq!(w, Weights::Sharded("pytorch_model.bin.index.json"));
@@ -518,7 +612,12 @@ mod tests {
             assert!(matches!(e, HubError::InvalidModelRepo { .. }), "{bad:?}: {e}");
             assert!(e.to_string().contains("model id"), "{e}");
         }
-        let cfg = HubConfig { endpoint: "http://hub".into(), token: None, cache_dir: "/c".into(), offline: false };
+        let cfg = HubConfig {
+            endpoint: "http://hub".into(),
+            token: None,
+            cache_dir: "/c".into(),
+            offline: false,
+        };
         let id = parse_model_id("o/n").unwrap();
         let r = ModelRequest { cfg: &cfg, id: &id, revision: "refs/pr/1" };
         assert_eq!(r.info_url(), "http://hub/api/models/o/n/revision/refs%2Fpr%2F1");
@@ -561,10 +660,16 @@ mod tests {
         );
         let cfg = offline_cfg(cache.path());
         let dir = fetch_model_files(&cfg, "distilbert-base-uncased", Some("v1")).await.unwrap();
-        assert!(dir.ends_with(format!("models--distilbert-base-uncased/snapshots/{commit}")), "{}", dir.display());
+        assert!(
+            dir.ends_with(format!("models--distilbert-base-uncased/snapshots/{commit}")),
+            "{}",
+            dir.display()
+        );
         // `main` was never fetched
         let err = fetch_model_files(&cfg, "distilbert-base-uncased", None).await.unwrap_err();
-        let HubError::ModelOffline { ref cache_path, ref revision, .. } = err else { panic!("{err}") };
+        let HubError::ModelOffline { ref cache_path, ref revision, .. } = err else {
+            panic!("{err}")
+        };
         assert_eq!(cache_path, &cache.path().join("models--distilbert-base-uncased/refs/main"));
         assert_eq!(revision, "main");
         let msg = err.to_string();
@@ -619,9 +724,18 @@ mod tests {
         let err = fetch_model_files(&cfg, "o/cfg-only", None).await.unwrap_err();
         assert!(matches!(err, HubError::ModelOffline { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("no weights") && msg.contains("cached: config.json, vocab.txt"), "{msg}");
+        assert!(
+            msg.contains("no weights") && msg.contains("cached: config.json, vocab.txt"),
+            "{msg}"
+        );
 
-        fake_cache(cache.path(), "o/no-config", Some("main"), &"e".repeat(40), &[("model.safetensors", "")]);
+        fake_cache(
+            cache.path(),
+            "o/no-config",
+            Some("main"),
+            &"e".repeat(40),
+            &[("model.safetensors", "")],
+        );
         let err = fetch_model_files(&cfg, "o/no-config", None).await.unwrap_err();
         assert!(err.to_string().contains("no config.json"), "{err}");
     }
@@ -659,14 +773,20 @@ mod tests {
         let err = fetch_model_files(&cfg, "o/partial", None).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, HubError::ModelOffline { .. }), "{msg}");
-        assert!(msg.contains("model-00002-of-00002.safetensors") && !msg.contains("model-00001-of"), "{msg}");
+        assert!(
+            msg.contains("model-00002-of-00002.safetensors") && !msg.contains("model-00001-of"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn messages_name_the_model_and_map_to_sqlstates() {
         let cases: Vec<(HubError, &str)> = vec![
             (
-                HubError::ModelNotFound { repo: "o/n".into(), tried: "http://h/api/models/o/n/revision/main".into() },
+                HubError::ModelNotFound {
+                    repo: "o/n".into(),
+                    tried: "http://h/api/models/o/n/revision/main".into(),
+                },
                 "58P01",
             ),
             (
@@ -677,7 +797,14 @@ mod tests {
                 },
                 "58P01",
             ),
-            (HubError::ModelUnauthorized { repo: "o/n".into(), url: "http://h/x".into(), token_sent: false }, "42501"),
+            (
+                HubError::ModelUnauthorized {
+                    repo: "o/n".into(),
+                    url: "http://h/x".into(),
+                    token_sent: false,
+                },
+                "42501",
+            ),
             (
                 HubError::ModelUnusable {
                     repo: "o/n".into(),
@@ -705,7 +832,10 @@ mod tests {
                 },
                 "58000",
             ),
-            (HubError::ModelCache { repo: "o/n".into(), path: "/c".into(), message: "x".into() }, "58030"),
+            (
+                HubError::ModelCache { repo: "o/n".into(), path: "/c".into(), message: "x".into() },
+                "58030",
+            ),
             (HubError::InvalidModelRepo { repo: "o/n".into(), reason: "x".into() }, "22023"),
         ];
         for (e, code) in cases {

@@ -50,8 +50,18 @@ pub struct UploadError {
 
 impl UploadError {
     /// A failure that is not the network's: bad answer, unreadable file, bad repo id.
-    pub fn other(action: impl Into<String>, url: impl Into<String>, message: impl Into<String>) -> Self {
-        UploadError { action: action.into(), url: url.into(), status: None, message: message.into(), transient: false }
+    pub fn other(
+        action: impl Into<String>,
+        url: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        UploadError {
+            action: action.into(),
+            url: url.into(),
+            status: None,
+            message: message.into(),
+            transient: false,
+        }
     }
 
     /// The Hub refused the token (401) or its rights (403).
@@ -77,7 +87,10 @@ pub struct UploadClient {
 
 impl std::fmt::Debug for UploadClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UploadClient").field("endpoint", &self.cfg.endpoint).field("token", &"<redacted>").finish()
+        f.debug_struct("UploadClient")
+            .field("endpoint", &self.cfg.endpoint)
+            .field("token", &"<redacted>")
+            .finish()
     }
 }
 
@@ -96,7 +109,11 @@ impl UploadClient {
             .read_timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| {
-                UploadError::other("setting up the Hub client", &cfg.endpoint, cfg.scrub(&error_chain(&e)))
+                UploadError::other(
+                    "setting up the Hub client",
+                    &cfg.endpoint,
+                    cfg.scrub(&error_chain(&e)),
+                )
             })?;
         Ok(UploadClient { http, cfg, tries: 3, backoff: Duration::from_millis(500) })
     }
@@ -147,7 +164,11 @@ impl UploadClient {
         let mut attempt = 1;
         loop {
             let err = match build()?.send().await {
-                Ok(resp) if resp.status().is_success() || accept.contains(&resp.status().as_u16()) => return Ok(resp),
+                Ok(resp)
+                    if resp.status().is_success() || accept.contains(&resp.status().as_u16()) =>
+                {
+                    return Ok(resp)
+                }
                 Ok(resp) => self.http_error(action, &shown, resp).await,
                 Err(e) => UploadError {
                     action: action.to_string(),
@@ -171,9 +192,12 @@ impl UploadClient {
     /// `error` or (the start of) the body.
     async fn http_error(&self, action: &str, url: &str, resp: Response) -> UploadError {
         let status = resp.status();
-        let header = resp.headers().get("x-error-message").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header =
+            resp.headers().get("x-error-message").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.text().await.unwrap_or_default();
-        let detail = header.or_else(|| json_error(&body)).unwrap_or_else(|| body.chars().take(300).collect());
+        let detail = header
+            .or_else(|| json_error(&body))
+            .unwrap_or_else(|| body.chars().take(300).collect());
         let mut message = format!("HTTP {}", status.as_u16());
         if !detail.trim().is_empty() {
             message.push_str(": ");
@@ -195,12 +219,25 @@ impl UploadClient {
     }
 
     /// Reads a JSON answer.
-    async fn json(&self, action: &str, url: &str, resp: Response) -> Result<serde_json::Value, UploadError> {
+    async fn json(
+        &self,
+        action: &str,
+        url: &str,
+        resp: Response,
+    ) -> Result<serde_json::Value, UploadError> {
         let text = resp.text().await.map_err(|e| {
-            UploadError::other(action, without_query(url), self.scrub(&error_chain(&e.without_url())))
+            UploadError::other(
+                action,
+                without_query(url),
+                self.scrub(&error_chain(&e.without_url())),
+            )
         })?;
         serde_json::from_str(&text).map_err(|e| {
-            UploadError::other(action, without_query(url), format!("the Hub's answer is not JSON: {e}"))
+            UploadError::other(
+                action,
+                without_query(url),
+                format!("the Hub's answer is not JSON: {e}"),
+            )
         })
     }
 }
@@ -243,23 +280,23 @@ mod tests {
         use axum::http::StatusCode as S;
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
-        let app = axum::Router::new()
-            .route(
-                "/api/whoami-v2",
-                axum::routing::get(move |h: axum::http::HeaderMap| {
-                    let n = seen.fetch_add(1, Ordering::SeqCst);
-                    let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                    async move {
-                        if n < fail {
-                            (S::SERVICE_UNAVAILABLE, "busy".to_string())
-                        } else if auth == "Bearer hf_good" {
-                            (S::OK, r#"{"type": "user", "name": "someone"}"#.to_string())
-                        } else {
-                            (S::UNAUTHORIZED, format!(r#"{{"error": "Invalid token {auth}"}}"#))
-                        }
+        let app = axum::Router::new().route(
+            "/api/whoami-v2",
+            axum::routing::get(move |h: axum::http::HeaderMap| {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let auth =
+                    h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                async move {
+                    if n < fail {
+                        (S::SERVICE_UNAVAILABLE, "busy".to_string())
+                    } else if auth == "Bearer hf_good" {
+                        (S::OK, r#"{"type": "user", "name": "someone"}"#.to_string())
+                    } else {
+                        (S::UNAUTHORIZED, format!(r#"{{"error": "Invalid token {auth}"}}"#))
                     }
-                }),
-            );
+                }
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -269,28 +306,40 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_and_auth_failures_are_not() {
         let (url, calls) = flaky_server(2).await;
-        let c = UploadClient::new(&url, "hf_good").unwrap().with_retries(3, Duration::from_millis(10));
+        let c =
+            UploadClient::new(&url, "hf_good").unwrap().with_retries(3, Duration::from_millis(10));
         assert_eq!(c.whoami().await.unwrap(), "someone");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         let (url, calls) = flaky_server(5).await;
-        let c = UploadClient::new(&url, "hf_good").unwrap().with_retries(3, Duration::from_millis(10));
+        let c =
+            UploadClient::new(&url, "hf_good").unwrap().with_retries(3, Duration::from_millis(10));
         let e = c.whoami().await.unwrap_err();
         assert_eq!((e.status, calls.load(Ordering::SeqCst)), (Some(503), 3), "{e}");
         assert!(e.is_transient());
 
         let (url, calls) = flaky_server(0).await;
-        let c = UploadClient::new(&url, "hf_bad_secret").unwrap().with_retries(3, Duration::from_millis(10));
+        let c = UploadClient::new(&url, "hf_bad_secret")
+            .unwrap()
+            .with_retries(3, Duration::from_millis(10));
         let e = c.whoami().await.unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 1, "401 is final");
         assert!(e.is_auth() && !e.is_transient(), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("HTTP 401") && msg.contains("rejected") && msg.contains("whoami"), "{msg}");
+        assert!(
+            msg.contains("HTTP 401") && msg.contains("rejected") && msg.contains("whoami"),
+            "{msg}"
+        );
         assert!(!msg.contains("hf_bad_secret"), "the echoed token is scrubbed: {msg}");
 
         // nothing listens: a network error, retried, without the token
-        let c = UploadClient::new("http://127.0.0.1:9", "hf_bad_secret").unwrap().with_retries(2, Duration::from_millis(1));
+        let c = UploadClient::new("http://127.0.0.1:9", "hf_bad_secret")
+            .unwrap()
+            .with_retries(2, Duration::from_millis(1));
         let e = c.whoami().await.unwrap_err();
-        assert!(e.status.is_none() && e.is_transient() && !e.to_string().contains("hf_bad_secret"), "{e}");
+        assert!(
+            e.status.is_none() && e.is_transient() && !e.to_string().contains("hf_bad_secret"),
+            "{e}"
+        );
     }
 }

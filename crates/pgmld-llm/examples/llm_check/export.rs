@@ -37,7 +37,8 @@ fn hf_config(file: &mut GgufFile) -> CheckResult<Value> {
 }
 
 fn write_json(path: &Path, value: &Value) -> CheckResult<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)?).map_err(|e| CheckError(format!("{}: {e}", path.display())))
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .map_err(|e| CheckError(format!("{}: {e}", path.display())))
 }
 
 /// Writes `tokenizer.json`, `tokenizer_config.json`, `config.json` and
@@ -60,20 +61,31 @@ pub fn export(gguf: &Path, out: &Path) -> CheckResult<()> {
     }
     write_json(&out.join("tokenizer_config.json"), &tok_config)?;
     write_json(&out.join("config.json"), &config)?;
-    let generation = json!({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]});
+    let generation =
+        json!({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]});
     write_json(&out.join("generation_config.json"), &generation)?;
 
     // Read back both ways: the same prompt must give the same ids.
-    let from_gguf = open_with(gguf, &OpenOptions { load_weights: false, ..OpenOptions::new(Device::Cpu) })?;
-    let from_dir = open_with(out, &OpenOptions { load_weights: false, ..OpenOptions::new(Device::Cpu) })?;
+    let from_gguf =
+        open_with(gguf, &OpenOptions { load_weights: false, ..OpenOptions::new(Device::Cpu) })?;
+    let from_dir =
+        open_with(out, &OpenOptions { load_weights: false, ..OpenOptions::new(Device::Cpu) })?;
     let (a, b) = (probe_ids(&from_gguf)?, probe_ids(&from_dir)?);
     if a != b {
-        return Err(CheckError(format!("the exported tokenizer/template give other ids: {a:?} vs {b:?}")));
+        return Err(CheckError(format!(
+            "the exported tokenizer/template give other ids: {a:?} vs {b:?}"
+        )));
     }
     // The EOS ids may be stored as one id or a list: compare them as lists.
-    let plain = |c: &pgmld_llm::LlamaConfig| pgmld_llm::LlamaConfig { eos_token_id: None, ..c.clone() };
-    if plain(&from_gguf.config) != plain(&from_dir.config) || from_gguf.stop_ids() != from_dir.stop_ids() {
-        return Err(CheckError(format!("config differs after export: {:?} vs {:?}", from_gguf.config, from_dir.config)));
+    let plain =
+        |c: &pgmld_llm::LlamaConfig| pgmld_llm::LlamaConfig { eos_token_id: None, ..c.clone() };
+    if plain(&from_gguf.config) != plain(&from_dir.config)
+        || from_gguf.stop_ids() != from_dir.stop_ids()
+    {
+        return Err(CheckError(format!(
+            "config differs after export: {:?} vs {:?}",
+            from_gguf.config, from_dir.config
+        )));
     }
     emit(
         "export",

@@ -67,7 +67,8 @@ impl Flags {
         let mut it = args.iter();
         while let Some(a) = it.next() {
             if let Some(name) = a.strip_prefix("--") {
-                let value = it.next().ok_or_else(|| CheckError(format!("--{name} needs a value")))?;
+                let value =
+                    it.next().ok_or_else(|| CheckError(format!("--{name} needs a value")))?;
                 flags.insert(name.to_string(), value.clone());
             } else {
                 positional.push(a.clone());
@@ -85,7 +86,9 @@ impl Flags {
     pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> CheckResult<T> {
         match self.0.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| CheckError(format!("--{name} {v:?} is not a valid number"))),
+            Some(v) => {
+                v.parse().map_err(|_| CheckError(format!("--{name} {v:?} is not a valid number")))
+            }
         }
     }
 
@@ -141,7 +144,8 @@ pub fn build(loaded: &LoadedModel, device: Device, kind: Kind) -> CheckResult<Ll
 
 /// Token ids of the fixed probe prompt (system + user, generation prompt appended).
 pub fn probe_ids(loaded: &LoadedModel) -> CheckResult<Vec<i64>> {
-    let messages = [ChatMessage::new("system", SYSTEM_PROMPT), ChatMessage::new("user", PROBE_USER)];
+    let messages =
+        [ChatMessage::new("system", SYSTEM_PROMPT), ChatMessage::new("user", PROBE_USER)];
     let prompt = loaded.template().render(&messages, true)?;
     Ok(loaded.tokenizer.encode(&prompt, false)?)
 }
@@ -223,9 +227,13 @@ fn generation(model_path: &Path, flags: &Flags) -> CheckResult<()> {
     let device = flags.device()?;
     let dtype = flags.text("dtype", "fp32");
     let tag = flags.text("tag", "generate");
-    let (n, reps): (usize, usize) = (flags.number("max-new-tokens", 128)?, flags.number("reps", 3)?);
+    let (n, reps): (usize, usize) =
+        (flags.number("max-new-tokens", 128)?, flags.number("reps", 3)?);
     let started = Instant::now();
-    let loaded = open_with(model_path, &OpenOptions { kind: Some(kind_of(&dtype)?), ..OpenOptions::new(device) })?;
+    let loaded = open_with(
+        model_path,
+        &OpenOptions { kind: Some(kind_of(&dtype)?), ..OpenOptions::new(device) },
+    )?;
     let ids = probe_ids(&loaded)?;
     let model = {
         let mut w = loaded.weights;

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use pgmld_llm::causal_train::{train_causal_lm, CausalTrainEvent};
-use pgmld_llm::conversation::{encode_conversations, ConversationArgs, ConversationRow, PromptFormat};
+use pgmld_llm::conversation::{
+    encode_conversations, ConversationArgs, ConversationRow, PromptFormat,
+};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{apply, LoraConfig};
 use pgmld_llm::quant::quantize_int8;
@@ -56,19 +58,29 @@ pub fn training_args(steps: i64, logging_steps: i64, extra: &Value) -> CheckResu
 
 /// The rows of a JSONL file (`{"system", "user", "assistant"}` per line).
 pub fn read_rows(path: &Path, limit: usize) -> CheckResult<Vec<ConversationRow>> {
-    let text = std::fs::read_to_string(path).map_err(|e| CheckError(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CheckError(format!("{}: {e}", path.display())))?;
     let mut rows = Vec::new();
     for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).take(limit).enumerate() {
-        let v: Value = serde_json::from_str(line).map_err(|e| CheckError(format!("{} line {}: {e}", path.display(), i + 1)))?;
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| CheckError(format!("{} line {}: {e}", path.display(), i + 1)))?;
         let field = |k: &str| {
-            v[k].as_str()
-                .map(str::to_string)
-                .ok_or_else(|| CheckError(format!("{} line {}: no string {k:?}", path.display(), i + 1)))
+            v[k].as_str().map(str::to_string).ok_or_else(|| {
+                CheckError(format!("{} line {}: no string {k:?}", path.display(), i + 1))
+            })
         };
-        rows.push(ConversationRow { system: Some(field("system")?), user: field("user")?, assistant: field("assistant")? });
+        rows.push(ConversationRow {
+            system: Some(field("system")?),
+            user: field("user")?,
+            assistant: field("assistant")?,
+        });
     }
     if rows.len() < limit {
-        return Err(CheckError(format!("{} holds {} rows, {limit} needed", path.display(), rows.len())));
+        return Err(CheckError(format!(
+            "{} holds {} rows, {limit} needed",
+            path.display(),
+            rows.len()
+        )));
     }
     Ok(rows)
 }
@@ -84,15 +96,18 @@ pub fn run(model_path: &Path, rows_path: &Path, flags: &Flags) -> CheckResult<()
     let args = training_args(steps, logging_steps, &extra)?;
     let started = Instant::now();
     let loaded = open_with(model_path, &OpenOptions::new(device))?;
-    let (config, tokenizer, template) = (loaded.config.clone(), loaded.tokenizer.clone(), loaded.template());
+    let (config, tokenizer, template) =
+        (loaded.config.clone(), loaded.tokenizer.clone(), loaded.template());
     let mut weights = loaded.weights;
     let mut model = Llama::load(config.clone(), &mut weights, device, Kind::Float)?;
     drop(weights);
     let quant = int8.then(|| quantize_int8(&mut model));
     tch::manual_seed(42);
     let vs = nn::VarStore::new(device);
-    let lora = LoraConfig::from_json(&json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none",
-                                              "task_type": "CAUSAL_LM"}))?;
+    let lora = LoraConfig::from_json(
+        &json!({"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none",
+                                              "task_type": "CAUSAL_LM"}),
+    )?;
     let summary = apply(&mut model, &lora, &vs)?;
     sync(device);
     let load_s = started.elapsed().as_secs_f64();
@@ -100,9 +115,18 @@ pub fn run(model_path: &Path, rows_path: &Path, flags: &Flags) -> CheckResult<()
     let rows = read_rows(rows_path, steps as usize * args.per_device_train_batch_size)?;
     let encode_args = ConversationArgs { max_seq_length: 256, ..Default::default() };
     let format = PromptFormat::ChatTemplate(template);
-    let encoded = encode_conversations(&rows, &tokenizer, &format, &encode_args, config.max_position_embeddings)?;
+    let encoded = encode_conversations(
+        &rows,
+        &tokenizer,
+        &format,
+        &encode_args,
+        config.max_position_embeddings,
+    )?;
     let train = encoded.examples;
-    let pad = tokenizer.pad_id().or_else(|| tokenizer.eos_token().map(|t| t.id)).ok_or_else(|| CheckError("no pad or EOS token".into()))?;
+    let pad = tokenizer
+        .pad_id()
+        .or_else(|| tokenizer.eos_token().map(|t| t.id))
+        .ok_or_else(|| CheckError("no pad or EOS token".into()))?;
     let real_tokens: usize = train.iter().map(|e| e.input_ids.len()).sum();
     let label_tokens: usize = train.iter().map(|e| e.num_label_tokens()).sum();
 

@@ -20,7 +20,13 @@ fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
 /// Runs the micro-batch, backpropagates `summed loss · scale` and returns the summed
 /// cross-entropy (detached). `seed` fixes the dropout masks; `autocast` runs the forward
 /// under CUDA bf16 autocast.
-pub(crate) fn forward_backward(model: &Llama, batch: &LmBatch, scale: f64, seed: i64, autocast: bool) -> Tensor {
+pub(crate) fn forward_backward(
+    model: &Llama,
+    batch: &LmBatch,
+    scale: f64,
+    seed: i64,
+    autocast: bool,
+) -> Tensor {
     tch::manual_seed(seed);
     let loss = tch::autocast(autocast, || {
         let hidden = model.hidden_states(&batch.input_ids, None, true);
@@ -38,7 +44,9 @@ pub(crate) fn forward_backward_checkpointed(
     seed: i64,
     autocast: bool,
 ) -> Tensor {
-    let run = |k: usize, f: &dyn Fn() -> Tensor| seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f));
+    let run = |k: usize, f: &dyn Fn() -> Tensor| {
+        seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f))
+    };
     let n = model.num_layers();
     let mut inputs = Vec::with_capacity(n + 1);
     tch::no_grad(|| {
@@ -54,7 +62,11 @@ pub(crate) fn forward_backward_checkpointed(
     let mut grad = top.grad();
     for i in (0..n).rev() {
         // The embeddings are frozen: layer 0's input needs no gradient.
-        let x = if i == 0 { inputs[0].shallow_clone() } else { inputs[i].detach().set_requires_grad(true) };
+        let x = if i == 0 {
+            inputs[0].shallow_clone()
+        } else {
+            inputs[i].detach().set_requires_grad(true)
+        };
         let out = run(i + 1, &|| model.layer(i, &x, 0, None, true));
         (&out * grad.to_kind(out.kind())).sum(Kind::Float).backward();
         if i > 0 {
@@ -79,7 +91,9 @@ mod tests {
     fn checkpointed_gradients_equal_plain_ones() {
         let mut model = tiny_model("llama", 21);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = LoraConfig::from_json(&json!({"target_modules": "all-linear", "lora_dropout": 0.2})).unwrap();
+        let cfg =
+            LoraConfig::from_json(&json!({"target_modules": "all-linear", "lora_dropout": 0.2}))
+                .unwrap();
         apply(&mut model, &cfg, &vs).unwrap();
         tch::no_grad(|| {
             for (_, mut b) in vs.variables().into_iter().filter(|(n, _)| n.contains("lora_B")) {
@@ -101,7 +115,8 @@ mod tests {
             } else {
                 forward_backward(model, &batch, 0.5, 77, false)
             };
-            let mut g: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.grad().copy())).collect();
+            let mut g: Vec<(String, Tensor)> =
+                vs.variables().into_iter().map(|(n, t)| (n, t.grad().copy())).collect();
             g.sort_by(|a, b| a.0.cmp(&b.0));
             (loss.double_value(&[]), g)
         };

@@ -23,7 +23,12 @@ pub(crate) struct LmBatch {
 }
 
 /// Builds the micro-batch of `examples[idx]`, padded with `pad_id`.
-pub(crate) fn make_batch(examples: &[TokenizedExample], idx: &[usize], pad_id: i64, device: Device) -> LmBatch {
+pub(crate) fn make_batch(
+    examples: &[TokenizedExample],
+    idx: &[usize],
+    pad_id: i64,
+    device: Device,
+) -> LmBatch {
     let width = idx.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1).max(2);
     let mut ids = Vec::with_capacity(idx.len() * width);
     let (mut positions, mut targets) = (Vec::new(), Vec::new());
@@ -54,12 +59,22 @@ pub(crate) fn make_batch(examples: &[TokenizedExample], idx: &[usize], pad_id: i
 /// Summed cross-entropy (f32) of the labelled positions, from the last hidden states
 /// `[batch, seq, hidden]`: only those positions go through the output projection, so the
 /// `[batch, seq, vocab]` logits of prompt and padding tokens are never built.
-pub(crate) fn summed_loss(hidden: &Tensor, batch: &LmBatch, head: impl Fn(&Tensor) -> Tensor) -> Tensor {
+pub(crate) fn summed_loss(
+    hidden: &Tensor,
+    batch: &LmBatch,
+    head: impl Fn(&Tensor) -> Tensor,
+) -> Tensor {
     let (b, t, h) = hidden.size3().unwrap_or((1, 1, 1));
     let shifted = hidden.narrow(1, 0, t - 1).reshape([b * (t - 1), h]);
     let selected = shifted.index_select(0, &batch.positions).unsqueeze(0);
     let logits = head(&selected).squeeze_dim(0).to_kind(Kind::Float);
-    logits.cross_entropy_loss::<Tensor>(&batch.targets, None, tch::Reduction::Sum, IGNORE_INDEX, 0.0)
+    logits.cross_entropy_loss::<Tensor>(
+        &batch.targets,
+        None,
+        tch::Reduction::Sum,
+        IGNORE_INDEX,
+        0.0,
+    )
 }
 
 /// A stable FNV-1a fingerprint of the examples (ids, labels, order): a resumed run refuses
@@ -90,7 +105,10 @@ mod tests {
     fn batch_pads_right_and_selects_shifted_label_positions() {
         let data = [ex(&[5, 6, 7], &[-100, 6, 7]), ex(&[8, 9, 10, 11], &[-100, -100, -100, 11])];
         let b = make_batch(&data, &[0, 1], 0, Device::Cpu);
-        assert_eq!(Vec::<i64>::try_from(b.input_ids.view([-1])).unwrap(), vec![5, 6, 7, 0, 8, 9, 10, 11]);
+        assert_eq!(
+            Vec::<i64>::try_from(b.input_ids.view([-1])).unwrap(),
+            vec![5, 6, 7, 0, 8, 9, 10, 11]
+        );
         // Row 0: positions 0, 1 predict 6, 7; row 1: position 2 (offset 3) predicts 11.
         assert_eq!(Vec::<i64>::try_from(&b.positions).unwrap(), vec![0, 1, 5]);
         assert_eq!(Vec::<i64>::try_from(&b.targets).unwrap(), vec![6, 7, 11]);

@@ -63,13 +63,17 @@ impl CausalSavePoint<'_> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let state_path = dir.join(STATE_FILE);
         match std::fs::remove_file(&state_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&state_path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&state_path, e))
+            }
             _ => {}
         }
         let mut vars: Vec<(String, tch::Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let vars: Vec<(String, tch::Tensor)> =
-            vars.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+        let vars: Vec<(String, tch::Tensor)> = vars
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).contiguous()))
+            .collect();
         tch::Tensor::write_safetensors(&vars, dir.join(ADAPTER_CHECKPOINT_FILE))?;
         self.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
         write_json(&dir.join(ARGS_FILE), self.args)?;
@@ -78,7 +82,11 @@ impl CausalSavePoint<'_> {
 }
 
 /// The state before the first step of a run of `max_steps` optimizer steps on `train`.
-pub(crate) fn fresh_state(args: &TrainingArgs, max_steps: i64, train: &[TokenizedExample]) -> TrainState {
+pub(crate) fn fresh_state(
+    args: &TrainingArgs,
+    max_steps: i64,
+    train: &[TokenizedExample],
+) -> TrainState {
     TrainState::for_data(args, max_steps, train.len(), fingerprint(train))
 }
 
@@ -89,7 +97,12 @@ pub fn load_causal_checkpoint(dir: &Path) -> Result<Checkpoint> {
 
 /// Checks that the run planned as `fresh` can go on from the checkpoint in `dir`, fills
 /// `vs` and `optimizer` from it and returns its state.
-pub(crate) fn resume(dir: &Path, fresh: &TrainState, vs: &nn::VarStore, optimizer: &mut Optimizer) -> Result<TrainState> {
+pub(crate) fn resume(
+    dir: &Path,
+    fresh: &TrainState,
+    vs: &nn::VarStore,
+    optimizer: &mut Optimizer,
+) -> Result<TrainState> {
     let ck = load_checkpoint(dir)?;
     ck.state.check_resumable(fresh, dir)?;
     load_weights(vs, dir.join(ADAPTER_CHECKPOINT_FILE))?;

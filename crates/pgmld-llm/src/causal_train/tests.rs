@@ -33,7 +33,9 @@ fn tiny_model() -> Llama {
         let n = t.numel() as i64;
         // A hash-like pseudo-random sequence in (−1, 1) (a plain sine would make every
         // matrix rank 2).
-        let hash = ((Tensor::arange(n, (Kind::Double, Device::Cpu)) * 12.9898 + salt).sin() * 43758.5453).frac();
+        let hash = ((Tensor::arange(n, (Kind::Double, Device::Cpu)) * 12.9898 + salt).sin()
+            * 43758.5453)
+            .frac();
         let v = hash.to_kind(Kind::Float) * if k.contains("norm") { 0.1 } else { 0.5 };
         let v = if k.contains("norm") { v + 1.0 } else { v };
         *t = v.view(t.size().as_slice());
@@ -78,18 +80,24 @@ fn run(
     a: &TrainingArgs,
 ) -> (CausalTrainOutcome, Vec<CausalTrainEvent>) {
     let mut events = Vec::new();
-    let out = train_causal_lm(model, vs, train, eval, a, 0, |e| events.push(e), |_| {}, || false, None).unwrap();
+    let out =
+        train_causal_lm(model, vs, train, eval, a, 0, |e| events.push(e), |_| {}, || false, None)
+            .unwrap();
     (out, events)
 }
 
 fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    let mut v: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 fn max_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
-    a.iter().zip(b).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -100,8 +108,16 @@ fn loss_falls_and_events_follow_the_arguments() {
     let a = args(json!({"eval_strategy": "epoch", "learning_rate": 0.05}));
     let (out, events) = run(&model, &vs, &train, &eval, &a);
     let after = out.eval.clone().unwrap();
-    println!("eval_loss {:.3} -> {:.3}, ppl {:.2}", before.eval_loss, after.eval_loss, after.perplexity);
-    assert!(after.eval_loss < 0.5 * before.eval_loss, "{} -> {}", before.eval_loss, after.eval_loss);
+    println!(
+        "eval_loss {:.3} -> {:.3}, ppl {:.2}",
+        before.eval_loss, after.eval_loss, after.perplexity
+    );
+    assert!(
+        after.eval_loss < 0.5 * before.eval_loss,
+        "{} -> {}",
+        before.eval_loss,
+        after.eval_loss
+    );
     assert!((after.perplexity - after.eval_loss.exp()).abs() < 1e-9);
     assert_eq!(after.eval_label_tokens, 8 * 4);
     // 24 rows / batch 4 = 6 steps per epoch, 4 epochs.
@@ -143,8 +159,12 @@ fn accumulation_trains_as_the_larger_batch() {
         params(&vs)
     };
     let big = one(json!({"per_device_train_batch_size": 4, "max_steps": 1}));
-    let accum = one(json!({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 1}));
-    let single = one(json!({"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4, "max_steps": 1}));
+    let accum = one(
+        json!({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 1}),
+    );
+    let single = one(
+        json!({"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4, "max_steps": 1}),
+    );
     let d = max_diff(&big, &accum).max(max_diff(&big, &single));
     assert!(d < 1e-6, "{d}");
     let (_, fresh) = adapted(json!({"r": 2, "target_modules": ["q_proj", "down_proj"]}));
@@ -156,7 +176,13 @@ fn checkpointing_matches_the_plain_pass() {
     let train = data(8, 4);
     let one = |ck: bool| {
         let (model, vs) = adapted(json!({"r": 4, "target_modules": "all-linear"}));
-        let (out, _) = run(&model, &vs, &train, &[], &args(json!({"max_steps": 3, "gradient_checkpointing": ck})));
+        let (out, _) = run(
+            &model,
+            &vs,
+            &train,
+            &[],
+            &args(json!({"max_steps": 3, "gradient_checkpointing": ck})),
+        );
         assert_eq!(out.train.gradient_checkpointing, ck);
         (params(&vs), out.train.train_loss)
     };
@@ -175,11 +201,15 @@ fn memory_options_train() {
     quantize_int8(&mut model);
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = LoraConfig::from_json(&json!({"r": 256, "lora_alpha": 32, "target_modules": "all-linear"})).unwrap();
+    let cfg =
+        LoraConfig::from_json(&json!({"r": 256, "lora_alpha": 32, "target_modules": "all-linear"}))
+            .unwrap();
     apply(&mut model, &cfg, &vs).unwrap();
     let before = evaluate_causal_lm(&model, &eval, 8, 0).unwrap().eval_loss;
-    let a = args(json!({"optim": "adamw_bnb_8bit", "learning_rate": 0.01, "gradient_accumulation_steps": 2,
-                        "num_train_epochs": 8}));
+    let a = args(
+        json!({"optim": "adamw_bnb_8bit", "learning_rate": 0.01, "gradient_accumulation_steps": 2,
+                        "num_train_epochs": 8}),
+    );
     let (out, _) = run(&model, &vs, &train, &eval, &a);
     assert!(out.train.gradient_checkpointing, "int8 weights force recomputation");
     let after = out.eval.unwrap().eval_loss;
@@ -196,13 +226,28 @@ fn cancel_and_bad_input_are_errors() {
         calls.set(calls.get() + 1);
         calls.get() > 3
     };
-    let err = train_causal_lm(&model, &vs, &train, &[], &args(json!({})), 0, |_| {}, |_| {}, stop, None).unwrap_err();
+    let err =
+        train_causal_lm(&model, &vs, &train, &[], &args(json!({})), 0, |_| {}, |_| {}, stop, None)
+            .unwrap_err();
     assert!(matches!(err, Error::Ml(pgmld_ml::Error::Cancelled)), "{err}");
-    let err = train_causal_lm(&model, &vs, &[], &[], &args(json!({})), 0, |_| {}, |_| {}, || false, None).unwrap_err();
+    let err =
+        train_causal_lm(&model, &vs, &[], &[], &args(json!({})), 0, |_| {}, |_| {}, || false, None)
+            .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
     let frozen = nn::VarStore::new(Device::Cpu);
-    let err =
-        train_causal_lm(&model, &frozen, &train, &[], &args(json!({})), 0, |_| {}, |_| {}, || false, None).unwrap_err();
+    let err = train_causal_lm(
+        &model,
+        &frozen,
+        &train,
+        &[],
+        &args(json!({})),
+        0,
+        |_| {},
+        |_| {},
+        || false,
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("LoRA"), "{err}");
     let err = train_causal_lm(
         &model,
@@ -226,12 +271,16 @@ fn resumed_run_ends_as_the_uninterrupted_one() {
     let dir = std::env::temp_dir().join(format!("pgmld-causal-ck-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for optim in ["adamw_torch", "adamw_8bit"] {
-        let a = args(json!({"max_steps": 6, "save_steps": 2, "optim": optim, "per_device_train_batch_size": 2,
-                            "gradient_accumulation_steps": 2}));
+        let a = args(
+            json!({"max_steps": 6, "save_steps": 2, "optim": optim, "per_device_train_batch_size": 2,
+                            "gradient_accumulation_steps": 2}),
+        );
         // No dropout: libtorch's generator is shared with tests running in parallel.
         let lora = json!({"r": 64, "lora_alpha": 16, "target_modules": "all-linear"});
         let (model, vs) = adapted(lora.clone());
-        let whole = train_causal_lm(&model, &vs, &train, &[], &a, 0, |_| {}, |_| {}, || false, None).unwrap();
+        let whole =
+            train_causal_lm(&model, &vs, &train, &[], &a, 0, |_| {}, |_| {}, || false, None)
+                .unwrap();
         let want = params(&vs);
         // Interrupted after step 4 (its checkpoint written), then resumed.
         let (model, vs) = adapted(lora.clone());
@@ -254,16 +303,30 @@ fn resumed_run_ends_as_the_uninterrupted_one() {
             None,
         );
         let (model, vs) = adapted(lora);
-        let resumed = train_causal_lm(&model, &vs, &train, &[], &a, 0, |_| {}, |_| {}, || false, Some(&dir)).unwrap();
+        let resumed =
+            train_causal_lm(&model, &vs, &train, &[], &a, 0, |_| {}, |_| {}, || false, Some(&dir))
+                .unwrap();
         assert_eq!(resumed.train.global_step, 6);
         assert_eq!(resumed.log_history.len(), whole.log_history.len());
         assert!((resumed.train.train_loss - whole.train.train_loss).abs() < 1e-6);
         let d = max_diff(&want, &params(&vs));
         assert!(d == 0.0, "{optim}: {d}");
         // Other data: refused.
-        let (model, vs) = adapted(json!({"r": 64, "lora_alpha": 16, "target_modules": "all-linear"}));
-        let err = train_causal_lm(&model, &vs, &data(12, 9), &[], &a, 0, |_| {}, |_| {}, || false, Some(&dir))
-            .unwrap_err();
+        let (model, vs) =
+            adapted(json!({"r": 64, "lora_alpha": 16, "target_modules": "all-linear"}));
+        let err = train_causal_lm(
+            &model,
+            &vs,
+            &data(12, 9),
+            &[],
+            &a,
+            0,
+            |_| {},
+            |_| {},
+            || false,
+            Some(&dir),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("training data"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

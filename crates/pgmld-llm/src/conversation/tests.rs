@@ -4,8 +4,27 @@ use tokenizers::Tokenizer;
 /// A word-level tokenizer with ChatML's special tokens and a BOS post-processor.
 fn tokenizer() -> ChatTokenizer {
     let words = [
-        "[UNK]", "user", "assistant", "system", "hi", "there", "Beep", "boop", "!", "hello", "friend", "be", "nice",
-        "#", ":", "User", "Assistant", "System", "{", "}", "ok",
+        "[UNK]",
+        "user",
+        "assistant",
+        "system",
+        "hi",
+        "there",
+        "Beep",
+        "boop",
+        "!",
+        "hello",
+        "friend",
+        "be",
+        "nice",
+        "#",
+        ":",
+        "User",
+        "Assistant",
+        "System",
+        "{",
+        "}",
+        "ok",
     ];
     let mut vocab = serde_json::Map::new();
     for (i, w) in words.iter().enumerate() {
@@ -35,7 +54,11 @@ fn tokenizer() -> ChatTokenizer {
 }
 
 fn row(system: Option<&str>, user: &str, assistant: &str) -> ConversationRow {
-    ConversationRow { system: system.map(str::to_string), user: user.into(), assistant: assistant.into() }
+    ConversationRow {
+        system: system.map(str::to_string),
+        user: user.into(),
+        assistant: assistant.into(),
+    }
 }
 
 fn chatml() -> PromptFormat {
@@ -50,7 +73,8 @@ fn labelled(ex: &TokenizedExample) -> Vec<i64> {
 fn chat_template_labels_only_the_reply_and_end_of_turn() {
     let tok = tokenizer();
     let r = row(Some("be nice"), "hi there", "Beep boop ! hello");
-    let enc = encode_conversations(&[r], &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
+    let enc =
+        encode_conversations(&[r], &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
     let ex = &enc.examples[0];
     assert_eq!(ex.input_ids.len(), ex.labels.len());
     // The rendered text, tokenized without BOS (the template holds the special tokens).
@@ -77,10 +101,13 @@ fn train_on_prompt_labels_every_token() {
 #[test]
 fn prompt_template_fills_placeholders_once_and_ends_with_eos() {
     let tok = tokenizer();
-    let format = PromptFormat::Template("# System : {system} # User : {user} # Assistant : {assistant}".into());
+    let format = PromptFormat::Template(
+        "# System : {system} # User : {user} # Assistant : {assistant}".into(),
+    );
     // A message that itself contains a placeholder is kept as written.
     let r = row(None, "hi {assistant}", "hello friend");
-    let enc = encode_conversations(&[r], &tok, &format, &ConversationArgs::default(), 2048).unwrap();
+    let enc =
+        encode_conversations(&[r], &tok, &format, &ConversationArgs::default(), 2048).unwrap();
     let ex = &enc.examples[0];
     assert_eq!(ex.input_ids[0], 2, "the tokenizer's BOS");
     assert_eq!(ex.labels[0], IGNORE_INDEX);
@@ -105,8 +132,12 @@ fn prompt_template_fills_placeholders_once_and_ends_with_eos() {
 #[test]
 fn truncation_drops_rows_without_reply_tokens() {
     let tok = tokenizer();
-    let rows = [row(None, "hi there hi there hi there hi there", "hello friend"), row(None, "hi", "hello")];
-    let full = encode_conversations(&rows, &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
+    let rows = [
+        row(None, "hi there hi there hi there hi there", "hello friend"),
+        row(None, "hi", "hello"),
+    ];
+    let full =
+        encode_conversations(&rows, &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
     let long = full.examples[0].input_ids.len();
     let short = full.examples[1].input_ids.len();
     // Cut inside the first row's prompt: it has no label left and goes; the second fits.
@@ -115,7 +146,14 @@ fn truncation_drops_rows_without_reply_tokens() {
     assert_eq!((enc.examples.len(), enc.truncated, enc.dropped), (1, 1, 1));
     assert_eq!(enc.examples[0], full.examples[1]);
     // The model's positions bound the length too.
-    let enc = encode_conversations(&rows, &tok, &chatml(), &ConversationArgs::default(), (long - 1) as i64).unwrap();
+    let enc = encode_conversations(
+        &rows,
+        &tok,
+        &chatml(),
+        &ConversationArgs::default(),
+        (long - 1) as i64,
+    )
+    .unwrap();
     assert_eq!((enc.truncated, enc.max_seq_length), (1, long - 1));
     assert_eq!(enc.examples[0].input_ids.len(), long - 1);
     let err = encode_conversations(&rows[..1], &tok, &chatml(), &args, 2048).unwrap_err();
@@ -127,14 +165,18 @@ fn packing_concatenates_whole_examples_and_keeps_labels() {
     let tok = tokenizer();
     let rows: Vec<ConversationRow> =
         (0..7).map(|i| row(None, &"hi ".repeat(i + 1), &"hello ".repeat(7 - i))).collect();
-    let plain = encode_conversations(&rows, &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
+    let plain =
+        encode_conversations(&rows, &tok, &chatml(), &ConversationArgs::default(), 2048).unwrap();
     let max = 40;
     let args = ConversationArgs { packing: true, max_seq_length: max, ..Default::default() };
     let packed = encode_conversations(&rows, &tok, &chatml(), &args, 2048).unwrap();
     assert!(packed.examples.len() < plain.examples.len());
     assert!(packed.examples.iter().all(|e| e.input_ids.len() <= max));
     let flat = |v: &[TokenizedExample]| -> (Vec<i64>, Vec<i64>) {
-        (v.iter().flat_map(|e| e.input_ids.clone()).collect(), v.iter().flat_map(|e| e.labels.clone()).collect())
+        (
+            v.iter().flat_map(|e| e.input_ids.clone()).collect(),
+            v.iter().flat_map(|e| e.labels.clone()).collect(),
+        )
     };
     assert_eq!(flat(&packed.examples), flat(&plain.examples));
 }

@@ -43,16 +43,16 @@ impl GenerationDefaults {
     /// wrong type or out of range is an error naming the file, the key and the value.
     pub fn from_file(path: &Path) -> Result<GenerationDefaults> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json { what: path.display().to_string(), source })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|source| Error::Json { what: path.display().to_string(), source })?;
         Self::from_json(&json, &path.display().to_string())
     }
 
     /// [`GenerationDefaults::from_file`] for a file already parsed; `what` names it in
     /// errors.
     pub fn from_json(json: &serde_json::Value, what: &str) -> Result<GenerationDefaults> {
-        let defaults: GenerationDefaults =
-            serde_json::from_value(json.clone()).map_err(|source| Error::Json { what: what.to_string(), source })?;
+        let defaults: GenerationDefaults = serde_json::from_value(json.clone())
+            .map_err(|source| Error::Json { what: what.to_string(), source })?;
         defaults.validate().map_err(|e| match e {
             Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
             other => other,
@@ -117,7 +117,8 @@ mod tests {
     use super::*;
 
     fn file(tag: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("pgmld-gen-defaults-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pgmld-gen-defaults-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("generation_config.json");
         std::fs::write(&path, text).unwrap();
@@ -127,9 +128,17 @@ mod tests {
     #[test]
     fn unset_settings_take_the_transformers_defaults() {
         let cfg = GenerationDefaults::default().to_config();
-        assert_eq!((cfg.max_new_tokens, cfg.top_k, cfg.do_sample), (DEFAULT_MAX_NEW_TOKENS, Some(50), false));
+        assert_eq!(
+            (cfg.max_new_tokens, cfg.top_k, cfg.do_sample),
+            (DEFAULT_MAX_NEW_TOKENS, Some(50), false)
+        );
         assert_eq!((cfg.temperature, cfg.top_p, cfg.repetition_penalty), (1.0, 1.0, 1.0));
-        let off = GenerationDefaults { top_k: Some(0), do_sample: Some(true), temperature: Some(0.0), ..Default::default() };
+        let off = GenerationDefaults {
+            top_k: Some(0),
+            do_sample: Some(true),
+            temperature: Some(0.0),
+            ..Default::default()
+        };
         let cfg = off.to_config();
         assert_eq!(cfg.top_k, None, "top_k 0 turns the filter off");
         assert!(!cfg.do_sample, "temperature 0 is greedy");
@@ -148,23 +157,41 @@ mod tests {
         let cfg = GenerationDefaults::default().over(&model).to_config();
         assert!(cfg.do_sample && cfg.is_sampling());
         assert_eq!((cfg.temperature, cfg.top_p, cfg.top_k), (0.6, 0.9, Some(50)));
-        let call = GenerationDefaults { do_sample: Some(false), top_p: Some(0.5), max_new_tokens: Some(9), ..Default::default() };
+        let call = GenerationDefaults {
+            do_sample: Some(false),
+            top_p: Some(0.5),
+            max_new_tokens: Some(9),
+            ..Default::default()
+        };
         let cfg = call.over(&model).to_config();
         assert!(!cfg.do_sample, "the call's do_sample wins");
         assert_eq!((cfg.top_p, cfg.temperature, cfg.max_new_tokens), (0.5, 0.6, 9));
         let greedy_call = GenerationDefaults { temperature: Some(0.0), ..Default::default() };
-        assert!(!greedy_call.over(&model).to_config().is_sampling(), "temperature 0 from the call is greedy");
+        assert!(
+            !greedy_call.over(&model).to_config().is_sampling(),
+            "temperature 0 from the call is greedy"
+        );
     }
 
     #[test]
     fn bad_values_name_the_file_key_and_value() {
-        let e = GenerationDefaults::from_file(&file("bad-range", r#"{"top_p": 1.5}"#)).unwrap_err().to_string();
-        assert!(e.contains("generation_config.json") && e.contains("top_p") && e.contains("1.5"), "{e}");
-        let e = GenerationDefaults::from_file(&file("bad-type", r#"{"do_sample": "yes"}"#)).unwrap_err().to_string();
+        let e = GenerationDefaults::from_file(&file("bad-range", r#"{"top_p": 1.5}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation_config.json") && e.contains("top_p") && e.contains("1.5"),
+            "{e}"
+        );
+        let e = GenerationDefaults::from_file(&file("bad-type", r#"{"do_sample": "yes"}"#))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("generation_config.json") && e.contains("yes"), "{e}");
         let e = GenerationDefaults::from_file(&file("bad-json", "{")).unwrap_err().to_string();
         assert!(e.contains("generation_config.json"), "{e}");
-        let e = GenerationDefaults { max_new_tokens: Some(0), ..Default::default() }.validate().unwrap_err().to_string();
+        let e = GenerationDefaults { max_new_tokens: Some(0), ..Default::default() }
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_new_tokens"), "{e}");
     }
 }

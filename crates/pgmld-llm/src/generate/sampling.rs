@@ -22,8 +22,9 @@ impl SplitMix64 {
     /// A generator seeded from the process's random hasher keys and the clock.
     pub fn from_entropy() -> Self {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         hasher.write_u64(nanos);
         SplitMix64::new(hasher.finish())
     }
@@ -111,7 +112,11 @@ impl LogitsProcessor {
         let candidates = &mut self.candidates;
         candidates.clear();
         candidates.extend(
-            scores.iter().enumerate().filter(|(_, s)| s.is_finite()).map(|(i, &s)| (s * inv_temperature, i as u32)),
+            scores
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_finite())
+                .map(|(i, &s)| (s * inv_temperature, i as u32)),
         );
         if candidates.is_empty() {
             return argmax(scores) as i64;

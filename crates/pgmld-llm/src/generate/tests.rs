@@ -78,7 +78,12 @@ fn callback_break_cancels() {
 fn seeded_sampling_is_reproducible_and_tiny_top_p_is_greedy() {
     let model = tiny_model("llama", 24);
     let prompt = [4i64, 8];
-    let sample = |seed| GenerationConfig { do_sample: true, temperature: 1.5, seed: Some(seed), ..greedy(24) };
+    let sample = |seed| GenerationConfig {
+        do_sample: true,
+        temperature: 1.5,
+        seed: Some(seed),
+        ..greedy(24)
+    };
     let a = run(&model, &prompt, &sample(1)).tokens;
     assert_eq!(a, run(&model, &prompt, &sample(1)).tokens);
     assert_ne!(a, run(&model, &prompt, &sample(2)).tokens);
@@ -91,7 +96,8 @@ fn repetition_penalty_changes_greedy_output() {
     let model = tiny_model("llama", 25);
     let prompt = [7i64, 7, 7];
     let plain = run(&model, &prompt, &greedy(16)).tokens;
-    let penalised = run(&model, &prompt, &GenerationConfig { repetition_penalty: 5.0, ..greedy(16) }).tokens;
+    let penalised =
+        run(&model, &prompt, &GenerationConfig { repetition_penalty: 5.0, ..greedy(16) }).tokens;
     assert_ne!(plain, penalised);
     // A strong penalty makes repeats rarer.
     let distinct = |t: &[i64]| {
@@ -111,7 +117,8 @@ fn context_limit_caps_the_budget() {
     let out = run(&model, &prompt, &greedy(100));
     assert_eq!(out.tokens.len(), 8);
     assert_eq!(out.finish_reason, FinishReason::Length);
-    let err = generate(&model, &vec![1; 128], &greedy(1), |_| ControlFlow::Continue(())).unwrap_err();
+    let err =
+        generate(&model, &vec![1; 128], &greedy(1), |_| ControlFlow::Continue(())).unwrap_err();
     assert!(err.to_string().contains("128"), "{err}");
 }
 

@@ -32,25 +32,19 @@ pub fn llama_config(file: &mut GgufFile) -> Result<LlamaConfig> {
         )));
     }
     let required = |file: &GgufFile, k: &str| -> Result<i64> {
-        let v = file
-            .get_u64(&key(k))
-            .ok_or_else(|| file.missing_metadata(&key(k)))?;
+        let v = file.get_u64(&key(k)).ok_or_else(|| file.missing_metadata(&key(k)))?;
         i64::try_from(v).map_err(|_| file.bad_metadata(&key(k), "a size"))
     };
     let hidden = required(file, "embedding_length")?;
     let layers = required(file, "block_count")?;
     let intermediate = required(file, "feed_forward_length")?;
     let heads = required(file, "attention.head_count")?;
-    let kv_heads = file
-        .get_u64(&key("attention.head_count_kv"))
-        .map_or(heads, |v| v as i64);
+    let kv_heads = file.get_u64(&key("attention.head_count_kv")).map_or(heads, |v| v as i64);
     let eps = file
         .get_f64(&key("attention.layer_norm_rms_epsilon"))
         .ok_or_else(|| file.missing_metadata(&key("attention.layer_norm_rms_epsilon")))?;
     let theta = file.get_f64(&key("rope.freq_base")).unwrap_or(10000.0);
-    let context = file
-        .get_u64(&key("context_length"))
-        .map_or(2048, |v| v as i64);
+    let context = file.get_u64(&key("context_length")).map_or(2048, |v| v as i64);
     let head_dim = file.get_u64(&key("attention.key_length")).map(|v| v as i64);
     let effective_head_dim = head_dim.unwrap_or(if heads > 0 { hidden / heads } else { 0 });
     if let Some(rot) = file.get_u64(&key("rope.dimension_count")) {
@@ -63,10 +57,8 @@ pub fn llama_config(file: &mut GgufFile) -> Result<LlamaConfig> {
     }
     let vocab = vocab_size(file, &arch)?;
     let tied = !file.has_tensor("output.weight");
-    let token_id = |file: &GgufFile, k: &str| {
-        file.get_u64(&format!("tokenizer.ggml.{k}"))
-            .map(|v| v as i64)
-    };
+    let token_id =
+        |file: &GgufFile, k: &str| file.get_u64(&format!("tokenizer.ggml.{k}")).map(|v| v as i64);
     let mut eos_ids = Vec::new();
     for k in ["eos_token_id", "eot_token_id", "eom_token_id"] {
         if let Some(id) = token_id(file, k) {
@@ -107,11 +99,7 @@ pub fn llama_config(file: &mut GgufFile) -> Result<LlamaConfig> {
 
 /// Rows of `token_embd.weight`, else `{arch}.vocab_size`, else the token list's length.
 fn vocab_size(file: &GgufFile, arch: &str) -> Result<i64> {
-    if let Some(embd) = file
-        .tensors()
-        .into_iter()
-        .find(|t| t.name == "token_embd.weight")
-    {
+    if let Some(embd) = file.tensors().into_iter().find(|t| t.name == "token_embd.weight") {
         if let Some(&rows) = embd.shape.first() {
             return Ok(rows);
         }
@@ -120,9 +108,7 @@ fn vocab_size(file: &GgufFile, arch: &str) -> Result<i64> {
         return Ok(v as i64);
     }
     let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
-    tokens
-        .map(|t| t.len() as i64)
-        .ok_or_else(|| file.missing_metadata("tokenizer.ggml.tokens"))
+    tokens.map(|t| t.len() as i64).ok_or_else(|| file.missing_metadata("tokenizer.ggml.tokens"))
 }
 
 /// `rope_scaling` as config.json would state it: linear scaling from metadata, Llama 3
@@ -133,9 +119,7 @@ fn rope_scaling(
     theta: f64,
     head_dim: i64,
 ) -> Result<serde_json::Value> {
-    let kind = file
-        .get_str(&format!("{arch}.rope.scaling.type"))
-        .map(str::to_string);
+    let kind = file.get_str(&format!("{arch}.rope.scaling.type")).map(str::to_string);
     let factor = file.get_f64(&format!("{arch}.rope.scaling.factor"));
     match kind.as_deref() {
         Some("linear") => {
@@ -163,10 +147,7 @@ fn rope_scaling(
     let (low, high) = (1.0, 4.0);
     let expected = llama3_divisors(theta, head_dim, factor, low, high, original);
     let matches = expected.len() == divisors.len()
-        && expected
-            .iter()
-            .zip(&divisors)
-            .all(|(e, &d)| ((*e - d as f64) / e).abs() < 1e-3);
+        && expected.iter().zip(&divisors).all(|(e, &d)| ((*e - d as f64) / e).abs() < 1e-3);
     if !matches {
         return Err(Error::Unsupported(format!(
             "{}: rope_freqs do not match Llama 3 scaling (factor {factor}, low 1, high 4, original {original})",

@@ -98,9 +98,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     let blocks = out.len() / ty.block_len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     // Below ~1M elements thread start-up costs more than it saves.
     if threads <= 1 || out.len() < (1 << 20) {
         dequantize_blocks(ty, data, out);
@@ -119,9 +117,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
 
 /// Expands whole blocks; lengths were checked by [`dequantize`].
 fn dequantize_blocks(ty: GgmlType, data: &[u8], out: &mut [f32]) {
-    let blocks = data
-        .chunks_exact(ty.block_bytes())
-        .zip(out.chunks_exact_mut(ty.block_len()));
+    let blocks = data.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(ty.block_len()));
     match ty {
         GgmlType::F32 => {
             for (b, y) in blocks {
@@ -163,10 +159,7 @@ fn q4_1(b: &[u8], y: &mut [f32]) {
 
 /// Fifth bits of element `j` and `j + 16` from the 32-bit `qh` word.
 fn q5_high_bits(qh: u32, j: usize) -> (u8, u8) {
-    (
-        (((qh >> j) << 4) & 0x10) as u8,
-        ((qh >> (j + 12)) & 0x10) as u8,
-    )
+    ((((qh >> j) << 4) & 0x10) as u8, ((qh >> (j + 12)) & 0x10) as u8)
 }
 
 /// `block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }`.
@@ -228,10 +221,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

@@ -8,10 +8,7 @@ use super::*;
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 33) % n as u64) as u32
     }
 }
@@ -29,10 +26,7 @@ fn run(ty: GgmlType, block: &[u8]) -> Vec<f32> {
 fn assert_close(got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-            "element {i}: got {g}, want {w}"
-        );
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "element {i}: got {g}, want {w}");
     }
 }
 
@@ -63,13 +57,7 @@ fn q4_0_nibble_order_and_offset() {
     assert_eq!(got[16], 3.5); // high nibble of byte 0 = 15
     assert_eq!(got[31], -4.0);
     let want: Vec<f32> = (0..32)
-        .map(|i| {
-            if i < 16 {
-                (i as f32 - 8.0) * 0.5
-            } else {
-                ((31 - i) as f32 - 8.0) * 0.5
-            }
-        })
+        .map(|i| if i < 16 { (i as f32 - 8.0) * 0.5 } else { ((31 - i) as f32 - 8.0) * 0.5 })
         .collect();
     assert_close(&got, &want);
 }
@@ -233,12 +221,8 @@ fn q6_k_super_block() {
     let mut qh = vec![0u8; 64];
     for (half, j) in [0usize, 128].into_iter().enumerate() {
         for l in 0..32 {
-            let (q1, q2, q3, q4) = (
-                codes[j + l],
-                codes[j + l + 32],
-                codes[j + l + 64],
-                codes[j + l + 96],
-            );
+            let (q1, q2, q3, q4) =
+                (codes[j + l], codes[j + l + 32], codes[j + l + 64], codes[j + l + 96]);
             ql[half * 64 + l] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
             ql[half * 64 + l + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
             qh[half * 32 + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
@@ -249,9 +233,8 @@ fn q6_k_super_block() {
     block.extend(scales.iter().map(|&s| s as u8));
     block.extend(f16_bytes(d));
     let d = f16::from_f32(d).to_f32();
-    let want: Vec<f32> = (0..256)
-        .map(|i| d * scales[i / 16] as f32 * (codes[i] as f32 - 32.0))
-        .collect();
+    let want: Vec<f32> =
+        (0..256).map(|i| d * scales[i / 16] as f32 * (codes[i] as f32 - 32.0)).collect();
     assert_close(&run(GgmlType::Q6K, &block), &want);
 }
 
@@ -260,15 +243,8 @@ fn threaded_split_matches_whole_blocks() {
     // 2^20 + 2 blocks of 32 elements: large enough for the threaded path, uneven split.
     let blocks = (1 << 15) + 2;
     let mut rng = Lcg(1);
-    let data: Vec<u8> = (0..blocks * 18)
-        .map(|i| {
-            if i % 18 == 1 {
-                0x38
-            } else {
-                rng.below(256) as u8
-            }
-        })
-        .collect();
+    let data: Vec<u8> =
+        (0..blocks * 18).map(|i| if i % 18 == 1 { 0x38 } else { rng.below(256) as u8 }).collect();
     let mut threaded = vec![0f32; blocks * 32];
     dequantize(GgmlType::Q4_0, &data, &mut threaded).unwrap();
     let mut single = vec![0f32; blocks * 32];

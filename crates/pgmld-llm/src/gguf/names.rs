@@ -65,10 +65,7 @@ pub fn unpermute_rows(t: &Tensor, n_head: i64) -> Result<Tensor> {
     }
     let mut split = vec![n_head, rows / n_head / 2, 2];
     split.extend_from_slice(&shape[1..]);
-    Ok(t.reshape(&split)
-        .transpose(1, 2)
-        .contiguous()
-        .reshape(&shape))
+    Ok(t.reshape(&split).transpose(1, 2).contiguous().reshape(&shape))
 }
 
 #[cfg(test)]
@@ -81,39 +78,15 @@ mod tests {
             ("token_embd.weight", "model.embed_tokens.weight"),
             ("output_norm.weight", "model.norm.weight"),
             ("output.weight", "lm_head.weight"),
-            (
-                "blk.0.attn_q.weight",
-                "model.layers.0.self_attn.q_proj.weight",
-            ),
-            (
-                "blk.12.attn_k.bias",
-                "model.layers.12.self_attn.k_proj.bias",
-            ),
-            (
-                "blk.1.attn_v.weight",
-                "model.layers.1.self_attn.v_proj.weight",
-            ),
-            (
-                "blk.29.attn_output.weight",
-                "model.layers.29.self_attn.o_proj.weight",
-            ),
-            (
-                "blk.2.ffn_gate.weight",
-                "model.layers.2.mlp.gate_proj.weight",
-            ),
+            ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
+            ("blk.12.attn_k.bias", "model.layers.12.self_attn.k_proj.bias"),
+            ("blk.1.attn_v.weight", "model.layers.1.self_attn.v_proj.weight"),
+            ("blk.29.attn_output.weight", "model.layers.29.self_attn.o_proj.weight"),
+            ("blk.2.ffn_gate.weight", "model.layers.2.mlp.gate_proj.weight"),
             ("blk.2.ffn_up.weight", "model.layers.2.mlp.up_proj.weight"),
-            (
-                "blk.2.ffn_down.weight",
-                "model.layers.2.mlp.down_proj.weight",
-            ),
-            (
-                "blk.7.attn_norm.weight",
-                "model.layers.7.input_layernorm.weight",
-            ),
-            (
-                "blk.7.ffn_norm.weight",
-                "model.layers.7.post_attention_layernorm.weight",
-            ),
+            ("blk.2.ffn_down.weight", "model.layers.2.mlp.down_proj.weight"),
+            ("blk.7.attn_norm.weight", "model.layers.7.input_layernorm.weight"),
+            ("blk.7.ffn_norm.weight", "model.layers.7.post_attention_layernorm.weight"),
         ];
         for (gguf, hf) in cases {
             assert_eq!(hf_name(gguf).as_deref(), Some(hf), "{gguf}");
@@ -130,18 +103,9 @@ mod tests {
 
     #[test]
     fn permuted_projections() {
-        assert_eq!(
-            permuted_heads("model.layers.0.self_attn.q_proj.weight", 9, 3),
-            Some(9)
-        );
-        assert_eq!(
-            permuted_heads("model.layers.0.self_attn.k_proj.bias", 9, 3),
-            Some(3)
-        );
-        assert_eq!(
-            permuted_heads("model.layers.0.self_attn.v_proj.weight", 9, 3),
-            None
-        );
+        assert_eq!(permuted_heads("model.layers.0.self_attn.q_proj.weight", 9, 3), Some(9));
+        assert_eq!(permuted_heads("model.layers.0.self_attn.k_proj.bias", 9, 3), Some(3));
+        assert_eq!(permuted_heads("model.layers.0.self_attn.v_proj.weight", 9, 3), None);
     }
 
     /// `convert_hf_to_gguf.py`'s permute, written out: rows `(head, 2, pair)` →
@@ -150,10 +114,7 @@ mod tests {
         let shape = t.size();
         let mut split = vec![n_head, 2, shape[0] / n_head / 2];
         split.extend_from_slice(&shape[1..]);
-        t.reshape(&split)
-            .transpose(1, 2)
-            .contiguous()
-            .reshape(&shape)
+        t.reshape(&split).transpose(1, 2).contiguous().reshape(&shape)
     }
 
     #[test]
@@ -162,10 +123,7 @@ mod tests {
         // [r0, r2, r1, r3]; unpermuting must give them back.
         let gguf = Tensor::from_slice(&[0f32, 2., 1., 3.]).reshape([4, 1]);
         let hf = unpermute_rows(&gguf, 1).unwrap();
-        assert_eq!(
-            Vec::<f32>::try_from(hf.flatten(0, -1)).unwrap(),
-            vec![0., 1., 2., 3.]
-        );
+        assert_eq!(Vec::<f32>::try_from(hf.flatten(0, -1)).unwrap(), vec![0., 1., 2., 3.]);
 
         // Several heads, 2-D weight and 1-D bias: inverse of the converter's permute.
         let w = Tensor::arange(6 * 8 * 5, (tch::Kind::Float, tch::Device::Cpu)).reshape([48, 5]);

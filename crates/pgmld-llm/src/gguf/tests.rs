@@ -13,19 +13,13 @@ use half::f16;
 fn tiny_llama(version_2: bool, with_output: bool) -> PathBuf {
     let (h, ffn, vocab, kv_dim) = (8u64, 12u64, 5u64, 4u64);
     let mut b = GGUFBuilder::new()
-        .add_metadata(
-            "general.architecture",
-            MetadataValue::String("llama".into()),
-        )
+        .add_metadata("general.architecture", MetadataValue::String("llama".into()))
         .add_metadata("llama.embedding_length", MetadataValue::U32(h as u32))
         .add_metadata("llama.block_count", MetadataValue::U32(2))
         .add_metadata("llama.feed_forward_length", MetadataValue::U32(ffn as u32))
         .add_metadata("llama.attention.head_count", MetadataValue::U32(2))
         .add_metadata("llama.attention.head_count_kv", MetadataValue::U32(1))
-        .add_metadata(
-            "llama.attention.layer_norm_rms_epsilon",
-            MetadataValue::F32(1e-5),
-        )
+        .add_metadata("llama.attention.layer_norm_rms_epsilon", MetadataValue::F32(1e-5))
         .add_metadata("llama.rope.freq_base", MetadataValue::F32(100000.0))
         .add_metadata("llama.context_length", MetadataValue::U32(64))
         .add_metadata("tokenizer.ggml.tokens", strings(&["a", "b", "c", "d", "e"]))
@@ -77,10 +71,7 @@ fn tiny_llama_config_and_weights() {
             ),
             (8, 2, 12, 2)
         );
-        assert_eq!(
-            (cfg.num_kv_heads(), cfg.head_dim(), cfg.vocab_size),
-            (1, 4, 5)
-        );
+        assert_eq!((cfg.num_kv_heads(), cfg.head_dim(), cfg.vocab_size), (1, 4, 5));
         assert!(cfg.tie_word_embeddings);
         assert_eq!(cfg.rope_theta, 100000.0);
         assert_eq!(cfg.max_position_embeddings, 64);
@@ -93,10 +84,7 @@ fn tiny_llama_config_and_weights() {
         assert!(!w.contains_key("lm_head.weight"));
         assert_eq!(w["model.embed_tokens.weight"].size(), vec![5, 8]);
         assert_eq!(w["model.layers.1.mlp.down_proj.weight"].size(), vec![8, 12]);
-        assert_eq!(
-            w["model.layers.0.self_attn.k_proj.weight"].size(),
-            vec![4, 8]
-        );
+        assert_eq!(w["model.layers.0.self_attn.k_proj.weight"].size(), vec![4, 8]);
         // Row r of the stored q_proj holds r*8..r*8+8; per head of 4 rows the stored order
         // is HF rows [0, 2, 1, 3], so HF row 1 is stored row 2.
         let q = &w["model.layers.0.self_attn.q_proj.weight"];
@@ -115,9 +103,7 @@ fn untied_output_and_kind_conversion() {
     let mut file = GgufFile::open(&path).unwrap();
     let cfg = file.config().unwrap();
     assert!(!cfg.tie_word_embeddings);
-    let w = file
-        .read_weights(&cfg, Kind::BFloat16, Device::Cpu)
-        .unwrap();
+    let w = file.read_weights(&cfg, Kind::BFloat16, Device::Cpu).unwrap();
     assert_eq!(w["lm_head.weight"].kind(), Kind::BFloat16);
     assert_eq!(w["lm_head.weight"].size(), vec![5, 8]);
 }
@@ -133,10 +119,7 @@ fn quantized_tensor_is_dequantised_in_torch_shape() {
         q4.extend([0x98u8; 16]); // low nibble 8 → 0, high nibble 9 → 1
     }
     let (bytes, _) = GGUFBuilder::new()
-        .add_metadata(
-            "general.architecture",
-            MetadataValue::String("llama".into()),
-        )
+        .add_metadata("general.architecture", MetadataValue::String("llama".into()))
         .add_quantized_tensor("a", vec![32], TensorType::Q8_0, q8)
         .unwrap()
         .add_quantized_tensor("b", vec![32, 2], TensorType::Q4_0, q4)

@@ -70,7 +70,9 @@ impl Attention {
     ) -> Tensor {
         let size = x.size();
         let (batch, seq) = (size[0], size[1]);
-        let heads = |proj: &Linear, n: i64| proj.forward(x, train).view([batch, seq, n, self.head_dim]).transpose(1, 2);
+        let heads = |proj: &Linear, n: i64| {
+            proj.forward(x, train).view([batch, seq, n, self.head_dim]).transpose(1, 2)
+        };
         let q = heads(&self.q_proj, self.num_heads);
         let k = heads(&self.k_proj, self.num_kv_heads);
         let v = heads(&self.v_proj, self.num_kv_heads);
@@ -99,14 +101,34 @@ impl Attention {
             // the sequence axis so all of them share their key/value head without copying
             // the cache (HF's repeat_kv order: head h uses kv head h / group).
             let grouped = q.reshape([batch, self.num_kv_heads, group, self.head_dim]);
-            let out =
-                Tensor::scaled_dot_product_attention(&grouped, k, v, None::<&Tensor>, 0.0, false, None::<f64>, false);
+            let out = Tensor::scaled_dot_product_attention(
+                &grouped,
+                k,
+                v,
+                None::<&Tensor>,
+                0.0,
+                false,
+                None::<f64>,
+                false,
+            );
             return out.reshape([batch, self.num_heads, 1, self.head_dim]);
         }
-        let (k, v) =
-            if group > 1 { (repeat_kv(k, group), repeat_kv(v, group)) } else { (k.shallow_clone(), v.shallow_clone()) };
+        let (k, v) = if group > 1 {
+            (repeat_kv(k, group), repeat_kv(v, group))
+        } else {
+            (k.shallow_clone(), v.shallow_clone())
+        };
         if past == 0 {
-            return Tensor::scaled_dot_product_attention(q, &k, &v, None::<&Tensor>, 0.0, true, None::<f64>, false);
+            return Tensor::scaled_dot_product_attention(
+                q,
+                &k,
+                &v,
+                None::<&Tensor>,
+                0.0,
+                true,
+                None::<f64>,
+                false,
+            );
         }
         // Chunked prefill after a cache: SDPA's `is_causal` aligns the mask top-left, but
         // the new queries sit at the bottom-right of the key range.
@@ -173,7 +195,8 @@ impl DecoderLayer {
         cache: Option<&mut LayerCache>,
         train: bool,
     ) -> Tensor {
-        let attn = self.self_attn.forward(&self.input_layernorm.forward(x), rope, start_pos, cache, train);
+        let attn =
+            self.self_attn.forward(&self.input_layernorm.forward(x), rope, start_pos, cache, train);
         let x = x + attn;
         let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x), train);
         x + mlp

@@ -22,7 +22,8 @@ pub(crate) fn random_weights(cfg: &LlamaConfig, seed: i64) -> Weights {
     let opts = (Kind::Float, Device::Cpu);
     let randn = |shape: &[i64], scale: f64| Tensor::randn(shape, opts) * scale;
     let (h, v, i) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
-    let (q_out, kv_out) = (cfg.num_attention_heads * cfg.head_dim(), cfg.num_kv_heads() * cfg.head_dim());
+    let (q_out, kv_out) =
+        (cfg.num_attention_heads * cfg.head_dim(), cfg.num_kv_heads() * cfg.head_dim());
     let mut w = Weights::new();
     w.insert("model.embed_tokens.weight".into(), randn(&[v, h], 1.0));
     for l in 0..cfg.num_hidden_layers {
@@ -37,7 +38,8 @@ pub(crate) fn random_weights(cfg: &LlamaConfig, seed: i64) -> Weights {
             ("mlp.down_proj", h, i),
         ] {
             w.insert(format!("{p}.{name}.weight"), randn(&[out, inp], 0.3));
-            let is_qkv = name.ends_with("q_proj") || name.ends_with("k_proj") || name.ends_with("v_proj");
+            let is_qkv =
+                name.ends_with("q_proj") || name.ends_with("k_proj") || name.ends_with("v_proj");
             let has_bias = if is_qkv {
                 cfg.qkv_bias()
             } else if name.ends_with("o_proj") {
@@ -63,5 +65,6 @@ pub(crate) fn random_weights(cfg: &LlamaConfig, seed: i64) -> Weights {
 pub(crate) fn tiny_model(model_type: &str, seed: i64) -> crate::llama::Llama {
     let cfg = tiny_config(model_type);
     let mut weights = random_weights(&cfg, seed);
-    crate::llama::Llama::load(cfg, &mut weights, Device::Cpu, Kind::Float).expect("tiny model loads")
+    crate::llama::Llama::load(cfg, &mut weights, Device::Cpu, Kind::Float)
+        .expect("tiny model loads")
 }

@@ -89,7 +89,11 @@ fn qwen2_biases_are_loaded_and_used() {
     let mut weights = random_weights(&cfg, 12);
     assert!(weights.contains_key("model.layers.0.self_attn.q_proj.bias"));
     let mut model = Llama::load(cfg.clone(), &mut weights, Device::Cpu, Kind::Float).unwrap();
-    assert!(weights.is_empty(), "every weight was consumed: {:?}", weights.keys().collect::<Vec<_>>());
+    assert!(
+        weights.is_empty(),
+        "every weight was consumed: {:?}",
+        weights.keys().collect::<Vec<_>>()
+    );
     let attn = &model.layers[1].self_attn;
     assert!(attn.q_proj.bias.is_some() && attn.k_proj.bias.is_some() && attn.v_proj.bias.is_some());
     assert!(attn.o_proj.bias.is_none());
@@ -107,7 +111,10 @@ fn qwen2_biases_are_loaded_and_used() {
     let mut weights = random_weights(&cfg, 12);
     weights.remove("model.layers.0.self_attn.q_proj.bias");
     let err = Llama::load(cfg, &mut weights, Device::Cpu, Kind::Float).unwrap_err();
-    assert!(matches!(err, Error::MissingWeight(ref n) if n == "model.layers.0.self_attn.q_proj.bias"), "{err}");
+    assert!(
+        matches!(err, Error::MissingWeight(ref n) if n == "model.layers.0.self_attn.q_proj.bias"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -116,11 +123,16 @@ fn missing_and_misshapen_weights_are_named() {
     let mut weights = random_weights(&cfg, 13);
     weights.remove("model.layers.1.mlp.up_proj.weight");
     let err = Llama::load(cfg.clone(), &mut weights, Device::Cpu, Kind::Float).unwrap_err();
-    assert!(matches!(err, Error::MissingWeight(ref n) if n == "model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        matches!(err, Error::MissingWeight(ref n) if n == "model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 
     let mut weights = random_weights(&cfg, 13);
-    weights
-        .insert("model.layers.0.self_attn.k_proj.weight".into(), Tensor::zeros([16, 16], (Kind::Float, Device::Cpu)));
+    weights.insert(
+        "model.layers.0.self_attn.k_proj.weight".into(),
+        Tensor::zeros([16, 16], (Kind::Float, Device::Cpu)),
+    );
     let err = Llama::load(cfg.clone(), &mut weights, Device::Cpu, Kind::Float).unwrap_err();
     match err {
         Error::Shape { name, found, expected } => {

@@ -26,7 +26,12 @@ fn file_size(path: &Path) -> Result<u64> {
 /// Writes the adapter held in `vs` (as [`super::apply`] created it) into `dir` (created if
 /// need be) for a base model known as `base_model_name_or_path`. Returns the bytes written
 /// (both files): the size of what a user downloads to use the fine-tune.
-pub fn save_adapter(dir: &Path, cfg: &LoraConfig, vs: &nn::VarStore, base_model_name_or_path: &str) -> Result<u64> {
+pub fn save_adapter(
+    dir: &Path,
+    cfg: &LoraConfig,
+    vs: &nn::VarStore,
+    base_model_name_or_path: &str,
+) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -40,8 +45,10 @@ pub fn save_adapter(dir: &Path, cfg: &LoraConfig, vs: &nn::VarStore, base_model_
     if targets.is_empty() {
         return Err(Error::Invalid("the VarStore holds no LoRA adapter to save".into()));
     }
-    let tensors: Vec<(String, Tensor)> =
-        vars.into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous())).collect();
+    let tensors: Vec<(String, Tensor)> = vars
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
     let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
     Tensor::write_safetensors(&tensors, &weights_path)?;
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
@@ -72,23 +79,30 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, merge: bool) -> Result<LoraCo
         .map_err(|source| Error::Json { what: config_path.display().to_string(), source })?;
     let cfg = LoraConfig::from_adapter_config(&json)?;
     let safetensors = dir.join(ADAPTER_WEIGHTS_FILE);
-    let weights_path = if safetensors.is_file() { safetensors } else { dir.join(ADAPTER_WEIGHTS_BIN) };
+    let weights_path =
+        if safetensors.is_file() { safetensors } else { dir.join(ADAPTER_WEIGHTS_BIN) };
     if !weights_path.is_file() {
         return Err(Error::io(
             &weights_path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {ADAPTER_WEIGHTS_FILE} or {ADAPTER_WEIGHTS_BIN}")),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {ADAPTER_WEIGHTS_FILE} or {ADAPTER_WEIGHTS_BIN}"),
+            ),
         ));
     }
     let tensors = pgmld_ml::checkpoint::read_weights_file(&weights_path)?;
     let mut modules: BTreeMap<String, ModuleTensors> = BTreeMap::new();
     for (key, tensor) in tensors {
-        let unknown = || Error::Invalid(format!("{}: unexpected tensor {key}", weights_path.display()));
+        let unknown =
+            || Error::Invalid(format!("{}: unexpected tensor {key}", weights_path.display()));
         let name = key.strip_prefix(PEFT_PREFIX).ok_or_else(unknown)?;
         let (module, slot) = if let Some(m) = name.strip_suffix(".lora_A.weight") {
             (m, 0)
         } else if let Some(m) = name.strip_suffix(".lora_B.weight") {
             (m, 1)
-        } else if let Some(m) = name.strip_suffix(".base_layer.bias").or_else(|| name.strip_suffix(".bias")) {
+        } else if let Some(m) =
+            name.strip_suffix(".base_layer.bias").or_else(|| name.strip_suffix(".bias"))
+        {
             (m, 2)
         } else {
             return Err(unknown());
@@ -114,17 +128,23 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, merge: bool) -> Result<LoraCo
         let to_model = |t: Tensor| t.to_device(device).to_kind(kind);
         match (found.a, found.b) {
             (Some(a), Some(b)) => {
-                let (a_shape, b_shape) = (vec![cfg.r, lin.in_features()], vec![lin.out_features(), cfg.r]);
+                let (a_shape, b_shape) =
+                    (vec![cfg.r, lin.in_features()], vec![lin.out_features(), cfg.r]);
                 if a.size() != a_shape {
                     return Err(shape_err("lora_A.weight", &a, a_shape));
                 }
                 if b.size() != b_shape {
                     return Err(shape_err("lora_B.weight", &b, b_shape));
                 }
-                lin.lora = Some(LoraAdapter { a: to_model(a), b: to_model(b), scaling, dropout: 0.0 });
+                lin.lora =
+                    Some(LoraAdapter { a: to_model(a), b: to_model(b), scaling, dropout: 0.0 });
             }
             (None, None) => {}
-            _ => return Err(Error::MissingWeight(format!("{PEFT_PREFIX}{path}: lora_A and lora_B come in pairs"))),
+            _ => {
+                return Err(Error::MissingWeight(format!(
+                    "{PEFT_PREFIX}{path}: lora_A and lora_B come in pairs"
+                )))
+            }
         }
         if let Some(bias) = found.bias {
             if lin.bias.is_none() || bias.size() != [lin.out_features()] {
@@ -200,16 +220,23 @@ mod tests {
             + std::fs::metadata(dir.join(ADAPTER_CONFIG_FILE)).unwrap().len();
         assert_eq!(bytes, on_disk);
         let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap())
+                .unwrap();
         assert_eq!(config["base_model_name_or_path"], "tiny/qwen2");
         assert_eq!(
             config["target_modules"],
             json!(["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"])
         );
-        let names: Vec<String> =
-            Tensor::read_safetensors(dir.join(ADAPTER_WEIGHTS_FILE)).unwrap().into_iter().map(|(n, _)| n).collect();
-        assert!(names.contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_string()));
-        assert!(names.contains(&"base_model.model.model.layers.0.self_attn.k_proj.base_layer.bias".to_string()));
+        let names: Vec<String> = Tensor::read_safetensors(dir.join(ADAPTER_WEIGHTS_FILE))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names
+            .contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_string()));
+        assert!(names.contains(
+            &"base_model.model.model.layers.0.self_attn.k_proj.base_layer.bias".to_string()
+        ));
         for merge in [false, true] {
             let mut fresh = tiny_model(&weights);
             let base = fresh.forward(&ids(), None, false);
@@ -218,7 +245,10 @@ mod tests {
             let got = fresh.forward(&ids(), None, false);
             let diff = (&got - &want).abs().max().double_value(&[]);
             assert!(diff < 1e-4, "merge={merge}: {diff}");
-            assert!((got - base).abs().max().double_value(&[]) > 1e-3, "the adapter changes the model");
+            assert!(
+                (got - base).abs().max().double_value(&[]) > 1e-3,
+                "the adapter changes the model"
+            );
             let has_adapters = fresh.linears_mut().iter().any(|(_, l)| l.lora.is_some());
             assert_eq!(has_adapters, !merge);
         }
@@ -241,12 +271,14 @@ mod tests {
         // A rank that does not fit the shapes.
         let _ = trained_adapter(&dir, json!({"r": 2}), &weights);
         let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap())
+                .unwrap();
         config["r"] = json!(3);
         std::fs::write(dir.join(ADAPTER_CONFIG_FILE), config.to_string()).unwrap();
         let err = load_adapter(&mut tiny_model(&weights), &dir, false).unwrap_err().to_string();
         assert!(err.contains("lora_A.weight"), "{err}");
-        let err = load_adapter(&mut tiny_model(&weights), &tmp("absent"), false).unwrap_err().to_string();
+        let err =
+            load_adapter(&mut tiny_model(&weights), &tmp("absent"), false).unwrap_err().to_string();
         assert!(err.contains(ADAPTER_CONFIG_FILE), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -129,7 +129,11 @@ impl LoraConfig {
         let obj = match value {
             Value::Null => return Ok(Self::default()),
             Value::Object(o) => o,
-            other => return Err(Error::Invalid(format!("lora_config must be a JSON object, got {other}"))),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "lora_config must be a JSON object, got {other}"
+                )))
+            }
         };
         let mut unknown: Vec<&str> =
             obj.keys().map(String::as_str).filter(|k| !SUPPORTED_KEYS.contains(k)).collect();
@@ -150,7 +154,9 @@ impl LoraConfig {
     pub fn from_adapter_config(value: &Value) -> Result<Self> {
         match value {
             Value::Object(o) => Self::from_object(o, true),
-            other => Err(Error::Invalid(format!("adapter_config.json must be a JSON object, got {other}"))),
+            other => Err(Error::Invalid(format!(
+                "adapter_config.json must be a JSON object, got {other}"
+            ))),
         }
     }
 
@@ -161,7 +167,10 @@ impl LoraConfig {
         for (key, v) in obj {
             match key.as_str() {
                 "r" => {
-                    cfg.r = v.as_i64().filter(|&r| r > 0).ok_or_else(|| invalid(key, v, "must be an integer ≥ 1"))?
+                    cfg.r = v
+                        .as_i64()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| invalid(key, v, "must be an integer ≥ 1"))?
                 }
                 "lora_alpha" => {
                     cfg.lora_alpha = v
@@ -180,22 +189,35 @@ impl LoraConfig {
                         Some("none") => LoraBias::None,
                         Some("all") => LoraBias::All,
                         Some("lora_only") => LoraBias::LoraOnly,
-                        _ => return Err(invalid(key, v, "must be \"none\", \"all\" or \"lora_only\"")),
+                        _ => {
+                            return Err(invalid(
+                                key,
+                                v,
+                                "must be \"none\", \"all\" or \"lora_only\"",
+                            ))
+                        }
                     }
                 }
                 "task_type" => match v {
                     Value::Null => {}
                     Value::String(s) if s == "CAUSAL_LM" => {}
-                    _ => return Err(invalid(key, v, "conversation fine-tuning trains a CAUSAL_LM")),
+                    _ => {
+                        return Err(invalid(key, v, "conversation fine-tuning trains a CAUSAL_LM"))
+                    }
                 },
                 "peft_type" if !(v.is_null() || v == "LORA") => {
                     return Err(invalid(key, v, "only LORA adapters are supported"));
                 }
                 "target_modules" => cfg.target_modules = parse_targets(v)?,
                 "use_rslora" => {
-                    cfg.use_rslora = v.as_bool().ok_or_else(|| invalid(key, v, "must be true or false"))?
+                    cfg.use_rslora =
+                        v.as_bool().ok_or_else(|| invalid(key, v, "must be true or false"))?
                 }
-                "modules_to_save" | "fan_in_fan_out" | "use_dora" | "layers_to_transform" | "rank_pattern"
+                "modules_to_save"
+                | "fan_in_fan_out"
+                | "use_dora"
+                | "layers_to_transform"
+                | "rank_pattern"
                 | "alpha_pattern"
                     if !unset(v) =>
                 {
@@ -237,7 +259,11 @@ impl LoraConfig {
     /// `adapter_config.json` as peft's `save_pretrained` writes it; `target_modules` are
     /// the module names actually adapted (peft saves the resolved set, never the
     /// `all-linear` shorthand or an absent value).
-    pub fn to_adapter_config(&self, base_model_name_or_path: &str, target_modules: &[String]) -> Value {
+    pub fn to_adapter_config(
+        &self,
+        base_model_name_or_path: &str,
+        target_modules: &[String],
+    ) -> Value {
         json!({
             "alpha_pattern": {},
             "auto_mapping": null,
@@ -302,7 +328,10 @@ mod tests {
             "r": 2, "lora_alpha": 4, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM"
         }))
         .unwrap();
-        assert_eq!((cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.bias), (2, 4.0, 0.05, LoraBias::None));
+        assert_eq!(
+            (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.bias),
+            (2, 4.0, 0.05, LoraBias::None)
+        );
         assert_eq!(cfg.scaling(), 2.0);
         assert!(cfg.targets("model.layers.3.self_attn.q_proj", "llama").unwrap());
         assert!(cfg.targets("model.layers.3.self_attn.v_proj", "qwen2").unwrap());
@@ -316,13 +345,15 @@ mod tests {
         let all = LoraConfig::from_json(&json!({"target_modules": "all-linear"})).unwrap();
         assert!(all.targets("model.layers.0.mlp.down_proj", "llama").unwrap());
         assert!(!all.targets("lm_head", "llama").unwrap());
-        let listed = LoraConfig::from_json(&json!({"target_modules": ["o_proj", "mlp.up_proj"]})).unwrap();
+        let listed =
+            LoraConfig::from_json(&json!({"target_modules": ["o_proj", "mlp.up_proj"]})).unwrap();
         assert!(listed.targets("model.layers.1.self_attn.o_proj", "llama").unwrap());
         assert!(listed.targets("model.layers.1.mlp.up_proj", "llama").unwrap());
         assert!(!listed.targets("model.layers.1.mlp.gate_proj", "llama").unwrap());
         // A suffix must match whole path components.
         assert!(!listed.targets("model.layers.1.self_attn.xo_proj", "llama").unwrap());
-        let rs = LoraConfig::from_json(&json!({"r": 16, "lora_alpha": 8, "use_rslora": true})).unwrap();
+        let rs =
+            LoraConfig::from_json(&json!({"r": 16, "lora_alpha": 8, "use_rslora": true})).unwrap();
         assert_eq!(rs.scaling(), 2.0);
     }
 
@@ -352,25 +383,45 @@ mod tests {
         // peft's `init_lora_weights=False` / "gaussian" only choose the starting values of A
         // and B: a saved adapter's trained values load as they are.
         for init in [json!(false), json!("gaussian"), json!(true)] {
-            assert!(LoraConfig::from_adapter_config(&json!({"r": 4, "init_lora_weights": init})).is_ok(), "{init}");
+            assert!(
+                LoraConfig::from_adapter_config(&json!({"r": 4, "init_lora_weights": init}))
+                    .is_ok(),
+                "{init}"
+            );
         }
         // Schemes that also rewrite the base weights stay refused, as training options too.
-        let err = LoraConfig::from_adapter_config(&json!({"init_lora_weights": "pissa"})).unwrap_err();
+        let err =
+            LoraConfig::from_adapter_config(&json!({"init_lora_weights": "pissa"})).unwrap_err();
         assert!(err.to_string().contains("init_lora_weights = \"pissa\""), "{err}");
         assert!(LoraConfig::from_json(&json!({"init_lora_weights": false})).is_err());
     }
 
     #[test]
     fn adapter_config_round_trips_and_tolerates_new_peft_fields() {
-        let cfg = LoraConfig { r: 4, lora_alpha: 16.0, lora_dropout: 0.1, bias: LoraBias::LoraOnly, ..Default::default() };
-        let mut written = cfg.to_adapter_config("HuggingFaceTB/SmolLM2-135M-Instruct", &["q_proj".into(), "v_proj".into()]);
+        let cfg = LoraConfig {
+            r: 4,
+            lora_alpha: 16.0,
+            lora_dropout: 0.1,
+            bias: LoraBias::LoraOnly,
+            ..Default::default()
+        };
+        let mut written = cfg.to_adapter_config(
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            &["q_proj".into(), "v_proj".into()],
+        );
         assert_eq!(written["peft_type"], "LORA");
         assert_eq!(written["task_type"], "CAUSAL_LM");
         assert_eq!(written["target_modules"], json!(["q_proj", "v_proj"]));
         written["eva_config"] = Value::Null; // a field from a newer peft
         let back = LoraConfig::from_adapter_config(&written).unwrap();
-        assert_eq!(back.target_modules, Some(TargetModules::Names(vec!["q_proj".into(), "v_proj".into()])));
-        assert_eq!((back.r, back.lora_alpha, back.lora_dropout, back.bias), (4, 16.0, 0.1, LoraBias::LoraOnly));
+        assert_eq!(
+            back.target_modules,
+            Some(TargetModules::Names(vec!["q_proj".into(), "v_proj".into()]))
+        );
+        assert_eq!(
+            (back.r, back.lora_alpha, back.lora_dropout, back.bias),
+            (4, 16.0, 0.1, LoraBias::LoraOnly)
+        );
         written["use_dora"] = json!(true);
         assert!(LoraConfig::from_adapter_config(&written).is_err());
     }

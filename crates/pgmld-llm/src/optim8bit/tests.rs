@@ -22,7 +22,8 @@ fn block_quantisation_round_trips_within_the_code_spacing() {
     let book = CodeBook::new(true, Device::Cpu);
     tch::manual_seed(0);
     // Values over several decades, 700 of them: 3 blocks, the last one partial.
-    let x = Tensor::randn([700], (Kind::Float, Device::Cpu)) * Tensor::logspace(-4.0, 0.0, 700, 10.0, (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([700], (Kind::Float, Device::Cpu))
+        * Tensor::logspace(-4.0, 0.0, 700, 10.0, (Kind::Float, Device::Cpu));
     let q = book.quantize(&x);
     assert_eq!(q.codes.size(), [3, BLOCK_SIZE]);
     assert_eq!(q.codes.kind(), Kind::Uint8);
@@ -151,6 +152,9 @@ fn optim_choice_picks_the_optimizer() {
     let vs = nn::VarStore::new(Device::Cpu);
     let _ = vs.root().var("weight", &[3], nn::Init::Const(0.0));
     assert!(matches!(Optimizer::new(Optim::AdamwTorch, &vs, 0.0, no_decay), Optimizer::F32(_)));
-    assert!(matches!(Optimizer::new(Optim::PagedAdamw8bit, &vs, 0.0, no_decay), Optimizer::Bit8(_)));
+    assert!(matches!(
+        Optimizer::new(Optim::PagedAdamw8bit, &vs, 0.0, no_decay),
+        Optimizer::Bit8(_)
+    ));
     assert_eq!(Optimizer::new(Optim::AdamwBnb8bit, &vs, 0.0, no_decay).parameters().len(), 1);
 }

@@ -57,15 +57,9 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
     let token_at = |key: &str| -> Result<Option<String>> {
         match file.get_u64(&format!("tokenizer.ggml.{key}")) {
             None => Ok(None),
-            Some(id) => tokens
-                .get(id as usize)
-                .map(|t| Some(t.to_string()))
-                .ok_or_else(|| {
-                    file.bad_metadata(
-                        &format!("tokenizer.ggml.{key}"),
-                        "a token id in the vocabulary",
-                    )
-                }),
+            Some(id) => tokens.get(id as usize).map(|t| Some(t.to_string())).ok_or_else(|| {
+                file.bad_metadata(&format!("tokenizer.ggml.{key}"), "a token id in the vocabulary")
+            }),
         }
     };
     let (bos, eos, pad, unk) = (
@@ -125,9 +119,7 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
                 return Err(file.bad_metadata("tokenizer.ggml.scores", "one score per token"));
             }
             let merges = sentencepiece_merges(&tokens, &types, &scores);
-            let space_prefix = file
-                .get_bool("tokenizer.ggml.add_space_prefix")
-                .unwrap_or(true);
+            let space_prefix = file.get_bool("tokenizer.ggml.add_space_prefix").unwrap_or(true);
             let pre = json!({"type": "Metaspace", "replacement": "▁",
                 "prepend_scheme": if space_prefix { "first" } else { "never" }, "split": false});
             let mut decoders = vec![
@@ -141,13 +133,7 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
             let model = json!({"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                 "vocab": vocab, "merges": merges});
-            (
-                Value::Null,
-                pre,
-                json!({"type": "Sequence", "decoders": decoders}),
-                model,
-                true,
-            )
+            (Value::Null, pre, json!({"type": "Sequence", "decoders": decoders}), model, true)
         }
         other => {
             return Err(Error::Unsupported(format!(
@@ -157,22 +143,16 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
         }
     };
 
-    let add_bos = file
-        .get_bool("tokenizer.ggml.add_bos_token")
-        .unwrap_or(add_bos_default);
-    let add_eos = file
-        .get_bool("tokenizer.ggml.add_eos_token")
-        .unwrap_or(false);
+    let add_bos = file.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
+    let add_eos = file.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
     let post_processor = template_post_processor(
         if add_bos {
-            bos.as_deref()
-                .zip(file.get_u64("tokenizer.ggml.bos_token_id"))
+            bos.as_deref().zip(file.get_u64("tokenizer.ggml.bos_token_id"))
         } else {
             None
         },
         if add_eos {
-            eos.as_deref()
-                .zip(file.get_u64("tokenizer.ggml.eos_token_id"))
+            eos.as_deref().zip(file.get_u64("tokenizer.ggml.eos_token_id"))
         } else {
             None
         },
@@ -182,12 +162,7 @@ pub fn tokenizer_json_from_gguf(file: &GgufFile) -> Result<GgufTokenizer> {
         "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
         "decoder": decoder, "model": bpe_model,
     });
-    Ok(GgufTokenizer {
-        tokenizer_json,
-        bos,
-        eos,
-        pad,
-    })
+    Ok(GgufTokenizer { tokenizer_json, bos, eos, pad })
 }
 
 /// The `tokenizer.json` pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names (its regex
@@ -202,10 +177,7 @@ fn byte_level_pre_tokenizer(pre: &str) -> Option<(Value, bool)> {
         "default" | "gpt-2" | "gpt2" | "mpt" | "olmo" => (byte_level(true), false),
         // Single digits, then GPT-2's regex: StarCoder-family vocabularies incl. SmolLM.
         "smollm" | "starcoder" | "refact" | "codeshell" => (
-            sequence(vec![
-                json!({"type": "Digits", "individual_digits": true}),
-                byte_level(true),
-            ]),
+            sequence(vec![json!({"type": "Digits", "individual_digits": true}), byte_level(true)]),
             false,
         ),
         "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => {
@@ -230,10 +202,7 @@ fn template_post_processor(bos: Option<(&str, u64)>, eos: Option<(&str, u64)>) -
     if let Some((text, id)) = bos {
         single.push(special(text));
         pair.push(special(text));
-        specials.insert(
-            text.to_string(),
-            json!({"id": text, "ids": [id], "tokens": [text]}),
-        );
+        specials.insert(text.to_string(), json!({"id": text, "ids": [id], "tokens": [text]}));
     }
     single.push(seq("A", 0));
     pair.push(seq("A", 0));
@@ -247,10 +216,7 @@ fn template_post_processor(bos: Option<(&str, u64)>, eos: Option<(&str, u64)>) -
     pair.push(seq("B", 1));
     if let Some((text, id)) = eos {
         pair.push(json!({"SpecialToken": {"id": text, "type_id": 1}}));
-        specials.insert(
-            text.to_string(),
-            json!({"id": text, "ids": [id], "tokens": [text]}),
-        );
+        specials.insert(text.to_string(), json!({"id": text, "ids": [id], "tokens": [text]}));
     }
     json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
 }
@@ -278,13 +244,7 @@ pub fn sentencepiece_merges(tokens: &[&str], types: &[i64], scores: &[f64]) -> V
         }
     }
     merges.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(&b.3))
+        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3))
     });
-    merges
-        .into_iter()
-        .map(|(_, _, l, r)| json!([tokens[l], tokens[r]]))
-        .collect()
+    merges.into_iter().map(|(_, _, l, r)| json!([tokens[l], tokens[r]])).collect()
 }

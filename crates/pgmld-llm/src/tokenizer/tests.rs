@@ -55,9 +55,7 @@ fn smollm2_round_trips_text() {
 #[test]
 fn smollm2_chat_markup_uses_special_ids() {
     let Some(tok) = smollm2() else { return };
-    let ids = tok
-        .encode("<|im_start|>user\nHi there<|im_end|>\n", false)
-        .unwrap();
+    let ids = tok.encode("<|im_start|>user\nHi there<|im_end|>\n", false).unwrap();
     assert_eq!(ids[0], 1);
     assert!(ids.contains(&2));
     assert_eq!(ids.iter().filter(|&&i| i <= 2).count(), 2);
@@ -70,11 +68,9 @@ fn smollm2_chat_markup_uses_special_ids() {
 #[test]
 fn stream_decoder_pieces_concatenate_to_decode() {
     let Some(tok) = smollm2() else { return };
-    for text in [
-        "Bonjour 👋🏽, 東京は晴れ — ça va?",
-        "plain ascii text, 42 tokens or so",
-        "é\u{301}🇫🇷",
-    ] {
+    for text in
+        ["Bonjour 👋🏽, 東京は晴れ — ça va?", "plain ascii text, 42 tokens or so", "é\u{301}🇫🇷"]
+    {
         let ids = tok.encode(text, false).unwrap();
         for skip in [false, true] {
             let mut stream = tok.stream_decoder(skip);
@@ -92,10 +88,7 @@ fn stream_decoder_pieces_concatenate_to_decode() {
     // A multi-byte character split over byte tokens is held back until complete.
     let mut stream = tok.stream_decoder(false);
     let ids = tok.encode("🚀", false).unwrap();
-    assert!(
-        ids.len() > 1,
-        "expected byte tokens for the emoji, got {ids:?}"
-    );
+    assert!(ids.len() > 1, "expected byte tokens for the emoji, got {ids:?}");
     let outs: Vec<Option<String>> = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
     assert!(outs[..outs.len() - 1].iter().all(Option::is_none));
     assert_eq!(outs.last().unwrap().as_deref(), Some("🚀"));
@@ -133,30 +126,18 @@ fn from_files_reads_special_tokens_from_tokenizer_config() {
     .unwrap();
     let tok = ChatTokenizer::from_hf_dir(&dir).unwrap();
     assert_eq!(tok.bos_token().map(|t| t.id), Some(0));
-    assert_eq!(
-        tok.eos_token().map(|t| (t.text.as_str(), t.id)),
-        Some(("</s>", 1))
-    );
+    assert_eq!(tok.eos_token().map(|t| (t.text.as_str(), t.id)), Some(("</s>", 1)));
     assert!(tok.pad_token().is_none());
     assert_eq!(tok.pad_id(), Some(1), "pad falls back to EOS");
     // The file's truncation (max_length 2) is switched off.
-    assert_eq!(
-        tok.encode("hello world hello oops", false).unwrap(),
-        vec![2, 3, 2, 4]
-    );
+    assert_eq!(tok.encode("hello world hello oops", false).unwrap(), vec![2, 3, 2, 4]);
 
     // A named special token missing from the vocabulary is an error.
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"eos_token": "<|eot|>"}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"eos_token": "<|eot|>"}"#).unwrap();
     let err = ChatTokenizer::from_hf_dir(&dir).unwrap_err().to_string();
     assert!(err.contains("<|eot|>"), "{err}");
     // No tokenizer.json at all.
-    let err = ChatTokenizer::from_hf_dir(&temp_dir("tok-none"))
-        .unwrap_err()
-        .to_string();
+    let err = ChatTokenizer::from_hf_dir(&temp_dir("tok-none")).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
 }
 
@@ -183,17 +164,11 @@ fn spm_gguf() -> std::path::PathBuf {
     write_metadata_only(
         "spm",
         vec![
-            (
-                "tokenizer.ggml.model",
-                MetadataValue::String("llama".into()),
-            ),
+            ("tokenizer.ggml.model", MetadataValue::String("llama".into())),
             ("tokenizer.ggml.tokens", strings(&tokens)),
             (
                 "tokenizer.ggml.token_type",
-                array(
-                    GGUFValueType::I32,
-                    types.into_iter().map(MetadataValue::I32).collect(),
-                ),
+                array(GGUFValueType::I32, types.into_iter().map(MetadataValue::I32).collect()),
             ),
             ("tokenizer.ggml.scores", array(GGUFValueType::F32, scores)),
             ("tokenizer.ggml.bos_token_id", MetadataValue::U32(1)),
@@ -210,15 +185,9 @@ fn sentencepiece_vocabulary_from_gguf() {
     let id = |t: &str| tok.token_to_id(t).unwrap();
     assert_eq!(tok.bos_token().map(|t| t.id), Some(1));
     // BOS added by default for llama vocabularies; a leading "▁" marks the first word.
-    assert_eq!(
-        tok.encode("hello world", true).unwrap(),
-        vec![1, id("▁hello"), id("▁world")]
-    );
+    assert_eq!(tok.encode("hello world", true).unwrap(), vec![1, id("▁hello"), id("▁world")]);
     // Unknown characters fall back to their UTF-8 bytes.
-    assert_eq!(
-        tok.encode("hé", false).unwrap(),
-        vec![id("▁h"), id("<0xC3>"), id("<0xA9>")]
-    );
+    assert_eq!(tok.encode("hé", false).unwrap(), vec![id("▁h"), id("<0xC3>"), id("<0xA9>")]);
     for text in ["hello world", "hé", "hello  world"] {
         let ids = tok.encode(text, true).unwrap();
         assert_eq!(tok.decode(&ids, true).unwrap(), text);
@@ -244,10 +213,7 @@ fn sentencepiece_merges_follow_scores() {
         .collect();
     let p = |a: &str, b: &str| (a.to_string(), b.to_string());
     // "ab" (score -1) first, then "bc" (-2), then both splits of "abc" (-3) by part ids.
-    assert_eq!(
-        pairs,
-        vec![p("a", "b"), p("b", "c"), p("a", "bc"), p("ab", "c")]
-    );
+    assert_eq!(pairs, vec![p("a", "b"), p("b", "c"), p("a", "bc"), p("ab", "c")]);
 }
 
 fn split_with(pre: &serde_json::Value, text: &str) -> Vec<String> {
@@ -264,10 +230,7 @@ fn split_with(pre: &serde_json::Value, text: &str) -> Vec<String> {
 fn pre_tokenizers_split_like_their_models() {
     let text = "I'm 12345 ok!!";
     let pre = |name: &str| tokenizer_json_pre(name);
-    assert_eq!(
-        split_with(&pre("llama-bpe"), text),
-        ["I", "'m", "Ġ", "123", "45", "Ġok", "!!"]
-    );
+    assert_eq!(split_with(&pre("llama-bpe"), text), ["I", "'m", "Ġ", "123", "45", "Ġok", "!!"]);
     assert_eq!(
         split_with(&pre("qwen2"), text),
         ["I", "'m", "Ġ", "1", "2", "3", "4", "5", "Ġok", "!!"]
@@ -276,10 +239,7 @@ fn pre_tokenizers_split_like_their_models() {
         split_with(&pre("smollm"), text),
         ["I", "'m", "Ġ", "1", "2", "3", "4", "5", "Ġok", "!!"]
     );
-    assert_eq!(
-        split_with(&pre("gpt-2"), text),
-        ["I", "'m", "Ġ12345", "Ġok", "!!"]
-    );
+    assert_eq!(split_with(&pre("gpt-2"), text), ["I", "'m", "Ġ12345", "Ġok", "!!"]);
 }
 
 /// The pre-tokenizer a gpt2-model GGUF with `tokenizer.ggml.pre = name` gets.
@@ -303,17 +263,12 @@ fn unsupported_gguf_tokenizers_are_named() {
         "pre-weird",
         vec![
             ("tokenizer.ggml.model", MetadataValue::String("gpt2".into())),
-            (
-                "tokenizer.ggml.pre",
-                MetadataValue::String("weird-new-pre".into()),
-            ),
+            ("tokenizer.ggml.pre", MetadataValue::String("weird-new-pre".into())),
             ("tokenizer.ggml.tokens", strings(&["a"])),
             ("tokenizer.ggml.merges", strings::<&str>(&[])),
         ],
     );
-    let err = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err().to_string();
     assert!(err.contains("weird-new-pre"), "{err}");
     let path = write_metadata_only(
         "model-bert",
@@ -322,8 +277,6 @@ fn unsupported_gguf_tokenizers_are_named() {
             ("tokenizer.ggml.tokens", strings(&["a"])),
         ],
     );
-    let err = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = ChatTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err().to_string();
     assert!(err.contains("bert"), "{err}");
 }

@@ -182,10 +182,7 @@ impl<'a> Unpickler<'a> {
 
     fn line(&mut self) -> R<String> {
         let rest = &self.data[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or("pickle truncated")?;
+        let n = rest.iter().position(|&c| c == b'\n').ok_or("pickle truncated")?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
@@ -197,9 +194,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn pop(&mut self) -> R<Value> {
-        self.stack
-            .pop()
-            .ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
     }
 
     fn pop_mark(&mut self) -> R<Vec<Value>> {
@@ -208,16 +203,11 @@ impl<'a> Unpickler<'a> {
     }
 
     fn top(&mut self) -> R<&mut Value> {
-        self.stack
-            .last_mut()
-            .ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
     }
 
     fn memo_get(&self, k: u64) -> R<Value> {
-        self.memo
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| format!("pickle memo {k} unset"))
+        self.memo.get(&k).cloned().ok_or_else(|| format!("pickle memo {k} unset"))
     }
 
     fn memo_put(&mut self, k: u64) -> R<()> {
@@ -242,11 +232,7 @@ impl<'a> Unpickler<'a> {
                     Value::Int(i) => i.to_string(),
                     other => return Err(format!("bad storage key {other:?}")),
                 };
-                let s = StorageRef {
-                    key: key.clone(),
-                    kind: storage_kind(ty)?,
-                    numel: *numel,
-                };
+                let s = StorageRef { key: key.clone(), kind: storage_kind(ty)?, numel: *numel };
                 if *numel < 0 {
                     return Err(format!("negative storage size {numel}"));
                 }
@@ -299,11 +285,7 @@ impl<'a> Unpickler<'a> {
                     self.stack.push(Value::Int(v as i64));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a {
-                        self.uint(1)?
-                    } else {
-                        self.uint(4)?
-                    };
+                    let n = if op == 0x8a { self.uint(1)? } else { self.uint(4)? };
                     let b = self.take(usize::try_from(n).map_err(|_| "long too long")?)?;
                     self.stack.push(if b.len() <= 8 {
                         let neg = b.last().is_some_and(|&x| x & 0x80 != 0);
@@ -332,9 +314,8 @@ impl<'a> Unpickler<'a> {
                 }
                 b'F' => {
                     let l = self.line()?;
-                    self.stack.push(Value::Float(
-                        l.parse().map_err(|_| format!("bad float {l:?}"))?,
-                    ));
+                    self.stack
+                        .push(Value::Float(l.parse().map_err(|_| format!("bad float {l:?}"))?));
                 }
                 b'X' | 0x8c | 0x8d | b'T' | b'U' => {
                     let n = match op {
@@ -361,11 +342,7 @@ impl<'a> Unpickler<'a> {
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
-                    let at = self
-                        .stack
-                        .len()
-                        .checked_sub(n)
-                        .ok_or("pickle stack underflow")?;
+                    let at = self.stack.len().checked_sub(n).ok_or("pickle stack underflow")?;
                     let items = self.stack.split_off(at);
                     self.stack.push(Value::Tuple(items));
                 }

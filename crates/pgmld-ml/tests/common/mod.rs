@@ -11,18 +11,13 @@ use tch::{Kind, Tensor};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// `.deps/mlref`, where the Python reference's packages live.
 pub fn mlref() -> PathBuf {
     let dir = repo().join(".deps/mlref");
-    let ready = ["numpy", "safetensors", "tokenizers"]
-        .iter()
-        .all(|m| dir.join(m).is_dir());
+    let ready = ["numpy", "safetensors", "tokenizers"].iter().all(|m| dir.join(m).is_dir());
     assert!(
         ready,
         "{} lacks numpy/safetensors/tokenizers; run `bash scripts/setup.sh deps`",
@@ -67,9 +62,7 @@ pub fn temp_dir(tag: &str) -> TempDir {
 /// Runs `tests/<script>` with `args`, feeding `stdin` as JSON; returns its stdout parsed as
 /// JSON (or `Null` when it prints nothing).
 pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let mut cmd = Command::new("python3");
     cmd.arg(&path);
     for a in args {
@@ -81,12 +74,7 @@ pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{script} {args:?} failed");
     if out.stdout.is_empty() {
@@ -117,8 +105,5 @@ pub fn matrix(v: &serde_json::Value) -> Tensor {
 /// Largest absolute difference (computed in float64); shapes must agree.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }

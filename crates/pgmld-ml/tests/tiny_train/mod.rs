@@ -90,13 +90,9 @@ pub fn tiny_tokenizer() -> TextTokenizer {
 
 /// Class 0 texts use words a*, class 1 words b*, both mixed with shared fillers c*.
 pub fn toy_data(n: usize, seed: u64) -> Vec<Example> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move |m: u64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (s >> 33) % m
     };
     (0..n)

@@ -8,7 +8,10 @@
 use futures_core::Stream;
 use pgmld_proxy::{Server, ServerOptions};
 use pgmld_sql::function::{CallFuture, ParamSpec};
-use pgmld_sql::{codes, Args, CallContext, Output, PgmlFunction, Registry, Returns, Signature, SqlError, SqlType, Value};
+use pgmld_sql::{
+    codes, Args, CallContext, Output, PgmlFunction, Registry, Returns, Signature, SqlError,
+    SqlType, Value,
+};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,10 +121,12 @@ impl PgmlFunction for Gated {
         let name = args["name"].to_pg_text().unwrap_or_default();
         Box::pin(async move {
             let mut gates = gates().lock().unwrap();
-            let gate = gates
-                .get_mut(&name)
-                .ok_or_else(|| SqlError::new(codes::INVALID_PARAMETER_VALUE, format!("no gate {name}")))?;
-            let rx = gate.rx.take().ok_or_else(|| SqlError::new(codes::INVALID_PARAMETER_VALUE, "gate already used"))?;
+            let gate = gates.get_mut(&name).ok_or_else(|| {
+                SqlError::new(codes::INVALID_PARAMETER_VALUE, format!("no gate {name}"))
+            })?;
+            let rx = gate.rx.take().ok_or_else(|| {
+                SqlError::new(codes::INVALID_PARAMETER_VALUE, "gate already used")
+            })?;
             gate.opened.store(true, Ordering::SeqCst);
             Ok(Output::Stream(Box::pin(GateStream { rx, dropped: gate.dropped.clone() })))
         })
@@ -195,7 +200,8 @@ pub async fn start() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Server::new(ServerOptions {
-        upstream: pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres").expect("upstream URL"),
+        upstream: pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
+            .expect("upstream URL"),
         migrator: None,
         registry: Arc::new(registry()),
         metrics: pgmld_metrics::Metrics::new(),
@@ -216,7 +222,9 @@ pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
 }
 
 /// [`connect`], with the task driving the connection: aborting it closes the socket.
-pub async fn connect_with_handle(addr: SocketAddr) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+pub async fn connect_with_handle(
+    addr: SocketAddr,
+) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
     let url = format!("host={} port={} user=postgres dbname=postgres", addr.ip(), addr.port());
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let handle = tokio::spawn(async move {
@@ -231,7 +239,19 @@ pub fn psql(port: u16, script: &str) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -250,16 +270,24 @@ pub fn upstream() -> SocketAddr {
 
 /// What a simple query answered: each statement's rows (first column, text) and row count
 /// from its tag, or the error's SQLSTATE and message.
-pub async fn simple(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<(Vec<Option<String>>, u64)>, String> {
+pub async fn simple(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<(Vec<Option<String>>, u64)>, String> {
     use tokio_postgres::SimpleQueryMessage as M;
     let messages = client.simple_query(sql).await.map_err(|e| code(&e))?;
     let mut out = Vec::new();
     let mut rows = Vec::new();
     for m in messages {
         match m {
-            M::Row(r) => rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect::<Vec<_>>()),
+            M::Row(r) => {
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect::<Vec<_>>())
+            }
             M::CommandComplete(n) => {
-                let flat: Vec<Option<String>> = rows.drain(..).map(|r: Vec<Option<String>>| r.into_iter().next().flatten()).collect();
+                let flat: Vec<Option<String>> = rows
+                    .drain(..)
+                    .map(|r: Vec<Option<String>>| r.into_iter().next().flatten())
+                    .collect();
                 out.push((flat, n));
             }
             _ => {}

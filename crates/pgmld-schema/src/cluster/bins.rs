@@ -18,9 +18,7 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, SchemaError> {
         return if has_server_bins(dir) {
             Ok(dir.to_path_buf())
         } else {
-            Err(SchemaError::BinariesNotFound {
-                tried: format!("{} (configured)", dir.display()),
-            })
+            Err(SchemaError::BinariesNotFound { tried: format!("{} (configured)", dir.display()) })
         };
     }
     let mut tried = Vec::new();
@@ -36,9 +34,7 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, SchemaError> {
         Err(e) => tried.push(format!("pg_config --bindir ({e})")),
     }
     let names: Vec<String> = match std::fs::read_dir(DEBIAN_ROOT) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect(),
+        Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
         Err(_) => Vec::new(),
     };
     for name in by_version_newest_first(names) {
@@ -49,16 +45,12 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, SchemaError> {
         tried.push(dir.display().to_string());
     }
     tried.push(format!("{DEBIAN_ROOT}/*/bin"));
-    Err(SchemaError::BinariesNotFound {
-        tried: tried.join(", "),
-    })
+    Err(SchemaError::BinariesNotFound { tried: tried.join(", ") })
 }
 
 /// Whether `dir` holds everything the private cluster needs.
 fn has_server_bins(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"]
-        .iter()
-        .all(|b| dir.join(b).is_file())
+    ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file())
 }
 
 /// Keeps the names that look like Postgres versions ("15", "9.6"), newest first.
@@ -85,13 +77,8 @@ mod tests {
 
     #[test]
     fn versions_sort_numerically() {
-        let names = ["9.6", "15", "10", "README", "16", "x.1"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(
-            by_version_newest_first(names),
-            vec!["16", "15", "10", "9.6"]
-        );
+        let names = ["9.6", "15", "10", "README", "16", "x.1"].map(String::from).to_vec();
+        assert_eq!(by_version_newest_first(names), vec!["16", "15", "10", "9.6"]);
     }
 
     #[test]

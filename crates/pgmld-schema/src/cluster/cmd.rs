@@ -36,12 +36,7 @@ impl Runner {
         if output.status.success() {
             Ok(output)
         } else {
-            Err(failure(
-                &self.line(program, args),
-                output.status.to_string(),
-                &output,
-                log,
-            ))
+            Err(failure(&self.line(program, args), output.status.to_string(), &output, log))
         }
     }
 
@@ -81,21 +76,14 @@ impl Runner {
         if !self.as_postgres {
             return Ok(());
         }
-        let args = [
-            OsString::from("-R"),
-            OsString::from("postgres"),
-            path.as_os_str().to_owned(),
-        ];
+        let args = [OsString::from("-R"), OsString::from("postgres"), path.as_os_str().to_owned()];
         let output =
-            Command::new("chown")
-                .args(&args)
-                .output()
-                .map_err(|e| SchemaError::Command {
-                    command: format!("chown -R postgres {}", path.display()),
-                    status: format!("cannot start: {e}"),
-                    output: String::new(),
-                    log_tail: String::new(),
-                })?;
+            Command::new("chown").args(&args).output().map_err(|e| SchemaError::Command {
+                command: format!("chown -R postgres {}", path.display()),
+                status: format!("cannot start: {e}"),
+                output: String::new(),
+                log_tail: String::new(),
+            })?;
         if output.status.success() {
             Ok(())
         } else {
@@ -138,13 +126,8 @@ mod tests {
     #[test]
     fn failing_command_reports_line_and_output() {
         let runner = Runner { as_postgres: false };
-        let args = [
-            OsString::from("-c"),
-            OsString::from("echo oops >&2; exit 3"),
-        ];
-        let err = runner
-            .run(Path::new("/bin/sh"), &args, None)
-            .expect_err("must fail");
+        let args = [OsString::from("-c"), OsString::from("echo oops >&2; exit 3")];
+        let err = runner.run(Path::new("/bin/sh"), &args, None).expect_err("must fail");
         let text = err.to_string();
         assert!(text.contains("/bin/sh -c echo oops"), "{text}");
         assert!(text.contains("oops"), "{text}");
@@ -154,9 +137,7 @@ mod tests {
     #[test]
     fn missing_program_is_named() {
         let runner = Runner { as_postgres: false };
-        let err = runner
-            .run(Path::new("/nonexistent/initdb"), &[], None)
-            .expect_err("must fail");
+        let err = runner.run(Path::new("/nonexistent/initdb"), &[], None).expect_err("must fail");
         assert!(err.to_string().contains("/nonexistent/initdb"), "{err}");
     }
 
@@ -168,10 +149,7 @@ mod tests {
         let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
         fs::write(&file, body).expect("write");
         let tail = log_tail(&file);
-        assert!(
-            tail.starts_with("line 70\n") && tail.ends_with("line 99"),
-            "{tail}"
-        );
+        assert!(tail.starts_with("line 70\n") && tail.ends_with("line 99"), "{tail}");
         assert_eq!(log_tail(&dir.join("missing")), "");
         let _ = fs::remove_dir_all(&dir);
     }

@@ -11,14 +11,9 @@ pub(crate) fn contents(
     auth: &str,
     data_dir: &Path,
 ) -> Result<String, SchemaError> {
-    let bad = |message: String| SchemaError::Cluster {
-        data_dir: data_dir.to_path_buf(),
-        message,
-    };
+    let bad = |message: String| SchemaError::Cluster { data_dir: data_dir.to_path_buf(), message };
     if auth.is_empty() || auth.contains(char::is_whitespace) {
-        return Err(bad(format!(
-            "auth_default {auth:?} is not one pg_hba.conf method"
-        )));
+        return Err(bad(format!("auth_default {auth:?} is not one pg_hba.conf method")));
     }
     let mut out =
         String::from("# Written by pgmld at every start; edit pgmld's options instead.\n");

@@ -53,9 +53,7 @@ impl EmbeddedCluster {
     /// the server already running on its data directory. Rewrites `pg_hba.conf` each time.
     pub fn start(opts: ClusterOptions) -> Result<EmbeddedCluster, SchemaError> {
         let bin_dir = find_bin_dir(opts.bin_dir.as_deref())?;
-        let runner = Runner {
-            as_postgres: is_root(),
-        };
+        let runner = Runner { as_postgres: is_root() };
         let data_dir = absolute(&opts.data_dir)?;
         let socket_dir = options::socket_dir(&data_dir, opts.port);
         let hba_text = hba::contents(&opts.hba, &opts.auth_default, &data_dir)?;
@@ -107,9 +105,7 @@ impl EmbeddedCluster {
         ];
         let pwfile = match &opts.superuser_password {
             Some(pw) => {
-                let path = self
-                    .socket_dir
-                    .join(format!("pgmld-pwfile-{}", std::process::id()));
+                let path = self.socket_dir.join(format!("pgmld-pwfile-{}", std::process::id()));
                 write_private(&path, pw)?;
                 self.runner.chown(&path)?;
                 let mut arg = OsString::from("--pwfile=");
@@ -131,11 +127,7 @@ impl EmbeddedCluster {
     /// Whether a server is running on the data directory (`pg_ctl status` exits 0).
     fn is_running(&self) -> Result<bool, SchemaError> {
         let args: Vec<OsString> = vec!["status".into(), "-D".into(), self.data_dir.clone().into()];
-        Ok(self
-            .runner
-            .output(&self.bin_dir.join("pg_ctl"), &args)?
-            .status
-            .success())
+        Ok(self.runner.output(&self.bin_dir.join("pg_ctl"), &args)?.status.success())
     }
 
     /// Adopts a server found running: reads its port and reloads the rewritten hba file.
@@ -144,13 +136,12 @@ impl EmbeddedCluster {
         let text = fs::read_to_string(&pid_file)
             .map_err(|e| SchemaError::io("cannot read", &pid_file, e))?;
         // Line 4 of postmaster.pid is the port.
-        let port = text
-            .lines()
-            .nth(3)
-            .and_then(|l| l.trim().parse::<u16>().ok())
-            .ok_or_else(|| SchemaError::Cluster {
-                data_dir: self.data_dir.clone(),
-                message: "postmaster.pid has no port".into(),
+        let port =
+            text.lines().nth(3).and_then(|l| l.trim().parse::<u16>().ok()).ok_or_else(|| {
+                SchemaError::Cluster {
+                    data_dir: self.data_dir.clone(),
+                    message: "postmaster.pid has no port".into(),
+                }
             })?;
         if port != wanted_port {
             tracing::warn!(
@@ -161,8 +152,7 @@ impl EmbeddedCluster {
         }
         self.port = port;
         let args: Vec<OsString> = vec!["reload".into(), "-D".into(), self.data_dir.clone().into()];
-        self.runner
-            .run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
+        self.runner.run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
         tracing::info!(data_dir = %self.data_dir.display(), port, "reusing running private cluster");
         Ok(())
     }
@@ -186,8 +176,7 @@ impl EmbeddedCluster {
             server_opts.into(),
             "start".into(),
         ];
-        self.runner
-            .run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
+        self.runner.run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
         self.owned = true;
         tracing::info!(data_dir = %self.data_dir.display(), port = self.port, "private cluster started");
         Ok(())
@@ -209,8 +198,7 @@ impl EmbeddedCluster {
             "-t".into(),
             PG_CTL_WAIT_SECS.into(),
         ];
-        self.runner
-            .run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
+        self.runner.run(&self.bin_dir.join("pg_ctl"), &args, Some(&self.log_file))?;
         self.stopped = true;
         tracing::info!(data_dir = %self.data_dir.display(), "private cluster stopped");
         Ok(())

@@ -60,10 +60,7 @@ pub(crate) fn socket_dir(data_dir: &Path, port: u16) -> PathBuf {
 /// `postgres://postgres[:password]@127.0.0.1:<port>/postgres`, the password percent-encoded.
 pub(crate) fn url(port: u16, password: Option<&str>) -> String {
     match password {
-        Some(pw) => format!(
-            "postgres://postgres:{}@127.0.0.1:{port}/postgres",
-            percent_encode(pw)
-        ),
+        Some(pw) => format!("postgres://postgres:{}@127.0.0.1:{port}/postgres", percent_encode(pw)),
         None => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
     }
 }

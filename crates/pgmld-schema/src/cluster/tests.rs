@@ -55,30 +55,15 @@ async fn password_cluster_starts_checks_passwords_and_stops() {
     assert!(cluster.is_owned());
     assert_eq!(cluster.port(), port);
     assert!(is_reachable("127.0.0.1", port));
-    assert_eq!(
-        cluster.url(),
-        format!("postgres://postgres:right-pw@127.0.0.1:{port}/postgres")
-    );
+    assert_eq!(cluster.url(), format!("postgres://postgres:right-pw@127.0.0.1:{port}/postgres"));
 
-    login(port, "right-pw")
-        .await
-        .expect("right password is accepted");
-    let wrong = login(port, "wrong-pw")
-        .await
-        .expect_err("wrong password is refused");
-    assert_eq!(
-        wrong.code(),
-        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
-        "{wrong:?}"
-    );
-    let (client, conn) = tokio_postgres::connect(&cluster.url(), NoTls)
-        .await
-        .expect("url() connects");
+    login(port, "right-pw").await.expect("right password is accepted");
+    let wrong = login(port, "wrong-pw").await.expect_err("wrong password is refused");
+    assert_eq!(wrong.code(), Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD), "{wrong:?}");
+    let (client, conn) =
+        tokio_postgres::connect(&cluster.url(), NoTls).await.expect("url() connects");
     tokio::spawn(conn);
-    client
-        .simple_query("SELECT 1")
-        .await
-        .expect("query through url()");
+    client.simple_query("SELECT 1").await.expect("query through url()");
     drop(client);
 
     // A second start on the same directory attaches instead of starting, and leaves the
@@ -90,10 +75,7 @@ async fn password_cluster_starts_checks_passwords_and_stops() {
     assert!(!reuse.is_owned());
     assert_eq!(reuse.port(), port);
     drop(reuse);
-    assert!(
-        is_reachable("127.0.0.1", port),
-        "dropping an attached cluster must not stop it"
-    );
+    assert!(is_reachable("127.0.0.1", port), "dropping an attached cluster must not stop it");
 
     tokio::task::spawn_blocking(move || {
         cluster.stop().expect("stop");
@@ -112,10 +94,7 @@ fn drop_stops_an_owned_cluster_and_restart_reuses_the_data() {
     let cluster = EmbeddedCluster::start(opts.clone()).expect("first start");
     assert!(cluster.data_dir().join("PG_VERSION").is_file());
     drop(cluster);
-    assert!(
-        !is_reachable("127.0.0.1", port),
-        "drop stops what it started"
-    );
+    assert!(!is_reachable("127.0.0.1", port), "drop stops what it started");
 
     let mut again = EmbeddedCluster::start(opts).expect("restart on existing data");
     assert!(again.is_owned());

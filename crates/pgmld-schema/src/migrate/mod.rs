@@ -34,7 +34,10 @@ pub async fn migrate(url: &str) -> Result<Vec<u32>, SchemaError> {
 
 /// [`migrate`] for `database` on an upstream read once (pgmld's own TLS and password
 /// settings).
-pub async fn migrate_upstream(upstream: &Upstream, database: &str) -> Result<Vec<u32>, SchemaError> {
+pub async fn migrate_upstream(
+    upstream: &Upstream,
+    database: &str,
+) -> Result<Vec<u32>, SchemaError> {
     migrate_on(upstream, database, MIGRATIONS).await
 }
 
@@ -54,32 +57,28 @@ async fn migrate_on(
     migrations: &[Migration],
 ) -> Result<Vec<u32>, SchemaError> {
     let target = describe(&upstream.config(database));
-    let (mut client, driver) =
-        upstream
-            .connect_with_task(database)
-            .await
-            .map_err(|source| SchemaError::Connect {
-                target: target.clone(),
-                source,
-            })?;
-
-    let result = match client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+    let (mut client, driver) = upstream
+        .connect_with_task(database)
         .await
-    {
+        .map_err(|source| SchemaError::Connect { target: target.clone(), source })?;
+
+    let result = match client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await {
         Ok(_) => {
             let applied = apply_pending(&mut client, migrations).await;
             // Staging tables a killed pgmld left behind in this database (see `staging`).
             match crate::staging::remove_orphans(&client).await {
-                Ok(dropped) if !dropped.is_empty() => tracing::info!(%target, ?dropped, "removed leftover load_dataset staging tables"),
+                Ok(dropped) if !dropped.is_empty() => {
+                    tracing::info!(%target, ?dropped, "removed leftover load_dataset staging tables")
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(%target, "cannot look for leftover load_dataset staging tables: {e}"),
+                Err(e) => {
+                    tracing::warn!(%target, "cannot look for leftover load_dataset staging tables: {e}")
+                }
             }
             // Closing the session would release the lock too; unlocking keeps it short when
             // the caller holds on to nothing else.
-            if let Err(e) = client
-                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-                .await
+            if let Err(e) =
+                client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await
             {
                 tracing::warn!(error = %e, "cannot release the migration lock; it ends with the session");
             }
@@ -112,11 +111,7 @@ async fn apply_pending(
     if let Some(newest) = done.iter().max() {
         let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
         if *newest > known {
-            tracing::warn!(
-                newest,
-                known,
-                "database has migrations newer than this pgmld"
-            );
+            tracing::warn!(newest, known, "database has migrations newer than this pgmld");
         }
     }
 
@@ -136,9 +131,8 @@ async fn recorded_versions(client: &Client) -> Result<HashSet<u32>, SchemaError>
         .map_err(|e| SchemaError::pg("cannot read pgml.schema_migrations", e))?;
     let mut done = HashSet::with_capacity(rows.len());
     for row in rows {
-        let version: i32 = row
-            .try_get(0)
-            .map_err(|e| SchemaError::pg("cannot read pgml.schema_migrations", e))?;
+        let version: i32 =
+            row.try_get(0).map_err(|e| SchemaError::pg("cannot read pgml.schema_migrations", e))?;
         // Negative versions are not ours; they can never match an embedded migration.
         if let Ok(v) = u32::try_from(version) {
             done.insert(v);
@@ -149,11 +143,7 @@ async fn recorded_versions(client: &Client) -> Result<HashSet<u32>, SchemaError>
 
 /// Runs one migration and records it, both in one transaction.
 async fn apply_one(client: &mut Client, m: &Migration) -> Result<(), SchemaError> {
-    let fail = |source| SchemaError::Migration {
-        version: m.version,
-        name: m.name,
-        source,
-    };
+    let fail = |source| SchemaError::Migration { version: m.version, name: m.name, source };
     // Fits: `migrations::MIGRATIONS` is checked at compile time to stay within i32.
     let version = m.version as i32;
     let tx = client.transaction().await.map_err(fail)?;

@@ -10,10 +10,7 @@ fn every_version() -> Vec<u32> {
 
 /// The tables of migration 1 and, per table, a few columns that must be there.
 const EXPECTED: &[(&str, &[&str])] = &[
-    (
-        "projects",
-        &["id", "name", "task", "created_at", "updated_at"],
-    ),
+    ("projects", &["id", "name", "task", "created_at", "updated_at"]),
     (
         "models",
         &[
@@ -32,10 +29,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "updated_at",
         ],
     ),
-    (
-        "deployments",
-        &["id", "project_id", "model_id", "strategy", "created_at"],
-    ),
+    ("deployments", &["id", "project_id", "model_id", "strategy", "created_at"]),
     (
         "snapshots",
         &[
@@ -52,22 +46,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "materialized",
         ],
     ),
-    (
-        "files",
-        &[
-            "id",
-            "model_id",
-            "path",
-            "part",
-            "data",
-            "created_at",
-            "updated_at",
-        ],
-    ),
-    (
-        "logs",
-        &["id", "model_id", "project_id", "created_at", "logs"],
-    ),
+    ("files", &["id", "model_id", "path", "part", "data", "created_at", "updated_at"]),
+    ("logs", &["id", "model_id", "project_id", "created_at", "logs"]),
     (
         "jobs",
         &[
@@ -96,10 +76,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
 async fn second_run_applies_nothing_and_tables_exist() {
     let db = TestDb::create().await;
     assert_eq!(migrate(&db.url()).await.expect("first migrate"), every_version());
-    assert_eq!(
-        migrate(&db.url()).await.expect("second migrate"),
-        Vec::<u32>::new()
-    );
+    assert_eq!(migrate(&db.url()).await.expect("second migrate"), Vec::<u32>::new());
 
     let client = db.connect().await;
     for (table, columns) in EXPECTED {
@@ -145,20 +122,10 @@ async fn schema_behaves_as_documented() {
         )
         .await
         .expect("inserts");
-    let bad_status = client
-        .execute("UPDATE pgml.models SET status = 'weird'", &[])
-        .await;
-    assert!(
-        bad_status.is_err(),
-        "status check must refuse unknown values"
-    );
-    let bad_job = client
-        .execute("UPDATE pgml.jobs SET status = 'done'", &[])
-        .await;
-    assert!(
-        bad_job.is_err(),
-        "job status check must refuse unknown values"
-    );
+    let bad_status = client.execute("UPDATE pgml.models SET status = 'weird'", &[]).await;
+    assert!(bad_status.is_err(), "status check must refuse unknown values");
+    let bad_job = client.execute("UPDATE pgml.jobs SET status = 'done'", &[]).await;
+    assert!(bad_job.is_err(), "job status check must refuse unknown values");
     let dup = client
         .execute(
             "INSERT INTO pgml.files (model_id, path, part, data) VALUES (1, 'w.bin', 0, '')",
@@ -166,30 +133,18 @@ async fn schema_behaves_as_documented() {
         )
         .await;
     assert!(dup.is_err(), "(model_id, path, part) must be unique");
-    let runtime: String = client
-        .query_one("SELECT runtime FROM pgml.models", &[])
-        .await
-        .expect("runtime")
-        .get(0);
+    let runtime: String =
+        client.query_one("SELECT runtime FROM pgml.models", &[]).await.expect("runtime").get(0);
     assert_eq!(runtime, "tch");
     let distinct_times: i64 = client
         .query_one("SELECT count(DISTINCT created_at) FROM pgml.logs", &[])
         .await
         .expect("log times")
         .get(0);
-    assert_eq!(
-        distinct_times, 2,
-        "logs.created_at must differ inside one transaction"
-    );
-    client
-        .execute("DELETE FROM pgml.models", &[])
-        .await
-        .expect("delete model");
-    let files: i64 = client
-        .query_one("SELECT count(*) FROM pgml.files", &[])
-        .await
-        .expect("count")
-        .get(0);
+    assert_eq!(distinct_times, 2, "logs.created_at must differ inside one transaction");
+    client.execute("DELETE FROM pgml.models", &[]).await.expect("delete model");
+    let files: i64 =
+        client.query_one("SELECT count(*) FROM pgml.files", &[]).await.expect("count").get(0);
     assert_eq!(files, 0, "files must go with their model");
     drop(client);
     db.drop_now().await;
@@ -228,24 +183,15 @@ async fn concurrent_runs_apply_once() {
 async fn failing_migration_rolls_back_and_is_not_recorded() {
     let db = TestDb::create().await;
     let broken = [
-        Migration {
-            version: 1,
-            name: "ok",
-            sql: "CREATE TABLE pgml.t_ok (x int);",
-        },
+        Migration { version: 1, name: "ok", sql: "CREATE TABLE pgml.t_ok (x int);" },
         Migration {
             version: 2,
             name: "bad",
             sql: "CREATE TABLE pgml.t_half (x int); SELECT no_such_fn();",
         },
     ];
-    let err = migrate_with(&db.url(), &broken)
-        .await
-        .expect_err("must fail");
-    assert!(
-        matches!(err, SchemaError::Migration { version: 2, .. }),
-        "{err}"
-    );
+    let err = migrate_with(&db.url(), &broken).await.expect_err("must fail");
+    assert!(matches!(err, SchemaError::Migration { version: 2, .. }), "{err}");
     let client = db.connect().await;
     let versions: Vec<i32> = client
         .query("SELECT version FROM pgml.schema_migrations ORDER BY 1", &[])
@@ -263,20 +209,12 @@ async fn failing_migration_rolls_back_and_is_not_recorded() {
         .await
         .expect("count")
         .get(0);
-    assert_eq!(
-        half, 0,
-        "the failed migration's statements must be rolled back"
-    );
+    assert_eq!(half, 0, "the failed migration's statements must be rolled back");
     // The lock was released: a later run proceeds (and fails the same way) instead of hanging.
-    let again = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        migrate_with(&db.url(), &broken),
-    )
-    .await;
-    assert!(matches!(
-        again,
-        Ok(Err(SchemaError::Migration { version: 2, .. }))
-    ));
+    let again =
+        tokio::time::timeout(std::time::Duration::from_secs(20), migrate_with(&db.url(), &broken))
+            .await;
+    assert!(matches!(again, Ok(Err(SchemaError::Migration { version: 2, .. }))));
     drop(client);
     db.drop_now().await;
 }

@@ -12,7 +12,11 @@ impl Version {
     /// The function with its signature.
     pub fn new() -> Self {
         Version {
-            signature: Signature { name: "version", params: vec![], returns: Returns::Scalar(SqlType::Text) },
+            signature: Signature {
+                name: "version",
+                params: vec![],
+                returns: Returns::Scalar(SqlType::Text),
+            },
         }
     }
 }
@@ -29,6 +33,8 @@ impl PgmlFunction for Version {
     }
 
     fn call(&self, _ctx: CallContext, _args: Args) -> CallFuture {
-        Box::pin(async { Ok(Output::Scalar(Value::Text(format!("pgmld {}", env!("CARGO_PKG_VERSION"))))) })
+        Box::pin(async {
+            Ok(Output::Scalar(Value::Text(format!("pgmld {}", env!("CARGO_PKG_VERSION")))))
+        })
     }
 }

@@ -17,7 +17,12 @@ impl PgmlFunction for Echo {
             } else {
                 let j: serde_json::Map<String, serde_json::Value> = args
                     .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_pg_text().unwrap_or_default())))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            serde_json::Value::String(v.to_pg_text().unwrap_or_default()),
+                        )
+                    })
                     .collect();
                 Ok(Output::Scalar(Value::Json(j.into())))
             }
@@ -66,9 +71,12 @@ async fn version_is_spliced_with_its_column_name() {
 
 #[tokio::test]
 async fn params_stay_visible_in_the_shape_and_are_evaluated() {
-    let p = Plan::build("SELECT pgml.transform($1, inputs => ARRAY[$2]) ->> 'task', $3::int", &registry())
-        .unwrap()
-        .unwrap();
+    let p = Plan::build(
+        "SELECT pgml.transform($1, inputs => ARRAY[$2]) ->> 'task', $3::int",
+        &registry(),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
         p.shape_sql(),
         "SELECT (CASE WHEN ($1)::jsonb IS NULL OR ($2)::text IS NULL THEN NULL::jsonb END) ->> 'task', $3::int"
@@ -93,7 +101,10 @@ async fn table_functions_in_from_and_select_list() {
     );
     let p = Plan::build("SELECT pgml.load_dataset('imdb')", &r).unwrap().unwrap();
     let sql = p.execute(&[], &ctx()).await.unwrap();
-    assert_eq!(sql, "SELECT ROW($pgmld$imdb$pgmld$::text, $pgmld$25000$pgmld$::bigint) AS \"load_dataset\"");
+    assert_eq!(
+        sql,
+        "SELECT ROW($pgmld$imdb$pgmld$::text, $pgmld$25000$pgmld$::bigint) AS \"load_dataset\""
+    );
 }
 
 #[test]
@@ -136,9 +147,12 @@ async fn per_row_calls_are_shaped_but_not_executed() {
     assert_eq!(e.code, "XX000");
     assert_eq!(e.position, Some(12));
     // A call nested in a per-row argument is shaped too, never sent upstream as written.
-    let p = Plan::build("SELECT pgml.transform(pgml.transform('{}', inputs => ARRAY[a]) -> 'task') FROM t", &r)
-        .unwrap()
-        .unwrap();
+    let p = Plan::build(
+        "SELECT pgml.transform(pgml.transform('{}', inputs => ARRAY[a]) -> 'task') FROM t",
+        &r,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
         p.shape_sql(),
         "SELECT (CASE WHEN ((CASE WHEN (ARRAY[a])::text[] IS NULL THEN NULL::jsonb END) -> 'task')::jsonb IS NULL \
@@ -151,8 +165,13 @@ async fn per_row_calls_are_shaped_but_not_executed() {
 
 #[tokio::test]
 async fn calls_that_name_their_item_keep_the_name() {
-    let p = Plan::build("SELECT pgml.version()::text, (pgml.version()) || '!' AS v", &registry()).unwrap().unwrap();
-    assert_eq!(p.shape_sql(), "SELECT (SELECT NULL::text AS \"version\")::text, (NULL::text) || '!' AS v");
+    let p = Plan::build("SELECT pgml.version()::text, (pgml.version()) || '!' AS v", &registry())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT (SELECT NULL::text AS \"version\")::text, (NULL::text) || '!' AS v"
+    );
     let sql = p.execute(&[], &ctx()).await.unwrap();
     assert!(sql.starts_with("SELECT (SELECT $pgmld$pgmld "), "{sql}");
 }
@@ -171,7 +190,9 @@ impl PgmlFunction for Pieces {
                 Value::Int(n) => n,
                 _ => 0,
             };
-            let rows = (1..=n).map(|i| vec![Value::Json(serde_json::json!([format!("{input} {i}")]))]).collect();
+            let rows = (1..=n)
+                .map(|i| vec![Value::Json(serde_json::json!([format!("{input} {i}")]))])
+                .collect();
             Ok(Output::Stream(crate::cursor::rows_stream(rows)))
         })
     }
@@ -196,10 +217,21 @@ async fn sets_unnest_where_the_call_stood() {
     let p = Plan::build("SELECT pgml.pieces($1)", &r).unwrap().unwrap();
     assert_eq!(p.streaming(), Some(&StreamForm::Select));
     assert_eq!(p.stream_types(), vec![SqlType::Jsonb]);
-    assert_eq!(p.shape_sql(), "SELECT unnest((CASE WHEN ($1)::text IS NULL THEN NULL::jsonb[] END)) AS \"pieces\"");
-    let p = Plan::build("SELECT count(*) FROM pgml.pieces('a', n => 3) AS t(x) WHERE x->>0 <> 'a 2'", &r).unwrap().unwrap();
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT unnest((CASE WHEN ($1)::text IS NULL THEN NULL::jsonb[] END)) AS \"pieces\""
+    );
+    let p = Plan::build(
+        "SELECT count(*) FROM pgml.pieces('a', n => 3) AS t(x) WHERE x->>0 <> 'a 2'",
+        &r,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(p.streaming(), None);
-    assert_eq!(p.shape_sql(), "SELECT count(*) FROM unnest(NULL::jsonb[]) AS t(x) WHERE x->>0 <> 'a 2'");
+    assert_eq!(
+        p.shape_sql(),
+        "SELECT count(*) FROM unnest(NULL::jsonb[]) AS t(x) WHERE x->>0 <> 'a 2'"
+    );
     let sql = p.execute(&[], &ctx()).await.unwrap();
     assert_eq!(
         sql,
@@ -207,18 +239,29 @@ async fn sets_unnest_where_the_call_stood() {
          $pgmld$[\"a 3\"]$pgmld$::jsonb]::jsonb[]) AS t(x) WHERE x->>0 <> 'a 2'"
     );
     let p = Plan::build("SELECT * FROM pgml.pieces('a', n => 0)", &r).unwrap().unwrap();
-    assert_eq!(p.execute(&[], &ctx()).await.unwrap(), "SELECT * FROM unnest(ARRAY[]::jsonb[]) AS \"pieces\"");
+    assert_eq!(
+        p.execute(&[], &ctx()).await.unwrap(),
+        "SELECT * FROM unnest(ARRAY[]::jsonb[]) AS \"pieces\""
+    );
 }
 
 #[tokio::test]
 async fn streaming_statements_open_their_stream() {
     let r = with_pieces();
-    let p = Plan::build("DECLARE c CURSOR FOR SELECT * FROM pgml.pieces(input => $1, n => $2)", &r).unwrap().unwrap();
+    let p = Plan::build("DECLARE c CURSOR FOR SELECT * FROM pgml.pieces(input => $1, n => $2)", &r)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         p.streaming(),
-        Some(&StreamForm::Declare(crate::streaming::CursorDecl { name: "c".into(), scrollable: true }))
+        Some(&StreamForm::Declare(crate::streaming::CursorDecl {
+            name: "c".into(),
+            scrollable: true
+        }))
     );
-    let mut c = crate::cursor::StreamCursor::new(p.open_stream(&[text("q"), text("2")], &ctx()).await.unwrap(), true);
+    let mut c = crate::cursor::StreamCursor::new(
+        p.open_stream(&[text("q"), text("2")], &ctx()).await.unwrap(),
+        true,
+    );
     let mut rows = Vec::new();
     let all = crate::cursor::Direction::Forward(crate::cursor::Count::All);
     let n = c
@@ -234,6 +277,12 @@ async fn streaming_statements_open_their_stream() {
     assert_eq!(e.code, "22P02");
     assert!(e.message.contains("\"n\""), "{}", e.message);
     // Per-row arguments and other calls beside it do not stream.
-    assert_eq!(Plan::build("SELECT pgml.pieces(t.a) FROM t", &r).unwrap().unwrap().streaming(), None);
-    assert_eq!(Plan::build("SELECT pgml.pieces('a'), pgml.version()", &r).unwrap().unwrap().streaming(), None);
+    assert_eq!(
+        Plan::build("SELECT pgml.pieces(t.a) FROM t", &r).unwrap().unwrap().streaming(),
+        None
+    );
+    assert_eq!(
+        Plan::build("SELECT pgml.pieces('a'), pgml.version()", &r).unwrap().unwrap().streaming(),
+        None
+    );
 }

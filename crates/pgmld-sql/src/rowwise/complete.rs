@@ -101,10 +101,13 @@ impl RowBlock {
         (1..=self.arg_count)
             .map(|n| {
                 let name = format!("pgmld_arg_{n}");
-                let mut found = columns.iter().enumerate().filter(|(_, c)| c.name == name).map(|(i, _)| i);
+                let mut found =
+                    columns.iter().enumerate().filter(|(_, c)| c.name == name).map(|(i, _)| i);
                 match (found.next(), found.next()) {
                     (Some(i), None) => Ok(i),
-                    _ => Err(internal(format!("the source query of a per-row pgml call has no single column {name}"))),
+                    _ => Err(internal(format!(
+                        "the source query of a per-row pgml call has no single column {name}"
+                    ))),
                 }
             })
             .collect()
@@ -148,7 +151,10 @@ impl RowBlock {
                     fixed.insert(spec.name, eval_arg(sig.name, spec, Some(e), params)?);
                 }
                 Slot::Column(n) => {
-                    let col = arg_cols.get(n - 1).copied().ok_or_else(|| internal(format!("no argument column {n}")))?;
+                    let col = arg_cols
+                        .get(n - 1)
+                        .copied()
+                        .ok_or_else(|| internal(format!("no argument column {n}")))?;
                     from_rows.push((spec, col));
                 }
             }
@@ -160,10 +166,18 @@ impl RowBlock {
                 for &(spec, col) in &from_rows {
                     let v = match row.get(col).and_then(|v| v.as_deref()) {
                         None => Value::Null,
-                        Some(text) => Value::Text(text.to_string()).coerce(spec.ty).map_err(|e| SqlError {
-                            message: format!("argument \"{}\" of pgml.{}, row {}: {}", spec.name, sig.name, r + 1, e.message),
-                            ..e
-                        })?,
+                        Some(text) => {
+                            Value::Text(text.to_string()).coerce(spec.ty).map_err(|e| SqlError {
+                                message: format!(
+                                    "argument \"{}\" of pgml.{}, row {}: {}",
+                                    spec.name,
+                                    sig.name,
+                                    r + 1,
+                                    e.message
+                                ),
+                                ..e
+                            })?
+                        }
                     };
                     args.insert(spec.name, v);
                 }
@@ -175,7 +189,12 @@ impl RowBlock {
     /// The client's statement with the block replaced by a SELECT over a VALUES list of the
     /// kept columns and the call results (`results[i][r]`: call `i` on row `r`), keeping
     /// the block's output column names, types and row order.
-    pub fn complete(&self, columns: &[SourceColumn], rows: &[SourceRow], results: &[Vec<Value>]) -> Result<String, SqlError> {
+    pub fn complete(
+        &self,
+        columns: &[SourceColumn],
+        rows: &[SourceRow],
+        results: &[Vec<Value>],
+    ) -> Result<String, SqlError> {
         self.check_rows(columns, rows)?;
         if results.len() != self.calls.len() || results.iter().any(|r| r.len() != rows.len()) {
             return Err(internal(format!(
@@ -233,14 +252,21 @@ impl RowBlock {
         let row_text = |n: &str, values: Vec<String>| format!("({n}, {})", values.join(", "));
         let (values, filter) = if rows.is_empty() {
             // One typed NULL row, filtered out: same columns and types, no rows.
-            let nulls = kept.iter().map(|(_, t)| literal(None, t)).chain(return_types.iter().map(|t| literal(None, t)));
+            let nulls = kept
+                .iter()
+                .map(|(_, t)| literal(None, t))
+                .chain(return_types.iter().map(|t| literal(None, t)));
             (row_text("NULL::integer", nulls.collect()), " WHERE false")
         } else {
             let mut out = Vec::with_capacity(rows.len());
             for (r, row) in rows.iter().enumerate() {
-                let mut vals: Vec<String> = kept.iter().map(|&(i, t)| literal(row[i].as_deref(), t)).collect();
+                let mut vals: Vec<String> =
+                    kept.iter().map(|&(i, t)| literal(row[i].as_deref(), t)).collect();
                 for (k, t) in return_types.iter().enumerate() {
-                    vals.push(literal(result_text(&self.calls[k], &results[k][r], r)?.as_deref(), t));
+                    vals.push(literal(
+                        result_text(&self.calls[k], &results[k][r], r)?.as_deref(),
+                        t,
+                    ));
                 }
                 out.push(row_text(&(r + 1).to_string(), vals));
             }

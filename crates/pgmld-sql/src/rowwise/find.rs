@@ -3,8 +3,9 @@
 
 use crate::analyze::{ident_name, pgml_name, Parsed};
 use sqlparser::ast::{
-    visit_relations, DataType, Distinct, Expr, Function, FunctionArguments, GroupByExpr, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+    visit_relations, DataType, Distinct, Expr, Function, FunctionArguments, GroupByExpr,
+    ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
 };
 use sqlparser::tokenizer::Location;
 use std::collections::HashSet;
@@ -208,7 +209,9 @@ impl Visitor for Collector {
             Statement::Update(_) => (StmtKind::Update, None),
             Statement::Delete(_) => (StmtKind::Delete, None),
             Statement::Merge(_) => (StmtKind::Merge, None),
-            Statement::CreateView(v) if v.materialized => (StmtKind::Other, Some("CREATE MATERIALIZED VIEW")),
+            Statement::CreateView(v) if v.materialized => {
+                (StmtKind::Other, Some("CREATE MATERIALIZED VIEW"))
+            }
             Statement::CreateView(_) => (StmtKind::Other, Some("CREATE VIEW")),
             Statement::CreateFunction(_) => (StmtKind::Other, Some("CREATE FUNCTION")),
             Statement::CreateProcedure { .. } => (StmtKind::Other, Some("CREATE PROCEDURE")),
@@ -244,18 +247,29 @@ impl Visitor for Collector {
                     close: c.closing_paren_token.0.span.start,
                     data_modifying: matches!(
                         c.query.body.as_ref(),
-                        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+                        SetExpr::Insert(_)
+                            | SetExpr::Update(_)
+                            | SetExpr::Delete(_)
+                            | SetExpr::Merge(_)
                     ),
                     relations: relations(&c.query),
                 })
                 .collect(),
         });
         let order_by = match q.order_by.as_ref().map(|o| &o.kind) {
-            Some(sqlparser::ast::OrderByKind::Expressions(exprs)) => exprs.iter().map(|e| e.expr.clone()).collect(),
+            Some(sqlparser::ast::OrderByKind::Expressions(exprs)) => {
+                exprs.iter().map(|e| e.expr.clone()).collect()
+            }
             _ => Vec::new(),
         };
         let body_values = matches!(q.body.as_ref(), SetExpr::Values(_));
-        self.out.queries.push(QueryNode { body_select, body_values, with, order_by, relations: relations(q) });
+        self.out.queries.push(QueryNode {
+            body_select,
+            body_values,
+            with,
+            order_by,
+            relations: relations(q),
+        });
         self.frames.push(Frame::Query(self.out.queries.len() - 1));
         ControlFlow::Continue(())
     }
@@ -275,7 +289,11 @@ impl Visitor for Collector {
             })
             .collect();
         let whole = match self.frames.last() {
-            Some(Frame::Query(q)) if self.out.queries[*q].body_select == Some(s.select_token.0.span.start) => Some(*q),
+            Some(Frame::Query(q))
+                if self.out.queries[*q].body_select == Some(s.select_token.0.span.start) =>
+            {
+                Some(*q)
+            }
             _ => None,
         };
         let relations = match whole {
@@ -353,11 +371,48 @@ struct ItemCheck {
 
 /// Aggregates of a stock Postgres, recognised by name (user-defined ones are not known).
 const AGGREGATES: &[&str] = &[
-    "array_agg", "avg", "bit_and", "bit_or", "bit_xor", "bool_and", "bool_or", "corr", "count", "covar_pop",
-    "covar_samp", "every", "json_agg", "json_object_agg", "jsonb_agg", "jsonb_object_agg", "max", "min", "mode",
-    "percentile_cont", "percentile_disc", "range_agg", "range_intersect_agg", "regr_avgx", "regr_avgy",
-    "regr_count", "regr_intercept", "regr_r2", "regr_slope", "regr_sxx", "regr_sxy", "regr_syy", "stddev",
-    "stddev_pop", "stddev_samp", "string_agg", "sum", "var_pop", "var_samp", "variance", "xmlagg", "any_value",
+    "array_agg",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "corr",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "every",
+    "json_agg",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_object_agg",
+    "max",
+    "min",
+    "mode",
+    "percentile_cont",
+    "percentile_disc",
+    "range_agg",
+    "range_intersect_agg",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "sum",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "xmlagg",
+    "any_value",
 ];
 
 fn function_name(f: &Function) -> String {
@@ -397,8 +452,12 @@ impl Visitor for ItemCheck {
         let mut around = None;
         if self.pgml_depth == 0 {
             match e {
-                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => self.flag(format!("column {e}")),
-                Expr::Function(f) if f.over.is_some() => self.flag(format!("window function {}", function_name(f))),
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                    self.flag(format!("column {e}"))
+                }
+                Expr::Function(f) if f.over.is_some() => {
+                    self.flag(format!("window function {}", function_name(f)))
+                }
                 Expr::Function(f)
                     if f.filter.is_some()
                         || !f.within_group.is_empty()

@@ -23,7 +23,11 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// Builds the [`RowBlock`] of SELECT block `select` holding the per-row `calls` (text order).
-pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) -> Result<RowBlock, SqlError> {
+pub(crate) fn build_block(
+    cx: &Ctx<'_>,
+    select: usize,
+    calls: Vec<BoundCall>,
+) -> Result<RowBlock, SqlError> {
     let sql = cx.p.sql;
     let node = &cx.col.selects[select];
     let s = &node.select;
@@ -42,7 +46,9 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
     }
     if s.into {
         return Err(unsupported(
-            format!("pgml.{fname} with arguments that read columns is not supported in SELECT ... INTO"),
+            format!(
+                "pgml.{fname} with arguments that read columns is not supported in SELECT ... INTO"
+            ),
             format!("Use CREATE TABLE name AS SELECT ..., pgml.{fname}(...) AS result FROM ..."),
         ));
     }
@@ -53,8 +59,11 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
     if items.len() != s.projection.len() {
         return Err(cannot_locate("the SELECT list").at(at));
     }
-    let item_bytes: Vec<Range<usize>> =
-        items.iter().map(|r| toks.bytes(r.clone())).collect::<Option<_>>().ok_or_else(|| cannot_locate("the SELECT list"))?;
+    let item_bytes: Vec<Range<usize>> = items
+        .iter()
+        .map(|r| toks.bytes(r.clone()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| cannot_locate("the SELECT list"))?;
 
     // Which item holds each call; calls outside the SELECT list are not served.
     let mut item_calls: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -62,7 +71,9 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
         match item_bytes.iter().position(|r| r.contains(&c.site.range.start)) {
             Some(k) => item_calls.entry(k).or_default().push(ci),
             None => {
-                let clause = toks.at(c.site.range.start).map_or(Clause::From, |t| toks.clause_at(sel_tok, t));
+                let clause = toks
+                    .at(c.site.range.start)
+                    .map_or(Clause::From, |t| toks.clause_at(sel_tok, t));
                 return Err(reject_clause(&c.site.name, clause).at(c.position(sql)));
             }
         }
@@ -79,7 +90,10 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
         let mut per_row: Vec<(usize, Range<usize>)> = Vec::new();
         for (slot, a) in c.args.iter().enumerate() {
             if let Some(a) = a.as_ref().filter(|a| !a.expr.is_constant()) {
-                let r = a.range.clone().ok_or_else(|| cannot_locate("an argument").at(c.position(sql)))?;
+                let r = a
+                    .range
+                    .clone()
+                    .ok_or_else(|| cannot_locate("an argument").at(c.position(sql)))?;
                 per_row.push((slot, r));
             }
         }
@@ -99,7 +113,9 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
         call_args.push(numbers);
         row_calls.push(RowCall { function: c.function.clone(), position: c.position(sql), slots });
     }
-    let cast = |n: usize| format!("({})::{}", &sql[arg_ranges[n - 1].clone()], arg_types[n - 1].sql_name());
+    let cast = |n: usize| {
+        format!("({})::{}", &sql[arg_ranges[n - 1].clone()], arg_types[n - 1].sql_name())
+    };
 
     // The call items: their output names and expressions, and their source columns.
     let mut call_items = Vec::new();
@@ -141,8 +157,13 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
         let expr_bytes = match alias {
             None => item_bytes[k].clone(),
             Some(a) => {
-                let a_tok = toks.at_loc(cx.p, a.span.start).ok_or_else(|| cannot_locate("an alias"))?;
-                let end = if a_tok > 0 && toks.kw(a_tok - 1) == Some(Keyword::AS) { a_tok - 1 } else { a_tok };
+                let a_tok =
+                    toks.at_loc(cx.p, a.span.start).ok_or_else(|| cannot_locate("an alias"))?;
+                let end = if a_tok > 0 && toks.kw(a_tok - 1) == Some(Keyword::AS) {
+                    a_tok - 1
+                } else {
+                    a_tok
+                };
                 toks.bytes(items[k].start..end).ok_or_else(|| cannot_locate("a SELECT item"))?
             }
         };
@@ -157,11 +178,15 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
             pos = r.end;
         }
         template.push(Piece::Text(sql[pos..expr_bytes.end].to_string()));
-        let mut numbers: Vec<usize> = cis.iter().flat_map(|&ci| call_args[ci].iter().copied()).collect();
+        let mut numbers: Vec<usize> =
+            cis.iter().flat_map(|&ci| call_args[ci].iter().copied()).collect();
         numbers.sort_unstable();
-        let Some((&first_arg, rest)) = numbers.split_first() else { return Err(cannot_locate("an argument")) };
+        let Some((&first_arg, rest)) = numbers.split_first() else {
+            return Err(cannot_locate("an argument"));
+        };
         // The item's place keeps one argument so ORDER BY / GROUP BY positions still match.
-        edits.push((item_bytes[k].clone(), format!("{} AS pgmld_arg_{first_arg}", cast(first_arg))));
+        edits
+            .push((item_bytes[k].clone(), format!("{} AS pgmld_arg_{first_arg}", cast(first_arg))));
         appended.extend(rest.iter().map(|&n| format!("{} AS pgmld_arg_{n}", cast(n))));
         call_items.push(CallItem { first_arg, name, template });
     }
@@ -171,14 +196,19 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
 
     // ORDER BY / GROUP BY that name a call item (by position or output name) would need the
     // results, which the source query does not have yet.
-    let star = s.projection.iter().position(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+    let star = s
+        .projection
+        .iter()
+        .position(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
     let call_positions: BTreeSet<usize> = item_calls.keys().copied().collect();
     let refers_to_call = |e: &Expr| match e {
         Expr::Value(v) => match &v.value {
-            AstValue::Number(n, _) => n.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).is_some_and(|i| match star {
-                Some(st) if i >= st => call_positions.iter().any(|&k| k >= st),
-                _ => call_positions.contains(&i),
-            }),
+            AstValue::Number(n, _) => {
+                n.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).is_some_and(|i| match star {
+                    Some(st) if i >= st => call_positions.iter().any(|&k| k >= st),
+                    _ => call_positions.contains(&i),
+                })
+            }
             _ => false,
         },
         Expr::Identifier(i) => names.contains(&ident_name(i)),
@@ -206,18 +236,29 @@ pub(crate) fn build_block(cx: &Ctx<'_>, select: usize, calls: Vec<BoundCall>) ->
             let end = toks.block_end(start, false);
             (toks.bytes(start..end).ok_or_else(|| cannot_locate("the query"))?, true, with)
         }
-        None => (toks.bytes(sel_tok..sel_end).ok_or_else(|| cannot_locate("the query block"))?, false, None),
+        None => (
+            toks.bytes(sel_tok..sel_end).ok_or_else(|| cannot_locate("the query block"))?,
+            false,
+            None,
+        ),
     };
     let prefix = enclosing_ctes(cx, select, range.start, &fname, at)?;
     let cte_ranges = prefix.as_ref().map_or_else(Vec::new, |p| p.ranges.clone());
     if let Some(prefix) = prefix {
         match own_with.and_then(|w| w.ctes.first()) {
             Some(first_cte) => {
-                let cte_start = cx.p.byte(first_cte.name_loc).ok_or_else(|| cannot_locate("WITH"))?;
+                let cte_start =
+                    cx.p.byte(first_cte.name_loc).ok_or_else(|| cannot_locate("WITH"))?;
                 let recursive = prefix.recursive || own_with.is_some_and(|w| w.recursive);
-                edits.push((range.start..cte_start, format!("{}{}, ", with_head(recursive), prefix.ctes)));
+                edits.push((
+                    range.start..cte_start,
+                    format!("{}{}, ", with_head(recursive), prefix.ctes),
+                ));
             }
-            None => edits.push((range.start..range.start, format!("{}{} ", with_head(prefix.recursive), prefix.ctes))),
+            None => edits.push((
+                range.start..range.start,
+                format!("{}{} ", with_head(prefix.recursive), prefix.ctes),
+            )),
         }
     }
     edits.sort_by_key(|(r, _)| (r.start, r.end));
@@ -291,7 +332,10 @@ fn enclosing_ctes(
                 }
                 break;
             }
-            visible.insert(cte.name.clone(), (start..end, with.recursive, cte.data_modifying, &cte.relations));
+            visible.insert(
+                cte.name.clone(),
+                (start..end, with.recursive, cte.data_modifying, &cte.relations),
+            );
         }
     }
     if let Some(w) = node.whole.and_then(|q| cx.col.queries[q].with.as_ref()) {
@@ -386,8 +430,11 @@ pub(crate) fn reject_query_clause(name: &str, values: bool) -> SqlError {
             "Call it in a SELECT list over the rows: SELECT v.*, pgml.{name}(...) AS result FROM (VALUES (...)) AS v(col)"
         ))
     } else {
-        SqlError::new(codes::FEATURE_NOT_SUPPORTED, per_row(name, "an ORDER BY, LIMIT or OFFSET clause"))
-            .with_hint(subquery_hint(name, "ORDER BY s.result"))
+        SqlError::new(
+            codes::FEATURE_NOT_SUPPORTED,
+            per_row(name, "an ORDER BY, LIMIT or OFFSET clause"),
+        )
+        .with_hint(subquery_hint(name, "ORDER BY s.result"))
     }
 }
 
@@ -433,5 +480,6 @@ pub(crate) fn reject_frozen(name: &str, stmt: &str) -> SqlError {
              CREATE TABLE name AS SELECT ..., pgml.{name}(...) AS result FROM ..."
         ),
     };
-    SqlError::new(codes::FEATURE_NOT_SUPPORTED, per_row(name, &format!("a {stmt} statement"))).with_hint(hint)
+    SqlError::new(codes::FEATURE_NOT_SUPPORTED, per_row(name, &format!("a {stmt} statement")))
+        .with_hint(hint)
 }

@@ -29,7 +29,10 @@ pub(super) fn registry() -> Registry {
     })));
     r.register(Arc::new(Fake(Signature {
         name: "generate",
-        params: vec![ParamSpec::required("model", SqlType::Text), ParamSpec::required("prompt", SqlType::Text)],
+        params: vec![
+            ParamSpec::required("model", SqlType::Text),
+            ParamSpec::required("prompt", SqlType::Text),
+        ],
         returns: Returns::Scalar(SqlType::Text),
     })));
     r.register(Arc::new(Fake(Signature {
@@ -135,13 +138,18 @@ fn top_level_block_keeps_where_order_and_limit() {
 fn order_by_position_of_a_kept_item_still_resolves() {
     let sql = "SELECT pgml.transform(task => $1, inputs => ARRAY[body]) AS r, title FROM docs ORDER BY 2 DESC";
     let b = block(sql);
-    assert_eq!(b.source_sql(), "SELECT (ARRAY[body])::text[] AS pgmld_arg_1, title FROM docs ORDER BY 2 DESC");
+    assert_eq!(
+        b.source_sql(),
+        "SELECT (ARRAY[body])::text[] AS pgmld_arg_1, title FROM docs ORDER BY 2 DESC"
+    );
     let columns = vec![col("pgmld_arg_1", 1009), col("title", 1043)];
     let rows = vec![row(&[Some("{b}"), Some("Zed")]), row(&[Some("{a}"), Some("Ann")])];
     let params = [Param { type_oid: 0, binary: false, bytes: Some(b"{\"task\": \"t\"}".to_vec()) }];
     let args = b.call_args(0, &columns, &rows, &params).unwrap();
     assert_eq!(args[1]["task"], Value::Json(json!({"task": "t"})));
-    let done = b.complete(&columns, &rows, &[vec![Value::Json(json!("b")), Value::Json(json!("a"))]]).unwrap();
+    let done = b
+        .complete(&columns, &rows, &[vec![Value::Json(json!("b")), Value::Json(json!("a"))]])
+        .unwrap();
     assert_eq!(
         done,
         "SELECT pgmld_rows.r1 AS \"r\", pgmld_rows.c1 AS \"title\" FROM (VALUES (1, 'Zed'::character varying, '\"b\"'::jsonb), \
@@ -194,7 +202,10 @@ fn block_in_a_cte_body_and_enclosing_ctes() {
                unused AS (SELECT 1)\n\
                SELECT * FROM scored JOIN src USING (id)";
     let b = block(sql);
-    assert_eq!(replaced(sql), "SELECT id, pgml.transform('{}', inputs => ARRAY[body]) AS r FROM src");
+    assert_eq!(
+        replaced(sql),
+        "SELECT id, pgml.transform('{}', inputs => ARRAY[body]) AS r FROM src"
+    );
     assert_eq!(
         b.source_sql(),
         "WITH src AS (SELECT id, body FROM docs WHERE lang = 'en') SELECT id, (ARRAY[body])::text[] AS pgmld_arg_1 FROM src"
@@ -213,7 +224,10 @@ fn block_in_a_cte_body_and_enclosing_ctes() {
     let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)\n\
                SELECT * FROM (WITH m AS (SELECT i FROM n) SELECT i, pgml.generate('m', i::text) AS g FROM m ORDER BY i) AS s";
     let b = block(sql);
-    assert_eq!(replaced(sql), "WITH m AS (SELECT i FROM n) SELECT i, pgml.generate('m', i::text) AS g FROM m ORDER BY i");
+    assert_eq!(
+        replaced(sql),
+        "WITH m AS (SELECT i FROM n) SELECT i, pgml.generate('m', i::text) AS g FROM m ORDER BY i"
+    );
     assert_eq!(
         b.source_sql(),
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3), m AS (SELECT i FROM n) \
@@ -225,8 +239,14 @@ fn block_in_a_cte_body_and_enclosing_ctes() {
 fn insert_select_returning() {
     let sql = "INSERT INTO results (id, label)\nSELECT id, pgml.transform('{}', inputs => ARRAY[body])->>0 FROM docs ORDER BY id LIMIT 5\nRETURNING *";
     let b = block(sql);
-    assert_eq!(replaced(sql), "SELECT id, pgml.transform('{}', inputs => ARRAY[body])->>0 FROM docs ORDER BY id LIMIT 5");
-    assert_eq!(b.source_sql(), "SELECT id, (ARRAY[body])::text[] AS pgmld_arg_1 FROM docs ORDER BY id LIMIT 5");
+    assert_eq!(
+        replaced(sql),
+        "SELECT id, pgml.transform('{}', inputs => ARRAY[body])->>0 FROM docs ORDER BY id LIMIT 5"
+    );
+    assert_eq!(
+        b.source_sql(),
+        "SELECT id, (ARRAY[body])::text[] AS pgmld_arg_1 FROM docs ORDER BY id LIMIT 5"
+    );
     let columns = vec![col("id", 23), col("pgmld_arg_1", 1009)];
     let rows = vec![row(&[Some("1"), Some("{a}")])];
     assert_eq!(
@@ -261,7 +281,10 @@ fn innermost_block_first() {
     let sql = "SELECT s.id, pgml.generate('m', s.g) AS again\n\
                FROM (SELECT id, pgml.generate('m', body) AS g FROM docs OFFSET 1 FETCH FIRST 2 ROWS ONLY) AS s";
     let b = block(sql);
-    assert_eq!(replaced(sql), "SELECT id, pgml.generate('m', body) AS g FROM docs OFFSET 1 FETCH FIRST 2 ROWS ONLY");
+    assert_eq!(
+        replaced(sql),
+        "SELECT id, pgml.generate('m', body) AS g FROM docs OFFSET 1 FETCH FIRST 2 ROWS ONLY"
+    );
     let columns = vec![col("id", 23), col("pgmld_arg_1", 25)];
     let rows = vec![row(&[Some("1"), Some("x")])];
     let done = b.complete(&columns, &rows, &[vec![Value::Text("y".into())]]).unwrap();
@@ -274,7 +297,10 @@ fn innermost_block_first() {
     );
     // A block inside another block's call arguments comes first too.
     let sql = "SELECT pgml.generate('m', (SELECT pgml.generate('m', w) FROM words WHERE words.doc = docs.id LIMIT 1)) FROM docs";
-    assert_eq!(replaced(sql), "SELECT pgml.generate('m', w) FROM words WHERE words.doc = docs.id LIMIT 1");
+    assert_eq!(
+        replaced(sql),
+        "SELECT pgml.generate('m', w) FROM words WHERE words.doc = docs.id LIMIT 1"
+    );
 }
 
 #[test]
@@ -285,8 +311,16 @@ fn two_calls_in_one_block_and_parameters() {
         b.source_sql(),
         "SELECT (body || $2)::text AS pgmld_arg_1, id,\n  (cfg)::jsonb AS pgmld_arg_2, (ARRAY[body])::text[] AS pgmld_arg_3\nFROM docs WHERE id > $4"
     );
-    assert_eq!(b.calls().iter().map(|c| (c.name(), c.position)).collect::<Vec<_>>(), vec![("generate", 8), ("transform", 60)]);
-    let columns = vec![col("pgmld_arg_1", 25), col("id", 23), col("pgmld_arg_2", 3802), col("pgmld_arg_3", 1009)];
+    assert_eq!(
+        b.calls().iter().map(|c| (c.name(), c.position)).collect::<Vec<_>>(),
+        vec![("generate", 8), ("transform", 60)]
+    );
+    let columns = vec![
+        col("pgmld_arg_1", 25),
+        col("id", 23),
+        col("pgmld_arg_2", 3802),
+        col("pgmld_arg_3", 1009),
+    ];
     let rows = vec![row(&[Some("hi!"), Some("9"), Some("{\"k\": [1]}"), Some("{hi}")])];
     let text = |s: &str| Param { type_oid: 25, binary: false, bytes: Some(s.as_bytes().to_vec()) };
     let params = [text("gpt"), text("!"), text("{\"task\": \"t\"}"), text("3")];
@@ -298,7 +332,11 @@ fn two_calls_in_one_block_and_parameters() {
     assert_eq!(a[0]["args"], Value::Json(json!({"k": [1]})));
     assert_eq!(a[0]["inputs"], Value::Array(vec![Value::Text("hi".into())]));
     let done = b
-        .complete(&columns, &rows, &[vec![Value::Text("a\\b$pgmld$".into())], vec![Value::Json(json!({"x": "it's"}))]])
+        .complete(
+            &columns,
+            &rows,
+            &[vec![Value::Text("a\\b$pgmld$".into())], vec![Value::Json(json!({"x": "it's"}))]],
+        )
         .unwrap();
     assert_eq!(
         done,
@@ -377,12 +415,11 @@ fn statements_without_per_row_calls_are_not_ours() {
 fn kept_pgml_calls_and_quoting_of_kept_values() {
     // A constant call in a kept item stays in the source query for Plan to serve.
     let b = block("SELECT pgml.version() AS v, body, pgml.generate('m', body) FROM docs");
-    assert_eq!(b.source_sql(), "SELECT pgml.version() AS v, body, (body)::text AS pgmld_arg_1 FROM docs");
-    let columns = vec![
-        col("v", 25),
-        col("body", 25),
-        col("pgmld_arg_1", 25),
-    ];
+    assert_eq!(
+        b.source_sql(),
+        "SELECT pgml.version() AS v, body, (body)::text AS pgmld_arg_1 FROM docs"
+    );
+    let columns = vec![col("v", 25), col("body", 25), col("pgmld_arg_1", 25)];
     let mut custom = col("mood", 16_384);
     custom.type_name = "public.mood".into();
     let mut columns = columns;
@@ -391,7 +428,8 @@ fn kept_pgml_calls_and_quoting_of_kept_values() {
         row(&[Some("pgmld 1"), Some("O'Brien\\ \u{1F600}\nline"), Some("happy"), Some("x")]),
         row(&[None, Some(""), None, None]),
     ];
-    let done = b.complete(&columns, &rows, &[vec![Value::Null, Value::Text(String::new())]]).unwrap();
+    let done =
+        b.complete(&columns, &rows, &[vec![Value::Null, Value::Text(String::new())]]).unwrap();
     assert_eq!(
         done,
         "SELECT pgmld_rows.c1 AS \"v\", pgmld_rows.c2 AS \"body\", pgmld_rows.c3 AS \"mood\", pgmld_rows.r1 AS \"generate\" \
@@ -400,10 +438,16 @@ fn kept_pgml_calls_and_quoting_of_kept_values() {
     );
     // Result and column counts are checked.
     assert_eq!(b.complete(&columns, &rows, &[vec![Value::Null]]).unwrap_err().code, "XX000");
-    assert_eq!(b.complete(&columns[..3], &rows, &[vec![Value::Null, Value::Null]]).unwrap_err().code, "XX000");
+    assert_eq!(
+        b.complete(&columns[..3], &rows, &[vec![Value::Null, Value::Null]]).unwrap_err().code,
+        "XX000"
+    );
     let mut unnamed = columns.clone();
     unnamed[2].type_name.clear();
-    assert_eq!(b.complete(&unnamed, &rows, &[vec![Value::Null, Value::Null]]).unwrap_err().code, "XX000");
+    assert_eq!(
+        b.complete(&unnamed, &rows, &[vec![Value::Null, Value::Null]]).unwrap_err().code,
+        "XX000"
+    );
 }
 
 #[test]
@@ -416,7 +460,8 @@ fn builtin_type_names() {
 
 #[test]
 fn completed_blocks_with_many_rows_are_read_back_quickly() {
-    let sql = "SELECT pgml.generate('m', s.g) FROM (SELECT pgml.generate('m', body) AS g FROM docs) AS s";
+    let sql =
+        "SELECT pgml.generate('m', s.g) FROM (SELECT pgml.generate('m', body) AS g FROM docs) AS s";
     let b = block(sql);
     let columns = vec![col("pgmld_arg_1", 25)];
     let n = 20_000;
@@ -429,4 +474,3 @@ fn completed_blocks_with_many_rows_are_read_back_quickly() {
     assert!(outer.source_sql().starts_with("SELECT (s.g)::text AS pgmld_arg_1 FROM (SELECT pgmld_rows.r1 AS \"g\" FROM (VALUES (1, 'out 0'::text), "));
     eprintln!("read back {} bytes in {:?}", done.len(), started.elapsed());
 }
-

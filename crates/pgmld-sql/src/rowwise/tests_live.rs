@@ -34,7 +34,8 @@ CREATE VIEW imdb_test_view AS SELECT body AS text, lang AS class FROM docs WHERE
 
 /// Runs `script` with psql; CSV output or psql's error.
 fn psql(script: &str) -> Result<String, String> {
-    let conn = std::env::var("PGMLD_ROWWISE_PSQL").map_err(|_| "set PGMLD_ROWWISE_PSQL".to_string())?;
+    let conn =
+        std::env::var("PGMLD_ROWWISE_PSQL").map_err(|_| "set PGMLD_ROWWISE_PSQL".to_string())?;
     let mut child = Command::new("psql")
         .args([conn.as_str(), "-X", "-q", "--csv", "-P", "null=\\N", "-v", "ON_ERROR_STOP=1"])
         .env("PGOPTIONS", format!("-c search_path={SCHEMA}"))
@@ -100,11 +101,15 @@ fn serve(client_sql: &str, wrap: &str) -> Result<String, String> {
         let Some(b) = next_row_block(&sql, &r).map_err(|e| format!("{sql}: {e:?}"))? else {
             let query = wrap == "{}" && !sql.starts_with("COPY");
             if query {
-                let shape = crate::Plan::build(client_sql, &r).map_err(|e| format!("{e:?}"))?.ok_or("no plan")?;
+                let shape = crate::Plan::build(client_sql, &r)
+                    .map_err(|e| format!("{e:?}"))?
+                    .ok_or("no plan")?;
                 let want = psql(&format!("{} \\gdesc", shape.shape_sql().trim_end_matches(';')))?;
                 let got = psql(&format!("{} \\gdesc", sql.trim_end_matches(';')))?;
                 if want != got {
-                    return Err(format!("{client_sql}: shape describes\n{want}final describes\n{got}"));
+                    return Err(format!(
+                        "{client_sql}: shape describes\n{want}final describes\n{got}"
+                    ));
                 }
             }
             return psql(&wrap.replace("{}", &sql));
@@ -128,9 +133,12 @@ fn serve(client_sql: &str, wrap: &str) -> Result<String, String> {
             results.push(
                 args.iter()
                     .map(|a| {
-                        let text: Vec<String> = a.values().map(|v| v.to_pg_text().unwrap_or("NULL".into())).collect();
+                        let text: Vec<String> =
+                            a.values().map(|v| v.to_pg_text().unwrap_or("NULL".into())).collect();
                         match call.name() {
-                            "transform" => Value::Json(serde_json::json!([{"label": text.join("|"), "score": 0.5}])),
+                            "transform" => Value::Json(
+                                serde_json::json!([{"label": text.join("|"), "score": 0.5}]),
+                            ),
                             _ => Value::Text(format!("<{}>", text.join("|"))),
                         }
                     })
@@ -152,7 +160,10 @@ fn rowwise_live() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0], "truncated_text,class,predicted_class,score");
-    assert!(lines[1].starts_with("I loved it,en,\"{}|{\"\"I loved it\"\"}|{\"\"model\"\":"), "{out}");
+    assert!(
+        lines[1].starts_with("I loved it,en,\"{}|{\"\"I loved it\"\"}|{\"\"model\"\":"),
+        "{out}"
+    );
     assert!(lines[1].ends_with(",0.5"), "{out}");
     let cases: &[(&str, &str)] = &[
         ("SELECT id, pgml.transform('{\"task\":\"x\"}', inputs => ARRAY[lang, body]) FROM docs WHERE id > 1 ORDER BY id LIMIT 10", "{}"),

@@ -10,7 +10,10 @@ fn rejected(sql: &str, function: &str) -> SqlError {
     };
     assert_eq!(e.code, "0A000", "{sql}: {e:?}");
     assert!(e.message.contains(&format!("pgml.{function}")), "{sql}: {}", e.message);
-    assert!(e.hint.as_deref().is_some_and(|h| h.contains("SELECT") || h.contains("EXPLAIN")), "{sql}: {e:?}");
+    assert!(
+        e.hint.as_deref().is_some_and(|h| h.contains("SELECT") || h.contains("EXPLAIN")),
+        "{sql}: {e:?}"
+    );
     assert!(e.position.is_some(), "{sql}");
     e
 }
@@ -18,17 +21,53 @@ fn rejected(sql: &str, function: &str) -> SqlError {
 #[test]
 fn per_row_calls_outside_a_select_list() {
     let cases = [
-        ("SELECT id FROM docs WHERE pgml.generate('m', body) = 'yes'", "a WHERE clause", "WHERE s.result"),
+        (
+            "SELECT id FROM docs WHERE pgml.generate('m', body) = 'yes'",
+            "a WHERE clause",
+            "WHERE s.result",
+        ),
         ("SELECT id FROM docs ORDER BY pgml.generate('m', body)", "ORDER BY", "ORDER BY s.result"),
-        ("SELECT count(*) FROM docs GROUP BY pgml.generate('m', body)", "GROUP BY", "GROUP BY s.result"),
-        ("SELECT lang FROM docs GROUP BY lang HAVING max(pgml.generate('m', body)) > 'a'", "HAVING", "WHERE s.result"),
-        ("SELECT 1 FROM docs d JOIN t ON pgml.generate('m', d.body) = t.label", "JOIN condition", "ON s.result"),
+        (
+            "SELECT count(*) FROM docs GROUP BY pgml.generate('m', body)",
+            "GROUP BY",
+            "GROUP BY s.result",
+        ),
+        (
+            "SELECT lang FROM docs GROUP BY lang HAVING max(pgml.generate('m', body)) > 'a'",
+            "HAVING",
+            "WHERE s.result",
+        ),
+        (
+            "SELECT 1 FROM docs d JOIN t ON pgml.generate('m', d.body) = t.label",
+            "JOIN condition",
+            "ON s.result",
+        ),
         ("SELECT * FROM docs d, LATERAL pgml.generate('m', d.body) AS g", "FROM item", "FROM t"),
-        ("UPDATE docs SET label = pgml.generate('m', body) WHERE id = 1", "UPDATE", "UPDATE t SET col = s.result"),
-        ("DELETE FROM docs WHERE pgml.generate('m', body) = 'spam'", "DELETE", "DELETE FROM t USING"),
-        ("INSERT INTO docs (body) VALUES (pgml.generate('m', lower('X')))", "VALUES", "FROM (VALUES"),
-        ("INSERT INTO docs (body) VALUES ('x') RETURNING pgml.generate('m', body)", "RETURNING", "WITH ins AS"),
-        ("SELECT * FROM docs LIMIT pgml.generate('m', $1 || 'x')::int", "LIMIT", "ORDER BY s.result"),
+        (
+            "UPDATE docs SET label = pgml.generate('m', body) WHERE id = 1",
+            "UPDATE",
+            "UPDATE t SET col = s.result",
+        ),
+        (
+            "DELETE FROM docs WHERE pgml.generate('m', body) = 'spam'",
+            "DELETE",
+            "DELETE FROM t USING",
+        ),
+        (
+            "INSERT INTO docs (body) VALUES (pgml.generate('m', lower('X')))",
+            "VALUES",
+            "FROM (VALUES",
+        ),
+        (
+            "INSERT INTO docs (body) VALUES ('x') RETURNING pgml.generate('m', body)",
+            "RETURNING",
+            "WITH ins AS",
+        ),
+        (
+            "SELECT * FROM docs LIMIT pgml.generate('m', $1 || 'x')::int",
+            "LIMIT",
+            "ORDER BY s.result",
+        ),
     ];
     for (sql, place, hint) in cases {
         let e = rejected(sql, "generate");
@@ -45,7 +84,10 @@ fn item_expressions_that_need_more_than_the_result() {
         ("SELECT body || pgml.generate('m', body) FROM docs", "column body"),
         ("SELECT count(pgml.generate('m', body)) FROM docs", "aggregate count"),
         ("SELECT pgml.generate('m', body) || string_agg(x, ',') FROM docs", "aggregate string_agg"),
-        ("SELECT rank() OVER (ORDER BY id) || pgml.generate('m', body) FROM docs", "window function rank"),
+        (
+            "SELECT rank() OVER (ORDER BY id) || pgml.generate('m', body) FROM docs",
+            "window function rank",
+        ),
         ("SELECT CASE WHEN true THEN pgml.generate('m', body) END FROM docs", "CASE"),
         ("SELECT pgml.generate('m', body) || (SELECT 'x') FROM docs", "subquery"),
     ] {
@@ -54,7 +96,10 @@ fn item_expressions_that_need_more_than_the_result() {
         assert!(e.hint.unwrap().contains("AS result"), "{sql}");
     }
     // With GROUP BY the call must be a whole item.
-    let e = rejected("SELECT lang, pgml.generate('m', string_agg(body, ' ')) || '!' FROM docs GROUP BY lang", "generate");
+    let e = rejected(
+        "SELECT lang, pgml.generate('m', string_agg(body, ' ')) || '!' FROM docs GROUP BY lang",
+        "generate",
+    );
     assert!(e.message.contains("GROUP BY"), "{}", e.message);
     block("SELECT lang, pgml.generate('m', string_agg(body, ' ')) FROM docs GROUP BY lang HAVING count(*) > 1");
 }
@@ -66,14 +111,20 @@ fn statements_and_blocks_pgmld_cannot_serve_per_row() {
         ("SELECT DISTINCT ON (lang) lang, pgml.generate('m', body) FROM docs", "DISTINCT"),
         ("SELECT pgml.generate('m', body) INTO out FROM docs", "INTO"),
         ("CREATE VIEW v AS SELECT pgml.generate('m', body) FROM docs", "CREATE VIEW"),
-        ("CREATE MATERIALIZED VIEW v AS SELECT pgml.generate('m', body) FROM docs", "CREATE MATERIALIZED VIEW"),
+        (
+            "CREATE MATERIALIZED VIEW v AS SELECT pgml.generate('m', body) FROM docs",
+            "CREATE MATERIALIZED VIEW",
+        ),
         (
             "CREATE FUNCTION f(b text) RETURNS text LANGUAGE sql RETURN pgml.generate('m', b)",
             "CREATE FUNCTION",
         ),
         ("EXPLAIN SELECT pgml.generate('m', body) FROM docs", "EXPLAIN"),
         ("PREPARE p AS SELECT pgml.generate('m', body) FROM docs", "PREPARE"),
-        ("SELECT pgml.generate('m', pgml.generate('m', body)) FROM docs", "inside another pgml call"),
+        (
+            "SELECT pgml.generate('m', pgml.generate('m', body)) FROM docs",
+            "inside another pgml call",
+        ),
         (
             "WITH ins AS (INSERT INTO docs (body) VALUES ('x') RETURNING *) \
              SELECT * FROM (SELECT pgml.generate('m', body) FROM ins) s",
@@ -102,9 +153,15 @@ fn binding_errors_come_first_and_point_at_the_call() {
     let r = registry();
     let e = next_row_block("SELECT id, pgml.nope(body) FROM docs", &r).unwrap_err();
     assert_eq!((e.code, e.position), ("42883", Some(12)));
-    let e = next_row_block("SELECT pgml.generate('m', prompt => body, prompt => body) FROM docs", &r).unwrap_err();
+    let e =
+        next_row_block("SELECT pgml.generate('m', prompt => body, prompt => body) FROM docs", &r)
+            .unwrap_err();
     assert_eq!(e.code, "42601");
-    let e = next_row_block("SELECT pgml.generate(body) FROM docs WHERE pgml.generate('m', body) > ''", &r).unwrap_err();
+    let e = next_row_block(
+        "SELECT pgml.generate(body) FROM docs WHERE pgml.generate('m', body) > ''",
+        &r,
+    )
+    .unwrap_err();
     assert_eq!(e.code, "42883");
     assert!(e.message.contains("\"prompt\""), "{}", e.message);
 }

@@ -141,7 +141,9 @@ impl Tokens {
                     depth -= 1;
                 }
                 Token::SemiColon if depth == 0 => return i,
-                Token::Word(_) if depth == 0 && i > from && self.ends_block(i, operand) => return i,
+                Token::Word(_) if depth == 0 && i > from && self.ends_block(i, operand) => {
+                    return i
+                }
                 _ => {}
             }
             i += 1;

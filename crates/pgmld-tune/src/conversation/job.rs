@@ -70,12 +70,20 @@ pub fn check_lora_config(given: &Json) -> Result<()> {
 
 /// Tokenizer and generation files of a Hugging Face base copied next to the adapter, as
 /// peft's examples save the tokenizer with it (a GGUF base carries its tokenizer inside).
-const TOKENIZER_FILES: &[&str] =
-    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
 
 fn rows(data: &[ChatRow]) -> Vec<ConversationRow> {
     data.iter()
-        .map(|r| ConversationRow { system: r.system.clone(), user: r.user.clone(), assistant: r.assistant.clone() })
+        .map(|r| ConversationRow {
+            system: r.system.clone(),
+            user: r.user.clone(),
+            assistant: r.assistant.clone(),
+        })
         .collect()
 }
 
@@ -107,7 +115,13 @@ pub fn run(
     let summary = lora::apply(&mut model, &lora_cfg, &vs)?;
     let encode_args = spec.options.encoding();
     let max_positions = model.config.max_position_embeddings;
-    let train = encode::encode_conversations(&rows(&spec.train), &tokenizer, &format, &encode_args, max_positions)?;
+    let train = encode::encode_conversations(
+        &rows(&spec.train),
+        &tokenizer,
+        &format,
+        &encode_args,
+        max_positions,
+    )?;
     let eval = match spec.eval.is_empty() {
         true => None,
         // Evaluation sequences are never packed: each exchange is scored on its own.
@@ -142,7 +156,10 @@ pub fn run(
     if let Json::Object(o) = &mut started {
         o.insert("device".into(), json!(device_name(device)));
     }
-    let _ = tx.send(Progress::Started { info: started, start_step: start_step(spec.dirs.resume_from.as_deref())? });
+    let _ = tx.send(Progress::Started {
+        info: started,
+        start_step: start_step(spec.dirs.resume_from.as_deref())?,
+    });
     let pad_id = tokenizer.pad_id().or(tokenizer.eos_token().map(|t| t.id)).unwrap_or(0);
     let save = |sp: &CausalSavePoint<'_>| {
         save_point(
@@ -159,7 +176,14 @@ pub fn run(
     };
     let data = (train.examples.as_slice(), eval_examples);
     let resume_from = spec.dirs.resume_from.as_deref();
-    let outcome = train_and_report(&model, &vs, data, (&spec.training, pad_id, resume_from), (&tx, save), &cancel)?;
+    let outcome = train_and_report(
+        &model,
+        &vs,
+        data,
+        (&spec.training, pad_id, resume_from),
+        (&tx, save),
+        &cancel,
+    )?;
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
     }
@@ -167,7 +191,10 @@ pub fn run(
     save_extras(&spec, &spec.dirs.out_dir)?;
     if let Json::Object(o) = &mut stats {
         o.insert("adapter_bytes".into(), json!(adapter_bytes));
-        o.insert("train_tokens_per_second".into(), json!((outcome.tokens_per_second * 10.0).round() / 10.0));
+        o.insert(
+            "train_tokens_per_second".into(),
+            json!((outcome.tokens_per_second * 10.0).round() / 10.0),
+        );
         o.insert("gradient_checkpointing".into(), json!(outcome.checkpointing));
         if let Some(p) = peak.finish() {
             o.insert("peak_rss_bytes".into(), json!(p));
@@ -179,7 +206,9 @@ pub fn run(
 /// Writes what goes with the adapter into `out`: the base's tokenizer files (a Hugging
 /// Face base) and `training_args.json` (without `hub_token`, which never serialises).
 fn save_extras(spec: &ConversationSpec, out: &std::path::Path) -> Result<()> {
-    let io = |what: &str, e: &dyn std::fmt::Display| TuneError::Internal(format!("saving {what} in {}: {e}", out.display()));
+    let io = |what: &str, e: &dyn std::fmt::Display| {
+        TuneError::Internal(format!("saving {what} in {}: {e}", out.display()))
+    };
     if spec.base.is_dir() {
         for name in TOKENIZER_FILES {
             let src = spec.base.join(name);
@@ -188,8 +217,10 @@ fn save_extras(spec: &ConversationSpec, out: &std::path::Path) -> Result<()> {
             }
         }
     }
-    let args = serde_json::to_string_pretty(&spec.training).map_err(|e| io("training_args.json", &e))?;
-    std::fs::write(out.join("training_args.json"), args).map_err(|e| io("training_args.json", &e))?;
+    let args =
+        serde_json::to_string_pretty(&spec.training).map_err(|e| io("training_args.json", &e))?;
+    std::fs::write(out.join("training_args.json"), args)
+        .map_err(|e| io("training_args.json", &e))?;
     Ok(())
 }
 
@@ -217,12 +248,25 @@ fn train_and_report(
     let on_event = |e: CausalTrainEvent| {
         let _ = tx.send(match e {
             CausalTrainEvent::Log(ev) => Progress::Log(ev, clock.elapsed().as_secs_f64()),
-            CausalTrainEvent::Eval { step, epoch, metrics } => {
-                Progress::Eval { step, epoch, metrics: serde_json::to_value(metrics).unwrap_or_default() }
-            }
+            CausalTrainEvent::Eval { step, epoch, metrics } => Progress::Eval {
+                step,
+                epoch,
+                metrics: serde_json::to_value(metrics).unwrap_or_default(),
+            },
         });
     };
-    let outcome = train_causal_lm(model, vs, train, eval, args, pad_id, on_event, on_save, || cancel.load(Ordering::Relaxed), resume_from)?;
+    let outcome = train_causal_lm(
+        model,
+        vs,
+        train,
+        eval,
+        args,
+        pad_id,
+        on_event,
+        on_save,
+        || cancel.load(Ordering::Relaxed),
+        resume_from,
+    )?;
     let t = outcome.train;
     Ok(Trained {
         train: TrainMetrics {

@@ -72,14 +72,25 @@ fn flag(hp: &Map<String, Json>, key: &str) -> Result<Option<bool>> {
 
 impl ConversationArgs {
     /// The `hyperparams` keys this struct reads.
-    pub const KEYS: &'static [&'static str] =
-        &["lora_config", "load_in_8bit", "prompt_template", "max_seq_length", "packing", "train_on_prompt", "token"];
+    pub const KEYS: &'static [&'static str] = &[
+        "lora_config",
+        "load_in_8bit",
+        "prompt_template",
+        "max_seq_length",
+        "packing",
+        "train_on_prompt",
+        "token",
+    ];
 
     /// Reads the conversation keys of a `hyperparams` object (other keys are left to the
     /// caller). Bad values are 22023 errors naming the key and the value.
     pub fn parse(hp: &Map<String, Json>) -> Result<ConversationArgs> {
         let mut args = ConversationArgs {
-            given: Self::KEYS.iter().filter(|k| hp.get(**k).is_some_and(|v| !v.is_null())).map(|k| k.to_string()).collect(),
+            given: Self::KEYS
+                .iter()
+                .filter(|k| hp.get(**k).is_some_and(|v| !v.is_null()))
+                .map(|k| k.to_string())
+                .collect(),
             ..ConversationArgs::default()
         };
         match hp.get("lora_config") {
@@ -120,7 +131,9 @@ impl ConversationArgs {
         }
         match hp.get("token") {
             None | Some(Json::Null) => {}
-            Some(Json::String(t)) if !t.trim().is_empty() => args.token = Some(Secret(t.trim().to_string())),
+            Some(Json::String(t)) if !t.trim().is_empty() => {
+                args.token = Some(Secret(t.trim().to_string()))
+            }
             Some(_) => {
                 return Err(TuneError::bad(
                     "hyperparams.token must be a Hugging Face token string",
@@ -145,7 +158,9 @@ impl ConversationArgs {
         match self.given.first() {
             Some(k) => Err(TuneError::bad(
                 format!("hyperparams key \"{k}\" applies to task conversation only, not {task}"),
-                format!("Task {task} reads hyperparams training_args, dataset_args and tokenizer_args."),
+                format!(
+                    "Task {task} reads hyperparams training_args, dataset_args and tokenizer_args."
+                ),
             )),
             None => Ok(()),
         }
@@ -176,7 +191,10 @@ mod tests {
             "prompt_template": "{user} => {assistant}"}))
         .unwrap();
         assert!(b.load_in_8bit && b.packing && b.train_on_prompt);
-        assert_eq!((b.max_seq_length, b.prompt_template.as_deref()), (64, Some("{user} => {assistant}")));
+        assert_eq!(
+            (b.max_seq_length, b.prompt_template.as_deref()),
+            (64, Some("{user} => {assistant}"))
+        );
         assert_eq!(parse(json!({})).unwrap(), ConversationArgs::default());
     }
 
@@ -202,7 +220,10 @@ mod tests {
     fn classification_calls_reject_conversation_keys() {
         let a = parse(json!({"lora_config": {}})).unwrap();
         let e = a.reject_for("text-classification").unwrap_err();
-        assert!(e.to_string().contains("lora_config") && e.to_string().contains("text-classification"), "{e}");
+        assert!(
+            e.to_string().contains("lora_config") && e.to_string().contains("text-classification"),
+            "{e}"
+        );
         assert!(parse(json!({})).unwrap().reject_for("text-classification").is_ok());
     }
 }

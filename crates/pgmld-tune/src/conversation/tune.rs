@@ -34,7 +34,8 @@ fn split_rows(conv: Conversations, req: &TuneRequest) -> Result<Split> {
     let classes = vec![0usize; conv.rows.len()];
     let s = split::split(&classes, req.test_size, req.test_sampling, req.training.seed)?;
     let mut rows: Vec<Option<ChatRow>> = conv.rows.into_iter().map(Some).collect();
-    let mut take = |idx: &[usize]| -> Vec<ChatRow> { idx.iter().filter_map(|&i| rows[i].take()).collect() };
+    let mut take =
+        |idx: &[usize]| -> Vec<ChatRow> { idx.iter().filter_map(|&i| rows[i].take()).collect() };
     let (train, eval) = (take(&s.train), take(&s.test));
     let with_system = train.iter().chain(&eval).filter(|r| r.system.is_some()).count();
     let analysis = json!({
@@ -96,26 +97,37 @@ impl Tuner {
     ) -> Result<Tuned> {
         check_request(&req)?;
         let relation = req.relation_name.as_deref().ok_or_else(|| {
-            TuneError::Null("pgml.tune relation_name must name a table or view with the training conversations".into())
+            TuneError::Null(
+                "pgml.tune relation_name must name a table or view with the training conversations"
+                    .into(),
+            )
         })?;
         let model_name = req.model_name.clone().ok_or_else(|| {
             TuneError::Null(
                 "pgml.tune model_name must name a base causal LM (a Hugging Face id, a local directory or a .gguf file)".into(),
             )
         })?;
-        let conv = access::read_as(&client, &ctx.caller.role, data::read(&client, relation, &req.dataset)).await?;
+        let conv =
+            access::read_as(&client, &ctx.caller.role, data::read(&client, relation, &req.dataset))
+                .await?;
         let (relation_name, columns) = (conv.name.clone(), conv.columns.clone());
         let Split { train, eval, analysis } = split_rows(conv, &req)?;
         if eval.is_empty() {
             warning(ctx, "test_size leaves no test rows: the model gets no eval_loss, and deploys only onto a project without a deployed model".into());
         }
-        let (source, base_name) = self.conversation_base(&client, &req, &model_name, &ctx.caller).await?;
+        let (source, base_name) =
+            self.conversation_base(&client, &req, &model_name, &ctx.caller).await?;
         let fresh = Fresh {
             project: (project_id, Task::Conversation),
             model_name,
             source,
             data: RunData::Conversation { base_name, train: Arc::new(train), eval: Arc::new(eval) },
-            snapshot: Snapshot { relation: relation_name, y_column: req.dataset.assistant_column.clone(), columns, analysis },
+            snapshot: Snapshot {
+                relation: relation_name,
+                y_column: req.dataset.assistant_column.clone(),
+                columns,
+                analysis,
+            },
             push,
             req,
         };
@@ -142,20 +154,30 @@ mod tests {
             columns: vec![],
             system_column: Some("system".into()),
             rows: (0..n)
-                .map(|i| ChatRow { system: (i % 2 == 0).then(|| "sys".into()), user: format!("u{i}"), assistant: format!("a{i}") })
+                .map(|i| ChatRow {
+                    system: (i % 2 == 0).then(|| "sys".into()),
+                    user: format!("u{i}"),
+                    assistant: format!("a{i}"),
+                })
                 .collect(),
         }
     }
 
     #[test]
     fn last_sampling_holds_out_the_last_rows_in_order() {
-        let req = request(&[("test_size", Value::Float(0.25)), ("test_sampling", Value::Text("last".into()))]);
+        let req = request(&[
+            ("test_size", Value::Float(0.25)),
+            ("test_sampling", Value::Text("last".into())),
+        ]);
         let s = split_rows(rows(8), &req).unwrap();
         let users = |v: &[ChatRow]| v.iter().map(|r| r.user.clone()).collect::<Vec<_>>();
         assert_eq!(users(&s.train), ["u0", "u1", "u2", "u3", "u4", "u5"]);
         assert_eq!(users(&s.eval), ["u6", "u7"]);
         assert_eq!(s.analysis["rows_with_system"], json!(4));
-        assert_eq!((s.analysis["train_rows"].clone(), s.analysis["test_rows"].clone()), (json!(6), json!(2)));
+        assert_eq!(
+            (s.analysis["train_rows"].clone(), s.analysis["test_rows"].clone()),
+            (json!(6), json!(2))
+        );
         assert!(split_rows(rows(0), &req).unwrap_err().to_string().contains("no rows"));
     }
 
@@ -163,7 +185,10 @@ mod tests {
     fn classification_keys_are_refused() {
         let hp = |v: Json| request(&[("hyperparams", Value::Json(v))]);
         let e = check_request(&hp(json!({"dataset_args": {"text_column": "t"}}))).unwrap_err();
-        assert!(e.to_string().contains("text_column") && e.to_string().contains("conversation"), "{e}");
+        assert!(
+            e.to_string().contains("text_column") && e.to_string().contains("conversation"),
+            "{e}"
+        );
         let e = check_request(&hp(json!({"tokenizer_args": {"max_length": 8}}))).unwrap_err();
         assert!(e.to_string().contains("tokenizer_args"), "{e}");
         check_request(&hp(json!({"dataset_args": {"user_column": "q"}}))).unwrap();

@@ -97,7 +97,11 @@ pub(super) fn prepare(file: UploadFile) -> Result<Prepared, UploadError> {
         UploadSource::Bytes(b) => take(b),
         UploadSource::File(path) => {
             let err = |e: std::io::Error| {
-                UploadError::other(format!("reading {}", file.path_in_repo), path.display().to_string(), e.to_string())
+                UploadError::other(
+                    format!("reading {}", file.path_in_repo),
+                    path.display().to_string(),
+                    e.to_string(),
+                )
             };
             let mut f = std::fs::File::open(path).map_err(err)?;
             let mut buf = vec![0u8; 256 * 1024];
@@ -127,7 +131,8 @@ pub(super) fn preupload_body(files: &[Prepared]) -> Json {
 /// "shouldIgnore"}]}`, in the order of `files`. A file the answer does not mention, or an
 /// unknown mode, is an error.
 pub(super) fn upload_modes(files: &[Prepared], answer: &Json) -> Result<Vec<Mode>, String> {
-    let listed = answer.get("files").and_then(Json::as_array).ok_or("the answer has no `files` list")?;
+    let listed =
+        answer.get("files").and_then(Json::as_array).ok_or("the answer has no `files` list")?;
     files
         .iter()
         .map(|p| {
@@ -160,7 +165,8 @@ pub(super) enum CommitEntry {
 /// The ndjson body of `POST /api/models/{repo}/commit/{revision}`.
 pub(super) fn commit_body(summary: &str, entries: &[CommitEntry]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut lines = vec![json!({"key": "header", "value": {"summary": summary, "description": ""}})];
+    let mut lines =
+        vec![json!({"key": "header", "value": {"summary": summary, "description": ""}})];
     for e in entries {
         lines.push(match e {
             CommitEntry::Regular { path, content } => json!({"key": "file",
@@ -198,15 +204,23 @@ impl UploadClient {
         let mut modes = Vec::with_capacity(prepared.len());
         for chunk in prepared.chunks(PREUPLOAD_CHUNK) {
             let body = preupload_body(chunk);
-            let resp = self.send(&action, &url, &[], || Ok(self.authorized(self.http.post(&url)).json(&body))).await?;
+            let resp = self
+                .send(&action, &url, &[], || Ok(self.authorized(self.http.post(&url)).json(&body)))
+                .await?;
             let answer = self.json(&action, &url, resp).await?;
-            modes.extend(upload_modes(chunk, &answer).map_err(|m| UploadError::other(&action, &url, m))?);
+            modes.extend(
+                upload_modes(chunk, &answer).map_err(|m| UploadError::other(&action, &url, m))?,
+            );
         }
         let lfs: Vec<LfsObject> = prepared
             .iter()
             .zip(&modes)
             .filter(|(_, m)| **m == Mode::Lfs)
-            .map(|(p, _)| LfsObject { oid: p.sha256.clone(), size: p.size, source: p.file.source.clone() })
+            .map(|(p, _)| LfsObject {
+                oid: p.sha256.clone(),
+                size: p.size,
+                source: p.file.source.clone(),
+            })
             .collect();
         if !lfs.is_empty() {
             self.upload_lfs(repo_id, revision, lfs).await?;
@@ -221,7 +235,11 @@ impl UploadClient {
                     let content = match p.file.source {
                         UploadSource::Bytes(b) => b,
                         UploadSource::File(local) => std::fs::read(&local).map_err(|e| {
-                            UploadError::other(format!("reading {path}"), local.display().to_string(), e.to_string())
+                            UploadError::other(
+                                format!("reading {path}"),
+                                local.display().to_string(),
+                                e.to_string(),
+                            )
                         })?,
                     };
                     entries.push(CommitEntry::Regular { path, content });
@@ -282,7 +300,11 @@ mod tests {
 
     #[test]
     fn preupload_body_and_modes() {
-        let files = [prepared("config.json", b"{}"), prepared("model.safetensors", &[7u8; 600]), prepared(".gitattributes", b"")];
+        let files = [
+            prepared("config.json", b"{}"),
+            prepared("model.safetensors", &[7u8; 600]),
+            prepared(".gitattributes", b""),
+        ];
         let body = preupload_body(&files);
         assert_eq!(body["files"][0], json!({"path": "config.json", "size": 2, "sample": "e30="}));
         assert_eq!(body["files"][1]["sample"].as_str().unwrap().len(), 684, "512 bytes of base64");
@@ -290,7 +312,10 @@ mod tests {
             {"path": "model.safetensors", "uploadMode": "lfs", "shouldIgnore": false},
             {"path": "config.json", "uploadMode": "regular", "shouldIgnore": false},
             {"path": ".gitattributes", "uploadMode": "regular", "shouldIgnore": true}]});
-        assert_eq!(upload_modes(&files, &answer).unwrap(), vec![Mode::Regular, Mode::Lfs, Mode::Ignore]);
+        assert_eq!(
+            upload_modes(&files, &answer).unwrap(),
+            vec![Mode::Regular, Mode::Lfs, Mode::Ignore]
+        );
         let partial = json!({"files": [{"path": "config.json", "uploadMode": "regular"}]});
         assert!(upload_modes(&files, &partial).unwrap_err().contains("model.safetensors"));
         let odd = json!({"files": [{"path": "config.json", "uploadMode": "xet"}]});
@@ -304,13 +329,20 @@ mod tests {
             "End of training",
             &[
                 CommitEntry::Regular { path: "config.json".into(), content: b"{}".to_vec() },
-                CommitEntry::Lfs { path: "model.safetensors".into(), oid: "ab".repeat(32), size: 600 },
+                CommitEntry::Lfs {
+                    path: "model.safetensors".into(),
+                    oid: "ab".repeat(32),
+                    size: 600,
+                },
             ],
         );
         let text = String::from_utf8(body).unwrap();
         assert!(text.ends_with('\n'));
         let lines: Vec<Json> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines[0], json!({"key": "header", "value": {"summary": "End of training", "description": ""}}));
+        assert_eq!(
+            lines[0],
+            json!({"key": "header", "value": {"summary": "End of training", "description": ""}})
+        );
         assert_eq!(
             lines[1],
             json!({"key": "file", "value": {"content": "e30=", "path": "config.json", "encoding": "base64"}})

@@ -39,7 +39,8 @@ pub(super) enum Transfer {
 
 /// The body of the batch request.
 pub(super) fn batch_body(objects: &[(String, u64)], revision: &str) -> Json {
-    let objects: Vec<Json> = objects.iter().map(|(oid, size)| json!({"oid": oid, "size": size})).collect();
+    let objects: Vec<Json> =
+        objects.iter().map(|(oid, size)| json!({"oid": oid, "size": size})).collect();
     json!({"operation": "upload", "transfers": ["basic"], "objects": objects, "hash_algo": "sha256",
            "ref": {"name": revision}})
 }
@@ -50,7 +51,9 @@ fn action(v: &Json) -> Result<Action, String> {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Object(h)) => h
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            })
             .collect(),
         Some(_) => return Err("an action's `header` is not an object".into()),
     };
@@ -62,8 +65,12 @@ fn action(v: &Json) -> Result<Action, String> {
 
 /// What to do with each of `wanted` (oid, size), from the batch answer. An object the
 /// answer lacks or reports an `error` for is an error.
-pub(super) fn parse_batch(answer: &Json, wanted: &[(String, u64)]) -> Result<Vec<Transfer>, String> {
-    let objects = answer.get("objects").and_then(Json::as_array).ok_or("the answer has no `objects` list")?;
+pub(super) fn parse_batch(
+    answer: &Json,
+    wanted: &[(String, u64)],
+) -> Result<Vec<Transfer>, String> {
+    let objects =
+        answer.get("objects").and_then(Json::as_array).ok_or("the answer has no `objects` list")?;
     wanted
         .iter()
         .map(|(oid, _)| {
@@ -80,7 +87,11 @@ pub(super) fn parse_batch(answer: &Json, wanted: &[(String, u64)]) -> Result<Vec
                 None => Ok(Transfer::Present),
                 Some(up) => Ok(Transfer::Upload {
                     upload: action(up)?,
-                    verify: o.get("actions").and_then(|a| a.get("verify")).map(action).transpose()?,
+                    verify: o
+                        .get("actions")
+                        .and_then(|a| a.get("verify"))
+                        .map(action)
+                        .transpose()?,
                 }),
             }
         })
@@ -99,15 +110,16 @@ fn headers(pairs: &[(String, String)]) -> HeaderMap {
 
 /// A file as a stream of chunks, for a request body that never holds it whole.
 fn file_body(file: std::fs::File) -> reqwest::Body {
-    let stream = futures_util::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
-        let mut buf = vec![0u8; CHUNK];
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            return Ok::<_, std::io::Error>(None);
-        }
-        buf.truncate(n);
-        Ok(Some((bytes::Bytes::from(buf), f)))
-    });
+    let stream =
+        futures_util::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
+            let mut buf = vec![0u8; CHUNK];
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), f)))
+        });
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -115,7 +127,9 @@ impl UploadClient {
     /// `href` pointing at the public Hub when the client uses another endpoint (a mirror).
     fn fix_endpoint(&self, href: &str) -> String {
         match href.strip_prefix(DEFAULT_ENDPOINT) {
-            Some(rest) if self.endpoint() != DEFAULT_ENDPOINT => format!("{}{rest}", self.endpoint()),
+            Some(rest) if self.endpoint() != DEFAULT_ENDPOINT => {
+                format!("{}{rest}", self.endpoint())
+            }
             _ => href.to_string(),
         }
     }
@@ -144,7 +158,8 @@ impl UploadClient {
             })
             .await?;
         let answer = self.json(&action, &url, resp).await?;
-        let transfers = parse_batch(&answer, &wanted).map_err(|m| UploadError::other(&action, &url, m))?;
+        let transfers =
+            parse_batch(&answer, &wanted).map_err(|m| UploadError::other(&action, &url, m))?;
         for (object, transfer) in objects.iter().zip(transfers) {
             if let Transfer::Upload { upload, verify } = transfer {
                 self.put_object(repo_id, object, &upload).await?;
@@ -156,8 +171,14 @@ impl UploadClient {
         Ok(())
     }
 
-    async fn put_object(&self, repo_id: &str, object: &LfsObject, upload: &Action) -> Result<(), UploadError> {
-        let action = format!("uploading LFS object {} ({} bytes) to {repo_id}", object.oid, object.size);
+    async fn put_object(
+        &self,
+        repo_id: &str,
+        object: &LfsObject,
+        upload: &Action,
+    ) -> Result<(), UploadError> {
+        let action =
+            format!("uploading LFS object {} ({} bytes) to {repo_id}", object.oid, object.size);
         let url = self.fix_endpoint(&upload.href);
         let extra = headers(&upload.header);
         // The upload URL is signed: no token goes there.
@@ -177,13 +198,22 @@ impl UploadClient {
         Ok(())
     }
 
-    async fn verify_object(&self, repo_id: &str, object: &LfsObject, verify: &Action) -> Result<(), UploadError> {
+    async fn verify_object(
+        &self,
+        repo_id: &str,
+        object: &LfsObject,
+        verify: &Action,
+    ) -> Result<(), UploadError> {
         let action = format!("verifying LFS object {} on {repo_id}", object.oid);
         let url = self.fix_endpoint(&verify.href);
         let extra = headers(&verify.header);
         let body = json!({"oid": object.oid, "size": object.size});
         self.send(&action, &url, &[], || {
-            Ok(self.authorized(self.http.post(&url)).headers(extra.clone()).header(ACCEPT, LFS_JSON).json(&body))
+            Ok(self
+                .authorized(self.http.post(&url))
+                .headers(extra.clone())
+                .header(ACCEPT, LFS_JSON)
+                .json(&body))
         })
         .await?;
         Ok(())
@@ -220,7 +250,10 @@ mod tests {
         assert_eq!(
             t[1],
             Transfer::Upload {
-                upload: Action { href: "https://s3/x?sig=1".into(), header: vec![("X-Amz-Acl".into(), "private".into())] },
+                upload: Action {
+                    href: "https://s3/x?sig=1".into(),
+                    header: vec![("X-Amz-Acl".into(), "private".into())]
+                },
                 verify: Some(Action { href: "https://hub/verify".into(), header: vec![] }),
             }
         );
@@ -238,7 +271,10 @@ mod tests {
     #[test]
     fn hrefs_follow_a_mirror_endpoint() {
         let c = UploadClient::new("http://mirror:8080", "t").unwrap();
-        assert_eq!(c.fix_endpoint("https://huggingface.co/o/n.git/info/lfs/x"), "http://mirror:8080/o/n.git/info/lfs/x");
+        assert_eq!(
+            c.fix_endpoint("https://huggingface.co/o/n.git/info/lfs/x"),
+            "http://mirror:8080/o/n.git/info/lfs/x"
+        );
         assert_eq!(c.fix_endpoint("https://s3/x"), "https://s3/x");
         let hub = UploadClient::new(DEFAULT_ENDPOINT, "t").unwrap();
         assert_eq!(hub.fix_endpoint("https://huggingface.co/x"), "https://huggingface.co/x");

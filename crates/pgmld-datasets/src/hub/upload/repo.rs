@@ -24,9 +24,12 @@ pub fn resolve_repo_id(wanted: &str, user: &str) -> Result<String, String> {
     if wanted.is_empty() {
         return Err("`` is not a valid Hub model id: it is empty".into());
     }
-    let full = if wanted.contains('/') { wanted.to_string() } else { format!("{}/{wanted}", user.trim()) };
+    let full =
+        if wanted.contains('/') { wanted.to_string() } else { format!("{}/{wanted}", user.trim()) };
     let id = RepoId::parse(&full).map_err(|e| match e {
-        crate::hub::HubError::InvalidRepo { reason, .. } => format!("`{full}` is not a valid Hub model id: {reason}"),
+        crate::hub::HubError::InvalidRepo { reason, .. } => {
+            format!("`{full}` is not a valid Hub model id: {reason}")
+        }
         other => other.to_string(),
     })?;
     if id.owner.is_empty() {
@@ -40,7 +43,8 @@ impl UploadClient {
     pub async fn whoami(&self) -> Result<String, UploadError> {
         let action = "checking the token (whoami)";
         let url = format!("{}/api/whoami-v2", self.endpoint());
-        let resp = self.send(action, &url, &[], || Ok(self.authorized(self.http.get(&url)))).await?;
+        let resp =
+            self.send(action, &url, &[], || Ok(self.authorized(self.http.get(&url)))).await?;
         let v = self.json(action, &url, resp).await?;
         match v.get("name").and_then(|n| n.as_str()).map(str::trim).filter(|n| !n.is_empty()) {
             Some(name) => Ok(name.to_string()),
@@ -50,12 +54,18 @@ impl UploadClient {
 
     /// Creates model repo `repo_id` (`namespace/name`) for the token owner `user`, private or
     /// not; an existing repo (409) is fine and left as it is.
-    pub async fn create_repo(&self, repo_id: &str, private: bool, user: &str) -> Result<RepoCreated, UploadError> {
+    pub async fn create_repo(
+        &self,
+        repo_id: &str,
+        private: bool,
+        user: &str,
+    ) -> Result<RepoCreated, UploadError> {
         let action = format!("creating repo {repo_id}");
         let url = format!("{}/api/repos/create", self.endpoint());
         let body = create_body(repo_id, private, user);
-        let resp =
-            self.send(&action, &url, &[409], || Ok(self.authorized(self.http.post(&url)).json(&body))).await?;
+        let resp = self
+            .send(&action, &url, &[409], || Ok(self.authorized(self.http.post(&url)).json(&body)))
+            .await?;
         let created = resp.status().as_u16() != 409;
         Ok(RepoCreated { repo_id: repo_id.to_string(), url: self.repo_url(repo_id), created })
     }
