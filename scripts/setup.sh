@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh deps            # Postgres + tools, lean libtorch, client test deps (idempotent)
 #   eval "$(bash scripts/setup.sh env)"   # LIBTORCH, LD_LIBRARY_PATH, PYTHONPATH, PATH
 #   bash scripts/setup.sh run [args...]   # deps, build release pgmld, exec it (default 127.0.0.1:6432)
-#   bash scripts/setup.sh test [args...]  # deps, cargo test --workspace (PGMLD_TEST_PROFILE=release for --release)
+#   bash scripts/setup.sh test [args...]  # deps, fmt + clippy gates, cargo test --workspace (PGMLD_TEST_PROFILE=release for --release)
 #
 # Everything downloaded lives under .deps/ (gitignored) and tests/clients/node/node_modules.
 # See docs / shared reference "libtorch-setup.md" for why libtorch comes from PyPI's torch wheel.
@@ -321,6 +321,14 @@ cmd_test() {
     cmd_deps
     local profile=()
     if [ "${PGMLD_TEST_PROFILE:-debug}" = release ]; then profile=(--release); fi
+    # Style gates first: they fail in seconds-to-minutes, before a long test run.
+    # PGMLD_SKIP_LINT=1 skips them for a quick local rerun of the tests alone.
+    if [ "${PGMLD_SKIP_LINT:-0}" != 1 ]; then
+        log "cargo fmt --all --check"
+        cargo fmt --all --check
+        log "cargo clippy --workspace --all-targets ${profile[*]} -- -D warnings"
+        cargo clippy --workspace --all-targets "${profile[@]}" -- -D warnings
+    fi
     log "cargo test --workspace ${profile[*]} $*"
     local out status
     out="$(mktemp)"

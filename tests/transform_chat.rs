@@ -206,32 +206,37 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     .await;
     expect_err(
         &c,
-        &chat_sql(&chat, &[user.clone()], &json!({"temperature": -1})),
+        &chat_sql(&chat, std::slice::from_ref(&user), &json!({"temperature": -1})),
         "22023",
         "temperature must be >= 0",
     )
     .await;
     expect_err(
         &c,
-        &chat_sql(&chat, &[user.clone()], &json!({"max_tokens": 0})),
+        &chat_sql(&chat, std::slice::from_ref(&user), &json!({"max_tokens": 0})),
         "22023",
         "max_new_tokens must be between 1",
     )
     .await;
     expect_err(
         &c,
-        &chat_sql(&chat, &[user.clone()], &json!({"max_new_tokens": 10_000_000})),
+        &chat_sql(&chat, std::slice::from_ref(&user), &json!({"max_new_tokens": 10_000_000})),
         "22023",
         "10000000",
     )
     .await;
     let long = json!({"role": "user", "content": "hello ".repeat(9000)});
     expect_err(&c, &chat_sql(&chat, &[long], &json!({})), "22023", "context holds").await;
-    expect_err(&c, &chat_sql(&chat, &[user.clone()], &json!({"n": 2})), "22023", "needs sampling")
-        .await;
     expect_err(
         &c,
-        &chat_sql(&chat, &[user.clone()], &json!({"temprature": 1})),
+        &chat_sql(&chat, std::slice::from_ref(&user), &json!({"n": 2})),
+        "22023",
+        "needs sampling",
+    )
+    .await;
+    expect_err(
+        &c,
+        &chat_sql(&chat, std::slice::from_ref(&user), &json!({"temprature": 1})),
         "22023",
         "unknown args key \"temprature\"",
     )
@@ -254,12 +259,21 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     )
     .await;
     let four_bit = task("conversational", &model, json!({"load_in_4bit": true}));
-    expect_err(&c, &chat_sql(&four_bit, &[user.clone()], &json!({})), "0A000", "load_in_8bit")
-        .await;
+    expect_err(
+        &c,
+        &chat_sql(&four_bit, std::slice::from_ref(&user), &json!({})),
+        "0A000",
+        "load_in_8bit",
+    )
+    .await;
     let bert = support::models::minilm_dir().display().to_string();
     let e = expect_err(
         &c,
-        &chat_sql(&task("conversational", &bert, json!({})), &[user.clone()], &json!({})),
+        &chat_sql(
+            &task("conversational", &bert, json!({})),
+            std::slice::from_ref(&user),
+            &json!({}),
+        ),
         "22023",
         "not a causal language model",
     )
@@ -269,7 +283,7 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
         &c,
         &chat_sql(
             &task("conversational", "/no/such/model.gguf", json!({})),
-            &[user.clone()],
+            std::slice::from_ref(&user),
             &json!({}),
         ),
         "58P01",
@@ -284,7 +298,11 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
     .unwrap();
     expect_err(
         &c,
-        &chat_sql(&task("conversational", "sentiment", json!({})), &[user.clone()], &json!({})),
+        &chat_sql(
+            &task("conversational", "sentiment", json!({})),
+            std::slice::from_ref(&user),
+            &json!({}),
+        ),
         "22023",
         "trained for text-classification",
     )
