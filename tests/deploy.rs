@@ -97,6 +97,29 @@ async fn deploy_and_check(
     let (id, model_id, recorded, _) = latest_deployment(c).await;
     assert!(id > before, "{sql}: no new deployment row");
     assert_eq!((model_id, recorded.as_str()), (expected, strategy), "{sql}");
+    // PostgresML's views agree: the project's one deployed model is the one just deployed
+    let deployed: Vec<i64> = c
+        .query("SELECT id FROM pgml.deployed_models WHERE name = $1", &[&PROJECT])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(deployed, [expected], "{sql}: pgml.deployed_models");
+    let flagged: Vec<(i64, bool)> = c
+        .query(
+            "SELECT id, deployed FROM pgml.trained_models WHERE name = $1 ORDER BY id",
+            &[&PROJECT],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        flagged.len() >= 3 && flagged.iter().all(|(mid, d)| *d == (*mid == expected)),
+        "{sql}: pgml.trained_models {flagged:?}"
+    );
     let served = scores(c, PROJECT).await;
     for (mid, s) in reference {
         let d = distance(&served, s);

@@ -121,6 +121,30 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
         .get(0);
     assert_eq!(bound, answer);
 
+    // PostgresML's SDK: generation kwargs inside the task object, booleans as strings,
+    // model_type; explicit args win (a 1-token limit in the task loses to 40 in args).
+    let sdk_task = task(
+        "conversational",
+        &model,
+        json!({"token": "unused", "temperature": 0.1, "do_sample": "false",
+               "max_new_tokens": 1, "model_type": "llama"}),
+    );
+    let sdk_sql = chat_sql(&sdk_task, &france, &json!({"max_new_tokens": 40}));
+    assert_eq!(one(&c, &sdk_sql, &p).await, answer, "task-object kwargs, args winning");
+    let (ok, out, err) = support::psql_script(&p, &db.name, &format!("{sdk_sql};\n"), &[]);
+    assert!(ok && out.contains("Paris"), "{out}\n{err}");
+    assert!(
+        err.contains("NOTICE:  task key \"model_type\" has no effect in pgmld"),
+        "the ignored key is reported: {err}"
+    );
+    // Chat messages given to text-generation are one conversation, not two prompts.
+    let as_text_generation = task("text-generation", &model, json!({}));
+    assert_eq!(
+        one(&c, &chat_sql(&as_text_generation, &france, &json!({"max_new_tokens": 40})), &p).await,
+        answer,
+        "text-generation with chat messages answers the conversation"
+    );
+
     // A stop string ends the answer before it; a token limit ends it with "length".
     let stopped = one(
         &c,

@@ -135,12 +135,14 @@ pub fn fatal_response(code: &str, message: &str, out: &mut BytesMut) {
     encode(&ErrorResponse::new(fields), out);
 }
 
-/// `NoticeResponse` with the given severity (INFO, NOTICE, WARNING).
+/// `NoticeResponse` with the given severity (INFO, NOTICE, WARNING). The SQLSTATE is
+/// Postgres' default for the level: 01000 (warning) for WARNING, 00000 otherwise.
 pub fn notice_response(severity: &str, message: &str, out: &mut BytesMut) {
+    let code = if severity == "WARNING" { "01000" } else { "00000" };
     let fields = vec![
         (b'S', severity.to_string()),
         (b'V', severity.to_string()),
-        (b'C', "00000".to_string()),
+        (b'C', code.to_string()),
         (b'M', message.to_string()),
     ];
     encode(&NoticeResponse::new(fields), out);
@@ -290,6 +292,27 @@ pub fn parameter_types(body: &[u8]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_carry_sqlstate_01000_as_postgres_sends() {
+        let code_of = |severity| {
+            let mut b = BytesMut::new();
+            notice_response(severity, "m", &mut b);
+            // fields: a type byte, then a NUL-terminated value; the list ends with a NUL
+            let mut rest = &b[5..];
+            while let Some((&kind, tail)) = rest.split_first().filter(|(k, _)| **k != 0) {
+                let end = tail.iter().position(|&c| c == 0).unwrap();
+                if kind == b'C' {
+                    return String::from_utf8_lossy(&tail[..end]).to_string();
+                }
+                rest = &tail[end + 1..];
+            }
+            panic!("no SQLSTATE field")
+        };
+        assert_eq!(code_of("WARNING"), "01000");
+        assert_eq!(code_of("NOTICE"), "00000");
+        assert_eq!(code_of("INFO"), "00000");
+    }
 
     #[test]
     fn split_waits_for_whole_messages_and_rejects_garbage() {

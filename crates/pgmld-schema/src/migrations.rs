@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "deploy",
         sql: include_str!("../../../migrations/0004_deploy.sql"),
     },
+    Migration {
+        version: 5,
+        name: "model_views",
+        sql: include_str!("../../../migrations/0005_model_views.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

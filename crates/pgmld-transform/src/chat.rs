@@ -207,6 +207,10 @@ impl Transformer {
         ctx: &CallContext,
         req: &GenerateRequest,
     ) -> Result<Arc<ChatHandle>, TransformError> {
+        for key in &req.ignored_keys {
+            let message = crate::generation::ignored_key_notice(key);
+            (ctx.notices)(pgmld_sql::Notice { severity: "NOTICE", message });
+        }
         let client = self.client(&ctx.database).await?;
         let caller = &ctx.caller;
         if !caller.read_server_files

@@ -68,7 +68,13 @@ const TASK_KEYS: &[&str] = &[
     "adapter",
     "token",
     "use_auth_token",
+    "model_type",
 ];
+
+/// Task-object keys accepted for PostgresML compatibility that change nothing here: the
+/// architecture comes from the model's own config, device placement is pgmld's
+/// configuration, and no remote code ever runs. Each one given earns the call a NOTICE.
+const IGNORED_TASK_KEYS: &[&str] = &["model_type", "trust_remote_code", "device_map", "device"];
 
 /// Keys of `args` for generation.
 const ARGS_KEYS: &[&str] = &[
@@ -134,6 +140,12 @@ pub struct GenerateRequest {
     pub return_full_text: bool,
     /// Wrap the result as `{"outputs", "finish_reasons", "usage"}`.
     pub return_usage: bool,
+    /// Whether the call set `return_full_text` itself (a chat given to text-generation
+    /// cannot honour it).
+    pub return_full_text_explicit: bool,
+    /// Task-object keys the call gave that pgmld accepts without effect
+    /// ([`IGNORED_TASK_KEYS`]), so the caller hears about them in a NOTICE.
+    pub ignored_keys: Vec<String>,
 }
 
 /// One chat message.
@@ -174,9 +186,51 @@ impl GenerateCall {
         inputs: &Value,
     ) -> Result<GenerateCall, TransformError> {
         let task = crate::request::task_object(task)?;
-        let request = generate_request(&task, args)?;
+        let mut request = generate_request(&task, args)?;
+        if request.task == GenTask::TextGeneration && chat_messages(inputs) {
+            // transformers' text-generation pipeline treats a list of chat messages as one
+            // conversation (its `Chat` input); so does pgmld, rather than continuing each
+            // message as a prompt of its own.
+            if request.return_full_text_explicit {
+                return Err(TransformError::bad(
+                    "return_full_text cannot be used when inputs are chat messages",
+                    "Chat messages are answered as a conversation: the result is the assistant's reply.",
+                ));
+            }
+            request.task = GenTask::Conversational;
+            request.return_full_text = false;
+        }
         let inputs = gen_inputs(request.task, inputs)?;
         Ok(GenerateCall { request, inputs })
+    }
+}
+
+/// The NOTICE for a task-object key pgmld accepts without effect ([`IGNORED_TASK_KEYS`]).
+pub fn ignored_key_notice(key: &str) -> String {
+    let why = match key {
+        "model_type" => "the architecture is read from the model's own config",
+        "trust_remote_code" => {
+            "pgmld runs no model code from the Hub; its architectures are built in"
+        }
+        _ => "device placement is pgmld's transform_device setting",
+    };
+    format!("task key \"{key}\" has no effect in pgmld: {why}")
+}
+
+/// Whether `inputs` are chat messages: jsonb (or JSON text) objects with a `"role"` key,
+/// every one of them. A mix of messages and prompts is left to [`gen_inputs`], which then
+/// names the element that is not a prompt.
+fn chat_messages(inputs: &Value) -> bool {
+    let is_message = |v: &Value| match v {
+        Value::Json(Json::Object(m)) => m.contains_key("role"),
+        Value::Text(t) if t.trim_start().starts_with('{') => {
+            matches!(serde_json::from_str::<Json>(t), Ok(Json::Object(m)) if m.contains_key("role"))
+        }
+        _ => false,
+    };
+    match inputs {
+        Value::Array(items) => !items.is_empty() && items.iter().all(is_message),
+        single => is_message(single),
     }
 }
 
@@ -191,10 +245,18 @@ fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> TransformError {
     )
 }
 
+/// A boolean option: JSON true/false, or a string Postgres' `boolean` input would read
+/// (`"true"`, `"f"`, `"yes"`, `"off"`, `"1"`, ...), since PostgresML's SDK passes its
+/// kwargs through as strings (`"load_in_8bit": "true"`).
 fn get_bool(m: &Map<String, Json>, key: &str, default: bool) -> Result<bool, TransformError> {
     match m.get(key) {
         None | Some(Json::Null) => Ok(default),
         Some(Json::Bool(b)) => Ok(*b),
+        Some(Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "on" | "1" => Ok(true),
+            "false" | "f" | "no" | "n" | "off" | "0" => Ok(false),
+            _ => Err(bad(format!("{key} must be true or false, not \"{s}\""))),
+        },
         Some(other) => Err(bad(format!("{key} must be true or false, not {other}"))),
     }
 }
@@ -242,9 +304,25 @@ pub fn generate_request(
             "4-bit and GPTQ quantisation are not supported for inference; use \"load_in_8bit\": true".into(),
         ));
     }
-    if let Some(k) = task.keys().find(|k| !TASK_KEYS.contains(&k.as_str())) {
-        return Err(unknown_key("task", k, TASK_KEYS));
+    if let Some(k) =
+        task.keys().find(|k| !TASK_KEYS.contains(&k.as_str()) && !ARGS_KEYS.contains(&k.as_str()))
+    {
+        let known: Vec<&str> = TASK_KEYS.iter().chain(ARGS_KEYS).copied().collect();
+        return Err(unknown_key("task", k, &known));
     }
+    if let Some(Json::String(t)) = task.get("model_type") {
+        if t.trim().is_empty() {
+            return Err(bad("model_type must not be empty"));
+        }
+    } else if let Some(other) = task.get("model_type").filter(|v| !v.is_null()) {
+        return Err(bad(format!("model_type must be a string, not {other}")));
+    }
+    get_bool(task, "trust_remote_code", false)?;
+    let ignored_keys: Vec<String> = IGNORED_TASK_KEYS
+        .iter()
+        .filter(|k| task.contains_key(**k))
+        .map(|k| k.to_string())
+        .collect();
     let model = match task.get("model") {
         Some(Json::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
         Some(other) if !other.is_string() => return Err(bad(format!("\"model\" must be a string, not {other}"))),
@@ -259,7 +337,7 @@ pub fn generate_request(
     let load_in_8bit = get_bool(task, "load_in_8bit", false)?;
     let adapter = get_string(task, "adapter")?
         .map(|a| PathBuf::from(a.strip_prefix("file://").unwrap_or(&a)));
-    let args = match args {
+    let mut args = match args {
         Value::Null => Map::new(),
         Value::Json(Json::Object(m)) => m.clone(),
         Value::Json(other) => return Err(bad(format!("args must be a JSON object, not {other}"))),
@@ -275,6 +353,14 @@ pub fn generate_request(
     if let Some(k) = args.keys().find(|k| !ARGS_KEYS.contains(&k.as_str())) {
         return Err(unknown_key("args", k, ARGS_KEYS));
     }
+    // PostgresML's SDK puts generation settings in the task object (its kwargs); the
+    // call's explicit `args` win where both name one.
+    for key in ARGS_KEYS {
+        if let Some(v) = task.get(*key) {
+            args.entry(key.to_string()).or_insert_with(|| v.clone());
+        }
+    }
+    let return_full_text_explicit = args.get("return_full_text").is_some_and(|v| !v.is_null());
     let sampling = sampling(&args)?;
     let num_return_sequences =
         match (get_uint(&args, "num_return_sequences")?, get_uint(&args, "n")?) {
@@ -315,6 +401,8 @@ pub fn generate_request(
         chat_template,
         return_full_text,
         return_usage: get_bool(&args, "return_usage", false)?,
+        return_full_text_explicit,
+        ignored_keys,
     })
 }
 

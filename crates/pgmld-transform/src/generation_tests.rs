@@ -116,7 +116,8 @@ fn bad_arguments_name_the_value() {
     assert!(err(t.clone(), json!({"max_new_tokens": 3, "max_tokens": 4})).contains("disagree"));
     assert!(err(t.clone(), json!({"top_p": 0})).contains("top_p"));
     assert!(err(t.clone(), json!({"repetition_penalty": 0})).contains("repetition_penalty"));
-    assert!(err(t.clone(), json!({"do_sample": "yes"})).contains("do_sample must be true or false"));
+    assert!(err(t.clone(), json!({"do_sample": "sometimes"}))
+        .contains("do_sample must be true or false, not \"sometimes\""));
     assert!(err(t.clone(), json!({"stop": [1]})).contains("stop must hold strings"));
     assert!(err(t.clone(), json!({"stop": [""]})).contains("non-empty"));
     assert!(err(t.clone(), json!({"n": 2, "do_sample": false})).contains("needs sampling"));
@@ -169,4 +170,92 @@ fn a_whole_call_parses() {
     .unwrap();
     assert_eq!(call.inputs, GenInputs::Prompts(vec!["a".into(), "b".into()]));
     assert_eq!(call.request.model, "/m.gguf");
+}
+
+#[test]
+fn postgresml_sdk_task_objects_are_understood() {
+    // what PostgresML's OpenSourceAI sends: generation kwargs inside the task object,
+    // booleans as strings
+    let task = json!({"task": "conversational", "model": "m", "token": "t",
+        "load_in_8bit": "true", "temperature": 0.1, "repetition_penalty": 1.5});
+    let r = req(task, json!({"max_tokens": 7})).unwrap();
+    assert!(r.load_in_8bit);
+    assert_eq!(r.sampling.settings.temperature, Some(0.1));
+    assert_eq!(r.sampling.settings.repetition_penalty, Some(1.5));
+    assert_eq!(r.sampling.config(&GenerationDefaults::default(), 0).max_new_tokens, 7);
+    // explicit args win over the task object
+    let r = req(
+        json!({"task": "conversational", "model": "m", "temperature": 0.1}),
+        json!({"temperature": 0.9}),
+    )
+    .unwrap();
+    assert_eq!(r.sampling.settings.temperature, Some(0.9));
+    // string booleans, as Postgres reads them; anything else is refused by value
+    let r = req(json!({"task": "conversational", "model": "m", "load_in_8bit": "off"}), json!({}))
+        .unwrap();
+    assert!(!r.load_in_8bit);
+    let r = req(json!({"task": "text-generation", "model": "m"}), json!({"do_sample": "TRUE"}))
+        .unwrap();
+    assert_eq!(r.sampling.settings.do_sample, Some(true));
+    assert!(err(
+        json!({"task": "conversational", "model": "m", "load_in_8bit": "maybe"}),
+        json!({})
+    )
+    .contains("load_in_8bit must be true or false, not \"maybe\""));
+    // unknown keys are still refused, naming the known ones (task and generation keys)
+    let e = err(json!({"task": "conversational", "model": "m", "temprature": 1}), json!({}));
+    assert!(e.contains("unknown task key \"temprature\""), "{e}");
+    let hint = match req(json!({"task": "conversational", "model": "m", "x": 1}), json!({})) {
+        Err(TransformError::BadArgument { hint, .. }) => hint,
+        other => panic!("{other:?}"),
+    };
+    assert!(hint.contains("temperature") && hint.contains("load_in_8bit"), "{hint}");
+}
+
+#[test]
+fn compatibility_keys_are_accepted_with_a_notice() {
+    let r = req(
+        json!({"task": "conversational", "model": "m", "model_type": "llama",
+               "trust_remote_code": true, "device_map": "auto"}),
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(r.ignored_keys, ["model_type", "trust_remote_code", "device_map"]);
+    assert!(ignored_key_notice("model_type").contains("config"));
+    assert!(err(json!({"task": "conversational", "model": "m", "model_type": 3}), json!({}))
+        .contains("model_type must be a string"));
+    assert!(err(
+        json!({"task": "conversational", "model": "m", "trust_remote_code": "x"}),
+        json!({})
+    )
+    .contains("trust_remote_code must be true or false"));
+    let plain = req(json!({"task": "conversational", "model": "m"}), json!({})).unwrap();
+    assert!(plain.ignored_keys.is_empty());
+}
+
+#[test]
+fn text_generation_with_chat_messages_is_one_conversation() {
+    let task = Value::Json(json!({"task": "text-generation", "model": "m"}));
+    let msgs = Value::Array(vec![
+        Value::Json(json!({"role": "system", "content": "Be brief."})),
+        Value::Json(json!({"role": "user", "content": "Hi"})),
+    ]);
+    let call = GenerateCall::parse(&task, &Value::Null, &msgs).unwrap();
+    assert_eq!(call.request.task, GenTask::Conversational);
+    assert!(!call.request.return_full_text);
+    assert!(matches!(&call.inputs, GenInputs::Messages(m) if m.len() == 2));
+    // messages as JSON text too (text[] from a driver)
+    let text_msgs = Value::Array(vec![Value::Text(r#"{"role": "user", "content": "Hi"}"#.into())]);
+    let call = GenerateCall::parse(&task, &Value::Null, &text_msgs).unwrap();
+    assert_eq!(call.request.task, GenTask::Conversational);
+    // plain prompts stay prompts
+    let prompts = Value::Array(vec![Value::Text("Once upon a time".into())]);
+    let call = GenerateCall::parse(&task, &Value::Null, &prompts).unwrap();
+    assert_eq!(call.request.task, GenTask::TextGeneration);
+    assert!(call.request.return_full_text);
+    // return_full_text cannot apply to a chat
+    let e = GenerateCall::parse(&task, &Value::Json(json!({"return_full_text": true})), &msgs)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("return_full_text"), "{e}");
 }
