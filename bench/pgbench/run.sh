@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # pgbench select-only throughput: direct Postgres vs pgbouncer vs pgmld.
 #
-#   bench/pgbench/run.sh                 # 3 modes x 3 targets, 30 s each (~5 min)
+#   bench/pgbench/run.sh                 # 2 client counts x 3 modes x 3 targets, 30 s each (~10 min)
 #   DURATION=5 bench/pgbench/run.sh      # quick check
 #
-# Runs `pgbench -S -c $CLIENTS -j $JOBS -T $DURATION -M <mode>` for every protocol mode
-# (simple, extended, prepared) against every target, interleaved per mode:
+# Runs `pgbench -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l` for every client count
+# in $CLIENTS, every protocol mode (simple, extended, prepared) and every target,
+# interleaved per mode. Each cell reports TPS and the p50 / p99 transaction latency read
+# from pgbench's per-transaction log (`--log`). Targets:
 #   direct     Postgres at $PG_HOST:$PG_PORT (trust auth as $PG_USER)
-#   pgbouncer  a private pgbouncer (session pooling) started here on a free port; the Debian
-#              package is installed with apt-get when missing and we are root
+#   pgbouncer  a private pgbouncer (session pooling, a server connection per client) started
+#              here on a free port; the Debian package is installed with apt-get when missing
+#              and we are root
 #   pgmld      $PGMLD_BIN started here on a free port (skipped, with a note, when missing)
 # The data set is `pgbench -i -s $SCALE` in database $BENCH_DB, created directly on Postgres
 # (re-initialised only when missing or at another scale, or with FORCE_INIT=1).
 # Prints a markdown table and writes it, with the date, machine and command, to $OUT.
 # Everything started here is stopped on exit.
 #
-# Environment (defaults): DURATION (30) SCALE (10) CLIENTS (8) JOBS (2)
+# Environment (defaults): DURATION (30) SCALE (10) CLIENTS ("8 50") JOBS (2)
 #   MODES ("simple extended prepared") TARGETS ("direct pgbouncer pgmld")
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB (pgbench_bench)
 #   PGMLD_BIN (target/release/pgmld) OUT (bench/pgbench/results.md) FORCE_INIT (0)
@@ -35,7 +38,7 @@ done
 
 DURATION=${DURATION:-30}
 SCALE=${SCALE:-10}
-CLIENTS=${CLIENTS:-8}
+CLIENTS=${CLIENTS:-8 50}
 JOBS=${JOBS:-2}
 MODES=${MODES:-simple extended prepared}
 TARGETS=${TARGETS:-direct pgbouncer pgmld}
@@ -46,7 +49,8 @@ BENCH_DB=${BENCH_DB:-pgbench_bench}
 FORCE_INIT=${FORCE_INIT:-0}
 if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
 if [[ -n "${OUT:-}" ]]; then OUT_FILE=$(abspath "$OUT"); else OUT_FILE=$ROOT/bench/pgbench/results.md; fi
-INVOCATION="DURATION=$DURATION SCALE=$SCALE CLIENTS=$CLIENTS JOBS=$JOBS$CALLER_SET bench/pgbench/run.sh"
+INVOCATION="DURATION=$DURATION SCALE=$SCALE CLIENTS=\"$CLIENTS\" JOBS=$JOBS$CALLER_SET bench/pgbench/run.sh"
+MAX_CLIENTS=$(printf '%s\n' $CLIENTS | sort -n | tail -1)
 
 log() { printf '[pgbench-run] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -161,8 +165,9 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = session
-max_client_conn = 100
-default_pool_size = 20
+max_client_conn = $((MAX_CLIENTS + 50))
+; Session pooling with a server connection for every client: nobody queues for one.
+default_pool_size = $MAX_CLIENTS
 ignore_startup_parameters = extra_float_digits
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
@@ -218,30 +223,46 @@ if want pgbouncer; then start_pgbouncer || true; fi
 if want pgmld; then start_pgmld || true; fi
 
 # --- runs ------------------------------------------------------------------------------
-declare -A TPS
-pgbench_args=(-S -c "$CLIENTS" -j "$JOBS" -T "$DURATION")
-for mode in $MODES; do
-  for target in direct pgbouncer pgmld; do
-    want "$target" || continue
-    if [[ -z "${PORT[$target]:-}" ]]; then TPS[$target,$mode]=n/a; continue; fi
-    host=127.0.0.1; [[ $target == direct ]] && host=$PG_HOST
-    logf=$WORK/$target-$mode.log
-    log "$target / $mode: pgbench ${pgbench_args[*]} -M $mode (${DURATION}s)"
-    rc=0
-    pgbench -h "$host" -p "${PORT[$target]}" -U "$PG_USER" "${pgbench_args[@]}" -M "$mode" "$BENCH_DB" \
-      >"$logf" 2>&1 || rc=$?
-    tps=$(awk '/^tps = .*without initial connection time/ { print $3; exit }' "$logf")
-    if [[ -z "$tps" ]]; then
-      tail -15 "$logf" >&2
-      TPS[$target,$mode]=failed
-      NOTES+=("$target / $mode: pgbench failed (exit $rc)")
-      continue
-    fi
-    if [[ $rc != 0 ]]; then NOTES+=("$target / $mode: pgbench exit $rc (errors during the run)"); fi
-    failed=$(awk '/^number of failed transactions:/ { print $5; exit }' "$logf")
-    if [[ -n "$failed" && "$failed" != 0 ]]; then NOTES+=("$target / $mode: $failed failed transactions"); fi
-    TPS[$target,$mode]=$tps
-    log "$target / $mode: tps = $tps"
+declare -A TPS P50 P99
+# latency_percentiles LOGPREFIX: "p50 p99" in ms over every transaction pgbench logged
+# (third field of each `--log` line: the transaction's latency in microseconds).
+latency_percentiles() {
+  cat "$1".* 2>/dev/null | awk '{ print $3 }' | sort -n \
+    | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a n/a"; exit }
+        i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+        i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+        printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }'
+}
+for clients in $CLIENTS; do
+  pgbench_args=(-S -c "$clients" -j "$JOBS" -T "$DURATION")
+  for mode in $MODES; do
+    for target in direct pgbouncer pgmld; do
+      want "$target" || continue
+      cell=$target,$clients,$mode
+      if [[ -z "${PORT[$target]:-}" ]]; then TPS[$cell]=n/a; continue; fi
+      host=127.0.0.1; [[ $target == direct ]] && host=$PG_HOST
+      logf=$WORK/$target-$clients-$mode.log
+      txlog=$WORK/tx-$target-$clients-$mode
+      log "$target / $clients clients / $mode: pgbench ${pgbench_args[*]} -M $mode -l (${DURATION}s)"
+      rc=0
+      pgbench -h "$host" -p "${PORT[$target]}" -U "$PG_USER" "${pgbench_args[@]}" -M "$mode" \
+        -l --log-prefix="$txlog" "$BENCH_DB" >"$logf" 2>&1 || rc=$?
+      tps=$(awk '/^tps = .*without initial connection time/ { print $3; exit }' "$logf")
+      if [[ -z "$tps" ]]; then
+        tail -15 "$logf" >&2
+        TPS[$cell]=failed
+        NOTES+=("$target / $clients clients / $mode: pgbench failed (exit $rc)")
+        continue
+      fi
+      if [[ $rc != 0 ]]; then NOTES+=("$target / $clients clients / $mode: pgbench exit $rc (errors during the run)"); fi
+      failed=$(awk '/^number of failed transactions:/ { print $5; exit }' "$logf")
+      if [[ -n "$failed" && "$failed" != 0 ]]; then NOTES+=("$target / $clients clients / $mode: $failed failed transactions"); fi
+      TPS[$cell]=$tps
+      read -r P50[$cell] P99[$cell] < <(latency_percentiles "$txlog")
+      rm -f "$txlog".*
+      log "$target / $clients clients / $mode: tps = $tps, p50 = ${P50[$cell]} ms, p99 = ${P99[$cell]} ms"
+    done
   done
 done
 
@@ -249,14 +270,19 @@ done
 fmt_tps() { [[ "$1" =~ ^[0-9.]+$ ]] && printf '%.0f' "$1" || printf '%s' "$1"; }
 ratio() { [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }' || printf 'n/a'; }
 table() {
-  echo "| mode | direct TPS | pgbouncer TPS | pgmld TPS | pgmld/pgbouncer | pgmld/direct |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  local m d b p
-  for m in $MODES; do
-    d=${TPS[direct,$m]:-n/a}; b=${TPS[pgbouncer,$m]:-n/a}; p=${TPS[pgmld,$m]:-n/a}
-    echo "| $m | $(fmt_tps "$d") | $(fmt_tps "$b") | $(fmt_tps "$p") | $(ratio "$p" "$b") | $(ratio "$p" "$d") |"
+  echo "| clients | mode | direct TPS | pgbouncer TPS | pgmld TPS | pgmld/pgbouncer TPS | direct p50 / p99 ms | pgbouncer p50 / p99 ms | pgmld p50 / p99 ms | pgmld/pgbouncer p99 |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  local c m d b p
+  for c in $CLIENTS; do
+    for m in $MODES; do
+      d=${TPS[direct,$c,$m]:-n/a}; b=${TPS[pgbouncer,$c,$m]:-n/a}; p=${TPS[pgmld,$c,$m]:-n/a}
+      echo "| $c | $m | $(fmt_tps "$d") | $(fmt_tps "$b") | $(fmt_tps "$p") | $(ratio "$p" "$b")" \
+        "| $(lat direct "$c" "$m") | $(lat pgbouncer "$c" "$m") | $(lat pgmld "$c" "$m")" \
+        "| $(ratio "${P99[pgmld,$c,$m]:-}" "${P99[pgbouncer,$c,$m]:-}") |"
+    done
   done
 }
+lat() { printf '%s / %s' "${P50[$1,$2,$3]:-n/a}" "${P99[$1,$2,$3]:-n/a}"; }
 
 TABLE=$(table)
 echo
@@ -275,9 +301,10 @@ mkdir -p "$(dirname "$OUT_FILE")"
   echo "- Machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, ${MEM:-? GiB}, $OS, Linux $(uname -r)"
   echo "- Postgres $SERVER_VERSION at $PG_HOST:$PG_PORT; $PGB_VERSION; pgmld: $PGMLD_VERSION (repo commit $COMMIT)"
   echo "- Command: \`$INVOCATION\`"
-  echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER ${pgbench_args[*]} -M <mode> $BENCH_DB\`" \
+  echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l $BENCH_DB\`" \
        "after \`pgbench -i -s $SCALE $BENCH_DB\` on Postgres directly"
-  echo "- pgbouncer: pool_mode = session, default_pool_size = 20, max_client_conn = 100, auth_type = trust"
+  echo "- Latency: p50 / p99 over every transaction in pgbench's \`--log\` (its latency field), in ms"
+  echo "- pgbouncer: pool_mode = session, default_pool_size = $MAX_CLIENTS, max_client_conn = $((MAX_CLIENTS + 50)), auth_type = trust"
   echo "- pgmld: \`$PGMLD_CMD\`"
   echo "- pgbench, Postgres and the proxy share the same $(nproc) CPUs, so proxy CPU cost shows up as lost TPS."
   echo

@@ -192,16 +192,20 @@ impl Relay {
 
     /// A buffered message: ReadyForQuery, ErrorResponse, or one pgmld consumes.
     fn handle_whole(&mut self, ty: u8, msg: Bytes) {
-        let forward = match &self.current {
-            None | Some((_, Route::Client)) => true,
-            Some((_, Route::Swallow)) => ty == b'E',
-            Some((_, Route::OnlyReady)) => ty == b'Z',
-            Some((_, Route::RowDescription)) => ty != b'n',
-            Some((_, Route::Capture(tx))) => {
-                let _ = tx.send((ty, msg.slice(5..)));
-                false
-            }
-        };
+        // The backend closes after a FATAL (57P01 from pg_terminate_backend or a server
+        // shutdown): the client gets it whatever pgmld was doing, as from Postgres.
+        let fatal = ty == b'E' && crate::wire::is_fatal_error(&msg);
+        let forward = fatal
+            || match &self.current {
+                None | Some((_, Route::Client)) => true,
+                Some((_, Route::Swallow)) => ty == b'E',
+                Some((_, Route::OnlyReady)) => ty == b'Z',
+                Some((_, Route::RowDescription)) => ty != b'n',
+                Some((_, Route::Capture(tx))) => {
+                    let _ = tx.send((ty, msg.slice(5..)));
+                    false
+                }
+            };
         if forward {
             self.out.extend_from_slice(&msg);
         }

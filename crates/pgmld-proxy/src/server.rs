@@ -229,6 +229,9 @@ impl Server {
                 tracing::warn!("pgml schema not applied to database {database:?}: {e}");
             }
         }
+        // ReadyForQuery only now: a query (or its cancel) sent on it finds the session
+        // forwarding, not still applying the schema.
+        stream.write_all(&up.ready).await?;
         tracing::debug!("session started");
         let (shared, notices) = Shared::new();
         let shared = Arc::new(shared);

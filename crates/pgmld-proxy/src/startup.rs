@@ -45,7 +45,8 @@ impl ClientStream {
         }
     }
 
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+    /// Writes `b` and flushes (TLS keeps records queued until then).
+    pub(crate) async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
             ClientStream::Plain(s) => s.write_all(b).await,
             ClientStream::Tls(s) => {
@@ -126,6 +127,10 @@ pub struct Upstream {
     pub stream: pgmld_upstream::UpstreamStream,
     /// Bytes already read from the client past the startup exchange (pipelined queries).
     pub client_leftover: BytesMut,
+    /// The upstream's last startup messages, ending with ReadyForQuery, not yet sent: the
+    /// client may send a query (and a cancel for it) as soon as it reads them, so they go
+    /// out only once the session is ready to forward that query.
+    pub ready: BytesMut,
 }
 
 /// Outcome of relaying authentication.
@@ -215,7 +220,6 @@ pub async fn authenticate(
             }
             b'Z' => {
                 to_client.extend_from_slice(&msg);
-                client.write_all(&to_client).await?;
                 if !from_up.is_empty() {
                     return Err(ProxyError::Upstream(
                         "upstream sent data after ReadyForQuery during startup".into(),
@@ -224,6 +228,7 @@ pub async fn authenticate(
                 return Ok(AuthOutcome::Ready(Upstream {
                     stream: up,
                     client_leftover: from_client,
+                    ready: to_client,
                 }));
             }
             _ => to_client.extend_from_slice(&msg),

@@ -135,6 +135,31 @@ pub fn fatal_response(code: &str, message: &str, out: &mut BytesMut) {
     encode(&ErrorResponse::new(fields), out);
 }
 
+/// Whether a whole backend `ErrorResponse` frame ends the session (severity FATAL or
+/// PANIC): the backend closes right after it, so the client must see it whatever pgmld
+/// was doing with the answer it interrupted (57P01 after `pg_terminate_backend`).
+pub fn is_fatal_error(frame: &[u8]) -> bool {
+    if frame.first() != Some(&b'E') {
+        return false;
+    }
+    let fatal = |v: &[u8]| matches!(v, b"FATAL" | b"PANIC");
+    let mut fields = frame.get(5..).unwrap_or(&[]);
+    let mut localized = false;
+    while let Some((&code, rest)) = fields.split_first() {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let value = &rest[..end];
+        match code {
+            // Never translated (9.6+): it decides.
+            b'V' => return fatal(value),
+            // May be translated; decides only for servers that send no 'V'.
+            b'S' => localized = fatal(value),
+            _ => {}
+        }
+        fields = rest.get(end + 1..).unwrap_or(&[]);
+    }
+    localized
+}
+
 /// `NoticeResponse` with the given severity (INFO, NOTICE, WARNING). The SQLSTATE is
 /// Postgres' default for the level: 01000 (warning) for WARNING, 00000 otherwise.
 pub fn notice_response(severity: &str, message: &str, out: &mut BytesMut) {
@@ -350,6 +375,25 @@ mod tests {
         assert_eq!(result_binary(&[1], 2), vec![true, true]);
         assert_eq!(result_binary(&[0, 1], 2), vec![false, true]);
         assert_eq!(result_binary(&[], 1), vec![false]);
+    }
+
+    #[test]
+    fn fatal_errors_are_told_from_others() {
+        let mut b = BytesMut::new();
+        fatal_response("57P01", "terminating connection due to administrator command", &mut b);
+        assert!(is_fatal_error(&b));
+        b.clear();
+        error_response(&SqlError::new("42P01", "no such table"), &mut b);
+        assert!(!is_fatal_error(&b));
+        // A translated 'S' with the untranslated 'V' after it.
+        b.clear();
+        frame(b'E', b"SFATAL\0VERROR\0C42000\0\0", &mut b);
+        assert!(!is_fatal_error(&b));
+        b.clear();
+        frame(b'E', b"SFEHLER\0VFATAL\0C57P01\0\0", &mut b);
+        assert!(is_fatal_error(&b));
+        assert!(!is_fatal_error(b"E\0\0\0\x04"));
+        assert!(!is_fatal_error(b"N\0\0\0\x0bSFATAL\0\0"));
     }
 
     #[test]
