@@ -1,8 +1,8 @@
-//! Causal-LM fine-tuning of a LoRA-adapted [`Llama`] on conversation sequences, following
-//! `pgmld_ml::train::train_classifier` (itself HF `Trainer` semantics): the same
-//! [`TrainingArgs`], [`LogEvent`]s, save points, cancel, seeding, epochs / `max_steps`,
-//! schedules, warmup, weight decay, gradient accumulation and clipping, and resumable
-//! checkpoints.
+//! Causal-LM fine-tuning of a LoRA-adapted [`Llama`] on conversation sequences: the causal
+//! [`TrainTask`] run by pgmld-train's one training loop ([`pgmld_train::trainer`], HF
+//! `Trainer` semantics: [`TrainingArgs`], log events, save points, cancel, seeding, epochs /
+//! `max_steps`, schedules, warmup, weight decay, gradient accumulation and clipping,
+//! resumable checkpoints).
 //!
 //! - Only the variables of the adapter's `VarStore` train (LoRA A/B and biases LoRA's
 //!   `bias` option names); the base model is frozen.
@@ -31,39 +31,26 @@ mod tests;
 use std::path::Path;
 use std::time::Instant;
 
+use pgmld_train::optim::no_decay;
+use pgmld_train::{Hooks, LogEvent, TrainTask, TrainingArgs};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
-
-use pgmld_ml::optim::{clip_grad_norm, no_decay};
-use pgmld_ml::step_losses::{dropout_seed, StepLosses};
-use pgmld_ml::training_args::TrainingArgs;
-use pgmld_ml::LogEvent;
 
 use crate::conversation::TokenizedExample;
 use crate::llama::Llama;
 use crate::optim8bit::Optimizer;
 use crate::{Error, Result};
 use backward::{forward_backward, forward_backward_checkpointed};
-use batch::{epoch_batches, make_batch};
+use batch::{fingerprint, make_batch};
 
-pub use state::{load_causal_checkpoint, CausalSavePoint, ADAPTER_CHECKPOINT_FILE};
+pub use state::{load_causal_checkpoint, write_adapter_weights, ADAPTER_CHECKPOINT_FILE};
 
-/// What the trainer reports while it runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum CausalTrainEvent {
-    /// Every `logging_steps` optimizer steps (the classifier trainer's event).
-    Log(LogEvent),
-    /// After an evaluation during training (`eval_strategy` steps or epoch).
-    Eval {
-        /// Optimizer steps done.
-        step: i64,
-        /// Fractional epoch reached.
-        epoch: f64,
-        /// The metrics.
-        metrics: CausalEvalMetrics,
-    },
-}
+/// What the causal-LM training reports while it runs.
+pub type CausalTrainEvent = pgmld_train::TrainEvent<CausalEvalMetrics>;
+
+/// What `on_save` receives every `save_steps`: `task().vs()` holds the adapter after that
+/// step, `write_checkpoint` writes a checkpoint [`train_causal_lm`] resumes from.
+pub type CausalSavePoint<'s, 'a> = pgmld_train::SavePoint<'s, CausalTask<'a>>;
 
 /// Held-out metrics of a causal LM (HF `evaluate()` names plus perplexity).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,16 +112,101 @@ fn has_int8(model: &Llama) -> bool {
     })
 }
 
+/// The LoRA-adapted model, its adapter variables and tokenized conversations: what the
+/// training loop runs.
+pub struct CausalTask<'a> {
+    model: &'a Llama,
+    vs: &'a nn::VarStore,
+    train: &'a [TokenizedExample],
+    eval: &'a [TokenizedExample],
+    pad_id: i64,
+    eval_batch_size: usize,
+    /// Whether decoder layers are recomputed in backward.
+    checkpointing: bool,
+    /// `1 / label tokens` of the optimizer step in progress.
+    scale: f64,
+    /// Real (non-padding) tokens trained on by this call.
+    tokens_seen: usize,
+}
+
+impl CausalTask<'_> {
+    /// The adapter's variables (pass to [`crate::lora::save_adapter`]).
+    pub fn vs(&self) -> &nn::VarStore {
+        self.vs
+    }
+}
+
+impl TrainTask for CausalTask<'_> {
+    type Optimizer = Optimizer;
+    type Metrics = CausalEvalMetrics;
+    type Error = Error;
+    const WEIGHTS_FILE: &'static str = ADAPTER_CHECKPOINT_FILE;
+
+    fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    fn lengths(&self) -> Vec<usize> {
+        self.train.iter().map(|e| e.input_ids.len()).collect()
+    }
+
+    fn fingerprint(&self) -> String {
+        fingerprint(self.train)
+    }
+
+    fn optimizer(&self, args: &TrainingArgs) -> Optimizer {
+        Optimizer::new(args.optim, self.vs, args.weight_decay, no_decay)
+    }
+
+    fn clipped_parameters(&self, optimizer: &Optimizer) -> Vec<Tensor> {
+        optimizer.parameters()
+    }
+
+    fn trained_vars(&self) -> &nn::VarStore {
+        self.vs
+    }
+
+    fn write_weights(&self, path: &Path) -> Result<()> {
+        write_adapter_weights(self.vs, path)
+    }
+
+    fn begin_step(&mut self, group: &[Vec<usize>]) {
+        // Normalise by the label tokens of the whole optimizer step.
+        let step_labels: usize =
+            group.iter().flatten().map(|&i| self.train[i].num_label_tokens()).sum::<usize>().max(1);
+        self.scale = 1.0 / step_labels as f64;
+    }
+
+    fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor {
+        let batch = make_batch(self.train, idx, self.pad_id, self.device());
+        let summed = if self.checkpointing {
+            forward_backward_checkpointed(self.model, &batch, self.scale, seed, autocast)
+        } else {
+            forward_backward(self.model, &batch, self.scale, seed, autocast)
+        };
+        self.tokens_seen += batch.tokens;
+        summed * self.scale
+    }
+
+    fn evaluate(&self) -> Result<Option<CausalEvalMetrics>> {
+        if self.eval.is_empty() {
+            return Ok(None);
+        }
+        evaluate_causal_lm(self.model, self.eval, self.eval_batch_size, self.pad_id).map(Some)
+    }
+}
+
 /// Fine-tunes the variables of `vs` (the adapter [`crate::lora::apply`] put on `model`) on
 /// `train` sequences (right-padded with `pad_id`), then evaluates on `eval`.
 ///
-/// `on_event` receives a [`CausalTrainEvent::Log`] every `args.logging_steps` optimizer
-/// steps and a [`CausalTrainEvent::Eval`] after each evaluation `args.eval_strategy` asks
-/// for; `on_save` a [`CausalSavePoint`] every `args.save_steps` steps (write the adapter or
-/// a resumable checkpoint from it). `should_stop` is polled before every micro-batch; when
-/// it returns true training ends with `pgmld_ml::Error::Cancelled` (wrapped in
-/// [`Error::Ml`]), as does a NaN/inf loss with `NonFiniteLoss`. With `resume_from` (a
-/// directory [`CausalSavePoint::write_checkpoint`] wrote) the run goes on from there: the
+/// `on_event` receives a [`pgmld_train::TrainEvent::Log`] every `args.logging_steps`
+/// optimizer steps and a [`pgmld_train::TrainEvent::Eval`] after each evaluation
+/// `args.eval_strategy` asks for; `on_save` a [`CausalSavePoint`] every `args.save_steps`
+/// steps (write the adapter or a resumable checkpoint from it). `should_stop` is polled
+/// before every micro-batch; when it returns true training ends with
+/// `pgmld_train::Error::Cancelled` (wrapped in [`Error::Train`]), as does a NaN/inf loss
+/// with `NonFiniteLoss`. With `resume_from` (a directory
+/// [`pgmld_train::SavePoint::write_checkpoint`] wrote) the run goes on from there: the
 /// batch size, accumulation, seed, data and total steps must be the checkpoint's.
 #[allow(clippy::too_many_arguments)]
 pub fn train_causal_lm(
@@ -144,8 +216,8 @@ pub fn train_causal_lm(
     eval: &[TokenizedExample],
     args: &TrainingArgs,
     pad_id: i64,
-    mut on_event: impl FnMut(CausalTrainEvent),
-    mut on_save: impl FnMut(&CausalSavePoint<'_>),
+    on_event: impl FnMut(CausalTrainEvent),
+    on_save: impl FnMut(&CausalSavePoint<'_, '_>),
     should_stop: impl Fn() -> bool,
     resume_from: Option<&Path>,
 ) -> Result<CausalTrainOutcome> {
@@ -163,106 +235,33 @@ pub fn train_causal_lm(
             vs.device()
         )));
     }
-    tch::manual_seed(args.seed as i64);
-    let autocast = args.bf16 && device != Device::Cpu && pgmld_ml::device::cuda_autocast_bf16();
     let checkpointing = args.gradient_checkpointing || has_int8(model);
-
-    let lengths: Vec<usize> = train.iter().map(|e| e.input_ids.len()).collect();
-    let (bs, accum) = (args.per_device_train_batch_size, args.gradient_accumulation_steps);
-    let updates_per_epoch = train.len().div_ceil(bs).div_ceil(accum) as i64;
-    let total_steps = if args.max_steps > 0 {
-        args.max_steps
-    } else {
-        ((args.num_train_epochs * updates_per_epoch as f64).ceil() as i64).max(1)
+    let mut task = CausalTask {
+        model,
+        vs,
+        train,
+        eval,
+        pad_id,
+        eval_batch_size: args.per_device_eval_batch_size,
+        checkpointing,
+        scale: 1.0,
+        tokens_seen: 0,
     };
-
-    let mut opt = Optimizer::new(args.optim, vs, args.weight_decay, no_decay);
-    let mut st = state::fresh_state(args, total_steps, train);
-    if let Some(dir) = resume_from {
-        st = state::resume(dir, &st, vs, &mut opt)?;
-    }
-    let params = opt.parameters();
-
-    let mut losses = StepLosses::new(&st, device);
-    let (start_step, start_samples) = (st.global_step, st.samples);
-    let mut tokens_seen = 0usize;
-
-    let started = Instant::now();
-    'outer: while st.global_step < total_steps {
-        let batches = epoch_batches(&lengths, bs, args.seed, st.epoch_index);
-        let done_groups = st.micro_batches_done_in_epoch.div_ceil(accum);
-        for (group_no, group) in batches.chunks(accum).enumerate().skip(done_groups) {
-            if st.global_step >= total_steps {
-                break 'outer;
-            }
-            // Normalise by the label tokens of the whole optimizer step.
-            let step_labels: usize =
-                group.iter().flatten().map(|&i| train[i].num_label_tokens()).sum::<usize>().max(1);
-            let scale = 1.0 / step_labels as f64;
-            let mut step_loss = losses.zero();
-            for (micro, idx) in group.iter().enumerate() {
-                if should_stop() {
-                    return Err(Error::Ml(pgmld_ml::Error::Cancelled));
-                }
-                let batch = make_batch(train, idx, pad_id, device);
-                let seed = dropout_seed(args.seed, st.global_step, micro);
-                let summed = if checkpointing {
-                    forward_backward_checkpointed(model, &batch, scale, seed, autocast)
-                } else {
-                    forward_backward(model, &batch, scale, seed, autocast)
-                };
-                step_loss += summed * scale;
-                st.samples += idx.len() as u64;
-                tokens_seen += batch.tokens;
-            }
-            let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
-            let norm = clip_grad_norm(&params, args.max_grad_norm);
-            opt.step(lr);
-            opt.zero_grad();
-            let end = losses.after_update(
-                &mut st,
-                args,
-                (&step_loss, &norm, lr),
-                group_no,
-                batches.len(),
-                updates_per_epoch,
-            )?;
-            let global_step = st.global_step;
-            if let Some(ev) = end.log {
-                on_event(CausalTrainEvent::Log(ev));
-            }
-            if end.eval && !eval.is_empty() {
-                let metrics =
-                    evaluate_causal_lm(model, eval, args.per_device_eval_batch_size, pad_id)?;
-                on_event(CausalTrainEvent::Eval { step: global_step, epoch: st.epoch, metrics });
-            }
-            if end.save {
-                on_save(&CausalSavePoint { vs, optimizer: &opt, state: &st, args });
-            }
-        }
-        st.epoch_index += 1;
-        st.micro_batches_done_in_epoch = 0;
-    }
-    let global_step = st.global_step;
-    let train_loss = losses.train_loss(global_step)?;
-    let runtime = started.elapsed().as_secs_f64().max(1e-9);
+    let hooks = Hooks { on_event, on_save, should_stop };
+    let run = pgmld_train::train(&mut task, args, hooks, resume_from)?;
+    let runtime = run.runtime.max(1e-9);
+    let base = run.metrics(runtime);
     let train_metrics = CausalTrainMetrics {
-        train_runtime: runtime,
-        train_samples_per_second: (st.samples - start_samples) as f64 / runtime,
-        train_steps_per_second: (global_step - start_step) as f64 / runtime,
-        train_tokens_per_second: tokens_seen as f64 / runtime,
-        train_loss,
-        epoch: global_step as f64 / updates_per_epoch as f64,
-        global_step,
+        train_runtime: base.train_runtime,
+        train_samples_per_second: base.train_samples_per_second,
+        train_steps_per_second: base.train_steps_per_second,
+        train_tokens_per_second: task.tokens_seen as f64 / runtime,
+        train_loss: base.train_loss,
+        epoch: base.epoch,
+        global_step: base.global_step,
         gradient_checkpointing: checkpointing,
     };
-    drop(opt);
-    let eval = if eval.is_empty() {
-        None
-    } else {
-        Some(evaluate_causal_lm(model, eval, args.per_device_eval_batch_size, pad_id)?)
-    };
-    Ok(CausalTrainOutcome { train: train_metrics, eval, log_history: st.log_history })
+    Ok(CausalTrainOutcome { train: train_metrics, eval: run.eval, log_history: run.log_history })
 }
 
 /// Mean cross-entropy per label token of `model` on `data` (no dropout, no gradients),

@@ -51,9 +51,10 @@ pub enum Error {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
-    /// An error from the shared ML crate (optimizer, training args).
+    /// An error from the training framework (arguments, optimizer state, checkpoints,
+    /// weight files, a diverging or cancelled run).
     #[error(transparent)]
-    Ml(#[from] pgmld_ml::Error),
+    Train(#[from] pgmld_train::Error),
 }
 
 /// Result alias of this crate.

@@ -15,10 +15,10 @@ use std::path::Path;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use pgmld_ml::optim::{
+use pgmld_train::optim::{
     adam_moments, decay_groups, AdamW, DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS,
 };
-use pgmld_ml::training_args::Optim;
+use pgmld_train::training_args::Optim;
 
 use crate::{Error, Result};
 
@@ -416,6 +416,26 @@ impl Optimizer {
             Optimizer::F32(o) => Ok(o.load(path)?),
             Optimizer::Bit8(o) => o.load(path),
         }
+    }
+}
+
+impl pgmld_train::StepOptimizer for Optimizer {
+    type Error = Error;
+
+    fn step(&mut self, lr: f64) {
+        Optimizer::step(self, lr)
+    }
+
+    fn zero_grad(&mut self) {
+        Optimizer::zero_grad(self)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        Optimizer::save(self, path)
+    }
+
+    fn load(&mut self, path: &Path) -> Result<()> {
+        Optimizer::load(self, path)
     }
 }
 

@@ -80,7 +80,7 @@ pub fn read_hf_weights(
         (index, w)
     } else {
         // pytorch_model.bin (single or sharded), read without Python.
-        pgmld_ml::checkpoint::read_checkpoint(dir)?
+        pgmld_train::weights_file::read_checkpoint(dir)?
     };
     for tensor in weights.values_mut() {
         *tensor = convert(tensor, kind, device);

@@ -25,7 +25,7 @@ use pgmld_llm::lora::{apply, load_adapter, save_adapter, LoraConfig};
 use pgmld_llm::quant::quantize_int8;
 use pgmld_llm::source::LoadedModel;
 use pgmld_llm::Weights;
-use pgmld_ml::training_args::TrainingArgs;
+use pgmld_train::training_args::TrainingArgs;
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 

@@ -2,7 +2,8 @@
 //! `cargo run --release -p pgmld-ml --example device_check`. Used on GPU machines to check
 //! that a binary built against the lean CPU libtorch finds CUDA at run time.
 
-use pgmld_ml::{best_device, BertForSequenceClassification, Config};
+use pgmld_ml::{BertForSequenceClassification, Config};
+use pgmld_train::best_device;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 

@@ -5,7 +5,8 @@
 //! there is no cargo and no Postgres, to check training speed and bf16 autocast with a
 //! binary built here.
 
-use pgmld_ml::{best_device, train_classifier, Classifier, Example, TextTokenizer, TrainingArgs};
+use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer};
+use pgmld_train::{best_device, TrainingArgs};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

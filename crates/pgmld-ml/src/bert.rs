@@ -10,6 +10,8 @@ use tch::{nn, Kind, Tensor};
 
 use crate::encoder::{EmbeddingLayer, Encoder, EncoderLayer};
 
+pub use crate::encoder::attention_bool_mask;
+
 pub use crate::config::{Config, HiddenAct};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
@@ -182,13 +184,6 @@ impl BertPooler {
     pub fn forward(&self, hidden: &Tensor) -> Tensor {
         hidden.select(1, 0).apply(&self.dense).tanh()
     }
-}
-
-/// Turns a `[batch, seq]` 0/1 attention mask into the boolean `[batch, 1, 1, seq]` mask
-/// taken by [`BertSelfAttention::forward`] (true = attend).
-pub fn attention_bool_mask(attention_mask: &Tensor) -> Tensor {
-    let (b, s) = attention_mask.size2().expect("attention_mask must be [batch, seq]");
-    attention_mask.ne(0).view([b, 1, 1, s])
 }
 
 /// The BERT encoder: embeddings and transformer layers (no pooler).

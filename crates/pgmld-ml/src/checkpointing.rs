@@ -12,8 +12,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::bert::attention_bool_mask;
 use crate::classifier::Classifier;
+use crate::encoder::attention_bool_mask;
 use crate::tokenize::Batch;
 
 /// Runs `f` with libtorch's generators seeded by `seed`.

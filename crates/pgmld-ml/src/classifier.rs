@@ -159,7 +159,7 @@ impl Classifier {
 
     /// Builds the classifier from `dir/config.json` and fills it from the checkpoint in
     /// `dir` (`model.safetensors`, sharded safetensors or `pytorch_model.bin`: see
-    /// [`crate::checkpoint::read_checkpoint`]). `num_labels` defaults to the config's
+    /// [`pgmld_train::weights_file::read_checkpoint`]). `num_labels` defaults to the config's
     /// `id2label` size, else 2. The head ([`Architecture::is_head`]) is initialised fresh
     /// when the checkpoint lacks it (a base or masked-LM checkpoint) or has another label
     /// count; the encoder must be complete.
@@ -223,7 +223,7 @@ impl Classifier {
         }
     }
 
-    /// Transformer layer `i` alone; `mask` is [`crate::bert::attention_bool_mask`] of the
+    /// Transformer layer `i` alone; `mask` is [`crate::encoder::attention_bool_mask`] of the
     /// batch's attention mask.
     pub fn layer(&self, i: usize, xs: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         match &self.inner {

@@ -5,7 +5,12 @@
 
 use tch::Tensor;
 
-use crate::bert::attention_bool_mask;
+/// Turns a `[batch, seq]` 0/1 attention mask into the boolean `[batch, 1, 1, seq]` mask
+/// every encoder layer takes (true = attend).
+pub fn attention_bool_mask(attention_mask: &Tensor) -> Tensor {
+    let (b, s) = attention_mask.size2().expect("attention_mask must be [batch, seq]");
+    attention_mask.ne(0).view([b, 1, 1, s])
+}
 
 /// Turns input ids (and token types, where the architecture has them) into hidden states.
 pub trait EmbeddingLayer: std::fmt::Debug {

@@ -50,33 +50,10 @@ pub enum Error {
     /// The tokenizer failed to load or encode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    /// `training_args` are malformed, unknown or out of range.
-    #[error("invalid training_args: {0}")]
-    TrainingArgs(String),
-    /// The training or evaluation data cannot be used (empty, label out of range, ...).
-    #[error("invalid training data: {0}")]
-    Data(String),
-    /// The training loss became NaN or infinite.
-    #[error(
-        "training loss is not finite ({loss}) at optimizer step {step}; try a lower learning_rate"
-    )]
-    NonFiniteLoss {
-        /// The (1-based) optimizer step whose loss was not finite.
-        step: i64,
-        /// The offending loss value.
-        loss: f64,
-    },
-    /// A training checkpoint (see [`crate::train_state`]) is malformed or incomplete.
-    #[error("invalid training checkpoint {path}: {message}")]
-    Checkpoint {
-        /// The checkpoint directory or file.
-        path: PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// Training was cancelled by the caller.
-    #[error("training cancelled")]
-    Cancelled,
+    /// The training framework failed: arguments, data, weight files, checkpoints, a
+    /// diverging or cancelled run.
+    #[error(transparent)]
+    Train(#[from] pgmld_train::Error),
 }
 
 /// Result alias for this crate.

@@ -1,54 +1,40 @@
-//! Text models on libtorch (via `tch`) for pgmld's fine-tuning and inference.
+//! Encoder text models on libtorch (via `tch`) for pgmld's fine-tuning and inference.
 //!
 //! - [`bert`], [`distilbert`], [`roberta`]: encoders and sequence-classification heads,
 //!   one file per architecture, with Hugging Face variable names.
 //! - [`classifier`]: one [`Classifier`] over every architecture, picked from config.json.
-//! - [`checkpoint`] and [`load`]: weights from model.safetensors (single or sharded) or
-//!   pytorch_model.bin into a `VarStore`; [`vocab`] and [`tokenize`]: tokenizers from
-//!   tokenizer.json, vocab.txt or vocab.json + merges.txt, batch encoding.
-//! - [`train`] and [`training_args`]: the HF-style trainer; [`optim`]: its AdamW, whose
-//!   state can be saved; [`train_state`]: checkpoints to resume training from;
-//!   [`metrics`]: accuracy, F1.
+//! - [`load`]: weights from model.safetensors (single or sharded) or pytorch_model.bin
+//!   (read by `pgmld_train::weights_file`) into a `VarStore`; [`vocab`] and [`tokenize`]:
+//!   tokenizers from tokenizer.json, vocab.txt or vocab.json + merges.txt, batch encoding.
+//! - [`train`]: the classifier's training task for pgmld-train's loop, and evaluation;
+//!   [`checkpointing`]: gradient checkpointing of the encoder; [`metrics`]: accuracy, F1.
 
 #![warn(missing_docs)]
 
-pub mod batching;
 pub mod bert;
-pub mod checkpoint;
 pub mod checkpointing;
 pub mod classifier;
 pub mod config;
-pub mod device;
 pub mod distilbert;
 pub mod encoder;
 pub mod error;
 pub mod load;
 pub mod metrics;
-pub mod optim;
 pub mod roberta;
-pub mod step_losses;
 pub mod text_classification;
 pub mod tokenize;
 pub mod train;
-pub mod train_state;
-pub mod training_args;
 pub mod vocab;
 
 pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use classifier::{Architecture, Classifier};
-pub use device::{best_device, load_cuda};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
-pub use optim::AdamW;
 pub use text_classification::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
 pub use train::{
-    evaluate, train_classifier, EvalMetrics, Example, LogEvent, TrainEvent, TrainMetrics,
+    evaluate, train_classifier, ClassifierTask, EvalMetrics, Example, SavePoint, TrainEvent,
     TrainOutcome,
-};
-pub use train_state::{load_checkpoint, save_checkpoint, Checkpoint, SavePoint, TrainState};
-pub use training_args::{
-    EvalStrategy, HubStrategy, LrSchedulerType, Secret, TokenizerArgs, TrainingArgs,
 };
 
 /// Mean of `last_hidden_state` `[batch, seq, hidden]` over the tokens where

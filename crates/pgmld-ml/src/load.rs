@@ -1,6 +1,6 @@
 //! Loading Hugging Face checkpoints (`config.json` + weights) into a `VarStore`.
 //!
-//! Weights are read by [`crate::checkpoint::read_checkpoint`] (safetensors, sharded or not,
+//! Weights are read by [`pgmld_train::weights_file::read_checkpoint`] (safetensors, sharded or not,
 //! or `pytorch_model.bin`). Names are matched as HF would: a variable under the model's
 //! base prefix (`bert.`, `distilbert.`, `roberta.`: [`BASE_PREFIXES`]) also matches a
 //! checkpoint saved from the bare base model (`encoder...`, as MiniLM's), and the other way
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
 use crate::bert::{BertForSequenceClassification, BertModel, Config};
-use crate::checkpoint::read_checkpoint;
 use crate::error::{Error, Result};
+use pgmld_train::weights_file::read_checkpoint;
 
 /// Attribute names under which HF task models hold their base model.
 pub const BASE_PREFIXES: &[&str] = &["bert", "distilbert", "roberta"];

@@ -1,32 +1,21 @@
-//! Fine-tuning a [`Classifier`] on labelled texts or text pairs, following the semantics of
-//! Hugging Face `transformers.Trainer` (argument names, defaults, optimizer parameter
-//! groups, learning-rate schedules, gradient accumulation and clipping, logging), with
-//! checkpoints to resume from ([`crate::train_state`]).
-//!
-//! Randomness is a function of the seed alone: the data order of an epoch depends only on
-//! (seed, epoch) (one seeded stream of epoch orders), and libtorch's generators are reseeded before every micro-batch from
-//! (seed, optimizer step, micro-batch), so dropout masks do not depend on what ran before
-//! (gradient checkpointing derives its per-segment seeds from the same micro-batch seed).
-//! Results are therefore reproducible for a fixed seed on one device (same libtorch build
-//! and thread count), and a run resumed from a checkpoint ends as the uninterrupted run
-//! would. Across devices (CPU vs CUDA) the masks and the arithmetic differ.
+//! Fine-tuning a [`Classifier`] on labelled texts or text pairs: the classification
+//! [`TrainTask`] run by pgmld-train's one training loop ([`pgmld_train::trainer`], HF
+//! `transformers.Trainer` semantics), and evaluation (loss, accuracy, macro-F1).
 
 use std::path::Path;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use pgmld_train::optim::no_decay;
+use pgmld_train::train_state::MODEL_FILE;
+use pgmld_train::{AdamW, Hooks, TrainTask, TrainingArgs};
+use serde::Serialize;
+use tch::{nn, Device, Kind, Tensor};
 
-use crate::batching::epoch_batches;
 use crate::checkpointing::backward_checkpointed;
 use crate::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::optim::{clip_grad_norm, no_decay, AdamW};
-use crate::step_losses::{dropout_seed, StepLosses};
 use crate::tokenize::{Batch, Encoded, TextTokenizer};
-use crate::train_state::{load_checkpoint, SavePoint, TrainState};
-use crate::training_args::TrainingArgs;
 
 /// One labelled training or evaluation example.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,56 +40,12 @@ impl Example {
     }
 }
 
-/// What the trainer reports while it runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum TrainEvent {
-    /// Every `logging_steps` optimizer steps.
-    Log(LogEvent),
-    /// After an evaluation during training (`eval_strategy` steps or epoch).
-    Eval {
-        /// Optimizer steps done.
-        step: i64,
-        /// Fractional epoch reached.
-        epoch: f64,
-        /// The metrics.
-        metrics: EvalMetrics,
-    },
-}
+/// What the classifier's training reports while it runs.
+pub type TrainEvent = pgmld_train::TrainEvent<EvalMetrics>;
 
-/// A training progress report, emitted every `logging_steps` optimizer steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEvent {
-    /// Optimizer steps done.
-    pub step: i64,
-    /// Total optimizer steps of the run.
-    pub max_steps: i64,
-    /// Fractional epoch reached.
-    pub epoch: f64,
-    /// Mean training loss per optimizer step since the previous report.
-    pub loss: f64,
-    /// Global gradient L2 norm (before clipping) of the latest optimizer step.
-    pub grad_norm: f64,
-    /// Learning rate used by the latest optimizer step.
-    pub learning_rate: f64,
-}
-
-/// Summary of the training loop (HF `TrainOutput.metrics` names).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TrainMetrics {
-    /// Wall time of the training loop, seconds (of this call only, when resumed).
-    pub train_runtime: f64,
-    /// Training samples processed per second (by this call).
-    pub train_samples_per_second: f64,
-    /// Optimizer steps per second (by this call).
-    pub train_steps_per_second: f64,
-    /// Mean training loss over all optimizer steps of the run (resumed or not).
-    pub train_loss: f64,
-    /// Epochs done (fractional).
-    pub epoch: f64,
-    /// Optimizer steps done.
-    pub global_step: i64,
-}
+/// What `on_save` receives every `save_steps`: `task().model()` is the classifier after
+/// that step, `write_checkpoint` writes a checkpoint [`train_classifier`] resumes from.
+pub type SavePoint<'s, 'a> = pgmld_train::SavePoint<'s, ClassifierTask<'a>>;
 
 /// Evaluation on the held-out set (HF `evaluate()` names).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -123,16 +68,17 @@ pub struct EvalMetrics {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainOutcome {
     /// Training summary.
-    pub train: TrainMetrics,
+    pub train: pgmld_train::TrainMetrics,
     /// Held-out metrics; `None` when the eval set is empty.
     pub eval: Option<EvalMetrics>,
-    /// Every [`LogEvent`] of the run, in order (when resumed, the checkpoint's first).
-    pub log_history: Vec<LogEvent>,
+    /// Every [`pgmld_train::LogEvent`] of the run, in order (when resumed, the checkpoint's first).
+    pub log_history: Vec<pgmld_train::LogEvent>,
 }
 
 fn check_labels(data: &[Example], num_labels: i64, what: &str) -> Result<()> {
     if let Some(e) = data.iter().find(|e| e.label < 0 || e.label >= num_labels) {
-        return Err(Error::Data(format!("{what} label {} is outside 0..{num_labels}", e.label)));
+        let message = format!("{what} label {} is outside 0..{num_labels}", e.label);
+        return Err(pgmld_train::Error::Data(message).into());
     }
     Ok(())
 }
@@ -147,11 +93,12 @@ pub fn encode_examples(tokenizer: &TextTokenizer, data: &[Example]) -> Result<Ve
             chunk.iter().map(|e| (e.text.as_str(), e.text_pair.as_deref())).collect();
         for (i, (enc, cut)) in tokenizer.encode_items(&items)?.into_iter().enumerate() {
             if cut && !truncate {
-                return Err(Error::Data(format!(
+                return Err(pgmld_train::Error::Data(format!(
                     "example {} is longer than max_length {} tokens and truncation is off",
                     c * 1024 + i,
                     tokenizer.max_length()
-                )));
+                ))
+                .into());
             }
             out.push(enc);
         }
@@ -173,31 +120,124 @@ fn make_batch(
     (batch, Tensor::from_slice(&labels).to_device(device))
 }
 
+/// A stable 64-bit FNV-1a hash of the examples (texts, pairs, labels, in order), as 16
+/// hex digits: a resumed run refuses data that changed since the checkpoint.
+pub fn data_fingerprint(examples: &[Example]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for e in examples {
+        eat(&(e.text.len() as u64).to_le_bytes());
+        eat(e.text.as_bytes());
+        match &e.text_pair {
+            Some(p) => {
+                eat(&[1]);
+                eat(&(p.len() as u64).to_le_bytes());
+                eat(p.as_bytes());
+            }
+            None => eat(&[0]),
+        }
+        eat(&e.label.to_le_bytes());
+    }
+    format!("{h:016x}")
+}
+
+/// The classifier, its tokenized training and evaluation data and the arguments the
+/// forward pass needs: what the training loop runs.
+pub struct ClassifierTask<'a> {
+    model: &'a Classifier,
+    tokenizer: &'a TextTokenizer,
+    train: &'a [Example],
+    train_enc: Vec<Encoded>,
+    eval: &'a [Example],
+    pad_id: u32,
+    /// `gradient_accumulation_steps`: every micro-batch loss is divided by it.
+    accum: usize,
+    gradient_checkpointing: bool,
+    eval_batch_size: usize,
+}
+
+impl ClassifierTask<'_> {
+    /// The model being trained.
+    pub fn model(&self) -> &Classifier {
+        self.model
+    }
+}
+
+impl TrainTask for ClassifierTask<'_> {
+    type Optimizer = AdamW;
+    type Metrics = EvalMetrics;
+    type Error = Error;
+    const WEIGHTS_FILE: &'static str = MODEL_FILE;
+
+    fn device(&self) -> Device {
+        self.model.vs.device()
+    }
+
+    fn lengths(&self) -> Vec<usize> {
+        self.train_enc.iter().map(Encoded::len).collect()
+    }
+
+    fn fingerprint(&self) -> String {
+        data_fingerprint(self.train)
+    }
+
+    fn optimizer(&self, args: &TrainingArgs) -> AdamW {
+        AdamW::new(&self.model.vs, args.weight_decay, no_decay)
+    }
+
+    fn clipped_parameters(&self, _optimizer: &AdamW) -> Vec<Tensor> {
+        self.model.vs.trainable_variables()
+    }
+
+    fn trained_vars(&self) -> &nn::VarStore {
+        &self.model.vs
+    }
+
+    fn write_weights(&self, path: &Path) -> Result<()> {
+        Ok(self.model.vs.save(path)?)
+    }
+
+    fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor {
+        let device = self.device();
+        let (batch, labels) = make_batch(&self.train_enc, self.train, idx, self.pad_id, device);
+        let accum = self.accum;
+        let loss_of = |logits: &Tensor| {
+            Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
+        };
+        if self.gradient_checkpointing {
+            backward_checkpointed(self.model, &batch, loss_of, seed, autocast)
+        } else {
+            tch::manual_seed(seed);
+            let logits = tch::autocast(autocast, || self.model.forward(&batch, true));
+            let loss = loss_of(&logits);
+            loss.backward();
+            loss.detach()
+        }
+    }
+
+    fn evaluate(&self) -> Result<Option<EvalMetrics>> {
+        if self.eval.is_empty() {
+            return Ok(None);
+        }
+        evaluate(self.model, self.tokenizer, self.eval, self.eval_batch_size).map(Some)
+    }
+}
+
 /// Fine-tunes `model` on `train` with AdamW, then evaluates it on `eval`. Labels must lie
 /// in `0..num_labels`.
 ///
-/// `on_event` receives a [`TrainEvent::Log`] every `args.logging_steps` optimizer steps
-/// (the only points where the loss is copied to the host, besides evaluations, saves and
-/// the end of training; on CPU the loss is also checked for NaN/inf every step), and a
-/// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for. `on_save`
-/// receives a [`SavePoint`] every `args.save_steps` steps (after that step's log and
-/// evaluation, as HF's checkpoint saves; the last step included when it is a multiple):
-/// the model and the step, and [`SavePoint::write_checkpoint`] to write a checkpoint this
-/// function can resume from; it runs on the training thread, so it should only write files
-/// and hand them on. `should_stop` is polled before every micro-batch; when it returns true
-/// training ends with [`Error::Cancelled`]. A NaN or infinite loss ends it with
-/// [`Error::NonFiniteLoss`] naming the first bad step. With `args.bf16` on CUDA the forward
-/// pass runs under bfloat16 autocast.
-///
-/// With `resume_from` (a directory [`SavePoint::write_checkpoint`] wrote) the run goes on
-/// from that checkpoint: `model` (freshly built, same architecture and labels) and the
-/// optimizer take its weights and state, the data order skips what was trained on, and the
-/// run ends at the checkpoint's total step count with the parameters an uninterrupted run
-/// would have (on the same device). The batch size, gradient accumulation, seed, training
-/// data and total steps must be those of the checkpoint's run, else
-/// [`Error::TrainingArgs`] names what differs. Events continue from the saved step; the
-/// outcome's `log_history`, `train_loss`, `epoch` and `global_step` cover the whole run,
-/// its runtime and throughputs this call only.
+/// `on_event`, `on_save` and `should_stop` are the loop's [`Hooks`]: a
+/// [`TrainEvent::Log`] every `args.logging_steps` optimizer steps and a
+/// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for; a
+/// [`SavePoint`] every `args.save_steps` steps; the cancel poll before every micro-batch
+/// (then [`pgmld_train::Error::Cancelled`]). With `args.bf16` on CUDA the forward pass runs
+/// under bfloat16 autocast; with `args.gradient_checkpointing` layers are recomputed in
+/// backward. `resume_from` goes on from a checkpoint [`SavePoint`] wrote, as
+/// [`pgmld_train::train`] describes.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &mut Classifier,
@@ -205,123 +245,36 @@ pub fn train_classifier(
     train: &[Example],
     eval: &[Example],
     args: &TrainingArgs,
-    mut on_event: impl FnMut(TrainEvent),
-    mut on_save: impl FnMut(&SavePoint<'_>),
+    on_event: impl FnMut(TrainEvent),
+    on_save: impl FnMut(&SavePoint<'_, '_>),
     should_stop: impl Fn() -> bool,
     resume_from: Option<&Path>,
 ) -> Result<TrainOutcome> {
     args.validate()?;
     if train.is_empty() {
-        return Err(Error::Data("the training set is empty".into()));
+        return Err(pgmld_train::Error::Data("the training set is empty".into()).into());
     }
     let num_labels = model.num_labels();
     check_labels(train, num_labels, "training")?;
     check_labels(eval, num_labels, "evaluation")?;
-    tch::manual_seed(args.seed as i64);
-    let device = model.vs.device();
-    let pad_id = tokenizer.pad_id();
-    let autocast = args.bf16 && device != Device::Cpu && crate::device::cuda_autocast_bf16();
-
-    let train_enc = encode_examples(tokenizer, train)?;
-    let lengths: Vec<usize> = train_enc.iter().map(Encoded::len).collect();
-    let bs = args.per_device_train_batch_size;
-    let accum = args.gradient_accumulation_steps;
-    let batches_per_epoch = train.len().div_ceil(bs);
-    let updates_per_epoch = batches_per_epoch.div_ceil(accum) as i64;
-    let total_steps = if args.max_steps > 0 {
-        args.max_steps
-    } else {
-        ((args.num_train_epochs * updates_per_epoch as f64).ceil() as i64).max(1)
+    let mut task = ClassifierTask {
+        model,
+        tokenizer,
+        train,
+        train_enc: encode_examples(tokenizer, train)?,
+        eval,
+        pad_id: tokenizer.pad_id(),
+        accum: args.gradient_accumulation_steps,
+        gradient_checkpointing: args.gradient_checkpointing,
+        eval_batch_size: args.per_device_eval_batch_size,
     };
-
-    let mut opt = AdamW::new(&model.vs, args.weight_decay, no_decay);
-    let mut st = TrainState::new(args, total_steps, train);
-    if let Some(dir) = resume_from {
-        let ck = load_checkpoint(dir)?;
-        ck.state.check_resumable(&st, dir)?;
-        ck.apply(model, &mut opt)?;
-        st = ck.state;
-    }
-    let params: Vec<Tensor> = model.vs.trainable_variables();
-
-    let mut losses = StepLosses::new(&st, device);
-    let (start_step, start_samples) = (st.global_step, st.samples);
-
-    let started = Instant::now();
-    'outer: while st.global_step < total_steps {
-        let batches = epoch_batches(&lengths, bs, args.seed, st.epoch_index);
-        let done_groups = st.micro_batches_done_in_epoch.div_ceil(accum);
-        for (group_no, group) in batches.chunks(accum).enumerate().skip(done_groups) {
-            if st.global_step >= total_steps {
-                break 'outer;
-            }
-            let mut step_loss = losses.zero();
-            for (micro, idx) in group.iter().enumerate() {
-                if should_stop() {
-                    return Err(Error::Cancelled);
-                }
-                let (batch, labels) = make_batch(&train_enc, train, idx, pad_id, device);
-                let loss_of = |logits: &Tensor| {
-                    Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
-                };
-                let seed = dropout_seed(args.seed, st.global_step, micro);
-                if args.gradient_checkpointing {
-                    step_loss += backward_checkpointed(model, &batch, loss_of, seed, autocast);
-                } else {
-                    tch::manual_seed(seed);
-                    let logits = tch::autocast(autocast, || model.forward(&batch, true));
-                    let loss = loss_of(&logits);
-                    loss.backward();
-                    step_loss += loss.detach();
-                }
-                st.samples += idx.len() as u64;
-            }
-            // Optimizer step `global_step` (0-based) uses the scheduled learning rate.
-            let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
-            let norm = clip_grad_norm(&params, args.max_grad_norm);
-            opt.step(lr);
-            opt.zero_grad();
-            let end = losses.after_update(
-                &mut st,
-                args,
-                (&step_loss, &norm, lr),
-                group_no,
-                batches.len(),
-                updates_per_epoch,
-            )?;
-            let global_step = st.global_step;
-            if let Some(ev) = end.log {
-                on_event(TrainEvent::Log(ev));
-            }
-            if end.eval && !eval.is_empty() {
-                let metrics = evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?;
-                on_event(TrainEvent::Eval { step: global_step, epoch: st.epoch, metrics });
-            }
-            if end.save {
-                on_save(&SavePoint { model, optimizer: &opt, state: &st, args });
-            }
-        }
-        st.epoch_index += 1;
-        st.micro_batches_done_in_epoch = 0;
-    }
-    let global_step = st.global_step;
-    let train_loss = losses.train_loss(global_step)?;
-    let runtime = started.elapsed().as_secs_f64();
-    let train_metrics = TrainMetrics {
-        train_runtime: runtime,
-        train_samples_per_second: (st.samples - start_samples) as f64 / runtime,
-        train_steps_per_second: (global_step - start_step) as f64 / runtime,
-        train_loss,
-        epoch: global_step as f64 / updates_per_epoch as f64,
-        global_step,
-    };
-    drop(opt);
-    let eval = if eval.is_empty() {
-        None
-    } else {
-        Some(evaluate(model, tokenizer, eval, args.per_device_eval_batch_size)?)
-    };
-    Ok(TrainOutcome { train: train_metrics, eval, log_history: st.log_history })
+    let hooks = Hooks { on_event, on_save, should_stop };
+    let run = pgmld_train::train(&mut task, args, hooks, resume_from)?;
+    Ok(TrainOutcome {
+        train: run.metrics(run.runtime),
+        eval: run.eval,
+        log_history: run.log_history,
+    })
 }
 
 /// Predicted class ids for `data` (dropout off, no gradients), in input order, and the
@@ -366,7 +319,8 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<EvalMetrics> {
     if data.is_empty() || batch_size == 0 {
-        return Err(Error::Data("evaluation needs data and a batch size ≥ 1".into()));
+        let message = "evaluation needs data and a batch size ≥ 1".into();
+        return Err(pgmld_train::Error::Data(message).into());
     }
     check_labels(data, model.num_labels(), "evaluation")?;
     let started = Instant::now();

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{ids, matrix, max_abs_diff, python, rows, temp_dir};
-use pgmld_ml::checkpoint::{read_checkpoint, WEIGHT_FILES};
-use pgmld_ml::{Batch, BertModel, Classifier, Error};
+use pgmld_ml::{Batch, BertModel, Classifier};
+use pgmld_train::weights_file::{read_checkpoint, WEIGHT_FILES};
 use tch::{Device, Kind, Tensor};
 
 fn batch() -> Batch {
@@ -134,7 +134,7 @@ fn storage_dtypes_offsets_strides_and_sharing() {
 fn preference_order_and_errors() {
     let dir = temp_dir("ckpt-errors");
     let err = read_checkpoint(&dir).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(err, pgmld_train::Error::Io { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
     for f in WEIGHT_FILES {

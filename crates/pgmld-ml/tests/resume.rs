@@ -9,10 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pgmld_ml::{
-    load_checkpoint, train_classifier, Classifier, Error, Example, LogEvent, Secret, TrainOutcome,
-    TrainingArgs,
-};
+use pgmld_ml::{train_classifier, Classifier, Error, Example, TrainOutcome};
+use pgmld_train::{load_checkpoint, Error as TrainError, LogEvent, Secret, TrainingArgs};
 use tch::Tensor;
 use tiny_train::{args, logs_into, serial, tiny_model, tiny_tokenizer, toy_data};
 
@@ -98,7 +96,7 @@ fn interrupted_run_ends_as_uninterrupted(name: &str, extra: &str) -> f64 {
     }
 
     let stopped = run(&a, (&train, &eval), 0, &dir_b, Some(8), None);
-    assert!(matches!(stopped, Err(Error::Cancelled)), "{:?}", stopped.err());
+    assert!(matches!(stopped, Err(Error::Train(TrainError::Cancelled))), "{:?}", stopped.err());
     let ck8 = dir_b.join("checkpoint-8");
     assert!(!dir_b.join("checkpoint-12").exists());
     for f in ["model.safetensors", "optimizer.safetensors", "training_args.json"] {
@@ -175,7 +173,7 @@ fn other_runs_cannot_resume() {
     assert!(ck.join("trainer_state.json").is_file());
     let refused = |a: &TrainingArgs, data: &[Example]| -> String {
         match run(a, (data, &[]), 0, &dir.join("x"), None, Some(&ck)) {
-            Err(e @ Error::TrainingArgs(_)) => e.to_string(),
+            Err(e @ Error::Train(TrainError::TrainingArgs(_))) => e.to_string(),
             Err(e) => panic!("expected a TrainingArgs error, got {e}"),
             Ok(_) => panic!("resumed"),
         }
@@ -204,6 +202,6 @@ fn other_runs_cannot_resume() {
     assert_eq!(steps(&ok.unwrap().events), [5, 6, 7, 8]);
     // Not a checkpoint.
     let r = run(&a, (&train, &[]), 0, &dir.join("z"), None, Some(&dir.join("nowhere")));
-    assert!(matches!(r, Err(Error::Io { .. })), "{:?}", r.err());
+    assert!(matches!(r, Err(Error::Train(TrainError::Io { .. }))), "{:?}", r.err());
     let _ = std::fs::remove_dir_all(&dir);
 }

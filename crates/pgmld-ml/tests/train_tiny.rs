@@ -5,7 +5,8 @@ mod tiny_train;
 
 use std::cell::Cell;
 
-use pgmld_ml::{train_classifier, Error, Example, LrSchedulerType, TrainEvent, TrainingArgs};
+use pgmld_ml::{train_classifier, Error, Example, TrainEvent};
+use pgmld_train::{Error as TrainError, LrSchedulerType, TrainingArgs};
 use tiny_train::{args, logs_into, serial, tiny_model, tiny_tokenizer, toy_data};
 
 #[test]
@@ -144,7 +145,7 @@ fn should_stop_cancels() {
         },
         None,
     );
-    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert!(matches!(r, Err(Error::Train(TrainError::Cancelled))), "{r:?}");
     assert_eq!(calls.get(), 4);
     assert_eq!(logs, 3);
 }
@@ -172,7 +173,7 @@ fn nan_loss_is_an_error_naming_the_step() {
         None,
     );
     match r {
-        Err(e @ Error::NonFiniteLoss { step: 1, .. }) => {
+        Err(e @ Error::Train(TrainError::NonFiniteLoss { step: 1, .. })) => {
             assert!(e.to_string().contains("step 1"), "{e}")
         }
         other => panic!("expected NonFiniteLoss at step 1, got {other:?}"),
@@ -181,7 +182,10 @@ fn nan_loss_is_an_error_naming_the_step() {
     let mut model = tiny_model(0);
     let a = args(r#"{"learning_rate": 1e30, "max_grad_norm": 0, "num_train_epochs": 20}"#);
     let r = train_classifier(&mut model, &tok, &train, &[], &a, |_| {}, |_| {}, || false, None);
-    assert!(matches!(r, Err(Error::NonFiniteLoss { step, .. }) if step > 1), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Train(TrainError::NonFiniteLoss { step, .. })) if step > 1),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -201,7 +205,7 @@ fn bad_labels_are_rejected() {
         || false,
         None,
     );
-    assert!(matches!(r, Err(Error::Data(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Train(TrainError::Data(_)))), "{r:?}");
 }
 
 #[test]
@@ -249,7 +253,7 @@ fn training_args_parse_defaults_and_reject_unknown_keys() {
         r#"[1, 2]"#,
     ] {
         assert!(
-            matches!(TrainingArgs::from_json_str(bad), Err(Error::TrainingArgs(_))),
+            matches!(TrainingArgs::from_json_str(bad), Err(TrainError::TrainingArgs(_))),
             "{bad} accepted"
         );
     }

@@ -106,9 +106,9 @@ impl TuneError {
     }
 }
 
-impl From<pgmld_ml::Error> for TuneError {
-    fn from(e: pgmld_ml::Error) -> Self {
-        use pgmld_ml::Error as E;
+impl From<pgmld_train::Error> for TuneError {
+    fn from(e: pgmld_train::Error) -> Self {
+        use pgmld_train::Error as E;
         match e {
             E::Cancelled => TuneError::Cancelled,
             E::TrainingArgs(m) => TuneError::bad(
@@ -122,11 +122,24 @@ impl From<pgmld_ml::Error> for TuneError {
     }
 }
 
+impl From<pgmld_ml::Error> for TuneError {
+    fn from(e: pgmld_ml::Error) -> Self {
+        use pgmld_ml::Error as E;
+        match e {
+            E::Train(e) => e.into(),
+            E::Unsupported(m) => {
+                TuneError::Unsupported { message: format!("unsupported model: {m}"), hint: None }
+            }
+            other => TuneError::Training(other.to_string()),
+        }
+    }
+}
+
 impl From<pgmld_llm::Error> for TuneError {
     fn from(e: pgmld_llm::Error) -> Self {
         use pgmld_llm::Error as E;
         match e {
-            E::Ml(e) => e.into(),
+            E::Train(e) => e.into(),
             E::Invalid(m) => TuneError::bad(
                 m,
                 "Check hyperparams.lora_config, prompt_template and max_seq_length, and the conversations' columns.",

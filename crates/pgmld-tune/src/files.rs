@@ -136,7 +136,7 @@ pub async fn store_checkpoint(
     let part_bytes = part_bytes.max(1);
     let ctx = || format!("storing the checkpoint of step {step}");
     let is_state =
-        |p: &PathBuf| p.file_name().is_some_and(|n| n == pgmld_ml::train_state::STATE_FILE);
+        |p: &PathBuf| p.file_name().is_some_and(|n| n == pgmld_train::train_state::STATE_FILE);
     let mut files = files_in(dir)?;
     // trainer_state.json marks a complete checkpoint: it goes in last.
     files.sort_by_key(is_state);
@@ -171,7 +171,7 @@ pub async fn store_checkpoint(
 
 /// Whether `model_id` has a complete stored checkpoint (its `trainer_state.json`).
 pub async fn has_checkpoint(client: &Client, model_id: i64) -> Result<bool> {
-    let name = format!("{CHECKPOINT_PREFIX}{}", pgmld_ml::train_state::STATE_FILE);
+    let name = format!("{CHECKPOINT_PREFIX}{}", pgmld_train::train_state::STATE_FILE);
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pgml.files WHERE model_id = $1 AND path = $2)",

@@ -7,7 +7,8 @@
 //!   model's training, progress, checkpoints, files and deployment, for both tasks.
 //! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
 //!   relation, labels and the train/test split.
-//! - [`pool`] and [`job`]: worker threads and what runs on them; [`progress`]: notice and
+//! - [`pool`] and [`job`]: worker threads and what runs on them ([`training_run`]: what
+//!   both tasks' runs share); [`progress`]: notice and
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
 //!   [`resolve`]: where `model_name` points; [`resume`]: `resume_from_checkpoint`,
 //!   checkpoints' training data and the startup scan that resumes jobs orphaned by a crash.
@@ -36,6 +37,7 @@ pub mod records;
 pub mod resolve;
 pub mod resume;
 pub mod split;
+pub mod training_run;
 pub mod tuner;
 
 pub use deploy::Deploy;

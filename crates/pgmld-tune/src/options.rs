@@ -1,7 +1,7 @@
 //! The arguments of one `pgml.tune` call, read and checked before anything runs.
 
-use pgmld_ml::{TokenizerArgs, TrainingArgs};
 use pgmld_sql::{Args, Value};
+use pgmld_train::{TokenizerArgs, TrainingArgs};
 use serde_json::{Map, Value as Json};
 
 use crate::conversation::options::ConversationArgs;

@@ -54,10 +54,10 @@ impl DeviceSpec {
     /// The libtorch device this names (`auto` picks CUDA when libtorch sees a GPU).
     pub fn resolve(self) -> Device {
         match self {
-            DeviceSpec::Auto => pgmld_ml::best_device(),
+            DeviceSpec::Auto => pgmld_train::best_device(),
             DeviceSpec::Cpu => Device::Cpu,
             DeviceSpec::Cuda(n) => {
-                pgmld_ml::load_cuda();
+                pgmld_train::load_cuda();
                 Device::Cuda(n)
             }
         }

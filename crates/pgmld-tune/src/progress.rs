@@ -1,7 +1,8 @@
 //! The JSON of progress notices and `pgml.logs` rows: PostgresML's shape (HF's log
 //! dictionaries plus step, max_steps and timestamp), with progress (0–1) and eta_seconds.
 
-use pgmld_ml::{EvalMetrics, LogEvent, TrainMetrics};
+use pgmld_ml::EvalMetrics;
+use pgmld_train::{LogEvent, TrainMetrics};
 use serde_json::{json, Map, Value as Json};
 
 /// Local wall time as PostgresML prints it: `2024-03-07 01:59:15.090612`.

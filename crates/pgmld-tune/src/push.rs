@@ -15,7 +15,7 @@ use pgmld_datasets::hub::upload::{
     resolve_repo_id, CommitInfo, UploadClient, UploadError, UploadFile,
 };
 use pgmld_datasets::hub::HubConfig;
-use pgmld_ml::{HubStrategy, TrainingArgs};
+use pgmld_train::{HubStrategy, TrainingArgs};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -426,7 +426,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgmld_ml::Secret;
+    use pgmld_train::Secret;
 
     fn hub(token: Option<&str>) -> HubConfig {
         HubConfig {

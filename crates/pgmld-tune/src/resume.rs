@@ -218,7 +218,7 @@ impl Tuner {
         client: Client,
         ctx: &CallContext,
         job: records::JobRow,
-        token: Option<pgmld_ml::Secret>,
+        token: Option<pgmld_train::Secret>,
     ) -> Result<Tuned> {
         let tag = format!("{}-model-{}", ctx.database.replace('/', "_"), job.model_id);
         let from = self.work_dir.join(format!("resume-{tag}"));
@@ -274,7 +274,7 @@ impl Tuner {
         &self,
         client: &Client,
         job: &records::JobRow,
-        token: Option<pgmld_ml::Secret>,
+        token: Option<pgmld_train::Secret>,
         from: &Path,
         caller: &Caller,
     ) -> Result<Resumed> {
@@ -292,7 +292,7 @@ impl Tuner {
             .ok_or_else(|| TuneError::Internal(format!("job {} has no model_name", job.job_id)))?;
         let _ = std::fs::remove_dir_all(from);
         files::load_checkpoint(client, job.model_id, from).await?;
-        let ck = pgmld_ml::load_checkpoint(from)?;
+        let ck = pgmld_train::load_checkpoint(from)?;
         let dataset = from.join(files::DATASET_FILE);
         let (source, data) = match task {
             Task::Conversation => {

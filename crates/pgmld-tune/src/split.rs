@@ -1,6 +1,6 @@
 //! Train/test split of the relation's rows (`test_size`, `test_sampling`).
 
-use pgmld_ml::batching::Rng;
+use pgmld_train::batching::Rng;
 
 use crate::error::{Result, TuneError};
 use crate::options::{Sampling, TestSize};

@@ -1,6 +1,6 @@
 //! Checks pgmld-llm on a GPU machine, where there is no cargo and no Postgres, with a
 //! binary built here (release, stripped, run with the machine's torch on
-//! `LD_LIBRARY_PATH`; CUDA is found by `pgmld_ml::best_device`'s dlopen). Every
+//! `LD_LIBRARY_PATH`; CUDA is found by `pgmld_train::best_device`'s dlopen). Every
 //! measurement is one JSON line on stdout (`"side": "pgmld"`), so `bench/chat/gpu/report.py`
 //! can set it against `bench/chat/gpu/hf_llm_check.py`'s lines with the same keys.
 //!
@@ -276,7 +276,7 @@ fn usage() -> CheckError {
 fn run(args: &[String]) -> CheckResult<()> {
     let (pos, flags) = Flags::parse(args)?;
     // Before any other tch call: loads libtorch_cuda.so when the machine's torch has it.
-    pgmld_ml::load_cuda();
+    pgmld_train::load_cuda();
     match pos.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["export", gguf, out] => export::export(Path::new(gguf), Path::new(out)),
         ["correctness", model] => correctness(Path::new(model), &flags),

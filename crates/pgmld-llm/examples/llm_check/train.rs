@@ -15,7 +15,7 @@ use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{apply, LoraConfig};
 use pgmld_llm::quant::quantize_int8;
 use pgmld_llm::source::{open_with, OpenOptions};
-use pgmld_ml::training_args::TrainingArgs;
+use pgmld_train::training_args::TrainingArgs;
 use serde_json::{json, Value};
 use tch::{nn, Kind};
 

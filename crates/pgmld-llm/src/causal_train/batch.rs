@@ -3,8 +3,6 @@
 
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use pgmld_ml::batching::epoch_batches;
-
 use crate::conversation::{TokenizedExample, IGNORE_INDEX};
 
 /// One micro-batch on the device.

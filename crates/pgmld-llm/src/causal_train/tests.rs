@@ -3,7 +3,7 @@ use crate::conversation::IGNORE_INDEX;
 use crate::llama::test_model::{random_weights, tiny_config};
 use crate::lora::{apply, LoraConfig};
 use crate::quant::quantize_int8;
-use pgmld_ml::batching::Rng;
+use pgmld_train::batching::Rng;
 use serde_json::json;
 use std::cell::Cell;
 
@@ -229,7 +229,7 @@ fn cancel_and_bad_input_are_errors() {
     let err =
         train_causal_lm(&model, &vs, &train, &[], &args(json!({})), 0, |_| {}, |_| {}, stop, None)
             .unwrap_err();
-    assert!(matches!(err, Error::Ml(pgmld_ml::Error::Cancelled)), "{err}");
+    assert!(matches!(err, Error::Train(pgmld_train::Error::Cancelled)), "{err}");
     let err =
         train_causal_lm(&model, &vs, &[], &[], &args(json!({})), 0, |_| {}, |_| {}, || false, None)
             .unwrap_err();
@@ -262,7 +262,7 @@ fn cancel_and_bad_input_are_errors() {
         None,
     )
     .unwrap_err();
-    assert!(matches!(err, Error::Ml(pgmld_ml::Error::NonFiniteLoss { .. })), "{err}");
+    assert!(matches!(err, Error::Train(pgmld_train::Error::NonFiniteLoss { .. })), "{err}");
 }
 
 #[test]

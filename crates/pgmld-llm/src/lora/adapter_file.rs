@@ -90,7 +90,7 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, merge: bool) -> Result<LoraCo
             ),
         ));
     }
-    let tensors = pgmld_ml::checkpoint::read_weights_file(&weights_path)?;
+    let tensors = pgmld_train::weights_file::read_weights_file(&weights_path)?;
     let mut modules: BTreeMap<String, ModuleTensors> = BTreeMap::new();
     for (key, tensor) in tensors {
         let unknown =

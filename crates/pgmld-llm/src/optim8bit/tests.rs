@@ -1,5 +1,5 @@
 use super::*;
-use pgmld_ml::optim::no_decay;
+use pgmld_train::optim::no_decay;
 
 #[test]
 fn dynamic_maps_match_bitsandbytes() {

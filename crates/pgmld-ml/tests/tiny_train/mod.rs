@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use pgmld_ml::{Classifier, Example, LogEvent, TextTokenizer, TrainEvent, TrainingArgs};
+use pgmld_ml::{Classifier, Example, TextTokenizer, TrainEvent};
+use pgmld_train::{LogEvent, TrainingArgs};
 use tch::Device;
 
 /// libtorch's generator is process-global: tests that seed it must not interleave.

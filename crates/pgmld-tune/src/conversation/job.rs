@@ -12,7 +12,7 @@ use pgmld_llm::causal_train::{train_causal_lm, CausalSavePoint, CausalTrainEvent
 use pgmld_llm::conversation::{self as encode, ConversationRow, PromptFormat, TokenizedExample};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{self, LoraConfig};
-use pgmld_ml::{TrainMetrics, TrainingArgs};
+use pgmld_train::{TrainMetrics, TrainingArgs};
 use serde_json::{json, Value as Json};
 use tch::{nn, Device, Kind};
 use tokio::sync::mpsc::UnboundedSender;
@@ -21,7 +21,7 @@ use super::data::ChatRow;
 use super::options::ConversationArgs;
 use super::rss::PeakRss;
 use crate::error::{Result, TuneError};
-use crate::job::{device_name, save_point, start_step, Outcome, Progress, RunDirs};
+use crate::training_run::{device_name, save_point, start_step, Outcome, Progress, RunDirs};
 
 /// Everything a worker needs for one conversation run.
 pub struct ConversationSpec {
@@ -161,14 +161,14 @@ pub fn run(
         start_step: start_step(spec.dirs.resume_from.as_deref())?,
     });
     let pad_id = tokenizer.pad_id().or(tokenizer.eos_token().map(|t| t.id)).unwrap_or(0);
-    let save = |sp: &CausalSavePoint<'_>| {
+    let save = |sp: &CausalSavePoint<'_, '_>| {
         save_point(
             &spec.dirs,
             spec.training.hub_strategy,
             (sp.step(), sp.state().max_steps),
             &|dir| Ok(sp.write_checkpoint(dir)?),
             &|dir| {
-                lora::save_adapter(dir, &lora_cfg, sp.vs(), &spec.base_name)?;
+                lora::save_adapter(dir, &lora_cfg, sp.task().vs(), &spec.base_name)?;
                 save_extras(&spec, dir)
             },
             &tx,
@@ -241,7 +241,7 @@ fn train_and_report(
     vs: &nn::VarStore,
     (train, eval): (&[TokenizedExample], &[TokenizedExample]),
     (args, pad_id, resume_from): (&TrainingArgs, i64, Option<&std::path::Path>),
-    (tx, on_save): (&UnboundedSender<Progress>, impl FnMut(&CausalSavePoint<'_>)),
+    (tx, on_save): (&UnboundedSender<Progress>, impl FnMut(&CausalSavePoint<'_, '_>)),
     cancel: &AtomicBool,
 ) -> Result<Trained> {
     let clock = Instant::now();

@@ -2,7 +2,7 @@
 //! `hyperparams` as in PostgresML's guide: `lora_config`, `load_in_8bit`, `token`, plus
 //! `prompt_template`, `max_seq_length`, `packing` and `train_on_prompt`.
 
-use pgmld_ml::Secret;
+use pgmld_train::Secret;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Result, TuneError};

@@ -3,15 +3,17 @@
 //! a run goes on from one.
 //!
 //! A checkpoint directory holds, as HF's `checkpoint-<step>/`:
-//! - `model.safetensors`: every variable of the model, under its `VarStore` name;
-//! - `optimizer.safetensors`: the [`AdamW`] state ([`AdamW::save`]);
+//! - the task's weights file ([`crate::TrainTask::WEIGHTS_FILE`]: `model.safetensors` for
+//!   the classifier, `adapter_model.safetensors` for a LoRA adapter), the trained variables
+//!   under their `VarStore` names;
+//! - `optimizer.safetensors`: the optimizer state ([`crate::optim::AdamW::save`]);
 //! - `training_args.json`: the [`TrainingArgs`] (a `hub_token` never serialises);
 //! - `trainer_state.json`: the [`TrainState`], written last: a directory without it is
 //!   incomplete.
 //!
 //! Nothing else is needed to go on: the trainer draws the data order of an epoch from the
 //! seed and the epoch alone, and the dropout masks from the seed, the optimizer step and
-//! the micro-batch alone (see [`crate::train`]), so a resumed run recomputes the order of
+//! the micro-batch alone (see [`crate::trainer`]), so a resumed run recomputes the order of
 //! the epoch it stopped in, skips the micro-batches done, and on one device ends with the
 //! parameters an uninterrupted run would have.
 
@@ -21,13 +23,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
-use crate::classifier::Classifier;
 use crate::error::{Error, Result};
-use crate::optim::AdamW;
-use crate::train::{Example, LogEvent};
+use crate::events::LogEvent;
 use crate::training_args::TrainingArgs;
 
-/// The weights of a checkpoint.
+/// The weights of a classifier's checkpoint (the whole model).
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The optimizer state of a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -75,18 +75,14 @@ pub struct TrainState {
     pub seed: u64,
     /// Training examples.
     pub num_train_examples: usize,
-    /// [`data_fingerprint`] of the training examples.
+    /// Fingerprint of the training examples ([`crate::TrainTask::fingerprint`]).
     pub train_data_fingerprint: String,
 }
 
 impl TrainState {
-    /// The state before the first step of a run of `max_steps` optimizer steps.
-    pub fn new(args: &TrainingArgs, max_steps: i64, train: &[Example]) -> Self {
-        Self::for_data(args, max_steps, train.len(), data_fingerprint(train))
-    }
-
-    /// [`TrainState::new`] for any kind of training data: its size and fingerprint (what a
-    /// resume checks it trains on the same rows).
+    /// The state before the first step of a run of `max_steps` optimizer steps on
+    /// `num_train_examples` examples whose fingerprint is `fingerprint` (what a resume
+    /// checks to train on the same rows).
     pub fn for_data(
         args: &TrainingArgs,
         max_steps: i64,
@@ -130,7 +126,7 @@ impl TrainState {
         self.batches_per_epoch().div_ceil(self.gradient_accumulation_steps.max(1))
     }
 
-    /// Checks that a run planned as `fresh` (its [`TrainState::new`]) can go on from this
+    /// Checks that a run planned as `fresh` (its [`TrainState::for_data`]) can go on from this
     /// saved state: same batch size, accumulation, seed, training data and total steps,
     /// else an [`Error::TrainingArgs`] naming what differs; and that the state is
     /// consistent, else an [`Error::Checkpoint`].
@@ -191,31 +187,6 @@ impl TrainState {
     }
 }
 
-/// A stable 64-bit FNV-1a hash of the examples (texts, pairs, labels, in order), as 16
-/// hex digits: a resumed run refuses data that changed since the checkpoint.
-pub fn data_fingerprint(examples: &[Example]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    for e in examples {
-        eat(&(e.text.len() as u64).to_le_bytes());
-        eat(e.text.as_bytes());
-        match &e.text_pair {
-            Some(p) => {
-                eat(&[1]);
-                eat(&(p.len() as u64).to_le_bytes());
-                eat(p.as_bytes());
-            }
-            None => eat(&[0]),
-        }
-        eat(&e.label.to_le_bytes());
-    }
-    format!("{h:016x}")
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
@@ -232,27 +203,24 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })
 }
 
-/// Writes a checkpoint into `dir` (created if need be; files of an older checkpoint there
-/// are replaced): the model's variables, the optimizer state, `args` and `state`, the
-/// latter last.
-pub fn save_checkpoint(
-    dir: impl AsRef<Path>,
-    model: &Classifier,
-    optimizer: &AdamW,
-    state: &TrainState,
-    args: &TrainingArgs,
-) -> Result<()> {
-    let dir = dir.as_ref();
+/// Starts writing a checkpoint into `dir` (created if need be): removes the state file of
+/// an older checkpoint there first, so a crash halfway leaves an incomplete directory, never
+/// an old state beside new weights. The caller then writes the weights and the optimizer
+/// state, and [`finish_checkpoint`] last.
+pub fn begin_checkpoint(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let state_path = dir.join(STATE_FILE);
     match std::fs::remove_file(&state_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&state_path)(e)),
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&state_path)(e)),
+        _ => Ok(()),
     }
-    model.vs.save(dir.join(MODEL_FILE))?;
-    optimizer.save(dir.join(OPTIMIZER_FILE))?;
+}
+
+/// Ends a checkpoint [`begin_checkpoint`] started: `args`, then `state` (the file whose
+/// presence marks the checkpoint complete).
+pub fn finish_checkpoint(dir: &Path, state: &TrainState, args: &TrainingArgs) -> Result<()> {
     write_json(&dir.join(ARGS_FILE), args)?;
-    write_json(&state_path, state)
+    write_json(&dir.join(STATE_FILE), state)
 }
 
 /// Copies the variables saved in `path` (a checkpoint's `model.safetensors`) into `vs`:
@@ -297,38 +265,6 @@ pub fn load_weights(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<()> {
     })
 }
 
-/// What `on_save` receives at every `save_steps` (see [`crate::train_classifier`]): the
-/// step, the model, and what a resumable checkpoint needs.
-pub struct SavePoint<'a> {
-    pub(crate) model: &'a Classifier,
-    pub(crate) optimizer: &'a AdamW,
-    pub(crate) state: &'a TrainState,
-    pub(crate) args: &'a TrainingArgs,
-}
-
-impl SavePoint<'_> {
-    /// The optimizer step just done.
-    pub fn step(&self) -> i64 {
-        self.state.global_step
-    }
-
-    /// The model after that step.
-    pub fn model(&self) -> &Classifier {
-        self.model
-    }
-
-    /// The trainer state after that step.
-    pub fn state(&self) -> &TrainState {
-        self.state
-    }
-
-    /// Writes a resumable checkpoint into `dir` ([`save_checkpoint`]): pass `dir` to
-    /// `train_classifier`'s `resume_from` to go on from this step.
-    pub fn write_checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
-        save_checkpoint(dir, self.model, self.optimizer, self.state, self.args)
-    }
-}
-
 /// A checkpoint's state and arguments, read by [`load_checkpoint`].
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -340,8 +276,8 @@ pub struct Checkpoint {
     pub args: TrainingArgs,
 }
 
-/// Reads the state and arguments of the checkpoint in `dir`; the weights and optimizer
-/// state are read by [`Checkpoint::apply`].
+/// Reads the state and arguments of the checkpoint in `dir`; the trainer reads the weights
+/// and the optimizer state when it resumes.
 pub fn load_checkpoint(dir: impl AsRef<Path>) -> Result<Checkpoint> {
     let dir = dir.as_ref();
     Ok(Checkpoint {
@@ -351,35 +287,9 @@ pub fn load_checkpoint(dir: impl AsRef<Path>) -> Result<Checkpoint> {
     })
 }
 
-impl Checkpoint {
-    /// Fills `model` (a freshly built classifier of the same architecture and labels) with
-    /// the saved weights and `optimizer` (built over `model`) with the saved state.
-    pub fn apply(&self, model: &Classifier, optimizer: &mut AdamW) -> Result<()> {
-        load_weights(&model.vs, self.dir.join(MODEL_FILE))?;
-        optimizer.load(self.dir.join(OPTIMIZER_FILE))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_see_texts_pairs_labels_and_order() {
-        let a = vec![Example::new("x y", 0), Example::pair("p", "q", 1)];
-        let f = data_fingerprint(&a);
-        assert_eq!(f.len(), 16);
-        assert_eq!(f, data_fingerprint(&a.clone()));
-        let mut b = a.clone();
-        b.swap(0, 1);
-        let mut c = a.clone();
-        c[0].label = 1;
-        let d = vec![Example::new("x y", 0), Example::new("pq", 1)];
-        let e = vec![Example::new("x", 0), Example::pair(" y", "q", 1)];
-        for other in [b, c, d, e] {
-            assert_ne!(f, data_fingerprint(&other), "{other:?}");
-        }
-    }
 
     #[test]
     fn inconsistent_states_and_other_runs_are_refused() {
@@ -388,9 +298,10 @@ mod tests {
             gradient_accumulation_steps: 2,
             ..Default::default()
         };
-        let data: Vec<Example> = (0..20).map(|i| Example::new(format!("t{i}"), i % 2)).collect();
+        let fp = |rows: &str| format!("{:016x}", rows.len());
+        let data = fp("twenty rows");
         // 5 micro-batches, 3 steps per epoch.
-        let fresh = TrainState::new(&args, 9, &data);
+        let fresh = TrainState::for_data(&args, 9, 20, data.clone());
         let dir = Path::new("ck");
         let at = |step: i64, epoch: usize, done: usize| TrainState {
             global_step: step,
@@ -405,18 +316,17 @@ mod tests {
             let e = bad.check_resumable(&fresh, dir).unwrap_err();
             assert!(matches!(e, Error::Checkpoint { .. }), "{bad:?}: {e}");
         }
-        let other = TrainState::new(&TrainingArgs { seed: 7, ..args.clone() }, 9, &data);
+        let other =
+            TrainState::for_data(&TrainingArgs { seed: 7, ..args.clone() }, 9, 20, data.clone());
         let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("seed is 7 but the checkpoint's run has 42"), "{e}");
-        let other = TrainState::new(&args, 9, &data[1..]);
+        let other = TrainState::for_data(&args, 9, 19, data.clone());
         let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("number of training examples is 19"), "{e}");
-        let mut changed = data.clone();
-        changed[3].text = "other".into();
-        let other = TrainState::new(&args, 9, &changed);
+        let other = TrainState::for_data(&args, 9, 20, fp("other twenty rows"));
         let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("the training data is fingerprint"), "{e}");
-        let other = TrainState::new(&args, 12, &data);
+        let other = TrainState::for_data(&args, 12, 20, data.clone());
         let e = at(2, 0, 4).check_resumable(&other, dir).unwrap_err().to_string();
         assert!(e.contains("total number of optimizer steps") && e.contains("is 12"), "{e}");
     }

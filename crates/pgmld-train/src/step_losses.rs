@@ -1,5 +1,5 @@
-//! The per-step bookkeeping both trainers (the classifier's [`crate::train`] and
-//! pgmld-llm's causal-LM trainer) do after each optimizer step: running loss sums, the
+//! The per-step bookkeeping the trainer ([`crate::trainer`]) does after each optimizer
+//! step: running loss sums, the
 //! first non-finite step, log events, eval timing and the sums a save point records.
 //!
 //! The sums stay on the device as f32 tensors (as saved in `trainer_state.json`), so a GPU
@@ -8,11 +8,10 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::batching::derive_seed;
-
-use crate::train::LogEvent;
+use crate::error::{Error, Result};
+use crate::events::LogEvent;
 use crate::train_state::TrainState;
 use crate::training_args::{EvalStrategy, TrainingArgs};
-use crate::{Error, Result};
 
 /// What is due after an optimizer step, as [`StepLosses::after_update`] found.
 #[derive(Debug)]
@@ -173,7 +172,7 @@ mod tests {
     use super::*;
 
     fn state(args: &TrainingArgs) -> TrainState {
-        TrainState::new(args, 10, &[])
+        TrainState::for_data(args, 10, 0, String::new())
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! The training framework of pgmld, shared by the encoder classifiers (pgmld-ml) and the
+//! causal language models (pgmld-llm).
+//!
+//! - [`trainer`]: the one training loop (HF `Trainer` semantics: steps, gradient
+//!   accumulation and clipping, learning-rate schedule, logging, evaluation, checkpoints,
+//!   resume, cancel) over a [`TrainTask`] ([`task`]) a model family implements.
+//! - [`training_args`]: HF `TrainingArguments` as pgmld accepts them; [`optim`]: AdamW,
+//!   whose state can be saved; [`batching`]: seeded, length-grouped epochs.
+//! - [`step_losses`]: per-step loss bookkeeping; [`train_state`]: resumable checkpoints;
+//!   [`events`]: what a run reports.
+//! - [`weights_file`]: Hugging Face weight files (safetensors, sharded, `torch.save`
+//!   pickles) as named tensors; [`device`]: CUDA when available.
+
+#![warn(missing_docs)]
+
+pub mod batching;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod optim;
+pub mod step_losses;
+pub mod task;
+pub mod train_state;
+pub mod trainer;
+pub mod training_args;
+pub mod weights_file;
+
+pub use device::{best_device, load_cuda};
+pub use error::{Error, Result};
+pub use events::{LogEvent, TrainEvent, TrainMetrics, TrainSummary};
+pub use optim::AdamW;
+pub use task::{StepOptimizer, TrainTask};
+pub use train_state::{load_checkpoint, Checkpoint, TrainState};
+pub use trainer::{train, Hooks, SavePoint};
+pub use training_args::{
+    EvalStrategy, HubStrategy, LrSchedulerType, Optim, Secret, TokenizerArgs, TrainingArgs,
+};

@@ -1,0 +1,97 @@
+//! What a model must provide to be trained by [`crate::trainer::train`]: the small surface
+//! between the one training loop and a model family (the classifier in pgmld-ml, the
+//! causal LM in pgmld-llm).
+
+use std::path::Path;
+
+use tch::{nn, Device, Tensor};
+
+use crate::error::Error;
+use crate::optim::AdamW;
+use crate::training_args::TrainingArgs;
+
+/// An optimizer the loop steps and a checkpoint saves and restores.
+pub trait StepOptimizer {
+    /// What saving or loading its state fails with.
+    type Error;
+
+    /// One update with learning rate `lr`.
+    fn step(&mut self, lr: f64);
+
+    /// Zeroes the parameters' gradients.
+    fn zero_grad(&mut self);
+
+    /// Writes the state to `path` (a checkpoint's `optimizer.safetensors`).
+    fn save(&self, path: &Path) -> Result<(), Self::Error>;
+
+    /// Restores a state [`StepOptimizer::save`] wrote.
+    fn load(&mut self, path: &Path) -> Result<(), Self::Error>;
+}
+
+impl StepOptimizer for AdamW {
+    type Error = Error;
+
+    fn step(&mut self, lr: f64) {
+        AdamW::step(self, lr)
+    }
+
+    fn zero_grad(&mut self) {
+        AdamW::zero_grad(self)
+    }
+
+    fn save(&self, path: &Path) -> Result<(), Error> {
+        AdamW::save(self, path)
+    }
+
+    fn load(&mut self, path: &Path) -> Result<(), Error> {
+        AdamW::load(self, path)
+    }
+}
+
+/// A model and its data, as the training loop sees them. Examples are addressed by their
+/// index in the training set; the loop owns the order, the steps and the bookkeeping, the
+/// task the forward and backward passes, evaluation and the weights.
+pub trait TrainTask {
+    /// The optimizer the task trains with.
+    type Optimizer: StepOptimizer;
+    /// The task's held-out metrics.
+    type Metrics;
+    /// The task's error: the loop's own errors and the optimizer's convert into it.
+    type Error: From<Error> + From<<Self::Optimizer as StepOptimizer>::Error>;
+
+    /// File name of the trained weights inside a checkpoint directory.
+    const WEIGHTS_FILE: &'static str;
+
+    /// The device the model runs on.
+    fn device(&self) -> Device;
+
+    /// The length (tokens) of every training example: the loop batches by length.
+    fn lengths(&self) -> Vec<usize>;
+
+    /// A stable fingerprint of the training examples: a resume refuses changed data.
+    fn fingerprint(&self) -> String;
+
+    /// A fresh optimizer over the trained variables.
+    fn optimizer(&self, args: &TrainingArgs) -> Self::Optimizer;
+
+    /// The parameters whose gradients are clipped, in the order their norms are summed.
+    fn clipped_parameters(&self, optimizer: &Self::Optimizer) -> Vec<Tensor>;
+
+    /// The variables a checkpoint saves and a resume fills.
+    fn trained_vars(&self) -> &nn::VarStore;
+
+    /// Writes the trained variables to `path` ([`TrainTask::WEIGHTS_FILE`] in a checkpoint).
+    fn write_weights(&self, path: &Path) -> Result<(), Self::Error>;
+
+    /// Called before the micro-batches `group` of one optimizer step run (e.g. to count
+    /// the step's label tokens).
+    fn begin_step(&mut self, _group: &[Vec<usize>]) {}
+
+    /// Runs the micro-batch of training examples `idx` forward and backward, with
+    /// libtorch's generators seeded from `seed` (dropout), under CUDA bf16 autocast when
+    /// `autocast`; returns its contribution to the step's loss, detached.
+    fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor;
+
+    /// Evaluates on the held-out set (no dropout, no gradients); `None` when there is none.
+    fn evaluate(&self) -> Result<Option<Self::Metrics>, Self::Error>;
+}
