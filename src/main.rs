@@ -176,9 +176,11 @@ async fn run(config: Config) -> Result<()> {
         tracing::info!("metrics on http://{addr}/metrics");
     }
     let mut registry = pgmld_sql::Registry::with_builtins();
+    // One Hub configuration (endpoint, token, cache, offline) for datasets, tune and transform.
+    let hub = Arc::new(pgmld_hub::HubConfig::from_env());
     let loader = pgmld_datasets::Loader {
         upstream: upstream.clone(),
-        hub: pgmld_datasets::hub::HubConfig::from_env(),
+        hub: hub.clone(),
         dataset_dirs: config.dataset_dirs.clone(),
     };
     registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
@@ -188,7 +190,7 @@ async fn run(config: Config) -> Result<()> {
         .context("starting training workers")?;
     let tuner = pgmld_tune::Tuner {
         upstream: upstream.clone(),
-        hub: pgmld_datasets::hub::HubConfig::from_env(),
+        hub: (*hub).clone(),
         pool: Arc::new(pool),
         work_dir: config.data_dir.join("work"),
         file_part_bytes: config.file_part_bytes,
@@ -216,7 +218,7 @@ async fn run(config: Config) -> Result<()> {
     );
     let transformer = pgmld_transform::Transformer::new(
         upstream.clone(),
-        pgmld_datasets::hub::HubConfig::from_env(),
+        hub,
         config.data_dir.join("work"),
         cache,
         batching.max_batch,

@@ -1,4 +1,4 @@
-//! `pgmld_datasets::hub::fetch_model_files` against the fake Hugging Face Hub
+//! `pgmld_hub::fetch_model_files` against the fake Hugging Face Hub
 //! (tests/support/hub.rs): model repos downloaded by the real hf-hub client over HTTP on
 //! 127.0.0.1 into a real cache directory, then read back offline. File contents are small
 //! stand-ins: nothing here parses weights.
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hub::FakeHub;
-use pgmld_datasets::hub::{fetch_model_files, model_cache_dir, HubConfig, HubError};
+use pgmld_hub::{fetch_model_files, model_cache_dir, HubConfig, HubError};
 
 /// A directory removed on drop.
 struct TempDir(PathBuf);
@@ -163,7 +163,7 @@ async fn downloads_into_the_cache_layout_then_works_offline() {
 
     // Not cached: offline names the repo, the revision and where it looked.
     let err = fetch_model_files(&offline, "acme/other", None).await.unwrap_err();
-    let HubError::ModelOffline { ref cache_path, .. } = err else { panic!("{err}") };
+    let HubError::Offline { ref cache_path, .. } = err else { panic!("{err}") };
     assert_eq!(cache_path, &cache.path().join("models--acme--other/refs/main"));
     let msg = err.to_string();
     assert!(
@@ -175,7 +175,7 @@ async fn downloads_into_the_cache_layout_then_works_offline() {
     // Not cached and the hub unreachable: the URL tried and the cache path.
     let err =
         fetch_model_files(&cfg(&hub, cache.path()), "acme/other", Some("v1")).await.unwrap_err();
-    let HubError::ModelNetwork { ref url, .. } = err else { panic!("{err}") };
+    let HubError::Network { ref url, .. } = err else { panic!("{err}") };
     assert_eq!(url, &format!("{}/api/models/acme/other/revision/v1", hub.url));
     let msg = err.to_string();
     assert!(msg.contains("`v1`") && msg.contains("models--acme--other/refs/v1"), "{msg}");
@@ -258,7 +258,7 @@ async fn sharded_safetensors_download_every_shard() {
     );
     FakeHub::put_model(root.path(), "acme/broken", "main", "a.safetensors", "a");
     let err = fetch_model_files(&cfg(&hub, cache.path()), "acme/broken", None).await.unwrap_err();
-    let HubError::ModelUnusable { ref reason, .. } = err else { panic!("{err}") };
+    let HubError::Unusable { ref reason, .. } = err else { panic!("{err}") };
     assert!(reason.contains("`b.safetensors`"), "{err}");
 
     // Offline: the shards come from the cache.
@@ -343,29 +343,27 @@ async fn missing_repo_or_revision_names_what_was_tried() {
     let c = cfg(&hub, cache.path());
 
     let err = fetch_model_files(&c, "nobody/nothing", None).await.unwrap_err();
-    let HubError::ModelNotFound { ref repo, ref tried } = err else { panic!("{err}") };
+    let HubError::NotFound { ref repo, ref tried, .. } = err else { panic!("{err}") };
     assert_eq!(repo, "nobody/nothing");
     assert_eq!(tried, &format!("{}/api/models/nobody/nothing/revision/main", hub.url));
     let msg = err.to_string();
     assert!(msg.contains("model `nobody/nothing`") && msg.contains(&hub.url), "{msg}");
 
     let err = fetch_model_files(&c, "gpt-nothing", None).await.unwrap_err();
-    assert!(matches!(err, HubError::ModelNotFound { .. }), "{err}");
+    assert!(matches!(err, HubError::NotFound { .. }), "{err}");
 
     // a dataset of that name is no model
     FakeHub::put(root.path(), "acme/reviews", "main", "train.csv", "a\n1\n");
     let err = fetch_model_files(&c, "acme/reviews", None).await.unwrap_err();
-    assert!(matches!(err, HubError::ModelNotFound { .. }), "{err}");
+    assert!(matches!(err, HubError::NotFound { .. }), "{err}");
 
     let err = fetch_model_files(&c, "acme/tiny", Some("v9")).await.unwrap_err();
-    let HubError::ModelRevisionNotFound { ref revision, ref tried, .. } = err else {
-        panic!("{err}")
-    };
+    let HubError::RevisionNotFound { ref revision, ref tried, .. } = err else { panic!("{err}") };
     assert_eq!(revision, "v9");
     assert!(tried.ends_with("/api/models/acme/tiny/revision/v9"), "{tried}");
 
     let err = fetch_model_files(&c, "acme/tiny/extra", None).await.unwrap_err();
-    assert!(matches!(err, HubError::InvalidModelRepo { .. }), "{err}");
+    assert!(matches!(err, HubError::InvalidRepo { .. }), "{err}");
 }
 
 #[tokio::test]
@@ -380,7 +378,7 @@ async fn token_required() {
     // no token
     let mut c = cfg(&hub, cache.path());
     let err = fetch_model_files(&c, "acme/private", None).await.unwrap_err();
-    let HubError::ModelUnauthorized { token_sent, ref url, .. } = err else { panic!("{err}") };
+    let HubError::Unauthorized { token_sent, ref url, .. } = err else { panic!("{err}") };
     assert!(!token_sent);
     assert!(url.contains("/api/models/acme/private"), "{url}");
     assert!(err.to_string().contains("set HF_TOKEN"), "{err}");
@@ -389,7 +387,7 @@ async fn token_required() {
     let wrong = "hf_WrongToken9876543210";
     c.token = Some(wrong.to_string());
     let err = fetch_model_files(&c, "acme/private", None).await.unwrap_err();
-    let HubError::ModelUnauthorized { token_sent, .. } = err else { panic!("{err}") };
+    let HubError::Unauthorized { token_sent, .. } = err else { panic!("{err}") };
     assert!(token_sent);
     let msg = err.to_string();
     let dbg = format!("{err:?}");
@@ -416,7 +414,7 @@ async fn repos_without_config_or_weights_are_clear_errors() {
     let c = cfg(&hub, cache.path());
 
     let err = fetch_model_files(&c, "acme/no-weights", None).await.unwrap_err();
-    let HubError::ModelUnusable { ref files, ref reason, ref revision, .. } = err else {
+    let HubError::Unusable { ref files, ref reason, ref revision, .. } = err else {
         panic!("{err}")
     };
     assert!(reason.contains("no weights"), "{reason}");
@@ -435,7 +433,7 @@ async fn repos_without_config_or_weights_are_clear_errors() {
     assert_eq!(sql.code, "58P01");
 
     let err = fetch_model_files(&c, "acme/no-config", None).await.unwrap_err();
-    assert!(matches!(err, HubError::ModelUnusable { .. }), "{err}");
+    assert!(matches!(err, HubError::Unusable { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("no config.json") && msg.contains("README.md"), "{msg}");
     // nothing was downloaded for either

@@ -7,7 +7,7 @@ use pgmld_sql::{codes, SqlError};
 pub enum DatasetError {
     /// The hub could not give us the dataset.
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(#[from] pgmld_hub::HubError),
     /// A local path that does not exist or holds no readable file.
     #[error("{0}")]
     MissingFile(String),

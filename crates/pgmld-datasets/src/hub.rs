@@ -11,82 +11,24 @@
 //! Offline (`HF_HUB_OFFLINE=1`), only the cache is read. Online, when the Hub cannot be
 //! reached, the cache is used if it holds the dataset (with a warning), as `datasets` does.
 //!
-//! The token is only ever sent as an `Authorization` header by hf-hub: no message or log
-//! here contains it (messages built from hf-hub errors are scrubbed as well).
+//! This module holds the dataset logic only: listing, downloads, the cache lookup, repo ids
+//! and errors are pgmld-hub's (`RemoteRepo`, `cache`, `RepoId`, `HubError`), shared with
+//! model downloads. No message or log here contains the token.
 
-mod config;
-mod error;
+mod format;
 pub mod layout;
-pub mod model;
-pub mod upload;
 
-pub use config::HubConfig;
-use error::list;
-pub use error::HubError;
-pub use model::{fetch_model_files, model_cache_dir};
+pub use format::Format;
 
 use std::path::{Path, PathBuf};
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use hf_hub::{HFClient, HFError, HFRepository, RepoTypeDataset};
+use pgmld_hub::cache::{self, Snapshot};
+use pgmld_hub::{short_list as list, HubConfig, HubError, RemoteRepo, RepoId};
 
 use layout::{LayoutError, SplitFiles};
 
-/// The public Hub.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// The revision of the Hub's automatic parquet conversion of a dataset.
 pub const PARQUET_CONVERSION_REVISION: &str = "refs/convert/parquet";
-/// How many files are downloaded at once.
-const PARALLEL_DOWNLOADS: usize = 4;
-
-/// Data file formats we can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Parquet,
-    Csv,
-    Tsv,
-    /// A JSON document: an array of objects, or `datasets`' `{"data": [...]}`-style object.
-    Json,
-    /// One JSON object per line (`.jsonl`, `.ndjson`).
-    JsonLines,
-}
-
-impl Format {
-    /// The format of a file by its name, and whether it is gzip-compressed (`.csv.gz`).
-    pub fn from_path(path: &Path) -> Option<(Format, bool)> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let (name, gzip) = match name.strip_suffix(".gz") {
-            Some(n) => (n.to_string(), true),
-            None => (name, false),
-        };
-        let (_, ext) = name.rsplit_once('.')?;
-        let format = match ext {
-            "parquet" => Format::Parquet,
-            "csv" => Format::Csv,
-            "tsv" => Format::Tsv,
-            "json" => Format::Json,
-            "jsonl" | "ndjson" => Format::JsonLines,
-            _ => return None,
-        };
-        Some((format, gzip))
-    }
-
-    /// Its name in messages: `parquet`, `csv`, `tsv`, `json`, `jsonl`.
-    pub fn name(self) -> &'static str {
-        self.extension()
-    }
-
-    /// The usual file extension, without the dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Parquet => "parquet",
-            Format::Csv => "csv",
-            Format::Tsv => "tsv",
-            Format::Json => "json",
-            Format::JsonLines => "jsonl",
-        }
-    }
-}
 
 /// One data file of a dataset, on local disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +60,7 @@ pub async fn fetch_dataset_files(
     revision: Option<&str>,
     split: Option<&str>,
 ) -> Result<Vec<DataFile>, HubError> {
-    let id = RepoId::parse(repo)?;
+    let id = RepoId::dataset(repo)?;
     let req = Request {
         cfg,
         id: &id,
@@ -126,6 +68,7 @@ pub async fn fetch_dataset_files(
         revision: revision.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("main"),
         split: split.map(str::trim).filter(|s| !s.is_empty()),
     };
+    cache::check_revision(&id, req.revision)?;
     if cfg.offline {
         return req.offline();
     }
@@ -141,49 +84,7 @@ pub async fn fetch_dataset_files(
     }
 }
 
-/// A validated `owner/name` (or legacy `name`).
-struct RepoId {
-    full: String,
-    owner: String,
-    name: String,
-}
-
-impl RepoId {
-    fn parse(repo: &str) -> Result<RepoId, HubError> {
-        let full =
-            repo.trim().trim_start_matches("hf://datasets/").trim_end_matches('/').to_string();
-        let bad = |reason: &str| HubError::InvalidRepo {
-            repo: repo.to_string(),
-            reason: reason.to_string(),
-        };
-        if full.is_empty() {
-            return Err(bad("it is empty"));
-        }
-        let parts: Vec<&str> = full.split('/').collect();
-        if parts.len() > 2 {
-            return Err(bad("it has more than one `/`"));
-        }
-        for p in &parts {
-            let ok = !p.is_empty()
-                && p.len() <= 96
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                && !p.starts_with(['-', '.'])
-                && !p.ends_with(['-', '.'])
-                && !p.contains("..")
-                && !p.contains("--");
-            if !ok {
-                return Err(bad("use letters, digits, `-`, `_` and `.`, as `owner/name`"));
-            }
-        }
-        let (owner, name) = match parts.as_slice() {
-            [o, n] => (o.to_string(), n.to_string()),
-            [n] => (String::new(), n.to_string()),
-            _ => unreachable!(),
-        };
-        Ok(RepoId { full, owner, name })
-    }
-}
-
+/// One dataset asked for: the repo at a revision, with an optional subset and split.
 struct Request<'a> {
     cfg: &'a HubConfig,
     id: &'a RepoId,
@@ -197,141 +98,19 @@ impl Request<'_> {
         self.id.full.clone()
     }
 
-    fn info_url(&self, revision: &str) -> String {
-        format!(
-            "{}/api/datasets/{}/revision/{}",
-            self.cfg.endpoint,
-            self.id.full,
-            encode_segment(revision)
-        )
-    }
-
     fn file_url(&self, revision: &str, path: &str) -> String {
-        let path: Vec<String> = path.split('/').map(encode_segment).collect();
-        format!(
-            "{}/datasets/{}/resolve/{}/{}",
-            self.cfg.endpoint,
-            self.id.full,
-            encode_segment(revision),
-            path.join("/")
-        )
-    }
-
-    fn client(&self) -> Result<HFClient, HubError> {
-        self.cfg.client().map_err(|e| HubError::Network {
-            repo: self.repo(),
-            url: self.cfg.endpoint.clone(),
-            message: format!("cannot set up the hub client: {}", self.scrub(&error_chain(&e))),
-        })
-    }
-
-    fn scrub(&self, msg: &str) -> String {
-        self.cfg.scrub(msg)
-    }
-
-    fn map_hf(&self, e: HFError, url: &str, revision: &str) -> HubError {
-        let repo = self.repo();
-        let msg = |e: &HFError| self.scrub(&error_chain(e));
-        match e {
-            HFError::RepoNotFound { .. } => HubError::NotFound { repo, tried: url.to_string() },
-            HFError::RevisionNotFound { ref context, .. } => {
-                if context.as_ref().and_then(|c| c.error_code.as_deref()) == Some("RepoNotFound") {
-                    HubError::NotFound { repo, tried: url.to_string() }
-                } else {
-                    HubError::RevisionNotFound {
-                        repo,
-                        revision: revision.to_string(),
-                        tried: url.to_string(),
-                    }
-                }
-            }
-            HFError::AuthRequired { .. } | HFError::Forbidden { .. } => HubError::Unauthorized {
-                repo,
-                url: url.to_string(),
-                token_sent: self.cfg.token().is_some(),
-            },
-            HFError::Io(ref io) => HubError::Cache {
-                repo,
-                path: self.cfg.cache_dir.clone(),
-                message: self.scrub(&io.to_string()),
-            },
-            HFError::CacheLockTimeout { ref path } => HubError::Cache {
-                repo,
-                path: path.clone(),
-                message: "timed out waiting for the cache lock".into(),
-            },
-            HFError::Http { ref context } => HubError::Network {
-                repo,
-                url: url.to_string(),
-                message: self.scrub(&format!(
-                    "HTTP {}{}",
-                    context.status,
-                    context.server_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-                )),
-            },
-            other => HubError::Network { repo, url: url.to_string(), message: msg(&other) },
-        }
-    }
-
-    /// The repo's file list at `revision`, from the repo info endpoint (as `datasets` does).
-    async fn list_files(
-        &self,
-        ds: &HFRepository<RepoTypeDataset>,
-        revision: &str,
-    ) -> Result<Vec<String>, HubError> {
-        let url = self.info_url(revision);
-        tracing::debug!(repo = %self.id.full, %url, "listing dataset files");
-        let info = ds
-            .info()
-            .revision(revision)
-            .send()
-            .await
-            .map_err(|e| self.map_hf(e, &url, revision))?;
-        if let Some(siblings) = info.siblings {
-            return Ok(siblings.into_iter().map(|s| s.rfilename).collect());
-        }
-        // no siblings in the info: walk the tree
-        let tree = ds
-            .list_tree()
-            .revision(revision)
-            .recursive(true)
-            .send()
-            .map_err(|e| self.map_hf(e, &url, revision))?;
-        let entries: Vec<hf_hub::repository::RepoTreeEntry> =
-            tree.try_collect().await.map_err(|e| self.map_hf(e, &url, revision))?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| match e {
-                hf_hub::repository::RepoTreeEntry::File { path, .. } => Some(path),
-                _ => None,
-            })
-            .collect())
-    }
-
-    async fn download(
-        &self,
-        ds: &HFRepository<RepoTypeDataset>,
-        revision: &str,
-        path: &str,
-    ) -> Result<PathBuf, HubError> {
-        let url = self.file_url(revision, path);
-        tracing::debug!(repo = %self.id.full, %url, "fetching dataset file");
-        ds.download_file()
-            .filename(path)
-            .revision(revision)
-            .send()
-            .await
-            .map_err(|e| self.map_hf(e, &url, revision))
+        self.id.file_url(&self.cfg.endpoint, revision, path)
     }
 
     async fn online(&self) -> Result<Vec<DataFile>, HubError> {
-        let client = self.client()?;
-        let ds = client.dataset(self.id.owner.clone(), self.id.name.clone());
-        let files = self.list_files(&ds, self.revision).await?;
+        let remote = RemoteRepo::open(self.cfg, self.id, self.revision)?;
+        let (_, files) = remote.list_files(self.revision).await?;
         let readme = match files.iter().any(|f| f == "README.md") {
             true => {
-                let p = self.download(&ds, self.revision, "README.md").await?;
+                let readme = ["README.md".to_string()];
+                let p = remote.download_all(self.revision, &readme, &files).await?.remove(0);
                 Some(std::fs::read_to_string(&p).map_err(|e| HubError::Cache {
+                    kind: self.id.kind,
                     repo: self.repo(),
                     path: p.clone(),
                     message: e.to_string(),
@@ -343,8 +122,8 @@ impl Request<'_> {
             Ok(splits) => (self.revision, splits),
             Err(LayoutError::NoDataFiles) if self.revision == "main" => {
                 tracing::info!(repo = %self.id.full, "no data files in the repo; using the Hub's parquet conversion");
-                let conv = match self.list_files(&ds, PARQUET_CONVERSION_REVISION).await {
-                    Ok(conv) => conv,
+                let conv = match remote.list_files(PARQUET_CONVERSION_REVISION).await {
+                    Ok((_, conv)) => conv,
                     Err(HubError::RevisionNotFound { .. } | HubError::NotFound { .. }) => {
                         return Err(HubError::NoDataFiles { repo: self.repo(), files })
                     }
@@ -369,10 +148,8 @@ impl Request<'_> {
             .into_iter()
             .flat_map(|s| s.files.into_iter().map(move |f| (s.split.clone(), f)))
             .collect();
-        let downloads: Vec<_> =
-            wanted.iter().map(|(_, f)| self.download(&ds, revision, f)).collect();
-        let paths: Vec<PathBuf> =
-            stream::iter(downloads).buffered(PARALLEL_DOWNLOADS).try_collect().await?;
+        let paths: Vec<String> = wanted.iter().map(|(_, f)| f.clone()).collect();
+        let paths = remote.download_all(revision, &paths, &files).await?;
         let out: Vec<DataFile> = wanted
             .iter()
             .zip(paths)
@@ -434,51 +211,17 @@ impl Request<'_> {
         }
     }
 
-    /// The cached snapshot of `revision` and its files, through hf-hub's cache-only lookup.
+    /// The cached snapshot of `revision` and its files.
     fn cached_snapshot(&self, revision: &str) -> Result<(PathBuf, Vec<String>), HubError> {
-        let repo_dir = self.cfg.repo_cache_dir(&self.id.full);
-        let not_cached = |path: PathBuf, detail: String| HubError::Offline {
-            repo: self.repo(),
-            revision: revision.to_string(),
-            cache_path: path,
-            detail,
-        };
-        let snapshot = if is_commit_hash(revision) {
-            repo_dir.join("snapshots").join(revision)
-        } else {
-            let ref_path = repo_dir.join("refs").join(revision);
-            match std::fs::read_to_string(&ref_path) {
-                Ok(commit) => repo_dir.join("snapshots").join(commit.trim()),
-                Err(_) => {
-                    return Err(not_cached(
-                        ref_path,
-                        format!("revision `{revision}` has never been downloaded"),
-                    ));
-                }
-            }
-        };
-        if !snapshot.is_dir() {
-            return Err(not_cached(snapshot, "its snapshot is missing from the cache".into()));
-        }
-        let mut files = Vec::new();
-        walk(&snapshot, "", &mut files).map_err(|e| HubError::Cache {
-            repo: self.repo(),
-            path: snapshot.clone(),
-            message: e.to_string(),
-        })?;
-        files.sort();
-        Ok((snapshot, files))
+        let Snapshot { dir, files } = cache::cached_snapshot(self.cfg, self.id, revision)?;
+        Ok((dir, files))
     }
 
     fn offline(&self) -> Result<Vec<DataFile>, HubError> {
         let (snapshot, files) = self.cached_snapshot(self.revision)?;
         let readme = std::fs::read_to_string(snapshot.join("README.md")).ok();
-        let offline_err = |detail: String, path: PathBuf| HubError::Offline {
-            repo: self.repo(),
-            revision: self.revision.to_string(),
-            cache_path: path,
-            detail,
-        };
+        let offline_err =
+            |detail: String, path: PathBuf| cache::offline(self.id, self.revision, path, detail);
         let (revision, dir, splits) = match self.resolve(&files, readme.as_deref()) {
             Ok(splits) => (self.revision, snapshot, splits),
             Err(LayoutError::NoDataFiles) if self.revision == "main" => {
@@ -534,120 +277,11 @@ impl Request<'_> {
     }
 }
 
-/// Files under `dir` (following the cache's symlinks; broken ones skipped), `/`-separated.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-        match std::fs::metadata(entry.path()) {
-            Ok(m) if m.is_dir() => walk(&entry.path(), &rel, out)?,
-            Ok(m) if m.is_file() => out.push(rel),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn is_commit_hash(revision: &str) -> bool {
-    revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// Percent-encodes one URL path segment (everything but RFC 3986 unreserved characters),
-/// as hf-hub does for revisions.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// An error and its sources, `: `-joined.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn cfg_from(vars: &[(&str, &str)]) -> HubConfig {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        HubConfig::from_lookup(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn config_from_env_defaults_and_overrides() {
-        let c = cfg_from(&[("HOME", "/home/u")]);
-        assert_eq!(c.endpoint, DEFAULT_ENDPOINT);
-        assert_eq!(c.cache_dir, PathBuf::from("/home/u/.cache/huggingface/hub"));
-        assert_eq!(c.token, None);
-        assert!(!c.offline);
-
-        let c = cfg_from(&[
-            ("HF_ENDPOINT", "http://127.0.0.1:9/"),
-            ("HF_HOME", "/srv/hf"),
-            ("HUGGING_FACE_HUB_TOKEN", "hf_old"),
-            ("HF_HUB_OFFLINE", "1"),
-        ]);
-        assert_eq!(c.endpoint, "http://127.0.0.1:9");
-        assert_eq!(c.cache_dir, PathBuf::from("/srv/hf/hub"));
-        assert_eq!(c.token.as_deref(), Some("hf_old"));
-        assert!(c.offline);
-
-        let c = cfg_from(&[
-            ("HF_HOME", "/srv/hf"),
-            ("HF_HUB_CACHE", "/cache"),
-            ("HF_TOKEN", "hf_new"),
-            ("HUGGING_FACE_HUB_TOKEN", "hf_old"),
-            ("HF_HUB_OFFLINE", "0"),
-            ("HF_DATASETS_OFFLINE", "TRUE"),
-        ]);
-        assert_eq!(c.cache_dir, PathBuf::from("/cache"));
-        assert_eq!(c.token.as_deref(), Some("hf_new"));
-        assert!(c.offline);
-
-        let c = cfg_from(&[
-            ("HF_TOKEN", "hf_x"),
-            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
-            ("HF_HUB_OFFLINE", ""),
-        ]);
-        assert_eq!(c.token, None);
-        assert!(!c.offline);
-    }
-
-    #[test]
-    fn token_file_under_hf_home() {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("token"), "hf_from_file\n").unwrap();
-        let c = cfg_from(&[("HF_HOME", home.path().to_str().unwrap())]);
-        assert_eq!(c.token.as_deref(), Some("hf_from_file"));
-    }
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let c = cfg_from(&[("HF_TOKEN", "hf_secret_value")]);
-        let d = format!("{c:?}");
-        assert!(!d.contains("hf_secret_value"), "{d}");
-        assert!(d.contains("<redacted>"));
-    }
+    use pgmld_hub::cache::testing;
+    use pgmld_hub::RepoKind;
 
     #[test]
     fn formats_from_names() {
@@ -663,56 +297,12 @@ mod tests {
         assert_eq!(f(".gz"), None);
     }
 
-    #[test]
-    fn repo_ids() {
-        assert_eq!(RepoId::parse("stanfordnlp/imdb").unwrap().owner, "stanfordnlp");
-        assert_eq!(RepoId::parse(" imdb ").unwrap().name, "imdb");
-        assert_eq!(RepoId::parse("hf://datasets/a/b").unwrap().full, "a/b");
-        for bad in ["", "a/b/c", "a//b", "../x", "a/b c", "a/-b"] {
-            let e = RepoId::parse(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
-            assert!(matches!(e, HubError::InvalidRepo { .. }), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn urls_encode_revision_and_path() {
-        let cfg = cfg_from(&[("HF_ENDPOINT", "http://hub")]);
-        let id = RepoId::parse("o/n").unwrap();
-        let r = Request { cfg: &cfg, id: &id, subset: None, revision: "main", split: None };
-        assert_eq!(
-            r.info_url("refs/convert/parquet"),
-            "http://hub/api/datasets/o/n/revision/refs%2Fconvert%2Fparquet"
-        );
-        assert_eq!(
-            r.file_url("main", "data/a b.csv"),
-            "http://hub/datasets/o/n/resolve/main/data/a%20b.csv"
-        );
-    }
-
-    /// Lays out a cache as hf-hub writes it: blobs, snapshot symlinks, refs.
+    /// A dataset cache laid out by hand (see `pgmld_hub::cache::testing::fake_cache`).
     fn fake_cache(root: &Path, repo: &str, revision: &str, commit: &str, files: &[(&str, &str)]) {
-        let repo_dir = root.join(format!("datasets--{}", repo.replace('/', "--")));
-        for (i, (path, body)) in files.iter().enumerate() {
-            let blob = repo_dir.join("blobs").join(format!("etag{i}{commit}"));
-            std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-            std::fs::write(&blob, body).unwrap();
-            let link = repo_dir.join("snapshots").join(commit).join(path);
-            std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(&blob, &link).unwrap();
-        }
-        let r = repo_dir.join("refs").join(revision);
-        std::fs::create_dir_all(r.parent().unwrap()).unwrap();
-        std::fs::write(r, commit).unwrap();
+        testing::fake_cache(root, RepoKind::Dataset, repo, Some(revision), commit, files);
     }
 
-    fn offline_cfg(cache: &Path) -> HubConfig {
-        HubConfig {
-            endpoint: "http://hub.invalid".into(),
-            token: None,
-            cache_dir: cache.to_path_buf(),
-            offline: true,
-        }
-    }
+    use testing::offline_config as offline_cfg;
 
     #[tokio::test]
     async fn offline_with_empty_cache_names_the_cache_path() {
@@ -807,10 +397,12 @@ mod tests {
     fn messages_name_the_dataset() {
         let errs = [
             HubError::NotFound {
+                kind: RepoKind::Dataset,
                 repo: "o/n".into(),
                 tried: "http://h/api/datasets/o/n/revision/main".into(),
             },
             HubError::Unauthorized {
+                kind: RepoKind::Dataset,
                 repo: "o/n".into(),
                 url: "http://h/x".into(),
                 token_sent: true,

@@ -5,7 +5,7 @@
 //! ~1 MB COPY chunks that cross a channel of four; the async side feeds them to COPY.
 
 use crate::error::DatasetError;
-use crate::hub::{self, DataFile, HubConfig};
+use crate::hub::{self, DataFile};
 use crate::options::{IfExists, LoadOptions};
 use crate::pgtypes::{self, Column};
 use crate::read::{self, TextOptions};
@@ -14,6 +14,7 @@ use crate::source::{local_files, Source};
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use futures_util::SinkExt;
+use pgmld_hub::HubConfig;
 use pgmld_schema::{roles, staging};
 use pgmld_sql::{CallContext, Notice};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +39,8 @@ pub struct Loader {
     /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
     /// per call.
     pub upstream: pgmld_upstream::Upstream,
-    /// Hub endpoint, token, cache.
-    pub hub: HubConfig,
+    /// Hub endpoint, token, cache: the one configuration pgmld built at startup.
+    pub hub: std::sync::Arc<HubConfig>,
     /// Directories local sources must lie in (config `dataset_dirs`); empty: anywhere the
     /// calling role may read server files.
     pub dataset_dirs: Vec<std::path::PathBuf>,

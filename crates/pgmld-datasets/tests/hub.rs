@@ -11,7 +11,8 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use hub::FakeHub;
-use pgmld_datasets::hub::{fetch_dataset_files, DataFile, Format, HubConfig, HubError};
+use pgmld_datasets::hub::{fetch_dataset_files, DataFile, Format};
+use pgmld_hub::{HubConfig, HubError};
 
 const README: &str = "---\nlicense: mit\ntask_categories:\n- text-classification\n---\n# Reviews\n";
 

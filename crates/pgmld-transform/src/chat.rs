@@ -266,14 +266,14 @@ impl Transformer {
     ) -> Result<ModelSource, TransformError> {
         match (r, revision) {
             (ModelRef::Hub(name), Some(rev)) => {
-                let dir = pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev))
-                    .await
-                    .map_err(|e| {
+                let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(
+                    |e| {
                         TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
                             message: format!("model \"{name}\" revision {rev} not found"),
                             detail: format!("Hugging Face Hub: {e}"),
                         })
-                    })?;
+                    },
+                )?;
                 Ok(ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
             }
             _ => Ok(resolve::fetch(client, r, &self.hub, &self.work_dir.join("transform")).await?),

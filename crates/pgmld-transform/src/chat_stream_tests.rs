@@ -28,7 +28,7 @@ fn transformer() -> Arc<Transformer> {
     Arc::new(Transformer::new(
         pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
             .expect("upstream URL"),
-        pgmld_datasets::hub::HubConfig::from_env(),
+        std::sync::Arc::new(pgmld_hub::HubConfig::from_env()),
         work,
         cache,
         8,

@@ -160,7 +160,7 @@ mod tests {
             tch::Device::Cpu,
             pgmld_metrics::Metrics::new(),
         );
-        let hub = pgmld_datasets::hub::HubConfig::from_env();
+        let hub = Arc::new(pgmld_hub::HubConfig::from_env());
         let t = Transformer::new(
             pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x").expect("upstream URL"),
             hub,

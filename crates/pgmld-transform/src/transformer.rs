@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pgmld_datasets::hub::HubConfig;
+use pgmld_hub::HubConfig;
 use pgmld_ml::{ClassScores, ClassifyInput};
 use pgmld_sql::{CallContext, Notice};
 use pgmld_tune::resolve::{self, ModelRef};
@@ -22,8 +22,9 @@ pub struct Transformer {
     /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
     /// per call.
     pub upstream: pgmld_upstream::Upstream,
-    /// Hub endpoint, token and cache, for Hub repo ids.
-    pub hub: HubConfig,
+    /// Hub endpoint, token and cache, for Hub repo ids: the one configuration pgmld built at
+    /// startup.
+    pub hub: Arc<HubConfig>,
     /// Where models stored in pgml.files are unpacked while they load.
     pub work_dir: PathBuf,
     /// The shared model cache.
@@ -42,7 +43,7 @@ impl Transformer {
     /// A transformer over `cache`.
     pub fn new(
         upstream: pgmld_upstream::Upstream,
-        hub: HubConfig,
+        hub: Arc<HubConfig>,
         work_dir: PathBuf,
         cache: ModelCache,
         chunk: usize,
@@ -101,17 +102,14 @@ impl Transformer {
             .get_or_load(&key, &req.model, || async {
                 match (&r, &req.revision) {
                     (ModelRef::Hub(name), Some(rev)) => {
-                        let dir =
-                            pgmld_datasets::hub::fetch_model_files(&self.hub, name, Some(rev))
-                                .await
-                                .map_err(|e| {
-                                    TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
-                                        message: format!(
-                                            "model \"{name}\" revision {rev} not found"
-                                        ),
-                                        detail: format!("Hugging Face Hub: {e}"),
-                                    })
-                                })?;
+                        let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev))
+                            .await
+                            .map_err(|e| {
+                                TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                                    message: format!("model \"{name}\" revision {rev} not found"),
+                                    detail: format!("Hugging Face Hub: {e}"),
+                                })
+                            })?;
                         Ok(resolve::ModelSource::from_dir(
                             dir,
                             format!("Hugging Face Hub {name}@{rev}"),

@@ -12,13 +12,12 @@
 //!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
 //!   [`resolve`]: where `model_name` points; [`resume`]: `resume_from_checkpoint`,
 //!   checkpoints' training data and the startup scan that resumes jobs orphaned by a crash.
-//! - [`push`], [`push_relay`] and [`card`]: `push_to_hub`, the uploader thread, its events
-//!   relayed to the client, and the model card.
+//! - [`push`] and [`push_relay`]: `push_to_hub`, the uploader thread and its events relayed
+//!   to the client (the Hub protocol and the model card are pgmld-hub's).
 
 #![warn(missing_docs)]
 
 pub mod access;
-pub mod card;
 pub mod classification;
 pub mod conversation;
 pub mod data;

@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::card::{self, ModelCard};
 use crate::conversation::data::ChatRow;
 use crate::conversation::job::{postgresml_default_lora, ConversationSpec};
 use crate::error::{Result, TuneError};
@@ -22,6 +21,7 @@ use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
 use crate::tuner::{info, warning, worker_name, Tuned, Tuner};
 use crate::{files, progress, records, resolve, resume};
+use pgmld_hub::card::{self, ModelCard};
 
 /// What a run trains on, by task, after the split and in training order.
 pub(crate) enum RunData {

@@ -11,15 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use pgmld_datasets::hub::upload::{
-    resolve_repo_id, CommitInfo, UploadClient, UploadError, UploadFile,
-};
-use pgmld_datasets::hub::HubConfig;
+use pgmld_hub::card::ModelCard;
+use pgmld_hub::upload::{resolve_repo_id, CommitInfo, UploadClient, UploadError, UploadFile};
+use pgmld_hub::HubConfig;
 use pgmld_train::{HubStrategy, TrainingArgs};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::card::ModelCard;
 use crate::error::{Result, TuneError};
 
 /// The branch pushed to.

@@ -5,11 +5,11 @@ use pgmld_sql::CallContext;
 use serde_json::Value as Json;
 use tokio_postgres::Client;
 
-use crate::card::{self, ModelCard};
 use crate::progress;
 use crate::push::{PushEvent, Pusher};
 use crate::records;
 use crate::tuner::{cancelled, info, warning};
+use pgmld_hub::card::{self, ModelCard};
 
 /// A tune's pushes to the Hub: the uploader and the model card it pushes.
 pub(crate) struct HubPush {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pgmld_datasets::hub::HubConfig;
+use pgmld_hub::HubConfig;
 use pgmld_sql::Caller;
 use tokio_postgres::Client;
 
@@ -222,7 +222,7 @@ pub async fn fetch(
         ModelRef::Gguf(file) => {
             Ok(ModelSource { dir: file.clone(), parent_id: None, origin: format!("local GGUF file {}", file.display()), _extracted: None })
         }
-        ModelRef::Hub(name) => match pgmld_datasets::hub::fetch_model_files(hub, name, None).await {
+        ModelRef::Hub(name) => match pgmld_hub::fetch_model_files(hub, name, None).await {
             Ok(dir) => Ok(ModelSource { dir, parent_id: None, origin: format!("Hugging Face Hub {name}"), _extracted: None }),
             Err(e) => Err(TuneError::ModelNotFound {
                 message: format!("model \"{name}\" not found"),

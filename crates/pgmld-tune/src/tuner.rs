@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pgmld_datasets::hub::HubConfig;
+use pgmld_hub::HubConfig;
 use pgmld_sql::{CallContext, Notice};
 use tokio_postgres::Client;
 
@@ -21,7 +21,9 @@ pub struct Tuner {
     /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
     /// per call.
     pub upstream: pgmld_upstream::Upstream,
-    /// Hub endpoint, token, cache (for `model_name` repo ids).
+    /// Hub endpoint, token, cache (for `model_name` repo ids): a copy of the one
+    /// configuration pgmld built at startup (a call's own token replaces the token in a copy
+    /// of it).
     pub hub: HubConfig,
     /// The training threads.
     pub pool: Arc<WorkerPool>,

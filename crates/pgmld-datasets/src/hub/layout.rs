@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Format;
+use super::format::Format;
 
 /// Files of one split, repo-relative, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,36 +1,13 @@
-//! Uploads to the Hugging Face Hub (`pgml.tune` with `push_to_hub`), over the Hub's HTTP API
-//! as `huggingface_hub` uses it:
-//!
-//! 1. `GET /api/whoami-v2` (Bearer token) → the token owner's `name` ([`UploadClient::whoami`]);
-//! 2. `POST /api/repos/create` `{"type": "model", "name", "organization", "private"}`; 409
-//!    means the repo exists, which is fine ([`UploadClient::create_repo`]);
-//! 3. `POST /api/models/{repo}/preupload/{revision}` with each file's path, size and the
-//!    base64 of its first 512 bytes → `uploadMode` (`lfs` or `regular`) and `shouldIgnore`;
-//! 4. LFS files: `POST {endpoint}/{repo}.git/info/lfs/objects/batch` (basic transfer, sha256
-//!    oids) → for each object not on the Hub yet, `PUT` its bytes (streamed from the file) to
-//!    `actions.upload.href`, then `POST` `actions.verify` when the Hub asks for it;
-//! 5. `POST /api/models/{repo}/commit/{revision}`, `application/x-ndjson`: a header line with
-//!    the summary, then one line per file: inline base64 for regular files, `lfsFile` with
-//!    the oid for LFS files ([`UploadClient::upload_files`]).
-//!
-//! Every request is tried up to three times, with a doubling pause, when the network fails or
-//! the Hub answers 408, 429 or 5xx. The token only ever travels in `Authorization` headers
-//! (marked sensitive); no [`UploadError`] contains it (messages are scrubbed as
-//! [`HubConfig`]'s are) nor the query strings of signed upload URLs.
-
-mod commit;
-mod lfs;
-mod repo;
-
-pub use commit::{CommitInfo, UploadFile, UploadSource};
-pub use repo::{resolve_repo_id, RepoCreated};
+//! The Hub client that writes: one endpoint, one token, retries of transient failures, and
+//! the errors of each step (never holding the token).
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::{error_chain, HubConfig};
+use crate::config::HubConfig;
+use crate::error::error_chain;
 
 /// Why an upload step failed. The message never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +22,7 @@ pub struct UploadError {
     /// What went wrong: the Hub's message, the network error, or the I/O error.
     pub message: String,
     /// Worth another try (network failure, 408, 429, 5xx).
-    transient: bool,
+    pub(super) transient: bool,
 }
 
 impl UploadError {
@@ -78,10 +55,13 @@ impl UploadError {
 /// A Hub client that writes: one endpoint, one token (see the module doc).
 #[derive(Clone)]
 pub struct UploadClient {
-    http: reqwest::Client,
+    /// The HTTP client (connection pool, timeouts).
+    pub(super) http: reqwest::Client,
     /// Endpoint and token, for URLs and scrubbing.
-    cfg: HubConfig,
+    pub(super) cfg: HubConfig,
+    /// Tries per request.
     tries: u32,
+    /// The pause before the second try (doubling after).
     backoff: Duration,
 }
 
@@ -140,7 +120,7 @@ impl UploadClient {
         self.cfg.scrub(msg)
     }
 
-    fn authorized(&self, rb: RequestBuilder) -> RequestBuilder {
+    pub(super) fn authorized(&self, rb: RequestBuilder) -> RequestBuilder {
         match self.cfg.token().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
             Some(mut v) => {
                 v.set_sensitive(true);
@@ -152,7 +132,7 @@ impl UploadClient {
 
     /// Sends what `build` makes (called again for each try), retrying transient failures.
     /// A status outside 2xx and `accept` is an error carrying the Hub's message.
-    async fn send(
+    pub(super) async fn send(
         &self,
         action: &str,
         url: &str,
@@ -190,7 +170,7 @@ impl UploadClient {
 
     /// The error for an answer outside 2xx: status, and the Hub's `X-Error-Message`, JSON
     /// `error` or (the start of) the body.
-    async fn http_error(&self, action: &str, url: &str, resp: Response) -> UploadError {
+    pub(super) async fn http_error(&self, action: &str, url: &str, resp: Response) -> UploadError {
         let status = resp.status();
         let header =
             resp.headers().get("x-error-message").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -219,7 +199,7 @@ impl UploadClient {
     }
 
     /// Reads a JSON answer.
-    async fn json(
+    pub(super) async fn json(
         &self,
         action: &str,
         url: &str,
@@ -243,7 +223,7 @@ impl UploadClient {
 }
 
 /// `url` without `?query` (signed URLs carry credentials there).
-fn without_query(url: &str) -> String {
+pub(super) fn without_query(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_string()
 }
 

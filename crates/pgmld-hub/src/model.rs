@@ -31,11 +31,11 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use hf_hub::{HFClient, HFError, HFRepository, RepoTypeModel};
-
-use super::error::list;
-use super::{encode_segment, error_chain, is_commit_hash, walk, HubConfig, HubError, RepoId};
+use crate::cache::{self, is_commit_hash, Snapshot};
+use crate::config::HubConfig;
+use crate::error::{short_list, HubError, RepoKind};
+use crate::remote::RemoteRepo;
+use crate::repo::RepoId;
 
 /// The model configuration, required.
 pub const CONFIG_FILE: &str = "config.json";
@@ -58,9 +58,6 @@ pub const WEIGHT_FILES: [&str; 4] = [
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 ];
-/// How many files are downloaded at once.
-const PARALLEL_DOWNLOADS: usize = 4;
-
 /// Resolves a model repo (`owner/name` or legacy `name`) at `revision` (branch, tag or commit;
 /// default `main`) to its snapshot directory in the hub cache, holding `config.json`, the
 /// tokenizer files the repo has and its weights (see the module doc). Downloads what is missing,
@@ -70,27 +67,18 @@ pub async fn fetch_model_files(
     repo: &str,
     revision: Option<&str>,
 ) -> Result<PathBuf, HubError> {
-    let id = parse_model_id(repo)?;
+    let id = RepoId::model(repo)?;
     let req = ModelRequest {
         cfg,
         id: &id,
         revision: revision.map(str::trim).filter(|r| !r.is_empty()).unwrap_or("main"),
     };
-    // `refs/{revision}` is a path in the cache: no way out of it
-    if req.revision.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        || req.revision.contains('\\')
-    {
-        return Err(HubError::ModelRevisionNotFound {
-            repo: id.full.clone(),
-            revision: req.revision.to_string(),
-            tried: "nothing: it is not a valid revision name".into(),
-        });
-    }
+    cache::check_revision(&id, req.revision)?;
     if cfg.offline {
         return req.offline();
     }
     match req.online().await {
-        Err(HubError::ModelNetwork { repo, revision, url, mut message }) => match req.offline() {
+        Err(HubError::Network { kind, repo, revision, url, mut message }) => match req.offline() {
             Ok(dir) => {
                 tracing::warn!(
                     repo = %id.full, revision = %revision, %url, error = %message,
@@ -99,13 +87,13 @@ pub async fn fetch_model_files(
                 Ok(dir)
             }
             Err(cache_err) => {
-                if let HubError::ModelOffline { detail, cache_path, .. } = &cache_err {
+                if let HubError::Offline { detail, cache_path, .. } = &cache_err {
                     message.push_str(&format!(
                         "; the cache cannot stand in for it either: {detail} ({})",
                         cache_path.display()
                     ));
                 }
-                Err(HubError::ModelNetwork { repo, revision, url, message })
+                Err(HubError::Network { kind, repo, revision, url, message })
             }
         },
         other => other,
@@ -115,25 +103,7 @@ pub async fn fetch_model_files(
 /// The cache folder of a model repo: `{cache_dir}/models--{owner}--{name}` (`models--{name}`
 /// without owner), as `huggingface_hub` names it.
 pub fn model_cache_dir(cfg: &HubConfig, repo: &str) -> PathBuf {
-    cfg.cache_dir.join(format!("models--{}", repo.trim().replace('/', "--")))
-}
-
-/// `owner/name` or `name`; an `hf://` prefix is accepted.
-fn parse_model_id(repo: &str) -> Result<RepoId, HubError> {
-    let trimmed = repo.trim();
-    let bare = trimmed.strip_prefix("hf://").unwrap_or(trimmed);
-    if bare.starts_with("datasets/") {
-        return Err(HubError::InvalidModelRepo {
-            repo: repo.to_string(),
-            reason: "it names a dataset".into(),
-        });
-    }
-    RepoId::parse(bare).map_err(|e| match e {
-        HubError::InvalidRepo { reason, .. } => {
-            HubError::InvalidModelRepo { repo: repo.to_string(), reason }
-        }
-        other => other,
-    })
+    cfg.repo_cache_dir(RepoKind::Model, repo)
 }
 
 /// Which weights a model repo offers, by preference.
@@ -202,6 +172,7 @@ fn shards_of_index(index: &str, text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// One model asked for at one revision.
 struct ModelRequest<'a> {
     cfg: &'a HubConfig,
     id: &'a RepoId,
@@ -209,194 +180,45 @@ struct ModelRequest<'a> {
 }
 
 impl ModelRequest<'_> {
-    fn repo(&self) -> String {
-        self.id.full.clone()
-    }
-
-    fn info_url(&self) -> String {
-        format!(
-            "{}/api/models/{}/revision/{}",
-            self.cfg.endpoint,
-            self.id.full,
-            encode_segment(self.revision)
-        )
-    }
-
-    fn file_url(&self, revision: &str, path: &str) -> String {
-        let path: Vec<String> = path.split('/').map(encode_segment).collect();
-        format!(
-            "{}/{}/resolve/{}/{}",
-            self.cfg.endpoint,
-            self.id.full,
-            encode_segment(revision),
-            path.join("/")
-        )
-    }
-
     fn unusable(&self, reason: String, files: &[String]) -> HubError {
-        HubError::ModelUnusable {
-            repo: self.repo(),
+        HubError::Unusable {
+            kind: RepoKind::Model,
+            repo: self.id.full.clone(),
             revision: self.revision.to_string(),
             reason,
             files: files.to_vec(),
         }
     }
 
-    fn client(&self) -> Result<HFClient, HubError> {
-        self.cfg.client().map_err(|e| HubError::ModelNetwork {
-            repo: self.repo(),
-            revision: self.revision.to_string(),
-            url: self.cfg.endpoint.clone(),
-            message: format!("cannot set up the hub client: {}", self.scrub(&error_chain(&e))),
-        })
-    }
-
-    fn scrub(&self, msg: &str) -> String {
-        self.cfg.scrub(msg)
-    }
-
-    /// An hf-hub error for a request to `url`; `files` is the repo's file list, when known.
-    fn map_hf(&self, e: HFError, url: &str, files: &[String]) -> HubError {
-        let repo = self.repo();
-        let revision = self.revision.to_string();
-        match e {
-            HFError::RepoNotFound { .. } => {
-                HubError::ModelNotFound { repo, tried: url.to_string() }
-            }
-            HFError::RevisionNotFound { ref context, .. } => {
-                if context.as_ref().and_then(|c| c.error_code.as_deref()) == Some("RepoNotFound") {
-                    HubError::ModelNotFound { repo, tried: url.to_string() }
-                } else {
-                    HubError::ModelRevisionNotFound { repo, revision, tried: url.to_string() }
-                }
-            }
-            HFError::EntryNotFound { ref path, .. } => self.unusable(
-                format!("`{path}` is listed but cannot be downloaded (404 at {url})"),
-                files,
-            ),
-            HFError::AuthRequired { .. } | HFError::Forbidden { .. } => {
-                HubError::ModelUnauthorized {
-                    repo,
-                    url: url.to_string(),
-                    token_sent: self.cfg.token().is_some(),
-                }
-            }
-            HFError::Io(ref io) => HubError::ModelCache {
-                repo,
-                path: self.cfg.cache_dir.clone(),
-                message: self.scrub(&io.to_string()),
-            },
-            HFError::CacheLockTimeout { ref path } => HubError::ModelCache {
-                repo,
-                path: path.clone(),
-                message: "timed out waiting for the cache lock".into(),
-            },
-            HFError::Http { ref context } => HubError::ModelNetwork {
-                repo,
-                revision,
-                url: url.to_string(),
-                message: self.scrub(&format!(
-                    "HTTP {}{}",
-                    context.status,
-                    context.server_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-                )),
-            },
-            other => HubError::ModelNetwork {
-                repo,
-                revision,
-                url: url.to_string(),
-                message: self.scrub(&error_chain(&other)),
-            },
+    fn cache_error(&self, path: &Path, e: std::io::Error) -> HubError {
+        HubError::Cache {
+            kind: RepoKind::Model,
+            repo: self.id.full.clone(),
+            path: path.to_path_buf(),
+            message: e.to_string(),
         }
-    }
-
-    /// The commit `self.revision` points at (when the Hub says) and the repo's files there.
-    async fn list_files(
-        &self,
-        model: &HFRepository<RepoTypeModel>,
-    ) -> Result<(Option<String>, Vec<String>), HubError> {
-        let url = self.info_url();
-        tracing::debug!(repo = %self.id.full, %url, "listing model files");
-        let info = model
-            .info()
-            .revision(self.revision)
-            .send()
-            .await
-            .map_err(|e| self.map_hf(e, &url, &[]))?;
-        let sha = info.sha.filter(|s| is_commit_hash(s));
-        if let Some(siblings) = info.siblings {
-            return Ok((sha, siblings.into_iter().map(|s| s.rfilename).collect()));
-        }
-        // no siblings in the info: walk the tree
-        let rev = sha.clone().unwrap_or_else(|| self.revision.to_string());
-        let tree = model
-            .list_tree()
-            .revision(rev)
-            .recursive(true)
-            .send()
-            .map_err(|e| self.map_hf(e, &url, &[]))?;
-        let entries: Vec<hf_hub::repository::RepoTreeEntry> =
-            tree.try_collect().await.map_err(|e| self.map_hf(e, &url, &[]))?;
-        let files = entries
-            .into_iter()
-            .filter_map(|e| match e {
-                hf_hub::repository::RepoTreeEntry::File { path, .. } => Some(path),
-                _ => None,
-            })
-            .collect();
-        Ok((sha, files))
-    }
-
-    /// Downloads `paths` at `revision` into the cache, a few at a time.
-    async fn download_all(
-        &self,
-        model: &HFRepository<RepoTypeModel>,
-        revision: &str,
-        paths: &[String],
-        files: &[String],
-    ) -> Result<Vec<PathBuf>, HubError> {
-        let downloads: Vec<_> = paths
-            .iter()
-            .map(|path| async move {
-                let url = self.file_url(revision, path);
-                tracing::debug!(repo = %self.id.full, %url, "fetching model file");
-                model
-                    .download_file()
-                    .filename(path.as_str())
-                    .revision(revision)
-                    .send()
-                    .await
-                    .map_err(|e| self.map_hf(e, &url, files))
-            })
-            .collect();
-        stream::iter(downloads).buffered(PARALLEL_DOWNLOADS).try_collect().await
     }
 
     async fn online(&self) -> Result<PathBuf, HubError> {
-        let client = self.client()?;
-        let model = client.model(self.id.owner.clone(), self.id.name.clone());
-        let (sha, files) = self.list_files(&model).await?;
+        let remote = RemoteRepo::open(self.cfg, self.id, self.revision)?;
+        let (sha, files) = remote.list_files(self.revision).await?;
         let (wanted, weights) = pick(&files).map_err(|reason| self.unusable(reason, &files))?;
         // Pinned to the commit, so every file comes from the same one even if the branch moves.
         let pinned = sha.as_deref().unwrap_or(self.revision);
         let mut first: Vec<String> = wanted.iter().map(|f| f.to_string()).collect();
         first.push(weights.file().to_string());
-        let paths = self.download_all(&model, pinned, &first, &files).await?;
+        let paths = remote.download_all(pinned, &first, &files).await?;
         let config = &paths[0];
-        let snapshot =
-            config.parent().map(Path::to_path_buf).ok_or_else(|| HubError::ModelCache {
-                repo: self.repo(),
-                path: config.clone(),
-                message: "the downloaded config.json has no parent directory".into(),
-            })?;
+        let snapshot = config.parent().map(Path::to_path_buf).ok_or_else(|| HubError::Cache {
+            kind: RepoKind::Model,
+            repo: self.id.full.clone(),
+            path: config.clone(),
+            message: "the downloaded config.json has no parent directory".into(),
+        })?;
         let mut count = paths.len();
-        if let Weights::Sharded(index) = weights {
-            let index_path = paths.last().expect("the index was downloaded");
-            let text = std::fs::read_to_string(index_path).map_err(|e| HubError::ModelCache {
-                repo: self.repo(),
-                path: index_path.clone(),
-                message: e.to_string(),
-            })?;
+        if let (Weights::Sharded(index), Some(index_path)) = (&weights, paths.last()) {
+            let text =
+                std::fs::read_to_string(index_path).map_err(|e| self.cache_error(index_path, e))?;
             let shards =
                 shards_of_index(index, &text).map_err(|reason| self.unusable(reason, &files))?;
             if let Some(missing) = shards.iter().find(|s| !files.contains(s)) {
@@ -405,88 +227,36 @@ impl ModelRequest<'_> {
                     &files,
                 ));
             }
-            count += self.download_all(&model, pinned, &shards, &files).await?.len();
+            count += remote.download_all(pinned, &shards, &files).await?.len();
         }
         if let Some(commit) = sha.as_deref() {
             if !is_commit_hash(self.revision) {
-                self.write_ref(commit)?;
+                cache::write_ref(self.cfg, self.id, self.revision, commit)?;
             }
         }
         tracing::info!(repo = %self.id.full, revision = self.revision, files = count, dir = %snapshot.display(), "model files ready");
         Ok(snapshot)
     }
 
-    /// Records `refs/{revision}` → `commit`, as `huggingface_hub` does (no trailing newline).
-    fn write_ref(&self, commit: &str) -> Result<(), HubError> {
-        let path = model_cache_dir(self.cfg, &self.id.full).join("refs").join(self.revision);
-        if std::fs::read_to_string(&path).is_ok_and(|c| c.trim() == commit) {
-            return Ok(());
-        }
-        let err = |e: std::io::Error| HubError::ModelCache {
-            repo: self.repo(),
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let parent = path.parent().expect("a ref has a parent");
-        std::fs::create_dir_all(parent).map_err(err)?;
-        let tmp = parent.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, commit).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
-    }
-
     /// The cached snapshot of `self.revision`, checked to hold a usable model.
     fn offline(&self) -> Result<PathBuf, HubError> {
-        let repo_dir = model_cache_dir(self.cfg, &self.id.full);
-        let not_cached = |path: PathBuf, detail: String| HubError::ModelOffline {
-            repo: self.repo(),
-            revision: self.revision.to_string(),
-            cache_path: path,
-            detail,
-        };
-        let snapshot = if is_commit_hash(self.revision) {
-            repo_dir.join("snapshots").join(self.revision)
-        } else {
-            let ref_path = repo_dir.join("refs").join(self.revision);
-            match std::fs::read_to_string(&ref_path) {
-                Ok(commit) if is_commit_hash(commit.trim()) => {
-                    repo_dir.join("snapshots").join(commit.trim())
-                }
-                Ok(_) => return Err(not_cached(ref_path, "the ref holds no commit hash".into())),
-                Err(_) => {
-                    return Err(not_cached(
-                        ref_path,
-                        format!("revision `{}` has never been downloaded", self.revision),
-                    ))
-                }
-            }
-        };
-        if !snapshot.is_dir() {
-            return Err(not_cached(snapshot, "its snapshot is missing from the cache".into()));
-        }
-        let mut files = Vec::new();
-        walk(&snapshot, "", &mut files).map_err(|e| HubError::ModelCache {
-            repo: self.repo(),
-            path: snapshot.clone(),
-            message: e.to_string(),
-        })?;
-        files.sort();
+        let Snapshot { dir: snapshot, files } =
+            cache::cached_snapshot(self.cfg, self.id, self.revision)?;
+        let not_cached =
+            |path: PathBuf, detail: String| cache::offline(self.id, self.revision, path, detail);
         let (_, weights) = pick(&files).map_err(|reason| {
             not_cached(
                 snapshot.clone(),
-                format!("the cached copy cannot be used: {reason} (cached: {})", list(&files)),
+                format!(
+                    "the cached copy cannot be used: {reason} (cached: {})",
+                    short_list(&files)
+                ),
             )
         })?;
         if let Weights::Sharded(index) = weights {
             let index_path = snapshot.join(index);
-            let text = std::fs::read_to_string(&index_path).map_err(|e| HubError::ModelCache {
-                repo: self.repo(),
-                path: index_path.clone(),
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|e| self.cache_error(&index_path, e))?;
             let shards = shards_of_index(index, &text).map_err(|reason| {
                 not_cached(index_path.clone(), format!("the cached copy cannot be used: {reason}"))
             })?;
@@ -494,7 +264,7 @@ impl ModelRequest<'_> {
             if !missing.is_empty() {
                 return Err(not_cached(
                     snapshot,
-                    format!("shards named by {index} are not cached: {}", list(&missing)),
+                    format!("shards named by {index} are not cached: {}", short_list(&missing)),
                 ));
             }
         }
@@ -511,7 +281,7 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    /// Lays out a cache as `huggingface_hub` writes it: blobs, snapshot symlinks, refs.
+    /// A model cache laid out by hand (see [`crate::cache::testing::fake_cache`]).
     fn fake_cache(
         root: &Path,
         repo: &str,
@@ -519,31 +289,10 @@ mod tests {
         commit: &str,
         files: &[(&str, &str)],
     ) -> PathBuf {
-        let repo_dir = root.join(format!("models--{}", repo.replace('/', "--")));
-        for (i, (path, body)) in files.iter().enumerate() {
-            let blob = repo_dir.join("blobs").join(format!("etag{i}{commit}"));
-            std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-            std::fs::write(&blob, body).unwrap();
-            let link = repo_dir.join("snapshots").join(commit).join(path);
-            std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(&blob, &link).unwrap();
-        }
-        if let Some(revision) = revision {
-            let r = repo_dir.join("refs").join(revision);
-            std::fs::create_dir_all(r.parent().unwrap()).unwrap();
-            std::fs::write(r, commit).unwrap();
-        }
-        repo_dir.join("snapshots").join(commit)
+        crate::cache::testing::fake_cache(root, RepoKind::Model, repo, revision, commit, files)
     }
 
-    fn offline_cfg(cache: &Path) -> HubConfig {
-        HubConfig {
-            endpoint: "http://hub.invalid".into(),
-            token: None,
-            cache_dir: cache.to_path_buf(),
-            offline: true,
-        }
-    }
+    use crate::cache::testing::offline_config as offline_cfg;
 
     const INDEX: &str = r#"{"metadata": {"total_size": 8}, "weight_map": {
         "a.weight": "model-00001-of-00002.safetensors",
@@ -602,26 +351,13 @@ mod tests {
     }
 
     #[test]
-    fn model_ids_and_urls() {
-        let id = parse_model_id("distilbert-base-uncased").unwrap();
-        assert_eq!((id.owner.as_str(), id.name.as_str()), ("", "distilbert-base-uncased"));
-        let id = parse_model_id(" hf://google-bert/bert-base-uncased ").unwrap();
-        assert_eq!(id.full, "google-bert/bert-base-uncased");
-        for bad in ["", "a/b/c", "hf://datasets/a/b", "a b", "../x"] {
-            let e = parse_model_id(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
-            assert!(matches!(e, HubError::InvalidModelRepo { .. }), "{bad:?}: {e}");
-            assert!(e.to_string().contains("model id"), "{e}");
-        }
+    fn model_cache_folders() {
         let cfg = HubConfig {
             endpoint: "http://hub".into(),
             token: None,
             cache_dir: "/c".into(),
             offline: false,
         };
-        let id = parse_model_id("o/n").unwrap();
-        let r = ModelRequest { cfg: &cfg, id: &id, revision: "refs/pr/1" };
-        assert_eq!(r.info_url(), "http://hub/api/models/o/n/revision/refs%2Fpr%2F1");
-        assert_eq!(r.file_url("main", "sub/a b.bin"), "http://hub/o/n/resolve/main/sub/a%20b.bin");
         assert_eq!(model_cache_dir(&cfg, "o/n"), PathBuf::from("/c/models--o--n"));
         assert_eq!(model_cache_dir(&cfg, "gpt2"), PathBuf::from("/c/models--gpt2"));
     }
@@ -667,9 +403,7 @@ mod tests {
         );
         // `main` was never fetched
         let err = fetch_model_files(&cfg, "distilbert-base-uncased", None).await.unwrap_err();
-        let HubError::ModelOffline { ref cache_path, ref revision, .. } = err else {
-            panic!("{err}")
-        };
+        let HubError::Offline { ref cache_path, ref revision, .. } = err else { panic!("{err}") };
         assert_eq!(cache_path, &cache.path().join("models--distilbert-base-uncased/refs/main"));
         assert_eq!(revision, "main");
         let msg = err.to_string();
@@ -687,7 +421,7 @@ mod tests {
         let cfg = offline_cfg(cache.path());
         for bad in ["../../etc", "a//b", "/abs", "refs/..", "a\\b"] {
             let err = fetch_model_files(&cfg, "o/n", Some(bad)).await.unwrap_err();
-            assert!(matches!(err, HubError::ModelRevisionNotFound { .. }), "{bad}: {err}");
+            assert!(matches!(err, HubError::RevisionNotFound { .. }), "{bad}: {err}");
         }
     }
 
@@ -696,7 +430,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let cfg = offline_cfg(cache.path());
         let err = fetch_model_files(&cfg, "o/n", Some("dev")).await.unwrap_err();
-        let HubError::ModelOffline { cache_path, .. } = err else { panic!("{err}") };
+        let HubError::Offline { cache_path, .. } = err else { panic!("{err}") };
         assert_eq!(cache_path, cache.path().join("models--o--n/refs/dev"));
 
         let commit = "c".repeat(40);
@@ -704,7 +438,7 @@ mod tests {
         std::fs::create_dir_all(&refs).unwrap();
         std::fs::write(refs.join("main"), &commit).unwrap();
         let err = fetch_model_files(&cfg, "o/n", None).await.unwrap_err();
-        let HubError::ModelOffline { cache_path, detail, .. } = err else { panic!() };
+        let HubError::Offline { cache_path, detail, .. } = err else { panic!() };
         assert_eq!(cache_path, cache.path().join(format!("models--o--n/snapshots/{commit}")));
         assert!(detail.contains("snapshot is missing"), "{detail}");
     }
@@ -722,7 +456,7 @@ mod tests {
             &[("config.json", "{}"), ("vocab.txt", "")],
         );
         let err = fetch_model_files(&cfg, "o/cfg-only", None).await.unwrap_err();
-        assert!(matches!(err, HubError::ModelOffline { .. }), "{err}");
+        assert!(matches!(err, HubError::Offline { .. }), "{err}");
         let msg = err.to_string();
         assert!(
             msg.contains("no weights") && msg.contains("cached: config.json, vocab.txt"),
@@ -772,7 +506,7 @@ mod tests {
         );
         let err = fetch_model_files(&cfg, "o/partial", None).await.unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, HubError::ModelOffline { .. }), "{msg}");
+        assert!(matches!(err, HubError::Offline { .. }), "{msg}");
         assert!(
             msg.contains("model-00002-of-00002.safetensors") && !msg.contains("model-00001-of"),
             "{msg}"
@@ -783,14 +517,16 @@ mod tests {
     fn messages_name_the_model_and_map_to_sqlstates() {
         let cases: Vec<(HubError, &str)> = vec![
             (
-                HubError::ModelNotFound {
+                HubError::NotFound {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     tried: "http://h/api/models/o/n/revision/main".into(),
                 },
                 "58P01",
             ),
             (
-                HubError::ModelRevisionNotFound {
+                HubError::RevisionNotFound {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     revision: "v9".into(),
                     tried: "http://h/x".into(),
@@ -798,7 +534,8 @@ mod tests {
                 "58P01",
             ),
             (
-                HubError::ModelUnauthorized {
+                HubError::Unauthorized {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     url: "http://h/x".into(),
                     token_sent: false,
@@ -806,7 +543,8 @@ mod tests {
                 "42501",
             ),
             (
-                HubError::ModelUnusable {
+                HubError::Unusable {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     revision: "main".into(),
                     reason: "it has no config.json".into(),
@@ -815,7 +553,8 @@ mod tests {
                 "58P01",
             ),
             (
-                HubError::ModelOffline {
+                HubError::Offline {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     revision: "main".into(),
                     cache_path: "/c/models--o--n/refs/main".into(),
@@ -824,7 +563,8 @@ mod tests {
                 "58P01",
             ),
             (
-                HubError::ModelNetwork {
+                HubError::Network {
+                    kind: RepoKind::Model,
                     repo: "o/n".into(),
                     revision: "main".into(),
                     url: "http://h/x".into(),
@@ -833,10 +573,22 @@ mod tests {
                 "58000",
             ),
             (
-                HubError::ModelCache { repo: "o/n".into(), path: "/c".into(), message: "x".into() },
+                HubError::Cache {
+                    kind: RepoKind::Model,
+                    repo: "o/n".into(),
+                    path: "/c".into(),
+                    message: "x".into(),
+                },
                 "58030",
             ),
-            (HubError::InvalidModelRepo { repo: "o/n".into(), reason: "x".into() }, "22023"),
+            (
+                HubError::InvalidRepo {
+                    kind: RepoKind::Model,
+                    repo: "o/n".into(),
+                    reason: "x".into(),
+                },
+                "22023",
+            ),
         ];
         for (e, code) in cases {
             let msg = e.to_string();

@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
-use super::{UploadClient, UploadError};
-use crate::hub::RepoId;
+use super::client::{UploadClient, UploadError};
+use crate::error::{HubError, RepoKind};
+use crate::repo::RepoId;
 
 /// What [`UploadClient::create_repo`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,8 @@ pub fn resolve_repo_id(wanted: &str, user: &str) -> Result<String, String> {
     }
     let full =
         if wanted.contains('/') { wanted.to_string() } else { format!("{}/{wanted}", user.trim()) };
-    let id = RepoId::parse(&full).map_err(|e| match e {
-        crate::hub::HubError::InvalidRepo { reason, .. } => {
+    let id = RepoId::parse(RepoKind::Model, &full, &full).map_err(|e| match e {
+        HubError::InvalidRepo { reason, .. } => {
             format!("`{full}` is not a valid Hub model id: {reason}")
         }
         other => other.to_string(),

@@ -5,9 +5,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH
 use serde_json::{json, Value as Json};
 use tokio::io::AsyncReadExt;
 
-use super::commit::UploadSource;
-use super::{UploadClient, UploadError};
-use crate::hub::DEFAULT_ENDPOINT;
+use super::client::{UploadClient, UploadError};
+use super::file::UploadSource;
+use crate::config::DEFAULT_ENDPOINT;
 
 const LFS_JSON: &str = "application/vnd.git-lfs+json";
 /// Bytes read from a file per chunk of a streamed upload.

@@ -2,50 +2,20 @@
 //! (LFS or regular), the LFS uploads, and the ndjson commit itself.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use base64::Engine;
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
+use super::client::{UploadClient, UploadError};
+use super::file::{UploadFile, UploadSource};
 use super::lfs::LfsObject;
-use super::{UploadClient, UploadError};
-use crate::hub::encode_segment;
+use crate::repo::encode_segment;
 
 /// Bytes of a file's start sent to the preupload endpoint.
 const SAMPLE_BYTES: usize = 512;
 /// Files per preupload request, as `huggingface_hub` does.
 const PREUPLOAD_CHUNK: usize = 256;
-
-/// Where a file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UploadSource {
-    /// A local file, read (and streamed for LFS uploads) when the commit is made.
-    File(PathBuf),
-    /// Bytes in memory (a generated model card).
-    Bytes(Vec<u8>),
-}
-
-/// One file of a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadFile {
-    /// Its path in the repo, `/`-separated (`config.json`, `last-checkpoint/config.json`).
-    pub path_in_repo: String,
-    /// Its bytes.
-    pub source: UploadSource,
-}
-
-impl UploadFile {
-    /// A local file at `path_in_repo`.
-    pub fn file(path_in_repo: impl Into<String>, local: impl Into<PathBuf>) -> Self {
-        UploadFile { path_in_repo: path_in_repo.into(), source: UploadSource::File(local.into()) }
-    }
-
-    /// Bytes at `path_in_repo`.
-    pub fn bytes(path_in_repo: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
-        UploadFile { path_in_repo: path_in_repo.into(), source: UploadSource::Bytes(bytes.into()) }
-    }
-}
 
 /// The commit the Hub made.
 #[derive(Debug, Clone, PartialEq, Eq)]
