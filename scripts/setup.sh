@@ -326,6 +326,7 @@ cmd_test() {
     if [ "${PGMLD_SKIP_LINT:-0}" != 1 ]; then
         log "cargo fmt --all --check"
         cargo fmt --all --check
+        bash "$ROOT/scripts/crate-graph.sh" --check
         log "cargo clippy --workspace --all-targets ${profile[*]} -- -D warnings"
         cargo clippy --workspace --all-targets "${profile[@]}" -- -D warnings
     fi

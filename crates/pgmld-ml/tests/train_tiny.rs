@@ -340,7 +340,7 @@ fn on_save_runs_every_save_steps_with_the_model() {
             &args(json),
             |_| {},
             |s| {
-                assert_eq!(s.model().num_labels(), 2);
+                assert_eq!(s.task().model().num_labels(), 2);
                 at.push(s.step());
             },
             || false,

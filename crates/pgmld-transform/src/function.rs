@@ -47,7 +47,8 @@ impl Transform {
 /// A call, parsed: classification or generation.
 enum Call {
     Classify(ClassifyRequest, Vec<ClassifyInput>),
-    Generate(GenerateCall),
+    /// Boxed: a generation request is several times the size of a classification one.
+    Generate(Box<GenerateCall>),
 }
 
 /// A call's parsed request and inputs.
@@ -59,7 +60,8 @@ fn parse(args: &Args) -> Result<Call, TransformError> {
     );
     let task = request::task_object(task_arg)?;
     if task.get("task").and_then(Json::as_str).and_then(GenTask::parse).is_some() {
-        return GenerateCall::parse(task_arg, args_arg, inputs_arg).map(Call::Generate);
+        return GenerateCall::parse(task_arg, args_arg, inputs_arg)
+            .map(|call| Call::Generate(Box::new(call)));
     }
     let req = request::classify_request(&task, args_arg)?;
     let inputs = request::classify_inputs(inputs_arg)?;
@@ -100,7 +102,7 @@ impl PgmlFunction for Transform {
                 let (req, inputs) = match parse(args).map_err(|e| row_error(e, r, n))? {
                     Call::Classify(req, inputs) => (req, inputs),
                     Call::Generate(call) => {
-                        generations.push((r, call));
+                        generations.push((r, *call));
                         continue;
                     }
                 };
