@@ -23,4 +23,4 @@ pub use params::Param;
 pub use plan::Plan;
 pub use rowwise::{builtin_type_name, next_row_block, RowBlock, RowCall, SourceColumn, SourceRow};
 pub use streaming::{CursorCommand, CursorDecl, StreamForm};
-pub use value::{SqlType, Value};
+pub use value::{parse_bool, SqlType, Value};

@@ -279,7 +279,10 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn parse_bool(s: &str) -> Option<bool> {
+/// A boolean as Postgres' `boolean` input reads it (`t`, `true`, `yes`, `on`, `1`, ... in any
+/// case, surrounding spaces ignored); `None` for anything else. Shared by SQL arguments and
+/// JSON options given as strings, so both accept the same spellings.
+pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "t" | "true" | "yes" | "y" | "on" | "1" => Some(true),
         "f" | "false" | "no" | "n" | "off" | "0" => Some(false),

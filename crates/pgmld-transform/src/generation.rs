@@ -252,11 +252,8 @@ fn get_bool(m: &Map<String, Json>, key: &str, default: bool) -> Result<bool, Tra
     match m.get(key) {
         None | Some(Json::Null) => Ok(default),
         Some(Json::Bool(b)) => Ok(*b),
-        Some(Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "t" | "yes" | "y" | "on" | "1" => Ok(true),
-            "false" | "f" | "no" | "n" | "off" | "0" => Ok(false),
-            _ => Err(bad(format!("{key} must be true or false, not \"{s}\""))),
-        },
+        Some(Json::String(s)) => pgmld_sql::parse_bool(s)
+            .ok_or_else(|| bad(format!("{key} must be true or false, not \"{s}\""))),
         Some(other) => Err(bad(format!("{key} must be true or false, not {other}"))),
     }
 }
