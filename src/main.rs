@@ -178,8 +178,10 @@ async fn run(config: Config) -> Result<()> {
     let mut registry = pgmld_sql::Registry::with_builtins();
     // One Hub configuration (endpoint, token, cache, offline) for datasets, tune and transform.
     let hub = Arc::new(pgmld_hub::HubConfig::from_env());
+    // One connector for pgmld's own connections, shared by datasets, tune and transform.
+    let connector = Arc::new(pgmld_upstream::Connector::new(upstream.clone()));
     let loader = pgmld_datasets::Loader {
-        upstream: upstream.clone(),
+        connector: connector.clone(),
         hub: hub.clone(),
         dataset_dirs: config.dataset_dirs.clone(),
     };
@@ -189,8 +191,8 @@ async fn run(config: Config) -> Result<()> {
     let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices)
         .context("starting training workers")?;
     let tuner = pgmld_tune::Tuner {
-        upstream: upstream.clone(),
-        hub: (*hub).clone(),
+        connector: connector.clone(),
+        hub: hub.clone(),
         pool: Arc::new(pool),
         work_dir: config.data_dir.join("work"),
         file_part_bytes: config.file_part_bytes,
@@ -217,7 +219,7 @@ async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let transformer = pgmld_transform::Transformer::new(
-        upstream.clone(),
+        connector,
         hub,
         config.data_dir.join("work"),
         cache,

@@ -1,6 +1,7 @@
 //! Why a load failed, mapped to the SQLSTATE the client sees.
 
 use pgmld_sql::{codes, SqlError};
+use pgmld_upstream::PostgresError;
 
 /// Errors of `pgml.load_dataset`. Messages name the source and what was tried.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +25,8 @@ pub enum DatasetError {
     #[error("{0}")]
     TableExists(String),
     /// Postgres refused something while loading.
-    #[error("{context}: {message}")]
-    Postgres {
-        /// What pgmld was doing.
-        context: String,
-        /// Postgres' message.
-        message: String,
-        /// Postgres' SQLSTATE when it sent one.
-        code: Option<String>,
-    },
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
     /// The calling role may not do this (server files, `dataset_dirs`); says what it needs.
     #[error("{0}")]
     Denied(SqlError),
@@ -47,12 +41,7 @@ pub enum DatasetError {
 impl DatasetError {
     /// A Postgres error with context.
     pub fn pg(context: impl Into<String>, e: tokio_postgres::Error) -> Self {
-        let code = e.code().map(|c| c.code().to_string());
-        let message = match e.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => e.to_string(),
-        };
-        DatasetError::Postgres { context: context.into(), message, code }
+        DatasetError::Postgres(PostgresError::new(context, e))
     }
 }
 
@@ -68,15 +57,7 @@ impl From<DatasetError> for SqlError {
             DatasetError::TableExists(_) => SqlError::new("42P07", message).with_hint(
                 "Pass kwargs => '{\"if_exists\": \"replace\"}' or '{\"if_exists\": \"append\"}'.",
             ),
-            DatasetError::Postgres { code, .. } => {
-                let code: &'static str = match code.as_deref() {
-                    Some("42501") => "42501",
-                    Some("53100") => "53100",
-                    Some("2BP01") => "2BP01",
-                    _ => "XX000",
-                };
-                SqlError::new(code, message)
-            }
+            DatasetError::Postgres(p) => SqlError::new(p.client_code(), message),
             DatasetError::Denied(e) => e,
             DatasetError::Cancelled => SqlError::new(codes::QUERY_CANCELED, message),
             DatasetError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),

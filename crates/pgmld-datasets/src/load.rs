@@ -36,9 +36,9 @@ pub struct Loaded {
 
 /// Loads datasets for any database of the upstream.
 pub struct Loader {
-    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
-    /// per call.
-    pub upstream: pgmld_upstream::Upstream,
+    /// pgmld's own connections (the database is chosen per call): the one connector pgmld
+    /// built at startup.
+    pub connector: std::sync::Arc<pgmld_upstream::Connector>,
     /// Hub endpoint, token, cache: the one configuration pgmld built at startup.
     pub hub: std::sync::Arc<HubConfig>,
     /// Directories local sources must lie in (config `dataset_dirs`); empty: anywhere the
@@ -245,16 +245,9 @@ impl Loader {
         Ok(files)
     }
 
-    async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, DatasetError> {
-        self.upstream
-            .connect(database)
-            .await
-            .map_err(|e| DatasetError::pg(format!("connecting to database {database}"), e))
-    }
-
     /// A connection of pgmld's own to the call's database, acting as the calling role.
     async fn connect_as(&self, ctx: &CallContext) -> Result<tokio_postgres::Client, DatasetError> {
-        let client = self.connect(&ctx.database).await?;
+        let client = self.connector.connect(&ctx.database).await?;
         roles::set_role(&client, &ctx.caller.role)
             .await
             .map_err(|e| DatasetError::pg(roles::acting_as(&ctx.caller.role), e))?;

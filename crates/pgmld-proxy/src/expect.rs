@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -97,8 +97,6 @@ pub struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the relay when an entry it must act on by itself (Local, Barrier) is queued.
     pub wake: Notify,
-    /// Last ReadyForQuery status from the upstream (`I`, `T`, `E`).
-    txn_status: AtomicU8,
     /// ReadyForQuery messages with status `I` seen so far: each one ends whatever
     /// transaction was open, so pgmld's cursors declared before it are gone.
     txn_ends: AtomicU64,
@@ -120,7 +118,6 @@ impl Shared {
         let shared = Shared {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
-            txn_status: AtomicU8::new(b'I'),
             txn_ends: AtomicU64::new(0),
             txn_ended: Notify::new(),
             closed: AtomicBool::new(false),
@@ -201,7 +198,6 @@ impl Shared {
 
     /// Records a ReadyForQuery status.
     pub fn set_txn_status(&self, status: u8) {
-        self.txn_status.store(status, Ordering::Relaxed);
         self.lock().skipping = false;
         if status == b'I' {
             self.txn_ends.fetch_add(1, Ordering::Relaxed);
@@ -212,11 +208,6 @@ impl Shared {
     /// How many transactions have ended (see `txn_ends`); a cursor records it when declared.
     pub fn txn_end_count(&self) -> u64 {
         self.txn_ends.load(Ordering::Relaxed)
-    }
-
-    /// Last known transaction status.
-    pub fn txn_status(&self) -> u8 {
-        self.txn_status.load(Ordering::Relaxed)
     }
 
     /// Ends the session: drops all entries so waiters see closed channels.

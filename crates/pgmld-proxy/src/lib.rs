@@ -3,21 +3,17 @@
 //! statements calling `pgml.*` served through `pgmld-sql`.
 
 mod accept;
-mod authorize;
 mod cancel;
 mod error;
 mod expect;
 mod frontend;
 #[cfg(test)]
 mod fuzz_tests;
-mod intercept;
-mod per_row;
 mod relay;
 mod sasl;
 mod server;
 mod session;
 mod startup;
-mod stream;
 mod threads;
 pub mod tls;
 mod wire;

@@ -1,16 +1,21 @@
 //! Client → upstream half of a session: reads the client's messages, forwards them raw
 //! (recording what answers to expect), and hands statements that call pgml functions to
-//! the interceptor (`intercept.rs`).
+//! the interceptor (`session/intercept.rs`).
+
+mod authorize;
+mod intercept;
+mod per_row;
+mod state;
+mod stream;
 
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route, Shared};
 use crate::startup::ReadHalf;
-use crate::stream::LocalCursor;
 use crate::wire::{self, split_message};
 use bytes::{Bytes, BytesMut};
 use pgmld_metrics::Metrics;
-use pgmld_sql::{CallContext, Caller, CursorCommand, Plan, Registry};
-use std::collections::HashMap;
+use pgmld_sql::{CallContext, Caller, Plan, Registry};
+use state::PgmlState;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -29,58 +34,32 @@ pub struct SessionInfo {
     pub local_call: Arc<AtomicBool>,
 }
 
-/// A prepared statement that calls pgml functions. Upstream holds its shape under the
-/// client's name, so Describe and Bind behave as Postgres; Execute runs the plan.
-pub(crate) struct LocalStatement {
-    pub plan: Arc<Plan>,
-    /// Receives the upstream's Describe of the shape (for parameter types).
-    pub describe: Option<tokio::sync::mpsc::UnboundedReceiver<(u8, Bytes)>>,
-    /// Parameter types once known.
-    pub param_types: Option<Vec<u32>>,
-}
-
-/// A portal bound to a [`LocalStatement`].
-pub(crate) struct LocalPortal {
-    pub statement: String,
-    pub plan: Arc<Plan>,
-    /// The client's Bind frame (re-encoded under pgmld's portal name at Execute).
-    pub bind: Bytes,
-    /// The upstream portal running the evaluated text, after the first Execute.
-    pub running: Option<String>,
-    /// A streaming SELECT suspended by Execute's row limit: the next Execute goes on.
-    pub stream: Option<LocalCursor>,
-}
-
-/// The client → upstream loop and the interception state.
+/// The client → upstream loop of one session. The impl blocks in the child modules serve
+/// what it hands them: statements calling pgml (`intercept`), per-row calls (`per_row`),
+/// streaming calls and their cursors (`stream`), the privilege probe (`authorize`).
 pub struct Session<W> {
-    pub(crate) client: ReadHalf,
-    pub(crate) inbuf: BytesMut,
-    pub(crate) upstream: W,
+    /// The client's socket, read half.
+    client: ReadHalf,
+    /// Client bytes read but not yet handled (pipelined messages wait here during a call).
+    inbuf: BytesMut,
+    /// The upstream's socket, write half.
+    upstream: W,
     /// Bytes to write upstream, batched so pipelined messages go out together.
-    pub(crate) up: BytesMut,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) info: SessionInfo,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) max_message: usize,
-    pub(crate) statements: HashMap<String, LocalStatement>,
-    pub(crate) portals: HashMap<String, LocalPortal>,
-    /// Cursors over streaming pgml calls, by name; upstream holds a cursor of the same
-    /// name and shape that validates each FETCH (see `stream.rs`).
-    pub(crate) cursors: HashMap<String, LocalCursor>,
-    /// Prepared FETCH / MOVE / CLOSE statements, by name: their portals may name one of
-    /// `cursors` when they run.
-    pub(crate) cursor_statements: HashMap<String, CursorCommand>,
-    /// Portals bound to those statements, with the client's result format codes.
-    pub(crate) cursor_portals: HashMap<String, (CursorCommand, Vec<i16>)>,
-    /// pgmld reported an error in extended mode: ignore pgml work until Sync.
-    pub(crate) error_until_sync: bool,
-    pub(crate) client_gone: bool,
-    pub(crate) counter: u64,
+    up: BytesMut,
+    /// What the upstream → client half must do with each answer, and the notices queue.
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    max_message: usize,
+    /// Statements, portals and cursors that involve pgml.
+    pgml: PgmlState,
+    /// The client went away during a pgml call: stop after it.
+    client_gone: bool,
 }
 
 /// Whether the loop goes on.
-pub(crate) enum Flow {
+enum Flow {
     Continue,
     Stop,
 }
@@ -108,14 +87,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             registry,
             metrics,
             max_message,
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            cursors: HashMap::new(),
-            cursor_statements: HashMap::new(),
-            cursor_portals: HashMap::new(),
-            error_until_sync: false,
+            pgml: PgmlState::default(),
             client_gone: false,
-            counter: 0,
         }
     }
 
@@ -179,7 +152,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Err(e)
     }
 
-    pub(crate) async fn flush_upstream(&mut self) -> Result<(), ProxyError> {
+    async fn flush_upstream(&mut self) -> Result<(), ProxyError> {
         if !self.up.is_empty() {
             self.metrics.bytes_to_upstream.inc_by(self.up.len() as u64);
             self.upstream.write_all(&self.up).await?;
@@ -191,7 +164,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// Forwards a client frame whose answers go to the client.
-    pub(crate) fn forward(&mut self, frame: &[u8], kind: Option<Kind>) {
+    fn forward(&mut self, frame: &[u8], kind: Option<Kind>) {
         if let Some(kind) = kind {
             self.shared.expect(kind, Route::Client);
         }
@@ -218,7 +191,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 self.forward(&frame, Some(kind));
             }
             b'S' => {
-                self.error_until_sync = false;
+                self.pgml.error_until_sync = false;
                 self.forward(&frame, Some(Kind::Sync));
             }
             b'F' => self.forward(&frame, Some(Kind::FunctionCall)),
@@ -235,7 +208,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// Writes pending bytes, then waits until the upstream answered everything before.
-    pub(crate) async fn catch_up(&mut self) -> Result<(), ProxyError> {
+    async fn catch_up(&mut self) -> Result<(), ProxyError> {
         wire::flush(&mut self.up);
         let barrier = self.shared.barrier();
         self.flush_upstream().await?;
@@ -245,7 +218,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     /// The context pgml calls run with: notices go to the client between messages.
-    pub(crate) fn call_context(&self, caller: Caller) -> CallContext {
+    fn call_context(&self, caller: Caller) -> CallContext {
         let notices = self.shared.notices.clone();
         CallContext {
             database: self.info.database.clone(),
@@ -264,7 +237,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Evaluates a plan while watching the client: a dropped connection cancels the call.
     /// The caller's session is asked first whether it may call the plan's functions.
     /// Pipelined messages read meanwhile stay buffered for afterwards.
-    pub(crate) async fn evaluate(
+    async fn evaluate(
         &mut self,
         plan: &Plan,
         params: &[pgmld_sql::Param],
@@ -280,7 +253,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Awaits `fut` while reading the client: when the client goes away, the session's
     /// cancel flag is set so the pgml call stops.
-    pub(crate) async fn watch_client<T>(
+    async fn watch_client<T>(
         &mut self,
         fut: impl std::future::Future<Output = T>,
     ) -> Result<T, ProxyError> {
@@ -301,10 +274,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 }
 
 /// Marks a pgml call as running in pgmld (the upstream idle) until dropped.
-pub(crate) struct LocalCall<'a>(&'a AtomicBool);
+struct LocalCall<'a>(&'a AtomicBool);
 
 impl<'a> LocalCall<'a> {
-    pub(crate) fn start(flag: &'a AtomicBool) -> Self {
+    fn start(flag: &'a AtomicBool) -> Self {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         LocalCall(flag)
     }

@@ -5,7 +5,7 @@ use crate::error::ProxyError;
 use bytes::{Buf, Bytes, BytesMut};
 use pgmld_sql::SqlError;
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Flush, Parse};
-use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -173,17 +173,8 @@ pub fn notice_response(severity: &str, message: &str, out: &mut BytesMut) {
     encode(&NoticeResponse::new(fields), out);
 }
 
-/// `ReadyForQuery` with a transaction status byte (`I`, `T`, `E`).
-pub fn ready_for_query(status: u8, out: &mut BytesMut) {
-    let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
-    };
-    encode(&ReadyForQuery::new(status), out);
-}
-
-/// Frontend `Query`.
+/// Frontend `Query` (tests drive sessions with it).
+#[cfg(test)]
 pub fn query(sql: &str, out: &mut BytesMut) {
     encode(&Query::new(sql.to_string()), out);
 }

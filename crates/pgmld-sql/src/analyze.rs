@@ -148,10 +148,11 @@ pub fn find_all_calls(sql: &str) -> Option<Vec<CallSite>> {
 }
 
 /// A statement parsed once, with the tokens and line offsets that map AST locations back
-/// to bytes of the original text.
-pub(crate) struct Parsed<'a> {
+/// to bytes of the original text. It owns the text, so a [`crate::Plan`] can keep it and
+/// find per-row blocks later without parsing again.
+pub(crate) struct Parsed {
     /// The client's text.
-    pub sql: &'a str,
+    pub sql: String,
     /// sqlparser's statements.
     pub statements: Vec<Statement>,
     /// Every token, whitespace and comments included, with locations.
@@ -160,21 +161,21 @@ pub(crate) struct Parsed<'a> {
     pub offsets: LineOffsets,
 }
 
-impl<'a> Parsed<'a> {
+impl Parsed {
     /// `None` unless `sql` mentions pgml and parses.
-    pub fn new(sql: &'a str) -> Option<Self> {
+    pub fn new(sql: &str) -> Option<Self> {
         if !mentions_pgml(sql) {
             return None;
         }
         let dialect = PostgreSqlDialect {};
         let statements = Parser::parse_sql(&dialect, sql).ok()?;
         let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().ok()?;
-        Some(Parsed { sql, statements, tokens, offsets: LineOffsets::new(sql) })
+        Some(Parsed { sql: sql.to_string(), statements, tokens, offsets: LineOffsets::new(sql) })
     }
 
     /// Byte offset of a location.
     pub fn byte(&self, loc: Location) -> Option<usize> {
-        self.offsets.byte(self.sql, loc)
+        self.offsets.byte(&self.sql, loc)
     }
 
     /// Every pgml call, nested ones included, ordered by start; `None` when there is none
@@ -188,7 +189,7 @@ impl<'a> Parsed<'a> {
         let mut calls = Vec::new();
         for f in finder.found {
             let start = self.byte(f.start)?;
-            let (end, arg_ranges) = call_extent(&self.tokens, f.start, &self.offsets, self.sql)?;
+            let (end, arg_ranges) = call_extent(&self.tokens, f.start, &self.offsets, &self.sql)?;
             let position = match f.kind {
                 Kind::Expr => Position::Expr {
                     bare_select_item: finder.bare_items.contains(&loc_key(f.start)),

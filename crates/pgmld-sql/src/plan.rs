@@ -1,18 +1,20 @@
 //! A statement with its pgml calls bound to functions: the text the upstream sees to
 //! describe it (`shape_sql`) and the text it runs once the calls are evaluated (`execute`).
 
-use crate::analyze::{find_all_calls, ArgExpr, CallSite, Position, RawArg};
+use crate::analyze::{ArgExpr, CallSite, Parsed, Position, RawArg};
 use crate::error::{codes, SqlError};
 use crate::function::{
     Args, CallContext, Output, ParamSpec, PgmlFunction, Registry, Returns, RowStream,
 };
 use crate::params::Param;
-use crate::streaming::{stream_form, StreamForm};
+use crate::rowwise::{self, RowBlock};
+use crate::streaming::{stream_form_of, StreamForm};
 use crate::value::{SqlType, Value};
 use std::ops::Range;
 use std::sync::Arc;
 
 /// One call bound to its function; arguments matched to parameters (defaults not yet filled).
+#[derive(Clone)]
 pub(crate) struct BoundCall {
     /// Where the call is and what was written.
     pub site: CallSite,
@@ -35,9 +37,11 @@ impl BoundCall {
     }
 }
 
-/// A statement that calls pgml functions, ready to describe and run.
+/// A statement that calls pgml functions, parsed once and ready to describe, serve per
+/// row ([`Plan::next_row_block`]) and run.
 pub struct Plan {
-    sql: String,
+    /// The client's text, parsed: kept so per-row blocks are found without parsing again.
+    parsed: Parsed,
     /// Every call, nested ones (inside another call's arguments) included, by start.
     calls: Vec<BoundCall>,
     /// Set when the statement's rows are exactly one streaming call's values.
@@ -50,7 +54,8 @@ impl Plan {
     /// Calls whose arguments read columns bind too: the proxy serves them first with
     /// [`crate::rowwise::next_row_block`], and [`Plan::shape_sql`] describes them.
     pub fn build(sql: &str, registry: &Registry) -> Result<Option<Plan>, SqlError> {
-        let Some(sites) = find_all_calls(sql) else { return Ok(None) };
+        let Some(parsed) = Parsed::new(sql) else { return Ok(None) };
+        let Some(sites) = parsed.calls() else { return Ok(None) };
         let calls: Vec<BoundCall> =
             sites.into_iter().map(|site| bind_at(sql, site, registry)).collect::<Result<_, _>>()?;
         let stream = match calls.as_slice() {
@@ -58,11 +63,25 @@ impl Plan {
                 if matches!(call.function.signature().returns, Returns::SetOf(_))
                     && !call.is_per_row() =>
             {
-                stream_form(sql)
+                stream_form_of(&parsed.statements)
             }
             _ => None,
         };
-        Ok(Some(Plan { sql: sql.to_string(), calls, stream }))
+        Ok(Some(Plan { parsed, calls, stream }))
+    }
+
+    /// Whether a call reads columns, so the statement is served per row first.
+    pub fn has_per_row(&self) -> bool {
+        self.calls.iter().any(BoundCall::is_per_row)
+    }
+
+    /// The next per-row block to serve (see [`crate::rowwise`]), from this parse: `Ok(None)`
+    /// when no call reads columns. Errors as [`rowwise::next_row_block`].
+    pub fn next_row_block(&self) -> Result<Option<RowBlock>, SqlError> {
+        if !self.has_per_row() {
+            return Ok(None);
+        }
+        rowwise::row_block_of(&self.parsed, self.calls.clone())
     }
 
     /// How the statement streams, when its rows are exactly one streaming call's values
@@ -95,7 +114,7 @@ impl Plan {
             if e.position.is_some() {
                 e
             } else {
-                e.at(call.position(&self.sql))
+                e.at(call.position(&self.parsed.sql))
             }
         })?;
         match call.function.call(ctx.clone(), args).await? {
@@ -110,7 +129,7 @@ impl Plan {
 
     /// The client's text.
     pub fn sql(&self) -> &str {
-        &self.sql
+        &self.parsed.sql
     }
 
     /// Names of the called functions, for logs and metrics.
@@ -125,7 +144,7 @@ impl Plan {
     /// (cast to the declared types) in the same scope, so column references and the `$n`
     /// inside them stay visible and typed.
     pub fn shape_sql(&self) -> String {
-        self.shape_range(0..self.sql.len())
+        self.shape_range(0..self.parsed.sql.len())
     }
 
     /// Evaluates every call in text order with the bound parameters and returns the text to
@@ -141,7 +160,7 @@ impl Plan {
                     c.site.name
                 ),
             )
-            .at(c.position(&self.sql)));
+            .at(c.position(&self.parsed.sql)));
         }
         let mut results = Vec::with_capacity(self.calls.len());
         for call in self.top_level() {
@@ -154,7 +173,7 @@ impl Plan {
             results.push(rendered_output(call, out)?);
         }
         let mut it = results.into_iter();
-        Ok(self.splice(0..self.sql.len(), |call| {
+        Ok(self.splice(0..self.parsed.sql.len(), |call| {
             let r = it.next().unwrap_or(Rendered::Scalar("NULL".into()));
             render(call, r, &[])
         }))
@@ -185,11 +204,11 @@ impl Plan {
             if r.start < at || r.end > range.end {
                 continue; // before the range, or inside a call already replaced
             }
-            out.push_str(&self.sql[at..r.start]);
+            out.push_str(&self.parsed.sql[at..r.start]);
             out.push_str(&replacement(call));
             at = r.end;
         }
-        out.push_str(&self.sql[at..range.end]);
+        out.push_str(&self.parsed.sql[at..range.end]);
         out
     }
 

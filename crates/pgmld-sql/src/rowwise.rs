@@ -35,7 +35,7 @@ pub use complete::builtin_type_name;
 use crate::analyze::{ArgExpr, Parsed};
 use crate::error::{codes, SqlError};
 use crate::function::{PgmlFunction, Registry, Returns};
-use crate::plan::{bind_at, BoundCall};
+use crate::plan::BoundCall;
 use find::{Collected, Place};
 use source::Ctx;
 use std::collections::BTreeMap;
@@ -165,18 +165,26 @@ impl RowBlock {
 /// Finds the next block to serve. `Ok(None)`: no per-row call left in `sql` (or it does not
 /// parse). Errors: binding errors exactly like [`crate::Plan::build`] (42883 etc., with
 /// position), and 0A000 with a hint showing a supported rewrite for a per-row call where
-/// it cannot be served.
+/// it cannot be served. A proxy that already has the statement's [`crate::Plan`] calls
+/// [`crate::Plan::next_row_block`] instead, which parses nothing again.
 pub fn next_row_block(sql: &str, registry: &Registry) -> Result<Option<RowBlock>, SqlError> {
-    let Some(parsed) = Parsed::new(sql) else { return Ok(None) };
-    let Some(sites) = parsed.calls() else { return Ok(None) };
-    let bound: Vec<BoundCall> =
-        sites.into_iter().map(|s| bind_at(sql, s, registry)).collect::<Result<_, _>>()?;
+    match crate::Plan::build(sql, registry)? {
+        Some(plan) => plan.next_row_block(),
+        None => Ok(None),
+    }
+}
+
+/// [`next_row_block`] over a statement already parsed, with its calls bound.
+pub(crate) fn row_block_of(
+    parsed: &Parsed,
+    bound: Vec<BoundCall>,
+) -> Result<Option<RowBlock>, SqlError> {
     if !bound.iter().any(BoundCall::is_per_row) {
         return Ok(None);
     }
-    let toks = text::Tokens::new(&parsed).ok_or_else(|| source::cannot_locate("the statement"))?;
-    let col = find::collect(&parsed);
-    let cx = Ctx { p: &parsed, toks: &toks, col: &col };
+    let toks = text::Tokens::new(parsed).ok_or_else(|| source::cannot_locate("the statement"))?;
+    let col = find::collect(parsed);
+    let cx = Ctx { p: parsed, toks: &toks, col: &col };
     let mut blocks: BTreeMap<usize, Vec<BoundCall>> = BTreeMap::new();
     let per_row: Vec<usize> =
         bound.iter().filter(|c| c.is_per_row()).map(|c| c.site.range.start).collect();
@@ -209,7 +217,7 @@ pub fn next_row_block(sql: &str, registry: &Registry) -> Result<Option<RowBlock>
 /// The SELECT block a per-row call belongs to, or why it cannot be served.
 fn place_of(cx: &Ctx<'_>, col: &Collected, call: &BoundCall) -> Result<usize, SqlError> {
     let name = call.site.name.as_str();
-    let at = call.position(cx.p.sql);
+    let at = call.position(&cx.p.sql);
     let node = col
         .calls
         .iter()

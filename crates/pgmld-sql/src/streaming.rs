@@ -40,12 +40,14 @@ pub struct CursorDecl {
 /// `Some` when `sql` is one of the streaming forms (see the module docs). WITH HOLD
 /// cursors are left to the ordinary path: Postgres materialises them at commit anyway.
 pub fn stream_form(sql: &str) -> Option<StreamForm> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    if statements.len() != 1 {
-        return None;
-    }
-    match statements.pop()? {
-        Statement::Query(q) => pure_select(&q).map(|_| StreamForm::Select),
+    stream_form_of(&Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?)
+}
+
+/// [`stream_form`] of statements already parsed.
+pub(crate) fn stream_form_of(statements: &[Statement]) -> Option<StreamForm> {
+    let [statement] = statements else { return None };
+    match statement {
+        Statement::Query(q) => pure_select(q).map(|_| StreamForm::Select),
         Statement::Declare { stmts, .. } => {
             let [d] = stmts.as_slice() else { return None };
             if d.declare_type != Some(DeclareType::Cursor)

@@ -11,7 +11,7 @@ use std::time::Instant;
 use pgmld_llm::chat_model::ChatOptions;
 use pgmld_metrics::Metrics;
 use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
-use pgmld_tune::resolve::ModelSource;
+use pgmld_models::ModelSource;
 use tch::Device;
 use tokio::sync::{oneshot, OnceCell};
 

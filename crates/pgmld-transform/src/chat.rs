@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use pgmld_llm::chat_model::ChatOutput;
 use pgmld_llm::generate::FinishReason;
+use pgmld_models::resolve::{self, ModelRef, ModelSource};
+use pgmld_models::{access, ModelError};
 use pgmld_sql::{CallContext, Caller, SqlError};
-use pgmld_tune::resolve::{self, ModelRef, ModelSource};
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -147,7 +148,7 @@ fn adapter_base(dir: &Path) -> Result<String, TransformError> {
 }
 
 fn missing(name: &str, detail: String) -> TransformError {
-    TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+    TransformError::Model(ModelError::NotFound {
         message: format!("adapter \"{name}\" not found"),
         detail,
     })
@@ -216,7 +217,7 @@ impl Transformer {
         if !caller.read_server_files
             && (req.adapter.is_some() || resolve::looks_like_path(&req.model))
         {
-            return Err(TransformError::Model(pgmld_tune::access::server_files_denied(caller)));
+            return Err(TransformError::Model(access::server_files_denied(caller)));
         }
         let local = if caller.read_server_files { local_adapter_dir(&req.model) } else { None };
         let (name, adapter) = match local {
@@ -268,7 +269,7 @@ impl Transformer {
             (ModelRef::Hub(name), Some(rev)) => {
                 let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(
                     |e| {
-                        TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                        TransformError::Model(ModelError::NotFound {
                             message: format!("model \"{name}\" revision {rev} not found"),
                             detail: format!("Hugging Face Hub: {e}"),
                         })

@@ -26,8 +26,10 @@ fn transformer() -> Arc<Transformer> {
     let cache = ModelCache::new(u64::MAX, batching, tch::Device::Cpu, metrics);
     let work = std::env::temp_dir().join(format!("pgmld-stream-test-{}", std::process::id()));
     Arc::new(Transformer::new(
-        pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
-            .expect("upstream URL"),
+        Arc::new(pgmld_upstream::Connector::new(
+            pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
+                .expect("upstream URL"),
+        )),
         std::sync::Arc::new(pgmld_hub::HubConfig::from_env()),
         work,
         cache,

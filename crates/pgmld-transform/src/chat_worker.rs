@@ -13,7 +13,7 @@ use pgmld_llm::chat_model::{ChatModel, ChatOptions, ChatOutput};
 use pgmld_llm::chat_template::ChatMessage;
 use pgmld_llm::generate::{GenerationConfig, GenerationDefaults};
 use pgmld_metrics::Metrics;
-use pgmld_tune::resolve::ModelSource;
+use pgmld_models::ModelSource;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::TransformError;

@@ -1,7 +1,7 @@
 //! Why a transform failed, mapped to the SQLSTATE the client sees.
 
+use pgmld_models::ModelError;
 use pgmld_sql::{codes, SqlError};
-use pgmld_tune::TuneError;
 
 /// Errors of `pgml.transform`. Messages name the bad value.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum TransformError {
     },
     /// Finding or fetching the model failed (58P01 when it is nowhere, else as reported).
     #[error(transparent)]
-    Model(#[from] TuneError),
+    Model(#[from] ModelError),
     /// The model's files are there but do not load (XX000).
     #[error("loading model {model} failed: {message}")]
     Load {

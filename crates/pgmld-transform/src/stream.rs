@@ -162,7 +162,10 @@ mod tests {
         );
         let hub = Arc::new(pgmld_hub::HubConfig::from_env());
         let t = Transformer::new(
-            pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x").expect("upstream URL"),
+            Arc::new(pgmld_upstream::Connector::new(
+                pgmld_upstream::Upstream::from_url("postgres://x@127.0.0.1/x")
+                    .expect("upstream URL"),
+            )),
             hub,
             std::env::temp_dir(),
             cache,

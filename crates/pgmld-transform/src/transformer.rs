@@ -2,14 +2,15 @@
 //! the shared cache, score the inputs on its worker, shape the JSON, and tell the client
 //! about inputs that had to be truncated.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use pgmld_hub::HubConfig;
 use pgmld_ml::{ClassScores, ClassifyInput};
+use pgmld_models::resolve::{self, ModelRef};
+use pgmld_models::ModelError;
 use pgmld_sql::{CallContext, Notice};
-use pgmld_tune::resolve::{self, ModelRef};
+use pgmld_upstream::Connector;
 use serde_json::{json, Value as Json};
 use tokio_postgres::Client;
 
@@ -19,9 +20,9 @@ use crate::request::{ClassifyRequest, TopK};
 
 /// Serves `pgml.transform` for every database of the upstream.
 pub struct Transformer {
-    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
-    /// per call.
-    pub upstream: pgmld_upstream::Upstream,
+    /// pgmld's own connections (one shared per database for lookups): the one connector
+    /// pgmld built at startup.
+    pub connector: Arc<Connector>,
     /// Hub endpoint, token and cache, for Hub repo ids: the one configuration pgmld built at
     /// startup.
     pub hub: Arc<HubConfig>,
@@ -32,8 +33,6 @@ pub struct Transformer {
     /// Inputs per worker request; a call's inputs are cut into chunks this size, so other
     /// sessions' requests interleave with a long per-row query's.
     pub chunk: usize,
-    /// One connection per database, shared by every session's lookups.
-    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
 }
 
 /// How many truncated inputs a notice names one by one.
@@ -42,36 +41,18 @@ const NOTICE_EXAMPLES: usize = 5;
 impl Transformer {
     /// A transformer over `cache`.
     pub fn new(
-        upstream: pgmld_upstream::Upstream,
+        connector: Arc<Connector>,
         hub: Arc<HubConfig>,
         work_dir: PathBuf,
         cache: ModelCache,
         chunk: usize,
     ) -> Self {
-        Transformer {
-            upstream,
-            hub,
-            work_dir,
-            cache,
-            chunk: chunk.max(1),
-            clients: tokio::sync::Mutex::new(HashMap::new()),
-        }
+        Transformer { connector, hub, work_dir, cache, chunk: chunk.max(1) }
     }
 
+    /// The connection to `database` that every session's model lookups share.
     pub(crate) async fn client(&self, database: &str) -> Result<Arc<Client>, TransformError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(database).filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        let client = self.upstream.connect(database).await.map_err(|e| {
-            TransformError::Model(pgmld_tune::TuneError::pg(
-                format!("connecting to database {database}"),
-                e,
-            ))
-        })?;
-        let client = Arc::new(client);
-        clients.insert(database.to_string(), client.clone());
-        Ok(client)
+        Ok(self.connector.shared(database).await.map_err(ModelError::from)?)
     }
 
     /// The model `req` names, loaded once for all sessions.
@@ -105,7 +86,7 @@ impl Transformer {
                         let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev))
                             .await
                             .map_err(|e| {
-                                TransformError::Model(pgmld_tune::TuneError::ModelNotFound {
+                                TransformError::Model(ModelError::NotFound {
                                     message: format!("model \"{name}\" revision {rev} not found"),
                                     detail: format!("Hugging Face Hub: {e}"),
                                 })

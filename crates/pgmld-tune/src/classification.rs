@@ -16,7 +16,9 @@ use crate::lifecycle::{Fresh, RunData, Snapshot};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushSetup;
 use crate::tuner::{warning, Tuned, Tuner};
-use crate::{access, resolve, split};
+use pgmld_models::resolve;
+
+use crate::{access, split};
 
 /// The data split into examples, with the label names.
 struct Prepared {

@@ -20,13 +20,13 @@
 
 use std::sync::Arc;
 
+use pgmld_models::access;
 use pgmld_sql::function::{CallFuture, ParamSpec};
 use pgmld_sql::{
     Args, CallContext, Caller, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
 };
 use tokio_postgres::Client;
 
-use crate::access;
 use crate::error::{Result, TuneError};
 use crate::options::Task;
 use crate::records;
@@ -449,7 +449,11 @@ impl PgmlFunction for Deploy {
         let tuner = self.tuner.clone();
         Box::pin(async move {
             let req = DeployRequest::from_args(&args).map_err(SqlError::from)?;
-            let client = tuner.connect(&ctx.database).await.map_err(SqlError::from)?;
+            let client = tuner
+                .connector
+                .connect(&ctx.database)
+                .await
+                .map_err(|e| SqlError::from(TuneError::from(e)))?;
             let done = deploy(&client, &req, &ctx.caller).await.map_err(SqlError::from)?;
             tracing::info!(project = %done.project, model_id = done.model_id, strategy = done.strategy.name(), "pgml.deploy");
             info(

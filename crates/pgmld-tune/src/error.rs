@@ -1,6 +1,8 @@
 //! Why a tune failed, mapped to the SQLSTATE the client sees.
 
+use pgmld_models::ModelError;
 use pgmld_sql::{codes, SqlError};
+use pgmld_upstream::PostgresError;
 
 /// Errors of `pgml.tune`. Messages name the bad value and, where useful, what was tried.
 #[derive(Debug, thiserror::Error)]
@@ -30,17 +32,10 @@ pub enum TuneError {
         /// The columns the relation has.
         hint: String,
     },
-    /// The calling role may not use this project, model or server file (42501).
-    #[error("{}", .0.message)]
-    Denied(SqlError),
-    /// The model could not be found anywhere pgmld looked (58P01).
-    #[error("{message}")]
-    ModelNotFound {
-        /// The model name.
-        message: String,
-        /// Where pgmld looked and what each place said.
-        detail: String,
-    },
+    /// Finding, reading, storing or using a model failed: not found (58P01), not the
+    /// caller's (42501), a stored file broken, as the model registry reports it.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// A named project or model does not exist, or not where it was looked for (42704).
     #[error("{message}")]
     NotFound {
@@ -67,15 +62,8 @@ pub enum TuneError {
     #[error("pgml.tune cancelled")]
     Cancelled,
     /// Postgres refused one of pgmld's own statements.
-    #[error("{context}: {message}")]
-    Postgres {
-        /// What pgmld was doing.
-        context: String,
-        /// Postgres' message.
-        message: String,
-        /// Postgres' SQLSTATE when it sent one.
-        code: Option<String>,
-    },
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
     /// A worker, channel or file operation broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -89,12 +77,7 @@ impl TuneError {
 
     /// A Postgres error with context.
     pub fn pg(context: impl Into<String>, e: tokio_postgres::Error) -> Self {
-        let code = e.code().map(|c| c.code().to_string());
-        let message = match e.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => e.to_string(),
-        };
-        TuneError::Postgres { context: context.into(), message, code }
+        TuneError::Postgres(PostgresError::new(context, e))
     }
 
     /// The short reason stored in `pgml.models.error`.
@@ -166,14 +149,11 @@ impl From<TuneError> for SqlError {
                     None => err,
                 }
             }
-            TuneError::Denied(e) => e,
+            TuneError::Model(e) => e.into(),
             TuneError::Malformed(_) => SqlError::new(codes::INVALID_TEXT_REPRESENTATION, message),
             TuneError::Null(_) => SqlError::new(codes::NULL_VALUE_NOT_ALLOWED, message),
             TuneError::NoRelation(_) => SqlError::new("42P01", message),
             TuneError::NoColumn { hint, .. } => SqlError::new("42703", message).with_hint(hint),
-            TuneError::ModelNotFound { detail, .. } => SqlError::new("58P01", message)
-                .with_detail(detail)
-                .with_hint("Pass a Hugging Face model id, a local directory holding config.json, a pgml project name, or pgml:<model id>."),
             TuneError::NotFound { hint, .. } => SqlError::new("42704", message).with_hint(hint),
             TuneError::Unsupported { hint, .. } => {
                 let err = SqlError::new(codes::FEATURE_NOT_SUPPORTED, message);
@@ -185,16 +165,7 @@ impl From<TuneError> for SqlError {
             TuneError::Data(_) => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
             TuneError::Training(_) => SqlError::new("XX000", message),
             TuneError::Cancelled => SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request: pgml.tune stopped; the model is marked failed (cancelled)"),
-            TuneError::Postgres { code, .. } => {
-                let code: &'static str = match code.as_deref() {
-                    Some("42501") => "42501",
-                    Some("53100") => "53100",
-                    Some("42P01") => "42P01",
-                    Some("42703") => "42703",
-                    _ => "XX000",
-                };
-                SqlError::new(code, message)
-            }
+            TuneError::Postgres(p) => SqlError::new(p.client_code(), message),
             TuneError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
         }
     }

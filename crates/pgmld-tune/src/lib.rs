@@ -9,9 +9,11 @@
 //!   relation, labels and the train/test split.
 //! - [`pool`] and [`job`]: worker threads and what runs on them ([`training_run`]: what
 //!   both tasks' runs share); [`progress`]: notice and
-//!   log JSON; [`records`] and [`files`]: the pgml schema rows and model files;
-//!   [`resolve`]: where `model_name` points; [`resume`]: `resume_from_checkpoint`,
+//!   log JSON; [`records`]: the pgml schema rows; [`access`]: reading the training
+//!   relation as the caller; [`resume`]: `resume_from_checkpoint`,
 //!   checkpoints' training data and the startup scan that resumes jobs orphaned by a crash.
+//! - Where `model_name` points, model files in pgml.files and who may use a model are the
+//!   model registry's ([`pgmld_models`]), which pgml.transform shares.
 //! - [`push`] and [`push_relay`]: `push_to_hub`, the uploader thread and its events relayed
 //!   to the client (the Hub protocol and the model card are pgmld-hub's).
 
@@ -23,7 +25,6 @@ pub mod conversation;
 pub mod data;
 pub mod deploy;
 pub mod error;
-pub mod files;
 pub mod function;
 pub mod job;
 pub mod lifecycle;
@@ -33,7 +34,6 @@ pub mod progress;
 pub mod push;
 pub mod push_relay;
 pub mod records;
-pub mod resolve;
 pub mod resume;
 pub mod split;
 pub mod training_run;

@@ -20,7 +20,9 @@ use crate::options::{Task, TestSize, TuneRequest};
 use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
 use crate::tuner::{info, warning, worker_name, Tuned, Tuner};
-use crate::{files, progress, records, resolve, resume};
+use pgmld_models::{files, resolve};
+
+use crate::{progress, records, resume};
 use pgmld_hub::card::{self, ModelCard};
 
 /// What a run trains on, by task, after the split and in training order.

@@ -7,9 +7,9 @@ use tokio_postgres::Client;
 use pgmld_schema::roles;
 use pgmld_sql::Caller;
 
-use crate::access;
 use crate::error::{Result, TuneError};
 use crate::options::Task;
+use pgmld_models::access;
 
 /// Finds the project by name or creates it, owned by the caller. An existing project keeps
 /// its task: asking for another is an error; `task` may be omitted for an existing project.

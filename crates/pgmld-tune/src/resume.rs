@@ -2,7 +2,7 @@
 //! startup for jobs whose pgmld died.
 //!
 //! A tune stores a resumable checkpoint at every `save_steps` in `pgml.files` under
-//! `checkpoint/` (see [`crate::files::store_checkpoint`]), with the examples it trains and
+//! `checkpoint/` (see [`pgmld_models::files::store_checkpoint`]), with the examples it trains and
 //! evaluates on, after the split and in order, as `checkpoint/dataset.jsonl`: a resume
 //! trains on exactly those rows even when the relation changed or is a view with
 //! `ORDER BY RANDOM()`. While it runs, its owner holds the job's advisory lock
@@ -27,7 +27,9 @@ use crate::options::{Task, TuneRequest};
 use crate::push::PushEvent;
 use crate::push_relay::relay;
 use crate::tuner::{info, worker_name, Tuned, Tuner};
-use crate::{access, files, progress, records, resolve};
+use pgmld_models::{access, files, resolve};
+
+use crate::{progress, records};
 
 /// The first line of `dataset.jsonl`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,7 +182,7 @@ impl Tuner {
     /// `resume_from_checkpoint`: resumes the project's latest interrupted model that has a
     /// complete checkpoint and no live owner, whatever its task.
     pub(crate) async fn resume_call(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
-        let client = self.connect(&ctx.database).await?;
+        let client = self.connector.connect(&ctx.database).await?;
         let Some((project_id, owner)) = records::project_id(&client, &req.project_name).await?
         else {
             return Err(nothing_to_resume(&req.project_name));
@@ -334,7 +336,7 @@ impl Tuner {
 /// `hub_token` or `HF_TOKEN`, as tokens are never stored), and marks the others failed
 /// with error `interrupted`. Errors are logged, never fatal.
 pub async fn resume_orphans(tuner: Arc<Tuner>) {
-    let databases = match tuner.databases().await {
+    let databases = match tuner.connector.databases().await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("cannot list databases to resume interrupted pgml.tune jobs: {e}");
@@ -350,7 +352,7 @@ pub async fn resume_orphans(tuner: Arc<Tuner>) {
 
 /// The scan of one database (see [`resume_orphans`]).
 async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
-    let client = tuner.connect(db).await?;
+    let client = tuner.connector.connect(db).await?;
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
@@ -364,7 +366,7 @@ async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
     }
     for candidate in records::active_jobs(&client).await? {
         // The connection that holds the lock is the one the resumed job runs on.
-        let owner = tuner.connect(db).await?;
+        let owner = tuner.connector.connect(db).await?;
         if !records::lock_job(&owner, candidate.job_id).await? {
             continue;
         }

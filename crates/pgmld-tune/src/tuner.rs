@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use pgmld_hub::HubConfig;
 use pgmld_sql::{CallContext, Notice};
-use tokio_postgres::Client;
+use pgmld_upstream::Connector;
 
-use crate::error::{Result, TuneError};
+use crate::error::Result;
 use crate::options::{Task, TuneRequest};
 use crate::pool::WorkerPool;
 use crate::push::PushSetup;
@@ -18,13 +18,12 @@ use crate::records;
 
 /// Serves `pgml.tune` for every database of the upstream.
 pub struct Tuner {
-    /// The upstream, for pgmld's own connections (TLS, password); the database is chosen
-    /// per call.
-    pub upstream: pgmld_upstream::Upstream,
-    /// Hub endpoint, token, cache (for `model_name` repo ids): a copy of the one
-    /// configuration pgmld built at startup (a call's own token replaces the token in a copy
-    /// of it).
-    pub hub: HubConfig,
+    /// pgmld's own connections to the upstream's databases (the database is chosen per
+    /// call): the one connector pgmld built at startup.
+    pub connector: Arc<Connector>,
+    /// Hub endpoint, token, cache (for `model_name` repo ids): the one configuration pgmld
+    /// built at startup (a call's own token replaces the token in a copy of it).
+    pub hub: Arc<HubConfig>,
     /// The training threads.
     pub pool: Arc<WorkerPool>,
     /// Where models are unpacked and trained models written before they are stored.
@@ -60,24 +59,6 @@ pub(crate) fn warning(ctx: &CallContext, message: String) {
 }
 
 impl Tuner {
-    /// A connection of pgmld's own to `database`.
-    pub(crate) async fn connect(&self, database: &str) -> Result<Client> {
-        self.upstream
-            .connect(database)
-            .await
-            .map_err(|e| TuneError::pg(format!("connecting to database {database}"), e))
-    }
-
-    /// The databases of the upstream that accept connections.
-    pub(crate) async fn databases(&self) -> Result<Vec<String>> {
-        let client = self.connect(self.upstream.database()).await?;
-        let rows = client
-            .query("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1", &[])
-            .await
-            .map_err(|e| TuneError::pg("listing databases", e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
     /// The uploader setup of a call with `push_to_hub` (none offline: the tune says so once
     /// its model is recorded).
     pub(crate) fn push_setup(&self, req: &TuneRequest) -> Result<Option<PushSetup>> {
@@ -99,7 +80,7 @@ impl Tuner {
         }
         // A call that cannot push fails before anything is recorded or trained.
         let push = self.push_setup(&req)?;
-        let client = self.connect(&ctx.database).await?;
+        let client = self.connector.connect(&ctx.database).await?;
         let (project_id, task) =
             records::project(&client, &req.project_name, req.task, &ctx.caller).await?;
         match task {

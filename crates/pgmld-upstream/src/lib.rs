@@ -11,20 +11,26 @@
 //! * [`Upstream::connect`]: a tokio-postgres client for pgmld's own work (migrations, logs,
 //!   weights), logging in as the URL's user with the first password found in: the URL,
 //!   pgmld's `upstream_password` setting, `PGPASSWORD`, the password file (`PGPASSFILE`,
-//!   else `~/.pgpass`, libpq's format).
+//!   else `~/.pgpass`, libpq's format). Other crates get these through one [`Connector`],
+//!   which also shares one connection per database for lookups; a statement Postgres
+//!   refuses becomes a [`PostgresError`].
 //!
 //! [`redact`] shows a connection string without its password.
 
+mod connector;
 mod conninfo;
 mod error;
 mod passfile;
 mod pgtls;
+mod postgres_error;
 mod raw;
 mod tls;
 mod upstream;
 
+pub use connector::Connector;
 pub use conninfo::{redact, REDACTED};
 pub use error::UpstreamError;
+pub use postgres_error::PostgresError;
 pub use raw::{UpstreamReader, UpstreamStream, UpstreamWriter};
 pub use tls::SslMode;
 pub use upstream::Upstream;

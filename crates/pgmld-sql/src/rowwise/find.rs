@@ -130,7 +130,7 @@ enum Frame {
 }
 
 /// Walks every statement of `p`.
-pub(crate) fn collect(p: &Parsed<'_>) -> Collected {
+pub(crate) fn collect(p: &Parsed) -> Collected {
     let mut c = Collector { out: Collected::default(), frames: Vec::new() };
     for st in &p.statements {
         let _ = st.visit(&mut c);

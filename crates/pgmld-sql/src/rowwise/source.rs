@@ -15,7 +15,7 @@ use std::ops::Range;
 /// What block building reads.
 pub(crate) struct Ctx<'a> {
     /// The statement.
-    pub p: &'a Parsed<'a>,
+    pub p: &'a Parsed,
     /// Its solid tokens.
     pub toks: &'a Tokens,
     /// Its blocks and calls.
@@ -28,7 +28,7 @@ pub(crate) fn build_block(
     select: usize,
     calls: Vec<BoundCall>,
 ) -> Result<RowBlock, SqlError> {
-    let sql = cx.p.sql;
+    let sql = cx.p.sql.as_str();
     let node = &cx.col.selects[select];
     let s = &node.select;
     let Some(first) = calls.first() else { return Err(cannot_locate("the query block")) };

@@ -59,7 +59,7 @@ impl Clause {
 
 /// Byte offset of every token, in one pass over the text (a completed block puts a long
 /// VALUES list on one line, where a per-token line scan would be quadratic).
-fn token_starts(p: &Parsed<'_>) -> Option<Vec<usize>> {
+fn token_starts(p: &Parsed) -> Option<Vec<usize>> {
     let mut out = Vec::with_capacity(p.tokens.len());
     let mut chars = p.sql.char_indices().peekable();
     let (mut line, mut column) = (1u64, 1u64);
@@ -84,7 +84,7 @@ fn token_starts(p: &Parsed<'_>) -> Option<Vec<usize>> {
 
 impl Tokens {
     /// Indexes the parsed statement's tokens; `None` when a location does not map to bytes.
-    pub fn new(p: &Parsed<'_>) -> Option<Self> {
+    pub fn new(p: &Parsed) -> Option<Self> {
         let starts = token_starts(p)?;
         let mut toks = Vec::new();
         for (i, t) in p.tokens.iter().enumerate() {
@@ -104,7 +104,7 @@ impl Tokens {
     }
 
     /// Index of the token at a location.
-    pub fn at_loc(&self, p: &Parsed<'_>, loc: Location) -> Option<usize> {
+    pub fn at_loc(&self, p: &Parsed, loc: Location) -> Option<usize> {
         self.at(p.byte(loc)?)
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use crate::error::{Result, TuneError};
-use crate::resolve::ModelRef;
+use pgmld_models::ModelRef;
 
 /// The `model_type`s the conversation task fine-tunes (pgmld-llm's decoder).
 pub const CAUSAL_LM_TYPES: &[&str] = &["llama", "mistral", "qwen2"];

@@ -16,7 +16,9 @@ use crate::lifecycle::{Fresh, RunData, Snapshot};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushSetup;
 use crate::tuner::{warning, Tuned, Tuner};
-use crate::{access, resolve, split};
+use pgmld_models::resolve;
+
+use crate::{access, split};
 
 /// The data after the split, with the snapshot's analysis.
 #[derive(Debug)]
@@ -71,7 +73,7 @@ impl Tuner {
         model_name: &str,
         caller: &Caller,
     ) -> Result<(resolve::ModelSource, String)> {
-        let mut hub = self.hub.clone();
+        let mut hub = (*self.hub).clone();
         if let Some(token) = &req.conversation.token {
             hub.token = Some(token.0.clone());
         }

@@ -8,9 +8,9 @@
 //! Postgres ran. The query itself reads only world-readable catalogs and never fails on a
 //! missing privilege: pgmld raises the refusal with Postgres's wording.
 
+use super::per_row::Captured;
+use super::Session;
 use crate::error::ProxyError;
-use crate::per_row::Captured;
-use crate::session::Session;
 use pgmld_schema::roles::quote_role;
 use pgmld_sql::{codes, Caller, SqlError};
 use std::collections::BTreeSet;
@@ -32,7 +32,7 @@ const PROBE_SQL: &str = "SELECT current_user::text, r.rolsuper, \
 
 /// What the probe found, before it is judged against the called functions.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Probe {
+pub(super) struct Probe {
     pub caller: Caller,
     pub schema_exists: bool,
     pub schema_usage: bool,
@@ -56,7 +56,7 @@ impl Probe {
 
     /// The caller, or the error Postgres would raise for the first function it may not
     /// call. Schema first, as Postgres resolves the name before it checks EXECUTE.
-    pub(crate) fn judge(self, functions: &[&str]) -> Result<Caller, SqlError> {
+    pub(super) fn judge(self, functions: &[&str]) -> Result<Caller, SqlError> {
         if !self.schema_exists {
             return Err(SqlError::new(codes::INVALID_SCHEMA_NAME, "schema \"pgml\" does not exist")
                 .with_hint("pgmld creates it when it migrates a database; reconnect through pgmld, or restart it."));
@@ -107,7 +107,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// error ends the session; the inner one is the statement's. When the upstream itself
     /// failed the probe (an aborted transaction: 25P02), its error already went to the
     /// client and the upstream skips to Sync, so the inner error is not reported again.
-    pub(crate) async fn authorize(
+    pub(super) async fn authorize(
         &mut self,
         functions: &[&str],
     ) -> Result<Result<Caller, SqlError>, ProxyError> {

@@ -16,15 +16,14 @@
 //! it) when its cursor is closed, when the transaction ends (non-holdable cursors), when
 //! a FETCH is cancelled or fails, or when the client goes away.
 
+use super::state::LocalCursor;
+use super::Session;
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route};
-use crate::intercept::Mode;
-use crate::session::Session;
 use crate::wire;
 use bytes::{Bytes, BytesMut};
 use pgmld_sql::cursor::{Count, Direction, StreamCursor};
 use pgmld_sql::output::encode_field;
-use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
 use pgmld_sql::{
     codes, CallContext, Caller, CursorCommand, CursorDecl, Param, Plan, SqlError, SqlType, Value,
 };
@@ -38,40 +37,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// How often a wait for the next value checks for a CancelRequest.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-/// A cursor, or a streaming portal, over a streaming call.
-pub(crate) struct LocalCursor {
-    /// The rows; `None` once a FETCH on it failed (Postgres will not run it again).
-    cursor: Option<StreamCursor>,
-    /// Column types, for encoding rows.
-    types: Vec<SqlType>,
-    /// `Shared::txn_end_count` when it was opened: a later transaction end drops it.
-    txn: u64,
-    /// The call's own cancel flag: set when the cursor goes, so a producer that polls
-    /// `CallContext::cancelled` stops even before it notices the dropped stream.
-    stop: Arc<AtomicBool>,
-}
-
-impl LocalCursor {
-    fn new(cursor: StreamCursor, types: Vec<SqlType>, txn: u64, stop: Arc<AtomicBool>) -> Self {
-        LocalCursor { cursor: Some(cursor), types, txn, stop }
-    }
-
-    /// Drops the stream after a failed FETCH.
-    fn fail(&mut self) {
-        self.cursor = None;
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for LocalCursor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Where a streaming SELECT's rows go.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Delivery<'a> {
+pub(super) enum Delivery<'a> {
     /// A simple query (served upstream in the unnamed portal): RowDescription first, then
     /// every row, in text.
     Simple,
@@ -84,7 +52,7 @@ pub(crate) enum Delivery<'a> {
 /// Whether a statement served inside an extended batch succeeded; after `Failed` the
 /// error went to the client and the upstream skips to the next Sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Served {
+pub(super) enum Served {
     Done,
     Failed,
 }
@@ -95,38 +63,13 @@ fn canceled() -> SqlError {
 
 impl<W: AsyncWrite + Unpin> Session<W> {
     /// True while any cursor or portal holds a stream.
-    pub(crate) fn has_streams(&self) -> bool {
-        !self.cursors.is_empty() || self.portals.values().any(|p| p.stream.is_some())
+    pub(super) fn has_streams(&self) -> bool {
+        self.pgml.has_streams()
     }
 
     /// Drops the cursors and streaming portals of transactions that have ended.
-    pub(crate) fn prune_streams(&mut self) {
-        let now = self.shared.txn_end_count();
-        self.cursors.retain(|_, c| c.txn == now);
-        self.portals.retain(|_, p| p.stream.as_ref().is_none_or(|c| c.txn == now));
-    }
-
-    /// `CLOSE name` / `CLOSE ALL` (`None`): the streams stop now.
-    pub(crate) fn close_local(&mut self, name: Option<&str>) {
-        match name {
-            Some(n) => {
-                self.cursors.remove(n);
-            }
-            None => self.cursors.clear(),
-        }
-    }
-
-    /// The FETCH / MOVE / CLOSE in `text` when it names one of pgmld's cursors (CLOSE ALL
-    /// always does while there are some).
-    pub(crate) fn local_cursor_command(&self, text: &str) -> Option<CursorCommand> {
-        if self.cursors.is_empty() || !mentions_cursor_command(text.as_bytes()) {
-            return None;
-        }
-        let cmd = parse_cursor_command(text)?;
-        match cmd.cursor() {
-            None => Some(cmd),
-            Some(c) => self.cursors.contains_key(c).then_some(cmd),
-        }
+    pub(super) fn prune_streams(&mut self) {
+        self.pgml.prune_streams(self.shared.txn_end_count());
     }
 
     /// A call context whose cancel flag belongs to the stream alone: a CancelRequest
@@ -143,7 +86,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         match self.authorize(&plan.function_names()).await? {
             Ok(c) => Ok(Some(c)),
             Err(e) => {
-                self.local_error(e, Mode::Extended).await?;
+                self.local_error(e).await?;
                 Ok(None)
             }
         }
@@ -156,7 +99,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         fut: impl Future<Output = Result<T, SqlError>>,
     ) -> Result<T, SqlError> {
         let local_call = self.info.local_call.clone();
-        let _local = crate::session::LocalCall::start(&local_call);
+        let _local = super::LocalCall::start(&local_call);
         tokio::pin!(fut);
         let mut poll = tokio::time::interval(CANCEL_POLL);
         loop {
@@ -230,7 +173,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
         if !errors.is_empty() {
             self.shared.local(errors.freeze());
-            self.error_until_sync = true;
+            self.pgml.error_until_sync = true;
             return false;
         }
         answers.iter().any(|(ty, _)| *ty == complete)
@@ -239,7 +182,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// `DECLARE` of a cursor over a streaming call, whose shape the upstream holds bound
     /// in `portal`: the upstream declares its cursor, then the call starts and the cursor
     /// is pgmld's.
-    pub(crate) async fn serve_declare(
+    pub(super) async fn serve_declare(
         &mut self,
         plan: &Plan,
         decl: &CursorDecl,
@@ -259,7 +202,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Ok(stream) => {
                 let txn = self.shared.txn_end_count();
                 let cursor = StreamCursor::new(stream, decl.scrollable);
-                self.cursors.insert(
+                self.pgml.cursors.insert(
                     decl.name.clone(),
                     LocalCursor::new(cursor, plan.stream_types(), txn, stop),
                 );
@@ -268,7 +211,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 Ok(Served::Done)
             }
             Err(e) => {
-                self.local_error(e, Mode::Extended).await?;
+                self.local_error(e).await?;
                 Ok(Served::Failed)
             }
         }
@@ -277,7 +220,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// FETCH / MOVE on one of pgmld's cursors; the statement is bound upstream in
     /// `portal`. `describe` sends the RowDescription first (simple protocol); `formats` are
     /// the client's result formats (extended protocol).
-    pub(crate) async fn serve_fetch(
+    pub(super) async fn serve_fetch(
         &mut self,
         cmd: &CursorCommand,
         portal: &str,
@@ -302,7 +245,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         if !self.upstream_ok(&answers, b'C') {
             if answers.iter().any(|(ty, body)| *ty == b'E' && error_code(body) == Some("34000")) {
                 // Gone upstream (ROLLBACK TO SAVEPOINT undid its DECLARE): stop the stream.
-                self.cursors.remove(cursor);
+                self.pgml.cursors.remove(cursor);
             }
             return Ok(Served::Failed);
         }
@@ -310,7 +253,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         for (ty, body) in &row_description {
             self.local_bytes(|b| wire::frame(*ty, body, b));
         }
-        let Some(mut lc) = self.cursors.remove(cursor) else {
+        let Some(mut lc) = self.pgml.cursors.remove(cursor) else {
             // Gone meanwhile; the upstream's empty cursor answered for it.
             self.local_bytes(|b| wire::command_complete(&format!("{tag} 0"), b));
             return Ok(Served::Done);
@@ -333,17 +276,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             Err(e) => {
                 lc.fail();
-                self.local_error(e, Mode::Extended).await?;
+                self.local_error(e).await?;
                 Served::Failed
             }
         };
-        self.cursors.insert(cursor.clone(), lc);
+        self.pgml.cursors.insert(cursor.clone(), lc);
         Ok(served)
     }
 
     /// A streaming `SELECT` whose shape the upstream holds bound in the portal `delivery`
     /// names (the unnamed one for a simple query).
-    pub(crate) async fn serve_select(
+    pub(super) async fn serve_select(
         &mut self,
         plan: &Plan,
         params: &[Param],
@@ -365,7 +308,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         let stream = match self.interruptible(plan.open_stream(params, &ctx)).await {
             Ok(s) => s,
             Err(e) => {
-                self.local_error(e, Mode::Extended).await?;
+                self.local_error(e).await?;
                 return Ok(Served::Failed);
             }
         };
@@ -384,7 +327,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// One Execute of a streaming portal: up to `max_rows` rows (0: all), then
     /// PortalSuspended or the command tag. The stream stays with the client's portal.
-    pub(crate) async fn run_portal(
+    pub(super) async fn run_portal(
         &mut self,
         mut lc: LocalCursor,
         max_rows: i32,
@@ -414,13 +357,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 } else {
                     self.local_bytes(|b| wire::command_complete(&format!("SELECT {n}"), b));
                 }
-                if let Some(p) = keep.and_then(|k| self.portals.get_mut(k)) {
+                if let Some(p) = keep.and_then(|k| self.pgml.portals.get_mut(k)) {
                     p.stream = Some(lc);
                 }
                 Ok(Served::Done)
             }
             Err(e) => {
-                self.local_error(e, Mode::Extended).await?;
+                self.local_error(e).await?;
                 Ok(Served::Failed)
             }
         }

@@ -7,10 +7,10 @@ use std::path::{Component, Path, PathBuf};
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::{Client, Statement, Transaction};
 
-use crate::error::{Result, TuneError};
+use crate::error::{ModelError, Result};
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> TuneError {
-    TuneError::Internal(format!("{what} {}: {e}", path.display()))
+fn io(what: &str, path: &Path, e: std::io::Error) -> ModelError {
+    ModelError::Internal(format!("{what} {}: {e}", path.display()))
 }
 
 /// The regular files directly in `dir`, by name.
@@ -52,7 +52,7 @@ async fn insert_file(
         (&mut reader)
             .take(part_bytes as u64)
             .read_to_end(&mut buf)
-            .map_err(|e| TuneError::Internal(format!("reading {name}: {e}")))?;
+            .map_err(|e| ModelError::Internal(format!("reading {name}: {e}")))?;
         if buf.is_empty() && part > 0 {
             break;
         }
@@ -60,7 +60,7 @@ async fn insert_file(
         let last = buf.len() < part_bytes;
         tx.execute(stmt, &[&model_id, &name, &part, &buf])
             .await
-            .map_err(|e| TuneError::pg(format!("storing {name} part {part}"), e))?;
+            .map_err(|e| ModelError::pg(format!("storing {name} part {part}"), e))?;
         part += 1;
         if last {
             break;
@@ -80,8 +80,8 @@ pub async fn store_dir(
     part_bytes: usize,
 ) -> Result<(usize, u64)> {
     let part_bytes = part_bytes.max(1);
-    let tx = client.transaction().await.map_err(|e| TuneError::pg("storing model files", e))?;
-    let stmt = tx.prepare(INSERT).await.map_err(|e| TuneError::pg("storing model files", e))?;
+    let tx = client.transaction().await.map_err(|e| ModelError::pg("storing model files", e))?;
+    let stmt = tx.prepare(INSERT).await.map_err(|e| ModelError::pg("storing model files", e))?;
     let (mut count, mut total) = (0usize, 0u64);
     for path in files_in(dir)? {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -90,7 +90,7 @@ pub async fn store_dir(
         count += 1;
     }
     delete_checkpoint_in(&tx, model_id, true).await?;
-    tx.commit().await.map_err(|e| TuneError::pg("storing model files", e))?;
+    tx.commit().await.map_err(|e| ModelError::pg("storing model files", e))?;
     Ok((count, total))
 }
 
@@ -106,19 +106,20 @@ async fn delete_checkpoint_in(
         &[&model_id, &CHECKPOINT_PREFIX, &keep],
     )
     .await
-    .map_err(|e| TuneError::pg("deleting the checkpoint's files", e))?;
+    .map_err(|e| ModelError::pg("deleting the checkpoint's files", e))?;
     Ok(())
 }
 
 /// Drops the stored checkpoint of `model_id` (and its training data) and clears its job's
 /// `checkpoint_step`: for a model that failed in a way a resume would not fix.
 pub async fn delete_checkpoint(client: &mut Client, model_id: i64) -> Result<()> {
-    let tx = client.transaction().await.map_err(|e| TuneError::pg("deleting the checkpoint", e))?;
+    let tx =
+        client.transaction().await.map_err(|e| ModelError::pg("deleting the checkpoint", e))?;
     delete_checkpoint_in(&tx, model_id, true).await?;
     tx.execute("UPDATE pgml.jobs SET checkpoint_step = NULL WHERE model_id = $1", &[&model_id])
         .await
-        .map_err(|e| TuneError::pg("deleting the checkpoint", e))?;
-    tx.commit().await.map_err(|e| TuneError::pg("deleting the checkpoint", e))
+        .map_err(|e| ModelError::pg("deleting the checkpoint", e))?;
+    tx.commit().await.map_err(|e| ModelError::pg("deleting the checkpoint", e))
 }
 
 /// Stores the checkpoint `dir` holds (what `SavePoint::write_checkpoint` wrote) as the
@@ -141,11 +142,11 @@ pub async fn store_checkpoint(
     // trainer_state.json marks a complete checkpoint: it goes in last.
     files.sort_by_key(is_state);
     if !files.last().is_some_and(is_state) {
-        return Err(TuneError::Internal(format!("{} holds no trainer_state.json", dir.display())));
+        return Err(ModelError::Internal(format!("{} holds no trainer_state.json", dir.display())));
     }
-    let tx = client.transaction().await.map_err(|e| TuneError::pg(ctx(), e))?;
+    let tx = client.transaction().await.map_err(|e| ModelError::pg(ctx(), e))?;
     delete_checkpoint_in(&tx, model_id, dataset.is_some()).await?;
-    let stmt = tx.prepare(INSERT).await.map_err(|e| TuneError::pg(ctx(), e))?;
+    let stmt = tx.prepare(INSERT).await.map_err(|e| ModelError::pg(ctx(), e))?;
     let mut total = 0u64;
     if let Some(data) = dataset {
         let name = format!("{CHECKPOINT_PREFIX}{DATASET_FILE}");
@@ -164,8 +165,8 @@ pub async fn store_checkpoint(
         &[&job_id, &step],
     )
     .await
-    .map_err(|e| TuneError::pg(ctx(), e))?;
-    tx.commit().await.map_err(|e| TuneError::pg(ctx(), e))?;
+    .map_err(|e| ModelError::pg(ctx(), e))?;
+    tx.commit().await.map_err(|e| ModelError::pg(ctx(), e))?;
     Ok(total)
 }
 
@@ -178,7 +179,7 @@ pub async fn has_checkpoint(client: &Client, model_id: i64) -> Result<bool> {
             &[&model_id, &name],
         )
         .await
-        .map_err(|e| TuneError::pg("looking for a checkpoint", e))?;
+        .map_err(|e| ModelError::pg("looking for a checkpoint", e))?;
     Ok(row.get(0))
 }
 
@@ -216,12 +217,12 @@ async fn load_files(
     let rows = client
         .query_raw(sql, [&model_id as &(dyn tokio_postgres::types::ToSql + Sync), &wanted])
         .await
-        .map_err(|e| TuneError::pg(format!("reading the files of model {model_id}"), e))?;
+        .map_err(|e| ModelError::pg(format!("reading the files of model {model_id}"), e))?;
     pin_mut!(rows);
     let mut current: Option<(String, std::fs::File, i32)> = None;
     let mut count = 0;
     while let Some(row) =
-        rows.try_next().await.map_err(|e| TuneError::pg("reading model files", e))?
+        rows.try_next().await.map_err(|e| ModelError::pg("reading model files", e))?
     {
         let stored: String = row.get(0);
         let path = match prefix {
@@ -233,7 +234,7 @@ async fn load_files(
         let same = matches!(&current, Some((p, _, _)) if *p == path);
         if !same {
             let rel = safe_relative(&path).ok_or_else(|| {
-                TuneError::Internal(format!(
+                ModelError::Internal(format!(
                     "model {model_id} has a file with an unsafe path {path:?}"
                 ))
             })?;
@@ -247,7 +248,7 @@ async fn load_files(
         }
         if let Some((p, f, last)) = current.as_mut() {
             if part != *last + 1 {
-                return Err(TuneError::Internal(format!(
+                return Err(ModelError::Internal(format!(
                     "file {p} of model {model_id} lacks part {} (found part {part})",
                     *last + 1
                 )));

@@ -11,17 +11,17 @@
 //! statement is then sent upstream so the transaction state becomes what Postgres would
 //! have after an error (aborted block, rolled-back implicit transaction).
 
+use super::per_row::{Bound, Ready};
+use super::state::{LocalPortal, LocalStatement, PgmlState};
+use super::stream::{Delivery, Served};
+use super::Session;
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route};
-use crate::per_row::Bound;
-use crate::session::{LocalPortal, LocalStatement, Session};
-use crate::stream::{Delivery, Served};
 use crate::wire;
 use bytes::{Bytes, BytesMut};
-use pgmld_sql::analyze::{find_calls, mentions_pgml, mentions_pgml_bytes, split_statements};
-use pgmld_sql::rowwise;
+use pgmld_sql::analyze::{mentions_pgml, mentions_pgml_bytes, split_statements};
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
-use pgmld_sql::{CursorCommand, Param, Plan, SqlError, StreamForm};
+use pgmld_sql::{CursorCommand, Param, Plan, Registry, SqlError, StreamForm};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use std::sync::Arc;
 use tokio::io::AsyncWrite;
@@ -30,164 +30,179 @@ use tokio::io::AsyncWrite;
 /// at parse time, touching nothing.
 const ABORT_SQL: &str = "pgmld: abort the transaction after a pgml error";
 
-/// Simple or extended protocol, which decides how an error is reported.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Simple,
-    Extended,
+/// One statement of a simple Query, looked at once: its text and what pgmld does with it.
+struct Statement<'a> {
+    /// Characters of the query string before it, for the position of its errors.
+    chars_before: usize,
+    /// Its text.
+    text: &'a str,
+    /// What it is, decided from one parse.
+    kind: StatementKind,
+}
+
+/// What pgmld does with one statement of a simple Query.
+enum StatementKind {
+    /// No pgml call: it runs upstream as written.
+    Plain,
+    /// FETCH / MOVE / CLOSE naming one of pgmld's cursors.
+    Cursor(CursorCommand),
+    /// Calls pgml functions; parsed and bound once, here.
+    Pgml(Arc<Plan>),
+    /// Calls pgml functions wrongly (42883 and the like), reported when its turn comes.
+    Invalid(SqlError),
+}
+
+/// A simple Query's text split into statements, each parsed once; this is the per-request
+/// context the statements are served from, borrowed from the message's text.
+struct Request<'a> {
+    statements: Vec<Statement<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// Splits `sql` (statement by statement, so one that sqlparser cannot read, such as
+    /// MOVE, does not hide the pgml calls of the others) and looks at each statement once.
+    fn new(sql: &'a str, registry: &Registry, pgml: &PgmlState) -> Self {
+        let segments =
+            split_statements(sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
+        let statements = segments
+            .into_iter()
+            .map(|seg| {
+                let text = &sql[seg.clone()];
+                let kind = match pgml.cursor_command(text) {
+                    Some(cmd) => StatementKind::Cursor(cmd),
+                    None => match Plan::build(text, registry) {
+                        Ok(None) => StatementKind::Plain,
+                        Ok(Some(plan)) => StatementKind::Pgml(Arc::new(plan)),
+                        Err(e) => StatementKind::Invalid(e),
+                    },
+                };
+                let chars_before = match kind {
+                    StatementKind::Invalid(_) => sql[..seg.start].chars().count(),
+                    _ => 0,
+                };
+                Statement { chars_before, text, kind }
+            })
+            .collect();
+        Request { statements }
+    }
+
+    /// Whether pgmld has anything to do: otherwise the Query goes upstream untouched.
+    fn intercepts(&self) -> bool {
+        self.statements.iter().any(|s| !matches!(s.kind, StatementKind::Plain))
+    }
 }
 
 impl<W: AsyncWrite + Unpin> Session<W> {
-    pub(crate) async fn on_query(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+    pub(super) async fn on_query(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
-        if !self.cursors.is_empty() && mentions_cursor_command(&frame) {
-            // FETCH / MOVE / CLOSE on pgmld's cursors are served statement by statement.
-            let sql = wire::query_text(&frame)?;
-            if let Some(segments) = split_statements(&sql) {
-                if segments.iter().any(|s| self.local_cursor_command(&sql[s.clone()]).is_some()) {
-                    return self.on_multi_statement_query(&sql, segments).await;
-                }
-            }
-        }
-        if !mentions_pgml_bytes(&frame) {
+        let cursorish = !self.pgml.cursors.is_empty() && mentions_cursor_command(&frame);
+        if !cursorish && !mentions_pgml_bytes(&frame) {
             self.forward(&frame, Some(Kind::Query));
             return Ok(());
         }
         let sql = wire::query_text(&frame)?;
-        if let Some(segments) = split_statements(&sql).filter(|s| s.len() > 1) {
-            // Statement by statement: one that sqlparser cannot read (MOVE) must not hide
-            // the pgml calls of the others.
-            if segments.iter().any(|s| find_calls(&sql[s.clone()]).is_some()) {
-                return self.on_multi_statement_query(&sql, segments).await;
-            }
+        let request = Request::new(&sql, &self.registry, &self.pgml);
+        if !request.intercepts() {
+            self.forward(&frame, Some(Kind::Query));
+            return Ok(());
         }
-        if rowwise::next_row_block(&sql, &self.registry).map_or(true, |b| b.is_some()) {
-            // Per-row calls: the row sources and the completed statement must run in one
-            // implicit transaction, as the client's single statement would; the
-            // multi-statement path does exactly that (one extended batch, one Sync).
-            let whole = 0..sql.len();
-            return self.on_multi_statement_query(&sql, vec![whole]).await;
-        }
-        match Plan::build(&sql, &self.registry) {
-            Ok(None) => {
-                self.forward(&frame, Some(Kind::Query));
-                return Ok(());
-            }
-            Ok(Some(_)) => {}
-            Err(e) => return self.local_error(e, Mode::Simple).await,
-        }
-        // Served in the extended protocol upstream, as one-statement batches are: the
-        // privilege check runs on this session first, in the same implicit transaction.
-        let segments =
-            split_statements(&sql).unwrap_or_else(|| std::iter::once(0..sql.len()).collect());
-        self.on_multi_statement_query(&sql, segments).await
+        self.serve_request(request).await
     }
 
-    /// A query string of several statements with pgml calls. Postgres runs such a string
-    /// statement by statement in one implicit transaction, stopping at the first error;
-    /// pgmld sends the statements as one extended-protocol batch (same implicit
-    /// transaction, same stop-at-error), evaluating each pgml call only after the
-    /// statements before it ran.
-    async fn on_multi_statement_query(
-        &mut self,
-        sql: &str,
-        segments: Vec<std::ops::Range<usize>>,
-    ) -> Result<(), ProxyError> {
+    /// A Query with pgml calls (or pgmld's cursors). Postgres runs a query string statement
+    /// by statement in one implicit transaction, stopping at the first error; pgmld sends
+    /// the statements as one extended-protocol batch (same implicit transaction, same
+    /// stop-at-error), evaluating each pgml call only after the statements before it ran,
+    /// and after the privilege check that runs on this session first. Per-row calls need
+    /// this too: their row sources and the completed statement share the transaction.
+    async fn serve_request(&mut self, request: Request<'_>) -> Result<(), ProxyError> {
         self.catch_up().await?;
-        for seg in segments {
-            let text = sql[seg.clone()].to_string();
-            if let Some(cmd) = self.local_cursor_command(&text) {
-                self.catch_up().await?;
-                if self.shared.skipping() {
-                    break;
-                }
-                match &cmd {
-                    // Upstream closes its cursor as usual (below); the stream stops now.
-                    CursorCommand::Close(name) => self.close_local(name.as_deref()),
-                    CursorCommand::Fetch { .. } => {
-                        self.bind_unnamed(&text);
-                        if self.serve_fetch(&cmd, "", true, &[]).await? == Served::Failed {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-            if rowwise::next_row_block(&text, &self.registry).map_or(true, |b| b.is_some()) {
-                self.catch_up().await?;
-                if self.shared.skipping() {
-                    break;
-                }
-            }
-            let Some(text) = self.serve_row_blocks(text, &[], None).await? else { break };
-            let text = text.as_str();
-            let run = match Plan::build(text, &self.registry) {
-                Ok(None) => Ok(text.to_string()),
-                Ok(Some(plan)) if plan.streaming().is_some() => {
-                    self.count_intercepted(&plan);
+        for st in request.statements {
+            let run = match st.kind {
+                StatementKind::Plain => Ok(st.text.to_string()),
+                StatementKind::Cursor(cmd) => {
                     self.catch_up().await?;
                     if self.shared.skipping() {
                         break;
                     }
-                    self.bind_unnamed(&plan.shape_sql());
-                    let served = match plan.streaming() {
-                        Some(StreamForm::Declare(d)) => {
-                            self.serve_declare(&plan, d, &[], "").await?
+                    match &cmd {
+                        // Upstream closes its cursor as usual (below); the stream stops now.
+                        CursorCommand::Close(name) => self.pgml.close_cursor(name.as_deref()),
+                        CursorCommand::Fetch { .. } => {
+                            self.bind_unnamed(st.text);
+                            if self.serve_fetch(&cmd, "", true, &[]).await? == Served::Failed {
+                                break;
+                            }
+                            continue;
                         }
-                        _ => self.serve_select(&plan, &[], Delivery::Simple).await?,
-                    };
-                    if served == Served::Failed {
+                    }
+                    Ok(st.text.to_string())
+                }
+                StatementKind::Invalid(e) => {
+                    self.catch_up().await?;
+                    if self.shared.skipping() {
                         break;
                     }
-                    continue;
+                    let position = e.position.map(|p| p + st.chars_before);
+                    Err(SqlError { position, ..e })
                 }
-                Ok(Some(plan)) => {
+                StatementKind::Pgml(plan) => {
                     self.count_intercepted(&plan);
                     self.catch_up().await?;
                     if self.shared.skipping() {
                         break; // an earlier statement failed; the rest does not run
                     }
-                    self.evaluate(&plan, &[]).await?
-                }
-                Err(e) => {
-                    self.catch_up().await?;
-                    if self.shared.skipping() {
-                        break;
+                    let plan = match self.serve_row_blocks(plan, &[], None).await? {
+                        None => break,
+                        Some(Ready::Plain(text)) => {
+                            self.run_unnamed(&text);
+                            continue;
+                        }
+                        Some(Ready::Plan(plan)) => plan,
+                    };
+                    if plan.streaming().is_some() {
+                        self.bind_unnamed(&plan.shape_sql());
+                        let served = match plan.streaming() {
+                            Some(StreamForm::Declare(d)) => {
+                                self.serve_declare(&plan, d, &[], "").await?
+                            }
+                            _ => self.serve_select(&plan, &[], Delivery::Simple).await?,
+                        };
+                        if served == Served::Failed {
+                            break;
+                        }
+                        continue;
                     }
-                    let position = e.position.map(|p| p + sql[..seg.start].chars().count());
-                    Err(SqlError { position, ..e })
+                    self.evaluate(&plan, &[]).await?
                 }
             };
             match run {
-                Ok(text) => {
-                    self.shared.expect(Kind::Parse, Route::Swallow);
-                    wire::parse("", &text, vec![], &mut self.up);
-                    self.shared.expect(Kind::Bind, Route::Swallow);
-                    wire::bind_plain("", "", &mut self.up);
-                    self.shared.expect(Kind::DescribePortal, Route::RowDescription);
-                    wire::describe(b'P', "", &mut self.up);
-                    self.shared.expect(Kind::Execute, Route::Client);
-                    wire::execute("", 0, &mut self.up);
-                }
+                Ok(text) => self.run_unnamed(&text),
                 Err(e) => {
-                    self.metrics.error("pgml");
                     // When the upstream failed pgmld's privilege check, its own error
                     // went to the client and it skips to the Sync below.
-                    if !self.shared.skipping() {
-                        let mut b = BytesMut::new();
-                        wire::error_response(&e, &mut b);
-                        self.shared.local(b.freeze());
-                        self.shared.expect(Kind::Parse, Route::OnlyReady);
-                        wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
-                    }
+                    self.report_error(&e);
                     break;
                 }
             }
         }
         self.shared.expect(Kind::Sync, Route::Client);
         wire::sync(&mut self.up);
-        self.error_until_sync = false;
+        self.pgml.error_until_sync = false;
         Ok(())
+    }
+
+    /// Runs `sql` upstream in the unnamed statement and portal, its answers (with a
+    /// RowDescription from Describe, as a simple Query would send) going to the client.
+    fn run_unnamed(&mut self, sql: &str) {
+        self.shared.expect(Kind::Parse, Route::Swallow);
+        wire::parse("", sql, vec![], &mut self.up);
+        self.shared.expect(Kind::Bind, Route::Swallow);
+        wire::bind_plain("", "", &mut self.up);
+        self.shared.expect(Kind::DescribePortal, Route::RowDescription);
+        wire::describe(b'P', "", &mut self.up);
+        self.shared.expect(Kind::Execute, Route::Client);
+        wire::execute("", 0, &mut self.up);
     }
 
     /// Parses and binds `sql` upstream in the unnamed statement and portal; errors reach
@@ -199,23 +214,27 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         wire::bind_plain("", "", &mut self.up);
     }
 
-    pub(crate) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+    pub(super) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         let pgml = mentions_pgml_bytes(&frame);
         let cursorish = mentions_cursor_command(&frame);
-        if !pgml && !cursorish && self.statements.is_empty() && self.cursor_statements.is_empty() {
+        if !pgml
+            && !cursorish
+            && self.pgml.statements.is_empty()
+            && self.pgml.cursor_statements.is_empty()
+        {
             self.forward(&frame, Some(Kind::Parse));
             return Ok(());
         }
         let parse: Parse = wire::decode(&frame)?;
         let name = parse.name.clone().unwrap_or_default();
-        self.statements.remove(&name);
-        self.cursor_statements.remove(&name);
+        self.pgml.statements.remove(&name);
+        self.pgml.cursor_statements.remove(&name);
         if let Some(cmd) = cursorish.then(|| parse_cursor_command(&parse.query)).flatten() {
             // Whether it names one of pgmld's cursors is decided when it runs: a prepared
             // FETCH is reused for the next cursor of the same name.
-            self.cursor_statements.insert(name.clone(), cmd);
+            self.pgml.cursor_statements.insert(name.clone(), cmd);
         }
-        if !pgml || self.error_until_sync || !mentions_pgml(&parse.query) {
+        if !pgml || self.pgml.error_until_sync || !mentions_pgml(&parse.query) {
             self.forward(&frame, Some(Kind::Parse));
             return Ok(());
         }
@@ -225,38 +244,38 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 return Ok(());
             }
             Ok(Some(plan)) => plan,
-            Err(e) => return self.local_error(e, Mode::Extended).await,
+            Err(e) => return self.local_error(e).await,
         };
         self.shared.expect(Kind::Parse, Route::Client);
         wire::parse(&name, &plan.shape_sql(), parse.type_oids, &mut self.up);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.shared.expect(Kind::DescribeStatement, Route::Capture(tx));
         wire::describe(b'S', &name, &mut self.up);
-        self.statements.insert(
+        self.pgml.statements.insert(
             name,
             LocalStatement { plan: Arc::new(plan), describe: Some(rx), param_types: None },
         );
         Ok(())
     }
 
-    pub(crate) fn on_bind(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        let cursor_maps_empty = self.cursor_statements.is_empty() && self.cursor_portals.is_empty();
-        if self.statements.is_empty() && self.portals.is_empty() && cursor_maps_empty {
+    pub(super) fn on_bind(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        if self.pgml.binds_pass_through() {
             self.forward(&frame, Some(Kind::Bind));
             return Ok(());
         }
         let bind: Bind = wire::decode(&frame)?;
         let portal = bind.portal_name.clone().unwrap_or_default();
         let statement = bind.statement_name.clone().unwrap_or_default();
-        self.portals.remove(&portal);
-        self.cursor_portals.remove(&portal);
-        if let Some(cmd) = self.cursor_statements.get(&statement) {
-            self.cursor_portals
+        self.pgml.portals.remove(&portal);
+        self.pgml.cursor_portals.remove(&portal);
+        if let Some(cmd) = self.pgml.cursor_statements.get(&statement) {
+            self.pgml
+                .cursor_portals
                 .insert(portal.clone(), (cmd.clone(), bind.result_column_format_codes.clone()));
         }
-        if let Some(ls) = self.statements.get(&statement) {
+        if let Some(ls) = self.pgml.statements.get(&statement) {
             let plan = ls.plan.clone();
-            self.portals.insert(
+            self.pgml.portals.insert(
                 portal,
                 LocalPortal { statement, plan, bind: frame.clone(), running: None, stream: None },
             );
@@ -265,21 +284,23 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Ok(())
     }
 
-    pub(crate) async fn on_execute(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+    pub(super) async fn on_execute(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
-        if (self.portals.is_empty() && self.cursor_portals.is_empty()) || self.error_until_sync {
+        if (self.pgml.portals.is_empty() && self.pgml.cursor_portals.is_empty())
+            || self.pgml.error_until_sync
+        {
             self.forward(&frame, Some(Kind::Execute));
             return Ok(());
         }
         let exec: Execute = wire::decode(&frame)?;
         let portal = exec.name.clone().unwrap_or_default();
-        if let Some((cmd, formats)) = self.cursor_portals.get(&portal).cloned() {
+        if let Some((cmd, formats)) = self.pgml.cursor_portals.get(&portal).cloned() {
             return self.execute_cursor_command(&frame, &portal, &cmd, &formats).await;
         }
-        if self.portals.get(&portal).is_some_and(|lp| lp.stream.is_some()) {
+        if self.pgml.portals.get(&portal).is_some_and(|lp| lp.stream.is_some()) {
             return self.continue_stream(&frame, &portal, exec.max_rows).await;
         }
-        let Some(lp) = self.portals.get(&portal) else {
+        let Some(lp) = self.pgml.portals.get(&portal) else {
             self.forward(&frame, Some(Kind::Execute));
             return Ok(());
         };
@@ -297,7 +318,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Ok(());
         }
         let types = self.parameter_types(&statement).await;
-        let Some(lp) = self.portals.get(&portal) else { return Ok(()) };
+        let Some(lp) = self.pgml.portals.get(&portal) else { return Ok(()) };
         let bind: Bind = wire::decode(&lp.bind)?;
         let params = bound_params(&bind, &types);
         if let Some(form) = plan.streaming() {
@@ -306,7 +327,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 StreamForm::Declare(d) => {
                     if self.serve_declare(&plan, d, &params, &portal).await? == Served::Done {
                         // Executing it again declares again upstream (42P03), as in Postgres.
-                        if let Some(lp) = self.portals.get_mut(&portal) {
+                        if let Some(lp) = self.pgml.portals.get_mut(&portal) {
                             lp.running = Some(portal.clone());
                         }
                     }
@@ -323,24 +344,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             return Ok(());
         }
         let bound = Bound { types: &types, bind: &bind };
-        let Some(run) = self.serve_row_blocks(plan.sql().to_string(), &params, Some(bound)).await?
-        else {
-            return Ok(());
-        };
-        let evaluated = if run == plan.sql() {
-            self.evaluate(&plan, &params).await?
-        } else {
-            match Plan::build(&run, &self.registry) {
-                Ok(None) => Ok(run),
-                Ok(Some(rest)) => self.evaluate(&rest, &params).await?,
-                Err(e) => Err(e),
-            }
+        let evaluated = match self.serve_row_blocks(plan, &params, Some(bound)).await? {
+            None => return Ok(()),
+            Some(Ready::Plain(text)) => Ok(text),
+            Some(Ready::Plan(rest)) => self.evaluate(&rest, &params).await?,
         };
         match evaluated {
             Ok(text) => {
-                self.counter += 1;
-                let (s, p) =
-                    (format!("pgmld_s{}", self.counter), format!("pgmld_p{}", self.counter));
+                let (s, p) = self.pgml.next_names("pgmld_");
                 self.shared.expect(Kind::Parse, Route::Swallow);
                 wire::parse(&s, &text, types, &mut self.up);
                 self.shared.expect(Kind::Bind, Route::Swallow);
@@ -349,26 +360,28 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 wire::execute(&p, exec.max_rows, &mut self.up);
                 self.shared.expect(Kind::Close, Route::Swallow);
                 wire::close(b'S', &s, &mut self.up);
-                if let Some(lp) = self.portals.get_mut(&portal) {
+                if let Some(lp) = self.pgml.portals.get_mut(&portal) {
                     lp.running = Some(p);
                 }
                 Ok(())
             }
-            Err(e) => self.local_error(e, Mode::Extended).await,
+            Err(e) => self.local_error(e).await,
         }
     }
 
-    pub(crate) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        let local = !self.statements.is_empty() || !self.portals.is_empty();
-        if local || !self.cursor_statements.is_empty() || !self.cursor_portals.is_empty() {
+    pub(super) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
+        let local = !self.pgml.statements.is_empty() || !self.pgml.portals.is_empty();
+        if local || !self.pgml.cursor_statements.is_empty() || !self.pgml.cursor_portals.is_empty()
+        {
             let close: pgwire::messages::extendedquery::Close = wire::decode(&frame)?;
             let name = close.name.unwrap_or_default();
             if close.target_type == b'S' {
-                self.statements.remove(&name);
-                self.cursor_statements.remove(&name);
+                self.pgml.statements.remove(&name);
+                self.pgml.cursor_statements.remove(&name);
             } else {
-                self.cursor_portals.remove(&name);
-                if let Some(LocalPortal { running: Some(p), .. }) = self.portals.remove(&name) {
+                self.pgml.cursor_portals.remove(&name);
+                if let Some(LocalPortal { running: Some(p), .. }) = self.pgml.portals.remove(&name)
+                {
                     if p != name {
                         self.shared.expect(Kind::Close, Route::Swallow);
                         wire::close(b'P', &p, &mut self.up);
@@ -390,8 +403,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         formats: &[i16],
     ) -> Result<(), ProxyError> {
         match cmd {
-            CursorCommand::Close(name) => self.close_local(name.as_deref()),
-            CursorCommand::Fetch { cursor, .. } if self.cursors.contains_key(cursor) => {
+            CursorCommand::Close(name) => self.pgml.close_cursor(name.as_deref()),
+            CursorCommand::Fetch { cursor, .. } if self.pgml.cursors.contains_key(cursor) => {
                 self.catch_up().await?;
                 if !self.shared.skipping() {
                     self.serve_fetch(cmd, portal, false, formats).await?;
@@ -412,7 +425,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         max_rows: i32,
     ) -> Result<(), ProxyError> {
         self.catch_up().await?;
-        let Some(lp) = self.portals.get_mut(portal) else { return Ok(()) };
+        let Some(lp) = self.pgml.portals.get_mut(portal) else { return Ok(()) };
         let Some(lc) = lp.stream.take() else { return Ok(()) };
         if self.shared.skipping() {
             self.forward(frame, Some(Kind::Execute));
@@ -425,7 +438,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Parameter types of a local statement from the upstream's Describe of its shape.
     async fn parameter_types(&mut self, statement: &str) -> Vec<u32> {
-        let Some(ls) = self.statements.get_mut(statement) else { return vec![] };
+        let Some(ls) = self.pgml.statements.get_mut(statement) else { return vec![] };
         if let Some(t) = &ls.param_types {
             return t.clone();
         }
@@ -441,37 +454,30 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         types
     }
 
-    /// Reports an error pgmld raised, in order, and leaves the transaction as Postgres
-    /// would after that error.
-    pub(crate) async fn local_error(&mut self, e: SqlError, mode: Mode) -> Result<(), ProxyError> {
+    /// Reports an error pgmld raised, in order after everything sent before, and leaves
+    /// the transaction as Postgres would after that error.
+    pub(super) async fn local_error(&mut self, e: SqlError) -> Result<(), ProxyError> {
+        self.catch_up().await?;
+        self.report_error(&e);
+        Ok(())
+    }
+
+    /// [`Session::local_error`] once caught up: the error goes to the client (unless the
+    /// upstream already failed this batch and skips to Sync, as Postgres would ignore the
+    /// message), and a statement that fails at parse time puts the transaction into the
+    /// state an error leaves. pgml work is ignored until Sync.
+    fn report_error(&mut self, e: &SqlError) {
         self.metrics.error("pgml");
         tracing::info!(code = e.code, "pgml call failed: {}", e.message);
-        self.catch_up().await?;
-        let mut b = BytesMut::new();
-        match mode {
-            Mode::Simple => {
-                wire::error_response(&e, &mut b);
-                if self.shared.txn_status() == b'I' {
-                    wire::ready_for_query(b'I', &mut b);
-                    self.shared.local(b.freeze());
-                } else {
-                    self.shared.local(b.freeze());
-                    self.shared.expect(Kind::Query, Route::OnlyReady);
-                    wire::query(ABORT_SQL, &mut self.up);
-                }
-            }
-            Mode::Extended => {
-                self.error_until_sync = true;
-                if self.shared.skipping() {
-                    return Ok(()); // Postgres would ignore this message after the earlier error.
-                }
-                wire::error_response(&e, &mut b);
-                self.shared.local(b.freeze());
-                self.shared.expect(Kind::Parse, Route::OnlyReady);
-                wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
-            }
+        self.pgml.error_until_sync = true;
+        if self.shared.skipping() {
+            return;
         }
-        Ok(())
+        let mut b = BytesMut::new();
+        wire::error_response(e, &mut b);
+        self.shared.local(b.freeze());
+        self.shared.expect(Kind::Parse, Route::OnlyReady);
+        wire::parse("pgmld_abort", ABORT_SQL, vec![], &mut self.up);
     }
 
     fn count_intercepted(&self, plan: &Plan) {

@@ -9,7 +9,7 @@ use pgmld_sql::Caller;
 use tokio_postgres::Client;
 
 use crate::access;
-use crate::error::{Result, TuneError};
+use crate::error::{ModelError, Result};
 use crate::files;
 
 /// A checkpoint directory (or GGUF file) ready to load.
@@ -53,7 +53,7 @@ async fn project_model(client: &Client, name: &str) -> Result<Option<i64>> {
             &[&name],
         )
         .await
-        .map_err(|e| TuneError::pg(format!("looking up project {name}"), e))?;
+        .map_err(|e| ModelError::pg(format!("looking up project {name}"), e))?;
     Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
 }
 
@@ -63,16 +63,16 @@ async fn extract(
     tmp_root: &Path,
 ) -> Result<(PathBuf, tempfile::TempDir)> {
     std::fs::create_dir_all(tmp_root)
-        .map_err(|e| TuneError::Internal(format!("creating {}: {e}", tmp_root.display())))?;
+        .map_err(|e| ModelError::Internal(format!("creating {}: {e}", tmp_root.display())))?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("model-{model_id}-"))
         .tempdir_in(tmp_root)
         .map_err(|e| {
-        TuneError::Internal(format!("creating a directory under {}: {e}", tmp_root.display()))
+        ModelError::Internal(format!("creating a directory under {}: {e}", tmp_root.display()))
     })?;
     let n = files::load_dir(client, model_id, tmp.path()).await?;
     if n == 0 {
-        return Err(TuneError::ModelNotFound {
+        return Err(ModelError::NotFound {
             message: format!("model {model_id} has no files in pgml.files"),
             detail: "Only successful pgml.tune runs store their files.".into(),
         });
@@ -122,9 +122,9 @@ async fn stored(client: &Client, id: i64, name: &str, caller: &Caller) -> Result
             &[&id],
         )
         .await
-        .map_err(|e| TuneError::pg(format!("looking up model {id}"), e))?;
+        .map_err(|e| ModelError::pg(format!("looking up model {id}"), e))?;
     let Some(row) = row else {
-        return Err(TuneError::ModelNotFound {
+        return Err(ModelError::NotFound {
             message: format!("model \"{name}\" not found"),
             detail: format!("pgml.models has no model with id {id} in this database."),
         });
@@ -132,7 +132,7 @@ async fn stored(client: &Client, id: i64, name: &str, caller: &Caller) -> Result
     let (status, task): (String, Option<String>) = (row.get(0), row.get(1));
     access::check(client, caller, row.get(2), &format!("model {id}")).await?;
     if status != "successful" {
-        return Err(TuneError::ModelNotFound {
+        return Err(ModelError::NotFound {
             message: format!("model {id} is {status}, not successful"),
             detail: "Only successful models have files to start from.".into(),
         });
@@ -165,7 +165,7 @@ pub async fn locate(client: &Client, name: &str, caller: &Caller) -> Result<Mode
     let name = name.trim();
     if let Some(id) = name.strip_prefix("pgml:") {
         let id: i64 = id.trim().parse().map_err(|_| {
-            TuneError::bad(
+            ModelError::bad(
                 format!("invalid stored model reference \"{name}\""),
                 "Use pgml:<model id>, e.g. pgml:42.",
             )
@@ -187,7 +187,7 @@ pub async fn locate(client: &Client, name: &str, caller: &Caller) -> Result<Mode
         if let Some(file) = only_gguf_in(&as_path) {
             return Ok(ModelRef::Gguf(file));
         }
-        return Err(TuneError::ModelNotFound {
+        return Err(ModelError::NotFound {
             message: format!("model \"{name}\" not found"),
             detail: format!("{} is neither a directory holding config.json (or one .gguf file) nor a .gguf file.", as_path.display()),
         });
@@ -224,7 +224,7 @@ pub async fn fetch(
         }
         ModelRef::Hub(name) => match pgmld_hub::fetch_model_files(hub, name, None).await {
             Ok(dir) => Ok(ModelSource { dir, parent_id: None, origin: format!("Hugging Face Hub {name}"), _extracted: None }),
-            Err(e) => Err(TuneError::ModelNotFound {
+            Err(e) => Err(ModelError::NotFound {
                 message: format!("model \"{name}\" not found"),
                 detail: format!(
                     "Looked for a local directory {name} (none), a pgml project named {name} with a stored model in this database (none), and the Hugging Face Hub: {e}"

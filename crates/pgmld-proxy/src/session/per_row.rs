@@ -15,15 +15,15 @@
 //! error in step 1 reaches the client as the statement's error, leaving the transaction
 //! as Postgres leaves it.
 
+use super::Session;
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route};
-use crate::intercept::Mode;
-use crate::session::Session;
 use crate::wire;
 use bytes::{Bytes, BytesMut};
 use pgmld_sql::rowwise::{self, SourceColumn, SourceRow};
 use pgmld_sql::{codes, Param, Plan, SqlError};
 use pgwire::messages::extendedquery::Bind;
+use std::sync::Arc;
 use tokio::io::AsyncWrite;
 
 /// Blocks inside blocks are served one level per round; deeper nesting than this is
@@ -31,7 +31,7 @@ use tokio::io::AsyncWrite;
 const MAX_ROUNDS: usize = 16;
 
 /// What an upstream run of pgmld's own query produced.
-pub(crate) enum Captured {
+pub(super) enum Captured {
     /// Columns (name, type, modifier) and rows in text form.
     Rows(Vec<(String, u32, i32)>, Vec<SourceRow>),
     /// The upstream failed it; the error already went to the client.
@@ -39,27 +39,36 @@ pub(crate) enum Captured {
 }
 
 /// The client's bind, for a source query that references `$n`.
-pub(crate) struct Bound<'a> {
+pub(super) struct Bound<'a> {
     pub types: &'a [u32],
     pub bind: &'a Bind,
 }
 
+/// A statement whose per-row calls were served.
+pub(super) enum Ready {
+    /// No pgml call left: run this text as it is.
+    Plain(String),
+    /// Constant pgml calls left (or none were per row): evaluate this plan.
+    Plan(Arc<Plan>),
+}
+
 impl<W: AsyncWrite + Unpin> Session<W> {
-    /// Serves every per-row block of `sql` and returns the text left to run (with only
-    /// constant pgml calls, if any). `None` when it failed: the error went to the client.
-    pub(crate) async fn serve_row_blocks(
+    /// Serves every per-row block of `plan`, innermost first, and returns what is left to
+    /// run. The client's statement is not parsed again: its plan has the parse; each
+    /// completed text (a block replaced by VALUES) is parsed once. `None` when it failed:
+    /// the error went to the client.
+    pub(super) async fn serve_row_blocks(
         &mut self,
-        mut sql: String,
+        mut plan: Arc<Plan>,
         params: &[Param],
         bound: Option<Bound<'_>>,
-    ) -> Result<Option<String>, ProxyError> {
-        let mode = Mode::Extended;
+    ) -> Result<Option<Ready>, ProxyError> {
         for _ in 0..MAX_ROUNDS {
-            let block = match rowwise::next_row_block(&sql, &self.registry) {
-                Ok(None) => return Ok(Some(sql)),
+            let block = match plan.next_row_block() {
+                Ok(None) => return Ok(Some(Ready::Plan(plan))),
                 Ok(Some(b)) => b,
                 Err(e) => {
-                    self.local_error(e, mode).await?;
+                    self.local_error(e).await?;
                     return Ok(None);
                 }
             };
@@ -75,7 +84,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             let source = match source {
                 Ok(s) => s,
                 Err(e) => {
-                    self.local_error(e, mode).await?;
+                    self.local_error(e).await?;
                     return Ok(None);
                 }
             };
@@ -88,7 +97,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             let caller = match self.authorize(&names).await? {
                 Ok(c) => c,
                 Err(e) => {
-                    self.local_error(e, mode).await?;
+                    self.local_error(e).await?;
                     return Ok(None);
                 }
             };
@@ -101,7 +110,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let args = match block.call_args(i, &columns, &rows, params) {
                     Ok(a) => a,
                     Err(e) => {
-                        self.local_error(e, mode).await?;
+                        self.local_error(e).await?;
                         return Ok(None);
                     }
                 };
@@ -110,7 +119,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 match self.watch_client(fut).await? {
                     Ok(values) => results.push(values),
                     Err(e) => {
-                        self.local_error(e, mode).await?;
+                        self.local_error(e).await?;
                         return Ok(None);
                     }
                 }
@@ -120,10 +129,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 calls = block.calls().len(),
                 "served a per-row block"
             );
-            sql = match block.complete(&columns, &rows, &results) {
-                Ok(s) => s,
+            let completed = block.complete(&columns, &rows, &results).and_then(|sql| {
+                Ok(match Plan::build(&sql, &self.registry)? {
+                    Some(next) => Ok(Arc::new(next)),
+                    None => Err(sql),
+                })
+            });
+            plan = match completed {
+                Ok(Ok(next)) => next,
+                Ok(Err(sql)) => return Ok(Some(Ready::Plain(sql))),
                 Err(e) => {
-                    self.local_error(e, mode).await?;
+                    self.local_error(e).await?;
                     return Ok(None);
                 }
             };
@@ -133,21 +149,20 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             format!("pgml calls nested more than {MAX_ROUNDS} query levels deep"),
         )
         .with_hint("Compute the calls in fewer nested subqueries.");
-        self.local_error(e, mode).await?;
+        self.local_error(e).await?;
         Ok(None)
     }
 
     /// Runs `sql` upstream in this session (extended protocol, no Sync: inside the
     /// client's transaction) and collects its rows in text form.
-    pub(crate) async fn run_captured(
+    pub(super) async fn run_captured(
         &mut self,
         sql: &str,
         bound: Option<&Bound<'_>>,
     ) -> Result<Captured, ProxyError> {
         self.catch_up().await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        self.counter += 1;
-        let (s, p) = (format!("pgmld_rs{}", self.counter), format!("pgmld_rp{}", self.counter));
+        let (s, p) = self.pgml.next_names("pgmld_r");
         self.shared.expect(Kind::Parse, Route::Swallow);
         wire::parse(&s, sql, bound.map_or_else(Vec::new, |b| b.types.to_vec()), &mut self.up);
         self.shared.expect(Kind::Bind, Route::Swallow);
@@ -182,7 +197,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         if failed || !done {
             // The upstream now skips to the client's Sync, as after its own error (a
             // Parse or Bind error already went to the client through Swallow).
-            self.error_until_sync = true;
+            self.pgml.error_until_sync = true;
             return Ok(Captured::Failed);
         }
         Ok(Captured::Rows(columns, rows))
