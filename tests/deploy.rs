@@ -207,7 +207,7 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         &format!("'specific', model_id => {}", ids[0]),
         ("specific", ids[0]),
         &reference,
-        &m,
+        "transformers",
     )
     .await;
     deploy_and_check(
@@ -215,12 +215,13 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         &format!("strategy => 'specific', model_id => {}", ids[1]),
         ("specific", ids[1]),
         &reference,
-        &m,
+        "transformers",
     )
     .await;
-    deploy_and_check(&c, "'most_recent'", ("most_recent", ids[2]), &reference, &m).await;
-    deploy_and_check(&c, "'rollback'", ("rollback", ids[1]), &reference, &m).await;
-    deploy_and_check(&c, "'rollback'", ("rollback", ids[0]), &reference, &m).await;
+    deploy_and_check(&c, "'most_recent'", ("most_recent", ids[2]), &reference, "transformers")
+        .await;
+    deploy_and_check(&c, "'rollback'", ("rollback", ids[1]), &reference, "transformers").await;
+    deploy_and_check(&c, "'rollback'", ("rollback", ids[0]), &reference, "transformers").await;
     let before = latest_deployment(&c).await;
     let err = expect_err(
         &c,
@@ -232,12 +233,31 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
     assert!(err.contains("specific"), "the hint shows the pin form: {err}");
     assert_eq!(latest_deployment(&c).await, before, "a failed rollback changes nothing");
     // best_score, with the default strategy too, in PostgresML's exact call forms.
-    deploy_and_check(&c, "'best_score'", ("best_score", best), &reference, &m).await;
+    deploy_and_check(&c, "'best_score'", ("best_score", best), &reference, "transformers").await;
     let row =
         c.query_one(format!("SELECT * FROM pgml.deploy('{PROJECT}')").as_str(), &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(1), "best_score");
     assert_eq!(latest_deployment(&c).await.1, best);
-    // algorithm filters candidates.
+    // A task object naming only the project: its task comes from the project.
+    let sql = format!(
+        "SELECT pgml.transform(task => '{{\"model\": \"{PROJECT}\"}}'::jsonb, inputs => {INPUTS})"
+    );
+    let by_project: serde_json::Value =
+        c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
+    assert_eq!(by_project.as_array().map(Vec::len), Some(4), "{by_project}");
+    // algorithm filters candidates: PostgresML's algorithm, or pgmld's base model name.
+    for filter in ["transformers", m.as_str()] {
+        let sql = format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent', '{filter}')");
+        let row = c.query_one(sql.as_str(), &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(row.get::<_, String>("algorithm"), "transformers", "{sql}");
+        assert_eq!(latest_deployment(&c).await.1, ids[2], "{sql}");
+    }
+    let base: String = c
+        .query_one("SELECT base_model FROM pgml.models WHERE id = $1", &[&ids[2]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(base, m);
     expect_err(
         &c,
         &format!("SELECT * FROM pgml.deploy('{PROJECT}', 'most_recent', 'no-such-algorithm')"),
@@ -326,7 +346,8 @@ async fn deploy_strategies_rollback_pin_and_privileges() {
         "not successful",
     )
     .await;
-    deploy_and_check(&c, "'most_recent'", ("most_recent", ids[1]), &reference, &m).await;
+    deploy_and_check(&c, "'most_recent'", ("most_recent", ids[1]), &reference, "transformers")
+        .await;
     psql_direct(
         &db.name,
         &format!(

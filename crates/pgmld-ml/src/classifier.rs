@@ -107,9 +107,9 @@ pub struct Classifier {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|source| Error::Config { path: path.to_path_buf(), source })
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::io(path.to_path_buf(), source))?;
+    serde_json::from_str(&text).map_err(|source| Error::config(path.to_path_buf(), source))
 }
 
 fn labels_in(config: &serde_json::Value) -> Option<i64> {
@@ -269,7 +269,7 @@ impl Classifier {
         let dir = dir.as_ref();
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
+            move |source| Error::io(path, source)
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let cfg_path = dir.join("config.json");

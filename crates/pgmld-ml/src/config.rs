@@ -98,9 +98,9 @@ impl Config {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            .map_err(|source| Error::io(path.to_path_buf(), source))?;
         let cfg: Config = serde_json::from_str(&text)
-            .map_err(|source| Error::Config { path: path.to_path_buf(), source })?;
+            .map_err(|source| Error::config(path.to_path_buf(), source))?;
         cfg.validate()?;
         Ok(cfg)
     }

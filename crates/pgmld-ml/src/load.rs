@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
 use crate::bert::{BertForSequenceClassification, BertModel, Config};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use pgmld_train::weights_file::read_checkpoint;
 
 /// Attribute names under which HF task models hold their base model.
@@ -111,14 +111,23 @@ pub fn load_tensors(
                 report.fresh.push(name);
                 continue;
             }
-            return Err(Error::ShapeMismatch { name, found: src.size(), expected: var.size() });
+            return Err(pgmld_train::Error::ShapeMismatch {
+                name,
+                found: src.size(),
+                expected: var.size(),
+            }
+            .into());
         }
         tch::no_grad(|| var.f_copy_(src))?;
         report.loaded.push(name);
     }
     if !missing.is_empty() {
         missing.truncate(8);
-        return Err(Error::MissingWeights { path: source.to_path_buf(), names: missing });
+        return Err(pgmld_train::Error::MissingWeights {
+            path: source.to_path_buf(),
+            names: missing,
+        }
+        .into());
     }
     report.unused = tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
     report.unused.sort();

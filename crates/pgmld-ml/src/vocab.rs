@@ -52,10 +52,10 @@ fn tokenizer_settings(dir: &Path) -> Result<serde_json::Map<String, Value>> {
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| Error::Io { path: path.clone(), source })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|source| Error::Config { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| Error::io(path.clone(), source))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|source| Error::config(path.clone(), source))?;
         if let Value::Object(m) = value {
             out.extend(m);
         }

@@ -254,6 +254,7 @@ impl Server {
             self.opts.registry.clone(),
             self.opts.metrics.clone(),
             self.opts.max_message,
+            self.opts.migrator.clone(),
         );
         let result = session.run().await;
         // Let the relay deliver what is queued (final errors), then stop it.

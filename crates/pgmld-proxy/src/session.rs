@@ -3,6 +3,7 @@
 //! the interceptor (`session/intercept.rs`).
 
 mod authorize;
+mod extension;
 mod intercept;
 mod per_row;
 mod state;
@@ -14,6 +15,7 @@ use crate::startup::ReadHalf;
 use crate::wire::{self, split_message};
 use bytes::{Bytes, BytesMut};
 use pgmld_metrics::Metrics;
+use pgmld_schema::Migrator;
 use pgmld_sql::{CallContext, Caller, Plan, Registry};
 use state::PgmlState;
 use std::sync::atomic::AtomicBool;
@@ -52,6 +54,9 @@ pub struct Session<W> {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     max_message: usize,
+    /// Applies the pgml schema again when a call finds it dropped, and answers
+    /// `CREATE EXTENSION pgml` (none in tests that run without a schema).
+    migrator: Option<Arc<Migrator>>,
     /// Statements, portals and cursors that involve pgml.
     pgml: PgmlState,
     /// The client went away during a pgml call: stop after it.
@@ -76,6 +81,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         max_message: usize,
+        migrator: Option<Arc<Migrator>>,
     ) -> Self {
         Session {
             client,
@@ -87,6 +93,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             registry,
             metrics,
             max_message,
+            migrator,
             pgml: PgmlState::default(),
             client_gone: false,
         }

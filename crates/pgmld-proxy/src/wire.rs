@@ -164,6 +164,11 @@ pub fn is_fatal_error(frame: &[u8]) -> bool {
 /// Postgres' default for the level: 01000 (warning) for WARNING, 00000 otherwise.
 pub fn notice_response(severity: &str, message: &str, out: &mut BytesMut) {
     let code = if severity == "WARNING" { "01000" } else { "00000" };
+    notice_with_code(severity, code, message, out);
+}
+
+/// `NoticeResponse` with its own SQLSTATE (e.g. 42710 for "already exists, skipping").
+pub fn notice_with_code(severity: &str, code: &str, message: &str, out: &mut BytesMut) {
     let fields = vec![
         (b'S', severity.to_string()),
         (b'V', severity.to_string()),

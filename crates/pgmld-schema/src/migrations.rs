@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "model_views",
         sql: include_str!("../../../migrations/0005_model_views.sql"),
     },
+    Migration {
+        version: 6,
+        name: "base_model",
+        sql: include_str!("../../../migrations/0006_base_model.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit
@@ -71,7 +76,9 @@ mod tests {
     fn every_migration_has_a_name_and_sql() {
         for m in MIGRATIONS {
             assert!(!m.name.trim().is_empty());
-            assert!(m.sql.contains("CREATE"), "migration {} looks empty", m.version);
+            let statement =
+                ["CREATE ", "ALTER ", "UPDATE ", "INSERT "].iter().any(|k| m.sql.contains(k));
+            assert!(statement, "migration {} looks empty", m.version);
         }
     }
 

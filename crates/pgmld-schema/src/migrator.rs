@@ -46,6 +46,14 @@ impl Migrator {
         .map(|_| ())
     }
 
+    /// Applies again whatever `database` lacks, whether or not this process migrated it
+    /// before: after `DROP SCHEMA pgml CASCADE` the bookkeeping table went with the schema,
+    /// so every migration is applied anew. Returns the versions applied (empty when the
+    /// database was current).
+    pub async fn repair(&self, database: &str) -> Result<Vec<u32>, SchemaError> {
+        migrate_upstream(&self.upstream, database).await
+    }
+
     /// Whether `database` was already migrated by this migrator.
     pub fn is_done(&self, database: &str) -> bool {
         let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,6 +87,22 @@ mod tests {
             .expect("count")
             .get(0);
         assert_eq!(left, 0);
+        drop(client);
+        db.drop_now().await;
+    }
+
+    #[tokio::test]
+    async fn repair_recreates_a_dropped_schema() {
+        let db = TestDb::create().await;
+        let migrator = Migrator::new(Upstream::from_url(&admin_url()).expect("admin URL"));
+        migrator.ensure(db.name()).await.expect("ensure");
+        assert!(migrator.repair(db.name()).await.expect("repair").is_empty(), "nothing missing");
+        db.connect().await.batch_execute("DROP SCHEMA pgml CASCADE").await.expect("drop");
+        let applied = migrator.repair(db.name()).await.expect("repair after drop");
+        assert_eq!(applied.len(), crate::migrations::MIGRATIONS.len(), "all re-applied");
+        let client = db.connect().await;
+        let row = client.query_one("SELECT count(*) FROM pgml.projects", &[]).await.expect("table");
+        assert_eq!(row.get::<_, i64>(0), 0);
         drop(client);
         db.drop_now().await;
     }

@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod cursor;
 mod error;
+pub mod extension;
 pub mod function;
 pub mod functions;
 pub mod output;
@@ -15,6 +16,7 @@ pub mod streaming;
 pub mod value;
 
 pub use error::{codes, SqlError};
+pub use extension::{create_pgml_extension, CreateExtension};
 pub use function::{
     Args, CallContext, Caller, Notice, Output, PgmlFunction, Registry, Returns, RowStream,
     RowsFuture, Signature,

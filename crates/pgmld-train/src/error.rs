@@ -16,7 +16,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A JSON file of a weights checkpoint (a shard index) could not be parsed.
+    /// A JSON file (config.json, a vocabulary, a shard index) could not be parsed.
     #[error("invalid model config {path}: {source}")]
     Config {
         /// The file.

@@ -73,9 +73,10 @@ impl PgmlFunction for Transform {
         &self.signature
     }
 
-    fn call(&self, ctx: CallContext, args: Args) -> CallFuture {
+    fn call(&self, ctx: CallContext, mut args: Args) -> CallFuture {
         let transformer = self.transformer.clone();
         Box::pin(async move {
+            transformer.complete_task(&ctx, &mut args).await.map_err(SqlError::from)?;
             match parse(&args).map_err(SqlError::from)? {
                 Call::Classify(req, inputs) => {
                     let results =
@@ -93,9 +94,20 @@ impl PgmlFunction for Transform {
     /// the model's worker as one list, so a query over 1,000 rows runs a few dozen
     /// forward passes, not 1,000. Generation rows queue at their model's worker, each its
     /// own conversation or prompts.
-    fn call_rows(self: Arc<Self>, ctx: CallContext, rows: Vec<Args>) -> RowsFuture {
+    fn call_rows(self: Arc<Self>, ctx: CallContext, mut rows: Vec<Args>) -> RowsFuture {
         Box::pin(async move {
             let n = rows.len();
+            // Rows usually share one task object: it is completed once.
+            let mut completed: HashMap<String, Value> = HashMap::new();
+            for (r, args) in rows.iter_mut().enumerate() {
+                let key = format!("{:?}", args.get("task"));
+                if let Some(task) = completed.get(&key) {
+                    args.insert("task", task.clone());
+                    continue;
+                }
+                self.transformer.complete_task(&ctx, args).await.map_err(|e| row_error(e, r, n))?;
+                completed.insert(key, args.get("task").cloned().unwrap_or(Value::Null));
+            }
             let mut groups: HashMap<String, Group> = HashMap::new();
             let mut generations: Vec<(usize, GenerateCall)> = Vec::new();
             for (r, args) in rows.iter().enumerate() {

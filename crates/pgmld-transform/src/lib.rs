@@ -1,7 +1,8 @@
 //! `pgml.transform`: inference served by pgmld.
 //!
 //! - [`function`]: the SQL signature, real-time calls and per-row calls batched across rows.
-//! - [`request`]: the task object, `args` and inputs, checked.
+//! - [`request`]: the task object, `args` and inputs, checked; [`task_defaults`]: the
+//!   model or task a task object leaves out (each task's default model, a model's task).
 //! - [`transformer`]: one call end to end (model lookup, scoring, JSON, truncation notice).
 //! - [`generation`]: conversational / text-generation arguments and inputs, checked;
 //!   [`chat`]: those calls end to end, and streaming ([`Transformer::stream`]).
@@ -19,6 +20,7 @@ pub mod function;
 pub mod generation;
 pub mod request;
 pub mod stream;
+pub mod task_defaults;
 pub mod transformer;
 pub mod worker;
 

@@ -94,9 +94,10 @@ impl PgmlFunction for TransformStream {
         &self.signature
     }
 
-    fn call(&self, ctx: CallContext, args: Args) -> CallFuture {
+    fn call(&self, ctx: CallContext, mut args: Args) -> CallFuture {
         let transformer = self.transformer.clone();
         Box::pin(async move {
+            transformer.complete_task(&ctx, &mut args).await.map_err(SqlError::from)?;
             let call = parse(&args)?;
             let mut pieces = transformer.stream(ctx, call);
             let rows = futures_util::stream::poll_fn(move |cx| {

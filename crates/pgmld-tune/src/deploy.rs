@@ -13,7 +13,8 @@
 //! - `rollback`: walks back through the deployment history ([`rollback_target`]).
 //! - `specific`: the model `model_id` (it must be a successful model of the project).
 //!
-//! `algorithm` restricts `best_score` and `most_recent` to models of that base model.
+//! `algorithm` restricts `best_score` and `most_recent` to models of that algorithm
+//! (`transformers`, as PostgresML) or of that base model (`pgml.models.base_model`).
 //! Deploying needs membership in the project's owner role. Nothing is written unless a
 //! model is deployed; the project row is locked while choosing, so concurrent deploys of
 //! one project apply one after the other.
@@ -151,7 +152,7 @@ pub struct Deployed {
     pub strategy: Strategy,
     /// The deployed model's id.
     pub model_id: i64,
-    /// The deployed model's base model (`pgml.models.algorithm`).
+    /// The deployed model's algorithm (`pgml.models.algorithm`: `transformers`).
     pub algorithm: String,
 }
 
@@ -290,7 +291,7 @@ async fn best_score(
     let order = if higher_is_better { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT m.id, m.algorithm FROM pgml.models m \
-          WHERE m.project_id = $1 AND m.status = 'successful' AND ($2::text IS NULL OR m.algorithm = $2) \
+          WHERE m.project_id = $1 AND m.status = 'successful' AND ($2::text IS NULL OR m.algorithm = $2 OR m.base_model = $2) \
             AND jsonb_typeof(m.metrics->$3) = 'number' \
           ORDER BY (m.metrics->>$3)::float8 {order}, \
                    CASE WHEN jsonb_typeof(m.metrics->'eval_accuracy') = 'number' \
@@ -315,7 +316,7 @@ async fn most_recent(
     let row = client
         .query_opt(
             "SELECT m.id, m.algorithm FROM pgml.models m \
-              WHERE m.project_id = $1 AND m.status = 'successful' AND ($2::text IS NULL OR m.algorithm = $2) \
+              WHERE m.project_id = $1 AND m.status = 'successful' AND ($2::text IS NULL OR m.algorithm = $2 OR m.base_model = $2) \
               ORDER BY m.id DESC LIMIT 1",
             &[&project_id, &algorithm],
         )

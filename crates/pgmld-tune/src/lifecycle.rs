@@ -150,7 +150,7 @@ async fn record_new(
     req: &TuneRequest,
     (project_id, parent_id): (i64, Option<i64>),
     s: Snapshot,
-    algorithm: &str,
+    base_model: &str,
     owner: &str,
 ) -> Result<(i64, i64)> {
     let test_size = match req.test_size {
@@ -172,7 +172,7 @@ async fn record_new(
         project_id,
         parent_id,
         snapshot_id,
-        algorithm,
+        base_model,
         hyperparams: &req.stored_hyperparams,
         owner,
     };
@@ -367,7 +367,13 @@ impl Tuner {
             self.finish(&mut client, (&req, task), ctx, ids, (&outcome, &out_dir), &mut hub).await;
         let _ = std::fs::remove_dir_all(&out_dir);
         match finished {
-            Ok(deployed) => Ok(Tuned { task, algorithm: model_name, deployed, model_id }),
+            Ok(deployed) => Ok(Tuned {
+                task,
+                algorithm: records::ALGORITHM.to_string(),
+                base_model: model_name,
+                deployed,
+                model_id,
+            }),
             Err(e) => {
                 if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await
                 {

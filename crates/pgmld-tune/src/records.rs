@@ -133,13 +133,17 @@ pub struct NewModel<'a> {
     pub parent_id: Option<i64>,
     /// Its snapshot.
     pub snapshot_id: i64,
-    /// The base model name (`algorithm`).
-    pub algorithm: &'a str,
+    /// The model the fine-tune starts from, as `model_name` named it (`base_model`).
+    pub base_model: &'a str,
     /// Hyperparameters without secrets.
     pub hyperparams: &'a Json,
     /// The calling role, recorded as the model's and its job's owner.
     pub owner: &'a str,
 }
+
+/// `pgml.models.algorithm` of every fine-tune, as PostgresML records it (the base model is
+/// in `base_model`).
+pub const ALGORITHM: &str = "transformers";
 
 /// First key of the session-level advisory lock the owner of a running job holds on
 /// pgmld's own connection, (this, job id): a `running` job whose lock can be taken has no
@@ -162,9 +166,9 @@ pub async fn start_model(
 ) -> Result<(i64, i64)> {
     let row = client
         .query_one(
-            "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, runtime, hyperparams, status, owner) \
-             VALUES ($1, $2, $3, $4, 'tch', $5, 'in_progress', $6::text::name) RETURNING id",
-            &[&m.project_id, &m.parent_id, &m.snapshot_id, &m.algorithm, m.hyperparams, &m.owner],
+            "INSERT INTO pgml.models (project_id, parent_id, snapshot_id, algorithm, base_model, runtime, hyperparams, status, owner) \
+             VALUES ($1, $2, $3, $7, $4, 'tch', $5, 'in_progress', $6::text::name) RETURNING id",
+            &[&m.project_id, &m.parent_id, &m.snapshot_id, &m.base_model, m.hyperparams, &m.owner, &ALGORITHM],
         )
         .await
         .map_err(|e| TuneError::pg("recording the model", e))?;

@@ -40,8 +40,10 @@ pub struct Tuner {
 pub struct Tuned {
     /// The project's task.
     pub task: Task,
-    /// The base model name.
+    /// PostgresML's algorithm of a fine-tune: always `transformers`.
     pub algorithm: String,
+    /// The model it started from, as `model_name` named it.
+    pub base_model: String,
     /// Whether the new model was deployed.
     pub deployed: bool,
     /// The new model's id.

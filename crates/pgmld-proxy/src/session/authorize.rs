@@ -54,12 +54,18 @@ impl Probe {
         })
     }
 
+    /// Whether the schema and every function asked for exist (whatever the privileges).
+    fn is_whole(&self, functions: &[&str]) -> bool {
+        self.schema_exists
+            && functions.iter().all(|f| self.existing.contains(&f.to_ascii_lowercase()))
+    }
+
     /// The caller, or the error Postgres would raise for the first function it may not
     /// call. Schema first, as Postgres resolves the name before it checks EXECUTE.
     pub(super) fn judge(self, functions: &[&str]) -> Result<Caller, SqlError> {
         if !self.schema_exists {
             return Err(SqlError::new(codes::INVALID_SCHEMA_NAME, "schema \"pgml\" does not exist")
-                .with_hint("pgmld creates it when it migrates a database; reconnect through pgmld, or restart it."));
+                .with_hint("pgmld creates it when it migrates a database, and again on the next pgml call after it was dropped; pgmld's upstream role could not create it."));
         }
         if !self.schema_usage {
             return Err(SqlError::new(
@@ -75,7 +81,7 @@ impl Probe {
             let f = f.to_ascii_lowercase();
             if !self.existing.contains(&f) {
                 return Err(SqlError::new(codes::UNDEFINED_FUNCTION, format!("function pgml.{f} does not exist in the catalog"))
-                    .with_hint("pgmld creates its functions when it migrates a database; the entry was dropped. Restart pgmld to create it again."));
+                    .with_hint(format!("pgmld creates its functions when it migrates a database; this entry was dropped. Create it again from the CREATE FUNCTION pgml.{f} of pgmld's migrations/0003_caller_privileges.sql.")));
             }
             if !self.executable.contains(&f) {
                 return Err(SqlError::new(
@@ -111,13 +117,49 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         &mut self,
         functions: &[&str],
     ) -> Result<Result<Caller, SqlError>, ProxyError> {
+        let probe = match self.probe(functions).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        if probe.is_whole(functions) {
+            return Ok(probe.judge(functions));
+        }
+        // The schema (or a function of it) was dropped, e.g. DROP SCHEMA pgml CASCADE:
+        // pgmld applies its migrations again, as it would at startup, and asks again.
+        let Some(migrator) = self.migrator.clone() else { return Ok(probe.judge(functions)) };
+        let database = self.info.database.clone();
+        match migrator.repair(&database).await {
+            Ok(applied) if !applied.is_empty() => {
+                tracing::info!(database = %database, ?applied, "re-created the dropped pgml schema");
+                let mut b = bytes::BytesMut::new();
+                crate::wire::notice_response(
+                    "NOTICE",
+                    &format!("the pgml schema was missing; pgmld created it again (migrations {applied:?})"),
+                    &mut b,
+                );
+                self.shared.local(b.freeze());
+            }
+            Ok(_) => return Ok(probe.judge(functions)),
+            Err(e) => {
+                tracing::warn!(database = %database, "cannot re-create the pgml schema: {e}");
+                return Ok(probe.judge(functions));
+            }
+        }
+        Ok(match self.probe(functions).await? {
+            Ok(p) => p.judge(functions),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Runs the probe on the caller's session.
+    async fn probe(&mut self, functions: &[&str]) -> Result<Result<Probe, SqlError>, ProxyError> {
         let names: Vec<String> = functions.iter().map(|f| f.to_ascii_lowercase()).collect();
         let list = format!("{{{}}}", names.join(","));
         let sql =
             PROBE_SQL.replace("$1::text[]", &format!("'{}'::text[]", list.replace('\'', "''")));
         match self.run_captured(&sql, None).await? {
             Captured::Rows(_, rows) => match rows.first().and_then(|r| Probe::from_row(r)) {
-                Some(probe) => Ok(probe.judge(functions)),
+                Some(probe) => Ok(Ok(probe)),
                 None => Ok(Err(SqlError::new(
                     codes::INTERNAL_ERROR,
                     "could not read the calling role from the upstream session",

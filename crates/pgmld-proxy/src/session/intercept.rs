@@ -21,7 +21,10 @@ use crate::wire;
 use bytes::{Bytes, BytesMut};
 use pgmld_sql::analyze::{mentions_pgml, mentions_pgml_bytes, split_statements};
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
-use pgmld_sql::{CursorCommand, Param, Plan, Registry, SqlError, StreamForm};
+use pgmld_sql::{
+    create_pgml_extension, CreateExtension, CursorCommand, Param, Plan, Registry, SqlError,
+    StreamForm,
+};
 use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use std::sync::Arc;
 use tokio::io::AsyncWrite;
@@ -50,6 +53,8 @@ enum StatementKind {
     Pgml(Arc<Plan>),
     /// Calls pgml functions wrongly (42883 and the like), reported when its turn comes.
     Invalid(SqlError),
+    /// `CREATE EXTENSION pgml`, which pgmld answers (see `extension.rs`).
+    CreateExtension(CreateExtension),
 }
 
 /// A simple Query's text split into statements, each parsed once; this is the per-request
@@ -68,13 +73,16 @@ impl<'a> Request<'a> {
             .into_iter()
             .map(|seg| {
                 let text = &sql[seg.clone()];
-                let kind = match pgml.cursor_command(text) {
-                    Some(cmd) => StatementKind::Cursor(cmd),
-                    None => match Plan::build(text, registry) {
+                let kind = if let Some(cmd) = pgml.cursor_command(text) {
+                    StatementKind::Cursor(cmd)
+                } else if let Some(ce) = create_pgml_extension(text) {
+                    StatementKind::CreateExtension(ce)
+                } else {
+                    match Plan::build(text, registry) {
                         Ok(None) => StatementKind::Plain,
                         Ok(Some(plan)) => StatementKind::Pgml(Arc::new(plan)),
                         Err(e) => StatementKind::Invalid(e),
-                    },
+                    }
                 };
                 let chars_before = match kind {
                     StatementKind::Invalid(_) => sql[..seg.start].chars().count(),
@@ -137,6 +145,16 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         }
                     }
                     Ok(st.text.to_string())
+                }
+                StatementKind::CreateExtension(ce) => {
+                    self.catch_up().await?;
+                    if self.shared.skipping() {
+                        break;
+                    }
+                    match self.create_extension(&ce).await? {
+                        Served::Done => continue,
+                        Served::Failed => break,
+                    }
                 }
                 StatementKind::Invalid(e) => {
                     self.catch_up().await?;
@@ -466,7 +484,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// upstream already failed this batch and skips to Sync, as Postgres would ignore the
     /// message), and a statement that fails at parse time puts the transaction into the
     /// state an error leaves. pgml work is ignored until Sync.
-    fn report_error(&mut self, e: &SqlError) {
+    pub(super) fn report_error(&mut self, e: &SqlError) {
         self.metrics.error("pgml");
         tracing::info!(code = e.code, "pgml call failed: {}", e.message);
         self.pgml.error_until_sync = true;
