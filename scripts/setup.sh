@@ -5,11 +5,14 @@
 #   eval "$(bash scripts/setup.sh env)"   # LIBTORCH, LD_LIBRARY_PATH, PYTHONPATH, PATH
 #   bash scripts/setup.sh run [args...]   # deps, build release pgmld, exec it (default 127.0.0.1:6432)
 #   bash scripts/setup.sh test [args...]  # deps, fmt + clippy gates, cargo test --workspace (PGMLD_TEST_PROFILE=release for --release)
+#   bash scripts/setup.sh install --prefix DIR [--binary PATH]
+#                                         # DIR/bin/pgmld + DIR/lib (its libtorch): movable, runs in an empty environment
 #
 # Everything downloaded lives under .deps/ (gitignored) and tests/clients/node/node_modules.
 # See docs / shared reference "libtorch-setup.md" for why libtorch comes from PyPI's torch wheel.
 set -euo pipefail
 
+CALLER_PWD="$PWD" # relative paths given to `install` are the caller's
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 
@@ -344,8 +347,79 @@ cmd_test() {
     return "$status"
 }
 
+# ---------------------------------------------------------------------------------------------
+# install
+# ---------------------------------------------------------------------------------------------
+
+# Libraries every Linux system has (glibc, the GCC runtime): never copied. Everything else the
+# binary loads (libtorch_cpu, libc10, libgomp, cudart, cupti, ...) goes to DIR/lib.
+SYSTEM_LIBS_RE='^(linux-vdso|linux-gate|ld-linux.*|libc|libm|libdl|libpthread|librt|libutil|libresolv|libgcc_s|libstdc\+\+)\.so'
+
+abs_path() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$CALLER_PWD/$1" ;;
+    esac
+}
+
+# install --prefix DIR [--binary PATH]: DIR/bin/pgmld and DIR/lib/ with the shared libraries
+# it needs beyond glibc and libstdc++. The binary's RUNPATH starts with $ORIGIN/../lib
+# (build.rs), so DIR can be moved anywhere and `DIR/bin/pgmld` runs with an empty
+# environment. Without --binary, builds release first.
+cmd_install() {
+    local prefix="" binary=""
+    while [ "$#" -gt 0 ]; do
+        case "$1" in
+            --prefix) [ "$#" -ge 2 ] || die "--prefix needs a directory"; prefix="$(abs_path "$2")"; shift 2 ;;
+            --prefix=*) prefix="$(abs_path "${1#--prefix=}")"; shift ;;
+            --binary) [ "$#" -ge 2 ] || die "--binary needs a path"; binary="$(abs_path "$2")"; shift 2 ;;
+            --binary=*) binary="$(abs_path "${1#--binary=}")"; shift ;;
+            *) die "install: unknown argument '$1' (usage: install --prefix DIR [--binary PATH])" ;;
+        esac
+    done
+    [ -n "$prefix" ] || die "install needs --prefix DIR (usage: install --prefix DIR [--binary PATH])"
+    command -v readelf >/dev/null 2>&1 || die "install needs readelf (apt-get install binutils)"
+    command -v ldd >/dev/null 2>&1 || die "install needs ldd (libc-bin)"
+    if [ -z "$binary" ]; then
+        ensure_libtorch
+        setup_env
+        log "cargo build --release --bin pgmld"
+        cargo build --release --bin pgmld
+        binary="$ROOT/target/release/pgmld"
+    fi
+    [ -f "$binary" ] && [ -x "$binary" ] || die "--binary $binary is not an executable file"
+    local runpath
+    runpath="$(readelf -d "$binary" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')"
+    case ":$runpath:" in
+        *':$ORIGIN/../lib:'*) ;;
+        *) die "$binary has RUNPATH '$runpath', without \$ORIGIN/../lib: it was built before build.rs baked it in; rebuild it (cargo build --release --bin pgmld)" ;;
+    esac
+    local libs missing
+    libs="$(ldd "$binary")" || die "ldd $binary failed"
+    missing="$(printf '%s\n' "$libs" | awk '/=> not found/ { print $1 }')"
+    [ -z "$missing" ] || die "$binary needs libraries that cannot be found: $(echo $missing); eval \"\$(bash scripts/setup.sh env)\" or install them first"
+    mkdir -p "$prefix/bin" "$prefix/lib"
+    install -m 0755 "$binary" "$prefix/bin/pgmld"
+    local name path copied=0
+    while read -r name path; do
+        if [[ "$name" =~ $SYSTEM_LIBS_RE ]]; then continue; fi
+        cp -L --remove-destination "$path" "$prefix/lib/$name"
+        chmod 0644 "$prefix/lib/$name"
+        copied=$((copied + 1))
+    done < <(printf '%s\n' "$libs" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }')
+    [ "$copied" -gt 0 ] || die "found no libtorch library to copy in: $libs"
+    # What the layout promises: an empty environment finds every library under DIR/lib.
+    local check
+    check="$(env -i ldd "$prefix/bin/pgmld")" || die "ldd $prefix/bin/pgmld failed"
+    if printf '%s\n' "$check" | grep -q 'not found'; then
+        die "$prefix/bin/pgmld cannot find: $(printf '%s\n' "$check" | awk '/not found/ { print $1 }' | tr '\n' ' ')"
+    fi
+    env -i "$prefix/bin/pgmld" --version >/dev/null || die "$prefix/bin/pgmld --version failed in an empty environment"
+    log "installed $prefix/bin/pgmld and $copied libraries in $prefix/lib ($(du -sh "$prefix" | cut -f1)); move $prefix anywhere"
+}
+
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -356,5 +430,6 @@ case "$sub" in
     env) cmd_env ;;
     run) cmd_run "$@" ;;
     test) cmd_test "$@" ;;
+    install) cmd_install "$@" ;;
     *) usage ;;
 esac

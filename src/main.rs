@@ -1,6 +1,8 @@
 //! `pgmld`: a Postgres wire-protocol daemon that serves `pgml.*` calls itself and forwards
 //! everything else to an upstream Postgres.
 
+mod listen;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pgmld_config::Config;
@@ -149,6 +151,20 @@ async fn run(config: Config) -> Result<()> {
     if config.openai_listen().is_some() && config.openai_api_keys.is_none() {
         return Err(pgmld_openai::Error::NoApiKeys.into());
     }
+    // Bound before the upstream is reached: a taken port fails at once, naming the setting.
+    let metrics = pgmld_metrics::Metrics::new();
+    let shutdown = CancellationToken::new();
+    if !config.metrics_listen.trim().is_empty() {
+        let stop = shutdown.clone();
+        let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move {
+            stop.cancelled().await
+        })
+        .await
+        .map_err(|e| listen::METRICS.bind_error(&config.metrics_listen, &e))?;
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("pgmld metrics on {addr}");
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
     // Read once: TLS settings and password sources for every upstream connection.
     let upstream = pgmld_upstream::Upstream::new(
@@ -162,19 +178,6 @@ async fn run(config: Config) -> Result<()> {
         .await
         .context("applying the pgml schema")?;
     tracing::info!(?applied, upstream = %upstream.addr(), "pgml schema ready");
-    let metrics = pgmld_metrics::Metrics::new();
-    let shutdown = CancellationToken::new();
-    if !config.metrics_listen.is_empty() {
-        let stop = shutdown.clone();
-        let addr = pgmld_metrics::serve(&config.metrics_listen, metrics.clone(), async move {
-            stop.cancelled().await
-        })
-        .await
-        .with_context(|| format!("binding metrics endpoint {}", config.metrics_listen))?;
-        // Tests and scripts read this line to find the port when listening on port 0.
-        println!("pgmld metrics on {addr}");
-        tracing::info!("metrics on http://{addr}/metrics");
-    }
     let mut registry = pgmld_sql::Registry::with_builtins();
     // One Hub configuration (endpoint, token, cache, offline) for datasets, tune and transform.
     let hub = Arc::new(pgmld_hub::HubConfig::from_env());
@@ -242,7 +245,7 @@ async fn run(config: Config) -> Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .with_context(|| format!("binding {}", config.listen))?;
+        .map_err(|e| listen::CLIENTS.bind_error(&config.listen, &e))?;
     if let Some(addr) = config.openai_listen() {
         serve_openai(&config, addr, listener.local_addr()?, &upstream, shutdown.clone()).await?;
     }
@@ -289,7 +292,12 @@ async fn serve_openai(
             config.openai_database.as_deref(),
         ),
     };
-    let bound = pgmld_openai::serve(options, async move { shutdown.cancelled().await }).await?;
+    let bound = pgmld_openai::serve(options, async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| match e {
+            pgmld_openai::Error::Bind { addr, source } => listen::OPENAI.bind_error(&addr, &source),
+            other => other.into(),
+        })?;
     // Scripts read this line to find the port when listening on port 0.
     println!("pgmld openai on {bound}");
     tracing::info!("OpenAI-compatible endpoint on http://{bound}/v1");

@@ -414,3 +414,116 @@ async fn cancel_stops_a_load_and_keeps_the_old_table() {
     assert_eq!(leftovers, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #19: a `.txt` file loads when kwargs say how it is delimited (the PostgresML docs'
+/// `tweets_GroundTruth.txt` call, verbatim), and by its content when they say nothing; a
+/// file whose format cannot be told names the kwargs that settle it.
+#[tokio::test]
+async fn files_whose_name_says_nothing_load_by_kwargs_or_content() {
+    let rows = imdb_rows(400);
+    let dir = temp_dir("pgmld-ds-sniff");
+    let tweets = dir.join("tweets_GroundTruth.txt");
+    write_csv(&tweets, &rows, b'\t');
+    let p = Pgmld::start();
+    let db = TestDb::create();
+    let c = p.connect(&db.name).await;
+    // '\t' in a standard SQL string is a backslash and a t: JSON makes it a tab.
+    let (name, n) = load(
+        &c,
+        &format!(r#"pgml.load_dataset('{}', kwargs => '{{"delimiter": "\t"}}')"#, tweets.display()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
+    assert_eq!((name.as_str(), n), ("pgml.\"tweets_GroundTruth\"", 400));
+    assert_eq!(
+        column_types(&c, "pgml", "tweets_GroundTruth").await,
+        vec![
+            ("text".into(), "text".into()),
+            ("label".into(), "bigint".into()),
+            ("split".into(), "text".into())
+        ]
+    );
+    for (t, l) in rows.iter().step_by(41) {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pgml.\"tweets_GroundTruth\" WHERE text = $1 AND label = $2",
+                &[t, l],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "row {t:.40} not found exactly once");
+    }
+    // No kwargs: the content says tab-delimited; the same rows come back.
+    let (_, n) = load(
+        &c,
+        &format!(
+            r#"pgml.load_dataset('{}', kwargs => '{{"table": "sniffed"}}')"#,
+            tweets.display()
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", p.log_text()));
+    assert_eq!(n, 400);
+    let differ: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ((SELECT text, label FROM pgml.sniffed \
+             EXCEPT ALL SELECT text, label FROM pgml.\"tweets_GroundTruth\") UNION ALL \
+             (SELECT text, label FROM pgml.\"tweets_GroundTruth\" \
+             EXCEPT ALL SELECT text, label FROM pgml.sniffed)) x",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differ, 0, "the sniffed load differs from the declared one");
+    // Semicolons in a file with no extension, and JSON lines in a .log file.
+    let semi = dir.join("scores");
+    std::fs::write(&semi, "id;score\n1;0.5\n2;0.25\n3;1\n").unwrap();
+    let (name, n) = load(&c, &format!("pgml.load_dataset('{}')", semi.display())).await.unwrap();
+    assert_eq!((name.as_str(), n), ("pgml.scores", 3));
+    assert_eq!(
+        column_types(&c, "pgml", "scores").await[1],
+        ("score".into(), "double precision".into())
+    );
+    let events = dir.join("events.log");
+    std::fs::write(&events, "{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\": \"y\"}\n").unwrap();
+    let (name, n) = load(&c, &format!("pgml.load_dataset('{}')", events.display())).await.unwrap();
+    assert_eq!((name.as_str(), n), ("pgml.events", 2));
+    // Undecidable: 22023, and the hint names the kwargs; with them it loads.
+    let prose = dir.join("notes.txt");
+    std::fs::write(&prose, "a line, of prose\nanother line\n").unwrap();
+    let text = support::expect_err(
+        &c,
+        &format!("SELECT * FROM pgml.load_dataset('{}')", prose.display()),
+        "22023",
+        "cannot tell the format",
+    )
+    .await;
+    assert!(
+        text.contains("notes.txt") && text.contains("\"format\"") && text.contains("\"delimiter\""),
+        "{text}"
+    );
+    let (_, n) = load(
+        &c,
+        &format!(
+            r#"pgml.load_dataset('{}', kwargs => '{{"format": "tsv", "header": false}}')"#,
+            prose.display()
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2);
+    let bad = support::expect_err(
+        &c,
+        &format!(
+            r#"SELECT * FROM pgml.load_dataset('{}', kwargs => '{{"format": "excel"}}')"#,
+            prose.display()
+        ),
+        "22023",
+        "\"excel\"",
+    )
+    .await;
+    assert!(bad.contains("csv, tsv, json, jsonl, parquet"), "{bad}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,8 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        // RUNPATH, which LD_LIBRARY_PATH overrides.
+        println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
 }

@@ -21,6 +21,14 @@ pub enum DatasetError {
     /// A bad argument or kwargs value.
     #[error("{0}")]
     BadArgument(String),
+    /// A bad or missing argument, with a hint naming the kwargs that settle it (22023).
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, naming the value.
+        message: String,
+        /// What to pass instead.
+        hint: String,
+    },
     /// The target table exists and `if_exists` is `error`, or cannot be replaced.
     #[error("{0}")]
     TableExists(String),
@@ -39,6 +47,11 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
+    /// A 22023 with a hint.
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        DatasetError::Invalid { message: message.into(), hint: hint.into() }
+    }
+
     /// A Postgres error with context.
     pub fn pg(context: impl Into<String>, e: tokio_postgres::Error) -> Self {
         DatasetError::Postgres(PostgresError::new(context, e))
@@ -54,6 +67,9 @@ impl From<DatasetError> for SqlError {
             DatasetError::Malformed(_) => SqlError::new("22P04", message),
             DatasetError::Unsupported(_) => SqlError::new(codes::FEATURE_NOT_SUPPORTED, message),
             DatasetError::BadArgument(_) => SqlError::new(codes::INVALID_PARAMETER_VALUE, message),
+            DatasetError::Invalid { hint, .. } => {
+                SqlError::new(codes::INVALID_PARAMETER_VALUE, message).with_hint(hint)
+            }
             DatasetError::TableExists(_) => SqlError::new("42P07", message).with_hint(
                 "Pass kwargs => '{\"if_exists\": \"replace\"}' or '{\"if_exists\": \"append\"}'.",
             ),

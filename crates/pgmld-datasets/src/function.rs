@@ -5,7 +5,7 @@ use crate::load::Loader;
 use crate::options::LoadOptions;
 use pgmld_sql::function::ParamSpec;
 use pgmld_sql::{
-    Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
+    Args, CallContext, Notice, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
 };
 use std::sync::Arc;
 
@@ -72,6 +72,9 @@ impl PgmlFunction for LoadDataset {
                 _ => serde_json::Value::Null,
             };
             let opts = LoadOptions::new(source, subset, limit, &kwargs).map_err(SqlError::from)?;
+            for message in &opts.notices {
+                (ctx.notices)(Notice { severity: "NOTICE", message: message.clone() });
+            }
             let loaded = loader.load(opts, &ctx).await.map_err(SqlError::from)?;
             Ok(Output::Rows(vec![vec![
                 Value::Text(loaded.table_name),

@@ -39,6 +39,9 @@ pub struct DataFile {
     pub format: Format,
     /// Gzip-compressed (`.gz`): decompress while reading.
     pub gzip: bool,
+    /// Field delimiter of a csv / tsv file when it is not the format's default (sniffed or
+    /// declared for a local file); kwargs `delimiter` still wins.
+    pub delimiter: Option<u8>,
     /// Where it came from, for messages: the file's `resolve` URL on the hub.
     pub origin: String,
 }
@@ -181,6 +184,7 @@ impl Request<'_> {
             path: local,
             format,
             gzip,
+            delimiter: None,
             origin: self.file_url(revision, repo_path),
         }
     }

@@ -10,7 +10,7 @@ use crate::options::{IfExists, LoadOptions};
 use crate::pgtypes::{self, Column};
 use crate::read::{self, TextOptions};
 use crate::server_path;
-use crate::source::{local_files, Source};
+use crate::source::{local_files, Declared, Source};
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -202,6 +202,15 @@ impl Loader {
     ) -> Result<Vec<DataFile>, DatasetError> {
         let files = match source {
             Source::Hub(id) => {
+                if let Some(f) = opts.format {
+                    return Err(DatasetError::invalid(
+                        format!(
+                            "kwargs \"format\" ({}) applies to local files, not to the Hugging Face dataset {id}",
+                            f.name()
+                        ),
+                        "Drop \"format\": a Hub dataset's files are read by their names.",
+                    ));
+                }
                 hub::fetch_dataset_files(
                     &self.hub,
                     id,
@@ -209,17 +218,19 @@ impl Loader {
                     opts.revision.as_deref(),
                     opts.split.as_deref(),
                 )
-                .await?
+                .await
+                .map_err(|e| lang_pair_error(e, opts))?
             }
             Source::Local(path) => {
-                if opts.subset.is_some() {
+                if let Some(subset) = &opts.subset {
                     return Err(DatasetError::BadArgument(format!(
-                        "subset applies to Hugging Face datasets, not to the local source {}",
+                        "subset \"{subset}\" (a Hub config: the subset argument, or kwargs name, subset, config_name, lang1 and lang2) applies to Hugging Face datasets, not to the local source {}",
                         path.display()
                     )));
                 }
                 let path = path.clone();
-                let all = tokio::task::spawn_blocking(move || local_files(&path))
+                let declared = Declared { format: opts.format, delimiter: opts.delimiter };
+                let all = tokio::task::spawn_blocking(move || local_files(&path, declared))
                     .await
                     .map_err(|e| DatasetError::Internal(e.to_string()))??;
                 match &opts.split {
@@ -467,6 +478,30 @@ async fn swap_in(
             Err(e)
         }
     }
+}
+
+/// A config chosen by kwargs `lang1` / `lang2` that the dataset lacks: the configs it has,
+/// and the pair the other way round when it has that one. Other errors pass unchanged.
+fn lang_pair_error(e: pgmld_hub::HubError, opts: &LoadOptions) -> DatasetError {
+    let (Some((l1, l2)), pgmld_hub::HubError::UnknownSubset { repo, subset, available }) =
+        (&opts.lang_pair, &e)
+    else {
+        return e.into();
+    };
+    let reversed = format!("{l2}-{l1}");
+    let hint = if available.contains(&reversed) {
+        format!("Its config `{reversed}` holds this pair the other way round: pass lang1 \"{l2}\" and lang2 \"{l1}\".")
+    } else {
+        "Pass lang1 and lang2 of a pair it has, or name one of its configs with subset => '...'."
+            .to_string()
+    };
+    DatasetError::invalid(
+        format!(
+            "dataset `{repo}` has no config `{subset}` for lang1 \"{l1}\" and lang2 \"{l2}\"; its configs: {}",
+            pgmld_hub::short_list(available)
+        ),
+        hint,
+    )
 }
 
 /// Quotes an identifier unless it is a plain lower-case name.

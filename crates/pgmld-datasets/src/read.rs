@@ -18,7 +18,8 @@ const INFER_RECORDS: usize = 100_000;
 /// How csv/tsv files are split.
 #[derive(Debug, Clone, Copy)]
 pub struct TextOptions {
-    /// Field delimiter; `None` = `,` for csv and tab for tsv.
+    /// Field delimiter (kwargs); `None` = the file's own ([`DataFile::delimiter`]), else `,`
+    /// for csv and tab for tsv.
     pub delimiter: Option<u8>,
     /// First line holds column names.
     pub header: bool,
@@ -48,7 +49,7 @@ fn csv_format(file: &DataFile, opts: TextOptions) -> arrow_csv::reader::Format {
     let default = if matches!(file.format, Format::Tsv) { b'\t' } else { b',' };
     arrow_csv::reader::Format::default()
         .with_header(opts.header)
-        .with_delimiter(opts.delimiter.unwrap_or(default))
+        .with_delimiter(opts.delimiter.or(file.delimiter).unwrap_or(default))
 }
 
 /// The file's columns: from parquet metadata, or inferred from the first records.

@@ -34,10 +34,31 @@ impl Format {
         Some((format, gzip))
     }
 
+    /// The format a `format` kwarg names: `parquet`, `csv`, `tsv`, `json`, `jsonl` (or its
+    /// other name `ndjson`), in any case.
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "parquet" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            "tsv" => Some(Format::Tsv),
+            "json" => Some(Format::Json),
+            "jsonl" | "ndjson" => Some(Format::JsonLines),
+            _ => None,
+        }
+    }
+
+    /// Whether rows are delimited text (csv, tsv), where `delimiter` and `header` apply.
+    pub fn is_delimited(self) -> bool {
+        matches!(self, Format::Csv | Format::Tsv)
+    }
+
     /// Its name in messages: `parquet`, `csv`, `tsv`, `json`, `jsonl`.
     pub fn name(self) -> &'static str {
         self.extension()
     }
+
+    /// The names [`Format::from_name`] takes, for messages.
+    pub const NAMES: &'static str = "csv, tsv, json, jsonl, parquet";
 
     /// The usual file extension, without the dot.
     pub fn extension(self) -> &'static str {
