@@ -239,7 +239,7 @@ async fn smollm2_chats_greedily_samples_reproducibly_cancels_and_loads_in_8bit()
         &c,
         &chat_sql(&chat, std::slice::from_ref(&user), &json!({"max_tokens": 0})),
         "22023",
-        "max_new_tokens must be between 1",
+        "max_tokens must be between 1 and 32768, not 0",
     )
     .await;
     expect_err(

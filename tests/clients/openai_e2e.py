@@ -16,7 +16,13 @@ import urllib.request
 
 import openai
 import pgml
+import pgmld_client
 from pgmld_client import PgmlError
+
+# `pgml` must be the in-repo client's alias: PostgresML's SDK, which .deps/python also
+# holds under that name (tests/clients/pgml_sdk.py), comes after it on PYTHONPATH.
+if pgml.OpenSourceAI is not pgmld_client.OpenSourceAI:
+    raise AssertionError(f"import pgml gave {pgml.__file__}, not the clients/python alias")
 
 BASE_URL, API_KEY, DATABASE_URL, MODEL = sys.argv[1:5]
 LISTED = sys.argv[5:]

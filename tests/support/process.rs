@@ -1,7 +1,7 @@
 //! Child processes for the client tests (Python, Node): run a command to completion with a
 //! deadline, capturing both streams, so a hung client fails its test instead of hanging the
 //! suite; and the Python environment the client tests share (`.deps/python` plus the
-//! in-repo client on `PYTHONPATH`).
+//! in-repo client on `PYTHONPATH`), or PostgresML's own SDK alone ([`python_sdk`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -74,14 +74,28 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     Output { ok: status.is_some_and(|s| s.success()), stdout, stderr }
 }
 
-/// `python3 args…` in the repository root with the test packages (`.deps/python`) and the
-/// Python client (`clients/python/src`) importable, unbuffered, and without the
-/// environment variables the client reads (so only the arguments configure it). Callers
-/// [`require`] the packages they import.
+/// `python3 args…` in the repository root with the Python client (`clients/python/src`)
+/// and the test packages (`.deps/python`) importable, unbuffered, and without the
+/// environment variables the client reads (so only the arguments configure it). The
+/// client comes first: its `import pgml` alias must win over PostgresML's SDK, which
+/// `.deps/python` also holds under that name (see [`python_sdk`]). Callers [`require`]
+/// the packages they import.
 pub fn python(args: &[&str]) -> Command {
     let root = repo();
     let deps = root.join(".deps/python");
-    let path = format!("{}:{}", deps.display(), root.join("clients/python/src").display());
+    let path = format!("{}:{}", root.join("clients/python/src").display(), deps.display());
+    python_with(args, path)
+}
+
+/// [`python`] with only the test packages (`.deps/python`) on `PYTHONPATH`, not the
+/// in-repo client, so `import pgml` is PostgresML's SDK from PyPI
+/// (tests/clients/requirements.txt).
+pub fn python_sdk(args: &[&str]) -> Command {
+    python_with(args, repo().join(".deps/python").display().to_string())
+}
+
+fn python_with(args: &[&str], path: String) -> Command {
+    let root = repo();
     let mut cmd = Command::new("python3");
     cmd.args(args)
         .current_dir(&root)

@@ -431,22 +431,26 @@ pub fn check_sequences(n: usize, cfg: &GenerationConfig) -> Result<(), Transform
 }
 
 fn sampling(args: &Map<String, Json>) -> Result<Sampling, TransformError> {
-    let max_new_tokens = match (get_uint(args, "max_new_tokens"), get_uint(args, "max_tokens")) {
-        (Ok(Some(a)), Ok(Some(b))) if a != b => {
-            return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree")))
-        }
-        (Ok(a), Ok(b)) => a.or(b),
-        (Err(_), _) | (_, Err(_)) => {
-            let (key, v) = ["max_new_tokens", "max_tokens"]
-                .iter()
-                .find_map(|k| args.get(*k).map(|v| (*k, v.clone())))
-                .unwrap_or(("max_new_tokens", Json::Null));
-            return Err(bad(format!("{key} must be a positive integer, not {v}")));
-        }
-    };
+    // The key the limit came from, for the error: PostgresML's SDK and OpenAI clients
+    // send `max_tokens`, transformers callers `max_new_tokens`.
+    let (max_key, max_new_tokens) =
+        match (get_uint(args, "max_new_tokens"), get_uint(args, "max_tokens")) {
+            (Ok(Some(a)), Ok(Some(b))) if a != b => {
+                return Err(bad(format!("max_new_tokens ({a}) and max_tokens ({b}) disagree")))
+            }
+            (Ok(Some(a)), Ok(_)) => ("max_new_tokens", Some(a)),
+            (Ok(None), Ok(b)) => ("max_tokens", b),
+            (Err(_), _) | (_, Err(_)) => {
+                let (key, v) = ["max_new_tokens", "max_tokens"]
+                    .iter()
+                    .find_map(|k| args.get(*k).map(|v| (*k, v.clone())))
+                    .unwrap_or(("max_new_tokens", Json::Null));
+                return Err(bad(format!("{key} must be a positive integer, not {v}")));
+            }
+        };
     if let Some(n) = max_new_tokens.filter(|&n| n == 0 || n > MAX_NEW_TOKENS_LIMIT as u64) {
         return Err(TransformError::bad(
-            format!("max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {n}"),
+            format!("{max_key} must be between 1 and {MAX_NEW_TOKENS_LIMIT}, not {n}"),
             "The model's context length bounds it further.",
         ));
     }

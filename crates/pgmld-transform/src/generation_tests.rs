@@ -109,8 +109,14 @@ fn bad_arguments_name_the_value() {
     assert!(
         err(t.clone(), json!({"temperature": -0.5})).contains("temperature must be >= 0, not -0.5")
     );
-    assert!(err(t.clone(), json!({"max_tokens": 0})).contains("between 1 and"));
-    assert!(err(t.clone(), json!({"max_new_tokens": 10_000_000})).contains("not 10000000"));
+    // The message names the key the caller used (PostgresML's SDK sends max_tokens).
+    assert!(err(t.clone(), json!({"max_tokens": 0}))
+        .contains("max_tokens must be between 1 and 32768, not 0"));
+    assert!(!err(t.clone(), json!({"max_tokens": 0})).contains("max_new_tokens"));
+    assert!(err(t.clone(), json!({"max_new_tokens": 10_000_000}))
+        .contains("max_new_tokens must be between 1 and 32768, not 10000000"));
+    assert!(err(json!({"task": "conversational", "model": "m", "max_tokens": 0}), json!({}))
+        .contains("max_tokens must be between 1 and 32768, not 0"));
     assert!(err(t.clone(), json!({"max_new_tokens": -3}))
         .contains("max_new_tokens must be a positive integer, not -3"));
     assert!(err(t.clone(), json!({"max_new_tokens": 3, "max_tokens": 4})).contains("disagree"));
