@@ -3,12 +3,13 @@
 #
 #   ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 #   source "$ROOT/bench/lib.sh"
-#   bench_init chat-bench bench/chat/run.sh REPS STEPS ...   # log prefix, script, its knobs
+#   bench_init chat-bench bench/chat/run.sh REPS=1 STEPS=0 ... OUT DOC   # log prefix, script, its knobs
 #
 # Sourcing sets ORIG_PWD (the caller's directory: relative paths the caller passes are
 # taken from there) and defines abspath, log and die; the bench_* functions below do the
 # steps every such script takes, in the order they take them. What differs between the
-# benchmarks (workload, files to check, Python modules) stays in each run.sh.
+# benchmarks (workload, knobs and their defaults, files to check, Python modules) stays in
+# each run.sh.
 
 ORIG_PWD=$PWD
 BENCH_TAG=bench
@@ -18,16 +19,29 @@ abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$
 log() { printf '[%s] %s\n' "$BENCH_TAG" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# bench_init TAG SCRIPT VAR...: the log prefix, and INVOCATION, the command as run (the
-# knobs among VAR... that the caller set, then SCRIPT), which the reports print.
+# bench_init TAG SCRIPT KNOB...: the log prefix; INVOCATION, the command as run (the knobs
+# the caller set, in the order given, then SCRIPT), which the reports print; and the
+# defaults: a KNOB written NAME=DEFAULT is set to DEFAULT when unset or empty (a bare NAME
+# is only recorded; NAME= makes an unset one empty).
 bench_init() {
   BENCH_TAG=$1
-  local script=$2 v caller_set=""
+  local script=$2 knob name caller_set=""
   shift 2
-  for v in "$@"; do
-    if [[ -n "${!v+set}" ]]; then caller_set+="$v=$(printf '%q' "${!v}") "; fi
+  for knob in "$@"; do
+    name=${knob%%=*}
+    if [[ -n "${!name+set}" ]]; then caller_set+="$name=$(printf '%q' "${!name}") "; fi
   done
   INVOCATION="${caller_set}${script}"
+  for knob in "$@"; do
+    name=${knob%%=*}
+    if [[ $knob == *=* && -z "${!name:-}" ]]; then printf -v "$name" '%s' "${knob#*=}"; fi
+  done
+}
+
+# bench_path VAR DEFAULT: the absolute path of $VAR (a relative one taken from the caller's
+# directory) when VAR is set and not empty, else DEFAULT.
+bench_path() {
+  if [[ -n "${!1:-}" ]]; then abspath "${!1}"; else printf '%s\n' "$2"; fi
 }
 
 # bench_report_paths HERE: OUT_FILE, DOC_FILE and NOTES_FILE from OUT, DOC and NOTES.
@@ -37,7 +51,7 @@ bench_report_paths() {
   local here=$1
   if [[ -n "${OUT+set}" ]]; then OUT_FILE=${OUT:+$(abspath "$OUT")}; else OUT_FILE=$here/results.md; fi
   if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
-  if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$here/notes.md; fi
+  NOTES_FILE=$(bench_path NOTES "$here/notes.md")
 }
 
 # bench_setup_env: cd to the repository, take scripts/setup.sh's environment (LIBTORCH,
@@ -57,6 +71,17 @@ bench_setup_env() {
 bench_check_postgres() {
   psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c 'SELECT 1' >/dev/null ||
     die "no Postgres at $PG_HOST:$PG_PORT"
+}
+
+# bench_need FILE [WHAT]: FILE exists, else die saying WHAT (default: FILE) is missing and that
+# scripts/setup.sh deps fetches it.
+bench_need() {
+  [[ -f $1 ]] || die "${2:-$1} missing: bash scripts/setup.sh deps"
+}
+
+# bench_check_psycopg: psycopg 3 is in .deps/python (the pgmld side's client).
+bench_check_psycopg() {
+  [[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
 }
 
 # bench_pgmld_bin: BIN, the pgmld binary to measure: PGMLD_BIN when set, else a fresh

@@ -29,7 +29,6 @@ T_PROCESS = time.perf_counter()
 
 import argparse
 import copy
-import datetime
 import json
 import os
 import shutil
@@ -38,10 +37,22 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import data  # noqa: E402
+from benchlib import (  # noqa: E402
+    ROOT,
+    add_report_parser,
+    add_run_args,
+    git_commit,
+    logger,
+    machine,
+    run_json,
+    thread_env,
+    utc_now,
+    watched,
+    write_json_atomic,
+)
 
 SIDES = ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate")
 SETTINGS = {
@@ -66,8 +77,7 @@ SETTINGS = {
 }
 
 
-def log(msg):
-    print(f"[chat-bench] {msg}", file=sys.stderr, flush=True)
+log = logger("chat-bench")
 
 
 def settings_for(a):
@@ -95,13 +105,7 @@ def measure_hf(a, side, s, workdir, rows_csv, env):
         json.dump(s, f)
     res, logf = os.path.join(workdir, f"{side}.json"), os.path.join(workdir, f"{side}.log")
     cmd = [sys.executable, os.path.abspath(__file__), side.replace("_", "-"), "--settings", settings_file, "--rows-csv", rows_csv, "--model", a.model, "--threads", str(a.threads), "--workdir", workdir, "--result", res]
-    t0 = time.perf_counter()
-    with open(logf, "w") as lf:
-        r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"{side} failed ({r.returncode}):\n" + open(logf).read()[-4000:])
-    m = json.load(open(res))
+    m, wall = run_json(cmd, logf, res, env, side)
     m["wall_s"] = wall
     m["process_cpu_s"] = m["cpu_s"]
     return m
@@ -111,12 +115,8 @@ def measure(a, side, s, workdir, rows_csv, env):
     """One measurement after waiting for a quiet machine, with the load averages before and
     after and the CPU other processes took meanwhile."""
     import pgmld_side
-    from tune.bench import Monitor, git_commit, wait_quiet
 
-    waited = wait_quiet(a)
-    la0 = loadavg()
-    mon = Monitor()
-    try:
+    def one():
         if side == "pgmld_train":
             m = pgmld_side.train(a, s, workdir, rows_csv, env)
             m["process_cpu_s"] = m["cpu_s"]
@@ -125,14 +125,16 @@ def measure(a, side, s, workdir, rows_csv, env):
             m["process_cpu_s"] = m["cpu_s"]
         else:
             m = measure_hf(a, side, s, workdir, rows_csv, env)
-    finally:
-        machine_cpu = mon.stop()
+        return m
+
+    m, w = watched(a, log, one)
     if side == "pgmld_generate":
         count_completion_tokens(a, m, workdir, env)
-    m.update(load_before=la0, load_after=loadavg(), load_max=max(mon.loads, default=os.getloadavg()[0]), busy=sorted(mon.jobs), waited_s=waited)
-    m["other_cpu_s"] = max(0.0, machine_cpu - m["process_cpu_s"])
-    m["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    m["pgmld_commit"] = git_commit(ROOT)
+    la0 = [round(x, 2) for x in w.load_before]
+    m.update(load_before=la0, load_after=loadavg(), load_max=max(w.loads, default=os.getloadavg()[0]), busy=w.busy, waited_s=w.waited_s)
+    m["other_cpu_s"] = max(0.0, w.machine_cpu_s - m["process_cpu_s"])
+    m["finished"] = utc_now()
+    m["pgmld_commit"] = git_commit()
     return m
 
 
@@ -162,14 +164,12 @@ def run(a):
     workdir = tempfile.mkdtemp(prefix="chat-bench.")
     rows_csv = os.path.join(workdir, "rows.csv")
     data.write_csv(data.chitchat_pairs(a.dataset, n_rows(s)), rows_csv)
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = thread_env(a.threads, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     sides = [x for x in a.sides.split(",") if x]
     unknown = set(sides) - set(SIDES)
     if unknown:
         sys.exit(f"unknown sides {sorted(unknown)}; known: {', '.join(SIDES)}")
     results = {x: [] for x in sides}
-    from tune.bench import machine
-
     raw = {"settings": s, "threads": a.threads, "command": a.command, "model": a.model, "machine": machine(), "results": results}
     try:
         for rep in range(a.reps):
@@ -189,10 +189,7 @@ def run(a):
 def save_raw(a, raw):
     """Every measurement, for `bench.py report`."""
     if a.raw:
-        tmp = a.raw + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(raw, f, indent=1)
-        os.replace(tmp, a.raw)
+        write_json_atomic(a.raw, raw, indent=1)
 
 
 def merge_raw(paths):
@@ -239,23 +236,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=0)
     p.add_argument("--gen-reps", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--db", default="chat_bench")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
-    p.add_argument("--wait-idle", type=int, default=0)
-    p.add_argument("--max-load", type=float, default=1.0)
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--command", default="bench/chat/run.sh")
-    p.add_argument("--raw", default="")
-    p = sub.add_parser("report", help="write the report again from runs' --raw files (sides merged)")
-    p.add_argument("raw", nargs="+")
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
+    add_run_args(p, db="chat_bench", command="bench/chat/run.sh", max_load=1.0)
+    add_report_parser(sub, help="write the report again from runs' --raw files (sides merged)", nargs="+", pg=False)
     a = ap.parse_args()
     if a.cmd == "rows":
         data.write_csv(data.chitchat_pairs(a.dataset, a.rows), a.out_csv)

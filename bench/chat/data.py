@@ -9,6 +9,10 @@ second as the assistant's reply, under one fixed system prompt. Pairs do not ove
 import csv
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import write_csv_atomic  # noqa: E402
 
 SYSTEM_PROMPT = "You are a friendly chat partner. Reply briefly and casually."
 COLUMNS = ("system", "user", "assistant")
@@ -34,12 +38,7 @@ def chitchat_pairs(dataset_json, limit):
 
 def write_csv(rows, path):
     """Writes rows with a header (system,user,assistant), atomically, for psql's \\copy."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_csv_atomic(path, COLUMNS, rows)
 
 
 def read_csv(path):

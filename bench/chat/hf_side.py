@@ -8,7 +8,11 @@ RSS is its own): what a user would otherwise run on CPU.
 import json
 import os
 import resource
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import HF_CPU_TRAINING_ARGS  # noqa: E402
 
 
 def _rss_mib():
@@ -87,12 +91,7 @@ def train(a, settings, rows_train, rows_eval):
         max_grad_norm=settings["max_grad_norm"],
         logging_steps=settings["logging_steps"],
         seed=settings["seed"],
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **HF_CPU_TRAINING_ARGS,
         remove_unused_columns=False,
     )
     counted = {"tokens": 0, "padded": 0, "batches": 0}

@@ -14,17 +14,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import direct, proc_cpu_s, psql  # noqa: E402
-from tune.bench import Pgmld, proc_status  # noqa: E402
+from benchlib import Pgmld, ensure_db, fresh_db, lit, measure_call, proc_cpu_s, proc_status  # noqa: E402
 
 TABLE = "chat_pairs"
 # The guide's column names (dataset_args maps them), so the bench also runs the guide's shape.
 TABLE_COLUMNS = ("instruction", "input", "output")
-
-
-def lit(s):
-    """A SQL string literal."""
-    return "'" + s.replace("'", "''") + "'"
 
 
 def tune_hyperparams(settings):
@@ -63,17 +57,6 @@ def tune_sql(settings, model_path):
     )
 
 
-def fresh_db(args, rows_csv, n_rows):
-    """Drops and creates args.db with the rows in TABLE (directly on Postgres)."""
-    direct(args, f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)", db="postgres")
-    direct(args, f"CREATE DATABASE {args.db}", db="postgres")
-    direct(args, f"CREATE TABLE {TABLE} ({', '.join(c + ' text NOT NULL' for c in TABLE_COLUMNS)})")
-    direct(args, f"\\copy {TABLE} FROM '{rows_csv}' (FORMAT csv, HEADER true)")
-    n = int(direct(args, f"SELECT count(*) FROM {TABLE}"))
-    if n != n_rows:
-        raise RuntimeError(f"{TABLE} has {n} rows, {n_rows} expected")
-
-
 def first_number(metrics, *keys):
     """The first of `keys` present in the metrics (key names of pgml.tune's conversation
     metrics), with the key it came from; (None, None) when none is."""
@@ -86,24 +69,17 @@ def first_number(metrics, *keys):
 def train(args, settings, workdir, rows_csv, env):
     """One pgml.tune conversation run on a fresh daemon; returns the measurements."""
     n_rows = settings["batch_size"] * settings["max_steps"] + settings["eval_rows"]
-    fresh_db(args, rows_csv, n_rows)
+    # The guide's table shape: every column text NOT NULL.
+    fresh_db(args, TABLE, ", ".join(c + " text NOT NULL" for c in TABLE_COLUMNS), rows_csv, n_rows)
     d = Pgmld(args, workdir, env)
     try:
-        pid = d.proc.pid
-        time.sleep(1)
-        before = proc_status(pid)
-        cpu0 = proc_cpu_s(pid)
-        t0 = time.perf_counter()
-        out = psql(args, tune_sql(settings, args.model), args.db, d.port, check=False)
-        wall = time.perf_counter() - t0
-        after = proc_status(pid)
-        cpu = proc_cpu_s(pid) - cpu0
+        out, c = measure_call(d.proc.pid, lambda: d.psql(tune_sql(settings, args.model), check=False))
         row = out.splitlines()[-1].split("|") if out else []
         if not row or "successful" not in row:
-            err = psql(args, "SELECT logs FROM pgml.logs ORDER BY id DESC LIMIT 1", args.db, d.port, check=False)
+            err = d.psql("SELECT logs FROM pgml.logs ORDER BY id DESC LIMIT 1", check=False)
             raise RuntimeError(f"pgml.tune did not succeed: {out[-2000:]!r}; last log: {err[-2000:]}; daemon log: {d.logf.name}")
-        metrics = json.loads(psql(args, "SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1", args.db, d.port))
-        logs = [json.loads(x) for x in psql(args, "SELECT logs FROM pgml.logs ORDER BY id", args.db, d.port).splitlines() if x]
+        metrics = json.loads(d.psql("SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1"))
+        logs = [json.loads(x) for x in d.psql("SELECT logs FROM pgml.logs ORDER BY id").splitlines() if x]
         version = d.version
     finally:
         d.stop()
@@ -122,10 +98,10 @@ def train(args, settings, workdir, rows_csv, env):
         "adapter_bytes": metrics.get("adapter_bytes"),
         "trainable_params": metrics.get("trainable_params"),
         "loss_log": [x["loss"] for x in logs if isinstance(x, dict) and isinstance(x.get("loss"), (int, float))],
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rss_before_mib": before["VmRSS"] / 1024,
-        "peak_rss_mib": after["VmHWM"] / 1024,
+        "wall_s": c.wall_s,
+        "cpu_s": c.cpu_s,
+        "rss_before_mib": c.before["VmRSS"] / 1024,
+        "peak_rss_mib": c.after["VmHWM"] / 1024,
         "version": version,
         "metrics": metrics,
     }
@@ -167,8 +143,7 @@ def generate(args, settings, workdir, env):
     task = Jsonb({"task": "conversational", "model": args.model})
     inputs = [Jsonb(m) for m in settings["prompt"]]
     sql = "SELECT pgml.transform(task => %s::jsonb, inputs => %s::jsonb[], args => %s::jsonb)"
-    if direct(args, f"SELECT 1 FROM pg_database WHERE datname = {lit(args.db)}", db="postgres") != "1":
-        direct(args, f"CREATE DATABASE {args.db}", db="postgres")
+    ensure_db(args)
     d = Pgmld(args, workdir, env)
     out = {"version": d.version}
     try:

@@ -8,7 +8,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import write_section  # noqa: E402
+from benchlib import md_table, write_report  # noqa: E402
 
 SECTION = "## LoRA fine-tuning and chat generation vs transformers + peft (CPU)"
 
@@ -94,7 +94,7 @@ def tables(raw):
             ("model load + warm-up call s", fmt(g(HG, lambda r: r["load_s"] + r["warmup_s"])), fmt(g(PG, lambda r: r["warmup_s"])), ""),
             ("same greedy text", "", same, ""),
         ]
-    head = ["| metric | transformers + peft | pgmld | pgmld / HF |", "|---|---:|---:|---:|"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    head = md_table(["metric", "transformers + peft", "pgmld", "pgmld / HF"], "lrrr", rows)
     runs = ["| rep | side | figure | wall s | CPU s | peak RSS MiB | load 1/5/15 before → after (max) | other CPU s | other jobs seen |", "|---:|---|---|---:|---:|---:|---|---:|---|"]
     for side in ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate"):
         for r in R.get(side, []):
@@ -189,12 +189,4 @@ def write(a, raw):
     """Prints the tables and writes $OUT and the doc section (with notes.md appended)."""
     head, runs = tables(raw)
     print(head + "\n\n" + runs)
-    text = body(raw)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(f"# LoRA fine-tuning and chat generation vs transformers + peft (CPU)\n\n{text}")
-    if a.doc:
-        section = f"{SECTION}\n\n{text}"
-        if a.notes and os.path.exists(a.notes):
-            section += "\n" + open(a.notes).read().strip() + "\n"
-        write_section(a.doc, SECTION, section)
+    write_report(SECTION, body(raw), a.out, a.doc, a.notes)

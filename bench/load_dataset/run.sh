@@ -31,21 +31,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/load_dataset
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init load-bench bench/load_dataset/run.sh REPS WAIT_IDLE PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN DOC CASES \
-  NOTES DATA_DIR MOVIE_REVIEWS
-
-REPS=${REPS:-3}
-WAIT_IDLE=${WAIT_IDLE:-1200}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-BENCH_DB=${BENCH_DB:-load_bench}
-CASES=${CASES:-imdb-parquet,imdb-csv,synthetic-parquet}
-if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
-if [[ -n "${DOC+set}" ]]; then DOC_FILE=${DOC:+$(abspath "$DOC")}; else DOC_FILE=$ROOT/docs/benchmarks.md; fi
-if [[ -n "${NOTES:-}" ]]; then NOTES_FILE=$(abspath "$NOTES"); else NOTES_FILE=$HERE/notes.md; fi
-if [[ -n "${DATA_DIR:-}" ]]; then DATA=$(abspath "$DATA_DIR"); else DATA=$HERE/data; fi
-if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
+bench_init load-bench bench/load_dataset/run.sh REPS=3 WAIT_IDLE=1200 PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres \
+  BENCH_DB=load_bench PGMLD_BIN DOC CASES=imdb-parquet,imdb-csv,synthetic-parquet NOTES DATA_DIR MOVIE_REVIEWS
+BIN=$(bench_path PGMLD_BIN "$ROOT/target/release/pgmld")  # built by the caller (see above)
+bench_report_paths "$HERE"                                   # DOC_FILE and NOTES_FILE (no OUT here)
+DATA=$(bench_path DATA_DIR "$HERE/data")
+MR=$(bench_path MOVIE_REVIEWS "$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv")
 
 command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"
 command -v python3 >/dev/null || die "python3 not found"

