@@ -21,6 +21,7 @@
 # Environment (defaults): DURATION (30) SCALE (10) CLIENTS ("8 50") JOBS (2)
 #   MODES ("simple extended prepared") TARGETS ("direct pgbouncer pgmld")
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB (pgbench_bench)
+#   SSLMODE (disable: pgbench's and pgmld's upstream sslmode, as pgbouncer's defaults)
 #   PGMLD_BIN (target/release/pgmld) OUT (bench/pgbench/results.md) FORCE_INIT (0)
 # Relative PGMLD_BIN / OUT given by the caller are taken from the caller's directory;
 # the defaults are under the repository root.
@@ -32,7 +33,7 @@ abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$ORIG_PWD/$
 
 # The command as run, for the report: whatever the caller set beyond the sizes.
 CALLER_SET=""
-for v in MODES TARGETS PG_HOST PG_PORT PG_USER BENCH_DB FORCE_INIT PGMLD_BIN OUT; do
+for v in MODES TARGETS PG_HOST PG_PORT PG_USER BENCH_DB SSLMODE FORCE_INIT PGMLD_BIN OUT; do
   if [[ -n "${!v+set}" ]]; then CALLER_SET+=" $v=$(printf '%q' "${!v}")"; fi
 done
 
@@ -46,6 +47,10 @@ PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
 BENCH_DB=${BENCH_DB:-pgbench_bench}
+# Every leg in plaintext by default (pgbench's sslmode, pgmld's upstream sslmode), as
+# pgbouncer's defaults are, so no target pays for TLS the others do not.
+SSLMODE=${SSLMODE:-disable}
+export PGSSLMODE=$SSLMODE
 FORCE_INIT=${FORCE_INIT:-0}
 if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
 if [[ -n "${OUT:-}" ]]; then OUT_FILE=$(abspath "$OUT"); else OUT_FILE=$ROOT/bench/pgbench/results.md; fi
@@ -168,6 +173,10 @@ pool_mode = session
 max_client_conn = $((MAX_CLIENTS + 50))
 ; Session pooling with a server connection for every client: nobody queues for one.
 default_pool_size = $MAX_CLIENTS
+; Idle server connections close at once between cells, so the next target's clients find
+; Postgres' connection slots free (max_connections is often 100: 50 pooled + 50 direct
+; would not fit). A running cell's connections are never idle in session mode.
+server_idle_timeout = 1
 ignore_startup_parameters = extra_float_digits
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
@@ -199,7 +208,9 @@ start_pgmld() {
   local port
   port=$(free_port)
   mkdir -p "$WORK/pgmld-data"
-  local args=(--listen "127.0.0.1:$port" --upstream "postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres"
+  # sslmode as pgbouncer's own upstream leg (server_tls_sslmode = disable by default):
+  # libpq's default, prefer, would encrypt pgmld's leg alone (a third more CPU per query).
+  local args=(--listen "127.0.0.1:$port" --upstream "postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres?sslmode=$SSLMODE"
               --metrics-listen '' --data-dir "$WORK/pgmld-data")
   PGMLD_VERSION=$(env -u PGMLD_BIN "$BIN" --version 2>/dev/null | head -1 || true)
   PGMLD_VERSION=${PGMLD_VERSION:-unknown}
@@ -234,6 +245,17 @@ latency_percentiles() {
         i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
         printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }'
 }
+# wait_backends_gone: until no backend of $BENCH_DB is left from the previous cell (a
+# pooler's idle server connections, a proxy's sessions still closing), at most 30 s.
+wait_backends_gone() {
+  local n
+  for _ in $(seq 1 60); do
+    n=$(psql_direct -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$BENCH_DB'" || echo 0)
+    [[ "$n" == 0 ]] && return 0
+    sleep 0.5
+  done
+  log "warning: $n backends of $BENCH_DB still open before the next cell"
+}
 for clients in $CLIENTS; do
   pgbench_args=(-S -c "$clients" -j "$JOBS" -T "$DURATION")
   for mode in $MODES; do
@@ -244,6 +266,7 @@ for clients in $CLIENTS; do
       host=127.0.0.1; [[ $target == direct ]] && host=$PG_HOST
       logf=$WORK/$target-$clients-$mode.log
       txlog=$WORK/tx-$target-$clients-$mode
+      wait_backends_gone
       log "$target / $clients clients / $mode: pgbench ${pgbench_args[*]} -M $mode -l (${DURATION}s)"
       rc=0
       pgbench -h "$host" -p "${PORT[$target]}" -U "$PG_USER" "${pgbench_args[@]}" -M "$mode" \
@@ -304,8 +327,9 @@ mkdir -p "$(dirname "$OUT_FILE")"
   echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l $BENCH_DB\`" \
        "after \`pgbench -i -s $SCALE $BENCH_DB\` on Postgres directly"
   echo "- Latency: p50 / p99 over every transaction in pgbench's \`--log\` (its latency field), in ms"
-  echo "- pgbouncer: pool_mode = session, default_pool_size = $MAX_CLIENTS, max_client_conn = $((MAX_CLIENTS + 50)), auth_type = trust"
+  echo "- pgbouncer: pool_mode = session, default_pool_size = $MAX_CLIENTS, max_client_conn = $((MAX_CLIENTS + 50)), server_idle_timeout = 1, auth_type = trust"
   echo "- pgmld: \`$PGMLD_CMD\`"
+  echo "- TLS: none on any leg (pgbench PGSSLMODE=$SSLMODE, pgmld upstream sslmode=$SSLMODE, pgbouncer's defaults)"
   echo "- pgbench, Postgres and the proxy share the same $(nproc) CPUs, so proxy CPU cost shows up as lost TPS."
   echo
   echo "$TABLE"

@@ -45,6 +45,10 @@ pub async fn run<R, W>(
     };
     let result: std::io::Result<()> = async {
         let mut eof = false;
+        // Armed once and re-armed after it fires, not re-created on every pass: a Notified
+        // registers with the Notify (a lock) when first polled and unregisters when
+        // dropped, which per message was a measurable share of a small query's CPU.
+        let mut wake = std::pin::pin!(shared.wake.notified());
         loop {
             let more = relay.process();
             if matches!(relay.state, State::Idle) {
@@ -67,8 +71,10 @@ pub async fn run<R, W>(
             relay.inbuf.reserve(READ_CHUNK);
             let idle = matches!(relay.state, State::Idle);
             tokio::select! {
+                // In this order, without select!'s random start: one less thing per message.
+                biased;
                 n = upstream.read_buf(&mut relay.inbuf) => eof = n? == 0,
-                _ = shared.wake.notified() => {}
+                _ = wake.as_mut() => wake.set(shared.wake.notified()),
                 Some(n) = notices.recv(), if idle => relay.out.extend_from_slice(&n),
             }
         }

@@ -107,6 +107,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     async fn run_loop(&mut self) -> Result<(), ProxyError> {
+        // Registered once for the whole session, not once per message (see relay.rs).
+        let done = self.shared.done.clone().cancelled_owned();
+        let mut done = std::pin::pin!(done);
         loop {
             loop {
                 let frame = match split_message(&mut self.inbuf, self.max_message) {
@@ -133,12 +136,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             self.inbuf.reserve(8192);
             tokio::select! {
+                biased;
                 n = self.client.read_buf(&mut self.inbuf) => {
                     if n? == 0 {
                         return Ok(());
                     }
                 }
-                _ = self.shared.done.cancelled() => return Ok(()),
+                _ = done.as_mut() => return Ok(()),
                 // COMMIT / ROLLBACK ended the transaction: its cursors stop generating now.
                 _ = self.shared.txn_ended.notified(), if self.has_streams() => self.prune_streams(),
             }
