@@ -213,8 +213,14 @@ async fn pushes_checkpoints_and_the_final_model_which_pull_back() {
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     assert_eq!(
         (row.get::<_, String>(0), row.get::<_, String>(2)),
-        ("successful".into(), repo.to_string())
+        ("successful".into(), "transformers".into())
     );
+    let base: String = c
+        .query_one("SELECT base_model FROM pgml.models ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(base, repo, "the pulled repo is the new model's base model");
     let sql = format!(
         "SELECT pgml.transform(task => '{{\"task\": \"text-classification\", \"model\": \"{repo}\"}}'::jsonb, inputs => ARRAY['x'])"
     );
