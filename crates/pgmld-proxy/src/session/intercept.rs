@@ -126,7 +126,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     async fn serve_request(&mut self, request: Request<'_>) -> Result<(), ProxyError> {
         self.catch_up().await?;
         for st in request.statements {
-            let run = match st.kind {
+            // Whether a FETCH / MOVE / CLOSE names one of pgmld's cursors is decided when
+            // its turn comes: a DECLARE (or CLOSE) earlier in the same string changes it.
+            let kind = match (self.pgml.cursor_command(st.text), st.kind) {
+                (Some(cmd), _) => StatementKind::Cursor(cmd),
+                (None, StatementKind::Cursor(_)) => StatementKind::Plain,
+                (None, kind) => kind,
+            };
+            let run = match kind {
                 StatementKind::Plain => Ok(st.text.to_string()),
                 StatementKind::Cursor(cmd) => {
                     self.catch_up().await?;
