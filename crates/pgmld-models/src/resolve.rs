@@ -234,6 +234,28 @@ pub async fn fetch(
     }
 }
 
+/// [`fetch`], at a Hub `revision` when one is given (other references have none).
+pub async fn fetch_at(
+    client: &Client,
+    r: &ModelRef,
+    revision: Option<&str>,
+    hub: &HubConfig,
+    tmp_root: &Path,
+) -> Result<ModelSource> {
+    match (r, revision) {
+        (ModelRef::Hub(name), Some(rev)) => {
+            let dir = pgmld_hub::fetch_model_files(hub, name, Some(rev)).await.map_err(|e| {
+                ModelError::NotFound {
+                    message: format!("model \"{name}\" revision {rev} not found"),
+                    detail: format!("Hugging Face Hub: {e}"),
+                }
+            })?;
+            Ok(ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
+        }
+        _ => fetch(client, r, hub, tmp_root).await,
+    }
+}
+
 /// [`locate`] then [`fetch`].
 pub async fn resolve(
     client: &Client,

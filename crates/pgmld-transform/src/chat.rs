@@ -265,20 +265,8 @@ impl Transformer {
         r: &ModelRef,
         revision: Option<&str>,
     ) -> Result<ModelSource, TransformError> {
-        match (r, revision) {
-            (ModelRef::Hub(name), Some(rev)) => {
-                let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev)).await.map_err(
-                    |e| {
-                        TransformError::Model(ModelError::NotFound {
-                            message: format!("model \"{name}\" revision {rev} not found"),
-                            detail: format!("Hugging Face Hub: {e}"),
-                        })
-                    },
-                )?;
-                Ok(ModelSource::from_dir(dir, format!("Hugging Face Hub {name}@{rev}")))
-            }
-            _ => Ok(resolve::fetch(client, r, &self.hub, &self.work_dir.join("transform")).await?),
-        }
+        let tmp_root = self.work_dir.join("transform");
+        Ok(resolve::fetch_at(client, r, revision, &self.hub, &tmp_root).await?)
     }
 
     /// The files of `r`: a stored adapter brings its base along.

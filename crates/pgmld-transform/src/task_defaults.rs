@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use pgmld_models::resolve::{self, ModelRef};
-use pgmld_models::ModelError;
 use pgmld_sql::{Args, CallContext, Notice, Value};
 use serde_json::{Map, Value as Json};
 
@@ -101,15 +100,10 @@ impl Transformer {
         let config_dir = match &located {
             ModelRef::Stored { task, .. } => return Ok(task_of_project(task).to_string()),
             ModelRef::Gguf(_) => return Ok("text-generation".into()),
-            ModelRef::Dir(dir) => dir.clone(),
-            ModelRef::Hub(name) => {
+            ModelRef::Dir(_) | ModelRef::Hub(_) => {
                 let revision = task.get("revision").and_then(Json::as_str);
-                pgmld_hub::fetch_model_files(&self.hub, name, revision).await.map_err(|e| {
-                    ModelError::NotFound {
-                        message: format!("model \"{name}\" not found"),
-                        detail: format!("Hugging Face Hub: {e}"),
-                    }
-                })?
+                let tmp_root = self.work_dir.join("transform");
+                resolve::fetch_at(&client, &located, revision, &self.hub, &tmp_root).await?.dir
             }
         };
         let config = read_config(&config_dir)?;

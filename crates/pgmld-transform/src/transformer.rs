@@ -81,23 +81,8 @@ impl Transformer {
         let tmp_root = self.work_dir.join("transform");
         self.cache
             .get_or_load(&key, &req.model, || async {
-                match (&r, &req.revision) {
-                    (ModelRef::Hub(name), Some(rev)) => {
-                        let dir = pgmld_hub::fetch_model_files(&self.hub, name, Some(rev))
-                            .await
-                            .map_err(|e| {
-                                TransformError::Model(ModelError::NotFound {
-                                    message: format!("model \"{name}\" revision {rev} not found"),
-                                    detail: format!("Hugging Face Hub: {e}"),
-                                })
-                            })?;
-                        Ok(resolve::ModelSource::from_dir(
-                            dir,
-                            format!("Hugging Face Hub {name}@{rev}"),
-                        ))
-                    }
-                    _ => Ok(resolve::fetch(&client, &r, &self.hub, &tmp_root).await?),
-                }
+                let revision = req.revision.as_deref();
+                Ok(resolve::fetch_at(&client, &r, revision, &self.hub, &tmp_root).await?)
             })
             .await
     }

@@ -367,13 +367,9 @@ impl Tuner {
             self.finish(&mut client, (&req, task), ctx, ids, (&outcome, &out_dir), &mut hub).await;
         let _ = std::fs::remove_dir_all(&out_dir);
         match finished {
-            Ok(deployed) => Ok(Tuned {
-                task,
-                algorithm: records::ALGORITHM.to_string(),
-                base_model: model_name,
-                deployed,
-                model_id,
-            }),
+            Ok(deployed) => {
+                Ok(Tuned { task, algorithm: records::ALGORITHM.to_string(), deployed, model_id })
+            }
             Err(e) => {
                 if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await
                 {

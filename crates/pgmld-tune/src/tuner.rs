@@ -40,10 +40,9 @@ pub struct Tuner {
 pub struct Tuned {
     /// The project's task.
     pub task: Task,
-    /// PostgresML's algorithm of a fine-tune: always `transformers`.
+    /// PostgresML's algorithm of a fine-tune: always `transformers` (the model it started
+    /// from is recorded in `pgml.models.base_model`).
     pub algorithm: String,
-    /// The model it started from, as `model_name` named it.
-    pub base_model: String,
     /// Whether the new model was deployed.
     pub deployed: bool,
     /// The new model's id.
