@@ -21,6 +21,7 @@ pub mod error;
 pub mod load;
 pub mod metrics;
 pub mod roberta;
+pub mod sentence;
 pub mod text_classification;
 pub mod tokenize;
 pub mod train;
@@ -30,6 +31,7 @@ pub use bert::{BertForSequenceClassification, BertModel, Config, HiddenAct};
 pub use classifier::{Architecture, Classifier};
 pub use error::{Error, Result};
 pub use load::{load_safetensors, LoadReport, Pretrained};
+pub use sentence::SentenceEncoder;
 pub use text_classification::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
 pub use train::{

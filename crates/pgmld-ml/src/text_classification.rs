@@ -80,7 +80,7 @@ pub struct TextClassifier {
 
 /// `model_max_length` from tokenizer_config.json when it is a real limit (HF writes a huge
 /// sentinel when there is none).
-fn tokenizer_max_length(dir: &Path) -> Option<usize> {
+pub(crate) fn tokenizer_max_length(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("model_max_length")?.as_f64().filter(|&m| m > 0.0 && m < 1e6).map(|m| m as usize)

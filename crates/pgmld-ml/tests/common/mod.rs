@@ -99,11 +99,11 @@ pub fn hf_env() -> (PathBuf, PathBuf) {
     (bench, deps.join("libtorch"))
 }
 
-/// Runs `tests/hf_trainer_ref.py` (Hugging Face transformers.Trainer on the lean torch)
-/// with `request` as JSON on stdin; returns its JSON reply.
-pub fn hf_python(request: &serde_json::Value) -> serde_json::Value {
+/// Runs `tests/<script>` (Hugging Face transformers or sentence-transformers on the lean
+/// torch, from [`hf_env`]) with `request` as JSON on stdin; returns its JSON reply.
+pub fn hf_python(script: &str, request: &serde_json::Value) -> serde_json::Value {
     let (bench, libtorch) = hf_env();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_trainer_ref.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let lib_path = format!(
         "{}:{}:{}",
         bench.join("cuda-stubs").display(),
@@ -120,8 +120,8 @@ pub fn hf_python(request: &serde_json::Value) -> serde_json::Value {
         .expect("python3");
     child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hf_trainer_ref.py failed");
-    serde_json::from_slice(&out.stdout).expect("hf_trainer_ref.py: one JSON reply")
+    assert!(out.status.success(), "{} failed", script.display());
+    serde_json::from_slice(&out.stdout).expect("one JSON reply")
 }
 
 /// `[rows][cols]` int64 tensor.
