@@ -91,6 +91,27 @@ fn hf_args(a: &TrainingArgs) -> serde_json::Value {
     })
 }
 
+/// The Trainer's runs (`tests/hf_trainer_ref.py`) on `data` as 2-class examples.
+fn trainer_reference(
+    data: &[Example],
+    max_length: usize,
+    dropout: bool,
+    args: &TrainingArgs,
+    runs: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    hf_python(
+        "hf_trainer_ref.py",
+        &serde_json::json!({
+            "model_dir": model_dir(),
+            "texts": data.iter().map(|e| &e.text).collect::<Vec<_>>(),
+            "labels": data.iter().map(|e| e.label).collect::<Vec<_>>(),
+            "num_labels": 2, "max_length": max_length, "dropout": dropout, "threads": 2,
+            "args": hf_args(args),
+            "runs": runs,
+        }),
+    )
+}
+
 /// pgmld's run from `init_dir`: its steps and a copy of every weight after `keep` steps.
 fn pgmld_run(
     init_dir: &Path,
@@ -191,18 +212,9 @@ fn first_ten_steps_match_transformers_without_dropout() {
     std::fs::create_dir_all(&dump).unwrap();
     let args = args(seed, 10, batch);
     let order = ids_and_order(&data, max_length, batch, seed);
-    let reply = hf_python(
-        "hf_trainer_ref.py",
-        &serde_json::json!({
-            "model_dir": model_dir(),
-            "texts": data.iter().map(|e| &e.text).collect::<Vec<_>>(),
-            "labels": data.iter().map(|e| e.label).collect::<Vec<_>>(),
-            "num_labels": 2, "max_length": max_length, "dropout": false, "threads": 2,
-            "args": hf_args(&args),
-            "runs": [{"seed": seed, "init_dir": init, "batches": order,
-                      "dump_dir": dump, "dump_steps": [1, 10]}],
-        }),
-    );
+    let run = serde_json::json!({"seed": seed, "init_dir": init, "batches": order,
+        "dump_dir": dump, "dump_steps": [1, 10]});
+    let reply = trainer_reference(&data, max_length, false, &args, vec![run]);
 
     // The same token ids: the Rust tokenizer is HF's fast tokenizer on the same files.
     let tokenizer =
@@ -293,17 +305,7 @@ fn an_epoch_with_dropout_stays_within_the_seed_spread() {
                 "batches": ids_and_order(&data, max_length, batch, seed)})
         })
         .collect();
-    let reply = hf_python(
-        "hf_trainer_ref.py",
-        &serde_json::json!({
-            "model_dir": model_dir(),
-            "texts": data.iter().map(|e| &e.text).collect::<Vec<_>>(),
-            "labels": data.iter().map(|e| e.label).collect::<Vec<_>>(),
-            "num_labels": 2, "max_length": max_length, "dropout": true, "threads": 2,
-            "args": hf_args(&args(0, steps, batch)),
-            "runs": runs,
-        }),
-    );
+    let reply = trainer_reference(&data, max_length, true, &args(0, steps, batch), runs);
     let w = 4;
     let mut hf = Vec::new();
     let mut pg = Vec::new();

@@ -59,21 +59,18 @@ pub fn temp_dir(tag: &str) -> TempDir {
     TempDir(dir)
 }
 
-/// Runs `tests/<script>` with `args`, feeding `stdin` as JSON; returns its stdout parsed as
-/// JSON (or `Null` when it prints nothing).
-pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_json::Value {
+/// Runs `tests/<script>` with `args` and the environment `env`, feeding `stdin` as JSON;
+/// returns its stdout parsed as JSON (or `Null` when it prints nothing).
+fn run_python(
+    script: &str,
+    args: &[&Path],
+    env: &[(&str, String)],
+    stdin: &serde_json::Value,
+) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let mut cmd = Command::new("python3");
-    cmd.arg(&path);
-    for a in args {
-        cmd.arg(a);
-    }
-    let mut child = cmd
-        .env("PYTHONPATH", mlref())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    cmd.arg(&path).args(args).envs(env.iter().map(|(k, v)| (*k, v)));
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3");
     child.stdin.take().unwrap().write_all(stdin.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{script} {args:?} failed");
@@ -82,6 +79,12 @@ pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_
     } else {
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+/// Runs `tests/<script>` (the numpy references, with [`mlref`]'s packages) with `args`,
+/// feeding `stdin` as JSON; returns its stdout parsed as JSON (or `Null`).
+pub fn python(script: &str, args: &[&Path], stdin: &serde_json::Value) -> serde_json::Value {
+    run_python(script, args, &[("PYTHONPATH", mlref().display().to_string())], stdin)
 }
 
 /// `.deps/bench`: transformers and its pinned dependencies (installed with `--no-deps`;
@@ -103,25 +106,15 @@ pub fn hf_env() -> (PathBuf, PathBuf) {
 /// torch, from [`hf_env`]) with `request` as JSON on stdin; returns its JSON reply.
 pub fn hf_python(script: &str, request: &serde_json::Value) -> serde_json::Value {
     let (bench, libtorch) = hf_env();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let lib_path = format!(
         "{}:{}:{}",
         bench.join("cuda-stubs").display(),
         libtorch.join("torch/lib").display(),
         std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
     );
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .env("PYTHONPATH", format!("{}:{}", bench.display(), libtorch.display()))
-        .env("LD_LIBRARY_PATH", lib_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{} failed", script.display());
-    serde_json::from_slice(&out.stdout).expect("one JSON reply")
+    let python_path = format!("{}:{}", bench.display(), libtorch.display());
+    let env = [("PYTHONPATH", python_path), ("LD_LIBRARY_PATH", lib_path)];
+    run_python(script, &[], &env, request)
 }
 
 /// `[rows][cols]` int64 tensor.
