@@ -10,6 +10,7 @@ use std::path::Path;
 use tch::{nn, Device, Tensor};
 
 use crate::bert::{BertForSequenceClassification, Config as BertConfig};
+use crate::config::read_json;
 use crate::distilbert::{Config as DistilBertConfig, DistilBertForSequenceClassification};
 use crate::error::{Error, Result};
 use crate::load::{load_checkpoint, LoadReport};
@@ -106,12 +107,6 @@ pub struct Classifier {
     max_positions: i64,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| Error::io(path.to_path_buf(), source))?;
-    serde_json::from_str(&text).map_err(|source| Error::config(path.to_path_buf(), source))
-}
-
 fn labels_in(config: &serde_json::Value) -> Option<i64> {
     config.get("id2label").and_then(|m| m.as_object()).map(|m| m.len() as i64).filter(|&n| n > 0)
 }
@@ -169,7 +164,7 @@ impl Classifier {
         device: Device,
     ) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = read_json(&dir.join("config.json"))?;
+        let config: serde_json::Value = read_json(&dir.join("config.json"))?;
         let n = num_labels.or(labels_in(&config)).unwrap_or(2);
         let mut model = Classifier::new(config, n, device)?;
         let arch = model.arch;

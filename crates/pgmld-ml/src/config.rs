@@ -8,6 +8,14 @@ use tch::{nn, Tensor};
 
 use crate::error::{Error, Result};
 
+/// Reads a JSON file (a checkpoint's `config.json`, a sentence-transformers module
+/// config) into `T`; errors name the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::io(path.to_path_buf(), source))?;
+    serde_json::from_str(&text).map_err(|source| Error::config(path.to_path_buf(), source))
+}
+
 /// Activation of the feed-forward block (`hidden_act` in `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,11 +104,7 @@ pub struct Config {
 impl Config {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::io(path.to_path_buf(), source))?;
-        let cfg: Config = serde_json::from_str(&text)
-            .map_err(|source| Error::config(path.to_path_buf(), source))?;
+        let cfg: Config = read_json(path.as_ref())?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -43,6 +43,11 @@ pub struct Pretrained<M> {
     pub report: LoadReport,
 }
 
+/// Bytes held by the variables of `vs` (what a model cache budgets for).
+pub fn weight_bytes(vs: &nn::VarStore) -> u64 {
+    vs.variables().values().map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum()
+}
+
 fn first_component(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }

@@ -13,6 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::bert::{BertModel, Config as BertConfig};
 use crate::classifier::Architecture;
+use crate::config::read_json;
 use crate::distilbert::{Config as DistilBertConfig, DistilBertModel};
 use crate::error::{Error, Result};
 use crate::load::load_checkpoint;
@@ -132,24 +133,14 @@ struct Layout {
     normalize: bool,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| Error::io(path.to_path_buf(), source))?;
-    serde_json::from_str(&text).map_err(|source| Error::config(path.to_path_buf(), source))
-}
-
 fn layout(dir: &Path) -> Result<Layout> {
-    let modules_path = dir.join("modules.json");
-    if !modules_path.is_file() {
-        return Ok(Layout {
-            encoder_dir: dir.to_path_buf(),
-            pooling: Pooling::mean(),
-            normalize: false,
-        });
-    }
-    let modules: Vec<Module> = read_json(&modules_path)?;
     let mut out =
         Layout { encoder_dir: dir.to_path_buf(), pooling: Pooling::mean(), normalize: false };
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(out);
+    }
+    let modules: Vec<Module> = read_json(&modules_path)?;
     for m in &modules {
         let kind = m.kind.rsplit('.').next().unwrap_or(&m.kind);
         let path = dir.join(&m.path);
@@ -248,11 +239,7 @@ impl SentenceEncoder {
 
     /// Bytes held by the weights, for the model cache's memory budget.
     pub fn weight_bytes(&self) -> u64 {
-        self.vs
-            .variables()
-            .values()
-            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
-            .sum()
+        crate::load::weight_bytes(&self.vs)
     }
 
     fn token_states(&self, batch: &Batch) -> Tensor {

@@ -144,12 +144,7 @@ impl TextClassifier {
 
     /// Bytes held by the weights, for the model cache's memory budget.
     pub fn weight_bytes(&self) -> u64 {
-        self.model
-            .vs
-            .variables()
-            .values()
-            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
-            .sum()
+        crate::load::weight_bytes(&self.model.vs)
     }
 
     /// Logits of every input; batches hold at most `max_batch` inputs of similar length.
