@@ -472,7 +472,11 @@ fn random_frame(rng: &mut impl Rng) -> Vec<u8> {
 async fn hundreds_of_random_frames_leave_the_daemon_serving() {
     let mut p = Pgmld::start();
     let db = TestDb::create();
-    let seed: u64 = rand::random();
+    // PGMLD_FUZZ_SEED replays a failing run's seed (printed below and in the failure).
+    let seed: u64 = match std::env::var("PGMLD_FUZZ_SEED") {
+        Ok(s) => s.parse().expect("PGMLD_FUZZ_SEED is a u64"),
+        Err(_) => rand::random(),
+    };
     eprintln!("random frames seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sent = 0;
@@ -499,6 +503,7 @@ async fn hundreds_of_random_frames_leave_the_daemon_serving() {
     assert!(sent >= 400);
     assert!(alive(&mut p), "pgmld died (seed {seed}); log:\n{}", p.log_text());
     select_1(&p, &db.name).await;
+    eprintln!("random frames seed {seed}: waiting for sessions to end");
     sessions_drain(&p).await;
     assert!(!p.log_text().contains("panicked"), "seed {seed}:\n{}", p.log_text());
 }

@@ -134,10 +134,13 @@ impl Shared {
     }
 
     /// Queues the answer to a message about to be written upstream. In skip mode only a
-    /// Sync (or simple Query) gets an entry: the upstream ignores the rest.
+    /// Sync gets an entry: Postgres discards every other message until Sync, a simple
+    /// Query or a FunctionCall included (`ignore_till_sync` in postgres.c), and an entry
+    /// for one would take the Sync's ReadyForQuery and leave the Sync's entry waiting
+    /// for ever.
     pub fn expect(&self, kind: Kind, route: Route) {
         let mut g = self.lock();
-        if g.skipping && kind.is_extended() {
+        if g.skipping && kind != Kind::Sync {
             return;
         }
         if kind == Kind::Sync {
@@ -247,6 +250,24 @@ mod tests {
         s.expect(Kind::Sync, Route::Client);
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
         assert!(!s.skipping());
+    }
+
+    #[test]
+    fn a_simple_query_or_function_call_while_skipping_gets_no_entry() {
+        // Postgres discards them until Sync: an entry would wait for an answer that never
+        // comes, and then steal the Sync's ReadyForQuery.
+        let (s, _rx) = Shared::new();
+        s.error_skip();
+        s.expect(Kind::Query, Route::Client);
+        s.expect(Kind::FunctionCall, Route::Client);
+        assert!(s.pop().is_none());
+        let mut b = s.barrier();
+        assert!(matches!(s.pop(), Some(Expect::Barrier(_))), "a barrier waits for nothing");
+        drop(b.try_recv());
+        s.expect(Kind::Sync, Route::Client);
+        s.expect(Kind::Query, Route::Client);
+        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
+        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Query, _))));
     }
 
     #[test]

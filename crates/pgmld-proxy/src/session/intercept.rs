@@ -125,6 +125,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// this too: their row sources and the completed statement share the transaction.
     async fn serve_request(&mut self, request: Request<'_>) -> Result<(), ProxyError> {
         self.catch_up().await?;
+        if self.shared.skipping() {
+            // An extended-protocol message before this Query failed and no Sync followed:
+            // Postgres discards a Query until the Sync, so pgmld does too.
+            return Ok(());
+        }
         for st in request.statements {
             // Whether a FETCH / MOVE / CLOSE names one of pgmld's cursors is decided when
             // its turn comes: a DECLARE (or CLOSE) earlier in the same string changes it.
