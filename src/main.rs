@@ -230,6 +230,7 @@ async fn run(config: Config) -> Result<()> {
     );
     let transformer = Arc::new(transformer);
     registry.register(Arc::new(pgmld_transform::Transform::new(transformer.clone())));
+    registry.register(Arc::new(pgmld_transform::Embed::new(transformer.clone())));
     registry.register(Arc::new(pgmld_transform::stream::TransformStream::new(transformer)));
     let server = pgmld_proxy::Server::new(pgmld_proxy::ServerOptions {
         upstream: upstream.clone(),

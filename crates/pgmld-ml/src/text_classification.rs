@@ -59,6 +59,13 @@ pub struct ClassifyInput {
     pub text_pair: Option<String>,
 }
 
+impl ClassifyInput {
+    /// Its length in bytes (both texts), to order inputs by length before batching.
+    pub fn len_bytes(&self) -> usize {
+        self.text.len() + self.text_pair.as_ref().map_or(0, String::len)
+    }
+}
+
 /// The model's output for one input.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClassScores {

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "base_model",
         sql: include_str!("../../../migrations/0006_base_model.sql"),
     },
+    Migration {
+        version: 7,
+        name: "embed",
+        sql: include_str!("../../../migrations/0007_embed.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

@@ -19,6 +19,7 @@ pub fn type_oid(ty: SqlType) -> u32 {
         SqlType::Bool => 16,
         SqlType::TextArray => 1009,
         SqlType::JsonbArray => 3807,
+        SqlType::Float4Array => 1021,
     }
 }
 

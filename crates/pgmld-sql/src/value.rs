@@ -24,6 +24,8 @@ pub enum SqlType {
     TextArray,
     /// `jsonb[]`
     JsonbArray,
+    /// `real[]` (embeddings)
+    Float4Array,
 }
 
 impl SqlType {
@@ -39,6 +41,7 @@ impl SqlType {
             SqlType::Bool => "boolean",
             SqlType::TextArray => "text[]",
             SqlType::JsonbArray => "jsonb[]",
+            SqlType::Float4Array => "real[]",
         }
     }
 
@@ -47,6 +50,7 @@ impl SqlType {
         match self {
             SqlType::TextArray => Some(SqlType::Text),
             SqlType::JsonbArray => Some(SqlType::Jsonb),
+            SqlType::Float4Array => Some(SqlType::Float4),
             _ => None,
         }
     }
@@ -56,6 +60,7 @@ impl SqlType {
         match self {
             SqlType::Text => Some(SqlType::TextArray),
             SqlType::Jsonb => Some(SqlType::JsonbArray),
+            SqlType::Float4 => Some(SqlType::Float4Array),
             _ => None,
         }
     }
@@ -116,6 +121,13 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
 }
 
 impl Value {
+    /// A `real` value: stored as the f64 with the f32's shortest decimal form, so its text
+    /// is what Postgres prints for that `real` (`0.1`, not `0.10000000149011612`) and
+    /// reads back as the same f32.
+    pub fn real(f: f32) -> Value {
+        Value::Float(f.to_string().parse().unwrap_or(f64::from(f)))
+    }
+
     /// Converts the value to `ty`, parsing text where needed. Errors name the value.
     pub fn coerce(self, ty: SqlType) -> Result<Value, SqlError> {
         let bad = |v: &dyn std::fmt::Display| {
@@ -149,7 +161,7 @@ impl Value {
                 Value::Float(s.trim().parse().map_err(|_| bad(&s))?)
             }
             (Value::Text(s), SqlType::Bool) => Value::Bool(parse_bool(&s).ok_or_else(|| bad(&s))?),
-            (Value::Text(s), SqlType::TextArray | SqlType::JsonbArray) => {
+            (Value::Text(s), SqlType::TextArray | SqlType::JsonbArray | SqlType::Float4Array) => {
                 let elem = ty.element().unwrap_or(SqlType::Text);
                 let items = parse_array_literal(&s).ok_or_else(|| {
                     bad(&s)
@@ -181,7 +193,10 @@ impl Value {
             (Value::Bool(b), SqlType::Jsonb) => Value::Json(b.into()),
             (Value::Json(j), SqlType::Jsonb) => Value::Json(j),
             (Value::Json(j), SqlType::Text) => Value::Text(j.to_string()),
-            (Value::Array(items), SqlType::TextArray | SqlType::JsonbArray) => {
+            (
+                Value::Array(items),
+                SqlType::TextArray | SqlType::JsonbArray | SqlType::Float4Array,
+            ) => {
                 let elem = ty.element().unwrap_or(SqlType::Text);
                 Value::Array(items.into_iter().map(|v| v.coerce(elem)).collect::<Result<_, _>>()?)
             }
@@ -431,6 +446,20 @@ mod tests {
     fn type_names_from_casts() {
         assert_eq!(SqlType::from_sql_name("JSONB"), Some(SqlType::Jsonb));
         assert_eq!(SqlType::from_sql_name("text[]"), Some(SqlType::TextArray));
+        assert_eq!(SqlType::from_sql_name("float4[]"), Some(SqlType::Float4Array));
         assert_eq!(SqlType::from_sql_name("geometry"), None);
+    }
+
+    #[test]
+    fn reals_print_as_postgres_prints_real_and_arrays_of_them_splice_as_real_arrays() {
+        assert_eq!(Value::real(0.1).to_pg_text().as_deref(), Some("0.1"));
+        assert_eq!(Value::real(-2.5e-8).to_pg_text().as_deref(), Some("-0.000000025"));
+        assert_eq!(Value::real(f32::NAN).to_pg_text().as_deref(), Some("NaN"));
+        assert_eq!(Value::real(f32::NEG_INFINITY).to_pg_text().as_deref(), Some("-Infinity"));
+        let v = Value::Array(vec![Value::real(0.1), Value::real(1.0), Value::Null]);
+        assert_eq!(v.to_sql_literal(SqlType::Float4Array), "$pgmld${0.1,1,NULL}$pgmld$::real[]");
+        let parsed = Value::Text("{0.5, -1}".into()).coerce(SqlType::Float4Array).unwrap();
+        assert_eq!(parsed, Value::Array(vec![Value::Float(0.5), Value::Float(-1.0)]));
+        assert!(Value::Text("{x}".into()).coerce(SqlType::Float4Array).is_err());
     }
 }

@@ -10,14 +10,14 @@ use std::time::Instant;
 
 use pgmld_llm::chat_model::ChatOptions;
 use pgmld_metrics::Metrics;
-use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
+use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, SentenceEncoder, TextClassifier};
 use pgmld_models::ModelSource;
 use tch::Device;
 use tokio::sync::{oneshot, OnceCell};
 
 use crate::chat_worker::{self, ChatHandle, ChatSource};
 use crate::error::TransformError;
-use crate::worker::{self, Batching, Request};
+use crate::worker::{self, Batched, Batching, Request};
 
 /// A model on its worker thread, with what callers need to shape results.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub struct LoadedModel {
     pub default_fn: ScoreFn,
     /// Bytes of weights.
     pub bytes: u64,
-    tx: std::sync::mpsc::Sender<Request>,
+    tx: std::sync::mpsc::Sender<Request<TextClassifier>>,
 }
 
 impl LoadedModel {
@@ -42,27 +42,61 @@ impl LoadedModel {
         inputs: Vec<ClassifyInput>,
         cancelled: Arc<AtomicBool>,
     ) -> Result<Vec<ClassScores>, TransformError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { inputs, cancelled: cancelled.clone(), reply }).map_err(|_| {
-            TransformError::Internal(format!("the worker of model {} stopped", self.name))
-        })?;
-        match rx.await {
-            Ok(Ok(scores)) => Ok(scores),
-            Ok(Err(message)) => Err(TransformError::Load { model: self.name.clone(), message }),
-            Err(_) if cancelled.load(Ordering::Relaxed) => Err(TransformError::Cancelled),
-            Err(_) => Err(TransformError::Internal(format!(
-                "the worker of model {} dropped a request",
-                self.name
-            ))),
+        ask(&self.tx, &self.name, inputs, cancelled).await
+    }
+}
+
+/// A sentence encoder on its worker thread (`pgml.embed`).
+#[derive(Debug)]
+pub struct LoadedEmbedder {
+    /// The name it was loaded under, for messages.
+    pub name: String,
+    /// Longest input in tokens; longer inputs are truncated, as sentence-transformers does.
+    pub max_length: usize,
+    /// Bytes of weights.
+    pub bytes: u64,
+    tx: std::sync::mpsc::Sender<Request<SentenceEncoder>>,
+}
+
+impl LoadedEmbedder {
+    /// One vector per text, computed on the model's thread (batched with other callers').
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<Vec<Vec<f32>>, TransformError> {
+        ask(&self.tx, &self.name, texts, cancelled).await
+    }
+}
+
+/// Sends `inputs` to a model's worker and awaits their outputs.
+async fn ask<M: Batched>(
+    tx: &std::sync::mpsc::Sender<Request<M>>,
+    name: &str,
+    inputs: Vec<M::Input>,
+    cancelled: Arc<AtomicBool>,
+) -> Result<Vec<M::Output>, TransformError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Request { inputs, cancelled: cancelled.clone(), reply })
+        .map_err(|_| TransformError::Internal(format!("the worker of model {name} stopped")))?;
+    match rx.await {
+        Ok(Ok(outputs)) => Ok(outputs),
+        Ok(Err(message)) => Err(TransformError::Load { model: name.to_string(), message }),
+        Err(_) if cancelled.load(Ordering::Relaxed) => Err(TransformError::Cancelled),
+        Err(_) => {
+            Err(TransformError::Internal(format!("the worker of model {name} dropped a request")))
         }
     }
 }
 
-/// What a cache slot holds: a classifier or a chat model, each on its own thread.
+/// What a cache slot holds: a classifier, a sentence encoder or a chat model, each on its
+/// own thread.
 #[derive(Debug, Clone)]
 pub enum Cached {
     /// A text classifier.
     Classifier(Arc<LoadedModel>),
+    /// A sentence encoder.
+    Embedder(Arc<LoadedEmbedder>),
     /// A causal LM for conversational / text-generation calls.
     Chat(Arc<ChatHandle>),
 }
@@ -72,7 +106,16 @@ impl Cached {
     pub fn bytes(&self) -> u64 {
         match self {
             Cached::Classifier(m) => m.bytes,
+            Cached::Embedder(m) => m.bytes,
             Cached::Chat(m) => m.bytes,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Cached::Classifier(_) => "a classifier",
+            Cached::Embedder(_) => "a sentence encoder",
+            Cached::Chat(_) => "a chat model",
         }
     }
 }
@@ -133,9 +176,37 @@ impl ModelCache {
         };
         match self.get_or_init(key, init).await? {
             Cached::Classifier(m) => Ok(m),
-            Cached::Chat(_) => {
-                Err(TransformError::Internal(format!("cache entry {key} is a chat model")))
-            }
+            other => Err(wrong_entry(key, &other)),
+        }
+    }
+
+    /// The sentence encoder cached under `key`, loading it from the directory `fetch`
+    /// produces when absent.
+    pub async fn get_or_load_embedder<F, Fut>(
+        &self,
+        key: &str,
+        name: &str,
+        fetch: F,
+    ) -> Result<Arc<LoadedEmbedder>, TransformError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<ModelSource, TransformError>>,
+    {
+        let init = || async {
+            let source = fetch().await?;
+            let info = |m: &SentenceEncoder| m.max_length();
+            let load_error = |e: pgmld_ml::Error| TransformError::Load {
+                model: name.into(),
+                message: e.to_string(),
+            };
+            let (max_length, bytes, tx) =
+                self.start_worker(name, source, SentenceEncoder::load, info, load_error).await?;
+            let m = LoadedEmbedder { name: name.to_string(), max_length, bytes, tx };
+            Ok(Cached::Embedder(Arc::new(m)))
+        };
+        match self.get_or_init(key, init).await? {
+            Cached::Embedder(m) => Ok(m),
+            other => Err(wrong_entry(key, &other)),
         }
     }
 
@@ -161,9 +232,7 @@ impl ModelCache {
         };
         match self.get_or_init(key, init).await? {
             Cached::Chat(m) => Ok(m),
-            Cached::Classifier(_) => {
-                Err(TransformError::Internal(format!("cache entry {key} is a classifier")))
-            }
+            other => Err(wrong_entry(key, &other)),
         }
     }
 
@@ -209,7 +278,43 @@ impl ModelCache {
         name: &str,
         source: ModelSource,
     ) -> Result<Arc<LoadedModel>, TransformError> {
-        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        let info = |m: &TextClassifier| (m.labels().to_vec(), m.max_length(), m.default_score_fn());
+        let load_error = |e: pgmld_ml::Error| match e {
+            pgmld_ml::Error::Unsupported(m)
+                if m.contains("no trained text-classification head") =>
+            {
+                TransformError::WrongTask {
+                    message: format!("model \"{name}\" is not a text-classification model"),
+                    detail: m,
+                    hint: crate::error::CLASSIFY_HINT.into(),
+                }
+            }
+            e => TransformError::Load { model: name.to_string(), message: e.to_string() },
+        };
+        let ((labels, max_length, default_fn), bytes, tx) =
+            self.start_worker(name, source, TextClassifier::load, info, load_error).await?;
+        Ok(Arc::new(LoadedModel {
+            name: name.to_string(),
+            labels,
+            max_length,
+            default_fn,
+            bytes,
+            tx,
+        }))
+    }
+
+    /// Loads a model on a thread of its own, which then serves it ([`worker::serve`]);
+    /// returns what `info` reads off the loaded model, its weight bytes and the thread's
+    /// request channel.
+    async fn start_worker<M: Batched, I: Send + 'static>(
+        &self,
+        name: &str,
+        source: ModelSource,
+        load: fn(&std::path::Path, Device) -> pgmld_ml::Result<M>,
+        info: impl FnOnce(&M) -> I + Send + 'static,
+        load_error: impl FnOnce(pgmld_ml::Error) -> TransformError,
+    ) -> Result<(I, u64, std::sync::mpsc::Sender<Request<M>>), TransformError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Request<M>>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (device, batching, metrics) = (self.device, self.batching, self.metrics.clone());
         let thread_name = format!(
@@ -220,17 +325,12 @@ impl ModelCache {
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                let loaded = std::panic::catch_unwind(|| TextClassifier::load(&source.dir, device));
+                let loaded = std::panic::catch_unwind(|| load(&source.dir, device));
                 drop(source); // an extracted pgml.files copy is no longer needed
                 match loaded {
                     Ok(Ok(model)) => {
-                        let info = (
-                            model.labels().to_vec(),
-                            model.max_length(),
-                            model.default_score_fn(),
-                            model.weight_bytes(),
-                        );
-                        if ready_tx.send(Ok(info)).is_ok() {
+                        let bytes = model.bytes();
+                        if ready_tx.send(Ok((info(&model), bytes))).is_ok() {
                             worker::serve(model, rx, batching, metrics);
                         }
                     }
@@ -244,23 +344,9 @@ impl ModelCache {
                 }
             })
             .map_err(|e| TransformError::Internal(format!("starting a model thread: {e}")))?;
-        let (labels, max_length, default_fn, bytes) = match ready_rx.await {
-            Ok(Ok(info)) => info,
-            Ok(Err(pgmld_ml::Error::Unsupported(m)))
-                if m.contains("no trained text-classification head") =>
-            {
-                return Err(TransformError::WrongTask {
-                    message: format!("model \"{name}\" is not a text-classification model"),
-                    detail: m,
-                    hint: crate::error::CLASSIFY_HINT.into(),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(TransformError::Load {
-                    model: name.to_string(),
-                    message: e.to_string(),
-                })
-            }
+        let (info, bytes) = match ready_rx.await {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => return Err(load_error(e)),
             Err(_) => {
                 return Err(TransformError::Internal(format!("the loader of model {name} stopped")))
             }
@@ -272,14 +358,7 @@ impl ModelCache {
             mib = bytes / (1 << 20),
             "loaded model into the inference cache"
         );
-        Ok(Arc::new(LoadedModel {
-            name: name.to_string(),
-            labels,
-            max_length,
-            default_fn,
-            bytes,
-            tx,
-        }))
+        Ok((info, bytes, tx))
     }
 
     /// Drops least recently used models (never `keep`) until the weights fit the budget.
@@ -317,4 +396,8 @@ impl ModelCache {
         keys.sort();
         keys
     }
+}
+
+fn wrong_entry(key: &str, entry: &Cached) -> TransformError {
+    TransformError::Internal(format!("cache entry {key} is {}", entry.kind()))
 }

@@ -152,7 +152,7 @@ impl PgmlFunction for Transform {
 type Group = (ClassifyRequest, Vec<(usize, usize)>, Vec<ClassifyInput>);
 
 /// Names the row of a per-row call in input errors (rows are counted from 1).
-fn row_error(e: TransformError, row: usize, rows: usize) -> SqlError {
+pub(crate) fn row_error(e: TransformError, row: usize, rows: usize) -> SqlError {
     let whole_query = matches!(e, TransformError::Cancelled);
     let mut err = SqlError::from(e);
     if rows > 1 && !whole_query {

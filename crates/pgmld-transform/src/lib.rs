@@ -6,6 +6,7 @@
 //! - [`transformer`]: one call end to end (model lookup, scoring, JSON, truncation notice).
 //! - [`generation`]: conversational / text-generation arguments and inputs, checked;
 //!   [`chat`]: those calls end to end, and streaming ([`Transformer::stream`]).
+//! - [`embed`]: `pgml.embed`, sentence embeddings from the same cache.
 //! - [`cache`]: the model cache shared by all sessions (load once, LRU under a byte budget);
 //!   [`worker`]: the thread that owns a classifier and batches concurrent requests;
 //!   [`chat_worker`]: the thread that owns a chat model and runs generations.
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod chat;
 pub mod chat_worker;
+pub mod embed;
 pub mod error;
 pub mod function;
 pub mod generation;
@@ -26,6 +28,7 @@ pub mod worker;
 
 pub use cache::ModelCache;
 pub use chat::{StreamEvent, Usage};
+pub use embed::Embed;
 pub use error::TransformError;
 pub use function::Transform;
 pub use generation::GenerateCall;

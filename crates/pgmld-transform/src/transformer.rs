@@ -95,34 +95,56 @@ impl Transformer {
         inputs: &[ClassifyInput],
     ) -> Result<Vec<Json>, TransformError> {
         let model = self.model(ctx, req).await?;
-        // Longest first, so each chunk pads to inputs of similar length.
-        let mut order: Vec<usize> = (0..inputs.len()).collect();
-        order.sort_by_key(|&i| {
-            std::cmp::Reverse(
-                inputs[i].text.len() + inputs[i].text_pair.as_ref().map_or(0, String::len),
-            )
-        });
-        let pending: Vec<_> = order
-            .chunks(self.chunk)
-            .map(|chunk| {
-                let part: Vec<ClassifyInput> = chunk.iter().map(|&i| inputs[i].clone()).collect();
-                model.classify(part, ctx.cancelled.clone())
-            })
-            .collect();
-        let mut scores: Vec<Option<ClassScores>> = vec![None; inputs.len()];
-        let answers = futures_util::future::join_all(pending).await;
-        if ctx.is_cancelled() {
-            return Err(TransformError::Cancelled);
-        }
-        for (chunk, answer) in order.chunks(self.chunk).zip(answers) {
-            for (&i, s) in chunk.iter().zip(answer?) {
-                scores[i] = Some(s);
-            }
-        }
-        let scores: Vec<ClassScores> = scores.into_iter().map(Option::unwrap_or_default).collect();
+        let scores = in_chunks(ctx, inputs, self.chunk, ClassifyInput::len_bytes, |part| {
+            model.classify(part, ctx.cancelled.clone())
+        })
+        .await?;
         notice_truncated(ctx, &model, &scores);
         Ok(scores.iter().map(|s| shape(&model, req, s)).collect())
     }
+}
+
+/// Sends `inputs` to a model's worker in chunks of `chunk` and returns the answers in input
+/// order. Longest first (by `len`), so each chunk pads to inputs of similar length; chunks,
+/// so other sessions' requests interleave with a long per-row query's.
+pub(crate) async fn in_chunks<I, O, F, Fut>(
+    ctx: &CallContext,
+    inputs: &[I],
+    chunk: usize,
+    len: impl Fn(&I) -> usize,
+    ask: F,
+) -> Result<Vec<O>, TransformError>
+where
+    I: Clone,
+    F: Fn(Vec<I>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<O>, TransformError>>,
+{
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&inputs[i])));
+    let chunk = chunk.max(1);
+    let pending: Vec<_> = order
+        .chunks(chunk)
+        .map(|part| ask(part.iter().map(|&i| inputs[i].clone()).collect()))
+        .collect();
+    let answers = futures_util::future::join_all(pending).await;
+    if ctx.is_cancelled() {
+        return Err(TransformError::Cancelled);
+    }
+    let mut out: Vec<Option<O>> = std::iter::repeat_with(|| None).take(inputs.len()).collect();
+    for (part, answer) in order.chunks(chunk).zip(answers) {
+        let answer = answer?;
+        if answer.len() != part.len() {
+            return Err(TransformError::Internal(format!(
+                "a worker answered {} of {} inputs",
+                answer.len(),
+                part.len()
+            )));
+        }
+        for (&i, o) in part.iter().zip(answer) {
+            out[i] = Some(o);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Cache identity: stored models by database and id (a new deployment is a new key),

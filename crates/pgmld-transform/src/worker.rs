@@ -1,6 +1,7 @@
 //! The thread that owns one loaded model. Tensors are not `Sync`, so each model lives on
 //! its own thread; requests from every session queue on its channel, and the thread
 //! gathers what arrived within `max_wait` (up to `max_batch` inputs) into one pass.
+//! Classifiers and sentence encoders are served alike ([`Batched`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -8,17 +9,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgmld_metrics::Metrics;
-use pgmld_ml::{ClassScores, ClassifyInput, TextClassifier};
+use pgmld_ml::{ClassScores, ClassifyInput, SentenceEncoder, TextClassifier};
 use tokio::sync::oneshot;
 
-/// One chunk of a call's inputs, answered with their logits in order.
-pub struct Request {
+/// A model a worker thread serves: it answers a list of inputs, one output per input in
+/// order, in forward passes of at most `max_batch` inputs.
+pub trait Batched: Send + 'static {
+    /// One input.
+    type Input: Clone + Send + 'static;
+    /// The answer to one input.
+    type Output: Send + 'static;
+    /// The outputs for `inputs`, in order.
+    fn run(&self, inputs: &[Self::Input], max_batch: usize) -> Result<Vec<Self::Output>, String>;
+    /// Bytes of weights it holds, for the cache's budget.
+    fn bytes(&self) -> u64;
+}
+
+impl Batched for TextClassifier {
+    type Input = ClassifyInput;
+    type Output = ClassScores;
+    fn run(&self, inputs: &[ClassifyInput], max_batch: usize) -> Result<Vec<ClassScores>, String> {
+        self.classify(inputs, max_batch).map_err(|e| e.to_string())
+    }
+    fn bytes(&self) -> u64 {
+        self.weight_bytes()
+    }
+}
+
+impl Batched for SentenceEncoder {
+    type Input = String;
+    /// The model's own vector (normalised when its modules say so); a caller asking for
+    /// `normalize_embeddings` normalises its own rows.
+    type Output = Vec<f32>;
+    fn run(&self, inputs: &[String], max_batch: usize) -> Result<Vec<Vec<f32>>, String> {
+        self.embed(inputs, max_batch, false).map_err(|e| e.to_string())
+    }
+    fn bytes(&self) -> u64 {
+        self.weight_bytes()
+    }
+}
+
+/// One chunk of a call's inputs, answered with their outputs in order.
+pub struct Request<M: Batched> {
     /// The inputs.
-    pub inputs: Vec<ClassifyInput>,
+    pub inputs: Vec<M::Input>,
     /// Set when the caller gave up (cancel, disconnect): skip the work.
     pub cancelled: Arc<AtomicBool>,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Result<Vec<ClassScores>, String>>,
+    pub reply: oneshot::Sender<Result<Vec<M::Output>, String>>,
 }
 
 /// How a worker batches.
@@ -34,9 +72,9 @@ pub struct Batching {
 
 /// Serves requests until every sender is gone (the model left the cache and no call
 /// holds it), then drops the model.
-pub fn serve(
-    model: TextClassifier,
-    rx: Receiver<Request>,
+pub fn serve<M: Batched>(
+    model: M,
+    rx: Receiver<Request<M>>,
     batching: Batching,
     metrics: Arc<Metrics>,
 ) {
@@ -68,10 +106,10 @@ pub fn serve(
         if batch.is_empty() {
             continue;
         }
-        let all: Vec<ClassifyInput> = batch.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
+        let all: Vec<M::Input> = batch.iter().flat_map(|r| r.inputs.iter().cloned()).collect();
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            model.classify(&all, batching.max_batch)
+            model.run(&all, batching.max_batch)
         }));
         metrics.inference_batches.inc_by(all.len().div_ceil(batching.max_batch.max(1)) as u64);
         metrics.inference_inputs.inc_by(all.len() as u64);
@@ -85,13 +123,13 @@ pub fn serve(
             Ok(Ok(scores)) => {
                 let mut it = scores.into_iter();
                 for r in batch {
-                    let mine: Vec<ClassScores> = it.by_ref().take(r.inputs.len()).collect();
+                    let mine: Vec<M::Output> = it.by_ref().take(r.inputs.len()).collect();
                     let _ = r.reply.send(Ok(mine));
                 }
             }
             Ok(Err(e)) => {
                 for r in batch {
-                    let _ = r.reply.send(Err(e.to_string()));
+                    let _ = r.reply.send(Err(e.clone()));
                 }
             }
             Err(panic) => {
