@@ -81,11 +81,20 @@ def ensure_db(args):
 def fresh_db(args, table, columns, csv_path, expected_rows):
     """Drops and creates args.db with `table (columns)` filled from csv_path (a CSV with a
     header) by psql's \\copy, directly on Postgres; raises unless it then holds
-    expected_rows rows."""
+    expected_rows rows.
+
+    `table` reads in the file's order: the rows go to `<table>_rows` with their line
+    number (`bench_row`) and `table` is a view of them ordered by it. A plain table's
+    order is not the file's: COPY puts a later short row into space an earlier page has
+    left, so pgml.tune's test_sampling 'last' would take other rows as its test set than
+    the Hugging Face side, which reads the file (it did, until 2026-12-06: see
+    docs/benchmarks.md, "accuracy over seeds")."""
+    names = ", ".join(c.strip().split()[0] for c in columns.split(","))
     direct(args, f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)", db="postgres")
     direct(args, f"CREATE DATABASE {args.db}", db="postgres")
-    direct(args, f"CREATE TABLE {table} ({columns})")
-    direct(args, f"\\copy {table} FROM '{csv_path}' (FORMAT csv, HEADER true)")
+    direct(args, f"CREATE TABLE {table}_rows (bench_row bigserial PRIMARY KEY, {columns})")
+    direct(args, f"\\copy {table}_rows ({names}) FROM '{csv_path}' (FORMAT csv, HEADER true)")
+    direct(args, f"CREATE VIEW {table} AS SELECT {names} FROM {table}_rows ORDER BY bench_row")
     n = int(direct(args, f"SELECT count(*) FROM {table}"))
     if n != expected_rows:
         raise RuntimeError(f"{table} has {n} rows, {expected_rows} expected")

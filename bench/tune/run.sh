@@ -68,7 +68,7 @@ if [[ -n $SEEDS ]]; then
   python3 "$HERE/seeds.py" run --source-csv "$MR" --chitchat-json "$CHITCHAT" --model "$MODEL_DIR" \
     --pgmld-bin "$BIN" --seeds "$SEEDS" --workloads "$WORKLOADS" --threads "$THREADS" --db "$BENCH_DB" \
     --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" --wait-idle "$WAIT_IDLE" \
-    --max-load "$MAX_LOAD" --doc "$DOC_FILE" --command "$INVOCATION" --raw "$PYDEPS/tune-seeds.json"
+    --max-load "$MAX_LOAD" --doc "$DOC_FILE" --notes "$HERE/seeds-notes.md" --command "$INVOCATION" --raw "$PYDEPS/tune-seeds.json"
   log "every measurement: $PYDEPS/tune-seeds.json (seeds.py report <it> --doc ... writes the report again)"
   exit 0
 fi
