@@ -51,8 +51,6 @@ impl LoadedModel {
 pub struct LoadedEmbedder {
     /// The name it was loaded under, for messages.
     pub name: String,
-    /// Longest input in tokens; longer inputs are truncated, as sentence-transformers does.
-    pub max_length: usize,
     /// Bytes of weights.
     pub bytes: u64,
     tx: std::sync::mpsc::Sender<Request<SentenceEncoder>>,
@@ -194,14 +192,14 @@ impl ModelCache {
     {
         let init = || async {
             let source = fetch().await?;
-            let info = |m: &SentenceEncoder| m.max_length();
+            let info = |_: &SentenceEncoder| ();
             let load_error = |e: pgmld_ml::Error| TransformError::Load {
                 model: name.into(),
                 message: e.to_string(),
             };
-            let (max_length, bytes, tx) =
+            let ((), bytes, tx) =
                 self.start_worker(name, source, SentenceEncoder::load, info, load_error).await?;
-            let m = LoadedEmbedder { name: name.to_string(), max_length, bytes, tx };
+            let m = LoadedEmbedder { name: name.to_string(), bytes, tx };
             Ok(Cached::Embedder(Arc::new(m)))
         };
         match self.get_or_init(key, init).await? {

@@ -31,20 +31,12 @@ pub struct EmbedOptions {
 }
 
 impl EmbedOptions {
-    /// Reads `kwargs` (a jsonb object; NULL means none). Unknown keys are errors naming them.
+    /// Reads `kwargs` (already coerced to jsonb by the signature; NULL means none). Unknown
+    /// keys are errors naming them.
     pub fn parse(kwargs: &Value) -> Result<Self, TransformError> {
         let map = match kwargs {
             Value::Null => return Ok(EmbedOptions::default()),
             Value::Json(Json::Object(m)) => m,
-            Value::Text(t) => {
-                let json = serde_json::from_str(t).map_err(|_| {
-                    TransformError::InvalidJson(format!(
-                        "pgml.embed kwargs must be a jsonb object, got \"{}\"",
-                        shorten(t)
-                    ))
-                })?;
-                return Self::parse(&Value::Json(json));
-            }
             other => {
                 return Err(TransformError::bad(
                     format!("pgml.embed kwargs must be a jsonb object, got {}", other.describe()),
