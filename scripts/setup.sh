@@ -317,6 +317,15 @@ ensure_node_deps() {
     echo "$want" >"$stamp"
 }
 
+# Debian's Chromium and its WebDriver, for the dashboard's browser test (tests/dashboard.rs).
+ensure_browser() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        log "chromium and chromedriver present"
+        return
+    fi
+    apt_install chromium chromium-driver
+}
+
 cmd_deps() {
     ensure_postgres
     ensure_libtorch
@@ -325,6 +334,7 @@ cmd_deps() {
     ensure_mlref
     ensure_hfref
     ensure_node_deps
+    ensure_browser
     setup_env
     log "deps ok"
 }

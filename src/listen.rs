@@ -44,6 +44,15 @@ pub const OPENAI: Listener = Listener {
     off: Some("leaving openai_listen unset"),
 };
 
+/// The optional web dashboard (`dashboard_listen`); unset turns it off.
+pub const DASHBOARD: Listener = Listener {
+    what: "the dashboard",
+    flag: Some("--dashboard-listen"),
+    setting: "dashboard_listen",
+    env: "PGMLD_DASHBOARD_LISTEN",
+    off: Some("leaving dashboard_listen unset"),
+};
+
 impl Listener {
     /// The startup error for `addr` failing to bind with `e`: what could not listen where,
     /// the OS's reason with what it usually means, and the settings that change it.

@@ -34,6 +34,9 @@ struct Cli {
     /// Prometheus /metrics address; empty turns it off.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Web dashboard address, e.g. 127.0.0.1:8640 (default: off).
+    #[arg(long)]
+    dashboard_listen: Option<String>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -54,6 +57,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = cli.metrics_listen {
         config.metrics_listen = v;
+    }
+    if let Some(v) = cli.dashboard_listen {
+        config.dashboard_listen = Some(v);
     }
     if cli.print_config {
         // Secrets never reach the output: SecretString fields print as <redacted>, and so
@@ -222,7 +228,7 @@ async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let transformer = pgmld_transform::Transformer::new(
-        connector,
+        connector.clone(),
         hub,
         config.data_dir.join("work"),
         cache,
@@ -249,6 +255,25 @@ async fn run(config: Config) -> Result<()> {
         .map_err(|e| listen::CLIENTS.bind_error(&config.listen, &e))?;
     if let Some(addr) = config.openai_listen() {
         serve_openai(&config, addr, listener.local_addr()?, &upstream, shutdown.clone()).await?;
+    }
+    if let Some(addr) = config.dashboard_listen() {
+        let options = pgmld_dashboard::Options {
+            listen: addr.to_string(),
+            database: upstream.database().to_string(),
+            session_ttl: std::time::Duration::from_secs(config.dashboard_session_hours * 3600),
+        };
+        let stop = shutdown.clone();
+        let bound =
+            pgmld_dashboard::serve(options, connector, async move { stop.cancelled().await })
+                .await
+                .map_err(|e| match e {
+                    pgmld_dashboard::StartError::Bind { addr, source } => {
+                        listen::DASHBOARD.bind_error(&addr, &source)
+                    }
+                })?;
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("pgmld dashboard on {bound}");
+        tracing::info!("dashboard on http://{bound}/");
     }
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("pgmld listening on {}", listener.local_addr()?);

@@ -71,7 +71,7 @@ fn start_limited(limits: &str, upstream: &str, env: &[(&str, &str)]) -> Pgmld {
             }
         }
     }
-    Pgmld { child, addr: addr.expect("address"), metrics, data_dir, log }
+    Pgmld { child, addr: addr.expect("address"), metrics, dashboard: None, data_dir, log }
 }
 
 /// A frontend message: type byte, length, body.

@@ -9,6 +9,7 @@ pub mod models;
 pub mod process;
 pub mod roles;
 pub mod serial;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct Pgmld {
     pub child: Child,
     pub addr: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The dashboard's address, when `--dashboard-listen` was given.
+    pub dashboard: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -76,6 +79,7 @@ impl Pgmld {
         });
         let mut addr = None;
         let mut metrics = None;
+        let mut dashboard = None;
         let deadline = Instant::now() + Duration::from_secs(60);
         while addr.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -85,6 +89,8 @@ impl Pgmld {
                         addr = a.parse().ok();
                     } else if let Some(a) = line.strip_prefix("pgmld metrics on ") {
                         metrics = a.parse().ok();
+                    } else if let Some(a) = line.strip_prefix("pgmld dashboard on ") {
+                        dashboard = a.parse().ok();
                     }
                 }
                 Err(_) => {
@@ -96,7 +102,7 @@ impl Pgmld {
                 }
             }
         }
-        Pgmld { child, addr: addr.unwrap(), metrics, data_dir, log }
+        Pgmld { child, addr: addr.unwrap(), metrics, dashboard, data_dir, log }
     }
 
     /// libpq-style connection string for `db` through pgmld.

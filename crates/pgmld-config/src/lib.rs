@@ -129,6 +129,12 @@ pub struct Config {
     /// Password for `openai_user`, when the upstream asks for one. Never printed.
     /// Default: unset, the upstream URL's password.
     pub openai_password: Option<SecretString>,
+    /// Address of the web dashboard (projects, models, live training curves), e.g.
+    /// `127.0.0.1:8640`. People log in with a Postgres role and its password, which the
+    /// upstream checks. Unset or empty: no dashboard. Default: unset.
+    pub dashboard_listen: Option<String>,
+    /// How long a dashboard login lasts, in hours. Default `12`.
+    pub dashboard_session_hours: u64,
 }
 
 /// A secret setting (a token): `Debug` and serialisation (`--print-config`) show
@@ -196,6 +202,8 @@ impl Default for Config {
             openai_database: None,
             openai_user: None,
             openai_password: None,
+            dashboard_listen: None,
+            dashboard_session_hours: 12,
         }
     }
 }
@@ -304,6 +312,11 @@ impl Config {
         self.openai_listen.as_deref().map(str::trim).filter(|a| !a.is_empty())
     }
 
+    /// The dashboard's address when it is turned on (`dashboard_listen` set, not blank).
+    pub fn dashboard_listen(&self) -> Option<&str> {
+        self.dashboard_listen.as_deref().map(str::trim).filter(|a| !a.is_empty())
+    }
+
     /// Seconds as a [`std::time::Duration`], for upstream connects.
     pub fn connect_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.connect_timeout_secs)
@@ -350,6 +363,8 @@ pub const FIELDS: &[&str] = &[
     "openai_database",
     "openai_user",
     "openai_password",
+    "dashboard_listen",
+    "dashboard_session_hours",
 ];
 
 /// Fields holding a list: as environment variables they are comma-separated (blank
@@ -563,6 +578,7 @@ mod tests {
             openai_database: Some("x".into()),
             openai_user: Some("x".into()),
             openai_password: Some(SecretString::new("x")),
+            dashboard_listen: Some("x".into()),
             torch_threads: Some(1),
             ..Config::default()
         })

@@ -17,14 +17,22 @@ pub async fn may_use(client: &Client, caller: &Caller, owner: &str) -> Result<bo
         return Ok(true);
     }
     let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r \
-                             WHERE r.rolname = $2 AND pg_catalog.pg_has_role($1::text::name, r.oid, 'MEMBER'))",
-            &[&caller.role, &owner],
-        )
+        .query_one(&format!("SELECT {}", may_use_sql("$1", "$2")), &[&caller.role, &owner])
         .await
         .map_err(|e| ModelError::pg(format!("checking membership of role {}", caller.role), e))?;
     Ok(row.get(0))
+}
+
+/// [`may_use`] as a SQL condition, for filtering lists of projects, models and jobs in one
+/// query: true when the role named by the text expression `role` is a superuser or a
+/// member of the role named by `owner` (a column or parameter). A role that does not exist
+/// (any more) may use nothing; a dropped owner's rows stay visible to superusers only.
+pub fn may_use_sql(role: &str, owner: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_roles me WHERE me.rolname = ({role})::text::name \
+           AND (me.rolsuper OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles o \
+                WHERE o.rolname = ({owner})::text::name AND pg_catalog.pg_has_role(me.oid, o.oid, 'MEMBER'))))"
+    )
 }
 
 /// The privileges of `role` as a [`Caller`], for work pgmld does for a role with no

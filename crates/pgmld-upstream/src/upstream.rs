@@ -195,7 +195,28 @@ impl Upstream {
         &self,
         database: &str,
     ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let config = self.config(database);
+        self.connect_config(self.config(database)).await
+    }
+
+    /// A connection to `database` as `user` with `password` and nothing of pgmld's own
+    /// credentials (neither the URL's password nor the password file), over the same TLS:
+    /// the upstream decides whether that role may log in, as it would for a client. For
+    /// logins that pgmld checks on a user's behalf (the dashboard).
+    pub async fn connect_as(
+        &self,
+        database: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let mut config = self.inner.config.clone();
+        config.dbname(database).user(user).password(password);
+        self.connect_config(config).await.map(|(client, _)| client)
+    }
+
+    async fn connect_config(
+        &self,
+        config: tokio_postgres::Config,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
         match &self.inner.tls {
             None => {
                 let (client, conn) = config.connect(NoTls).await?;
