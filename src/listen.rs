@@ -110,5 +110,10 @@ mod tests {
         let m = OPENAI.bind_error("127.0.0.1:8000", &taken).to_string();
         assert!(m.contains("openai_listen in the config file") && m.contains("unset"), "{m}");
         assert!(!m.contains("--"), "no such flag: {m}");
+        let m = DASHBOARD.bind_error("127.0.0.1:8640", &taken).to_string();
+        assert!(
+            m.contains("--dashboard-listen HOST:PORT") && m.contains("PGMLD_DASHBOARD_LISTEN"),
+            "{m}"
+        );
     }
 }

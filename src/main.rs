@@ -157,6 +157,9 @@ async fn run(config: Config) -> Result<()> {
     if config.openai_listen().is_some() && config.openai_api_keys.is_none() {
         return Err(pgmld_openai::Error::NoApiKeys.into());
     }
+    if config.dashboard_listen().is_some() && config.dashboard_session_hours == 0 {
+        bail!("dashboard_session_hours must be at least 1 (a login would expire at once)");
+    }
     // Bound before the upstream is reached: a taken port fails at once, naming the setting.
     let metrics = pgmld_metrics::Metrics::new();
     let shutdown = CancellationToken::new();
@@ -260,7 +263,9 @@ async fn run(config: Config) -> Result<()> {
         let options = pgmld_dashboard::Options {
             listen: addr.to_string(),
             database: upstream.database().to_string(),
-            session_ttl: std::time::Duration::from_secs(config.dashboard_session_hours * 3600),
+            session_ttl: std::time::Duration::from_secs(
+                config.dashboard_session_hours.saturating_mul(3600),
+            ),
         };
         let stop = shutdown.clone();
         let bound =

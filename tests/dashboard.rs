@@ -13,7 +13,7 @@ use support::roles::{connect_as, Role};
 use support::webdriver::Browser;
 use support::{psql_direct, Pgmld, Start, TestDb};
 use tokio_postgres::NoTls;
-use upstream::{cluster, Scratch, PW};
+use upstream::{cluster, start_failing, Scratch, PW};
 
 const ALICE_PW: &str = "alice-Dash_1";
 const WRONG_PW: &str = "Wrong-Guess_9";
@@ -341,4 +341,28 @@ async fn a_running_tunes_curve_gains_points_in_headless_chromium() {
     std::fs::write(&out, &png).unwrap();
     println!("curve points seen: {seen:?}; screenshot {}", out.display());
     browser.close().await;
+}
+
+/// Startup refuses a taken dashboard port and a login that would expire at once, naming
+/// the setting that fixes each, before anything else is started.
+#[test]
+fn bad_dashboard_settings_stop_startup_with_the_setting_named() {
+    let scratch = Scratch::new("pgmld-dashboard-bad");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = |dash: &str| {
+        vec![
+            "--upstream".into(),
+            support::UPSTREAM.into(),
+            "--dashboard-listen".into(),
+            dash.into(),
+        ]
+    };
+    let (code, e) = start_failing(&scratch.0, &args(&addr), &[]);
+    assert_ne!(code, Some(0), "{e}");
+    assert!(e.contains(&addr) && e.contains("--dashboard-listen HOST:PORT"), "{e}");
+    let (code, e) =
+        start_failing(&scratch.0, &args("127.0.0.1:0"), &[("PGMLD_DASHBOARD_SESSION_HOURS", "0")]);
+    assert_ne!(code, Some(0), "{e}");
+    assert!(e.contains("dashboard_session_hours must be at least 1"), "{e}");
 }
