@@ -20,6 +20,15 @@ fn visible(owner: &str) -> String {
     pgmld_models::access::may_use_sql("$1", owner)
 }
 
+/// The model a project serves now: its newest `pgml.deployments` row, as pgml.deploy and
+/// pgml.transform read it.
+fn deployed_model(project_id: &str) -> String {
+    format!(
+        "(SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = {project_id} \
+          ORDER BY d.id DESC LIMIT 1)"
+    )
+}
+
 fn pg(what: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::postgres(what, e)
 }
@@ -106,11 +115,12 @@ fn project_query(filter: &str) -> String {
         "SELECT {PROJECT_COLUMNS}, {created}, \
                 (SELECT count(*) FROM pgml.models m WHERE m.project_id = p.id AND {vm}), \
                 (SELECT count(*) FROM pgml.models m WHERE m.project_id = p.id AND m.status = 'in_progress' AND {vm}), \
-                (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1) \
+                {deployed} \
            FROM pgml.projects p WHERE {vp} {filter}",
         created = ts("p.created_at"),
         vm = visible("m.owner"),
         vp = visible("p.owner"),
+        deployed = deployed_model("p.id"),
     )
 }
 
@@ -167,13 +177,13 @@ fn model_query(filter: &str) -> String {
     format!(
         "SELECT m.id, m.project_id, p.name, m.status, m.error, m.algorithm, m.base_model, m.parent_id, \
                 m.owner::text, {created}, {updated}, m.metrics, m.hyperparams, \
-                m.id = (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = m.project_id \
-                         ORDER BY d.id DESC LIMIT 1) IS TRUE \
+                m.id = {deployed} IS TRUE \
            FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id \
           WHERE {vm} {filter}",
         created = ts("m.created_at"),
         updated = ts("m.updated_at"),
         vm = visible("m.owner"),
+        deployed = deployed_model("m.project_id"),
     )
 }
 
