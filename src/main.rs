@@ -216,6 +216,7 @@ async fn run(config: Config) -> Result<()> {
         tokio::spawn(pgmld_tune::resume::resume_orphans(tuner.clone()));
     }
     registry.register(Arc::new(pgmld_tune::Deploy::new(tuner.clone())));
+    registry.register(Arc::new(pgmld_tune::CancelJob::new(tuner.clone())));
     registry.register(Arc::new(pgmld_tune::Tune::new(tuner)));
     let device = pgmld_tune::DeviceSpec::parse(&config.transform_device)
         .map_err(anyhow::Error::msg)?

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "embed",
         sql: include_str!("../../../migrations/0007_embed.sql"),
     },
+    Migration {
+        version: 8,
+        name: "job_queue",
+        sql: include_str!("../../../migrations/0008_job_queue.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

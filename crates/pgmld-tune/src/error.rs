@@ -89,6 +89,18 @@ impl TuneError {
     }
 }
 
+impl From<pgmld_jobs::JobError> for TuneError {
+    fn from(e: pgmld_jobs::JobError) -> Self {
+        match e {
+            pgmld_jobs::JobError::Postgres(e) => TuneError::Postgres(e),
+            bad @ pgmld_jobs::JobError::BadDevice(_) => TuneError::bad(
+                bad.to_string(),
+                "hyperparams.device asks for the kind of device a job runs on: \"any\" (the default), \"cpu\" or \"cuda\".",
+            ),
+        }
+    }
+}
+
 impl From<pgmld_train::Error> for TuneError {
     fn from(e: pgmld_train::Error) -> Self {
         use pgmld_train::Error as E;

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod cancel_job;
 pub mod classification;
 pub mod conversation;
 pub mod data;
@@ -39,6 +40,7 @@ pub mod split;
 pub mod training_run;
 pub mod tuner;
 
+pub use cancel_job::CancelJob;
 pub use deploy::Deploy;
 pub use error::TuneError;
 pub use function::Tune;

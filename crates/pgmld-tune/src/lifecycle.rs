@@ -4,6 +4,7 @@
 //! deployment; or the failure recorded.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pgmld_ml::Example;
@@ -19,11 +20,15 @@ use crate::job::{Outcome, Progress, RunDirs, TrainSpec, Work};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
-use crate::tuner::{info, warning, worker_name, Tuned, Tuner};
+use crate::tuner::{info, this_worker, warning, Tuned, Tuner};
 use pgmld_models::{files, resolve};
 
 use crate::{progress, records, resume};
 use pgmld_hub::card::{self, ModelCard};
+
+/// How often a running job beats its heartbeat and looks for a cancel from another
+/// session.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a run trains on, by task, after the split and in training order.
 pub(crate) enum RunData {
@@ -176,7 +181,7 @@ async fn record_new(
         hyperparams: &req.stored_hyperparams,
         owner,
     };
-    records::start_model(client, &new, &worker_name(), &req.stored_request).await
+    records::start_model(client, &new, &this_worker(), &req.stored_request).await
 }
 
 /// The training setup a model card lists: the training arguments as stored (no token),
@@ -411,6 +416,10 @@ impl Tuner {
         let cancel = ctx.cancelled.clone();
         let result = self.pool.submit(move |device| work.run(device, cancel, tx));
         let (mut max_steps, mut start_step) = (0, 0);
+        // The job's lease: a heartbeat every few seconds, which also brings a cancel asked
+        // for from another session (pgml.cancel_job).
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let p = tokio::select! {
                 p = rx.recv() => match p {
@@ -421,10 +430,23 @@ impl Tuner {
                     relay(client, ctx, (project_id, model_id), &ev).await;
                     continue;
                 }
+                _ = beat.tick() => {
+                    match pgmld_jobs::lease::heartbeat(client, job_id, None, None).await {
+                        Ok(true) if !ctx.cancelled.swap(true, Ordering::Relaxed) => {
+                            tracing::info!(job_id, model_id, "pgml.cancel_job: cancelling the tune");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(job_id, "cannot beat the job's heartbeat: {e}"),
+                    }
+                    continue;
+                }
             };
             let logs = match p {
                 Progress::Started { info, start_step: first } => {
                     start_step = first;
+                    if let Some(device) = info.get("device").and_then(Json::as_str) {
+                        let _ = records::started_on(client, job_id, device).await;
+                    }
                     let mut v = json!({"status": "training", "model_id": model_id});
                     if let (Json::Object(o), Json::Object(extra)) = (&mut v, info) {
                         o.extend(extra);
@@ -433,13 +455,11 @@ impl Tuner {
                 }
                 Progress::Log(ev, elapsed) => {
                     max_steps = ev.max_steps;
-                    let _ = records::progress(
-                        client,
-                        job_id,
-                        ev.step as f64 / ev.max_steps.max(1) as f64,
-                    )
-                    .await;
-                    progress::log_event(&ev, elapsed, start_step)
+                    let logs = progress::log_event(&ev, elapsed, start_step);
+                    let done = ev.step as f64 / ev.max_steps.max(1) as f64;
+                    let eta = logs.get("eta_seconds").and_then(Json::as_f64);
+                    let _ = pgmld_jobs::lease::heartbeat(client, job_id, Some(done), eta).await;
+                    logs
                 }
                 Progress::Eval { step, epoch, metrics } => {
                     let e = progress::metrics_event(metrics, epoch, step, max_steps.max(step));

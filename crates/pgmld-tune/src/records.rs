@@ -145,15 +145,8 @@ pub struct NewModel<'a> {
 /// in `base_model`).
 pub const ALGORITHM: &str = "transformers";
 
-/// First key of the session-level advisory lock the owner of a running job holds on
-/// pgmld's own connection, (this, job id): a `running` job whose lock can be taken has no
-/// live owner (its pgmld died).
-pub const JOB_LOCK_CLASS: i32 = 0x7067_6d6c;
-
-/// The second key of a job's lock.
-fn lock_key(job_id: i64) -> i32 {
-    (job_id & 0x7fff_ffff) as i32
-}
+use pgmld_jobs::Worker;
+pub use pgmld_jobs::JOB_LOCK_CLASS;
 
 /// Inserts the model (`in_progress`) and its job row (`running`, with `request`), taking the
 /// job's lock on `client` in the same statement (so no scan ever sees the row unlocked);
@@ -161,7 +154,7 @@ fn lock_key(job_id: i64) -> i32 {
 pub async fn start_model(
     client: &Client,
     m: &NewModel<'_>,
-    worker: &str,
+    worker: &Worker,
     request: &Json,
 ) -> Result<(i64, i64)> {
     let row = client
@@ -175,10 +168,21 @@ pub async fn start_model(
     let model_id: i64 = row.get(0);
     let job = client
         .query_one(
-            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, started_at, heartbeat_at, progress, request, owner) \
-             VALUES ($1, $2, 'tune', 'running', $3, $4, clock_timestamp(), clock_timestamp(), 0, $5, $7::text::name) \
+            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, worker_host, worker_pid, started_at, \
+             heartbeat_at, progress, request, owner, attempts) \
+             VALUES ($1, $2, 'tune', 'running', $3, $4, $8, $9, clock_timestamp(), clock_timestamp(), 0, $5, $7::text::name, 1) \
              RETURNING id, pg_try_advisory_lock($6, (id & 2147483647)::int4)",
-            &[&model_id, &m.project_id, m.hyperparams, &worker, request, &JOB_LOCK_CLASS, &m.owner],
+            &[
+                &model_id,
+                &m.project_id,
+                m.hyperparams,
+                &worker.name(),
+                request,
+                &JOB_LOCK_CLASS,
+                &m.owner,
+                &worker.host,
+                &(worker.pid as i32),
+            ],
         )
         .await
         .map_err(|e| TuneError::pg("recording the job", e))?;
@@ -188,22 +192,14 @@ pub async fn start_model(
     Ok((model_id, job.get(0)))
 }
 
-/// Takes the lock of `job_id` on `client` when no one holds it; false when its owner lives.
+/// Takes the lock of `job_id` on `client` unless another session holds it.
 pub async fn lock_job(client: &Client, job_id: i64) -> Result<bool> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
-        .await
-        .map_err(|e| TuneError::pg("locking the job", e))?;
-    Ok(row.get(0))
+    Ok(pgmld_jobs::queue::try_lock(client, job_id).await?)
 }
 
 /// Releases the lock of `job_id` taken by [`lock_job`] on `client`.
 pub async fn unlock_job(client: &Client, job_id: i64) -> Result<()> {
-    client
-        .query_one("SELECT pg_advisory_unlock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
-        .await
-        .map_err(|e| TuneError::pg("unlocking the job", e))?;
-    Ok(())
+    Ok(pgmld_jobs::queue::unlock(client, job_id).await?)
 }
 
 /// A tune job that may be resumed.
@@ -305,7 +301,7 @@ pub async fn drop_logs_after(client: &Client, model_id: i64, step: i64) -> Resul
 }
 
 /// Puts a model and its job back in progress for a resume by `worker`.
-pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &str) -> Result<()> {
+pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &Worker) -> Result<()> {
     client
         .execute(
             "UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1",
@@ -316,8 +312,9 @@ pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &str) -
     client
         .execute(
             "UPDATE pgml.jobs SET status = 'running', error = NULL, finished_at = NULL, worker = $2, \
-             heartbeat_at = clock_timestamp() WHERE id = $1",
-            &[&job_id, &worker],
+             worker_host = $3, worker_pid = $4, worker_device = NULL, cancel_requested_at = NULL, \
+             heartbeat_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1",
+            &[&job_id, &worker.name(), &worker.host, &(worker.pid as i32)],
         )
         .await
         .map_err(|e| TuneError::pg("reopening the job", e))?;
@@ -336,13 +333,10 @@ pub async fn log(client: &Client, model_id: i64, project_id: i64, logs: &Json) -
     Ok(())
 }
 
-/// Records job progress (0–1) and a heartbeat.
-pub async fn progress(client: &Client, job_id: i64, progress: f64) -> Result<()> {
+/// Records the device a job trains on (`cpu`, `cuda:0`), once its worker thread started.
+pub async fn started_on(client: &Client, job_id: i64, device: &str) -> Result<()> {
     client
-        .execute(
-            "UPDATE pgml.jobs SET progress = $2::float8::real, heartbeat_at = clock_timestamp() WHERE id = $1",
-            &[&job_id, &progress],
-        )
+        .execute("UPDATE pgml.jobs SET worker_device = $2 WHERE id = $1", &[&job_id, &device])
         .await
         .map_err(|e| TuneError::pg("updating the job", e))?;
     Ok(())

@@ -26,7 +26,7 @@ use crate::lifecycle::{Run, RunData};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushEvent;
 use crate::push_relay::relay;
-use crate::tuner::{info, worker_name, Tuned, Tuner};
+use crate::tuner::{info, this_worker, Tuned, Tuner};
 use pgmld_models::{access, files, resolve};
 
 use crate::{progress, records};
@@ -243,7 +243,7 @@ impl Tuner {
         };
         let (project_id, model_id, job_id) = (job.project_id, job.model_id, job.job_id);
         records::drop_logs_after(&client, model_id, step).await?;
-        records::reopen(&client, model_id, job_id, &worker_name()).await?;
+        records::reopen(&client, model_id, job_id, &this_worker()).await?;
         let logs = json!({"status": "resuming", "model_id": model_id, "from_step": step, "max_steps": max_steps});
         info(ctx, progress::notice_text(&logs));
         records::log(&client, model_id, project_id, &logs).await?;

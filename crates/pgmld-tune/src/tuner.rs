@@ -91,9 +91,9 @@ impl Tuner {
     }
 }
 
-/// The `worker` recorded in pgml.jobs.
-pub(crate) fn worker_name() -> String {
-    format!("pgmld-{}", std::process::id())
+/// This process as pgml.jobs records it (worker, worker_host, worker_pid).
+pub(crate) fn this_worker() -> pgmld_jobs::Worker {
+    pgmld_jobs::Worker::this_process()
 }
 
 /// Resolves once `flag` is set (polled every 100 ms).

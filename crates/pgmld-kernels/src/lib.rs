@@ -1,0 +1,198 @@
+//! libtorch kernels that tch does not bind, through a small C++ shim (`src/shim.cpp`,
+//! compiled by `build.rs` against the torch wheel's own headers): today the fused AdamW
+//! update `torch.optim.AdamW(fused=True)` runs, which the Hugging Face Trainer uses by
+//! default (`adamw_torch_fused`). Per parameter it is one pass over the memory instead of
+//! the eight tensor operations of an update written with tch's ops.
+
+#![warn(missing_docs)]
+
+use std::ffi::{c_char, c_void, CStr};
+
+use tch::Tensor;
+
+extern "C" {
+    fn pgmld_fused_adamw(
+        params: *const *const c_void,
+        grads: *const *const c_void,
+        exp_avgs: *const *const c_void,
+        exp_avg_sqs: *const *const c_void,
+        steps: *const *const c_void,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+}
+
+/// A kernel refused its arguments (libtorch's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("libtorch: {0}")]
+pub struct KernelError(pub String);
+
+/// AdamW's hyperparameters for one fused update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Learning rate of this update.
+    pub lr: f64,
+    /// β₁.
+    pub beta1: f64,
+    /// β₂.
+    pub beta2: f64,
+    /// Decoupled weight decay (`p *= 1 - lr·wd` before the update).
+    pub weight_decay: f64,
+    /// ε.
+    pub eps: f64,
+}
+
+fn handles(ts: &[Tensor]) -> Vec<*const c_void> {
+    ts.iter().map(|t| t.as_ptr().cast::<c_void>()).collect()
+}
+
+/// `torch._fused_adamw_` (amsgrad off, not maximizing), in place: every `params[i]` takes
+/// one AdamW update from `grads[i]`, updating `exp_avgs[i]` and `exp_avg_sqs[i]`;
+/// `steps[i]` is the parameter's update count including this one, a float scalar tensor on
+/// the parameter's device. All slices must have the same length; tensors of one index
+/// share shape, dtype and device. Runs without recording gradients.
+pub fn fused_adamw_(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    steps: &[Tensor],
+    hp: AdamWStep,
+) -> Result<(), KernelError> {
+    let n = params.len();
+    if [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()].iter().any(|&l| l != n) {
+        return Err(KernelError(format!(
+            "fused AdamW got {n} parameters but {} gradients, {} exp_avgs, {} exp_avg_sqs, {} steps",
+            grads.len(),
+            exp_avgs.len(),
+            exp_avg_sqs.len(),
+            steps.len()
+        )));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // libtorch's CPU kernel trusts the shapes: check them here, so a mismatch is an error
+    // and never a read past a buffer.
+    for i in 0..n {
+        let p = &params[i];
+        for (what, t) in
+            [("gradient", &grads[i]), ("exp_avg", &exp_avgs[i]), ("exp_avg_sq", &exp_avg_sqs[i])]
+        {
+            if t.size() != p.size() || t.kind() != p.kind() || t.device() != p.device() {
+                return Err(KernelError(format!(
+                    "parameter {i} is {:?} {:?} on {:?} but its {what} is {:?} {:?} on {:?}",
+                    p.kind(),
+                    p.size(),
+                    p.device(),
+                    t.kind(),
+                    t.size(),
+                    t.device()
+                )));
+            }
+        }
+        if steps[i].numel() != 1 || steps[i].kind() != tch::Kind::Float {
+            return Err(KernelError(format!("step {i} must be a float scalar tensor")));
+        }
+    }
+    let (p, g, m, v, s) =
+        (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
+    let mut err = [0 as c_char; 1024];
+    // SAFETY: every pointer is a live tch tensor handle (an at::Tensor*) borrowed for the
+    // call; the shim only copies the handles and never keeps them; `err` is a writable
+    // buffer of the length given, which the shim NUL-terminates.
+    let rc = unsafe {
+        pgmld_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            hp.lr,
+            hp.beta1,
+            hp.beta2,
+            hp.weight_decay,
+            hp.eps,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim wrote a NUL-terminated message into `err`.
+    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    Err(KernelError(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The fused update against torch's formula written out (one step from zero moments).
+    #[test]
+    fn one_fused_step_matches_the_formula() {
+        tch::manual_seed(3);
+        let p = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+        let g = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+        let (m, v) = (p.zeros_like(), p.zeros_like());
+        let before = p.copy();
+        let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, weight_decay: 0.1, eps: 1e-8 };
+        let step = Tensor::from(1.0f32);
+        fused_adamw_(
+            &[p.shallow_clone()],
+            &[g.shallow_clone()],
+            &[m.shallow_clone()],
+            &[v.shallow_clone()],
+            &[step],
+            hp,
+        )
+        .unwrap();
+        let m1 = &g * 0.1;
+        let v1 = &g * &g * 0.001;
+        let want = &before * (1.0 - hp.lr * hp.weight_decay)
+            - (&m1 / 0.1) * hp.lr / ((&v1 / 0.001).sqrt() + hp.eps);
+        let d = (&p - &want).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{d}");
+        assert!((&m - &m1).abs().max().double_value(&[]) < 1e-7);
+        assert!((&v - &v1).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    #[test]
+    fn mismatched_lists_and_bad_tensors_are_errors_not_crashes() {
+        let p = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let hp = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, weight_decay: 0.0, eps: 1e-8 };
+        let e = fused_adamw_(&[p.shallow_clone()], &[], &[], &[], &[], hp).unwrap_err();
+        assert!(e.0.contains("1 parameters but 0 gradients"), "{e}");
+        // A gradient of another shape: libtorch's own check, as an error.
+        let g = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+        let e = fused_adamw_(
+            &[p.shallow_clone()],
+            &[g],
+            &[p.zeros_like()],
+            &[p.zeros_like()],
+            &[Tensor::from(1.0f32)],
+            hp,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("its gradient is Float [4]"), "{e}");
+        let e = fused_adamw_(
+            &[p.shallow_clone()],
+            &[p.zeros_like()],
+            &[p.zeros_like()],
+            &[p.zeros_like()],
+            &[Tensor::from(1i64)],
+            hp,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("float scalar"), "{e}");
+    }
+}

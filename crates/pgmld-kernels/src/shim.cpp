@@ -1,0 +1,64 @@
+// The libtorch kernels that tch 0.24 does not bind: its generator leaves out the ops that
+// update lists of tensors in place (the fused and foreach optimizer kernels). Each entry
+// point takes tch's tensor handles (at::Tensor*), catches every C++ exception and copies
+// its message into `err`, returning non-zero, so no exception crosses into Rust.
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+
+std::vector<at::Tensor> tensor_list(const at::Tensor *const *tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(*tensors[i]);  // a second handle to the same tensor
+  }
+  return out;
+}
+
+int report(const char *what, char *err, size_t err_len) {
+  if (err != nullptr && err_len > 0) {
+    std::strncpy(err, what, err_len - 1);
+    err[err_len - 1] = '\0';
+  }
+  return 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// torch.optim.AdamW(fused=True)'s update, amsgrad off: for every i, params[i] moves by
+// its gradient grads[i] with the moments exp_avgs[i] / exp_avg_sqs[i] and the step count
+// steps[i] (a float scalar tensor, already incremented for this update, as torch's
+// optimizer does before calling the kernel). One kernel launch per parameter on the CPU,
+// a few for the whole list on CUDA.
+int pgmld_fused_adamw(const at::Tensor *const *params, const at::Tensor *const *grads,
+                      const at::Tensor *const *exp_avgs, const at::Tensor *const *exp_avg_sqs,
+                      const at::Tensor *const *steps, size_t n, double lr, double beta1,
+                      double beta2, double weight_decay, double eps, char *err,
+                      size_t err_len) {
+  try {
+    at::NoGradGuard no_grad;
+    auto p = tensor_list(params, n);
+    auto g = tensor_list(grads, n);
+    auto m = tensor_list(exp_avgs, n);
+    auto v = tensor_list(exp_avg_sqs, n);
+    auto s = tensor_list(steps, n);
+    std::vector<at::Tensor> no_max;
+    at::_fused_adamw_(p, g, m, v, no_max, s, lr, beta1, beta2, weight_decay, eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
+    return 0;
+  } catch (const std::exception &e) {
+    return report(e.what(), err, err_len);
+  } catch (...) {
+    return report("unknown C++ exception", err, err_len);
+  }
+}
+
+}  // extern "C"
