@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::error::{pg, Result};
-use crate::queue::{lock_key, unlock, JOB_LOCK_CLASS};
+use crate::queue::{back_in_queue, lock_key, unlock, JOB_LOCK_CLASS};
 
 /// Beats job `job_id`'s heartbeat and records its progress (0-1) and estimated seconds
 /// left when known. Returns whether a cancel was requested: the worker polls with it.
@@ -57,17 +57,9 @@ pub async fn sweep(client: &Client, lease: Duration) -> Result<Swept> {
     for row in rows {
         let (job_id, stale): (i64, bool) = (row.get(0), row.get(1));
         if crate::queue::try_lock(client, job_id).await? {
-            let n = client
-                .execute(
-                    "UPDATE pgml.jobs SET status = 'queued', queued_at = clock_timestamp(), worker = NULL, \
-                     worker_host = NULL, worker_pid = NULL, worker_device = NULL, eta_seconds = NULL \
-                     WHERE id = $1 AND status = 'running'",
-                    &[&job_id],
-                )
-                .await
-                .map_err(pg("putting an orphaned job back in the queue"));
+            let requeued = back_in_queue(client, job_id).await;
             unlock(client, job_id).await?;
-            if n? > 0 {
+            if requeued? {
                 swept.requeued.push(job_id);
             }
         } else if stale {

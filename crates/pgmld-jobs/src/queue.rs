@@ -168,7 +168,14 @@ pub async fn claim(
 /// drains on SIGTERM after its last checkpoint), then releases the lock: the next worker
 /// resumes it.
 pub async fn requeue(client: &Client, job_id: i64) -> Result<()> {
-    client
+    back_in_queue(client, job_id).await?;
+    unlock(client, job_id).await
+}
+
+/// Marks running job `job_id` queued again, without a worker; returns whether it was
+/// running.
+pub(crate) async fn back_in_queue(client: &Client, job_id: i64) -> Result<bool> {
+    let n = client
         .execute(
             "UPDATE pgml.jobs SET status = 'queued', queued_at = clock_timestamp(), worker = NULL, \
              worker_host = NULL, worker_pid = NULL, worker_device = NULL, eta_seconds = NULL \
@@ -177,7 +184,7 @@ pub async fn requeue(client: &Client, job_id: i64) -> Result<()> {
         )
         .await
         .map_err(pg("putting the job back in the queue"))?;
-    unlock(client, job_id).await
+    Ok(n > 0)
 }
 
 /// What [`request_cancel`] did.

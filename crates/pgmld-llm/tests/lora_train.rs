@@ -24,7 +24,7 @@ use pgmld_llm::quant::quantize_int8;
 use pgmld_llm::source::LoadedModel;
 use pgmld_train::training_args::TrainingArgs;
 use serde_json::{json, Value};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 mod smollm2_data;
 

@@ -35,9 +35,11 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "../../../bench/chat"))
 sys.path.insert(0, os.path.join(HERE, "../../../bench"))
+sys.path.insert(0, os.path.join(HERE, "../../pgmld-ml/tests"))
 
 import torch  # noqa: E402
 from data import encode_example  # noqa: E402  (bench/chat/data.py)
+from hf_trainer_ref import FixedBatches, step_args  # noqa: E402  (the classifier's reference)
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import (  # noqa: E402
@@ -46,23 +48,9 @@ from transformers import (  # noqa: E402
     DataCollatorForSeq2Seq,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
     set_seed,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
-
-
-class FixedBatches:
-    """A batch sampler that yields the given batches in the given order."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter([list(b) for b in self.batches])
-
-    def __len__(self):
-        return len(self.batches)
 
 
 def load(path):
@@ -78,26 +66,11 @@ def load(path):
 
 
 def targs(req, run, output_dir):
-    a = req["args"]
-    return TrainingArguments(
-        output_dir=output_dir,
-        per_device_train_batch_size=a["per_device_train_batch_size"],
+    return step_args(
+        req["args"],
+        run["seed"],
+        output_dir,
         per_device_eval_batch_size=len(req["rows"]),
-        learning_rate=a["learning_rate"],
-        weight_decay=a["weight_decay"],
-        warmup_steps=a["warmup_steps"],
-        lr_scheduler_type=a["lr_scheduler_type"],
-        max_steps=a["max_steps"],
-        max_grad_norm=a["max_grad_norm"],
-        optim="adamw_torch",
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=run["seed"],
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         remove_unused_columns=False,
     )
 

@@ -80,6 +80,34 @@ class FixedBatches:
         return len(self.batches)
 
 
+def step_args(a, seed, output_dir, **extra):
+    """TrainingArguments for a step-by-step comparison: the request's `args` (learning_rate,
+    weight_decay, warmup_steps, lr_scheduler_type, max_steps, max_grad_norm,
+    per_device_train_batch_size), a log every step, no saving or evaluation on the way, on
+    the CPU in this process; `extra` adds fields. Shared with
+    crates/pgmld-llm/tests/peft_trainer_ref.py."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=a["per_device_train_batch_size"],
+        learning_rate=a["learning_rate"],
+        weight_decay=a["weight_decay"],
+        warmup_steps=a["warmup_steps"],
+        lr_scheduler_type=a["lr_scheduler_type"],
+        max_steps=a["max_steps"],
+        max_grad_norm=a["max_grad_norm"],
+        optim="adamw_torch",
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
 def train(req, run, tokenizer, data):
     """One Trainer run over the given batch order; what it did, step by step."""
     model = fresh_model(req, run["seed"])
@@ -125,26 +153,7 @@ def train(req, run, tokenizer, data):
                 grad_norms.append(logs["grad_norm"])
                 lrs.append(logs["learning_rate"])
 
-    a = req["args"]
-    targs = TrainingArguments(
-        output_dir=os.path.join(run["dump_dir"], "trainer"),
-        per_device_train_batch_size=a["per_device_train_batch_size"],
-        learning_rate=a["learning_rate"],
-        weight_decay=a["weight_decay"],
-        warmup_steps=a["warmup_steps"],
-        lr_scheduler_type=a["lr_scheduler_type"],
-        max_steps=a["max_steps"],
-        max_grad_norm=a["max_grad_norm"],
-        optim="adamw_torch",
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=run["seed"],
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    targs = step_args(req["args"], run["seed"], os.path.join(run["dump_dir"], "trainer"))
     trainer = FixedOrderTrainer(
         model=model,
         args=targs,
