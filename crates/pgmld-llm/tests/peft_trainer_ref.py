@@ -39,9 +39,8 @@ sys.path.insert(0, os.path.join(HERE, "../../pgmld-ml/tests"))
 
 import torch  # noqa: E402
 from data import encode_example  # noqa: E402  (bench/chat/data.py)
-from hf_trainer_ref import FixedBatches, step_args  # noqa: E402  (the classifier's reference)
+from hf_trainer_ref import fixed_order_trainer, step_args  # noqa: E402  (the classifier's reference)
 from peft import LoraConfig, get_peft_model  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -83,18 +82,7 @@ def train(req, run, base, tokenizer, train_ds, eval_ds):
     losses, grad_norms = [], []
     micro = {"sum": 0.0, "n": 0}
 
-    class FixedOrderTrainer(Trainer):
-        def get_train_dataloader(self):
-            loader = DataLoader(train_ds, batch_sampler=FixedBatches(run["batches"]), collate_fn=self.data_collator)
-            return self.accelerator.prepare(loader)
-
-        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-            out = super().compute_loss(model, inputs, return_outputs, **kwargs)
-            loss = out[0] if return_outputs else out
-            if model.training:
-                micro["sum"] += loss.detach().item()
-                micro["n"] += 1
-            return out
+    FixedOrderTrainer = fixed_order_trainer(train_ds, run["batches"], micro)
 
     class Recorder(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

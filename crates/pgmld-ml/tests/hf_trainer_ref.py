@@ -108,6 +108,29 @@ def step_args(a, seed, output_dir, **extra):
     )
 
 
+def fixed_order_trainer(data, batches, micro, on_batch=None):
+    """A Trainer class that trains on `batches` of `data` in that order, and adds each
+    training micro-batch's loss to `micro` ("sum", "n"), calling `on_batch(inputs)` too.
+    Shared with crates/pgmld-llm/tests/peft_trainer_ref.py."""
+
+    class FixedOrderTrainer(Trainer):
+        def get_train_dataloader(self):
+            loader = DataLoader(data, batch_sampler=FixedBatches(batches), collate_fn=self.data_collator)
+            return self.accelerator.prepare(loader)
+
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            out = super().compute_loss(model, inputs, return_outputs, **kwargs)
+            loss = out[0] if return_outputs else out
+            if model.training:
+                micro["sum"] += loss.detach().item()
+                micro["n"] += 1
+                if on_batch is not None:
+                    on_batch(inputs)
+            return out
+
+    return FixedOrderTrainer
+
+
 def train(req, run, tokenizer, data):
     """One Trainer run over the given batch order; what it did, step by step."""
     model = fresh_model(req, run["seed"])
@@ -120,21 +143,9 @@ def train(req, run, tokenizer, data):
     losses, batch_heads, grad_norms, lrs = [], [], [], []
     micro = {"sum": 0.0, "n": 0}
 
-    class FixedOrderTrainer(Trainer):
-        def get_train_dataloader(self):
-            loader = DataLoader(
-                data, batch_sampler=FixedBatches(run["batches"]), collate_fn=self.data_collator
-            )
-            return self.accelerator.prepare(loader)
-
-        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-            out = super().compute_loss(model, inputs, return_outputs, **kwargs)
-            loss = out[0] if return_outputs else out
-            if model.training:
-                micro["sum"] += loss.detach().item()
-                micro["n"] += 1
-                batch_heads.append(inputs["input_ids"][:, 1].tolist())
-            return out
+    FixedOrderTrainer = fixed_order_trainer(
+        data, run["batches"], micro, lambda inputs: batch_heads.append(inputs["input_ids"][:, 1].tolist())
+    )
 
     class Recorder(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
