@@ -40,6 +40,22 @@ struct Cli {
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to run instead of the full daemon.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// A training worker only: claims pgml.tune jobs from the pgml.jobs queue of the
+    /// upstream's databases (all of them, or `worker_databases`) and runs them; no client
+    /// listener. Same config file and variables as the daemon.
+    Worker {
+        /// Devices to train on, comma-separated, one job at a time on each: cpu, cuda,
+        /// cuda:N or auto (default: `train_workers` threads over `train_devices`).
+        #[arg(long)]
+        devices: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,7 +94,117 @@ fn main() -> Result<()> {
     // threads (`session_threads`).
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    runtime.block_on(run(config))
+    match cli.command {
+        Some(Command::Worker { devices }) => runtime.block_on(run_worker(config, devices)),
+        None => runtime.block_on(run(config)),
+    }
+}
+
+/// The training side shared by the daemon and `pgmld worker`: the worker pool over
+/// `devices` (`train_workers` threads over `train_devices` when not given) and the tuner.
+fn tuner(
+    config: &Config,
+    connector: Arc<pgmld_upstream::Connector>,
+    hub: Arc<pgmld_hub::HubConfig>,
+    devices: Option<&str>,
+) -> Result<Arc<pgmld_tune::Tuner>> {
+    let (threads, devices) = match devices {
+        Some(d) => {
+            let d = pgmld_tune::DeviceSpec::parse_list(d).map_err(anyhow::Error::msg)?;
+            (d.len(), d)
+        }
+        None => (
+            config.train_workers,
+            pgmld_tune::DeviceSpec::parse_list(&config.train_devices)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let pool =
+        pgmld_tune::WorkerPool::start(threads, &devices).context("starting training workers")?;
+    Ok(Arc::new(pgmld_tune::Tuner {
+        connector,
+        hub,
+        pool: Arc::new(pool),
+        work_dir: config.data_dir.join("work"),
+        file_part_bytes: config.file_part_bytes,
+        hub_token: config.hub_token().map(str::to_string),
+        jobs: Arc::default(),
+    }))
+}
+
+/// Starts the claim loop of `tuner`'s training threads (none: nothing to start), serving
+/// the databases of `worker_databases` (all when it holds `*`, or when it is empty and
+/// `all_by_default`), those with jobs left at startup (`resume_jobs`) and those its own
+/// clients queue in.
+async fn start_claiming(config: &Config, tuner: &Arc<pgmld_tune::Tuner>, all_by_default: bool) {
+    use pgmld_tune::worker::{Scope, WorkerOptions};
+    if tuner.pool.size() == 0 {
+        tracing::info!(
+            "train_workers = 0: this instance trains nothing; its tunes run on pgmld workers"
+        );
+        return;
+    }
+    let listed = &config.worker_databases;
+    let scope = if listed.iter().any(|d| d == "*") || (listed.is_empty() && all_by_default) {
+        Scope::All
+    } else {
+        Scope::Listed(listed.clone())
+    };
+    if config.resume_jobs {
+        for db in pgmld_tune::resume::databases_with_jobs(tuner).await {
+            tracing::info!(database = %db, "pgml.tune jobs wait or were interrupted here: serving this database's queue");
+            tuner.jobs.watch(&db);
+        }
+    }
+    let options = WorkerOptions {
+        scope,
+        lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
+        poll: std::time::Duration::from_millis(config.job_poll_ms.max(10)),
+    };
+    tokio::spawn(pgmld_tune::worker::run(tuner.clone(), options));
+}
+
+/// `pgmld worker`: the claim loop and the training threads, until SIGTERM or SIGINT.
+async fn run_worker(config: Config, devices: Option<String>) -> Result<()> {
+    let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
+    let upstream = pgmld_upstream::Upstream::new(
+        &upstream_url,
+        config.upstream_password(),
+        &pgmld_upstream::Env::from_process(),
+    )?;
+    drop(upstream_url);
+    pgmld_schema::migrate_upstream(&upstream, upstream.database())
+        .await
+        .context("applying the pgml schema")?;
+    let connector = Arc::new(pgmld_upstream::Connector::new(upstream.clone()));
+    let hub = Arc::new(pgmld_hub::HubConfig::from_env());
+    let tuner = tuner(&config, connector, hub, devices.as_deref())?;
+    if tuner.pool.size() == 0 {
+        bail!("a pgmld worker needs at least one training thread: set --devices or train_workers");
+    }
+    start_claiming(&config, &tuner, true).await;
+    // Tests and scripts read this line to know the worker is up.
+    println!(
+        "pgmld worker {} ready with {} training thread(s)",
+        pgmld_tune::tuner::this_worker_name(),
+        tuner.pool.size()
+    );
+    tracing::info!(upstream = %upstream.addr(), "pgmld worker ready");
+    wait_for_signal().await;
+    // Drain: nothing more is claimed; each running job goes back to the queue after its
+    // next stored checkpoint (or at the deadline), and another worker goes on with it.
+    let deadline = std::time::Instant::now() + config.shutdown_timeout();
+    tracing::info!(
+        jobs = tuner.jobs.running(),
+        "shutdown requested: releasing running jobs after their next checkpoint"
+    );
+    tuner.jobs.drain(deadline);
+    let hard_stop = deadline + std::time::Duration::from_secs(30);
+    while tuner.jobs.running() > 0 && std::time::Instant::now() < hard_stop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tracing::info!(left = tuner.jobs.running(), "stopped");
+    Ok(())
 }
 
 /// Sizes libtorch's intra-op thread pool (`torch_threads`) before any training or
@@ -198,25 +324,11 @@ async fn run(config: Config) -> Result<()> {
         dataset_dirs: config.dataset_dirs.clone(),
     };
     registry.register(Arc::new(pgmld_datasets::LoadDataset::new(Arc::new(loader))));
-    let devices =
-        pgmld_tune::DeviceSpec::parse_list(&config.train_devices).map_err(anyhow::Error::msg)?;
-    let pool = pgmld_tune::WorkerPool::start(config.train_workers, &devices)
-        .context("starting training workers")?;
-    let tuner = pgmld_tune::Tuner {
-        connector: connector.clone(),
-        hub: hub.clone(),
-        pool: Arc::new(pool),
-        work_dir: config.data_dir.join("work"),
-        file_part_bytes: config.file_part_bytes,
-        hub_token: config.hub_token().map(str::to_string),
-    };
-    let tuner = Arc::new(tuner);
-    // Tune jobs orphaned by a crash resume from their checkpoints in the background.
-    if config.resume_jobs {
-        tokio::spawn(pgmld_tune::resume::resume_orphans(tuner.clone()));
-    }
+    let tuner = tuner(&config, connector.clone(), hub.clone(), None)?;
+    start_claiming(&config, &tuner, false).await;
     registry.register(Arc::new(pgmld_tune::Deploy::new(tuner.clone())));
     registry.register(Arc::new(pgmld_tune::CancelJob::new(tuner.clone())));
+    registry.register(Arc::new(pgmld_tune::WaitJob::new(tuner.clone())));
     registry.register(Arc::new(pgmld_tune::Tune::new(tuner)));
     let device = pgmld_tune::DeviceSpec::parse(&config.transform_device)
         .map_err(anyhow::Error::msg)?

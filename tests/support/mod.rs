@@ -175,6 +175,74 @@ impl Drop for Pgmld {
     }
 }
 
+/// A running `pgmld worker` process (training only, no listener); killed on drop.
+pub struct Worker {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// `pgmld worker --devices <devices>` on the machine's Postgres, serving `databases`,
+    /// with `env` on top; returns once it printed that it is ready.
+    pub fn start(devices: &str, databases: &[&str], env: &[(&str, &str)]) -> Worker {
+        let data_dir = temp_dir("pgmld-worker");
+        let log = data_dir.join("pgmld.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgmld"));
+        cmd.args(["--upstream", UPSTREAM, "--data-dir"])
+            .arg(&data_dir)
+            .args(["worker", "--devices", devices])
+            .env("RUST_LOG", "info")
+            .env("PGMLD_RESUME_JOBS", "false")
+            .env("PGMLD_WORKER_DATABASES", databases.join(","))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pgmld worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.starts_with("pgmld worker ") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "pgmld worker did not start; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Worker { child, data_dir, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()

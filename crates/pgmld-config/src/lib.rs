@@ -68,8 +68,10 @@ pub struct Config {
     /// loop with whole sessions pinned to it; `0` means one per CPU. Training and inference
     /// never run on them. Default `0`.
     pub session_threads: usize,
-    /// Training jobs that run at once, each on its own worker thread; later `pgml.tune`
-    /// calls wait in a queue (and are told so). Default `1`.
+    /// Training jobs this instance runs at once, each on its own worker thread, claimed
+    /// from the `pgml.jobs` queue that every pgmld on the upstream shares; later jobs wait
+    /// in the queue (and their callers are told so). `0` makes a front-end that trains
+    /// nothing: its tunes run on other pgmld instances (`pgmld worker`). Default `1`.
     pub train_workers: usize,
     /// Device of each training worker, comma-separated and used in turn: `auto` (CUDA when
     /// libtorch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`. Default `"auto"`.
@@ -103,11 +105,23 @@ pub struct Config {
     /// `training_args.hub_token` is unset; `HF_TOKEN` comes after it. Never printed:
     /// `--print-config` and `Debug` show `<redacted>`. Default: unset.
     pub hub_token: Option<SecretString>,
-    /// At startup, look for `pgml.tune` jobs a crashed or killed pgmld left running (in
-    /// every database of the upstream) and resume those with a checkpoint in the
-    /// background; the others are marked failed (`interrupted`). Turn it off when several
-    /// pgmld instances share an upstream and another one owns the resumes. Default `true`.
+    /// At startup, look in every database of the upstream for `pgml.tune` jobs a crashed or
+    /// killed pgmld left running, or waiting in the queue, and serve those databases'
+    /// queues (with `train_workers` > 0): interrupted jobs go on from their checkpoints, or
+    /// from the start with their stored training data. Default `true`.
     pub resume_jobs: bool,
+    /// Databases whose job queue this instance's training workers serve besides those its
+    /// own clients queue tunes in; `*` means every database of the upstream (what `pgmld
+    /// worker` serves when this is empty). Default: empty.
+    pub worker_databases: Vec<String>,
+    /// Seconds a running job's heartbeat (beaten every 2 s) may be silent before its worker
+    /// counts as hung: its connection is ended and the job goes to the next worker, which
+    /// resumes it from its last checkpoint. A worker that dies outright releases its job at
+    /// once. Default `60`.
+    pub job_lease_secs: u64,
+    /// The longest, in milliseconds, an idle worker waits before it looks at the queue
+    /// again; it also wakes at once on `NOTIFY pgml_jobs_queued`. Default `1000`.
+    pub job_poll_ms: u64,
     /// Directories `pgml.load_dataset` may read local files from (after resolving symlinks
     /// and `..`), as an environment variable comma-separated. Reading any server file also
     /// needs what `COPY ... FROM '<file>'` needs: a superuser or a member of
@@ -196,6 +210,9 @@ impl Default for Config {
             transform_device: "auto".into(),
             hub_token: None,
             resume_jobs: true,
+            worker_databases: Vec::new(),
+            job_lease_secs: 60,
+            job_poll_ms: 1000,
             dataset_dirs: Vec::new(),
             openai_listen: None,
             openai_api_keys: None,
@@ -357,6 +374,9 @@ pub const FIELDS: &[&str] = &[
     "transform_device",
     "hub_token",
     "resume_jobs",
+    "worker_databases",
+    "job_lease_secs",
+    "job_poll_ms",
     "dataset_dirs",
     "openai_listen",
     "openai_api_keys",
@@ -369,7 +389,7 @@ pub const FIELDS: &[&str] = &[
 
 /// Fields holding a list: as environment variables they are comma-separated (blank
 /// entries dropped, so an empty variable is an empty list).
-const LIST_FIELDS: &[&str] = &["openai_api_keys", "dataset_dirs"];
+const LIST_FIELDS: &[&str] = &["openai_api_keys", "dataset_dirs", "worker_databases"];
 
 /// Integer fields that are unset by default: their defaults cannot tell the environment
 /// parser that they take numbers.

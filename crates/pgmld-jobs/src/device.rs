@@ -34,6 +34,11 @@ impl DeviceKind {
         }
     }
 
+    /// Whether a worker device of this kind may run a job that asks for `wanted`.
+    pub fn can_run(self, wanted: DeviceKind) -> bool {
+        self.runnable().iter().any(|k| k == wanted.name())
+    }
+
     /// The job requests a worker whose device is of this kind may run: its own kind and
     /// `any`. (A worker's device is never `any`; treated as cpu.)
     pub fn runnable(self) -> Vec<String> {
@@ -59,5 +64,12 @@ mod tests {
         assert!(e.contains("\"tpu\""), "{e}");
         assert_eq!(DeviceKind::Cuda.runnable(), ["any", "cuda"]);
         assert_eq!(DeviceKind::Cpu.runnable(), ["any", "cpu"]);
+        assert!(
+            DeviceKind::Cuda.can_run(DeviceKind::Any) && DeviceKind::Cuda.can_run(DeviceKind::Cuda)
+        );
+        assert!(
+            !DeviceKind::Cpu.can_run(DeviceKind::Cuda)
+                && !DeviceKind::Cuda.can_run(DeviceKind::Cpu)
+        );
     }
 }

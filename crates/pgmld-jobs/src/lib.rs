@@ -12,6 +12,8 @@
 //!   and ends the connection of a worker whose heartbeat is older than the lease.
 //! - **Cancel** ([`queue::request_cancel`]): a queued job is cancelled at once; a running
 //!   one is marked, and its worker stops it at its next poll.
+//! - **Workers** ([`registry`]): each pgmld that serves the queue records its devices and
+//!   a heartbeat in `pgml.workers`, so a job no live worker can run is reported.
 //! - **Channels** ([`notify`]): NOTIFY wakes idle workers when a job is queued, carries a
 //!   job's progress to whichever session waits for it, and a cancel to its worker.
 
@@ -22,6 +24,7 @@ pub mod error;
 pub mod lease;
 pub mod notify;
 pub mod queue;
+pub mod registry;
 
 pub use device::DeviceKind;
 pub use error::{JobError, Result};

@@ -1,7 +1,7 @@
 //! Claiming, releasing and cancelling jobs.
 
 use serde_json::Value as Json;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::device::DeviceKind;
 use crate::error::{pg, Result};
@@ -15,8 +15,9 @@ pub fn lock_key(job_id: i64) -> i32 {
     (job_id & 0x7fff_ffff) as i32
 }
 
-/// Takes the lock of `job_id` on `client` unless another session holds it.
-pub async fn try_lock(client: &Client, job_id: i64) -> Result<bool> {
+/// Takes the lock of `job_id` on `client` (a connection, or a transaction of one: the lock
+/// is the session's either way) unless another session holds it.
+pub async fn try_lock(client: &impl GenericClient, job_id: i64) -> Result<bool> {
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
         .await
@@ -25,7 +26,7 @@ pub async fn try_lock(client: &Client, job_id: i64) -> Result<bool> {
 }
 
 /// Releases the lock of `job_id` that [`try_lock`] or [`claim`] took on `client`.
-pub async fn unlock(client: &Client, job_id: i64) -> Result<()> {
+pub async fn unlock(client: &impl GenericClient, job_id: i64) -> Result<()> {
     client
         .query_one("SELECT pg_advisory_unlock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
         .await
@@ -117,24 +118,11 @@ pub async fn claim(
             .map_err(pg("looking for a queued job"))?;
         let Some(row) = row else { return Ok(None) };
         let job_id: i64 = row.get(0);
-        let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&JOB_LOCK_CLASS, &lock_key(job_id)])
-            .await
-            .map_err(pg("locking the job"))?
-            .get(0);
-        if !locked {
+        if !try_lock(&tx, job_id).await? {
             skipped.push(job_id);
             continue;
         }
-        let claimed = tx
-            .query_one(
-                "UPDATE pgml.jobs SET status = 'running', worker = $2, worker_host = $3, worker_pid = $4, \
-                 worker_device = $5, started_at = coalesce(started_at, clock_timestamp()), \
-                 heartbeat_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1 \
-                 RETURNING id, kind, model_id, project_id, owner::text, attempts, checkpoint_step, request",
-                &[&job_id, &worker.name(), &worker.host, &(worker.pid as i32), &device_label],
-            )
-            .await;
+        let claimed = mark_claimed(&tx, job_id, worker, device_label).await;
         let committed = match claimed {
             Ok(r) => tx.commit().await.map(|_| r),
             Err(e) => {
@@ -143,17 +131,10 @@ pub async fn claim(
             }
         };
         match committed {
-            Ok(r) => {
-                return Ok(Some(Claimed {
-                    job_id: r.get(0),
-                    kind: r.get(1),
-                    model_id: r.get(2),
-                    project_id: r.get(3),
-                    owner: r.get(4),
-                    attempts: r.get(5),
-                    checkpoint_step: r.get(6),
-                    request: r.get(7),
-                }))
+            Ok(Some(r)) => return Ok(Some(claimed_row(&r))),
+            Ok(None) => {
+                let _ = unlock(client, job_id).await;
+                skipped.push(job_id);
             }
             Err(e) => {
                 // The session-level lock outlives the failed transaction: give it back.
@@ -162,6 +143,65 @@ pub async fn claim(
             }
         }
     }
+}
+
+/// Marks a job running for a worker: the update of [`claim`] and [`claim_locked`].
+const CLAIM: &str =
+    "UPDATE pgml.jobs SET status = 'running', worker = $2, worker_host = $3, worker_pid = $4, \
+     worker_device = $5, started_at = coalesce(started_at, clock_timestamp()), \
+     heartbeat_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1 AND status = 'queued' \
+     RETURNING id, kind, model_id, project_id, owner::text, attempts, checkpoint_step, request";
+
+/// Runs [`CLAIM`] for `job_id`: the claimed row, or none when it is no longer queued.
+async fn mark_claimed(
+    client: &impl GenericClient,
+    job_id: i64,
+    worker: &Worker,
+    device_label: &str,
+) -> std::result::Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let pid = worker.pid as i32;
+    client.query_opt(CLAIM, &[&job_id, &worker.name(), &worker.host, &pid, &device_label]).await
+}
+
+fn claimed_row(r: &tokio_postgres::Row) -> Claimed {
+    Claimed {
+        job_id: r.get(0),
+        kind: r.get(1),
+        model_id: r.get(2),
+        project_id: r.get(3),
+        owner: r.get(4),
+        attempts: r.get(5),
+        checkpoint_step: r.get(6),
+        request: r.get(7),
+    }
+}
+
+/// Claims queued job `job_id`, whose lock `client` holds already (the session that queued
+/// it, when its own process has a free training thread), for `worker` on `device_label`.
+/// `None` when the job is no longer queued (cancelled meanwhile).
+pub async fn claim_locked(
+    client: &Client,
+    worker: &Worker,
+    job_id: i64,
+    device_label: &str,
+) -> Result<Option<Claimed>> {
+    let row =
+        mark_claimed(client, job_id, worker, device_label).await.map_err(pg("claiming the job"))?;
+    Ok(row.as_ref().map(claimed_row))
+}
+
+/// How many queued jobs a worker would claim before queued job `job_id` (higher priority,
+/// or the same priority and queued earlier), whatever their device.
+pub async fn ahead(client: &Client, job_id: i64) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pgml.jobs j, pgml.jobs me WHERE me.id = $1 AND j.status = 'queued' \
+             AND j.id <> me.id AND (j.priority > me.priority OR (j.priority = me.priority AND j.id < me.id))",
+            &[&job_id],
+        )
+        .await
+        .map_err(pg("counting the jobs ahead"))?;
+    Ok(row.get(0))
 }
 
 /// Puts running job `job_id`, whose lock `client` holds, back in the queue (a worker that

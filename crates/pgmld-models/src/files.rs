@@ -170,6 +170,28 @@ pub async fn store_checkpoint(
     Ok(total)
 }
 
+/// Stores a queued run's training data (`checkpoint/dataset.jsonl`, JSON lines) before
+/// any checkpoint exists, replacing a previous copy, so that whichever worker claims the
+/// job trains on exactly these rows. Returns the bytes stored.
+pub async fn store_dataset(
+    client: &mut Client,
+    model_id: i64,
+    dataset: &[u8],
+    part_bytes: usize,
+) -> Result<u64> {
+    let name = format!("{CHECKPOINT_PREFIX}{DATASET_FILE}");
+    let tx =
+        client.transaction().await.map_err(|e| ModelError::pg("storing the training data", e))?;
+    tx.execute("DELETE FROM pgml.files WHERE model_id = $1 AND path = $2", &[&model_id, &name])
+        .await
+        .map_err(|e| ModelError::pg("storing the training data", e))?;
+    let stmt =
+        tx.prepare(INSERT).await.map_err(|e| ModelError::pg("storing the training data", e))?;
+    let total = insert_file(&tx, &stmt, model_id, &name, dataset, part_bytes.max(1)).await?;
+    tx.commit().await.map_err(|e| ModelError::pg("storing the training data", e))?;
+    Ok(total)
+}
+
 /// Whether `model_id` has a complete stored checkpoint (its `trainer_state.json`).
 pub async fn has_checkpoint(client: &Client, model_id: i64) -> Result<bool> {
     let name = format!("{CHECKPOINT_PREFIX}{}", pgmld_train::train_state::STATE_FILE);

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "job_queue",
         sql: include_str!("../../../migrations/0008_job_queue.sql"),
     },
+    Migration {
+        version: 9,
+        name: "async_jobs",
+        sql: include_str!("../../../migrations/0009_async_jobs.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use pgmld_jobs::queue::{request_cancel, CancelOutcome};
+use pgmld_jobs::queue::CancelOutcome;
 use pgmld_models::access;
 use pgmld_sql::function::{CallFuture, ParamSpec};
 use pgmld_sql::{
@@ -15,7 +15,6 @@ use pgmld_sql::{
 };
 
 use crate::error::{Result, TuneError};
-use crate::records;
 use crate::tuner::{info, Tuner};
 
 /// The SQL function, bound to the [`Tuner`] whose connections it uses.
@@ -38,11 +37,12 @@ impl CancelJob {
     }
 }
 
-fn job_id(args: &Args) -> Result<i64> {
+/// The `job_id` argument of pgml.cancel_job and pgml.wait_job (`function` names which).
+pub(crate) fn job_id(args: &Args, function: &str) -> Result<i64> {
     match args.get("job_id") {
         Some(Value::Int(id)) => Ok(*id),
         Some(Value::Null) | None => {
-            Err(TuneError::Null("pgml.cancel_job job_id must not be NULL".into()))
+            Err(TuneError::Null(format!("pgml.{function} job_id must not be NULL")))
         }
         Some(other) => Err(TuneError::bad(
             format!("job_id must be a bigint, got {}", other.describe()),
@@ -51,8 +51,20 @@ fn job_id(args: &Args) -> Result<i64> {
     }
 }
 
-async fn cancel(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<String> {
-    let client = tuner.connector.connect(&ctx.database).await?;
+/// A job as the calling role may see it.
+pub(crate) struct VisibleJob {
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// Its model.
+    pub model_id: Option<i64>,
+    /// Its project's name.
+    pub project: String,
+}
+
+/// Job `id` when the caller may use it (its owner's member, or a superuser); an unknown
+/// job and another role's job read alike (22023), so ids cannot be probed.
+pub(crate) async fn visible_job(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<VisibleJob> {
+    let client = tuner.connector.shared(&ctx.database).await?;
     let row = client
         .query_opt(
             "SELECT j.owner::text, j.status, j.model_id, p.name FROM pgml.jobs j \
@@ -61,7 +73,6 @@ async fn cancel(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<String> {
         )
         .await
         .map_err(|e| TuneError::pg("reading the job", e))?;
-    // An unknown job and another role's job read alike, so ids cannot be probed.
     let not_found = || {
         TuneError::bad(
             format!("job {id} does not exist, or your role may not use it"),
@@ -69,19 +80,20 @@ async fn cancel(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<String> {
         )
     };
     let Some(row) = row else { return Err(not_found()) };
-    let (owner, status, model_id, project): (String, String, Option<i64>, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let owner: String = row.get(0);
     if !access::may_use(&client, &ctx.caller, &owner).await? {
         return Err(not_found());
     }
-    let outcome = request_cancel(&client, id).await?;
+    Ok(VisibleJob { status: row.get(1), model_id: row.get(2), project: row.get(3) })
+}
+
+async fn cancel(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<String> {
+    let VisibleJob { status, model_id, project } = visible_job(tuner, ctx, id).await?;
+    let outcome = crate::submit::cancel(&tuner.connector, &tuner.jobs, &ctx.database, id).await?;
     let model =
         model_id.map(|m| format!(" (model {m} of project \"{project}\")")).unwrap_or_default();
     Ok(match outcome {
         CancelOutcome::Cancelled => {
-            if let Some(m) = model_id {
-                records::fail(&client, m, id, "cancelled", true).await?;
-            }
             info(ctx, format!("job {id}{model} was queued: cancelled"));
             "cancelled".into()
         }
@@ -104,7 +116,7 @@ impl PgmlFunction for CancelJob {
     fn call(&self, ctx: CallContext, args: Args) -> CallFuture {
         let tuner = self.tuner.clone();
         Box::pin(async move {
-            let id = job_id(&args).map_err(SqlError::from)?;
+            let id = job_id(&args, "cancel_job").map_err(SqlError::from)?;
             let status = cancel(&tuner, &ctx, id).await.map_err(SqlError::from)?;
             tracing::info!(job_id = id, status = %status, role = %ctx.caller.role, "pgml.cancel_job");
             Ok(Output::Scalar(Value::Text(status)))

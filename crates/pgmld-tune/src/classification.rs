@@ -106,7 +106,7 @@ impl Tuner {
     /// Runs a new classification tune for project `project_id` (found or created with
     /// `task`) on `client`; `push` uploads the model to the Hub.
     pub(crate) async fn run_classification(
-        &self,
+        self: &Arc<Self>,
         client: Client,
         req: TuneRequest,
         ctx: &CallContext,

@@ -67,6 +67,15 @@ pub enum TuneError {
     /// A worker, channel or file operation broke.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The worker is shutting down (SIGTERM): the job went back to the queue with its
+    /// checkpoint, and the next worker goes on with it (57P01 in the worker's log only:
+    /// the waiting session keeps waiting).
+    #[error("the worker running this job is shutting down; the job went back to the queue")]
+    Released,
+    /// The error the job's worker (maybe another pgmld) got and recorded in pgml.jobs: the
+    /// waiting session raises it as the worker would have.
+    #[error("{}", .0.message)]
+    Relayed(SqlError),
 }
 
 impl TuneError {
@@ -179,9 +188,45 @@ impl From<TuneError> for SqlError {
             TuneError::Cancelled => SqlError::new(codes::QUERY_CANCELED, "canceling statement due to user request: pgml.tune stopped; the model is marked failed (cancelled)"),
             TuneError::Postgres(p) => SqlError::new(p.client_code(), message),
             TuneError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
+            TuneError::Relayed(e) => e,
+            TuneError::Released => SqlError::new("57P01", message),
         }
     }
 }
 
+/// The SQLSTATE `code` as a `&'static str` ([`SqlError::code`]): a recorded code read
+/// back from pgml.jobs. Each distinct code is allocated once; anything that is not five
+/// ASCII letters or digits becomes XX000.
+pub fn static_code(code: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return codes::INTERNAL_ERROR;
+    }
+    let Ok(mut set) = CODES.get_or_init(Default::default).lock() else {
+        return codes::INTERNAL_ERROR;
+    };
+    if let Some(c) = set.get(code) {
+        return c;
+    }
+    let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = TuneError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_codes_come_back_static_and_bad_ones_are_internal() {
+        assert_eq!(static_code("22023"), "22023");
+        assert!(std::ptr::eq(static_code("42P01"), static_code("42P01")));
+        assert_eq!(static_code("nope"), codes::INTERNAL_ERROR);
+        assert_eq!(static_code("12 45"), codes::INTERNAL_ERROR);
+    }
+}

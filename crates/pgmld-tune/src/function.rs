@@ -1,8 +1,11 @@
 //! `pgml.tune(project_name text, task text DEFAULT NULL, relation_name text DEFAULT NULL,
 //! y_column_name text DEFAULT NULL, model_name text DEFAULT NULL, hyperparams jsonb DEFAULT
 //! '{}', test_size real DEFAULT 0.25, test_sampling text DEFAULT 'stratified',
-//! automatic_deploy bool DEFAULT true, materialize_snapshot bool DEFAULT false)
-//! RETURNS TABLE(status text, task text, algorithm text, deployed bool)`.
+//! automatic_deploy bool DEFAULT true, materialize_snapshot bool DEFAULT false, wait bool
+//! DEFAULT true) RETURNS TABLE(status text, task text, algorithm text, deployed bool)`.
+//!
+//! `wait => false` queues the job and returns at once with status `queued` (the job id is
+//! in an INFO notice and in pgml.jobs; `pgml.wait_job` attaches to it later).
 
 use std::sync::Arc;
 
@@ -46,6 +49,7 @@ impl Tune {
                     ),
                     ParamSpec::optional("automatic_deploy", SqlType::Bool, Value::Bool(true)),
                     ParamSpec::optional("materialize_snapshot", SqlType::Bool, Value::Bool(false)),
+                    ParamSpec::optional("wait", SqlType::Bool, Value::Bool(true)),
                 ],
                 returns: Returns::Table(vec![
                     ("status", SqlType::Text),
@@ -70,7 +74,7 @@ impl PgmlFunction for Tune {
             let req = TuneRequest::from_args(&args).map_err(SqlError::from)?;
             let done = tuner.run(req, &ctx).await.map_err(SqlError::from)?;
             Ok(Output::Rows(vec![vec![
-                Value::Text("successful".into()),
+                Value::Text(done.status.into()),
                 Value::Text(done.task.name().into()),
                 Value::Text(done.algorithm),
                 Value::Bool(done.deployed),

@@ -7,6 +7,9 @@
 //!   model's training, progress, checkpoints, files and deployment, for both tasks.
 //! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
 //!   relation, labels and the train/test split.
+//! - [`submit`]: a tune queued as a `pgml.jobs` row and the calling session waiting for it
+//!   (notices relayed over LISTEN/NOTIFY); [`worker`]: the claim loop that runs queued
+//!   jobs on this process's training threads; [`placement`]: a job's priority and device.
 //! - [`pool`] and [`job`]: worker threads and what runs on them ([`training_run`]: what
 //!   both tasks' runs share); [`progress`]: notice and
 //!   log JSON; [`records`]: the pgml schema rows; [`access`]: reading the training
@@ -30,6 +33,7 @@ pub mod function;
 pub mod job;
 pub mod lifecycle;
 pub mod options;
+pub mod placement;
 pub mod pool;
 pub mod progress;
 pub mod push;
@@ -37,8 +41,11 @@ pub mod push_relay;
 pub mod records;
 pub mod resume;
 pub mod split;
+pub mod submit;
 pub mod training_run;
 pub mod tuner;
+pub mod wait_job;
+pub mod worker;
 
 pub use cancel_job::CancelJob;
 pub use deploy::Deploy;
@@ -46,3 +53,4 @@ pub use error::TuneError;
 pub use function::Tune;
 pub use pool::{DeviceSpec, WorkerPool};
 pub use tuner::Tuner;
+pub use wait_job::WaitJob;

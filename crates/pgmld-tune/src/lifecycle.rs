@@ -20,7 +20,8 @@ use crate::job::{Outcome, Progress, RunDirs, TrainSpec, Work};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
-use crate::tuner::{info, this_worker, warning, Tuned, Tuner};
+use crate::submit::Submission;
+use crate::tuner::{info, warning, Tuned, Tuner};
 use pgmld_models::{files, resolve};
 
 use crate::{progress, records, resume};
@@ -122,6 +123,8 @@ pub(crate) struct Run {
     pub(crate) resume_from: Option<PathBuf>,
     /// Whether `checkpoint/dataset.jsonl` is stored already.
     pub(crate) dataset_stored: bool,
+    /// The training thread (slot of the worker pool) the job was claimed for.
+    pub(crate) slot: usize,
 }
 
 /// The snapshot of a new tune's relation.
@@ -148,8 +151,8 @@ pub(crate) struct Fresh {
     pub(crate) push: Option<PushSetup>,
 }
 
-/// Records the snapshot, the model and its job (which this connection then holds the lock
-/// of). Returns (model, job) ids.
+/// Records the snapshot, the model and its queued job (which this connection then holds the
+/// lock of, so no worker claims it yet). Returns (model, job) ids.
 async fn record_new(
     client: &Client,
     req: &TuneRequest,
@@ -181,7 +184,7 @@ async fn record_new(
         hyperparams: &req.stored_hyperparams,
         owner,
     };
-    records::start_model(client, &new, &this_worker(), &req.stored_request).await
+    records::queue_model(client, &new, &req.stored_request, req.placement).await
 }
 
 /// The training setup a model card lists: the training arguments as stored (no token),
@@ -242,39 +245,64 @@ async fn checkpoint_failed(
     }
 }
 
+/// Beats the job's heartbeat with its progress and eta when known, and sets the call's
+/// cancel flag when a cancel was asked for (pgml.cancel_job, the waiting session's cancel).
+async fn heartbeat(
+    client: &Client,
+    ctx: &CallContext,
+    (model_id, job_id): (i64, i64),
+    progress: Option<f64>,
+    eta: Option<f64>,
+) {
+    match pgmld_jobs::lease::heartbeat(client, job_id, progress, eta).await {
+        Ok(true) if !ctx.cancelled.swap(true, Ordering::Relaxed) => {
+            tracing::info!(job_id, model_id, "cancel requested: stopping the tune");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(job_id, "cannot beat the job's heartbeat: {e}"),
+    }
+}
+
 impl Tuner {
-    /// Records a new tune's snapshot, model and job, then runs it ([`Tuner::execute`]).
+    /// Records a new tune's snapshot, model and job, stores its training data
+    /// (`checkpoint/dataset.jsonl`, what any worker trains on), then queues the job and
+    /// waits for it ([`Tuner::submit_and_wait`]).
     pub(crate) async fn run_fresh(
-        &self,
-        client: Client,
+        self: &Arc<Self>,
+        mut client: Client,
         ctx: &CallContext,
         fresh: Fresh,
     ) -> Result<Tuned> {
         let Fresh { req, project: (project_id, task), model_name, source, data, snapshot, push } =
             fresh;
-        let relation = snapshot.relation.clone();
+        // The base model was resolved to check it; the worker resolves it again.
+        let parent_id = source.parent_id;
+        drop((source, push));
         let (model_id, job_id) = record_new(
             &client,
             &req,
-            (project_id, source.parent_id),
+            (project_id, parent_id),
             snapshot,
             &model_name,
             &ctx.caller.role,
         )
         .await?;
-        let run = Run {
+        if let Err(e) =
+            files::store_dataset(&mut client, model_id, &data.encode(), self.file_part_bytes).await
+        {
+            let e = TuneError::from(e);
+            let _ = records::fail(&client, model_id, job_id, &e.reason(), false).await;
+            return Err(e);
+        }
+        let submission = Submission {
+            job_id,
+            model_id,
             task,
-            model_name,
-            source,
-            ids: (project_id, model_id, job_id),
-            data,
-            relation,
-            push,
-            resume_from: None,
-            dataset_stored: false,
-            req,
+            device: req.placement.device,
+            wait: req.wait,
+            token: req.training.hub_token.clone(),
         };
-        self.execute(client, run, ctx).await
+        self.submit(client, ctx, submission).await
     }
 
     /// Trains, stores and deploys the model of `run`, on `client` (which holds its job's
@@ -297,6 +325,7 @@ impl Tuner {
             push,
             resume_from,
             mut dataset_stored,
+            slot,
         } = run;
         let (project_id, model_id, job_id) = ids;
         if req.training.push_to_hub && self.hub.offline {
@@ -339,8 +368,9 @@ impl Tuner {
         let _ = std::fs::remove_dir_all(&out_dir);
         let _ = std::fs::remove_dir_all(&resume_dir);
         let work = data.work(&req, &source.dir, dirs);
-        let outcome =
-            self.train(&mut client, ctx, work, ids, &mut hub, &data, &mut dataset_stored).await;
+        let outcome = self
+            .train(&mut client, ctx, (work, slot), ids, &mut hub, &data, &mut dataset_stored)
+            .await;
         // Keeps an extracted base alive until the worker is done with it.
         drop(source);
         let _ = std::fs::remove_dir_all(&resume_dir);
@@ -349,6 +379,14 @@ impl Tuner {
         }
         let outcome = match outcome {
             Ok(o) => o,
+            Err(TuneError::Released) => {
+                // Back to the queue, checkpoint kept: the next worker goes on from it.
+                if let Err(rec) = pgmld_jobs::queue::requeue(&client, job_id).await {
+                    tracing::error!(model_id, "cannot put the job back in the queue: {rec}");
+                }
+                let _ = std::fs::remove_dir_all(&out_dir);
+                return Err(TuneError::Released);
+            }
             Err(e) => {
                 let cancelled = matches!(e, TuneError::Cancelled);
                 if let Err(rec) =
@@ -373,7 +411,8 @@ impl Tuner {
         let _ = std::fs::remove_dir_all(&out_dir);
         match finished {
             Ok(deployed) => {
-                Ok(Tuned { task, algorithm: records::ALGORITHM.to_string(), deployed, model_id })
+                let algorithm = records::ALGORITHM.to_string();
+                Ok(Tuned { status: "successful", task, algorithm, deployed, model_id })
             }
             Err(e) => {
                 if let Err(rec) = records::fail(&client, model_id, job_id, &e.reason(), false).await
@@ -393,19 +432,12 @@ impl Tuner {
         &self,
         client: &mut Client,
         ctx: &CallContext,
-        work: Work,
+        (work, slot): (Work, usize),
         (project_id, model_id, job_id): (i64, i64, i64),
         hub: &mut Option<HubPush>,
         data: &RunData,
         dataset_stored: &mut bool,
     ) -> Result<Outcome> {
-        let ahead = self.pool.jobs_ahead();
-        if ahead > 0 {
-            info(
-                ctx,
-                format!("waiting for a training worker: {ahead} job(s) ahead of model {model_id}"),
-            );
-        }
         let (train_rows, test_rows) = data.rows();
         let mut queued = json!({"status": "queued", "model_id": model_id, "train_rows": train_rows, "test_rows": test_rows});
         if let RunData::Classification { labels, .. } = data {
@@ -414,8 +446,18 @@ impl Tuner {
         info(ctx, progress::notice_text(&queued));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = ctx.cancelled.clone();
-        let result = self.pool.submit(move |device| work.run(device, cancel, tx));
+        let result = self.pool.submit_on(slot, move |device| work.run(device, cancel, tx));
         let (mut max_steps, mut start_step) = (0, 0);
+        // Set when this worker shuts down: the run stops after its next stored checkpoint
+        // (or at the drain's deadline) and the job goes back to the queue.
+        let mut releasing = false;
+        let mut release = |why: &str| {
+            if !releasing {
+                releasing = true;
+                tracing::info!(job_id, model_id, "shutting down: releasing the job ({why})");
+                ctx.cancelled.store(true, Ordering::Relaxed);
+            }
+        };
         // The job's lease: a heartbeat every few seconds, which also brings a cancel asked
         // for from another session (pgml.cancel_job).
         let mut beat = tokio::time::interval(HEARTBEAT);
@@ -431,12 +473,9 @@ impl Tuner {
                     continue;
                 }
                 _ = beat.tick() => {
-                    match pgmld_jobs::lease::heartbeat(client, job_id, None, None).await {
-                        Ok(true) if !ctx.cancelled.swap(true, Ordering::Relaxed) => {
-                            tracing::info!(job_id, model_id, "pgml.cancel_job: cancelling the tune");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(job_id, "cannot beat the job's heartbeat: {e}"),
+                    heartbeat(client, ctx, (model_id, job_id), None, None).await;
+                    if self.jobs.draining().is_some_and(|d| std::time::Instant::now() >= d) {
+                        release("no checkpoint before the drain's deadline");
                     }
                     continue;
                 }
@@ -458,7 +497,7 @@ impl Tuner {
                     let logs = progress::log_event(&ev, elapsed, start_step);
                     let done = ev.step as f64 / ev.max_steps.max(1) as f64;
                     let eta = logs.get("eta_seconds").and_then(Json::as_f64);
-                    let _ = pgmld_jobs::lease::heartbeat(client, job_id, Some(done), eta).await;
+                    heartbeat(client, ctx, (model_id, job_id), Some(done), eta).await;
                     logs
                 }
                 Progress::Eval { step, epoch, metrics } => {
@@ -492,6 +531,9 @@ impl Tuner {
                     {
                         Ok(bytes) => {
                             *dataset_stored |= dataset.is_some();
+                            if self.jobs.draining().is_some() {
+                                release("its checkpoint is stored");
+                            }
                             tracing::debug!(
                                 model_id,
                                 step,
@@ -532,12 +574,16 @@ impl Tuner {
             info(ctx, progress::notice_text(&logs));
             records::log(client, model_id, project_id, &logs).await?;
         }
-        result.await.map_err(|_| {
+        let outcome = result.await.map_err(|_| {
             TuneError::Internal(
                 "the training worker stopped without a result (it panicked; see pgmld's log)"
                     .into(),
             )
-        })?
+        })?;
+        match outcome {
+            Err(TuneError::Cancelled) if releasing => Err(TuneError::Released),
+            other => other,
+        }
     }
 
     /// Reports the summaries, stores the files, records metrics, deploys when the model

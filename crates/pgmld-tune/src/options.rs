@@ -236,6 +236,11 @@ pub struct TuneRequest {
     /// The conversation task's hyperparameters (LoRA, 8-bit loading, prompt, sequence
     /// length); defaults when the call gave none.
     pub conversation: ConversationArgs,
+    /// Block until the job ends (`wait`, default true; never stored: a worker runs the
+    /// job whatever the caller does meanwhile).
+    pub wait: bool,
+    /// The job's priority and device kind (`hyperparams.priority`, `hyperparams.device`).
+    pub placement: crate::placement::Placement,
 }
 
 fn text(args: &Args, name: &str) -> Option<String> {
@@ -303,18 +308,24 @@ impl TuneRequest {
             }
         };
         const HP_KEYS: &[&str] = &["training_args", "dataset_args", "tokenizer_args"];
-        let known = |k: &str| HP_KEYS.contains(&k) || ConversationArgs::KEYS.contains(&k);
+        let known = |k: &str| {
+            HP_KEYS.contains(&k)
+                || ConversationArgs::KEYS.contains(&k)
+                || crate::placement::KEYS.contains(&k)
+        };
         if let Some(k) = hp.keys().find(|k| !known(k)) {
             return Err(TuneError::bad(
                 format!("unknown hyperparams key \"{k}\""),
                 format!(
-                    "Supported keys: {}; for task conversation also {}.",
+                    "Supported keys: {}, {}; for task conversation also {}.",
                     HP_KEYS.join(", "),
+                    crate::placement::KEYS.join(", "),
                     ConversationArgs::KEYS.join(", ")
                 ),
             ));
         }
         let conversation = ConversationArgs::parse(hp)?;
+        let placement = crate::placement::Placement::parse(hp)?;
         let mut training_json = hp.get("training_args").cloned().unwrap_or(Json::Null);
         let resume_from_checkpoint = take_resume_flag(&mut training_json)?;
         let training = TrainingArgs::from_json(&training_json).map_err(TuneError::from)?;
@@ -363,11 +374,13 @@ impl TuneRequest {
             test_size,
             test_sampling,
             automatic_deploy: flag("automatic_deploy", true),
+            wait: flag("wait", true),
             materialize_snapshot: flag("materialize_snapshot", false),
             stored_hyperparams: redact(&hyperparams),
             resume_from_checkpoint,
             stored_request: Json::Object(stored_request),
             conversation,
+            placement,
         })
     }
 

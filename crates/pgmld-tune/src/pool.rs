@@ -2,9 +2,8 @@
 //! from one queue. libtorch tensors are not `Sync` and training blocks for minutes, so it
 //! never runs on the async runtime; the runtime only awaits the job's channels.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tch::Device;
 use tokio::sync::oneshot;
@@ -66,79 +65,87 @@ impl DeviceSpec {
 
 type Job = Box<dyn FnOnce(Device) + Send>;
 
-/// A fixed set of training threads sharing one job queue.
+impl DeviceSpec {
+    /// The kind of device this is, as the job queue matches it (`auto` is CUDA when
+    /// libtorch sees a GPU).
+    pub fn kind(self) -> pgmld_jobs::DeviceKind {
+        match self.resolve() {
+            Device::Cuda(_) => pgmld_jobs::DeviceKind::Cuda,
+            _ => pgmld_jobs::DeviceKind::Cpu,
+        }
+    }
+
+    /// How pgml.jobs names the device (`cpu`, `cuda:0`).
+    pub fn label(self) -> String {
+        crate::training_run::device_name(self.resolve())
+    }
+}
+
+/// Training threads, one per device slot. The job queue claims at most one job per slot
+/// and runs it on that slot's thread ([`WorkerPool::submit_on`]).
 pub struct WorkerPool {
-    tx: Mutex<mpsc::Sender<Job>>,
-    waiting: Arc<AtomicUsize>,
-    busy: Arc<AtomicUsize>,
-    size: usize,
+    /// One sender per thread.
+    slots: Vec<Mutex<mpsc::Sender<Job>>>,
+    /// The device of each slot.
+    devices: Vec<DeviceSpec>,
 }
 
 impl WorkerPool {
-    /// Starts `workers` threads (at least one); worker `i` uses `devices[i % len]`.
+    /// Starts `workers` threads (none: a front-end that trains nothing); thread `i` uses
+    /// `devices[i % len]`.
     pub fn start(workers: usize, devices: &[DeviceSpec]) -> std::io::Result<WorkerPool> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let busy = Arc::new(AtomicUsize::new(0));
-        let size = workers.max(1);
-        for i in 0..size {
+        let mut slots = Vec::with_capacity(workers);
+        let mut specs = Vec::with_capacity(workers);
+        for i in 0..workers {
             let spec = devices.get(i % devices.len().max(1)).copied().unwrap_or(DeviceSpec::Auto);
-            let (rx, waiting, busy) = (rx.clone(), waiting.clone(), busy.clone());
+            let (tx, rx) = mpsc::channel::<Job>();
             std::thread::Builder::new().name(format!("pgmld-train-{i}")).spawn(move || {
                 let device = spec.resolve();
                 tracing::info!(worker = i, ?device, "training worker ready");
-                loop {
-                    // Hold the lock only while taking a job, not while running it.
-                    let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    waiting.fetch_sub(1, Ordering::SeqCst);
-                    busy.fetch_add(1, Ordering::SeqCst);
+                while let Ok(job) = rx.recv() {
                     // A panic (a libtorch abort surfaces as one) fails that job only: its
-                    // result sender is dropped, and the worker takes the next job.
+                    // result sender is dropped, and the thread takes the next job.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(device)))
                         .is_err()
                     {
                         tracing::error!(worker = i, "a training job panicked");
                     }
-                    busy.fetch_sub(1, Ordering::SeqCst);
                 }
             })?;
+            slots.push(Mutex::new(tx));
+            specs.push(spec);
         }
-        Ok(WorkerPool { tx: Mutex::new(tx), waiting, busy, size })
+        Ok(WorkerPool { slots, devices: specs })
     }
 
-    /// Queues `f` and returns its result's receiver. A panic in `f` drops the sender, so
-    /// the receiver then reports an error instead of hanging.
-    pub fn submit<R: Send + 'static>(
+    /// Runs `f` on slot `slot`'s thread and returns its result's receiver. A panic in `f`
+    /// (or a slot that does not exist) drops the sender, so the receiver then reports an
+    /// error instead of hanging.
+    pub fn submit_on<R: Send + 'static>(
         &self,
+        slot: usize,
         f: impl FnOnce(Device) -> R + Send + 'static,
     ) -> oneshot::Receiver<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |device| {
             let _ = tx.send(f(device));
         });
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.lock().map(|t| t.send(job).is_ok()).unwrap_or(false);
-        if !sent {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if let Some(s) = self.slots.get(slot) {
+            if let Ok(s) = s.lock() {
+                let _ = s.send(job);
+            }
         }
         rx
     }
 
-    /// Jobs that would wait if one were submitted now (queued plus busy beyond capacity).
-    pub fn jobs_ahead(&self) -> usize {
-        let busy = self.busy.load(Ordering::SeqCst);
-        let waiting = self.waiting.load(Ordering::SeqCst);
-        (busy + waiting + 1).saturating_sub(self.size)
+    /// The device of each slot.
+    pub fn devices(&self) -> &[DeviceSpec] {
+        &self.devices
     }
 
     /// Number of worker threads.
     pub fn size(&self) -> usize {
-        self.size
+        self.slots.len()
     }
 }
 
@@ -159,15 +166,18 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_on_worker_threads_in_turn() {
-        let pool = WorkerPool::start(1, &[DeviceSpec::Cpu]).unwrap();
-        let a = pool.submit(|d| (std::thread::current().name().map(str::to_string), d));
-        let b = pool.submit(|_| 2);
+        let pool = WorkerPool::start(2, &[DeviceSpec::Cpu]).unwrap();
+        assert_eq!(pool.devices(), [DeviceSpec::Cpu, DeviceSpec::Cpu]);
+        let a = pool.submit_on(1, |d| (std::thread::current().name().map(str::to_string), d));
+        let b = pool.submit_on(0, |_| 2);
         let (name, device) = a.await.unwrap();
-        assert_eq!(name.as_deref(), Some("pgmld-train-0"));
+        assert_eq!(name.as_deref(), Some("pgmld-train-1"));
         assert_eq!(device, Device::Cpu);
         assert_eq!(b.await.unwrap(), 2);
-        let p = pool.submit(|_| -> i32 { panic!("boom") });
+        let p = pool.submit_on(0, |_| -> i32 { panic!("boom") });
         assert!(p.await.is_err(), "a panicking job reports an error");
-        assert_eq!(pool.submit(|_| 3).await.unwrap(), 3, "the worker survives a panic");
+        assert_eq!(pool.submit_on(0, |_| 3).await.unwrap(), 3, "the worker survives a panic");
+        assert!(pool.submit_on(5, |_| 4).await.is_err(), "no such slot");
+        assert_eq!(WorkerPool::start(0, &[DeviceSpec::Cpu]).unwrap().size(), 0);
     }
 }

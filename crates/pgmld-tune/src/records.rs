@@ -145,17 +145,18 @@ pub struct NewModel<'a> {
 /// in `base_model`).
 pub const ALGORITHM: &str = "transformers";
 
-use pgmld_jobs::Worker;
+use crate::placement::Placement;
 pub use pgmld_jobs::JOB_LOCK_CLASS;
 
-/// Inserts the model (`in_progress`) and its job row (`running`, with `request`), taking the
-/// job's lock on `client` in the same statement (so no scan ever sees the row unlocked);
-/// returns (model, job) ids.
-pub async fn start_model(
+/// Inserts the model (`in_progress`) and its job row (`queued`, with `request`), taking the
+/// job's lock on `client` in the same statement: no worker claims the job (claims skip
+/// locked jobs) until the caller, having stored what the job needs, releases it. Returns
+/// (model, job) ids.
+pub async fn queue_model(
     client: &Client,
     m: &NewModel<'_>,
-    worker: &Worker,
     request: &Json,
+    at: Placement,
 ) -> Result<(i64, i64)> {
     let row = client
         .query_one(
@@ -168,20 +169,18 @@ pub async fn start_model(
     let model_id: i64 = row.get(0);
     let job = client
         .query_one(
-            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, worker, worker_host, worker_pid, started_at, \
-             heartbeat_at, progress, request, owner, attempts) \
-             VALUES ($1, $2, 'tune', 'running', $3, $4, $8, $9, clock_timestamp(), clock_timestamp(), 0, $5, $7::text::name, 1) \
-             RETURNING id, pg_try_advisory_lock($6, (id & 2147483647)::int4)",
+            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, progress, request, owner, priority, device) \
+             VALUES ($1, $2, 'tune', 'queued', $3, 0, $4, $6::text::name, $7, $8) \
+             RETURNING id, pg_try_advisory_lock($5, (id & 2147483647)::int4)",
             &[
                 &model_id,
                 &m.project_id,
                 m.hyperparams,
-                &worker.name(),
                 request,
                 &JOB_LOCK_CLASS,
                 &m.owner,
-                &worker.host,
-                &(worker.pid as i32),
+                &at.priority,
+                &at.device.name(),
             ],
         )
         .await
@@ -300,8 +299,10 @@ pub async fn drop_logs_after(client: &Client, model_id: i64, step: i64) -> Resul
         .map_err(|e| TuneError::pg("deleting log rows after the checkpoint", e))
 }
 
-/// Puts a model and its job back in progress for a resume by `worker`.
-pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &Worker) -> Result<()> {
+/// Puts an interrupted model back in progress and its job back in the queue (a resume
+/// asked for with `resume_from_checkpoint`), keeping its checkpoint; the caller holds the
+/// job's lock.
+pub async fn requeue(client: &Client, model_id: i64, job_id: i64) -> Result<()> {
     client
         .execute(
             "UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1",
@@ -311,13 +312,47 @@ pub async fn reopen(client: &Client, model_id: i64, job_id: i64, worker: &Worker
         .map_err(|e| TuneError::pg("reopening the model", e))?;
     client
         .execute(
-            "UPDATE pgml.jobs SET status = 'running', error = NULL, finished_at = NULL, worker = $2, \
-             worker_host = $3, worker_pid = $4, worker_device = NULL, cancel_requested_at = NULL, \
-             heartbeat_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1",
-            &[&job_id, &worker.name(), &worker.host, &(worker.pid as i32)],
+            "UPDATE pgml.jobs SET status = 'queued', queued_at = clock_timestamp(), error = NULL, error_code = NULL, \
+             error_hint = NULL, result = NULL, finished_at = NULL, cancel_requested_at = NULL, worker = NULL, \
+             worker_host = NULL, worker_pid = NULL, worker_device = NULL, eta_seconds = NULL WHERE id = $1",
+            &[&job_id],
         )
         .await
-        .map_err(|e| TuneError::pg("reopening the job", e))?;
+        .map_err(|e| TuneError::pg("queueing the job again", e))?;
+    Ok(())
+}
+
+/// Puts a claimed job's model back in progress (a job taken over from a dead worker).
+pub async fn reopen_model(client: &Client, model_id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1",
+            &[&model_id],
+        )
+        .await
+        .map_err(|e| TuneError::pg("reopening the model", e))?;
+    Ok(())
+}
+
+/// Records what a finished job returned (`pgml.jobs.result`): the waiting session reads it.
+pub async fn job_result(client: &Client, job_id: i64, result: &Json) -> Result<()> {
+    client
+        .execute("UPDATE pgml.jobs SET result = $2 WHERE id = $1", &[&job_id, result])
+        .await
+        .map_err(|e| TuneError::pg("recording the job's result", e))?;
+    Ok(())
+}
+
+/// Records the SQLSTATE and hint of a failed job's error, so that the waiting session,
+/// wherever the job ran, raises the error the worker got.
+pub async fn job_error(client: &Client, job_id: i64, code: &str, hint: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgml.jobs SET error_code = $2, error_hint = $3 WHERE id = $1",
+            &[&job_id, &code, &hint],
+        )
+        .await
+        .map_err(|e| TuneError::pg("recording the job's error", e))?;
     Ok(())
 }
 

@@ -1,13 +1,14 @@
-//! Resuming interrupted tunes: the training data stored with a checkpoint, and the scan at
-//! startup for jobs whose pgmld died.
+//! Running a claimed job, and resuming interrupted ones: the training data stored with a
+//! job, `resume_from_checkpoint`, and the scan at startup for databases with jobs to take.
 //!
-//! A tune stores a resumable checkpoint at every `save_steps` in `pgml.files` under
-//! `checkpoint/` (see [`pgmld_models::files::store_checkpoint`]), with the examples it trains and
-//! evaluates on, after the split and in order, as `checkpoint/dataset.jsonl`: a resume
-//! trains on exactly those rows even when the relation changed or is a view with
-//! `ORDER BY RANDOM()`. While it runs, its owner holds the job's advisory lock
-//! ([`crate::records::JOB_LOCK_CLASS`]) on pgmld's own connection, so a `running` job whose
-//! lock can be taken has no live owner.
+//! A queued tune stores the examples it trains and evaluates on, after the split and in
+//! order, as `checkpoint/dataset.jsonl` in `pgml.files` before any worker may claim it:
+//! whichever worker runs it, and any resume, trains on exactly those rows even when the
+//! relation changed or is a view with `ORDER BY RANDOM()`. It stores a resumable
+//! checkpoint at every `save_steps` under `checkpoint/` (see
+//! [`pgmld_models::files::store_checkpoint`]). While it runs, its worker holds the job's
+//! advisory lock ([`crate::records::JOB_LOCK_CLASS`]) on its own connection, so a
+//! `running` job whose lock can be taken has no live worker.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -26,7 +27,9 @@ use crate::lifecycle::{Run, RunData};
 use crate::options::{Task, TuneRequest};
 use crate::push::PushEvent;
 use crate::push_relay::relay;
-use crate::tuner::{info, this_worker, Tuned, Tuner};
+use crate::submit::Submission;
+use crate::tuner::{info, Tuned, Tuner};
+use pgmld_jobs::{Claimed, DeviceKind};
 use pgmld_models::{access, files, resolve};
 
 use crate::{progress, records};
@@ -168,20 +171,24 @@ fn nothing_to_resume(project: &str) -> TuneError {
     )
 }
 
-/// What a resume reads before it changes anything.
-struct Resumed {
+/// What a claimed job reads before it changes anything.
+struct Prepared {
     req: TuneRequest,
     task: Task,
     source: resolve::ModelSource,
     data: RunData,
-    /// The checkpoint's step and the run's total.
-    steps: (i64, i64),
+    /// The checkpoint's step and the run's total (none: the job starts at step 0).
+    steps: Option<(i64, i64)>,
 }
 
 impl Tuner {
-    /// `resume_from_checkpoint`: resumes the project's latest interrupted model that has a
-    /// complete checkpoint and no live owner, whatever its task.
-    pub(crate) async fn resume_call(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
+    /// `resume_from_checkpoint`: queues again the project's latest interrupted model that
+    /// has a complete checkpoint and no live owner, whatever its task, and waits for it.
+    pub(crate) async fn resume_call(
+        self: &Arc<Self>,
+        req: TuneRequest,
+        ctx: &CallContext,
+    ) -> Result<Tuned> {
         let client = self.connector.connect(&ctx.database).await?;
         let Some((project_id, owner)) = records::project_id(&client, &req.project_name).await?
         else {
@@ -202,7 +209,17 @@ impl Tuner {
             }
             match records::resumable_job(&client, job.job_id).await? {
                 Some(job) if job.checkpoint_step.is_some() => {
-                    return self.resume_job(client, ctx, job, req.training.hub_token.clone()).await;
+                    records::requeue(&client, job.model_id, job.job_id).await?;
+                    let stored = job.request.as_ref().map(TuneRequest::from_stored).transpose()?;
+                    let submission = Submission {
+                        job_id: job.job_id,
+                        model_id: job.model_id,
+                        task: records::project_task(&client, project_id).await?,
+                        device: stored.map(|r| r.placement.device).unwrap_or(DeviceKind::Any),
+                        wait: req.wait,
+                        token: req.training.hub_token.clone(),
+                    };
+                    return self.submit(client, ctx, submission).await;
                 }
                 _ => records::unlock_job(&client, job.job_id).await?,
             }
@@ -210,43 +227,55 @@ impl Tuner {
         Err(nothing_to_resume(&req.project_name))
     }
 
-    /// Resumes `job` from its stored checkpoint, on `client`, which holds the job's lock:
-    /// the call stored in the job, the training data stored with the checkpoint, the log
-    /// rows after the checkpoint's step dropped, the model and job back in progress.
-    /// `token` is the Hub token of the call that asked (tokens are never stored). A job
-    /// still marked running that cannot be resumed is marked failed (`interrupted`).
-    pub(crate) async fn resume_job(
+    /// Runs a job this worker claimed on `client` (which holds its lock) on training thread
+    /// `slot`: the call stored in the job, the training data stored with it, and its
+    /// checkpoint when it has one (a job taken over from a worker that died, or resumed
+    /// with `resume_from_checkpoint`: the log rows after the checkpoint's step are dropped
+    /// and training goes on from there). `token` is the Hub token of the call that queued
+    /// it when it was queued in this process (tokens are never stored). A job that cannot
+    /// start is marked failed.
+    pub(crate) async fn run_job(
         &self,
         client: Client,
         ctx: &CallContext,
-        job: records::JobRow,
+        job: Claimed,
         token: Option<pgmld_train::Secret>,
+        slot: usize,
     ) -> Result<Tuned> {
-        let tag = format!("{}-model-{}", ctx.database.replace('/', "_"), job.model_id);
+        let model_id = job
+            .model_id
+            .ok_or_else(|| TuneError::Internal(format!("job {} has no model", job.job_id)))?;
+        let (project_id, job_id) = (job.project_id, job.job_id);
+        let tag = format!("{}-model-{model_id}", ctx.database.replace('/', "_"));
         let from = self.work_dir.join(format!("resume-{tag}"));
-        let Resumed { req, task, source, data, steps: (step, max_steps) } = match self
-            .prepare_resume(&client, &job, token, &from, &ctx.caller)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&from);
-                if matches!(job.status.as_str(), "queued" | "running") {
+        let Prepared { req, task, source, data, steps } =
+            match self.prepare_job(&client, &job, model_id, token, &from, &ctx.caller).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&from);
                     if let Err(rec) =
-                        records::fail(&client, job.model_id, job.job_id, "interrupted", false).await
+                        records::fail(&client, model_id, job_id, &e.reason(), false).await
                     {
-                        tracing::error!(job.model_id, "cannot record the interrupted tune: {rec}");
+                        tracing::error!(model_id, "cannot record the failed job: {rec}");
                     }
+                    return Err(e);
                 }
-                return Err(e);
+            };
+        records::reopen_model(&client, model_id).await?;
+        let resume_from = match steps {
+            Some((step, max_steps)) => {
+                tracing::info!(database = %ctx.database, model_id, job_id, step, attempts = job.attempts, "resuming an interrupted pgml.tune job from its checkpoint");
+                records::drop_logs_after(&client, model_id, step).await?;
+                let logs = json!({"status": "resuming", "model_id": model_id, "from_step": step, "max_steps": max_steps});
+                info(ctx, progress::notice_text(&logs));
+                records::log(&client, model_id, project_id, &logs).await?;
+                Some(from)
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&from);
+                None
             }
         };
-        let (project_id, model_id, job_id) = (job.project_id, job.model_id, job.job_id);
-        records::drop_logs_after(&client, model_id, step).await?;
-        records::reopen(&client, model_id, job_id, &this_worker()).await?;
-        let logs = json!({"status": "resuming", "model_id": model_id, "from_step": step, "max_steps": max_steps});
-        info(ctx, progress::notice_text(&logs));
-        records::log(&client, model_id, project_id, &logs).await?;
         let push = match self.push_setup(&req) {
             Ok(p) => p,
             Err(e) => {
@@ -263,23 +292,26 @@ impl Tuner {
             data,
             relation: req.relation_name.clone().unwrap_or_default(),
             push,
-            resume_from: Some(from),
+            resume_from,
             dataset_stored: true,
+            slot,
             req,
         };
         self.execute(client, run, ctx).await
     }
 
-    /// What a resume reads before it changes anything: the request, the project's task, the
-    /// base model, the checkpoint (into `from`) and its training data.
-    async fn prepare_resume(
+    /// What a claimed job reads before it changes anything: the request, the project's
+    /// task, the base model, the stored files (into `from`: the training data, and the
+    /// checkpoint when there is one).
+    async fn prepare_job(
         &self,
         client: &Client,
-        job: &records::JobRow,
+        job: &Claimed,
+        model_id: i64,
         token: Option<pgmld_train::Secret>,
         from: &Path,
         caller: &Caller,
-    ) -> Result<Resumed> {
+    ) -> Result<Prepared> {
         let stored = job.request.as_ref().ok_or_else(|| {
             TuneError::Internal(format!("job {} has no stored request", job.job_id))
         })?;
@@ -293,9 +325,22 @@ impl Tuner {
             .clone()
             .ok_or_else(|| TuneError::Internal(format!("job {} has no model_name", job.job_id)))?;
         let _ = std::fs::remove_dir_all(from);
-        files::load_checkpoint(client, job.model_id, from).await?;
-        let ck = pgmld_train::load_checkpoint(from)?;
+        files::load_checkpoint(client, model_id, from).await?;
         let dataset = from.join(files::DATASET_FILE);
+        if !dataset.is_file() {
+            // A job an older pgmld started, which stored its data with its first checkpoint.
+            return Err(TuneError::Internal(format!(
+                "job {} was interrupted before its training data was stored: train it again",
+                job.job_id
+            )));
+        }
+        let steps = match from.join(pgmld_train::train_state::STATE_FILE).is_file() {
+            true => {
+                let ck = pgmld_train::load_checkpoint(from)?;
+                Some((ck.state.global_step, ck.state.max_steps))
+            }
+            false => None,
+        };
         let (source, data) = match task {
             Task::Conversation => {
                 let (train, eval) = read_chat_dataset(&dataset)?;
@@ -325,86 +370,53 @@ impl Tuner {
                 )
             }
         };
-        Ok(Resumed { req, task, source, data, steps: (ck.state.global_step, ck.state.max_steps) })
+        Ok(Prepared { req, task, source, data, steps })
     }
 }
 
-/// At startup: in every database of the upstream whose pgml schema has resumable jobs,
-/// finds the tune jobs still `queued` / `running` whose lock is free (their pgmld died),
-/// resumes in the background those with a complete checkpoint (progress goes to pgml.logs
-/// only; files, metrics and deployment as a normal tune; a Hub push uses pgmld's
-/// `hub_token` or `HF_TOKEN`, as tokens are never stored), and marks the others failed
-/// with error `interrupted`. Errors are logged, never fatal.
-pub async fn resume_orphans(tuner: Arc<Tuner>) {
+/// At startup: the databases of the upstream whose queue has jobs to take over (running,
+/// with no live worker: their pgmld died) or waiting: the claim loop serves them from now
+/// on, so jobs a crashed or killed pgmld left go on from their checkpoints (or from the
+/// start, with their stored data). Errors are logged, never fatal.
+pub async fn databases_with_jobs(tuner: &Tuner) -> Vec<String> {
     let databases = match tuner.connector.databases().await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("cannot list databases to resume interrupted pgml.tune jobs: {e}");
-            return;
+            return Vec::new();
         }
     };
+    let mut out = Vec::new();
     for db in databases {
-        if let Err(e) = scan(&tuner, &db).await {
-            tracing::warn!(database = %db, "looking for interrupted pgml.tune jobs: {e}");
+        match has_jobs(tuner, &db).await {
+            Ok(true) => out.push(db),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(database = %db, "looking for interrupted pgml.tune jobs: {e}"),
         }
     }
+    out
 }
 
-/// The scan of one database (see [`resume_orphans`]).
-async fn scan(tuner: &Arc<Tuner>, db: &str) -> Result<()> {
+/// Whether `db`'s queue has a job a worker may take (see [`databases_with_jobs`]).
+async fn has_jobs(tuner: &Tuner, db: &str) -> Result<bool> {
     let client = tuner.connector.connect(db).await?;
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
-             AND table_name = 'jobs' AND column_name = 'owner')",
+             AND table_name = 'jobs' AND column_name = 'priority')",
             &[],
         )
         .await
         .map_err(|e| TuneError::pg("looking for pgml.jobs", e))?;
     if !row.get::<_, bool>(0) {
-        return Ok(());
+        return Ok(false);
     }
-    for candidate in records::active_jobs(&client).await? {
-        // The connection that holds the lock is the one the resumed job runs on.
-        let owner = tuner.connector.connect(db).await?;
-        if !records::lock_job(&owner, candidate.job_id).await? {
-            continue;
+    for job in records::active_jobs(&client).await? {
+        if job.status == "queued" || records::lock_job(&client, job.job_id).await? {
+            return Ok(true);
         }
-        let Some(job) = records::resumable_job(&owner, candidate.job_id).await? else { continue };
-        if !matches!(job.status.as_str(), "queued" | "running") {
-            continue;
-        }
-        let ready = job.checkpoint_step.is_some()
-            && job.request.is_some()
-            && files::has_checkpoint(&owner, job.model_id).await?;
-        if !ready {
-            tracing::info!(database = %db, model_id = job.model_id, job_id = job.job_id, "a pgml.tune job was interrupted before its first checkpoint; marking it failed");
-            records::fail(&owner, job.model_id, job.job_id, "interrupted", false).await?;
-            continue;
-        }
-        tracing::info!(database = %db, model_id = job.model_id, job_id = job.job_id, step = job.checkpoint_step, "resuming an interrupted pgml.tune job from its checkpoint");
-        let (tuner, db) = (tuner.clone(), db.to_string());
-        tokio::spawn(async move {
-            // The resume acts as the role that started the job.
-            let mut ctx = CallContext::detached(&db, &job.owner);
-            match access::caller_of(&owner, &job.owner).await {
-                Ok(caller) => ctx.caller = caller,
-                Err(e) => {
-                    tracing::warn!(database = %db, role = %job.owner, "reading the job owner's privileges: {e}")
-                }
-            }
-            let model_id = job.model_id;
-            match tuner.resume_job(owner, &ctx, job, None).await {
-                Ok(done) => {
-                    tracing::info!(database = %db, model_id, deployed = done.deployed, "resumed pgml.tune job finished")
-                }
-                Err(e) => {
-                    tracing::warn!(database = %db, model_id, "resumed pgml.tune job failed: {e}")
-                }
-            }
-        });
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]

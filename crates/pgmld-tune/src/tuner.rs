@@ -33,11 +33,16 @@ pub struct Tuner {
     /// pgmld's `hub_token` setting: the token `push_to_hub` uses when the call passes none
     /// (before `HF_TOKEN`). Never logged.
     pub hub_token: Option<String>,
+    /// What this process's front-end and claim loop share (wake-ups, the databases served,
+    /// cancel flags, the tokens of calls queued here).
+    pub jobs: Arc<crate::worker::LocalJobs>,
 }
 
 /// What a successful tune reports.
 #[derive(Debug, Clone)]
 pub struct Tuned {
+    /// `successful`, or `queued` for a call with `wait => false`.
+    pub status: &'static str,
     /// The project's task.
     pub task: Task,
     /// PostgresML's algorithm of a fine-tune: always `transformers` (the model it started
@@ -75,7 +80,7 @@ impl Tuner {
     }
 
     /// Runs one tune for the calling session.
-    pub async fn run(&self, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
+    pub async fn run(self: &Arc<Self>, req: TuneRequest, ctx: &CallContext) -> Result<Tuned> {
         if req.resume_from_checkpoint {
             return self.resume_call(req, ctx).await;
         }
@@ -94,6 +99,11 @@ impl Tuner {
 /// This process as pgml.jobs records it (worker, worker_host, worker_pid).
 pub(crate) fn this_worker() -> pgmld_jobs::Worker {
     pgmld_jobs::Worker::this_process()
+}
+
+/// This process's `pgml.jobs.worker` name, `pgmld-<pid>@<host>`.
+pub fn this_worker_name() -> String {
+    this_worker().name()
 }
 
 /// Resolves once `flag` is set (polled every 100 ms).

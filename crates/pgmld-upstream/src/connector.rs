@@ -38,6 +38,21 @@ impl Connector {
             .map_err(|e| PostgresError::new(format!("connecting to database {database}"), e))
     }
 
+    /// A new connection of pgmld's own to `database` whose notifications (after `LISTEN`)
+    /// arrive on the returned channel; the channel closes when the connection ends.
+    pub async fn listen(
+        &self,
+        database: &str,
+    ) -> Result<
+        (Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>),
+        PostgresError,
+    > {
+        self.upstream
+            .connect_listening(database)
+            .await
+            .map_err(|e| PostgresError::new(format!("connecting to database {database}"), e))
+    }
+
     /// The connection to `database` that lookups share. Never use it for a transaction or a
     /// session setting: other sessions' statements interleave on it.
     pub async fn shared(&self, database: &str) -> Result<Arc<Client>, PostgresError> {

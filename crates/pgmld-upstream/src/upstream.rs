@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio_postgres::config::{Host, SslNegotiation};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 /// How long forwarding a CancelRequest may take to connect.
 const CANCEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -229,6 +230,30 @@ impl Upstream {
         }
     }
 
+    /// A connection of pgmld's own to `database` whose notifications (after `LISTEN`)
+    /// arrive on the returned channel, which closes when the connection ends; for the job
+    /// queue's LISTEN/NOTIFY.
+    pub async fn connect_listening(
+        &self,
+        database: &str,
+    ) -> Result<(Client, UnboundedReceiver<Notification>), tokio_postgres::Error> {
+        let config = self.config(database);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.inner.tls {
+            None => {
+                let (client, conn) = config.connect(NoTls).await?;
+                tokio::spawn(forward_notifications(conn, tx));
+                client
+            }
+            Some(tls) => {
+                let (client, conn) = config.connect(MakeRustls(tls.clone())).await?;
+                tokio::spawn(forward_notifications(conn, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+
     /// A bare connection for a client session: TCP, then TLS as `sslmode` asks, all within
     /// `timeout`. Nothing is sent after the handshake.
     pub async fn connect_raw(&self, timeout: Duration) -> Result<UpstreamStream, UpstreamError> {
@@ -301,6 +326,30 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Drives a tokio-postgres connection until it closes.
+/// Drives `conn`, sending its notifications to `tx` (other messages, notices included,
+/// are dropped as [`drive`] drops them).
+async fn forward_notifications<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    tx: UnboundedSender<Notification>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                let _ = tx.send(n);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!("upstream listening connection ended: {e}");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
 async fn drive(conn: impl Future<Output = Result<(), tokio_postgres::Error>>) {
     if let Err(e) = conn.await {
         tracing::debug!("upstream connection ended: {e}");

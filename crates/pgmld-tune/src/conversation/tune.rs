@@ -90,7 +90,7 @@ impl Tuner {
     /// Runs a new conversation tune for project `project_id` (already found or created
     /// with task conversation) on `client`; `push` uploads the adapter to the Hub.
     pub(crate) async fn run_conversation(
-        &self,
+        self: &Arc<Self>,
         client: Client,
         req: TuneRequest,
         ctx: &CallContext,
