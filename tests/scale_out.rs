@@ -381,12 +381,11 @@ async fn a_worker_stopped_with_sigterm_releases_its_job_after_a_checkpoint() {
     let sql = tune_sql("drained", &m, &hp);
     let tune = tokio::spawn(async move { c.query_one(sql.as_str(), &[]).await });
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !watch
-        .query_opt(JOB, &[&"drained"])
-        .await
-        .unwrap()
-        .is_some_and(|r| r.get::<_, Option<i64>>(3).is_some_and(|s| s >= 20))
-    {
+    loop {
+        let row = watch.query_opt(JOB, &[&"drained"]).await.unwrap();
+        if row.is_some_and(|r| r.get::<_, Option<i64>>(3).is_some_and(|s| s >= 20)) {
+            break;
+        }
         assert!(Instant::now() < deadline, "no checkpoint: {}", w1.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

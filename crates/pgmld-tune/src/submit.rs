@@ -103,11 +103,16 @@ impl Tuner {
         let job_id = s.job_id;
         // Listening before the job can be claimed: no notice is missed.
         let listener = match s.wait {
-            true => {
-                let (listener, rx) = self.connector.listen(db).await?;
-                notify::listen(&listener, &notify::job_channel(job_id)).await?;
-                Some((listener, rx))
-            }
+            true => match self.listen_job(db, job_id).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    // Nobody would wait for it: it does not run.
+                    if let Err(c) = cancel(&self.connector, &self.jobs, db, job_id).await {
+                        tracing::warn!(job_id, "cannot cancel a job that was not submitted: {c}");
+                    }
+                    return Err(e);
+                }
+            },
             false => None,
         };
         if let Some(t) = s.token {
@@ -158,6 +163,17 @@ impl Tuner {
                 })
             }
         }
+    }
+
+    /// A connection listening on job `job_id`'s channel, and its notifications.
+    pub(crate) async fn listen_job(
+        &self,
+        db: &str,
+        job_id: i64,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Notification>)> {
+        let (listener, rx) = self.connector.listen(db).await?;
+        notify::listen(&listener, &notify::job_channel(job_id)).await?;
+        Ok((listener, rx))
     }
 
     /// Relays job `job_id`'s notices to the calling session until it ends, then returns

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use pgmld_jobs::notify;
 use pgmld_sql::function::{CallFuture, ParamSpec};
 use pgmld_sql::{
     Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
@@ -46,9 +45,8 @@ impl WaitJob {
 async fn wait(tuner: &Tuner, ctx: &CallContext, id: i64) -> Result<Tuned> {
     visible_job(tuner, ctx, id).await?;
     // Listening before the job's row is read: no end is missed between the two.
-    let (listener, rx) = tuner.connector.listen(&ctx.database).await?;
-    notify::listen(&listener, &notify::job_channel(id)).await?;
-    tuner.wait_job(ctx, id, (listener, rx), OnInterrupt::Detach).await
+    let listener = tuner.listen_job(&ctx.database, id).await?;
+    tuner.wait_job(ctx, id, listener, OnInterrupt::Detach).await
 }
 
 impl PgmlFunction for WaitJob {
