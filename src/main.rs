@@ -166,16 +166,7 @@ async fn start_claiming(config: &Config, tuner: &Arc<pgmld_tune::Tuner>, all_by_
 
 /// `pgmld worker`: the claim loop and the training threads, until SIGTERM or SIGINT.
 async fn run_worker(config: Config, devices: Option<String>) -> Result<()> {
-    let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
-    let upstream = pgmld_upstream::Upstream::new(
-        &upstream_url,
-        config.upstream_password(),
-        &pgmld_upstream::Env::from_process(),
-    )?;
-    drop(upstream_url);
-    pgmld_schema::migrate_upstream(&upstream, upstream.database())
-        .await
-        .context("applying the pgml schema")?;
+    let (upstream, _cluster) = migrated_upstream(&config).await?;
     let connector = Arc::new(pgmld_upstream::Connector::new(upstream.clone()));
     let hub = Arc::new(pgmld_hub::HubConfig::from_env());
     let tuner = tuner(&config, connector, hub, devices.as_deref())?;
@@ -273,6 +264,27 @@ fn resolve_upstream(config: &Config) -> Result<(String, Option<EmbeddedCluster>)
     Ok((cluster.url(), Some(cluster)))
 }
 
+/// The upstream (a private cluster, kept running while the returned handle lives, when
+/// none is configured or answers locally), its TLS settings and password sources read once
+/// for every connection, with the pgml schema migrated in its database.
+async fn migrated_upstream(
+    config: &Config,
+) -> Result<(pgmld_upstream::Upstream, Option<EmbeddedCluster>)> {
+    let (upstream_url, cluster) = tokio::task::block_in_place(|| resolve_upstream(config))?;
+    let upstream = pgmld_upstream::Upstream::new(
+        &upstream_url,
+        config.upstream_password(),
+        &pgmld_upstream::Env::from_process(),
+    )?;
+    drop(upstream_url);
+    tracing::info!(upstream = %upstream.addr(), sslmode = %upstream.ssl_mode(), password = upstream.password_source(), "upstream");
+    let applied = pgmld_schema::migrate_upstream(&upstream, upstream.database())
+        .await
+        .context("applying the pgml schema")?;
+    tracing::info!(?applied, upstream = %upstream.addr(), "pgml schema ready");
+    Ok((upstream, cluster))
+}
+
 async fn run(config: Config) -> Result<()> {
     // Settings that need no upstream are checked first, so their errors come first.
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -300,19 +312,7 @@ async fn run(config: Config) -> Result<()> {
         println!("pgmld metrics on {addr}");
         tracing::info!("metrics on http://{addr}/metrics");
     }
-    let (upstream_url, _cluster) = tokio::task::block_in_place(|| resolve_upstream(&config))?;
-    // Read once: TLS settings and password sources for every upstream connection.
-    let upstream = pgmld_upstream::Upstream::new(
-        &upstream_url,
-        config.upstream_password(),
-        &pgmld_upstream::Env::from_process(),
-    )?;
-    drop(upstream_url);
-    tracing::info!(upstream = %upstream.addr(), sslmode = %upstream.ssl_mode(), password = upstream.password_source(), "upstream");
-    let applied = pgmld_schema::migrate_upstream(&upstream, upstream.database())
-        .await
-        .context("applying the pgml schema")?;
-    tracing::info!(?applied, upstream = %upstream.addr(), "pgml schema ready");
+    let (upstream, _cluster) = migrated_upstream(&config).await?;
     let mut registry = pgmld_sql::Registry::with_builtins();
     // One Hub configuration (endpoint, token, cache, offline) for datasets, tune and transform.
     let hub = Arc::new(pgmld_hub::HubConfig::from_env());

@@ -11,33 +11,30 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert};
-use support::{sqlstate, Pgmld, Start, TestDb, Worker, UPSTREAM};
+use support::tuning::{direct, loss_rows, rows, tune_sql, CHECKPOINTED};
+use support::{sqlstate, Pgmld, Start, TestDb, Worker};
 
-fn rows(v: &[(String, &str)]) -> Vec<Vec<String>> {
-    v.iter().map(|(t, c)| vec![t.clone(), c.to_string()]).collect()
+/// What every test here starts from: a tiny model, a fresh database whose table `reviews`
+/// holds `n` balanced IMDB reviews, and a front-end that trains nothing (the database
+/// already migrated through it, so workers can serve its queue).
+struct Setup {
+    model: String,
+    db: TestDb,
+    front: Pgmld,
 }
 
-fn tune_sql(project: &str, model: &str, hyperparams: &str) -> String {
-    format!(
-        "SELECT status, task, algorithm, deployed FROM pgml.tune('{project}', task => 'text-classification', \
-         relation_name => 'reviews', model_name => '{model}', hyperparams => '{hyperparams}')"
-    )
-}
-
-/// A connection straight to the upstream (it outlives the processes under test).
-async fn direct(db: &str) -> tokio_postgres::Client {
-    let url = format!("{}/{db}", UPSTREAM.rsplit_once('/').unwrap().0);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// A front-end that trains nothing.
-fn front_end() -> Pgmld {
-    Pgmld::start_with(Start {
+async fn setup(n: usize) -> Setup {
+    let data = imdb_balanced(0, n);
+    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
+    let model = tiny_bert(&texts).display().to_string();
+    let db = TestDb::create();
+    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
+    let front = Pgmld::start_with(Start {
         env: vec![("PGMLD_TRAIN_WORKERS".into(), "0".into())],
         ..Start::default()
-    })
+    });
+    front.connect(&db.name).await.query_one("SELECT pgml.version()", &[]).await.unwrap();
+    Setup { model, db, front }
 }
 
 /// A short tune: 12 optimizer steps.
@@ -46,16 +43,8 @@ const SHORT: &str = r#"{"training_args": {"max_steps": 12, "per_device_train_bat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_front_end_without_training_threads_runs_tunes_on_two_workers() {
     let _one_at_a_time = support::serial::model_test().await;
-    let data = imdb_balanced(0, 160);
-    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
-    let model = tiny_bert(&texts);
-    let m = model.display().to_string();
-    let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
-    let front = front_end();
+    let Setup { model: m, db, front } = setup(160).await;
     let admin = front.connect(&db.name).await;
-    // The schema exists once pgmld served a pgml call; the workers serve this database.
-    admin.query_one("SELECT pgml.version()", &[]).await.unwrap();
     let w1 = Worker::start("cpu", &[&db.name], &[]);
     let w2 = Worker::start("cpu", &[&db.name], &[]);
     let workers: BTreeSet<i32> = [w1.pid() as i32, w2.pid() as i32].into();
@@ -80,15 +69,21 @@ async fn a_front_end_without_training_threads_runs_tunes_on_two_workers() {
     assert!(workers.contains(&ran_on), "ran on {ran_on}, workers {workers:?}");
     assert_ne!(ran_on as u32, front.child.id(), "the front-end trains nothing");
 
-    // Four tunes at once, from four sessions: all succeed, on both workers.
-    let mut calls = Vec::new();
+    // Four tunes submitted with wait => false: all succeed, on both workers.
+    let mut ids = Vec::new();
     for i in 0..4 {
-        let c = front.connect(&db.name).await;
-        let sql = tune_sql(&format!("many_{i}"), &m, SHORT);
-        calls.push(tokio::spawn(async move { c.query_one(sql.as_str(), &[]).await }));
+        let sql = tune_sql(&format!("many_{i}"), &m, SHORT)
+            .replace("hyperparams => '", "wait => false, hyperparams => '");
+        let row = admin.query_one(sql.as_str(), &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "queued");
+        let id: i64 = admin.query_one("SELECT max(id) FROM pgml.jobs", &[]).await.unwrap().get(0);
+        ids.push(id);
     }
-    for call in calls {
-        let row = call.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", front.log_text()));
+    for id in ids {
+        let row = admin
+            .query_one("SELECT status FROM pgml.wait_job($1)", &[&id])
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", front.log_text()));
         assert_eq!(row.get::<_, String>(0), "successful");
     }
     let used: Vec<i32> = admin
@@ -153,22 +148,7 @@ async fn a_front_end_without_training_threads_runs_tunes_on_two_workers() {
     assert!(front.log_text().contains("trains nothing"), "{}", front.log_text());
 }
 
-/// 60 optimizer steps, a log row every 2 and a checkpoint every 10 steps.
-const HP: &str = r#"{"training_args": {"learning_rate": 1e-3, "max_steps": 60, "per_device_train_batch_size": 8,
-    "logging_steps": 2, "save_steps": 10, "seed": 11, "warmup_ratio": 0.1}, "tokenizer_args": {"max_length": 64}}"#;
-
-/// (step, loss) of the model's training log rows, in order.
-async fn loss_rows(c: &tokio_postgres::Client, model_id: i64) -> Vec<(i64, f64)> {
-    c.query(
-        "SELECT (logs->>'step')::int8, (logs->>'loss')::float8 FROM pgml.logs WHERE model_id = $1 AND logs ? 'loss' ORDER BY id",
-        &[&model_id],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
+const HP: &str = CHECKPOINTED;
 
 const JOB: &str = "SELECT j.id, j.model_id, j.status, j.checkpoint_step, j.worker_pid, j.attempts, m.metrics \
     FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id JOIN pgml.projects p ON p.id = j.project_id WHERE p.name = $1";
@@ -176,16 +156,9 @@ const JOB: &str = "SELECT j.id, j.model_id, j.status, j.checkpoint_step, j.worke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_job_goes_on_at_another_worker_as_the_uninterrupted_run() {
     let _one_at_a_time = support::serial::model_test().await;
-    let data = imdb_balanced(0, 240);
-    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
-    let model = tiny_bert(&texts);
-    let m = model.display().to_string();
-    let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
+    let Setup { model: m, db, front } = setup(240).await;
     let watch = direct(&db.name).await;
-    let front = front_end();
     let c = front.connect(&db.name).await;
-    c.query_one("SELECT pgml.version()", &[]).await.unwrap();
     let mut w1 = Worker::start("cpu", &[&db.name], &[]);
 
     // The uninterrupted run, for comparison.
@@ -234,15 +207,8 @@ async fn a_killed_worker_s_job_goes_on_at_another_worker_as_the_uninterrupted_ru
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_tunes_are_waited_for_later_and_a_job_no_worker_can_run_says_why() {
     let _one_at_a_time = support::serial::model_test().await;
-    let data = imdb_balanced(0, 160);
-    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
-    let model = tiny_bert(&texts);
-    let m = model.display().to_string();
-    let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
-    let front = front_end();
+    let Setup { model: m, db, front } = setup(160).await;
     let (c, notices) = connect_with_notices(&front.url(&db.name)).await;
-    c.query_one("SELECT pgml.version()", &[]).await.unwrap();
     let w1 = Worker::start("cpu", &[&db.name], &[]);
     let queued = |project: &str, hp: &str| {
         tune_sql(project, &m, hp).replace("hyperparams => '", "wait => false, hyperparams => '")
@@ -365,16 +331,9 @@ async fn async_tunes_are_waited_for_later_and_a_job_no_worker_can_run_says_why()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_with_sigterm_releases_its_job_after_a_checkpoint() {
     let _one_at_a_time = support::serial::model_test().await;
-    let data = imdb_balanced(0, 240);
-    let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
-    let model = tiny_bert(&texts);
-    let m = model.display().to_string();
-    let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
+    let Setup { model: m, db, front } = setup(240).await;
     let watch = direct(&db.name).await;
-    let front = front_end();
     let c = front.connect(&db.name).await;
-    c.query_one("SELECT pgml.version()", &[]).await.unwrap();
     let mut w1 = Worker::start("cpu", &[&db.name], &[]);
     // 600 steps, a checkpoint every 10: the drain ends within a few steps.
     let hp = HP.replace("\"max_steps\": 60", "\"max_steps\": 600");

@@ -9,35 +9,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use support::models::{create_table, imdb_balanced, tiny_bert};
-use support::{expect_err, sqlstate, Pgmld, Start, TestDb, UPSTREAM};
+use support::tuning::{direct, loss_rows, rows, tune_sql, CHECKPOINTED};
+use support::{expect_err, sqlstate, Pgmld, Start, TestDb};
 
 /// A pgmld starting up resumes orphaned jobs of every database: the tests of this file
 /// run one at a time so one's restart never picks up the other's job.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn rows2(v: &[(String, &str)]) -> Vec<Vec<String>> {
-    v.iter().map(|(t, c)| vec![t.clone(), c.to_string()]).collect()
-}
-
-fn tune_sql(project: &str, model: &str, hyperparams: &str) -> String {
-    format!(
-        "SELECT status, task, algorithm, deployed FROM pgml.tune('{project}', task => 'text-classification', \
-         relation_name => 'reviews', model_name => '{model}', hyperparams => '{hyperparams}')"
-    )
-}
-
-/// A connection straight to the upstream (it outlives the pgmld under test).
-async fn direct(db: &str) -> tokio_postgres::Client {
-    let url = format!("{}/{db}", UPSTREAM.rsplit_once('/').unwrap().0);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// 60 optimizer steps (batch 8 over 180 training rows, 64 tokens), a log row every 2 and
-/// a checkpoint every 10 steps: about 2 s of training on two idle cores.
-const HP: &str = r#"{"training_args": {"learning_rate": 1e-3, "max_steps": 60, "per_device_train_batch_size": 8,
-    "logging_steps": 2, "save_steps": 10, "seed": 11, "warmup_ratio": 0.1}, "tokenizer_args": {"max_length": 64}}"#;
+const HP: &str = CHECKPOINTED;
 const MAX_STEPS: i64 = 60;
 
 const JOB: &str = "SELECT j.status, j.checkpoint_step, m.status, m.id, j.id FROM pgml.jobs j \
@@ -67,19 +46,6 @@ async fn wait_for_checkpoint(
         assert!(Instant::now() < deadline, "no checkpoint of step {step}: {}", p.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// (step, loss) of the model's training log rows, in order.
-async fn loss_rows(c: &tokio_postgres::Client, model_id: i64) -> Vec<(i64, f64)> {
-    c.query(
-        "SELECT (logs->>'step')::int8, (logs->>'loss')::float8 FROM pgml.logs WHERE model_id = $1 AND logs ? 'loss' ORDER BY id",
-        &[&model_id],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
 }
 
 async fn metrics(c: &tokio_postgres::Client, model_id: i64) -> serde_json::Value {
@@ -120,7 +86,7 @@ async fn killed_pgmld_resumes_on_restart_and_ends_as_the_uninterrupted_run() {
     let model = tiny_bert(&texts);
     let m = model.display().to_string();
     let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
+    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
     let watch = direct(&db.name).await;
 
     // The uninterrupted run, for comparison.
@@ -258,7 +224,7 @@ async fn resume_from_checkpoint_after_a_cancel() {
     let model = tiny_bert(&texts);
     let m = model.display().to_string();
     let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows2(&data)).await;
+    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
     let p = Pgmld::start();
     let watch = p.connect(&db.name).await;
 

@@ -9,6 +9,7 @@ pub mod models;
 pub mod process;
 pub mod roles;
 pub mod serial;
+pub mod tuning;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -69,14 +70,7 @@ impl Pgmld {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn pgmld");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (mut child, rx) = spawn_reading_stdout(cmd);
         let mut addr = None;
         let mut metrics = None;
         let mut dashboard = None;
@@ -200,14 +194,7 @@ impl Worker {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn pgmld worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (mut child, rx) = spawn_reading_stdout(cmd);
         loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) if line.starts_with("pgmld worker ") => break,
@@ -241,6 +228,19 @@ impl Drop for Worker {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
+}
+
+/// Spawns `cmd` (stdout piped) and hands each line it prints to the returned channel.
+fn spawn_reading_stdout(mut cmd: Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd.spawn().expect("spawn pgmld");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }
 
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {

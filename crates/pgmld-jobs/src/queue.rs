@@ -190,6 +190,20 @@ pub async fn claim_locked(
     Ok(row.as_ref().map(claimed_row))
 }
 
+/// Whether the database `client` is connected to has the job queue (its pgml schema is
+/// migrated to 0008 or later).
+pub async fn exists(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
+             AND table_name = 'jobs' AND column_name = 'priority')",
+            &[],
+        )
+        .await
+        .map_err(pg("looking for pgml.jobs"))?;
+    Ok(row.get(0))
+}
+
 /// How many queued jobs a worker would claim before queued job `job_id` (higher priority,
 /// or the same priority and queued earlier), whatever their device.
 pub async fn ahead(client: &Client, job_id: i64) -> Result<i64> {

@@ -15,7 +15,7 @@ use pgmld_sql::{
 };
 
 use crate::options::TuneRequest;
-use crate::tuner::Tuner;
+use crate::tuner::{Tuned, Tuner};
 
 /// The SQL function, bound to a [`Tuner`].
 pub struct Tune {
@@ -51,12 +51,7 @@ impl Tune {
                     ParamSpec::optional("materialize_snapshot", SqlType::Bool, Value::Bool(false)),
                     ParamSpec::optional("wait", SqlType::Bool, Value::Bool(true)),
                 ],
-                returns: Returns::Table(vec![
-                    ("status", SqlType::Text),
-                    ("task", SqlType::Text),
-                    ("algorithm", SqlType::Text),
-                    ("deployed", SqlType::Bool),
-                ]),
+                returns: tune_columns(),
             },
             tuner,
         }
@@ -73,12 +68,27 @@ impl PgmlFunction for Tune {
         Box::pin(async move {
             let req = TuneRequest::from_args(&args).map_err(SqlError::from)?;
             let done = tuner.run(req, &ctx).await.map_err(SqlError::from)?;
-            Ok(Output::Rows(vec![vec![
-                Value::Text(done.status.into()),
-                Value::Text(done.task.name().into()),
-                Value::Text(done.algorithm),
-                Value::Bool(done.deployed),
-            ]]))
+            Ok(tune_row(done))
         })
     }
+}
+
+/// The columns pgml.tune returns (PostgresML's), which pgml.wait_job returns too.
+pub(crate) fn tune_columns() -> Returns {
+    Returns::Table(vec![
+        ("status", SqlType::Text),
+        ("task", SqlType::Text),
+        ("algorithm", SqlType::Text),
+        ("deployed", SqlType::Bool),
+    ])
+}
+
+/// The row of a tune, as [`tune_columns`] lays it out.
+pub(crate) fn tune_row(done: Tuned) -> Output {
+    Output::Rows(vec![vec![
+        Value::Text(done.status.into()),
+        Value::Text(done.task.name().into()),
+        Value::Text(done.algorithm),
+        Value::Bool(done.deployed),
+    ]])
 }

@@ -303,13 +303,7 @@ pub async fn drop_logs_after(client: &Client, model_id: i64, step: i64) -> Resul
 /// asked for with `resume_from_checkpoint`), keeping its checkpoint; the caller holds the
 /// job's lock.
 pub async fn requeue(client: &Client, model_id: i64, job_id: i64) -> Result<()> {
-    client
-        .execute(
-            "UPDATE pgml.models SET status = 'in_progress', error = NULL WHERE id = $1",
-            &[&model_id],
-        )
-        .await
-        .map_err(|e| TuneError::pg("reopening the model", e))?;
+    reopen_model(client, model_id).await?;
     client
         .execute(
             "UPDATE pgml.jobs SET status = 'queued', queued_at = clock_timestamp(), error = NULL, error_code = NULL, \
@@ -322,7 +316,7 @@ pub async fn requeue(client: &Client, model_id: i64, job_id: i64) -> Result<()> 
     Ok(())
 }
 
-/// Puts a claimed job's model back in progress (a job taken over from a dead worker).
+/// Puts a model back in progress (a claimed job taken over from a dead worker, a resume).
 pub async fn reopen_model(client: &Client, model_id: i64) -> Result<()> {
     client
         .execute(

@@ -400,15 +400,7 @@ pub async fn databases_with_jobs(tuner: &Tuner) -> Vec<String> {
 /// Whether `db`'s queue has a job a worker may take (see [`databases_with_jobs`]).
 async fn has_jobs(tuner: &Tuner, db: &str) -> Result<bool> {
     let client = tuner.connector.connect(db).await?;
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
-             AND table_name = 'jobs' AND column_name = 'priority')",
-            &[],
-        )
-        .await
-        .map_err(|e| TuneError::pg("looking for pgml.jobs", e))?;
-    if !row.get::<_, bool>(0) {
+    if !pgmld_jobs::queue::exists(&client).await? {
         return Ok(false);
     }
     for job in records::active_jobs(&client).await? {

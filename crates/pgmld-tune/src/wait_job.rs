@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use pgmld_sql::function::{CallFuture, ParamSpec};
-use pgmld_sql::{
-    Args, CallContext, Output, PgmlFunction, Returns, Signature, SqlError, SqlType, Value,
-};
+use pgmld_sql::{Args, CallContext, PgmlFunction, Signature, SqlError, SqlType};
 
 use crate::cancel_job::{job_id, visible_job};
 use crate::error::Result;
+use crate::function::{tune_columns, tune_row};
 use crate::submit::OnInterrupt;
 use crate::tuner::{Tuned, Tuner};
 
@@ -30,12 +29,7 @@ impl WaitJob {
             signature: Signature {
                 name: "wait_job",
                 params: vec![ParamSpec::required("job_id", SqlType::Int8)],
-                returns: Returns::Table(vec![
-                    ("status", SqlType::Text),
-                    ("task", SqlType::Text),
-                    ("algorithm", SqlType::Text),
-                    ("deployed", SqlType::Bool),
-                ]),
+                returns: tune_columns(),
             },
             tuner,
         }
@@ -59,12 +53,7 @@ impl PgmlFunction for WaitJob {
         Box::pin(async move {
             let id = job_id(&args, "wait_job").map_err(SqlError::from)?;
             let done = wait(&tuner, &ctx, id).await.map_err(SqlError::from)?;
-            Ok(Output::Rows(vec![vec![
-                Value::Text(done.status.into()),
-                Value::Text(done.task.name().into()),
-                Value::Text(done.algorithm),
-                Value::Bool(done.deployed),
-            ]]))
+            Ok(tune_row(done))
         })
     }
 }

@@ -254,17 +254,9 @@ async fn databases(
 async fn with_queue(tuner: &Tuner) -> crate::error::Result<Vec<String>> {
     let mut out = Vec::new();
     for db in tuner.connector.databases().await? {
-        let Ok(client) = tuner.connector.shared(&db).await else { continue };
-        let has = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'pgml' \
-                 AND table_name = 'jobs' AND column_name = 'priority')",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false);
-        if has {
+        // A short connection: databases without the queue get none kept open.
+        let Ok(client) = tuner.connector.connect(&db).await else { continue };
+        if queue::exists(&client).await.unwrap_or(false) {
             out.push(db);
         }
     }
