@@ -252,7 +252,8 @@ async fn a_running_tunes_curve_gains_points_in_headless_chromium() {
         ),
     );
     let client = connect_as(&p, &db.name, r).await;
-    let hp = r#"{"training_args": {"learning_rate": 1e-3, "num_train_epochs": 3, "per_device_train_batch_size": 8,
+    // Long enough for several of the page's redraws (every 2 s) on a loaded machine.
+    let hp = r#"{"training_args": {"learning_rate": 1e-3, "num_train_epochs": 8, "per_device_train_batch_size": 8,
         "logging_steps": 1, "seed": 3, "eval_strategy": "steps", "eval_steps": 20},
         "dataset_args": {"text_column": "text", "class_column": "class"}}"#;
     let sql = format!(
@@ -302,7 +303,7 @@ async fn a_running_tunes_curve_gains_points_in_headless_chromium() {
     let mut seen = vec![browser.script(points).await.as_i64().unwrap()];
     let mut shot = None;
     while !tune.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let still_live =
             browser.script("return document.querySelector('#chart').dataset.live").await;
         if still_live != "on" {
