@@ -328,6 +328,16 @@ ensure_node_deps() {
     echo "$want" >"$stamp"
 }
 
+# gloo's headers (Debian's libgloo-dev): crates/pgmld-kernels compiles c10d's Gloo process
+# group against them; the torch wheel ships libtorch's compiled gloo but not its headers.
+ensure_gloo_headers() {
+    if [ -f /usr/include/gloo/algorithm.h ]; then
+        log "gloo headers present"
+        return
+    fi
+    apt_install libgloo-dev
+}
+
 # Debian's Chromium and its WebDriver, for the dashboard's browser test (tests/dashboard.rs).
 ensure_browser() {
     if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
@@ -340,6 +350,7 @@ ensure_browser() {
 cmd_deps() {
     ensure_postgres
     ensure_libtorch
+    ensure_gloo_headers
     ensure_python_deps
     ensure_data_packages
     ensure_mlref

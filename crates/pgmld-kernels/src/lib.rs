@@ -2,9 +2,12 @@
 //! compiled by `build.rs` against the torch wheel's own headers): today the fused AdamW
 //! update `torch.optim.AdamW(fused=True)` runs, which the Hugging Face Trainer uses by
 //! default (`adamw_torch_fused`). Per parameter it is one pass over the memory instead of
-//! the eight tensor operations of an update written with tch's ops.
+//! the eight tensor operations of an update written with tch's ops. And PyTorch's c10d
+//! ([`dist`]: TCPStore and the Gloo process group) for data-parallel training.
 
 #![warn(missing_docs)]
+
+pub mod dist;
 
 use std::ffi::{c_char, c_void, CStr};
 

@@ -177,6 +177,11 @@ impl TrainTask for CausalTask<'_> {
         self.scale = 1.0 / step_labels as f64;
     }
 
+    /// `begin_step` normalises by the label tokens of the whole (global) step already.
+    fn shard_weight(&self, _shard: &[usize], _full: &[usize]) -> f64 {
+        1.0
+    }
+
     fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor {
         let batch = make_batch(self.train, idx, self.pad_id, self.device());
         let summed = if self.checkpointing {

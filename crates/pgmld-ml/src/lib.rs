@@ -35,8 +35,8 @@ pub use sentence::SentenceEncoder;
 pub use text_classification::{ClassScores, ClassifyInput, ScoreFn, TextClassifier};
 pub use tokenize::{Batch, Encoded, TextTokenizer};
 pub use train::{
-    evaluate, train_classifier, ClassifierTask, EvalMetrics, Example, SavePoint, TrainEvent,
-    TrainOutcome,
+    evaluate, train_classifier, train_classifier_data_parallel, ClassifierTask, EvalMetrics,
+    Example, SavePoint, TrainEvent, TrainOutcome,
 };
 
 /// Mean of `last_hidden_state` `[batch, seq, hidden]` over the tokens where

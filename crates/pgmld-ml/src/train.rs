@@ -250,6 +250,39 @@ pub fn train_classifier(
     should_stop: impl Fn() -> bool,
     resume_from: Option<&Path>,
 ) -> Result<TrainOutcome> {
+    let hooks = Hooks { on_event, on_save, should_stop };
+    fit(model, tokenizer, (train, eval), args, hooks, resume_from, None)
+}
+
+/// [`train_classifier`] as one rank of a data-parallel run over `group`
+/// ([`pgmld_train::train_data_parallel`]): every rank passes the same data and arguments;
+/// `per_device_train_batch_size` is each rank's part of the global batch.
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier_data_parallel(
+    model: &mut Classifier,
+    tokenizer: &TextTokenizer,
+    train: &[Example],
+    eval: &[Example],
+    args: &TrainingArgs,
+    on_event: impl FnMut(TrainEvent),
+    on_save: impl FnMut(&SavePoint<'_, '_>),
+    should_stop: impl Fn() -> bool,
+    resume_from: Option<&Path>,
+    group: &mut pgmld_train::ProcessGroup,
+) -> Result<TrainOutcome> {
+    let hooks = Hooks { on_event, on_save, should_stop };
+    fit(model, tokenizer, (train, eval), args, hooks, resume_from, Some(group))
+}
+
+fn fit(
+    model: &mut Classifier,
+    tokenizer: &TextTokenizer,
+    (train, eval): (&[Example], &[Example]),
+    args: &TrainingArgs,
+    hooks: Hooks<impl FnMut(TrainEvent), impl FnMut(&SavePoint<'_, '_>), impl Fn() -> bool>,
+    resume_from: Option<&Path>,
+    group: Option<&mut pgmld_train::ProcessGroup>,
+) -> Result<TrainOutcome> {
     args.validate()?;
     if train.is_empty() {
         return Err(pgmld_train::Error::Data("the training set is empty".into()).into());
@@ -268,8 +301,10 @@ pub fn train_classifier(
         gradient_checkpointing: args.gradient_checkpointing,
         eval_batch_size: args.per_device_eval_batch_size,
     };
-    let hooks = Hooks { on_event, on_save, should_stop };
-    let run = pgmld_train::train(&mut task, args, hooks, resume_from)?;
+    let run = match group {
+        Some(g) => pgmld_train::train_data_parallel(&mut task, args, hooks, resume_from, g)?,
+        None => pgmld_train::train(&mut task, args, hooks, resume_from)?,
+    };
     Ok(TrainOutcome {
         train: run.metrics(run.runtime),
         eval: run.eval,

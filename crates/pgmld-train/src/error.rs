@@ -76,6 +76,10 @@ pub enum Error {
     /// Training was cancelled by the caller.
     #[error("training cancelled")]
     Cancelled,
+    /// A collective of data-parallel training failed: a rank died, hung past the group's
+    /// timeout, or the ranks disagree (c10d's message).
+    #[error("data-parallel training failed: {0}")]
+    DataParallel(String),
 }
 
 /// Result alias for this crate.

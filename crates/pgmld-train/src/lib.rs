@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod batching;
+pub mod data_parallel;
 pub mod device;
 pub mod error;
 pub mod events;
@@ -29,9 +30,11 @@ pub use device::{best_device, load_cuda};
 pub use error::{Error, Result};
 pub use events::{LogEvent, TrainEvent, TrainMetrics, TrainSummary};
 pub use optim::AdamW;
+/// The c10d store and process group data-parallel training runs over.
+pub use pgmld_kernels::dist::{ProcessGroup, Store};
 pub use task::{StepOptimizer, TrainTask};
 pub use train_state::{load_checkpoint, Checkpoint, TrainState};
-pub use trainer::{train, Hooks, SavePoint};
+pub use trainer::{train, train_data_parallel, Hooks, SavePoint};
 pub use training_args::{
     EvalStrategy, HubStrategy, LrSchedulerType, Optim, Secret, TokenizerArgs, TrainingArgs,
 };

@@ -92,6 +92,15 @@ pub trait TrainTask {
     /// `autocast`; returns its contribution to the step's loss, detached.
     fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor;
 
+    /// In data-parallel training, the weight of this rank's part `shard` of the global
+    /// micro-batch `full` once its [`TrainTask::forward_backward`] contribution is summed
+    /// over the ranks: its share of the examples for a loss averaged per micro-batch (the
+    /// default), 1 for a loss [`TrainTask::begin_step`] already normalises over the whole
+    /// step (it is given the global micro-batches).
+    fn shard_weight(&self, shard: &[usize], full: &[usize]) -> f64 {
+        shard.len() as f64 / full.len().max(1) as f64
+    }
+
     /// Evaluates on the held-out set (no dropout, no gradients); `None` when there is none.
     fn evaluate(&self) -> Result<Option<Self::Metrics>, Self::Error>;
 }

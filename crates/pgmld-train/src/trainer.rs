@@ -17,6 +17,7 @@ use std::time::Instant;
 use tch::Device;
 
 use crate::batching::epoch_batches;
+use crate::data_parallel::{all_reduce_step, grads_of, shard, Weighting};
 use crate::device::cuda_autocast_bf16;
 use crate::error::Error;
 use crate::events::{TrainEvent, TrainSummary};
@@ -27,6 +28,8 @@ use crate::train_state::{
     begin_checkpoint, finish_checkpoint, load_checkpoint, load_weights, TrainState, OPTIMIZER_FILE,
 };
 use crate::training_args::TrainingArgs;
+use pgmld_kernels::dist::ProcessGroup;
+use tch::Tensor;
 
 /// What `on_save` receives every `save_steps`: the step, the task (its model) and what a
 /// resumable checkpoint needs.
@@ -107,19 +110,66 @@ fn total_steps(args: &TrainingArgs, updates_per_epoch: i64) -> i64 {
 pub fn train<T: TrainTask>(
     task: &mut T,
     args: &TrainingArgs,
-    mut hooks: Hooks<
+    hooks: Hooks<
         impl FnMut(TrainEvent<T::Metrics>),
         impl FnMut(&SavePoint<'_, T>),
         impl Fn() -> bool,
     >,
     resume_from: Option<&Path>,
 ) -> Result<TrainSummary<T::Metrics>, T::Error> {
+    run(task, args, hooks, resume_from, None)
+}
+
+/// [`train`] as rank `group.rank()` of a data-parallel run over `group` (see
+/// [`crate::data_parallel`]): the global micro-batch is `per_device_train_batch_size` ×
+/// `group.world()` examples, each rank runs its part, the gradients and the step loss are
+/// summed over the ranks before clipping. Rank 0's weights are broadcast first. With the
+/// same global batch, the weights, losses and metrics equal a single-process run's (up to
+/// the order of floating-point sums) when dropout is off; each rank seeds its dropout
+/// masks with its rank, so they differ otherwise. Every rank evaluates and calls its hooks:
+/// give the others hooks that report and save nothing. A rank's failure fails the others'
+/// next collective ([`Error::DataParallel`]).
+pub fn train_data_parallel<T: TrainTask>(
+    task: &mut T,
+    args: &TrainingArgs,
+    hooks: Hooks<
+        impl FnMut(TrainEvent<T::Metrics>),
+        impl FnMut(&SavePoint<'_, T>),
+        impl Fn() -> bool,
+    >,
+    resume_from: Option<&Path>,
+    group: &mut ProcessGroup,
+) -> Result<TrainSummary<T::Metrics>, T::Error> {
+    run(task, args, hooks, resume_from, Some(group))
+}
+
+fn run<T: TrainTask>(
+    task: &mut T,
+    args: &TrainingArgs,
+    mut hooks: Hooks<
+        impl FnMut(TrainEvent<T::Metrics>),
+        impl FnMut(&SavePoint<'_, T>),
+        impl Fn() -> bool,
+    >,
+    resume_from: Option<&Path>,
+    mut group: Option<&mut ProcessGroup>,
+) -> Result<TrainSummary<T::Metrics>, T::Error> {
     tch::manual_seed(args.seed as i64);
     let device = task.device();
     let autocast = args.bf16 && device != Device::Cpu && cuda_autocast_bf16();
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
 
     let lengths = task.lengths();
-    let (bs, accum) = (args.per_device_train_batch_size, args.gradient_accumulation_steps);
+    if lengths.len() < world {
+        return Err(Error::DataParallel(format!(
+            "{} training examples for {world} ranks: each rank needs at least one",
+            lengths.len()
+        ))
+        .into());
+    }
+    let accum = args.gradient_accumulation_steps;
+    // The global micro-batch: what one rank of a single-process run would take.
+    let bs = args.per_device_train_batch_size * world;
     let updates_per_epoch = lengths.len().div_ceil(bs).div_ceil(accum) as i64;
     let total_steps = total_steps(args, updates_per_epoch);
 
@@ -133,6 +183,11 @@ pub fn train<T: TrainTask>(
         st = ck.state;
     }
     let params = task.clipped_parameters(&opt);
+    if let Some(g) = group.as_deref_mut() {
+        // Every rank starts from rank 0's weights (a fresh head or a checkpoint's).
+        let vars: Vec<Tensor> = task.trained_vars().trainable_variables();
+        g.broadcast_(&vars, 0).map_err(|e| Error::DataParallel(e.to_string()))?;
+    }
 
     let mut losses = StepLosses::new(&st, device);
     let (start_step, start_samples) = (st.global_step, st.samples);
@@ -141,19 +196,33 @@ pub fn train<T: TrainTask>(
     'outer: while st.global_step < total_steps {
         let batches = epoch_batches(&lengths, bs, args.seed, st.epoch_index);
         let done_groups = st.micro_batches_done_in_epoch.div_ceil(accum);
-        for (group_no, group) in batches.chunks(accum).enumerate().skip(done_groups) {
+        for (group_no, step_group) in batches.chunks(accum).enumerate().skip(done_groups) {
             if st.global_step >= total_steps {
                 break 'outer;
             }
-            task.begin_step(group);
+            task.begin_step(step_group);
             let mut step_loss = losses.zero();
-            for (micro, idx) in group.iter().enumerate() {
+            let mut weighting = Weighting::new();
+            for (micro, full) in step_group.iter().enumerate() {
                 if (hooks.should_stop)() {
                     return Err(Error::Cancelled.into());
                 }
-                let seed = dropout_seed(args.seed, st.global_step, micro);
-                step_loss += task.forward_backward(idx, seed, autocast);
-                st.samples += idx.len() as u64;
+                // Rank 0 draws a single process's masks; the others their own.
+                let seed = dropout_seed(args.seed, st.global_step, micro)
+                    .wrapping_add(rank as i64 * 1_000_003);
+                let idx = shard(full, rank, world);
+                if world == 1 {
+                    step_loss += task.forward_backward(idx, seed, autocast);
+                } else if !idx.is_empty() {
+                    let w = task.shard_weight(idx, full);
+                    weighting.before(&params, w);
+                    step_loss += task.forward_backward(idx, seed, autocast) * w;
+                }
+                st.samples += full.len() as u64;
+            }
+            if let Some(g) = group.as_deref_mut() {
+                weighting.finish(&params);
+                all_reduce_step(g, &grads_of(&params), &step_loss)?;
             }
             // Optimizer step `global_step` (0-based) uses the scheduled learning rate.
             let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
