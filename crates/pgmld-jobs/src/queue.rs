@@ -190,6 +190,23 @@ pub async fn claim_locked(
     Ok(row.as_ref().map(claimed_row))
 }
 
+/// Marks job `job_id` as entering the queue now (`queued_at`): the time it waited before
+/// was its own preparation (reading and storing its training data).
+pub async fn mark_queued(client: &Client, job_id: i64) -> Result<()> {
+    client
+        .execute("UPDATE pgml.jobs SET queued_at = clock_timestamp() WHERE id = $1", &[&job_id])
+        .await
+        .map_err(pg("queueing the job"))?;
+    Ok(())
+}
+
+/// Releases queued job `job_id`, recorded and locked on `client`, to the workers: its lock
+/// is released, and `NOTIFY pgml_jobs_queued` wakes idle workers.
+pub async fn release(client: &Client, job_id: i64) -> Result<()> {
+    unlock(client, job_id).await?;
+    crate::notify::notify(client, crate::notify::QUEUED, &job_id.to_string()).await
+}
+
 /// Whether the database `client` is connected to has the job queue (its pgml schema is
 /// migrated to 0008 or later).
 pub async fn exists(client: &Client) -> Result<bool> {

@@ -118,6 +118,7 @@ impl Tuner {
         if let Some(t) = s.token {
             self.jobs.hand_token(db, job_id, t);
         }
+        queue::mark_queued(&client, job_id).await?;
         let mut local = None;
         if let Some((slot, _, label)) = self.jobs.take_slot(s.device) {
             match queue::claim_locked(&client, &this_worker(), job_id, &label).await {
@@ -133,8 +134,7 @@ impl Tuner {
             // The connection that holds the job's lock runs it.
             Some((slot, claimed)) => crate::worker::start(self, client, db, claimed, slot),
             None => {
-                queue::unlock(&client, job_id).await?;
-                notify::notify(&client, notify::QUEUED, &job_id.to_string()).await?;
+                queue::release(&client, job_id).await?;
                 self.jobs.watch(db);
                 let ahead = queue::ahead(&client, job_id).await.unwrap_or(0);
                 if ahead > 0 {
