@@ -4,7 +4,8 @@
 //! - [`deploy`]: `pgml.deploy`, which picks the model a project serves.
 //! - [`function`]: the SQL signature; [`tuner`]: a call dispatched to a new
 //!   [`classification`] or [`conversation`] tune or a [`resume`]; [`lifecycle`]: a recorded
-//!   model's training, progress, checkpoints, files and deployment, for both tasks.
+//!   model's training, progress, checkpoints, files and deployment, for both tasks, over
+//!   its [`run_data`] (the rows it trains on).
 //! - [`options`]: arguments and hyperparameters; [`data`] and [`split`]: the training
 //!   relation, labels and the train/test split.
 //! - [`submit`]: a tune queued as a `pgml.jobs` row and the calling session waiting for it
@@ -13,8 +14,10 @@
 //! - [`pool`] and [`job`]: worker threads and what runs on them ([`training_run`]: what
 //!   both tasks' runs share); [`progress`]: notice and
 //!   log JSON; [`records`]: the pgml schema rows; [`access`]: reading the training
-//!   relation as the caller; [`resume`]: `resume_from_checkpoint`,
-//!   checkpoints' training data and the startup scan that resumes jobs orphaned by a crash.
+//!   relation as the caller; [`resume`]: a claimed job's run (fresh or from its
+//!   checkpoint), `resume_from_checkpoint`, the stored training data and the startup scan
+//!   for databases with jobs to take over; [`cancel_job`] and [`wait_job`]: the SQL
+//!   functions of a job.
 //! - Where `model_name` points, model files in pgml.files and who may use a model are the
 //!   model registry's ([`pgmld_models`]), which pgml.transform shares.
 //! - [`push`] and [`push_relay`]: `push_to_hub`, the uploader thread and its events relayed
@@ -40,6 +43,7 @@ pub mod push;
 pub mod push_relay;
 pub mod records;
 pub mod resume;
+pub mod run_data;
 pub mod split;
 pub mod submit;
 pub mod training_run;

@@ -7,105 +7,28 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use pgmld_ml::Example;
 use pgmld_sql::CallContext;
 use serde_json::{json, Map, Value as Json};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::conversation::data::ChatRow;
-use crate::conversation::job::{postgresml_default_lora, ConversationSpec};
+use crate::conversation::job::postgresml_default_lora;
 use crate::error::{Result, TuneError};
-use crate::job::{Outcome, Progress, RunDirs, TrainSpec, Work};
+use crate::job::{Outcome, Progress, RunDirs, Work};
 use crate::options::{Task, TestSize, TuneRequest};
 use crate::push::{PushEvent, PushSetup, Pusher};
 use crate::push_relay::{card_metrics, next_push_event, push_final, relay, HubPush};
+pub(crate) use crate::run_data::RunData;
 use crate::submit::Submission;
 use crate::tuner::{info, warning, Tuned, Tuner};
 use pgmld_models::{files, resolve};
 
-use crate::{progress, records, resume};
+use crate::{progress, records};
 use pgmld_hub::card::{self, ModelCard};
 
 /// How often a running job beats its heartbeat and looks for a cancel from another
 /// session.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What a run trains on, by task, after the split and in training order.
-pub(crate) enum RunData {
-    /// Labelled texts.
-    Classification {
-        /// Class names by id.
-        labels: Vec<String>,
-        /// Training examples.
-        train: Arc<Vec<Example>>,
-        /// Held-out examples.
-        eval: Arc<Vec<Example>>,
-    },
-    /// Exchanges for a LoRA adapter.
-    Conversation {
-        /// What the adapter records as its base (see `conversation::base`).
-        base_name: String,
-        /// Training exchanges.
-        train: Arc<Vec<ChatRow>>,
-        /// Held-out exchanges.
-        eval: Arc<Vec<ChatRow>>,
-    },
-}
-
-impl RunData {
-    /// (training, evaluation) rows.
-    fn rows(&self) -> (usize, usize) {
-        match self {
-            RunData::Classification { train, eval, .. } => (train.len(), eval.len()),
-            RunData::Conversation { train, eval, .. } => (train.len(), eval.len()),
-        }
-    }
-
-    /// The label names (none for conversations).
-    fn labels(&self) -> Vec<String> {
-        match self {
-            RunData::Classification { labels, .. } => labels.clone(),
-            RunData::Conversation { .. } => Vec::new(),
-        }
-    }
-
-    /// `checkpoint/dataset.jsonl`: what a resume trains on.
-    fn encode(&self) -> Vec<u8> {
-        match self {
-            RunData::Classification { labels, train, eval } => {
-                resume::encode_dataset(labels, train, eval)
-            }
-            RunData::Conversation { train, eval, .. } => resume::encode_chat_dataset(train, eval),
-        }
-    }
-
-    /// The worker's job.
-    fn work(&self, req: &TuneRequest, base: &Path, dirs: RunDirs) -> Work {
-        match self {
-            RunData::Classification { labels, train, eval } => Work::Classification(TrainSpec {
-                model_dir: base.to_path_buf(),
-                labels: labels.clone(),
-                train: train.clone(),
-                eval: eval.clone(),
-                training: req.training.clone(),
-                tokenizer: req.tokenizer.clone(),
-                dirs,
-            }),
-            RunData::Conversation { base_name, train, eval } => {
-                Work::Conversation(ConversationSpec {
-                    base: base.to_path_buf(),
-                    base_name: base_name.clone(),
-                    train: train.clone(),
-                    eval: eval.clone(),
-                    training: req.training.clone(),
-                    options: req.conversation.clone(),
-                    dirs,
-                })
-            }
-        }
-    }
-}
 
 /// A model row and what its training needs: a new tune's, or a resumed one's.
 pub(crate) struct Run {
