@@ -132,6 +132,7 @@ impl LocalJobs {
             .lock()
             .map(|s| s.iter().filter(|s| !s.busy).map(|s| s.kind).collect())
             .unwrap_or_default();
+        kinds.sort_by_key(|k| k.name());
         kinds.dedup();
         kinds
     }
@@ -370,8 +371,19 @@ pub(crate) fn start(
 }
 
 /// What goes to a job's channel: a notice, or its end (after its row says how it ended).
+/// A message longer than NOTIFY's payload allows is cut (at a character boundary, with
+/// an ellipsis) so that the payload stays whole JSON.
 fn notice_payload(severity: &str, message: &str) -> String {
-    json!({"severity": severity, "message": message}).to_string()
+    let payload = json!({"severity": severity, "message": message}).to_string();
+    if payload.len() <= notify::MAX_PAYLOAD {
+        return payload;
+    }
+    // JSON escaping makes a byte at most six (a control character); 64 for the rest.
+    let mut end = ((notify::MAX_PAYLOAD - 64) / 6).min(message.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    json!({"severity": severity, "message": format!("{}…", &message[..end])}).to_string()
 }
 
 /// The payload that ends a job's channel.
@@ -511,4 +523,23 @@ async fn record_error(
         .await
         .map_err(|e| TuneError::pg("ending the job", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notices_stay_whole_json_within_notify_s_limit() {
+        let short = notice_payload("INFO", "hello \"you\"");
+        let v: serde_json::Value = serde_json::from_str(&short).unwrap();
+        assert_eq!(v["message"], "hello \"you\"");
+        for message in ["é".repeat(6000), "\u{1}".repeat(9000), "x".repeat(20_000)] {
+            let p = notice_payload("WARNING", &message);
+            assert!(p.len() <= notify::MAX_PAYLOAD, "{}", p.len());
+            let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+            assert!(v["message"].as_str().unwrap().ends_with('…'));
+            assert_ne!(p, END);
+        }
+    }
 }
