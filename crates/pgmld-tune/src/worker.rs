@@ -446,17 +446,32 @@ async fn run_claimed(
     }
     let token = tuner.jobs.take_token(db, job_id);
     let (model_id, project_id) = (claimed.model_id, claimed.project_id);
-    let done = tuner.run_job(client, &ctx, claimed, token, slot).await;
-    if matches!(done, Err(TuneError::Released)) {
-        tracing::info!(database = db, job_id, "released the job to the queue (shutting down)");
-        // The waiting session keeps listening: the next worker sends the end.
-        let _ = tx.send(STOP.to_string());
-        let _ = relay.await;
-        if let Ok(mut r) = tuner.jobs.running.lock() {
-            r.remove(&(db.to_string(), job_id));
+    let last = match tuner.run_job(client, &ctx, claimed, token, slot).await {
+        Err(TuneError::Released) => {
+            tracing::info!(database = db, job_id, "released the job to the queue (shutting down)");
+            // The waiting session keeps listening: the next worker sends the end.
+            STOP
         }
-        return;
+        done => {
+            record_end(tuner, db, (job_id, model_id, project_id), done).await;
+            END
+        }
+    };
+    let _ = tx.send(last.to_string());
+    let _ = relay.await;
+    if let Ok(mut r) = tuner.jobs.running.lock() {
+        r.remove(&(db.to_string(), job_id));
     }
+}
+
+/// Records how a job ended (its result, or its error's SQLSTATE, message and hint) for the
+/// session that waits for it, and logs it.
+async fn record_end(
+    tuner: &Tuner,
+    db: &str,
+    (job_id, model_id, project_id): (i64, Option<i64>, i64),
+    done: crate::error::Result<crate::tuner::Tuned>,
+) {
     let done = done.map_err(|e| (e.reason(), SqlError::from(e)));
     let recorded = match tuner.connector.shared(db).await {
         Ok(c) => match &done {
@@ -492,11 +507,6 @@ async fn run_claimed(
                 e.message
             )
         }
-    }
-    let _ = tx.send(END.to_string());
-    let _ = relay.await;
-    if let Ok(mut r) = tuner.jobs.running.lock() {
-        r.remove(&(db.to_string(), job_id));
     }
 }
 
