@@ -129,6 +129,10 @@ fn tuner(
         file_part_bytes: config.file_part_bytes,
         hub_token: config.hub_token().map(str::to_string),
         jobs: Arc::default(),
+        dist: pgmld_tune::DistOptions {
+            host: config.dist_host.clone().filter(|h| !h.trim().is_empty()),
+            rendezvous_timeout: std::time::Duration::from_secs(config.rendezvous_timeout_secs),
+        },
     }))
 }
 

@@ -283,6 +283,14 @@ async fn async_tunes_are_waited_for_later_and_a_job_no_worker_can_run_says_why()
     support::expect_err(&c, &queued("bad", &bad), "22023", "\"tpu\"").await;
     let bad = SHORT.replacen('{', r#"{"priority": "high", "#, 1);
     support::expect_err(&c, &queued("bad", &bad), "22023", "priority").await;
+    let bad = SHORT.replacen("\"max_steps\"", r#""world_size": 0, "max_steps""#, 1);
+    support::expect_err(
+        &c,
+        &queued("bad", &bad),
+        "22023",
+        "world_size must be between 1 and 256, got 0",
+    )
+    .await;
 
     // Ctrl-C on pgml.wait_job stops the wait; the job goes on until pgml.cancel_job.
     let long = r#"{"training_args": {"num_train_epochs": 500, "logging_steps": 2}, "tokenizer_args": {"max_length": 32}}"#;

@@ -747,3 +747,92 @@ async fn create_table_rows(db: &str, rows: &[Vec<String>]) {
             .unwrap();
     }
 }
+
+/// A LoRA adapter's tensors from its stored safetensors bytes.
+fn adapter_tensors(bytes: &[u8]) -> Vec<(String, tch::Tensor)> {
+    let file = support::temp_dir("pgmld-dp-adapter").join("adapter_model.safetensors");
+    std::fs::write(&file, bytes).unwrap();
+    let mut t = tch::Tensor::read_safetensors(&file).unwrap();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_trained_by_two_workers_equals_one_process() {
+    let _one_at_a_time = support::serial::model_test().await;
+    let (rows, words) = tiny_exchanges();
+    let m = tiny_llama(&words).display().to_string();
+    let db = TestDb::create();
+    create_table(&db.name, "chats", &["instruction", "input", "output"], &rows).await;
+    let front = Pgmld::start_with(Start {
+        env: vec![("PGMLD_TRAIN_WORKERS".into(), "0".into())],
+        ..Start::default()
+    });
+    let c = front.connect(&db.name).await;
+    c.query_one("SELECT pgml.version()", &[]).await.unwrap();
+    let env = [
+        ("PGMLD_RENDEZVOUS_TIMEOUT_SECS", "30"),
+        ("PGMLD_DIST_HOST", "127.0.0.1"),
+        ("PGMLD_TORCH_THREADS", "1"),
+    ];
+    let (w1, w2) = (
+        support::Worker::start("cpu", &[&db.name], &env),
+        support::Worker::start("cpu", &[&db.name], &env),
+    );
+    let logs = || format!("{}\n{}\n{}", front.log_text(), w1.log_text(), w2.log_text());
+    // The global batch is 4 either way; LoRA dropout off, so the ranks' sum is exact.
+    let hp = |batch: usize, world: usize| {
+        format!(
+            r#"{{"training_args": {{"learning_rate": 1e-3, "per_device_train_batch_size": {batch}, "world_size": {world},
+            "max_steps": 10, "logging_steps": 1, "seed": 5}},
+            "dataset_args": {{"system_column": "instruction", "user_column": "input", "assistant_column": "output"}},
+            "lora_config": {{"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}},
+            "prompt_template": "{{system}} {{user}} => {{assistant}}", "max_seq_length": 32}}"#
+        )
+    };
+    for (project, batch, world) in [("single", 4, 1), ("two-ranks", 2, 2)] {
+        let row = c
+            .query_one(tune_sql(project, "chats", &m, &hp(batch, world)).as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+        assert_eq!(row.get::<_, String>(0), "successful");
+    }
+    let ranks: Option<i32> = c
+        .query_one(
+            "SELECT j.ranks FROM pgml.jobs j JOIN pgml.projects p ON p.id = j.project_id WHERE p.name = 'two-ranks'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ranks, Some(2), "{}", logs());
+    let single_id: i64 = c.query_one(CONV_JOB, &[&"single"]).await.unwrap().get(3);
+    let two_id: i64 = c.query_one(CONV_JOB, &[&"two-ranks"]).await.unwrap().get(3);
+    let (a, b) = (run_result(&c, two_id).await, run_result(&c, single_id).await);
+    assert_eq!(a.logs.len(), b.logs.len());
+    for (x, y) in a.logs.iter().zip(&b.logs) {
+        assert_eq!(x.0, y.0);
+        for (p, q) in [(x.1, y.1), (x.2, y.2)] {
+            assert!(
+                (p.unwrap_or(0.0) - q.unwrap_or(0.0)).abs() < 1e-5,
+                "step {}: {x:?} vs {y:?}",
+                x.0
+            );
+        }
+    }
+    assert!((a.train_loss - b.train_loss).abs() < 1e-5 && (a.eval_loss - b.eval_loss).abs() < 1e-5);
+    let (ta, tb) = (adapter_tensors(&a.adapter), adapter_tensors(&b.adapter));
+    assert_eq!(ta.len(), tb.len());
+    let d = ta
+        .iter()
+        .zip(&tb)
+        .map(|((n, x), (_, y))| {
+            let d = (x - y).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{n} differs by {d}");
+            d
+        })
+        .fold(0.0, f64::max);
+    println!(
+        "conversation, world_size 2 vs one process after 10 steps: max |w - w_single| = {d:e}"
+    );
+}

@@ -51,6 +51,11 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize, path: &Path) {
 /// A tiny BERT (2 layers, hidden 64) with fresh weights and a tokenizer trained on
 /// `texts`, in a new directory laid out as a Hugging Face checkpoint.
 pub fn tiny_bert(texts: &[String]) -> PathBuf {
+    tiny_bert_with_dropout(texts, 0.1)
+}
+
+/// [`tiny_bert`] with dropout `p` (0: a data-parallel run can equal a single process).
+pub fn tiny_bert_with_dropout(texts: &[String], p: f64) -> PathBuf {
     let dir = super::temp_dir("pgmld-tiny-bert");
     train_tokenizer(texts, 2000, &dir.join("tokenizer.json"));
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
@@ -58,7 +63,7 @@ pub fn tiny_bert(texts: &[String]) -> PathBuf {
         "model_type": "bert", "vocab_size": tok.get_vocab_size(true), "hidden_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
         "hidden_act": "gelu", "max_position_embeddings": 128, "type_vocab_size": 2,
-        "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1
+        "layer_norm_eps": 1e-12, "hidden_dropout_prob": p, "attention_probs_dropout_prob": p
     });
     tch::manual_seed(0);
     let model = pgmld_ml::Classifier::new(config, 2, tch::Device::Cpu).unwrap();

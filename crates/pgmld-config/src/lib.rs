@@ -122,6 +122,14 @@ pub struct Config {
     /// The longest, in milliseconds, an idle worker waits before it looks at the queue
     /// again; it also wakes at once on `NOTIFY pgml_jobs_queued`. Default `1000`.
     pub job_poll_ms: u64,
+    /// How long, in seconds, the worker that claims a data-parallel job
+    /// (`training_args.world_size` > 1) waits for other workers to join it as ranks before
+    /// it trains with those that did (the global batch stays the same). Default `10`.
+    pub rendezvous_timeout_secs: u64,
+    /// The address other workers reach this one at for data-parallel training (its c10d
+    /// store and Gloo connections): a host name or IP of this machine. Default: unset, the
+    /// machine's host name.
+    pub dist_host: Option<String>,
     /// Directories `pgml.load_dataset` may read local files from (after resolving symlinks
     /// and `..`), as an environment variable comma-separated. Reading any server file also
     /// needs what `COPY ... FROM '<file>'` needs: a superuser or a member of
@@ -213,6 +221,8 @@ impl Default for Config {
             worker_databases: Vec::new(),
             job_lease_secs: 60,
             job_poll_ms: 1000,
+            rendezvous_timeout_secs: 10,
+            dist_host: None,
             dataset_dirs: Vec::new(),
             openai_listen: None,
             openai_api_keys: None,
@@ -377,6 +387,8 @@ pub const FIELDS: &[&str] = &[
     "worker_databases",
     "job_lease_secs",
     "job_poll_ms",
+    "rendezvous_timeout_secs",
+    "dist_host",
     "dataset_dirs",
     "openai_listen",
     "openai_api_keys",
@@ -600,6 +612,7 @@ mod tests {
             openai_password: Some(SecretString::new("x")),
             dashboard_listen: Some("x".into()),
             torch_threads: Some(1),
+            dist_host: Some("x".into()),
             ..Config::default()
         })
         .unwrap();

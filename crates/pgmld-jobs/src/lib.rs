@@ -14,6 +14,8 @@
 //!   one is marked, and its worker stops it at its next poll.
 //! - **Workers** ([`registry`]): each pgmld that serves the queue records its devices and
 //!   a heartbeat in `pgml.workers`, so a job no live worker can run is reported.
+//! - **Data-parallel jobs** ([`ranks`]): the worker that claims a job with `world_size` > 1
+//!   publishes its c10d store in the job row and other workers join it as ranks.
 //! - **Channels** ([`notify`]): NOTIFY wakes idle workers when a job is queued, carries a
 //!   job's progress to whichever session waits for it, and a cancel to its worker.
 
@@ -24,6 +26,7 @@ pub mod error;
 pub mod lease;
 pub mod notify;
 pub mod queue;
+pub mod ranks;
 pub mod registry;
 
 pub use device::DeviceKind;

@@ -145,12 +145,24 @@ pub async fn claim(
     }
 }
 
+/// The columns of a job that [`claimed_row`] reads, in its order.
+macro_rules! claimed_columns {
+    () => {
+        "id, kind, model_id, project_id, owner::text, attempts, checkpoint_step, request"
+    };
+}
+
+/// [`claimed_columns`] for queries built at run time.
+pub(crate) const CLAIMED_COLUMNS: &str = claimed_columns!();
+
 /// Marks a job running for a worker: the update of [`claim`] and [`claim_locked`].
-const CLAIM: &str =
+const CLAIM: &str = concat!(
     "UPDATE pgml.jobs SET status = 'running', worker = $2, worker_host = $3, worker_pid = $4, \
      worker_device = $5, started_at = coalesce(started_at, clock_timestamp()), \
      heartbeat_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1 AND status = 'queued' \
-     RETURNING id, kind, model_id, project_id, owner::text, attempts, checkpoint_step, request";
+     RETURNING ",
+    claimed_columns!()
+);
 
 /// Runs [`CLAIM`] for `job_id`: the claimed row, or none when it is no longer queued.
 async fn mark_claimed(
@@ -163,7 +175,8 @@ async fn mark_claimed(
     client.query_opt(CLAIM, &[&job_id, &worker.name(), &worker.host, &pid, &device_label]).await
 }
 
-fn claimed_row(r: &tokio_postgres::Row) -> Claimed {
+/// A [`Claimed`] from a row whose first columns are [`CLAIMED_COLUMNS`].
+pub(crate) fn claimed_row(r: &tokio_postgres::Row) -> Claimed {
     Claimed {
         job_id: r.get(0),
         kind: r.get(1),

@@ -226,6 +226,34 @@ pub fn train_causal_lm(
     should_stop: impl Fn() -> bool,
     resume_from: Option<&Path>,
 ) -> Result<CausalTrainOutcome> {
+    let hooks = Hooks { on_event, on_save, should_stop };
+    train_causal_lm_data_parallel(
+        model,
+        vs,
+        (train, eval),
+        (args, pad_id),
+        hooks,
+        resume_from,
+        None,
+    )
+}
+
+/// [`train_causal_lm`] as one rank of a data-parallel run over `group`
+/// ([`pgmld_train::train_data_parallel`]; `None`: one process): every rank passes the same
+/// data and arguments, the global batch is `per_device_train_batch_size` × `world_size`.
+pub fn train_causal_lm_data_parallel(
+    model: &Llama,
+    vs: &nn::VarStore,
+    (train, eval): (&[TokenizedExample], &[TokenizedExample]),
+    (args, pad_id): (&TrainingArgs, i64),
+    hooks: Hooks<
+        impl FnMut(CausalTrainEvent),
+        impl FnMut(&CausalSavePoint<'_, '_>),
+        impl Fn() -> bool,
+    >,
+    resume_from: Option<&Path>,
+    group: Option<&mut pgmld_train::ProcessGroup>,
+) -> Result<CausalTrainOutcome> {
     args.validate()?;
     if train.is_empty() {
         return Err(Error::Invalid("the training set is empty".into()));
@@ -252,8 +280,10 @@ pub fn train_causal_lm(
         scale: 1.0,
         tokens_seen: 0,
     };
-    let hooks = Hooks { on_event, on_save, should_stop };
-    let run = pgmld_train::train(&mut task, args, hooks, resume_from)?;
+    let run = match group {
+        Some(g) => pgmld_train::train_data_parallel(&mut task, args, hooks, resume_from, g)?,
+        None => pgmld_train::train(&mut task, args, hooks, resume_from)?,
+    };
     let runtime = run.runtime.max(1e-9);
     let base = run.metrics(runtime);
     let train_metrics = CausalTrainMetrics {

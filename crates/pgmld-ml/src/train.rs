@@ -256,7 +256,8 @@ pub fn train_classifier(
 
 /// [`train_classifier`] as one rank of a data-parallel run over `group`
 /// ([`pgmld_train::train_data_parallel`]): every rank passes the same data and arguments;
-/// `per_device_train_batch_size` is each rank's part of the global batch.
+/// the global batch is `per_device_train_batch_size` × `world_size`, shared by the ranks
+/// of `group`. `None`: one process (as [`train_classifier`], which this is then).
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier_data_parallel(
     model: &mut Classifier,
@@ -268,10 +269,10 @@ pub fn train_classifier_data_parallel(
     on_save: impl FnMut(&SavePoint<'_, '_>),
     should_stop: impl Fn() -> bool,
     resume_from: Option<&Path>,
-    group: &mut pgmld_train::ProcessGroup,
+    group: Option<&mut pgmld_train::ProcessGroup>,
 ) -> Result<TrainOutcome> {
     let hooks = Hooks { on_event, on_save, should_stop };
-    fit(model, tokenizer, (train, eval), args, hooks, resume_from, Some(group))
+    fit(model, tokenizer, (train, eval), args, hooks, resume_from, group)
 }
 
 fn fit(

@@ -35,10 +35,11 @@ fn max_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
 const T: Duration = Duration::from_secs(30);
 
 /// 10 steps over 61 examples: the 8th global batch holds 5 (3 + 2 on two ranks).
-fn hp(batch: usize) -> TrainingArgs {
+fn hp(batch: usize, world_size: usize) -> TrainingArgs {
     args(&format!(
         r#"{{"learning_rate": 1e-3, "max_steps": 10, "per_device_train_batch_size": {batch},
-            "logging_steps": 1, "seed": 5, "warmup_steps": 2, "weight_decay": 0.01}}"#
+            "logging_steps": 1, "seed": 5, "warmup_steps": 2, "weight_decay": 0.01,
+            "world_size": {world_size}}}"#
     ))
 }
 
@@ -55,7 +56,7 @@ fn two_ranks_end_as_one_process_with_the_global_batch() {
         &tok,
         &train,
         &eval,
-        &hp(8),
+        &hp(8, 1),
         logs_into(&mut single_logs),
         |_| {},
         || false,
@@ -81,12 +82,12 @@ fn two_ranks_end_as_one_process_with_the_global_batch() {
                 &tok,
                 &train,
                 &eval,
-                &hp(4),
+                &hp(4, 2),
                 logs_into(&mut logs),
                 |_| {},
                 || false,
                 None,
-                &mut group,
+                Some(&mut group),
             )
             .unwrap();
             (params(&m), logs, out)
@@ -112,6 +113,10 @@ fn two_ranks_end_as_one_process_with_the_global_batch() {
             );
         }
         assert_eq!(out.train.global_step, 10);
+        if rank > 0 {
+            assert!(out.eval.is_none(), "only rank 0 evaluates");
+            continue;
+        }
         let (e, s) = (out.eval.as_ref().unwrap(), one.eval.as_ref().unwrap());
         assert!((e.eval_loss - s.eval_loss).abs() < 1e-5, "{} vs {}", e.eval_loss, s.eval_loss);
     }
@@ -140,7 +145,7 @@ fn a_rank_that_stops_fails_the_others_collective() {
                 &tok,
                 &train,
                 &[],
-                &hp(4),
+                &hp(4, 2),
                 |e| {
                     if matches!(e, pgmld_ml::TrainEvent::Log(_)) {
                         steps.set(steps.get() + 1);
@@ -150,7 +155,7 @@ fn a_rank_that_stops_fails_the_others_collective() {
                 // Rank 1 stops after its third step (as a cancelled or killed rank would).
                 || rank == 1 && steps.get() >= 3,
                 None,
-                &mut group,
+                Some(&mut group),
             );
             drop(group);
             (out.err(), started.elapsed())

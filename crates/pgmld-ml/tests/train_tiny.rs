@@ -250,6 +250,8 @@ fn training_args_parse_defaults_and_reject_unknown_keys() {
         r#"{"lr_scheduler_type": "polynomial"}"#,
         r#"{"gradient_accumulation_steps": 0}"#,
         r#"{"per_device_train_batch_size": 0}"#,
+        r#"{"world_size": 0}"#,
+        r#"{"world_size": 100000}"#,
         r#"[1, 2]"#,
     ] {
         assert!(

@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "async_jobs",
         sql: include_str!("../../../migrations/0009_async_jobs.sql"),
     },
+    Migration {
+        version: 10,
+        name: "data_parallel",
+        sql: include_str!("../../../migrations/0010_data_parallel.sql"),
+    },
 ];
 
 /// Compile-time check of [`MIGRATIONS`]: versions grow strictly, start above zero and fit

@@ -69,6 +69,10 @@ pub struct TrainState {
     pub num_train_epochs: f64,
     /// `per_device_train_batch_size` of the run.
     pub train_batch_size: usize,
+    /// `world_size` of the run: a micro-batch has `train_batch_size` × this examples
+    /// (1 in checkpoints written before data-parallel runs).
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// `gradient_accumulation_steps` of the run.
     pub gradient_accumulation_steps: usize,
     /// `seed` of the run.
@@ -77,6 +81,10 @@ pub struct TrainState {
     pub num_train_examples: usize,
     /// Fingerprint of the training examples ([`crate::TrainTask::fingerprint`]).
     pub train_data_fingerprint: String,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainState {
@@ -104,6 +112,7 @@ impl TrainState {
             save_steps: args.save_steps,
             num_train_epochs: args.num_train_epochs,
             train_batch_size: args.per_device_train_batch_size,
+            world_size: args.world_size,
             gradient_accumulation_steps: args.gradient_accumulation_steps,
             seed: args.seed,
             num_train_examples,
@@ -118,7 +127,7 @@ impl TrainState {
 
     /// Micro-batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.num_train_examples.div_ceil(self.train_batch_size.max(1))
+        self.num_train_examples.div_ceil((self.train_batch_size * self.world_size).max(1))
     }
 
     /// Optimizer steps per epoch.
@@ -145,6 +154,7 @@ impl TrainState {
             };
         }
         same!(train_batch_size, "per_device_train_batch_size");
+        same!(world_size, "world_size");
         same!(gradient_accumulation_steps, "gradient_accumulation_steps");
         same!(seed, "seed");
         same!(num_train_examples, "the number of training examples");

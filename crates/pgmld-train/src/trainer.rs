@@ -122,13 +122,14 @@ pub fn train<T: TrainTask>(
 
 /// [`train`] as rank `group.rank()` of a data-parallel run over `group` (see
 /// [`crate::data_parallel`]): the global micro-batch is `per_device_train_batch_size` ×
-/// `group.world()` examples, each rank runs its part, the gradients and the step loss are
-/// summed over the ranks before clipping. Rank 0's weights are broadcast first. With the
-/// same global batch, the weights, losses and metrics equal a single-process run's (up to
-/// the order of floating-point sums) when dropout is off; each rank seeds its dropout
-/// masks with its rank, so they differ otherwise. Every rank evaluates and calls its hooks:
-/// give the others hooks that report and save nothing. A rank's failure fails the others'
-/// next collective ([`Error::DataParallel`]).
+/// `args.world_size` examples (however many ranks `group` has, at most `world_size`), each
+/// rank runs its part, the gradients and the step loss are summed over the ranks before
+/// clipping. Rank 0's weights are broadcast first. With the same global batch, the
+/// weights, losses and metrics equal a single-process run's (up to the order of
+/// floating-point sums) when dropout is off; each rank seeds its dropout masks with its
+/// rank, so they differ otherwise. Only rank 0 evaluates; every rank calls its hooks: give
+/// the others hooks that report and save nothing. A rank's failure fails the others' next
+/// collective ([`Error::DataParallel`]).
 pub fn train_data_parallel<T: TrainTask>(
     task: &mut T,
     args: &TrainingArgs,
@@ -160,16 +161,16 @@ fn run<T: TrainTask>(
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
 
     let lengths = task.lengths();
-    if lengths.len() < world {
+    if world > args.world_size {
         return Err(Error::DataParallel(format!(
-            "{} training examples for {world} ranks: each rank needs at least one",
-            lengths.len()
+            "{world} ranks joined a run whose world_size is {}",
+            args.world_size
         ))
         .into());
     }
     let accum = args.gradient_accumulation_steps;
-    // The global micro-batch: what one rank of a single-process run would take.
-    let bs = args.per_device_train_batch_size * world;
+    // The global micro-batch, whatever the ranks that share it.
+    let bs = args.per_device_train_batch_size * args.world_size;
     let updates_per_epoch = lengths.len().div_ceil(bs).div_ceil(accum) as i64;
     let total_steps = total_steps(args, updates_per_epoch);
 
@@ -241,7 +242,8 @@ fn run<T: TrainTask>(
             if let Some(ev) = end.log {
                 (hooks.on_event)(TrainEvent::Log(ev));
             }
-            if end.eval {
+            // Only rank 0 reports: the others' evaluations would repeat its own.
+            if end.eval && rank == 0 {
                 if let Some(metrics) = task.evaluate()? {
                     (hooks.on_event)(TrainEvent::Eval {
                         step: global_step,
@@ -262,7 +264,7 @@ fn run<T: TrainTask>(
     let runtime = started.elapsed().as_secs_f64();
     // The optimizer state goes before the final evaluation needs memory.
     drop(opt);
-    let eval = task.evaluate()?;
+    let eval = if rank == 0 { task.evaluate()? } else { None };
     Ok(TrainSummary {
         runtime,
         samples: st.samples - start_samples,

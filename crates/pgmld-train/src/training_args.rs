@@ -144,6 +144,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The most ranks a data-parallel run may ask for (`world_size`).
+pub const MAX_WORLD_SIZE: usize = 256;
+
 /// Training hyperparameters, named and defaulted as HF `TrainingArguments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -205,6 +208,11 @@ pub struct TrainingArgs {
     pub hub_model_id: Option<String>,
     /// When uploads happen.
     pub hub_strategy: HubStrategy,
+    /// How many processes (ranks) train the run data-parallel: the global batch is
+    /// `per_device_train_batch_size` × `world_size` (× `gradient_accumulation_steps`) however
+    /// many ranks actually join, so a run that continues with fewer ranks (one died) trains
+    /// exactly as before, each rank taking a larger part. 1 (the default): one process.
+    pub world_size: usize,
 }
 
 impl Default for TrainingArgs {
@@ -235,6 +243,7 @@ impl Default for TrainingArgs {
             hub_private_repo: false,
             hub_model_id: None,
             hub_strategy: HubStrategy::EverySave,
+            world_size: 1,
         }
     }
 }
@@ -268,6 +277,7 @@ impl TrainingArgs {
         "hub_private_repo",
         "hub_model_id",
         "hub_strategy",
+        "world_size",
     ];
 
     /// Parses a JSON object (missing keys take their defaults) and validates it. Unknown
@@ -314,6 +324,12 @@ impl TrainingArgs {
         }
         if self.gradient_accumulation_steps == 0 {
             return bad("gradient_accumulation_steps must be ≥ 1".into());
+        }
+        if !(1..=MAX_WORLD_SIZE).contains(&self.world_size) {
+            return bad(format!(
+                "world_size must be between 1 and {MAX_WORLD_SIZE}, got {}",
+                self.world_size
+            ));
         }
         if self.max_steps <= 0
             && !(self.num_train_epochs.is_finite() && self.num_train_epochs > 0.0)

@@ -72,6 +72,11 @@ pub enum TuneError {
     /// the waiting session keeps waiting).
     #[error("the worker running this job is shutting down; the job went back to the queue")]
     Released,
+    /// A rank of a data-parallel job was lost (its worker died or could not be reached):
+    /// rank 0 put the job back in the queue and the next generation resumes it from its
+    /// last checkpoint with the workers then available (57P01 in the worker's log only).
+    #[error("a rank of this data-parallel job was lost ({0}); the job went back to the queue")]
+    RankLost(String),
     /// The error the job's worker (maybe another pgmld) got and recorded in pgml.jobs: the
     /// waiting session raises it as the worker would have.
     #[error("{}", .0.message)]
@@ -121,6 +126,7 @@ impl From<pgmld_train::Error> for TuneError {
             ),
             E::Data(m) => TuneError::Data(format!("invalid training data: {m}")),
             E::Unsupported(m) => TuneError::Unsupported { message: format!("unsupported model: {m}"), hint: None },
+            E::DataParallel(m) => TuneError::RankLost(m),
             other => TuneError::Training(other.to_string()),
         }
     }
@@ -189,7 +195,7 @@ impl From<TuneError> for SqlError {
             TuneError::Postgres(p) => SqlError::new(p.client_code(), message),
             TuneError::Internal(_) => SqlError::new(codes::INTERNAL_ERROR, message),
             TuneError::Relayed(e) => e,
-            TuneError::Released => SqlError::new("57P01", message),
+            TuneError::Released | TuneError::RankLost(_) => SqlError::new("57P01", message),
         }
     }
 }

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer, TrainEvent};
+use pgmld_ml::{train_classifier_data_parallel, Classifier, Example, TextTokenizer, TrainEvent};
 use pgmld_train::{TokenizerArgs, TrainingArgs};
 use serde_json::json;
 use tch::Device;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conversation::job::ConversationSpec;
+use crate::data_parallel::{join_group, GroupSpec};
 use crate::error::{Result, TuneError};
 use crate::training_run::{device_name, save_point, start_step};
 pub use crate::training_run::{Outcome, Progress, RunDirs};
@@ -36,6 +37,8 @@ pub struct TrainSpec {
     pub tokenizer: TokenizerArgs,
     /// Output, checkpoint and resume directories.
     pub dirs: RunDirs,
+    /// The data-parallel group this run is a rank of (`None`: one process).
+    pub group: Option<GroupSpec>,
 }
 
 /// One run of either task, as submitted to the worker pool.
@@ -49,6 +52,24 @@ pub enum Work {
 }
 
 impl Work {
+    /// The ranks the run asks for (`training_args.world_size`).
+    pub fn world_size(&self) -> usize {
+        match self {
+            Work::Classification(s) => s.training.world_size,
+            Work::Conversation(s) => s.training.world_size,
+        }
+    }
+
+    /// The run as a rank of `group`.
+    pub fn with_group(self, group: GroupSpec) -> Work {
+        match self {
+            Work::Classification(s) => Work::Classification(TrainSpec { group: Some(group), ..s }),
+            Work::Conversation(s) => {
+                Work::Conversation(ConversationSpec { group: Some(group), ..s })
+            }
+        }
+    }
+
     /// Trains and saves; runs on a worker thread.
     pub fn run(
         self,
@@ -67,9 +88,10 @@ impl Work {
 const TOKENIZER_FILES: &[&str] =
     &["tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"];
 
-/// Trains and saves a classifier; runs on a worker thread.
+/// Trains and saves a classifier; runs on a worker thread. A rank of a data-parallel run
+/// other than rank 0 reports nothing, saves nothing and returns an empty outcome.
 pub fn run(
-    spec: TrainSpec,
+    mut spec: TrainSpec,
     device: Device,
     cancel: Arc<AtomicBool>,
     tx: UnboundedSender<Progress>,
@@ -86,8 +108,10 @@ pub fn run(
     let start_step = start_step(spec.dirs.resume_from.as_deref())?;
     let info = json!({"device": device_name(device), "max_length": max_length, "trainable_parameters": parameters});
     let _ = tx.send(Progress::Started { info, start_step });
+    let rank = spec.group.as_ref().map_or(0, GroupSpec::rank);
+    let mut group = join_group(spec.group.take(), &tx)?;
     let started = Instant::now();
-    let outcome = train_classifier(
+    let outcome = train_classifier_data_parallel(
         &mut model,
         &tokenizer,
         &spec.train,
@@ -116,11 +140,15 @@ pub fn run(
         },
         || cancel.load(Ordering::Relaxed),
         spec.dirs.resume_from.as_deref(),
+        group.as_mut().map(|(_, g)| g),
     )?;
+    drop(group);
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
     }
-    save(&model, &tokenizer, &spec, &spec.dirs.out_dir)?;
+    if rank == 0 {
+        save(&model, &tokenizer, &spec, &spec.dirs.out_dir)?;
+    }
     let eval = outcome.eval.map(|m| serde_json::to_value(m).unwrap_or_default());
     Ok(Outcome { train: outcome.train, eval, stats: json!({}) })
 }

@@ -10,7 +10,8 @@
 //!   relation, labels and the train/test split.
 //! - [`submit`]: a tune queued as a `pgml.jobs` row and the calling session waiting for it
 //!   (notices relayed over LISTEN/NOTIFY); [`worker`]: the claim loop that runs queued
-//!   jobs on this process's training threads; [`placement`]: a job's priority and device.
+//!   jobs on this process's training threads; [`placement`]: a job's priority and device;
+//!   [`data_parallel`]: a job trained by several workers at once (`world_size`).
 //! - [`pool`] and [`job`]: worker threads and what runs on them ([`training_run`]: what
 //!   both tasks' runs share); [`progress`]: notice and
 //!   log JSON; [`records`]: the pgml schema rows; [`access`]: reading the training
@@ -30,6 +31,7 @@ pub mod cancel_job;
 pub mod classification;
 pub mod conversation;
 pub mod data;
+pub mod data_parallel;
 pub mod deploy;
 pub mod error;
 pub mod function;
@@ -52,6 +54,7 @@ pub mod wait_job;
 pub mod worker;
 
 pub use cancel_job::CancelJob;
+pub use data_parallel::DistOptions;
 pub use deploy::Deploy;
 pub use error::TuneError;
 pub use function::Tune;

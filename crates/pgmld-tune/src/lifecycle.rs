@@ -170,7 +170,7 @@ async fn checkpoint_failed(
 
 /// Beats the job's heartbeat with its progress and eta when known, and sets the call's
 /// cancel flag when a cancel was asked for (pgml.cancel_job, the waiting session's cancel).
-async fn heartbeat(
+pub(crate) async fn heartbeat(
     client: &Client,
     ctx: &CallContext,
     (model_id, job_id): (i64, i64),
@@ -302,13 +302,19 @@ impl Tuner {
         }
         let outcome = match outcome {
             Ok(o) => o,
-            Err(TuneError::Released) => {
+            Err(e @ (TuneError::Released | TuneError::RankLost(_))) => {
+                if let TuneError::RankLost(why) = &e {
+                    let step = records::checkpoint_step(&client, job_id).await.ok().flatten();
+                    let from = step
+                        .map_or("the start".to_string(), |s| format!("its checkpoint at step {s}"));
+                    warning(ctx, format!("a rank of data-parallel job {job_id} was lost ({why}): the job goes back to the queue and resumes from {from} with the workers available"));
+                }
                 // Back to the queue, checkpoint kept: the next worker goes on from it.
                 if let Err(rec) = pgmld_jobs::queue::requeue(&client, job_id).await {
                     tracing::error!(model_id, "cannot put the job back in the queue: {rec}");
                 }
                 let _ = std::fs::remove_dir_all(&out_dir);
-                return Err(TuneError::Released);
+                return Err(e);
             }
             Err(e) => {
                 let cancelled = matches!(e, TuneError::Cancelled);
@@ -368,6 +374,17 @@ impl Tuner {
         }
         info(ctx, progress::notice_text(&queued));
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let world_size = work.world_size();
+        let work = match world_size > 1 {
+            true => {
+                let ids = (project_id, model_id, job_id);
+                match self.rendezvous(client, ctx, ids, world_size).await? {
+                    Some(group) => work.with_group(group),
+                    None => work,
+                }
+            }
+            false => work,
+        };
         let cancel = ctx.cancelled.clone();
         let result = self.pool.submit_on(slot, move |device| work.run(device, cancel, tx));
         let (mut max_steps, mut start_step) = (0, 0);
@@ -480,6 +497,10 @@ impl Tuner {
                 }
                 Progress::CheckpointFailed { step, message } => {
                     checkpoint_failed(client, ctx, (project_id, model_id), step, &message).await;
+                    continue;
+                }
+                Progress::Warning { message } => {
+                    warning(ctx, message);
                     continue;
                 }
                 Progress::SaveFailed { step, message } => {

@@ -325,10 +325,12 @@ impl TuneRequest {
             ));
         }
         let conversation = ConversationArgs::parse(hp)?;
-        let placement = crate::placement::Placement::parse(hp)?;
+        let mut placement = crate::placement::Placement::parse(hp)?;
         let mut training_json = hp.get("training_args").cloned().unwrap_or(Json::Null);
         let resume_from_checkpoint = take_resume_flag(&mut training_json)?;
         let training = TrainingArgs::from_json(&training_json).map_err(TuneError::from)?;
+        // Bounded by validation (MAX_WORLD_SIZE).
+        placement.world_size = training.world_size as i32;
         let tokenizer = TokenizerArgs::from_json(hp.get("tokenizer_args").unwrap_or(&Json::Null))
             .map_err(TuneError::from)?;
         let y_column = text(args, "y_column_name");

@@ -15,11 +15,14 @@ pub struct Placement {
     pub priority: i32,
     /// The kind of device the job runs on. Default `any`.
     pub device: DeviceKind,
+    /// The ranks the job asks for (`training_args.world_size`, read with the training
+    /// arguments). Default `1`.
+    pub world_size: i32,
 }
 
 impl Default for Placement {
     fn default() -> Self {
-        Placement { priority: 0, device: DeviceKind::Any }
+        Placement { priority: 0, device: DeviceKind::Any, world_size: 1 }
     }
 }
 

@@ -169,8 +169,8 @@ pub async fn queue_model(
     let model_id: i64 = row.get(0);
     let job = client
         .query_one(
-            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, progress, request, owner, priority, device) \
-             VALUES ($1, $2, 'tune', 'queued', $3, 0, $4, $6::text::name, $7, $8) \
+            "INSERT INTO pgml.jobs (model_id, project_id, kind, status, args, progress, request, owner, priority, device, world_size) \
+             VALUES ($1, $2, 'tune', 'queued', $3, 0, $4, $6::text::name, $7, $8, $9) \
              RETURNING id, pg_try_advisory_lock($5, (id & 2147483647)::int4)",
             &[
                 &model_id,
@@ -181,6 +181,7 @@ pub async fn queue_model(
                 &m.owner,
                 &at.priority,
                 &at.device.name(),
+                &at.world_size,
             ],
         )
         .await
@@ -348,6 +349,15 @@ pub async fn job_error(client: &Client, job_id: i64, code: &str, hint: Option<&s
         .await
         .map_err(|e| TuneError::pg("recording the job's error", e))?;
     Ok(())
+}
+
+/// The optimizer step of job `job_id`'s latest stored checkpoint, if any.
+pub async fn checkpoint_step(client: &Client, job_id: i64) -> Result<Option<i64>> {
+    let row = client
+        .query_opt("SELECT checkpoint_step FROM pgml.jobs WHERE id = $1", &[&job_id])
+        .await
+        .map_err(|e| TuneError::pg("reading the job's checkpoint step", e))?;
+    Ok(row.and_then(|r| r.get(0)))
 }
 
 /// Appends one training log event.

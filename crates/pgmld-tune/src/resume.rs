@@ -172,13 +172,17 @@ fn nothing_to_resume(project: &str) -> TuneError {
 }
 
 /// What a claimed job reads before it changes anything.
-struct Prepared {
-    req: TuneRequest,
-    task: Task,
-    source: resolve::ModelSource,
-    data: RunData,
+pub(crate) struct Prepared {
+    /// The call, as stored.
+    pub(crate) req: TuneRequest,
+    /// The project's task.
+    pub(crate) task: Task,
+    /// The base model's files.
+    pub(crate) source: resolve::ModelSource,
+    /// The stored training rows.
+    pub(crate) data: RunData,
     /// The checkpoint's step and the run's total (none: the job starts at step 0).
-    steps: Option<(i64, i64)>,
+    pub(crate) steps: Option<(i64, i64)>,
 }
 
 impl Tuner {
@@ -303,7 +307,7 @@ impl Tuner {
     /// What a claimed job reads before it changes anything: the request, the project's
     /// task, the base model, the stored files (into `from`: the training data, and the
     /// checkpoint when there is one).
-    async fn prepare_job(
+    pub(crate) async fn prepare_job(
         &self,
         client: &Client,
         job: &Claimed,

@@ -72,6 +72,7 @@ impl RunData {
                 training: req.training.clone(),
                 tokenizer: req.tokenizer.clone(),
                 dirs,
+                group: None,
             }),
             RunData::Conversation { base_name, train, eval } => {
                 Work::Conversation(ConversationSpec {
@@ -82,6 +83,7 @@ impl RunData {
                     training: req.training.clone(),
                     options: req.conversation.clone(),
                     dirs,
+                    group: None,
                 })
             }
         }

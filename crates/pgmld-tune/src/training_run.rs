@@ -73,6 +73,11 @@ pub enum Progress {
         /// Why.
         message: String,
     },
+    /// Something the caller should know; training goes on.
+    Warning {
+        /// What happened.
+        message: String,
+    },
     /// A checkpoint could not be written; training goes on.
     SaveFailed {
         /// The optimizer step.

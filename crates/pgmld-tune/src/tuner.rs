@@ -36,6 +36,8 @@ pub struct Tuner {
     /// What this process's front-end and claim loop share (wake-ups, the databases served,
     /// cancel flags, the tokens of calls queued here).
     pub jobs: Arc<crate::worker::LocalJobs>,
+    /// How this process takes part in data-parallel jobs.
+    pub dist: crate::data_parallel::DistOptions,
 }
 
 /// What a successful tune reports.

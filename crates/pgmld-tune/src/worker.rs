@@ -126,7 +126,7 @@ impl LocalJobs {
     }
 
     /// The kinds of the free slots.
-    fn free_kinds(&self) -> Vec<DeviceKind> {
+    pub(crate) fn free_kinds(&self) -> Vec<DeviceKind> {
         let mut kinds: Vec<DeviceKind> = self
             .slots
             .lock()
@@ -220,6 +220,7 @@ pub async fn run(tuner: Arc<Tuner>, options: WorkerOptions) {
         }
         for db in &databases {
             claim_for_free_slots(&tuner, db).await;
+            crate::data_parallel::join_for_free_slots(&tuner, db).await;
         }
         tokio::select! {
             _ = tuner.jobs.wake.notified() => {}
@@ -447,8 +448,8 @@ async fn run_claimed(
     let token = tuner.jobs.take_token(db, job_id);
     let (model_id, project_id) = (claimed.model_id, claimed.project_id);
     let last = match tuner.run_job(client, &ctx, claimed, token, slot).await {
-        Err(TuneError::Released) => {
-            tracing::info!(database = db, job_id, "released the job to the queue (shutting down)");
+        Err(e @ (TuneError::Released | TuneError::RankLost(_))) => {
+            tracing::info!(database = db, job_id, "released the job to the queue: {e}");
             // The waiting session keeps listening: the next worker sends the end.
             STOP
         }

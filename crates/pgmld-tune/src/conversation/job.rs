@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgmld_llm::causal_train::{train_causal_lm, CausalSavePoint, CausalTrainEvent};
+use pgmld_llm::causal_train::{train_causal_lm_data_parallel, CausalSavePoint, CausalTrainEvent};
 use pgmld_llm::conversation::{self as encode, ConversationRow, PromptFormat, TokenizedExample};
 use pgmld_llm::llama::Llama;
 use pgmld_llm::lora::{self, LoraConfig};
-use pgmld_train::{TrainMetrics, TrainingArgs};
+use pgmld_train::{Hooks, TrainMetrics, TrainingArgs};
 use serde_json::{json, Value as Json};
 use tch::{nn, Device, Kind};
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,6 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::data::ChatRow;
 use super::options::ConversationArgs;
 use super::rss::PeakRss;
+use crate::data_parallel::{join_group, GroupSpec};
 use crate::error::{Result, TuneError};
 use crate::training_run::{device_name, save_point, start_step, Outcome, Progress, RunDirs};
 
@@ -42,6 +43,8 @@ pub struct ConversationSpec {
     /// (adapter, optimizer state — 8-bit with `adamw_bnb_8bit` —, trainer state, training
     /// arguments); the checkpoint a resume goes on from.
     pub dirs: RunDirs,
+    /// The data-parallel group this run is a rank of (`None`: one process).
+    pub group: Option<GroupSpec>,
 }
 
 /// PostgresML's LoRA settings when the call gives no `lora_config`.
@@ -93,7 +96,7 @@ fn tokens(examples: &[TokenizedExample]) -> usize {
 
 /// Trains and saves; runs on a worker thread.
 pub fn run(
-    spec: ConversationSpec,
+    mut spec: ConversationSpec,
     device: Device,
     cancel: Arc<AtomicBool>,
     tx: UnboundedSender<Progress>,
@@ -161,6 +164,8 @@ pub fn run(
         start_step: start_step(spec.dirs.resume_from.as_deref())?,
     });
     let pad_id = tokenizer.pad_id().or(tokenizer.eos_token().map(|t| t.id)).unwrap_or(0);
+    let rank = spec.group.as_ref().map_or(0, GroupSpec::rank);
+    let mut group = join_group(spec.group.take(), &tx)?;
     let save = |sp: &CausalSavePoint<'_, '_>| {
         save_point(
             &spec.dirs,
@@ -182,10 +187,15 @@ pub fn run(
         data,
         (&spec.training, pad_id, resume_from),
         (&tx, save),
-        &cancel,
+        (&cancel, group.as_mut().map(|(_, g)| g)),
     )?;
+    drop(group);
     if cancel.load(Ordering::Relaxed) {
         return Err(TuneError::Cancelled);
+    }
+    if rank > 0 {
+        // Rank 0 saves and reports the run.
+        return Ok(Outcome { train: outcome.train, eval: None, stats: json!({}) });
     }
     let adapter_bytes = lora::save_adapter(&spec.dirs.out_dir, &lora_cfg, &vs, &spec.base_name)?;
     save_extras(&spec, &spec.dirs.out_dir)?;
@@ -242,7 +252,7 @@ fn train_and_report(
     (train, eval): (&[TokenizedExample], &[TokenizedExample]),
     (args, pad_id, resume_from): (&TrainingArgs, i64, Option<&std::path::Path>),
     (tx, on_save): (&UnboundedSender<Progress>, impl FnMut(&CausalSavePoint<'_, '_>)),
-    cancel: &AtomicBool,
+    (cancel, group): (&AtomicBool, Option<&mut pgmld_train::ProcessGroup>),
 ) -> Result<Trained> {
     let clock = Instant::now();
     let on_event = |e: CausalTrainEvent| {
@@ -255,17 +265,15 @@ fn train_and_report(
             },
         });
     };
-    let outcome = train_causal_lm(
+    let should_stop = || cancel.load(Ordering::Relaxed);
+    let outcome = train_causal_lm_data_parallel(
         model,
         vs,
-        train,
-        eval,
-        args,
-        pad_id,
-        on_event,
-        on_save,
-        || cancel.load(Ordering::Relaxed),
+        (train, eval),
+        (args, pad_id),
+        Hooks { on_event, on_save, should_stop },
         resume_from,
+        group,
     )?;
     let t = outcome.train;
     Ok(Trained {
