@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert_with_dropout};
-use support::tuning::{direct, loss_rows, rows, tune_sql};
+use support::tuning::{direct, loss_rows, resumed_from, rows, tune_sql};
 use support::{Pgmld, Start, TestDb, Worker};
 
 /// A fresh database with `n` balanced IMDB reviews, a dropout-free tiny BERT, and a
@@ -18,14 +18,21 @@ async fn setup(n: usize) -> (String, TestDb, Pgmld) {
     let data = imdb_balanced(0, n);
     let texts: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
     let model = tiny_bert_with_dropout(&texts, 0.0).display().to_string();
+    let (db, front) = reviews_and_front_end(&data).await;
+    (model, db, front)
+}
+
+/// A fresh database whose table `reviews` holds `data`, migrated through a front-end that
+/// trains nothing.
+async fn reviews_and_front_end(data: &[(String, &str)]) -> (TestDb, Pgmld) {
     let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
+    create_table(&db.name, "reviews", &["text", "class"], &rows(data)).await;
     let front = Pgmld::start_with(Start {
         env: vec![("PGMLD_TRAIN_WORKERS".into(), "0".into())],
         ..Start::default()
     });
     front.connect(&db.name).await.query_one("SELECT pgml.version()", &[]).await.unwrap();
-    (model, db, front)
+    (db, front)
 }
 
 /// Training arguments: the global batch is 8 either way (8 × 1 or 4 × 2).
@@ -215,14 +222,7 @@ async fn a_killed_rank_sends_the_job_back_and_it_resumes_from_its_checkpoint() {
     let seen = notices.lock().unwrap().join("\n");
     assert!(seen.contains(&format!("a rank of data-parallel job {job_id} was lost")), "{seen}");
     assert!(!seen.contains("alone"), "the first generation's group formed: {seen}");
-    let resumed: i64 = watch
-        .query_one(
-            "SELECT (logs->>'from_step')::int8 FROM pgml.logs WHERE model_id = $1 AND logs->>'status' = 'resuming'",
-            &[&job.get::<_, i64>(1)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let resumed = resumed_from(&watch, job.get(1)).await;
     assert!(resumed >= 20, "resumed from step {resumed}");
     // The same global batch on one rank or two: the run ends as the single process's.
     same_metrics(&job.get(6), &single.get(6));
@@ -241,14 +241,7 @@ async fn a_killed_rank_sends_the_job_back_and_it_resumes_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pretrained_minilm_trains_on_two_workers() {
     let _one_at_a_time = support::serial::model_test().await;
-    let data = imdb_balanced(0, 600);
-    let db = TestDb::create();
-    create_table(&db.name, "reviews", &["text", "class"], &rows(&data)).await;
-    let front = Pgmld::start_with(Start {
-        env: vec![("PGMLD_TRAIN_WORKERS".into(), "0".into())],
-        ..Start::default()
-    });
-    front.connect(&db.name).await.query_one("SELECT pgml.version()", &[]).await.unwrap();
+    let (db, front) = reviews_and_front_end(&imdb_balanced(0, 600)).await;
     let watch = direct(&db.name).await;
     let [w1, w2] = workers(&db.name, 30);
     let hp = r#"{"training_args": {"learning_rate": 1e-4, "per_device_train_batch_size": 8, "world_size": 2,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert};
-use support::tuning::{direct, loss_rows, rows, tune_sql, CHECKPOINTED};
+use support::tuning::{direct, loss_rows, resumed_from, rows, tune_sql, CHECKPOINTED};
 use support::{sqlstate, Pgmld, Start, TestDb, Worker};
 
 /// What every test here starts from: a tiny model, a fresh database whose table `reviews`
@@ -374,13 +374,6 @@ async fn a_worker_stopped_with_sigterm_releases_its_job_after_a_checkpoint() {
     assert_eq!(row.get::<_, String>(0), "successful");
     let r = watch.query_one(JOB, &[&"drained"]).await.unwrap();
     assert_eq!((r.get::<_, i32>(4) as u32, r.get::<_, i32>(5)), (w2.pid(), 2));
-    let from: i64 = watch
-        .query_one(
-            "SELECT (logs->>'from_step')::int8 FROM pgml.logs WHERE model_id = $1 AND logs->>'status' = 'resuming'",
-            &[&r.get::<_, i64>(1)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let from = resumed_from(&watch, r.get(1)).await;
     assert_eq!(from, at, "the second worker went on from the released checkpoint");
 }

@@ -42,3 +42,14 @@ pub async fn loss_rows(c: &tokio_postgres::Client, model_id: i64) -> Vec<(i64, f
     .map(|r| (r.get(0), r.get(1)))
     .collect()
 }
+
+/// The checkpoint step the model's `resuming` log row names (one resume).
+pub async fn resumed_from(c: &tokio_postgres::Client, model_id: i64) -> i64 {
+    c.query_one(
+        "SELECT (logs->>'from_step')::int8 FROM pgml.logs WHERE model_id = $1 AND logs->>'status' = 'resuming'",
+        &[&model_id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

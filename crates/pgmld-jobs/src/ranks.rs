@@ -5,7 +5,7 @@
 //! timeout; the ranks that joined then meet in the store. Ranks are numbered under the job
 //! row's lock, so two workers never get the same rank and none joins a closed generation.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::device::DeviceKind;
 use crate::error::{pg, Result};
@@ -29,7 +29,7 @@ pub async fn publish(client: &Client, job_id: i64, address: &str) -> Result<Opti
 }
 
 /// How many ranks besides rank 0 joined generation `generation` of job `job_id`.
-pub async fn joined(client: &Client, job_id: i64, generation: i32) -> Result<usize> {
+pub async fn joined(client: &impl GenericClient, job_id: i64, generation: i32) -> Result<usize> {
     let row = client
         .query_one(
             "SELECT count(*) FROM pgml.job_ranks WHERE job_id = $1 AND generation = $2",
@@ -47,7 +47,7 @@ pub async fn close(client: &mut Client, job_id: i64, generation: i32) -> Result<
     tx.execute("SELECT 1 FROM pgml.jobs WHERE id = $1 FOR UPDATE", &[&job_id])
         .await
         .map_err(pg("closing the rendezvous"))?;
-    let n = 1 + joined_in(&tx, job_id, generation).await?;
+    let n = 1 + joined(&tx, job_id, generation).await?;
     tx.execute(
         "UPDATE pgml.jobs SET rendezvous = NULL, ranks = $3 WHERE id = $1 AND generation = $2",
         &[&job_id, &generation, &(n as i32)],
@@ -56,21 +56,6 @@ pub async fn close(client: &mut Client, job_id: i64, generation: i32) -> Result<
     .map_err(pg("closing the rendezvous"))?;
     tx.commit().await.map_err(pg("closing the rendezvous"))?;
     Ok(n)
-}
-
-async fn joined_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    job_id: i64,
-    generation: i32,
-) -> Result<usize> {
-    let row = tx
-        .query_one(
-            "SELECT count(*) FROM pgml.job_ranks WHERE job_id = $1 AND generation = $2",
-            &[&job_id, &generation],
-        )
-        .await
-        .map_err(pg("counting the job's ranks"))?;
-    Ok(row.get::<_, i64>(0) as usize)
 }
 
 /// A rank a worker took in a data-parallel job.
@@ -92,8 +77,8 @@ pub async fn open_exists(client: &Client, device_kind: DeviceKind) -> Result<boo
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pgml.jobs WHERE rendezvous IS NOT NULL \
-             AND status = 'running' AND device = ANY($1))",
-            &[&device_kind.runnable()],
+             AND status = 'running' AND device = ANY($1) AND split_part(worker_device, ':', 1) = $2)",
+            &[&device_kind.runnable(), &device_kind.name()],
         )
         .await
         .map_err(pg("looking for a rendezvous"))?;
@@ -101,7 +86,8 @@ pub async fn open_exists(client: &Client, device_kind: DeviceKind) -> Result<boo
 }
 
 /// Joins the first open rendezvous (by priority, then age) that a `device_kind` device may
-/// run and that still wants ranks, as `worker` on `device_label`. `None` when there is none.
+/// run, whose rank 0 trains on that kind of device too (every rank of a job computes alike),
+/// and that still wants ranks, as `worker` on `device_label`. `None` when there is none.
 pub async fn join(
     client: &mut Client,
     worker: &Worker,
@@ -114,9 +100,10 @@ pub async fn join(
             &format!(
                 "SELECT {CLAIMED_COLUMNS}, generation, rendezvous, world_size FROM pgml.jobs \
                  WHERE rendezvous IS NOT NULL AND status = 'running' AND device = ANY($1) \
+                 AND split_part(worker_device, ':', 1) = $2 \
                  ORDER BY priority DESC, id FOR UPDATE SKIP LOCKED"
             ),
-            &[&device_kind.runnable()],
+            &[&device_kind.runnable(), &device_kind.name()],
         )
         .await
         .map_err(pg("looking for a rendezvous"))?;
@@ -124,7 +111,7 @@ pub async fn join(
         let job = claimed_row(&row);
         let (generation, address, world): (i32, String, i32) =
             (row.get(8), row.get(9), row.get(10));
-        let rank = 1 + joined_in(&tx, job.job_id, generation).await?;
+        let rank = 1 + joined(&tx, job.job_id, generation).await?;
         if rank >= world as usize {
             continue;
         }
