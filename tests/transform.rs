@@ -8,8 +8,11 @@ use serde_json::Value as Json;
 use support::models::{connect_with_notices, create_table, imdb_balanced, tiny_bert};
 use support::{expect_err, sqlstate, Pgmld, Start, TestDb};
 
+/// A text-classification task in float32, whose scores these tests compare exactly (the
+/// default, `auto`, runs bfloat16 on CPUs with AVX512-BF16 or AMX).
 fn task(model: &str) -> String {
-    serde_json::json!({"task": "text-classification", "model": model}).to_string()
+    serde_json::json!({"task": "text-classification", "model": model, "torch_dtype": "float32"})
+        .to_string()
 }
 
 fn lit(s: &str) -> String {
@@ -198,6 +201,20 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
         "unknown args key \"topk\"",
     )
     .await;
+    let dtype = |d: &str| {
+        lit(&serde_json::json!({"task": "text-classification", "model": m, "dtype": d}).to_string())
+    };
+    expect_err(&c, &call(&dtype("int3"), "'{}'", "ARRAY['a']"), "22023", "unknown dtype \"int3\"")
+        .await;
+    expect_err(&c, &call(&dtype("float16"), "'{}'", "ARRAY['a']"), "0A000", "bfloat16").await;
+    // bfloat16 autocast answers the same shapes, its scores within bfloat16's precision.
+    let exact = classify(&c, &m, "{}", &["I loved it", "ok"]).await.unwrap();
+    let sql = call(&dtype("bfloat16"), "'{}'", "ARRAY['I loved it', 'ok']");
+    let low: Json = c.query_one(sql.as_str(), &[]).await.unwrap().get(0);
+    for (a, b) in exact.as_array().unwrap().iter().zip(low.as_array().unwrap()) {
+        let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((x - y).abs() < 0.05, "{exact} vs {low}");
+    }
     let missing = expect_err(
         &c,
         &call(&lit(&task("nobody/no-such-model")), "'{}'", "ARRAY['a']"),
@@ -248,8 +265,9 @@ async fn realtime_calls_return_the_pipeline_shapes_and_check_inputs() {
     assert_eq!(sqlstate(&e), "25P02");
     c.batch_execute("ROLLBACK").await.unwrap();
 
-    // One load for all of the above, whatever the calls did.
-    assert_eq!(p.metric("pgmld_model_loads_total"), 1.0, "{}", p.metrics_text());
+    // One load per dtype for all of the above, whatever the calls did (a bfloat16 model
+    // is a cache entry of its own: requests of one entry share forward passes).
+    assert_eq!(p.metric("pgmld_model_loads_total"), 2.0, "{}", p.metrics_text());
     let _ = std::fs::remove_dir_all(&model);
 }
 
@@ -315,7 +333,10 @@ async fn per_row_calls_are_batched_and_keep_postgres_semantics() {
                FROM reviews WHERE id::int % 2 = $2 ) \
              SELECT r.id::int, s.predicted_class[0]->>'label' AS label, (s.predicted_class[0]->>'score')::float8 AS score \
              FROM reviews r JOIN scored s ON s.id = r.id::int ORDER BY r.id::int LIMIT 5",
-            &[&serde_json::json!({"task": "text-classification", "model": m}), &0i32],
+            &[
+                &serde_json::json!({"task": "text-classification", "model": m, "torch_dtype": "float32"}),
+                &0i32,
+            ],
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));

@@ -3,7 +3,8 @@
 //! update `torch.optim.AdamW(fused=True)` runs, which the Hugging Face Trainer uses by
 //! default (`adamw_torch_fused`). Per parameter it is one pass over the memory instead of
 //! the eight tensor operations of an update written with tch's ops. And PyTorch's c10d
-//! ([`dist`]: TCPStore and the Gloo process group) for data-parallel training.
+//! ([`dist`]: TCPStore and the Gloo process group) for data-parallel training, and
+//! autocast on the CPU ([`autocast_bf16`]), which tch only has for CUDA.
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,55 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
+    fn pgmld_set_autocast(device_type: i32, enabled: i32, dtype: i32) -> i32;
+}
+
+/// Autocast to bfloat16 on this thread for as long as the guard lives (see [`autocast_bf16`]).
+#[must_use = "autocast ends when the guard is dropped"]
+pub struct AutocastGuard {
+    device_type: i32,
+    before: bool,
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // SAFETY: plain integers; restores the state found when the guard was made.
+        unsafe {
+            pgmld_set_autocast(self.device_type, self.before as i32, BFLOAT16);
+        }
+    }
+}
+
+/// c10::ScalarType::BFloat16.
+const BFLOAT16: i32 = 15;
+
+/// Runs the ops that `torch.autocast(device, dtype=torch.bfloat16)` lists (matmuls, linear,
+/// convolutions, attention) in bfloat16 on this thread until the guard is dropped, the
+/// precision-sensitive ones (layer norm, softmax, losses) in float32; weights stay as they
+/// are. `device` picks CPU or CUDA autocast.
+pub fn autocast_bf16(device: tch::Device) -> AutocastGuard {
+    let device_type = match device {
+        tch::Device::Cuda(_) => 1,
+        _ => 0,
+    };
+    // SAFETY: plain integers; autocast state is thread-local in ATen.
+    let before = unsafe { pgmld_set_autocast(device_type, 1, BFLOAT16) } != 0;
+    AutocastGuard { device_type, before }
+}
+
+/// Whether this CPU computes bfloat16 matrix products natively (AVX512-BF16 or AMX-BF16,
+/// which oneDNN uses): where it does not, bfloat16 inference is slower than float32.
+pub fn cpu_has_bf16() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("flags"))
+                    .any(|l| l.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16"))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// A kernel refused its arguments (libtorch's message).
@@ -167,6 +217,28 @@ mod tests {
         assert!(d < 1e-6, "{d}");
         assert!((&m - &m1).abs().max().double_value(&[]) < 1e-7);
         assert!((&v - &v1).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    #[test]
+    fn cpu_autocast_runs_matmuls_in_bf16_until_the_guard_drops() {
+        let a = Tensor::randn([4, 8], (tch::Kind::Float, tch::Device::Cpu));
+        let b = Tensor::randn([8, 3], (tch::Kind::Float, tch::Device::Cpu));
+        {
+            let _outer = autocast_bf16(tch::Device::Cpu);
+            assert_eq!(a.matmul(&b).kind(), tch::Kind::BFloat16);
+            assert_eq!(a.softmax(-1, None).kind(), tch::Kind::Float, "softmax stays f32");
+            {
+                let _inner = autocast_bf16(tch::Device::Cpu);
+            }
+            assert_eq!(a.matmul(&b).kind(), tch::Kind::BFloat16, "an inner guard restores it");
+        }
+        assert_eq!(a.matmul(&b).kind(), tch::Kind::Float);
+        let exact = a.matmul(&b);
+        let low = {
+            let _g = autocast_bf16(tch::Device::Cpu);
+            a.matmul(&b).to_kind(tch::Kind::Float)
+        };
+        assert!((exact - low).abs().max().double_value(&[]) < 0.1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 // its message into `err`, returning non-zero, so no exception crosses into Rust.
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cstring>
@@ -59,6 +60,25 @@ int pgmld_fused_adamw(const at::Tensor *const *params, const at::Tensor *const *
   } catch (...) {
     return report("unknown C++ exception", err, err_len);
   }
+}
+
+// Autocast on this thread (autocast state is thread-local in ATen): `device_type` is
+// c10::DeviceType (0 CPU, 1 CUDA); when `enabled`, the ops autocast lists run in
+// `dtype` (a c10::ScalarType, 15 = BFloat16) and the precision-sensitive ones (layer_norm,
+// softmax, losses) in float32, as torch.autocast does. Returns whether it was enabled
+// before, so the caller can restore it; leaving the last autocast region clears the cast
+// cache, as torch.autocast's exit does.
+int pgmld_set_autocast(int device_type, int enabled, int dtype) {
+  auto device = static_cast<c10::DeviceType>(device_type);
+  bool before = at::autocast::is_autocast_enabled(device);
+  if (enabled != 0) {
+    at::autocast::set_autocast_dtype(device, static_cast<c10::ScalarType>(dtype));
+  }
+  at::autocast::set_autocast_enabled(device, enabled != 0);
+  if (enabled == 0 && before) {
+    at::autocast::clear_cache();
+  }
+  return before ? 1 : 0;
 }
 
 }  // extern "C"

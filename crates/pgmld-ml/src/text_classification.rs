@@ -6,6 +6,7 @@
 //! to its own longest input; scores go back in input order.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tch::{Device, Kind};
 
@@ -59,13 +60,6 @@ pub struct ClassifyInput {
     pub text_pair: Option<String>,
 }
 
-impl ClassifyInput {
-    /// Its length in bytes (both texts), to order inputs by length before batching.
-    pub fn len_bytes(&self) -> usize {
-        self.text.len() + self.text_pair.as_ref().map_or(0, String::len)
-    }
-}
-
 /// The model's output for one input.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClassScores {
@@ -79,10 +73,12 @@ pub struct ClassScores {
 #[derive(Debug)]
 pub struct TextClassifier {
     model: Classifier,
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     labels: Vec<String>,
     default_fn: ScoreFn,
     device: Device,
+    /// Forward passes under bfloat16 autocast (see [`TextClassifier::with_bf16`]).
+    bf16: bool,
 }
 
 /// `model_max_length` from tokenizer_config.json when it is a real limit (HF writes a huge
@@ -105,6 +101,14 @@ fn label_names(config: &serde_json::Value, n: i64) -> Vec<String> {
         .collect()
 }
 
+/// The tokens each input has after truncation (special tokens included): what a batch of
+/// it pads to. Callers sort by it, so that each batch holds inputs of similar length.
+pub fn token_counts(tokenizer: &TextTokenizer, inputs: &[ClassifyInput]) -> Result<Vec<usize>> {
+    let items: Vec<(&str, Option<&str>)> =
+        inputs.iter().map(|i| (i.text.as_str(), i.text_pair.as_deref())).collect();
+    Ok(tokenizer.encode_items(&items)?.iter().map(|(e, _)| e.ids.len()).collect())
+}
+
 impl TextClassifier {
     /// Loads `dir` (config.json, weights, tokenizer). Fails when the checkpoint has no
     /// trained classification head: such a model was made for another task, and a
@@ -125,13 +129,27 @@ impl TextClassifier {
         let model_max = model.max_positions().filter(|&m| m > 0).map_or(512, |m| m as usize);
         let max_length = tokenizer_max_length(dir).map_or(model_max, |t| t.min(model_max));
         let inner = crate::vocab::tokenizer_from_dir(dir)?;
-        let tokenizer = TextTokenizer::from_tokenizer(inner, max_length)?;
+        let tokenizer = Arc::new(TextTokenizer::from_tokenizer(inner, max_length)?);
         let n = model.num_labels();
         let multi = model.config.get("problem_type").and_then(|p| p.as_str())
             == Some("multi_label_classification");
         let default_fn = if multi || n == 1 { ScoreFn::Sigmoid } else { ScoreFn::Softmax };
         let labels = label_names(&model.config, n);
-        Ok(TextClassifier { model, tokenizer, labels, default_fn, device })
+        Ok(TextClassifier { model, tokenizer, labels, default_fn, device, bf16: false })
+    }
+
+    /// Runs the forward passes under bfloat16 autocast (`torch.autocast(dtype=bfloat16)`):
+    /// matrix products in bfloat16, layer norms and softmax in float32, the weights kept
+    /// in float32. On a CPU with AVX512-BF16 or AMX about twice as fast; scores move by
+    /// about 1e-2 at most, so a label changes only where two classes nearly tie.
+    pub fn with_bf16(mut self, bf16: bool) -> Self {
+        self.bf16 = bf16;
+        self
+    }
+
+    /// The tokenizer, to count tokens where the model is not (see [`token_counts`]).
+    pub fn tokenizer(&self) -> Arc<TextTokenizer> {
+        self.tokenizer.clone()
     }
 
     /// Class names in id order.
@@ -168,6 +186,7 @@ impl TextClassifier {
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
         let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         let _guard = tch::no_grad_guard();
+        let _autocast = self.bf16.then(|| pgmld_train::autocast_bf16(self.device));
         for chunk in order.chunks(max_batch.max(1)) {
             let rows: Vec<_> = chunk.iter().map(|&i| &encoded[i].0).collect();
             let batch: Batch =

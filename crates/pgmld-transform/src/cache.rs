@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use pgmld_llm::chat_model::ChatOptions;
 use pgmld_metrics::Metrics;
-use pgmld_ml::{ClassScores, ClassifyInput, ScoreFn, SentenceEncoder, TextClassifier};
+use pgmld_ml::{
+    ClassScores, ClassifyInput, ScoreFn, SentenceEncoder, TextClassifier, TextTokenizer,
+};
 use pgmld_models::ModelSource;
 use tch::Device;
 use tokio::sync::{oneshot, OnceCell};
@@ -32,6 +34,8 @@ pub struct LoadedModel {
     pub default_fn: ScoreFn,
     /// Bytes of weights.
     pub bytes: u64,
+    /// The model's tokenizer, to sort a call's inputs by tokens before they are batched.
+    pub tokenizer: Arc<TextTokenizer>,
     tx: std::sync::mpsc::Sender<Request<TextClassifier>>,
 }
 
@@ -152,16 +156,24 @@ impl ModelCache {
         }
     }
 
+    /// The device models run on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The text classifier cached under `key`, loading it from the directory `fetch`
-    /// produces when absent. Concurrent callers with one key share one load.
+    /// produces when absent (running its forward passes under bfloat16 autocast when
+    /// `bf16`: give such a model a key of its own). Concurrent callers with one key share
+    /// one load.
     pub async fn get_or_load<F, Fut>(
         &self,
         key: &str,
         name: &str,
+        bf16: bool,
         fetch: F,
     ) -> Result<Arc<LoadedModel>, TransformError>
     where
@@ -170,7 +182,7 @@ impl ModelCache {
     {
         let init = || async {
             let source = fetch().await?;
-            self.load(name, source).await.map(Cached::Classifier)
+            self.load(name, source, bf16).await.map(Cached::Classifier)
         };
         match self.get_or_init(key, init).await? {
             Cached::Classifier(m) => Ok(m),
@@ -275,8 +287,11 @@ impl ModelCache {
         &self,
         name: &str,
         source: ModelSource,
+        bf16: bool,
     ) -> Result<Arc<LoadedModel>, TransformError> {
-        let info = |m: &TextClassifier| (m.labels().to_vec(), m.max_length(), m.default_score_fn());
+        let info = |m: &TextClassifier| {
+            (m.labels().to_vec(), m.max_length(), m.default_score_fn(), m.tokenizer())
+        };
         let load_error = |e: pgmld_ml::Error| match e {
             pgmld_ml::Error::Unsupported(m)
                 if m.contains("no trained text-classification head") =>
@@ -289,14 +304,18 @@ impl ModelCache {
             }
             e => TransformError::Load { model: name.to_string(), message: e.to_string() },
         };
-        let ((labels, max_length, default_fn), bytes, tx) =
-            self.start_worker(name, source, TextClassifier::load, info, load_error).await?;
+        let load = move |dir: &std::path::Path, device| {
+            TextClassifier::load(dir, device).map(|m| m.with_bf16(bf16))
+        };
+        let ((labels, max_length, default_fn, tokenizer), bytes, tx) =
+            self.start_worker(name, source, load, info, load_error).await?;
         Ok(Arc::new(LoadedModel {
             name: name.to_string(),
             labels,
             max_length,
             default_fn,
             bytes,
+            tokenizer,
             tx,
         }))
     }
@@ -308,7 +327,7 @@ impl ModelCache {
         &self,
         name: &str,
         source: ModelSource,
-        load: fn(&std::path::Path, Device) -> pgmld_ml::Result<M>,
+        load: impl FnOnce(&std::path::Path, Device) -> pgmld_ml::Result<M> + Send + 'static,
         info: impl FnOnce(&M) -> I + Send + 'static,
         load_error: impl FnOnce(pgmld_ml::Error) -> TransformError,
     ) -> Result<(I, u64, std::sync::mpsc::Sender<Request<M>>), TransformError> {
@@ -323,7 +342,9 @@ impl ModelCache {
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                let loaded = std::panic::catch_unwind(|| load(&source.dir, device));
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    load(&source.dir, device)
+                }));
                 drop(source); // an extracted pgml.files copy is no longer needed
                 match loaded {
                     Ok(Ok(model)) => {

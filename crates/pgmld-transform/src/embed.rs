@@ -144,9 +144,13 @@ impl Transformer {
     ) -> Result<Vec<Vec<f32>>, TransformError> {
         let model = self.embedder(ctx, name).await?;
         let inputs: Vec<String> = texts.iter().map(|t| opts.input(t)).collect();
-        let mut vectors = in_chunks(ctx, &inputs, self.chunk, String::len, |part| {
-            model.embed(part, ctx.cancelled.clone())
-        })
+        let mut vectors = in_chunks(
+            ctx,
+            &inputs,
+            self.chunk,
+            |i| inputs[i].len(),
+            |part| model.embed(part, ctx.cancelled.clone()),
+        )
         .await?;
         if opts.normalize {
             vectors.iter_mut().for_each(|v| normalize(v));

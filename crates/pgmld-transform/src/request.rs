@@ -25,10 +25,57 @@ const LATER_TASKS: &[&str] = &[
     "sentence-similarity",
 ];
 
-/// Keys of the task object pgmld uses or accepts without effect (device placement and
-/// dtype are pgmld's configuration, not the caller's).
-const TASK_KEYS: &[&str] =
-    &["task", "model", "revision", "device", "device_map", "torch_dtype", "trust_remote_code"];
+/// Keys of the task object pgmld uses or accepts without effect (device placement is
+/// pgmld's configuration, not the caller's).
+const TASK_KEYS: &[&str] = &[
+    "task",
+    "model",
+    "revision",
+    "device",
+    "device_map",
+    "torch_dtype",
+    "dtype",
+    "trust_remote_code",
+];
+
+/// The precision of a classifier's forward passes: `"dtype"` (or the older
+/// `"torch_dtype"`) in the task object, as Hugging Face pipelines take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// bfloat16 where it is faster (a CPU with AVX512-BF16 or AMX), float32 elsewhere (the
+    /// default).
+    Auto,
+    /// float32 throughout: the pipeline's own default, exact scores.
+    Float32,
+    /// bfloat16 autocast: matrix products in bfloat16, layer norms and softmax in float32.
+    BFloat16,
+}
+
+impl Dtype {
+    /// Reads `"dtype"` / `"torch_dtype"` (`"auto"`, `"float32"`, `"bfloat16"`, with or
+    /// without `torch.`); absent or null: [`Dtype::Auto`].
+    pub fn parse(task: &Map<String, Json>) -> Result<Dtype, TransformError> {
+        let (key, value) = match (task.get("dtype"), task.get("torch_dtype")) {
+            (Some(v), _) if !v.is_null() => ("dtype", v),
+            (_, Some(v)) if !v.is_null() => ("torch_dtype", v),
+            _ => return Ok(Dtype::Auto),
+        };
+        let hint = "Use \"auto\" (the default: bfloat16 on CPUs with AVX512-BF16 or AMX, else float32), \"float32\" or \"bfloat16\".";
+        let Json::String(s) = value else {
+            return Err(TransformError::bad(format!("{key} must be a string, not {value}"), hint));
+        };
+        let name = s.trim().to_ascii_lowercase();
+        match name.strip_prefix("torch.").unwrap_or(&name) {
+            "auto" => Ok(Dtype::Auto),
+            "float32" | "float" | "fp32" => Ok(Dtype::Float32),
+            "bfloat16" | "bf16" => Ok(Dtype::BFloat16),
+            "float16" | "half" | "fp16" => Err(TransformError::Unsupported(format!(
+                "{key} \"{s}\" is not supported for text classification: use \"bfloat16\" (as fast, with float32's range) or \"float32\""
+            ))),
+            _ => Err(TransformError::bad(format!("unknown {key} \"{s}\""), hint)),
+        }
+    }
+}
 
 /// Keys of `args` for text classification.
 const ARGS_KEYS: &[&str] =
@@ -54,6 +101,8 @@ pub struct ClassifyRequest {
     pub top_k: TopK,
     /// Scoring function; the model's default when `None`.
     pub score_fn: Option<ScoreFn>,
+    /// Precision of the forward passes.
+    pub dtype: Dtype,
 }
 
 /// The task argument as a JSON object: jsonb objects as they are, a text task name as
@@ -142,6 +191,7 @@ pub fn classify_request(
         }
     };
     let revision = task.get("revision").and_then(|r| r.as_str()).map(str::to_string);
+    let dtype = Dtype::parse(task)?;
     let args = match args {
         Value::Null => Map::new(),
         Value::Json(Json::Object(m)) => m.clone(),
@@ -189,7 +239,7 @@ pub fn classify_request(
             ))
         }
     };
-    Ok(ClassifyRequest { model, revision, top_k, score_fn })
+    Ok(ClassifyRequest { model, revision, top_k, score_fn, dtype })
 }
 
 /// The inputs of a call: each element a text, or a JSON object `{"text", "text_pair"}`
@@ -257,6 +307,30 @@ mod tests {
             task_object(&Value::Text("{\"task\": ".into())),
             Err(TransformError::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn dtypes_parse_as_pipelines_take_them_and_bad_ones_are_named() {
+        let dtype = |v: Json| Dtype::parse(&obj(v));
+        assert_eq!(dtype(json!({})).unwrap(), Dtype::Auto);
+        assert_eq!(dtype(json!({"torch_dtype": null})).unwrap(), Dtype::Auto);
+        assert_eq!(dtype(json!({"torch_dtype": "torch.bfloat16"})).unwrap(), Dtype::BFloat16);
+        assert_eq!(dtype(json!({"dtype": "Float32"})).unwrap(), Dtype::Float32);
+        assert_eq!(dtype(json!({"dtype": "auto", "torch_dtype": "bf16"})).unwrap(), Dtype::Auto);
+        let e = dtype(json!({"torch_dtype": "int4"})).unwrap_err();
+        assert!(
+            matches!(&e, TransformError::BadArgument { .. }) && e.to_string().contains("\"int4\""),
+            "{e}"
+        );
+        let e = dtype(json!({"dtype": "float16"})).unwrap_err();
+        assert!(matches!(e, TransformError::Unsupported(_)), "{e}");
+        assert!(dtype(json!({"dtype": 16})).is_err());
+        let r = classify_request(
+            &obj(json!({"task": "text-classification", "model": "m", "dtype": "bfloat16"})),
+            &Value::Null,
+        )
+        .unwrap();
+        assert_eq!(r.dtype, Dtype::BFloat16);
     }
 
     #[test]

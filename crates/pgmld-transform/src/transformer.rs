@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 
 use crate::cache::{LoadedModel, ModelCache};
 use crate::error::TransformError;
-use crate::request::{ClassifyRequest, TopK};
+use crate::request::{ClassifyRequest, Dtype, TopK};
 
 /// Serves `pgml.transform` for every database of the upstream.
 pub struct Transformer {
@@ -77,10 +77,18 @@ impl Transformer {
                 });
             }
         }
-        let key = cache_key(&r, &ctx.database, req.revision.as_deref());
+        let bf16 = match req.dtype {
+            Dtype::Float32 => false,
+            Dtype::BFloat16 => true,
+            Dtype::Auto => self.cache.device() == tch::Device::Cpu && pgmld_train::cpu_has_bf16(),
+        };
+        let mut key = cache_key(&r, &ctx.database, req.revision.as_deref());
+        if bf16 {
+            key.push_str("#bf16");
+        }
         let tmp_root = self.work_dir.join("transform");
         self.cache
-            .get_or_load(&key, &req.model, || async {
+            .get_or_load(&key, &req.model, bf16, || async {
                 let revision = req.revision.as_deref();
                 Ok(resolve::fetch_at(&client, &r, revision, &self.hub, &tmp_root).await?)
             })
@@ -95,9 +103,27 @@ impl Transformer {
         inputs: &[ClassifyInput],
     ) -> Result<Vec<Json>, TransformError> {
         let model = self.model(ctx, req).await?;
-        let scores = in_chunks(ctx, inputs, self.chunk, ClassifyInput::len_bytes, |part| {
-            model.classify(part, ctx.cancelled.clone())
-        })
+        // Sorted by tokens (what a batch pads to), not bytes: tokenizing twice costs
+        // about 1 % of the forward passes it saves on padding.
+        let tokens = {
+            let (tokenizer, owned) = (model.tokenizer.clone(), inputs.to_vec());
+            tokio::task::spawn_blocking(move || {
+                pgmld_ml::text_classification::token_counts(&tokenizer, &owned)
+            })
+            .await
+            .map_err(|e| TransformError::Internal(format!("counting tokens: {e}")))?
+            .map_err(|e| TransformError::Load {
+                model: model.name.clone(),
+                message: e.to_string(),
+            })?
+        };
+        let scores = in_chunks(
+            ctx,
+            inputs,
+            self.chunk,
+            |i| tokens[i],
+            |part| model.classify(part, ctx.cancelled.clone()),
+        )
         .await?;
         notice_truncated(ctx, &model, &scores);
         Ok(scores.iter().map(|s| shape(&model, req, s)).collect())
@@ -105,13 +131,14 @@ impl Transformer {
 }
 
 /// Sends `inputs` to a model's worker in chunks of `chunk` and returns the answers in input
-/// order. Longest first (by `len`), so each chunk pads to inputs of similar length; chunks,
-/// so other sessions' requests interleave with a long per-row query's.
+/// order. Longest first (`len` of each input's index), so each chunk pads to inputs of
+/// similar length; chunks, so other sessions' requests interleave with a long per-row
+/// query's.
 pub(crate) async fn in_chunks<I, O, F, Fut>(
     ctx: &CallContext,
     inputs: &[I],
     chunk: usize,
-    len: impl Fn(&I) -> usize,
+    len: impl Fn(usize) -> usize,
     ask: F,
 ) -> Result<Vec<O>, TransformError>
 where
@@ -120,7 +147,7 @@ where
     Fut: std::future::Future<Output = Result<Vec<O>, TransformError>>,
 {
     let mut order: Vec<usize> = (0..inputs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(len(&inputs[i])));
+    order.sort_by_key(|&i| std::cmp::Reverse(len(i)));
     let chunk = chunk.max(1);
     let pending: Vec<_> = order
         .chunks(chunk)
