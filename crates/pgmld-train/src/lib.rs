@@ -32,7 +32,9 @@ pub use events::{LogEvent, TrainEvent, TrainMetrics, TrainSummary};
 pub use optim::AdamW;
 /// The c10d store and process group data-parallel training runs over.
 pub use pgmld_kernels::dist::{ProcessGroup, Store};
-pub use pgmld_kernels::{autocast_bf16, cpu_has_bf16, AutocastGuard};
+pub use pgmld_kernels::{
+    autocast_bf16, autocast_bf16_for_this_thread, cpu_has_bf16, AutocastGuard,
+};
 pub use task::{StepOptimizer, TrainTask};
 pub use train_state::{load_checkpoint, Checkpoint, TrainState};
 pub use trainer::{train, train_data_parallel, Hooks, SavePoint};
