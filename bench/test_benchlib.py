@@ -162,6 +162,75 @@ class ProcessTest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, r"(?s)side failed \(3\):\n.*boom"):
             benchlib.run_json([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], logf, res, None, "side")
 
+    def test_stop_proc_terminates_then_kills_a_process_that_ignores_sigterm(self):
+        p = subprocess.Popen(["sleep", "60"])
+        benchlib.stop_proc(p, 5)
+        self.assertEqual(p.returncode, -15)
+        stubborn = [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('on', flush=True); time.sleep(60)"]
+        p = subprocess.Popen(stubborn, stdout=subprocess.PIPE, text=True)
+        p.stdout.readline()  # SIGTERM ignored from here on
+        said = []
+        benchlib.stop_proc(p, 0.2, said.append)
+        p.stdout.close()
+        self.assertEqual(p.returncode, -9)
+        self.assertEqual(said, [f"pid {p.pid} still running 0.2s after SIGTERM: SIGKILL"])
+        benchlib.stop_proc(p, 0.2, said.append)  # already ended: nothing to do
+        self.assertEqual(len(said), 1)
+
+    def test_pgmld_env_sets_pgmld_settings_and_drops_knobs(self):
+        old = dict(os.environ)
+        self.addCleanup(lambda: (os.environ.clear(), os.environ.update(old)))
+        os.environ.pop("RUST_LOG", None)
+        os.environ["PGMLD_BIN"] = "/x/pgmld"
+        env = benchlib.pgmld_env(train_workers=0, worker_databases="db", resume_jobs="false")
+        self.assertEqual(
+            (env["RUST_LOG"], env["PGMLD_TRAIN_WORKERS"], env["PGMLD_WORKER_DATABASES"], env["PGMLD_RESUME_JOBS"], env["PGMLD_BIN"]),
+            ("info", "0", "db", "false", "/x/pgmld"),
+        )
+        os.environ["RUST_LOG"] = "debug"
+        env = benchlib.pgmld_env(drop=("PGMLD_BIN",), torch_threads=2)
+        self.assertEqual((env["RUST_LOG"], env["PGMLD_TORCH_THREADS"], "PGMLD_BIN" in env), ("debug", "2", False))
+        self.assertEqual(env["PATH"], os.environ["PATH"])
+
+    def test_pgmld_worker_starts_once_ready_and_stops(self):
+        d = tmpdir(self)
+        fake = os.path.join(d, "pgmld")
+        with open(fake, "w") as f:
+            f.write('#!/bin/sh\necho "starting $*"; sleep 0.3; echo "pgmld worker 1.0 ready (pid $$)"; exec sleep 60\n')
+        os.chmod(fake, 0o755)
+        args = types.SimpleNamespace(pgmld_bin=fake, pg_user="u", pg_host="h", pg_port=5433)
+        w = benchlib.PgmldWorker(args, d, "w1", dict(os.environ))
+        self.addCleanup(w.stop)
+        self.assertEqual(w.cmd[:5], [fake, "--upstream", "postgres://u@h:5433/postgres", "--data-dir", w.cmd[4]])
+        self.assertEqual(w.cmd[5:], ["--metrics-listen", "", "worker", "--devices", "cpu"])
+        self.assertTrue(os.path.isdir(w.cmd[4]) and os.path.basename(w.cmd[4]).startswith("w1-data."))
+        self.assertEqual((w.logpath, w.pid), (os.path.join(d, "w1.log"), w.proc.pid))
+        self.assertIn("pgmld worker 1.0 ready", benchlib.read_text(w.logpath))
+        w.stop()
+        self.assertEqual(w.proc.returncode, -15)
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\nexit 7\n")
+        with self.assertRaisesRegex(RuntimeError, r"w2 exited with 7; see .*w2\.log"):
+            benchlib.PgmldWorker(args, d, "w2", dict(os.environ))
+
+    def test_wait_registered_polls_pgml_workers(self):
+        answers = iter(["", "11", "11\n12\n13"])
+        seen = []
+        orig = benchlib.direct
+        self.addCleanup(setattr, benchlib, "direct", orig)
+        benchlib.direct = lambda args, sql, db=None: (seen.append(sql), next(answers))[1]
+        benchlib.wait_registered(None, [11, 12])
+        self.assertEqual(seen, ["SELECT pid FROM pgml.workers"] * 3)
+        benchlib.direct = lambda args, sql, db=None: "11"
+        with self.assertRaisesRegex(RuntimeError, r"workers \[12\] not in pgml.workers after 0 s \(seen \[11\]\)"):
+            benchlib.wait_registered(None, [11, 12], timeout=0)
+
+
+class HfArgsTest(unittest.TestCase):
+    def test_hf_warmup_and_grouping_for_both_transformers_generations(self):
+        self.assertEqual(benchlib.hf_warmup_and_grouping({"warmup_ratio": 0, "group_by_length": 0}, 0.1), {"warmup_ratio": 0.1, "group_by_length": True})
+        self.assertEqual(benchlib.hf_warmup_and_grouping({"warmup_steps": 0}, 0.1), {"warmup_steps": 0.1, "train_sampling_strategy": "group_by_length"})
+
 
 class CommandLineTest(unittest.TestCase):
     def options(self, p):

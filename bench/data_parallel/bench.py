@@ -39,19 +39,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from benchlib import (  # noqa: E402
     HF_CPU_TRAINING_ARGS,
-    Pgmld,
+    PgmldCluster,
     add_report_parser,
     add_run_args,
     direct,
     fresh_db,
     free_port,
     git_commit,
+    hf_warmup_and_grouping,
     imdb_by_class,
     lit,
     logger,
     machine,
     md_table,
-    proc_cpu_s,
+    pgmld_env,
     read_csv_rows,
     read_text,
     thread_env,
@@ -146,18 +147,7 @@ def hf(a):
         pred = np.argmax(p.predictions, axis=-1)
         return {"accuracy": float((pred == p.label_ids).mean())}
 
-    fields = TrainingArguments.__dataclass_fields__
-    extra = {}
-    # transformers 5 folded warmup_ratio into a fractional warmup_steps and group_by_length
-    # into train_sampling_strategy (as bench/tune/bench.py).
-    if "warmup_ratio" in fields:
-        extra["warmup_ratio"] = HYPER["warmup_ratio"]
-    else:
-        extra["warmup_steps"] = HYPER["warmup_ratio"]
-    if "group_by_length" in fields:
-        extra["group_by_length"] = True
-    else:
-        extra["train_sampling_strategy"] = "group_by_length"
+    extra = hf_warmup_and_grouping(TrainingArguments.__dataclass_fields__, HYPER["warmup_ratio"])
     if world > 1:
         # gloo (the CPU backend); every parameter gets a gradient, so no search for unused ones
         # (the Trainer's default for a model without gradient checkpointing is to search).
@@ -216,104 +206,25 @@ def hf(a):
 # --- processes ---------------------------------------------------------------------------------
 
 
-def stop_proc(proc, grace):
-    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"pid {proc.pid} still running {grace}s after SIGTERM: SIGKILL")
-            proc.kill()
-            proc.wait()
+# run.sh's knob, no pgmld setting (pgmld warns about it): not in the pgmld processes' environment.
+NOT_PGMLD_ENV = ("PGMLD_BIN",)
 
 
-def pgmld_env(**settings):
-    """This process's environment with PGMLD_<NAME> = value for each setting."""
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
-    env.pop("PGMLD_BIN", None)  # run.sh's knob, no pgmld setting (pgmld warns about it)
-    env.update({f"PGMLD_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-class Worker:
-    """`pgmld worker --devices cpu` with a data directory of its own under workdir (as
-    bench/jobs/bench.py); ready once it printed `pgmld worker ... ready`."""
-
-    def __init__(self, args, workdir, name, env):
-        self.name = name
-        datadir = tempfile.mkdtemp(prefix=f"{name}-data.", dir=workdir)
-        self.logpath = os.path.join(workdir, f"{name}.log")
-        self.logf = open(self.logpath, "w")
-        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
-        cmd = [args.pgmld_bin, "--upstream", upstream, "--data-dir", datadir, "--metrics-listen", "", "worker", "--devices", "cpu"]
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        self.pid = self.proc.pid
-        deadline = time.time() + 120
-        while not any(line.startswith("pgmld worker ") and " ready " in line for line in open(self.logpath)):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}; see {self.logpath}")
-            if time.time() > deadline:
-                raise RuntimeError(f"{name} not ready after 120 s; see {self.logpath}")
-            time.sleep(0.1)
-
-    def stop(self):
-        stop_proc(self.proc, 30)
-        self.logf.close()
-
-
-class Cluster:
-    """A front-end with train_workers = 0 (torch_threads 1: it trains nothing) and `ranks`
-    workers (torch_threads = threads each, worker_databases = args.db, resume_jobs false,
-    rendezvous_timeout_secs, dist_host 127.0.0.1), in args.db. stop() stops everything it
-    started, workers first, also when the start failed half-way."""
-
-    def __init__(self, args, workdir, tag, ranks, threads):
-        self.front, self.workers = None, []
-        try:
-            self.front = Pgmld(args, workdir, env=pgmld_env(train_workers=0, torch_threads=1, resume_jobs="false"))
-            wenv = pgmld_env(
-                torch_threads=threads,
-                worker_databases=args.db,
-                resume_jobs="false",
-                rendezvous_timeout_secs=args.rendezvous_timeout,
-                dist_host="127.0.0.1",
-            )
-            for i in range(1, ranks + 1):
-                self.workers.append(Worker(args, workdir, f"{tag}-worker{i}", wenv))
-            self.wait_registered(args)
-        except BaseException:
-            self.stop()
-            raise
-
-    def wait_registered(self, args):
-        want = {w.pid for w in self.workers}
-        deadline = time.time() + 60
-        while True:
-            seen = {int(p) for p in direct(args, "SELECT pid FROM pgml.workers").split()}
-            if want <= seen:
-                return
-            if time.time() > deadline:
-                raise RuntimeError(f"workers {sorted(want - seen)} not in pgml.workers after 60 s (seen {sorted(seen)})")
-            time.sleep(0.2)
-
-    def pids(self):
-        return [self.front.proc.pid] + [w.pid for w in self.workers]
-
-    def cpu_s(self):
-        return sum(proc_cpu_s(p) for p in self.pids())
-
-    def logs(self):
-        return [self.front.logf.name] + [w.logpath for w in self.workers]
-
-    def stop(self):
-        for w in self.workers:
-            try:
-                w.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"stopping {w.name}: {e}")
-        if self.front is not None:
-            self.front.stop()
+def start_cluster(args, workdir, tag, ranks, threads):
+    """A PgmldCluster in args.db: a front-end with train_workers = 0 (torch_threads 1: it
+    trains nothing) and `ranks` workers <tag>-worker<i> (torch_threads = threads each,
+    worker_databases = args.db, resume_jobs false, rendezvous_timeout_secs, dist_host
+    127.0.0.1)."""
+    front_env = pgmld_env(drop=NOT_PGMLD_ENV, train_workers=0, torch_threads=1, resume_jobs="false")
+    wenv = pgmld_env(
+        drop=NOT_PGMLD_ENV,
+        torch_threads=threads,
+        worker_databases=args.db,
+        resume_jobs="false",
+        rendezvous_timeout_secs=args.rendezvous_timeout,
+        dist_host="127.0.0.1",
+    )
+    return PgmldCluster(args, workdir, front_env, [(f"{tag}-worker{i}", wenv) for i in range(1, ranks + 1)], log)
 
 
 # --- the pgmld modes ---------------------------------------------------------------------------
@@ -351,16 +262,16 @@ def measure_pgmld(args, workdir, mode, data_csv):
     _, ranks, threads = MODES[mode]
     batch = GLOBAL_BATCH // ranks
     fresh_db(args, "reviews", "text text, class text", data_csv, args.train_rows + args.eval_rows)
-    c = Cluster(args, workdir, mode, ranks, threads)
+    c = start_cluster(args, workdir, mode, ranks, threads)
     project = f"dp_{mode}"
     sql = tune_sql(project, args.model, pgmld_hyperparams(batch, ranks, args.steps), args.eval_rows)
     try:
-        cpu0 = c.cpu_s()
+        cpu0 = sum(c.cpu_s().values())
         t0 = time.perf_counter()
         cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(c.front.port), "-U", args.pg_user, "-d", args.db, "-c", sql]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         wall = time.perf_counter() - t0
-        cpu = c.cpu_s() - cpu0
+        cpu = sum(c.cpu_s().values()) - cpu0
         if r.returncode != 0 or r.stdout.strip().splitlines()[-1:] != ["successful"]:
             raise RuntimeError(f"{mode}: pgml.tune failed ({r.returncode}): {r.stdout.strip()[-500:]} {r.stderr.strip()[-3000:]}\nlogs: {', '.join(c.logs())}")
         job = json.loads(direct(args, JOB_SQL.format(project=lit(project))))
@@ -375,7 +286,7 @@ def measure_pgmld(args, workdir, mode, data_csv):
         joined = {r["pid"] for r in job["rank_pids"] or []}
         rank_done = {w.name: "data-parallel rank done" in read_text(w.logpath) for w in c.workers if w.pid in joined}
         version = c.front.version
-        pids = {"front-end": c.front.proc.pid, **{w.name: w.pid for w in c.workers}}
+        pids = {role: pid for pid, role in c.pids().items()}
     except BaseException:
         log(f"{mode}: logs in {', '.join(c.logs())}")
         raise

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import benchlib  # noqa: E402
 from benchlib import (  # noqa: E402
     BUSY_JOBS,
-    Pgmld,
+    PgmldCluster,
     add_report_parser,
     add_run_args,
     direct,
@@ -52,7 +52,7 @@ from benchlib import (  # noqa: E402
     logger,
     machine,
     md_table,
-    proc_cpu_s,
+    pgmld_env,
     utc_now,
     watched,
     write_json_atomic,
@@ -107,113 +107,25 @@ def reviews(source_csv, n=ROWS):
 # --- processes -----------------------------------------------------------------------------
 
 
-def stop_proc(proc, grace):
-    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"pid {proc.pid} still running {grace}s after SIGTERM: SIGKILL")
-            proc.kill()
-            proc.wait()
-
-
-class Worker:
-    """`pgmld worker --devices cpu` with a data directory of its own under workdir, serving
-    only args.db; ready once it printed `pgmld worker ... ready` (its stdout and stderr go to
-    a log in workdir)."""
-
-    def __init__(self, args, workdir, name, env):
-        self.name = name
-        datadir = tempfile.mkdtemp(prefix=f"{name}-data.", dir=workdir)
-        self.logpath = os.path.join(workdir, f"{name}.log")
-        self.logf = open(self.logpath, "w")
-        upstream = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
-        self.cmd = [args.pgmld_bin, "--upstream", upstream, "--data-dir", datadir, "--metrics-listen", "", "worker", "--devices", "cpu"]
-        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        self.pid = self.proc.pid
-        deadline = time.time() + 120
-        while not any(line.startswith("pgmld worker ") and " ready " in line for line in open(self.logpath)):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}; see {self.logpath}")
-            if time.time() > deadline:
-                raise RuntimeError(f"{name} not ready after 120 s; see {self.logpath}")
-            time.sleep(0.1)
-
-    def stop(self):
-        stop_proc(self.proc, 30)
-        self.logf.close()
-
-
-def pgmld_env(args, **settings):
-    """This process's environment with PGMLD_<NAME> = value for each setting."""
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
-    env.update({f"PGMLD_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-class Mode:
+class Mode(PgmldCluster):
     """The pgmld processes of one mode, started in args.db (fresh, with the table `reviews`):
 
     local  one pgmld with train_workers = 2 (train_devices cpu, torch_threads 2)
     queue  a front-end with train_workers = 0 (torch_threads 1; it runs no torch) and two
            `pgmld worker --devices cpu` (torch_threads 1 each, worker_databases = args.db,
-           resume_jobs false)
+           resume_jobs false), waited for until both are in args.db's pgml.workers
 
     Clients connect to self.front either way. stop() stops everything it started, workers
     first, also when the start failed half-way."""
 
     def __init__(self, args, workdir, mode):
-        self.mode, self.front, self.workers = mode, None, []
-        try:
-            if mode == "local":
-                env = pgmld_env(args, train_workers=2, train_devices="cpu", torch_threads=2, resume_jobs="false")
-                self.front = Pgmld(args, workdir, env=env)
-            else:
-                env = pgmld_env(args, train_workers=0, torch_threads=1, resume_jobs="false")
-                self.front = Pgmld(args, workdir, env=env)  # migrates args.db before the workers start
-                for i in (1, 2):
-                    wenv = pgmld_env(args, torch_threads=1, worker_databases=args.db, resume_jobs="false")
-                    self.workers.append(Worker(args, workdir, f"worker{i}", wenv))
-                self.wait_registered(args)
-        except BaseException:
-            self.stop()
-            raise
-
-    def wait_registered(self, args):
-        """Until both workers are in args.db's pgml.workers (their claim loops serve it)."""
-        want = {w.pid for w in self.workers}
-        deadline = time.time() + 60
-        while True:
-            seen = {int(p) for p in direct(args, "SELECT pid FROM pgml.workers").split()}
-            if want <= seen:
-                return
-            if time.time() > deadline:
-                raise RuntimeError(f"workers {sorted(want - seen)} not in pgml.workers after 60 s (seen {sorted(seen)})")
-            time.sleep(0.2)
-
-    def pids(self):
-        """{pid: role} of this mode's pgmld processes."""
-        out = {self.front.proc.pid: "front-end" if self.workers else "pgmld"}
-        out.update({w.pid: w.name for w in self.workers})
-        return out
-
-    def cpu_s(self):
-        """{role: CPU seconds so far} of each pgmld process."""
-        return {role: proc_cpu_s(pid) for pid, role in self.pids().items()}
-
-    def logs(self):
-        return [self.front.logf.name] + [w.logpath for w in self.workers]
-
-    def stop(self):
-        for w in self.workers:
-            try:
-                w.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"stopping {w.name}: {e}")
-        if self.front is not None:
-            self.front.stop()
+        self.mode = mode
+        if mode == "local":
+            super().__init__(args, workdir, pgmld_env(train_workers=2, train_devices="cpu", torch_threads=2, resume_jobs="false"), log=log)
+        else:
+            wenv = pgmld_env(torch_threads=1, worker_databases=args.db, resume_jobs="false")
+            workers = [(f"worker{i}", wenv) for i in (1, 2)]
+            super().__init__(args, workdir, pgmld_env(train_workers=0, torch_threads=1, resume_jobs="false"), workers, log)
 
 
 # --- Postgres --------------------------------------------------------------------------------
