@@ -71,13 +71,18 @@ pub struct Joined {
     pub address: String,
 }
 
+/// The jobs with an open rendezvous that a device of kind `$2` (`DeviceKind::name`) may
+/// join: the job asks for a kind in `$1` (`DeviceKind::runnable`) and its rank 0 trains on
+/// a `$2` device too (every rank of a job computes alike). [`open_exists`] and [`join`].
+const JOINABLE: &str = "rendezvous IS NOT NULL AND status = 'running' AND device = ANY($1) \
+     AND split_part(worker_device, ':', 1) = $2";
+
 /// Whether `db` has an open rendezvous a `device_kind` device may join (a cheap look
 /// before [`join`] takes a connection).
 pub async fn open_exists(client: &Client, device_kind: DeviceKind) -> Result<bool> {
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pgml.jobs WHERE rendezvous IS NOT NULL \
-             AND status = 'running' AND device = ANY($1) AND split_part(worker_device, ':', 1) = $2)",
+            &format!("SELECT EXISTS (SELECT 1 FROM pgml.jobs WHERE {JOINABLE})"),
             &[&device_kind.runnable(), &device_kind.name()],
         )
         .await
@@ -86,8 +91,8 @@ pub async fn open_exists(client: &Client, device_kind: DeviceKind) -> Result<boo
 }
 
 /// Joins the first open rendezvous (by priority, then age) that a `device_kind` device may
-/// run, whose rank 0 trains on that kind of device too (every rank of a job computes alike),
-/// and that still wants ranks, as `worker` on `device_label`. `None` when there is none.
+/// join ([`JOINABLE`]) and that still wants ranks, as `worker` on `device_label`. `None`
+/// when there is none.
 pub async fn join(
     client: &mut Client,
     worker: &Worker,
@@ -99,9 +104,7 @@ pub async fn join(
         .query(
             &format!(
                 "SELECT {CLAIMED_COLUMNS}, generation, rendezvous, world_size FROM pgml.jobs \
-                 WHERE rendezvous IS NOT NULL AND status = 'running' AND device = ANY($1) \
-                 AND split_part(worker_device, ':', 1) = $2 \
-                 ORDER BY priority DESC, id FOR UPDATE SKIP LOCKED"
+                 WHERE {JOINABLE} ORDER BY priority DESC, id FOR UPDATE SKIP LOCKED"
             ),
             &[&device_kind.runnable(), &device_kind.name()],
         )
