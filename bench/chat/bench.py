@@ -54,7 +54,7 @@ from benchlib import (  # noqa: E402
     write_json_atomic,
 )
 
-SIDES = ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate")
+SIDES = ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate", "pgmld_generate_int8")
 SETTINGS = {
     "batch_size": 8,
     "max_steps": 16,
@@ -120,15 +120,15 @@ def measure(a, side, s, workdir, rows_csv, env):
         if side == "pgmld_train":
             m = pgmld_side.train(a, s, workdir, rows_csv, env)
             m["process_cpu_s"] = m["cpu_s"]
-        elif side == "pgmld_generate":
-            m = pgmld_side.generate(a, s, workdir, env)
+        elif side.startswith("pgmld_generate"):
+            m = pgmld_side.generate(a, s, workdir, env, load_in_8bit=side.endswith("_int8"))
             m["process_cpu_s"] = m["cpu_s"]
         else:
             m = measure_hf(a, side, s, workdir, rows_csv, env)
         return m
 
     m, w = watched(a, log, one)
-    if side == "pgmld_generate":
+    if side.startswith("pgmld_generate"):
         count_completion_tokens(a, m, workdir, env)
     la0 = [round(x, 2) for x in w.load_before]
     m.update(load_before=la0, load_after=loadavg(), load_max=max(w.loads, default=os.getloadavg()[0]), busy=w.busy, waited_s=w.waited_s)

@@ -135,12 +135,16 @@ def reported_usage(result):
     return None
 
 
-def generate(args, settings, workdir, env):
-    """Warm-up + timed greedy generations through pgml.transform on a fresh daemon."""
+def generate(args, settings, workdir, env, load_in_8bit=False):
+    """Warm-up + timed greedy generations through pgml.transform on a fresh daemon; with
+    `load_in_8bit` the task asks for int8 weights (int8 kernels on the CPU)."""
     import psycopg
     from psycopg.types.json import Jsonb
 
-    task = Jsonb({"task": "conversational", "model": args.model})
+    task = {"task": "conversational", "model": args.model}
+    if load_in_8bit:
+        task["load_in_8bit"] = True
+    task = Jsonb(task)
     inputs = [Jsonb(m) for m in settings["prompt"]]
     sql = "SELECT pgml.transform(task => %s::jsonb, inputs => %s::jsonb[], args => %s::jsonb)"
     ensure_db(args)

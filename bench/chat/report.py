@@ -36,6 +36,16 @@ def train_tps(m, hf_runs):
     return tokens / m["train_runtime"] if tokens and m.get("train_runtime") else None
 
 
+def common_words(a, b):
+    """Words two texts share before their first difference."""
+    n = 0
+    for x, y in zip(a.split(), b.split()):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def gen_tps(m):
     """Median over the timed calls of completion tokens / client-seen seconds."""
     return median([c["completion_tokens"] / c["s"] for c in m["calls"] if c.get("completion_tokens")])
@@ -94,9 +104,19 @@ def tables(raw):
             ("model load + warm-up call s", fmt(g(HG, lambda r: r["load_s"] + r["warmup_s"])), fmt(g(PG, lambda r: r["warmup_s"])), ""),
             ("same greedy text", "", same, ""),
         ]
+    PG8 = R.get("pgmld_generate_int8", [])
+    if PG8:
+        h_tps, p8_tps = g(HG, gen_tps) if HG else None, g(PG8, gen_tps)
+        h_rss = g(HG, lambda r: r["peak_rss_mib"]) if HG else None
+        p8_rss = g(PG8, lambda r: r["peak_rss_mib"])
+        rows += [
+            ("generation tokens/s, pgmld `load_in_8bit` (int8 kernels)", fmt(h_tps, ".2f"), fmt(p8_tps, ".2f"), ratio(p8_tps, h_tps, True)),
+            ("generation peak RSS MiB, pgmld `load_in_8bit`", fmt(h_rss, ",.0f"), fmt(p8_rss, ",.0f"), ratio(p8_rss, h_rss, True)),
+            ("greedy words equal to HF's fp32 text before the first difference, `load_in_8bit`", "", str(common_words(HG[-1]["text"], PG8[-1]["text"])) if HG else "", ""),
+        ]
     head = md_table(["metric", "transformers + peft", "pgmld", "pgmld / HF"], "lrrr", rows)
     runs = ["| rep | side | figure | wall s | CPU s | peak RSS MiB | load 1/5/15 before → after (max) | other CPU s | other jobs seen |", "|---:|---|---|---:|---:|---:|---|---:|---|"]
-    for side in ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate"):
+    for side in ("hf_train", "pgmld_train", "hf_generate", "pgmld_generate", "pgmld_generate_int8"):
         for r in R.get(side, []):
             fig = f"{fmt(train_tps(r, HT))} tokens/s" if side.endswith("train") else f"{fmt(gen_tps(r), '.2f')} tokens/s"
             runs.append(f"| {r['rep']} | {side} | {fig} | {r['wall_s'] if 'wall_s' in r else sum(c['s'] for c in r['calls']):.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mib']:,.0f} | {loads(r)} | {r.get('other_cpu_s', 0):.0f} | {', '.join(r.get('busy', [])) or '-'} |")

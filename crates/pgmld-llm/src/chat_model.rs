@@ -98,6 +98,10 @@ impl ChatModel {
             // projections keep the adapter beside them.
             crate::lora::load_adapter(&mut model, dir, true)?;
         }
+        if opts.load_in_8bit {
+            // Generation on the CPU runs the int8 kernels (a no-op elsewhere).
+            crate::quant::use_cpu_int8_kernels(&mut model);
+        }
         let mut stop_ids = loaded.stop_ids();
         stop_ids.extend(END_OF_TURN_TOKENS.iter().filter_map(|t| loaded.tokenizer.token_to_id(t)));
         stop_ids.sort_unstable();
@@ -258,7 +262,11 @@ fn weight_bytes(model: &mut Llama) -> u64 {
                 + lora
         })
         .sum();
-    embed + linears
+    let head = model
+        .int8_head
+        .as_ref()
+        .map_or(0, |h| tensor_bytes(&h.weight) + h.int8_scale.as_ref().map_or(0, tensor_bytes));
+    embed + linears + head
 }
 
 /// Cuts streamed text at the first `stop` string. Text that could still become a stop

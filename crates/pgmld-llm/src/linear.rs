@@ -58,6 +58,12 @@ pub struct Linear {
     pub int8_scale: Option<Tensor>,
     /// The LoRA adapter, when this projection is one of the `target_modules`.
     pub lora: Option<LoraAdapter>,
+    /// The int8 scales in bfloat16, set by [`Linear::use_cpu_int8_kernel`] for CPU
+    /// inference: then `forward` (outside training, input without gradient) runs libtorch's
+    /// int8 weight kernel, which reads the int8 values as they are (a quarter of the f32
+    /// bytes per token) and takes bfloat16 activations, instead of dequantising the weight
+    /// at every call.
+    pub int8_kernel_scale: Option<Tensor>,
 }
 
 /// Sizes of a weight before and after int8 quantisation, in bytes.
@@ -77,7 +83,7 @@ pub(crate) fn tensor_bytes(t: &Tensor) -> u64 {
 impl Linear {
     /// A projection from its HF weight and optional bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, int8_scale: None, lora: None }
+        Linear { weight, bias, int8_scale: None, lora: None, int8_kernel_scale: None }
     }
 
     /// Output features.
@@ -108,13 +114,46 @@ impl Linear {
         // A trainable bias lives in the (f32) adapter VarStore: cast it to the activations'
         // dtype (a no-op when they match).
         let bias = self.bias.as_ref().map(|b| b.to_kind(x.kind()));
-        let base = match &self.int8_scale {
-            None => x.linear(&self.weight, bias.as_ref()),
-            Some(_) => x.linear(&self.dense_weight(x.kind()), bias.as_ref()),
+        let base = match (&self.int8_scale, &self.int8_kernel_scale) {
+            (None, _) => x.linear(&self.weight, bias.as_ref()),
+            (Some(_), Some(kernel_scale)) if !train && !x.requires_grad() => {
+                self.int8_kernel(x, kernel_scale, bias.as_ref())
+            }
+            (Some(_), _) => x.linear(&self.dense_weight(x.kind()), bias.as_ref()),
         };
         match &self.lora {
             Some(lora) => base + lora.delta(x, train),
             None => base,
+        }
+    }
+
+    /// `x Wᵀ + b` through `_weight_int8pack_mm`: `x` as `[rows, in]` bfloat16, the result
+    /// back in `x`'s shape and dtype. The kernel has no backward, hence only for inputs
+    /// that need no gradient.
+    fn int8_kernel(&self, x: &Tensor, kernel_scale: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let mut shape = x.size();
+        let rows = x.reshape([-1, self.in_features()]).to_kind(Kind::BFloat16);
+        let y = rows.internal_weight_int8pack_mm(&self.weight, kernel_scale);
+        if let Some(last) = shape.last_mut() {
+            *last = self.out_features();
+        }
+        let y = y.view(shape.as_slice()).to_kind(x.kind());
+        match bias {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+
+    /// Makes CPU inference use libtorch's int8 weight kernel (bfloat16 activations) for
+    /// this int8 projection; returns false, changing nothing, for a floating-point weight
+    /// or one off the CPU (the kernel is CPU-only here).
+    pub fn use_cpu_int8_kernel(&mut self) -> bool {
+        match &self.int8_scale {
+            Some(scale) if self.weight.device() == tch::Device::Cpu => {
+                self.int8_kernel_scale = Some(scale.to_kind(Kind::BFloat16));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -130,13 +169,20 @@ impl Linear {
         let before = tensor_bytes(&self.weight);
         let (q, scale) = tch::no_grad(|| {
             let w = self.weight.to_kind(Kind::Float);
-            let scale = (w.abs().amax([1i64].as_slice(), false) / 127.0)
-                .clamp_min(f32::MIN_POSITIVE as f64);
-            let q = (w / scale.unsqueeze(1)).round().clamp(-127.0, 127.0).to_kind(Kind::Int8);
-            (q, scale)
+            // One f32 temporary of the weight's size at a time (row max and min instead of
+            // |W|, rounding in place): a vocabulary projection is 100+ MB.
+            let rows = [1i64];
+            let absmax =
+                w.amax(rows.as_slice(), false).maximum(&w.amin(rows.as_slice(), false).neg());
+            let scale = (absmax / 127.0).clamp_min(f32::MIN_POSITIVE as f64);
+            let mut scaled = w / scale.unsqueeze(1);
+            let _ = scaled.round_();
+            let _ = scaled.clamp_(-127.0, 127.0);
+            (scaled.to_kind(Kind::Int8), scale)
         });
         self.weight = q;
         self.int8_scale = Some(scale);
+        self.int8_kernel_scale = None;
         let after = tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes);
         QuantizedBytes { before, after }
     }
@@ -202,6 +248,33 @@ mod tests {
         assert!(rel < 0.02, "relative error {rel}");
         // Quantising twice changes nothing.
         assert_eq!(q.quantize_int8().before, bytes.after);
+    }
+
+    #[test]
+    fn cpu_int8_kernel_matches_dequantised_forward_in_inference_only() {
+        tch::manual_seed(6);
+        let (w, b, x) = (randn(&[48, 64]), randn(&[48]), randn(&[2, 3, 64]));
+        let mut q = Linear::new(w.copy(), Some(b.copy()));
+        assert!(!q.use_cpu_int8_kernel(), "a float weight has no int8 kernel");
+        q.quantize_int8();
+        let dequantised = q.forward(&x, false);
+        assert!(q.use_cpu_int8_kernel());
+        let kernel = q.forward(&x, false);
+        assert_eq!(kernel.size(), vec![2, 3, 48]);
+        assert_eq!(kernel.kind(), Kind::Float);
+        // Only bfloat16 rounding of the activations and scales separates the two.
+        let rel = max_abs(&(&kernel - &dequantised)) / max_abs(&dequantised);
+        assert!(rel > 0.0 && rel < 0.02, "relative difference {rel}");
+        // Training, or an input that needs a gradient, takes the dequantising path.
+        assert!(max_abs(&(q.forward(&x, true) - &dequantised)) < 1e-5);
+        let xg = x.copy().set_requires_grad(true);
+        let y = q.forward(&xg, false);
+        assert!(max_abs(&(&y - &dequantised)) < 1e-5);
+        y.sum(Kind::Float).backward();
+        assert!(xg.grad().defined());
+        // Quantising again (a no-op) keeps the kernel.
+        q.quantize_int8();
+        assert!(q.int8_kernel_scale.is_some());
     }
 
     #[test]

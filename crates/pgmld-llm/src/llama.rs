@@ -36,6 +36,11 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// Output projection `[vocab, hidden]`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Linear>,
+    /// The output projection in int8 for CPU inference with `load_in_8bit`
+    /// ([`crate::quant::use_cpu_int8_kernels`]); [`Llama::head`] uses it when set. The
+    /// vocabulary projection is the largest matrix a token streams (a third of SmolLM2's
+    /// f32 bytes), so leaving it in f32 would keep most of the cost.
+    pub int8_head: Option<Linear>,
     rope: RotaryEmbedding,
     device: Device,
     kind: Kind,
@@ -150,7 +155,17 @@ impl Llama {
             Some(take_linear(weights, "lm_head", [vocab, hidden], false, device, kind)?)
         };
         let rope = RotaryEmbedding::new(&config, device, kind)?;
-        Ok(Llama { config, embed_tokens, layers, norm, lm_head, rope, device, kind })
+        Ok(Llama {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            int8_head: None,
+            rope,
+            device,
+            kind,
+        })
     }
 
     /// Number of decoder layers.
@@ -204,9 +219,9 @@ impl Llama {
     /// Final norm and output projection: `[…, hidden]` → logits `[…, vocab]` in f32.
     pub fn head(&self, x: &Tensor) -> Tensor {
         let x = self.norm.forward(x);
-        let logits = match &self.lm_head {
-            Some(lm_head) => lm_head.forward(&x, false),
-            None => x.linear(&self.embed_tokens, None::<&Tensor>),
+        let logits = match (&self.int8_head, &self.lm_head) {
+            (Some(head), _) | (None, Some(head)) => head.forward(&x, false),
+            (None, None) => x.linear(&self.embed_tokens, None::<&Tensor>),
         };
         logits.to_kind(Kind::Float)
     }

@@ -62,3 +62,65 @@ fn greedy_answer_mentions_paris() {
     assert!(answer.contains("Paris"), "answer: {answer:?}");
     assert!(matches!(out.finish_reason, FinishReason::Stop | FinishReason::Length));
 }
+
+/// `load_in_8bit` on the CPU: int8 projections and vocabulary projection through libtorch's
+/// int8 weight kernel. Same answer and logits close to f32's (speed is printed, not
+/// asserted: bench/chat measures it).
+#[test]
+fn int8_kernels_answer_like_f32_and_faster() {
+    let Some(path) = smollm2_gguf() else { return };
+    let mut loaded = pgmld_llm::source::open(&path, Device::Cpu).unwrap();
+    let dense =
+        Llama::load(loaded.config.clone(), &mut loaded.weights, Device::Cpu, Kind::Float).unwrap();
+    let mut again = pgmld_llm::source::open(&path, Device::Cpu).unwrap();
+    let mut int8 =
+        Llama::load(again.config.clone(), &mut again.weights, Device::Cpu, Kind::Float).unwrap();
+    let report = pgmld_llm::quant::quantize_int8(&mut int8);
+    assert_eq!(report.linears, 30 * 7);
+    let head_bytes = pgmld_llm::quant::use_cpu_int8_kernels(&mut int8).unwrap();
+    assert_eq!(head_bytes, 49152 * 576 + 4 * 49152, "int8 head from the tied embeddings");
+
+    let prompt = loaded
+        .template()
+        .render(&[ChatMessage::new("user", "What is the capital of France?")], true)
+        .unwrap();
+    let ids = loaded.tokenizer.encode(&prompt, false).unwrap();
+    let input = tch::Tensor::from_slice(&ids).view([1, -1]);
+    let (want, got) =
+        tch::no_grad(|| (dense.forward(&input, None, false), int8.forward(&input, None, false)));
+    let rel = (&got - &want).abs().max().double_value(&[]) / want.abs().max().double_value(&[]);
+    assert!(rel > 0.0 && rel < 0.1, "int8 vs f32: relative logit error {rel}");
+    let last = |t: &tch::Tensor| t.select(1, -1).argmax(-1, false).int64_value(&[0]);
+    assert_eq!(last(&got), last(&want), "same next token after the prompt");
+
+    let cfg = GenerationConfig {
+        max_new_tokens: 48,
+        stop_ids: Vec::new(),
+        ..GenerationConfig::default()
+    };
+    let timed = |model: &Llama| {
+        // One warm-up call, then the best of two.
+        generate(model, &ids, &cfg, |_| ControlFlow::Continue(())).unwrap();
+        let mut best = f64::MAX;
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let start = Instant::now();
+            tokens = generate(model, &ids, &cfg, |_| ControlFlow::Continue(())).unwrap().tokens;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        (tokens, best)
+    };
+    let (dense_tokens, dense_s) = timed(&dense);
+    let (int8_tokens, int8_s) = timed(&int8);
+    let answer = loaded.tokenizer.decode(&int8_tokens, true).unwrap();
+    let same = dense_tokens.iter().zip(&int8_tokens).take_while(|(a, b)| a == b).count();
+    eprintln!(
+        "f32 {:.1} tokens/s, int8 kernels {:.1} tokens/s ({:.2}x); {same} of {} greedy tokens as f32; answer: {answer:?}",
+        48.0 / dense_s,
+        48.0 / int8_s,
+        dense_s / int8_s,
+        dense_tokens.len()
+    );
+    assert!(answer.contains("Paris"), "answer: {answer:?}");
+    assert!(same >= 1, "the first greedy token differs from f32's");
+}

@@ -8,7 +8,7 @@
 //! llm_check export <model.gguf> <out_dir>
 //! llm_check correctness <model> --device cpu|cuda [--new-tokens 32] [--dump <dir>]
 //! llm_check train <model> <rows.jsonl> --device cpu|cuda --option <option> --steps N
-//! llm_check generate <model> --device cpu|cuda --dtype fp32|bf16 [--max-new-tokens 128] [--reps 3]
+//! llm_check generate <model> --device cpu|cuda --dtype fp32|bf16|int8 [--max-new-tokens 128] [--reps 3]
 //! ```
 //!
 //! - `export`: the tokenizer (`tokenizer.json`), `tokenizer_config.json` (BOS/EOS/pad and
@@ -163,7 +163,9 @@ fn kind_of(dtype: &str) -> CheckResult<Kind> {
     match dtype {
         "fp32" => Ok(Kind::Float),
         "bf16" => Ok(Kind::BFloat16),
-        other => Err(CheckError(format!("--dtype {other:?}: expected fp32 or bf16"))),
+        // f32 weights quantised after loading (load_in_8bit's int8 kernels on the CPU).
+        "int8" => Ok(Kind::Float),
+        other => Err(CheckError(format!("--dtype {other:?}: expected fp32, bf16 or int8"))),
     }
 }
 
@@ -237,7 +239,12 @@ fn generation(model_path: &Path, flags: &Flags) -> CheckResult<()> {
     let ids = probe_ids(&loaded)?;
     let model = {
         let mut w = loaded.weights;
-        Llama::load(loaded.config.clone(), &mut w, device, kind_of(&dtype)?)?
+        let mut model = Llama::load(loaded.config.clone(), &mut w, device, kind_of(&dtype)?)?;
+        if dtype == "int8" {
+            pgmld_llm::quant::quantize_int8(&mut model);
+            pgmld_llm::quant::use_cpu_int8_kernels(&mut model);
+        }
+        model
     };
     sync(device);
     let load_s = started.elapsed().as_secs_f64();
