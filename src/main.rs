@@ -369,6 +369,7 @@ async fn run(config: Config) -> Result<()> {
         max_message: config.max_message_bytes,
         authentication_timeout: config.authentication_timeout(),
         session_threads: config.session_threads(),
+        session_slice_us: config.session_slice_us,
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -3,11 +3,14 @@
 #
 #   bench/pgbench/run.sh                 # 2 client counts x 3 modes x 3 targets, 30 s each (~10 min)
 #   DURATION=5 bench/pgbench/run.sh      # quick check
+#   ROUNDS=3 DURATION=10 bench/pgbench/run.sh   # 3 interleaved rounds, medians per cell
 #
 # Runs `pgbench -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l` for every client count
 # in $CLIENTS, every protocol mode (simple, extended, prepared) and every target,
 # interleaved per mode. Each cell reports TPS and the p50 / p99 transaction latency read
-# from pgbench's per-transaction log (`--log`). Targets:
+# from pgbench's per-transaction log (`--log`); with ROUNDS > 1 the whole sequence runs
+# that many times and each figure is the median over the rounds (single runs on a shared
+# 2-CPU machine vary by ±20 %). Targets:
 #   direct     Postgres at $PG_HOST:$PG_PORT (trust auth as $PG_USER)
 #   pgbouncer  a private pgbouncer (session pooling, a server connection per client) started
 #              here on a free port; the Debian package is installed with apt-get when missing
@@ -18,7 +21,7 @@
 # Prints a markdown table and writes it, with the date, machine and command, to $OUT.
 # Everything started here is stopped on exit.
 #
-# Environment (defaults): DURATION (30) SCALE (10) CLIENTS ("8 50") JOBS (2)
+# Environment (defaults): DURATION (30) SCALE (10) CLIENTS ("8 50") JOBS (2) ROUNDS (1)
 #   MODES ("simple extended prepared") TARGETS ("direct pgbouncer pgmld")
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_USER (postgres) BENCH_DB (pgbench_bench)
 #   SSLMODE (disable: pgbench's and pgmld's upstream sslmode, as pgbouncer's defaults)
@@ -41,6 +44,8 @@ DURATION=${DURATION:-30}
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-8 50}
 JOBS=${JOBS:-2}
+ROUNDS=${ROUNDS:-1}
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer, got '$ROUNDS'" >&2; exit 2; }
 MODES=${MODES:-simple extended prepared}
 TARGETS=${TARGETS:-direct pgbouncer pgmld}
 PG_HOST=${PG_HOST:-127.0.0.1}
@@ -54,7 +59,7 @@ export PGSSLMODE=$SSLMODE
 FORCE_INIT=${FORCE_INIT:-0}
 if [[ -n "${PGMLD_BIN:-}" ]]; then BIN=$(abspath "$PGMLD_BIN"); else BIN=$ROOT/target/release/pgmld; fi
 if [[ -n "${OUT:-}" ]]; then OUT_FILE=$(abspath "$OUT"); else OUT_FILE=$ROOT/bench/pgbench/results.md; fi
-INVOCATION="DURATION=$DURATION SCALE=$SCALE CLIENTS=\"$CLIENTS\" JOBS=$JOBS$CALLER_SET bench/pgbench/run.sh"
+INVOCATION="DURATION=$DURATION SCALE=$SCALE CLIENTS=\"$CLIENTS\" JOBS=$JOBS ROUNDS=$ROUNDS$CALLER_SET bench/pgbench/run.sh"
 MAX_CLIENTS=$(printf '%s\n' $CLIENTS | sort -n | tail -1)
 
 log() { printf '[pgbench-run] %s\n' "$*" >&2; }
@@ -256,6 +261,13 @@ wait_backends_gone() {
   done
   log "warning: $n backends of $BENCH_DB still open before the next cell"
 }
+# median of the numbers given (n/a when none is a number)
+median() {
+  printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g \
+    | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+declare -A ALL_TPS ALL_P50 ALL_P99
+for round in $(seq 1 "$ROUNDS"); do
 for clients in $CLIENTS; do
   pgbench_args=(-S -c "$clients" -j "$JOBS" -T "$DURATION")
   for mode in $MODES; do
@@ -267,7 +279,7 @@ for clients in $CLIENTS; do
       logf=$WORK/$target-$clients-$mode.log
       txlog=$WORK/tx-$target-$clients-$mode
       wait_backends_gone
-      log "$target / $clients clients / $mode: pgbench ${pgbench_args[*]} -M $mode -l (${DURATION}s)"
+      log "round $round/$ROUNDS: $target / $clients clients / $mode: pgbench ${pgbench_args[*]} -M $mode -l (${DURATION}s)"
       rc=0
       pgbench -h "$host" -p "${PORT[$target]}" -U "$PG_USER" "${pgbench_args[@]}" -M "$mode" \
         -l --log-prefix="$txlog" "$BENCH_DB" >"$logf" 2>&1 || rc=$?
@@ -281,12 +293,15 @@ for clients in $CLIENTS; do
       if [[ $rc != 0 ]]; then NOTES+=("$target / $clients clients / $mode: pgbench exit $rc (errors during the run)"); fi
       failed=$(awk '/^number of failed transactions:/ { print $5; exit }' "$logf")
       if [[ -n "$failed" && "$failed" != 0 ]]; then NOTES+=("$target / $clients clients / $mode: $failed failed transactions"); fi
-      TPS[$cell]=$tps
-      read -r P50[$cell] P99[$cell] < <(latency_percentiles "$txlog")
+      read -r p50 p99 < <(latency_percentiles "$txlog")
       rm -f "$txlog".*
-      log "$target / $clients clients / $mode: tps = $tps, p50 = ${P50[$cell]} ms, p99 = ${P99[$cell]} ms"
+      ALL_TPS[$cell]+=" $tps"; ALL_P50[$cell]+=" $p50"; ALL_P99[$cell]+=" $p99"
+      # shellcheck disable=SC2086
+      TPS[$cell]=$(median ${ALL_TPS[$cell]}); P50[$cell]=$(median ${ALL_P50[$cell]}); P99[$cell]=$(median ${ALL_P99[$cell]})
+      log "$target / $clients clients / $mode: tps = $tps, p50 = $p50 ms, p99 = $p99 ms"
     done
   done
+done
 done
 
 # --- report ----------------------------------------------------------------------------
@@ -327,12 +342,22 @@ mkdir -p "$(dirname "$OUT_FILE")"
   echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l $BENCH_DB\`" \
        "after \`pgbench -i -s $SCALE $BENCH_DB\` on Postgres directly"
   echo "- Latency: p50 / p99 over every transaction in pgbench's \`--log\` (its latency field), in ms"
+  echo "- Rounds: $ROUNDS, interleaved (every cell of a round before the next round); each figure is the median over the rounds"
   echo "- pgbouncer: pool_mode = session, default_pool_size = $MAX_CLIENTS, max_client_conn = $((MAX_CLIENTS + 50)), server_idle_timeout = 1, auth_type = trust"
   echo "- pgmld: \`$PGMLD_CMD\`"
   echo "- TLS: none on any leg (pgbench PGSSLMODE=$SSLMODE, pgmld upstream sslmode=$SSLMODE, pgbouncer's defaults)"
   echo "- pgbench, Postgres and the proxy share the same $(nproc) CPUs, so proxy CPU cost shows up as lost TPS."
   echo
   echo "$TABLE"
+  if ((ROUNDS > 1)); then
+    echo
+    echo "Per round (TPS; p99 ms), in round order:"
+    echo
+    for c in $CLIENTS; do for m in $MODES; do for t in direct pgbouncer pgmld; do
+      [[ -n "${ALL_TPS[$t,$c,$m]:-}" ]] || continue
+      echo "- $c clients, $m, $t: TPS${ALL_TPS[$t,$c,$m]}; p99${ALL_P99[$t,$c,$m]}"
+    done; done; done
+  fi
   if ((${#NOTES[@]})); then echo; echo "Notes:"; printf -- '- %s\n' "${NOTES[@]}"; fi
 } >"$OUT_FILE"
 log "wrote ${OUT_FILE}"

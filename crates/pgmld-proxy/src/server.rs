@@ -40,6 +40,8 @@ pub struct ServerOptions {
     /// Session threads (each a single-threaded runtime); 0 runs sessions on the caller's
     /// runtime instead.
     pub session_threads: usize,
+    /// Scheduler slice the session threads ask for, in microseconds (0: the kernel's).
+    pub session_slice_us: u64,
 }
 
 /// A pgmld front-end: one per process.
@@ -62,7 +64,7 @@ impl Server {
         let kill = CancellationToken::new();
         let threads = match self.opts.session_threads {
             0 => None,
-            n => match crate::threads::SessionThreads::start(n) {
+            n => match crate::threads::SessionThreads::start(n, self.opts.session_slice_us) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::error!("cannot start session threads ({e}); using the main runtime");

@@ -211,6 +211,7 @@ pub async fn start() -> SocketAddr {
         max_message: 1 << 26,
         authentication_timeout: Some(Duration::from_secs(60)),
         session_threads: 0,
+        session_slice_us: 0,
     });
     tokio::spawn(server.serve(listener, tokio_util::sync::CancellationToken::new()));
     addr
