@@ -256,16 +256,10 @@ fn weight_bytes(model: &mut Llama) -> u64 {
         .into_iter()
         .map(|(_, l)| {
             let lora = l.lora.as_ref().map_or(0, |a| tensor_bytes(&a.a) + tensor_bytes(&a.b));
-            tensor_bytes(&l.weight)
-                + l.bias.as_ref().map_or(0, tensor_bytes)
-                + l.int8_scale.as_ref().map_or(0, tensor_bytes)
-                + lora
+            l.weight_bytes() + l.bias.as_ref().map_or(0, tensor_bytes) + lora
         })
         .sum();
-    let head = model
-        .int8_head
-        .as_ref()
-        .map_or(0, |h| tensor_bytes(&h.weight) + h.int8_scale.as_ref().map_or(0, tensor_bytes));
+    let head = model.int8_head.as_ref().map_or(0, crate::Linear::weight_bytes);
     embed + linears + head
 }
 

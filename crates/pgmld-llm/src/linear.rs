@@ -96,6 +96,11 @@ impl Linear {
         self.weight.size()[1]
     }
 
+    /// Bytes of the weight as held: floating point, or int8 values plus their f32 scales.
+    pub fn weight_bytes(&self) -> u64 {
+        tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes)
+    }
+
     /// Whether the weight is held as int8 values with per-channel scales.
     pub fn is_int8(&self) -> bool {
         self.int8_scale.is_some()
@@ -162,8 +167,7 @@ impl Linear {
     /// `Int8Params` row-wise scales). Already int8: nothing changes.
     pub fn quantize_int8(&mut self) -> QuantizedBytes {
         if self.is_int8() {
-            let bytes =
-                tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes);
+            let bytes = self.weight_bytes();
             return QuantizedBytes { before: bytes, after: bytes };
         }
         let before = tensor_bytes(&self.weight);
@@ -183,8 +187,7 @@ impl Linear {
         self.weight = q;
         self.int8_scale = Some(scale);
         self.int8_kernel_scale = None;
-        let after = tensor_bytes(&self.weight) + self.int8_scale.as_ref().map_or(0, tensor_bytes);
-        QuantizedBytes { before, after }
+        QuantizedBytes { before, after: self.weight_bytes() }
     }
 
     /// Folds the adapter into the weight (`W += scaling · B A`) and drops it, so inference
