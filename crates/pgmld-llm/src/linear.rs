@@ -137,7 +137,7 @@ impl Linear {
     /// that need no gradient.
     fn int8_kernel(&self, x: &Tensor, kernel_scale: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let mut shape = x.size();
-        let rows = x.reshape([-1, self.in_features()]).to_kind(Kind::BFloat16);
+        let rows = aligned(x.reshape([-1, self.in_features()]).to_kind(Kind::BFloat16));
         let y = rows.internal_weight_int8pack_mm(&self.weight, kernel_scale);
         if let Some(last) = shape.last_mut() {
             *last = self.out_features();
@@ -150,11 +150,16 @@ impl Linear {
     }
 
     /// Makes CPU inference use libtorch's int8 weight kernel (bfloat16 activations) for
-    /// this int8 projection; returns false, changing nothing, for a floating-point weight
-    /// or one off the CPU (the kernel is CPU-only here).
+    /// this int8 projection; returns false, changing nothing, for a floating-point weight,
+    /// one off the CPU (the kernel is CPU-only here), or an input width the kernel cannot
+    /// take (see [`INT8_KERNEL_K_MULTIPLE`]).
     pub fn use_cpu_int8_kernel(&mut self) -> bool {
         match &self.int8_scale {
-            Some(scale) if self.weight.device() == tch::Device::Cpu => {
+            Some(scale)
+                if self.weight.device() == tch::Device::Cpu
+                    && self.in_features() % INT8_KERNEL_K_MULTIPLE == 0 =>
+            {
+                self.weight = aligned(self.weight.shallow_clone());
                 self.int8_kernel_scale = Some(scale.to_kind(Kind::BFloat16));
                 true
             }
@@ -207,6 +212,23 @@ impl Linear {
         }
         Ok(())
     }
+}
+
+/// `_weight_int8pack_mm`'s CPU kernel walks the input width in steps of 16 (AVX-512; 8 on
+/// AVX2) with aligned vector loads and no remainder loop: any other width reads past the
+/// rows (a crash seen on AVX-512 machines), so such projections keep the dequantising path.
+pub const INT8_KERNEL_K_MULTIPLE: i64 = 16;
+
+/// `t` itself when contiguous and 64-byte aligned, else a fresh contiguous copy (libtorch's
+/// allocator aligns to 64): the int8 kernel's aligned 32-byte loads need aligned rows,
+/// which a view at an odd offset does not have.
+fn aligned(t: Tensor) -> Tensor {
+    if t.is_contiguous() && (t.data_ptr() as usize).is_multiple_of(64) {
+        return t;
+    }
+    let mut out = Tensor::empty(t.size(), (t.kind(), t.device()));
+    out.copy_(&t);
+    out
 }
 
 #[cfg(test)]
@@ -278,6 +300,22 @@ mod tests {
         // Quantising again (a no-op) keeps the kernel.
         q.quantize_int8();
         assert!(q.int8_kernel_scale.is_some());
+        // An input width the kernel cannot walk (24) keeps the dequantising path.
+        let (w24, x24) = (randn(&[8, 24]), randn(&[3, 24]));
+        let mut odd = Linear::new(w24, None);
+        odd.quantize_int8();
+        let want = odd.forward(&x24, false);
+        assert!(!odd.use_cpu_int8_kernel() && odd.int8_kernel_scale.is_none());
+        assert!(max_abs(&(odd.forward(&x24, false) - want)) < 1e-6);
+        // Activations at an unaligned offset (a view one bfloat16 into a buffer) are copied
+        // before the kernel reads them, and give the same result.
+        let buf = Tensor::zeros([2 * 3 * 64 + 1], (Kind::Float, tch::Device::Cpu));
+        let view = buf.narrow(0, 1, 2 * 3 * 64).view([2, 3, 64]);
+        let mut v = view.shallow_clone();
+        v.copy_(&x);
+        assert!(max_abs(&(q.forward(&view, false) - &kernel)) < 1e-6);
+        let offset = aligned(view.to_kind(Kind::BFloat16).narrow(2, 1, 32));
+        assert!(offset.is_contiguous() && (offset.data_ptr() as usize).is_multiple_of(64));
     }
 
     #[test]
