@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pgmld_config::Config;
 use pgmld_schema::{ClusterOptions, EmbeddedCluster, Migrator};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +89,8 @@ fn main() -> Result<()> {
     for name in pgmld_config::unknown_env_vars(env) {
         tracing::warn!("ignoring environment variable {name}: not a pgmld setting");
     }
+    // Sets environment variables: before any thread is started (tokio, libtorch's pool).
+    pgmld_tune::data_parallel::configure_nccl(config.nccl_plugin.as_deref().map(Path::new));
     set_torch_threads(&config)?;
     // The main runtime accepts connections and serves metrics; sessions run on their own
     // threads (`session_threads`).

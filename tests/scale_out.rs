@@ -291,6 +291,15 @@ async fn async_tunes_are_waited_for_later_and_a_job_no_worker_can_run_says_why()
         "world_size must be between 1 and 256, got 0",
     )
     .await;
+    // A value of the wrong type is named by its key, not only by the type serde expected.
+    let bad = SHORT.replacen("\"max_steps\"", r#""learning_rate": "fast", "max_steps""#, 1);
+    support::expect_err(
+        &c,
+        &queued("bad", &bad),
+        "22023",
+        "learning_rate: invalid type: string \"fast\", expected f64",
+    )
+    .await;
 
     // Ctrl-C on pgml.wait_job stops the wait; the job goes on until pgml.cancel_job.
     let long = r#"{"training_args": {"num_train_epochs": 500, "logging_steps": 2}, "tokenizer_args": {"max_length": 32}}"#;

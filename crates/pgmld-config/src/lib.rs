@@ -139,6 +139,11 @@ pub struct Config {
     /// store and Gloo connections): a host name or IP of this machine. Default: unset, the
     /// machine's host name.
     pub dist_host: Option<String>,
+    /// Path of `libpgmld_nccl.so`, the plugin holding c10d's NCCL process group that
+    /// data-parallel jobs on CUDA devices use (built on the GPU machine by
+    /// `scripts/build-nccl-plugin.sh`). Default: unset, the file beside the pgmld binary,
+    /// else the library search path.
+    pub nccl_plugin: Option<String>,
     /// Directories `pgml.load_dataset` may read local files from (after resolving symlinks
     /// and `..`), as an environment variable comma-separated. Reading any server file also
     /// needs what `COPY ... FROM '<file>'` needs: a superuser or a member of
@@ -233,6 +238,7 @@ impl Default for Config {
             job_poll_ms: 1000,
             rendezvous_timeout_secs: 10,
             dist_host: None,
+            nccl_plugin: None,
             dataset_dirs: Vec::new(),
             openai_listen: None,
             openai_api_keys: None,
@@ -401,6 +407,7 @@ pub const FIELDS: &[&str] = &[
     "job_poll_ms",
     "rendezvous_timeout_secs",
     "dist_host",
+    "nccl_plugin",
     "dataset_dirs",
     "openai_listen",
     "openai_api_keys",
@@ -625,6 +632,7 @@ mod tests {
             dashboard_listen: Some("x".into()),
             torch_threads: Some(1),
             dist_host: Some("x".into()),
+            nccl_plugin: Some("x".into()),
             ..Config::default()
         })
         .unwrap();

@@ -90,6 +90,12 @@ int pgmld_store_port(const void *store) { return static_cast<const Store *>(stor
 
 void pgmld_store_free(void *store) { delete static_cast<Store *>(store); }
 
+// The store's c10d::Store*, borrowed, for the NCCL plugin (nccl.cpp), which takes its own
+// reference.
+void *pgmld_store_raw(const void *store) {
+  return static_cast<const Store *>(store)->store.get();
+}
+
 // A Gloo process group of `world` ranks meeting through `store`, this process being
 // `rank`, its pairs bound to `bind_host`; collectives fail after timeout_ms.
 int pgmld_gloo_new(const void *store, int rank, int world, const char *bind_host,
@@ -104,6 +110,12 @@ int pgmld_gloo_new(const void *store, int rank, int world, const char *bind_host
   *out = new Group{pg};
   return 0;
   PGMLD_CATCH
+}
+
+// Wraps a c10d::Backend* whose reference the caller hands over (the NCCL plugin's group)
+// as a group of this shim, so the collectives below serve it as they serve Gloo's.
+void pgmld_group_adopt(void *backend, void **out) {
+  *out = new Group{c10::intrusive_ptr<c10d::Backend>::reclaim(static_cast<c10d::Backend *>(backend))};
 }
 
 // Frees a group (joining its threads). After a failed collective a group is unusable:

@@ -1,7 +1,8 @@
 //! PyTorch's c10d for data-parallel training, through `src/dist.cpp`: the TCPStore ranks
-//! meet through ([`Store`]) and a Gloo process group ([`ProcessGroup`]) whose collectives
+//! meet through ([`Store`]) and a process group ([`ProcessGroup`]) whose collectives
 //! (all-reduce, broadcast, barrier) are the ones `torch.distributed` runs with backend
-//! `gloo`. No collective is written here: each call is one c10d operation.
+//! `gloo` (CPU tensors) or `nccl` (CUDA tensors; [`ProcessGroup::nccl`], from the plugin of
+//! [`crate::nccl`]). No collective is written here: each call is one c10d operation.
 //!
 //! Failures (a rank that never comes, a peer that dies mid-collective, a timeout) come
 //! back as [`KernelError`]s; after one, the group is unusable: drop it and make another.
@@ -28,6 +29,8 @@ extern "C" {
     ) -> i32;
     fn pgmld_store_port(store: *const c_void) -> i32;
     fn pgmld_store_free(store: *mut c_void);
+    fn pgmld_store_raw(store: *const c_void) -> *mut c_void;
+    fn pgmld_group_adopt(backend: *mut c_void, out: *mut *mut c_void);
     fn pgmld_gloo_new(
         store: *const c_void,
         rank: i32,
@@ -155,9 +158,9 @@ impl Drop for Store {
     }
 }
 
-/// A Gloo process group: this process is `rank` of `world`. Every rank must issue the same
-/// collectives in the same order, so a group is `Send` (it may move to a training thread)
-/// but not `Sync`.
+/// A c10d process group (Gloo or NCCL): this process is `rank` of `world`. Every rank must
+/// issue the same collectives in the same order, so a group is `Send` (it may move to a
+/// training thread) but not `Sync`.
 pub struct ProcessGroup {
     ptr: NonNull<c_void>,
     rank: usize,
@@ -202,6 +205,49 @@ impl ProcessGroup {
             .ok_or_else(|| KernelError("the process group was not created".into()))
     }
 
+    /// Joins the NCCL group (c10d's `ProcessGroupNCCL`) of `world` ranks meeting through
+    /// `store` as `rank`, on CUDA device `device`, from the plugin `libpgmld_nccl.so`
+    /// ([`crate::nccl`]); its collectives take tensors on that device and fail after
+    /// `timeout` (with [`crate::nccl::ENV_DEFAULTS`] set). NCCL allows one rank per GPU.
+    pub fn nccl(
+        store: &Store,
+        rank: usize,
+        world: usize,
+        device: usize,
+        timeout: Duration,
+    ) -> Result<ProcessGroup, KernelError> {
+        if world == 0 || rank >= world {
+            return Err(KernelError(format!("rank {rank} of a group of {world}")));
+        }
+        let device = i32::try_from(device).map_err(|_| KernelError(format!("cuda:{device}")))?;
+        let plugin = crate::nccl::plugin()?;
+        let mut backend = std::ptr::null_mut();
+        // SAFETY: `store` is a live handle whose c10d::Store the plugin takes a reference
+        // to; `backend` receives a released c10d::Backend* on success.
+        call(|err, len| unsafe {
+            let raw = pgmld_store_raw(store.ptr.as_ptr());
+            (plugin.new_group)(
+                raw,
+                rank as i32,
+                world as i32,
+                device,
+                millis(timeout),
+                &mut backend,
+                err,
+                len,
+            )
+        })?;
+        if backend.is_null() {
+            return Err(KernelError("the NCCL process group was not created".into()));
+        }
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `backend` carries one reference, which the new group handle takes over.
+        unsafe { pgmld_group_adopt(backend, &mut out) };
+        NonNull::new(out)
+            .map(|ptr| ProcessGroup { ptr, rank, world })
+            .ok_or_else(|| KernelError("the NCCL process group was not created".into()))
+    }
+
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.rank
@@ -213,7 +259,8 @@ impl ProcessGroup {
     }
 
     /// In place on every rank: each tensor becomes its sum over the ranks (one coalesced
-    /// collective for the whole list; shapes may differ; CPU tensors).
+    /// collective for the whole list; shapes may differ; CPU tensors for Gloo, tensors on
+    /// the group's device for NCCL).
     pub fn all_reduce_sum_(&mut self, tensors: &[Tensor]) -> Result<(), KernelError> {
         if tensors.is_empty() {
             return Ok(());
@@ -315,5 +362,64 @@ mod tests {
         );
         let e = Store::connect("127.0.0.1", 1, 2, Duration::from_millis(500), "x/").err().unwrap();
         assert!(!e.0.is_empty());
+        // Checked before the NCCL plugin is looked for.
+        let e = ProcessGroup::nccl(&server, 2, 2, 0, T).err().expect("rank outside the group");
+        assert!(e.0.contains("rank 2 of a group of 2"), "{e}");
+    }
+
+    /// NCCL on every CUDA device (one rank each, at most 4, as NCCL allows one rank per
+    /// GPU): sums, broadcast from the last rank, barrier. Run by the GPU check
+    /// (bench/jobs/gpu/run.sh) with the plugin built there, `PGMLD_NCCL_PLUGIN` naming it.
+    #[test]
+    #[ignore = "needs a CUDA device and libpgmld_nccl.so (PGMLD_NCCL_PLUGIN)"]
+    fn nccl_sums_and_broadcasts_on_every_cuda_device() {
+        // As pgmld_train::load_cuda: tch sees CUDA only once libtorch_cuda is loaded.
+        // SAFETY: dlopen with a NUL-terminated name; the handle stays open.
+        let _cuda = unsafe {
+            libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
+        };
+        assert!(tch::Cuda::is_available(), "no CUDA device");
+        if let Some(p) = std::env::var_os("PGMLD_NCCL_PLUGIN") {
+            crate::nccl::configure(Some(std::path::Path::new(&p)));
+        }
+        for (name, value) in crate::nccl::ENV_DEFAULTS {
+            if std::env::var_os(name).is_none() {
+                std::env::set_var(name, value);
+            }
+        }
+        println!("NCCL {}", crate::nccl::nccl_version().unwrap());
+        let world = (tch::Cuda::device_count() as usize).clamp(1, 4);
+        let server = Store::serve("127.0.0.1", 0, world, T, "nccl/").unwrap();
+        let port = server.port();
+        let rank_main = move |rank: usize, store: &Store| {
+            let mut pg = ProcessGroup::nccl(store, rank, world, rank, T).unwrap();
+            let dev = Device::Cuda(rank);
+            let r = (rank + 1) as f64;
+            let a = Tensor::full([2, 3], r, (Kind::Float, dev));
+            let b = Tensor::arange(5, (Kind::Float, dev)) * r;
+            pg.all_reduce_sum_(&[a.shallow_clone(), b.shallow_clone()]).unwrap();
+            let c = Tensor::full([4], r, (Kind::Float, dev));
+            pg.broadcast_(&[c.shallow_clone()], world - 1).unwrap();
+            pg.barrier().unwrap();
+            let cpu = |t: Tensor| Vec::<f32>::try_from(t.to(Device::Cpu).flatten(0, -1)).unwrap();
+            (cpu(a), cpu(b), cpu(c))
+        };
+        let threads: Vec<_> = (1..world)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let store = Store::connect("127.0.0.1", port, world, T, "nccl/").unwrap();
+                    rank_main(rank, &store)
+                })
+            })
+            .collect();
+        let mut out = vec![rank_main(0, &server)];
+        out.extend(threads.into_iter().map(|t| t.join().unwrap()));
+        let total = (world * (world + 1) / 2) as f32;
+        for (a, b, c) in out {
+            assert_eq!(a, vec![total; 6]);
+            assert_eq!(b, (0..5).map(|i| i as f32 * total).collect::<Vec<_>>());
+            assert_eq!(c, vec![world as f32; 4], "the last rank's values");
+        }
+        println!("NCCL group of {world} on CUDA: all-reduce, broadcast and barrier agree");
     }
 }

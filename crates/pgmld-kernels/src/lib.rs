@@ -3,12 +3,18 @@
 //! update `torch.optim.AdamW(fused=True)` runs, which the Hugging Face Trainer uses by
 //! default (`adamw_torch_fused`). Per parameter it is one pass over the memory instead of
 //! the eight tensor operations of an update written with tch's ops. And PyTorch's c10d
-//! ([`dist`]: TCPStore and the Gloo process group) for data-parallel training, and
-//! autocast on the CPU ([`autocast_bf16`]), which tch only has for CUDA.
+//! ([`dist`]: TCPStore and the Gloo process group; [`nccl`]: its NCCL group, from a plugin
+//! built on GPU machines) for data-parallel training, and
+//! autocast on the CPU ([`autocast_bf16`]), which tch only has for CUDA; foreach gradient
+//! clipping and the TF32 switches ([`precision`]).
 
 #![warn(missing_docs)]
 
 pub mod dist;
+pub mod nccl;
+pub mod precision;
+
+pub use precision::{clip_grad_norm_, tf32, tf32_allowed, Tf32Guard};
 
 use std::ffi::{c_char, c_void, CStr};
 

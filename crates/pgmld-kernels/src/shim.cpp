@@ -4,6 +4,7 @@
 // its message into `err`, returning non-zero, so no exception crosses into Rust.
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 
@@ -59,6 +60,62 @@ int pgmld_fused_adamw(const at::Tensor *const *params, const at::Tensor *const *
     return report(e.what(), err, err_len);
   } catch (...) {
     return report("unknown C++ exception", err, err_len);
+  }
+}
+
+// torch.nn.utils.clip_grad_norm_(foreach=True): the global L2 norm of the gradients
+// (per-tensor norms by one _foreach_norm, then the norm of those), and when max_norm > 0
+// every gradient scaled in place by min(1, max_norm / (norm + 1e-6)) with one
+// _foreach_mul_. A few kernel launches on CUDA for the whole list instead of two per
+// tensor, and no host sync: the scale stays a device tensor. *total receives a new
+// at::Tensor (the norm, a 0-dim float tensor) that the caller owns.
+int pgmld_clip_grad_norm(const at::Tensor *const *grads, size_t n, double max_norm,
+                         void **total, char *err, size_t err_len) {
+  try {
+    at::NoGradGuard no_grad;
+    auto g = tensor_list(grads, n);
+    auto norms = at::_foreach_norm(g, 2);
+    for (auto &norm : norms) {
+      norm = norm.to(at::kFloat);  // gradients of several dtypes stack as float
+    }
+    auto norm = at::linalg_vector_norm(at::stack(norms), 2);
+    if (max_norm > 0) {
+      auto coef = at::clamp_max(at::reciprocal(norm + 1e-6) * max_norm, 1.0);
+      at::_foreach_mul_(g, coef);
+    }
+    *total = new at::Tensor(std::move(norm));
+    return 0;
+  } catch (const std::exception &e) {
+    return report(e.what(), err, err_len);
+  } catch (...) {
+    return report("unknown C++ exception", err, err_len);
+  }
+}
+
+// torch.backends.cuda.matmul.fp32_precision and torch.backends.cudnn.conv.fp32_precision
+// (what HF's `tf32` training argument sets; the new names of allow_tf32): whether float32
+// matrix products and convolutions on Ampere and newer GPUs may use TensorFloat-32.
+// Process-wide, as in PyTorch; no effect on the CPU. Each argument is an
+// at::Float32Precision (0 none: inherit, 1 ieee, 2 tf32), or -1 to leave it. Returns the
+// settings found, matmul | conv << 4, or -1 when libtorch refused (never throws). Only the
+// new API is used: reading the legacy flags after it throws.
+int pgmld_set_tf32(int matmul, int conv) {
+  using at::Float32Backend, at::Float32Op, at::Float32Precision;
+  try {
+    auto &ctx = at::globalContext();
+    int before = static_cast<int>(ctx.float32Precision(Float32Backend::CUDA, Float32Op::MATMUL)) |
+                 static_cast<int>(ctx.float32Precision(Float32Backend::CUDA, Float32Op::CONV)) << 4;
+    if (matmul >= 0) {
+      ctx.setFloat32Precision(Float32Backend::CUDA, Float32Op::MATMUL,
+                              static_cast<Float32Precision>(matmul));
+    }
+    if (conv >= 0) {
+      ctx.setFloat32Precision(Float32Backend::CUDA, Float32Op::CONV,
+                              static_cast<Float32Precision>(conv));
+    }
+    return before;
+  } catch (...) {
+    return -1;
   }
 }
 

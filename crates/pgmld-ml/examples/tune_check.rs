@@ -1,7 +1,7 @@
 //! Fine-tunes a real checkpoint on a labelled CSV (`text,label`) and prints the train and
 //! eval metrics as JSON, on the best device (CUDA when present):
-//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [ckpt]` (`ckpt`: gradient
-//! checkpointing). Used on GPU machines, where
+//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt]` (`ckpt`: gradient
+//! checkpointing). Used on GPU machines (bench/tune/gpu), where
 //! there is no cargo and no Postgres, to check training speed and bf16 autocast with a
 //! binary built here.
 
@@ -11,7 +11,7 @@ use pgmld_train::{best_device, TrainingArgs};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [ckpt]");
+        eprintln!("usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt]");
         std::process::exit(2);
     }
     let dir = std::path::Path::new(&args[1]);
@@ -19,6 +19,7 @@ fn main() {
     let n_eval: usize = args[4].parse().expect("n_eval");
     let bf16 = args[5..].iter().any(|a| a == "bf16");
     let ckpt = args[5..].iter().any(|a| a == "ckpt");
+    let tf32 = args[5..].iter().any(|a| a == "tf32");
     let mut rows: Vec<Example> = csv::Reader::from_path(&args[2])
         .expect("csv")
         .records()
@@ -37,7 +38,7 @@ fn main() {
     let targs = TrainingArgs::from_json(&serde_json::json!({
         "learning_rate": 1e-4, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
         "num_train_epochs": 1, "warmup_ratio": 0.1, "weight_decay": 0.01, "logging_steps": 50,
-        "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt
+        "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt, "tf32": tf32.then_some(true)
     }))
     .expect("args");
     let out = train_classifier(
@@ -54,6 +55,6 @@ fn main() {
     .expect("training");
     println!(
         "{}",
-        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "gradient_checkpointing": ckpt, "train": out.train, "eval": out.eval})
+        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32, "gradient_checkpointing": ckpt, "train": out.train, "eval": out.eval})
     );
 }

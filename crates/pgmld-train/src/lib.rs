@@ -32,6 +32,7 @@ pub use events::{LogEvent, TrainEvent, TrainMetrics, TrainSummary};
 pub use optim::AdamW;
 /// The c10d store and process group data-parallel training runs over.
 pub use pgmld_kernels::dist::{ProcessGroup, Store};
+pub use pgmld_kernels::nccl;
 pub use pgmld_kernels::{
     autocast_bf16, autocast_bf16_for_this_thread, cpu_has_bf16, AutocastGuard,
 };

@@ -187,6 +187,10 @@ impl AdamW {
                 None => groups.push((p.weight_decay, vec![i])),
             }
         }
+        // The kernel only reads the step counts: parameters at the same count on the same
+        // device share one scalar tensor, so a step copies one value to the GPU, not one per
+        // parameter (a launch each).
+        let mut step_tensors: Vec<(i64, Device, Tensor)> = Vec::new();
         for (weight_decay, idx) in &groups {
             let mut lists: [Vec<Tensor>; 5] = Default::default();
             for &i in idx {
@@ -196,7 +200,17 @@ impl AdamW {
                 lists[1].push(p.tensor.grad());
                 lists[2].push(m.exp_avg.shallow_clone());
                 lists[3].push(m.exp_avg_sq.shallow_clone());
-                lists[4].push(Tensor::from((m.step + 1) as f32).to_device(p.tensor.device()));
+                let (step, device) = (m.step + 1, p.tensor.device());
+                let shared = match step_tensors.iter().find(|(s, d, _)| *s == step && *d == device)
+                {
+                    Some((_, _, t)) => t.shallow_clone(),
+                    None => {
+                        let t = Tensor::from(step as f32).to_device(device);
+                        step_tensors.push((step, device, t.shallow_clone()));
+                        t
+                    }
+                };
+                lists[4].push(shared);
             }
             let hp = pgmld_kernels::AdamWStep {
                 lr,
@@ -341,24 +355,17 @@ impl AdamW {
 }
 
 /// Global L2 norm of the gradients of `params` (before clipping); when `max_norm` > 0 the
-/// gradients are scaled so the norm is at most `max_norm` (as `clip_grad_norm_`). Stays on
-/// the device: no host sync.
-pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Tensor {
-    tch::no_grad(|| {
-        let norms: Vec<Tensor> =
-            params.iter().map(Tensor::grad).filter(Tensor::defined).map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        if max_norm > 0.0 {
-            let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
-            for p in params {
-                let mut g = p.grad();
-                if g.defined() {
-                    let _ = g.g_mul_(&coef);
-                }
-            }
-        }
-        total
-    })
+/// gradients are scaled so the norm is at most `max_norm` (as `clip_grad_norm_`, with its
+/// foreach kernels: a few launches for all gradients on CUDA). Stays on the device: no host
+/// sync. Parameters without a gradient are left out; none at all gives a norm of 0.
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> crate::Result<Tensor> {
+    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+    if grads.is_empty() {
+        let device = params.first().map_or(Device::Cpu, Tensor::device);
+        return Ok(Tensor::zeros([], (Kind::Float, device)));
+    }
+    pgmld_kernels::clip_grad_norm_(&grads, max_norm)
+        .map_err(|e| crate::Error::Torch(tch::TchError::Torch(e.0)))
 }
 
 #[cfg(test)]

@@ -158,6 +158,11 @@ fn run<T: TrainTask>(
     tch::manual_seed(args.seed as i64);
     let device = task.device();
     let autocast = args.bf16 && device != Device::Cpu && cuda_autocast_bf16();
+    // `tf32` (HF's): set for CUDA runs only, restored when the run ends (process-wide).
+    let _tf32 = match (args.tf32, device) {
+        (Some(allow), Device::Cuda(_)) => Some(pgmld_kernels::tf32(allow)),
+        _ => None,
+    };
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
 
     let lengths = task.lengths();
@@ -227,7 +232,7 @@ fn run<T: TrainTask>(
             }
             // Optimizer step `global_step` (0-based) uses the scheduled learning rate.
             let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
-            let norm = clip_grad_norm(&params, args.max_grad_norm);
+            let norm = clip_grad_norm(&params, args.max_grad_norm)?;
             opt.step(lr);
             opt.zero_grad();
             let end = losses.after_update(

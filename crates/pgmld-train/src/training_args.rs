@@ -188,6 +188,10 @@ pub struct TrainingArgs {
     pub save_total_limit: Option<i64>,
     /// bfloat16 mixed precision (autocast) on CUDA; ignored on CPU.
     pub bf16: bool,
+    /// TensorFloat-32 for float32 matmuls and convolutions on CUDA (Ampere and newer), as
+    /// HF's `tf32`: `true` allows, `false` forbids, unset leaves libtorch's setting (matmuls
+    /// in full float32). Process-wide while the run lasts; ignored on CPU.
+    pub tf32: Option<bool>,
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
     /// Optimizer: f32 AdamW or block-wise 8-bit AdamW (see [`Optim`]). Only the causal-LM
@@ -236,6 +240,7 @@ impl Default for TrainingArgs {
             save_steps: 500,
             save_total_limit: None,
             bf16: false,
+            tf32: None,
             gradient_checkpointing: false,
             optim: Optim::AdamwTorch,
             push_to_hub: false,
@@ -270,6 +275,7 @@ impl TrainingArgs {
         "save_steps",
         "save_total_limit",
         "bf16",
+        "tf32",
         "gradient_checkpointing",
         "optim",
         "push_to_hub",
@@ -300,8 +306,7 @@ impl TrainingArgs {
                 Self::SUPPORTED_KEYS.join(", ")
             )));
         }
-        let args: Self = serde_json::from_value(value.clone())
-            .map_err(|e| Error::TrainingArgs(e.to_string()))?;
+        let args: Self = from_json_naming_key(value, "").map_err(Error::TrainingArgs)?;
         args.validate()?;
         Ok(args)
     }
@@ -444,11 +449,8 @@ impl TokenizerArgs {
         if value.is_null() {
             return Ok(Self::default());
         }
-        let args: Self = serde_json::from_value(value.clone()).map_err(|e| {
-            Error::TrainingArgs(format!(
-                "tokenizer_args: {e}; supported keys: {}",
-                Self::SUPPORTED_KEYS.join(", ")
-            ))
+        let args: Self = from_json_naming_key(value, "tokenizer_args").map_err(|e| {
+            Error::TrainingArgs(format!("{e}; supported keys: {}", Self::SUPPORTED_KEYS.join(", ")))
         })?;
         if args.max_length == Some(0) {
             return Err(Error::TrainingArgs("tokenizer_args.max_length must be ≥ 1".into()));
@@ -461,6 +463,31 @@ impl TokenizerArgs {
         let model_max = model_max.filter(|&m| m > 0).map_or(512, |m| m as usize);
         self.max_length.map_or(model_max, |m| m.min(model_max))
     }
+}
+
+/// Deserialises a user's JSON options; the message of a bad value starts with its key
+/// (`"learning_rate: invalid type: string \"fast\", expected f64"`), under `within` when
+/// the object is itself a key (`tokenizer_args.max_length: ...`), since serde's own
+/// message names only the type, which leaves the user to guess which key it was.
+fn from_json_naming_key<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    within: &str,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // "." is the object itself (a wrong type for the whole object, an unknown key).
+        let path = e.path().to_string();
+        let key = match (within, path.as_str()) {
+            (w, ".") => w.to_string(),
+            ("", p) => p.to_string(),
+            (w, p) => format!("{w}.{p}"),
+        };
+        let inner = e.into_inner();
+        if key.is_empty() {
+            inner.to_string()
+        } else {
+            format!("{key}: {inner}")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -510,5 +537,28 @@ mod tests {
         let err = TrainingArgs::from_json_str(r#"{"optim": "adafactor"}"#).unwrap_err().to_string();
         assert!(err.contains("\"adafactor\"") && err.contains("adamw_bnb_8bit"), "{err}");
         assert!("sgd".parse::<Optim>().unwrap_err().to_string().contains("\"sgd\""));
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_key() {
+        let err = |j: &str| TrainingArgs::from_json_str(j).unwrap_err().to_string();
+        let e = err(r#"{"learning_rate": "fast"}"#);
+        assert!(e.contains("learning_rate: invalid type: string \"fast\""), "{e}");
+        let e = err(r#"{"per_device_train_batch_size": -8}"#);
+        assert!(e.contains("per_device_train_batch_size: invalid value: integer `-8`"), "{e}");
+        let e = err(r#"{"lr_scheduler_type": "stepwise"}"#);
+        assert!(e.contains("lr_scheduler_type: unknown variant `stepwise`"), "{e}");
+        let e = err(r#"{"save_total_limit": 1.5}"#);
+        assert!(e.contains("save_total_limit: invalid type: floating point `1.5`"), "{e}");
+        // The object's own type has no key to name.
+        assert!(err("[1]").contains("expected a JSON object"));
+        let tok = |j: &str| {
+            TokenizerArgs::from_json(&serde_json::from_str(j).unwrap()).unwrap_err().to_string()
+        };
+        let e = tok(r#"{"max_length": "long"}"#);
+        assert!(e.contains("tokenizer_args.max_length: invalid type: string \"long\""), "{e}");
+        let e = tok(r#"{"padding": true}"#);
+        assert!(e.contains("tokenizer_args.padding: unknown field `padding`"), "{e}");
+        assert!(e.contains("supported keys: max_length, truncation"), "{e}");
     }
 }

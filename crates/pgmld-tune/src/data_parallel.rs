@@ -1,5 +1,6 @@
 //! Data-parallel jobs (`"training_args": {"world_size": N}`): one tune trained by several
-//! workers at once over a c10d Gloo group ([`pgmld_train::train_data_parallel`]).
+//! workers at once over a c10d process group ([`pgmld_train::train_data_parallel`]): Gloo
+//! on CPUs, NCCL on CUDA devices (from the plugin `libpgmld_nccl.so`, [`configure_nccl`]).
 //!
 //! The worker that claims the job is rank 0 ([`Tuner::rendezvous`]): it serves a c10d
 //! TCPStore on a free port, publishes its address in the job row (a new `generation`) and
@@ -16,20 +17,36 @@
 //! checkpoint with the workers then available. When rank 0 dies, its lock frees the job
 //! (the usual takeover) and the other ranks' collectives fail.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgmld_jobs::ranks::{self, Generation, Joined};
 use pgmld_sql::CallContext;
-use pgmld_train::{ProcessGroup, Store};
+use pgmld_train::{nccl, ProcessGroup, Store};
 use serde_json::json;
+use tch::Device;
 use tokio_postgres::Client;
 
 use crate::error::{Result, TuneError};
 use crate::job::RunDirs;
 use crate::tuner::{info, this_worker, warning, Tuner};
 use crate::{progress, records};
+
+/// Prepares NCCL groups (data-parallel jobs on CUDA): the plugin's path (`nccl_plugin`;
+/// `None`: beside the binary, else the library search path) and c10d's NCCL error handling
+/// ([`nccl::ENV_DEFAULTS`], where the environment does not set them), under which a lost
+/// peer fails the step instead of ending the process. Call at start-up, before any other
+/// thread exists (it sets environment variables).
+pub fn configure_nccl(plugin: Option<&Path>) {
+    nccl::configure(plugin);
+    for (name, value) in nccl::ENV_DEFAULTS {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+}
 
 /// How this process takes part in data-parallel jobs (`rendezvous_timeout_secs`,
 /// `dist_host`).
@@ -90,9 +107,10 @@ impl GroupSpec {
         self.rank
     }
 
-    /// Meets the other ranks (blocks: on the training thread). The store is returned with
-    /// the group: rank 0's serves the others for as long as it lives.
-    pub fn join(self) -> Result<(Store, ProcessGroup)> {
+    /// Meets the other ranks (blocks: on the training thread, whose `device` picks the
+    /// backend: NCCL on CUDA, Gloo on the CPU). The store is returned with the group: rank
+    /// 0's serves the others for as long as it lives.
+    pub fn join(self, device: Device) -> Result<(Store, ProcessGroup)> {
         fn failed(e: impl std::fmt::Display) -> TuneError {
             TuneError::RankLost(format!("the ranks could not meet: {e}"))
         }
@@ -102,9 +120,19 @@ impl GroupSpec {
                 Store::connect(&host, port, self.world, MEET_TIMEOUT, PREFIX).map_err(failed)?
             }
         };
-        let group =
-            ProcessGroup::gloo(&store, self.rank, self.world, &self.bind_host, COLLECTIVE_TIMEOUT)
-                .map_err(failed)?;
+        let group = match device {
+            Device::Cuda(index) => {
+                ProcessGroup::nccl(&store, self.rank, self.world, index, COLLECTIVE_TIMEOUT)
+            }
+            _ => ProcessGroup::gloo(
+                &store,
+                self.rank,
+                self.world,
+                &self.bind_host,
+                COLLECTIVE_TIMEOUT,
+            ),
+        }
+        .map_err(failed)?;
         Ok((store, group))
     }
 }
@@ -114,11 +142,12 @@ impl GroupSpec {
 /// result) after a warning on `tx`; another rank fails.
 pub fn join_group(
     spec: Option<GroupSpec>,
+    device: Device,
     tx: &tokio::sync::mpsc::UnboundedSender<crate::job::Progress>,
 ) -> Result<Option<(Store, ProcessGroup)>> {
     let Some(spec) = spec else { return Ok(None) };
     let rank = spec.rank;
-    match spec.join() {
+    match spec.join(device) {
         Ok(g) => Ok(Some(g)),
         Err(e) if rank == 0 => {
             let message = format!("{e}: training on this worker alone");

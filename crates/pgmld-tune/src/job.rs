@@ -109,7 +109,7 @@ pub fn run(
     let info = json!({"device": device_name(device), "max_length": max_length, "trainable_parameters": parameters});
     let _ = tx.send(Progress::Started { info, start_step });
     let rank = spec.group.as_ref().map_or(0, GroupSpec::rank);
-    let mut group = join_group(spec.group.take(), &tx)?;
+    let mut group = join_group(spec.group.take(), device, &tx)?;
     let started = Instant::now();
     let outcome = train_classifier_data_parallel(
         &mut model,

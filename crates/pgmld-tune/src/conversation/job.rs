@@ -165,7 +165,7 @@ pub fn run(
     });
     let pad_id = tokenizer.pad_id().or(tokenizer.eos_token().map(|t| t.id)).unwrap_or(0);
     let rank = spec.group.as_ref().map_or(0, GroupSpec::rank);
-    let mut group = join_group(spec.group.take(), &tx)?;
+    let mut group = join_group(spec.group.take(), device, &tx)?;
     let save = |sp: &CausalSavePoint<'_, '_>| {
         save_point(
             &spec.dirs,

@@ -1,0 +1,77 @@
+"""bench/tune/gpu's table from results.jsonl: per option, pgmld's and HF's train samples/s
+(every run, then the ratio of the medians), eval accuracy and peak GPU memory; and the NCCL
+check's outcome.
+
+    python3 report.py results.jsonl
+"""
+
+import json
+import statistics
+import sys
+
+
+def samples_per_second(d):
+    """The trainer's own figure: tune_check nests it under "train", hf_gpu.py does not."""
+    return (d.get("train") or d).get("train_samples_per_second")
+
+
+def accuracy(d):
+    return (d.get("eval") or d).get("eval_accuracy")
+
+
+def table(lines):
+    runs = [d for d in lines if d.get("side") in ("pgmld", "hf")]
+    options = list(dict.fromkeys(d["option"] for d in runs))
+    out = [
+        "| option | pgmld samples/s | HF Trainer samples/s | pgmld / HF (medians) | eval accuracy pgmld / HF | peak GPU MiB pgmld / HF |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for opt in options:
+        cells = {}
+        for side in ("pgmld", "hf"):
+            ok = [d for d in runs if d["option"] == opt and d["side"] == side and d.get("rc") == 0]
+            sps = [samples_per_second(d) for d in ok if samples_per_second(d)]
+            cells[side] = (
+                sps,
+                [accuracy(d) for d in ok if accuracy(d) is not None],
+                [d.get("gpu_peak_used_mib", 0) for d in ok],
+            )
+        (ps, pa, pm), (hs, ha, hm) = cells["pgmld"], cells["hf"]
+        ratio = f"{statistics.median(ps) / statistics.median(hs):.2f}x" if ps and hs else "-"
+        fmt = lambda xs, f: ", ".join(f.format(x) for x in xs) or "-"
+        out.append(
+            f"| {opt} | {fmt(ps, '{:.0f}')} | {fmt(hs, '{:.0f}')} | {ratio} | "
+            f"{fmt(pa, '{:.3f}')} / {fmt(ha, '{:.3f}')} | {fmt(pm, '{}')} / {fmt(hm, '{}')} |"
+        )
+    return out
+
+
+def nccl(lines):
+    out = []
+    for d in lines:
+        if d.get("side") != "nccl":
+            continue
+        if d.get("run") == "plugin":
+            out.append(f"- NCCL plugin built: {d.get('built')} ({d.get('bytes', 0)} bytes)")
+        else:
+            out.append(
+                f"- pgmld-kernels tests: rc {d.get('rc')}, {d.get('passed')} passed, {d.get('failed')} failed, "
+                f"NCCL test included: {d.get('ignored_included')}; {d.get('nccl') or 'no NCCL line'}"
+            )
+    return out
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    skipped = [d["run"] for d in lines if d.get("skipped")]
+    failed = [d["run"] for d in lines if d.get("side") in ("pgmld", "hf") and d.get("rc") != 0]
+    print("\n".join(table(lines) + [""] + nccl(lines)))
+    if skipped:
+        print(f"- skipped (time budget): {', '.join(skipped)}")
+    if failed:
+        print(f"- failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The one device script for issue #18's training rows and issue #16's NCCL check, in one call
+# on a lent GPU machine (no cargo, no Postgres, no internet there; torch 2.11.0+cu130):
+#   1. builds libpgmld_nccl.so with the machine's torch (scripts/build-nccl-plugin.sh) and runs
+#      the carried pgmld-kernels tests with the ignored NCCL one (c10d's ProcessGroupNCCL on
+#      every GPU: all-reduce, broadcast, barrier);
+#   2. fine-tunes the real MiniLM-L6 on IMDB reviews with pgml.tune's trainer (tune_check) and
+#      with transformers.Trainer (hf_gpu.py), alternating, per option (fp32, bf16, tf32), REPS
+#      times each; nvidia-smi's peak memory per process;
+#   3. prints report.py's table (also $OUT/report.md).
+#
+#   bash bench/tune/gpu/prepare.sh                # here: binaries, fp16 MiniLM, rows -> .devcarry/tune-gpu
+#   TINY=1 OUT=/tmp/tune-gpu-dry bash bench/tune/gpu/run.sh   # dry run here on the CPU (~3 min)
+#   # device (run tool): command "bash bench/tune/gpu/run.sh", carry [".devcarry/tune-gpu"], timeout_s 540
+#
+# Environment (defaults): OUT ($OUT or /tmp/tune-gpu-out) CARRY (.devcarry/tune-gpu) N_TRAIN
+# (4000; TINY 64) N_EVAL (1000; TINY 32) OPTIONS ("fp32 bf16 tf32"; TINY "fp32") REPS (2; TINY 1)
+# HARD_S (420: no process starts after it) PROC_TIMEOUT_S (90) PY (python3)
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+HERE=$ROOT/bench/tune/gpu
+CARRY=${CARRY:-$ROOT/.devcarry/tune-gpu}
+OUT=${OUT:-/tmp/tune-gpu-out}
+TINY=${TINY:-0}
+if [[ $TINY == 1 ]]; then d_train=64 d_eval=32 d_opts=fp32 d_reps=1; else d_train=4000 d_eval=1000 d_opts="fp32 bf16 tf32" d_reps=2; fi
+N_TRAIN=${N_TRAIN:-$d_train} N_EVAL=${N_EVAL:-$d_eval} OPTIONS=${OPTIONS:-$d_opts} REPS=${REPS:-$d_reps}
+HARD_S=${HARD_S:-420} PROC_TIMEOUT_S=${PROC_TIMEOUT_S:-90}
+PY=${PY:-python3}
+RESULTS=$OUT/results.jsonl
+LOG=$OUT/run.log
+WORK=$(mktemp -d /tmp/tune-gpu.XXXXXX)
+mkdir -p "$OUT"
+: >"$RESULTS"
+: >"$LOG"
+START=$(date +%s%3N)
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+elapsed() { echo $((($(date +%s%3N) - START) / 1000)); }
+log() { printf '[tune-gpu %4ss] %s\n' "$(elapsed)" "$*" | tee -a "$LOG" >&2; }
+for f in tune_check kernels_test imdb.csv minilm/model.safetensors minilm/tokenizer.json; do
+  [[ -e $CARRY/$f ]] || { echo "missing $CARRY/$f: run bench/tune/gpu/prepare.sh here first" >&2; exit 2; }
+done
+
+# The binaries link the lean libtorch_cpu; the machine's torch (same 2.11.0) gives them CUDA.
+TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || exit 2
+export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if nvidia-smi -L >/dev/null 2>&1 && "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  GPU=1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$LOG"
+else
+  GPU=0
+  log "no GPU: dry run on the CPU"
+fi
+
+# record NAME JSON: one line of results.
+record() { printf '%s\n' "$2" >>"$RESULTS"; log "$1: $(printf '%s' "$2" | cut -c1-300)"; }
+
+# measure NAME SIDE OPTION CMD...: runs CMD under a timeout with nvidia-smi sampling; its last
+# JSON line goes to results with side, option, run name, wall time, exit status, peak memory.
+measure() {
+  local name=$1 side=$2 option=$3
+  shift 3
+  if (($(elapsed) > HARD_S)); then
+    record "$name" "{\"side\":\"runner\",\"run\":\"$name\",\"skipped\":true}"
+    return 0
+  fi
+  local smi=$WORK/smi.$name pid="" peak=0 t0 t1 rc
+  if [[ $GPU == 1 ]]; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$smi" 2>/dev/null &
+    pid=$!
+  fi
+  log "start $name: $*"
+  t0=$(date +%s%3N)
+  timeout "$PROC_TIMEOUT_S" "$@" >"$WORK/out.$name" 2>>"$LOG"
+  rc=$?
+  t1=$(date +%s%3N)
+  if [[ -n $pid ]]; then
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    peak=$(sort -n "$smi" | tail -1)
+  fi
+  local last
+  last=$(grep '^{' "$WORK/out.$name" | tail -1)
+  [[ -n $last ]] || last='{}'
+  record "$name" "$("$PY" -c 'import json, sys
+d = json.loads(sys.argv[1]); d.update(run=sys.argv[2], side=sys.argv[3], option=sys.argv[4], rc=int(sys.argv[5]), wall_s=int(sys.argv[6]) / 1000, gpu_peak_used_mib=int(sys.argv[7] or 0))
+print(json.dumps(d))' "$last" "$name" "$side" "$option" "$rc" "$((t1 - t0))" "${peak:-0}")"
+}
+
+# 1. NCCL: the plugin from the machine's torch, then the kernels tests (NCCL's is ignored
+#    unless asked for: it needs a GPU and the plugin).
+if bash "$ROOT/scripts/build-nccl-plugin.sh" "$WORK/plugin" >>"$LOG" 2>&1; then
+  plugin=$WORK/plugin/libpgmld_nccl.so
+  record plugin "{\"side\":\"nccl\",\"run\":\"plugin\",\"built\":true,\"bytes\":$(stat -c %s "$plugin")}"
+else
+  plugin=""
+  record plugin '{"side":"nccl","run":"plugin","built":false}'
+fi
+ignored=()
+[[ $GPU == 1 && -n $plugin ]] && ignored=(--include-ignored)
+PGMLD_NCCL_PLUGIN=$plugin timeout 120 "$CARRY/kernels_test" --test-threads 1 --nocapture "${ignored[@]}" \
+  >"$WORK/out.kernels" 2>&1
+rc=$?
+cat "$WORK/out.kernels" >>"$LOG"
+passed=$(grep -o '[0-9]* passed' "$WORK/out.kernels" | head -1 | cut -d' ' -f1)
+failed=$(grep -o '[0-9]* failed' "$WORK/out.kernels" | head -1 | cut -d' ' -f1)
+nccl_line=$(grep -m1 '^NCCL group of' "$WORK/out.kernels" | tr -d '"')
+record kernels "{\"side\":\"nccl\",\"run\":\"kernels_test\",\"rc\":$rc,\"passed\":${passed:-0},\"failed\":${failed:-0},\"ignored_included\":$([[ ${#ignored[@]} -gt 0 ]] && echo true || echo false),\"nccl\":\"$nccl_line\"}"
+
+# 2. Training, alternating sides (which side starts alternates per repetition).
+pg() { measure "pgmld_$1_r$2" pgmld "$1" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3; }
+hf() { measure "hf_$1_r$2" hf "$1" "$PY" "$HERE/hf_gpu.py" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3 --tag "hf_$1_r$2"; }
+for rep in $(seq 1 "$REPS"); do
+  for opt in $OPTIONS; do
+    flags=""
+    [[ $opt != fp32 ]] && flags=$opt
+    if ((rep % 2 == 1)); then pg "$opt" "$rep" "$flags"; hf "$opt" "$rep" "$flags"; else hf "$opt" "$rep" "$flags"; pg "$opt" "$rep" "$flags"; fi
+  done
+done
+
+"$PY" "$HERE/report.py" "$RESULTS" | tee "$OUT/report.md"
+log "done in $(elapsed) s; results in $OUT"
