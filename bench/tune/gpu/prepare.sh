@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds what bench/tune/gpu/run.sh needs on the GPU machine (no cargo, no Postgres, no
 # internet there) into .devcarry/tune-gpu/ (git-ignored; the run tool's carry list names it,
-# ~55 MB of its 64 MiB):
+# ~55 MiB of the 64 MiB a call carries with the working tree):
 #   tune_check      stripped release crates/pgmld-ml/examples/tune_check (pgml.tune's
 #                   classifier trainer without SQL)
 #   kernels_test    stripped release test binary of crates/pgmld-kernels (its ignored test
 #                   checks c10d's NCCL group through the plugin run.sh builds there)
 #   minilm/         the real all-MiniLM-L6-v2 checkpoint with its weights stored as float16
 #                   (half the bytes; both sides load them as float32)
-#   imdb.csv        5,000 IMDB reviews (text,label; classes alternating), as bench/tune uses
+#   imdb.csv        5,000 IMDB reviews (text,label; classes alternating; cut at 2,000 characters)
 #
 #   bash bench/tune/gpu/prepare.sh      # then the dry run: TINY=1 bash bench/tune/gpu/run.sh
 set -euo pipefail
@@ -50,8 +50,10 @@ from benchlib import imdb_by_class
 source, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 neg, pos = imdb_by_class(source, limit=25_000)
 rows = []
+# 2,000 characters keep every review past max_length 128 tokens (~600 characters), so
+# both sides see the same tokens, in half the bytes.
 for a, b in zip(neg, pos):
-    rows += [(a, 0), (b, 1)]
+    rows += [(a[:2000], 0), (b[:2000], 1)]
 with open(out, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["text", "label"])

@@ -32,6 +32,8 @@ fn main() {
     let eval = rows.split_off(n_train);
     let eval = &eval[..n_eval];
     let device = best_device();
+    // As pgml.tune: seeded before the fresh head is drawn, so runs repeat.
+    tch::manual_seed(42);
     let mut model = Classifier::from_pretrained(dir, Some(2), device).expect("model");
     let inner = pgmld_ml::vocab::tokenizer_from_dir(dir).expect("tokenizer");
     let tok = TextTokenizer::from_tokenizer(inner, 128).expect("tokenizer");
