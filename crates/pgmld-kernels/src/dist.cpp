@@ -15,6 +15,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "ffi.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -33,22 +35,8 @@ struct Group {
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
-int report(const char *what, char *err, size_t err_len) {
-  if (err != nullptr && err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-  return 1;
-}
-
-std::vector<at::Tensor> tensor_list(const at::Tensor *const *tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(*tensors[i]);  // a second handle to the same tensor: results land in place
-  }
-  return out;
-}
+using pgmld::report;
+using pgmld::tensor_list;
 
 }  // namespace
 

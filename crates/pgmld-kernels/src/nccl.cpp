@@ -17,23 +17,15 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
+#include "ffi.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <string>
 
-namespace {
-
-int report(const char *what, char *err, size_t err_len) {
-  if (err != nullptr && err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-  return 1;
-}
-
-}  // namespace
+using pgmld::report;
 
 extern "C" {
 

@@ -12,26 +12,10 @@
 #include <exception>
 #include <vector>
 
-namespace {
+#include "ffi.h"
 
-std::vector<at::Tensor> tensor_list(const at::Tensor *const *tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(*tensors[i]);  // a second handle to the same tensor
-  }
-  return out;
-}
-
-int report(const char *what, char *err, size_t err_len) {
-  if (err != nullptr && err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-  return 1;
-}
-
-}  // namespace
+using pgmld::report;
+using pgmld::tensor_list;
 
 extern "C" {
 
