@@ -7,13 +7,13 @@
 //! Failures (a rank that never comes, a peer that dies mid-collective, a timeout) come
 //! back as [`KernelError`]s; after one, the group is unusable: drop it and make another.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use tch::Tensor;
 
-use crate::{handles, KernelError};
+use crate::{call, handles, KernelError};
 
 extern "C" {
     fn pgmld_store_new(
@@ -58,19 +58,6 @@ extern "C" {
         err_len: usize,
     ) -> i32;
     fn pgmld_barrier(group: *mut c_void, err: *mut c_char, err_len: usize) -> i32;
-}
-
-/// Runs one shim call with an error buffer; its message on failure.
-fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<(), KernelError> {
-    let mut err = [0 as c_char; 2048];
-    if f(err.as_mut_ptr(), err.len()) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim wrote a NUL-terminated message into `err`.
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-    // c10d appends a C++ stack trace; the first lines say what happened.
-    let msg = msg.lines().take(3).collect::<Vec<_>>().join(" ");
-    Err(KernelError(msg))
 }
 
 fn c_string(what: &str, s: &str) -> Result<CString, KernelError> {
@@ -369,7 +356,7 @@ mod tests {
 
     /// NCCL on every CUDA device (one rank each, at most 4, as NCCL allows one rank per
     /// GPU): sums, broadcast from the last rank, barrier. Run by the GPU check
-    /// (bench/jobs/gpu/run.sh) with the plugin built there, `PGMLD_NCCL_PLUGIN` naming it.
+    /// (bench/tune/gpu/run.sh) with the plugin built there, `PGMLD_NCCL_PLUGIN` naming it.
     #[test]
     #[ignore = "needs a CUDA device and libpgmld_nccl.so (PGMLD_NCCL_PLUGIN)"]
     fn nccl_sums_and_broadcasts_on_every_cuda_device() {
@@ -379,14 +366,8 @@ mod tests {
             libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
         };
         assert!(tch::Cuda::is_available(), "no CUDA device");
-        if let Some(p) = std::env::var_os("PGMLD_NCCL_PLUGIN") {
-            crate::nccl::configure(Some(std::path::Path::new(&p)));
-        }
-        for (name, value) in crate::nccl::ENV_DEFAULTS {
-            if std::env::var_os(name).is_none() {
-                std::env::set_var(name, value);
-            }
-        }
+        let plugin = std::env::var_os("PGMLD_NCCL_PLUGIN");
+        crate::nccl::configure(plugin.as_deref().map(std::path::Path::new));
         println!("NCCL {}", crate::nccl::nccl_version().unwrap());
         let world = (tch::Cuda::device_count() as usize).clamp(1, 4);
         let server = Store::serve("127.0.0.1", 0, world, T, "nccl/").unwrap();

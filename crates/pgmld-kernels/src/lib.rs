@@ -116,6 +116,19 @@ pub struct AdamWStep {
     pub eps: f64,
 }
 
+/// Runs one shim call with an error buffer; its message on failure (the first lines:
+/// libtorch and c10d append a C++ stack trace).
+pub(crate) fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<(), KernelError> {
+    let mut err = [0 as c_char; 2048];
+    if f(err.as_mut_ptr(), err.len()) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim wrote a NUL-terminated message into `err`.
+    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    let msg = msg.lines().take(3).collect::<Vec<_>>().join(" ");
+    Err(KernelError(msg))
+}
+
 fn handles(ts: &[Tensor]) -> Vec<*const c_void> {
     ts.iter().map(|t| t.as_ptr().cast::<c_void>()).collect()
 }
@@ -171,11 +184,10 @@ pub fn fused_adamw_(
     }
     let (p, g, m, v, s) =
         (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
-    let mut err = [0 as c_char; 1024];
     // SAFETY: every pointer is a live tch tensor handle (an at::Tensor*) borrowed for the
     // call; the shim only copies the handles and never keeps them; `err` is a writable
     // buffer of the length given, which the shim NUL-terminates.
-    let rc = unsafe {
+    call(|err, len| unsafe {
         pgmld_fused_adamw(
             p.as_ptr(),
             g.as_ptr(),
@@ -188,16 +200,10 @@ pub fn fused_adamw_(
             hp.beta2,
             hp.weight_decay,
             hp.eps,
-            err.as_mut_ptr(),
-            err.len(),
+            err,
+            len,
         )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim wrote a NUL-terminated message into `err`.
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-    Err(KernelError(msg))
+    })
 }
 
 #[cfg(test)]

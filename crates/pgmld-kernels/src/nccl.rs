@@ -53,10 +53,17 @@ pub(crate) struct Plugin {
 static CONFIGURED: OnceLock<Option<PathBuf>> = OnceLock::new();
 static PLUGIN: OnceLock<Result<Plugin, String>> = OnceLock::new();
 
-/// Sets where the plugin is (`nccl_plugin`; `None`: beside the executable, else the library
-/// search path). Call once at start-up; later calls are ignored.
+/// Prepares NCCL groups: sets where the plugin is (`nccl_plugin`; `None`: beside the
+/// executable, else the library search path; later calls keep the first path) and
+/// [`ENV_DEFAULTS`] where the environment does not set them. Call at start-up, before any
+/// other thread exists: it sets environment variables.
 pub fn configure(path: Option<&Path>) {
     let _ = CONFIGURED.set(path.map(Path::to_path_buf));
+    for (name, value) in ENV_DEFAULTS {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
 }
 
 /// The NCCL version of the loaded plugin's libtorch as "2.28.9", or why it cannot load.

@@ -2,11 +2,11 @@
 //! a training step that PyTorch runs as a few multi-tensor kernels or process settings and
 //! tch leaves out (its generator skips ops over lists of tensors updated in place).
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 
 use tch::Tensor;
 
-use crate::{handles, KernelError};
+use crate::{call, handles, KernelError};
 
 extern "C" {
     fn pgmld_clip_grad_norm(
@@ -31,16 +31,13 @@ pub fn clip_grad_norm_(grads: &[Tensor], max_norm: f64) -> Result<Tensor, Kernel
     }
     let h = handles(grads);
     let mut total = std::ptr::null_mut();
-    let mut err = [0 as c_char; 1024];
     // SAFETY: live tch tensor handles borrowed for the call; `total` receives a new
-    // at::Tensor* on success; `err` is writable and NUL-terminated by the shim.
-    let rc = unsafe {
-        pgmld_clip_grad_norm(h.as_ptr(), h.len(), max_norm, &mut total, err.as_mut_ptr(), err.len())
-    };
-    if rc != 0 || total.is_null() {
-        // SAFETY: the shim wrote a NUL-terminated message into `err`.
-        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-        return Err(KernelError(msg));
+    // at::Tensor* on success.
+    call(|err, len| unsafe {
+        pgmld_clip_grad_norm(h.as_ptr(), h.len(), max_norm, &mut total, err, len)
+    })?;
+    if total.is_null() {
+        return Err(KernelError("clip_grad_norm_: the shim returned no norm".into()));
     }
     // SAFETY: a new at::Tensor* the shim allocated with `new`, as tch's own C API does;
     // the Tensor owns it from here and frees it once.

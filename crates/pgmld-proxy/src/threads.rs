@@ -60,6 +60,7 @@ impl SessionThreads {
 
 /// `struct sched_attr` of `sched_setattr(2)` (its first version, 48 bytes).
 #[repr(C)]
+#[derive(Default)]
 struct SchedAttr {
     size: u32,
     policy: u32,
@@ -111,16 +112,7 @@ mod tests {
 
     /// The slice the calling thread runs with, read back with `sched_getattr`.
     fn current_slice_ns() -> u64 {
-        let mut attr = SchedAttr {
-            size: 0,
-            policy: 0,
-            flags: 0,
-            nice: 0,
-            priority: 0,
-            runtime: 0,
-            deadline: 0,
-            period: 0,
-        };
+        let mut attr = SchedAttr::default();
         let size = std::mem::size_of::<SchedAttr>() as u32;
         // SAFETY: `attr` is writable and `size` bytes long; pid 0 is this thread.
         let rc = unsafe {

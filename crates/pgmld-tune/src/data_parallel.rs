@@ -17,14 +17,13 @@
 //! checkpoint with the workers then available. When rank 0 dies, its lock frees the job
 //! (the usual takeover) and the other ranks' collectives fail.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgmld_jobs::ranks::{self, Generation, Joined};
 use pgmld_sql::CallContext;
-use pgmld_train::{nccl, ProcessGroup, Store};
+use pgmld_train::{ProcessGroup, Store};
 use serde_json::json;
 use tch::Device;
 use tokio_postgres::Client;
@@ -34,19 +33,10 @@ use crate::job::RunDirs;
 use crate::tuner::{info, this_worker, warning, Tuner};
 use crate::{progress, records};
 
-/// Prepares NCCL groups (data-parallel jobs on CUDA): the plugin's path (`nccl_plugin`;
-/// `None`: beside the binary, else the library search path) and c10d's NCCL error handling
-/// ([`nccl::ENV_DEFAULTS`], where the environment does not set them), under which a lost
-/// peer fails the step instead of ending the process. Call at start-up, before any other
-/// thread exists (it sets environment variables).
-pub fn configure_nccl(plugin: Option<&Path>) {
-    nccl::configure(plugin);
-    for (name, value) in nccl::ENV_DEFAULTS {
-        if std::env::var_os(name).is_none() {
-            std::env::set_var(name, value);
-        }
-    }
-}
+/// Prepares NCCL groups (data-parallel jobs on CUDA): the plugin's path and c10d's NCCL
+/// error handling, under which a lost peer fails the step instead of ending the process.
+/// Call at start-up, before any other thread exists.
+pub use pgmld_train::nccl::configure as configure_nccl;
 
 /// How this process takes part in data-parallel jobs (`rendezvous_timeout_secs`,
 /// `dist_host`).
