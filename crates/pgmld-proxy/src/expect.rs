@@ -6,11 +6,12 @@
 //! message is: the client's (forward it), pgmld's (swallow or capture it), and where the
 //! client's and pgmld's own output interleave.
 
+use crate::doorbell::Doorbell;
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Which frontend message an upstream response belongs to; decides which backend message
@@ -95,20 +96,31 @@ struct Inner {
 /// State shared by a session's two halves.
 pub struct Shared {
     inner: Mutex<Inner>,
-    /// Wakes the relay when an entry it must act on by itself (Local, Barrier) is queued.
-    pub wake: Notify,
+    /// How many Local and Barrier entries are queued: the relay looks for one after every
+    /// message, and without any (nearly always) it need not take the lock to know.
+    locals: AtomicUsize,
+    /// `Inner::skipping` as last set, read without the lock by `set_txn_status` (only the
+    /// relay sets it, so the relay never reads a stale `false`).
+    skipping_hint: AtomicBool,
+    /// Wakes the relay: an entry it acts on by itself (Local, Barrier) or a notice was
+    /// queued, or the session closed.
+    pub relay_bell: Doorbell,
+    /// Wakes the session: the relay stopped, or a transaction ended while the session
+    /// watches for that (`watch_txn_ends`).
+    pub session_bell: Doorbell,
     /// ReadyForQuery messages with status `I` seen so far: each one ends whatever
     /// transaction was open, so pgmld's cursors declared before it are gone.
     txn_ends: AtomicU64,
-    /// Notified at each of those, so the session drops its cursors (and stops their
-    /// generation) at COMMIT / ROLLBACK without waiting for the client's next message.
-    pub txn_ended: Notify,
+    /// Set while the session holds cursors: then each transaction end rings it, so it drops
+    /// them (and stops their generation) at COMMIT / ROLLBACK without waiting for the
+    /// client's next message. Unset, an ordinary query's end wakes no one.
+    watch_txn: AtomicBool,
     /// Set when the relay stops (upstream or client gone).
     pub closed: AtomicBool,
     /// Cancelled together with `closed`, for tasks waiting on other things.
     pub done: CancellationToken,
-    /// Progress notices for the client, written between messages.
-    pub notices: mpsc::UnboundedSender<Bytes>,
+    /// Progress notices for the client, written between messages ([`Shared::notice`]).
+    notices: mpsc::UnboundedSender<Bytes>,
 }
 
 impl Shared {
@@ -117,9 +129,12 @@ impl Shared {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
             inner: Mutex::new(Inner::default()),
-            wake: Notify::new(),
+            locals: AtomicUsize::new(0),
+            skipping_hint: AtomicBool::new(false),
+            relay_bell: Doorbell::default(),
+            session_bell: Doorbell::default(),
             txn_ends: AtomicU64::new(0),
-            txn_ended: Notify::new(),
+            watch_txn: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             done: CancellationToken::new(),
             notices: tx,
@@ -145,22 +160,51 @@ impl Shared {
         }
         if kind == Kind::Sync {
             g.skipping = false;
+            self.skipping_hint.store(false, Ordering::Relaxed);
         }
         g.entries.push_back(Expect::Upstream(kind, route));
     }
 
     /// Queues bytes for the client, after everything queued before.
     pub fn local(&self, bytes: Bytes) {
-        self.lock().entries.push_back(Expect::Local(bytes));
-        self.wake.notify_one();
+        self.push_local(Expect::Local(bytes));
     }
 
     /// Queues a barrier and returns what fires when the upstream is caught up.
     pub fn barrier(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        self.lock().entries.push_back(Expect::Barrier(tx));
-        self.wake.notify_one();
+        self.push_local(Expect::Barrier(tx));
         rx
+    }
+
+    fn push_local(&self, e: Expect) {
+        let mut g = self.lock();
+        g.entries.push_back(e);
+        self.locals.fetch_add(1, Ordering::Release);
+        drop(g);
+        self.relay_bell.ring();
+    }
+
+    /// Queues a notice for the client (the relay writes it between messages). From any
+    /// thread; after the session ended it goes nowhere.
+    pub fn notice(&self, bytes: Bytes) {
+        if self.notices.send(bytes).is_ok() {
+            self.relay_bell.ring();
+        }
+    }
+
+    /// Whether the relay has queued Local or Barrier entries (an upper bound: it may be
+    /// true while the front entry is an Upstream one).
+    fn has_locals(&self) -> bool {
+        self.locals.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a Local or Barrier entry taken off the queue (under the lock, as `close`
+    /// resets the count under it).
+    fn took(&self, e: &Expect) {
+        if !matches!(e, Expect::Upstream(..)) {
+            self.locals.fetch_sub(1, Ordering::Release);
+        }
     }
 
     /// True while the upstream discards messages until Sync.
@@ -170,16 +214,24 @@ impl Shared {
 
     /// Takes the front entry.
     pub fn pop(&self) -> Option<Expect> {
-        self.lock().entries.pop_front()
+        let mut g = self.lock();
+        let e = g.entries.pop_front()?;
+        self.took(&e);
+        Some(e)
     }
 
     /// Takes the front entry if it is one the relay acts on without upstream input.
     pub fn pop_ready_local(&self) -> Option<Expect> {
-        let mut g = self.lock();
-        match g.entries.front() {
-            Some(Expect::Local(_)) | Some(Expect::Barrier(_)) => g.entries.pop_front(),
-            _ => None,
+        if !self.has_locals() {
+            return None;
         }
+        let mut g = self.lock();
+        let e = match g.entries.front() {
+            Some(Expect::Local(_)) | Some(Expect::Barrier(_)) => g.entries.pop_front()?,
+            _ => return None,
+        };
+        self.took(&e);
+        Some(e)
     }
 
     /// The upstream failed a message in extended mode: it skips everything up to the next
@@ -192,33 +244,58 @@ impl Shared {
             if matches!(front, Expect::Upstream(Kind::Sync, _)) {
                 return;
             }
-            if let Some(Expect::Barrier(tx)) = g.entries.pop_front() {
+            let Some(e) = g.entries.pop_front() else { break };
+            self.took(&e);
+            if let Expect::Barrier(tx) = e {
                 let _ = tx.send(());
             }
         }
         g.skipping = true;
+        self.skipping_hint.store(true, Ordering::Relaxed);
     }
 
     /// Records a ReadyForQuery status.
     pub fn set_txn_status(&self, status: u8) {
-        self.lock().skipping = false;
-        if status == b'I' {
-            self.txn_ends.fetch_add(1, Ordering::Relaxed);
-            self.txn_ended.notify_one();
+        if self.skipping_hint.load(Ordering::Relaxed) {
+            self.lock().skipping = false;
+            self.skipping_hint.store(false, Ordering::Relaxed);
         }
+        if status == b'I' {
+            // SeqCst with `watch_txn_ends`: either the session sees this end when it starts
+            // watching, or this sees that it watches.
+            self.txn_ends.fetch_add(1, Ordering::SeqCst);
+            if self.watch_txn.load(Ordering::SeqCst) {
+                self.session_bell.ring();
+            }
+        }
+    }
+
+    /// Whether each transaction end should ring `session_bell` (while the session holds
+    /// cursors). Read `txn_end_count` after setting it to catch ends just before.
+    pub fn watch_txn_ends(&self, on: bool) {
+        self.watch_txn.store(on, Ordering::SeqCst);
     }
 
     /// How many transactions have ended (see `txn_ends`); a cursor records it when declared.
     pub fn txn_end_count(&self) -> u64 {
-        self.txn_ends.load(Ordering::Relaxed)
+        self.txn_ends.load(Ordering::SeqCst)
     }
 
     /// Ends the session: drops all entries so waiters see closed channels.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        self.lock().entries.clear();
-        self.wake.notify_one();
+        self.closed.store(true, Ordering::Release);
+        let mut g = self.lock();
+        g.entries.clear();
+        self.locals.store(0, Ordering::Release);
+        drop(g);
+        self.relay_bell.ring();
+        self.session_bell.ring();
         self.done.cancel();
+    }
+
+    /// Whether the session is over (`close` ran).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }
 

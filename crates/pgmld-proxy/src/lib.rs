@@ -4,6 +4,7 @@
 
 mod accept;
 mod cancel;
+mod doorbell;
 mod error;
 mod expect;
 mod frontend;

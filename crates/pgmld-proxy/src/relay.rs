@@ -6,7 +6,7 @@
 //! (ReadyForQuery, ErrorResponse) or that pgmld consumes itself.
 
 use crate::expect::{Expect, Kind, Route, Shared};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pgmld_metrics::Metrics;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +31,7 @@ pub async fn run<R, W>(
     shared: Arc<Shared>,
     mut notices: mpsc::UnboundedReceiver<Bytes>,
     metrics: Arc<Metrics>,
+    span: tracing::Span,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -45,14 +46,18 @@ pub async fn run<R, W>(
     };
     let result: std::io::Result<()> = async {
         let mut eof = false;
-        // Armed once and re-armed after it fires, not re-created on every pass: a Notified
-        // registers with the Notify (a lock) when first polled and unregisters when
-        // dropped, which per message was a measurable share of a small query's CPU.
-        let mut wake = std::pin::pin!(shared.wake.notified());
+        // The bell rang since notices were last looked at: there may be some.
+        let mut rang = false;
         loop {
             let more = relay.process();
             if matches!(relay.state, State::Idle) {
                 relay.run_local();
+                // Notices go between messages; one queued mid-message waits for its end.
+                if std::mem::take(&mut rang) {
+                    while let Ok(n) = notices.try_recv() {
+                        relay.out.extend_from_slice(&n);
+                    }
+                }
             }
             if !relay.out.is_empty() {
                 metrics.bytes_to_client.inc_by(relay.out.len() as u64);
@@ -65,23 +70,22 @@ pub async fn run<R, W>(
                 // Stopped to flush with input left: go on before reading more.
                 continue;
             }
-            if eof || shared.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            if eof || shared.is_closed() {
                 return Ok(());
             }
             relay.inbuf.reserve(READ_CHUNK);
-            let idle = matches!(relay.state, State::Idle);
             tokio::select! {
                 // In this order, without select!'s random start: one less thing per message.
                 biased;
                 n = upstream.read_buf(&mut relay.inbuf) => eof = n? == 0,
-                _ = wake.as_mut() => wake.set(shared.wake.notified()),
-                Some(n) = notices.recv(), if idle => relay.out.extend_from_slice(&n),
+                // Local entries, notices or the end: the next pass looks at all three.
+                _ = shared.relay_bell.rung() => rang = true,
             }
         }
     }
     .await;
     if let Err(e) = result {
-        tracing::debug!("relay ended: {e}");
+        span.in_scope(|| tracing::debug!("relay ended: {e}"));
     }
     let _ = client.shutdown().await;
     shared.close();
@@ -128,7 +132,8 @@ impl Relay {
                     if n == 0 {
                         return false;
                     }
-                    self.out.extend_from_slice(&self.inbuf.split_to(n));
+                    self.out.extend_from_slice(&self.inbuf[..n]);
+                    self.inbuf.advance(n);
                     if n == left {
                         self.state = State::Idle;
                         let ty = self.pending_type;
@@ -159,7 +164,8 @@ impl Relay {
                             && !matches!(ty, b'Z' | b'E'));
                     if to_client_streamed {
                         let n = total.min(self.inbuf.len());
-                        self.out.extend_from_slice(&self.inbuf.split_to(n));
+                        self.out.extend_from_slice(&self.inbuf[..n]);
+                        self.inbuf.advance(n);
                         self.pending_type = ty;
                         if n == total {
                             if !is_async {
@@ -176,8 +182,12 @@ impl Relay {
                     if self.inbuf.len() < total {
                         return false;
                     }
-                    let msg = self.inbuf.split_to(total).freeze();
-                    self.handle_whole(ty, msg);
+                    // Looked at in place (split off, the buffer would turn into a shared
+                    // one, with a reference count to keep per message).
+                    let inbuf = std::mem::take(&mut self.inbuf);
+                    self.handle_whole(ty, &inbuf[..total]);
+                    self.inbuf = inbuf;
+                    self.inbuf.advance(total);
                 }
             }
         }
@@ -197,10 +207,10 @@ impl Relay {
     }
 
     /// A buffered message: ReadyForQuery, ErrorResponse, or one pgmld consumes.
-    fn handle_whole(&mut self, ty: u8, msg: Bytes) {
+    fn handle_whole(&mut self, ty: u8, msg: &[u8]) {
         // The backend closes after a FATAL (57P01 from pg_terminate_backend or a server
         // shutdown): the client gets it whatever pgmld was doing, as from Postgres.
-        let fatal = ty == b'E' && crate::wire::is_fatal_error(&msg);
+        let fatal = ty == b'E' && crate::wire::is_fatal_error(msg);
         let forward = fatal
             || match &self.current {
                 None | Some((_, Route::Client)) => true,
@@ -208,12 +218,12 @@ impl Relay {
                 Some((_, Route::OnlyReady)) => ty == b'Z',
                 Some((_, Route::RowDescription)) => ty != b'n',
                 Some((_, Route::Capture(tx))) => {
-                    let _ = tx.send((ty, msg.slice(5..)));
+                    let _ = tx.send((ty, Bytes::copy_from_slice(&msg[5..])));
                     false
                 }
             };
         if forward {
-            self.out.extend_from_slice(&msg);
+            self.out.extend_from_slice(msg);
         }
         match ty {
             b'Z' => {

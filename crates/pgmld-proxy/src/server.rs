@@ -127,16 +127,24 @@ impl Server {
         }
     }
 
-    /// A connection that ends when shutdown's drain time is over.
+    /// A connection that ends when shutdown's drain time is over. It runs as a task of its
+    /// own, which this one aborts on `kill`: racing `kill` inside the connection's task
+    /// would poll the token (a lock) at every wake-up, i.e. for every message relayed.
     async fn guarded(
         self: Arc<Self>,
         tcp: TcpStream,
         peer: std::net::SocketAddr,
         kill: CancellationToken,
     ) {
+        let mut conn = tokio::spawn(self.connection(tcp));
         tokio::select! {
-            _ = self.connection(tcp) => {}
-            _ = kill.cancelled() => tracing::info!(%peer, "session ended by shutdown"),
+            biased;
+            _ = &mut conn => {}
+            _ = kill.cancelled() => {
+                conn.abort();
+                let _ = conn.await;
+                tracing::info!(%peer, "session ended by shutdown");
+            }
         }
     }
 
@@ -163,11 +171,7 @@ impl Server {
                 self.opts.metrics.sessions_total.inc();
                 // Decremented on drop: a session that panics or is cut short still leaves.
                 let _active = ActiveSession::enter(&self.opts.metrics);
-                match self
-                    .session(id, stream, packet, user, database, deadline)
-                    .instrument(span.clone())
-                    .await
-                {
+                match self.session(id, &span, stream, packet, user, database, deadline).await {
                     Ok(()) => {}
                     Err(ProxyError::AuthTimeout) => span.in_scope(|| self.auth_timed_out()),
                     Err(e) => {
@@ -179,9 +183,14 @@ impl Server {
         }
     }
 
+    /// Startup runs in `span`; the forwarding loop does not enter it (entering a span on
+    /// every poll cost as much CPU per relayed message as the relaying), so the session's
+    /// own log lines and its pgml calls enter it themselves (`SessionInfo::span`).
+    #[allow(clippy::too_many_arguments)]
     async fn session(
         &self,
         id: u64,
+        span: &tracing::Span,
         mut stream: startup::ClientStream,
         packet: bytes::BytesMut,
         user: String,
@@ -210,14 +219,14 @@ impl Server {
             },
         );
         // On timeout the exchange is dropped, closing the upstream connection it opened.
-        let outcome = within(deadline, auth).await;
+        let outcome = within(deadline, auth).instrument(span.clone()).await;
         let _unregister = Unregister { registry: &self.cancels, keys: keys.clone() };
         let outcome = outcome.map_err(|TimedOut| ProxyError::AuthTimeout)?;
         let up = match outcome {
             Ok(AuthOutcome::Ready(up)) => up,
             Ok(AuthOutcome::Refused) => {
                 self.opts.metrics.error("auth");
-                tracing::info!("upstream refused the client");
+                span.in_scope(|| tracing::info!("upstream refused the client"));
                 return Ok(());
             }
             Err(e @ ProxyError::Upstream(_)) => {
@@ -227,14 +236,16 @@ impl Server {
             Err(e) => return Err(e),
         };
         if let Some(m) = &self.opts.migrator {
-            if let Err(e) = m.ensure(&database).await {
-                tracing::warn!("pgml schema not applied to database {database:?}: {e}");
+            if let Err(e) = m.ensure(&database).instrument(span.clone()).await {
+                span.in_scope(|| {
+                    tracing::warn!("pgml schema not applied to database {database:?}: {e}")
+                });
             }
         }
         // ReadyForQuery only now: a query (or its cancel) sent on it finds the session
         // forwarding, not still applying the schema.
         stream.write_all(&up.ready).await?;
-        tracing::debug!("session started");
+        span.in_scope(|| tracing::debug!("session started"));
         let (shared, notices) = Shared::new();
         let shared = Arc::new(shared);
         let (client_r, client_w) = stream.split();
@@ -245,8 +256,9 @@ impl Server {
             shared.clone(),
             notices,
             self.opts.metrics.clone(),
+            span.clone(),
         ));
-        let info = SessionInfo { id, user, database, cancel, local_call };
+        let info = SessionInfo { id, user, database, cancel, local_call, span: span.clone() };
         let session = Session::new(
             client_r,
             up.client_leftover,

@@ -12,8 +12,8 @@ mod stream;
 use crate::error::ProxyError;
 use crate::expect::{Kind, Route, Shared};
 use crate::startup::ReadHalf;
-use crate::wire::{self, split_message};
-use bytes::{Bytes, BytesMut};
+use crate::wire::{self, frame_len};
+use bytes::{Buf, Bytes, BytesMut};
 use pgmld_metrics::Metrics;
 use pgmld_schema::Migrator;
 use pgmld_sql::{CallContext, Caller, Plan, Registry};
@@ -34,6 +34,9 @@ pub struct SessionInfo {
     pub cancel: Arc<AtomicBool>,
     /// Set while a pgml call runs in pgmld and the upstream is idle (see `CancelTarget`).
     pub local_call: Arc<AtomicBool>,
+    /// The session's tracing span (session id, user, database). Not entered by the
+    /// forwarding loop; pgml calls run in it and the session's log lines enter it.
+    pub span: tracing::Span,
 }
 
 /// The client → upstream loop of one session. The impl blocks in the child modules serve
@@ -107,16 +110,22 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 
     async fn run_loop(&mut self) -> Result<(), ProxyError> {
-        // Registered once for the whole session, not once per message (see relay.rs).
-        let done = self.shared.done.clone().cancelled_owned();
-        let mut done = std::pin::pin!(done);
+        let mut watching = false;
         loop {
             loop {
-                let frame = match split_message(&mut self.inbuf, self.max_message) {
-                    Ok(Some(f)) => f,
+                let len = match frame_len(&self.inbuf, self.max_message) {
+                    Ok(Some(n)) => n,
                     Ok(None) => break,
                     Err(e) => return self.protocol_violation(e).await,
                 };
+                if self.has_streams() {
+                    self.prune_streams();
+                }
+                if self.pass_through(len) {
+                    self.inbuf.advance(len);
+                    continue;
+                }
+                let frame = self.inbuf.split_to(len).freeze();
                 match self.handle(frame).await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Stop) => {
@@ -135,6 +144,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 return Ok(());
             }
             self.inbuf.reserve(8192);
+            // While cursors exist, a COMMIT / ROLLBACK ends them (and their generation) at
+            // once, not at the client's next message: the relay rings at each transaction
+            // end, and ends before the watch began are caught here.
+            let streams = self.has_streams();
+            if streams != watching {
+                self.shared.watch_txn_ends(streams);
+                watching = streams;
+            }
+            if streams {
+                self.prune_streams();
+            }
             tokio::select! {
                 biased;
                 n = self.client.read_buf(&mut self.inbuf) => {
@@ -142,9 +162,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         return Ok(());
                     }
                 }
-                _ = done.as_mut() => return Ok(()),
-                // COMMIT / ROLLBACK ended the transaction: its cursors stop generating now.
-                _ = self.shared.txn_ended.notified(), if self.has_streams() => self.prune_streams(),
+                // The relay stopped, or a transaction ended (see above).
+                _ = self.shared.session_bell.rung() => {
+                    if self.shared.is_closed() {
+                        return Ok(());
+                    }
+                    if self.has_streams() {
+                        self.prune_streams();
+                    }
+                }
             }
         }
     }
@@ -176,37 +202,51 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Forwards a client frame whose answers go to the client.
     fn forward(&mut self, frame: &[u8], kind: Option<Kind>) {
-        if let Some(kind) = kind {
-            self.shared.expect(kind, Route::Client);
-        }
-        self.up.extend_from_slice(frame);
+        forward_to(&self.shared, &mut self.up, frame, kind);
     }
 
+    /// Forwards, without an await or a copy of the frame, a frame that needs nothing of
+    /// pgmld: nearly every frame of a session that calls no pgml. False: [`Self::handle`]
+    /// takes it. Each relayed message costs CPU that, on a host shared with Postgres and
+    /// its clients, is lost throughput, so this path does as little as it can.
+    fn pass_through(&mut self, len: usize) -> bool {
+        // frame_len hands out whole frames (at least 5 bytes).
+        let frame = &self.inbuf[..len];
+        let kind = match frame[0] {
+            b'Q' if self.pgml.query_passes(frame) => {
+                self.metrics.statements_proxied.inc();
+                Some(Kind::Query)
+            }
+            b'P' if self.pgml.parse_passes(frame) => Some(Kind::Parse),
+            b'B' if self.pgml.binds_pass_through() => Some(Kind::Bind),
+            b'E' if self.pgml.execute_passes() => {
+                self.metrics.statements_proxied.inc();
+                Some(Kind::Execute)
+            }
+            b'C' if self.pgml.binds_pass_through() => Some(Kind::Close),
+            b'D' if frame.get(5) == Some(&b'S') => Some(Kind::DescribeStatement),
+            b'D' => Some(Kind::DescribePortal),
+            b'S' => {
+                self.pgml.error_until_sync = false;
+                Some(Kind::Sync)
+            }
+            b'F' => Some(Kind::FunctionCall),
+            b'H' | b'd' | b'c' | b'f' => None,
+            _ => return false,
+        };
+        forward_to(&self.shared, &mut self.up, frame, kind);
+        true
+    }
+
+    /// A frame [`Self::pass_through`] left: one that involves pgml, Terminate, or an
+    /// invalid type.
     async fn handle(&mut self, frame: Bytes) -> Result<Flow, ProxyError> {
-        if self.has_streams() {
-            self.prune_streams();
-        }
-        // split_message hands out whole frames (at least 5 bytes); 0 is no message type.
         match frame.first().copied().unwrap_or(0) {
             b'Q' => self.on_query(frame).await?,
             b'P' => self.on_parse(frame).await?,
             b'B' => self.on_bind(frame)?,
             b'E' => self.on_execute(frame).await?,
             b'C' => self.on_close(frame)?,
-            b'D' => {
-                let kind = if frame.get(5) == Some(&b'S') {
-                    Kind::DescribeStatement
-                } else {
-                    Kind::DescribePortal
-                };
-                self.forward(&frame, Some(kind));
-            }
-            b'S' => {
-                self.pgml.error_until_sync = false;
-                self.forward(&frame, Some(Kind::Sync));
-            }
-            b'F' => self.forward(&frame, Some(Kind::FunctionCall)),
-            b'H' | b'd' | b'c' | b'f' => self.forward(&frame, None),
             b'X' => {
                 self.forward(&frame, None);
                 return Ok(Flow::Stop);
@@ -230,7 +270,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// The context pgml calls run with: notices go to the client between messages.
     fn call_context(&self, caller: Caller) -> CallContext {
-        let notices = self.shared.notices.clone();
+        let shared = self.shared.clone();
         CallContext {
             database: self.info.database.clone(),
             user: self.info.user.clone(),
@@ -239,7 +279,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             notices: Arc::new(move |n: pgmld_sql::Notice| {
                 let mut b = BytesMut::new();
                 wire::notice_response(n.severity, &n.message, &mut b);
-                let _ = notices.send(b.freeze());
+                shared.notice(b.freeze());
             }),
             cancelled: self.info.cancel.clone(),
         }
@@ -269,6 +309,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         fut: impl std::future::Future<Output = T>,
     ) -> Result<T, ProxyError> {
         let _local = LocalCall::start(&self.info.local_call);
+        let fut = tracing::Instrument::instrument(fut, self.info.span.clone());
         tokio::pin!(fut);
         loop {
             tokio::select! {
@@ -282,6 +323,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
         }
     }
+}
+
+/// [`Session::forward`] on the fields it needs, so that a frame still in the session's
+/// own input buffer can be forwarded from there.
+fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
+    if let Some(kind) = kind {
+        shared.expect(kind, Route::Client);
+    }
+    up.extend_from_slice(frame);
 }
 
 /// Marks a pgml call as running in pgmld (the upstream idle) until dropped.

@@ -51,6 +51,12 @@ pub const CANCEL_REQUEST: u32 = 80877102;
 /// huge message and sending little costs only what it sent. A length below 4 or above
 /// `max` is a protocol violation.
 pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ProxyError> {
+    Ok(frame_len(buf, max)?.map(|n| buf.split_to(n).freeze()))
+}
+
+/// The length (type byte included) of the whole message at the start of `buf`, `None`
+/// until all of it is there; errors as [`split_message`].
+pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, ProxyError> {
     let Some(header) = buf.get(..5) else { return Ok(None) };
     let ty = char::from(header[0]);
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
@@ -67,7 +73,7 @@ pub fn split_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Pr
     if buf.len() <= len {
         return Ok(None);
     }
-    Ok(Some(buf.split_to(len + 1).freeze()))
+    Ok(Some(len + 1))
 }
 
 fn ctx() -> DecodeContext {

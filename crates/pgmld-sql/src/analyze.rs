@@ -25,7 +25,17 @@ pub fn mentions_pgml(sql: &str) -> bool {
 
 /// [`mentions_pgml`] on raw bytes (a whole wire frame, before decoding).
 pub fn mentions_pgml_bytes(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"pgml"))
+    // This runs on every statement forwarded, most of which name no pgml: jump from one
+    // `p` to the next (memchr's vectorised search) instead of comparing every window.
+    let mut from = 0;
+    while let Some(i) = memchr::memchr2(b'p', b'P', &bytes[from..]) {
+        let at = from + i;
+        if bytes.get(at..at + 4).is_some_and(|w| w.eq_ignore_ascii_case(b"pgml")) {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// Byte ranges of the statements in a query string, split at top-level semicolons
@@ -506,6 +516,16 @@ mod tests {
 
     fn calls(sql: &str) -> Vec<CallSite> {
         find_calls(sql).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_byte_scan_finds_pgml_in_any_case_anywhere() {
+        for yes in ["pgml", "SELECT PGML.transform()", "x pGmL", "ppgml", "pgbench pgml", "Ppgml"] {
+            assert!(mentions_pgml_bytes(yes.as_bytes()), "{yes}");
+        }
+        for no in ["", "p", "pgm", "SELECT aid FROM pgbench_accounts", "pg ml", "pgmX pgm"] {
+            assert!(!mentions_pgml_bytes(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

@@ -128,9 +128,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         // pgmld applies its migrations again, as it would at startup, and asks again.
         let Some(migrator) = self.migrator.clone() else { return Ok(probe.judge(functions)) };
         let database = self.info.database.clone();
-        match migrator.repair(&database).await {
+        let span = self.info.span.clone();
+        match tracing::Instrument::instrument(migrator.repair(&database), span.clone()).await {
             Ok(applied) if !applied.is_empty() => {
-                tracing::info!(database = %database, ?applied, "re-created the dropped pgml schema");
+                span.in_scope(|| {
+                    tracing::info!(database = %database, ?applied, "re-created the dropped pgml schema")
+                });
                 let mut b = bytes::BytesMut::new();
                 crate::wire::notice_response(
                     "NOTICE",
@@ -141,7 +144,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
             Ok(_) => return Ok(probe.judge(functions)),
             Err(e) => {
-                tracing::warn!(database = %database, "cannot re-create the pgml schema: {e}");
+                span.in_scope(|| {
+                    tracing::warn!(database = %database, "cannot re-create the pgml schema: {e}")
+                });
                 return Ok(probe.judge(functions));
             }
         }

@@ -101,13 +101,9 @@ impl<'a> Request<'a> {
 }
 
 impl<W: AsyncWrite + Unpin> Session<W> {
+    /// A Query that `Session::pass_through` did not forward: it names pgml or a cursor.
     pub(super) async fn on_query(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
-        let cursorish = !self.pgml.cursors.is_empty() && mentions_cursor_command(&frame);
-        if !cursorish && !mentions_pgml_bytes(&frame) {
-            self.forward(&frame, Some(Kind::Query));
-            return Ok(());
-        }
         let sql = wire::query_text(&frame)?;
         let request = Request::new(&sql, &self.registry, &self.pgml);
         if !request.intercepts() {
@@ -244,17 +240,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         wire::bind_plain("", "", &mut self.up);
     }
 
+    /// A Parse that `Session::pass_through` did not forward.
     pub(super) async fn on_parse(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         let pgml = mentions_pgml_bytes(&frame);
         let cursorish = mentions_cursor_command(&frame);
-        if !pgml
-            && !cursorish
-            && self.pgml.statements.is_empty()
-            && self.pgml.cursor_statements.is_empty()
-        {
-            self.forward(&frame, Some(Kind::Parse));
-            return Ok(());
-        }
         let parse: Parse = wire::decode(&frame)?;
         let name = parse.name.clone().unwrap_or_default();
         self.pgml.statements.remove(&name);
@@ -314,14 +303,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Ok(())
     }
 
+    /// An Execute that `Session::pass_through` did not forward: a portal of pgmld's exists.
     pub(super) async fn on_execute(&mut self, frame: Bytes) -> Result<(), ProxyError> {
         self.metrics.statements_proxied.inc();
-        if (self.pgml.portals.is_empty() && self.pgml.cursor_portals.is_empty())
-            || self.pgml.error_until_sync
-        {
-            self.forward(&frame, Some(Kind::Execute));
-            return Ok(());
-        }
         let exec: Execute = wire::decode(&frame)?;
         let portal = exec.name.clone().unwrap_or_default();
         if let Some((cmd, formats)) = self.pgml.cursor_portals.get(&portal).cloned() {
@@ -498,7 +482,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// state an error leaves. pgml work is ignored until Sync.
     pub(super) fn report_error(&mut self, e: &SqlError) {
         self.metrics.error("pgml");
-        tracing::info!(code = e.code, "pgml call failed: {}", e.message);
+        self.info
+            .span
+            .in_scope(|| tracing::info!(code = e.code, "pgml call failed: {}", e.message));
         self.pgml.error_until_sync = true;
         if self.shared.skipping() {
             return;

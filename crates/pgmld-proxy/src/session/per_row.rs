@@ -124,11 +124,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     }
                 }
             }
-            tracing::debug!(
-                rows = rows.len(),
-                calls = block.calls().len(),
-                "served a per-row block"
-            );
+            self.info.span.in_scope(|| {
+                tracing::debug!(
+                    rows = rows.len(),
+                    calls = block.calls().len(),
+                    "served a per-row block"
+                )
+            });
             let completed = block.complete(&columns, &rows, &results).and_then(|sql| {
                 Ok(match Plan::build(&sql, &self.registry)? {
                     Some(next) => Ok(Arc::new(next)),

@@ -2,6 +2,7 @@
 //! wire loop so the loop's state is a handful of fields and this one.
 
 use bytes::Bytes;
+use pgmld_sql::analyze::mentions_pgml_bytes;
 use pgmld_sql::cursor::StreamCursor;
 use pgmld_sql::streaming::{mentions_cursor_command, parse_cursor_command};
 use pgmld_sql::{CursorCommand, Plan, SqlType};
@@ -88,7 +89,8 @@ pub(super) struct PgmlState {
 impl PgmlState {
     /// True while any cursor or portal holds a stream.
     pub fn has_streams(&self) -> bool {
-        !self.cursors.is_empty() || self.portals.values().any(|p| p.stream.is_some())
+        !self.cursors.is_empty()
+            || (!self.portals.is_empty() && self.portals.values().any(|p| p.stream.is_some()))
     }
 
     /// Drops the cursors and streaming portals of transactions before `txn_end_count`.
@@ -121,6 +123,27 @@ impl PgmlState {
     }
 
     /// Whether a Bind can be forwarded without a look: no statement or portal of pgmld's.
+    /// A Query that needs nothing of pgmld: it names no pgml and no cursor of pgmld's.
+    pub fn query_passes(&self, frame: &[u8]) -> bool {
+        !mentions_pgml_bytes(frame) && (self.cursors.is_empty() || !mentions_cursor_command(frame))
+    }
+
+    /// A Parse that needs nothing of pgmld: no pgml, no FETCH / MOVE / CLOSE to keep an eye
+    /// on, and no statement of pgmld's it could replace.
+    pub fn parse_passes(&self, frame: &[u8]) -> bool {
+        !mentions_pgml_bytes(frame)
+            && !mentions_cursor_command(frame)
+            && self.statements.is_empty()
+            && self.cursor_statements.is_empty()
+    }
+
+    /// An Execute that needs nothing of pgmld: no portal of pgmld's exists, or pgml work
+    /// is ignored until Sync.
+    pub fn execute_passes(&self) -> bool {
+        (self.portals.is_empty() && self.cursor_portals.is_empty()) || self.error_until_sync
+    }
+
+    /// A Bind or Close that needs nothing of pgmld: no statement or portal of pgmld's.
     pub fn binds_pass_through(&self) -> bool {
         self.statements.is_empty()
             && self.portals.is_empty()

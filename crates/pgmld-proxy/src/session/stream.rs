@@ -206,7 +206,9 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     decl.name.clone(),
                     LocalCursor::new(cursor, plan.stream_types(), txn, stop),
                 );
-                tracing::debug!(cursor = %decl.name, "declared a streaming cursor");
+                self.info.span.in_scope(
+                    || tracing::debug!(cursor = %decl.name, "declared a streaming cursor"),
+                );
                 self.local_bytes(|b| wire::command_complete("DECLARE CURSOR", b));
                 Ok(Served::Done)
             }
