@@ -1,6 +1,6 @@
 """bench/tune/gpu's table from results.jsonl: per option, pgmld's and HF's train samples/s
 (every run, then the ratio of the medians), eval accuracy and peak GPU memory; and the NCCL
-check's outcome.
+check's outcome, and the world_size-1 group run (issue #16).
 
     python3 report.py results.jsonl
 """
@@ -61,12 +61,32 @@ def nccl(lines):
     return out
 
 
+def group(lines):
+    """The group-of-one run beside the first plain fp32 run: same data, seed and global batch,
+    so the losses should agree (an all-reduce over one rank changes nothing)."""
+    plain = next((d for d in lines if d.get("side") == "pgmld" and d.get("option") == "fp32" and d.get("rc") == 0), None)
+    out = []
+    for d in lines:
+        if d.get("side") != "group":
+            continue
+        if d.get("skipped"):
+            continue
+        loss = (d.get("train") or {}).get("train_loss")
+        base = ((plain or {}).get("train") or {}).get("train_loss")
+        out.append(
+            f"- world_size-1 group ({d.get('group') or 'not formed'}): rc {d.get('rc')}, "
+            f"{samples_per_second(d) or 0:.0f} samples/s, eval accuracy {accuracy(d)}, train_loss {loss}"
+            + (f" (plain fp32 run: {base})" if base is not None else "")
+        )
+    return out
+
+
 def main():
     with open(sys.argv[1]) as f:
         lines = [json.loads(l) for l in f if l.strip()]
     skipped = [d["run"] for d in lines if d.get("skipped")]
     failed = [d["run"] for d in lines if d.get("side") in ("pgmld", "hf") and d.get("rc") != 0]
-    print("\n".join(table(lines) + [""] + nccl(lines)))
+    print("\n".join(table(lines) + [""] + nccl(lines) + group(lines)))
     if skipped:
         print(f"- skipped (time budget): {', '.join(skipped)}")
     if failed:

@@ -7,7 +7,8 @@
 #   2. fine-tunes the real MiniLM-L6 on IMDB reviews with pgml.tune's trainer (tune_check) and
 #      with transformers.Trainer (hf_gpu.py), alternating, per option (fp32, bf16, tf32), REPS
 #      times each; nvidia-smi's peak memory per process;
-#   3. prints report.py's table (also $OUT/report.md).
+#   3. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
+#   4. prints report.py's table (also $OUT/report.md).
 #
 #   bash bench/tune/gpu/prepare.sh                # here: binaries, fp16 MiniLM, rows -> .devcarry/tune-gpu
 #   TINY=1 OUT=/tmp/tune-gpu-dry bash bench/tune/gpu/run.sh   # dry run here on the CPU (~3 min)
@@ -119,5 +120,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
+# 3. Issue #16 on one GPU: the same fp32 fine-tune as rank 0 of a data-parallel group of one
+#    (NCCL with the plugin on CUDA, Gloo on the CPU), so world_size's collective path runs.
+PGMLD_NCCL_PLUGIN=$plugin measure pgmld_group1 group fp32 "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" group1
 "$PY" "$HERE/report.py" "$RESULTS" | tee "$OUT/report.md"
 log "done in $(elapsed) s; results in $OUT"

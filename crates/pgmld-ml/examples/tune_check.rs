@@ -1,17 +1,26 @@
 //! Fine-tunes a real checkpoint on a labelled CSV (`text,label`) and prints the train and
 //! eval metrics as JSON, on the best device (CUDA when present):
-//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt]` (`ckpt`: gradient
-//! checkpointing). Used on GPU machines (bench/tune/gpu), where
+//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1]` (`ckpt`:
+//! gradient checkpointing; `group1`: train as rank 0 of a data-parallel group of one, formed
+//! as a pgml.tune job's is, NCCL on CUDA and Gloo on the CPU, so the collective path of
+//! `world_size` runs on a one-GPU machine). Used on GPU machines (bench/tune/gpu), where
 //! there is no cargo and no Postgres, to check training speed and bf16 autocast with a
 //! binary built here.
 
-use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer};
-use pgmld_train::{best_device, TrainingArgs};
+use pgmld_ml::{train_classifier_data_parallel, Classifier, Example, TextTokenizer};
+use pgmld_train::{best_device, ProcessGroup, Store, TrainingArgs};
+use std::time::Duration;
 
 fn main() {
+    // Before any thread: where the NCCL plugin is (PGMLD_NCCL_PLUGIN, as the kernels' GPU
+    // test; else beside this binary) and NCCL's environment defaults, as pgmld sets them.
+    let plugin = std::env::var_os("PGMLD_NCCL_PLUGIN").filter(|p| !p.is_empty());
+    pgmld_train::nccl::configure(plugin.as_deref().map(std::path::Path::new));
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt]");
+        eprintln!(
+            "usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1]"
+        );
         std::process::exit(2);
     }
     let dir = std::path::Path::new(&args[1]);
@@ -20,6 +29,7 @@ fn main() {
     let bf16 = args[5..].iter().any(|a| a == "bf16");
     let ckpt = args[5..].iter().any(|a| a == "ckpt");
     let tf32 = args[5..].iter().any(|a| a == "tf32");
+    let group1 = args[5..].iter().any(|a| a == "group1");
     let mut rows: Vec<Example> = csv::Reader::from_path(&args[2])
         .expect("csv")
         .records()
@@ -43,7 +53,19 @@ fn main() {
         "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt, "tf32": tf32.then_some(true)
     }))
     .expect("args");
-    let out = train_classifier(
+    // As a rank of a pgml.tune job: a store served on loopback, then the device's backend.
+    let timeout = Duration::from_secs(120);
+    let mut group = group1.then(|| {
+        let store = Store::serve("127.0.0.1", 0, 1, timeout, "tune_check/").expect("store");
+        let group = match device {
+            tch::Device::Cuda(i) => ProcessGroup::nccl(&store, 0, 1, i, timeout),
+            _ => ProcessGroup::gloo(&store, 0, 1, "127.0.0.1", timeout),
+        }
+        .expect("process group");
+        (store, group)
+    });
+    let backend = group.as_ref().map(|_| if device.is_cuda() { "nccl" } else { "gloo" });
+    let out = train_classifier_data_parallel(
         &mut model,
         &tok,
         &rows,
@@ -53,10 +75,11 @@ fn main() {
         |_| {},
         || false,
         None,
+        group.as_mut().map(|(_, g)| g),
     )
     .expect("training");
     println!(
         "{}",
-        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32, "gradient_checkpointing": ckpt, "train": out.train, "eval": out.eval})
+        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32, "gradient_checkpointing": ckpt, "group": backend, "train": out.train, "eval": out.eval})
     );
 }
