@@ -115,8 +115,8 @@ pub struct Shared {
     /// them (and stops their generation) at COMMIT / ROLLBACK without waiting for the
     /// client's next message. Unset, an ordinary query's end wakes no one.
     watch_txn: AtomicBool,
-    /// Set when the relay stops (upstream or client gone).
-    pub closed: AtomicBool,
+    /// Set when the relay stops (upstream or client gone); read through `is_closed`.
+    closed: AtomicBool,
     /// Cancelled together with `closed`, for tasks waiting on other things.
     pub done: CancellationToken,
     /// Progress notices for the client, written between messages ([`Shared::notice`]).

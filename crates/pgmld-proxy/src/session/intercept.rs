@@ -277,11 +277,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Ok(())
     }
 
+    /// A Bind that `Session::pass_through` did not forward: pgmld has statements or portals.
     pub(super) fn on_bind(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        if self.pgml.binds_pass_through() {
-            self.forward(&frame, Some(Kind::Bind));
-            return Ok(());
-        }
         let bind: Bind = wire::decode(&frame)?;
         let portal = bind.portal_name.clone().unwrap_or_default();
         let statement = bind.statement_name.clone().unwrap_or_default();
@@ -383,23 +380,19 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
     }
 
+    /// A Close that `Session::pass_through` did not forward: pgmld has statements or portals.
     pub(super) fn on_close(&mut self, frame: Bytes) -> Result<(), ProxyError> {
-        let local = !self.pgml.statements.is_empty() || !self.pgml.portals.is_empty();
-        if local || !self.pgml.cursor_statements.is_empty() || !self.pgml.cursor_portals.is_empty()
-        {
-            let close: pgwire::messages::extendedquery::Close = wire::decode(&frame)?;
-            let name = close.name.unwrap_or_default();
-            if close.target_type == b'S' {
-                self.pgml.statements.remove(&name);
-                self.pgml.cursor_statements.remove(&name);
-            } else {
-                self.pgml.cursor_portals.remove(&name);
-                if let Some(LocalPortal { running: Some(p), .. }) = self.pgml.portals.remove(&name)
-                {
-                    if p != name {
-                        self.shared.expect(Kind::Close, Route::Swallow);
-                        wire::close(b'P', &p, &mut self.up);
-                    }
+        let close: pgwire::messages::extendedquery::Close = wire::decode(&frame)?;
+        let name = close.name.unwrap_or_default();
+        if close.target_type == b'S' {
+            self.pgml.statements.remove(&name);
+            self.pgml.cursor_statements.remove(&name);
+        } else {
+            self.pgml.cursor_portals.remove(&name);
+            if let Some(LocalPortal { running: Some(p), .. }) = self.pgml.portals.remove(&name) {
+                if p != name {
+                    self.shared.expect(Kind::Close, Route::Swallow);
+                    wire::close(b'P', &p, &mut self.up);
                 }
             }
         }
