@@ -1,7 +1,12 @@
 //! pgmld's Prometheus metrics and the `/metrics` HTTP endpoint.
 //!
-//! Counters are plain atomics updated on the proxy's hot paths; the registry renders them
-//! in the OpenMetrics text format when scraped.
+//! Counters are plain atomics updated on the proxy's hot paths (the per-statement ones
+//! sharded per thread, see `sharded.rs`); the registry renders them in the OpenMetrics
+//! text format when scraped.
+
+mod sharded;
+
+pub use sharded::ShardedCounter;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,13 +39,13 @@ pub struct Metrics {
     /// Client sessions open now.
     pub sessions_active: Gauge,
     /// Simple queries and Execute messages forwarded unchanged.
-    pub statements_proxied: Counter,
+    pub statements_proxied: ShardedCounter,
     /// Statements that called pgml functions, by function.
     pub statements_intercepted: Family<FunctionLabel, Counter>,
     /// Bytes from clients to the upstream.
-    pub bytes_to_upstream: Counter,
+    pub bytes_to_upstream: ShardedCounter,
     /// Bytes from the upstream (and pgmld) to clients.
-    pub bytes_to_client: Counter,
+    pub bytes_to_client: ShardedCounter,
     /// Errors, by kind.
     pub errors: Family<KindLabel, Counter>,
     /// Models loaded into the shared inference cache (a model loads once while cached).
@@ -67,10 +72,10 @@ impl Metrics {
         let m = Metrics {
             sessions_total: Counter::default(),
             sessions_active: Gauge::default(),
-            statements_proxied: Counter::default(),
+            statements_proxied: ShardedCounter::default(),
             statements_intercepted: Family::default(),
-            bytes_to_upstream: Counter::default(),
-            bytes_to_client: Counter::default(),
+            bytes_to_upstream: ShardedCounter::default(),
+            bytes_to_client: ShardedCounter::default(),
             errors: Family::default(),
             model_loads: Counter::default(),
             models_cached: Gauge::default(),
@@ -203,10 +208,20 @@ mod tests {
         m.intercepted("version");
         m.error("protocol");
         m.generated_tokens.inc_by(7);
+        m.statements_proxied.inc();
+        std::thread::spawn({
+            let m = m.clone();
+            move || m.bytes_to_client.inc_by(5)
+        })
+        .join()
+        .unwrap();
+        m.bytes_to_client.inc_by(6);
         let text = m.render();
         assert!(text.contains("pgmld_generated_tokens_total 7"), "{text}");
         assert!(text.contains("pgmld_prompt_tokens_total 0"), "{text}");
         assert!(text.contains("pgmld_sessions_total 1"), "{text}");
+        assert!(text.contains("pgmld_statements_proxied_total 1"), "{text}");
+        assert!(text.contains("pgmld_bytes_to_client_total 11"), "{text}");
         assert!(
             text.contains("pgmld_statements_intercepted_total{function=\"version\"} 1"),
             "{text}"

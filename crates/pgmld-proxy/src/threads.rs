@@ -4,11 +4,12 @@
 //! thread hand-offs (measured: ~20% less CPU per pgbench transaction). Sessions are dealt
 //! round-robin.
 //!
-//! Each thread asks the kernel for a short scheduler slice (`session_slice_us`): under
-//! Linux's EEVDF scheduler a task with a shorter slice gets an earlier deadline, so a session
-//! thread woken by a client or upstream message runs ahead of the Postgres backends and
-//! clients that share the CPUs, instead of queueing behind them; that queueing was the
-//! proxy's tail latency on a busy host.
+//! Each thread can ask the kernel for a short scheduler slice (`session_slice_us`, off by
+//! default): under Linux's EEVDF scheduler a task with a shorter slice gets an earlier
+//! deadline, so a session thread woken by a client or upstream message runs ahead of the
+//! Postgres backends and clients that share the CPUs instead of queueing behind them. Each
+//! such wake-up preempts a backend, though, which costs more CPU per transaction than the
+//! shorter queueing saves (see `docs/benchmarks.md`, 2026-12-07 (10)).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -117,4 +117,13 @@ fn fetch_and_move_in_postgres_grammar() {
     }
     assert!(mentions_cursor_command(b"Fetch 1 from c"));
     assert!(!mentions_cursor_command(b"SELECT 1"));
+    // Any case, anywhere, up to the last byte; near misses and cut-off words do not count.
+    for hit in [&b"MOVE"[..], b"xcLoSe", b"select 1; fetch", b"mOvE c", b"\x00close"] {
+        assert!(mentions_cursor_command(hit), "{hit:?}");
+    }
+    for miss in
+        [&b""[..], b"fetc", b"mov", b"clos", b"SELECT abalance FROM a WHERE aid = $1", b"\x0cLOSE"]
+    {
+        assert!(!mentions_cursor_command(miss), "{miss:?}");
+    }
 }
