@@ -155,19 +155,6 @@ impl Shared {
     /// for ever.
     pub fn expect(&self, kind: Kind, route: Route) {
         let mut g = self.lock();
-        self.push_upstream(&mut g, kind, route);
-    }
-
-    /// [`Shared::expect`] with [`Route::Client`] for each of `kinds`, in order, under one
-    /// lock: the session queues a read's worth of pass-through frames at once.
-    pub fn expect_for_client(&self, kinds: &[Kind]) {
-        let mut g = self.lock();
-        for &kind in kinds {
-            self.push_upstream(&mut g, kind, Route::Client);
-        }
-    }
-
-    fn push_upstream(&self, g: &mut Inner, kind: Kind, route: Route) {
         if g.skipping && kind != Kind::Sync {
             return;
         }
@@ -206,10 +193,18 @@ impl Shared {
         }
     }
 
-    /// Whether Local or Barrier entries are queued (an upper bound: it may be true while
-    /// the front entry is an Upstream one).
-    pub fn has_locals(&self) -> bool {
+    /// Whether the relay has queued Local or Barrier entries (an upper bound: it may be
+    /// true while the front entry is an Upstream one).
+    fn has_locals(&self) -> bool {
         self.locals.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a Local or Barrier entry taken off the queue (under the lock, as `close`
+    /// resets the count under it).
+    fn took(&self, e: &Expect) {
+        if !matches!(e, Expect::Upstream(..)) {
+            self.locals.fetch_sub(1, Ordering::Release);
+        }
     }
 
     /// True while the upstream discards messages until Sync.
@@ -217,56 +212,46 @@ impl Shared {
         self.lock().skipping
     }
 
-    /// Moves every queued entry, in order, to the back of `into`: the relay takes the
-    /// queue a batch at a time (one lock for a pipeline's worth of answers) and works
-    /// through its own copy, which stays the front of the queue.
-    pub fn take_all(&self, into: &mut VecDeque<Expect>) {
+    /// Takes the front entry.
+    pub fn pop(&self) -> Option<Expect> {
         let mut g = self.lock();
-        if into.is_empty() {
-            // Swapped, not copied: both buffers keep their capacity.
-            std::mem::swap(&mut g.entries, into);
-        } else {
-            into.extend(g.entries.drain(..));
-        }
-        self.locals.store(0, Ordering::Release);
+        let e = g.entries.pop_front()?;
+        self.took(&e);
+        Some(e)
     }
 
-    /// Takes the front entry (tests; the relay uses [`Shared::take_all`]).
-    #[cfg(test)]
-    pub fn pop(&self) -> Option<Expect> {
-        let mut q = VecDeque::new();
-        self.take_all(&mut q);
-        let e = q.pop_front();
-        let mut g = self.lock();
-        for rest in q.into_iter().rev() {
-            if !matches!(rest, Expect::Upstream(..)) {
-                self.locals.fetch_add(1, Ordering::Release);
-            }
-            g.entries.push_front(rest);
+    /// Takes the front entry if it is one the relay acts on without upstream input.
+    pub fn pop_ready_local(&self) -> Option<Expect> {
+        if !self.has_locals() {
+            return None;
         }
-        e
+        let mut g = self.lock();
+        let e = match g.entries.front() {
+            Some(Expect::Local(_)) | Some(Expect::Barrier(_)) => g.entries.pop_front()?,
+            _ => return None,
+        };
+        self.took(&e);
+        Some(e)
     }
 
     /// The upstream failed a message in extended mode: it skips everything up to the next
     /// Sync, so drop the entries queued before that Sync (barriers fire; local bytes are
     /// dropped as Postgres would drop those messages' answers). Without a queued Sync,
-    /// later messages get no entry until one comes. `taken` is what the relay took off the
-    /// queue and has not acted on yet: the queue's front, looked at first.
-    pub fn error_skip(&self, taken: &mut VecDeque<Expect>) {
-        if skip_to_sync(taken) {
-            return;
-        }
+    /// later messages get no entry until one comes.
+    pub fn error_skip(&self) {
         let mut g = self.lock();
-        let before = g.entries.len();
-        let found = skip_to_sync(&mut g.entries);
-        if g.entries.len() != before {
-            let left = g.entries.iter().filter(|e| !matches!(e, Expect::Upstream(..))).count();
-            self.locals.store(left, Ordering::Release);
+        while let Some(front) = g.entries.front() {
+            if matches!(front, Expect::Upstream(Kind::Sync, _)) {
+                return;
+            }
+            let Some(e) = g.entries.pop_front() else { break };
+            self.took(&e);
+            if let Expect::Barrier(tx) = e {
+                let _ = tx.send(());
+            }
         }
-        if !found {
-            g.skipping = true;
-            self.skipping_hint.store(true, Ordering::Relaxed);
-        }
+        g.skipping = true;
+        self.skipping_hint.store(true, Ordering::Relaxed);
     }
 
     /// Records a ReadyForQuery status.
@@ -314,20 +299,6 @@ impl Shared {
     }
 }
 
-/// Drops the entries in front of the first Sync (barriers fire; local bytes go, as
-/// Postgres drops those messages' answers). True when a Sync was found.
-fn skip_to_sync(entries: &mut VecDeque<Expect>) -> bool {
-    while let Some(front) = entries.front() {
-        if matches!(front, Expect::Upstream(Kind::Sync, _)) {
-            return true;
-        }
-        if let Some(Expect::Barrier(tx)) = entries.pop_front() {
-            let _ = tx.send(());
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,7 +311,7 @@ mod tests {
         s.expect(Kind::Execute, Route::Client);
         s.expect(Kind::Sync, Route::Client);
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Bind, _))));
-        s.error_skip(&mut VecDeque::new());
+        s.error_skip();
         assert!(b.try_recv().is_ok());
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
         assert!(!s.skipping());
@@ -349,7 +320,7 @@ mod tests {
     #[test]
     fn without_a_sync_later_messages_get_no_entry_until_one_comes() {
         let (s, _rx) = Shared::new();
-        s.error_skip(&mut VecDeque::new());
+        s.error_skip();
         assert!(s.skipping());
         s.expect(Kind::Execute, Route::Client);
         assert!(s.pop().is_none());
@@ -363,7 +334,7 @@ mod tests {
         // Postgres discards them until Sync: an entry would wait for an answer that never
         // comes, and then steal the Sync's ReadyForQuery.
         let (s, _rx) = Shared::new();
-        s.error_skip(&mut VecDeque::new());
+        s.error_skip();
         s.expect(Kind::Query, Route::Client);
         s.expect(Kind::FunctionCall, Route::Client);
         assert!(s.pop().is_none());
@@ -374,47 +345,6 @@ mod tests {
         s.expect(Kind::Query, Route::Client);
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Query, _))));
-    }
-
-    #[test]
-    fn error_skip_looks_at_the_relays_batch_before_the_queue() {
-        let (s, _rx) = Shared::new();
-        s.expect_for_client(&[Kind::Bind, Kind::Execute]);
-        let mut b = s.barrier();
-        s.expect_for_client(&[Kind::Sync, Kind::Query]);
-        let mut taken = VecDeque::new();
-        s.take_all(&mut taken);
-        assert!(!s.has_locals(), "the barrier moved with the batch");
-        taken.pop_front(); // the Bind, which failed
-        s.error_skip(&mut taken);
-        assert!(b.try_recv().is_ok(), "barriers before the Sync fire");
-        assert!(matches!(taken.pop_front(), Some(Expect::Upstream(Kind::Sync, _))));
-        assert!(matches!(taken.pop_front(), Some(Expect::Upstream(Kind::Query, _))));
-        assert!(!s.skipping());
-
-        // No Sync in the batch: the queue is next, up to its Sync; a local after it stays.
-        s.expect_for_client(&[Kind::Execute]);
-        s.take_all(&mut taken);
-        s.local(Bytes::from_static(b"dropped"));
-        s.expect_for_client(&[Kind::Sync]);
-        s.local(Bytes::from_static(b"kept"));
-        s.error_skip(&mut taken);
-        assert!(taken.is_empty());
-        assert!(!s.skipping());
-        assert!(s.has_locals());
-        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
-        assert!(matches!(s.pop(), Some(Expect::Local(b)) if &b[..] == b"kept"));
-        assert!(!s.has_locals());
-
-        // No Sync anywhere: skip mode, and only a Sync gets an entry until then.
-        s.expect_for_client(&[Kind::Execute]);
-        s.take_all(&mut taken);
-        s.error_skip(&mut taken);
-        assert!(s.skipping());
-        s.expect_for_client(&[Kind::Execute, Kind::Sync, Kind::Execute]);
-        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
-        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Execute, _))));
-        assert!(s.pop().is_none());
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use crate::expect::{Expect, Kind, Route, Shared};
 use bytes::{Buf, Bytes, BytesMut};
 use pgmld_metrics::Metrics;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -40,7 +39,6 @@ pub async fn run<R, W>(
     let mut relay = Relay {
         shared: shared.clone(),
         current: None,
-        queue: VecDeque::new(),
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         out: BytesMut::with_capacity(READ_CHUNK),
         state: State::Idle,
@@ -97,9 +95,6 @@ struct Relay {
     shared: Arc<Shared>,
     /// The entry the message being read belongs to.
     current: Option<(Kind, Route)>,
-    /// Entries taken off the shared queue and not yet acted on: the queue's front. Taken a
-    /// batch at a time ([`Shared::take_all`]), so a pipeline's answers cost one lock.
-    queue: VecDeque<Expect>,
     inbuf: BytesMut,
     out: BytesMut,
     state: State,
@@ -113,24 +108,13 @@ impl Relay {
         if self.current.is_some() {
             return;
         }
-        loop {
-            if self.queue.is_empty() {
-                // Nearly always: nothing of pgmld's own queued, known without the lock.
-                if !self.shared.has_locals() {
-                    return;
-                }
-                self.shared.take_all(&mut self.queue);
-            }
-            match self.queue.front() {
-                Some(Expect::Local(_) | Expect::Barrier(_)) => {}
-                _ => return,
-            }
-            match self.queue.pop_front() {
-                Some(Expect::Local(b)) => self.out.extend_from_slice(&b),
-                Some(Expect::Barrier(tx)) => {
+        while let Some(e) = self.shared.pop_ready_local() {
+            match e {
+                Expect::Local(b) => self.out.extend_from_slice(&b),
+                Expect::Barrier(tx) => {
                     let _ = tx.send(());
                 }
-                _ => return,
+                Expect::Upstream(..) => unreachable!("pop_ready_local returns local entries only"),
             }
         }
     }
@@ -212,10 +196,7 @@ impl Relay {
     /// The next entry answered by the upstream, acting on local ones on the way.
     fn next_upstream_entry(&mut self) -> Option<(Kind, Route)> {
         loop {
-            if self.queue.is_empty() {
-                self.shared.take_all(&mut self.queue);
-            }
-            match self.queue.pop_front()? {
+            match self.shared.pop()? {
                 Expect::Upstream(k, r) => return Some((k, r)),
                 Expect::Local(b) => self.out.extend_from_slice(&b),
                 Expect::Barrier(tx) => {
@@ -253,7 +234,7 @@ impl Relay {
                 if let Some((kind, _)) = &self.current {
                     if kind.is_extended() {
                         self.current = None;
-                        self.shared.error_skip(&mut self.queue);
+                        self.shared.error_skip();
                     }
                 }
             }

@@ -51,9 +51,6 @@ pub struct Session<W> {
     upstream: W,
     /// Bytes to write upstream, batched so pipelined messages go out together.
     up: BytesMut,
-    /// Answers to expect for the pass-through frames in `up`, queued on `shared` in one go
-    /// (one lock per read, not per frame) before `up` is written or anything else is queued.
-    expected: Vec<Kind>,
     /// What the upstream → client half must do with each answer, and the notices queue.
     shared: Arc<Shared>,
     info: SessionInfo,
@@ -94,7 +91,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             inbuf: leftover,
             upstream,
             up: BytesMut::with_capacity(8192),
-            expected: Vec::with_capacity(16),
             shared,
             info,
             registry,
@@ -182,7 +178,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Ends the session over a malformed or oversized message: what was sent upstream
     /// before it goes out, then the client gets a FATAL 08P01 in order.
     async fn protocol_violation(&mut self, e: ProxyError) -> Result<(), ProxyError> {
-        self.queue_expected();
         self.metrics.error("protocol");
         let mut b = BytesMut::new();
         wire::fatal_response("08P01", &e.to_string(), &mut b);
@@ -194,17 +189,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         Err(e)
     }
 
-    /// Queues the answers of the pass-through frames forwarded since the last call.
-    fn queue_expected(&mut self) {
-        if !self.expected.is_empty() {
-            self.shared.expect_for_client(&self.expected);
-            self.expected.clear();
-        }
-    }
-
     async fn flush_upstream(&mut self) -> Result<(), ProxyError> {
-        // The relay must know whose answers they are before the upstream can send them.
-        self.queue_expected();
         if !self.up.is_empty() {
             self.metrics.bytes_to_upstream.inc_by(self.up.len() as u64);
             self.upstream.write_all(&self.up).await?;
@@ -217,10 +202,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Forwards a client frame whose answers go to the client.
     fn forward(&mut self, frame: &[u8], kind: Option<Kind>) {
-        if let Some(kind) = kind {
-            self.shared.expect(kind, Route::Client);
-        }
-        self.up.extend_from_slice(frame);
+        forward_to(&self.shared, &mut self.up, frame, kind);
     }
 
     /// Forwards, without an await or a copy of the frame, a frame that needs nothing of
@@ -252,18 +234,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             b'H' | b'd' | b'c' | b'f' => None,
             _ => return false,
         };
-        if let Some(kind) = kind {
-            self.expected.push(kind);
-        }
-        self.up.extend_from_slice(frame);
+        forward_to(&self.shared, &mut self.up, frame, kind);
         true
     }
 
     /// A frame [`Self::pass_through`] left: one that involves pgml, Terminate, or an
     /// invalid type.
     async fn handle(&mut self, frame: Bytes) -> Result<Flow, ProxyError> {
-        // Whatever this queues comes after the frames passed through before it.
-        self.queue_expected();
         match frame.first().copied().unwrap_or(0) {
             b'Q' => self.on_query(frame).await?,
             b'P' => self.on_parse(frame).await?,
@@ -346,6 +323,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             }
         }
     }
+}
+
+/// [`Session::forward`] on the fields it needs, so that a frame still in the session's
+/// own input buffer can be forwarded from there.
+fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
+    if let Some(kind) = kind {
+        shared.expect(kind, Route::Client);
+    }
+    up.extend_from_slice(frame);
 }
 
 /// Marks a pgml call as running in pgmld (the upstream idle) until dropped.
