@@ -381,23 +381,20 @@ pub async fn started_on(client: &Client, job_id: i64, device: &str) -> Result<()
     Ok(())
 }
 
-/// Marks the model successful with its metrics, and the job succeeded.
+/// Marks the model successful with its metrics, and the job succeeded, in one statement:
+/// no reader sees a successful model whose job still runs, and a pgmld killed in between
+/// cannot leave a finished model with a job that a restart would resume.
 pub async fn succeed(client: &Client, model_id: i64, job_id: i64, metrics: &Json) -> Result<()> {
     client
         .execute(
-            "UPDATE pgml.models SET status = 'successful', metrics = $2, error = NULL WHERE id = $1",
-            &[&model_id, metrics],
+            "WITH model AS (UPDATE pgml.models SET status = 'successful', metrics = $2, \
+             error = NULL WHERE id = $1) \
+             UPDATE pgml.jobs SET status = 'succeeded', progress = 1, \
+             finished_at = clock_timestamp(), checkpoint_step = NULL WHERE id = $3",
+            &[&model_id, metrics, &job_id],
         )
         .await
-        .map_err(|e| TuneError::pg("recording the model's metrics", e))?;
-    client
-        .execute(
-            "UPDATE pgml.jobs SET status = 'succeeded', progress = 1, finished_at = clock_timestamp(), \
-             checkpoint_step = NULL WHERE id = $1",
-            &[&job_id],
-        )
-        .await
-        .map_err(|e| TuneError::pg("finishing the job", e))?;
+        .map_err(|e| TuneError::pg("recording the model's metrics and finishing the job", e))?;
     Ok(())
 }
 
@@ -410,21 +407,17 @@ pub async fn fail(
     reason: &str,
     cancelled: bool,
 ) -> Result<()> {
-    client
-        .execute(
-            "UPDATE pgml.models SET status = 'failed', error = $2 WHERE id = $1",
-            &[&model_id, &reason],
-        )
-        .await
-        .map_err(|e| TuneError::pg("recording the failure", e))?;
     let status = if cancelled { "cancelled" } else { "failed" };
+    // One statement, as in `succeed`: the model and its job end together.
     client
         .execute(
-            "UPDATE pgml.jobs SET status = $2, error = $3, finished_at = clock_timestamp() WHERE id = $1",
-            &[&job_id, &status, &reason],
+            "WITH model AS (UPDATE pgml.models SET status = 'failed', error = $2 WHERE id = $1) \
+             UPDATE pgml.jobs SET status = $4, error = $2, finished_at = clock_timestamp() \
+             WHERE id = $3",
+            &[&model_id, &reason, &job_id, &status],
         )
         .await
-        .map_err(|e| TuneError::pg("finishing the job", e))?;
+        .map_err(|e| TuneError::pg("recording the failure and finishing the job", e))?;
     Ok(())
 }
 
