@@ -235,11 +235,23 @@ async fn cancels_end_queued_jobs_at_once_and_reach_running_ones() {
     let second = claim(&mut w, &worker(1), DeviceKind::Cpu, "cpu").await.unwrap().unwrap();
     assert_eq!(second.job_id, running);
     requeue(&w, queued).await.unwrap();
+    // The queued job's model, still in progress, ends with it.
+    let model: i64 = c
+        .query_one(
+            "WITH m AS (INSERT INTO pgml.models (project_id, algorithm) \
+             SELECT project_id, 'transformers' FROM pgml.jobs WHERE id = $1 RETURNING id) \
+             UPDATE pgml.jobs SET model_id = (SELECT id FROM m) WHERE id = $1 RETURNING model_id",
+            &[&queued],
+        )
+        .await
+        .unwrap()
+        .get(0);
 
     assert_eq!(request_cancel(&c, queued).await.unwrap(), CancelOutcome::Cancelled);
     let r = c
         .query_one(
-            "SELECT status, error, finished_at IS NOT NULL FROM pgml.jobs WHERE id = $1",
+            "SELECT j.status, j.error, j.finished_at IS NOT NULL, m.status, m.error \
+             FROM pgml.jobs j JOIN pgml.models m ON m.id = j.model_id WHERE j.id = $1",
             &[&queued],
         )
         .await
@@ -247,6 +259,11 @@ async fn cancels_end_queued_jobs_at_once_and_reach_running_ones() {
     assert_eq!(
         (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, bool>(2)),
         ("cancelled".into(), "cancelled".into(), true)
+    );
+    assert_eq!(
+        (r.get::<_, String>(3), r.get::<_, String>(4)),
+        ("failed".into(), "cancelled".into()),
+        "model {model} ends with its job, in the same statement"
     );
     assert!(
         claim(&mut w, &worker(1), DeviceKind::Cpu, "cpu").await.unwrap().is_none(),

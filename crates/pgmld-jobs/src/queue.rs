@@ -282,15 +282,20 @@ pub enum CancelOutcome {
     NotActive,
 }
 
-/// Cancels job `job_id`: at once when queued, at its worker's next poll when running.
+/// Cancels job `job_id`: at once when queued (its model, still `in_progress`, fails with
+/// `cancelled` in the same statement, so no reader sees one without the other), at its
+/// worker's next poll when running.
 pub async fn request_cancel(client: &Client, job_id: i64) -> Result<CancelOutcome> {
     let row = client
         .query_opt(
-            "UPDATE pgml.jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()), \
+            "WITH job AS (UPDATE pgml.jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()), \
              status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
              error = CASE WHEN status = 'queued' THEN 'cancelled' ELSE error END, \
              finished_at = CASE WHEN status = 'queued' THEN clock_timestamp() ELSE finished_at END \
-             WHERE id = $1 AND status IN ('queued', 'running') RETURNING status",
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING status, model_id), \
+             model AS (UPDATE pgml.models SET status = 'failed', error = 'cancelled' \
+             WHERE id = (SELECT model_id FROM job WHERE status = 'cancelled') AND status = 'in_progress') \
+             SELECT status FROM job",
             &[&job_id],
         )
         .await

@@ -338,19 +338,6 @@ pub async fn job_result(client: &Client, job_id: i64, result: &Json) -> Result<(
     Ok(())
 }
 
-/// Records the SQLSTATE and hint of a failed job's error, so that the waiting session,
-/// wherever the job ran, raises the error the worker got.
-pub async fn job_error(client: &Client, job_id: i64, code: &str, hint: Option<&str>) -> Result<()> {
-    client
-        .execute(
-            "UPDATE pgml.jobs SET error_code = $2, error_hint = $3 WHERE id = $1",
-            &[&job_id, &code, &hint],
-        )
-        .await
-        .map_err(|e| TuneError::pg("recording the job's error", e))?;
-    Ok(())
-}
-
 /// The optimizer step of job `job_id`'s latest stored checkpoint, if any.
 pub async fn checkpoint_step(client: &Client, job_id: i64) -> Result<Option<i64>> {
     let row = client

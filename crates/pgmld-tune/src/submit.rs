@@ -363,20 +363,9 @@ pub(crate) async fn cancel(
 ) -> Result<queue::CancelOutcome> {
     let c = connector.shared(db).await?;
     let outcome = queue::request_cancel(&c, job_id).await?;
-    match outcome {
-        queue::CancelOutcome::Cancelled => {
-            c.execute(
-                "UPDATE pgml.models SET status = 'failed', error = 'cancelled' \
-                 WHERE id = (SELECT model_id FROM pgml.jobs WHERE id = $1) AND status = 'in_progress'",
-                &[&job_id],
-            )
-            .await
-            .map_err(|e| TuneError::pg("recording the cancelled model", e))?;
-        }
-        queue::CancelOutcome::Requested => {
-            jobs.cancel_here(db, job_id);
-        }
-        queue::CancelOutcome::NotActive => {}
+    // A queued job's model was failed by `request_cancel` itself.
+    if outcome == queue::CancelOutcome::Requested {
+        jobs.cancel_here(db, job_id);
     }
     Ok(outcome)
 }

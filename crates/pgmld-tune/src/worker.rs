@@ -520,19 +520,21 @@ async fn record_error(
     reason: &str,
     sql: &SqlError,
 ) -> crate::error::Result<()> {
-    records::job_error(client, job_id, sql.code, sql.hint.as_deref()).await?;
     let result = json!({"error": {"code": sql.code, "message": sql.message, "detail": sql.detail, "hint": sql.hint}});
-    records::job_result(client, job_id, &result).await?;
     let cancelled = sql.code == pgmld_sql::codes::QUERY_CANCELED;
+    // One statement: a reader sees the job ended with its error, or not ended at all.
     client
         .execute(
-            "UPDATE pgml.jobs SET status = CASE WHEN $2 THEN 'cancelled' ELSE 'failed' END, \
-             error = coalesce(error, $3), finished_at = coalesce(finished_at, clock_timestamp()) \
-             WHERE id = $1 AND status IN ('queued', 'running')",
-            &[&job_id, &cancelled, &reason],
+            "UPDATE pgml.jobs SET error_code = $4, error_hint = $5, result = $6, \
+             status = CASE WHEN status IN ('queued', 'running') \
+                 THEN CASE WHEN $2 THEN 'cancelled' ELSE 'failed' END ELSE status END, \
+             error = CASE WHEN status IN ('queued', 'running') THEN coalesce(error, $3) ELSE error END, \
+             finished_at = coalesce(finished_at, clock_timestamp()) \
+             WHERE id = $1",
+            &[&job_id, &cancelled, &reason, &sql.code, &sql.hint, &result],
         )
         .await
-        .map_err(|e| TuneError::pg("ending the job", e))?;
+        .map_err(|e| TuneError::pg("recording the job's error and ending it", e))?;
     Ok(())
 }
 
