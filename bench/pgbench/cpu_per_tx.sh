@@ -11,7 +11,9 @@
 # Environment (defaults): BINS ("pgmld=target/release/pgmld": name=path pairs) ROUNDS (4)
 #   DURATION (10) CLIENTS (50) JOBS (2) MODE (simple) PG_HOST (127.0.0.1) PG_PORT (5432)
 #   PG_USER (postgres) BENCH_DB (pgbench_bench, made by run.sh: pgbench -i -s 10)
-# Prints one line per run, in round order (targets interleaved), then the medians.
+# Prints one line per run, in round order (targets interleaved), then the medians. Also per
+# transaction: the proxy's context switches (voluntary: it slept; involuntary: preempted) and
+# the whole machine's busy CPU (/proc/stat: Postgres and pgbench included).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BINS=${BINS:-pgmld=$ROOT/target/release/pgmld}
@@ -64,6 +66,10 @@ for pair in $BINS; do
 done
 for n in "${NAMES[@]}"; do wait_ready "${PORT[$n]}" || { echo "$n did not start (see $WORK)" >&2; exit 1; }; done
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# Context switches of all the proxy's threads: voluntary (it slept) and involuntary (preempted).
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v + 0, n + 0}'; }
+# Busy jiffies of the whole machine (every process, Postgres and pgbench included).
+machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 TCK=$(getconf CLK_TCK)
 : >"$WORK/runs"
 for r in $(seq 1 "$ROUNDS"); do
@@ -75,16 +81,22 @@ for r in $(seq 1 "$ROUNDS"); do
       sleep 0.2
     done
     read -r u0 s0 < <(ticks "${PID[$n]}")
+    read -r v0 i0 < <(switches "${PID[$n]}")
+    m0=$(machine)
     tps=$(pgbench -h 127.0.0.1 -p "${PORT[$n]}" -U "$PG_USER" -S -c "$CLIENTS" -j "$JOBS" -T "$DURATION" -M "$MODE" "$BENCH_DB" 2>&1 \
       | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     read -r u1 s1 < <(ticks "${PID[$n]}")
-    python3 - "$r" "$n" "${tps:-0}" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" <<'PY' | tee -a "$WORK/runs"
+    read -r v1 i1 < <(switches "${PID[$n]}")
+    m1=$(machine)
+    python3 - "$r" "$n" "${tps:-0}" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "$v0" "$i0" "$v1" "$i1" "$m0" "$m1" <<'PY' | tee -a "$WORK/runs"
 import sys
-r, n, tps, dur, tck, u0, s0, u1, s1 = sys.argv[1:]
+r, n, tps, dur, tck, u0, s0, u1, s1, v0, i0, v1, i1, m0, m1 = sys.argv[1:]
 tx = float(tps) * float(dur)
 us = lambda a, b: (int(b) - int(a)) * 1e6 / int(tck) / tx if tx else float("nan")
+per = lambda a, b: (int(b) - int(a)) / tx if tx else float("nan")
 u, s = us(u0, u1), us(s0, s1)
-print(f"round {r} {n}: tps {float(tps):.0f}, user {u:.2f} us/tx, system {s:.2f} us/tx, total {u + s:.2f} us/tx")
+print(f"round {r} {n}: tps {float(tps):.0f}, user {u:.2f} us/tx, system {s:.2f} us/tx, total {u + s:.2f} us/tx, "
+      f"switches {per(v0, v1):.2f} voluntary {per(i0, i1):.2f} involuntary /tx, machine {us(m0, m1):.1f} us/tx")
 PY
   done
 done
@@ -93,12 +105,14 @@ python3 - "$WORK/runs" <<'PY'
 import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"round \d+ (\S+): tps (\d+), user ([\d.]+) us/tx, system ([\d.]+) us/tx, total ([\d.]+)", line)
+    m = re.match(r"round \d+ (\S+): tps (\d+), user ([\d.]+) us/tx, system ([\d.]+) us/tx, total ([\d.]+) us/tx, "
+                 r"switches ([\d.]+) voluntary ([\d.]+) involuntary /tx, machine ([\d.]+)", line)
     if m:
         rows.setdefault(m[1], []).append([float(x) for x in m.groups()[1:]])
 base = rows.get("pgbouncer")
 for n, v in rows.items():
     med = [statistics.median(c) for c in zip(*v)]
     ratio = f", total / pgbouncer {med[3] / statistics.median(r[3] for r in base):.2f}" if base and n != "pgbouncer" else ""
-    print(f"  {n}: tps {med[0]:.0f}, user {med[1]:.2f}, system {med[2]:.2f}, total {med[3]:.2f} us/tx{ratio}")
+    print(f"  {n}: tps {med[0]:.0f}, user {med[1]:.2f}, system {med[2]:.2f}, total {med[3]:.2f} us/tx{ratio}; "
+          f"switches {med[4]:.2f} + {med[5]:.2f} /tx; machine {med[6]:.1f} us/tx")
 PY
