@@ -233,7 +233,12 @@ async fn a_killed_rank_sends_the_job_back_and_it_resumes_from_its_checkpoint() {
     );
     let d = max_diff(&weights(&watch, job.get(1)).await, &weights(&watch, single.get(1)).await);
     println!("resumed after a lost rank vs one process: max |w - w_single| = {d:e}");
-    assert!(d < 1e-5, "weights differ by {d}");
+    // Two ranks sum each step's gradient in another order than one process does; over the
+    // 20-59 steps that ran on two ranks here that drifted a weight by 4e-7 to 3e-6 on an
+    // idle machine and by 1.6e-5 once in CI on a loaded one. A resume that drops the checkpoint's optimizer state ends 1.9e-2 away (tried), and one that
+    // skips or repeats batches moves weights by the order of the learning rate (1e-3) per
+    // step. The 10-step comparison above keeps 1e-5.
+    assert!(d < 1e-4, "weights differ by {d}");
 }
 
 /// The real thing: pretrained MiniLM (dropout on) fine-tuned on IMDB reviews by two workers
