@@ -308,19 +308,31 @@ done
 fmt_tps() { [[ "$1" =~ ^[0-9.]+$ ]] && printf '%.0f' "$1" || printf '%s' "$1"; }
 ratio() { [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }' || printf 'n/a'; }
 table() {
-  echo "| clients | mode | direct TPS | pgbouncer TPS | pgmld TPS | pgmld/pgbouncer TPS | direct p50 / p99 ms | pgbouncer p50 / p99 ms | pgmld p50 / p99 ms | pgmld/pgbouncer p99 |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| clients | mode | direct TPS | pgbouncer TPS | pgmld TPS | pgmld/pgbouncer TPS | direct p50 / p99 ms | pgbouncer p50 / p99 ms | pgmld p50 / p99 ms | pgmld/pgbouncer p99 | pgmld/pgbouncer TPS by round |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   local c m d b p
   for c in $CLIENTS; do
     for m in $MODES; do
       d=${TPS[direct,$c,$m]:-n/a}; b=${TPS[pgbouncer,$c,$m]:-n/a}; p=${TPS[pgmld,$c,$m]:-n/a}
       echo "| $c | $m | $(fmt_tps "$d") | $(fmt_tps "$b") | $(fmt_tps "$p") | $(ratio "$p" "$b")" \
         "| $(lat direct "$c" "$m") | $(lat pgbouncer "$c" "$m") | $(lat pgmld "$c" "$m")" \
-        "| $(ratio "${P99[pgmld,$c,$m]:-}" "${P99[pgbouncer,$c,$m]:-}") |"
+        "| $(ratio "${P99[pgmld,$c,$m]:-}" "${P99[pgbouncer,$c,$m]:-}") | $(round_ratios "$c" "$m") |"
     done
   done
 }
 lat() { printf '%s / %s' "${P50[$1,$2,$3]:-n/a}" "${P99[$1,$2,$3]:-n/a}"; }
+# round_ratios CLIENTS MODE: pgmld ÷ pgbouncer TPS of each round, the two runs of a round
+# being next to each other in time: their spread shows how much of a median's difference is
+# the machine's own drift (n/a when a round lacks either run).
+round_ratios() {
+  local -a p b
+  read -r -a p <<<"${ALL_TPS[pgmld,$1,$2]:-}"
+  read -r -a b <<<"${ALL_TPS[pgbouncer,$1,$2]:-}"
+  if ((${#p[@]} == 0 || ${#p[@]} != ${#b[@]})); then printf 'n/a'; return; fi
+  local i out=()
+  for i in "${!p[@]}"; do out+=("$(ratio "${p[$i]}" "${b[$i]}")"); done
+  printf '%s' "${out[*]}"
+}
 
 TABLE=$(table)
 echo
