@@ -101,6 +101,19 @@ impl Browser {
         self.call("GET", "/url", Value::Null).await.as_str().unwrap_or_default().to_string()
     }
 
+    /// Waits up to `within` for the page to be at `url`, and returns the URL it is at then:
+    /// a click that submits a form can return before the navigation it started has ended.
+    pub async fn wait_for_url(&self, url: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.url().await;
+            if now == url || Instant::now() >= deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn element(&self, css: &str) -> String {
         let v = self.call("POST", "/element", json!({"using": "css selector", "value": css})).await;
         v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
