@@ -70,11 +70,14 @@ fn max_diff(a: &HashMap<String, tch::Tensor>, b: &HashMap<String, tch::Tensor>) 
     a.iter().map(|(k, t)| (t - &b[k]).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
+/// Logged losses, which pgml.logs keeps rounded to 4 digits as HF does: two runs within
+/// 1e-5 of each other log values one unit (1e-4) apart where they straddle a rounding
+/// boundary (CI once saw 0.6945 vs 0.6944), so one unit is allowed and no more.
 fn close(a: &[(i64, f64)], b: &[(i64, f64)], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
     for ((s1, l1), (s2, l2)) in a.iter().zip(b) {
         assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() < 1e-5, "{what}, step {s1}: loss {l1} vs {l2}");
+        assert!((l1 - l2).abs() < 1.5e-4, "{what}, step {s1}: loss {l1} vs {l2}");
     }
 }
 
