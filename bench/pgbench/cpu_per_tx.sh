@@ -8,6 +8,11 @@
 #   bench/pgbench/cpu_per_tx.sh                                  # pgbouncer vs target/release/pgmld
 #   BINS="old=/tmp/pgmld-old new=target/release/pgmld" ROUNDS=4 bench/pgbench/cpu_per_tx.sh
 #
+# The floor any proxy stands on here: bench/pgbench/floor's byte relays take pgmld's command
+# line, so after `cargo build --release --manifest-path bench/pgbench/floor/Cargo.toml`
+#   BINS="pgmld=target/release/pgmld tokio=bench/pgbench/floor/target/release/floor-tokio
+#         epoll=bench/pgbench/floor/target/release/floor-epoll" bench/pgbench/cpu_per_tx.sh
+#
 # Environment (defaults): BINS ("pgmld=target/release/pgmld": name=path pairs) ROUNDS (4)
 #   DURATION (10) CLIENTS (50) JOBS (2) MODE (simple) PG_HOST (127.0.0.1) PG_PORT (5432)
 #   PG_USER (postgres) BENCH_DB (pgbench_bench, made by run.sh: pgbench -i -s 10)

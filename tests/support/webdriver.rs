@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process with one headless browser session.
 pub struct Browser {
+    /// Leader of its own process group, which holds the Chromium processes it starts:
+    /// killing the group leaves no browser behind when a test fails mid-way.
     driver: Child,
     http: reqwest::Client,
     session: String,
@@ -35,6 +38,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let http = reqwest::Client::new();
@@ -143,16 +147,26 @@ impl Browser {
         base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap()
     }
 
-    /// Ends the browser session (chromedriver stops its Chromium).
-    pub async fn close(mut self) {
+    /// Ends the browser session (chromedriver stops its Chromium); dropping `self` then
+    /// ends chromedriver.
+    pub async fn close(self) {
         let _ = self.http.delete(&self.session).send().await;
+    }
+
+    /// Kills chromedriver and every Chromium process it started (its process group). Runs
+    /// once, from `drop`: the group's id is chromedriver's pid, which no other process can
+    /// take before the `wait` below reaps it.
+    fn kill_group(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// Also on a failed assertion: a panic unwinds through here.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        self.kill_group();
     }
 }
