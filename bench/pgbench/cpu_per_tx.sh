@@ -11,7 +11,8 @@
 # The floor any proxy stands on here: bench/pgbench/floor's byte relays take pgmld's command
 # line, so after `cargo build --release --manifest-path bench/pgbench/floor/Cargo.toml`
 #   BINS="pgmld=target/release/pgmld tokio=bench/pgbench/floor/target/release/floor-tokio
-#         epoll=bench/pgbench/floor/target/release/floor-epoll" bench/pgbench/cpu_per_tx.sh
+#         epoll=bench/pgbench/floor/target/release/floor-epoll
+#         framed=bench/pgbench/floor/target/release/floor-epoll-framed" bench/pgbench/cpu_per_tx.sh
 #
 # Environment (defaults): BINS ("pgmld=target/release/pgmld": name=path pairs) ROUNDS (4)
 #   DURATION (10) CLIENTS (50) JOBS (2) MODE (simple) PG_HOST (127.0.0.1) PG_PORT (5432)

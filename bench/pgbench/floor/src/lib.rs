@@ -6,7 +6,9 @@
 //! - `floor-tokio`: pgmld's shape (a single-threaded tokio runtime, two tasks per session,
 //!   one per direction) without pgmld's protocol work;
 //! - `floor-epoll`: one thread, one level-triggered epoll set, blocking-free reads and
-//!   writes, pgbouncer's shape without pgbouncer's work.
+//!   writes, pgbouncer's shape without pgbouncer's work;
+//! - `floor-epoll-framed`: `floor-epoll` plus the per-message work of pgmld's pass-through
+//!   path (whole messages, a queue of expected answers), to price that work without tokio.
 //!
 //! Both take pgmld's command line (`--listen ADDR --upstream postgres://…@HOST:PORT/…`,
 //! other flags ignored) so `cpu_per_tx.sh` starts them as it starts pgmld.
