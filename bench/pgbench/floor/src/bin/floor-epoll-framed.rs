@@ -4,10 +4,13 @@
 //! messages are copied into an output buffer before the write. What it costs over
 //! `floor-epoll` estimates what pgmld's protocol work would cost on an epoll loop of its own.
 //! A measuring stick, not a proxy: no pgml, no errors, no COPY.
+use pgbench_floor::{write_all, Epoll};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 
 /// One direction of a session: bytes read but not yet a whole message.
 struct Side {
@@ -18,42 +21,21 @@ struct Side {
     /// The client's side (frontend messages) or the server's.
     client: bool,
     /// The session's queue of backend messages that complete an answer, shared by both sides.
-    queue: std::rc::Rc<std::cell::RefCell<VecDeque<u8>>>,
+    queue: Rc<RefCell<VecDeque<u8>>>,
 }
 
 fn main() {
     let (listen, upstream) = pgbench_floor::addresses();
-    let listener = TcpListener::bind(&listen).expect("bind --listen");
-    listener.set_nonblocking(true).expect("nonblocking listener");
-    // SAFETY: creates an epoll set; no memory is passed.
-    let epoll = unsafe { libc::epoll_create1(0) };
-    assert!(epoll >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
-    let watch = |fd: i32| {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
-        // SAFETY: `ev` is a valid epoll_event for the call; `fd` is an open socket.
-        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        assert_eq!(rc, 0, "epoll_ctl: {}", std::io::Error::last_os_error());
-    };
-    watch(listener.as_raw_fd());
+    let mut epoll = Epoll::listen(&listen);
     let mut sides: HashMap<i32, Side> = HashMap::new();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
-        // SAFETY: `events` has room for the 256 events asked for.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
-        for ev in &events[..n.max(0) as usize] {
-            let fd = ev.u64 as i32;
-            if fd == listener.as_raw_fd() {
-                while let Ok((client, _)) = listener.accept() {
-                    let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                    for s in [&client, &server] {
-                        let _ = s.set_nodelay(true);
-                        s.set_nonblocking(true).expect("nonblocking socket");
-                        watch(s.as_raw_fd());
-                    }
+        for fd in epoll.wait() {
+            if fd == epoll.listener.as_raw_fd() {
+                for (client, server) in epoll.accept(&upstream) {
                     let (c, s) = (client.as_raw_fd(), server.as_raw_fd());
-                    let queue = Default::default();
+                    let queue: Rc<RefCell<VecDeque<u8>>> = Default::default();
                     let side = |socket, peer, client, queue| Side {
                         socket,
                         peer,
@@ -61,9 +43,7 @@ fn main() {
                         client,
                         queue,
                     };
-                    // The startup packet has no type byte: the client side starts past it
-                    // by treating everything up to the first ReadyForQuery as unframed.
-                    sides.insert(c, side(client, s, true, std::rc::Rc::clone(&queue)));
+                    sides.insert(c, side(client, s, true, Rc::clone(&queue)));
                     sides.insert(s, side(server, c, false, queue));
                 }
                 continue;
@@ -94,8 +74,8 @@ fn main() {
 fn relay_messages(side: &mut Side, out: &mut Vec<u8>) {
     let mut at = 0;
     let p = &side.pending;
-    // Startup and authentication: the first client packet has no type byte; until the
-    // queue has seen traffic, pass bytes through unparsed.
+    // The startup packet has no type byte; its length's first byte is 0, which no message
+    // type is: such a read passes unparsed.
     if side.client && p.len() >= 8 && p[0] == 0 {
         out.extend_from_slice(p);
         side.pending.clear();
@@ -126,15 +106,4 @@ fn relay_messages(side: &mut Side, out: &mut Vec<u8>) {
         at += len;
     }
     side.pending.drain(..at);
-}
-
-fn write_all(mut to: &TcpStream, mut bytes: &[u8]) -> bool {
-    while !bytes.is_empty() {
-        match to.write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(_) => return false,
-        }
-    }
-    true
 }
