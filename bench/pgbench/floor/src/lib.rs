@@ -1,8 +1,8 @@
-//! Two byte relays that do nothing but copy: a client connects, the relay opens one upstream
-//! connection for it and copies bytes both ways until either side closes. No parsing, no
-//! pooling, no error handling beyond dropping the pair. They show how little CPU per
-//! transaction a proxy can spend on this machine, so pgmld's and pgbouncer's figures can be
-//! read against that floor:
+//! Relays that do as little as a proxy can: a client connects, the relay opens one upstream
+//! connection for it and copies bytes both ways until either side closes. No pooling, no
+//! error handling beyond dropping the pair. They show how little CPU per transaction a
+//! proxy can spend on this machine, so pgmld's and pgbouncer's figures can be read against
+//! that floor:
 //! - `floor-tokio`: pgmld's shape (a single-threaded tokio runtime, two tasks per session,
 //!   one per direction) without pgmld's protocol work;
 //! - `floor-epoll`: one thread, one level-triggered epoll set, blocking-free reads and
@@ -10,8 +10,12 @@
 //! - `floor-epoll-framed`: `floor-epoll` plus the per-message work of pgmld's pass-through
 //!   path (whole messages, a queue of expected answers), to price that work without tokio.
 //!
-//! Both take pgmld's command line (`--listen ADDR --upstream postgres://…@HOST:PORT/…`,
+//! All take pgmld's command line (`--listen ADDR --upstream postgres://…@HOST:PORT/…`,
 //! other flags ignored) so `cpu_per_tx.sh` starts them as it starts pgmld.
+
+use std::io::{ErrorKind, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 
 /// `--listen` and the upstream's `host:port` from pgmld-style arguments.
 pub fn addresses() -> (String, String) {
@@ -29,10 +33,6 @@ pub fn addresses() -> (String, String) {
     let host_port = host_port.split(['/', '?']).next().unwrap_or(host_port);
     (value("--listen"), host_port.to_string())
 }
-
-use std::io::{ErrorKind, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 
 /// A listening socket and a level-triggered epoll set that watches it (the epoll relays).
 pub struct Epoll {

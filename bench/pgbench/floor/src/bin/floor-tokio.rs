@@ -20,6 +20,9 @@ fn main() {
     });
 }
 
+/// pgmld's relay loop without its protocol work: read what is there into one 64 KiB
+/// buffer, write it all, repeat (rather than `tokio::io::copy`, whose 8 KiB buffer and
+/// flushes pgmld does not have).
 async fn copy(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
