@@ -372,6 +372,7 @@ async fn run(config: Config) -> Result<()> {
         authentication_timeout: config.authentication_timeout(),
         session_threads: config.session_threads(),
         session_slice_us: config.session_slice_us,
+        pass_through_threads: if config.pass_through_loop { config.session_threads() } else { 0 },
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -21,7 +21,7 @@ fn python_client(script: &str, modules: &[&str], ok_line: &str) {
     for module in modules {
         require(&root.join(".deps/python").join(module), module);
     }
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let path = root.join("tests/clients").join(script).display().to_string();
     let out = run(python(&[&path, &p.url(&db.name)]), CLIENT_TIMEOUT);
@@ -33,7 +33,7 @@ fn node_client(script: &str, ok_line: &str) {
     let root = repo();
     let node_dir = root.join("tests/clients/node");
     require(&node_dir.join("node_modules/pg"), "node-postgres (pg)");
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let mut cmd = Command::new("node");
     cmd.arg(node_dir.join(script))

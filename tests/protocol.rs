@@ -12,7 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 #[tokio::test]
 async fn prepared_statements_with_typed_params_and_binary_results() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     c.batch_execute("CREATE TABLE t (i int, s text, j jsonb, b bytea, ts timestamptz)")
@@ -50,7 +50,7 @@ async fn prepared_statements_with_typed_params_and_binary_results() {
 
 #[tokio::test]
 async fn pipelined_queries_keep_their_order() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     let st = c.prepare("SELECT $1::int * 2, pg_sleep(0.001)::text").await.unwrap();
@@ -71,7 +71,7 @@ async fn pipelined_queries_keep_their_order() {
 
 #[tokio::test]
 async fn transaction_with_an_error_then_rollback() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let mut c = p.connect(&db.name).await;
     c.batch_execute("CREATE TABLE t (i int primary key)").await.unwrap();
@@ -106,7 +106,7 @@ async fn transaction_with_an_error_then_rollback() {
 
 #[tokio::test]
 async fn pgml_calls_over_the_extended_protocol() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     // Parse/Describe/Bind/Execute with a $1 parameter next to the pgml call.
@@ -146,7 +146,7 @@ async fn pgml_calls_over_the_extended_protocol() {
 
 #[tokio::test]
 async fn copy_in_and_out_round_trips_100k_rows() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     c.batch_execute("CREATE TABLE src (i int, s text, f float8); CREATE TABLE dst (LIKE src)")
@@ -182,7 +182,7 @@ async fn copy_in_and_out_round_trips_100k_rows() {
 
 #[tokio::test]
 async fn cancel_stops_a_running_query_within_a_second() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     let token = c.cancel_token();
@@ -208,7 +208,7 @@ async fn cancel_stops_a_running_query_within_a_second() {
 
 #[tokio::test]
 async fn notices_and_notifications_pass_through() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let (listener, mut conn) =
         tokio_postgres::connect(&p.conn_str(&db.name), tokio_postgres::NoTls).await.unwrap();
@@ -248,7 +248,7 @@ async fn notices_and_notifications_pass_through() {
 #[tokio::test]
 async fn garbage_bytes_close_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let good = p.connect(&db.name).await;
     // Garbage instead of a startup packet.
@@ -290,7 +290,7 @@ async fn garbage_bytes_close_only_that_connection() {
 
 #[tokio::test]
 async fn large_results_stream_with_flat_memory() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let c = p.connect(&db.name).await;
     let before = p.peak_rss_kib();

@@ -40,7 +40,7 @@ CREATE VIEW pgml.imdb_test_view AS SELECT * FROM pgml.imdb_shuffled_view OFFSET 
 
 #[test]
 fn guide_flow_schema_imdb_table_and_views() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
 
     // The pgml schema is already there (migrated at connect); CREATE SCHEMA IF NOT EXISTS
@@ -111,7 +111,7 @@ fn guide_flow_schema_imdb_table_and_views() {
 
 #[test]
 fn meta_commands_match_postgres() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     psql_ok(&p, &db.name, IMDB_SETUP, STOP);
     psql_ok(
@@ -159,7 +159,7 @@ fn meta_commands_match_postgres() {
 
 #[test]
 fn do_block_notice_goes_to_stderr() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let (out, err) =
         psql_ok(&p, &db.name, "DO $$ BEGIN RAISE NOTICE 'hello from do'; END $$;\n", STOP);
@@ -170,7 +170,7 @@ fn do_block_notice_goes_to_stderr() {
 
 #[test]
 fn pgml_version_and_unknown_function() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
 
     let (out, _) = psql_ok(&p, &db.name, "SELECT pgml.version();\n", STOP);
@@ -216,7 +216,7 @@ fn pgml_version_and_unknown_function() {
 
 #[test]
 fn pgml_error_aborts_transaction_like_postgres() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let script = "\\set VERBOSITY verbose\n\
                   CREATE TABLE t (x int);\n\
@@ -264,7 +264,7 @@ fn pgml_error_aborts_transaction_like_postgres() {
 
 #[test]
 fn copy_out_and_back_in() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let dir = support::temp_dir("pgmld-psql-copy");
     let file = dir.join("items.tsv");
@@ -309,7 +309,7 @@ fn copy_out_and_back_in() {
 
 #[test]
 fn listen_notify_between_psql_sessions() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
 
     let mut listener = Command::new("psql")
@@ -384,7 +384,7 @@ fn listen_notify_between_psql_sessions() {
 
 #[test]
 fn multi_statement_query_string_with_pgml_call() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
 
     let (out, err) = psql_ok(&p, &db.name, "", &["-c", "SELECT 1; SELECT pgml.version();"]);
@@ -413,7 +413,7 @@ fn multi_statement_query_string_with_pgml_call() {
 /// rejects the whole string when one of its pgml calls fails, so nothing before it runs.
 #[test]
 fn multi_statement_error_runs_preceding_statements() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let (_, out, err) = psql_script(
         &p,

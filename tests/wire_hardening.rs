@@ -246,7 +246,7 @@ async fn declared_huge_messages_reserve_nothing() {
 
 #[tokio::test]
 async fn malformed_messages_get_08p01_and_sessions_never_leak() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let local = parse("s1", "SELECT pgml.version() || $1::text");
     let with_local = |rest: &[u8]| [&local[..], rest].concat();
@@ -470,7 +470,7 @@ fn random_frame(rng: &mut impl Rng) -> Vec<u8> {
 
 #[tokio::test]
 async fn hundreds_of_random_frames_leave_the_daemon_serving() {
-    let mut p = Pgmld::start();
+    let mut p = Pgmld::start_plain();
     let db = TestDb::create();
     // PGMLD_FUZZ_SEED replays a failing run's seed (printed below and in the failure).
     let seed: u64 = match std::env::var("PGMLD_FUZZ_SEED") {

@@ -116,7 +116,7 @@ async fn send_cancel(port: u16, pid: i32, key: &[u8]) {
 
 #[tokio::test]
 async fn backend_key_data_carries_the_upstream_pid_for_protocol_3_0_and_3_2() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     for version in [PROTOCOL_3_0, PROTOCOL_3_2] {
         let mut through = Raw::start(p.addr.port(), &db.name, version).await;
@@ -134,7 +134,7 @@ async fn backend_key_data_carries_the_upstream_pid_for_protocol_3_0_and_3_2() {
 
 #[tokio::test]
 async fn a_cancel_needs_the_secret_not_just_the_pid() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let port = p.addr.port();
     let mut s = Raw::start(port, &db.name, PROTOCOL_3_2).await;
@@ -181,7 +181,7 @@ async fn terminated(port: u16, db: &str, killer: &tokio_postgres::Client) -> Vec
 
 #[tokio::test]
 async fn a_terminated_backend_ends_the_session_with_57p01_as_postgres_does() {
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let killer = p.connect(&db.name).await;
     let through = terminated(p.addr.port(), &db.name, &killer).await;
@@ -221,7 +221,7 @@ async fn after_an_extended_protocol_error_everything_up_to_sync_is_discarded_as_
     // an answer to the Query, gave it the Sync's ReadyForQuery and then waited for ever:
     // the session outlived its client (found by the random-frames test, seed
     // 9055590582968326367).
-    let p = Pgmld::start();
+    let p = Pgmld::start_plain();
     let db = TestDb::create();
     let function_call = [&1u32.to_be_bytes()[..], &[0, 0, 0, 0, 0, 0]].concat();
     let frames = [

@@ -51,6 +51,17 @@ impl Pgmld {
         Self::start_with(Start::default())
     }
 
+    /// [`Pgmld::start`] with a plain-TCP upstream leg (`sslmode=disable`, as pgbouncer's
+    /// default): sessions then relay on the pass-through loop until they call pgml, while
+    /// with the machine's TLS-enabled Postgres and the default `prefer` they stay on tokio.
+    /// The wire-behaviour suites use this, so both relays are tested.
+    pub fn start_plain() -> Pgmld {
+        Self::start_with(Start {
+            upstream: Some(format!("{UPSTREAM}?sslmode=disable")),
+            ..Start::default()
+        })
+    }
+
     pub fn start_with(opts: Start) -> Pgmld {
         let data_dir = temp_dir("pgmld-it");
         let log = data_dir.join("pgmld.log");

@@ -81,6 +81,12 @@ pub struct Config {
     /// 19.9k vs 23.1k TPS; 1000 µs: 22.6k), so it is for hosts where tail latency matters
     /// more than throughput.
     pub session_slice_us: u64,
+    /// Relay sessions that call no pgml on a plain epoll loop (one thread per session
+    /// thread) instead of the session threads' tokio tasks, until their first statement
+    /// that calls pgml, which moves the session to a session thread for good. Costs less
+    /// CPU per relayed message (see docs/benchmarks.md, 2026-12-07 (13)); plain-TCP
+    /// sessions only, TLS ones stay on tokio. Linux only. Default `true`.
+    pub pass_through_loop: bool,
     /// Training jobs this instance runs at once, each on its own worker thread, claimed
     /// from the `pgml.jobs` queue that every pgmld on the upstream shares; later jobs wait
     /// in the queue (and their callers are told so). `0` makes a front-end that trains
@@ -227,6 +233,7 @@ impl Default for Config {
             max_message_bytes: 1 << 30,
             session_threads: 0,
             session_slice_us: 0,
+            pass_through_loop: true,
             train_workers: 1,
             train_devices: "auto".into(),
             torch_threads: None,
@@ -396,6 +403,7 @@ pub const FIELDS: &[&str] = &[
     "max_message_bytes",
     "session_threads",
     "session_slice_us",
+    "pass_through_loop",
     "train_workers",
     "train_devices",
     "torch_threads",

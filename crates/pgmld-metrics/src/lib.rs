@@ -6,13 +6,13 @@
 
 mod sharded;
 
+pub use prometheus_client::metrics::gauge::Gauge;
 pub use sharded::ShardedCounter;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +38,9 @@ pub struct Metrics {
     pub sessions_total: Counter,
     /// Client sessions open now.
     pub sessions_active: Gauge,
+    /// Sessions relayed by the pass-through loop now (the rest of `sessions_active` run
+    /// on tokio: TLS, or after a pgml call).
+    pub sessions_pass_through: Gauge,
     /// Simple queries and Execute messages forwarded unchanged.
     pub statements_proxied: ShardedCounter,
     /// Statements that called pgml functions, by function.
@@ -72,6 +75,7 @@ impl Metrics {
         let m = Metrics {
             sessions_total: Counter::default(),
             sessions_active: Gauge::default(),
+            sessions_pass_through: Gauge::default(),
             statements_proxied: ShardedCounter::default(),
             statements_intercepted: Family::default(),
             bytes_to_upstream: ShardedCounter::default(),
@@ -88,6 +92,11 @@ impl Metrics {
         };
         registry.register("sessions", "Client sessions accepted", m.sessions_total.clone());
         registry.register("sessions_active", "Client sessions open now", m.sessions_active.clone());
+        registry.register(
+            "sessions_pass_through",
+            "Client sessions relayed by the pass-through loop now",
+            m.sessions_pass_through.clone(),
+        );
         registry.register(
             "statements_proxied",
             "Statements forwarded unchanged to the upstream",

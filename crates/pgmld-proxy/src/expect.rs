@@ -85,21 +85,74 @@ pub enum Expect {
     Barrier(oneshot::Sender<()>),
 }
 
+/// The entries themselves, and the upstream's skip mode. Behind `Shared`'s lock while the
+/// session's halves are two tasks; owned by the relay, with no lock, while both halves run
+/// on the pass-through loop's thread (`Relay::own_queue`).
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Queue {
     entries: VecDeque<Expect>,
     /// The upstream reported an error in extended mode and no Sync was queued after it:
     /// it discards messages until Sync, so those get no entry.
     skipping: bool,
 }
 
+impl Queue {
+    /// See [`Shared::expect`].
+    pub fn expect(&mut self, kind: Kind, route: Route) {
+        if self.skipping && kind != Kind::Sync {
+            return;
+        }
+        if kind == Kind::Sync {
+            self.skipping = false;
+        }
+        self.entries.push_back(Expect::Upstream(kind, route));
+    }
+
+    /// Takes the front entry.
+    pub fn pop(&mut self) -> Option<Expect> {
+        self.entries.pop_front()
+    }
+
+    /// Takes the front entry if it is one the relay acts on without upstream input.
+    pub fn pop_ready_local(&mut self) -> Option<Expect> {
+        match self.entries.front() {
+            Some(Expect::Local(_)) | Some(Expect::Barrier(_)) => self.entries.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// See [`Shared::error_skip`]; `took` sees each entry dropped.
+    pub fn error_skip(&mut self, mut took: impl FnMut(&Expect)) {
+        while let Some(front) = self.entries.front() {
+            if matches!(front, Expect::Upstream(Kind::Sync, _)) {
+                return;
+            }
+            let Some(e) = self.entries.pop_front() else { break };
+            took(&e);
+            if let Expect::Barrier(tx) = e {
+                let _ = tx.send(());
+            }
+        }
+        self.skipping = true;
+    }
+
+    /// A ReadyForQuery came: the upstream skips nothing any more.
+    pub fn end_skip(&mut self) {
+        self.skipping = false;
+    }
+
+    fn locals(&self) -> usize {
+        self.entries.iter().filter(|e| !matches!(e, Expect::Upstream(..))).count()
+    }
+}
+
 /// State shared by a session's two halves.
 pub struct Shared {
-    inner: Mutex<Inner>,
+    inner: Mutex<Queue>,
     /// How many Local and Barrier entries are queued: the relay looks for one after every
     /// message, and without any (nearly always) it need not take the lock to know.
     locals: AtomicUsize,
-    /// `Inner::skipping` as last set, read without the lock by `set_txn_status` (only the
+    /// `Queue::skipping` as last set, read without the lock by `set_txn_status` (only the
     /// relay sets it, so the relay never reads a stale `false`).
     skipping_hint: AtomicBool,
     /// Wakes the relay: an entry it acts on by itself (Local, Barrier) or a notice was
@@ -128,7 +181,7 @@ impl Shared {
     pub fn new() -> (Shared, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Queue::default()),
             locals: AtomicUsize::new(0),
             skipping_hint: AtomicBool::new(false),
             relay_bell: Doorbell::default(),
@@ -142,7 +195,7 @@ impl Shared {
         (shared, rx)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock would be a bug; the data stays consistent enough
         // to keep serving (entries are plain values), so recover instead of poisoning.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -155,14 +208,29 @@ impl Shared {
     /// for ever.
     pub fn expect(&self, kind: Kind, route: Route) {
         let mut g = self.lock();
-        if g.skipping && kind != Kind::Sync {
-            return;
-        }
+        g.expect(kind, route);
         if kind == Kind::Sync {
-            g.skipping = false;
             self.skipping_hint.store(false, Ordering::Relaxed);
         }
-        g.entries.push_back(Expect::Upstream(kind, route));
+    }
+
+    /// Takes the queue out, for a relay that will own it (`Relay::own_queue`).
+    pub(crate) fn take_queue(&self) -> Queue {
+        let mut g = self.lock();
+        self.locals.store(0, Ordering::Release);
+        std::mem::take(&mut *g)
+    }
+
+    /// Puts an owned queue back in front of whatever was queued meanwhile.
+    pub(crate) fn restore_queue(&self, mut q: Queue) {
+        let mut g = self.lock();
+        q.entries.extend(g.entries.drain(..));
+        q.skipping |= g.skipping;
+        self.locals.store(q.locals(), Ordering::Release);
+        self.skipping_hint.store(q.skipping, Ordering::Relaxed);
+        *g = q;
+        drop(g);
+        self.relay_bell.ring();
     }
 
     /// Queues bytes for the client, after everything queued before.
@@ -215,7 +283,7 @@ impl Shared {
     /// Takes the front entry.
     pub fn pop(&self) -> Option<Expect> {
         let mut g = self.lock();
-        let e = g.entries.pop_front()?;
+        let e = g.pop()?;
         self.took(&e);
         Some(e)
     }
@@ -226,10 +294,7 @@ impl Shared {
             return None;
         }
         let mut g = self.lock();
-        let e = match g.entries.front() {
-            Some(Expect::Local(_)) | Some(Expect::Barrier(_)) => g.entries.pop_front()?,
-            _ => return None,
-        };
+        let e = g.pop_ready_local()?;
         self.took(&e);
         Some(e)
     }
@@ -240,24 +305,14 @@ impl Shared {
     /// later messages get no entry until one comes.
     pub fn error_skip(&self) {
         let mut g = self.lock();
-        while let Some(front) = g.entries.front() {
-            if matches!(front, Expect::Upstream(Kind::Sync, _)) {
-                return;
-            }
-            let Some(e) = g.entries.pop_front() else { break };
-            self.took(&e);
-            if let Expect::Barrier(tx) = e {
-                let _ = tx.send(());
-            }
-        }
-        g.skipping = true;
-        self.skipping_hint.store(true, Ordering::Relaxed);
+        g.error_skip(|e| self.took(e));
+        self.skipping_hint.store(g.skipping, Ordering::Relaxed);
     }
 
     /// Records a ReadyForQuery status.
     pub fn set_txn_status(&self, status: u8) {
         if self.skipping_hint.load(Ordering::Relaxed) {
-            self.lock().skipping = false;
+            self.lock().end_skip();
             self.skipping_hint.store(false, Ordering::Relaxed);
         }
         if status == b'I' {
@@ -345,6 +400,25 @@ mod tests {
         s.expect(Kind::Query, Route::Client);
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
         assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Query, _))));
+    }
+
+    #[test]
+    fn an_owned_queue_goes_back_in_front_of_what_was_queued_meanwhile() {
+        let (s, _rx) = Shared::new();
+        let mut q = s.take_queue();
+        q.expect(Kind::Parse, Route::Client);
+        q.error_skip(|_| {});
+        q.expect(Kind::Bind, Route::Client); // discarded upstream: no entry
+        q.expect(Kind::Sync, Route::Client);
+        s.expect(Kind::Query, Route::Client);
+        s.local(Bytes::from_static(b"x"));
+        s.restore_queue(q);
+        assert!(!s.skipping());
+        assert!(s.pop_ready_local().is_none(), "the Sync's answer comes first");
+        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Sync, _))));
+        assert!(matches!(s.pop(), Some(Expect::Upstream(Kind::Query, _))));
+        assert!(matches!(s.pop_ready_local(), Some(Expect::Local(_))), "counted again");
+        assert!(s.pop().is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod cancel;
 mod doorbell;
 mod error;
 mod expect;
+mod fastpath;
 mod frontend;
 #[cfg(test)]
 mod fuzz_tests;

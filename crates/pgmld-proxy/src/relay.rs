@@ -5,7 +5,7 @@
 //! passes with a buffer of one read. It buffers only messages it must look into
 //! (ReadyForQuery, ErrorResponse) or that pgmld consumes itself.
 
-use crate::expect::{Expect, Kind, Route, Shared};
+use crate::expect::{Expect, Kind, Queue, Route, Shared};
 use bytes::{Buf, Bytes, BytesMut};
 use pgmld_metrics::Metrics;
 use std::sync::Arc;
@@ -14,21 +14,24 @@ use tokio::sync::mpsc;
 
 /// Flush to the client once this much is pending even if more input is buffered.
 const FLUSH_AT: usize = 64 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+/// Room made in `inbuf` before each read.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// What the relay is doing with the current backend message.
-enum State {
+pub(crate) enum State {
     /// Between messages.
     Idle,
     /// Copying the rest of a client-bound message: bytes left.
     Streaming(usize),
 }
 
-/// Runs until the upstream or the client closes. Always closes `shared` on return.
+/// Runs until the upstream or the client closes. Always closes the relay's `Shared` on
+/// return. `relay` is [`Relay::new`], or the state the pass-through loop handed back
+/// (`fastpath.rs`), with output it had not written yet.
 pub async fn run<R, W>(
     mut upstream: R,
     mut client: W,
-    shared: Arc<Shared>,
+    mut relay: Relay,
     mut notices: mpsc::UnboundedReceiver<Bytes>,
     metrics: Arc<Metrics>,
     span: tracing::Span,
@@ -36,14 +39,7 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut relay = Relay {
-        shared: shared.clone(),
-        current: None,
-        inbuf: BytesMut::with_capacity(READ_CHUNK),
-        out: BytesMut::with_capacity(READ_CHUNK),
-        state: State::Idle,
-        pending_type: 0,
-    };
+    let shared = relay.shared.clone();
     let result: std::io::Result<()> = async {
         let mut eof = false;
         // The bell rang since notices were last looked at: there may be some.
@@ -91,24 +87,84 @@ pub async fn run<R, W>(
     shared.close();
 }
 
-struct Relay {
+/// The upstream → client half's state: what it read and has not handled, what it will
+/// write, and where in the expectation queue it is. Sync, so the pass-through loop
+/// (`fastpath.rs`) drives the same code and hands the state over unchanged.
+pub(crate) struct Relay {
     shared: Arc<Shared>,
     /// The entry the message being read belongs to.
     current: Option<(Kind, Route)>,
-    inbuf: BytesMut,
-    out: BytesMut,
+    /// Upstream bytes read and not yet handled.
+    pub(crate) inbuf: BytesMut,
+    /// Bytes for the client, not yet written.
+    pub(crate) out: BytesMut,
     state: State,
     /// Type of the message being streamed (0 for async ones, which complete nothing).
     pending_type: u8,
+    /// The expectation queue, taken out of `shared` while this relay and the session's
+    /// other half run on one thread (the pass-through loop): no lock per message then.
+    own: Option<Queue>,
 }
 
 impl Relay {
+    /// A relay at the start of a session, between messages.
+    pub(crate) fn new(shared: Arc<Shared>) -> Relay {
+        Relay {
+            shared,
+            current: None,
+            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            out: BytesMut::with_capacity(READ_CHUNK),
+            state: State::Idle,
+            pending_type: 0,
+            own: None,
+        }
+    }
+
+    /// Takes the expectation queue out of `shared`: from now on only this relay's owner
+    /// queues answers, through [`Relay::expect`], until [`Relay::share_queue`].
+    pub(crate) fn own_queue(&mut self) {
+        if self.own.is_none() {
+            self.own = Some(self.shared.take_queue());
+        }
+    }
+
+    /// Puts the queue back in `shared`, for a session whose halves become two tasks.
+    /// Transaction ends seen meanwhile were not counted: only pgml cursors, made later,
+    /// compare those counts, and only with each other.
+    pub(crate) fn share_queue(&mut self) {
+        if let Some(q) = self.own.take() {
+            self.shared.restore_queue(q);
+        }
+    }
+
+    /// Queues the answer to a frame being forwarded (see [`Shared::expect`]).
+    pub(crate) fn expect(&mut self, kind: Kind, route: Route) {
+        match &mut self.own {
+            Some(q) => q.expect(kind, route),
+            None => self.shared.expect(kind, route),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        match &mut self.own {
+            Some(q) => q.pop(),
+            None => self.shared.pop(),
+        }
+    }
+
+    fn pop_ready_local(&mut self) -> Option<Expect> {
+        match &mut self.own {
+            Some(q) => q.pop_ready_local(),
+            None => self.shared.pop_ready_local(),
+        }
+    }
+
     /// Answers queued Local entries and fires barriers that reached the front.
     fn run_local(&mut self) {
         if self.current.is_some() {
             return;
         }
-        while let Some(e) = self.shared.pop_ready_local() {
+        while let Some(e) = self.pop_ready_local() {
             match e {
                 Expect::Local(b) => self.out.extend_from_slice(&b),
                 Expect::Barrier(tx) => {
@@ -121,7 +177,7 @@ impl Relay {
 
     /// Consumes as much of `inbuf` as forms messages or streamable prefixes. Returns true
     /// when it stopped only because enough output is pending to flush first.
-    fn process(&mut self) -> bool {
+    pub(crate) fn process(&mut self) -> bool {
         loop {
             if self.out.len() >= FLUSH_AT {
                 return !self.inbuf.is_empty();
@@ -196,7 +252,7 @@ impl Relay {
     /// The next entry answered by the upstream, acting on local ones on the way.
     fn next_upstream_entry(&mut self) -> Option<(Kind, Route)> {
         loop {
-            match self.shared.pop()? {
+            match self.pop()? {
                 Expect::Upstream(k, r) => return Some((k, r)),
                 Expect::Local(b) => self.out.extend_from_slice(&b),
                 Expect::Barrier(tx) => {
@@ -227,14 +283,20 @@ impl Relay {
         }
         match ty {
             b'Z' => {
-                self.shared.set_txn_status(msg.get(5).copied().unwrap_or(b'I'));
+                match &mut self.own {
+                    Some(q) => q.end_skip(),
+                    None => self.shared.set_txn_status(msg.get(5).copied().unwrap_or(b'I')),
+                }
                 self.current = None;
             }
             b'E' => {
                 if let Some((kind, _)) = &self.current {
                     if kind.is_extended() {
                         self.current = None;
-                        self.shared.error_skip();
+                        match &mut self.own {
+                            Some(q) => q.error_skip(|_| {}),
+                            None => self.shared.error_skip(),
+                        }
                     }
                 }
             }

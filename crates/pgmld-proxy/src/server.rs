@@ -3,11 +3,16 @@
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::error::ProxyError;
 use crate::expect::Shared;
+use crate::fastpath::FastThreads;
+use crate::relay::Relay;
 use crate::session::{Session, SessionInfo};
+use crate::startup::ClientStream;
 use crate::startup::{self, AuthOutcome, FirstContact};
-use pgmld_metrics::Metrics;
+use bytes::BytesMut;
+use pgmld_metrics::{Gauge, Metrics};
 use pgmld_schema::Migrator;
 use pgmld_sql::Registry;
+use pgmld_upstream::UpstreamStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +47,9 @@ pub struct ServerOptions {
     pub session_threads: usize,
     /// Scheduler slice the session threads ask for, in microseconds (0: the kernel's).
     pub session_slice_us: u64,
+    /// Threads of the pass-through loop that relays plain-TCP sessions while they call no
+    /// pgml (`fastpath.rs`); 0 keeps every session on tokio.
+    pub pass_through_threads: usize,
 }
 
 /// A pgmld front-end: one per process.
@@ -49,12 +57,31 @@ pub struct Server {
     opts: ServerOptions,
     cancels: CancelRegistry,
     next_id: AtomicU64,
+    /// The pass-through loop, when configured (Linux only) and started.
+    fast: Option<FastThreads>,
 }
 
 impl Server {
-    /// A server with these options.
+    /// A server with these options; starts the pass-through threads.
     pub fn new(opts: ServerOptions) -> Arc<Server> {
-        Arc::new(Server { opts, cancels: CancelRegistry::default(), next_id: AtomicU64::new(1) })
+        let fast = match opts.pass_through_threads {
+            0 => None,
+            n => match FastThreads::start(n, opts.metrics.clone(), opts.max_message) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot start the pass-through loop ({e}); sessions relay on tokio"
+                    );
+                    None
+                }
+            },
+        };
+        Arc::new(Server {
+            opts,
+            cancels: CancelRegistry::default(),
+            next_id: AtomicU64::new(1),
+            fast,
+        })
     }
 
     /// Accepts clients until `shutdown` fires, then waits up to the shutdown timeout for
@@ -170,7 +197,7 @@ impl Server {
                 let span = tracing::info_span!("session", session = id, user = %user, database = %database);
                 self.opts.metrics.sessions_total.inc();
                 // Decremented on drop: a session that panics or is cut short still leaves.
-                let _active = ActiveSession::enter(&self.opts.metrics);
+                let _active = Counted::enter(&self.opts.metrics.sessions_active);
                 match self.session(id, &span, stream, packet, user, database, deadline).await {
                     Ok(()) => {}
                     Err(ProxyError::AuthTimeout) => span.in_scope(|| self.auth_timed_out()),
@@ -248,12 +275,24 @@ impl Server {
         span.in_scope(|| tracing::debug!("session started"));
         let (shared, notices) = Shared::new();
         let shared = Arc::new(shared);
+        let parked = Parked {
+            client: stream,
+            upstream: up.stream,
+            client_in: up.client_leftover,
+            up: BytesMut::new(),
+            relay: Relay::new(shared.clone()),
+        };
+        let Some(Parked { client: stream, upstream, client_in, up: pending, relay }) =
+            self.pass_through(id, parked).await?
+        else {
+            return Ok(());
+        };
         let (client_r, client_w) = stream.split();
-        let (up_r, up_w) = up.stream.into_split();
+        let (up_r, up_w) = upstream.into_split();
         let relay = tokio::spawn(crate::relay::run(
             up_r,
             client_w,
-            shared.clone(),
+            relay,
             notices,
             self.opts.metrics.clone(),
             span.clone(),
@@ -261,7 +300,7 @@ impl Server {
         let info = SessionInfo { id, user, database, cancel, local_call, span: span.clone() };
         let session = Session::new(
             client_r,
-            up.client_leftover,
+            client_in,
             up_w,
             shared.clone(),
             info,
@@ -269,7 +308,8 @@ impl Server {
             self.opts.metrics.clone(),
             self.opts.max_message,
             self.opts.migrator.clone(),
-        );
+        )
+        .with_upstream_pending(pending);
         let result = session.run().await;
         // Let the relay deliver what is queued (final errors), then stop it.
         if tokio::time::timeout(Duration::from_secs(5), shared.done.cancelled()).await.is_err() {
@@ -277,6 +317,42 @@ impl Server {
         }
         let _ = relay.await;
         result
+    }
+}
+
+/// A session between startup and its tokio halves, its streams still whole.
+type Parked = crate::fastpath::Parked<ClientStream, UpstreamStream>;
+
+impl Server {
+    /// Runs a plain-TCP session on the pass-through loop until it does something the loop
+    /// leaves to tokio, and returns it as the loop left it; a TLS session, or any session
+    /// when the loop is off, comes back at once. `None`: the loop ended with the session.
+    async fn pass_through(&self, id: u64, parked: Parked) -> Result<Option<Parked>, ProxyError> {
+        let Some(fast) = &self.fast else { return Ok(Some(parked)) };
+        let (client, upstream) = match (parked.client, parked.upstream) {
+            (ClientStream::Plain(c), UpstreamStream::Plain(u)) => (c.into_std()?, u.into_std()?),
+            (client, upstream) => return Ok(Some(Parked { client, upstream, ..parked })),
+        };
+        let on_loop = crate::fastpath::Parked {
+            client,
+            upstream,
+            client_in: parked.client_in,
+            up: parked.up,
+            relay: parked.relay,
+        };
+        let adopted = fast.adopt(id, on_loop);
+        let back = {
+            let _counted = Counted::enter(&self.opts.metrics.sessions_pass_through);
+            adopted.back().await
+        };
+        let Some(p) = back else { return Ok(None) };
+        Ok(Some(Parked {
+            client: ClientStream::Plain(TcpStream::from_std(p.client)?),
+            upstream: UpstreamStream::Plain(TcpStream::from_std(p.upstream)?),
+            client_in: p.client_in,
+            up: p.up,
+            relay: p.relay,
+        }))
     }
 }
 
@@ -302,19 +378,20 @@ impl Server {
     }
 }
 
-/// Counts a session in `pgmld_sessions_active` for as long as it lives.
-struct ActiveSession<'a>(&'a pgmld_metrics::Metrics);
+/// Counts a session in a gauge (`pgmld_sessions_active`, `…_pass_through`) for as long
+/// as it lives.
+struct Counted<'a>(&'a Gauge);
 
-impl<'a> ActiveSession<'a> {
-    fn enter(metrics: &'a pgmld_metrics::Metrics) -> Self {
-        metrics.sessions_active.inc();
-        ActiveSession(metrics)
+impl<'a> Counted<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Counted(gauge)
     }
 }
 
-impl Drop for ActiveSession<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.sessions_active.dec();
+        self.0.dec();
     }
 }
 
@@ -350,13 +427,13 @@ mod tests {
         let metrics = pgmld_metrics::Metrics::new();
         let m = metrics.clone();
         let task = tokio::spawn(async move {
-            let _active = ActiveSession::enter(&m);
+            let _active = Counted::enter(&m.sessions_active);
             tokio::task::yield_now().await;
             panic!("a bug in a session");
         });
         assert!(task.await.is_err());
         let early = {
-            let _active = ActiveSession::enter(&metrics);
+            let _active = Counted::enter(&metrics.sessions_active);
             metrics.sessions_active.get()
         };
         assert_eq!((early, metrics.sessions_active.get()), (1, 0));

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use pgmld_metrics::Metrics;
 use pgmld_schema::Migrator;
 use pgmld_sql::{CallContext, Caller, Plan, Registry};
-use state::PgmlState;
+pub(crate) use state::PgmlState;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -100,6 +100,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             pgml: PgmlState::default(),
             client_gone: false,
         }
+    }
+
+    /// Bytes for the upstream that an earlier loop had not written yet (the pass-through
+    /// loop's, handing the session over): they go out before anything else.
+    pub fn with_upstream_pending(mut self, up: BytesMut) -> Self {
+        if !up.is_empty() {
+            self.up = up;
+        }
+        self
     }
 
     /// Runs until the client terminates or either side closes.
@@ -207,35 +216,17 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Forwards, without an await or a copy of the frame, a frame that needs nothing of
     /// pgmld: nearly every frame of a session that calls no pgml. False: [`Self::handle`]
-    /// takes it. Each relayed message costs CPU that, on a host shared with Postgres and
-    /// its clients, is lost throughput, so this path does as little as it can.
+    /// takes it.
     fn pass_through(&mut self, len: usize) -> bool {
         // frame_len hands out whole frames (at least 5 bytes).
         let frame = &self.inbuf[..len];
-        let kind = match frame[0] {
-            b'Q' if self.pgml.query_passes(frame) => {
-                self.metrics.statements_proxied.inc();
-                Some(Kind::Query)
+        match pass_kind(&mut self.pgml, &self.metrics, frame) {
+            Some(kind) => {
+                forward_to(&self.shared, &mut self.up, frame, kind);
+                true
             }
-            b'P' if self.pgml.parse_passes(frame) => Some(Kind::Parse),
-            b'B' if self.pgml.binds_pass_through() => Some(Kind::Bind),
-            b'E' if self.pgml.execute_passes() => {
-                self.metrics.statements_proxied.inc();
-                Some(Kind::Execute)
-            }
-            b'C' if self.pgml.binds_pass_through() => Some(Kind::Close),
-            b'D' if frame.get(5) == Some(&b'S') => Some(Kind::DescribeStatement),
-            b'D' => Some(Kind::DescribePortal),
-            b'S' => {
-                self.pgml.error_until_sync = false;
-                Some(Kind::Sync)
-            }
-            b'F' => Some(Kind::FunctionCall),
-            b'H' | b'd' | b'c' | b'f' => None,
-            _ => return false,
-        };
-        forward_to(&self.shared, &mut self.up, frame, kind);
-        true
+            None => false,
+        }
     }
 
     /// A frame [`Self::pass_through`] left: one that involves pgml, Terminate, or an
@@ -325,9 +316,44 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     }
 }
 
+/// Whether a whole client frame passes through without pgmld's attention, and if so what
+/// answer it expects from the upstream (`Some(None)`: none of its own); `None`: pgmld must
+/// look at it (pgml, Terminate, an invalid type). The session's loop and the pass-through
+/// loop (`fastpath.rs`, with a session that has no pgml state) both decide with this.
+/// Each relayed message costs CPU that, on a host shared with Postgres and its clients,
+/// is lost throughput, so this does as little as it can.
+pub(crate) fn pass_kind(
+    pgml: &mut PgmlState,
+    metrics: &Metrics,
+    frame: &[u8],
+) -> Option<Option<Kind>> {
+    Some(match frame[0] {
+        b'Q' if pgml.query_passes(frame) => {
+            metrics.statements_proxied.inc();
+            Some(Kind::Query)
+        }
+        b'P' if pgml.parse_passes(frame) => Some(Kind::Parse),
+        b'B' if pgml.binds_pass_through() => Some(Kind::Bind),
+        b'E' if pgml.execute_passes() => {
+            metrics.statements_proxied.inc();
+            Some(Kind::Execute)
+        }
+        b'C' if pgml.binds_pass_through() => Some(Kind::Close),
+        b'D' if frame.get(5) == Some(&b'S') => Some(Kind::DescribeStatement),
+        b'D' => Some(Kind::DescribePortal),
+        b'S' => {
+            pgml.error_until_sync = false;
+            Some(Kind::Sync)
+        }
+        b'F' => Some(Kind::FunctionCall),
+        b'H' | b'd' | b'c' | b'f' => None,
+        _ => return None,
+    })
+}
+
 /// [`Session::forward`] on the fields it needs, so that a frame still in the session's
 /// own input buffer can be forwarded from there.
-fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
+pub(crate) fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
     if let Some(kind) = kind {
         shared.expect(kind, Route::Client);
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// A prepared statement that calls pgml functions. Upstream holds its shape under the
 /// client's name, so Describe and Bind behave as Postgres; Execute runs the plan, parsed
 /// once at Parse.
-pub(super) struct LocalStatement {
+pub(crate) struct LocalStatement {
     pub plan: Arc<Plan>,
     /// Receives the upstream's Describe of the shape (for parameter types).
     pub describe: Option<tokio::sync::mpsc::UnboundedReceiver<(u8, Bytes)>>,
@@ -22,7 +22,7 @@ pub(super) struct LocalStatement {
 }
 
 /// A portal bound to a [`LocalStatement`].
-pub(super) struct LocalPortal {
+pub(crate) struct LocalPortal {
     pub statement: String,
     pub plan: Arc<Plan>,
     /// The client's Bind frame (re-encoded under pgmld's portal name at Execute).
@@ -34,7 +34,7 @@ pub(super) struct LocalPortal {
 }
 
 /// A cursor, or a streaming portal, over a streaming call.
-pub(super) struct LocalCursor {
+pub(crate) struct LocalCursor {
     /// The rows; `None` once a FETCH on it failed (Postgres will not run it again).
     pub cursor: Option<StreamCursor>,
     /// Column types, for encoding rows.
@@ -69,7 +69,7 @@ impl Drop for LocalCursor {
 /// may name them. Empty for a session that never called pgml, whose messages then pass
 /// through without being decoded.
 #[derive(Default)]
-pub(super) struct PgmlState {
+pub(crate) struct PgmlState {
     pub statements: HashMap<String, LocalStatement>,
     pub portals: HashMap<String, LocalPortal>,
     /// Cursors over streaming pgml calls, by name; upstream holds a cursor of the same

@@ -196,15 +196,29 @@ async fn connect_url(url: &str) -> tokio_postgres::Client {
 
 /// Starts pgmld on an ephemeral port in front of 127.0.0.1:5432.
 pub async fn start() -> SocketAddr {
+    start_server("prefer", 1, tokio_util::sync::CancellationToken::new()).await.0
+}
+
+/// [`start`] with an upstream `sslmode` (the pass-through loop takes plain-TCP sessions
+/// only), `pass_through` loop threads (0: off), stopped by `shutdown` (1 s drain), and its
+/// metrics.
+pub async fn start_server(
+    sslmode: &str,
+    pass_through: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> (SocketAddr, Arc<pgmld_metrics::Metrics>) {
     catalog().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = pgmld_metrics::Metrics::new();
     let server = Server::new(ServerOptions {
-        upstream: pgmld_upstream::Upstream::from_url("postgres://postgres@127.0.0.1:5432/postgres")
-            .expect("upstream URL"),
+        upstream: pgmld_upstream::Upstream::from_url(&format!(
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode={sslmode}"
+        ))
+        .expect("upstream URL"),
         migrator: None,
         registry: Arc::new(registry()),
-        metrics: pgmld_metrics::Metrics::new(),
+        metrics: metrics.clone(),
         tls: None,
         connect_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(1),
@@ -212,9 +226,10 @@ pub async fn start() -> SocketAddr {
         authentication_timeout: Some(Duration::from_secs(60)),
         session_threads: 0,
         session_slice_us: 0,
+        pass_through_threads: pass_through,
     });
-    tokio::spawn(server.serve(listener, tokio_util::sync::CancellationToken::new()));
-    addr
+    tokio::spawn(server.serve(listener, shutdown));
+    (addr, metrics)
 }
 
 /// A tokio-postgres client to `addr` (pgmld or, with port 5432, the upstream itself).
