@@ -1,6 +1,6 @@
 //! One session on the pass-through loop: both sockets non-blocking, the session's frames
-//! checked with the session's own `pass_kind` and queued with `forward_to`, the upstream's
-//! answers handled by the relay's own `process`. Anything else (a frame that does not pass,
+//! checked with the session's own `pass_kind` and their answers queued in the relay's own
+//! queue, the upstream's answers handled by the relay's own `process`. Anything else (a frame that does not pass,
 //! end of stream, a socket error) hands the whole state back to the tokio session, which
 //! meets the same bytes or the same error and does what it always did.
 
