@@ -24,7 +24,7 @@ mod pump;
 
 use crate::relay::Relay;
 use bytes::BytesMut;
-use epoll::{Epoll, EventFd, IN};
+use epoll::{Epoll, EventFd, Events, IN};
 use pgmld_metrics::Metrics;
 use pump::Pump;
 use std::net::TcpStream;
@@ -88,13 +88,13 @@ impl FastThreads {
     pub fn start(n: usize, metrics: Arc<Metrics>, max_message: usize) -> std::io::Result<Self> {
         let mut threads = Vec::new();
         for i in 0..n.max(1) {
-            let mut epoll = Epoll::new(256)?;
+            let epoll = Epoll::new()?;
             let bell = Arc::new(EventFd::new()?);
             epoll.add(bell.raw(), IN, WAKE)?;
             let (tx, rx) = mpsc::channel();
             let b = bell.clone();
             std::thread::Builder::new().name(format!("pgmld-relay-{i}")).spawn(move || {
-                if let Err(e) = run(&mut epoll, &b, &rx) {
+                if let Err(e) = run(&epoll, &b, &rx) {
                     tracing::error!("pass-through loop {i} stopped: {e}");
                 }
             })?;
@@ -157,15 +157,16 @@ impl Drop for Adopted {
 }
 
 /// One thread's loop: runs until its server drops the channel.
-fn run(epoll: &mut Epoll, bell: &EventFd, rx: &mpsc::Receiver<Command>) -> std::io::Result<()> {
+fn run(epoll: &Epoll, bell: &EventFd, rx: &mpsc::Receiver<Command>) -> std::io::Result<()> {
     let mut slots: Vec<Option<Pump>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
+    let mut events = Events::new(256);
     loop {
-        let events = epoll.wait()?;
+        epoll.wait(&mut events)?;
         // Slots emptied in this batch are reused only after it: a later event of the same
         // batch may still carry the old session's token.
         let mut emptied = Vec::new();
-        for (token, ready) in events {
+        for (token, ready) in events.iter() {
             if token == WAKE {
                 bell.drain();
                 loop {

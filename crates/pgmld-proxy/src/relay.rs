@@ -18,7 +18,7 @@ const FLUSH_AT: usize = 64 * 1024;
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// What the relay is doing with the current backend message.
-pub(crate) enum State {
+enum State {
     /// Between messages.
     Idle,
     /// Copying the rest of a client-bound message: bytes left.

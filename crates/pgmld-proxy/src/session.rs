@@ -353,7 +353,7 @@ pub(crate) fn pass_kind(
 
 /// [`Session::forward`] on the fields it needs, so that a frame still in the session's
 /// own input buffer can be forwarded from there.
-pub(crate) fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
+fn forward_to(shared: &Shared, up: &mut BytesMut, frame: &[u8], kind: Option<Kind>) {
     if let Some(kind) = kind {
         shared.expect(kind, Route::Client);
     }

@@ -16,12 +16,29 @@ pub const FAILED: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 /// A level-triggered epoll set.
 pub struct Epoll {
     fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
+}
+
+/// Room for the events of one wait, allocated once per loop (not per wake-up).
+pub struct Events {
+    buf: Vec<libc::epoll_event>,
+    len: usize,
+}
+
+impl Events {
+    /// Room for `batch` events per wait.
+    pub fn new(batch: usize) -> Events {
+        Events { buf: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)], len: 0 }
+    }
+
+    /// The last wait's events: (token, events).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.buf[..self.len].iter().map(|e| (e.u64, e.events))
+    }
 }
 
 impl Epoll {
-    /// A new set with room for `batch` events per wait.
-    pub fn new(batch: usize) -> io::Result<Epoll> {
+    /// A new set.
+    pub fn new() -> io::Result<Epoll> {
         // SAFETY: creates an epoll set; no memory is passed.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -29,7 +46,7 @@ impl Epoll {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Epoll { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)] })
+        Ok(Epoll { fd })
     }
 
     fn ctl(&self, op: i32, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
@@ -58,16 +75,19 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// Waits for events; each is (token, events).
-    pub fn wait(&mut self) -> io::Result<Vec<(u64, u32)>> {
-        let cap = self.events.len() as i32;
-        // SAFETY: `events` has room for the `cap` events asked for.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), self.events.as_mut_ptr(), cap, -1) };
+    /// Waits for events and puts them in `events` (none when a signal interrupted).
+    pub fn wait(&self, events: &mut Events) -> io::Result<()> {
+        let cap = events.buf.len() as i32;
+        // SAFETY: `events.buf` has room for the `cap` events asked for.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.buf.as_mut_ptr(), cap, -1) };
+        events.len = n.max(0) as usize;
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(Vec::new()) } else { Err(e) };
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
-        Ok(self.events[..n as usize].iter().map(|e| (e.u64, e.events)).collect())
+        Ok(())
     }
 }
 
@@ -138,19 +158,24 @@ mod tests {
         let mut buf = BytesMut::new();
         let e = read_into(b.as_raw_fd(), &mut buf, 16).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        let mut ep = Epoll::new(8).unwrap();
+        let ep = Epoll::new().unwrap();
+        let mut events = Events::new(8);
+        let mut wait = || {
+            ep.wait(&mut events).unwrap();
+            events.iter().collect::<Vec<_>>()
+        };
         ep.add(b.as_raw_fd(), IN, 7).unwrap();
         let bell = EventFd::new().unwrap();
         ep.add(bell.raw(), IN, 9).unwrap();
         a.write_all(b"hello").unwrap();
-        assert_eq!(ep.wait().unwrap(), vec![(7, IN)]);
+        assert_eq!(wait(), vec![(7, IN)]);
         assert_eq!(read_into(b.as_raw_fd(), &mut buf, 16).unwrap(), 5);
         assert_eq!(&buf[..], b"hello");
         bell.wake();
-        assert_eq!(ep.wait().unwrap(), vec![(9, IN)]);
+        assert_eq!(wait(), vec![(9, IN)]);
         bell.drain();
         ep.modify(b.as_raw_fd(), OUT, 7).unwrap();
-        assert_eq!(ep.wait().unwrap(), vec![(7, OUT)]);
+        assert_eq!(wait(), vec![(7, OUT)]);
         ep.remove(b.as_raw_fd()).unwrap();
         drop(a);
         ep.add(b.as_raw_fd(), IN, 7).unwrap();
