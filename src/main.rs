@@ -255,7 +255,10 @@ fn resolve_upstream(config: &Config) -> Result<(String, Option<EmbeddedCluster>)
     }
     if pgmld_schema::is_reachable("127.0.0.1", 5432) {
         tracing::info!("no upstream configured; using the local Postgres at 127.0.0.1:5432");
-        return Ok(("postgres://postgres@127.0.0.1:5432/postgres".into(), None));
+        // Plain TCP over loopback, as the private cluster below: TLS there protects nothing,
+        // and a plain upstream leg lets sessions that call no pgml use the pass-through
+        // loop (with Debian's default `ssl = on`, `prefer` would negotiate TLS).
+        return Ok(("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into(), None));
     }
     let dir = config.data_dir.join("postgres");
     tracing::info!(
