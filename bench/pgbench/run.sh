@@ -7,10 +7,11 @@
 #
 # Runs `pgbench -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l` for every client count
 # in $CLIENTS, every protocol mode (simple, extended, prepared) and every target,
-# interleaved per mode. Each cell reports TPS and the p50 / p99 transaction latency read
-# from pgbench's per-transaction log (`--log`); with ROUNDS > 1 the whole sequence runs
-# that many times and each figure is the median over the rounds (single runs on a shared
-# 2-CPU machine vary by ±20 %). Targets:
+# interleaved per mode (in reverse order every other round). Each cell reports TPS and the
+# p50 / p99 transaction latency read from pgbench's per-transaction log (`--log`); with
+# ROUNDS > 1 the whole sequence runs that many times and each figure is the median over the
+# rounds (single runs on a shared 2-CPU machine vary by ±20 %), and the last column lists
+# pgmld ÷ pgbouncer per round. Targets:
 #   direct     Postgres at $PG_HOST:$PG_PORT (trust auth as $PG_USER)
 #   pgbouncer  a private pgbouncer (session pooling, a server connection per client) started
 #              here on a free port; the Debian package is installed with apt-get when missing
@@ -271,7 +272,11 @@ for round in $(seq 1 "$ROUNDS"); do
 for clients in $CLIENTS; do
   pgbench_args=(-S -c "$clients" -j "$JOBS" -T "$DURATION")
   for mode in $MODES; do
-    for target in direct pgbouncer pgmld; do
+    # Every other round in reverse order: a target that always ran second (after the
+    # other's backends closed, its logs were sorted) would carry that in every round.
+    order="direct pgbouncer pgmld"
+    ((round % 2 == 0)) && order="pgmld pgbouncer direct"
+    for target in $order; do
       want "$target" || continue
       cell=$target,$clients,$mode
       if [[ -z "${PORT[$target]:-}" ]]; then TPS[$cell]=n/a; continue; fi
@@ -354,7 +359,7 @@ mkdir -p "$(dirname "$OUT_FILE")"
   echo "- Each cell: \`pgbench -h <host> -p <port> -U $PG_USER -S -c <clients> -j $JOBS -T $DURATION -M <mode> -l $BENCH_DB\`" \
        "after \`pgbench -i -s $SCALE $BENCH_DB\` on Postgres directly"
   echo "- Latency: p50 / p99 over every transaction in pgbench's \`--log\` (its latency field), in ms"
-  echo "- Rounds: $ROUNDS, interleaved (every cell of a round before the next round); each figure is the median over the rounds"
+  echo "- Rounds: $ROUNDS, interleaved (every cell of a round before the next round); targets in reverse order every other round; each figure is the median over the rounds"
   echo "- pgbouncer: pool_mode = session, default_pool_size = $MAX_CLIENTS, max_client_conn = $((MAX_CLIENTS + 50)), server_idle_timeout = 1, auth_type = trust"
   echo "- pgmld: \`$PGMLD_CMD\`"
   echo "- TLS: none on any leg (pgbench PGSSLMODE=$SSLMODE, pgmld upstream sslmode=$SSLMODE, pgbouncer's defaults)"
@@ -372,4 +377,13 @@ mkdir -p "$(dirname "$OUT_FILE")"
   fi
   if ((${#NOTES[@]})); then echo; echo "Notes:"; printf -- '- %s\n' "${NOTES[@]}"; fi
 } >"$OUT_FILE"
+# Paired ratios per cell (geometric mean of the rounds, bootstrap 95 % interval), read back
+# from the per-round lines just written.
+if ((ROUNDS > 1)) && want pgbouncer && want pgmld && command -v python3 >/dev/null; then
+  ratios=$(python3 "$ROOT/bench/pgbench/ratios.py" "$OUT_FILE" 2>&1) || ratios=""
+  if [[ -n "$ratios" ]]; then
+    printf '\nPaired per round (`bench/pgbench/ratios.py`): geometric mean of pgmld ÷ pgbouncer over the rounds, bootstrap 95 %% interval:\n\n%s\n' "$ratios" >>"$OUT_FILE"
+    printf '%s\n' "$ratios"
+  fi
+fi
 log "wrote ${OUT_FILE}"
