@@ -20,7 +20,7 @@ LINE = re.compile(r"^- (\d+) clients, (\w+), (\w+): TPS([\d. ]+); p99([\d. ]+)$"
 
 
 def rounds(paths):
-    """{(clients, mode): {target: [(tps, p99) per round]}} over all reports, in order."""
+    """{(clients, mode): [((pgmld tps, p99), (pgbouncer tps, p99)) per round]} over all reports."""
     cells = {}
     for path in paths:
         per_report = {}

@@ -10,8 +10,9 @@
 # interleaved per mode (in reverse order every other round). Each cell reports TPS and the
 # p50 / p99 transaction latency read from pgbench's per-transaction log (`--log`); with
 # ROUNDS > 1 the whole sequence runs that many times and each figure is the median over the
-# rounds (single runs on a shared 2-CPU machine vary by ±20 %), and the last column lists
-# pgmld ÷ pgbouncer per round. Targets:
+# rounds (single runs on a shared 2-CPU machine vary by ±20 %), the last column lists
+# pgmld ÷ pgbouncer per round, and bench/pgbench/ratios.py's table (geometric mean of those
+# ratios with a bootstrap 95 % interval) closes the report. Targets:
 #   direct     Postgres at $PG_HOST:$PG_PORT (trust auth as $PG_USER)
 #   pgbouncer  a private pgbouncer (session pooling, a server connection per client) started
 #              here on a free port; the Debian package is installed with apt-get when missing
@@ -380,8 +381,9 @@ mkdir -p "$(dirname "$OUT_FILE")"
 # Paired ratios per cell (geometric mean of the rounds, bootstrap 95 % interval), read back
 # from the per-round lines just written.
 if ((ROUNDS > 1)) && want pgbouncer && want pgmld && command -v python3 >/dev/null; then
-  ratios=$(python3 "$ROOT/bench/pgbench/ratios.py" "$OUT_FILE" 2>&1) || ratios=""
-  if [[ -n "$ratios" ]]; then
+  if ! ratios=$(python3 "$ROOT/bench/pgbench/ratios.py" "$OUT_FILE" 2>&1); then
+    log "warning: no paired ratios: $ratios"
+  else
     printf '\nPaired per round (`bench/pgbench/ratios.py`): geometric mean of pgmld ÷ pgbouncer over the rounds, bootstrap 95 %% interval:\n\n%s\n' "$ratios" >>"$OUT_FILE"
     printf '%s\n' "$ratios"
   fi
