@@ -19,6 +19,12 @@ ROOT="$PWD"
 TORCH_VERSION=2.11.0
 CUDA_RUNTIME_VERSION=13.0.96
 CUDA_CUPTI_VERSION=13.0.85
+# The CUDA runtime's crt/ headers (cuda_runtime.h includes them) and CCCL's nv/ ones
+# (cuda_fp16.h includes them), which torch's wheels do not pull in, for
+# scripts/build-cuda-plugins.sh: CI compiles the CUDA graph plugin, and bench/tune/gpu carries
+# them to the GPU machine, whose torch lacks them too.
+CUDA_CRT_VERSION=13.0.88
+CUDA_CCCL_VERSION=13.0.85
 LT_DIR="$ROOT/.deps/libtorch"
 PY_DIR="$ROOT/.deps/python"
 NODE_DIR="$ROOT/tests/clients/node"
@@ -248,6 +254,19 @@ ensure_libtorch() {
             "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION" \
             "nvidia-cuda-cupti==$CUDA_CUPTI_VERSION" >&2
         [ -f "$LT_DIR/torch/lib/libtorch_cpu.so" ] || die "libtorch_cpu.so missing after pip install"
+    fi
+    local inc="$LT_DIR/nvidia/cu13/include"
+    if [ ! -f "$inc/crt/host_config.h" ] || [ ! -f "$inc/nv/target" ]; then
+        # pip --target would not merge into the existing nvidia/ directory: unpack apart, copy in.
+        local tmp
+        tmp="$(mktemp -d)"
+        log "installing the CUDA runtime's crt/ ($CUDA_CRT_VERSION) and CCCL's nv/ ($CUDA_CCCL_VERSION) headers into $inc"
+        python3 -m pip install --no-cache-dir --no-deps --disable-pip-version-check --root-user-action=ignore -q \
+            --target "$tmp" "nvidia-cuda-crt==$CUDA_CRT_VERSION" "nvidia-cuda-cccl==$CUDA_CCCL_VERSION" >&2
+        mkdir -p "$inc"
+        cp -r "$tmp/nvidia/cu13/include/crt" "$tmp/nvidia/cu13/include/nv" "$inc/"
+        rm -rf "$tmp"
+        [ -f "$inc/crt/host_config.h" ] && [ -f "$inc/nv/target" ] || die "crt/ or nv/ headers missing after pip install"
     fi
     # re-enables tch's build-time version check
     echo "$TORCH_VERSION" >"$LT_DIR/torch/build-version"

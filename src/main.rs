@@ -91,6 +91,9 @@ fn main() -> Result<()> {
     }
     // Sets environment variables: before any thread is started (tokio, libtorch's pool).
     pgmld_tune::data_parallel::configure_nccl(config.nccl_plugin.as_deref().map(Path::new));
+    pgmld_tune::data_parallel::configure_cuda_graphs(
+        config.cuda_graph_plugin.as_deref().map(Path::new),
+    );
     set_torch_threads(&config)?;
     // The main runtime accepts connections and serves metrics; sessions run on their own
     // threads (`session_threads`).

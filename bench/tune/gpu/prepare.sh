@@ -4,11 +4,15 @@
 # ~55 MiB of the 64 MiB a call carries with the working tree):
 #   tune_check      stripped release crates/pgmld-ml/examples/tune_check (pgml.tune's
 #                   classifier trainer without SQL)
-#   kernels_test    stripped release test binary of crates/pgmld-kernels (its ignored test
-#                   checks c10d's NCCL group through the plugin run.sh builds there)
+#   kernels_test    stripped release test binary of crates/pgmld-kernels (its ignored tests
+#                   check c10d's NCCL group and a CUDA graph's capture and replay through the
+#                   plugins run.sh builds there)
 #   minilm/         the real all-MiniLM-L6-v2 checkpoint with its weights stored as float16
 #                   (half the bytes; both sides load them as float32)
 #   imdb.csv        5,000 IMDB reviews (text,label; classes alternating; cut at 2,000 characters)
+#   cuda-crt/       the crt/ headers of the nvidia-cuda-crt wheel (cuda_runtime.h includes them)
+#                   and CCCL's nv/ (cuda_fp16.h includes them): torch's CUDA 13 wheels do not
+#                   pull them in, and without them neither plugin builds there
 #
 #   bash bench/tune/gpu/prepare.sh      # then the dry run: TINY=1 bash bench/tune/gpu/run.sh
 set -euo pipefail
@@ -32,6 +36,10 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1)
 [[ -x $kernels ]] || { echo "no pgmld-kernels test binary" >&2; exit 1; }
 strip -o "$CARRY/kernels_test" "$kernels"
+
+# The crt/ and nv/ headers setup.sh put beside the lean libtorch's CUDA runtime headers.
+mkdir -p "$CARRY/cuda-crt/include"
+cp -r "$ROOT/.deps/libtorch/nvidia/cu13/include"/{crt,nv} "$CARRY/cuda-crt/include/"
 
 cp "$MODEL"/{config.json,tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} "$CARRY/minilm/"
 PYTHONPATH=$ROOT/.deps/bench:$ROOT/.deps/libtorch LD_LIBRARY_PATH=$ROOT/.deps/bench/cuda-stubs:$ROOT/.deps/libtorch/torch/lib \

@@ -1,6 +1,8 @@
 """bench/tune/gpu's table from results.jsonl: per option, pgmld's and HF's train samples/s
-(every run, then the ratio of the medians), eval accuracy and peak GPU memory; and the NCCL
-check's outcome, and the world_size-1 group run (issue #16).
+(every run, then the ratio of the medians), eval accuracy and peak GPU memory (the
+cuda_graphs options are pgmld alone, set against HF's fp32 / bf16 runs); the plugins and
+their GPU tests; the eager and graphed loss curves without dropout; and the world_size-1
+group run (issue #16).
 
     python3 report.py results.jsonl
 """
@@ -19,17 +21,28 @@ def accuracy(d):
     return (d.get("eval") or d).get("eval_accuracy")
 
 
+# The HF run a pgmld-only option is compared with.
+HF_OPTION = {"graphs": "fp32", "bf16graphs": "bf16"}
+
+
+def graphs(d):
+    """tune_check's cuda_graphs stats as "staged/captured/replays", or "-"."""
+    g = d.get("cuda_graphs")
+    return f"{g['staged_steps']}/{g['captured']}/{g['replays']}" if g else "-"
+
+
 def table(lines):
     runs = [d for d in lines if d.get("side") in ("pgmld", "hf")]
     options = list(dict.fromkeys(d["option"] for d in runs))
     out = [
-        "| option | pgmld samples/s | HF Trainer samples/s | pgmld / HF (medians) | eval accuracy pgmld / HF | peak GPU MiB pgmld / HF |",
-        "|---|---|---|---:|---|---|",
+        "| option | pgmld samples/s | HF Trainer samples/s | pgmld / HF (medians) | eval accuracy pgmld / HF | peak GPU MiB pgmld / HF | graphs: staged/captured/replays |",
+        "|---|---|---|---:|---|---|---|",
     ]
     for opt in options:
         cells = {}
         for side in ("pgmld", "hf"):
-            ok = [d for d in runs if d["option"] == opt and d["side"] == side and d.get("rc") == 0]
+            want = HF_OPTION.get(opt, opt) if side == "hf" else opt
+            ok = [d for d in runs if d["option"] == want and d["side"] == side and d.get("rc") == 0]
             sps = [samples_per_second(d) for d in ok if samples_per_second(d)]
             cells[side] = (
                 sps,
@@ -39,24 +52,42 @@ def table(lines):
         (ps, pa, pm), (hs, ha, hm) = cells["pgmld"], cells["hf"]
         ratio = f"{statistics.median(ps) / statistics.median(hs):.2f}x" if ps and hs else "-"
         fmt = lambda xs, f: ", ".join(f.format(x) for x in xs) or "-"
+        g = ", ".join(graphs(d) for d in runs if d["option"] == opt and d["side"] == "pgmld" and d.get("rc") == 0) or "-"
         out.append(
             f"| {opt} | {fmt(ps, '{:.0f}')} | {fmt(hs, '{:.0f}')} | {ratio} | "
-            f"{fmt(pa, '{:.3f}')} / {fmt(ha, '{:.3f}')} | {fmt(pm, '{}')} / {fmt(hm, '{}')} |"
+            f"{fmt(pa, '{:.3f}')} / {fmt(ha, '{:.3f}')} | {fmt(pm, '{}')} / {fmt(hm, '{}')} | {g} |"
         )
     return out
 
 
-def nccl(lines):
+def curves(lines):
+    """Without dropout the eager and the graphed run see the same batches and masks: their
+    logged losses (every 10 steps) and final metrics should agree to rounding."""
+    runs = {d.get("option"): d for d in lines if d.get("side") == "curve"}
+    eager, graphed = runs.get("nodrop"), runs.get("nodrop graphs")
+    if not eager or not graphed:
+        return []
+    a, b = eager.get("losses") or [], graphed.get("losses") or []
+    worst = max((abs(x - y) / max(abs(x), 1e-3) for x, y in zip(a, b)), default=float("nan"))
+    acc = lambda d: (d.get("eval") or {}).get("eval_accuracy")
+    return [
+        f"- no dropout, eager vs cuda_graphs (rc {eager.get('rc')} / {graphed.get('rc')}; graphs {graphs(graphed)}): "
+        f"{len(a)} / {len(b)} logged losses, largest relative difference {worst:.2e}; "
+        f"eval accuracy {acc(eager)} / {acc(graphed)}; samples/s {samples_per_second(eager) or 0:.0f} / {samples_per_second(graphed) or 0:.0f}"
+    ]
+
+
+def plugins(lines):
     out = []
     for d in lines:
-        if d.get("side") != "nccl":
+        if d.get("side") != "plugins":
             continue
-        if d.get("run") == "plugin":
-            out.append(f"- NCCL plugin built: {d.get('built')} ({d.get('bytes', 0)} bytes)")
+        if "built" in d:
+            out.append(f"- plugin {d.get('run')} built: {d.get('built')} ({d.get('bytes', 0)} bytes)")
         else:
             out.append(
-                f"- pgmld-kernels tests: rc {d.get('rc')}, {d.get('passed')} passed, {d.get('failed')} failed, "
-                f"NCCL test included: {d.get('ignored_included')}; {d.get('nccl') or 'no NCCL line'}"
+                f"- {d.get('run')}: rc {d.get('rc')}, {d.get('passed')} passed, {d.get('failed')} failed"
+                + (f"; {d['line']}" if d.get("line") else "")
             )
     return out
 
@@ -86,7 +117,7 @@ def main():
         lines = [json.loads(l) for l in f if l.strip()]
     skipped = [d["run"] for d in lines if d.get("skipped")]
     failed = [d["run"] for d in lines if d.get("side") in ("pgmld", "hf") and d.get("rc") != 0]
-    print("\n".join(table(lines) + [""] + nccl(lines) + group(lines)))
+    print("\n".join(table(lines) + [""] + plugins(lines) + curves(lines) + group(lines)))
     if skipped:
         print(f"- skipped (time budget): {', '.join(skipped)}")
     if failed:

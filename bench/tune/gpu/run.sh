@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # The one device script for issue #18's training rows and issue #16's NCCL check, in one call
 # on a lent GPU machine (no cargo, no Postgres, no internet there; torch 2.11.0+cu130):
-#   1. builds libpgmld_nccl.so with the machine's torch (scripts/build-nccl-plugin.sh) and runs
-#      the carried pgmld-kernels tests with the ignored NCCL one (c10d's ProcessGroupNCCL on
-#      every GPU: all-reduce, broadcast, barrier);
+#   1. builds libpgmld_nccl.so and libpgmld_cuda_graph.so with the machine's torch
+#      (scripts/build-cuda-plugins.sh, with the carried crt headers) and runs the carried
+#      pgmld-kernels tests, then each built plugin's ignored GPU test (c10d's ProcessGroupNCCL
+#      on every GPU: all-reduce, broadcast, barrier; a CUDA graph captured and replayed);
 #   2. fine-tunes the real MiniLM-L6 on IMDB reviews with pgml.tune's trainer (tune_check) and
-#      with transformers.Trainer (hf_gpu.py), alternating, per option (fp32, bf16, tf32), REPS
-#      times each; nvidia-smi's peak memory per process;
-#   3. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
-#   4. prints report.py's table (also $OUT/report.md).
+#      with transformers.Trainer (hf_gpu.py), alternating, per option (fp32, bf16, tf32; and
+#      pgmld alone with cuda_graphs: graphs, bf16graphs), REPS times each; nvidia-smi's peak
+#      memory per process;
+#   3. without dropout, 400 examples eagerly and with cuda_graphs: the loss curves must agree;
+#   4. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
+#   5. prints report.py's table (also $OUT/report.md).
 #
 #   bash bench/tune/gpu/prepare.sh                # here: binaries, fp16 MiniLM, rows -> .devcarry/tune-gpu
 #   TINY=1 OUT=/tmp/tune-gpu-dry bash bench/tune/gpu/run.sh   # dry run here on the CPU (~3 min)
 #   # device (run tool): command "bash bench/tune/gpu/run.sh", carry [".devcarry/tune-gpu"], timeout_s 540
 #
 # Environment (defaults): OUT ($OUT or /tmp/tune-gpu-out) CARRY (.devcarry/tune-gpu) N_TRAIN
-# (4000; TINY 64) N_EVAL (1000; TINY 32) OPTIONS ("fp32 bf16 tf32"; TINY "fp32") REPS (2; TINY 1)
+# (4000; TINY 64) N_EVAL (1000; TINY 32) OPTIONS ("fp32 graphs bf16 bf16graphs tf32"; TINY
+# "fp32 graphs") REPS (2; TINY 1)
 # HARD_S (420: no process starts after it) PROC_TIMEOUT_S (90) PY (python3)
 set -uo pipefail
 
@@ -24,7 +28,7 @@ HERE=$ROOT/bench/tune/gpu
 CARRY=${CARRY:-$ROOT/.devcarry/tune-gpu}
 OUT=${OUT:-/tmp/tune-gpu-out}
 TINY=${TINY:-0}
-if [[ $TINY == 1 ]]; then d_train=64 d_eval=32 d_opts=fp32 d_reps=1; else d_train=4000 d_eval=1000 d_opts="fp32 bf16 tf32" d_reps=2; fi
+if [[ $TINY == 1 ]]; then d_train=64 d_eval=32 d_opts="fp32 graphs" d_reps=1; else d_train=4000 d_eval=1000 d_opts="fp32 graphs bf16 bf16graphs tf32" d_reps=2; fi
 N_TRAIN=${N_TRAIN:-$d_train} N_EVAL=${N_EVAL:-$d_eval} OPTIONS=${OPTIONS:-$d_opts} REPS=${REPS:-$d_reps}
 HARD_S=${HARD_S:-420} PROC_TIMEOUT_S=${PROC_TIMEOUT_S:-90}
 PY=${PY:-python3}
@@ -89,38 +93,60 @@ d = json.loads(sys.argv[1]); d.update(run=sys.argv[2], side=sys.argv[3], option=
 print(json.dumps(d))' "$last" "$name" "$side" "$option" "$rc" "$((t1 - t0))" "${peak:-0}")"
 }
 
-# 1. NCCL: the plugin from the machine's torch, then the kernels tests (NCCL's is ignored
-#    unless asked for: it needs a GPU and the plugin).
-if bash "$ROOT/scripts/build-nccl-plugin.sh" "$WORK/plugin" >>"$LOG" 2>&1; then
-  plugin=$WORK/plugin/libpgmld_nccl.so
-  record plugin "{\"side\":\"nccl\",\"run\":\"plugin\",\"built\":true,\"bytes\":$(stat -c %s "$plugin")}"
-else
-  plugin=""
-  record plugin '{"side":"nccl","run":"plugin","built":false}'
+# 1. The plugins from the machine's torch, then the kernels tests, then each built plugin's
+#    ignored GPU test.
+CUDA_INCLUDE=$CARRY/cuda-crt/include bash "$ROOT/scripts/build-cuda-plugins.sh" "$WORK/plugin" >>"$LOG" 2>&1
+plugin="" graph_plugin=""
+for p in nccl cuda_graph; do
+  f=$WORK/plugin/libpgmld_$p.so
+  if [[ -f $f ]]; then
+    record "plugin_$p" "{\"side\":\"plugins\",\"run\":\"$p\",\"built\":true,\"bytes\":$(stat -c %s "$f")}"
+  else
+    record "plugin_$p" "{\"side\":\"plugins\",\"run\":\"$p\",\"built\":false}"
+  fi
+done
+[[ -f $WORK/plugin/libpgmld_nccl.so ]] && plugin=$WORK/plugin/libpgmld_nccl.so
+[[ -f $WORK/plugin/libpgmld_cuda_graph.so ]] && graph_plugin=$WORK/plugin/libpgmld_cuda_graph.so
+export PGMLD_NCCL_PLUGIN=$plugin PGMLD_CUDA_GRAPH_PLUGIN=$graph_plugin
+# kernels NAME [ARGS...]: one run of the kernels test binary, its counts to results.
+kernels() {
+  local name=$1
+  shift
+  timeout 120 "$CARRY/kernels_test" --test-threads 1 --nocapture "$@" >"$WORK/out.$name" 2>&1
+  local rc=$? passed failed line
+  cat "$WORK/out.$name" >>"$LOG"
+  passed=$(grep -o '[0-9]* passed' "$WORK/out.$name" | tail -1 | cut -d' ' -f1)
+  failed=$(grep -o '[0-9]* failed' "$WORK/out.$name" | tail -1 | cut -d' ' -f1)
+  line=$(grep -m1 -E '^(NCCL group of|CUDA graph:)' "$WORK/out.$name" | tr -d '"')
+  record "$name" "{\"side\":\"plugins\",\"run\":\"$name\",\"rc\":$rc,\"passed\":${passed:-0},\"failed\":${failed:-0},\"line\":\"$line\"}"
+}
+kernels kernels_test
+if [[ $GPU == 1 ]]; then
+  [[ -n $plugin ]] && kernels nccl_test --ignored nccl_sums_and_broadcasts_on_every_cuda_device
+  [[ -n $graph_plugin ]] && kernels cuda_graph_test --ignored a_captured_step_replays_with_new_inputs
 fi
-ignored=()
-[[ $GPU == 1 && -n $plugin ]] && ignored=(--include-ignored)
-PGMLD_NCCL_PLUGIN=$plugin timeout 120 "$CARRY/kernels_test" --test-threads 1 --nocapture "${ignored[@]}" \
-  >"$WORK/out.kernels" 2>&1
-rc=$?
-cat "$WORK/out.kernels" >>"$LOG"
-passed=$(grep -o '[0-9]* passed' "$WORK/out.kernels" | head -1 | cut -d' ' -f1)
-failed=$(grep -o '[0-9]* failed' "$WORK/out.kernels" | head -1 | cut -d' ' -f1)
-nccl_line=$(grep -m1 '^NCCL group of' "$WORK/out.kernels" | tr -d '"')
-record kernels "{\"side\":\"nccl\",\"run\":\"kernels_test\",\"rc\":$rc,\"passed\":${passed:-0},\"failed\":${failed:-0},\"ignored_included\":$([[ ${#ignored[@]} -gt 0 ]] && echo true || echo false),\"nccl\":\"$nccl_line\"}"
 
 # 2. Training, alternating sides (which side starts alternates per repetition).
 pg() { measure "pgmld_$1_r$2" pgmld "$1" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3; }
 hf() { measure "hf_$1_r$2" hf "$1" "$PY" "$HERE/hf_gpu.py" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3 --tag "hf_$1_r$2"; }
+# flags OPTION: tune_check's arguments for an option.
+flags() { case $1 in fp32) echo "" ;; graphs) echo graphs ;; bf16graphs) echo "bf16 graphs" ;; *) echo "$1" ;; esac; }
 for rep in $(seq 1 "$REPS"); do
   for opt in $OPTIONS; do
-    flags=""
-    [[ $opt != fp32 ]] && flags=$opt
-    if ((rep % 2 == 1)); then pg "$opt" "$rep" "$flags"; hf "$opt" "$rep" "$flags"; else hf "$opt" "$rep" "$flags"; pg "$opt" "$rep" "$flags"; fi
+    f=$(flags "$opt")
+    case $opt in
+      graphs | bf16graphs) pg "$opt" "$rep" "$f" ;; # HF's row is fp32's / bf16's
+      *) if ((rep % 2 == 1)); then pg "$opt" "$rep" "$f"; hf "$opt" "$rep" "$f"; else hf "$opt" "$rep" "$f"; pg "$opt" "$rep" "$f"; fi ;;
+    esac
   done
 done
 
-# 3. Issue #16 on one GPU: the same fp32 fine-tune as rank 0 of a data-parallel group of one
+# 3. Without dropout, eager and with cuda_graphs on the same rows: the curves must agree.
+for g in "" graphs; do
+  measure "pgmld_nodrop${g:+_$g}" curve "nodrop${g:+ $g}" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$((N_TRAIN / 10))" "$((N_EVAL / 10))" nodrop $g
+done
+
+# 4. Issue #16 on one GPU: the same fp32 fine-tune as rank 0 of a data-parallel group of one
 #    (NCCL with the plugin on CUDA, Gloo on the CPU), so world_size's collective path runs.
 PGMLD_NCCL_PLUGIN=$plugin measure pgmld_group1 group fp32 "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" group1
 "$PY" "$HERE/report.py" "$RESULTS" | tee "$OUT/report.md"

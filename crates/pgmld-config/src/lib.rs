@@ -151,9 +151,14 @@ pub struct Config {
     pub dist_host: Option<String>,
     /// Path of `libpgmld_nccl.so`, the plugin holding c10d's NCCL process group that
     /// data-parallel jobs on CUDA devices use (built on the GPU machine by
-    /// `scripts/build-nccl-plugin.sh`). Default: unset, the file beside the pgmld binary,
+    /// `scripts/build-cuda-plugins.sh`). Default: unset, the file beside the pgmld binary,
     /// else the library search path.
     pub nccl_plugin: Option<String>,
+    /// Path of `libpgmld_cuda_graph.so`, the plugin that captures and replays CUDA graphs
+    /// for training runs with `training_args.cuda_graphs` (built on the GPU machine by
+    /// `scripts/build-cuda-plugins.sh`). Default: unset, the file beside the pgmld binary,
+    /// else the library search path.
+    pub cuda_graph_plugin: Option<String>,
     /// Directories `pgml.load_dataset` may read local files from (after resolving symlinks
     /// and `..`), as an environment variable comma-separated. Reading any server file also
     /// needs what `COPY ... FROM '<file>'` needs: a superuser or a member of
@@ -250,6 +255,7 @@ impl Default for Config {
             rendezvous_timeout_secs: 10,
             dist_host: None,
             nccl_plugin: None,
+            cuda_graph_plugin: None,
             dataset_dirs: Vec::new(),
             openai_listen: None,
             openai_api_keys: None,
@@ -420,6 +426,7 @@ pub const FIELDS: &[&str] = &[
     "rendezvous_timeout_secs",
     "dist_host",
     "nccl_plugin",
+    "cuda_graph_plugin",
     "dataset_dirs",
     "openai_listen",
     "openai_api_keys",
@@ -645,6 +652,7 @@ mod tests {
             torch_threads: Some(1),
             dist_host: Some("x".into()),
             nccl_plugin: Some("x".into()),
+            cuda_graph_plugin: Some("x".into()),
             ..Config::default()
         })
         .unwrap();

@@ -40,16 +40,6 @@ using pgmld::tensor_list;
 
 }  // namespace
 
-#define PGMLD_TRY try {
-#define PGMLD_CATCH                                  \
-  }                                                  \
-  catch (const std::exception &e) {                  \
-    return report(e.what(), err, err_len);           \
-  }                                                  \
-  catch (...) {                                      \
-    return report("unknown C++ exception", err, err_len); \
-  }
-
 extern "C" {
 
 // A TCPStore on host:port: the server (rank 0, listening; port 0 picks a free one) or a

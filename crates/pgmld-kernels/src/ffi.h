@@ -32,3 +32,15 @@ inline int report(const char *what, char *err, size_t err_len) {
 }
 
 }  // namespace pgmld
+
+// An entry point's body between these: any C++ exception becomes its message in `err` and
+// the failure status 1 (the function must have `char *err, size_t err_len` parameters).
+#define PGMLD_TRY try {
+#define PGMLD_CATCH                                       \
+  }                                                       \
+  catch (const std::exception &e) {                       \
+    return pgmld::report(e.what(), err, err_len);         \
+  }                                                       \
+  catch (...) {                                           \
+    return pgmld::report("unknown C++ exception", err, err_len); \
+  }

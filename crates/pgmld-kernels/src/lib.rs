@@ -4,14 +4,17 @@
 //! default (`adamw_torch_fused`). Per parameter it is one pass over the memory instead of
 //! the eight tensor operations of an update written with tch's ops. And PyTorch's c10d
 //! ([`dist`]: TCPStore and the Gloo process group; [`nccl`]: its NCCL group, from a plugin
-//! built on GPU machines) for data-parallel training, and
+//! built on GPU machines) for data-parallel training; CUDA graphs for the training step
+//! ([`cuda_graph`], from another plugin), and
 //! autocast on the CPU ([`autocast_bf16`]), which tch only has for CUDA; foreach gradient
 //! clipping and the TF32 switches ([`precision`]).
 
 #![warn(missing_docs)]
 
+pub mod cuda_graph;
 pub mod dist;
 pub mod nccl;
+mod plugin;
 pub mod precision;
 
 pub use precision::{clip_grad_norm_, tf32, tf32_allowed, Tf32Guard};
@@ -29,6 +32,7 @@ extern "C" {
         steps: *const *const c_void,
         n: usize,
         lr: f64,
+        lr_tensor: *const c_void,
         beta1: f64,
         beta2: f64,
         weight_decay: f64,
@@ -37,6 +41,32 @@ extern "C" {
         err_len: usize,
     ) -> i32;
     fn pgmld_set_autocast(device_type: i32, enabled: i32, dtype: i32) -> i32;
+    fn pgmld_set_autocast_cache(enabled: i32) -> i32;
+}
+
+/// Autocast's cache of weight casts off until the guard is dropped (see
+/// [`autocast_cache_off`]).
+#[must_use = "the cache comes back when the guard is dropped"]
+pub struct AutocastCacheGuard {
+    before: bool,
+}
+
+impl Drop for AutocastCacheGuard {
+    fn drop(&mut self) {
+        // SAFETY: a plain integer; restores the setting found when the guard was made.
+        unsafe {
+            pgmld_set_autocast_cache(self.before as i32);
+        }
+    }
+}
+
+/// Turns off autocast's cache of the casts it makes of weights (torch.autocast's
+/// `cache_enabled=False`) while the guard lives: a CUDA graph capture must not keep a cast
+/// made during the capture (torch.cuda.graph's documentation asks for this).
+pub fn autocast_cache_off() -> AutocastCacheGuard {
+    // SAFETY: a plain integer.
+    let before = unsafe { pgmld_set_autocast_cache(0) } != 0;
+    AutocastCacheGuard { before }
 }
 
 /// Autocast to bfloat16 on this thread for as long as the guard lives (see [`autocast_bf16`]).
@@ -137,13 +167,16 @@ fn handles(ts: &[Tensor]) -> Vec<*const c_void> {
 /// one AdamW update from `grads[i]`, updating `exp_avgs[i]` and `exp_avg_sqs[i]`;
 /// `steps[i]` is the parameter's update count including this one, a float scalar tensor on
 /// the parameter's device. All slices must have the same length; tensors of one index
-/// share shape, dtype and device. Runs without recording gradients.
+/// share shape, dtype and device. Runs without recording gradients. With `lr_tensor` (a
+/// float scalar tensor on the parameters' device) the kernel reads the learning rate from
+/// it when it runs, not `hp.lr`: a captured CUDA graph then follows the schedule.
 pub fn fused_adamw_(
     params: &[Tensor],
     grads: &[Tensor],
     exp_avgs: &[Tensor],
     exp_avg_sqs: &[Tensor],
     steps: &[Tensor],
+    lr_tensor: Option<&Tensor>,
     hp: AdamWStep,
 ) -> Result<(), KernelError> {
     let n = params.len();
@@ -182,6 +215,18 @@ pub fn fused_adamw_(
             return Err(KernelError(format!("step {i} must be a float scalar tensor")));
         }
     }
+    if let Some(lr) = lr_tensor {
+        if lr.numel() != 1 || lr.kind() != tch::Kind::Float || lr.device() != params[0].device() {
+            return Err(KernelError(format!(
+                "the learning rate must be a float scalar tensor on {:?}, not {:?} {:?} on {:?}",
+                params[0].device(),
+                lr.kind(),
+                lr.size(),
+                lr.device()
+            )));
+        }
+    }
+    let lr_ptr = lr_tensor.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
     let (p, g, m, v, s) =
         (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
     // SAFETY: every pointer is a live tch tensor handle (an at::Tensor*) borrowed for the
@@ -196,6 +241,7 @@ pub fn fused_adamw_(
             s.as_ptr(),
             n,
             hp.lr,
+            lr_ptr,
             hp.beta1,
             hp.beta2,
             hp.weight_decay,
@@ -227,6 +273,7 @@ mod tests {
             &[m.shallow_clone()],
             &[v.shallow_clone()],
             &[step],
+            None,
             hp,
         )
         .unwrap();
@@ -266,7 +313,7 @@ mod tests {
     fn mismatched_lists_and_bad_tensors_are_errors_not_crashes() {
         let p = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let hp = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, weight_decay: 0.0, eps: 1e-8 };
-        let e = fused_adamw_(&[p.shallow_clone()], &[], &[], &[], &[], hp).unwrap_err();
+        let e = fused_adamw_(&[p.shallow_clone()], &[], &[], &[], &[], None, hp).unwrap_err();
         assert!(e.0.contains("1 parameters but 0 gradients"), "{e}");
         // A gradient of another shape: libtorch's own check, as an error.
         let g = Tensor::zeros([4], (Kind::Float, Device::Cpu));
@@ -276,6 +323,7 @@ mod tests {
             &[p.zeros_like()],
             &[p.zeros_like()],
             &[Tensor::from(1.0f32)],
+            None,
             hp,
         )
         .unwrap_err();
@@ -286,9 +334,78 @@ mod tests {
             &[p.zeros_like()],
             &[p.zeros_like()],
             &[Tensor::from(1i64)],
+            None,
             hp,
         )
         .unwrap_err();
         assert!(e.0.contains("float scalar"), "{e}");
+        let one = || [p.zeros_like()];
+        let e = fused_adamw_(
+            &one(),
+            &one(),
+            &one(),
+            &one(),
+            &[Tensor::from(1.0f32)],
+            Some(&Tensor::from(1e-3f64)),
+            hp,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("learning rate must be a float scalar tensor"), "{e}");
+    }
+
+    /// The learning rate read from a tensor (what a captured CUDA graph uses) gives the
+    /// update of the same value passed as a number, for two steps of different rates.
+    #[test]
+    fn a_learning_rate_tensor_updates_as_the_number() {
+        tch::manual_seed(5);
+        let start = Tensor::randn([6, 4], (Kind::Float, Device::Cpu));
+        let grads = [start.randn_like(), start.randn_like()];
+        let run = |tensor_lr: bool| {
+            let p = start.copy();
+            let (m, v) = (p.zeros_like(), p.zeros_like());
+            let lr_t = Tensor::from(0.0f32);
+            for (i, (g, lr)) in grads.iter().zip([1e-2, 3e-3]).enumerate() {
+                let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.999, weight_decay: 0.01, eps: 1e-8 };
+                let hp = if tensor_lr {
+                    let _ = lr_t.shallow_clone().fill_(lr);
+                    AdamWStep { lr: f64::NAN, ..hp }
+                } else {
+                    hp
+                };
+                let lists = |t: &Tensor| [t.shallow_clone()];
+                fused_adamw_(
+                    &lists(&p),
+                    &lists(g),
+                    &lists(&m),
+                    &lists(&v),
+                    &[Tensor::from((i + 1) as f32)],
+                    tensor_lr.then_some(&lr_t),
+                    hp,
+                )
+                .unwrap();
+            }
+            p
+        };
+        let (by_number, by_tensor) = (run(false), run(true));
+        assert!(by_number.isfinite().all().int64_value(&[]) == 1);
+        let d = (&by_number - &by_tensor).abs().max().double_value(&[]);
+        assert!(d < 1e-7, "{d}");
+        assert!((&by_number - &start).abs().max().double_value(&[]) > 1e-3, "it moved");
+    }
+
+    #[test]
+    fn the_autocast_cache_switch_nests_and_restores() {
+        let outer = autocast_cache_off();
+        assert!(outer.before, "autocast caches casts by default");
+        {
+            let inner = autocast_cache_off();
+            assert!(!inner.before, "off under the outer guard");
+        }
+        let again = autocast_cache_off();
+        assert!(!again.before, "the inner guard restored off");
+        drop(again);
+        drop(outer);
+        let after = autocast_cache_off();
+        assert!(after.before, "on again once the guards are gone");
     }
 }

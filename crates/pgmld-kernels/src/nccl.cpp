@@ -7,7 +7,7 @@
 // which the lean torch install that CPU builds and CI use does not have, and the object
 // needs libtorch_cuda.so, which must not become a load-time dependency of a binary that
 // runs on machines without CUDA. A machine that trains on GPUs has the full CUDA torch
-// (its nvidia-* wheels hold every header): scripts/build-nccl-plugin.sh compiles this file
+// (its nvidia-* wheels hold every header): scripts/build-cuda-plugins.sh compiles this file
 // there against that torch, in a minute, with no cargo.
 //
 // The group is handed back as a released c10d::Backend, which the shim's

@@ -3,13 +3,14 @@
 //!
 //! The plugin is separate because it needs the CUDA toolkit's and NCCL's headers and
 //! `libtorch_cuda.so`, which CPU builds do not have and must not depend on; the GPU machine's
-//! torch has them, and `scripts/build-nccl-plugin.sh` builds the plugin there. Nothing here
+//! torch has them, and `scripts/build-cuda-plugins.sh` builds the plugin there. Nothing here
 //! is loaded until a CUDA job forms a group ([`crate::dist::ProcessGroup::nccl`]).
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::plugin::{self, Library};
 use crate::KernelError;
 
 /// The plugin's file name.
@@ -77,87 +78,37 @@ pub(crate) fn plugin() -> Result<&'static Plugin, KernelError> {
     PLUGIN.get_or_init(|| load(&candidates())).as_ref().map_err(|e| KernelError(e.clone()))
 }
 
-/// Where to look, in order: the configured path alone; else beside the executable, then
-/// the bare name (LD_LIBRARY_PATH, the binary's RUNPATH, the system's directories).
+/// Where to look: the configured path alone, else beside the executable, then the bare
+/// name (the library search path).
 fn candidates() -> Vec<String> {
-    if let Some(Some(p)) = CONFIGURED.get() {
-        return vec![p.display().to_string()];
-    }
-    let mut out = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        let beside = dir.join(PLUGIN_FILE);
-        if beside.is_file() {
-            out.push(beside.display().to_string());
-        }
-    }
-    out.push(PLUGIN_FILE.to_string());
-    out
+    plugin::candidates(CONFIGURED.get().and_then(Option::as_deref), PLUGIN_FILE)
 }
 
 fn load(paths: &[String]) -> Result<Plugin, String> {
-    let mut why = Vec::new();
-    for path in paths {
-        match open(path) {
-            Ok(p) => return Ok(p),
-            Err(e) => why.push(e),
-        }
-    }
-    Err(format!(
-        "data-parallel training on CUDA uses c10d's NCCL process group from the plugin \
-         {PLUGIN_FILE}, which could not be loaded ({}); build it on this machine with \
-         `bash scripts/build-nccl-plugin.sh DIR` (against the CUDA build of torch installed \
-         here) and put it beside the pgmld binary or name it in nccl_plugin",
-        why.join("; ")
-    ))
-}
-
-/// The dynamic loader's last error.
-fn dl_error() -> String {
-    // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl call.
-    let e = unsafe { libc::dlerror() };
-    if e.is_null() {
-        "unknown dlopen error".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated (above).
-        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-    }
+    plugin::load_first(paths, open).map_err(|why| {
+        format!(
+            "data-parallel training on CUDA uses c10d's NCCL process group from the plugin \
+             {PLUGIN_FILE}, which could not be loaded ({why}); build it on this machine with \
+             `bash scripts/build-cuda-plugins.sh DIR` (against the CUDA build of torch \
+             installed here) and put it beside the pgmld binary or name it in nccl_plugin"
+        )
+    })
 }
 
 fn open(path: &str) -> Result<Plugin, String> {
-    let c = CString::new(path).map_err(|_| format!("{path:?} contains a NUL byte"))?;
-    // SAFETY: a valid C string. The handle is never closed: groups run the plugin's code
-    // (and libtorch_cuda's, which it loads) for as long as the process lives.
-    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return Err(dl_error());
-    }
-    let symbol = |name: &CStr| {
-        // SAFETY: a live handle and a C string.
-        let s = unsafe { libc::dlsym(handle, name.as_ptr()) };
-        if s.is_null() {
-            Err(format!("{path} has no {}: not a pgmld NCCL plugin", name.to_string_lossy()))
-        } else {
-            Ok(s)
-        }
-    };
+    const WHAT: &str = "pgmld NCCL";
+    let lib = Library::open(path)?;
+    lib.check_abi(c"pgmld_nccl_abi_version", WHAT, ABI_VERSION, "scripts/build-cuda-plugins.sh")?;
     type IntFn = unsafe extern "C" fn() -> i32;
     // SAFETY: the plugin defines these symbols with exactly these C signatures (nccl.cpp).
-    let (abi, version, new_group) = unsafe {
+    let (version, new_group) = unsafe {
         (
-            std::mem::transmute::<*mut c_void, IntFn>(symbol(c"pgmld_nccl_abi_version")?),
-            std::mem::transmute::<*mut c_void, IntFn>(symbol(c"pgmld_nccl_version")?),
-            std::mem::transmute::<*mut c_void, NewGroupFn>(symbol(c"pgmld_nccl_new")?),
+            std::mem::transmute::<*mut c_void, IntFn>(lib.symbol(c"pgmld_nccl_version", WHAT)?),
+            std::mem::transmute::<*mut c_void, NewGroupFn>(lib.symbol(c"pgmld_nccl_new", WHAT)?),
         )
     };
-    // SAFETY: argument-less functions of the plugin (above).
-    let (abi, nccl_version) = unsafe { (abi(), version()) };
-    if abi != ABI_VERSION {
-        return Err(format!(
-            "{path} has interface version {abi}, this pgmld needs {ABI_VERSION}: rebuild it \
-             with scripts/build-nccl-plugin.sh"
-        ));
-    }
+    // SAFETY: an argument-less function of the plugin (above).
+    let nccl_version = unsafe { version() };
     Ok(Plugin { new_group, nccl_version })
 }
 
@@ -169,7 +120,7 @@ mod tests {
     fn a_missing_plugin_is_named_with_how_to_build_it() {
         let e = load(&["/nonexistent/libpgmld_nccl.so".into()]).err().unwrap();
         assert!(e.contains("/nonexistent/libpgmld_nccl.so"), "{e}");
-        assert!(e.contains("scripts/build-nccl-plugin.sh"), "{e}");
+        assert!(e.contains("scripts/build-cuda-plugins.sh"), "{e}");
         assert!(e.contains("nccl_plugin"), "{e}");
     }
 
@@ -178,11 +129,5 @@ mod tests {
         // libc is loaded in every process and has none of the plugin's symbols.
         let e = load(&["libc.so.6".into()]).err().unwrap();
         assert!(e.contains("has no pgmld_nccl_abi_version: not a pgmld NCCL plugin"), "{e}");
-    }
-
-    #[test]
-    fn the_bare_name_is_the_last_place_looked() {
-        let c = candidates();
-        assert_eq!(c.last().map(String::as_str), Some(PLUGIN_FILE), "{c:?}");
     }
 }

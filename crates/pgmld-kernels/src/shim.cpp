@@ -23,12 +23,14 @@ extern "C" {
 // its gradient grads[i] with the moments exp_avgs[i] / exp_avg_sqs[i] and the step count
 // steps[i] (a float scalar tensor, already incremented for this update, as torch's
 // optimizer does before calling the kernel). One kernel launch per parameter on the CPU,
-// a few for the whole list on CUDA.
+// a few for the whole list on CUDA. With lr_tensor (a float scalar tensor on the
+// parameters' device) the kernel reads the learning rate from it when it runs, so a CUDA
+// graph that captured the update follows the schedule (torch's capturable lr); else `lr`.
 int pgmld_fused_adamw(const at::Tensor *const *params, const at::Tensor *const *grads,
                       const at::Tensor *const *exp_avgs, const at::Tensor *const *exp_avg_sqs,
-                      const at::Tensor *const *steps, size_t n, double lr, double beta1,
-                      double beta2, double weight_decay, double eps, char *err,
-                      size_t err_len) {
+                      const at::Tensor *const *steps, size_t n, double lr,
+                      const at::Tensor *lr_tensor, double beta1, double beta2,
+                      double weight_decay, double eps, char *err, size_t err_len) {
   try {
     at::NoGradGuard no_grad;
     auto p = tensor_list(params, n);
@@ -37,8 +39,13 @@ int pgmld_fused_adamw(const at::Tensor *const *params, const at::Tensor *const *
     auto v = tensor_list(exp_avg_sqs, n);
     auto s = tensor_list(steps, n);
     std::vector<at::Tensor> no_max;
-    at::_fused_adamw_(p, g, m, v, no_max, s, lr, beta1, beta2, weight_decay, eps,
-                      /*amsgrad=*/false, /*maximize=*/false);
+    if (lr_tensor != nullptr) {
+      at::_fused_adamw_(p, g, m, v, no_max, s, *lr_tensor, beta1, beta2, weight_decay, eps,
+                        /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adamw_(p, g, m, v, no_max, s, lr, beta1, beta2, weight_decay, eps,
+                        /*amsgrad=*/false, /*maximize=*/false);
+    }
     return 0;
   } catch (const std::exception &e) {
     return report(e.what(), err, err_len);
@@ -119,6 +126,16 @@ int pgmld_set_autocast(int device_type, int enabled, int dtype) {
   if (enabled == 0 && before) {
     at::autocast::clear_cache();
   }
+  return before ? 1 : 0;
+}
+
+// Whether autocast keeps the casts of weights it made until its region ends
+// (torch.autocast's cache_enabled). Off while a CUDA graph is captured, as
+// torch.cuda.graph's documentation asks: a cached cast would be made once in the capture and
+// its memory left to the graph. Returns the setting found.
+int pgmld_set_autocast_cache(int enabled) {
+  bool before = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_cache_enabled(enabled != 0);
   return before ? 1 : 0;
 }
 

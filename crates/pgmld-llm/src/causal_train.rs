@@ -41,7 +41,7 @@ use crate::llama::Llama;
 use crate::optim8bit::Optimizer;
 use crate::{Error, Result};
 use backward::{forward_backward, forward_backward_checkpointed};
-use batch::{fingerprint, make_batch};
+use batch::{fingerprint, make_batch, make_staged_batch, summed_loss_all_positions};
 
 pub use state::{load_causal_checkpoint, write_adapter_weights, ADAPTER_CHECKPOINT_FILE};
 
@@ -100,6 +100,9 @@ pub struct CausalTrainOutcome {
     pub eval: Option<CausalEvalMetrics>,
     /// Every [`LogEvent`] of the run, in order (when resumed, the checkpoint's first).
     pub log_history: Vec<LogEvent>,
+    /// What `training_args.cuda_graphs` did; `None` when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<pgmld_train::GraphStats>,
 }
 
 /// Whether the model has int8 projections (then layers are recomputed in backward).
@@ -191,6 +194,34 @@ impl TrainTask for CausalTask<'_> {
         };
         self.tokens_seen += batch.tokens;
         summed * self.scale
+    }
+
+    /// Pads to the next multiple of `pad_multiple` tokens and scores every shifted position
+    /// (see [`batch::make_staged_batch`]); the step's `1 / label tokens` goes in as a device
+    /// scalar. Gradient checkpointing reseeds inside its backward pass: eager only.
+    fn stage(&mut self, idx: &[usize], pad_multiple: usize) -> Option<Vec<Tensor>> {
+        if self.checkpointing {
+            return None;
+        }
+        let device = self.device();
+        let (ids, targets, tokens) =
+            make_staged_batch(self.train, idx, (self.pad_id, pad_multiple), device);
+        // Host bookkeeping happens here: a replayed step runs no host code.
+        self.tokens_seen += tokens;
+        let scale = Tensor::from(self.scale as f32).to_device(device);
+        Some(vec![ids, targets, scale])
+    }
+
+    fn forward_backward_staged(&mut self, inputs: &[Tensor], autocast: bool) -> Tensor {
+        let [ids, targets, scale] = inputs else {
+            unreachable!("stage() makes 3 tensors, got {}", inputs.len())
+        };
+        let summed = tch::autocast(autocast, || {
+            let hidden = self.model.hidden_states(ids, None, true);
+            summed_loss_all_positions(&hidden, targets, |x| self.model.head(x))
+        });
+        (&summed * scale).backward();
+        summed.detach() * scale
     }
 
     fn evaluate(&self) -> Result<Option<CausalEvalMetrics>> {
@@ -296,7 +327,12 @@ pub fn train_causal_lm_data_parallel(
         global_step: base.global_step,
         gradient_checkpointing: checkpointing,
     };
-    Ok(CausalTrainOutcome { train: train_metrics, eval: run.eval, log_history: run.log_history })
+    Ok(CausalTrainOutcome {
+        train: train_metrics,
+        eval: run.eval,
+        log_history: run.log_history,
+        cuda_graphs: run.cuda_graphs,
+    })
 }
 
 /// Mean cross-entropy per label token of `model` on `data` (no dropout, no gradients),

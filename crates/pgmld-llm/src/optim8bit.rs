@@ -437,6 +437,14 @@ impl pgmld_train::StepOptimizer for Optimizer {
     fn load(&mut self, path: &Path) -> Result<()> {
         Optimizer::load(self, path)
     }
+
+    /// The f32 AdamW stages; the 8-bit ones step eagerly.
+    fn staged(&mut self) -> Option<&mut AdamW> {
+        match self {
+            Optimizer::F32(adamw) => Some(adamw),
+            Optimizer::Bit8(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

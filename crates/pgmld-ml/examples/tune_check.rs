@@ -1,11 +1,13 @@
 //! Fine-tunes a real checkpoint on a labelled CSV (`text,label`) and prints the train and
 //! eval metrics as JSON, on the best device (CUDA when present):
-//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1]` (`ckpt`:
-//! gradient checkpointing; `group1`: train as rank 0 of a data-parallel group of one, formed
-//! as a pgml.tune job's is, NCCL on CUDA and Gloo on the CPU, so the collective path of
-//! `world_size` runs on a one-GPU machine). Used on GPU machines (bench/tune/gpu), where
-//! there is no cargo and no Postgres, to check training speed and bf16 autocast with a
-//! binary built here.
+//! `tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1] [graphs]
+//! [nodrop]` (`ckpt`: gradient checkpointing; `group1`: train as rank 0 of a data-parallel
+//! group of one, formed as a pgml.tune job's is, NCCL on CUDA and Gloo on the CPU, so the
+//! collective path of `world_size` runs on a one-GPU machine; `graphs`: `cuda_graphs`, the
+//! plugin from `PGMLD_CUDA_GRAPH_PLUGIN` or beside this binary; `nodrop`: the checkpoint's
+//! dropout set to 0, so runs can be compared step by step). Used on GPU machines
+//! (bench/tune/gpu), where there is no cargo and no Postgres, to check training speed, bf16
+//! autocast and CUDA graphs with a binary built here.
 
 use pgmld_ml::{train_classifier_data_parallel, Classifier, Example, TextTokenizer};
 use pgmld_train::{best_device, ProcessGroup, Store, TrainingArgs};
@@ -16,10 +18,12 @@ fn main() {
     // test; else beside this binary) and NCCL's environment defaults, as pgmld sets them.
     let plugin = std::env::var_os("PGMLD_NCCL_PLUGIN").filter(|p| !p.is_empty());
     pgmld_train::nccl::configure(plugin.as_deref().map(std::path::Path::new));
+    let graph_plugin = std::env::var_os("PGMLD_CUDA_GRAPH_PLUGIN").filter(|p| !p.is_empty());
+    pgmld_train::cuda_graph::configure(graph_plugin.as_deref().map(std::path::Path::new));
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
         eprintln!(
-            "usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1]"
+            "usage: tune_check <model_dir> <csv> <n_train> <n_eval> [bf16] [tf32] [ckpt] [group1] [graphs] [nodrop]"
         );
         std::process::exit(2);
     }
@@ -30,6 +34,8 @@ fn main() {
     let ckpt = args[5..].iter().any(|a| a == "ckpt");
     let tf32 = args[5..].iter().any(|a| a == "tf32");
     let group1 = args[5..].iter().any(|a| a == "group1");
+    let graphs = args[5..].iter().any(|a| a == "graphs");
+    let nodrop = args[5..].iter().any(|a| a == "nodrop");
     let mut rows: Vec<Example> = csv::Reader::from_path(&args[2])
         .expect("csv")
         .records()
@@ -44,13 +50,14 @@ fn main() {
     let device = best_device();
     // As pgml.tune: seeded before the fresh head is drawn, so runs repeat.
     tch::manual_seed(42);
-    let mut model = Classifier::from_pretrained(dir, Some(2), device).expect("model");
+    let model_dir = if nodrop { without_dropout(dir) } else { dir.to_path_buf() };
+    let mut model = Classifier::from_pretrained(&model_dir, Some(2), device).expect("model");
     let inner = pgmld_ml::vocab::tokenizer_from_dir(dir).expect("tokenizer");
     let tok = TextTokenizer::from_tokenizer(inner, 128).expect("tokenizer");
     let targs = TrainingArgs::from_json(&serde_json::json!({
         "learning_rate": 1e-4, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
-        "num_train_epochs": 1, "warmup_ratio": 0.1, "weight_decay": 0.01, "logging_steps": 50,
-        "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt, "tf32": tf32.then_some(true)
+        "num_train_epochs": 1, "warmup_ratio": 0.1, "weight_decay": 0.01, "logging_steps": 10,
+        "seed": 42, "bf16": bf16, "gradient_checkpointing": ckpt, "tf32": tf32.then_some(true), "cuda_graphs": graphs
     }))
     .expect("args");
     // As a rank of a pgml.tune job: a store served on loopback, then the device's backend.
@@ -71,7 +78,7 @@ fn main() {
         &rows,
         eval,
         &targs,
-        |e| println!("{}", serde_json::to_string(&e).unwrap_or_default()),
+        |e| eprintln!("{}", serde_json::to_string(&e).unwrap_or_default()),
         |_| {},
         || false,
         None,
@@ -80,6 +87,27 @@ fn main() {
     .expect("training");
     println!(
         "{}",
-        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32, "gradient_checkpointing": ckpt, "group": backend, "train": out.train, "eval": out.eval})
+        serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32,
+            "gradient_checkpointing": ckpt, "group": backend, "dropout": !nodrop,
+            "cuda_graphs": out.cuda_graphs, "train": out.train, "eval": out.eval,
+            "losses": out.log_history.iter().map(|l| l.loss).collect::<Vec<_>>()})
     );
+}
+
+/// A directory holding `dir`'s config with dropout 0 and a link to its weights.
+fn without_dropout(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("tune_check_nodrop_{}", std::process::id()));
+    std::fs::create_dir_all(&out).expect("temp dir");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config.json"))
+            .expect("config.json");
+    config["hidden_dropout_prob"] = 0.0.into();
+    config["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(out.join("config.json"), config.to_string()).expect("config.json");
+    let weights = out.join("model.safetensors");
+    if !weights.exists() {
+        let src = std::fs::canonicalize(dir.join("model.safetensors")).expect("model.safetensors");
+        std::os::unix::fs::symlink(src, weights).expect("link");
+    }
+    out
 }

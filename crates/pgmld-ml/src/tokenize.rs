@@ -25,8 +25,14 @@ pub struct Batch {
 impl Batch {
     /// Pads `rows` on the right with `pad_id` to the longest row (dynamic padding).
     pub fn from_encoded(rows: &[&Encoded], pad_id: u32) -> Batch {
+        Self::from_encoded_to(rows, pad_id, 0)
+    }
+
+    /// Pads `rows` on the right with `pad_id` to `len` tokens, or to the longest row where
+    /// that is longer.
+    pub fn from_encoded_to(rows: &[&Encoded], pad_id: u32, len: usize) -> Batch {
         let n = rows.len() as i64;
-        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(len);
         let cap = rows.len() * seq;
         let (mut ids, mut mask, mut types) =
             (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));

@@ -73,6 +73,9 @@ pub struct TrainOutcome {
     pub eval: Option<EvalMetrics>,
     /// Every [`pgmld_train::LogEvent`] of the run, in order (when resumed, the checkpoint's first).
     pub log_history: Vec<pgmld_train::LogEvent>,
+    /// What `training_args.cuda_graphs` did; `None` when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<pgmld_train::GraphStats>,
 }
 
 fn check_labels(data: &[Example], num_labels: i64, what: &str) -> Result<()> {
@@ -110,12 +113,12 @@ fn make_batch(
     enc: &[Encoded],
     data: &[Example],
     idx: &[usize],
-    pad_id: u32,
+    (pad_id, pad_to): (u32, usize),
     device: Device,
 ) -> (Batch, Tensor) {
     let rows: Vec<&Encoded> = idx.iter().map(|&i| &enc[i]).collect();
     let labels: Vec<i64> = idx.iter().map(|&i| data[i].label).collect();
-    let batch = Batch::from_encoded(&rows, pad_id);
+    let batch = Batch::from_encoded_to(&rows, pad_id, pad_to);
     let batch = if device == Device::Cpu { batch } else { batch.to_device(device) };
     (batch, Tensor::from_slice(&labels).to_device(device))
 }
@@ -165,6 +168,15 @@ impl ClassifierTask<'_> {
     pub fn model(&self) -> &Classifier {
         self.model
     }
+
+    /// Forward (under CUDA bf16 autocast when `autocast`) and backward of one batch with
+    /// the generators already seeded; the loss, divided by the accumulation steps, detached.
+    fn forward_backward_batch(&self, batch: &Batch, labels: &Tensor, autocast: bool) -> Tensor {
+        let logits = tch::autocast(autocast, || self.model.forward(batch, true));
+        let loss = Classifier::loss(&logits.to_kind(Kind::Float), labels) / self.accum as f64;
+        loss.backward();
+        loss.detach()
+    }
 }
 
 impl TrainTask for ClassifierTask<'_> {
@@ -203,20 +215,46 @@ impl TrainTask for ClassifierTask<'_> {
 
     fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor {
         let device = self.device();
-        let (batch, labels) = make_batch(&self.train_enc, self.train, idx, self.pad_id, device);
-        let accum = self.accum;
-        let loss_of = |logits: &Tensor| {
-            Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
-        };
+        let pad = (self.pad_id, 0);
+        let (batch, labels) = make_batch(&self.train_enc, self.train, idx, pad, device);
         if self.gradient_checkpointing {
+            let accum = self.accum;
+            let loss_of = |logits: &Tensor| {
+                Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
+            };
             backward_checkpointed(self.model, &batch, loss_of, seed, autocast)
         } else {
             tch::manual_seed(seed);
-            let logits = tch::autocast(autocast, || self.model.forward(&batch, true));
-            let loss = loss_of(&logits);
-            loss.backward();
-            loss.detach()
+            self.forward_backward_batch(&batch, &labels, autocast)
         }
+    }
+
+    /// Pads to the next multiple of `pad_multiple` tokens, within the tokenizer's and the
+    /// model's length limits; gradient checkpointing reseeds inside its backward pass, so
+    /// it stays eager.
+    fn stage(&mut self, idx: &[usize], pad_multiple: usize) -> Option<Vec<Tensor>> {
+        if self.gradient_checkpointing {
+            return None;
+        }
+        let longest = idx.iter().map(|&i| self.train_enc[i].len()).max().unwrap_or(0);
+        let positions = self.model.max_positions().map_or(usize::MAX, |p| p.max(0) as usize);
+        let limit = self.tokenizer.max_length().min(positions);
+        let pad_to = longest.next_multiple_of(pad_multiple.max(1)).min(limit.max(longest));
+        let pad = (self.pad_id, pad_to);
+        let (batch, labels) = make_batch(&self.train_enc, self.train, idx, pad, self.device());
+        Some(vec![batch.input_ids, batch.attention_mask, batch.token_type_ids, labels])
+    }
+
+    fn forward_backward_staged(&mut self, inputs: &[Tensor], autocast: bool) -> Tensor {
+        let [input_ids, attention_mask, token_type_ids, labels] = inputs else {
+            unreachable!("stage() makes 4 tensors, got {}", inputs.len())
+        };
+        let batch = Batch {
+            input_ids: input_ids.shallow_clone(),
+            attention_mask: attention_mask.shallow_clone(),
+            token_type_ids: token_type_ids.shallow_clone(),
+        };
+        self.forward_backward_batch(&batch, labels, autocast)
     }
 
     fn evaluate(&self) -> Result<Option<EvalMetrics>> {
@@ -310,6 +348,7 @@ fn fit(
         train: run.metrics(run.runtime),
         eval: run.eval,
         log_history: run.log_history,
+        cuda_graphs: run.cuda_graphs,
     })
 }
 
@@ -330,7 +369,7 @@ fn predict(
     let mut steps = 0usize;
     tch::no_grad(|| {
         for idx in order.chunks(batch_size) {
-            let (batch, labels) = make_batch(&enc, data, idx, tokenizer.pad_id(), device);
+            let (batch, labels) = make_batch(&enc, data, idx, (tokenizer.pad_id(), 0), device);
             let logits = model.forward(&batch, false).to_kind(Kind::Float);
             loss_sum +=
                 logits.cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0);

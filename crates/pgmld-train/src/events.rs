@@ -74,6 +74,8 @@ pub struct TrainSummary<M> {
     pub eval: Option<M>,
     /// Every [`LogEvent`] of the run, in order (when resumed, the checkpoint's first).
     pub log_history: Vec<LogEvent>,
+    /// What the `cuda_graphs` path did; `None` when the run did not ask for it.
+    pub cuda_graphs: Option<crate::step_graphs::GraphStats>,
 }
 
 impl<M> TrainSummary<M> {

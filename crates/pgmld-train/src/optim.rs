@@ -13,6 +13,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+mod staged;
+
 /// Adam's β₁ (HF `adam_beta1`).
 pub const DEFAULT_BETA1: f64 = 0.9;
 /// Adam's β₂ (HF `adam_beta2`).
@@ -101,6 +103,9 @@ pub struct AdamW {
     /// Trainer's default `adamw_torch_fused` runs) rather than eight tensor operations per
     /// parameter. On unless [`AdamW::with_fused`] turned it off.
     fused: bool,
+    /// The device scalars of a staged update (see [`AdamW::stage_step`]), made by the
+    /// first one.
+    staged: Option<staged::StagedScalars>,
 }
 
 /// Name of the optimizer-wide step count in the safetensors file.
@@ -126,6 +131,7 @@ impl AdamW {
             eps: DEFAULT_EPS,
             steps: 0,
             fused: true,
+            staged: None,
         }
     }
 
@@ -220,7 +226,7 @@ impl AdamW {
                 eps: self.eps,
             };
             let [p, g, m, v, s] = &lists;
-            pgmld_kernels::fused_adamw_(p, g, m, v, s, hp)?;
+            pgmld_kernels::fused_adamw_(p, g, m, v, s, None, hp)?;
             for &i in idx {
                 if let Some(m) = self.params[i].moments.as_mut() {
                     m.step += 1;

@@ -26,6 +26,12 @@ pub trait StepOptimizer {
 
     /// Restores a state [`StepOptimizer::save`] wrote.
     fn load(&mut self, path: &Path) -> Result<(), Self::Error>;
+
+    /// The AdamW whose update the trainer's `cuda_graphs` path can stage into a CUDA graph
+    /// ([`AdamW::stage_step`]); `None` (the default): this optimizer's steps run eagerly.
+    fn staged(&mut self) -> Option<&mut AdamW> {
+        None
+    }
 }
 
 impl StepOptimizer for AdamW {
@@ -45,6 +51,10 @@ impl StepOptimizer for AdamW {
 
     fn load(&mut self, path: &Path) -> Result<(), Error> {
         AdamW::load(self, path)
+    }
+
+    fn staged(&mut self) -> Option<&mut AdamW> {
+        Some(self)
     }
 }
 
@@ -91,6 +101,25 @@ pub trait TrainTask {
     /// libtorch's generators seeded from `seed` (dropout), under CUDA bf16 autocast when
     /// `autocast`; returns its contribution to the step's loss, detached.
     fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor;
+
+    /// The micro-batch `idx` as device tensors whose shapes depend only on the number of
+    /// examples and the longest one's length rounded up to a multiple of `pad_multiple`
+    /// tokens, for the trainer's `cuda_graphs` path (one captured step serves every batch of
+    /// the same shapes; see [`crate::step_graphs`]). `None` (the default): this task's steps
+    /// run eagerly.
+    fn stage(&mut self, _idx: &[usize], _pad_multiple: usize) -> Option<Vec<Tensor>> {
+        None
+    }
+
+    /// [`TrainTask::forward_backward`] over tensors [`TrainTask::stage`] made (or others of
+    /// their shapes), without seeding, host-to-device copies or reading a device value on
+    /// the host, so that a CUDA graph can capture it; the trainer seeds before. Called only
+    /// with what `stage` returned, so a task that stages nothing never sees it.
+    fn forward_backward_staged(&mut self, _inputs: &[Tensor], _autocast: bool) -> Tensor {
+        unreachable!(
+            "forward_backward_staged without a staged batch: this task's stage() returns None"
+        )
+    }
 
     /// In data-parallel training, the weight of this rank's part `shard` of the global
     /// micro-batch `full` once its [`TrainTask::forward_backward`] contribution is summed

@@ -22,6 +22,7 @@ use crate::device::cuda_autocast_bf16;
 use crate::error::Error;
 use crate::events::{TrainEvent, TrainSummary};
 use crate::optim::clip_grad_norm;
+use crate::step_graphs::{staged_step, StepGraphs};
 use crate::step_losses::{dropout_seed, StepLosses};
 use crate::task::{StepOptimizer, TrainTask};
 use crate::train_state::{
@@ -197,6 +198,12 @@ fn run<T: TrainTask>(
 
     let mut losses = StepLosses::new(&st, device);
     let (start_step, start_samples) = (st.global_step, st.samples);
+    // `cuda_graphs` (validated: one micro-batch per step, one process).
+    let mut graphs = if args.cuda_graphs && accum == 1 && world == 1 {
+        Some(StepGraphs::new(device)?)
+    } else {
+        None
+    };
 
     let started = Instant::now();
     'outer: while st.global_step < total_steps {
@@ -207,34 +214,55 @@ fn run<T: TrainTask>(
                 break 'outer;
             }
             task.begin_step(step_group);
-            let mut step_loss = losses.zero();
-            let mut weighting = Weighting::new();
-            for (micro, full) in step_group.iter().enumerate() {
-                if (hooks.should_stop)() {
-                    return Err(Error::Cancelled.into());
-                }
-                // Rank 0 draws a single process's masks; the others their own.
-                let seed = dropout_seed(args.seed, st.global_step, micro)
-                    .wrapping_add(rank as i64 * 1_000_003);
-                let idx = shard(full, rank, world);
-                if world == 1 {
-                    step_loss += task.forward_backward(idx, seed, autocast);
-                } else if !idx.is_empty() {
-                    let w = task.shard_weight(idx, full);
-                    weighting.before(&params, w);
-                    step_loss += task.forward_backward(idx, seed, autocast) * w;
-                }
-                st.samples += full.len() as u64;
-            }
-            if let Some(g) = group.as_deref_mut() {
-                weighting.finish(&params);
-                all_reduce_step(g, &grads_of(&params), &step_loss)?;
-            }
             // Optimizer step `global_step` (0-based) uses the scheduled learning rate.
             let lr = args.learning_rate * args.lr_factor(st.global_step, total_steps);
-            let norm = clip_grad_norm(&params, args.max_grad_norm)?;
-            opt.step(lr);
-            opt.zero_grad();
+            let staged = match graphs.as_mut() {
+                Some(graphs) => {
+                    if (hooks.should_stop)() {
+                        return Err(Error::Cancelled.into());
+                    }
+                    let seed = dropout_seed(args.seed, st.global_step, 0);
+                    let knobs = (seed, lr, args.max_grad_norm);
+                    let full = &step_group[0];
+                    staged_step(graphs, task, &mut opt, &params, full, knobs, autocast)?
+                }
+                None => None,
+            };
+            let (step_loss, norm) = match staged {
+                Some(out) => {
+                    st.samples += step_group[0].len() as u64;
+                    out
+                }
+                None => {
+                    let mut step_loss = losses.zero();
+                    let mut weighting = Weighting::new();
+                    for (micro, full) in step_group.iter().enumerate() {
+                        if (hooks.should_stop)() {
+                            return Err(Error::Cancelled.into());
+                        }
+                        // Rank 0 draws a single process's masks; the others their own.
+                        let seed = dropout_seed(args.seed, st.global_step, micro)
+                            .wrapping_add(rank as i64 * 1_000_003);
+                        let idx = shard(full, rank, world);
+                        if world == 1 {
+                            step_loss += task.forward_backward(idx, seed, autocast);
+                        } else if !idx.is_empty() {
+                            let w = task.shard_weight(idx, full);
+                            weighting.before(&params, w);
+                            step_loss += task.forward_backward(idx, seed, autocast) * w;
+                        }
+                        st.samples += full.len() as u64;
+                    }
+                    if let Some(g) = group.as_deref_mut() {
+                        weighting.finish(&params);
+                        all_reduce_step(g, &grads_of(&params), &step_loss)?;
+                    }
+                    let norm = clip_grad_norm(&params, args.max_grad_norm)?;
+                    opt.step(lr);
+                    opt.zero_grad();
+                    (step_loss, norm)
+                }
+            };
             let end = losses.after_update(
                 &mut st,
                 args,
@@ -264,6 +292,16 @@ fn run<T: TrainTask>(
         st.epoch_index += 1;
         st.micro_batches_done_in_epoch = 0;
     }
+    let cuda_graphs = graphs.take().map(|g| g.stats);
+    if let Some(g) = cuda_graphs {
+        tracing::info!(
+            "cuda_graphs: {} of {} steps staged, {} graphs captured, {} replays",
+            g.staged_steps,
+            st.global_step - start_step,
+            g.captured,
+            g.replays
+        );
+    }
     let global_step = st.global_step;
     let train_loss = losses.train_loss(global_step)?;
     let runtime = started.elapsed().as_secs_f64();
@@ -279,5 +317,6 @@ fn run<T: TrainTask>(
         global_step,
         eval,
         log_history: st.log_history,
+        cuda_graphs,
     })
 }

@@ -33,6 +33,8 @@ use crate::job::RunDirs;
 use crate::tuner::{info, this_worker, warning, Tuner};
 use crate::{progress, records};
 
+/// Where the CUDA graph plugin is (`cuda_graph_plugin`), for runs with `cuda_graphs`.
+pub use pgmld_train::cuda_graph::configure as configure_cuda_graphs;
 /// Prepares NCCL groups (data-parallel jobs on CUDA): the plugin's path and c10d's NCCL
 /// error handling, under which a lost peer fails the step instead of ending the process.
 /// Call at start-up, before any other thread exists.

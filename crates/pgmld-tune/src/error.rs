@@ -127,6 +127,14 @@ impl From<pgmld_train::Error> for TuneError {
             E::Data(m) => TuneError::Data(format!("invalid training data: {m}")),
             E::Unsupported(m) => TuneError::Unsupported { message: format!("unsupported model: {m}"), hint: None },
             E::DataParallel(m) => TuneError::RankLost(m),
+            E::CudaGraphs(m) => TuneError::Unsupported {
+                message: format!("training_args.cuda_graphs cannot run here: {m}"),
+                hint: Some(
+                    "Leave cuda_graphs out (steps then run eagerly), or build the plugin with \
+                     scripts/build-cuda-plugins.sh on this GPU machine."
+                        .into(),
+                ),
+            },
             other => TuneError::Training(other.to_string()),
         }
     }

@@ -21,7 +21,8 @@
 //! - `train`: `causal_train::train_causal_lm` with pgml.tune's conversation settings (LoRA
 //!   r 8, alpha 16, dropout 0.05 on q_proj/v_proj, batch 8, max_seq_length 256, lr 2e-4)
 //!   for one memory/speed option: `fp32`, `bf16`, `load_in_8bit`, `adamw_bnb_8bit`,
-//!   `gradient_checkpointing`.
+//!   `gradient_checkpointing`, `graphs` (`cuda_graphs`, the plugin from
+//!   `PGMLD_CUDA_GRAPH_PLUGIN`), `bf16_graphs`.
 //! - `generate`: greedy generation with the KV cache (no stop ids, so every call makes
 //!   exactly `--max-new-tokens` tokens), one warm-up call, then `--reps` timed calls.
 
@@ -294,6 +295,10 @@ fn run(args: &[String]) -> CheckResult<()> {
 }
 
 fn main() {
+    // The CUDA graph plugin of the `graphs` options: PGMLD_CUDA_GRAPH_PLUGIN, else beside
+    // this binary or on the library path.
+    let plugin = std::env::var_os("PGMLD_CUDA_GRAPH_PLUGIN").filter(|p| !p.is_empty());
+    pgmld_train::cuda_graph::configure(plugin.as_deref().map(std::path::Path::new));
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(CheckError(message)) = run(&args) {
         println!("{}", json!({"side": "pgmld", "error": message, "args": args}));

@@ -31,10 +31,12 @@ pub fn option_settings(option: &str) -> CheckResult<(Value, bool)> {
         "adamw_bnb_8bit" => (json!({"optim": "adamw_bnb_8bit"}), false),
         "gradient_checkpointing" => (json!({"gradient_checkpointing": true}), false),
         "bf16_gradient_checkpointing" => (json!({"bf16": true, "gradient_checkpointing": true}), false),
+        "graphs" => (json!({"cuda_graphs": true}), false),
+        "bf16_graphs" => (json!({"bf16": true, "cuda_graphs": true}), false),
         other => {
             return Err(CheckError(format!(
-                "--option {other:?}: expected fp32, bf16, load_in_8bit, adamw_bnb_8bit, gradient_checkpointing \
-                 or bf16_gradient_checkpointing"
+                "--option {other:?}: expected fp32, bf16, load_in_8bit, adamw_bnb_8bit, gradient_checkpointing, \
+                 bf16_gradient_checkpointing, graphs or bf16_graphs"
             )))
         }
     })
@@ -169,7 +171,7 @@ pub fn run(model_path: &Path, rows_path: &Path, flags: &Flags) -> CheckResult<()
             "loss_first": logs.first().map(|l| l.1), "loss_last": logs.last().map(|l| l.1),
             "loss_log": logs.iter().map(|l| l.1).collect::<Vec<_>>(), "train_loss": out.train.train_loss,
             "gradient_checkpointing": out.train.gradient_checkpointing, "bf16": args.bf16,
-            "optim": args.optim.name(), "load_in_8bit": int8,
+            "optim": args.optim.name(), "load_in_8bit": int8, "cuda_graphs": out.cuda_graphs,
             "int8_linears": quant.as_ref().map(|q| q.linears),
             "trainable_params": summary.params.trainable, "load_s": load_s,
         }),

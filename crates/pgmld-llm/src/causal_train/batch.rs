@@ -54,6 +54,49 @@ pub(crate) fn make_batch(
     }
 }
 
+/// The micro-batch of `examples[idx]` in fixed shapes for the trainer's `cuda_graphs` path:
+/// `[batch, width]` ids, right-padded with `pad_id` to the longest row rounded up to a
+/// multiple of `pad_multiple`, and `[batch · (width − 1)]` targets of every shifted
+/// position (`IGNORE_INDEX` where the next token carries no label), so the shapes depend on
+/// the batch size and padded width only. Returns them on `device` with the real tokens.
+pub(crate) fn make_staged_batch(
+    examples: &[TokenizedExample],
+    idx: &[usize],
+    (pad_id, pad_multiple): (i64, usize),
+    device: Device,
+) -> (Tensor, Tensor, usize) {
+    let longest = idx.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1).max(2);
+    let width = longest.next_multiple_of(pad_multiple.max(1));
+    let mut ids = vec![pad_id; idx.len() * width];
+    let mut targets = vec![IGNORE_INDEX; idx.len() * (width - 1)];
+    let mut tokens = 0;
+    for (row, &i) in idx.iter().enumerate() {
+        let ex = &examples[i];
+        tokens += ex.input_ids.len();
+        ids[row * width..row * width + ex.input_ids.len()].copy_from_slice(&ex.input_ids);
+        // Position t (of the shifted width − 1) predicts token t + 1.
+        for (t, &label) in ex.labels.iter().enumerate().skip(1) {
+            targets[row * (width - 1) + t - 1] = label;
+        }
+    }
+    let ids = Tensor::from_slice(&ids).view([idx.len() as i64, width as i64]).to_device(device);
+    (ids, Tensor::from_slice(&targets).to_device(device), tokens)
+}
+
+/// [`summed_loss`] over every shifted position of a staged batch (`targets` from
+/// [`make_staged_batch`]; ignored positions add nothing): fixed shapes, at the cost of the
+/// output projection of prompt and padding tokens too (as HF computes it).
+pub(crate) fn summed_loss_all_positions(
+    hidden: &Tensor,
+    targets: &Tensor,
+    head: impl Fn(&Tensor) -> Tensor,
+) -> Tensor {
+    let (b, t, h) = hidden.size3().unwrap_or((1, 1, 1));
+    let shifted = hidden.narrow(1, 0, t - 1).reshape([1, b * (t - 1), h]);
+    let logits = head(&shifted).squeeze_dim(0).to_kind(Kind::Float);
+    logits.cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::Sum, IGNORE_INDEX, 0.0)
+}
+
 /// Summed cross-entropy (f32) of the labelled positions, from the last hidden states
 /// `[batch, seq, hidden]`: only those positions go through the output projection, so the
 /// `[batch, seq, vocab]` logits of prompt and padding tokens are never built.

@@ -331,3 +331,32 @@ fn resumed_run_ends_as_the_uninterrupted_one() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `cuda_graphs` on the CPU runs the staged step (ids padded to multiples of 32 tokens,
+/// every shifted position scored, the scale and the AdamW scalars as device tensors) without
+/// graphs: it trains as the eager step does, every step but the first (which makes AdamW's
+/// moments) staged; the 8-bit optimizer and gradient checkpointing stay eager.
+#[test]
+fn staged_steps_train_as_eager_ones() {
+    let (train, eval) = (data(13, 8), data(4, 9));
+    let one = |extra: serde_json::Value| {
+        let (model, vs) = adapted(json!({"r": 4, "target_modules": "all-linear"}));
+        let (out, _) = run(&model, &vs, &train, &eval, &args(extra));
+        (params(&vs), out)
+    };
+    let (eager, e) = one(json!({"max_steps": 6, "logging_steps": 1}));
+    let (staged, s) = one(json!({"max_steps": 6, "logging_steps": 1, "cuda_graphs": true}));
+    let stats = s.cuda_graphs.expect("asked for");
+    assert_eq!((stats.staged_steps, stats.captured, stats.replays), (5, 0, 0));
+    assert!(e.cuda_graphs.is_none());
+    let d = max_diff(&eager, &staged);
+    assert!(d < 1e-5, "adapter weights differ by {d}");
+    for (a, b) in e.log_history.iter().zip(&s.log_history) {
+        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0), "{a:?} vs {b:?}");
+        assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0), "{a:?} vs {b:?}");
+    }
+    let (ee, se) = (e.eval.unwrap(), s.eval.unwrap());
+    assert!((ee.eval_loss - se.eval_loss).abs() < 1e-5, "{ee:?} vs {se:?}");
+    let (_, bit8) = one(json!({"max_steps": 2, "cuda_graphs": true, "optim": "adamw_8bit"}));
+    assert_eq!(bit8.cuda_graphs.map(|g| g.staged_steps), Some(0), "the 8-bit update is eager");
+}
