@@ -10,8 +10,12 @@
 #      pgmld alone with cuda_graphs: graphs, bf16graphs), REPS times each; nvidia-smi's peak
 #      memory per process;
 #   3. without dropout, 400 examples eagerly and with cuda_graphs: the loss curves must agree;
-#   4. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
-#   5. prints report.py's table (also $OUT/report.md).
+#   4. 8 steps each of fp32, bf16, graphs and bf16graphs under torch.profiler (tune_check's
+#      PGMLD_PROFILE_TRACE), summed up by trace_summary.py (kernels, GPU busy time, launches,
+#      casts); the traces come back as $OUT/trace_*.json.gz;
+#   5. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
+#   6. the repetitions of step 2 after the first, while time is left;
+#   7. prints report.py's table and the profiles' summaries (also $OUT/report.md).
 #
 #   bash bench/tune/gpu/prepare.sh                # here: binaries, fp16 MiniLM, rows -> .devcarry/tune-gpu
 #   TINY=1 OUT=/tmp/tune-gpu-dry bash bench/tune/gpu/run.sh   # dry run here on the CPU (~3 min)
@@ -126,12 +130,15 @@ if [[ $GPU == 1 ]]; then
   [[ -n $graph_plugin ]] && kernels cuda_graph_test --ignored a_captured_step_replays_with_new_inputs
 fi
 
-# 2. Training, alternating sides (which side starts alternates per repetition).
+# 2. Training, alternating sides (which side starts alternates per repetition). Repetitions
+#    after the first run last (step 6), so the checks below get their time first.
 pg() { measure "pgmld_$1_r$2" pgmld "$1" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3; }
 hf() { measure "hf_$1_r$2" hf "$1" "$PY" "$HERE/hf_gpu.py" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" $3 --tag "hf_$1_r$2"; }
 # flags OPTION: tune_check's arguments for an option.
 flags() { case $1 in fp32) echo "" ;; graphs) echo graphs ;; bf16graphs) echo "bf16 graphs" ;; *) echo "$1" ;; esac; }
-for rep in $(seq 1 "$REPS"); do
+# repetition REP: every option once, pgmld and HF (the cuda_graphs options are pgmld's alone).
+repetition() {
+  local rep=$1 opt f
   for opt in $OPTIONS; do
     f=$(flags "$opt")
     case $opt in
@@ -139,15 +146,33 @@ for rep in $(seq 1 "$REPS"); do
       *) if ((rep % 2 == 1)); then pg "$opt" "$rep" "$f"; hf "$opt" "$rep" "$f"; else hf "$opt" "$rep" "$f"; pg "$opt" "$rep" "$f"; fi ;;
     esac
   done
-done
+}
+repetition 1
 
 # 3. Without dropout, eager and with cuda_graphs on the same rows: the curves must agree.
 for g in "" graphs; do
   measure "pgmld_nodrop${g:+_$g}" curve "nodrop${g:+ $g}" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$((N_TRAIN / 10))" "$((N_EVAL / 10))" nodrop $g
 done
 
-# 4. Issue #16 on one GPU: the same fp32 fine-tune as rank 0 of a data-parallel group of one
+# 4. Where a step's time goes (#18's profile): 8 steps of each under torch.profiler, summed up
+#    by trace_summary.py; the traces come back gzipped.
+: >"$WORK/traces.md"
+for opt in fp32 bf16 graphs bf16graphs; do
+  trace=$WORK/trace_$opt.json
+  PGMLD_PROFILE_TRACE=$trace measure "profile_$opt" profile "$opt" "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" 128 16 $(flags "$opt")
+  if [[ -s $trace ]]; then
+    "$PY" "$HERE/trace_summary.py" "$trace" --steps 8 --tag "$opt" >"$WORK/summary.$opt" 2>>"$LOG"
+    record "trace_$opt" "$(head -1 "$WORK/summary.$opt")"
+    tail -n +2 "$WORK/summary.$opt" >>"$WORK/traces.md"
+    gzip -c "$trace" >"$OUT/trace_$opt.json.gz"
+  fi
+done
+
+# 5. Issue #16 on one GPU: the same fp32 fine-tune as rank 0 of a data-parallel group of one
 #    (NCCL with the plugin on CUDA, Gloo on the CPU), so world_size's collective path runs.
 PGMLD_NCCL_PLUGIN=$plugin measure pgmld_group1 group fp32 "$CARRY/tune_check" "$CARRY/minilm" "$CARRY/imdb.csv" "$N_TRAIN" "$N_EVAL" group1
-"$PY" "$HERE/report.py" "$RESULTS" | tee "$OUT/report.md"
+
+# 6. The other repetitions of step 2, while time is left (measure skips past HARD_S).
+for rep in $(seq 2 "$REPS"); do repetition "$rep"; done
+{ "$PY" "$HERE/report.py" "$RESULTS"; echo; cat "$WORK/traces.md"; } | tee "$OUT/report.md"
 log "done in $(elapsed) s; results in $OUT"

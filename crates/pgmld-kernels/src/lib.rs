@@ -16,6 +16,7 @@ pub mod dist;
 pub mod nccl;
 mod plugin;
 pub mod precision;
+pub mod profiler;
 
 pub use precision::{clip_grad_norm_, tf32, tf32_allowed, Tf32Guard};
 

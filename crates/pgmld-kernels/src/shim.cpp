@@ -7,6 +7,7 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstring>
 #include <exception>
@@ -137,6 +138,34 @@ int pgmld_set_autocast_cache(int enabled) {
   bool before = at::autocast::is_autocast_cache_enabled();
   at::autocast::set_autocast_cache_enabled(enabled != 0);
   return before ? 1 : 0;
+}
+
+// torch.profiler for this process (Kineto): CPU ops, and with `cuda` the CUDA kernels and
+// runtime calls CUPTI sees (every thread's). What the GPU rows of issue #18 need to say
+// where a step's time goes (launch gaps, cast kernels, the slowest kernels).
+int pgmld_profiler_start(int cuda, char *err, size_t err_len) {
+  PGMLD_TRY
+  using torch::profiler::impl::ActivityType;
+  using torch::profiler::impl::ProfilerConfig;
+  using torch::profiler::impl::ProfilerState;
+  std::set<ActivityType> activities{ActivityType::CPU};
+  if (cuda != 0) {
+    activities.insert(ActivityType::CUDA);
+  }
+  ProfilerConfig config(ProfilerState::KINETO);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+  return 0;
+  PGMLD_CATCH
+}
+
+// Stops what pgmld_profiler_start started and writes the Chrome trace (JSON) to `path`.
+int pgmld_profiler_stop(const char *path, char *err, size_t err_len) {
+  PGMLD_TRY
+  auto result = torch::autograd::profiler::disableProfiler();
+  result->save(path);
+  return 0;
+  PGMLD_CATCH
 }
 
 }  // extern "C"

@@ -5,7 +5,9 @@
 //! group of one, formed as a pgml.tune job's is, NCCL on CUDA and Gloo on the CPU, so the
 //! collective path of `world_size` runs on a one-GPU machine; `graphs`: `cuda_graphs`, the
 //! plugin from `PGMLD_CUDA_GRAPH_PLUGIN` or beside this binary; `nodrop`: the checkpoint's
-//! dropout set to 0, so runs can be compared step by step). Used on GPU machines
+//! dropout set to 0, so runs can be compared step by step). With `PGMLD_PROFILE_TRACE` set to
+//! a path, the training and its final evaluation (not the loading) run under torch.profiler
+//! and its Chrome trace is written there. Used on GPU machines
 //! (bench/tune/gpu), where there is no cargo and no Postgres, to check training speed, bf16
 //! autocast and CUDA graphs with a binary built here.
 
@@ -72,6 +74,10 @@ fn main() {
         (store, group)
     });
     let backend = group.as_ref().map(|_| if device.is_cuda() { "nccl" } else { "gloo" });
+    let trace = std::env::var_os("PGMLD_PROFILE_TRACE").filter(|p| !p.is_empty());
+    let profile = trace
+        .as_ref()
+        .map(|_| pgmld_train::profiler::Profile::start(device.is_cuda()).expect("profiler"));
     let out = train_classifier_data_parallel(
         &mut model,
         &tok,
@@ -85,6 +91,9 @@ fn main() {
         group.as_mut().map(|(_, g)| g),
     )
     .expect("training");
+    if let (Some(profile), Some(path)) = (profile, &trace) {
+        profile.save(std::path::Path::new(path)).expect("trace");
+    }
     println!(
         "{}",
         serde_json::json!({"device": format!("{device:?}"), "bf16": bf16, "tf32": tf32,

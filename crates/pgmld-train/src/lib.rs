@@ -37,7 +37,7 @@ pub use pgmld_kernels::dist::{ProcessGroup, Store};
 pub use pgmld_kernels::{
     autocast_bf16, autocast_bf16_for_this_thread, cpu_has_bf16, AutocastGuard,
 };
-pub use pgmld_kernels::{cuda_graph, nccl};
+pub use pgmld_kernels::{cuda_graph, nccl, profiler};
 pub use step_graphs::GraphStats;
 pub use task::{StepOptimizer, TrainTask};
 pub use train_state::{load_checkpoint, Checkpoint, TrainState};
