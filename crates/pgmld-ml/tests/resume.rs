@@ -162,6 +162,14 @@ fn resumed_run_ends_as_uninterrupted_with_accumulation_and_checkpointing() {
 }
 
 #[test]
+fn resumed_run_ends_as_uninterrupted_with_cuda_graphs() {
+    // The staged steps (on the CPU: padded batches, AdamW reading device scalars): the
+    // resumed run stages from its first step, since the checkpoint brings the moments.
+    let d = interrupted_run_ends_as_uninterrupted("graphs", r#", "cuda_graphs": true"#);
+    assert_eq!(d, 0.0, "bitwise on CPU");
+}
+
+#[test]
 fn other_runs_cannot_resume() {
     let _serial = serial();
     let train = toy_data(40, 1);

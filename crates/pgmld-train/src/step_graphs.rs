@@ -36,8 +36,8 @@ pub const PAD_MULTIPLE: usize = 32;
 /// What the `cuda_graphs` path did in a run (the summary's [`crate::TrainSummary::cuda_graphs`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GraphStats {
-    /// Steps that ran staged (the others, e.g. the first, which makes the optimizer's
-    /// moments, ran eagerly).
+    /// Steps that ran on staged (padded) batches: all of them, unless the optimizer cannot
+    /// stage its update (the 8-bit ones) or the task its batches (gradient checkpointing).
     pub staged_steps: i64,
     /// Graphs captured (one per batch shape; 0 on the CPU).
     pub captured: usize,
@@ -94,7 +94,6 @@ impl StepGraphs {
         inputs: Vec<Tensor>,
         step: &mut dyn FnMut(&[Tensor], bool) -> Result<StepOut>,
     ) -> Result<StepOut> {
-        self.stats.staged_steps += 1;
         let key: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
         let Some(shape) = self.shapes.get_mut(&key) else {
             let out = step(&inputs, false)?;
@@ -136,10 +135,13 @@ impl StepGraphs {
 }
 
 /// One optimizer step of `task` over the micro-batch `micro` through `graphs`, when it can
-/// be staged: the optimizer is AdamW and its update can read device scalars
-/// ([`AdamW::stage_step`]), and the task stages the batch ([`TrainTask::stage`]). `None`:
-/// run the step eagerly instead (nothing happened). The dropout seed, learning rate and
-/// clipping are the eager step's.
+/// be staged: the optimizer is AdamW ([`StepOptimizer::staged`]) and the task stages the
+/// batch ([`TrainTask::stage`]); `None`: run the step eagerly instead (nothing happened).
+/// An update that cannot read device scalars yet (the first, which makes AdamW's moments,
+/// also the first after a resume, before any gradient exists) runs eagerly on the same
+/// staged batch, so every step of a run sees the same padding whichever way it runs (with
+/// dropout, the padding decides the masks). The dropout seed, learning rate and clipping
+/// are the eager step's.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn staged_step<T: TrainTask>(
     graphs: &mut StepGraphs,
@@ -151,11 +153,16 @@ pub(crate) fn staged_step<T: TrainTask>(
     autocast: bool,
 ) -> std::result::Result<Option<StepOut>, T::Error> {
     let Some(adamw) = opt.staged() else { return Ok(None) };
-    if !adamw.stage_step(lr) {
-        return Ok(None);
-    }
     let Some(inputs) = task.stage(micro, PAD_MULTIPLE) else { return Ok(None) };
+    graphs.stats.staged_steps += 1;
     tch::manual_seed(seed);
+    if !adamw.stage_step(lr) {
+        let loss = task.forward_backward_staged(&inputs, autocast);
+        let norm = clip_grad_norm(params, max_grad_norm)?;
+        adamw.step(lr);
+        adamw.zero_grad();
+        return Ok(Some((loss, norm)));
+    }
     let out = graphs.step(inputs, &mut |inputs, clean| {
         if clean {
             adamw.zero_grad();
