@@ -169,11 +169,16 @@ impl ClassifierTask<'_> {
         self.model
     }
 
+    /// The loss of `logits` against `labels`, divided by the accumulation steps.
+    fn step_loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
+        Classifier::loss(&logits.to_kind(Kind::Float), labels) / self.accum as f64
+    }
+
     /// Forward (under CUDA bf16 autocast when `autocast`) and backward of one batch with
-    /// the generators already seeded; the loss, divided by the accumulation steps, detached.
+    /// the generators already seeded; [`ClassifierTask::step_loss`], detached.
     fn forward_backward_batch(&self, batch: &Batch, labels: &Tensor, autocast: bool) -> Tensor {
         let logits = tch::autocast(autocast, || self.model.forward(batch, true));
-        let loss = Classifier::loss(&logits.to_kind(Kind::Float), labels) / self.accum as f64;
+        let loss = self.step_loss(&logits, labels);
         loss.backward();
         loss.detach()
     }
@@ -218,10 +223,7 @@ impl TrainTask for ClassifierTask<'_> {
         let pad = (self.pad_id, 0);
         let (batch, labels) = make_batch(&self.train_enc, self.train, idx, pad, device);
         if self.gradient_checkpointing {
-            let accum = self.accum;
-            let loss_of = |logits: &Tensor| {
-                Classifier::loss(&logits.to_kind(Kind::Float), &labels) / accum as f64
-            };
+            let loss_of = |logits: &Tensor| self.step_loss(logits, &labels);
             backward_checkpointed(self.model, &batch, loss_of, seed, autocast)
         } else {
             tch::manual_seed(seed);

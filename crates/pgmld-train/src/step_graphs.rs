@@ -59,12 +59,11 @@ struct Shape {
 /// The graphs of one training run, by input shape.
 pub(crate) struct StepGraphs {
     shapes: HashMap<Vec<Vec<i64>>, Shape>,
-    /// CUDA: capture and replay; CPU: run the step on the kept inputs.
-    capture: bool,
     /// What it did so far.
     pub(crate) stats: GraphStats,
-    /// Last field: the stream is left after the graphs are freed.
-    _stream: Option<SideStream>,
+    /// CUDA's capture stream: graphs are captured and replayed on it; `None` on the CPU,
+    /// where the step runs on the kept inputs. Last field: left after the graphs are freed.
+    stream: Option<SideStream>,
 }
 
 impl StepGraphs {
@@ -75,12 +74,7 @@ impl StepGraphs {
             Device::Cuda(i) => Some(SideStream::enter(i).map_err(|e| Error::CudaGraphs(e.0))?),
             _ => None,
         };
-        Ok(StepGraphs {
-            shapes: HashMap::new(),
-            capture: stream.is_some(),
-            stats: GraphStats::default(),
-            _stream: stream,
-        })
+        Ok(StepGraphs { shapes: HashMap::new(), stats: GraphStats::default(), stream })
     }
 
     /// Runs one step over a staged micro-batch `inputs`. The first batch of a shape runs
@@ -108,7 +102,7 @@ impl StepGraphs {
             self.stats.replays += 1;
             return Ok((loss.shallow_clone(), norm.shallow_clone()));
         }
-        if !self.capture || shape.eager_only {
+        if self.stream.is_none() || shape.eager_only {
             return step(&shape.inputs, false);
         }
         let captured = {
