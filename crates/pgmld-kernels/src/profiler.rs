@@ -8,6 +8,7 @@ use crate::{call, KernelError};
 
 extern "C" {
     fn pgmld_profiler_start(cuda: i32, err: *mut c_char, err_len: usize) -> i32;
+    /// A null `path` discards the trace.
     fn pgmld_profiler_stop(path: *const c_char, err: *mut c_char, err_len: usize) -> i32;
 }
 
@@ -38,8 +39,8 @@ impl Profile {
 impl Drop for Profile {
     fn drop(&mut self) {
         if self.running {
-            let _ = stop(&std::env::temp_dir().join("pgmld-discarded-profile.json"));
-            let _ = std::fs::remove_file(std::env::temp_dir().join("pgmld-discarded-profile.json"));
+            // SAFETY: a null path discards the trace; `err` is a writable buffer.
+            let _ = call(|err, len| unsafe { pgmld_profiler_stop(std::ptr::null(), err, len) });
         }
     }
 }

@@ -159,11 +159,14 @@ int pgmld_profiler_start(int cuda, char *err, size_t err_len) {
   PGMLD_CATCH
 }
 
-// Stops what pgmld_profiler_start started and writes the Chrome trace (JSON) to `path`.
+// Stops what pgmld_profiler_start started and writes the Chrome trace (JSON) to `path`;
+// a null `path` discards it.
 int pgmld_profiler_stop(const char *path, char *err, size_t err_len) {
   PGMLD_TRY
   auto result = torch::autograd::profiler::disableProfiler();
-  result->save(path);
+  if (path != nullptr) {
+    result->save(path);
+  }
   return 0;
   PGMLD_CATCH
 }
