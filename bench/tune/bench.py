@@ -59,6 +59,7 @@ from benchlib import (  # noqa: E402
 )
 
 SECTION = "## pgml.tune vs Hugging Face Trainer (CPU)"
+SECTION_BF16 = "## pgml.tune vs Hugging Face Trainer in bfloat16 autocast (CPU)"
 TRAIN_ROWS = 2000
 TEST_ROWS = 500
 HYPER = {
@@ -275,6 +276,7 @@ def hf(a):
         seed=hyper["seed"],
         **HF_CPU_TRAINING_ARGS,
         max_steps=a.max_steps,  # -1 (all of the epoch) except in quick checks
+        bf16=a.bf16,  # on the CPU: accelerate's torch.autocast("cpu", dtype=torch.bfloat16)
         **({"optim": a.optim} if a.optim else {}),  # default: the Trainer's own
         **extra,
     )
@@ -337,9 +339,9 @@ def hf(a):
 # --- orchestration ---------------------------------------------------------------------------
 
 
-def tune_sql(model_dir, seed=HYPER["seed"], test_rows=TEST_ROWS, epochs=HYPER["num_train_epochs"]):
+def tune_sql(model_dir, seed=HYPER["seed"], test_rows=TEST_ROWS, epochs=HYPER["num_train_epochs"], bf16=False):
     hp = {
-        "training_args": {**HYPER, "seed": seed, "num_train_epochs": epochs},
+        "training_args": {**HYPER, "seed": seed, "num_train_epochs": epochs, **({"bf16": True} if bf16 else {})},
         "tokenizer_args": {"max_length": MAX_LENGTH},
         "dataset_args": {"text_column": "text", "class_column": "class"},
     }
@@ -355,7 +357,7 @@ def measure_pgmld(args, workdir, data_csv, env, seed=HYPER["seed"], rows=(TRAIN_
     (training rows, evaluation rows: the last ones)."""
     fresh_db(args, "imdb_bench", "text text, class text", data_csv, sum(rows))
     d = Pgmld(args, workdir, env)
-    sql = tune_sql(args.model, seed=seed, test_rows=rows[1], epochs=epochs)
+    sql = tune_sql(args.model, seed=seed, test_rows=rows[1], epochs=epochs, bf16=getattr(args, "bf16", False))
     try:
         r, c = measure_call(d.proc.pid, lambda: psql_run(args, sql, args.db, d.port, host="127.0.0.1"))
         if r.returncode != 0:
@@ -393,6 +395,7 @@ def measure_hf(args, workdir, data_csv, env, seed=HYPER["seed"], rows=(TRAIN_ROW
     logf = os.path.join(workdir, "hf.log")
     cmd = [sys.executable, os.path.abspath(__file__), "hf", "--data", data_csv, "--model", args.model, "--threads", str(args.threads), "--result", res]
     cmd += ["--seed", str(seed), "--train-rows", str(rows[0]), "--epochs", str(epochs)]
+    cmd += ["--bf16"] if getattr(args, "bf16", False) else []
     m, wall = run_json(cmd, logf, res, env, "HF side")
     m["wall_s"] = wall
     return m
@@ -484,7 +487,7 @@ def save_raw(args, results):
     """Every measurement, with what the report needs besides (so `bench.py report` can
     write the report again, e.g. after editing notes.md)."""
     if args.raw:
-        write_json_atomic(args.raw, {"threads": args.threads, "command": args.command, "machine": machine(), "results": results}, indent=1)
+        write_json_atomic(args.raw, {"threads": args.threads, "command": args.command, "machine": machine(), "bf16": args.bf16, "results": results}, indent=1)
 
 
 def report(args, results):
@@ -546,6 +549,13 @@ def report(args, results):
             " process's). Those runs are slower than the machine allows; the medians limit their weight."
         )
     now = H[-1].get("finished") or utc_now()
+    precision = (
+        "; bfloat16 autocast on both sides (the Trainer's `bf16=True`, which accelerate turns into"
+        " `torch.autocast(\"cpu\", dtype=torch.bfloat16)`; pgmld's `training_args.bf16`), training"
+        " and evaluation, weights and optimizer state in float32"
+        if args.bf16
+        else ""
+    )
     pg_version = direct(args, "SHOW server_version", db="postgres")
     body = f"""`bench/tune/run.sh` fine-tunes the same model on the same data with the same settings
 two ways in one run, one after the other ({'interleaved, ' if n > 1 else ''}{what}):
@@ -573,7 +583,7 @@ two ways in one run, one after the other ({'interleaved, ' if n > 1 else ''}{wha
   `<br />` → space): the first 2,000 train, the last 500 evaluate. max_length 128 with
   truncation, dynamic padding, length-grouped batches of 16, eval batch 32, 1 epoch (125
   steps), learning rate 1e-4, linear schedule with warmup ratio 0.1, weight decay 0.01, seed
-  42, logging every 25 steps. {args.threads} torch threads on both sides (`torch.set_num_threads`
+  42, logging every 25 steps{precision}. {args.threads} torch threads on both sides (`torch.set_num_threads`
   and `OMP_NUM_THREADS={args.threads}`; pgmld's libtorch default is one per core).
 
 Run: {now}, {getattr(args, 'machine', None) or machine()}; PostgreSQL {pg_version} on the same machine. {load_note}
@@ -603,7 +613,7 @@ Every run:
     print(table)
     print()
     print("\n".join(runs))
-    write_report(SECTION, body, args.out, args.doc, args.notes, log)
+    write_report(SECTION_BF16 if args.bf16 else SECTION, body, args.out, args.doc, args.notes, log)
 
 
 def main():
@@ -625,18 +635,21 @@ def main():
     p.add_argument("--seed", type=int, default=HYPER["seed"])
     p.add_argument("--train-rows", type=int, default=TRAIN_ROWS, help="the first rows train, the rest evaluate")
     p.add_argument("--epochs", type=float, default=HYPER["num_train_epochs"])
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (the Trainer's bf16=True)")
     p = sub.add_parser("run")
     p.add_argument("--source-csv", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--pgmld-bin", required=True)
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--baseline-bin", default="", help="a second pgmld binary measured in the same run (A/B)")
+    p.add_argument("--bf16", action="store_true", help="both sides in bfloat16 autocast")
     add_run_args(p, db="tune_bench", command="bench/tune/run.sh", max_load=1.5)
     add_report_parser(sub)
     a = ap.parse_args()
     if a.cmd == "report":
         raw = json.load(open(a.raw))
         a.threads, a.command, a.machine, a.db = raw["threads"], raw["command"], raw["machine"], "postgres"
+        a.bf16 = raw.get("bf16", False)
         report(a, raw["results"])
     elif a.cmd == "stubs":
         stubs(a.out, a.torch_dir)

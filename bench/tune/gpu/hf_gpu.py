@@ -2,13 +2,20 @@
 checkpoint on the same rows with the settings of tune_check (crates/pgmld-ml/examples/
 tune_check.rs): lr 1e-4, batch 16 (eval 64), 1 epoch, warmup 10 %, weight decay 0.01,
 max_length 128, seed 42, the Trainer's default optimizer (adamw_torch_fused). Prints one
-JSON line with the Trainer's own train_samples_per_second and the eval accuracy.
+JSON line with the Trainer's own train_samples_per_second and the eval accuracy. On a GPU or
+a CPU (`bf16` is the Trainer's bf16=True on either).
+
+With HF_PROFILE_TRACE set to a path, optimizer steps 2 to 1 + HF_PROFILE_STEPS (default 8)
+run under torch.profiler and its Chrome trace is written there, for trace_summary.py to set
+against the trace of tune_check's PGMLD_PROFILE_TRACE (the first step, which makes the
+optimizer's state, is left out; so is evaluation).
 
     python3 hf_gpu.py MODEL_DIR CSV N_TRAIN N_EVAL [bf16] [tf32] [--tag NAME]
 """
 
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -70,7 +77,7 @@ def main():
         weight_decay=0.01,
         logging_steps=50,
         seed=42,
-        bf16=bf16 and cuda,
+        bf16=bf16,
         save_strategy="no",
         report_to=[],
         use_cpu=not cuda,
@@ -83,6 +90,7 @@ def main():
         eval_dataset=encode(eval_rows),
         data_collator=DataCollatorWithPadding(tok),
         compute_metrics=accuracy,
+        callbacks=profile_callback(torch, cuda),
     )
     out = trainer.train()
     ev = trainer.evaluate()
@@ -107,6 +115,32 @@ def main():
         ),
         flush=True,
     )
+
+
+def profile_callback(torch, cuda):
+    """A callback profiling optimizer steps 2 .. 1 + HF_PROFILE_STEPS when HF_PROFILE_TRACE is set."""
+    path = os.environ.get("HF_PROFILE_TRACE")
+    if not path:
+        return []
+    steps = int(os.environ.get("HF_PROFILE_STEPS", "8"))
+    from transformers import TrainerCallback
+
+    class Profile(TrainerCallback):
+        prof = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+                self.prof = torch.profiler.profile(activities=acts, record_shapes=True)
+                self.prof.__enter__()
+            elif self.prof is not None and state.global_step == 1 + steps:
+                if cuda:
+                    torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                self.prof.export_chrome_trace(path)
+                self.prof = None
+
+    return [Profile()]
 
 
 if __name__ == "__main__":

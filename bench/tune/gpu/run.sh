@@ -11,7 +11,8 @@
 #      memory per process;
 #   3. without dropout, 400 examples eagerly and with cuda_graphs: the loss curves must agree;
 #   4. 8 steps each of fp32, bf16, graphs and bf16graphs under torch.profiler (tune_check's
-#      PGMLD_PROFILE_TRACE), summed up by trace_summary.py (kernels, GPU busy time, launches,
+#      PGMLD_PROFILE_TRACE), and 8 of the Trainer's in fp32 and bf16 (hf_gpu.py's
+#      HF_PROFILE_TRACE), summed up by trace_summary.py (kernels, GPU busy time, launches,
 #      casts); the traces come back as $OUT/trace_*.json.gz;
 #   5. the fp32 fine-tune again as rank 0 of a data-parallel group of one (NCCL on the GPU);
 #   6. the repetitions of step 2 after the first, while time is left;
@@ -165,6 +166,18 @@ for opt in fp32 bf16 graphs bf16graphs; do
     record "trace_$opt" "$(head -1 "$WORK/summary.$opt")"
     tail -n +2 "$WORK/summary.$opt" >>"$WORK/traces.md"
     gzip -c "$trace" >"$OUT/trace_$opt.json.gz"
+  fi
+done
+# The Trainer's side of the same profile (fp32 and bf16): optimizer steps 2-9 of 9, so the
+#    launches per step compare as the CPU census (bench/tune/op_census.sh) compared them.
+for opt in fp32 bf16; do
+  trace=$WORK/trace_hf_$opt.json
+  HF_PROFILE_TRACE=$trace HF_PROFILE_STEPS=8 measure "profile_hf_$opt" profile "hf_$opt" "$PY" "$HERE/hf_gpu.py" "$CARRY/minilm" "$CARRY/imdb.csv" 144 16 $(flags "$opt") --tag "profile_hf_$opt"
+  if [[ -s $trace ]]; then
+    "$PY" "$HERE/trace_summary.py" "$trace" --steps 8 --tag "hf_$opt" >"$WORK/summary.hf_$opt" 2>>"$LOG"
+    record "trace_hf_$opt" "$(head -1 "$WORK/summary.hf_$opt")"
+    tail -n +2 "$WORK/summary.hf_$opt" >>"$WORK/traces.md"
+    gzip -c "$trace" >"$OUT/trace_hf_$opt.json.gz"
   fi
 done
 

@@ -41,6 +41,12 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
+    fn pgmld_clear_grads(
+        params: *const *const c_void,
+        n: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
     fn pgmld_set_autocast(device_type: i32, enabled: i32, dtype: i32) -> i32;
     fn pgmld_set_autocast_cache(enabled: i32) -> i32;
 }
@@ -158,6 +164,16 @@ pub(crate) fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<(), Kern
     let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
     let msg = msg.lines().take(3).collect::<Vec<_>>().join(" ");
     Err(KernelError(msg))
+}
+
+/// Drops the gradients of `params` (`optimizer.zero_grad(set_to_none=True)`, torch's
+/// default): the next backward pass stores fresh gradients instead of adding to zeroed ones,
+/// a zeroing and an addition less per parameter, and the gradients' memory is free until
+/// then. Code that reads a gradient must then allow it to be undefined.
+pub fn clear_grads(params: &[Tensor]) -> Result<(), KernelError> {
+    let p = handles(params);
+    // SAFETY: `p` holds `params.len()` live tensor handles; `err` is a writable buffer.
+    call(|err, len| unsafe { pgmld_clear_grads(p.as_ptr(), p.len(), err, len) })
 }
 
 fn handles(ts: &[Tensor]) -> Vec<*const c_void> {
@@ -286,6 +302,21 @@ mod tests {
         assert!(d < 1e-6, "{d}");
         assert!((&m - &m1).abs().max().double_value(&[]) < 1e-7);
         assert!((&v - &v1).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    /// Cleared gradients are undefined; the next backward pass stores its gradient as is
+    /// (no zeroed buffer to add to), and a second one adds to it.
+    #[test]
+    fn cleared_gradients_are_undefined_then_stored_afresh() {
+        let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&w * 2.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), [2.0; 3]);
+        clear_grads(&[w.shallow_clone()]).unwrap();
+        assert!(!w.grad().defined());
+        (&w * 3.0).sum(Kind::Float).backward();
+        (&w * 1.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(&w.grad()).unwrap(), [4.0; 3]);
+        clear_grads(&[]).unwrap();
     }
 
     #[test]

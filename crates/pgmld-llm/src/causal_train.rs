@@ -216,7 +216,7 @@ impl TrainTask for CausalTask<'_> {
         let [ids, targets, scale] = inputs else {
             unreachable!("stage() makes 3 tensors, got {}", inputs.len())
         };
-        let summed = tch::autocast(autocast, || {
+        let summed = pgmld_train::autocast(autocast, self.device(), || {
             let hidden = self.model.hidden_states(ids, None, true);
             summed_loss_all_positions(&hidden, targets, |x| self.model.head(x))
         });

@@ -24,7 +24,7 @@ fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
 
 /// Backpropagates `loss_fn(logits)` through `model` for one batch with per-layer
 /// checkpointing; returns the detached loss. `seed` fixes the dropout masks (each segment
-/// uses `seed + its index`); with `autocast`, segments run under CUDA autocast.
+/// uses `seed + its index`); with `autocast`, segments run under bf16 autocast.
 pub fn backward_checkpointed(
     model: &Classifier,
     batch: &Batch,
@@ -33,7 +33,9 @@ pub fn backward_checkpointed(
     autocast: bool,
 ) -> Tensor {
     let run = |k: usize, f: &dyn Fn() -> Tensor| {
-        seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f))
+        seeded(seed.wrapping_add(k as i64), || {
+            pgmld_train::autocast(autocast, model.vs.device(), f)
+        })
     };
     let mask = attention_bool_mask(&batch.attention_mask);
     let n = model.num_layers();

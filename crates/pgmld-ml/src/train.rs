@@ -174,10 +174,11 @@ impl ClassifierTask<'_> {
         Classifier::loss(&logits.to_kind(Kind::Float), labels) / self.accum as f64
     }
 
-    /// Forward (under CUDA bf16 autocast when `autocast`) and backward of one batch with
+    /// Forward (under bf16 autocast when `autocast`) and backward of one batch with
     /// the generators already seeded; [`ClassifierTask::step_loss`], detached.
     fn forward_backward_batch(&self, batch: &Batch, labels: &Tensor, autocast: bool) -> Tensor {
-        let logits = tch::autocast(autocast, || self.model.forward(batch, true));
+        let logits =
+            pgmld_train::autocast(autocast, self.device(), || self.model.forward(batch, true));
         let loss = self.step_loss(&logits, labels);
         loss.backward();
         loss.detach()
@@ -274,10 +275,10 @@ impl TrainTask for ClassifierTask<'_> {
 /// [`TrainEvent::Log`] every `args.logging_steps` optimizer steps and a
 /// [`TrainEvent::Eval`] after each evaluation `args.eval_strategy` asks for; a
 /// [`SavePoint`] every `args.save_steps` steps; the cancel poll before every micro-batch
-/// (then [`pgmld_train::Error::Cancelled`]). With `args.bf16` on CUDA the forward pass runs
-/// under bfloat16 autocast; with `args.gradient_checkpointing` layers are recomputed in
-/// backward. `resume_from` goes on from a checkpoint [`SavePoint`] wrote, as
-/// [`pgmld_train::train`] describes.
+/// (then [`pgmld_train::Error::Cancelled`]). With `args.bf16` the forward passes
+/// (training and evaluation) run under bfloat16 autocast, on the CPU as on CUDA; with
+/// `args.gradient_checkpointing` layers are recomputed in backward. `resume_from` goes on
+/// from a checkpoint [`SavePoint`] wrote, as [`pgmld_train::train`] describes.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier(
     model: &mut Classifier,

@@ -18,6 +18,7 @@ links). Reads one JSON request on stdin:
                 seed, so both sides see the same batches in the same order)
     dump_dir, dump_steps  optimizer steps after which to write every parameter to
                 <dump_dir>/step<N>.safetensors
+    bf16        (optional) the Trainer's bf16=True: bfloat16 autocast on the CPU
 
 Prints JSON: input_ids (per example, HF's tokenizer) and, per run, losses (one per optimizer
 step: the step's loss as computed, before any logging average), grad_norms (pre-clip, as
@@ -164,7 +165,9 @@ def train(req, run, tokenizer, data):
                 grad_norms.append(logs["grad_norm"])
                 lrs.append(logs["learning_rate"])
 
-    targs = step_args(req["args"], run["seed"], os.path.join(run["dump_dir"], "trainer"))
+    targs = step_args(
+        req["args"], run["seed"], os.path.join(run["dump_dir"], "trainer"), bf16=run.get("bf16", False)
+    )
     trainer = FixedOrderTrainer(
         model=model,
         args=targs,

@@ -30,27 +30,13 @@ pub fn best_device() -> Device {
     Device::cuda_if_available()
 }
 
-/// Makes CUDA autocast compute in bfloat16 instead of its float16 default, so
-/// `tch::autocast(true, ..)` gives HF's `bf16=True`. tch exposes no setter, so this calls
-/// `at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)` from libtorch by its
-/// (stable, Itanium-mangled) symbol. Returns false, changing nothing, when the symbol is
-/// absent (the caller then trains in float32).
-pub fn cuda_autocast_bf16() -> bool {
-    const SYMBOL: &std::ffi::CStr =
-        c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE";
-    // c10::DeviceType::CUDA and c10::ScalarType::BFloat16; both enums are int8-sized and
-    // passed in a register like any small integer.
-    const CUDA: i8 = 1;
-    const BFLOAT16: i8 = 15;
-    // SAFETY: dlsym with a valid NUL-terminated name; the function has the C-compatible
-    // signature void(int8_t, int8_t) under the Itanium C++ ABI used by the torch wheels.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, SYMBOL.as_ptr());
-        if f.is_null() {
-            return false;
-        }
-        let set: extern "C" fn(i8, i8) = std::mem::transmute(f);
-        set(CUDA, BFLOAT16);
-    }
-    true
+/// Runs `f` under bfloat16 autocast on `device`'s kind (CPU or CUDA) when `enabled`: HF's
+/// `bf16=True`, which is `torch.autocast(device, dtype=torch.bfloat16)` on either. Matrix
+/// products run in bfloat16, layer norms, softmax and losses in float32, and the weights,
+/// their gradients and the optimizer state stay float32. The weights' bfloat16 casts are
+/// made once per outermost region and freed when it ends. Wrap forward passes only: on the
+/// CPU the backward pass runs on the calling thread, where autocast would recast it too.
+pub fn autocast<T>(enabled: bool, device: Device, f: impl FnOnce() -> T) -> T {
+    let _guard = enabled.then(|| pgmld_kernels::autocast_bf16(device));
+    f()
 }

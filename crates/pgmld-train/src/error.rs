@@ -86,5 +86,12 @@ pub enum Error {
     CudaGraphs(String),
 }
 
+/// A shim kernel's refusal is libtorch's, as tch's own errors are.
+impl From<pgmld_kernels::KernelError> for Error {
+    fn from(e: pgmld_kernels::KernelError) -> Self {
+        Error::Torch(tch::TchError::Torch(e.0))
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -28,7 +28,7 @@ pub mod trainer;
 pub mod training_args;
 pub mod weights_file;
 
-pub use device::{best_device, load_cuda};
+pub use device::{autocast, best_device, load_cuda};
 pub use error::{Error, Result};
 pub use events::{LogEvent, TrainEvent, TrainMetrics, TrainSummary};
 pub use optim::AdamW;

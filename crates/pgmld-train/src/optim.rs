@@ -370,8 +370,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> crate::Result<Tensor>
         let device = params.first().map_or(Device::Cpu, Tensor::device);
         return Ok(Tensor::zeros([], (Kind::Float, device)));
     }
-    pgmld_kernels::clip_grad_norm_(&grads, max_norm)
-        .map_err(|e| crate::Error::Torch(tch::TchError::Torch(e.0)))
+    Ok(pgmld_kernels::clip_grad_norm_(&grads, max_norm)?)
 }
 
 #[cfg(test)]

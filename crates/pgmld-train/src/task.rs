@@ -98,7 +98,7 @@ pub trait TrainTask {
     fn begin_step(&mut self, _group: &[Vec<usize>]) {}
 
     /// Runs the micro-batch of training examples `idx` forward and backward, with
-    /// libtorch's generators seeded from `seed` (dropout), under CUDA bf16 autocast when
+    /// libtorch's generators seeded from `seed` (dropout), under bf16 autocast when
     /// `autocast`; returns its contribution to the step's loss, detached.
     fn forward_backward(&mut self, idx: &[usize], seed: i64, autocast: bool) -> Tensor;
 

@@ -18,7 +18,7 @@ use tch::Device;
 
 use crate::batching::epoch_batches;
 use crate::data_parallel::{all_reduce_step, grads_of, shard, Weighting};
-use crate::device::cuda_autocast_bf16;
+use crate::device::autocast as with_autocast;
 use crate::error::Error;
 use crate::events::{TrainEvent, TrainSummary};
 use crate::optim::clip_grad_norm;
@@ -158,7 +158,11 @@ fn run<T: TrainTask>(
 ) -> Result<TrainSummary<T::Metrics>, T::Error> {
     tch::manual_seed(args.seed as i64);
     let device = task.device();
-    let autocast = args.bf16 && device != Device::Cpu && cuda_autocast_bf16();
+    // `bf16` (HF's): autocast on the CPU as on CUDA, as the Trainer does with `bf16=True`.
+    let autocast = args.bf16;
+    if autocast && device == Device::Cpu && !pgmld_kernels::cpu_has_bf16() {
+        tracing::warn!("bf16 on a CPU without AVX512-BF16 or AMX: slower than float32 here");
+    }
     // `tf32` (HF's): set for CUDA runs only, restored when the run ends (process-wide).
     let _tf32 = match (args.tf32, device) {
         (Some(allow), Device::Cuda(_)) => Some(pgmld_kernels::tf32(allow)),
@@ -260,7 +264,15 @@ fn run<T: TrainTask>(
                     }
                     let norm = clip_grad_norm(&params, args.max_grad_norm)?;
                     opt.step(lr);
-                    opt.zero_grad();
+                    if group.is_none() && graphs.is_none() {
+                        // torch's zero_grad(set_to_none=True): two launches per parameter
+                        // fewer than zeroing (docs/benchmarks.md, the op census).
+                        pgmld_kernels::clear_grads(&params).map_err(Error::from)?;
+                    } else {
+                        // Ranks reduce every gradient into the parameter's own, and a
+                        // captured step reuses the same gradient buffers: both keep them.
+                        opt.zero_grad();
+                    }
                     (step_loss, norm)
                 }
             };
@@ -278,7 +290,7 @@ fn run<T: TrainTask>(
             }
             // Only rank 0 reports: the others' evaluations would repeat its own.
             if end.eval && rank == 0 {
-                if let Some(metrics) = task.evaluate()? {
+                if let Some(metrics) = with_autocast(autocast, device, || task.evaluate())? {
                     (hooks.on_event)(TrainEvent::Eval {
                         step: global_step,
                         epoch: st.epoch,
@@ -308,7 +320,8 @@ fn run<T: TrainTask>(
     let runtime = started.elapsed().as_secs_f64();
     // The optimizer state goes before the final evaluation needs memory.
     drop(opt);
-    let eval = if rank == 0 { task.evaluate()? } else { None };
+    // Evaluated as trained: under autocast with `bf16`, as the Trainer's evaluate() is.
+    let eval = if rank == 0 { with_autocast(autocast, device, || task.evaluate())? } else { None };
     Ok(TrainSummary {
         runtime,
         samples: st.samples - start_samples,

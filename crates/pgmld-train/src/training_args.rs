@@ -186,7 +186,9 @@ pub struct TrainingArgs {
     pub save_steps: i64,
     /// Checkpoints kept; all when unset.
     pub save_total_limit: Option<i64>,
-    /// bfloat16 mixed precision (autocast) on CUDA; ignored on CPU.
+    /// bfloat16 mixed precision (autocast, as HF's `bf16`): forward passes compute matrix
+    /// products in bfloat16, weights, gradients and optimizer state stay float32. On CUDA
+    /// and on the CPU; a CPU gains where it has AVX512-BF16 or AMX and loses elsewhere.
     pub bf16: bool,
     /// TensorFloat-32 for float32 matmuls and convolutions on CUDA (Ampere and newer), as
     /// HF's `tf32`: `true` allows, `false` forbids, unset leaves libtorch's setting (matmuls

@@ -19,7 +19,7 @@ fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
 
 /// Runs the micro-batch, backpropagates `summed loss · scale` and returns the summed
 /// cross-entropy (detached). `seed` fixes the dropout masks; `autocast` runs the forward
-/// under CUDA bf16 autocast.
+/// under bf16 autocast (CPU or CUDA, as the model is).
 pub(crate) fn forward_backward(
     model: &Llama,
     batch: &LmBatch,
@@ -28,7 +28,7 @@ pub(crate) fn forward_backward(
     autocast: bool,
 ) -> Tensor {
     tch::manual_seed(seed);
-    let loss = tch::autocast(autocast, || {
+    let loss = pgmld_train::autocast(autocast, model.device(), || {
         let hidden = model.hidden_states(&batch.input_ids, None, true);
         summed_loss(&hidden, batch, |x| model.head(x))
     });
@@ -45,7 +45,7 @@ pub(crate) fn forward_backward_checkpointed(
     autocast: bool,
 ) -> Tensor {
     let run = |k: usize, f: &dyn Fn() -> Tensor| {
-        seeded(seed.wrapping_add(k as i64), || tch::autocast(autocast, f))
+        seeded(seed.wrapping_add(k as i64), || pgmld_train::autocast(autocast, model.device(), f))
     };
     let n = model.num_layers();
     let mut inputs = Vec::with_capacity(n + 1);

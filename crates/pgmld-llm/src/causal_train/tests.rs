@@ -360,3 +360,44 @@ fn staged_steps_train_as_eager_ones() {
     let (_, bit8) = one(json!({"max_steps": 2, "cuda_graphs": true, "optim": "adamw_8bit"}));
     assert_eq!(bit8.cuda_graphs.map(|g| g.staged_steps), Some(0), "the 8-bit update is eager");
 }
+
+/// `bf16` on the CPU (HF's `bf16=True` there: `torch.autocast("cpu", dtype=torch.bfloat16)`):
+/// the forward passes, evaluation included, run in bfloat16, so losses move by its rounding
+/// and no more; adapters stay float32; the recomputing (checkpointed) and the staged passes
+/// run under the same autocast as the plain one.
+#[test]
+fn bf16_trains_under_autocast_on_the_cpu() {
+    let (train, eval) = (data(13, 8), data(4, 9));
+    let one = |extra: serde_json::Value| {
+        let mut a = json!({"max_steps": 4, "logging_steps": 1});
+        a.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (model, vs) = adapted(json!({"r": 4, "target_modules": "all-linear"}));
+        let (out, _) = run(&model, &vs, &train, &eval, &args(a));
+        (params(&vs), out)
+    };
+    let (_, f32_run) = one(json!({}));
+    let (weights, bf16_run) = one(json!({"bf16": true}));
+    let (_, ck) = one(json!({"bf16": true, "gradient_checkpointing": true}));
+    let (_, staged) = one(json!({"bf16": true, "cuda_graphs": true}));
+    for (name, t) in &weights {
+        assert_eq!(t.kind(), tch::Kind::Float, "{name} stays float32");
+    }
+    let rel = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-6);
+    let losses = |o: &CausalTrainOutcome| o.log_history.iter().map(|l| l.loss).collect::<Vec<_>>();
+    let gap = |a: &CausalTrainOutcome, b: &CausalTrainOutcome| {
+        losses(a).iter().zip(losses(b)).map(|(x, y)| rel(*x, y)).fold(0.0, f64::max)
+    };
+    let eval_loss = |o: &CausalTrainOutcome| o.eval.as_ref().unwrap().eval_loss;
+    let (vs_f32, vs_ck, vs_staged) =
+        (gap(&bf16_run, &f32_run), gap(&ck, &bf16_run), gap(&staged, &bf16_run));
+    println!(
+        "bf16 vs float32 {vs_f32:e}, checkpointed {vs_ck:e}, staged {vs_staged:e}; eval {} vs {}",
+        eval_loss(&bf16_run),
+        eval_loss(&f32_run)
+    );
+    assert!(vs_f32 > 1e-6 && vs_f32 < 2e-2, "bf16 losses vs float32: {vs_f32:e}");
+    assert_ne!(eval_loss(&bf16_run), eval_loss(&f32_run), "evaluation ran in bfloat16 too");
+    assert!(rel(eval_loss(&bf16_run), eval_loss(&f32_run)) < 2e-2);
+    assert!(vs_ck < 1e-5, "the recomputed layers ran under autocast: {vs_ck:e}");
+    assert!(vs_staged < 1e-2, "the staged pass ran under autocast: {vs_staged:e}");
+}

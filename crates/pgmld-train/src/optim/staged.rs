@@ -87,8 +87,7 @@ impl AdamW {
                 weight_decay: *weight_decay,
                 eps: self.eps,
             };
-            pgmld_kernels::fused_adamw_(p, g, m, v, s, Some(&scalars.lr), hp)
-                .map_err(|e| Error::Torch(tch::TchError::Torch(e.0)))?;
+            pgmld_kernels::fused_adamw_(p, g, m, v, s, Some(&scalars.lr), hp)?;
         }
         Ok(())
     }
