@@ -84,7 +84,9 @@ pub trait TrainTask {
     /// A fresh optimizer over the trained variables.
     fn optimizer(&self, args: &TrainingArgs) -> Self::Optimizer;
 
-    /// The parameters whose gradients are clipped, in the order their norms are summed.
+    /// The parameters whose gradients are clipped, in the order their norms are summed;
+    /// every parameter that gets a gradient, since the loop also drops their gradients
+    /// after each update.
     fn clipped_parameters(&self, optimizer: &Self::Optimizer) -> Vec<Tensor>;
 
     /// The variables a checkpoint saves and a resume fills.
