@@ -508,6 +508,17 @@ def imdb_by_class(source_csv, limit=None):
     return neg, pos
 
 
+def write_labelled_imdb_csv(source_csv, n, out_csv, cut=None):
+    """The first `n` reviews of `imdb_by_class(source_csv, 25,000)`, negatives and positives
+    alternating, as `text,label` (0/1) with each text cut at `cut` characters: what
+    tune_check and bench/tune/gpu/hf_gpu.py read."""
+    neg, pos = imdb_by_class(source_csv, limit=25_000)
+    rows = []
+    for a, b in zip(neg, pos):
+        rows += [(a[:cut], 0), (b[:cut], 1)]
+    write_csv_atomic(out_csv, ["text", "label"], rows[:n])
+
+
 def read_csv_rows(path):
     """The rows of a CSV file after its header (fields of any size)."""
     csv.field_size_limit(1 << 30)

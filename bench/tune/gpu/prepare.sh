@@ -51,20 +51,12 @@ w = load_file(sys.argv[1])
 save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in w.items()}, sys.argv[2])
 PY
 
-python3 - "$SOURCE" "$ROWS" "$CARRY/imdb.csv" <<'PY'
-import csv, sys
-sys.path.insert(0, "bench")
-from benchlib import imdb_by_class
-source, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-neg, pos = imdb_by_class(source, limit=25_000)
-rows = []
 # 2,000 characters keep every review past max_length 128 tokens (~600 characters), so
 # both sides see the same tokens, in half the bytes.
-for a, b in zip(neg, pos):
-    rows += [(a[:2000], 0), (b[:2000], 1)]
-with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["text", "label"])
-    w.writerows(rows[:n])
+python3 - "$SOURCE" "$ROWS" "$CARRY/imdb.csv" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from benchlib import write_labelled_imdb_csv
+write_labelled_imdb_csv(sys.argv[1], int(sys.argv[2]), sys.argv[3], cut=2000)
 PY
 du -sh "$CARRY" "$CARRY"/*

@@ -101,7 +101,7 @@ def scalar_copy(e):
     kernel takes such a scalar as an argument, so it launches nothing. Needs the trace's
     input shapes (record_shapes)."""
     dims = (e.get("args") or {}).get("Input Dims")
-    tensors = [d for d in dims or [] if isinstance(d, list) and d is not None]
+    tensors = [d for d in dims or [] if isinstance(d, list)]
     return e["name"] in ("aten::copy_", "aten::_to_copy") and bool(tensors) and all(d == [] for d in tensors)
 
 
